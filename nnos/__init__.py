@@ -1,0 +1,27 @@
+"""nnos: boot-to-neural-network. Compile an ONNX network into a static plan and run it.
+
+    plan = nnos.compile("policy.onnx")      # or nnos.load("policy.nnos")
+    out = plan({"obs": obs})                 # dict of arrays in, dict of arrays out
+    plan.save("policy.nnos")
+"""
+__version__ = "0.1.0"
+
+from .errors import (BackendError, CompileError, ModelError, NnosError,  # noqa: E402,F401
+                     PlanCallError, PlanFormatError)
+
+
+def compile(path, batch=1, dims=None, check=None):
+    from .compiler import compile as _compile
+    return _compile(path, batch=batch, dims=dims, check=check)
+
+
+def load(path):
+    from .plan import load as _load
+    return _load(path)
+
+
+def __getattr__(name):
+    if name == "Plan":
+        from .plan import Plan
+        return Plan
+    raise AttributeError(name)

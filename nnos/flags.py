@@ -1,0 +1,48 @@
+"""Every environment flag nnos reads, in one typed registry. ``nnos flags`` lists them."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Generic, TypeVar
+
+from .errors import NnosError
+
+T = TypeVar("T")
+REGISTRY: dict[str, "Flag"] = {}
+
+
+@dataclass(frozen=True)
+class Flag(Generic[T]):
+    name: str
+    parse: Callable[[str], T]
+    default: T
+    help: str
+
+    def get(self) -> T:
+        raw = os.environ.get(self.name)
+        if raw is None or raw == "":
+            return self.default
+        try:
+            return self.parse(raw)
+        except ValueError as e:
+            raise NnosError(f"environment flag {self.name}={raw!r} is invalid: expected "
+                            f"{self.parse.__name__} ({self.help})") from e
+
+
+def flag(name: str, parse: Callable[[str], T], default: T, help: str) -> Flag[T]:
+    f = Flag(name, parse, default, help)
+    REGISTRY[name] = f
+    return f
+
+
+def _bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(s)
+
+
+BLAS_THREADS = flag("NNOS_BLAS_THREADS", int, 1, "BLAS threads inside a plan call (1 avoids ms tails)")
+SELF_CHECK = flag("NNOS_SELF_CHECK", _bool, True, "compile checks plan == direct and save/load round trip")
+QUICK = flag("NNOS_QUICK", _bool, False, "tests: skip the slow real-model and image cases")

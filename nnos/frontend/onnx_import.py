@@ -1,0 +1,164 @@
+"""ONNX → nnos IR.
+
+Reads the model with the ``onnx`` package (external-data files beside the .onnx included),
+checks it, fixes symbolic dimensions (the batch dimension to ``batch``, others from ``dims``)
+and converts initializers and Constant nodes to numpy constants. Types of intermediate tensors
+are left to shape inference.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+
+from ..errors import ModelError
+from ..ir import SUPPORTED_DTYPES, Graph, Node, TensorType
+
+MIN_OPSET = 13
+
+
+def _onnx():
+    import onnx  # deferred: only compiling needs it, loading a plan does not
+    return onnx
+
+
+def _load(path: str):
+    onnx = _onnx()
+    if not os.path.isfile(path):
+        raise ModelError(f"{path}: no such model file")
+    try:
+        model = onnx.load(path, load_external_data=True)
+    except Exception as e:  # protobuf DecodeError, missing external file, ...
+        raise ModelError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from e
+    if not model.graph.node and not model.graph.output:
+        raise ModelError(f"{path}: parsed as ONNX but holds no graph (empty, truncated or not a model)")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise ModelError(f"{path}: the ONNX checker rejects this model: {e}") from e
+    return model
+
+
+def _opset(model) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    raise ModelError("the model imports no default-domain (ai.onnx) opset")
+
+
+def _dtype(elem_type: int, what: str) -> np.dtype:
+    onnx = _onnx()
+    try:
+        dt = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception as e:
+        raise ModelError(f"{what}: ONNX element type {elem_type} has no numpy equivalent") from e
+    if dt not in SUPPORTED_DTYPES:
+        raise ModelError(f"{what}: dtype {dt} is not supported; supported: "
+                         + ", ".join(d.name for d in SUPPORTED_DTYPES))
+    return dt
+
+
+def _array(tensor, what: str) -> np.ndarray:
+    onnx = _onnx()
+    _dtype(tensor.data_type, what)
+    try:
+        return np.ascontiguousarray(onnx.numpy_helper.to_array(tensor))
+    except Exception as e:
+        raise ModelError(f"{what}: cannot read tensor data ({e})") from e
+
+
+def _attrs(node) -> dict:
+    onnx = _onnx()
+    out = {}
+    for a in node.attribute:
+        what = f"node {node.name!r} (op {node.op_type}) attribute {a.name!r}"
+        if a.type == onnx.AttributeProto.TENSOR:
+            out[a.name] = _array(a.t, what)
+        elif a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS, onnx.AttributeProto.SPARSE_TENSOR):
+            raise ModelError(f"{what}: subgraph and sparse attributes are not supported")
+        else:
+            v = onnx.helper.get_attribute_value(a)
+            if isinstance(v, bytes):
+                v = v.decode()
+            elif isinstance(v, list):
+                v = [x.decode() if isinstance(x, bytes) else x for x in v]
+            out[a.name] = v
+    return out
+
+
+def _constant_value(node, attrs) -> np.ndarray:
+    for key, dtype in (("value", None), ("value_float", np.float32), ("value_floats", np.float32),
+                       ("value_int", np.int64), ("value_ints", np.int64)):
+        if key in attrs:
+            return np.ascontiguousarray(np.asarray(attrs[key], dtype=dtype))
+    raise ModelError(f"node {node.name!r} (op Constant): value kind {sorted(attrs)} is not supported")
+
+
+def _fix_dims(value_info, batch: int, dims: dict[str, int], batch_param: list) -> tuple[int, ...]:
+    shape = []
+    t = value_info.type.tensor_type
+    if not t.HasField("shape"):
+        raise ModelError(f"input {value_info.name!r} has no shape; nnos needs static shapes")
+    for i, d in enumerate(t.shape.dim):
+        if d.HasField("dim_value") and d.dim_value > 0:
+            shape.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param in dims:
+            shape.append(int(dims[d.dim_param]))
+        elif not batch_param or batch_param[0] == d.dim_param:   # the first symbolic name is the batch
+            batch_param[:] = [d.dim_param]
+            shape.append(batch)
+        else:
+            name = d.dim_param or "?"
+            raise ModelError(f"input {value_info.name!r} dimension {i} is dynamic ({name!r}); "
+                             f"fix it at compile time with dims={{{name!r}: N}} (CLI: --dim {name}=N)")
+    return tuple(shape)
+
+
+def import_onnx(path: str, batch: int = 1, dims: dict[str, int] | None = None) -> tuple[Graph, dict]:
+    """Read an ONNX model into a Graph with static input types and constant weights.
+
+    Returns the graph and the source's metadata: sha256 of the model with its weights
+    (external data included), opset and producer."""
+    if batch < 1:
+        raise ModelError(f"batch must be at least 1, got {batch}")
+    model = _load(path)
+    opset = _opset(model)
+    if opset < MIN_OPSET:
+        raise ModelError(f"{path}: opset {opset} is older than the oldest nnos supports ({MIN_OPSET}); "
+                         "re-export it (torch.onnx.export(..., opset_version=17)) or convert it with "
+                         "onnx.version_converter")
+    for imp in model.opset_import:
+        if imp.domain not in ("", "ai.onnx"):
+            used = [n for n in model.graph.node if n.domain == imp.domain]
+            if used:
+                raise ModelError(f"node {used[0].name!r} (op {used[0].op_type}) is in domain "
+                                 f"{imp.domain!r}; nnos supports the default ONNX domain only")
+    g = model.graph
+    consts = {t.name: _array(t, f"initializer {t.name!r}") for t in g.initializer}
+    types: dict[str, TensorType] = {}
+    batch_param: list = []
+    inputs = []
+    for vi in g.input:
+        if vi.name in consts:
+            continue   # an initializer listed as input (old exporters): a constant on the device
+        dt = _dtype(vi.type.tensor_type.elem_type, f"input {vi.name!r}")
+        types[vi.name] = TensorType(dt, _fix_dims(vi, batch, dims or {}, batch_param))
+        inputs.append(vi.name)
+    nodes = []
+    for i, n in enumerate(g.node):
+        name = n.name or f"{n.op_type}_{i}"
+        if n.domain not in ("", "ai.onnx"):
+            raise ModelError(f"node {name!r} (op {n.op_type}) is in domain {n.domain!r}; "
+                             "nnos supports the default ONNX domain only")
+        n.name = name
+        attrs = _attrs(n)
+        if n.op_type == "Constant":
+            consts[n.output[0]] = _constant_value(n, attrs)
+            continue
+        nodes.append(Node(n.op_type, name, list(n.input), list(n.output), attrs))
+    outputs = [o.name for o in g.output]
+    info = {"source_sha256": hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest(),
+            "opset": opset, "producer": f"{model.producer_name} {model.producer_version}".strip(),
+            "batch": batch}
+    return Graph(g.name or os.path.basename(path), inputs, outputs, nodes, types, consts), info

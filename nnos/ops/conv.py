@@ -1,0 +1,218 @@
+"""Convolution and transposed convolution, any number of spatial dims.
+
+Conv: copy the input into a zero-bordered pad buffer (kept across calls), gather windows into
+a column buffer (im2col) and multiply by the weights with one matmul per group. Depthwise
+convolutions instead accumulate one multiply-add per kernel tap over all channels at once.
+ConvTranspose: one matmul per group into columns, then scatter-add them (col2im).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import TensorType
+from .registry import register
+from .window import kernel_offsets, pads_and_out, spatial_attrs, window_view
+
+
+def _geometry(node, x_shape, w_shape):
+    rank = len(x_shape) - 2
+    kernel = [int(k) for k in node.attrs.get("kernel_shape", w_shape[2:])]
+    strides, dilations = spatial_attrs(node, rank, kernel)
+    begin, end, out = pads_and_out(node, list(x_shape[2:]), kernel, strides, dilations)
+    return kernel, strides, dilations, begin, end, out
+
+
+def _infer_conv(node, in_types, consts):
+    x, w = in_types[0], in_types[1]
+    if len(x.shape) < 3 or len(w.shape) != len(x.shape):
+        raise node.fail(f"X {x} and W {w} must have the same rank, at least 3")
+    g = int(node.attrs.get("group", 1))
+    if x.shape[1] != w.shape[1] * g or w.shape[0] % g:
+        raise node.fail(f"channels do not match: X {x}, W {w}, group {g}")
+    if len(in_types) > 2 and in_types[2] is not None and in_types[2].shape != (w.shape[0],):
+        raise node.fail(f"bias {in_types[2]} must have shape ({w.shape[0]},)")
+    kernel, strides, dilations, begin, end, out = _geometry(node, x.shape, w.shape)
+    return [TensorType(x.dtype, (x.shape[0], w.shape[0], *out))]
+
+
+def _is_depthwise(node, x_shape, w_shape):
+    g = int(node.attrs.get("group", 1))
+    return g > 1 and g == x_shape[1] == w_shape[0]
+
+
+def _needs_pad(begin, end):
+    return any(begin) or any(end)
+
+
+def _conv_scratch(node, in_types, out_types):
+    x, w, y = in_types[0], in_types[1], out_types[0]
+    kernel, strides, dilations, begin, end, out = _geometry(node, x.shape, w.shape)
+    scratch = []
+    if _needs_pad(begin, end):
+        padded = tuple(i + b + e for i, b, e in zip(x.shape[2:], begin, end))
+        scratch.append((TensorType(x.dtype, (x.shape[1], *padded)), True))
+    if _is_depthwise(node, x.shape, w.shape):
+        scratch.append((TensorType(x.dtype, y.shape[1:]), False))
+    else:
+        cg = w.shape[1]
+        scratch.append((TensorType(x.dtype, (cg * int(np.prod(kernel)), int(np.prod(out)))), False))
+    return scratch
+
+
+def _bind_conv(node, ins, outs, scratch):
+    x, w, y = ins[0], ins[1], outs[0]
+    b = ins[2] if len(ins) > 2 else None
+    kernel, strides, dilations, begin, end, out = _geometry(node, x.shape, w.shape)
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    g = int(node.attrs.get("group", 1))
+    pad = scratch[0] if _needs_pad(begin, end) else None
+    work = scratch[-1]
+    interior = (slice(None),) + tuple(slice(bg, bg + i) for bg, i in zip(begin, x.shape[2:]))
+    steps = []
+    for i in range(n):
+        src = x[i]
+        if pad is not None:
+            steps.append((np.copyto, pad[interior], x[i]))
+            src = pad
+        yi = y[i].reshape(m, -1)
+        if _is_depthwise(node, x.shape, w.shape):
+            wk = w.reshape(m, -1)
+            yv, tv = y[i], work
+            for j, off in enumerate(kernel_offsets(kernel)):
+                tap = window_view(src, (c,), kernel, out, strides, dilations, offset=off)
+                wj = wk[:, j].reshape((m,) + (1,) * len(kernel))
+                if j == 0:
+                    steps.append((np.multiply, tap, wj, yv))
+                else:
+                    steps.append((np.multiply, tap, wj, tv))
+                    steps.append((np.add, yv, tv, yv))
+            continue
+        cg, mg = c // g, m // g
+        wg = w.reshape(g, mg, -1)
+        pointwise = all(k == 1 for k in kernel) and all(s == 1 for s in strides) and pad is None
+        for gi in range(g):
+            part = src[gi * cg:(gi + 1) * cg]
+            if pointwise:
+                col = part.reshape(cg, -1)
+            else:
+                col = work
+                view = window_view(part, (cg,), kernel, out, strides, dilations)
+                steps.append((np.copyto, col.reshape(view.shape), view))
+            steps.append((np.matmul, wg[gi], col, yi[gi * mg:(gi + 1) * mg]))
+    if b is not None:
+        bias = b.reshape((1, m) + (1,) * len(kernel))
+        steps.append((np.add, y, bias, y))
+    return _runner(steps)
+
+
+def _runner(steps):
+    """Each step is (function, *args); ufuncs and matmul get their last array as out=."""
+    calls = []
+    for f, *args in steps:
+        if f is np.copyto:
+            calls.append((f, tuple(args), {}))
+        else:
+            calls.append((f, tuple(args[:-1]), {"out": args[-1]}))
+
+    def run():
+        for f, args, kw in calls:
+            f(*args, **kw)
+    return run
+
+
+def _conv_flops(node, in_types, out_types):
+    w = in_types[1]
+    return 2 * out_types[0].size * int(np.prod(w.shape[1:]))
+
+
+register("Conv", _infer_conv, _bind_conv, scratch=_conv_scratch, flops=_conv_flops)
+
+
+# --- ConvTranspose ---------------------------------------------------------------------------
+def _tgeometry(node, x_shape, w_shape):
+    rank = len(x_shape) - 2
+    kernel = [int(k) for k in node.attrs.get("kernel_shape", w_shape[2:])]
+    strides, dilations = spatial_attrs(node, rank, kernel)
+    opad = [int(p) for p in node.attrs.get("output_padding", [0] * rank)]
+    ins = list(x_shape[2:])
+    full = [(i - 1) * s + (k - 1) * d + 1 for i, s, k, d in zip(ins, strides, kernel, dilations)]
+    auto = node.attrs.get("auto_pad", "NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if "output_shape" in node.attrs or auto in ("SAME_UPPER", "SAME_LOWER"):
+        if "output_shape" in node.attrs:
+            out = [int(o) for o in node.attrs["output_shape"]][-rank:]
+        else:
+            out = [i * s for i, s in zip(ins, strides)]
+        total = [f + p - o for f, p, o in zip(full, opad, out)]
+        if min(total) < 0:
+            raise node.fail(f"output_shape {out} is larger than the full transposed extent {full}")
+        if auto == "SAME_UPPER":
+            begin = [t // 2 for t in total]
+        else:
+            begin = [t - t // 2 for t in total]
+        end = [t - b for t, b in zip(total, begin)]
+    else:
+        pads = [int(p) for p in node.attrs.get("pads", [0] * (2 * rank))] if auto == "NOTSET" else [0] * 2 * rank
+        begin, end = pads[:rank], pads[rank:]
+        out = [f + p - b - e for f, p, b, e in zip(full, opad, begin, end)]
+    if min(out) < 1:
+        raise node.fail(f"output size {out} is not positive")
+    return kernel, strides, dilations, opad, full, begin, out
+
+
+def _infer_conv_transpose(node, in_types, consts):
+    x, w = in_types[0], in_types[1]
+    g = int(node.attrs.get("group", 1))
+    if len(x.shape) < 3 or len(w.shape) != len(x.shape) or w.shape[0] != x.shape[1] or x.shape[1] % g:
+        raise node.fail(f"X {x} and W {w} do not match (group {g})")
+    out = _tgeometry(node, x.shape, w.shape)[-1]
+    return [TensorType(x.dtype, (x.shape[0], w.shape[1] * g, *out))]
+
+
+def _tscratch(node, in_types, out_types):
+    x, w = in_types[0], in_types[1]
+    kernel, strides, dilations, opad, full, begin, out = _tgeometry(node, x.shape, w.shape)
+    g = int(node.attrs.get("group", 1))
+    mg = w.shape[1]
+    ext = [max(f + p, b + o) for f, p, b, o in zip(full, opad, begin, out)]
+    return [(TensorType(x.dtype, (mg * int(np.prod(kernel)), int(np.prod(x.shape[2:])))), False),
+            (TensorType(x.dtype, (mg * g, *ext)), False)]
+
+
+def _bind_conv_transpose(node, ins, outs, scratch):
+    x, w, y = ins[0], ins[1], outs[0]
+    b = ins[2] if len(ins) > 2 else None
+    kernel, strides, dilations, opad, full, begin, out = _tgeometry(node, x.shape, w.shape)
+    g = int(node.attrs.get("group", 1))
+    n, c = x.shape[:2]
+    cg, mg = c // g, w.shape[1]
+    col, acc = scratch
+    zero = np.zeros((), acc.dtype)
+    in_sp = x.shape[2:]
+    col_k = col.reshape((mg, len(kernel_offsets(kernel))) + tuple(in_sp))
+    wt = [w[gi * cg:(gi + 1) * cg].reshape(cg, -1).T for gi in range(g)]   # (mg*K, cg) views
+    crop = (slice(None),) + tuple(slice(bg, bg + o) for bg, o in zip(begin, out))
+    steps = []
+    for i in range(n):
+        steps.append((np.copyto, acc, zero))
+        for gi in range(g):
+            xi = x[i, gi * cg:(gi + 1) * cg].reshape(cg, -1)
+            steps.append((np.matmul, wt[gi], xi, col))
+            accg = acc[gi * mg:(gi + 1) * mg]
+            for j, off in enumerate(kernel_offsets(kernel)):
+                idx = (slice(None),) + tuple(slice(o * d, o * d + (isz - 1) * s + 1, s)
+                                             for o, d, isz, s in zip(off, dilations, in_sp, strides))
+                dst = accg[idx]
+                steps.append((np.add, dst, col_k[:, j], dst))
+        steps.append((np.copyto, y[i], acc[crop]))
+    if b is not None:
+        steps.append((np.add, y, b.reshape((1, -1) + (1,) * len(kernel)), y))
+    return _runner(steps)
+
+
+def _tflops(node, in_types, out_types):
+    return 2 * in_types[0].size * int(np.prod(in_types[1].shape[1:]))
+
+
+register("ConvTranspose", _infer_conv_transpose, _bind_conv_transpose, scratch=_tscratch, flops=_tflops)

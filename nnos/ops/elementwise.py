@@ -1,0 +1,326 @@
+"""Elementwise ops: unary math, activations, broadcasting binary ops, comparisons, Where, Clip, Cast.
+
+Every binding tolerates ``out`` being the same array as an input (fusion runs them in place).
+Activations that need a temporary get one scratch array of the output's shape.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import TensorType
+from .registry import register, scalar
+
+
+def _broadcast(node, in_types, dtype=None):
+    present = [t for t in in_types if t is not None]
+    try:
+        shape = np.broadcast_shapes(*(t.shape for t in present))
+    except ValueError as e:
+        raise node.fail("inputs do not broadcast: " + ", ".join(str(t) for t in present)) from e
+    return TensorType(np.dtype(dtype) if dtype is not None else present[0].dtype, tuple(shape))
+
+
+def _same_dtype(node, in_types):
+    dts = {t.dtype for t in in_types if t is not None}
+    if len(dts) > 1:
+        raise node.fail("inputs must share one dtype, got " + ", ".join(str(t) for t in in_types if t))
+
+
+def _infer_same(node, in_types, consts):
+    _same_dtype(node, in_types)
+    return [_broadcast(node, in_types)]
+
+
+def _infer_bool(node, in_types, consts):
+    _same_dtype(node, in_types)
+    return [_broadcast(node, in_types, np.bool_)]
+
+
+def _float_only(node, in_types):
+    if in_types[0].dtype.kind != "f":
+        raise node.fail(f"expects a floating-point input, got {in_types[0]}")
+
+
+def _infer_float_unary(node, in_types, consts):
+    _float_only(node, in_types)
+    return [in_types[0]]
+
+
+def _out_scratch(node, in_types, out_types):
+    return [(out_types[0], False)]
+
+
+def _ew_flops(node, in_types, out_types):
+    return out_types[0].size
+
+
+# --- unary ops that map to one ufunc -------------------------------------------------------
+_UNARY = {"Sqrt": np.sqrt, "Exp": np.exp, "Log": np.log, "Neg": np.negative, "Abs": np.absolute,
+          "Reciprocal": np.reciprocal, "Tanh": np.tanh}
+
+
+def _unary_binder(ufunc):
+    def bind(node, ins, outs, scratch):
+        x, o = ins[0], outs[0]
+        return lambda: ufunc(x, out=o)
+    return bind
+
+
+for _name, _uf in _UNARY.items():
+    _infer = _infer_same if _name in ("Neg", "Abs") else _infer_float_unary
+    register(_name, _infer, _unary_binder(_uf), flops=_ew_flops, elementwise=True)
+
+
+def _bind_relu(node, ins, outs, scratch):
+    x, o = ins[0], outs[0]
+    zero = scalar(0, o.dtype)
+    return lambda: np.maximum(x, zero, out=o)
+
+
+def _bind_leaky_relu(node, ins, outs, scratch):
+    x, o, t = ins[0], outs[0], scratch[0]
+    alpha = float(node.attrs.get("alpha", 0.01))
+    a = scalar(alpha, o.dtype)
+    pick = np.maximum if alpha <= 1.0 else np.minimum
+
+    def run():
+        np.multiply(x, a, out=t)
+        pick(x, t, out=o)
+    return run
+
+
+def _bind_elu(node, ins, outs, scratch):
+    x, o, t = ins[0], outs[0], scratch[0]
+    a, zero = scalar(node.attrs.get("alpha", 1.0), o.dtype), scalar(0, o.dtype)
+
+    def run():
+        np.minimum(x, zero, out=t)
+        np.expm1(t, out=t)
+        np.multiply(t, a, out=t)
+        np.maximum(x, zero, out=o)
+        np.add(o, t, out=o)
+    return run
+
+
+def _bind_sigmoid(node, ins, outs, scratch):
+    # sigmoid(x) = 0.5 * tanh(x / 2) + 0.5: no overflow for large |x|, no temporaries.
+    x, o = ins[0], outs[0]
+    half = scalar(0.5, o.dtype)
+
+    def run():
+        np.multiply(x, half, out=o)
+        np.tanh(o, out=o)
+        np.multiply(o, half, out=o)
+        np.add(o, half, out=o)
+    return run
+
+
+def _hard_sigmoid_into(x, o, alpha, beta):
+    zero, one = scalar(0, o.dtype), scalar(1, o.dtype)
+    a, b = scalar(alpha, o.dtype), scalar(beta, o.dtype)
+
+    def run():
+        np.multiply(x, a, out=o)
+        np.add(o, b, out=o)
+        np.maximum(o, zero, out=o)
+        np.minimum(o, one, out=o)
+    return run
+
+
+def _bind_hard_sigmoid(node, ins, outs, scratch):
+    return _hard_sigmoid_into(ins[0], outs[0], node.attrs.get("alpha", 0.2), node.attrs.get("beta", 0.5))
+
+
+def _bind_hard_swish(node, ins, outs, scratch):
+    x, o, t = ins[0], outs[0], scratch[0]
+    gate = _hard_sigmoid_into(x, t, 1.0 / 6.0, 0.5)
+
+    def run():
+        gate()
+        np.multiply(x, t, out=o)
+    return run
+
+
+def _bind_softplus(node, ins, outs, scratch):
+    # log(1 + e^x) = max(x, 0) + log1p(e^-|x|): exact for large |x|.
+    x, o, t = ins[0], outs[0], scratch[0]
+    zero = scalar(0, o.dtype)
+
+    def run():
+        np.absolute(x, out=t)
+        np.negative(t, out=t)
+        np.exp(t, out=t)
+        np.log1p(t, out=t)
+        np.maximum(x, zero, out=o)
+        np.add(o, t, out=o)
+    return run
+
+
+register("Relu", _infer_same, _bind_relu, flops=_ew_flops, elementwise=True)
+for _name, _bind, _needs in (("LeakyRelu", _bind_leaky_relu, True), ("Elu", _bind_elu, True),
+                             ("Sigmoid", _bind_sigmoid, False), ("HardSigmoid", _bind_hard_sigmoid, False),
+                             ("HardSwish", _bind_hard_swish, True), ("Softplus", _bind_softplus, True)):
+    register(_name, _infer_float_unary, _bind, scratch=_out_scratch if _needs else None,
+             flops=lambda n, i, o: 4 * o[0].size, elementwise=True)
+
+
+# --- binary ops ----------------------------------------------------------------------------
+def _binary_binder(ufunc):
+    def bind(node, ins, outs, scratch):
+        a, b, o = ins[0], ins[1], outs[0]
+        return lambda: ufunc(a, b, out=o)
+    return bind
+
+
+for _name, _uf in (("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply)):
+    register(_name, _infer_same, _binary_binder(_uf), flops=_ew_flops, elementwise=True)
+for _name, _uf in (("Equal", np.equal), ("Greater", np.greater), ("Less", np.less)):
+    register(_name, _infer_bool, _binary_binder(_uf), flops=_ew_flops)
+
+
+def _bind_div(node, ins, outs, scratch):
+    a, b, o = ins[0], ins[1], outs[0]
+    if o.dtype.kind == "f":
+        return lambda: np.divide(a, b, out=o)
+    if o.dtype.kind == "u":
+        return lambda: np.floor_divide(a, b, out=o)
+    t = scratch[0]
+
+    def run():  # ONNX integer division truncates toward zero: (a - fmod(a, b)) / b is exact
+        np.fmod(a, b, out=t)
+        np.subtract(a, t, out=t)
+        np.floor_divide(t, b, out=o)
+    return run
+
+
+def _div_scratch(node, in_types, out_types):
+    return [(out_types[0], False)] if out_types[0].dtype.kind == "i" else []
+
+
+register("Div", _infer_same, _bind_div, scratch=_div_scratch, flops=_ew_flops, elementwise=True)
+
+
+def _infer_pow(node, in_types, consts):
+    return [_broadcast(node, in_types, in_types[0].dtype)]
+
+
+def _bind_pow(node, ins, outs, scratch):
+    a, b, o = ins[0], ins[1], outs[0]
+    if b.dtype == o.dtype:
+        return lambda: np.power(a, b, out=o)
+    e = scratch[0]  # exponent of another dtype: cast it into the base's dtype first
+
+    def run():
+        np.copyto(e, b, casting="unsafe")
+        np.power(a, e, out=o)
+    return run
+
+
+def _pow_scratch(node, in_types, out_types):
+    return [] if in_types[1].dtype == in_types[0].dtype else [(TensorType(in_types[0].dtype, in_types[1].shape), False)]
+
+
+register("Pow", _infer_pow, _bind_pow, scratch=_pow_scratch, flops=lambda n, i, o: 10 * o[0].size,
+         elementwise=True)
+
+
+def _bind_mod(node, ins, outs, scratch):
+    a, b, o = ins[0], ins[1], outs[0]
+    fmod = int(node.attrs.get("fmod", 0))
+    if not fmod and o.dtype.kind == "f":
+        raise node.fail("Mod with fmod=0 is defined for integers only; set fmod=1 for floats")
+    uf = np.fmod if fmod else np.mod
+    return lambda: uf(a, b, out=o)
+
+
+register("Mod", _infer_same, _bind_mod, flops=_ew_flops, elementwise=True)
+
+
+# --- variadic Min / Max ---------------------------------------------------------------------
+def _variadic_binder(ufunc):
+    def bind(node, ins, outs, scratch):
+        xs, o = [x for x in ins if x is not None], outs[0]
+        if len(xs) == 1:
+            return lambda: np.copyto(o, xs[0])
+        first, rest = (xs[0], xs[1]), xs[2:]
+
+        def run():
+            ufunc(*first, out=o)
+            for x in rest:
+                ufunc(o, x, out=o)
+        return run
+    return bind
+
+
+register("Min", _infer_same, _variadic_binder(np.minimum), flops=_ew_flops, elementwise=True)
+register("Max", _infer_same, _variadic_binder(np.maximum), flops=_ew_flops, elementwise=True)
+
+
+# --- Clip, Where, Cast, Identity -----------------------------------------------------------
+def _infer_clip(node, in_types, consts):
+    for t in in_types[1:]:
+        if t is not None and t.size != 1:
+            raise node.fail(f"min/max must be scalars, got {t}")
+    return [in_types[0]]
+
+
+def _bind_clip(node, ins, outs, scratch):
+    x, o = ins[0], outs[0]
+    lo = ins[1] if len(ins) > 1 else None
+    hi = ins[2] if len(ins) > 2 else None
+    lo = lo.reshape(()) if lo is not None else None
+    hi = hi.reshape(()) if hi is not None else None
+
+    def run():
+        src = x
+        if lo is not None:
+            np.maximum(src, lo, out=o)
+            src = o
+        if hi is not None:
+            np.minimum(src, hi, out=o)
+        elif src is x:
+            np.copyto(o, x)
+    return run
+
+
+register("Clip", _infer_clip, _bind_clip, flops=_ew_flops, elementwise=True)
+
+
+def _infer_where(node, in_types, consts):
+    if in_types[0].dtype != np.bool_:
+        raise node.fail(f"condition must be bool, got {in_types[0]}")
+    if in_types[1].dtype != in_types[2].dtype:
+        raise node.fail(f"X and Y must share a dtype, got {in_types[1]} and {in_types[2]}")
+    return [_broadcast(node, in_types, in_types[1].dtype)]
+
+
+def _bind_where(node, ins, outs, scratch):
+    c, x, y, o = ins[0], ins[1], ins[2], outs[0]
+
+    def run():
+        np.copyto(o, y)
+        np.copyto(o, x, where=c)
+    return run
+
+
+register("Where", _infer_where, _bind_where, flops=_ew_flops)
+
+
+_ONNX_CAST = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
+              9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
+
+
+def _infer_cast(node, in_types, consts):
+    to = int(node.attrs["to"])
+    if to not in _ONNX_CAST:
+        raise node.fail(f"Cast to ONNX type {to} is not supported; supported: "
+                        + ", ".join(sorted(_ONNX_CAST.values())))
+    return [TensorType(np.dtype(_ONNX_CAST[to]), in_types[0].shape)]
+
+
+def _bind_cast(node, ins, outs, scratch):
+    x, o = ins[0], outs[0]
+    return lambda: np.copyto(o, x, casting="unsafe")
+
+
+register("Cast", _infer_cast, _bind_cast, flops=_ew_flops)

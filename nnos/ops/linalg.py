@@ -1,0 +1,111 @@
+"""Matrix products: Gemm and MatMul (numpy's matmul with out=, which calls BLAS)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import TensorType
+from .registry import register, scalar
+
+
+def _infer_gemm(node, in_types, consts):
+    a, b = in_types[0], in_types[1]
+    if len(a.shape) != 2 or len(b.shape) != 2:
+        raise node.fail(f"Gemm takes 2-D A and B, got {a} and {b}")
+    m, k = a.shape[::-1] if node.attrs.get("transA", 0) else a.shape
+    k2, n = b.shape[::-1] if node.attrs.get("transB", 0) else b.shape
+    if k != k2:
+        raise node.fail(f"inner dimensions differ: A {a} (transA={node.attrs.get('transA', 0)}) "
+                        f"and B {b} (transB={node.attrs.get('transB', 0)})")
+    if len(in_types) > 2 and in_types[2] is not None:
+        try:
+            np.broadcast_shapes(in_types[2].shape, (m, n))
+        except ValueError as e:
+            raise node.fail(f"C {in_types[2]} does not broadcast to ({m}, {n})") from e
+    return [TensorType(a.dtype, (m, n))]
+
+
+def _gemm_scratch(node, in_types, out_types):
+    c = in_types[2] if len(in_types) > 2 else None
+    if c is not None and float(node.attrs.get("beta", 1.0)) not in (0.0, 1.0):
+        return [(out_types[0], False)]
+    return []
+
+
+def _bind_gemm(node, ins, outs, scratch):
+    a, b, o = ins[0], ins[1], outs[0]
+    c = ins[2] if len(ins) > 2 else None
+    A = a.T if node.attrs.get("transA", 0) else a
+    B = b.T if node.attrs.get("transB", 0) else b
+    alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
+    al, be = scalar(alpha, o.dtype), scalar(beta, o.dtype)
+    if c is not None and beta == 0.0:
+        c = None
+
+    def run():
+        np.matmul(A, B, out=o)
+        if alpha != 1.0:
+            np.multiply(o, al, out=o)
+        if c is not None:
+            if beta == 1.0:
+                np.add(o, c, out=o)
+            else:
+                t = scratch[0]
+                np.multiply(c, be, out=t)
+                np.add(o, t, out=o)
+
+    if alpha == 1.0 and c is not None and beta == 1.0:   # the common case, two calls
+        def run():  # noqa: F811
+            np.matmul(A, B, out=o)
+            np.add(o, c, out=o)
+    return run
+
+
+def _gemm_flops(node, in_types, out_types):
+    m, n = out_types[0].shape
+    k = in_types[0].shape[0] if node.attrs.get("transA", 0) else in_types[0].shape[1]
+    return 2 * m * n * k
+
+
+register("Gemm", _infer_gemm, _bind_gemm, scratch=_gemm_scratch, flops=_gemm_flops)
+
+
+def _matmul_shape(node, a, b):
+    sa, sb = list(a.shape), list(b.shape)
+    if not sa or not sb:
+        raise node.fail(f"MatMul does not take scalars: {a}, {b}")
+    va, vb = len(sa) == 1, len(sb) == 1
+    if va:
+        sa = [1] + sa
+    if vb:
+        sb = sb + [1]
+    if sa[-1] != sb[-2]:
+        raise node.fail(f"inner dimensions differ: {a} @ {b}")
+    try:
+        batch = np.broadcast_shapes(tuple(sa[:-2]), tuple(sb[:-2]))
+    except ValueError as e:
+        raise node.fail(f"batch dimensions do not broadcast: {a} @ {b}") from e
+    out = list(batch) + [sa[-2], sb[-1]]
+    if va:
+        out.pop(-2)
+    if vb:
+        out.pop(-1)
+    return tuple(out), sa[-1]
+
+
+def _infer_matmul(node, in_types, consts):
+    a, b = in_types
+    if a.dtype != b.dtype:
+        raise node.fail(f"A and B must share a dtype, got {a} and {b}")
+    return [TensorType(a.dtype, _matmul_shape(node, a, b)[0])]
+
+
+def _bind_matmul(node, ins, outs, scratch):
+    a, b, o = ins[0], ins[1], outs[0]
+    return lambda: np.matmul(a, b, out=o)
+
+
+def _matmul_flops(node, in_types, out_types):
+    return 2 * out_types[0].size * _matmul_shape(node, *in_types)[1]
+
+
+register("MatMul", _infer_matmul, _bind_matmul, flops=_matmul_flops)

@@ -1,0 +1,55 @@
+"""ReduceSum, ReduceMean, ReduceMax over constant axes (attribute, or input since opsets 13/18)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import TensorType
+from .registry import register, scalar
+
+
+def _axes(node, in_types, consts):
+    rank = len(in_types[0].shape)
+    if len(in_types) > 1 and in_types[1] is not None:
+        if consts[1] is None:
+            raise node.fail("axes (input 1) must be a constant known at compile time")
+        axes = [int(a) for a in np.asarray(consts[1]).reshape(-1)]
+    else:
+        axes = [int(a) for a in node.attrs.get("axes", [])]
+    if not axes:
+        return None if int(node.attrs.get("noop_with_empty_axes", 0)) else tuple(range(rank))
+    for a in axes:
+        if not -rank <= a < rank:
+            raise node.fail(f"axis {a} is out of range for rank {rank}")
+    return tuple(sorted({a % rank for a in axes}))
+
+
+def _infer_reduce(node, in_types, consts):
+    x = in_types[0]
+    axes = _axes(node, in_types, consts)
+    if axes is None:
+        return [x]
+    if node.op == "ReduceMax" and any(x.shape[a] == 0 for a in axes):
+        raise node.fail(f"ReduceMax over an empty axis of {x}")
+    keep = int(node.attrs.get("keepdims", 1))
+    shape = tuple((1 if i in axes else s) for i, s in enumerate(x.shape) if keep or i not in axes)
+    return [TensorType(x.dtype, shape)]
+
+
+def _bind_reduce(node, ins, outs, scratch):
+    x, y = ins[0], outs[0]
+    axes = _axes(node, [x] + ins[1:], ins)   # arrays stand in for types: only .shape is read
+    if axes is None:
+        return lambda: np.copyto(y, x)
+    kept = y.reshape(tuple(1 if i in axes else s for i, s in enumerate(x.shape)))
+    ufunc = np.maximum if node.op == "ReduceMax" else np.add
+    inv = scalar(1.0 / max(1, int(np.prod([x.shape[a] for a in axes]))), y.dtype) if node.op == "ReduceMean" else None
+
+    def run():
+        ufunc.reduce(x, axis=axes, keepdims=True, out=kept)
+        if inv is not None:
+            np.multiply(kept, inv, out=kept)
+    return run
+
+
+for _name in ("ReduceSum", "ReduceMean", "ReduceMax"):
+    register(_name, _infer_reduce, _bind_reduce, flops=lambda n, i, o: i[0].size, const_inputs=(1,))

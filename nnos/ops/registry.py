@@ -1,0 +1,82 @@
+"""The operator registry: for each ONNX op, how to infer its output types, how to bind it
+to preallocated buffers for the numpy executor, what scratch it needs and what it costs.
+
+The numpy binding *is* nnos's definition of an op: every other backend must match it.
+A binding receives its input arrays (arena views or constants), its output arrays and its
+scratch arrays, and returns a zero-argument callable that computes in place without
+allocating arrays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..ir import Node, TensorType
+
+Arr = Optional[np.ndarray]
+InferFn = Callable[[Node, list, list], list]          # (node, in_types, in_consts) -> out_types
+BindFn = Callable[[Node, list, list, list], Callable[[], None]]
+ScratchFn = Callable[[Node, list, list], list]        # -> [(TensorType, persistent: bool)]
+FlopsFn = Callable[[Node, list, list], int]
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    infer: InferFn
+    bind: BindFn
+    scratch: Optional[ScratchFn] = None
+    flops: Optional[FlopsFn] = None
+    const_inputs: tuple[int, ...] = ()   # inputs whose *values* must be known at compile time
+    elementwise: bool = False            # output has the (broadcast) shape of its inputs; may run in place
+    view: bool = False                   # output is its first input's bytes under another shape
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register(name: str, infer: InferFn, bind: BindFn, **kw) -> OpDef:
+    op = OpDef(name, infer, bind, **kw)
+    OPS[name] = op
+    return op
+
+
+def get(node: Node) -> OpDef:
+    op = OPS.get(node.op)
+    if op is None:
+        raise node.fail(f"unsupported op {node.op!r}; nnos supports: {', '.join(sorted(OPS))}")
+    return op
+
+
+def scalar(value, dtype) -> np.ndarray:
+    """A 0-d array: passing it to a ufunc converts nothing and allocates nothing per call."""
+    return np.array(value, dtype=dtype)
+
+
+def run_steps(*fns: Callable[[], None]) -> Callable[[], None]:
+    """Sequence several callables into one (each already bound to its arrays)."""
+    fns = tuple(f for f in fns if f is not None)
+    if len(fns) == 1:
+        return fns[0]
+
+    def run():
+        for f in fns:
+            f()
+    return run
+
+
+def evaluate(node: Node, inputs: list) -> list[np.ndarray]:
+    """Run one node on concrete arrays, allocating its outputs: constant folding and the
+    direct (unplanned) reference use this. Same binding as the executor, so one definition."""
+    op = get(node)
+    in_types = [TensorType(a.dtype, tuple(a.shape)) if a is not None else None for a in inputs]
+    out_types = op.infer(node, in_types, inputs)
+    outs = [np.empty(t.shape, t.dtype) for t in out_types]
+    scratch = [np.zeros(t.shape, t.dtype) for t, _ in (op.scratch(node, in_types, out_types) if op.scratch else [])]
+    ins = [np.ascontiguousarray(a) if a is not None else None for a in inputs]
+    fn = op.bind(node, ins, outs, scratch)
+    with np.errstate(all="ignore"):
+        fn()
+    return outs

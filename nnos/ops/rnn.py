@@ -1,0 +1,249 @@
+"""GRU and LSTM (ONNX layouts 0 and 1, forward/reverse/bidirectional, peepholes, clip,
+linear_before_reset, the activation functions nnos implements elementwise).
+
+Per call: one matmul projects every time step's input at once; then per step one matmul with
+the recurrence weights and in-place gate arithmetic on views prepared at bind time.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Node, TensorType
+from .registry import OPS, register, scalar
+
+_ACTS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "leakyrelu": "LeakyRelu",
+         "hardsigmoid": "HardSigmoid", "elu": "Elu", "softplus": "Softplus"}
+_ALPHA = {"LeakyRelu", "HardSigmoid", "Elu"}
+_BETA = {"HardSigmoid"}
+
+
+def _spec(node):
+    gates = 3 if node.op == "GRU" else 4
+    direction = node.attrs.get("direction", "forward")
+    direction = direction.decode() if isinstance(direction, bytes) else direction
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise node.fail(f"unknown direction {direction!r}")
+    if int(node.attrs.get("input_forget", 0)):
+        raise node.fail("input_forget=1 is not supported")
+    ndir = 2 if direction == "bidirectional" else 1
+    names = node.attrs.get("activations") or (["Sigmoid", "Tanh"] if gates == 3 else ["Sigmoid", "Tanh", "Tanh"]) * ndir
+    names = [n.decode() if isinstance(n, bytes) else n for n in names]
+    per = len(names) // ndir
+    alphas = list(node.attrs.get("activation_alpha", []))
+    betas = list(node.attrs.get("activation_beta", []))
+    acts = []
+    for n in names:
+        op = _ACTS.get(n.lower())
+        if op is None:
+            raise node.fail(f"activation {n!r} is not supported; supported: {', '.join(_ACTS.values())}")
+        attrs = {}
+        if op in _ALPHA and alphas:
+            attrs["alpha"] = float(alphas.pop(0))
+        if op in _BETA and betas:
+            attrs["beta"] = float(betas.pop(0))
+        acts.append((op, attrs))
+    return gates, direction, ndir, [acts[d * per:(d + 1) * per] for d in range(ndir)]
+
+
+def _infer_rnn(node, in_types, consts):
+    gates, direction, ndir, _ = _spec(node)
+    x, w, r = in_types[:3]
+    layout = int(node.attrs.get("layout", 0))
+    seq, batch = (x.shape[0], x.shape[1]) if layout == 0 else (x.shape[1], x.shape[0])
+    hidden = int(node.attrs.get("hidden_size", w.shape[1] // gates))
+    if w.shape != (ndir, gates * hidden, x.shape[2]) or r.shape != (ndir, gates * hidden, hidden):
+        raise node.fail(f"W {w} / R {r} do not match {ndir} direction(s), hidden {hidden}, input {x}")
+    if len(in_types) > 4 and in_types[4] is not None:
+        lens = consts[4]
+        if lens is None or np.any(np.asarray(lens) != seq):
+            raise node.fail("sequence_lens must be a constant equal to the sequence length; "
+                            "per-batch lengths make the step count data-dependent")
+    y = (seq, ndir, batch, hidden) if layout == 0 else (batch, seq, ndir, hidden)
+    h = (ndir, batch, hidden) if layout == 0 else (batch, ndir, hidden)
+    types = [TensorType(x.dtype, y), TensorType(x.dtype, h), TensorType(x.dtype, h)]
+    return types[:len(node.outputs)]
+
+
+def _rnn_scratch(node, in_types, out_types):
+    gates, _, ndir, _ = _spec(node)
+    x, w = in_types[0], in_types[1]
+    layout = int(node.attrs.get("layout", 0))
+    seq, batch = (x.shape[0], x.shape[1]) if layout == 0 else (x.shape[1], x.shape[0])
+    hidden = w.shape[1] // gates
+    t = lambda *s: (TensorType(x.dtype, s), False)   # noqa: E731
+    return [t(seq, batch, x.shape[2]),                 # input in (seq, batch, input) order
+            t(ndir, seq, batch, gates * hidden),      # projected inputs + both biases
+            t(batch, gates * hidden),                 # recurrent projection
+            t(seq, ndir, batch, hidden),              # hidden states
+            t(ndir, batch, hidden),                   # cell state (LSTM) / temp (GRU)
+            t(batch, hidden), t(batch, hidden)]       # temporaries
+
+
+def _act(op, attrs, a, tmp):
+    return OPS[op].bind(Node(op, op, [], [], attrs), [a], [a], [tmp])
+
+
+def _bind_rnn(node, ins, outs, scratch):
+    gates, direction, ndir, acts = _spec(node)
+    x, w, r = ins[:3]
+    b = ins[3] if len(ins) > 3 else None
+    h0 = ins[5] if len(ins) > 5 else None
+    c0 = ins[6] if len(ins) > 6 else None
+    p = ins[7] if len(ins) > 7 else None
+    xs, proj, rec, hs, cell, t1, t2 = scratch
+    layout = int(node.attrs.get("layout", 0))
+    seq, batch, hid = xs.shape[0], xs.shape[1], hs.shape[3]
+    lbr = int(node.attrs.get("linear_before_reset", 0))
+    clip = node.attrs.get("clip")
+    lim = scalar(clip, x.dtype) if clip is not None else None
+    if layout == 1:
+        h0 = h0.transpose(1, 0, 2) if h0 is not None else None
+        c0 = c0.transpose(1, 0, 2) if c0 is not None else None
+    x_src = x if layout == 0 else x.transpose(1, 0, 2)
+    xs2 = xs.reshape(seq * batch, -1)
+    pre, steps = [lambda: np.copyto(xs, x_src)], []
+
+    for d in range(ndir):
+        wt, rt = w[d].T, r[d].T                                   # (input, G*H), (H, G*H)
+        pd = proj[d].reshape(seq * batch, -1)
+        pre.append(lambda pd=pd, wt=wt: np.matmul(xs2, wt, out=pd))
+        rbh = None
+        if b is not None:
+            bias = b[d, :gates * hid].astype(x.dtype)
+            if gates == 4:
+                bias = bias + b[d, 4 * hid:]
+            else:                                                 # Rh's bias stays with the reset gate
+                bias[:2 * hid] += b[d, 3 * hid:5 * hid]
+                rbh = b[d, 5 * hid:6 * hid]
+            pre.append(lambda pd=pd, bias=bias: np.add(pd, bias, out=pd))
+        order = range(seq) if (direction == "forward" or (direction == "bidirectional" and d == 0)) else range(seq - 1, -1, -1)
+        order = list(order)
+        init_h = h0[d] if h0 is not None else None
+        init_c = c0[d] if c0 is not None else None
+        fa = [(op, attrs) for op, attrs in acts[d]]
+        c = cell[d]
+        pre.append((lambda c=c, init_c=init_c: np.copyto(c, init_c)) if init_c is not None
+                   else (lambda c=c, z=scalar(0, x.dtype): np.copyto(c, z)))
+        for k, ti in enumerate(order):
+            h_prev = hs[order[k - 1], d] if k else (init_h if init_h is not None else np.zeros((batch, hid), x.dtype))
+            h_new = hs[ti, d]
+            g = proj[d, ti]
+            if gates == 3:
+                steps.append(_gru_step(g, h_prev, h_new, rt, rec, t1, t2, c, hid, lbr, rbh, fa, lim))
+            else:
+                pk = p[d] if p is not None else None
+                steps.append(_lstm_step(g, h_prev, h_new, c, rt, rec, t1, hid, pk, fa, lim))
+
+    y = outs[0] if len(outs) > 0 and outs[0] is not None else None
+    yh = outs[1] if len(outs) > 1 and outs[1] is not None else None
+    yc = outs[2] if len(outs) > 2 and outs[2] is not None else None
+    post = []
+    if y is not None:
+        post.append(lambda: np.copyto(y, hs if layout == 0 else hs.transpose(2, 0, 1, 3)))
+    last = [seq - 1 if (direction == "forward" or d == 0) else 0 for d in range(ndir)]
+    if direction == "reverse":
+        last = [0]
+    if yh is not None:
+        yh_v = yh if layout == 0 else yh.transpose(1, 0, 2)
+        post += [lambda d=d, t=t: np.copyto(yh_v[d], hs[t, d]) for d, t in enumerate(last)]
+    if yc is not None:
+        yc_v = yc if layout == 0 else yc.transpose(1, 0, 2)
+        post.append(lambda: np.copyto(yc_v, cell))
+    allsteps = pre + steps + post
+
+    def run():
+        for s in allsteps:
+            s()
+    return run
+
+
+def _clip(a, lim):
+    if lim is None:
+        return None
+    neg = -lim
+    return lambda: (np.minimum(a, lim, out=a), np.maximum(a, neg, out=a))
+
+
+def _gru_step(g, h_prev, h_new, rt, rec, z, r, tmp, hid, lbr, rbh, acts, lim):
+    """One GRU step. ``g`` holds X W^T + Wb (+ Rb for z and r); ``rbh`` is Rh's bias."""
+    fz = _act(*acts[0], z, tmp)
+    fr = _act(*acts[0], r, tmp)
+    gh = _act(*acts[1], h_new, tmp)
+    clips = [_clip(a, lim) for a in (z, r, h_new)] if lim is not None else [None] * 3
+    rec_h = rec[:, 2 * hid:]
+
+    def run():
+        np.matmul(h_prev, rt, out=rec)                     # (B, 3H): z, r, h recurrences
+        np.add(g[:, :hid], rec[:, :hid], out=z)
+        np.add(g[:, hid:2 * hid], rec[:, hid:2 * hid], out=r)
+        if lim is not None:
+            clips[0]()
+            clips[1]()
+        fz()
+        fr()
+        if lbr:                                            # h~ = g(Xh + r * (H Rh^T + Rbh))
+            if rbh is not None:
+                np.add(rec_h, rbh, out=rec_h)
+            np.multiply(r, rec_h, out=h_new)
+        else:                                              # h~ = g(Xh + (r * H) Rh^T + Rbh)
+            np.multiply(r, h_prev, out=r)
+            np.matmul(r, rt[:, 2 * hid:], out=h_new)
+            if rbh is not None:
+                np.add(h_new, rbh, out=h_new)
+        np.add(h_new, g[:, 2 * hid:], out=h_new)
+        if lim is not None:
+            clips[2]()
+        gh()
+        np.subtract(h_prev, h_new, out=r)                  # H = h~ + z * (H_prev - h~)
+        np.multiply(r, z, out=r)
+        np.add(h_new, r, out=h_new)
+    return run
+
+
+def _lstm_step(g, h_prev, h_new, c, rt, rec, tmp, hid, p, acts, lim):
+    f_act, g_act, h_act = acts
+    i_, o_, f_, c_ = (rec[:, k * hid:(k + 1) * hid] for k in range(4))
+    fi = _act(f_act[0], f_act[1], i_, tmp)
+    fo = _act(f_act[0], f_act[1], o_, tmp)
+    ff = _act(f_act[0], f_act[1], f_, tmp)
+    gc = _act(g_act[0], g_act[1], c_, tmp)
+    hc = _act(h_act[0], h_act[1], h_new, tmp)
+    pi, po, pf = (p[:hid], p[hid:2 * hid], p[2 * hid:]) if p is not None else (None, None, None)
+    neg = -lim if lim is not None else None
+
+    def run():
+        np.matmul(h_prev, rt, out=rec)
+        np.add(rec, g, out=rec)
+        if lim is not None:
+            np.minimum(rec, lim, out=rec)
+            np.maximum(rec, neg, out=rec)
+        if pi is not None:
+            np.multiply(c, pi, out=tmp)
+            np.add(i_, tmp, out=i_)
+            np.multiply(c, pf, out=tmp)
+            np.add(f_, tmp, out=f_)
+        fi()
+        ff()
+        gc()
+        np.multiply(c, f_, out=c)                          # C = f * C_prev + i * c~
+        np.multiply(i_, c_, out=tmp)
+        np.add(c, tmp, out=c)
+        if po is not None:
+            np.multiply(c, po, out=tmp)
+            np.add(o_, tmp, out=o_)
+        fo()
+        np.copyto(h_new, c)
+        hc()
+        np.multiply(h_new, o_, out=h_new)
+    return run
+
+
+def _rnn_flops(node, in_types, out_types):
+    x, w, r = in_types[:3]
+    seq = x.shape[0] if int(node.attrs.get("layout", 0)) == 0 else x.shape[1]
+    batch = x.size // (seq * x.shape[2])
+    return 2 * seq * batch * (int(np.prod(w.shape)) + int(np.prod(r.shape)))
+
+
+for _name in ("GRU", "LSTM"):
+    register(_name, _infer_rnn, _bind_rnn, scratch=_rnn_scratch, flops=_rnn_flops, const_inputs=(4,))

@@ -1,0 +1,16 @@
+"""Graph passes. Each takes a Graph and returns a new or updated Graph; each is testable alone."""
+from .dce import eliminate_dead  # noqa: F401
+from .fold import fold_constants  # noqa: F401
+from .fusion import fold_batchnorm, fuse_bias, fuse_elementwise, prepack_gemm  # noqa: F401
+from .infer import infer_types  # noqa: F401
+
+
+def optimize(graph):
+    """The default pipeline: types (folding shape subgraphs as it goes), dead code, fusions."""
+    graph = infer_types(graph)
+    graph = eliminate_dead(graph)
+    graph = fold_batchnorm(graph)
+    graph = fuse_bias(graph)
+    graph = prepack_gemm(graph)
+    graph = fuse_elementwise(graph)
+    return eliminate_dead(graph)

@@ -1,0 +1,52 @@
+"""Shape and dtype inference: every tensor gets a static TensorType, in one forward sweep.
+
+Folding happens in the same sweep (a Reshape's shape may be computed by a Shape subgraph
+that only folds once its input's type is known)."""
+from __future__ import annotations
+
+from ..errors import CompileError
+from ..ir import SUPPORTED_DTYPES, Graph, TensorType
+from ..ops import get
+from .fold import try_fold
+
+
+def infer_node(graph: Graph, node) -> list[TensorType]:
+    op = get(node)
+    for i in node.inputs:
+        if i and i not in graph.types and i not in graph.consts:
+            raise node.fail(f"input {i!r} is not produced by any earlier node nor a graph input")
+    in_types = [graph.type_of(i) if i else None for i in node.inputs]
+    in_consts = [graph.consts.get(i) if i else None for i in node.inputs]
+    for k in op.const_inputs:
+        if k < len(node.inputs) and node.inputs[k] and node.inputs[k] not in graph.consts:
+            raise node.fail(f"input {k} ({node.inputs[k]!r}) must be a constant known at compile "
+                            "time; it depends on run-time values, which would make shapes dynamic")
+    try:
+        out = op.infer(node, in_types, in_consts)
+    except CompileError:
+        raise
+    except (KeyError, IndexError, ValueError, TypeError) as e:
+        raise node.fail(f"invalid attributes or inputs ({type(e).__name__}: {e})") from e
+    for name, t in zip(node.outputs, out):
+        if t.dtype not in SUPPORTED_DTYPES:
+            raise node.fail(f"output {name!r} would have unsupported dtype {t.dtype}")
+        if min(t.shape, default=1) < 0:
+            raise node.fail(f"output {name!r} would have a negative dimension: {t}")
+    return out
+
+
+def infer_types(graph: Graph) -> Graph:
+    g = graph.copy()
+    kept = []
+    for node in g.nodes:
+        if try_fold(g, node):
+            continue
+        for name, t in zip(node.outputs, infer_node(g, node)):
+            if name:
+                g.types[name] = t
+        kept.append(node)
+    g.nodes = kept
+    for o in g.outputs:
+        if o not in g.types and o not in g.consts:
+            raise CompileError(f"graph output {o!r} is not produced by any node")
+    return g

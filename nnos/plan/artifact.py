@@ -1,0 +1,122 @@
+"""The plan file: one self-describing, checksummed file. Loading parses JSON and raw arrays
+only; nothing in it is executed (no pickle).
+
+    offset 0   8 bytes   magic b"NNOSPLAN"
+               4 bytes   plan format version, little-endian u32
+               4 bytes   reserved (0)
+               8 bytes   header length H, little-endian u64
+    24         H bytes   header: UTF-8 JSON (graph, schedule, memory plan, metadata, weight table)
+               padding   zeros to a multiple of 64
+               blob      weights, each at a 64-byte aligned offset given in the weight table
+    end - 32   32 bytes  sha256 of every byte before it
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+
+import numpy as np
+
+from ..errors import PlanFormatError
+from ..ir import SUPPORTED_DTYPES
+
+MAGIC = b"NNOSPLAN"
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct("<8sIIQ")
+_DIGEST = 32
+
+
+def _align(n: int, a: int = 64) -> int:
+    return (n + a - 1) // a * a
+
+
+def encode_value(v):
+    """Attributes to JSON; arrays become tagged base64."""
+    if isinstance(v, np.ndarray):
+        return {"__ndarray__": v.dtype.name, "shape": list(v.shape),
+                "data": base64.b64encode(np.ascontiguousarray(v).tobytes()).decode()}
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, (list, tuple)):
+        return [encode_value(x) for x in v]
+    if isinstance(v, dict):
+        return {k: encode_value(x) for k, x in v.items()}
+    return v
+
+
+def decode_value(v):
+    if isinstance(v, dict) and "__ndarray__" in v:
+        dt = _dtype(v["__ndarray__"])
+        data = base64.b64decode(v["data"])
+        return np.frombuffer(data, dtype=dt).reshape(v["shape"]).copy()
+    if isinstance(v, list):
+        return [decode_value(x) for x in v]
+    if isinstance(v, dict):
+        return {k: decode_value(x) for k, x in v.items()}
+    return v
+
+
+def _dtype(name: str) -> np.dtype:
+    try:
+        dt = np.dtype(name)
+    except TypeError as e:
+        raise PlanFormatError(f"unknown dtype {name!r} in plan") from e
+    if dt not in SUPPORTED_DTYPES:
+        raise PlanFormatError(f"dtype {name!r} in plan is not supported")
+    return dt
+
+
+def write(header: dict, weights: dict[str, np.ndarray]) -> bytes:
+    table, offset = {}, 0
+    for name, arr in weights.items():
+        table[name] = {"dtype": arr.dtype.name, "shape": list(arr.shape), "offset": offset, "nbytes": arr.nbytes}
+        offset = _align(offset + arr.nbytes)
+    header = dict(header, weights=table)
+    head = json.dumps(encode_value(header), separators=(",", ":")).encode()
+    start = _align(_PREFIX.size + len(head))
+    buf = bytearray(start + offset)
+    _PREFIX.pack_into(buf, 0, MAGIC, FORMAT_VERSION, 0, len(head))
+    buf[_PREFIX.size:_PREFIX.size + len(head)] = head
+    for name, arr in weights.items():
+        o = start + table[name]["offset"]
+        buf[o:o + arr.nbytes] = np.ascontiguousarray(arr).tobytes()
+    buf += hashlib.sha256(buf).digest()
+    return bytes(buf)
+
+
+def read(data: bytes) -> tuple[dict, dict[str, np.ndarray]]:
+    if len(data) < _PREFIX.size + _DIGEST:
+        raise PlanFormatError(f"file is {len(data)} bytes: too short to be an nnos plan (truncated?)")
+    magic, version, _, hlen = _PREFIX.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise PlanFormatError(f"not an nnos plan: starts with {magic!r}, expected {MAGIC!r}")
+    if version != FORMAT_VERSION:
+        raise PlanFormatError(f"plan format version {version}, this nnos reads version {FORMAT_VERSION}: "
+                              "recompile the plan from its ONNX model")
+    body, digest = data[:-_DIGEST], data[-_DIGEST:]
+    if hashlib.sha256(body).digest() != digest:
+        raise PlanFormatError("checksum mismatch: the plan file is truncated or was modified")
+    start = _align(_PREFIX.size + hlen)
+    if start > len(body):
+        raise PlanFormatError(f"header length {hlen} runs past the end of the file")
+    try:
+        header = decode_value(json.loads(body[_PREFIX.size:_PREFIX.size + hlen].decode()))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PlanFormatError(f"plan header is not valid JSON: {e}") from e
+    blob = np.frombuffer(body, dtype=np.uint8, offset=start)
+    weights = {}
+    for name, w in header.get("weights", {}).items():
+        dt = _dtype(w["dtype"])
+        shape = tuple(int(s) for s in w["shape"])
+        n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        o = int(w["offset"])
+        if n != int(w["nbytes"]) or o < 0 or o + n > blob.size:
+            raise PlanFormatError(f"weight {name!r} ({n} bytes at {o}) lies outside the weight blob")
+        arr = np.empty(shape, dtype=dt)
+        arr.reshape(-1).view(np.uint8)[:] = blob[o:o + n]
+        weights[name] = arr
+    return header, weights

@@ -1,0 +1,159 @@
+"""Plan: what the compiler produces and the device runs.
+
+A Plan holds the optimized, scheduled graph with its weights, the memory plan and metadata.
+``plan(feeds)`` runs it on the numpy backend; ``plan.bind(backend)`` gives the Executable the
+supervisor calls every tick.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import __version__
+from ..errors import PlanCallError, PlanFormatError
+from ..ir import Epilogue, Graph, Node, TensorType
+from ..ops import OPS
+from . import artifact
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype.name}
+
+
+class Plan:
+    def __init__(self, graph: Graph, memory: dict, meta: dict):
+        self.graph, self.memory, self.meta = graph, memory, meta
+        self._exe = None
+
+    # --- signature ------------------------------------------------------------------------
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return [self._spec(n) for n in self.graph.inputs]
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return [self._spec(n) for n in self.graph.outputs]
+
+    def _spec(self, name):
+        t = self.graph.type_of(name)
+        return TensorSpec(name, t.shape, t.dtype)
+
+    # --- running --------------------------------------------------------------------------
+    def bind(self, backend: str = "numpy"):
+        from ..backends import prepare
+        return prepare(self, backend)
+
+    def __call__(self, feeds: dict) -> dict:
+        """Run once. The returned arrays are read-only views owned by the plan, valid until
+        the next call: copy them to keep them."""
+        exe = self._exe
+        if exe is None:
+            exe = self._exe = self.bind("numpy")
+        dst = exe.inputs
+        if len(feeds) != len(dst) or any(k not in dst for k in feeds):
+            raise PlanCallError(f"expected inputs {sorted(dst)}, got {sorted(feeds)}")
+        for name, value in feeds.items():
+            buf = dst[name]
+            if not isinstance(value, np.ndarray) or value.dtype != buf.dtype or value.shape != buf.shape:
+                got = (f"{value.dtype.name}{list(value.shape)}" if isinstance(value, np.ndarray)
+                       else type(value).__name__)
+                raise PlanCallError(f"input {name!r}: expected {buf.dtype.name}{list(buf.shape)}, got {got}")
+            np.copyto(buf, value)
+        exe.run()
+        return dict(exe.outputs)
+
+    # --- persistence ----------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        g = self.graph
+        header = {
+            "nnos_version": __version__,
+            "meta": self.meta,
+            "graph": {
+                "name": g.name, "inputs": g.inputs, "outputs": g.outputs,
+                "types": {k: v.to_json() for k, v in g.types.items()},
+                "nodes": [{"op": n.op, "name": n.name, "inputs": n.inputs, "outputs": n.outputs,
+                           "attrs": n.attrs,
+                           "epilogue": [{"op": e.op, "attrs": e.attrs, "operands": e.operands, "pos": e.pos}
+                                        for e in n.epilogue]} for n in g.nodes],
+            },
+            "memory": self.memory,
+        }
+        return artifact.write(header, g.consts)
+
+    def save(self, path: str) -> None:
+        """Write atomically: temp file in the same directory, fsync, rename."""
+        data = self.to_bytes()
+        d = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".plan-", dir=d)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        dfd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    @staticmethod
+    def from_bytes(data: bytes) -> "Plan":
+        header, weights = artifact.read(data)
+        try:
+            return _from_header(header, weights)
+        except PlanFormatError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            raise PlanFormatError(f"plan header is malformed: {type(e).__name__}: {e}") from e
+
+
+def _from_header(header: dict, weights: dict) -> Plan:
+    gj = header["graph"]
+    nodes = []
+    for n in gj["nodes"]:
+        if n["op"] not in OPS:
+            raise PlanFormatError(f"plan uses op {n['op']!r}, which this nnos does not implement")
+        epi = [Epilogue(e["op"], e["attrs"], list(e["operands"]), int(e["pos"])) for e in n["epilogue"]]
+        for e in epi:
+            if e.op not in OPS or not OPS[e.op].elementwise:
+                raise PlanFormatError(f"plan fuses op {e.op!r}, which is not an elementwise op here")
+        nodes.append(Node(n["op"], n["name"], list(n["inputs"]), list(n["outputs"]), n["attrs"], epi))
+    types = {k: TensorType.from_json(v) for k, v in gj["types"].items()}
+    graph = Graph(gj["name"], list(gj["inputs"]), list(gj["outputs"]), nodes, types, weights)
+    memory = header["memory"]
+    arena = int(memory["arena_bytes"])
+    for name, off in memory["tensors"].items():
+        if name not in types or off < 0 or off + types[name].nbytes > arena:
+            raise PlanFormatError(f"tensor {name!r} lies outside the {arena}-byte arena")
+    for name in list(graph.inputs) + list(graph.outputs) + [i for n in nodes for i in n.all_inputs() + n.outputs]:
+        if name and name not in weights and name not in memory["tensors"]:
+            raise PlanFormatError(f"tensor {name!r} has neither a weight nor an arena slot")
+    if len(memory["scratch"]) != len(nodes):
+        raise PlanFormatError("memory plan and schedule differ in length")
+    return Plan(graph, memory, header["meta"])
+
+
+def load(path: str) -> Plan:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise PlanFormatError(f"{path}: cannot read plan: {e.strerror}") from e
+    try:
+        return Plan.from_bytes(data)
+    except PlanFormatError as e:
+        raise PlanFormatError(f"{path}: {e}") from e
