@@ -10,9 +10,11 @@ from .errors import (BackendError, CompileError, ModelError, NnosError,  # noqa:
                      PlanCallError, PlanFormatError)
 
 
-def compile(path, batch=1, dims=None, check=None):
+def compile(path, batch=1, dims=None, check=None, freeze=None):
+    """Compile an ONNX file into a Plan. ``batch`` fixes the symbolic batch dimension,
+    ``dims`` other named dimensions, ``freeze`` turns named inputs into constants."""
     from .compiler import compile as _compile
-    return _compile(path, batch=batch, dims=dims, check=check)
+    return _compile(path, batch=batch, dims=dims, check=check, freeze=freeze)
 
 
 def load(path):

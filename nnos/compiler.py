@@ -73,9 +73,10 @@ def self_check(plan: Plan, typed: Graph, rtol: float = 1e-4) -> dict:
     return {"outputs_checked": len(direct), "rtol": rtol, "round_trip": "bitwise"}
 
 
-def compile(path: str, batch: int = 1, dims: dict[str, int] | None = None, check: bool | None = None) -> Plan:
+def compile(path: str, batch: int = 1, dims: dict[str, int] | None = None, check: bool | None = None,
+            freeze: dict[str, np.ndarray] | None = None) -> Plan:
     t0 = time.perf_counter()
-    graph, info = import_onnx(path, batch=batch, dims=dims)
+    graph, info = import_onnx(path, batch=batch, dims=dims, freeze=freeze)
     typed = infer_types(graph)
     graph = schedule(optimize(typed))
     memory = memory_plan(graph)

@@ -101,7 +101,7 @@ def _fix_dims(value_info, batch: int, dims: dict[str, int], batch_param: list) -
     if not t.HasField("shape"):
         raise ModelError(f"input {value_info.name!r} has no shape; nnos needs static shapes")
     for i, d in enumerate(t.shape.dim):
-        if d.HasField("dim_value") and d.dim_value > 0:
+        if d.HasField("dim_value"):
             shape.append(int(d.dim_value))
         elif d.HasField("dim_param") and d.dim_param in dims:
             shape.append(int(dims[d.dim_param]))
@@ -115,11 +115,13 @@ def _fix_dims(value_info, batch: int, dims: dict[str, int], batch_param: list) -
     return tuple(shape)
 
 
-def import_onnx(path: str, batch: int = 1, dims: dict[str, int] | None = None) -> tuple[Graph, dict]:
+def import_onnx(path: str, batch: int = 1, dims: dict[str, int] | None = None,
+                freeze: dict[str, np.ndarray] | None = None) -> tuple[Graph, dict]:
     """Read an ONNX model into a Graph with static input types and constant weights.
 
     Returns the graph and the source's metadata: sha256 of the model with its weights
-    (external data included), opset and producer."""
+    (external data included), opset and producer. ``freeze`` turns named graph inputs into
+    constants with the given values (e.g. a configuration input that never changes)."""
     if batch < 1:
         raise ModelError(f"batch must be at least 1, got {batch}")
     model = _load(path)
@@ -139,12 +141,23 @@ def import_onnx(path: str, batch: int = 1, dims: dict[str, int] | None = None) -
     types: dict[str, TensorType] = {}
     batch_param: list = []
     inputs = []
+    freeze = dict(freeze or {})
     for vi in g.input:
+        if not vi.type.HasField("tensor_type"):
+            kind = vi.type.WhichOneof("value") or "untyped"
+            raise ModelError(f"input {vi.name!r} is of kind {kind!r}; nnos supports tensor inputs only")
+        if vi.name in freeze:
+            dt = _dtype(vi.type.tensor_type.elem_type, f"input {vi.name!r}")
+            consts[vi.name] = np.ascontiguousarray(np.asarray(freeze.pop(vi.name), dtype=dt))
+            continue
         if vi.name in consts:
             continue   # an initializer listed as input (old exporters): a constant on the device
         dt = _dtype(vi.type.tensor_type.elem_type, f"input {vi.name!r}")
         types[vi.name] = TensorType(dt, _fix_dims(vi, batch, dims or {}, batch_param))
         inputs.append(vi.name)
+    if freeze:
+        raise ModelError(f"cannot freeze {sorted(freeze)}: no graph input has that name; "
+                         f"inputs are {[vi.name for vi in g.input]}")
     nodes = []
     for i, n in enumerate(g.node):
         name = n.name or f"{n.op_type}_{i}"

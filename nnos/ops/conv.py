@@ -144,9 +144,7 @@ def _tgeometry(node, x_shape, w_shape):
             out = [int(o) for o in node.attrs["output_shape"]][-rank:]
         else:
             out = [i * s for i, s in zip(ins, strides)]
-        total = [f + p - o for f, p, o in zip(full, opad, out)]
-        if min(total) < 0:
-            raise node.fail(f"output_shape {out} is larger than the full transposed extent {full}")
+        total = [f + p - o for f, p, o in zip(full, opad, out)]   # negative: zeros beyond the extent
         if auto == "SAME_UPPER":
             begin = [t // 2 for t in total]
         else:
@@ -175,7 +173,8 @@ def _tscratch(node, in_types, out_types):
     kernel, strides, dilations, opad, full, begin, out = _tgeometry(node, x.shape, w.shape)
     g = int(node.attrs.get("group", 1))
     mg = w.shape[1]
-    ext = [max(f + p, b + o) for f, p, b, o in zip(full, opad, begin, out)]
+    front = [max(0, -b) for b in begin]
+    ext = [fr + max(f + p, b + o) for fr, f, p, b, o in zip(front, full, opad, begin, out)]
     return [(TensorType(x.dtype, (mg * int(np.prod(kernel)), int(np.prod(x.shape[2:])))), False),
             (TensorType(x.dtype, (mg * g, *ext)), False)]
 
@@ -192,7 +191,8 @@ def _bind_conv_transpose(node, ins, outs, scratch):
     in_sp = x.shape[2:]
     col_k = col.reshape((mg, len(kernel_offsets(kernel))) + tuple(in_sp))
     wt = [w[gi * cg:(gi + 1) * cg].reshape(cg, -1).T for gi in range(g)]   # (mg*K, cg) views
-    crop = (slice(None),) + tuple(slice(bg, bg + o) for bg, o in zip(begin, out))
+    front = [max(0, -bg) for bg in begin]
+    crop = (slice(None),) + tuple(slice(fr + bg, fr + bg + o) for fr, bg, o in zip(front, begin, out))
     steps = []
     for i in range(n):
         steps.append((np.copyto, acc, zero))
@@ -201,8 +201,8 @@ def _bind_conv_transpose(node, ins, outs, scratch):
             steps.append((np.matmul, wt[gi], xi, col))
             accg = acc[gi * mg:(gi + 1) * mg]
             for j, off in enumerate(kernel_offsets(kernel)):
-                idx = (slice(None),) + tuple(slice(o * d, o * d + (isz - 1) * s + 1, s)
-                                             for o, d, isz, s in zip(off, dilations, in_sp, strides))
+                idx = (slice(None),) + tuple(slice(fr + o * d, fr + o * d + (isz - 1) * s + 1, s)
+                                             for fr, o, d, isz, s in zip(front, off, dilations, in_sp, strides))
                 dst = accg[idx]
                 steps.append((np.add, dst, col_k[:, j], dst))
         steps.append((np.copyto, y[i], acc[crop]))

@@ -226,10 +226,7 @@ register("Pow", _infer_pow, _bind_pow, scratch=_pow_scratch, flops=lambda n, i, 
 
 def _bind_mod(node, ins, outs, scratch):
     a, b, o = ins[0], ins[1], outs[0]
-    fmod = int(node.attrs.get("fmod", 0))
-    if not fmod and o.dtype.kind == "f":
-        raise node.fail("Mod with fmod=0 is defined for integers only; set fmod=1 for floats")
-    uf = np.fmod if fmod else np.mod
+    uf = np.fmod if int(node.attrs.get("fmod", 0)) else np.mod   # fmod=0: sign of the divisor
     return lambda: uf(a, b, out=o)
 
 

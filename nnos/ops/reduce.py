@@ -28,8 +28,6 @@ def _infer_reduce(node, in_types, consts):
     axes = _axes(node, in_types, consts)
     if axes is None:
         return [x]
-    if node.op == "ReduceMax" and any(x.shape[a] == 0 for a in axes):
-        raise node.fail(f"ReduceMax over an empty axis of {x}")
     keep = int(node.attrs.get("keepdims", 1))
     shape = tuple((1 if i in axes else s) for i, s in enumerate(x.shape) if keep or i not in axes)
     return [TensorType(x.dtype, shape)]
@@ -43,6 +41,11 @@ def _bind_reduce(node, ins, outs, scratch):
     kept = y.reshape(tuple(1 if i in axes else s for i, s in enumerate(x.shape)))
     ufunc = np.maximum if node.op == "ReduceMax" else np.add
     inv = scalar(1.0 / max(1, int(np.prod([x.shape[a] for a in axes]))), y.dtype) if node.op == "ReduceMean" else None
+
+    if x.size == 0:   # reducing nothing gives the identity: 0 for sums, the lowest value for max
+        low = (False if y.dtype == np.bool_ else -np.inf if y.dtype.kind == "f" else np.iinfo(y.dtype).min)
+        ident = scalar(low if node.op == "ReduceMax" else 0, y.dtype)
+        return lambda: np.copyto(y, ident)
 
     def run():
         ufunc.reduce(x, axis=axes, keepdims=True, out=kept)

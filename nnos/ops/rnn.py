@@ -108,13 +108,15 @@ def _bind_rnn(node, ins, outs, scratch):
         pd = proj[d].reshape(seq * batch, -1)
         pre.append(lambda pd=pd, wt=wt: np.matmul(xs2, wt, out=pd))
         rbh = None
-        if b is not None:
-            bias = b[d, :gates * hid].astype(x.dtype)
+        if b is not None:                    # biases are inputs: combine them every call
+            bias = np.zeros(gates * hid, x.dtype)
+            wb, rb = b[d, :gates * hid], b[d, gates * hid:]
             if gates == 4:
-                bias = bias + b[d, 4 * hid:]
-            else:                                                 # Rh's bias stays with the reset gate
-                bias[:2 * hid] += b[d, 3 * hid:5 * hid]
-                rbh = b[d, 5 * hid:6 * hid]
+                pre.append(lambda bias=bias, wb=wb, rb=rb: np.add(wb, rb, out=bias))
+            else:                            # Rh's bias stays with the reset gate
+                pre.append(lambda bias=bias, wb=wb: np.copyto(bias, wb))
+                pre.append(lambda z=bias[:2 * hid], r=rb[:2 * hid]: np.add(z, r, out=z))
+                rbh = rb[2 * hid:]
             pre.append(lambda pd=pd, bias=bias: np.add(pd, bias, out=pd))
         order = range(seq) if (direction == "forward" or (direction == "bidirectional" and d == 0)) else range(seq - 1, -1, -1)
         order = list(order)

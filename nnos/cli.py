@@ -1,0 +1,167 @@
+"""The `nnos` command: compile, inspect, run and benchmark plans."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from .errors import NnosError
+
+
+def _dims(items):
+    out = {}
+    for item in items or []:
+        name, _, value = item.partition("=")
+        if not value.isdigit():
+            raise NnosError(f"--dim expects NAME=N, got {item!r}")
+        out[name] = int(value)
+    return out
+
+
+def cmd_compile(a):
+    from .compiler import compile
+    plan = compile(a.model, batch=a.batch, dims=_dims(a.dim), check=not a.no_check)
+    plan.save(a.output)
+    m = plan.memory
+    print(f"compiled {a.model} -> {a.output}: {plan.meta['steps']} steps, "
+          f"{plan.meta['cost']['flops']:,} FLOPs, arena {m['arena_bytes']:,} B "
+          f"(naive {m['naive_bytes']:,}, lower bound {m['lower_bound_bytes']:,}), "
+          f"{plan.meta['compile_seconds'] * 1000:.0f} ms")
+    for w in plan.meta["warnings"]:
+        print(f"WARNING: {w}", file=sys.stderr)
+
+
+def inspect_report(plan) -> dict:
+    m = plan.memory
+    return {
+        "meta": plan.meta,
+        "memory": {k: m[k] for k in ("arena_bytes", "naive_bytes", "lower_bound_bytes", "workspace_bytes")},
+        "backends": {"numpy": "reference; binds each step to views of one arena"},
+    }
+
+
+def cmd_inspect(a):
+    from .plan import load
+    plan = load(a.plan)
+    rep = inspect_report(plan)
+    if a.json:
+        json.dump(rep, sys.stdout, indent=1)
+        print()
+        return
+    meta, mem = plan.meta, rep["memory"]
+    src = meta["source"]
+    print(f"plan       {a.plan}  (nnos {meta['nnos_version']}, plan format {meta['plan_format']})")
+    print(f"source     sha256 {src['source_sha256'][:16]}…  opset {src['opset']}  batch {src['batch']}")
+    for kind in ("inputs", "outputs"):
+        for t in meta[kind]:
+            print(f"{kind[:-1]:<10} {t['name']}: {t['dtype']}{t['shape']}")
+    print(f"{'step':<28} {'ops':<28} {'FLOPs':>14} {'bytes':>12}")
+    for s in meta["cost"]["steps"]:
+        print(f"{s['step'][:28]:<28} {s['ops'][:28]:<28} {s['flops']:>14,} {s['bytes']:>12,}")
+    print(f"total      {meta['cost']['flops']:,} FLOPs, {meta['cost']['bytes']:,} bytes moved, "
+          f"weights {meta['cost']['weight_bytes']:,} B")
+    print(f"arena      {mem['arena_bytes']:,} B   naive sum {mem['naive_bytes']:,} B   "
+          f"lower bound {mem['lower_bound_bytes']:,} B   (+ {mem['workspace_bytes']:,} B kept scratch)")
+    print(f"ops        " + ", ".join(f"{k}×{v}" for k, v in meta["ops"].items()))
+    for w in meta["warnings"]:
+        print(f"WARNING    {w}")
+
+
+def cmd_run(a):
+    from .plan import load
+    plan = load(a.plan)
+    feeds = {}
+    for item in a.inputs or []:
+        name, _, path = item.partition("=")
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise NnosError(f"--in {item}: cannot read a .npy array: {e}") from e
+    out = plan(feeds)
+    os.makedirs(a.out, exist_ok=True)
+    for name, value in out.items():
+        path = os.path.join(a.out, f"{name}.npy")
+        np.save(path, value)
+        print(f"{name}: {value.dtype}{list(value.shape)} -> {path}")
+
+
+def bench_plan(plan, iters: int, warmup: int = 200, backend: str = "numpy") -> dict:
+    import time
+    from .compiler import sample_inputs
+    exe = plan.bind(backend)
+    for name, v in sample_inputs(plan).items():
+        np.copyto(exe.inputs[name], v)
+    run, clock = exe.run, time.perf_counter_ns
+    for _ in range(warmup):
+        run()
+    times = np.empty(iters, dtype=np.int64)
+    for i in range(iters):
+        t0 = clock()
+        run()
+        times[i] = clock() - t0
+    us = times / 1000.0
+    return {"backend": backend, "iters": iters, "p50_us": float(np.percentile(us, 50)),
+            "p99_us": float(np.percentile(us, 99)), "p999_us": float(np.percentile(us, 99.9)),
+            "max_us": float(us.max()), "mean_us": float(us.mean())}
+
+
+def cmd_bench(a):
+    from .plan import load
+    res = bench_plan(load(a.plan), a.iters)
+    if a.json:
+        print(json.dumps(res))
+    else:
+        print(f"{a.plan}: p50 {res['p50_us']:.2f} µs  p99 {res['p99_us']:.2f} µs  max {res['max_us']:.1f} µs "
+              f"({res['iters']} calls, {res['backend']})")
+
+
+def cmd_flags(a):
+    from .flags import REGISTRY
+    for f in REGISTRY.values():
+        print(f"{f.name:<22} default {f.default!r:<8} now {f.get()!r:<8} {f.help}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nnos", description="Compile ONNX networks into static plans and run them.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compile", help="ONNX model -> plan file")
+    c.add_argument("model")
+    c.add_argument("-o", "--output", required=True)
+    c.add_argument("--batch", type=int, default=1, help="value of the symbolic batch dimension (default 1)")
+    c.add_argument("--dim", action="append", metavar="NAME=N", help="fix another symbolic dimension")
+    c.add_argument("--no-check", action="store_true", help="skip the compiler's self-check")
+    c.set_defaults(fn=cmd_compile)
+    i = sub.add_parser("inspect", help="show a plan's steps, cost and memory")
+    i.add_argument("plan")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(fn=cmd_inspect)
+    r = sub.add_parser("run", help="run a plan on .npy inputs")
+    r.add_argument("plan")
+    r.add_argument("--in", dest="inputs", action="append", metavar="NAME=FILE.npy")
+    r.add_argument("--out", default=".", help="directory for NAME.npy outputs")
+    r.set_defaults(fn=cmd_run)
+    b = sub.add_parser("bench", help="time a plan's calls")
+    b.add_argument("plan")
+    b.add_argument("--iters", type=int, default=2000)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(fn=cmd_bench)
+    f = sub.add_parser("flags", help="list the environment flags nnos reads")
+    f.set_defaults(fn=cmd_flags)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except NnosError as e:
+        print(f"nnos {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
