@@ -17,6 +17,12 @@ SUPPORTED_DTYPES = tuple(np.dtype(t) for t in (
     "uint8", "uint16", "uint32", "uint64", "bool"))
 
 
+def contiguous(a) -> np.ndarray:
+    """C-contiguous array with the same shape. (np.ascontiguousarray turns 0-d into 1-d.)"""
+    a = np.asarray(a)
+    return a if a.flags.c_contiguous else a.copy(order="C")
+
+
 @dataclass(frozen=True)
 class TensorType:
     dtype: np.dtype

@@ -38,6 +38,9 @@ class NumpyExecutable:
         np.seterr(all="ignore")
         g, mem = plan.graph, plan.memory
         self.arena = aligned_zeros(mem["arena_bytes"])
+        for one in mem["ones"]:      # constant 1.0 cells that bias_row Gemms read after their input
+            dt = np.dtype(one["dtype"])
+            self.arena[one["offset"]:one["offset"] + dt.itemsize].view(dt)[0] = 1
 
         def view(name):
             if name in g.consts:

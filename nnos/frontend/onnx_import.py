@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from ..errors import ModelError
-from ..ir import SUPPORTED_DTYPES, Graph, Node, TensorType
+from ..ir import SUPPORTED_DTYPES, Graph, Node, TensorType, contiguous
 
 MIN_OPSET = 13
 
@@ -47,6 +47,17 @@ def _opset(model) -> int:
     raise ModelError("the model imports no default-domain (ai.onnx) opset")
 
 
+def _upgrade(model, path: str, opset: int):
+    """Models older than opset 13 are upgraded with onnx's version converter."""
+    onnx = _onnx()
+    try:
+        return onnx.version_converter.convert_version(model, MIN_OPSET)
+    except Exception as e:
+        raise ModelError(f"{path}: opset {opset} is older than {MIN_OPSET} and onnx's version converter "
+                         f"could not upgrade it ({type(e).__name__}: {e}); re-export it with "
+                         f"torch.onnx.export(..., opset_version=17)") from e
+
+
 def _dtype(elem_type: int, what: str) -> np.dtype:
     onnx = _onnx()
     try:
@@ -63,7 +74,7 @@ def _array(tensor, what: str) -> np.ndarray:
     onnx = _onnx()
     _dtype(tensor.data_type, what)
     try:
-        return np.ascontiguousarray(onnx.numpy_helper.to_array(tensor))
+        return contiguous(onnx.numpy_helper.to_array(tensor))
     except Exception as e:
         raise ModelError(f"{what}: cannot read tensor data ({e})") from e
 
@@ -91,7 +102,7 @@ def _constant_value(node, attrs) -> np.ndarray:
     for key, dtype in (("value", None), ("value_float", np.float32), ("value_floats", np.float32),
                        ("value_int", np.int64), ("value_ints", np.int64)):
         if key in attrs:
-            return np.ascontiguousarray(np.asarray(attrs[key], dtype=dtype))
+            return contiguous(np.asarray(attrs[key], dtype=dtype))
     raise ModelError(f"node {node.name!r} (op Constant): value kind {sorted(attrs)} is not supported")
 
 
@@ -125,11 +136,10 @@ def import_onnx(path: str, batch: int = 1, dims: dict[str, int] | None = None,
     if batch < 1:
         raise ModelError(f"batch must be at least 1, got {batch}")
     model = _load(path)
-    opset = _opset(model)
+    opset = source_opset = _opset(model)
     if opset < MIN_OPSET:
-        raise ModelError(f"{path}: opset {opset} is older than the oldest nnos supports ({MIN_OPSET}); "
-                         "re-export it (torch.onnx.export(..., opset_version=17)) or convert it with "
-                         "onnx.version_converter")
+        model = _upgrade(model, path, opset)
+        opset = MIN_OPSET
     for imp in model.opset_import:
         if imp.domain not in ("", "ai.onnx"):
             used = [n for n in model.graph.node if n.domain == imp.domain]
@@ -148,7 +158,7 @@ def import_onnx(path: str, batch: int = 1, dims: dict[str, int] | None = None,
             raise ModelError(f"input {vi.name!r} is of kind {kind!r}; nnos supports tensor inputs only")
         if vi.name in freeze:
             dt = _dtype(vi.type.tensor_type.elem_type, f"input {vi.name!r}")
-            consts[vi.name] = np.ascontiguousarray(np.asarray(freeze.pop(vi.name), dtype=dt))
+            consts[vi.name] = contiguous(np.asarray(freeze.pop(vi.name), dtype=dt))
             continue
         if vi.name in consts:
             continue   # an initializer listed as input (old exporters): a constant on the device
@@ -172,6 +182,6 @@ def import_onnx(path: str, batch: int = 1, dims: dict[str, int] | None = None,
         nodes.append(Node(n.op_type, name, list(n.input), list(n.output), attrs))
     outputs = [o.name for o in g.output]
     info = {"source_sha256": hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest(),
-            "opset": opset, "producer": f"{model.producer_name} {model.producer_version}".strip(),
+            "opset": source_opset, "producer": f"{model.producer_name} {model.producer_version}".strip(),
             "batch": batch}
     return Graph(g.name or os.path.basename(path), inputs, outputs, nodes, types, consts), info

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from ..ir import TensorType
 from .registry import register, scalar
@@ -13,6 +14,8 @@ def _infer_gemm(node, in_types, consts):
         raise node.fail(f"Gemm takes 2-D A and B, got {a} and {b}")
     m, k = a.shape[::-1] if node.attrs.get("transA", 0) else a.shape
     k2, n = b.shape[::-1] if node.attrs.get("transB", 0) else b.shape
+    if node.attrs.get("bias_row"):    # nnos's own form: B's last row is the bias, A carries a 1
+        k2 -= 1
     if k != k2:
         raise node.fail(f"inner dimensions differ: A {a} (transA={node.attrs.get('transA', 0)}) "
                         f"and B {b} (transB={node.attrs.get('transB', 0)})")
@@ -31,9 +34,22 @@ def _gemm_scratch(node, in_types, out_types):
     return []
 
 
+def product(a, b, o):
+    """The fastest numpy call that computes a @ b into o: np.dot for 2-D operands (it skips
+    matmul's broadcasting machinery, ~0.45 µs less per call), np.matmul otherwise."""
+    if a.ndim == 2 and b.ndim == 2 and o.flags.c_contiguous and a.dtype == b.dtype == o.dtype:
+        return lambda: np.dot(a, b, o)
+    return lambda: np.matmul(a, b, out=o)
+
+
 def _bind_gemm(node, ins, outs, scratch):
     a, b, o = ins[0], ins[1], outs[0]
+    if node.attrs.get("bias_row"):
+        # the memory plan keeps a 1.0 right after A in the arena: read it as A's last column
+        return product(as_strided(a, shape=(1, a.shape[1] + 1), strides=a.strides), b, o)
     c = ins[2] if len(ins) > 2 else None
+    if c is not None and c.size == o.size:
+        c = c.reshape(o.shape)
     A = a.T if node.attrs.get("transA", 0) else a
     B = b.T if node.attrs.get("transB", 0) else b
     alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
@@ -41,8 +57,10 @@ def _bind_gemm(node, ins, outs, scratch):
     if c is not None and beta == 0.0:
         c = None
 
+    mm = product(A, B, o)
+
     def run():
-        np.matmul(A, B, out=o)
+        mm()
         if alpha != 1.0:
             np.multiply(o, al, out=o)
         if c is not None:
@@ -55,8 +73,8 @@ def _bind_gemm(node, ins, outs, scratch):
 
     if alpha == 1.0 and c is not None and beta == 1.0:   # the common case, two calls
         def run():  # noqa: F811
-            np.matmul(A, B, out=o)
-            np.add(o, c, out=o)
+            mm()
+            np.add(o, c, o)
     return run
 
 
@@ -100,8 +118,7 @@ def _infer_matmul(node, in_types, consts):
 
 
 def _bind_matmul(node, ins, outs, scratch):
-    a, b, o = ins[0], ins[1], outs[0]
-    return lambda: np.matmul(a, b, out=o)
+    return product(ins[0], ins[1], outs[0])
 
 
 def _matmul_flops(node, in_types, out_types):

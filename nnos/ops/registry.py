@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..ir import Node, TensorType
+from ..ir import Node, TensorType, contiguous
 
 Arr = Optional[np.ndarray]
 InferFn = Callable[[Node, list, list], list]          # (node, in_types, in_consts) -> out_types
@@ -75,7 +75,7 @@ def evaluate(node: Node, inputs: list) -> list[np.ndarray]:
     out_types = op.infer(node, in_types, inputs)
     outs = [np.empty(t.shape, t.dtype) for t in out_types]
     scratch = [np.zeros(t.shape, t.dtype) for t, _ in (op.scratch(node, in_types, out_types) if op.scratch else [])]
-    ins = [np.ascontiguousarray(a) if a is not None else None for a in inputs]
+    ins = [contiguous(a) if a is not None else None for a in inputs]
     fn = op.bind(node, ins, outs, scratch)
     with np.errstate(all="ignore"):
         fn()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Node, TensorType
+from .linalg import product
 from .registry import OPS, register, scalar
 
 _ACTS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "leakyrelu": "LeakyRelu",
@@ -76,7 +77,8 @@ def _rnn_scratch(node, in_types, out_types):
             t(batch, gates * hidden),                 # recurrent projection
             t(seq, ndir, batch, hidden),              # hidden states
             t(ndir, batch, hidden),                   # cell state (LSTM) / temp (GRU)
-            t(batch, hidden), t(batch, hidden)]       # temporaries
+            t(batch, hidden), t(batch, hidden),       # temporaries
+            t(batch, 2 * hidden), t(batch, 2 * hidden)]  # GRU: z|r side by side, activation temp
 
 
 def _act(op, attrs, a, tmp):
@@ -90,7 +92,7 @@ def _bind_rnn(node, ins, outs, scratch):
     h0 = ins[5] if len(ins) > 5 else None
     c0 = ins[6] if len(ins) > 6 else None
     p = ins[7] if len(ins) > 7 else None
-    xs, proj, rec, hs, cell, t1, t2 = scratch
+    xs, proj, rec, hs, cell, t1, t2, zr, zr_tmp = scratch
     layout = int(node.attrs.get("layout", 0))
     seq, batch, hid = xs.shape[0], xs.shape[1], hs.shape[3]
     lbr = int(node.attrs.get("linear_before_reset", 0))
@@ -99,25 +101,25 @@ def _bind_rnn(node, ins, outs, scratch):
     if layout == 1:
         h0 = h0.transpose(1, 0, 2) if h0 is not None else None
         c0 = c0.transpose(1, 0, 2) if c0 is not None else None
-    x_src = x if layout == 0 else x.transpose(1, 0, 2)
-    xs2 = xs.reshape(seq * batch, -1)
-    pre, steps = [lambda: np.copyto(xs, x_src)], []
+    if layout == 0:
+        xs2, pre = x.reshape(seq * batch, -1), []
+    else:
+        xs2, pre = xs.reshape(seq * batch, -1), [lambda: np.copyto(xs, x.transpose(1, 0, 2))]
+    steps = []
 
     for d in range(ndir):
         wt, rt = w[d].T, r[d].T                                   # (input, G*H), (H, G*H)
         pd = proj[d].reshape(seq * batch, -1)
-        pre.append(lambda pd=pd, wt=wt: np.matmul(xs2, wt, out=pd))
+        pre.append(product(xs2, wt, pd))
         rbh = None
-        if b is not None:                    # biases are inputs: combine them every call
-            bias = np.zeros(gates * hid, x.dtype)
+        if b is not None:                    # biases are inputs: add them every call
             wb, rb = b[d, :gates * hid], b[d, gates * hid:]
+            pre.append(lambda pd=pd, wb=wb: np.add(pd, wb, pd))
             if gates == 4:
-                pre.append(lambda bias=bias, wb=wb, rb=rb: np.add(wb, rb, out=bias))
+                pre.append(lambda pd=pd, rb=rb: np.add(pd, rb, pd))
             else:                            # Rh's bias stays with the reset gate
-                pre.append(lambda bias=bias, wb=wb: np.copyto(bias, wb))
-                pre.append(lambda z=bias[:2 * hid], r=rb[:2 * hid]: np.add(z, r, out=z))
+                pre.append(lambda zr=pd[:, :2 * hid], rb=rb[:2 * hid]: np.add(zr, rb, zr))
                 rbh = rb[2 * hid:]
-            pre.append(lambda pd=pd, bias=bias: np.add(pd, bias, out=pd))
         order = range(seq) if (direction == "forward" or (direction == "bidirectional" and d == 0)) else range(seq - 1, -1, -1)
         order = list(order)
         init_h = h0[d] if h0 is not None else None
@@ -131,7 +133,7 @@ def _bind_rnn(node, ins, outs, scratch):
             h_new = hs[ti, d]
             g = proj[d, ti]
             if gates == 3:
-                steps.append(_gru_step(g, h_prev, h_new, rt, rec, t1, t2, c, hid, lbr, rbh, fa, lim))
+                steps.append(_gru_step(g, h_prev, h_new, rt, rec, zr, zr_tmp, hid, lbr, rbh, fa, lim))
             else:
                 pk = p[d] if p is not None else None
                 steps.append(_lstm_step(g, h_prev, h_new, c, rt, rec, t1, hid, pk, fa, lim))
@@ -166,39 +168,40 @@ def _clip(a, lim):
     return lambda: (np.minimum(a, lim, out=a), np.maximum(a, neg, out=a))
 
 
-def _gru_step(g, h_prev, h_new, rt, rec, z, r, tmp, hid, lbr, rbh, acts, lim):
-    """One GRU step. ``g`` holds X W^T + Wb (+ Rb for z and r); ``rbh`` is Rh's bias."""
-    fz = _act(*acts[0], z, tmp)
-    fr = _act(*acts[0], r, tmp)
-    gh = _act(*acts[1], h_new, tmp)
-    clips = [_clip(a, lim) for a in (z, r, h_new)] if lim is not None else [None] * 3
-    rec_h = rec[:, 2 * hid:]
+def _gru_step(g, h_prev, h_new, rt, rec, zr, tmp, hid, lbr, rbh, acts, lim):
+    """One GRU step. ``g`` holds X W^T + Wb (+ Rb for z and r); ``rbh`` is Rh's bias.
+    z and r sit side by side in ``zr`` so one activation call covers both."""
+    z, r = zr[:, :hid], zr[:, hid:]
+    fzr = _act(*acts[0], zr, tmp)
+    gh = _act(*acts[1], h_new, tmp[:, :hid])
+    clip_zr = _clip(zr, lim) if lim is not None else None
+    clip_h = _clip(h_new, lim) if lim is not None else None
+    rec_h, g_zr, g_h, rec_zr = rec[:, 2 * hid:], g[:, :2 * hid], g[:, 2 * hid:], rec[:, :2 * hid]
+    rec_mm = product(h_prev, rt, rec)                      # (B, 3H): z, r, h recurrences
+    h_mm = product(r, rt[:, 2 * hid:], h_new)
 
     def run():
-        np.matmul(h_prev, rt, out=rec)                     # (B, 3H): z, r, h recurrences
-        np.add(g[:, :hid], rec[:, :hid], out=z)
-        np.add(g[:, hid:2 * hid], rec[:, hid:2 * hid], out=r)
-        if lim is not None:
-            clips[0]()
-            clips[1]()
-        fz()
-        fr()
+        rec_mm()
+        np.add(g_zr, rec_zr, zr)
+        if clip_zr:
+            clip_zr()
+        fzr()
         if lbr:                                            # h~ = g(Xh + r * (H Rh^T + Rbh))
             if rbh is not None:
-                np.add(rec_h, rbh, out=rec_h)
-            np.multiply(r, rec_h, out=h_new)
+                np.add(rec_h, rbh, rec_h)
+            np.multiply(r, rec_h, h_new)
         else:                                              # h~ = g(Xh + (r * H) Rh^T + Rbh)
-            np.multiply(r, h_prev, out=r)
-            np.matmul(r, rt[:, 2 * hid:], out=h_new)
+            np.multiply(r, h_prev, r)
+            h_mm()
             if rbh is not None:
-                np.add(h_new, rbh, out=h_new)
-        np.add(h_new, g[:, 2 * hid:], out=h_new)
-        if lim is not None:
-            clips[2]()
+                np.add(h_new, rbh, h_new)
+        np.add(h_new, g_h, h_new)
+        if clip_h:
+            clip_h()
         gh()
-        np.subtract(h_prev, h_new, out=r)                  # H = h~ + z * (H_prev - h~)
-        np.multiply(r, z, out=r)
-        np.add(h_new, r, out=h_new)
+        np.subtract(h_prev, h_new, r)                      # H = h~ + z * (H_prev - h~)
+        np.multiply(r, z, r)
+        np.add(h_new, r, h_new)
     return run
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import CompileError
-from ..ir import Graph, Node
+from ..ir import Graph, Node, contiguous
 from ..ops import evaluate, get
 from ..ops.shape import _shape_value
 
@@ -38,7 +38,7 @@ def try_fold(graph: Graph, node: Node) -> bool:
         return False
     for name, v in zip(node.outputs, values):
         if name:
-            graph.consts[name] = np.ascontiguousarray(v)
+            graph.consts[name] = contiguous(v)
     return True
 
 

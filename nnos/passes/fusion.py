@@ -4,6 +4,8 @@
   rescaled weights and bias.
 - fuse_bias: MatMul(x, W) + b with constant 2-D W and b → Gemm(x, W, b).
 - prepack_gemm: Gemm with constant B gets B stored as (K, N) with alpha and beta folded in.
+- fold_bias_row: a batch-1 Gemm with constant weights and bias reads its input with a trailing
+  1.0 (kept in the arena) and the bias as the weights' last row: one BLAS call, no add.
 - fuse_elementwise: an op followed by a chain of elementwise ops (activations, bias or residual
   adds, scales) becomes one step that applies the chain in place on its output.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Epilogue, Graph, Node
+from ..ir import Epilogue, Graph, Node, contiguous
 from ..ops import OPS
 from ..ops.norm import bn_affine
 
@@ -71,8 +73,8 @@ def fold_batchnorm(graph: Graph) -> Graph:
                 continue
             new_b = np.asarray(old_b).reshape(-1) * a + b if has_bias else b
             wn, bn_ = _fresh(g, node.inputs[1] + "_bn"), _fresh(g, bn.outputs[0] + "_bias")
-            g.consts[wn] = np.ascontiguousarray(w2.astype(dtype))
-            g.consts[bn_] = np.ascontiguousarray(np.broadcast_to(new_b, a.shape).astype(dtype))
+            g.consts[wn] = contiguous(w2.astype(dtype))
+            g.consts[bn_] = contiguous(np.broadcast_to(new_b, a.shape).astype(dtype))
             attrs = dict(node.attrs)
             if node.op == "Gemm":
                 attrs.update(alpha=1.0, beta=1.0)
@@ -118,18 +120,33 @@ def prepack_gemm(graph: Graph) -> Graph:
         w = g.consts[node.inputs[1]]
         w = w.T if node.attrs.get("transB", 0) else w
         wn = _fresh(g, node.inputs[1] + "_packed")
-        g.consts[wn] = np.ascontiguousarray((w.astype(np.float64) * alpha).astype(w.dtype)) if alpha != 1.0 \
-            else np.ascontiguousarray(w)
+        g.consts[wn] = contiguous((w.astype(np.float64) * alpha).astype(w.dtype)) if alpha != 1.0 \
+            else contiguous(w)
         inputs = [node.inputs[0], wn]
         if has_c and beta != 0.0:
             c = node.inputs[2]
             if beta != 1.0:
                 cv = g.consts[c]
                 c = _fresh(g, c + "_scaled")
-                g.consts[c] = np.ascontiguousarray((cv.astype(np.float64) * beta).astype(cv.dtype))
+                g.consts[c] = contiguous((cv.astype(np.float64) * beta).astype(cv.dtype))
             inputs.append(c)
         attrs = {k: v for k, v in node.attrs.items() if k == "transA"}
         g.nodes[i] = Node("Gemm", node.name, inputs, node.outputs, attrs)
+    return g
+
+
+def fold_bias_row(graph: Graph) -> Graph:
+    g = graph.copy()
+    for i, node in enumerate(g.nodes):
+        if node.op != "Gemm" or node.attrs or len(node.inputs) != 3 or node.inputs[0] in g.consts:
+            continue
+        a = g.type_of(node.inputs[0])
+        w, c = g.consts.get(node.inputs[1]), g.consts.get(node.inputs[2])
+        if w is None or c is None or len(a.shape) != 2 or a.shape[0] != 1 or c.size != w.shape[1]:
+            continue
+        name = _fresh(g, node.inputs[1] + "_bias_row")
+        g.consts[name] = contiguous(np.vstack([w, c.reshape(1, -1).astype(w.dtype)]))
+        g.nodes[i] = Node("Gemm", node.name, [node.inputs[0], name], node.outputs, {"bias_row": 1})
     return g
 
 

@@ -20,7 +20,7 @@ import struct
 import numpy as np
 
 from ..errors import PlanFormatError
-from ..ir import SUPPORTED_DTYPES
+from ..ir import SUPPORTED_DTYPES, contiguous
 
 MAGIC = b"NNOSPLAN"
 FORMAT_VERSION = 1
@@ -36,7 +36,7 @@ def encode_value(v):
     """Attributes to JSON; arrays become tagged base64."""
     if isinstance(v, np.ndarray):
         return {"__ndarray__": v.dtype.name, "shape": list(v.shape),
-                "data": base64.b64encode(np.ascontiguousarray(v).tobytes()).decode()}
+                "data": base64.b64encode(contiguous(v).tobytes()).decode()}
     if isinstance(v, (np.integer,)):
         return int(v)
     if isinstance(v, (np.floating,)):
@@ -83,7 +83,7 @@ def write(header: dict, weights: dict[str, np.ndarray]) -> bytes:
     buf[_PREFIX.size:_PREFIX.size + len(head)] = head
     for name, arr in weights.items():
         o = start + table[name]["offset"]
-        buf[o:o + arr.nbytes] = np.ascontiguousarray(arr).tobytes()
+        buf[o:o + arr.nbytes] = contiguous(arr).tobytes()
     buf += hashlib.sha256(buf).digest()
     return bytes(buf)
 

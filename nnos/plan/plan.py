@@ -142,6 +142,9 @@ def _from_header(header: dict, weights: dict) -> Plan:
     for name in list(graph.inputs) + list(graph.outputs) + [i for n in nodes for i in n.all_inputs() + n.outputs]:
         if name and name not in weights and name not in memory["tensors"]:
             raise PlanFormatError(f"tensor {name!r} has neither a weight nor an arena slot")
+    for one in memory["ones"]:
+        if not 0 <= int(one["offset"]) <= arena - np.dtype(one["dtype"]).itemsize:
+            raise PlanFormatError(f"constant cell at {one['offset']} lies outside the {arena}-byte arena")
     if len(memory["scratch"]) != len(nodes):
         raise PlanFormatError("memory plan and schedule differ in length")
     return Plan(graph, memory, header["meta"])

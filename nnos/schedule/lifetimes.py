@@ -87,6 +87,9 @@ def memory_plan(graph: Graph) -> dict:
                 groups.union(out, i)
                 break
 
+    # A batch-1 Gemm in bias_row form reads one element past its input: that element holds 1.0
+    # for the whole run, so the input's buffer is one element longer and never shared.
+    ones_roots = {groups.find(n.inputs[0]) for n in graph.nodes if n.op == "Gemm" and n.attrs.get("bias_row")}
     roots: dict[str, list[str]] = {}
     for t in define:
         roots.setdefault(groups.find(t), []).append(t)
@@ -95,6 +98,8 @@ def memory_plan(graph: Graph) -> dict:
         size = max(graph.type_of(m).nbytes for m in members)
         start = min(define[m] for m in members)
         end = max(last.get(m, define[m]) for m in members)
+        if root in ones_roots:
+            size, start, end = size + graph.type_of(root).dtype.itemsize, -1, n
         buffers.append(Buffer(size, start, end))
         owners.append(("tensor", members))
     workspace = 0
@@ -109,12 +114,16 @@ def memory_plan(graph: Graph) -> dict:
                 buffers.append(Buffer(t.nbytes, s, s))
                 owners.append(("scratch", (s, k)))
     offsets, total, stats = place_buffers(buffers)
-    tensors = {}
+    tensors, ones = {}, []
     for (kind, what), off in zip(owners, offsets):
         if kind == "tensor":
             for m in what:
                 tensors[m] = off
+            if groups.find(what[0]) in ones_roots:
+                t = graph.type_of(what[0])
+                ones.append({"offset": off + t.nbytes, "dtype": t.dtype.name})
     scratch = [[offsets[b] if b is not None else None for b in slots] for slots in scratch_slots]
     stats["naive_bytes"] = sum(graph.type_of(t).nbytes for t in define) + sum(
         buffers[b].size for slots in scratch_slots for b in slots if b is not None)
-    return {"tensors": tensors, "scratch": scratch, "skip": skip, "workspace_bytes": workspace, **stats}
+    return {"tensors": tensors, "scratch": scratch, "skip": skip, "ones": ones,
+            "workspace_bytes": workspace, **stats}
