@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# nnos build entry point. On a fresh Debian 12 machine:
+#   ./build.sh run     compile the bundled demo model and run it (the main job, for now)
+#   ./build.sh test    install everything into .venv and run the whole suite
+#   ./build.sh quick   the suite without slow cases (NNOS_QUICK=1), for iteration
+#   ./build.sh bench   the core benchmark (nnos vs onnxruntime vs numpy), results on stdout
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$PWD
+VENV=$ROOT/.venv
+PY=$VENV/bin/python
+OUT=$ROOT/out
+
+log() { printf '[build] %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        log "need root for: $*"; exit 1; fi
+}
+
+debian_packages() {
+    # python3-venv is not part of a minimal Debian python3
+    local missing=()
+    command -v python3 >/dev/null || missing+=(python3)
+    python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing Debian packages: ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    fi
+}
+
+setup() {
+    debian_packages
+    if [ ! -x "$PY" ]; then
+        log "creating $VENV"
+        python3 -m venv "$VENV"
+    fi
+    local stamp=$VENV/.nnos-installed want
+    want=$(cat pyproject.toml | sha256sum | cut -c1-16)
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        log "installing nnos and its dependencies into $VENV"
+        "$PY" -m pip install -q --upgrade pip
+        "$PY" -m pip install -q -e ".[test]"
+        echo "$want" > "$stamp"
+    fi
+}
+
+demo() {
+    mkdir -p "$OUT"
+    local model=$ROOT/models/zoo/mlp_s.onnx plan=$OUT/mlp_s.nnos
+    "$VENV/bin/nnos" compile "$model" -o "$plan"
+    "$VENV/bin/nnos" inspect "$plan"
+    "$PY" - "$plan" <<'PY'
+import sys, numpy as np, nnos
+plan = nnos.load(sys.argv[1])
+obs = np.linspace(-1, 1, 8, dtype=np.float32).reshape(1, 8)
+fmt = lambda a: "[" + ", ".join(f"{v:+.4f}" for v in a.reshape(-1)) + "]"
+print("obs    ", fmt(obs))
+print("action ", fmt(plan({"obs": obs})["action"]))
+PY
+    "$VENV/bin/nnos" bench "$plan" --iters 5000
+}
+
+cmd=${1:-help}
+shift || true
+case "$cmd" in
+    run)   setup; demo ;;
+    test)  setup; exec "$PY" -m pytest -n 2 -q -p no:cacheprovider "$@" ;;
+    quick) setup; NNOS_QUICK=1 exec "$PY" -m pytest -n 2 -q -p no:cacheprovider "$@" ;;
+    bench) setup; exec "$PY" benchmarks/core_bench.py "$@" ;;
+    setup) setup ;;
+    *) sed -n '2,6p' "$0"; exit 1 ;;
+esac
