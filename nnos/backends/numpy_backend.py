@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import flags
 from ..ops import OPS
+from ..ops.registry import flatten
 from ..schedule.lifetimes import step_scratch
 
 _limited = False
@@ -70,7 +71,7 @@ class NumpyExecutable:
             for e, scratch in zip(node.epilogue, arrays[1:]):
                 e_ins = [view(i) if i else None for i in e.inputs_with(node.outputs[0])]
                 steps.append(OPS[e.op].bind(e.as_node(node.name), e_ins, [outs[0]], scratch))
-        self._steps = tuple(steps)
+        self._steps = flatten(steps)
         self.inputs = {name: view(name) for name in g.inputs}
         self.outputs = {}
         for name in g.outputs:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import TensorType
-from .registry import register
+from .registry import call, register
 from .window import kernel_offsets, pads_and_out, spatial_attrs, window_view
 
 
@@ -108,17 +108,7 @@ def _bind_conv(node, ins, outs, scratch):
 
 def _runner(steps):
     """Each step is (function, *args); ufuncs and matmul get their last array as out=."""
-    calls = []
-    for f, *args in steps:
-        if f is np.copyto:
-            calls.append((f, tuple(args), {}))
-        else:
-            calls.append((f, tuple(args[:-1]), {"out": args[-1]}))
-
-    def run():
-        for f, args, kw in calls:
-            f(*args, **kw)
-    return run
+    return [call(f, *args) if f is np.copyto else call(f, *args[:-1], out=args[-1]) for f, *args in steps]
 
 
 def _conv_flops(node, in_types, out_types):

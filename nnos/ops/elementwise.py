@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import TensorType
-from .registry import register, scalar
+from .registry import call, register, scalar
 
 
 def _broadcast(node, in_types, dtype=None):
@@ -69,8 +69,7 @@ _UNARY = {"Sqrt": np.sqrt, "Exp": np.exp, "Log": np.log, "Neg": np.negative, "Ab
 
 def _unary_binder(ufunc):
     def bind(node, ins, outs, scratch):
-        x, o = fit(ins[0], outs[0]), outs[0]
-        return lambda: ufunc(x, o)
+        return call(ufunc, fit(ins[0], outs[0]), outs[0])
     return bind
 
 
@@ -80,59 +79,39 @@ for _name, _uf in _UNARY.items():
 
 
 def _bind_relu(node, ins, outs, scratch):
-    x, o = ins[0], outs[0]
-    zero = scalar(0, o.dtype)
-    return lambda: np.maximum(x, zero, out=o)
+    o = outs[0]
+    return call(np.maximum, fit(ins[0], o), scalar(0, o.dtype), out=o)
 
 
 def _bind_leaky_relu(node, ins, outs, scratch):
-    x, o, t = ins[0], outs[0], scratch[0]
+    o, t = outs[0], scratch[0]
+    x = fit(ins[0], o)
     alpha = float(node.attrs.get("alpha", 0.01))
-    a = scalar(alpha, o.dtype)
     pick = np.maximum if alpha <= 1.0 else np.minimum
-
-    def run():
-        np.multiply(x, a, out=t)
-        pick(x, t, out=o)
-    return run
+    return [call(np.multiply, x, scalar(alpha, o.dtype), t), call(pick, x, t, out=o)]
 
 
 def _bind_elu(node, ins, outs, scratch):
-    x, o, t = ins[0], outs[0], scratch[0]
+    o, t = outs[0], scratch[0]
+    x = fit(ins[0], o)
     a, zero = scalar(node.attrs.get("alpha", 1.0), o.dtype), scalar(0, o.dtype)
-
-    def run():
-        np.minimum(x, zero, out=t)
-        np.expm1(t, out=t)
-        np.multiply(t, a, out=t)
-        np.maximum(x, zero, out=o)
-        np.add(o, t, out=o)
-    return run
+    return [call(np.minimum, x, zero, out=t), call(np.expm1, t, t), call(np.multiply, t, a, t),
+            call(np.maximum, x, zero, out=o), call(np.add, o, t, o)]
 
 
 def _bind_sigmoid(node, ins, outs, scratch):
     # sigmoid(x) = 0.5 * tanh(x / 2) + 0.5: no overflow for large |x|, no temporaries.
-    x, o = ins[0], outs[0]
+    o = outs[0]
     half = scalar(0.5, o.dtype)
-
-    def run():
-        np.multiply(x, half, out=o)
-        np.tanh(o, out=o)
-        np.multiply(o, half, out=o)
-        np.add(o, half, out=o)
-    return run
+    return [call(np.multiply, fit(ins[0], o), half, o), call(np.tanh, o, o),
+            call(np.multiply, o, half, o), call(np.add, o, half, o)]
 
 
 def _hard_sigmoid_into(x, o, alpha, beta):
     zero, one = scalar(0, o.dtype), scalar(1, o.dtype)
     a, b = scalar(alpha, o.dtype), scalar(beta, o.dtype)
-
-    def run():
-        np.multiply(x, a, out=o)
-        np.add(o, b, out=o)
-        np.maximum(o, zero, out=o)
-        np.minimum(o, one, out=o)
-    return run
+    return [call(np.multiply, fit(x, o), a, o), call(np.add, o, b, o),
+            call(np.maximum, o, zero, out=o), call(np.minimum, o, one, out=o)]
 
 
 def _bind_hard_sigmoid(node, ins, outs, scratch):
@@ -140,28 +119,17 @@ def _bind_hard_sigmoid(node, ins, outs, scratch):
 
 
 def _bind_hard_swish(node, ins, outs, scratch):
-    x, o, t = ins[0], outs[0], scratch[0]
-    gate = _hard_sigmoid_into(x, t, 1.0 / 6.0, 0.5)
-
-    def run():
-        gate()
-        np.multiply(x, t, out=o)
-    return run
+    o, t = outs[0], scratch[0]
+    x = fit(ins[0], o)
+    return [_hard_sigmoid_into(x, t, 1.0 / 6.0, 0.5), call(np.multiply, x, t, o)]
 
 
 def _bind_softplus(node, ins, outs, scratch):
     # log(1 + e^x) = max(x, 0) + log1p(e^-|x|): exact for large |x|.
-    x, o, t = ins[0], outs[0], scratch[0]
-    zero = scalar(0, o.dtype)
-
-    def run():
-        np.absolute(x, out=t)
-        np.negative(t, out=t)
-        np.exp(t, out=t)
-        np.log1p(t, out=t)
-        np.maximum(x, zero, out=o)
-        np.add(o, t, out=o)
-    return run
+    o, t = outs[0], scratch[0]
+    x = fit(ins[0], o)
+    return [call(np.absolute, x, t), call(np.negative, t, t), call(np.exp, t, t), call(np.log1p, t, t),
+            call(np.maximum, x, scalar(0, o.dtype), out=o), call(np.add, o, t, o)]
 
 
 register("Relu", _infer_same, _bind_relu, flops=_ew_flops, elementwise=True)
@@ -176,8 +144,7 @@ for _name, _bind, _needs in (("LeakyRelu", _bind_leaky_relu, True), ("Elu", _bin
 def _binary_binder(ufunc):
     def bind(node, ins, outs, scratch):
         o = outs[0]
-        a, b = fit(ins[0], o), fit(ins[1], o)
-        return lambda: ufunc(a, b, o)
+        return call(ufunc, fit(ins[0], o), fit(ins[1], o), o)
     return bind
 
 
@@ -191,16 +158,11 @@ def _bind_div(node, ins, outs, scratch):
     o = outs[0]
     a, b = fit(ins[0], o), fit(ins[1], o)
     if o.dtype.kind == "f":
-        return lambda: np.divide(a, b, out=o)
+        return call(np.divide, a, b, o)
     if o.dtype.kind == "u":
-        return lambda: np.floor_divide(a, b, out=o)
-    t = scratch[0]
-
-    def run():  # ONNX integer division truncates toward zero: (a - fmod(a, b)) / b is exact
-        np.fmod(a, b, out=t)
-        np.subtract(a, t, out=t)
-        np.floor_divide(t, b, out=o)
-    return run
+        return call(np.floor_divide, a, b, o)
+    t = scratch[0]   # ONNX integer division truncates toward zero: (a - fmod(a, b)) / b is exact
+    return [call(np.fmod, a, b, t), call(np.subtract, a, t, t), call(np.floor_divide, t, b, o)]
 
 
 def _div_scratch(node, in_types, out_types):
@@ -217,13 +179,9 @@ def _infer_pow(node, in_types, consts):
 def _bind_pow(node, ins, outs, scratch):
     a, b, o = ins[0], ins[1], outs[0]
     if b.dtype == o.dtype:
-        return lambda: np.power(a, b, out=o)
+        return call(np.power, a, b, o)
     e = scratch[0]  # exponent of another dtype: cast it into the base's dtype first
-
-    def run():
-        np.copyto(e, b, casting="unsafe")
-        np.power(a, e, out=o)
-    return run
+    return [call(np.copyto, e, b, casting="unsafe"), call(np.power, a, e, o)]
 
 
 def _pow_scratch(node, in_types, out_types):
@@ -237,7 +195,7 @@ register("Pow", _infer_pow, _bind_pow, scratch=_pow_scratch, flops=lambda n, i, 
 def _bind_mod(node, ins, outs, scratch):
     a, b, o = ins[0], ins[1], outs[0]
     uf = np.fmod if int(node.attrs.get("fmod", 0)) else np.mod   # fmod=0: sign of the divisor
-    return lambda: uf(a, b, out=o)
+    return call(uf, a, b, o)
 
 
 register("Mod", _infer_same, _bind_mod, flops=_ew_flops, elementwise=True)
@@ -248,14 +206,8 @@ def _variadic_binder(ufunc):
     def bind(node, ins, outs, scratch):
         xs, o = [x for x in ins if x is not None], outs[0]
         if len(xs) == 1:
-            return lambda: np.copyto(o, xs[0])
-        first, rest = (xs[0], xs[1]), xs[2:]
-
-        def run():
-            ufunc(*first, out=o)
-            for x in rest:
-                ufunc(o, x, out=o)
-        return run
+            return call(np.copyto, o, xs[0])
+        return [call(ufunc, xs[0], xs[1], out=o)] + [call(ufunc, o, x, out=o) for x in xs[2:]]
     return bind
 
 
@@ -275,19 +227,15 @@ def _bind_clip(node, ins, outs, scratch):
     x, o = ins[0], outs[0]
     lo = ins[1] if len(ins) > 1 else None
     hi = ins[2] if len(ins) > 2 else None
-    lo = lo.reshape(()) if lo is not None else None
-    hi = hi.reshape(()) if hi is not None else None
-
-    def run():
-        src = x
-        if lo is not None:
-            np.maximum(src, lo, out=o)
-            src = o
-        if hi is not None:
-            np.minimum(src, hi, out=o)
-        elif src is x:
-            np.copyto(o, x)
-    return run
+    program, src = [], fit(x, o)
+    if lo is not None:
+        program.append(call(np.maximum, src, lo.reshape(()), out=o))
+        src = o
+    if hi is not None:
+        program.append(call(np.minimum, src, hi.reshape(()), out=o))
+    elif src is not o:
+        program.append(call(np.copyto, o, src))
+    return program
 
 
 register("Clip", _infer_clip, _bind_clip, flops=_ew_flops, elementwise=True)
@@ -303,11 +251,7 @@ def _infer_where(node, in_types, consts):
 
 def _bind_where(node, ins, outs, scratch):
     c, x, y, o = ins[0], ins[1], ins[2], outs[0]
-
-    def run():
-        np.copyto(o, y)
-        np.copyto(o, x, where=c)
-    return run
+    return [call(np.copyto, o, y), call(np.copyto, o, x, where=c)]
 
 
 register("Where", _infer_where, _bind_where, flops=_ew_flops)
@@ -326,8 +270,7 @@ def _infer_cast(node, in_types, consts):
 
 
 def _bind_cast(node, ins, outs, scratch):
-    x, o = ins[0], outs[0]
-    return lambda: np.copyto(o, x, casting="unsafe")
+    return call(np.copyto, outs[0], ins[0], casting="unsafe")
 
 
 register("Cast", _infer_cast, _bind_cast, flops=_ew_flops)

@@ -5,7 +5,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..ir import TensorType
-from .registry import register, scalar
+from .registry import call, register, scalar
 
 
 def _infer_gemm(node, in_types, consts):
@@ -38,8 +38,8 @@ def product(a, b, o):
     """The fastest numpy call that computes a @ b into o: np.dot for 2-D operands (it skips
     matmul's broadcasting machinery, ~0.45 µs less per call), np.matmul otherwise."""
     if a.ndim == 2 and b.ndim == 2 and o.flags.c_contiguous and a.dtype == b.dtype == o.dtype:
-        return lambda: np.dot(a, b, o)
-    return lambda: np.matmul(a, b, out=o)
+        return call(np.dot, a, b, o)
+    return call(np.matmul, a, b, out=o)
 
 
 def _bind_gemm(node, ins, outs, scratch):
@@ -57,25 +57,15 @@ def _bind_gemm(node, ins, outs, scratch):
     if c is not None and beta == 0.0:
         c = None
 
-    mm = product(A, B, o)
-
-    def run():
-        mm()
-        if alpha != 1.0:
-            np.multiply(o, al, out=o)
-        if c is not None:
-            if beta == 1.0:
-                np.add(o, c, out=o)
-            else:
-                t = scratch[0]
-                np.multiply(c, be, out=t)
-                np.add(o, t, out=o)
-
-    if alpha == 1.0 and c is not None and beta == 1.0:   # the common case, two calls
-        def run():  # noqa: F811
-            mm()
-            np.add(o, c, o)
-    return run
+    program = [product(A, B, o)]
+    if alpha != 1.0:
+        program.append(call(np.multiply, o, al, o))
+    if c is not None and beta == 1.0:
+        program.append(call(np.add, o, c, o))
+    elif c is not None:
+        t = scratch[0]
+        program += [call(np.multiply, c, be, t), call(np.add, o, t, o)]
+    return program
 
 
 def _gemm_flops(node, in_types, out_types):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import TensorType
-from .registry import register, scalar
+from .registry import call, register, scalar
 
 
 def _axis(node, rank, default):
@@ -42,15 +42,9 @@ def _bind_bn(node, ins, outs, scratch):
     av, bv = a.reshape(shape), b.reshape(shape)
     eps = scalar(node.attrs.get("epsilon", 1e-5), a.dtype)
 
-    def run():
-        np.add(var, eps, out=a)
-        np.sqrt(a, out=a)
-        np.divide(scale, a, out=a)
-        np.multiply(mean, a, out=b)
-        np.subtract(bias, b, out=b)
-        np.multiply(x, av, out=y)
-        np.add(y, bv, out=y)
-    return run
+    return [call(np.add, var, eps, a), call(np.sqrt, a, a), call(np.divide, scale, a, a),
+            call(np.multiply, mean, a, b), call(np.subtract, bias, b, b),
+            call(np.multiply, x, av, y), call(np.add, y, bv, y)]
 
 
 register("BatchNormalization", _infer_bn, _bind_bn,
@@ -86,26 +80,18 @@ def _bind_ln(node, ins, outs, scratch):
     inv_n = scalar(1.0 / int(np.prod(x.shape[axis:])), x.dtype)
     eps = scalar(node.attrs.get("epsilon", 1e-5), x.dtype)
 
-    def run():
-        np.add.reduce(x, axis=axes, keepdims=True, out=m)
-        np.multiply(m, inv_n, out=m)
-        np.subtract(x, m, out=y)
-        np.square(y, out=y)
-        np.add.reduce(y, axis=axes, keepdims=True, out=v)
-        np.multiply(v, inv_n, out=v)
-        np.add(v, eps, out=v)
-        np.sqrt(v, out=v)
-        np.reciprocal(v, out=v)
-        np.subtract(x, m, out=y)
-        np.multiply(y, v, out=y)
-        np.multiply(y, scale, out=y)
-        if bias is not None:
-            np.add(y, bias, out=y)
-        if mean_out is not None:
-            np.copyto(mean_out, m, casting="unsafe")
-        if inv_out is not None:
-            np.copyto(inv_out, v, casting="unsafe")
-    return run
+    program = [call(np.add.reduce, x, axis=axes, keepdims=True, out=m), call(np.multiply, m, inv_n, m),
+               call(np.subtract, x, m, y), call(np.square, y, y),
+               call(np.add.reduce, y, axis=axes, keepdims=True, out=v), call(np.multiply, v, inv_n, v),
+               call(np.add, v, eps, v), call(np.sqrt, v, v), call(np.reciprocal, v, v),
+               call(np.subtract, x, m, y), call(np.multiply, y, v, y), call(np.multiply, y, scale, y)]
+    if bias is not None:
+        program.append(call(np.add, y, bias, y))
+    if mean_out is not None:
+        program.append(call(np.copyto, mean_out, m, casting="unsafe"))
+    if inv_out is not None:
+        program.append(call(np.copyto, inv_out, v, casting="unsafe"))
+    return program
 
 
 register("LayerNormalization", _infer_ln, _bind_ln, scratch=_ln_scratch, flops=lambda n, i, o: 8 * o[0].size)
@@ -135,19 +121,15 @@ def _bind_softmax(node, ins, outs, scratch):
     log = node.op == "LogSoftmax"
     e = scratch[2] if log else y
 
-    def run():
-        np.maximum.reduce(x, axis=axis, keepdims=True, out=mx)
-        np.subtract(x, mx, out=e)
-        if log:
-            np.subtract(x, mx, out=y)
-        np.exp(e, out=e)
-        np.add.reduce(e, axis=axis, keepdims=True, out=s)
-        if log:
-            np.log(s, out=s)
-            np.subtract(y, s, out=y)
-        else:
-            np.divide(y, s, out=y)
-    return run
+    program = [call(np.maximum.reduce, x, axis=axis, keepdims=True, out=mx), call(np.subtract, x, mx, e)]
+    if log:
+        program.append(call(np.subtract, x, mx, y))
+    program += [call(np.exp, e, e), call(np.add.reduce, e, axis=axis, keepdims=True, out=s)]
+    if log:
+        program += [call(np.log, s, s), call(np.subtract, y, s, y)]
+    else:
+        program.append(call(np.divide, y, s, y))
+    return program
 
 
 for _name in ("Softmax", "LogSoftmax"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import TensorType
-from .registry import register
+from .registry import call, register
 from .window import kernel_offsets, pads_and_out, spatial_attrs, window_view
 
 
@@ -59,15 +59,8 @@ def _bind_pool(node, ins, outs, scratch, is_max):
     first, rest = taps[0], taps[1:]
     inv = None if is_max else _inverse_counts(node, x.shape, kernel, strides, dilations, begin, out, padded, x.dtype)
 
-    def run():
-        if fill is not None:
-            np.copyto(fill, x)
-        np.copyto(y, first)
-        for t in rest:
-            combine(y, t, out=y)
-        if inv is not None:
-            np.multiply(y, inv, out=y)
-    return run
+    return ([call(np.copyto, fill, x)] if fill is not None else []) + [call(np.copyto, y, first)] + \
+        [call(combine, y, t, out=y) for t in rest] + ([call(np.multiply, y, inv, y)] if inv is not None else [])
 
 
 def _inverse_counts(node, x_shape, kernel, strides, dilations, begin, out, padded, dtype):
@@ -106,11 +99,7 @@ def _bind_global_average(node, ins, outs, scratch):
     x, y = ins[0], outs[0]
     x3, y2 = x.reshape(x.shape[0], x.shape[1], -1), y.reshape(y.shape[0], y.shape[1])
     inv = np.array(1.0 / x3.shape[2], dtype=x.dtype)
-
-    def run():
-        np.add.reduce(x3, axis=2, out=y2)
-        np.multiply(y2, inv, out=y2)
-    return run
+    return [call(np.add.reduce, x3, axis=2, out=y2), call(np.multiply, y2, inv, y2)]
 
 
 register("GlobalAveragePool", _infer_global, _bind_global_average, flops=lambda n, i, o: i[0].size)

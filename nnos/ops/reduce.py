@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import TensorType
-from .registry import register, scalar
+from .registry import call, register, scalar
 
 
 def _axes(node, in_types, consts):
@@ -37,7 +37,7 @@ def _bind_reduce(node, ins, outs, scratch):
     x, y = ins[0], outs[0]
     axes = _axes(node, [x] + ins[1:], ins)   # arrays stand in for types: only .shape is read
     if axes is None:
-        return lambda: np.copyto(y, x)
+        return call(np.copyto, y, x)
     kept = y.reshape(tuple(1 if i in axes else s for i, s in enumerate(x.shape)))
     ufunc = np.maximum if node.op == "ReduceMax" else np.add
     inv = scalar(1.0 / max(1, int(np.prod([x.shape[a] for a in axes]))), y.dtype) if node.op == "ReduceMean" else None
@@ -45,13 +45,11 @@ def _bind_reduce(node, ins, outs, scratch):
     if x.size == 0:   # reducing nothing gives the identity: 0 for sums, the lowest value for max
         low = (False if y.dtype == np.bool_ else -np.inf if y.dtype.kind == "f" else np.iinfo(y.dtype).min)
         ident = scalar(low if node.op == "ReduceMax" else 0, y.dtype)
-        return lambda: np.copyto(y, ident)
-
-    def run():
-        ufunc.reduce(x, axis=axes, keepdims=True, out=kept)
-        if inv is not None:
-            np.multiply(kept, inv, out=kept)
-    return run
+        return call(np.copyto, y, ident)
+    program = [call(ufunc.reduce, x, axis=axes, keepdims=True, out=kept)]
+    if inv is not None:
+        program.append(call(np.multiply, kept, inv, kept))
+    return program
 
 
 for _name in ("ReduceSum", "ReduceMean", "ReduceMax"):

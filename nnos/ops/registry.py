@@ -3,12 +3,15 @@ to preallocated buffers for the numpy executor, what scratch it needs and what i
 
 The numpy binding *is* nnos's definition of an op: every other backend must match it.
 A binding receives its input arrays (arena views or constants), its output arrays and its
-scratch arrays, and returns a zero-argument callable that computes in place without
-allocating arrays.
+scratch arrays, and returns a *program*: a zero-argument callable, or a list of them (nested
+lists allowed), that computes in place without allocating arrays. Bindings build their calls
+with ``functools.partial`` over numpy functions wherever they can: calling a partial runs no
+Python frame, which is most of the cost of a small op.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Optional
 
 import numpy as np
@@ -55,16 +58,21 @@ def scalar(value, dtype) -> np.ndarray:
     return np.array(value, dtype=dtype)
 
 
-def run_steps(*fns: Callable[[], None]) -> Callable[[], None]:
-    """Sequence several callables into one (each already bound to its arrays)."""
-    fns = tuple(f for f in fns if f is not None)
-    if len(fns) == 1:
-        return fns[0]
+call = partial   # call(f, *args, **kw): f bound to its arrays, run later with no Python frame
 
-    def run():
-        for f in fns:
-            f()
-    return run
+
+def flatten(program) -> tuple:
+    """A program (callable, None, or nested lists of them) as one flat tuple of callables."""
+    if program is None:
+        return ()
+    if callable(program):
+        return (program,)
+    return tuple(f for p in program for f in flatten(p))
+
+
+def run_program(program) -> None:
+    for f in flatten(program):
+        f()
 
 
 def evaluate(node: Node, inputs: list) -> list[np.ndarray]:
@@ -76,7 +84,8 @@ def evaluate(node: Node, inputs: list) -> list[np.ndarray]:
     outs = [np.empty(t.shape, t.dtype) for t in out_types]
     scratch = [np.zeros(t.shape, t.dtype) for t, _ in (op.scratch(node, in_types, out_types) if op.scratch else [])]
     ins = [contiguous(a) if a is not None else None for a in inputs]
-    fn = op.bind(node, ins, outs, scratch)
+    program = flatten(op.bind(node, ins, outs, scratch))
     with np.errstate(all="ignore"):
-        fn()
+        for f in program:
+            f()
     return outs

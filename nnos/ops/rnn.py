@@ -10,7 +10,7 @@ import numpy as np
 
 from ..ir import Node, TensorType
 from .linalg import product
-from .registry import OPS, register, scalar
+from .registry import OPS, call, register, scalar
 
 _ACTS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "leakyrelu": "LeakyRelu",
          "hardsigmoid": "HardSigmoid", "elu": "Elu", "softplus": "Softplus"}
@@ -85,6 +85,10 @@ def _act(op, attrs, a, tmp):
     return OPS[op].bind(Node(op, op, [], [], attrs), [a], [a], [tmp])
 
 
+def _clip(a, lim):
+    return [call(np.minimum, a, lim, out=a), call(np.maximum, a, -lim, out=a)] if lim is not None else []
+
+
 def _bind_rnn(node, ins, outs, scratch):
     gates, direction, ndir, acts = _spec(node)
     x, w, r = ins[:3]
@@ -101,12 +105,10 @@ def _bind_rnn(node, ins, outs, scratch):
     if layout == 1:
         h0 = h0.transpose(1, 0, 2) if h0 is not None else None
         c0 = c0.transpose(1, 0, 2) if c0 is not None else None
-    if layout == 0:
-        xs2, pre = x.reshape(seq * batch, -1), []
+        xs2, pre = xs.reshape(seq * batch, -1), [call(np.copyto, xs, x.transpose(1, 0, 2))]
     else:
-        xs2, pre = xs.reshape(seq * batch, -1), [lambda: np.copyto(xs, x.transpose(1, 0, 2))]
+        xs2, pre = x.reshape(seq * batch, -1), []
     steps = []
-
     for d in range(ndir):
         wt, rt = w[d].T, r[d].T                                   # (input, G*H), (H, G*H)
         pd = proj[d].reshape(seq * batch, -1)
@@ -114,133 +116,78 @@ def _bind_rnn(node, ins, outs, scratch):
         rbh = None
         if b is not None:                    # biases are inputs: add them every call
             wb, rb = b[d, :gates * hid], b[d, gates * hid:]
-            pre.append(lambda pd=pd, wb=wb: np.add(pd, wb, pd))
+            pre.append(call(np.add, pd, wb, pd))
             if gates == 4:
-                pre.append(lambda pd=pd, rb=rb: np.add(pd, rb, pd))
+                pre.append(call(np.add, pd, rb, pd))
             else:                            # Rh's bias stays with the reset gate
-                pre.append(lambda zr=pd[:, :2 * hid], rb=rb[:2 * hid]: np.add(zr, rb, zr))
+                pre.append(call(np.add, pd[:, :2 * hid], rb[:2 * hid], pd[:, :2 * hid]))
                 rbh = rb[2 * hid:]
-        order = range(seq) if (direction == "forward" or (direction == "bidirectional" and d == 0)) else range(seq - 1, -1, -1)
-        order = list(order)
-        init_h = h0[d] if h0 is not None else None
-        init_c = c0[d] if c0 is not None else None
-        fa = [(op, attrs) for op, attrs in acts[d]]
+        forward = direction == "forward" or (direction == "bidirectional" and d == 0)
+        order = list(range(seq)) if forward else list(range(seq - 1, -1, -1))
+        init_h = h0[d] if h0 is not None else np.zeros((batch, hid), x.dtype)
         c = cell[d]
-        pre.append((lambda c=c, init_c=init_c: np.copyto(c, init_c)) if init_c is not None
-                   else (lambda c=c, z=scalar(0, x.dtype): np.copyto(c, z)))
+        pre.append(call(np.copyto, c, c0[d]) if c0 is not None else call(np.copyto, c, scalar(0, x.dtype)))
         for k, ti in enumerate(order):
-            h_prev = hs[order[k - 1], d] if k else (init_h if init_h is not None else np.zeros((batch, hid), x.dtype))
-            h_new = hs[ti, d]
-            g = proj[d, ti]
+            h_prev = hs[order[k - 1], d] if k else init_h
             if gates == 3:
-                steps.append(_gru_step(g, h_prev, h_new, rt, rec, zr, zr_tmp, hid, lbr, rbh, fa, lim))
+                steps.append(_gru_step(proj[d, ti], h_prev, hs[ti, d], rt, rec, zr, zr_tmp, hid, lbr, rbh,
+                                       acts[d], lim))
             else:
-                pk = p[d] if p is not None else None
-                steps.append(_lstm_step(g, h_prev, h_new, c, rt, rec, t1, hid, pk, fa, lim))
-
-    y = outs[0] if len(outs) > 0 and outs[0] is not None else None
-    yh = outs[1] if len(outs) > 1 and outs[1] is not None else None
-    yc = outs[2] if len(outs) > 2 and outs[2] is not None else None
+                steps.append(_lstm_step(proj[d, ti], h_prev, hs[ti, d], c, rt, rec, t1, hid,
+                                        p[d] if p is not None else None, acts[d], lim))
+    y = outs[0] if len(outs) > 0 else None
+    yh = outs[1] if len(outs) > 1 else None
+    yc = outs[2] if len(outs) > 2 else None
     post = []
     if y is not None:
-        post.append(lambda: np.copyto(y, hs if layout == 0 else hs.transpose(2, 0, 1, 3)))
-    last = [seq - 1 if (direction == "forward" or d == 0) else 0 for d in range(ndir)]
-    if direction == "reverse":
-        last = [0]
+        post.append(call(np.copyto, y, hs if layout == 0 else hs.transpose(2, 0, 1, 3)))
     if yh is not None:
         yh_v = yh if layout == 0 else yh.transpose(1, 0, 2)
-        post += [lambda d=d, t=t: np.copyto(yh_v[d], hs[t, d]) for d, t in enumerate(last)]
+        for d in range(ndir):
+            forward = direction == "forward" or (direction == "bidirectional" and d == 0)
+            post.append(call(np.copyto, yh_v[d], hs[seq - 1 if forward else 0, d]))
     if yc is not None:
-        yc_v = yc if layout == 0 else yc.transpose(1, 0, 2)
-        post.append(lambda: np.copyto(yc_v, cell))
-    allsteps = pre + steps + post
-
-    def run():
-        for s in allsteps:
-            s()
-    return run
-
-
-def _clip(a, lim):
-    if lim is None:
-        return None
-    neg = -lim
-    return lambda: (np.minimum(a, lim, out=a), np.maximum(a, neg, out=a))
+        post.append(call(np.copyto, yc if layout == 0 else yc.transpose(1, 0, 2), cell))
+    return pre + steps + post
 
 
 def _gru_step(g, h_prev, h_new, rt, rec, zr, tmp, hid, lbr, rbh, acts, lim):
     """One GRU step. ``g`` holds X W^T + Wb (+ Rb for z and r); ``rbh`` is Rh's bias.
     z and r sit side by side in ``zr`` so one activation call covers both."""
     z, r = zr[:, :hid], zr[:, hid:]
-    fzr = _act(*acts[0], zr, tmp)
-    gh = _act(*acts[1], h_new, tmp[:, :hid])
-    clip_zr = _clip(zr, lim) if lim is not None else None
-    clip_h = _clip(h_new, lim) if lim is not None else None
     rec_h, g_zr, g_h, rec_zr = rec[:, 2 * hid:], g[:, :2 * hid], g[:, 2 * hid:], rec[:, :2 * hid]
-    rec_mm = product(h_prev, rt, rec)                      # (B, 3H): z, r, h recurrences
-    h_mm = product(r, rt[:, 2 * hid:], h_new)
-
-    def run():
-        rec_mm()
-        np.add(g_zr, rec_zr, zr)
-        if clip_zr:
-            clip_zr()
-        fzr()
-        if lbr:                                            # h~ = g(Xh + r * (H Rh^T + Rbh))
-            if rbh is not None:
-                np.add(rec_h, rbh, rec_h)
-            np.multiply(r, rec_h, h_new)
-        else:                                              # h~ = g(Xh + (r * H) Rh^T + Rbh)
-            np.multiply(r, h_prev, r)
-            h_mm()
-            if rbh is not None:
-                np.add(h_new, rbh, h_new)
-        np.add(h_new, g_h, h_new)
-        if clip_h:
-            clip_h()
-        gh()
-        np.subtract(h_prev, h_new, r)                      # H = h~ + z * (H_prev - h~)
-        np.multiply(r, z, r)
-        np.add(h_new, r, h_new)
-    return run
+    program = [product(h_prev, rt, rec),                   # (B, 3H): z, r, h recurrences
+               call(np.add, g_zr, rec_zr, zr), _clip(zr, lim), _act(*acts[0], zr, tmp)]
+    if lbr:                                                # h~ = g(Xh + r * (H Rh^T + Rbh))
+        if rbh is not None:
+            program.append(call(np.add, rec_h, rbh, rec_h))
+        program.append(call(np.multiply, r, rec_h, h_new))
+    else:                                                  # h~ = g(Xh + (r * H) Rh^T + Rbh)
+        program += [call(np.multiply, r, h_prev, r), product(r, rt[:, 2 * hid:], h_new)]
+        if rbh is not None:
+            program.append(call(np.add, h_new, rbh, h_new))
+    program += [call(np.add, h_new, g_h, h_new), _clip(h_new, lim), _act(*acts[1], h_new, tmp[:, :hid]),
+                call(np.subtract, h_prev, h_new, r),       # H = h~ + z * (H_prev - h~)
+                call(np.multiply, r, z, r), call(np.add, h_new, r, h_new)]
+    return program
 
 
 def _lstm_step(g, h_prev, h_new, c, rt, rec, tmp, hid, p, acts, lim):
     f_act, g_act, h_act = acts
     i_, o_, f_, c_ = (rec[:, k * hid:(k + 1) * hid] for k in range(4))
-    fi = _act(f_act[0], f_act[1], i_, tmp)
-    fo = _act(f_act[0], f_act[1], o_, tmp)
-    ff = _act(f_act[0], f_act[1], f_, tmp)
-    gc = _act(g_act[0], g_act[1], c_, tmp)
-    hc = _act(h_act[0], h_act[1], h_new, tmp)
-    pi, po, pf = (p[:hid], p[hid:2 * hid], p[2 * hid:]) if p is not None else (None, None, None)
-    neg = -lim if lim is not None else None
-
-    def run():
-        np.matmul(h_prev, rt, out=rec)
-        np.add(rec, g, out=rec)
-        if lim is not None:
-            np.minimum(rec, lim, out=rec)
-            np.maximum(rec, neg, out=rec)
-        if pi is not None:
-            np.multiply(c, pi, out=tmp)
-            np.add(i_, tmp, out=i_)
-            np.multiply(c, pf, out=tmp)
-            np.add(f_, tmp, out=f_)
-        fi()
-        ff()
-        gc()
-        np.multiply(c, f_, out=c)                          # C = f * C_prev + i * c~
-        np.multiply(i_, c_, out=tmp)
-        np.add(c, tmp, out=c)
-        if po is not None:
-            np.multiply(c, po, out=tmp)
-            np.add(o_, tmp, out=o_)
-        fo()
-        np.copyto(h_new, c)
-        hc()
-        np.multiply(h_new, o_, out=h_new)
-    return run
+    program = [product(h_prev, rt, rec), call(np.add, rec, g, rec), _clip(rec, lim)]
+    if p is not None:                                      # peepholes on the previous cell state
+        pi, po, pf = p[:hid], p[hid:2 * hid], p[2 * hid:]
+        program += [call(np.multiply, c, pi, tmp), call(np.add, i_, tmp, i_),
+                    call(np.multiply, c, pf, tmp), call(np.add, f_, tmp, f_)]
+    program += [_act(*f_act, i_, tmp), _act(*f_act, f_, tmp), _act(*g_act, c_, tmp),
+                call(np.multiply, c, f_, c),               # C = f * C_prev + i * c~
+                call(np.multiply, i_, c_, tmp), call(np.add, c, tmp, c)]
+    if p is not None:
+        program += [call(np.multiply, c, po, tmp), call(np.add, o_, tmp, o_)]
+    program += [_act(*f_act, o_, tmp), call(np.copyto, h_new, c), _act(*h_act, h_new, tmp),
+                call(np.multiply, h_new, o_, h_new)]
+    return program
 
 
 def _rnn_flops(node, in_types, out_types):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import TensorType
-from .registry import register
+from .registry import call, register
 
 
 def _axis(node, axis, rank):
@@ -27,9 +27,7 @@ def _const_ints(node, consts, i, what):
 
 
 def _bind_copy_as(node, ins, outs, scratch):
-    x, o = ins[0], outs[0]
-    src = x.reshape(o.shape)
-    return lambda: np.copyto(o, src)
+    return call(np.copyto, outs[0], ins[0].reshape(outs[0].shape))
 
 
 def _view_op(name, infer, const_inputs=()):
@@ -119,9 +117,7 @@ def _infer_transpose(node, in_types, consts):
 
 
 def _bind_transpose(node, ins, outs, scratch):
-    x, o = ins[0], outs[0]
-    src = x.transpose(_perm(node, x.ndim))
-    return lambda: np.copyto(o, src)
+    return call(np.copyto, outs[0], ins[0].transpose(_perm(node, ins[0].ndim)))
 
 
 register("Transpose", _infer_transpose, _bind_transpose, flops=lambda n, i, o: 0)
@@ -138,8 +134,7 @@ def _infer_expand(node, in_types, consts):
 
 
 def _bind_expand(node, ins, outs, scratch):
-    x, o = ins[0], outs[0]
-    return lambda: np.copyto(o, x)
+    return call(np.copyto, outs[0], ins[0])
 
 
 register("Expand", _infer_expand, _bind_expand, flops=lambda n, i, o: 0, const_inputs=(1,))
@@ -167,13 +162,9 @@ def _bind_concat(node, ins, outs, scratch):
         if x is None:
             continue
         idx = (slice(None),) * axis + (slice(start, start + x.shape[axis]),)
-        pairs.append((o[idx], x))
+        pairs.append(call(np.copyto, o[idx], x))
         start += x.shape[axis]
-
-    def run():
-        for dst, src in pairs:
-            np.copyto(dst, src)
-    return run
+    return pairs
 
 
 register("Concat", _infer_concat, _bind_concat, flops=lambda n, i, o: 0)
@@ -208,13 +199,9 @@ def _bind_split(node, ins, outs, scratch):
     pairs, start = [], 0
     for o in outs:
         idx = (slice(None),) * axis + (slice(start, start + o.shape[axis]),)
-        pairs.append((o, x[idx]))
+        pairs.append(call(np.copyto, o, x[idx]))
         start += o.shape[axis]
-
-    def run():
-        for dst, src in pairs:
-            np.copyto(dst, src)
-    return run
+    return pairs
 
 
 register("Split", _infer_split, _bind_split, flops=lambda n, i, o: 0, const_inputs=(1,))
@@ -243,9 +230,7 @@ def _infer_slice(node, in_types, consts):
 
 
 def _bind_slice(node, ins, outs, scratch):
-    x, o = ins[0], outs[0]
-    src = x[_slices(node, x.shape, ins)]
-    return lambda: np.copyto(o, src)
+    return call(np.copyto, outs[0], ins[0][_slices(node, ins[0].shape, ins)])
 
 
 register("Slice", _infer_slice, _bind_slice, flops=lambda n, i, o: 0, const_inputs=(1, 2, 3, 4))
@@ -267,7 +252,7 @@ def _bind_gather(node, ins, outs, scratch):
     x, idx, o = ins[0], ins[1], outs[0]
     axis = int(node.attrs.get("axis", 0)) % x.ndim
     # mode="wrap" maps negative indices like ONNX does and, unlike "raise", never buffers.
-    return lambda: np.take(x, idx, axis=axis, out=o, mode="wrap")
+    return call(np.take, x, idx, axis=axis, out=o, mode="wrap")
 
 
 register("Gather", _infer_gather, _bind_gather, flops=lambda n, i, o: 0)
@@ -286,8 +271,7 @@ def _infer_shape(node, in_types, consts):
 
 
 def _bind_shape(node, ins, outs, scratch):
-    o, value = outs[0], _shape_value(node, ins[0])
-    return lambda: np.copyto(o, value)
+    return call(np.copyto, outs[0], _shape_value(node, ins[0]))
 
 
 register("Shape", _infer_shape, _bind_shape, flops=lambda n, i, o: 0)
@@ -299,8 +283,7 @@ def _infer_constant(node, in_types, consts):
 
 
 def _bind_constant(node, ins, outs, scratch):
-    o, v = outs[0], node.attrs["value"]
-    return lambda: np.copyto(o, v)
+    return call(np.copyto, outs[0], node.attrs["value"])
 
 
 register("Constant", _infer_constant, _bind_constant, flops=lambda n, i, o: 0)
@@ -319,8 +302,7 @@ def _infer_constant_of_shape(node, in_types, consts):
 
 
 def _bind_constant_of_shape(node, ins, outs, scratch):
-    o, v = outs[0], _fill_value(node)
-    return lambda: np.copyto(o, v)
+    return call(np.copyto, outs[0], _fill_value(node))
 
 
 register("ConstantOfShape", _infer_constant_of_shape, _bind_constant_of_shape,
