@@ -43,9 +43,14 @@ class NumpyExecutable:
             dt = np.dtype(one["dtype"])
             self.arena[one["offset"]:one["offset"] + dt.itemsize].view(dt)[0] = 1
 
+        consts = {}
+        for name, c in g.consts.items():      # weights are read-only: bindings may precompute from them
+            consts[name] = c.view()
+            consts[name].flags.writeable = False
+
         def view(name):
-            if name in g.consts:
-                return g.consts[name]
+            if name in consts:
+                return consts[name]
             t = g.types[name]
             off = mem["tensors"][name]
             return self.arena[off:off + t.nbytes].view(t.dtype).reshape(t.shape)

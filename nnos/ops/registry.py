@@ -7,6 +7,9 @@ scratch arrays, and returns a *program*: a zero-argument callable, or a list of 
 lists allowed), that computes in place without allocating arrays. Bindings build their calls
 with ``functools.partial`` over numpy functions wherever they can: calling a partial runs no
 Python frame, which is most of the cost of a small op.
+
+Inputs that are constants (weights) arrive read-only; a binding may precompute from those at
+bind time (transposed or combined weights). Writable inputs change from call to call.
 """
 from __future__ import annotations
 
@@ -75,6 +78,19 @@ def run_program(program) -> None:
         f()
 
 
+def _frozen(a):
+    if a is None:
+        return None
+    v = contiguous(a).view()
+    v.flags.writeable = False
+    return v
+
+
+def is_const(a) -> bool:
+    """A constant input: read-only, so its values at bind time are its values forever."""
+    return a is not None and not a.flags.writeable
+
+
 def evaluate(node: Node, inputs: list) -> list[np.ndarray]:
     """Run one node on concrete arrays, allocating its outputs: constant folding and the
     direct (unplanned) reference use this. Same binding as the executor, so one definition."""
@@ -83,7 +99,7 @@ def evaluate(node: Node, inputs: list) -> list[np.ndarray]:
     out_types = op.infer(node, in_types, inputs)
     outs = [np.empty(t.shape, t.dtype) for t in out_types]
     scratch = [np.zeros(t.shape, t.dtype) for t, _ in (op.scratch(node, in_types, out_types) if op.scratch else [])]
-    ins = [contiguous(a) if a is not None else None for a in inputs]
+    ins = [_frozen(a) for a in inputs]      # everything is a constant here
     program = flatten(op.bind(node, ins, outs, scratch))
     with np.errstate(all="ignore"):
         for f in program:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..ir import Node, TensorType
 from .linalg import product
-from .registry import OPS, call, register, scalar
+from .registry import OPS, call, is_const, register, scalar
 
 _ACTS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "leakyrelu": "LeakyRelu",
          "hardsigmoid": "HardSigmoid", "elu": "Elu", "softplus": "Softplus"}
@@ -86,7 +86,9 @@ def _act(op, attrs, a, tmp):
 
 
 def _clip(a, lim):
-    return [call(np.minimum, a, lim, out=a), call(np.maximum, a, -lim, out=a)] if lim is not None else []
+    if lim is None:
+        return []
+    return [call(np.minimum, a, scalar(lim, a.dtype), out=a), call(np.maximum, a, scalar(-float(lim), a.dtype), out=a)]
 
 
 def _bind_rnn(node, ins, outs, scratch):
@@ -108,41 +110,60 @@ def _bind_rnn(node, ins, outs, scratch):
         xs2, pre = xs.reshape(seq * batch, -1), [call(np.copyto, xs, x.transpose(1, 0, 2))]
     else:
         xs2, pre = x.reshape(seq * batch, -1), []
+    y = outs[0] if len(outs) > 0 else None
+    yh = outs[1] if len(outs) > 1 else None
+    yh_v = None if yh is None else (yh if layout == 0 else yh.transpose(1, 0, 2))
     steps = []
     for d in range(ndir):
+        f_act = acts[d][0]
+        # Constant weights are packed once here: transposed contiguous, biases combined, and for
+        # sigmoid gates z|r prescaled by 1/2 so that sigmoid(v) = tanh(v/2)/2 + 1/2 costs 3 calls.
+        packed = is_const(w) and is_const(r) and (b is None or is_const(b))
+        half = packed and gates == 3 and f_act == ("Sigmoid", {})
         wt, rt = w[d].T, r[d].T                                   # (input, G*H), (H, G*H)
+        bias, rbh = None, None
+        if b is not None:
+            wb, rb = b[d, :gates * hid], b[d, gates * hid:]
+            rbh = rb[2 * hid:] if gates == 3 else None
+        if packed:
+            wt, rt = np.array(wt, order="C"), np.array(rt, order="C")
+            if b is not None:
+                bias = np.array(wb, dtype=x.dtype)
+                bias[:(4 if gates == 4 else 2) * hid] += rb[:(4 if gates == 4 else 2) * hid]
+            if half:
+                wt[:, :2 * hid] *= 0.5
+                rt[:, :2 * hid] *= 0.5
+                if bias is not None:
+                    bias[:2 * hid] *= 0.5
         pd = proj[d].reshape(seq * batch, -1)
         pre.append(product(xs2, wt, pd))
-        rbh = None
-        if b is not None:                    # biases are inputs: add them every call
-            wb, rb = b[d, :gates * hid], b[d, gates * hid:]
+        if bias is not None:
+            pre.append(call(np.add, pd, bias.reshape(1, -1), pd))
+        elif b is not None:                  # biases are run-time inputs: add them every call
             pre.append(call(np.add, pd, wb, pd))
-            if gates == 4:
-                pre.append(call(np.add, pd, rb, pd))
-            else:                            # Rh's bias stays with the reset gate
-                pre.append(call(np.add, pd[:, :2 * hid], rb[:2 * hid], pd[:, :2 * hid]))
-                rbh = rb[2 * hid:]
+            zr_part = pd[:, :(4 if gates == 4 else 2) * hid]
+            pre.append(call(np.add, zr_part, rb[:zr_part.shape[1]], zr_part))
         forward = direction == "forward" or (direction == "bidirectional" and d == 0)
         order = list(range(seq)) if forward else list(range(seq - 1, -1, -1))
         init_h = h0[d] if h0 is not None else np.zeros((batch, hid), x.dtype)
         c = cell[d]
-        pre.append(call(np.copyto, c, c0[d]) if c0 is not None else call(np.copyto, c, scalar(0, x.dtype)))
+        if gates == 4:
+            pre.append(call(np.copyto, c, c0[d]) if c0 is not None else call(np.copyto, c, scalar(0, x.dtype)))
         for k, ti in enumerate(order):
             h_prev = hs[order[k - 1], d] if k else init_h
+            last = k == len(order) - 1
+            h_new = yh_v[d] if (last and y is None and yh_v is not None) else hs[ti, d]
             if gates == 3:
-                steps.append(_gru_step(proj[d, ti], h_prev, hs[ti, d], rt, rec, zr, zr_tmp, hid, lbr, rbh,
-                                       acts[d], lim))
+                steps.append(_gru_step(proj[d, ti], h_prev, h_new, rt, rec, zr, zr_tmp, hid, lbr, rbh,
+                                       acts[d], lim, half))
             else:
-                steps.append(_lstm_step(proj[d, ti], h_prev, hs[ti, d], c, rt, rec, t1, hid,
+                steps.append(_lstm_step(proj[d, ti], h_prev, h_new, c, rt, rec, t1, hid,
                                         p[d] if p is not None else None, acts[d], lim))
-    y = outs[0] if len(outs) > 0 else None
-    yh = outs[1] if len(outs) > 1 else None
     yc = outs[2] if len(outs) > 2 else None
     post = []
     if y is not None:
         post.append(call(np.copyto, y, hs if layout == 0 else hs.transpose(2, 0, 1, 3)))
-    if yh is not None:
-        yh_v = yh if layout == 0 else yh.transpose(1, 0, 2)
+    if yh is not None and y is not None:
         for d in range(ndir):
             forward = direction == "forward" or (direction == "bidirectional" and d == 0)
             post.append(call(np.copyto, yh_v[d], hs[seq - 1 if forward else 0, d]))
@@ -151,13 +172,19 @@ def _bind_rnn(node, ins, outs, scratch):
     return pre + steps + post
 
 
-def _gru_step(g, h_prev, h_new, rt, rec, zr, tmp, hid, lbr, rbh, acts, lim):
+def _gru_step(g, h_prev, h_new, rt, rec, zr, tmp, hid, lbr, rbh, acts, lim, half):
     """One GRU step. ``g`` holds X W^T + Wb (+ Rb for z and r); ``rbh`` is Rh's bias.
     z and r sit side by side in ``zr`` so one activation call covers both."""
     z, r = zr[:, :hid], zr[:, hid:]
     rec_h, g_zr, g_h, rec_zr = rec[:, 2 * hid:], g[:, :2 * hid], g[:, 2 * hid:], rec[:, :2 * hid]
+    if half:     # inputs were prescaled by 1/2 (a clip limit scales with them)
+        h = scalar(0.5, zr.dtype)
+        gate = [_clip(zr, 0.5 * float(lim) if lim is not None else None), call(np.tanh, zr, zr),
+                call(np.multiply, zr, h, zr), call(np.add, zr, h, zr)]
+    else:
+        gate = [_clip(zr, lim), _act(*acts[0], zr, tmp)]
     program = [product(h_prev, rt, rec),                   # (B, 3H): z, r, h recurrences
-               call(np.add, g_zr, rec_zr, zr), _clip(zr, lim), _act(*acts[0], zr, tmp)]
+               call(np.add, g_zr, rec_zr, zr), gate]
     if lbr:                                                # h~ = g(Xh + r * (H Rh^T + Rbh))
         if rbh is not None:
             program.append(call(np.add, rec_h, rbh, rec_h))
@@ -180,13 +207,17 @@ def _lstm_step(g, h_prev, h_new, c, rt, rec, tmp, hid, p, acts, lim):
         pi, po, pf = p[:hid], p[hid:2 * hid], p[2 * hid:]
         program += [call(np.multiply, c, pi, tmp), call(np.add, i_, tmp, i_),
                     call(np.multiply, c, pf, tmp), call(np.add, f_, tmp, f_)]
-    program += [_act(*f_act, i_, tmp), _act(*f_act, f_, tmp), _act(*g_act, c_, tmp),
+    if p is None:            # i, o, f side by side: one activation over all three
+        iof = rec[:, :3 * hid]
+        program.append(_act(*f_act, iof, np.empty_like(iof)))
+    else:
+        program += [_act(*f_act, i_, tmp), _act(*f_act, f_, tmp)]
+    program += [_act(*g_act, c_, tmp),
                 call(np.multiply, c, f_, c),               # C = f * C_prev + i * c~
                 call(np.multiply, i_, c_, tmp), call(np.add, c, tmp, c)]
     if p is not None:
-        program += [call(np.multiply, c, po, tmp), call(np.add, o_, tmp, o_)]
-    program += [_act(*f_act, o_, tmp), call(np.copyto, h_new, c), _act(*h_act, h_new, tmp),
-                call(np.multiply, h_new, o_, h_new)]
+        program += [call(np.multiply, c, po, tmp), call(np.add, o_, tmp, o_), _act(*f_act, o_, tmp)]
+    program += [call(np.copyto, h_new, c), _act(*h_act, h_new, tmp), call(np.multiply, h_new, o_, h_new)]
     return program
 
 

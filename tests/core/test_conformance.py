@@ -84,3 +84,25 @@ def test_node_case(case, tmp_path):
         for spec, ref in zip(plan.outputs, outs):
             np.testing.assert_allclose(got[spec.name], _array(ref), rtol=case.rtol, atol=case.atol,
                                        err_msg=f"output {spec.name}")
+
+
+RNN_CASES = [c for c in CASES if {n.op_type for n in c.model.graph.node} & {"GRU", "LSTM"}
+             and not _excluded_reason(c)]
+
+
+@pytest.mark.parametrize("case", RNN_CASES, ids=[c.name for c in RNN_CASES])
+def test_rnn_case_with_constant_weights(case, tmp_path):
+    """The same cases with W, R, B (and peepholes) frozen into constants, as on a device: this
+    takes the packed path (transposed weights, combined biases, prescaled sigmoid gates)."""
+    path = os.path.join(tmp_path, "model.onnx")
+    onnx.save(case.model, path)
+    node = case.model.graph.node[0]
+    weights = {node.input[i] for i in (1, 2, 3, 4, 7) if i < len(node.input) and node.input[i]}
+    inits = {t.name for t in case.model.graph.initializer}
+    names = [i.name for i in case.model.graph.input if i.name not in inits]
+    for ins, outs in case.data_sets:
+        freeze = {n: _array(v) for n, v in zip(names, ins) if n in weights}
+        plan = nnos.compile(path, check=False, freeze=freeze)
+        got = plan({n: _array(v) for n, v in zip(names, ins) if n not in freeze})
+        for spec, ref in zip(plan.outputs, outs):
+            np.testing.assert_allclose(got[spec.name], _array(ref), rtol=case.rtol, atol=case.atol)
