@@ -76,28 +76,27 @@ def mlp(name, sizes, act, seed):
     return b.model([_io("obs", sizes[0])], [_io("action", sizes[-1])])
 
 
-def cnn_s():
-    b = Builder("cnn_s", 3)
-    x = b.conv("image", 3, 16, 5, 2, 2)
-    x = b.conv(x, 16, 32, 3, 2, 1)
-    x = b.conv(x, 32, 32, 3, 2, 1)
+def cnn(name, seed, inp, shape, convs, hidden, out_name, classes):
+    """convs: (out_channels, kernel, stride, pad) each followed by ReLU; then flatten, a ReLU
+    hidden layer and the output layer."""
+    b = Builder(name, seed)
+    x, c, hw = inp, shape[0], shape[1]
+    for m, k, s, p in convs:
+        x = b.conv(x, c, m, k, s, p)
+        c, hw = m, (hw + 2 * p - k) // s + 1
     x = b.node("Flatten", [x], axis=1)
-    x = b.linear(x, 32 * 8 * 8, 64, "Relu")
-    x = b.linear(x, 64, 4)
-    b.nodes[-1].output[0] = "logits"
-    return b.model([_io("image", 3, 64, 64)], [_io("logits", 4)])
+    x = b.linear(x, c * hw * hw, hidden, "Relu")
+    x = b.linear(x, hidden, classes)
+    b.nodes[-1].output[0] = out_name
+    return b.model([_io(inp, *shape)], [_io(out_name, classes)])
+
+
+def cnn_s():
+    return cnn("cnn_s", 3, "image", (3, 64, 64), [(16, 5, 2, 2), (32, 3, 2, 1), (32, 3, 2, 1)], 64, "logits", 4)
 
 
 def cnn_l():
-    b = Builder("cnn_l", 5)
-    x = b.conv("frames", 4, 32, 8, 4, 0)
-    x = b.conv(x, 32, 64, 4, 2, 0)
-    x = b.conv(x, 64, 64, 3, 1, 0)
-    x = b.node("Flatten", [x], axis=1)
-    x = b.linear(x, 64 * 7 * 7, 512, "Relu")
-    x = b.linear(x, 512, 6)
-    b.nodes[-1].output[0] = "q"
-    return b.model([_io("frames", 4, 84, 84)], [_io("q", 6)])
+    return cnn("cnn_l", 5, "frames", (4, 84, 84), [(32, 8, 4, 0), (64, 4, 2, 0), (64, 3, 1, 0)], 512, "q", 6)
 
 
 def gru_s():
