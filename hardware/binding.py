@@ -1,0 +1,59 @@
+"""Channels ↔ plan tensors, every tick, without allocating.
+
+read_inputs(): latest sensor samples → scale/offset → the plan's input arrays.
+write_outputs(): the plan's outputs → scale/offset → rate limit → clamp → actuator commands.
+All calls are functools.partial over numpy with preallocated arrays, built once.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from .board import Board
+from .device import Device
+
+
+def _affine(src, scale, offset, dst) -> list:
+    if np.all(scale == 1) and np.all(offset == 0):
+        return [partial(np.copyto, dst, src)]
+    return [partial(np.multiply, src, scale, dst), partial(np.add, dst, offset, dst)]
+
+
+class Binder:
+    def __init__(self, board: Board, devices: dict[str, Device], inputs: dict[str, np.ndarray],
+                 outputs: dict[str, np.ndarray]):
+        self.reads, self.writes = [], []
+        for b in board.inputs:
+            dst, off = inputs[b.tensor].reshape(-1), 0
+            for dev, ch in b.channels:
+                src = devices[dev].latest(ch).values.reshape(-1)
+                n = src.size
+                self.reads += _affine(src, b.scale[off:off + n], b.offset[off:off + n], dst[off:off + n])
+                off += n
+        self.previous = {}
+        for b in board.outputs:
+            src = outputs[b.tensor].reshape(-1)
+            cmd = devices[b.device].commands[b.channel].reshape(-1)
+            tmp = np.zeros_like(cmd)
+            self.writes += _affine(src, b.scale, b.offset, tmp)
+            if b.max_step is not None:            # rate limit against the last command sent
+                prev, d = cmd.copy(), np.zeros_like(cmd)
+                step, neg = np.float32(b.max_step), np.float32(-b.max_step)
+                self.writes += [partial(np.subtract, tmp, prev, d), partial(np.minimum, d, np.array(step), out=d),
+                                partial(np.maximum, d, np.array(neg), out=d), partial(np.add, prev, d, tmp)]
+                self.previous[(b.device, b.channel)] = prev
+            self.writes += [partial(np.maximum, tmp, np.array(b.lo, np.float32), out=tmp),
+                            partial(np.minimum, tmp, np.array(b.hi, np.float32), out=tmp),
+                            partial(np.copyto, cmd, tmp)]
+            if b.max_step is not None:
+                self.writes.append(partial(np.copyto, self.previous[(b.device, b.channel)], tmp))
+        self.reads, self.writes = tuple(self.reads), tuple(self.writes)
+
+    def read_inputs(self) -> None:
+        for f in self.reads:
+            f()
+
+    def write_outputs(self) -> None:
+        for f in self.writes:
+            f()

@@ -1,0 +1,271 @@
+"""Board configs (hardware/boards/*.toml): which devices, how to find them, their channels, and
+how channels bind to a plan's inputs and outputs.
+
+Everything is validated at load, before anything starts; an error names FILE:LINE and says
+what was expected and what was found. ``check_plan`` validates the bindings against a plan.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .channels import ACTUATOR, SENSOR, Channel
+from .errors import ConfigError
+
+DRIVERS = ("nnos-serial", "replay")
+MIN_RATE, MAX_RATE = 1, 1000
+
+
+@dataclass
+class DeviceConfig:
+    name: str
+    driver: str
+    channels: list[Channel]
+    stale_ms: dict[str, float]
+    path: str | None = None
+    usb: dict = field(default_factory=dict)        # vendor, product (ints), serial (str)
+    simulator: list[str] | None = None
+    recording: str | None = None
+
+
+@dataclass
+class InputBinding:
+    tensor: str
+    channels: list[tuple[str, str]]                 # (device, channel), concatenated in order
+    scale: np.ndarray
+    offset: np.ndarray
+    line: str = ""
+
+
+@dataclass
+class OutputBinding:
+    tensor: str
+    device: str
+    channel: str
+    scale: np.ndarray
+    offset: np.ndarray
+    lo: float
+    hi: float
+    max_step: float | None = None                   # rate limit: most change per tick
+    line: str = ""
+
+
+@dataclass
+class Board:
+    name: str
+    path: str
+    rate_hz: float
+    devices: list[DeviceConfig]
+    inputs: list[InputBinding]
+    outputs: list[OutputBinding]
+    model: str | None = None
+    failsafe: dict = field(default_factory=dict)
+    description: str = ""
+
+    def device(self, name: str) -> DeviceConfig:
+        return next(d for d in self.devices if d.name == name)
+
+    def channel(self, device: str, channel: str) -> Channel:
+        return next(c for c in self.device(device).channels if c.name == channel)
+
+    def check_plan(self, plan) -> None:
+        """Bindings must cover the plan's inputs and outputs with matching sizes."""
+        ins = {s.name: s for s in plan.inputs}
+        outs = {s.name: s for s in plan.outputs}
+        for b in self.inputs:
+            spec = ins.get(b.tensor)
+            if spec is None:
+                raise ConfigError(b.line, f"input binding names tensor {b.tensor!r}; the model's inputs are {sorted(ins)}")
+            size = sum(self.channel(d, c).size for d, c in b.channels)
+            if int(np.prod(spec.shape)) != size or spec.dtype != np.float32:
+                raise ConfigError(b.line, f"tensor {b.tensor!r} is {spec.dtype}{list(spec.shape)}, but its channels "
+                                  f"give {size} float32 values")
+        missing = sorted(set(ins) - {b.tensor for b in self.inputs})
+        if missing:
+            raise ConfigError(f"{self.path}", f"model inputs {missing} have no binding in [[inputs]]")
+        for b in self.outputs:
+            spec = outs.get(b.tensor)
+            if spec is None:
+                raise ConfigError(b.line, f"output binding names tensor {b.tensor!r}; the model's outputs are {sorted(outs)}")
+            ch = self.channel(b.device, b.channel)
+            if int(np.prod(spec.shape)) != ch.size or spec.dtype != np.float32:
+                raise ConfigError(b.line, f"tensor {b.tensor!r} is {spec.dtype}{list(spec.shape)}, but channel "
+                                  f"{b.device}.{b.channel} takes {ch.size} float32 values")
+
+
+# --- loading --------------------------------------------------------------------------------
+class _Lines:
+    """Finds the line of a key inside the n-th [[table]] of a TOML text (tomllib keeps none)."""
+
+    def __init__(self, path: str, text: str):
+        self.path, self.lines = path, text.splitlines()
+
+    def at(self, table: str | None, index: int = 0, key: str | None = None, sub: tuple | None = None) -> str:
+        count, start = -1, 0
+        if table is not None:
+            for i, line in enumerate(self.lines):
+                if re.match(rf"\s*\[\[?\s*{re.escape(table)}\s*\]\]?\s*(#.*)?$", line):
+                    count += 1
+                    if count == index:
+                        start = i
+                        break
+        if sub is not None:                                 # (subtable, index) inside this one
+            count = -1
+            for i in range(start + 1, len(self.lines)):
+                if re.match(rf"\s*\[\[\s*{re.escape(table + '.' + sub[0])}\s*\]\]", self.lines[i]):
+                    count += 1
+                    if count == sub[1]:
+                        start = i
+                        break
+                elif re.match(rf"\s*\[\[?\s*{re.escape(table)}\s*\]\]?", self.lines[i]):
+                    break
+        if key is not None:
+            for i in range(start, len(self.lines)):
+                if i > start and re.match(r"\s*\[", self.lines[i]):
+                    break
+                if re.match(rf"\s*{re.escape(key)}\s*=", self.lines[i]):
+                    return f"{self.path}:{i + 1}"
+        return f"{self.path}:{start + 1}"
+
+
+def _need(cond, where, message):
+    if not cond:
+        raise ConfigError(where, message)
+
+
+def _floats(value, n, where, what):
+    arr = np.asarray(value, dtype=np.float64) if isinstance(value, (int, float, list)) else None
+    _need(arr is not None and arr.ndim <= 1, where, f"{what} must be a number or a list of numbers, got {value!r}")
+    arr = np.broadcast_to(arr, (n,)) if arr.ndim == 0 else arr
+    _need(arr.shape == (n,), where, f"{what} must have {n} values, got {len(arr)}")
+    return arr.astype(np.float32)
+
+
+def _range(value, where, what="range"):
+    _need(isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+          and value[0] < value[1], where, f"{what} must be [low, high] with low < high, got {value!r}")
+    return float(value[0]), float(value[1])
+
+
+def load_board(path: str) -> Board:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(path, f"cannot read board config: {e.strerror}") from e
+    try:
+        text = raw.decode()
+        doc = tomllib.loads(text)
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(path, f"not valid TOML: {e}") from e
+    L = _Lines(path, text)
+    known = {"board", "devices", "inputs", "outputs", "failsafe"}
+    for k in doc:
+        _need(k in known, L.at(None, key=k) if k not in ("devices", "inputs", "outputs") else path,
+              f"unknown top-level key {k!r}; expected {sorted(known)}")
+    b = doc.get("board", {})
+    _need(isinstance(b, dict) and "name" in b, L.at("board"), "a [board] table with a name is required")
+    rate = b.get("rate_hz")
+    _need(isinstance(rate, (int, float)) and MIN_RATE <= rate <= MAX_RATE, L.at("board", key="rate_hz"),
+          f"rate_hz must be a number from {MIN_RATE} to {MAX_RATE}, got {rate!r}")
+    devices = [_device(d, i, L) for i, d in enumerate(doc.get("devices", []))]
+    names = [d.name for d in devices]
+    for i, n in enumerate(names):
+        _need(names.index(n) == i, L.at("devices", i, "name"), f"device name {n!r} is used twice")
+    chans = {(d.name, c.name): c for d in devices for c in d.channels}
+    inputs = [_input(x, i, L, chans) for i, x in enumerate(doc.get("inputs", []))]
+    outputs = [_output(x, i, L, chans) for i, x in enumerate(doc.get("outputs", []))]
+    failsafe = doc.get("failsafe", {})
+    model = b.get("model")
+    if model and not os.path.isabs(model):
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(path))))
+        model = os.path.join(root, model)
+    return Board(b["name"], path, float(rate), devices, inputs, outputs, model, failsafe, b.get("description", ""))
+
+
+def _device(d, i, L) -> DeviceConfig:
+    where = L.at("devices", i)
+    _need(isinstance(d.get("name"), str) and re.fullmatch(r"[A-Za-z0-9_-]+", d["name"] or ""), where,
+          f"device needs a name of letters, digits, '-' and '_', got {d.get('name')!r}")
+    driver = d.get("driver")
+    _need(driver in DRIVERS, L.at("devices", i, "driver"), f"driver must be one of {list(DRIVERS)}, got {driver!r}")
+    finders = [k for k in ("path", "usb", "simulator", "recording") if k in d]
+    _need(len(finders) == 1, where, f"device {d['name']!r} needs exactly one of path, usb, simulator, recording; "
+          f"got {finders or 'none'}")
+    usb = d.get("usb", {})
+    if "usb" in d:
+        w = L.at("devices", i, "usb")
+        _need(isinstance(usb, dict) and set(usb) <= {"vendor", "product", "serial"} and "vendor" in usb
+              and "product" in usb, w, f"usb must be {{vendor, product[, serial]}}, got {usb!r}")
+        _need(all(isinstance(usb[k], int) and 0 <= usb[k] <= 0xFFFF for k in ("vendor", "product")), w,
+              f"usb vendor/product must be 16-bit integers (e.g. 0x0403), got {usb!r}")
+    channels, stale = [], {}
+    for j, c in enumerate(d.get("channels", [])):
+        cw = L.at("devices", i, sub=("channels", j))
+        _need(isinstance(c.get("name"), str), cw, "channel needs a name")
+        kind = c.get("kind")
+        _need(kind in (SENSOR, ACTUATOR), L.at("devices", i, "kind", sub=("channels", j)),
+              f"channel {c['name']!r}: kind must be 'sensor' or 'actuator', got {kind!r}")
+        shape = c.get("shape")
+        _need(isinstance(shape, list) and shape and all(isinstance(s, int) and s > 0 for s in shape),
+              L.at("devices", i, "shape", sub=("channels", j)), f"channel {c['name']!r}: shape must be a list of "
+              f"positive integers, got {shape!r}")
+        lo, hi = _range(c.get("range"), L.at("devices", i, "range", sub=("channels", j)), f"channel {c['name']!r}: range")
+        safe = c.get("safe", 0.0)
+        if kind == ACTUATOR:
+            _need(isinstance(safe, (int, float)) and lo <= safe <= hi, L.at("devices", i, "safe", sub=("channels", j)),
+                  f"channel {c['name']!r}: safe value {safe!r} must lie in its range [{lo}, {hi}]")
+        else:
+            stale_ms = c.get("stale_ms", 100)
+            _need(isinstance(stale_ms, (int, float)) and stale_ms > 0, L.at("devices", i, "stale_ms", sub=("channels", j)),
+                  f"channel {c['name']!r}: stale_ms must be positive, got {stale_ms!r}")
+            stale[c["name"]] = float(stale_ms)
+        channels.append(Channel(c["name"], kind, tuple(shape), lo, hi, c.get("units", ""), float(safe),
+                                int(c.get("rate_hz", 0))))
+    sim = d.get("simulator")
+    if sim is not None:
+        _need(isinstance(sim, list) and sim and all(isinstance(s, str) for s in sim), L.at("devices", i, "simulator"),
+              f"simulator must be a command as a list of strings, got {sim!r}")
+    return DeviceConfig(d["name"], driver, channels, stale, d.get("path"), usb, sim, d.get("recording"))
+
+
+def _ref(ref, where, chans, want_kind):
+    _need(isinstance(ref, str) and ref.count(".") == 1, where, f"channel reference must be 'device.channel', got {ref!r}")
+    dev, ch = ref.split(".")
+    c = chans.get((dev, ch))
+    _need(c is not None, where, f"unknown channel {ref!r}; known: {sorted(f'{d}.{n}' for d, n in chans)}")
+    _need(c.kind == want_kind, where, f"channel {ref!r} is a {c.kind}, an {'input' if want_kind == SENSOR else 'output'} "
+          f"binding needs a {want_kind}")
+    return dev, ch
+
+
+def _input(x, i, L, chans) -> InputBinding:
+    where = L.at("inputs", i)
+    _need(isinstance(x.get("tensor"), str), where, "input binding needs tensor = NAME")
+    refs = x.get("channels")
+    _need(isinstance(refs, list) and refs, L.at("inputs", i, "channels"), "input binding needs channels = [..]")
+    pairs = [_ref(r, L.at("inputs", i, "channels"), chans, SENSOR) for r in refs]
+    n = sum(chans[p].size for p in pairs)
+    scale = _floats(x.get("scale", 1.0), n, L.at("inputs", i, "scale"), "scale")
+    offset = _floats(x.get("offset", 0.0), n, L.at("inputs", i, "offset"), "offset")
+    return InputBinding(x["tensor"], pairs, scale, offset, where)
+
+
+def _output(x, i, L, chans) -> OutputBinding:
+    where = L.at("outputs", i)
+    _need(isinstance(x.get("tensor"), str), where, "output binding needs tensor = NAME")
+    dev, ch = _ref(x.get("channel"), L.at("outputs", i, "channel"), chans, ACTUATOR)
+    c = chans[(dev, ch)]
+    scale = _floats(x.get("scale", 1.0), c.size, L.at("outputs", i, "scale"), "scale")
+    offset = _floats(x.get("offset", 0.0), c.size, L.at("outputs", i, "offset"), "offset")
+    lo, hi = _range(x.get("clamp", [c.lo, c.hi]), L.at("outputs", i, "clamp"), "clamp")
+    _need(c.lo <= lo and hi <= c.hi, L.at("outputs", i, "clamp"),
+          f"clamp [{lo}, {hi}] must lie inside channel {dev}.{ch}'s range [{c.lo}, {c.hi}]")
+    step = x.get("max_step")
+    _need(step is None or (isinstance(step, (int, float)) and step > 0), L.at("outputs", i, "max_step"),
+          f"max_step must be a positive number, got {step!r}")
+    return OutputBinding(x["tensor"], dev, ch, scale, offset, lo, hi, step, where)

@@ -1,0 +1,114 @@
+"""python -m hardware.sim cartpole [options]: run a simulated robot on a new pseudo-terminal.
+
+The first line on stdout is JSON naming the port to connect to: {"port": "/dev/pts/N"}.
+In lockstep mode with --episodes, one JSON line per episode follows, then a summary.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import tty
+
+import numpy as np
+
+from ..transport import FdTransport
+from . import cartpole
+from .firmware import Firmware
+
+
+def open_pty() -> tuple[int, int, str]:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.set_blocking(master, False)
+    return master, slave, os.ttyname(slave)
+
+
+def emit(obj) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def run_cartpole(a) -> int:
+    master, slave, port = open_pty()   # keep the slave open: the host may come and go
+    cfg = cartpole.Config(sensor_hz=a.sensor_hz, physics_hz=a.physics_hz, noise=a.noise,
+                          delay_ticks=a.delay_ticks, seed=a.seed)
+    sim = cartpole.CartPole(cfg)
+    fw = Firmware(FdTransport(master, "cartpole"), a.device_id, cartpole.channels(), host_timeout_s=a.host_timeout)
+    emit({"port": port, "device_id": a.device_id, "mode": "lockstep" if a.lockstep else "realtime"})
+    period = 1.0 / cfg.sensor_hz
+    period_us = int(round(period * 1e6))
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    ticks, episode, ok_count, max_theta = 0, 0, 0, 0.0
+    episode_ticks = int(round(a.duration * cfg.sensor_hz))
+    rtts: list[float] = []
+    next_t = time.monotonic()
+    clock_us = 0
+    while not stop:
+        if a.lockstep:
+            if not fw.connected:
+                fw.service(0.05)
+                continue
+            clock_us += period_us
+            ts = fw.send_sensors(sim.reading(), clock_us)
+            deadline = time.monotonic() + a.host_timeout
+            while fw.last_ref_us != ts and time.monotonic() < deadline and not stop:
+                fw.service(0.01)
+            if fw.last_ref_us != ts:
+                fw.safe()                                    # no answer in time: safe force, go on
+        else:
+            fw.service(max(0.0, next_t - time.monotonic()))
+            if time.monotonic() < next_t:
+                continue
+            next_t += period
+            if fw.connected:
+                ts = fw.send_sensors(sim.reading())
+            if a.report_rtt and fw.last_ref_us:
+                rtts.append(time.monotonic() * 1e6 - fw.last_ref_us)
+        sim.advance(float(fw.actuators[3][0]))
+        ticks += 1
+        max_theta = max(max_theta, abs(sim.state[2]))
+        if a.episodes:
+            failed = cartpole.failed(sim.state)
+            if failed or ticks >= episode_ticks:
+                emit({"episode": episode, "ok": not failed, "ticks": ticks, "seconds": ticks / cfg.sensor_hz,
+                      "max_theta_deg": round(float(np.degrees(max_theta)), 3),
+                      "x": round(float(sim.state[0]), 4)})
+                ok_count += not failed
+                episode += 1
+                ticks, max_theta = 0, 0.0
+                sim.reset()
+                if episode >= a.episodes:
+                    break
+    summary = {"done": True, "episodes": episode, "ok": ok_count, "commands": fw.commands,
+               "refused": fw.refused, "failsafe_entries": fw.failsafe_entries, "link": fw.link.stats.as_dict()}
+    emit(summary)
+    os.close(slave)
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m hardware.sim")
+    sub = p.add_subparsers(dest="robot", required=True)
+    c = sub.add_parser("cartpole", help="cart-pole with a force actuator")
+    c.add_argument("--lockstep", action="store_true", help="each sensor frame waits for the host's command")
+    c.add_argument("--episodes", type=int, default=0, help="reset after failure or --duration; stop after N")
+    c.add_argument("--duration", type=float, default=60.0, help="seconds of simulated time per episode")
+    c.add_argument("--sensor-hz", type=float, default=50.0)
+    c.add_argument("--physics-hz", type=float, default=1000.0)
+    c.add_argument("--noise", type=float, default=0.0)
+    c.add_argument("--delay-ticks", type=int, default=0)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--host-timeout", type=float, default=0.5, help="host silence before actuators go safe")
+    c.add_argument("--device-id", default="cartpole-sim-0001")
+    c.add_argument("--report-rtt", action="store_true")
+    a = p.parse_args(argv)
+    return run_cartpole(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

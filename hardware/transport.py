@@ -1,0 +1,85 @@
+"""Byte transports. SerialTransport opens a port with pyserial (raw mode, exclusive) and reads
+with select() so that a read never blocks past its timeout and never reconfigures the port."""
+from __future__ import annotations
+
+import os
+import select
+
+from .errors import TransportError
+
+
+class SerialTransport:
+    def __init__(self, port: str, baudrate: int = 1_000_000, name: str | None = None):
+        import serial  # pyserial
+        self.port, self.name = port, name or port
+        try:
+            self.s = serial.Serial(port, baudrate, timeout=0, write_timeout=0.5, exclusive=True)
+        except (serial.SerialException, OSError, ValueError) as e:
+            raise TransportError(self.name, f"cannot open serial port {port}: {e}") from e
+        self.fd = self.s.fileno()
+
+    def read_some(self, n: int, timeout: float) -> bytes:
+        try:
+            ready, _, _ = select.select([self.fd], [], [], timeout)
+            if not ready:
+                return b""
+            data = os.read(self.fd, n)
+        except (OSError, ValueError) as e:
+            raise TransportError(self.name, f"read from {self.port} failed ({e}): device unplugged?") from e
+        if not data:
+            raise TransportError(self.name, f"{self.port} closed by the other end")
+        return data
+
+    def pending(self) -> bool:
+        try:
+            return bool(select.select([self.fd], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
+
+    def write(self, data: bytes) -> None:
+        import serial
+        try:
+            self.s.write(data)
+        except (serial.SerialException, OSError) as e:
+            raise TransportError(self.name, f"write to {self.port} failed: {e}") from e
+
+    def close(self) -> None:
+        try:
+            self.s.close()
+        except Exception:
+            pass
+
+
+class FdTransport:
+    """The same interface over a raw file descriptor (the device side of a pty in simulators)."""
+
+    def __init__(self, fd: int, name: str = "fd"):
+        self.fd, self.name = fd, name
+
+    def read_some(self, n: int, timeout: float) -> bytes:
+        try:
+            ready, _, _ = select.select([self.fd], [], [], timeout)
+            return os.read(self.fd, n) if ready else b""
+        except OSError as e:
+            raise TransportError(self.name, f"read failed: {e}") from e
+
+    def pending(self) -> bool:
+        return bool(select.select([self.fd], [], [], 0)[0])
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self.fd, view)
+            except BlockingIOError:
+                select.select([], [self.fd], [], 0.1)
+                continue
+            except OSError as e:
+                raise TransportError(self.name, f"write failed: {e}") from e
+            view = view[n:]
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass

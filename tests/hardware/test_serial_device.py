@@ -1,0 +1,137 @@
+"""The nnos-serial device driver over a real pty with pyserial: handshake, data, refusals,
+a device that vanishes, and a device that floods garbage."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from hardware.channels import ACTUATOR, SENSOR, Channel
+from hardware.devices import NnosSerialDevice
+from hardware.errors import HardwareError, ProtocolError, TransportError
+from hardware.protocol import frames as fr
+
+EXPECTED = [Channel("cart", SENSOR, (2,), -4.8, 4.8), Channel("pole", SENSOR, (2,), -3.2, 3.2),
+            Channel("force", ACTUATOR, (1,), -10, 10, safe=0.0)]
+
+
+def _wait_samples(dev, n, timeout=2.0):
+    deadline = time.monotonic() + timeout
+    while dev.latest("cart").count < n and time.monotonic() < deadline:
+        dev.poll(0.05)
+    return dev.latest("cart").count
+
+
+def test_handshake_stream_and_commands(device_side):
+    side = device_side()
+    with NnosSerialDevice("cartpole", side.port, expected=EXPECTED) as dev:
+        assert dev.device_id == "test-dev-1" and set(dev.channels) == {"cart", "pole", "force"}
+        assert _wait_samples(dev, 10) >= 10
+        s = dev.latest("pole")
+        assert np.allclose(s.values, [0.0, 0.01]) and s.t_device_us > 0
+        dev.write("force", [3.5])
+        ref = s.t_device_us                       # the sample updates in place while we poll
+        dev.flush(ref)
+        deadline = time.monotonic() + 1
+        while side.fw.commands == 0 and time.monotonic() < deadline:
+            dev.poll(0.02)
+        assert side.fw.actuators[3][0] == pytest.approx(3.5) and side.fw.last_ref_us == ref
+        assert dev.stats()["crc_errors"] == 0
+    # closing the device sends the safe values
+    deadline = time.monotonic() + 1
+    while side.fw.actuators[3][0] != 0.0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert side.fw.actuators[3][0] == 0.0
+
+
+def test_out_of_range_commands_are_clamped_before_sending(device_side):
+    side = device_side()
+    with NnosSerialDevice("cartpole", side.port, expected=EXPECTED) as dev:
+        dev.write("force", [55.0])
+        dev.flush()
+        time.sleep(0.1)
+        dev.poll(0.05)
+        assert side.fw.actuators[3][0] == pytest.approx(10.0) and side.fw.refused == 0 and dev.clamped == 1
+
+
+def test_device_refuses_a_bad_command_with_an_error_frame(device_side):
+    side = device_side()
+    with NnosSerialDevice("cartpole", side.port, expected=EXPECTED) as dev:
+        dev.link.send(fr.FrameType.ACTUATE, fr.values_payload(0, [(3, np.float32([99.0]))]))   # bypass the clamp
+        deadline = time.monotonic() + 1
+        while dev.errors_from_device == 0 and time.monotonic() < deadline:
+            dev.poll(0.05)
+        assert dev.errors_from_device == 1 and "outside" in dev.last_error and side.fw.actuators[3][0] == 0.0
+
+
+def test_wrong_protocol_version_is_refused(device_side):
+    side = device_side(version=2)
+    with pytest.raises(ProtocolError, match="version 2, expected 1"):
+        NnosSerialDevice("cartpole", side.port, expected=EXPECTED).open()
+
+
+def test_unknown_channel_in_handshake_is_refused(device_side):
+    extra = [fr.ChannelInfo(9, "lidar", fr.SENSOR, (8,), 10, 0, 100)] + __import__("hardware.sim.cartpole", fromlist=["x"]).channels()
+    side = device_side(channels=extra)
+    with pytest.raises(ProtocolError, match=r"channels \['lidar'\] that the board config does not know"):
+        NnosSerialDevice("cartpole", side.port, expected=EXPECTED).open()
+
+
+def test_missing_or_reshaped_channel_is_refused(device_side):
+    side = device_side()
+    want = EXPECTED[:2] + [Channel("force", ACTUATOR, (2,), -10, 10)]
+    with pytest.raises(ProtocolError, match=r"channel 'force': configured actuator \[2\], device describes actuator \[1\]"):
+        NnosSerialDevice("cartpole", side.port, expected=want).open()
+
+
+def test_silent_port_times_out_clearly():
+    from hardware.sim.__main__ import open_pty
+    master, slave, port = open_pty()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ProtocolError, match="no DESCRIBE .* within 0.3 s"):
+            NnosSerialDevice("ghost", port, handshake_timeout=0.3).open()
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_missing_port_is_a_transport_error():
+    with pytest.raises(TransportError, match="cannot open serial port /dev/nonexistent-tty"):
+        NnosSerialDevice("x", "/dev/nonexistent-tty").open()
+
+
+def test_device_vanishing_mid_frame_raises_promptly(device_side):
+    side = device_side()
+    dev = NnosSerialDevice("cartpole", side.port, expected=EXPECTED)
+    dev.open()
+    _wait_samples(dev, 3)
+    side.raw.append(b"\x05\x10\x01")          # half a frame ...
+    time.sleep(0.05)
+    side.stop()                               # ... then the device is gone (pty closed)
+    t0 = time.monotonic()
+    with pytest.raises(HardwareError):
+        for _ in range(100):
+            dev.poll(0.05)
+    assert time.monotonic() - t0 < 2.0
+    dev.close()
+
+
+def test_garbage_flood_from_device_is_survived(device_side):
+    side = device_side()
+    with NnosSerialDevice("cartpole", side.port, expected=EXPECTED) as dev:
+        n0 = _wait_samples(dev, 2)
+        side.raw += [bytes(np.random.default_rng(i).integers(0, 256, 20000, dtype=np.uint8)) for i in range(10)]
+        t_max = 0.0
+        deadline = time.monotonic() + 5
+        while dev.latest("cart").count < n0 + 50 and time.monotonic() < deadline:
+            t0 = time.monotonic()
+            dev.poll(0.02)
+            t_max = max(t_max, time.monotonic() - t0)
+        st = dev.stats()
+        assert dev.latest("cart").count >= n0 + 50, st
+        assert st["garbage_bytes"] > 0 and st["crc_errors"] + st["cobs_errors"] + st["oversize"] + st["short_frames"] > 0
+        assert t_max < 0.5
