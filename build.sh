@@ -3,7 +3,7 @@
 #   ./build.sh run     compile the bundled demo model and run it (the main job, for now)
 #   ./build.sh test    install everything into .venv and run the whole suite
 #   ./build.sh quick   the suite without slow cases (NNOS_QUICK=1), for iteration
-#   ./build.sh bench   the core benchmark (nnos vs onnxruntime vs numpy), results on stdout
+#   ./build.sh bench   the benchmarks (nnos vs onnxruntime vs numpy; serial round trip), on stdout
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -18,11 +18,18 @@ as_root() {
         log "need root for: $*"; exit 1; fi
 }
 
+DEBIAN_PACKAGES=(
+    umockdev gir1.2-umockdev-1.0 python3-gi   # hotplug tests: udev device records in a testbed
+)
+
 debian_packages() {
     # python3-venv is not part of a minimal Debian python3
-    local missing=()
+    local missing=() p
     command -v python3 >/dev/null || missing+=(python3)
     python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+    for p in "${DEBIAN_PACKAGES[@]}"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing Debian packages: ${missing[*]}"
         as_root apt-get update -qq
@@ -68,7 +75,7 @@ case "$cmd" in
     run)   setup; demo ;;
     test)  setup; exec "$PY" -m pytest -n 2 -q -p no:cacheprovider "$@" ;;
     quick) setup; NNOS_QUICK=1 exec "$PY" -m pytest -n 2 -q -p no:cacheprovider "$@" ;;
-    bench) setup; exec "$PY" benchmarks/core_bench.py "$@" ;;
+    bench) setup; "$PY" benchmarks/core_bench.py "$@"; exec "$PY" benchmarks/serial_bench.py ;;
     setup) setup ;;
     *) sed -n '2,6p' "$0"; exit 1 ;;
 esac

@@ -19,6 +19,9 @@ from ..protocol.link import Link
 from ..transport import SerialTransport
 
 
+_MIN, _MAX = np.minimum.reduce, np.maximum.reduce
+
+
 def channel_from_info(c: fr.ChannelInfo) -> Channel:
     return Channel(c.name, SENSOR if c.kind == fr.SENSOR else ACTUATOR, c.shape, c.lo, c.hi, c.units, c.safe, c.rate_hz)
 
@@ -98,6 +101,7 @@ class NnosSerialDevice(Device):
         self._set_channels(described)
         self._ids = {c.id: c.name for c in infos}
         self._sizes = {c.id: c.size for c in infos if c.kind == fr.SENSOR}
+        self._route = {c.id: (self.channels[c.name], self.samples[c.name]) for c in infos if c.kind == fr.SENSOR}
         self._out_ids = {c.name: c.id for c in infos if c.kind == fr.ACTUATOR}
         self.link.reset_sequence()
         self.last_rx = time.monotonic()
@@ -147,13 +151,12 @@ class NnosSerialDevice(Device):
             return 0
         now = time.monotonic()
         for cid, off in entries:
-            ch = self.channels[self._ids[cid]]
-            s = self.samples[ch.name]
-            v = np.frombuffer(payload, "<f4", ch.size, off).reshape(ch.shape)
-            np.copyto(s.values, v)
+            ch, s = self._route[cid]
+            v = np.frombuffer(payload, "<f4", ch.size, off)
+            np.copyto(s.values.reshape(-1), v)
             s.t_device_us, s.t_host = ts, now
             s.count += 1
-            if not (np.all(v >= ch.lo) and np.all(v <= ch.hi)):
+            if _MIN(v) < ch.lo or _MAX(v) > ch.hi:
                 s.out_of_range += 1
         return len(entries)
 
@@ -167,7 +170,7 @@ class NnosSerialDevice(Device):
         super().write(channel, values)
         ch = self.channels[channel]
         v = self.commands[channel]
-        if not (np.all(v >= ch.lo) and np.all(v <= ch.hi)):   # never send what the device must refuse
+        if _MIN(v, axis=None) < ch.lo or _MAX(v, axis=None) > ch.hi:   # never send what the device must refuse
             np.clip(v, ch.lo, ch.hi, out=v)
             self.clamped += 1
 

@@ -38,6 +38,7 @@ def run_cartpole(a) -> int:
                           delay_ticks=a.delay_ticks, seed=a.seed)
     sim = cartpole.CartPole(cfg)
     fw = Firmware(FdTransport(master, "cartpole"), a.device_id, cartpole.channels(), host_timeout_s=a.host_timeout)
+    fw.record_rtt = a.report_rtt and not a.lockstep
     emit({"port": port, "device_id": a.device_id, "mode": "lockstep" if a.lockstep else "realtime"})
     period = 1.0 / cfg.sensor_hz
     period_us = int(round(period * 1e6))
@@ -45,7 +46,7 @@ def run_cartpole(a) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     ticks, episode, ok_count, max_theta = 0, 0, 0, 0.0
     episode_ticks = int(round(a.duration * cfg.sensor_hz))
-    rtts: list[float] = []
+    sent = 0
     next_t = time.monotonic()
     clock_us = 0
     while not stop:
@@ -67,8 +68,7 @@ def run_cartpole(a) -> int:
             next_t += period
             if fw.connected:
                 ts = fw.send_sensors(sim.reading())
-            if a.report_rtt and fw.last_ref_us:
-                rtts.append(time.monotonic() * 1e6 - fw.last_ref_us)
+                sent += 1
         sim.advance(float(fw.actuators[3][0]))
         ticks += 1
         max_theta = max(max_theta, abs(sim.state[2]))
@@ -85,7 +85,12 @@ def run_cartpole(a) -> int:
                 if episode >= a.episodes:
                     break
     summary = {"done": True, "episodes": episode, "ok": ok_count, "commands": fw.commands,
-               "refused": fw.refused, "failsafe_entries": fw.failsafe_entries, "link": fw.link.stats.as_dict()}
+               "refused": fw.refused, "failsafe_entries": fw.failsafe_entries, "sensor_frames": sent,
+               "link": fw.link.stats.as_dict()}
+    if fw.rtt_us:
+        r = np.array(fw.rtt_us, dtype=np.float64)
+        summary["rtt_us"] = {"n": int(r.size), "p50": float(np.percentile(r, 50)), "p99": float(np.percentile(r, 99)),
+                             "max": float(r.max())}
     emit(summary)
     os.close(slave)
     return 0

@@ -30,6 +30,8 @@ class Firmware:
         self.commands = 0
         self.failsafe_entries = 0
         self.refused = 0
+        self.rtt_us: list[int] = []     # sensor timestamp → command arrival, when record_rtt is set
+        self.record_rtt = False
 
     def now_us(self) -> int:
         return int(time.monotonic() * 1e6)
@@ -80,6 +82,8 @@ class Firmware:
         for cid, v in staged:            # all or nothing
             np.copyto(self.actuators[cid], v)
         self.failsafe = False
+        if self.record_rtt and ref and len(self.rtt_us) < 1_000_000:
+            self.rtt_us.append(self.now_us() - ref)
         self.last_ref_us = ref
         self.commands += 1
         return 1
