@@ -1,0 +1,28 @@
+"""The numpy-only training script reproduces a policy that balances (it checks 100 starts
+itself before exporting) and exports an ONNX model nnos compiles."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import nnos
+from tests.conftest import ROOT
+
+
+@pytest.mark.slow
+def test_training_script_exports_a_working_policy(tmp_path):
+    out = tmp_path / "cartpole.onnx"
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "models.cartpole.train", "--out", str(out), "--seed", "1"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert time.monotonic() - t0 < 300
+    assert "100/100" in r.stdout or "99/100" in r.stdout
+    plan = nnos.compile(str(out))
+    assert plan.inputs[0].shape == (1, 4) and plan.outputs[0].shape == (1, 1)
+    a = plan({"obs": np.float32([[0, 0, 0.1, 0]])})["action"][0, 0]
+    assert a > 0.1        # pole leaning right (θ > 0): push the cart right
