@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import TensorType
-from .registry import call, register
+from .registry import call, full_shape, is_const, register
 from .window import kernel_offsets, pads_and_out, spatial_attrs, window_view
 
 
@@ -55,7 +55,9 @@ def _conv_scratch(node, in_types, out_types):
         scratch.append((TensorType(x.dtype, y.shape[1:]), False))
     else:
         cg = w.shape[1]
-        scratch.append((TensorType(x.dtype, (cg * int(np.prod(kernel)), int(np.prod(out)))), False))
+        bias_row = len(in_types) > 2 and in_types[2] is not None
+        scratch.append((TensorType(x.dtype, (cg * int(np.prod(kernel)) + bias_row, int(np.prod(out)))), False))
+    scratch.append((TensorType(x.dtype, y.shape), False))      # a run-time bias, broadcast
     return scratch
 
 
@@ -67,48 +69,65 @@ def _bind_conv(node, ins, outs, scratch):
     m = w.shape[0]
     g = int(node.attrs.get("group", 1))
     pad = scratch[0] if _needs_pad(begin, end) else None
-    work = scratch[-1]
+    work, bias_full = scratch[-2], scratch[-1]
     interior = (slice(None),) + tuple(slice(bg, bg + i) for bg, i in zip(begin, x.shape[2:]))
-    steps = []
+    depthwise = _is_depthwise(node, x.shape, w.shape)
+    cg, mg = c // g, m // g
+    pointwise = all(k == 1 for k in kernel) and all(s == 1 for s in strides) and pad is None
+    # A constant bias rides in the product: the weights get a bias column, the columns a row of
+    # ones. Otherwise the bias is added at the output's full shape (never numpy's broadcasting).
+    fold_bias = b is not None and not depthwise and not pointwise and is_const(w) and is_const(b)
+    wk = w.reshape(g, mg, -1)
+    if fold_bias:
+        wk = np.concatenate([wk, b.reshape(g, mg, 1)], axis=2)
+        work_rows, ones = work[:-1], work[-1]
+        steps = [(np.copyto, ones, np.ones(ones.shape, work.dtype))] if n else []
+    elif b is not None:
+        work_rows = work[:-1] if work.shape[0] == cg * int(np.prod(kernel)) + 1 else work
+        steps = []
+    else:
+        work_rows, steps = work, []
     for i in range(n):
         src = x[i]
         if pad is not None:
             steps.append((np.copyto, pad[interior], x[i]))
             src = pad
         yi = y[i].reshape(m, -1)
-        if _is_depthwise(node, x.shape, w.shape):
-            wk = w.reshape(m, -1)
+        if depthwise:
+            wd = w.reshape(m, -1)
             yv, tv = y[i], work
             for j, off in enumerate(kernel_offsets(kernel)):
                 tap = window_view(src, (c,), kernel, out, strides, dilations, offset=off)
-                wj = wk[:, j].reshape((m,) + (1,) * len(kernel))
+                wj = wd[:, j].reshape((m,) + (1,) * len(kernel))
+                if is_const(wd):                    # run-time weights keep numpy's broadcasting
+                    wj = full_shape(wj, yv.shape)[0]
                 if j == 0:
                     steps.append((np.multiply, tap, wj, yv))
                 else:
                     steps.append((np.multiply, tap, wj, tv))
                     steps.append((np.add, yv, tv, yv))
             continue
-        cg, mg = c // g, m // g
-        wg = w.reshape(g, mg, -1)
-        pointwise = all(k == 1 for k in kernel) and all(s == 1 for s in strides) and pad is None
         for gi in range(g):
             part = src[gi * cg:(gi + 1) * cg]
             if pointwise:
                 col = part.reshape(cg, -1)
             else:
-                col = work
                 view = window_view(part, (cg,), kernel, out, strides, dilations)
-                steps.append((np.copyto, col.reshape(view.shape), view))
-            steps.append((np.matmul, wg[gi], col, yi[gi * mg:(gi + 1) * mg]))
-    if b is not None:
-        bias = b.reshape((1, m) + (1,) * len(kernel))
-        steps.append((np.add, y, bias, y))
+                steps.append((np.copyto, work_rows.reshape(view.shape), view))
+                col = work if fold_bias else work_rows
+            steps.append((np.dot, np.ascontiguousarray(wk[gi]) if fold_bias else wk[gi], col,
+                          yi[gi * mg:(gi + 1) * mg]))
+    if b is not None and not fold_bias:
+        full, copy = full_shape(b.reshape((1, m) + (1,) * len(kernel)), y.shape, bias_full)
+        if copy is not None:
+            steps.append((np.copyto, copy.args[0], copy.args[1]))
+        steps.append((np.add, y, full, y))
     return _runner(steps)
 
 
 def _runner(steps):
     """Each step is (function, *args); ufuncs and matmul get their last array as out=."""
-    return [call(f, *args) if f is np.copyto else call(f, *args[:-1], out=args[-1]) for f, *args in steps]
+    return [call(f, *args) if f in (np.copyto, np.dot) else call(f, *args[:-1], out=args[-1]) for f, *args in steps]
 
 
 def _conv_flops(node, in_types, out_types):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import TensorType
-from .registry import call, register, scalar
+from .registry import broadcast_scratch, call, full_shape, register, scalar
 
 
 def _broadcast(node, in_types, dtype=None):
@@ -141,32 +141,61 @@ for _name, _bind, _needs in (("LeakyRelu", _bind_leaky_relu, True), ("Elu", _bin
 
 
 # --- binary ops ----------------------------------------------------------------------------
+def operands(ins, o, scratch):
+    """Inputs at the output's exact shape: (arrays, copy steps for run-time broadcasts)."""
+    spare, arrays, steps = iter(scratch), [], []
+    for a in ins:
+        if a is None:
+            arrays.append(None)
+            continue
+        needs = a.shape != o.shape and a.size != o.size
+        full, step = full_shape(a, o.shape, next(spare) if needs else None)
+        arrays.append(full)
+        if step is not None:
+            steps.append(step)
+    return arrays, steps
+
+
+def _bcast_scratch(node, in_types, out_types):
+    return broadcast_scratch(in_types, out_types[0])
+
+
+def _bcast_scratch_cmp(node, in_types, out_types):
+    # comparisons: the scratch holds an input's dtype, not the bool output's
+    return [(TensorType(t.dtype, out_types[0].shape), False) for t in in_types
+            if t is not None and t.shape != out_types[0].shape and t.size != out_types[0].size]
+
+
 def _binary_binder(ufunc):
     def bind(node, ins, outs, scratch):
         o = outs[0]
-        return call(ufunc, fit(ins[0], o), fit(ins[1], o), o)
+        (a, b), steps = operands(ins[:2], o, scratch)
+        kw = {"out": o} if ufunc in (np.maximum, np.minimum) else {}
+        return steps + [call(ufunc, a, b, **kw) if kw else call(ufunc, a, b, o)]
     return bind
 
 
 for _name, _uf in (("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply)):
-    register(_name, _infer_same, _binary_binder(_uf), flops=_ew_flops, elementwise=True)
+    register(_name, _infer_same, _binary_binder(_uf), scratch=_bcast_scratch, flops=_ew_flops, elementwise=True)
 for _name, _uf in (("Equal", np.equal), ("Greater", np.greater), ("Less", np.less)):
-    register(_name, _infer_bool, _binary_binder(_uf), flops=_ew_flops)
+    register(_name, _infer_bool, _binary_binder(_uf), scratch=_bcast_scratch_cmp, flops=_ew_flops)
 
 
 def _bind_div(node, ins, outs, scratch):
     o = outs[0]
-    a, b = fit(ins[0], o), fit(ins[1], o)
+    n_b = len(broadcast_scratch([TensorType(x.dtype, x.shape) for x in ins[:2]], TensorType(o.dtype, o.shape)))
+    (a, b), steps = operands(ins[:2], o, scratch[:n_b])
     if o.dtype.kind == "f":
-        return call(np.divide, a, b, o)
+        return steps + [call(np.divide, a, b, o)]
     if o.dtype.kind == "u":
-        return call(np.floor_divide, a, b, o)
-    t = scratch[0]   # ONNX integer division truncates toward zero: (a - fmod(a, b)) / b is exact
-    return [call(np.fmod, a, b, t), call(np.subtract, a, t, t), call(np.floor_divide, t, b, o)]
+        return steps + [call(np.floor_divide, a, b, o)]
+    t = scratch[n_b]   # ONNX integer division truncates toward zero: (a - fmod(a, b)) / b is exact
+    return steps + [call(np.fmod, a, b, t), call(np.subtract, a, t, t), call(np.floor_divide, t, b, o)]
 
 
 def _div_scratch(node, in_types, out_types):
-    return [(out_types[0], False)] if out_types[0].dtype.kind == "i" else []
+    return broadcast_scratch(in_types, out_types[0]) + \
+        ([(out_types[0], False)] if out_types[0].dtype.kind == "i" else [])
 
 
 register("Div", _infer_same, _bind_div, scratch=_div_scratch, flops=_ew_flops, elementwise=True)

@@ -5,7 +5,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..ir import TensorType
-from .registry import call, register, scalar
+from .registry import broadcast_scratch, call, full_shape, register, scalar
 
 
 def _infer_gemm(node, in_types, consts):
@@ -29,9 +29,10 @@ def _infer_gemm(node, in_types, consts):
 
 def _gemm_scratch(node, in_types, out_types):
     c = in_types[2] if len(in_types) > 2 else None
+    out = []
     if c is not None and float(node.attrs.get("beta", 1.0)) not in (0.0, 1.0):
-        return [(out_types[0], False)]
-    return []
+        out.append((out_types[0], False))
+    return out + broadcast_scratch([c], out_types[0])
 
 
 def product(a, b, o):
@@ -48,8 +49,10 @@ def _bind_gemm(node, ins, outs, scratch):
         # the memory plan keeps a 1.0 right after A in the arena: read it as A's last column
         return product(as_strided(a, shape=(1, a.shape[1] + 1), strides=a.strides), b, o)
     c = ins[2] if len(ins) > 2 else None
-    if c is not None and c.size == o.size:
-        c = c.reshape(o.shape)
+    steps = []
+    if c is not None:     # C at the output's full shape: expanded once if constant, else copied
+        c, step = full_shape(c, o.shape, scratch[-1] if c.size != o.size else None)
+        steps = [step] if step is not None else []
     A = a.T if node.attrs.get("transA", 0) else a
     B = b.T if node.attrs.get("transB", 0) else b
     alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
@@ -57,7 +60,7 @@ def _bind_gemm(node, ins, outs, scratch):
     if c is not None and beta == 0.0:
         c = None
 
-    program = [product(A, B, o)]
+    program = steps + [product(A, B, o)]
     if alpha != 1.0:
         program.append(call(np.multiply, o, al, o))
     if c is not None and beta == 1.0:

@@ -57,7 +57,8 @@ def _bind_pool(node, ins, outs, scratch, is_max):
     taps = [window_view(src, lead, kernel, out, strides, dilations, offset=o) for o in kernel_offsets(kernel)]
     combine = np.maximum if is_max else np.add
     first, rest = taps[0], taps[1:]
-    inv = None if is_max else _inverse_counts(node, x.shape, kernel, strides, dilations, begin, out, padded, x.dtype)
+    inv = None if is_max else np.array(np.broadcast_to(
+        _inverse_counts(node, x.shape, kernel, strides, dilations, begin, out, padded, x.dtype), y.shape))
 
     return ([call(np.copyto, fill, x)] if fill is not None else []) + [call(np.copyto, y, first)] + \
         [call(combine, y, t, out=y) for t in rest] + ([call(np.multiply, y, inv, y)] if inv is not None else [])

@@ -91,6 +91,29 @@ def is_const(a) -> bool:
     return a is not None and not a.flags.writeable
 
 
+def full_shape(a: np.ndarray, shape: tuple, scratch=None):
+    """``a`` as an array of exactly ``shape``, so a ufunc never takes numpy's broadcasting path
+    (which allocates iterator buffers on every call). A constant is expanded once, here; a
+    run-time operand needs a ``scratch`` of ``shape``: returns (array, copy step or None)."""
+    if a.shape == tuple(shape):
+        return a, None
+    if a.size == int(np.prod(shape)) and a.flags.c_contiguous:
+        return a.reshape(shape), None
+    if is_const(a):
+        full = np.array(np.broadcast_to(a, shape))
+        full.flags.writeable = False
+        return full, None
+    if scratch is None:
+        raise ValueError(f"a run-time operand of shape {a.shape} broadcast to {shape} needs scratch")
+    return scratch, call(np.copyto, scratch, a)
+
+
+def broadcast_scratch(in_types, out_type) -> list:
+    """One transient scratch of the output's shape per input that must be broadcast."""
+    return [(out_type, False) for t in in_types if t is not None and t.shape != out_type.shape
+            and t.size != out_type.size]
+
+
 def evaluate(node: Node, inputs: list) -> list[np.ndarray]:
     """Run one node on concrete arrays, allocating its outputs: constant folding and the
     direct (unplanned) reference use this. Same binding as the executor, so one definition."""

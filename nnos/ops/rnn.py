@@ -10,7 +10,7 @@ import numpy as np
 
 from ..ir import Node, TensorType
 from .linalg import product
-from .registry import OPS, call, is_const, register, scalar
+from .registry import OPS, call, full_shape, is_const, register, scalar
 
 _ACTS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "leakyrelu": "LeakyRelu",
          "hardsigmoid": "HardSigmoid", "elu": "Elu", "softplus": "Softplus"}
@@ -137,8 +137,8 @@ def _bind_rnn(node, ins, outs, scratch):
                     bias[:2 * hid] *= 0.5
         pd = proj[d].reshape(seq * batch, -1)
         pre.append(product(xs2, wt, pd))
-        if bias is not None:
-            pre.append(call(np.add, pd, bias.reshape(1, -1), pd))
+        if bias is not None:                  # constant: expanded to every time step once
+            pre.append(call(np.add, pd, np.array(np.broadcast_to(bias, pd.shape)), pd))
         elif b is not None:                  # biases are run-time inputs: add them every call
             pre.append(call(np.add, pd, wb, pd))
             zr_part = pd[:, :(4 if gates == 4 else 2) * hid]
@@ -177,6 +177,8 @@ def _gru_step(g, h_prev, h_new, rt, rec, zr, tmp, hid, lbr, rbh, acts, lim, half
     z and r sit side by side in ``zr`` so one activation call covers both."""
     z, r = zr[:, :hid], zr[:, hid:]
     rec_h, g_zr, g_h, rec_zr = rec[:, 2 * hid:], g[:, :2 * hid], g[:, 2 * hid:], rec[:, :2 * hid]
+    if rbh is not None and is_const(rbh):
+        rbh = full_shape(rbh, h_new.shape)[0]      # same shape as what it is added to
     if half:     # inputs were prescaled by 1/2 (a clip limit scales with them)
         h = scalar(0.5, zr.dtype)
         gate = [_clip(zr, 0.5 * float(lim) if lim is not None else None), call(np.tanh, zr, zr),
