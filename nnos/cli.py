@@ -118,6 +118,11 @@ def cmd_bench(a):
               f"({res['iters']} calls, {res['backend']})")
 
 
+def cmd_up(a):
+    from .supervisor.up import DEFAULT_BOARD, up
+    up(a.board or DEFAULT_BOARD, a.data, a.duration, not a.no_status)
+
+
 def cmd_flags(a):
     from .flags import REGISTRY
     for f in REGISTRY.values():
@@ -148,6 +153,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--iters", type=int, default=2000)
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=cmd_bench)
+    u = sub.add_parser("up", help="start the supervisor: the loop and everything around it")
+    u.add_argument("--board", help="board config (default: the simulated cart-pole)")
+    u.add_argument("--data", default=os.environ.get("NNOS_DATA", "nnos-data"), help="data directory")
+    u.add_argument("--duration", type=float, help="stop after this many seconds")
+    u.add_argument("--no-status", action="store_true", help="no live status line")
+    u.set_defaults(fn=cmd_up)
     f = sub.add_parser("flags", help="list the environment flags nnos reads")
     f.set_defaults(fn=cmd_flags)
     return p

@@ -39,6 +39,12 @@ def run_cartpole(a) -> int:
     sim = cartpole.CartPole(cfg)
     fw = Firmware(FdTransport(master, "cartpole"), a.device_id, cartpole.channels(), host_timeout_s=a.host_timeout)
     fw.record_rtt = a.report_rtt and not a.lockstep
+    if a.port_link:                     # a stable name for the port, like /dev/serial/by-id
+        tmp = a.port_link + ".new"
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(port, tmp)
+        os.replace(tmp, a.port_link)
     emit({"port": port, "device_id": a.device_id, "mode": "lockstep" if a.lockstep else "realtime"})
     period = 1.0 / cfg.sensor_hz
     period_us = int(round(period * 1e6))
@@ -111,6 +117,7 @@ def main(argv=None) -> int:
     c.add_argument("--host-timeout", type=float, default=0.5, help="host silence before actuators go safe")
     c.add_argument("--device-id", default="cartpole-sim-0001")
     c.add_argument("--report-rtt", action="store_true")
+    c.add_argument("--port-link", help="also make this path a symlink to the port")
     a = p.parse_args(argv)
     return run_cartpole(a)
 

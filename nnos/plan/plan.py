@@ -6,14 +6,13 @@ supervisor calls every tick.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import __version__
 from ..errors import PlanCallError, PlanFormatError
+from ..fsutil import atomic_write
 from ..ir import Epilogue, Graph, Node, TensorType
 from ..ops import OPS
 from . import artifact
@@ -91,24 +90,7 @@ class Plan:
 
     def save(self, path: str) -> None:
         """Write atomically: temp file in the same directory, fsync, rename."""
-        data = self.to_bytes()
-        d = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".plan-", dir=d)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        dfd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        atomic_write(path, self.to_bytes())
 
     @staticmethod
     def from_bytes(data: bytes) -> "Plan":

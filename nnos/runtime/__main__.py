@@ -1,0 +1,92 @@
+"""python -m nnos.runtime --board FILE --data DIR: the loop process (started by `nnos up`)."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+from hardware.board import load_board
+from hardware.devices import NnosSerialDevice
+from hardware.errors import HardwareError
+from hardware.recording import ReplayDevice
+
+from ..store import ModelStore
+from ..telemetry import TelemetryWriter
+from . import rt
+from .control import ControlServer
+from .loop import Loop, LoopConfig
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
+    sys.stderr.flush()
+
+
+def run_paths(data: str) -> dict:
+    run = os.path.join(data, "run")
+    os.makedirs(run, exist_ok=True)
+    return {"run": run, "telemetry": os.path.join(run, "telemetry"), "socket": os.path.join(run, "loop.sock")}
+
+
+def make_devices(board, overrides: dict) -> dict:
+    devices = {}
+    for cfg in board.devices:
+        if cfg.driver == "replay":
+            devices[cfg.name] = ReplayDevice(cfg.name, cfg.recording, loop=True)
+        else:
+            devices[cfg.name] = NnosSerialDevice(cfg.name, overrides.get(cfg.name) or cfg.path or "",
+                                                 expected=cfg.channels)
+    return devices
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nnos.runtime")
+    ap.add_argument("--board", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--device", action="append", default=[], metavar="NAME=PATH", help="where a device is")
+    ap.add_argument("--duration", type=float)
+    ap.add_argument("--no-rt", action="store_true", help="do not ask for real-time scheduling")
+    ap.add_argument("--budget", type=float, default=0.5, help="share of the period a model may use (p99.9)")
+    a = ap.parse_args(argv)
+    if not a.no_rt:
+        for k, v in rt.setup().items():
+            log(f"loop: {k}: {v}")
+    board = load_board(a.board)
+    paths = run_paths(a.data)
+    overrides = dict(d.split("=", 1) for d in a.device)
+    devices = make_devices(board, overrides)
+    lost = []
+    for name, dev in devices.items():
+        try:
+            dev.open()
+            log(f"loop: device {name} open ({getattr(dev, 'device_id', '') or type(dev).__name__})")
+        except HardwareError as e:
+            log(f"loop: device {name} not available yet: {e}")
+            lost.append(name)
+    tel = TelemetryWriter(paths["telemetry"])
+    server = ControlServer(paths["socket"])
+    loop = Loop(board, devices, ModelStore(a.data), tel, LoopConfig(budget_fraction=a.budget), log=log)
+    for name in lost:
+        loop.lost.add(name)
+        loop._reconnect_later(name)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(loop, "stop", True))
+    signal.signal(signal.SIGINT, lambda *_: setattr(loop, "stop", True))
+    loop.load_initial()
+    log(f"loop: ticking at {board.rate_hz:g} Hz, budget {loop.budget / 1000:.0f} µs; control at {paths['socket']}")
+    try:
+        loop.run(server, a.duration)
+    finally:
+        loop.shutdown()
+        log("loop: stopped; actuators at their safe values")
+        c = {k: int(tel.c[i]) for k, i in tel.idx.items()}
+        log(f"loop: {c['ticks']} ticks, {c['misses']} missed, {c['failsafe_entries']} failsafe entries, "
+            f"{c['swaps']} swaps, {c['rollbacks']} rollbacks")
+        server.close()
+        tel.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

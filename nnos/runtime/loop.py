@@ -1,0 +1,368 @@
+"""The loop: every tick, take the latest sensor samples, run the active plan, write the
+actuators, record the tick — on time, without allocating, whatever else is going on.
+
+Work that is not a tick (loading a model, measuring it, warming a shadow) runs as generator
+jobs in the slack before the next deadline, a small step at a time, so it can never make a
+tick late by more than one step. Swaps happen at tick boundaries.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from hardware.channels import SENSOR
+from hardware.errors import HardwareError
+
+from ..errors import NnosError
+from ..telemetry import MODE, TelemetryWriter
+from ..timing import DEFAULT_SLACK_MARGIN_NS, NS_PER_S, RateKeeper, now_ns, period_ns
+from .safety import Safety, SafetyConfig
+from .slots import Slot, admit, measure
+
+
+@dataclass
+class LoopConfig:
+    budget_fraction: float = 0.5        # a model's p99.9 must fit in this share of the period
+    probation_s: float = 2.0
+    admission_runs: int = 1000
+    slack_margin_ns: int = DEFAULT_SLACK_MARGIN_NS
+    backend: str = "numpy"
+    reconnect_s: float = 1.0
+
+
+class Loop:
+    def __init__(self, board, devices: dict, store, telemetry: TelemetryWriter, cfg: LoopConfig = LoopConfig(),
+                 log=print):
+        self.board, self.devices, self.store, self.tel, self.cfg, self.log = board, devices, store, telemetry, cfg, log
+        self.period = period_ns(board.rate_hz)
+        self.budget = int(self.period * cfg.budget_fraction)
+        self.safety = Safety(SafetyConfig.from_board(board.failsafe))
+        self.active: Slot | None = None
+        self.fallback: Slot | None = None            # the previous model, kept warm during probation
+        self.shadow: Slot | None = None
+        self.pending: Slot | None = None             # swapped in at the next tick boundary
+        self.probation_end = -1
+        self.probation_fault = ""
+        self.jobs: deque = deque()
+        self.waiting: dict[str, tuple] = {}          # job name -> (reply address, request id)
+        self.lost: set[str] = set()
+        self.reconnecting: set[str] = set()
+        self.stop = False
+        self.tick_no = 0
+        self.model_gen = 0
+        self.stale = [(f"{d.name}.{c.name}", devices[d.name].samples[c.name], d.stale_ms[c.name] / 1000.0)
+                      for d in board.devices for c in d.channels if c.kind == SENSOR and d.name in devices]
+        self.tel.set("rate_mhz", int(board.rate_hz * 1000))
+        self.tel.set("period_ns", self.period)
+        self.tel.set("budget_ns", self.budget)
+        self.tel.set("started_ns", now_ns())
+        self._zero_in = np.zeros(1, np.float32)
+
+    # --- models ------------------------------------------------------------------------------
+    def load_initial(self) -> None:
+        for mid, role in self.store.startup_order():
+            try:
+                self.active = Slot(mid, self.store.load(mid), self.board, self.devices, self.cfg.backend)
+            except NnosError as e:
+                self.log(f"loop: {role} model {mid[:12]} does not load: {e}")
+                continue
+            self.log(f"loop: running {role} model {mid[:12]} on {self.active.backend}")
+            self._publish_models()
+            return
+        self.safety.trip("no model to run")
+        self.log("loop: no loadable model; idling in failsafe (actuators at their safe values)")
+
+    def _publish_models(self) -> None:
+        st = self.store.state()
+        self.tel.text("active", self.active.id if self.active else "")
+        self.tel.text("previous", st["previous"] or "")
+        self.tel.text("shadow", self.shadow.id if self.shadow else "")
+
+    # --- one tick ----------------------------------------------------------------------------
+    def tick(self, late_ns: int = 0) -> None:
+        t0 = now_ns()
+        if self.pending is not None:                  # hitless swap at the tick boundary
+            self.fallback, self.active, self.pending = self.active, self.pending, None
+            self.probation_end = self.tick_no + int(self.cfg.probation_s * NS_PER_S / self.period)
+            self.model_gen += 1
+            self.tel.add("swaps")
+            self._publish_models()
+        fault = self._read_devices()
+        slot = self.active
+        if slot is not None:
+            slot.binder.read_inputs()
+        t1 = now_ns()
+        bad_output = False
+        if slot is not None:
+            slot.run()
+            bad_output = not slot.outputs_finite()
+        t2 = now_ns()
+        overrun = (t2 - t0) > self.budget
+        if self.probation_end >= 0 and (bad_output or overrun or fault):
+            # the new model misbehaved (or the system tripped) in probation: back to the old one;
+            # this tick writes safe values, the next runs the previous model
+            self._roll_back("output is NaN or infinite" if bad_output else fault or
+                            f"overrun: tick took {(t2 - t0) / 1000:.0f} µs > budget {self.budget / 1000:.0f} µs")
+            slot, bad_output, overrun = None, False, False
+        if bad_output:
+            fault = fault or "model output is NaN or infinite"
+        if self.active is None:
+            fault = fault or "no model to run"
+        self.safety.tick(fault, overrun)
+        if self.safety.active and self.safety.entries > self.tel.c[self.tel.idx["failsafe_entries"]]:
+            self.tel.add("failsafe_entries")
+            self.tel.text("failsafe_reason", self.safety.reason)
+            self.log(f"loop: FAILSAFE: {self.safety.reason}")
+        if slot is not None and not self.safety.active:
+            slot.binder.write_outputs()
+        else:
+            for dev in self.devices.values():
+                dev.write_safe()
+        self._flush()
+        if self.shadow is not None:
+            self._run_shadow()
+        t3 = now_ns()
+        if overrun:
+            self.tel.add("overruns")
+        mode = MODE["failsafe"] if self.safety.active else (MODE["probation"] if self.probation_end >= 0 else MODE["running"])
+        self.tel.record(self.tick_no, t0, late_ns, t1 - t0, t2 - t1, t3 - t2, mode, self.model_gen & 0xFF,
+                        slot.first_input if slot is not None else self._zero_in,
+                        slot.first_output if slot is not None else self._zero_in)
+        self.tel.set("mode", mode)
+        self.tel.set("heartbeat_ns", t3)
+        self.tel.add("ticks")
+        if self.probation_end >= 0 and self.tick_no >= self.probation_end:
+            self._commit()
+        self.tick_no += 1
+
+    def _read_devices(self):
+        fault = None
+        for name, dev in self.devices.items():
+            if name in self.lost:
+                fault = fault or f"device {name} lost"
+                continue
+            try:
+                dev.poll(0.0)
+            except HardwareError as e:
+                self.lost.add(name)
+                fault = f"device {name} lost: {e}"
+                self._reconnect_later(name)
+        if fault is None:
+            now = now_ns() / NS_PER_S
+            for label, sample, limit in self.stale:
+                if now - sample.t_host > limit:
+                    return f"sensor {label} stale (no reading for {min(now - sample.t_host, 999):.3f} s > {limit:.3f} s)"
+        return fault
+
+    def _flush(self) -> None:
+        for name, dev in self.devices.items():
+            if name in self.lost:
+                continue
+            try:
+                dev.flush(self._ref_timestamp(dev))
+            except HardwareError as e:
+                self.lost.add(name)
+                self.log(f"loop: device {name} lost while writing: {e}")
+                self._reconnect_later(name)
+
+    @staticmethod
+    def _ref_timestamp(dev) -> int:
+        for s in dev.samples.values():
+            return s.t_device_us
+        return 0
+
+    def _reconnect_later(self, name: str) -> None:
+        dev = self.devices[name]
+        if name in self.reconnecting or not hasattr(dev, "port"):
+            return
+        self.reconnecting.add(name)
+
+        def work():                                  # a helper thread: mostly waits in select()
+            import time
+            while not self.stop:
+                try:
+                    dev.close()
+                except HardwareError:
+                    pass
+                try:
+                    dev.open()
+                    self.lost.discard(name)
+                    self.log(f"loop: device {name} is back")
+                    break
+                except HardwareError:
+                    time.sleep(self.cfg.reconnect_s)
+            self.reconnecting.discard(name)
+        threading.Thread(target=work, name=f"reconnect-{name}", daemon=True).start()
+
+    # --- probation, rollback, shadow ----------------------------------------------------------
+    def _roll_back(self, reason: str) -> None:
+        bad, self.active, self.fallback = self.active, self.fallback, None
+        self.probation_end = -1
+        self.model_gen += 1
+        self.tel.add("rollbacks")
+        self.log(f"loop: model {bad.id[:12]} rolled back in probation: {reason}")
+        self.probation_fault = reason
+        self._publish_models()
+        self._answer("activate", {"ok": False, "outcome": "rolled back", "model": bad.id, "reason": reason})
+
+    def _commit(self) -> None:
+        self.probation_end = -1
+        new, self.fallback = self.active, None
+        st = self.store.activate(new.id, "passed probation")
+        self.log(f"loop: model {new.id[:12]} passed probation and is active")
+        self._publish_models()
+        self._answer("activate", {"ok": True, "outcome": "active", "model": new.id, "previous": st["previous"]})
+
+    def _run_shadow(self) -> None:
+        sh, act = self.shadow, self.active
+        sh.binder.read_inputs()
+        sh.run()
+        self.tel.add("shadow_ticks")
+        if act is None:
+            return
+        n = self._shadow_n = getattr(self, "_shadow_n", 0) + 1
+        a, s = act.first_output, sh.first_output
+        k = min(a.size, s.size, self._div.size)
+        np.subtract(s[:k], a[:k], out=self._diff[:k])
+        np.absolute(self._diff[:k], out=self._diff[:k])
+        np.add(self._div[:k], self._diff[:k], out=self._div[:k])
+        np.maximum(self._divmax[:k], self._diff[:k], out=self._divmax[:k])
+        np.multiply(self._div[:k], 1.0 / n, out=self.tel.shadow_mean[:k])
+        np.copyto(self.tel.shadow_max[:k], self._divmax[:k])
+
+    # --- requests -----------------------------------------------------------------------------
+    def handle(self, msg: dict, addr) -> dict | None:
+        cmd, rid = msg.get("cmd"), msg.get("id")
+        if cmd == "status":
+            return {"ok": True, "failsafe": self.safety.active, "reason": self.safety.reason,
+                    "active": self.active.id if self.active else None, "lost": sorted(self.lost),
+                    "shadow": self.shadow.id if self.shadow else None, "tick": self.tick_no}
+        if cmd == "activate":
+            if "activate" in self.waiting or self.pending is not None or self.probation_end >= 0:
+                return {"ok": False, "error": "another activation is in progress"}
+            self.waiting["activate"] = (addr, rid)
+            self.jobs.append(("activate", self._activate_job(str(msg.get("model")), msg)))
+            return None
+        if cmd == "shadow":
+            if msg.get("model") is None:
+                self.shadow = None
+                self._publish_models()
+                return {"ok": True, "shadow": None}
+            self.waiting["shadow"] = (addr, rid)
+            self.jobs.append(("shadow", self._shadow_job(str(msg["model"]))))
+            return None
+        if cmd == "device":                            # from the hotplug watcher
+            name, dev = msg.get("device"), self.devices.get(msg.get("device"))
+            if dev is None:
+                return {"ok": False, "error": f"no device {name!r} on this board"}
+            if msg.get("action") == "remove":
+                self.lost.add(name)
+                for s in dev.samples.values():
+                    s.t_host = 0.0
+                return {"ok": True}
+            if hasattr(dev, "port"):
+                dev.port = msg.get("path") or dev.port
+            if name in self.lost or not dev.is_open:
+                self.lost.add(name)
+                self._reconnect_later(name)
+            return {"ok": True}
+        if cmd == "release":
+            self.safety.request_release()
+            return {"ok": True, "failsafe": self.safety.active}
+        if cmd == "stop":
+            self.stop = True
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def _answer(self, job: str, reply: dict) -> None:
+        addr, rid = self.waiting.pop(job, (None, None))
+        if self.on_answer and addr is not None:
+            self.on_answer(addr, dict(reply, id=rid))
+
+    on_answer = None
+
+    def _activate_job(self, mid: str, msg: dict):
+        try:
+            plan = self.store.load(mid)
+            yield
+            slot = Slot(mid, plan, self.board, self.devices, self.cfg.backend)
+            yield
+            figures = yield from measure(slot, int(msg.get("runs", self.cfg.admission_runs)))
+        except NnosError as e:
+            self._answer("activate", {"ok": False, "outcome": "refused", "model": mid, "reason": str(e)})
+            return
+        ok, why = admit(figures, self.budget)
+        if not ok:
+            self._answer("activate", {"ok": False, "outcome": "refused", "model": mid, "reason": why,
+                                      "latency": figures})
+            return
+        self.log(f"loop: model {mid[:12]} {why}")
+        if "probation_s" in msg:
+            self.cfg.probation_s = float(msg["probation_s"])
+        self.pending = slot
+
+    def _shadow_job(self, mid: str):
+        try:
+            slot = Slot(mid, self.store.load(mid), self.board, self.devices, self.cfg.backend)
+            yield
+            yield from measure(slot, 100, warmup=10)
+        except NnosError as e:
+            self._answer("shadow", {"ok": False, "reason": str(e)})
+            return
+        k = 16
+        self._div, self._divmax, self._diff = np.zeros(k, np.float32), np.zeros(k, np.float32), np.zeros(k, np.float32)
+        self._shadow_n = 0
+        self.tel.shadow_mean[:] = 0
+        self.tel.shadow_max[:] = 0
+        self.shadow = slot
+        self._publish_models()
+        self._answer("shadow", {"ok": True, "shadow": mid})
+
+    def background(self, keeper: RateKeeper) -> None:
+        """Advance jobs while there is slack before the next deadline."""
+        while self.jobs and keeper.remaining_ns() > self.cfg.slack_margin_ns:
+            name, job = self.jobs[0]
+            try:
+                next(job)
+            except StopIteration:
+                self.jobs.popleft()
+
+    # --- running -------------------------------------------------------------------------------
+    def run(self, server=None, duration_s: float | None = None) -> None:
+        keeper = RateKeeper(self.board.rate_hz)
+        end = None if duration_s is None else now_ns() + int(duration_s * NS_PER_S)
+        if server is not None:
+            self.on_answer = server.reply
+        while not self.stop and (end is None or now_ns() < end):
+            late = keeper.wait()
+            self.tel.set("misses", keeper.misses)
+            if late > self.period // 10:
+                self.tel.add("late_ticks")
+            self.tick(late)
+            if server is not None:
+                req = server.receive()
+                if req is not None:
+                    reply = self.handle(*req)
+                    if reply is not None:
+                        server.reply(req[1], dict(reply, id=req[0].get("id")))
+            self.background(keeper)
+
+    def shutdown(self) -> None:
+        """Actuators to their safe values first, then close the devices."""
+        self.stop = True
+        for name, dev in self.devices.items():
+            if name in self.lost:
+                continue
+            try:
+                dev.write_safe()
+                dev.flush(0)
+            except HardwareError:
+                pass
+        for dev in self.devices.values():
+            try:
+                dev.close()
+            except HardwareError:
+                pass

@@ -1,0 +1,43 @@
+"""Real-time setup for the loop process: SCHED_FIFO, a dedicated CPU, locked memory, fine timer
+slack. Each is asked for; what is refused is reported, never fatal."""
+from __future__ import annotations
+
+import ctypes
+import os
+
+from ..timing import set_timer_slack
+
+MCL_CURRENT, MCL_FUTURE = 1, 2
+
+
+def setup(priority: int = 50, cpu: int | None = None) -> dict:
+    report = {}
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        report["sched"] = f"SCHED_FIFO priority {priority}"
+    except (PermissionError, OSError) as e:
+        report["sched"] = f"normal scheduling (SCHED_FIFO refused: {e.strerror or e}; run as root or grant CAP_SYS_NICE)"
+    cpus = sorted(os.sched_getaffinity(0))
+    if cpu is None:
+        cpu = cpus[-1] if len(cpus) > 1 else None
+    if cpu is not None:
+        try:
+            os.sched_setaffinity(0, {cpu})
+            report["cpu"] = f"pinned to CPU {cpu} of {cpus}"
+        except OSError as e:
+            report["cpu"] = f"not pinned ({e.strerror})"
+    else:
+        report["cpu"] = "not pinned (one CPU)"
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        ok = libc.mlockall(MCL_CURRENT | MCL_FUTURE) == 0
+        report["memory"] = "locked (mlockall)" if ok else f"not locked (mlockall: {os.strerror(ctypes.get_errno())})"
+    except (OSError, AttributeError) as e:
+        report["memory"] = f"not locked ({e})"
+    report["timer_slack"] = "1 ns" if set_timer_slack(1) else "default (50 µs)"
+    return report
+
+
+def other_cpus(loop_cpu: int | None) -> set[int]:
+    cpus = set(os.sched_getaffinity(0))
+    return cpus - {loop_cpu} if loop_cpu is not None and len(cpus) > 1 else cpus

@@ -1,0 +1,78 @@
+"""A model slot: a plan bound to its own arena and to the board's channels, ready to tick.
+
+The loop holds an active slot and, while a swap or a shadow run is under way, a candidate or a
+shadow slot beside it. ``admission`` measures a slot on this device and decides whether it fits
+the tick budget, with the figures."""
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from hardware.binding import Binder
+from hardware.errors import ConfigError
+
+from ..timing import now_ns
+
+
+class Slot:
+    def __init__(self, model_id: str, plan, board, devices, backend: str = "numpy"):
+        board.check_plan(plan)               # bindings must fit: refuses with FILE:LINE otherwise
+        self.id, self.plan = model_id, plan
+        self.exe = plan.bind(backend)
+        self.backend = getattr(self.exe, "backend", backend)
+        self.binder = Binder(board, devices, self.exe.inputs, self.exe.outputs)
+        self.outputs = [v.reshape(-1) for v in self.exe.outputs.values()]
+        self.inputs = [v.reshape(-1) for v in self.exe.inputs.values()]
+        self._zeros = [np.zeros(o.size, o.dtype) for o in self.outputs]
+        # finite check without temporaries: x·0 is 0 for finite x and NaN otherwise
+        self._finite = [partial(np.dot, o, z) for o, z in zip(self.outputs, self._zeros)]
+        self.run = self.exe.run
+
+    def outputs_finite(self) -> bool:
+        for f in self._finite:
+            s = f()
+            if s != s:              # NaN (inf·0 is NaN too)
+                return False
+        return True
+
+    @property
+    def first_input(self) -> np.ndarray:
+        return self.inputs[0]
+
+    @property
+    def first_output(self) -> np.ndarray:
+        return self.outputs[0]
+
+
+def measure(slot: Slot, runs: int = 1000, warmup: int = 50):
+    """A generator: times ``runs`` calls after ``warmup``, yielding between small batches so the
+    loop can keep ticking; its return value is the figures (µs)."""
+    for i in range(warmup):
+        slot.binder.read_inputs()
+        slot.run()
+        if i % 10 == 9:
+            yield
+    times = np.empty(runs, np.int64)
+    for i in range(runs):
+        t0 = now_ns()
+        slot.run()
+        times[i] = now_ns() - t0
+        if i % 20 == 19:
+            yield
+    us = times / 1000.0
+    return {"runs": runs, "p50_us": float(np.percentile(us, 50)), "p99_us": float(np.percentile(us, 99)),
+            "p999_us": float(np.percentile(us, 99.9)), "max_us": float(us.max()), "backend": slot.backend}
+
+
+def admit(figures: dict, budget_ns: int) -> tuple[bool, str]:
+    budget_us = budget_ns / 1000.0
+    if figures["p999_us"] > budget_us:
+        return False, (f"too slow for the tick budget: p99.9 {figures['p999_us']:.1f} µs > budget {budget_us:.1f} µs "
+                       f"(p50 {figures['p50_us']:.1f}, p99 {figures['p99_us']:.1f} µs over {figures['runs']} runs "
+                       f"on {figures['backend']})")
+    return True, (f"admitted: p99.9 {figures['p999_us']:.1f} µs within budget {budget_us:.1f} µs "
+                  f"(p50 {figures['p50_us']:.1f}, p99 {figures['p99_us']:.1f})")
+
+
+__all__ = ["Slot", "measure", "admit", "ConfigError"]

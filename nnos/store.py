@@ -1,0 +1,129 @@
+"""The model store in the data directory: content-addressed plans, an active and a previous
+pointer, and a history of what was activated and why. Every update is atomic, so a power cut
+at any instant leaves a store that loads.
+
+    DATA/models/<sha256>.nnos   plan files, named by the hash of their bytes
+    DATA/models/<sha256>.json   the report made when the model was admitted (optional)
+    DATA/state.json             {"active", "previous", "history": [...]}
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+
+from .errors import NnosError, PlanFormatError
+from .fsutil import atomic_write, remove_stale_temps
+from .plan import Plan
+
+ID = re.compile(r"^[0-9a-f]{64}$")
+HISTORY = 200
+
+
+class StoreError(NnosError):
+    pass
+
+
+class ModelStore:
+    def __init__(self, data_dir: str):
+        self.data_dir = data_dir
+        self.models = os.path.join(data_dir, "models")
+        self.state_path = os.path.join(data_dir, "state.json")
+        os.makedirs(self.models, exist_ok=True)
+        remove_stale_temps(self.models)
+        remove_stale_temps(data_dir)
+
+    # --- plans ------------------------------------------------------------------------------
+    def put(self, data: bytes, report: dict | None = None) -> str:
+        """Store plan bytes (validated first); returns the model id (sha256 of the bytes)."""
+        Plan.from_bytes(data)                              # refuses anything that is not a plan
+        mid = hashlib.sha256(data).hexdigest()
+        path = self._path(mid)
+        if not os.path.exists(path):
+            atomic_write(path, data)
+        if report is not None:
+            atomic_write(self._path(mid, ".json"), json.dumps(report, indent=1, default=str).encode())
+        return mid
+
+    def load(self, mid: str) -> Plan:
+        path = self._path(mid)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError as e:
+            raise StoreError(f"no model {mid} in {self.models}") from e
+        if hashlib.sha256(data).hexdigest() != mid:
+            raise StoreError(f"model {mid}: file content does not match its id (corrupted on disk)")
+        try:
+            return Plan.from_bytes(data)
+        except PlanFormatError as e:
+            raise StoreError(f"model {mid}: {e}") from e
+
+    def report(self, mid: str) -> dict | None:
+        try:
+            with open(self._path(mid, ".json")) as f:
+                return json.load(f)
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def ids(self) -> list[str]:
+        return sorted(n[:-5] for n in os.listdir(self.models) if n.endswith(".nnos") and ID.match(n[:-5]))
+
+    def delete(self, mid: str) -> None:
+        st = self.state()
+        if mid == st["active"]:
+            raise StoreError(f"model {mid} is active: activate another one before deleting it")
+        for ext in (".nnos", ".json"):
+            try:
+                os.unlink(self._path(mid, ext))
+            except FileNotFoundError:
+                pass
+        if mid == st["previous"]:
+            st["previous"] = None
+            self._write_state(st)
+
+    # --- pointers -----------------------------------------------------------------------------
+    def state(self) -> dict:
+        try:
+            with open(self.state_path) as f:
+                st = json.load(f)
+        except FileNotFoundError:
+            st = {}
+        except json.JSONDecodeError as e:      # cannot happen with atomic writes; say so if it does
+            raise StoreError(f"{self.state_path} is not valid JSON: {e}") from e
+        return {"active": st.get("active"), "previous": st.get("previous"), "history": st.get("history", [])}
+
+    def activate(self, mid: str, reason: str = "activated") -> dict:
+        if not os.path.exists(self._path(mid)):
+            raise StoreError(f"no model {mid} in the store")
+        st = self.state()
+        if st["active"] != mid:
+            st["previous"], st["active"] = st["active"], mid
+        return self._log(st, "activate", mid, reason)
+
+    def rollback(self, reason: str = "rollback requested") -> dict:
+        st = self.state()
+        if not st["previous"]:
+            raise StoreError("no previous model to roll back to")
+        st["active"], st["previous"] = st["previous"], st["active"]
+        return self._log(st, "rollback", st["active"], reason)
+
+    def startup_order(self) -> list[tuple[str, str]]:
+        """What to try at start: the active model, then the previous one."""
+        st = self.state()
+        return [(st[k], k) for k in ("active", "previous") if st[k]]
+
+    def _log(self, st: dict, action: str, mid: str, reason: str) -> dict:
+        st["history"] = (st["history"] + [{"t": time.time(), "action": action, "model": mid, "reason": reason}])[-HISTORY:]
+        self._write_state(st)
+        return st
+
+    def _write_state(self, st: dict) -> None:
+        atomic_write(self.state_path, json.dumps(st, indent=1).encode())
+
+    def _path(self, mid: str, ext: str = ".nnos") -> str:
+        if not ID.match(mid or ""):
+            raise StoreError(f"{mid!r} is not a model id (64 hex digits)")
+        return os.path.join(self.models, mid + ext)

@@ -1,0 +1,128 @@
+"""The manager: reconciles the process table with the running processes.
+
+Every 50 ms: start what should run and is not (after what it must start after, and after its
+restart backoff), reap what exited, kill what stopped sending heartbeats (the watchdog), and
+count and log every restart. SIGTERM stops everything in the table's stop order.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from ..timing import NS_PER_S, now_ns
+from .table import Context, ProcessSpec
+
+BACKOFF_START, BACKOFF_MAX, HEALTHY_AFTER = 0.5, 10.0, 30.0
+STOP_GRACE = 5.0
+WATCHDOG_GRACE = 5.0        # a new process has this long to send its first heartbeat
+
+
+@dataclass
+class Running:
+    spec: ProcessSpec
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    restarts: int = 0
+    backoff: float = BACKOFF_START
+    next_start: float = 0.0
+    last_exit: int | None = None
+    watchdog_kills: int = 0
+    events: list = field(default_factory=list)
+
+
+class Manager:
+    def __init__(self, ctx: Context, specs: list[ProcessSpec], log=print, stdout=None):
+        self.ctx, self.log = ctx, log
+        self.procs = {s.name: Running(s) for s in specs}
+        self.stopping = False
+        self.stdout = stdout
+
+    # --- one reconciliation pass -------------------------------------------------------------------
+    def reconcile(self) -> None:
+        now = time.monotonic()
+        for r in self.procs.values():
+            s = r.spec
+            if r.proc is not None and r.proc.poll() is not None:
+                self._exited(r, now)
+            if r.proc is not None and s.watchdog_s and s.heartbeat and now - r.started > WATCHDOG_GRACE:
+                hb = s.heartbeat(self.ctx)
+                age = (now_ns() - hb) / NS_PER_S if hb else None
+                if age is None or age > s.watchdog_s:
+                    self.log(f"supervisor: {s.name} (pid {r.proc.pid}) missed its watchdog "
+                             f"({'no heartbeat' if age is None else f'{age:.2f} s'} > {s.watchdog_s} s): killing it")
+                    r.watchdog_kills += 1
+                    r.proc.kill()
+                    r.proc.wait()
+                    self._exited(r, now)
+            if r.proc is None and not self.stopping and s.run_if(self.ctx) and now >= r.next_start:
+                if all(self._up(n) for n in s.start_after) and not (r.last_exit == 0 and s.restart == "on-failure") \
+                        and not (r.last_exit is not None and s.restart == "never"):
+                    self._start(r, now)
+            if r.proc is not None and now - r.started > HEALTHY_AFTER:
+                r.backoff = BACKOFF_START
+
+    def _up(self, name: str) -> bool:
+        r = self.procs.get(name)
+        return r is not None and r.proc is not None and time.monotonic() - r.started > 0.3
+
+    def _start(self, r: Running, now: float) -> None:
+        cmd = r.spec.command(self.ctx)
+        env = dict(os.environ, **r.spec.env)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        nice = r.spec.nice
+        r.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self.stdout,
+                                  preexec_fn=(lambda: os.nice(nice)) if nice else None, start_new_session=True)
+        r.started = now
+        self.log(f"supervisor: started {r.spec.name} (pid {r.proc.pid})" +
+                 (f", restart #{r.restarts}" if r.restarts else ""))
+
+    def _exited(self, r: Running, now: float) -> None:
+        code = r.proc.returncode
+        r.last_exit, r.proc = code, None
+        if self.stopping:
+            return
+        if r.spec.restart == "never" or (r.spec.restart == "on-failure" and code == 0):
+            self.log(f"supervisor: {r.spec.name} exited ({code}); not restarting ({r.spec.restart})")
+            return
+        r.restarts += 1
+        r.next_start = now + r.backoff
+        self.log(f"supervisor: {r.spec.name} exited with {code}; restart #{r.restarts} in {r.backoff:.1f} s")
+        r.backoff = min(r.backoff * 2, BACKOFF_MAX)
+
+    # --- whole runs --------------------------------------------------------------------------------
+    def run(self, duration_s: float | None = None, on_tick=None) -> None:
+        end = None if duration_s is None else time.monotonic() + duration_s
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
+        signal.signal(signal.SIGINT, lambda *_: setattr(self, "stopping", True))
+        try:
+            while not self.stopping and (end is None or time.monotonic() < end):
+                self.reconcile()
+                if on_tick:
+                    on_tick(self)
+                time.sleep(0.05)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop in order: the loop first (it writes safe values on SIGTERM), then the rest."""
+        self.stopping = True
+        for r in sorted(self.procs.values(), key=lambda r: r.spec.stop_order):
+            if r.proc is None or r.proc.poll() is not None:
+                continue
+            r.proc.send_signal(signal.SIGTERM)
+            try:
+                r.proc.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                self.log(f"supervisor: {r.spec.name} ignored SIGTERM for {STOP_GRACE} s: killing it")
+                r.proc.kill()
+                r.proc.wait()
+            self.log(f"supervisor: stopped {r.spec.name} ({r.proc.returncode})")
+            r.proc = None
+
+    def status(self) -> dict:
+        return {n: {"pid": r.proc.pid if r.proc else None, "restarts": r.restarts, "last_exit": r.last_exit,
+                    "watchdog_kills": r.watchdog_kills} for n, r in self.procs.items()}

@@ -1,0 +1,83 @@
+"""The process table: every process nnos runs, declared once.
+
+Each entry says how to start it, when it should run, how its liveness is checked (a heartbeat
+it publishes) and what to do when it dies. The manager reconciles the table against reality.
+Stop order: lower first — the loop goes first so that actuators reach their safe values
+before anything else stops.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from ..telemetry import TelemetryReader
+
+
+@dataclass
+class Context:
+    board_path: str
+    data: str
+    board: object
+    run: str
+
+    def link(self, device: str) -> str:
+        return os.path.join(self.run, f"dev-{device}")
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    name: str
+    command: Callable[[Context], list[str]]
+    run_if: Callable[[Context], bool] = lambda ctx: True
+    heartbeat: Optional[Callable[[Context], Optional[int]]] = None   # ns (CLOCK_MONOTONIC) of last sign of life
+    watchdog_s: Optional[float] = None
+    restart: str = "always"                # "always" | "on-failure" | "never"
+    stop_order: int = 50
+    start_after: tuple[str, ...] = ()
+    nice: int = 0
+    env: dict = field(default_factory=dict)
+
+
+def _py(*args) -> list[str]:
+    return [sys.executable, *args]
+
+
+def loop_heartbeat(ctx: Context) -> Optional[int]:
+    path = os.path.join(ctx.run, "telemetry")
+    if not os.path.exists(path):
+        return None
+    try:
+        r = TelemetryReader(path)
+    except (ValueError, OSError):
+        return None
+    try:
+        hb = r.counters()["heartbeat_ns"]
+        return hb or None
+    finally:
+        r.close()
+
+
+def _loop_cmd(ctx: Context) -> list[str]:
+    devs = [f"--device={d.name}={ctx.link(d.name)}" for d in ctx.board.devices if d.simulator]
+    return _py("-m", "nnos.runtime", "--board", ctx.board_path, "--data", ctx.data, *devs)
+
+
+def simulators(ctx: Context) -> list[ProcessSpec]:
+    out = []
+    for d in ctx.board.devices:
+        if d.simulator:
+            cmd = [sys.executable] + d.simulator[1:] if d.simulator[0] in ("python", "python3") else list(d.simulator)
+            out.append(ProcessSpec(f"sim-{d.name}", lambda c, cmd=cmd, n=d.name: cmd + ["--port-link", c.link(n)],
+                                   stop_order=90, nice=0))
+    return out
+
+
+def table(ctx: Context) -> list[ProcessSpec]:
+    return simulators(ctx) + [
+        ProcessSpec("loop", _loop_cmd, heartbeat=loop_heartbeat, watchdog_s=1.0, stop_order=0,
+                    start_after=tuple(f"sim-{d.name}" for d in ctx.board.devices if d.simulator)),
+        ProcessSpec("hotplug", lambda c: _py("-m", "nnos.supervisor.hotplug", "--board", c.board_path, "--data", c.data),
+                    run_if=lambda c: any(d.usb for d in c.board.devices), stop_order=20, nice=5),
+    ]

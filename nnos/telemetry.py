@@ -1,0 +1,146 @@
+"""Telemetry in shared memory: a ring of per-tick records and a block of counters, written by
+the loop without locks or allocation and read by any process without slowing it down.
+
+Each record has a sequence word (seqlock): the writer makes it odd, writes, makes it even.
+A reader copies a record and keeps it only if the sequence was even and unchanged. The header
+holds the index of the last complete record.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+
+import numpy as np
+
+MAGIC = 0x4E4E4F5354454C31      # "NNOSTEL1"
+MAX_IO = 16                       # inputs/outputs kept per tick (the first MAX_IO values)
+MODES = {0: "idle", 1: "running", 2: "failsafe", 3: "probation", 4: "stopped"}
+MODE = {v: k for k, v in MODES.items()}
+
+RECORD = np.dtype([
+    ("seq", "<u8"), ("tick", "<u8"), ("t_ns", "<u8"), ("lateness_ns", "<i8"),
+    ("read_ns", "<u4"), ("compute_ns", "<u4"), ("write_ns", "<u4"), ("mode", "u1"), ("model", "u1"),
+    ("n_in", "u1"), ("n_out", "u1"),
+    ("inputs", "<f4", (MAX_IO,)), ("outputs", "<f4", (MAX_IO,)),
+])
+COUNTERS = ["ticks", "misses", "late_ticks", "failsafe_entries", "swaps", "rollbacks", "overruns",
+            "heartbeat_ns", "started_ns", "rate_mhz", "period_ns", "budget_ns", "mode", "pid",
+            "restarts", "shadow_ticks"]
+HEADER = np.dtype([("magic", "<u8"), ("capacity", "<u8"), ("last", "<u8"),
+                   ("counters", "<i8", (len(COUNTERS),)),
+                   ("active", "S64"), ("previous", "S64"), ("candidate", "S64"), ("shadow", "S64"),
+                   ("failsafe_reason", "S160"), ("shadow_mean", "<f4", (MAX_IO,)), ("shadow_max", "<f4", (MAX_IO,))])
+
+
+def _open(path: str, size: int, create: bool) -> mmap.mmap:
+    fd = os.open(path, (os.O_RDWR | os.O_CREAT) if create else os.O_RDONLY, 0o644)
+    try:
+        if create:
+            os.ftruncate(fd, size)
+        return mmap.mmap(fd, size, prot=(mmap.PROT_READ | mmap.PROT_WRITE) if create else mmap.PROT_READ)
+    finally:
+        os.close(fd)
+
+
+class TelemetryWriter:
+    def __init__(self, path: str, capacity: int = 4096):
+        self.path, self.capacity = path, capacity
+        self.mm = _open(path, HEADER.itemsize + capacity * RECORD.itemsize, create=True)
+        self.h = np.frombuffer(self.mm, HEADER, 1, 0)
+        self.ring = np.frombuffer(self.mm, RECORD, capacity, HEADER.itemsize)
+        self.ring[:] = np.zeros(capacity, RECORD)
+        self.h["capacity"] = capacity
+        self.h["last"] = np.iinfo(np.uint64).max
+        self.h["magic"] = MAGIC
+        self.c = self.h["counters"][0]
+        self.idx = {k: i for i, k in enumerate(COUNTERS)}
+        # per-field views, so a tick writes through prebuilt arrays without allocating
+        r = self.ring
+        self._seq, self._tick, self._t, self._late = r["seq"], r["tick"], r["t_ns"], r["lateness_ns"]
+        self._read, self._compute, self._write = r["read_ns"], r["compute_ns"], r["write_ns"]
+        self._mode, self._model, self._in, self._out = r["mode"], r["model"], r["inputs"], r["outputs"]
+        self._n_in, self._n_out = r["n_in"], r["n_out"]
+        self._last = self.h["last"]
+        self.shadow_mean, self.shadow_max = self.h["shadow_mean"][0], self.h["shadow_max"][0]
+
+    def set(self, name: str, value: int) -> None:
+        self.c[self.idx[name]] = value
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.c[self.idx[name]] += n
+
+    def text(self, field: str, value: str) -> None:
+        self.h[field] = value.encode()[:HEADER.fields[field][0].itemsize]
+
+    def record(self, tick, t_ns, late_ns, read_ns, compute_ns, write_ns, mode, model, inputs, outputs) -> None:
+        i = tick % self.capacity
+        seq = self._seq[i] + 1                      # odd: being written
+        self._seq[i] = seq
+        self._tick[i], self._t[i], self._late[i] = tick, t_ns, late_ns
+        self._read[i], self._compute[i], self._write[i] = read_ns, compute_ns, write_ns
+        self._mode[i], self._model[i] = mode, model
+        n_in, n_out = min(inputs.size, MAX_IO), min(outputs.size, MAX_IO)
+        self._in[i, :n_in] = inputs.reshape(-1)[:n_in]
+        self._out[i, :n_out] = outputs.reshape(-1)[:n_out]
+        self._n_in[i], self._n_out[i] = n_in, n_out
+        self._seq[i] = seq + 1                      # even: complete
+        self._last[0] = tick
+
+    def close(self) -> None:
+        self.set("mode", MODE["stopped"])
+        for name in list(vars(self)):
+            if isinstance(getattr(self, name), np.ndarray):
+                setattr(self, name, None)
+        try:
+            self.mm.close()
+        except BufferError:
+            pass
+
+
+class TelemetryReader:
+    """Reads a writer's file from another process: never locks, never writes."""
+
+    def __init__(self, path: str):
+        size = os.path.getsize(path)
+        self.mm = _open(path, size, create=False)
+        self.h = np.frombuffer(self.mm, HEADER, 1, 0)
+        if int(self.h["magic"][0]) != MAGIC:
+            raise ValueError(f"{path} is not an nnos telemetry file")
+        self.capacity = int(self.h["capacity"][0])
+        self.ring = np.frombuffer(self.mm, RECORD, self.capacity, HEADER.itemsize)
+
+    def counters(self) -> dict:
+        c = self.h["counters"][0].copy()
+        out = {k: int(c[i]) for i, k in enumerate(COUNTERS)}
+        out["mode"] = MODES.get(out["mode"], "?")
+        for f in ("active", "previous", "candidate", "shadow", "failsafe_reason"):
+            out[f] = bytes(self.h[f][0]).rstrip(b"\0").decode(errors="replace")
+        return out
+
+    def shadow_divergence(self) -> dict:
+        return {"mean": self.h["shadow_mean"][0].copy().tolist(), "max": self.h["shadow_max"][0].copy().tolist()}
+
+    def last_tick(self) -> int | None:
+        last = int(self.h["last"][0])
+        return None if last == np.iinfo(np.uint64).max else last
+
+    def records(self, n: int) -> np.ndarray:
+        """Up to the last ``n`` complete records, oldest first (torn ones are dropped)."""
+        last = self.last_tick()
+        if last is None:
+            return np.zeros(0, RECORD)
+        n = min(n, self.capacity - 1, last + 1)
+        ticks = np.arange(last - n + 1, last + 1, dtype=np.uint64)
+        idx = (ticks % self.capacity).astype(np.int64)
+        seq1 = self.ring["seq"][idx].copy()
+        rec = self.ring[idx].copy()
+        seq2 = self.ring["seq"][idx]
+        ok = (seq1 == seq2) & (seq1 % 2 == 0) & (rec["tick"] == ticks)
+        return rec[ok]
+
+    def close(self) -> None:
+        self.h = self.ring = None
+        try:
+            self.mm.close()
+        except BufferError:
+            pass

@@ -1,0 +1,67 @@
+"""The one module that owns time: clocks, period constants, and the rate keeper.
+
+All loop times are integers of nanoseconds on CLOCK_MONOTONIC (time.monotonic_ns, the clock
+time.sleep and the kernel's timers use). The rate keeper sleeps to absolute deadlines, so
+lateness never accumulates, and says how late each wake-up was.
+"""
+from __future__ import annotations
+
+import ctypes
+import time
+
+NS_PER_S = 1_000_000_000
+MIN_RATE_HZ, MAX_RATE_HZ = 1, 1000
+DEFAULT_SLACK_MARGIN_NS = 150_000       # background work stops this long before the next tick
+PR_SET_TIMERSLACK = 29
+
+now_ns = time.monotonic_ns
+
+
+def period_ns(rate_hz: float) -> int:
+    if not MIN_RATE_HZ <= rate_hz <= MAX_RATE_HZ:
+        raise ValueError(f"rate {rate_hz} Hz outside {MIN_RATE_HZ}..{MAX_RATE_HZ} Hz")
+    return int(round(NS_PER_S / rate_hz))
+
+
+def set_timer_slack(ns: int = 1) -> bool:
+    """Linux rounds sleeps up by the timer slack (50 µs by default): ask for 1 ns."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_TIMERSLACK, ctypes.c_ulong(ns), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class RateKeeper:
+    """Fixed-rate ticks on absolute deadlines.
+
+    ``wait()`` sleeps until the next deadline and returns the lateness of the wake-up (ns).
+    A tick that starts more than a whole period late is a *miss*: the keeper skips the missed
+    deadlines (keeping the phase) instead of running a burst of catch-up ticks.
+    """
+
+    def __init__(self, rate_hz: float, start_ns: int | None = None):
+        self.period = period_ns(rate_hz)
+        self.deadline = (now_ns() if start_ns is None else start_ns) + self.period
+        self.ticks = 0
+        self.misses = 0
+        self.lateness = 0
+
+    def remaining_ns(self) -> int:
+        return self.deadline - now_ns()
+
+    def wait(self) -> int:
+        rem = self.deadline - now_ns()
+        if rem > 0:
+            time.sleep(rem / NS_PER_S)
+        t = now_ns()
+        late = t - self.deadline
+        if late >= self.period:                    # whole periods lost: count them, keep the phase
+            skipped = late // self.period
+            self.misses += skipped
+            self.deadline += skipped * self.period
+            late -= skipped * self.period
+        self.lateness = late
+        self.deadline += self.period
+        self.ticks += 1
+        return late
