@@ -51,17 +51,16 @@ class RateKeeper:
         return self.deadline - now_ns()
 
     def wait(self) -> int:
+        """Sleep to the next deadline; returns how late this wake-up is (ns, ≥ 0 usually)."""
         rem = self.deadline - now_ns()
         if rem > 0:
             time.sleep(rem / NS_PER_S)
-        t = now_ns()
-        late = t - self.deadline
+        late = now_ns() - self.deadline
+        self.lateness = late
         if late >= self.period:                    # whole periods lost: count them, keep the phase
             skipped = late // self.period
             self.misses += skipped
             self.deadline += skipped * self.period
-            late -= skipped * self.period
-        self.lateness = late
         self.deadline += self.period
         self.ticks += 1
         return late

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Callable, Optional
 
 import numpy as np
@@ -14,12 +15,13 @@ from ..errors import DeviceError
 
 class SimulatedDevice(Device):
     def __init__(self, name: str, channels: list[Channel], source: Optional[Callable[[float], dict]] = None,
-                 rate_hz: float = 0.0):
+                 rate_hz: float = 0.0, keep_sent: int = 10000):
         super().__init__(name)
         self._set_channels(channels)
         self.source, self.rate_hz = source, rate_hz
-        self.sent: list[tuple[int, dict]] = []       # (ref timestamp, commands) per flush, newest last
-        self.max_sent = 10000
+        # (ref timestamp, commands) per flush, newest last; keep_sent=0 keeps none
+        self.sent: deque = deque(maxlen=keep_sent)
+        self.flushes = 0
         self._next = 0.0
 
     def open(self) -> None:
@@ -63,5 +65,6 @@ class SimulatedDevice(Device):
 
     def flush(self, ref_timestamp_us: int = 0) -> None:
         self._require_open()
-        self.sent.append((ref_timestamp_us, {k: v.copy() for k, v in self.commands.items()}))
-        del self.sent[:-self.max_sent]
+        self.flushes += 1
+        if self.sent.maxlen:
+            self.sent.append((ref_timestamp_us, {k: v.copy() for k, v in self.commands.items()}))

@@ -7,6 +7,7 @@ tick late by more than one step. Swaps happen at tick boundaries.
 """
 from __future__ import annotations
 
+import gc
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -60,13 +61,14 @@ class Loop:
         self.tel.set("budget_ns", self.budget)
         self.tel.set("started_ns", now_ns())
         self._zero_in = np.zeros(1, np.float32)
+        self._shown_reason = ""
 
     # --- models ------------------------------------------------------------------------------
     def load_initial(self) -> None:
         for mid, role in self.store.startup_order():
             try:
                 self.active = Slot(mid, self.store.load(mid), self.board, self.devices, self.cfg.backend)
-            except NnosError as e:
+            except (NnosError, HardwareError) as e:
                 self.log(f"loop: {role} model {mid[:12]} does not load: {e}")
                 continue
             self.log(f"loop: running {role} model {mid[:12]} on {self.active.backend}")
@@ -112,10 +114,12 @@ class Loop:
         if self.active is None:
             fault = fault or "no model to run"
         self.safety.tick(fault, overrun)
-        if self.safety.active and self.safety.entries > self.tel.c[self.tel.idx["failsafe_entries"]]:
-            self.tel.add("failsafe_entries")
+        if self.safety.active and self.safety.reason != self._shown_reason:
+            if self.safety.entries > self.tel.c[self.tel.idx["failsafe_entries"]]:
+                self.tel.add("failsafe_entries")
             self.tel.text("failsafe_reason", self.safety.reason)
             self.log(f"loop: FAILSAFE: {self.safety.reason}")
+        self._shown_reason = self.safety.reason
         if slot is not None and not self.safety.active:
             slot.binder.write_outputs()
         else:
@@ -291,7 +295,7 @@ class Loop:
             slot = Slot(mid, plan, self.board, self.devices, self.cfg.backend)
             yield
             figures = yield from measure(slot, int(msg.get("runs", self.cfg.admission_runs)))
-        except NnosError as e:
+        except (NnosError, HardwareError) as e:
             self._answer("activate", {"ok": False, "outcome": "refused", "model": mid, "reason": str(e)})
             return
         ok, why = admit(figures, self.budget)
@@ -309,7 +313,7 @@ class Loop:
             slot = Slot(mid, self.store.load(mid), self.board, self.devices, self.cfg.backend)
             yield
             yield from measure(slot, 100, warmup=10)
-        except NnosError as e:
+        except (NnosError, HardwareError) as e:
             self._answer("shadow", {"ok": False, "reason": str(e)})
             return
         k = 16
@@ -329,9 +333,17 @@ class Loop:
                 next(job)
             except StopIteration:
                 self.jobs.popleft()
+            except Exception as e:              # a job never takes the loop down with it
+                self.jobs.popleft()
+                self.log(f"loop: {name} failed: {type(e).__name__}: {e}")
+                self._answer(name, {"ok": False, "outcome": "failed", "reason": f"{type(e).__name__}: {e}"})
 
     # --- running -------------------------------------------------------------------------------
     def run(self, server=None, duration_s: float | None = None) -> None:
+        # No cyclic GC pass may land inside a tick: collect now, then only in the slack.
+        gc.collect()
+        gc.disable()
+        self._gc_every = max(1, int(NS_PER_S // self.period))
         keeper = RateKeeper(self.board.rate_hz)
         end = None if duration_s is None else now_ns() + int(duration_s * NS_PER_S)
         if server is not None:
@@ -349,6 +361,9 @@ class Loop:
                     if reply is not None:
                         server.reply(req[1], dict(reply, id=req[0].get("id")))
             self.background(keeper)
+            if self.tick_no % self._gc_every == 0 and keeper.remaining_ns() > self.cfg.slack_margin_ns:
+                gc.collect(0)                    # young objects only: tens of µs, once a second
+        gc.enable()
 
     def shutdown(self) -> None:
         """Actuators to their safe values first, then close the devices."""

@@ -38,6 +38,7 @@ class Safety:
         """Enter (or stay in) failsafe; returns True when this is a new entry."""
         self.good = 0
         if self.active:
+            self.reason = reason                    # the latest fault is the one worth showing
             return False
         self.active, self.reason = True, reason
         self.entries += 1

@@ -1,0 +1,225 @@
+"""The loop in-process: allocation-free ticks, failsafe rules, admission, swaps, probation,
+shadow runs and start-up fallbacks."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from nnos.runtime.control import ControlServer, request
+from nnos.telemetry import TelemetryReader
+from tests.runtime.conftest import policy_variant, store_model
+
+
+def test_ticks_drive_the_actuator_from_the_policy(rig):
+    r = rig()
+    r.ticks(5)
+    assert not r.loop.safety.active and r.force > 0.5          # pole leaning right: push right
+    r.state[2] = -0.02
+    r.ticks(1)
+    assert r.force < -0.5
+    assert r.tel.c[r.tel.idx["ticks"]] == 6
+
+
+def test_hot_path_allocates_nothing_over_10000_ticks(rig):
+    r = rig()
+    r.dev.sent = __import__("collections").deque(maxlen=0)      # keep no copies of what was sent
+    r.ticks(50)
+    cart, pole = r.dev.samples["cart"], r.dev.samples["pole"]
+    tracemalloc.start()
+    r.loop.tick()
+    start, _ = tracemalloc.get_traced_memory()
+    tracemalloc.reset_peak()
+    for _ in range(10_000):
+        cart.t_host = pole.t_host = time.monotonic()          # fresh readings, values updated in place
+        r.loop.tick()
+    now, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert not r.loop.safety.active and r.dev.flushes > 10_000
+    assert now - start < 1024, f"memory grew by {now - start} bytes over 10 000 ticks"
+    assert peak - start < 4096, f"{peak - start} bytes held at once within a tick"
+
+
+def test_stale_sensor_trips_failsafe_and_auto_recovers(rig):
+    r = rig(failsafe="exit = \"auto\"\ngood_ticks = 5")
+    r.ticks(3)
+    r.dev.samples["pole"].t_host -= 1.0                          # 1 s old: stale (limit 100 ms)
+    r.dev.samples["cart"].t_host -= 1.0
+    r.loop.tick()
+    assert r.loop.safety.active and "stale" in r.loop.safety.reason and r.force == 0.0
+    r.ticks(4)
+    assert r.loop.safety.active                                  # 4 good ticks: not yet
+    r.ticks(1)
+    assert not r.loop.safety.active and r.force != 0.0
+    assert r.tel.c[r.tel.idx["failsafe_entries"]] == 1
+
+
+def test_manual_exit_waits_for_a_request(rig):
+    r = rig(failsafe='exit = "manual"')
+    r.dev.samples["pole"].t_host = 0.0
+    r.loop.tick()
+    assert r.loop.safety.active
+    r.ticks(100)
+    assert r.loop.safety.active and r.force == 0.0
+    assert r.loop.handle({"cmd": "release"}, None)["ok"]
+    r.ticks(1)
+    assert not r.loop.safety.active
+
+
+def test_nan_model_never_reaches_the_actuator(rig, tmp_path):
+    r = rig(active=False)
+    mid = store_model(r.store, policy_variant(tmp_path, "nan", nan=True))
+    r.store.activate(mid)
+    r.loop.load_initial()
+    r.ticks(3)
+    assert r.loop.safety.active and "NaN" in r.loop.safety.reason and r.force == 0.0
+
+
+def test_no_model_idles_in_failsafe(rig):
+    r = rig(active=False)
+    r.ticks(3)
+    assert r.loop.safety.active and r.loop.safety.reason == "no model to run" and r.force == 0.0
+
+
+def test_overrun_streak_trips_failsafe(rig):
+    r = rig(budget=1e-6, failsafe="overrun_streak = 3")      # a budget no tick can meet
+    r.ticks(2)
+    assert not r.loop.safety.active
+    r.ticks(1)
+    assert r.loop.safety.active and "3 overruns in a row" in r.loop.safety.reason
+
+
+def test_lost_device_trips_failsafe(rig):
+    r = rig()
+    r.ticks(2)
+
+    def boom(timeout=0.0):
+        from hardware.errors import TransportError
+        raise TransportError("cartpole", "unplugged")
+    r.dev.poll = boom
+    r.loop.tick()
+    assert r.loop.safety.active and "device cartpole lost" in r.loop.safety.reason
+
+
+def _serve(r, tmp_path, seconds):
+    server = ControlServer(str(tmp_path / "run" / "loop.sock"))
+    r.live()
+    r.loop.stop = False
+    t = threading.Thread(target=r.loop.run, args=(server, seconds))
+    t.start()
+    return server, t
+
+
+def test_admission_refuses_a_slow_model_with_figures(rig, tmp_path):
+    r = rig(rate_hz=1000, budget=0.2)                          # budget 200 µs
+    slow = store_model(r.store, policy_variant(tmp_path, "slow", slow=60))
+    server, t = _serve(r, tmp_path, 4.0)
+    try:
+        reply = request(server.path, {"cmd": "activate", "model": slow, "id": 1}, timeout=10)
+    finally:
+        t.join()
+        server.close()
+    assert not reply["ok"] and reply["outcome"] == "refused"
+    assert "p99.9" in reply["reason"] and "budget 200.0 µs" in reply["reason"]
+    assert reply["latency"]["runs"] >= 1000
+
+
+def test_admission_refuses_a_model_that_does_not_fit_the_board(rig, tmp_path, zoo):
+    r = rig()
+    other = store_model(r.store, zoo["mlp_s"])                 # obs is [1, 8]: the board gives 4 values
+    server, t = _serve(r, tmp_path, 2.0)
+    try:
+        reply = request(server.path, {"cmd": "activate", "model": other, "id": 2}, timeout=5)
+    finally:
+        t.join()
+        server.close()
+    assert not reply["ok"] and "float32[1, 8], but its channels give 4 float32 values" in reply["reason"]
+
+
+def test_fifty_hitless_swaps_at_500_hz(rig, tmp_path):
+    r = rig(rate_hz=500, probation_s=0.02)
+    a = r.store.state()["active"]
+    b = store_model(r.store, policy_variant(tmp_path, "b", scale=0.9))
+    server, t = _serve(r, tmp_path, 60.0)
+    outcomes = []
+    try:
+        for i in range(50):
+            reply = request(server.path, {"cmd": "activate", "model": b if i % 2 == 0 else a, "id": i,
+                                          "runs": 1000, "probation_s": 0.02}, timeout=10)
+            outcomes.append(reply["outcome"] if reply["ok"] else f"{reply['outcome']}: {reply['reason']}")
+    finally:
+        r.loop.stop = True
+        t.join()
+        server.close()
+    assert outcomes == ["active"] * 50, [x for x in outcomes if x != "active"]
+    reader = TelemetryReader(r.tel.path)
+    recs = reader.records(16000)
+    c = reader.counters()
+    reader.close()
+    assert c["swaps"] == 50 and c["rollbacks"] == 0
+    gen = recs["model"].astype(int)
+    swap_idx = np.nonzero(np.diff(gen))[0] + 1
+    assert len(swap_idx) >= 45                                  # the ring holds most of the run
+    period = 2_000_000
+    work = recs["read_ns"] + recs["compute_ns"] + recs["write_ns"]
+    for i in swap_idx:               # the swap tick itself is short, and nothing after it is missed
+        assert work[i] < period // 4, f"swap tick took {work[i] / 1000:.0f} µs"
+        assert recs["lateness_ns"][i + 1:i + 3].max() < period, "a tick right after a swap was missed"
+        assert recs["tick"][i + 2] == recs["tick"][i] + 2
+
+
+def test_probation_rolls_back_a_nan_model(rig, tmp_path):
+    r = rig(rate_hz=200, probation_s=0.5)
+    good = r.store.state()["active"]
+    bad = store_model(r.store, policy_variant(tmp_path, "nan", nan=True))
+    server, t = _serve(r, tmp_path, 3.0)
+    try:
+        reply = request(server.path, {"cmd": "activate", "model": bad, "id": 7}, timeout=10)
+    finally:
+        t.join()
+        server.close()
+    assert not reply["ok"] and reply["outcome"] == "rolled back" and "NaN" in reply["reason"]
+    assert r.store.state()["active"] == good and r.loop.active.id == good
+    assert r.tel.c[r.tel.idx["rollbacks"]] == 1
+    assert np.isfinite(r.force)
+    sent = [cmd["force"][0] for _, cmd in r.dev.sent]
+    assert np.all(np.isfinite(sent))                           # NaN never reached the actuator
+
+
+def test_shadow_reports_divergence_without_actuating(rig, tmp_path):
+    r = rig(rate_hz=200)
+    b = store_model(r.store, policy_variant(tmp_path, "b", scale=0.5))
+    server, t = _serve(r, tmp_path, 1.5)
+    try:
+        reply = request(server.path, {"cmd": "shadow", "model": b, "id": 3}, timeout=5)
+        time.sleep(0.5)
+    finally:
+        t.join()
+        server.close()
+    assert reply["ok"]
+    reader = TelemetryReader(r.tel.path)
+    div, c = reader.shadow_divergence(), reader.counters()
+    reader.close()
+    assert c["shadow_ticks"] > 20 and c["shadow"] == b and c["active"] != b
+    # the shadow's action is half the active one's: divergence = |a|/2, and actuators follow the active
+    assert div["max"][0] > 0.05 and div["mean"][0] > 0
+    last_active_force = r.force
+    assert abs(last_active_force) > 2 * div["mean"][0] * 10 * 0.5
+
+
+def test_startup_falls_back_to_previous_when_active_is_corrupt(rig, tmp_path):
+    r = rig(active=False)
+    good = store_model(r.store, r.board.model)
+    newer = store_model(r.store, policy_variant(tmp_path, "b", scale=0.9))
+    r.store.activate(good)
+    r.store.activate(newer)
+    path = os.path.join(r.store.models, newer + ".nnos")
+    data = bytearray(open(path, "rb").read())
+    data[100] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    r.loop.load_initial()
+    assert r.loop.active.id == good and any("does not load" in line for line in r.logs)
