@@ -66,6 +66,7 @@ def main(argv=None) -> int:
             log(f"loop: device {name} not available yet: {e}")
             lost.append(name)
     tel = TelemetryWriter(paths["telemetry"])
+    tel.set("pid", os.getpid())
     server = ControlServer(paths["socket"])
     loop = Loop(board, devices, ModelStore(a.data), tel, LoopConfig(budget_fraction=a.budget), log=log)
     for name in lost:
