@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # nnos build entry point. On a fresh Debian 12 machine:
-#   ./build.sh run     compile the bundled demo model and run it (the main job, for now)
+#   ./build.sh run     nnos up on the simulated cart-pole: the trained policy balances it over a
+#                      serial link, with a live status line (Ctrl-C stops; --duration S to time it)
 #   ./build.sh test    install everything into .venv and run the whole suite
 #   ./build.sh quick   the suite without slow cases (NNOS_QUICK=1), for iteration
-#   ./build.sh bench   the benchmarks (nnos vs onnxruntime vs numpy; serial round trip), on stdout
+#   ./build.sh bench   the benchmarks (core vs onnxruntime; serial round trip; loop vs cyclictest)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -20,6 +21,7 @@ as_root() {
 
 DEBIAN_PACKAGES=(
     umockdev gir1.2-umockdev-1.0 python3-gi   # hotplug tests: udev device records in a testbed
+    rt-tests stress-ng                         # loop benchmark: cyclictest as the floor, load
 )
 
 debian_packages() {
@@ -54,28 +56,19 @@ setup() {
 }
 
 demo() {
-    mkdir -p "$OUT"
-    local model=$ROOT/models/zoo/mlp_s.onnx plan=$OUT/mlp_s.nnos
-    "$VENV/bin/nnos" compile "$model" -o "$plan"
-    "$VENV/bin/nnos" inspect "$plan"
-    "$PY" - "$plan" <<'PY'
-import sys, numpy as np, nnos
-plan = nnos.load(sys.argv[1])
-obs = np.linspace(-1, 1, 8, dtype=np.float32).reshape(1, 8)
-fmt = lambda a: "[" + ", ".join(f"{v:+.4f}" for v in a.reshape(-1)) + "]"
-print("obs    ", fmt(obs))
-print("action ", fmt(plan({"obs": obs})["action"]))
-PY
-    "$VENV/bin/nnos" bench "$plan" --iters 5000
+    # the main job: the supervisor on the simulated cart-pole board (first start provisions the
+    # board's trained policy into the model store in $ROOT/nnos-data)
+    exec "$VENV/bin/nnos" up --board "$ROOT/hardware/boards/cartpole-sim.toml" --data "$ROOT/nnos-data" "$@"
 }
 
 cmd=${1:-help}
 shift || true
 case "$cmd" in
-    run)   setup; demo ;;
+    run)   setup; demo "$@" ;;
     test)  setup; exec "$PY" -m pytest -n 2 -q -p no:cacheprovider "$@" ;;
     quick) setup; NNOS_QUICK=1 exec "$PY" -m pytest -n 2 -q -p no:cacheprovider "$@" ;;
-    bench) setup; "$PY" benchmarks/core_bench.py "$@"; exec "$PY" benchmarks/serial_bench.py ;;
+    bench) setup; "$PY" benchmarks/core_bench.py "$@"; "$PY" benchmarks/serial_bench.py
+           exec "$PY" benchmarks/loop_bench.py ;;
     setup) setup ;;
     *) sed -n '2,6p' "$0"; exit 1 ;;
 esac

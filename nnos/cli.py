@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 
+from . import flags
 from .errors import NnosError
 
 
@@ -155,7 +156,7 @@ def parser() -> argparse.ArgumentParser:
     b.set_defaults(fn=cmd_bench)
     u = sub.add_parser("up", help="start the supervisor: the loop and everything around it")
     u.add_argument("--board", help="board config (default: the simulated cart-pole)")
-    u.add_argument("--data", default=os.environ.get("NNOS_DATA", "nnos-data"), help="data directory")
+    u.add_argument("--data", default=flags.DATA.get(), help="data directory (NNOS_DATA)")
     u.add_argument("--duration", type=float, help="stop after this many seconds")
     u.add_argument("--no-status", action="store_true", help="no live status line")
     u.set_defaults(fn=cmd_up)

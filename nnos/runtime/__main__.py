@@ -12,6 +12,7 @@ from hardware.devices import NnosSerialDevice
 from hardware.errors import HardwareError
 from hardware.recording import ReplayDevice
 
+from .. import flags
 from ..store import ModelStore
 from ..telemetry import TelemetryWriter
 from . import rt
@@ -74,6 +75,8 @@ def main(argv=None) -> int:
         loop._reconnect_later(name)
     signal.signal(signal.SIGTERM, lambda *_: setattr(loop, "stop", True))
     signal.signal(signal.SIGINT, lambda *_: setattr(loop, "stop", True))
+    if flags.HW_WATCHDOG.get():
+        loop.arm_watchdog(flags.HW_WATCHDOG.get())
     loop.load_initial()
     log(f"loop: ticking at {board.rate_hz:g} Hz, budget {loop.budget / 1000:.0f} µs; control at {paths['socket']}")
     try:

@@ -24,6 +24,14 @@ from .safety import Safety, SafetyConfig
 from .slots import Slot, admit, measure
 
 
+def _write(fd: int, data: bytes) -> None:
+    import os
+    try:
+        os.write(fd, data)
+    except OSError:
+        pass
+
+
 @dataclass
 class LoopConfig:
     budget_fraction: float = 0.5        # a model's p99.9 must fit in this share of the period
@@ -62,6 +70,17 @@ class Loop:
         self.tel.set("started_ns", now_ns())
         self._zero_in = np.zeros(1, np.float32)
         self._shown_reason = ""
+        self.watchdog_fd = None
+
+    def arm_watchdog(self, path: str) -> None:
+        """Pet a hardware watchdog (/dev/watchdog) every tick: if the loop ever stops, the board
+        resets. A clean shutdown disarms it with the magic 'V'."""
+        import os
+        try:
+            self.watchdog_fd = os.open(path, os.O_WRONLY)
+            self.log(f"loop: hardware watchdog {path} armed")
+        except OSError as e:
+            self.log(f"loop: hardware watchdog {path} not available: {e.strerror}")
 
     # --- models ------------------------------------------------------------------------------
     def load_initial(self) -> None:
@@ -137,6 +156,8 @@ class Loop:
                         slot.first_output if slot is not None else self._zero_in)
         self.tel.set("mode", mode)
         self.tel.set("heartbeat_ns", t3)
+        if self.watchdog_fd is not None:
+            _write(self.watchdog_fd, b"\0")
         self.tel.add("ticks")
         if self.probation_end >= 0 and self.tick_no >= self.probation_end:
             self._commit()
@@ -381,3 +402,8 @@ class Loop:
                 dev.close()
             except HardwareError:
                 pass
+        if self.watchdog_fd is not None:
+            import os
+            _write(self.watchdog_fd, b"V")     # magic close: a clean stop must not reset the board
+            os.close(self.watchdog_fd)
+            self.watchdog_fd = None

@@ -223,3 +223,28 @@ def test_startup_falls_back_to_previous_when_active_is_corrupt(rig, tmp_path):
     open(path, "wb").write(bytes(data))
     r.loop.load_initial()
     assert r.loop.active.id == good and any("does not load" in line for line in r.logs)
+
+
+def test_hardware_watchdog_is_petted_every_tick_and_disarmed_on_stop(rig, tmp_path):
+    r = rig()
+    wd = tmp_path / "watchdog"
+    wd.write_bytes(b"")
+    r.loop.arm_watchdog(str(wd))
+    r.ticks(10)
+    assert wd.read_bytes() == b"\0" * 10
+    r.loop.shutdown()
+    assert wd.read_bytes().endswith(b"V")
+
+
+def test_failsafe_trip_during_probation_rolls_back(rig, tmp_path):
+    r = rig(probation_s=5.0)
+    good = r.store.state()["active"]
+    b = store_model(r.store, policy_variant(tmp_path, "b", scale=0.9))
+    from nnos.runtime.slots import Slot
+    r.loop.pending = Slot(b, r.store.load(b), r.board, r.loop.devices)
+    r.ticks(3)
+    assert r.loop.active.id == b and r.loop.probation_end > 0
+    r.dev.samples["pole"].t_host = 0.0                 # a sensor stops in probation
+    r.loop.tick()
+    assert r.loop.active.id == good and "stale" in r.loop.probation_fault
+    assert r.store.state()["active"] == good
