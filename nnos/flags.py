@@ -49,3 +49,4 @@ QUICK = flag("NNOS_QUICK", _bool, False, "tests: skip the slow real-model and im
 HW_WATCHDOG = flag("NNOS_HW_WATCHDOG", str, "", "hardware watchdog device the loop pets every tick "
                    "(/dev/watchdog on the image; empty: none)")
 DATA = flag("NNOS_DATA", str, "nnos-data", "data directory of `nnos up` (models, state, run files)")
+SPIN_US = flag("NNOS_SPIN_US", int, 60, "the loop sleeps until this long before each deadline and spins the rest")

@@ -37,11 +37,14 @@ class RateKeeper:
 
     ``wait()`` sleeps until the next deadline and returns the lateness of the wake-up (ns).
     A tick that starts more than a whole period late is a *miss*: the keeper skips the missed
-    deadlines (keeping the phase) instead of running a burst of catch-up ticks.
+    deadlines (keeping the phase) instead of running a burst of catch-up ticks. With
+    ``spin_ns``, it sleeps until that long before the deadline and spins the rest: the wake-up
+    latency of the kernel (tens of µs here) is absorbed by the spin.
     """
 
-    def __init__(self, rate_hz: float, start_ns: int | None = None):
+    def __init__(self, rate_hz: float, start_ns: int | None = None, spin_ns: int = 0):
         self.period = period_ns(rate_hz)
+        self.spin = min(spin_ns, self.period // 4)     # the last stretch before a deadline is spun
         self.deadline = (now_ns() if start_ns is None else start_ns) + self.period
         self.ticks = 0
         self.misses = 0
@@ -52,9 +55,12 @@ class RateKeeper:
 
     def wait(self) -> int:
         """Sleep to the next deadline; returns how late this wake-up is (ns, ≥ 0 usually)."""
-        rem = self.deadline - now_ns()
+        rem = self.deadline - self.spin - now_ns()
         if rem > 0:
             time.sleep(rem / NS_PER_S)
+        deadline = self.deadline
+        while now_ns() < deadline:                     # a kernel wake-up is tens of µs late: spin
+            pass
         late = now_ns() - self.deadline
         self.lateness = late
         if late >= self.period:                    # whole periods lost: count them, keep the phase

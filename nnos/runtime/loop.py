@@ -10,13 +10,14 @@ from __future__ import annotations
 import gc
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from hardware.channels import SENSOR
 from hardware.errors import HardwareError
 
+from .. import flags
 from ..errors import NnosError
 from ..telemetry import MODE, TelemetryWriter
 from ..timing import DEFAULT_SLACK_MARGIN_NS, NS_PER_S, RateKeeper, now_ns, period_ns
@@ -40,6 +41,7 @@ class LoopConfig:
     slack_margin_ns: int = DEFAULT_SLACK_MARGIN_NS
     backend: str = "numpy"
     reconnect_s: float = 1.0
+    spin_us: int = field(default_factory=lambda: flags.SPIN_US.get())
 
 
 class Loop:
@@ -365,7 +367,7 @@ class Loop:
         gc.collect()
         gc.disable()
         self._gc_every = max(1, int(NS_PER_S // self.period))
-        keeper = RateKeeper(self.board.rate_hz)
+        keeper = RateKeeper(self.board.rate_hz, spin_ns=self.cfg.spin_us * 1000)
         end = None if duration_s is None else now_ns() + int(duration_s * NS_PER_S)
         if server is not None:
             self.on_answer = server.reply
