@@ -72,9 +72,10 @@ def run_cartpole(a) -> int:
             if time.monotonic() < next_t:
                 continue
             next_t += period
-            if fw.connected:
-                ts = fw.send_sensors(sim.reading())
-                sent += 1
+            if not fw.connected:
+                continue                 # the robot is held still until a host takes over
+            ts = fw.send_sensors(sim.reading())
+            sent += 1
         sim.advance(float(fw.actuators[3][0]))
         ticks += 1
         max_theta = max(max_theta, abs(sim.state[2]))
