@@ -65,8 +65,8 @@ cmd=${1:-help}
 shift || true
 case "$cmd" in
     run)   setup; demo "$@" ;;
-    test)  setup; exec "$PY" -m pytest -n 2 -q -p no:cacheprovider "$@" ;;
-    quick) setup; NNOS_QUICK=1 exec "$PY" -m pytest -n 2 -q -p no:cacheprovider "$@" ;;
+    test)  setup; exec "$PY" -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider "$@" ;;
+    quick) setup; NNOS_QUICK=1 exec "$PY" -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider "$@" ;;
     bench) setup; "$PY" benchmarks/core_bench.py "$@"; "$PY" benchmarks/serial_bench.py
            exec "$PY" benchmarks/loop_bench.py ;;
     setup) setup ;;

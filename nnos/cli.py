@@ -160,6 +160,8 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--duration", type=float, help="stop after this many seconds")
     u.add_argument("--no-status", action="store_true", help="no live status line")
     u.set_defaults(fn=cmd_up)
+    from .ctl import add_parser as add_ctl
+    add_ctl(sub)
     f = sub.add_parser("flags", help="list the environment flags nnos reads")
     f.set_defaults(fn=cmd_flags)
     return p

@@ -50,3 +50,5 @@ HW_WATCHDOG = flag("NNOS_HW_WATCHDOG", str, "", "hardware watchdog device the lo
                    "(/dev/watchdog on the image; empty: none)")
 DATA = flag("NNOS_DATA", str, "nnos-data", "data directory of `nnos up` (models, state, run files)")
 SPIN_US = flag("NNOS_SPIN_US", int, 60, "the loop sleeps until this long before each deadline and spins the rest")
+API_HOST = flag("NNOS_API_HOST", str, "127.0.0.1", "address the control plane binds (0.0.0.0 on the image)")
+API_PORT = flag("NNOS_API_PORT", int, 8080, "control plane port (0: do not run the control plane)")

@@ -20,9 +20,19 @@ from .control import ControlServer
 from .loop import Loop, LoopConfig
 
 
+DROPPED = [0]
+
+
 def log(msg: str) -> None:
-    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
-    sys.stderr.flush()
+    """Never blocks the loop: stderr is non-blocking; a line that does not fit is dropped, counted."""
+    line = f"[{time.strftime('%H:%M:%S')}] {msg}\n".encode()
+    if DROPPED[0]:
+        line = f"[{DROPPED[0]} log lines dropped]\n".encode() + line
+    try:
+        os.write(2, line)
+        DROPPED[0] = 0
+    except (BlockingIOError, OSError):
+        DROPPED[0] += 1
 
 
 def run_paths(data: str) -> dict:
@@ -51,6 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-rt", action="store_true", help="do not ask for real-time scheduling")
     ap.add_argument("--budget", type=float, default=0.5, help="share of the period a model may use (p99.9)")
     a = ap.parse_args(argv)
+    os.set_blocking(2, False)
     if not a.no_rt:
         for k, v in rt.setup().items():
             log(f"loop: {k}: {v}")

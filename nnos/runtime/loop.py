@@ -130,6 +130,8 @@ class Loop:
             self._roll_back("output is NaN or infinite" if bad_output else fault or
                             f"overrun: tick took {(t2 - t0) / 1000:.0f} µs > budget {self.budget / 1000:.0f} µs")
             slot, bad_output, overrun = None, False, False
+        elif self.probation_end >= 0 and self.tick_no >= self.probation_end:
+            self._commit()                     # survived probation: this tick already counts as active
         if bad_output:
             fault = fault or "model output is NaN or infinite"
         if self.active is None:
@@ -161,8 +163,6 @@ class Loop:
         if self.watchdog_fd is not None:
             _write(self.watchdog_fd, b"\0")
         self.tel.add("ticks")
-        if self.probation_end >= 0 and self.tick_no >= self.probation_end:
-            self._commit()
         self.tick_no += 1
 
     def _read_devices(self):

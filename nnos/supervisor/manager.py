@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -18,6 +20,7 @@ from .table import Context, ProcessSpec
 BACKOFF_START, BACKOFF_MAX, HEALTHY_AFTER = 0.5, 10.0, 30.0
 STOP_GRACE = 5.0
 WATCHDOG_GRACE = 5.0        # a new process has this long to send its first heartbeat
+LOG_MAX = 1 << 20
 
 
 @dataclass
@@ -34,8 +37,8 @@ class Running:
 
 
 class Manager:
-    def __init__(self, ctx: Context, specs: list[ProcessSpec], log=print, stdout=None):
-        self.ctx, self.log = ctx, log
+    def __init__(self, ctx: Context, specs: list[ProcessSpec], log=print, stdout=None, echo: bool = True):
+        self.ctx, self.log, self.echo = ctx, log, echo
         self.procs = {s.name: Running(s) for s in specs}
         self.stopping = False
         self.stdout = stdout
@@ -74,11 +77,29 @@ class Manager:
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         nice = r.spec.nice
-        r.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self.stdout,
+        r.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self.stdout, stderr=subprocess.PIPE,
                                   preexec_fn=(lambda: os.nice(nice)) if nice else None, start_new_session=True)
+        threading.Thread(target=self._pump, args=(r.spec.name, r.proc.stderr), daemon=True).start()
         r.started = now
         self.log(f"supervisor: started {r.spec.name} (pid {r.proc.pid})" +
                  (f", restart #{r.restarts}" if r.restarts else ""))
+
+    def _pump(self, name: str, stream) -> None:
+        """A child's stderr: to DATA/logs/NAME.log (kept to ~1 MiB) and to ours."""
+        os.makedirs(self.ctx.logs, exist_ok=True)
+        path = os.path.join(self.ctx.logs, f"{name}.log")
+        for line in iter(stream.readline, b""):
+            try:
+                if os.path.exists(path) and os.path.getsize(path) > LOG_MAX:
+                    os.replace(path, path + ".1")
+                with open(path, "ab") as f:
+                    f.write(line)
+            except OSError:
+                pass
+            if self.echo:
+                sys.stderr.buffer.write(line)
+                sys.stderr.flush()
+        stream.close()
 
     def _exited(self, r: Running, now: float) -> None:
         code = r.proc.returncode

@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from .. import flags
 from ..telemetry import TelemetryReader
 
 
@@ -21,6 +22,10 @@ class Context:
     data: str
     board: object
     run: str
+
+    @property
+    def logs(self) -> str:
+        return os.path.join(self.data, "logs")
 
     def link(self, device: str) -> str:
         return os.path.join(self.run, f"dev-{device}")
@@ -78,6 +83,10 @@ def table(ctx: Context) -> list[ProcessSpec]:
     return simulators(ctx) + [
         ProcessSpec("loop", _loop_cmd, heartbeat=loop_heartbeat, watchdog_s=1.0, stop_order=0,
                     start_after=tuple(f"sim-{d.name}" for d in ctx.board.devices if d.simulator)),
+        ProcessSpec("control-plane", lambda c: _py("-m", "nnos.controlplane", "--data", c.data, "--board", c.board_path,
+                                                   "--host", flags.API_HOST.get(), "--port", str(flags.API_PORT.get()),
+                                                   "--avoid-cpu", str(max(os.sched_getaffinity(0)))),
+                    run_if=lambda c: flags.API_PORT.get() > 0, stop_order=30, nice=5, start_after=("loop",)),
         ProcessSpec("hotplug", lambda c: _py("-m", "nnos.supervisor.hotplug", "--board", c.board_path, "--data", c.data),
                     run_if=lambda c: any(d.usb for d in c.board.devices), stop_order=20, nice=5),
     ]

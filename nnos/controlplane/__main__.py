@@ -1,0 +1,37 @@
+"""python -m nnos.controlplane --data DIR --board FILE [--host 127.0.0.1] [--port 8080]"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .settings import Settings, ensure_token
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nnos.controlplane")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--board", required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--avoid-cpu", type=int, help="keep off this CPU (the loop's)")
+    ap.add_argument("--max-upload-mb", type=float, default=64.0, help="largest accepted upload")
+    a = ap.parse_args(argv)
+    if a.avoid_cpu is not None:
+        cpus = set(os.sched_getaffinity(0)) - {a.avoid_cpu}
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+    token, new = ensure_token(a.data)
+    if new:
+        print(f"control plane: API token (shown once; also in {os.path.join(a.data, 'token')}, mode 0600): {token}",
+              file=sys.stderr, flush=True)
+    import uvicorn
+    from .app import create_app
+    app = create_app(Settings(a.data, a.board, a.host, a.port, max_upload_bytes=int(a.max_upload_mb * (1 << 20))),
+                     token)
+    uvicorn.run(app, host=a.host, port=a.port, log_level="warning", access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The FastAPI application, assembled like FastAPI's "bigger applications": routers per area,
+shared dependencies in deps.py, state on app.state."""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from hardware.board import load_board
+
+from .. import __version__
+from ..store import ModelStore
+from .routers import device, kserve, models
+from .settings import Settings, ensure_token
+
+
+def create_app(settings: Settings, token: str | None = None) -> FastAPI:
+    app = FastAPI(title="nnos control plane", version=__version__,
+                  description="Manage models and watch the device. Every route but /v2/health/* needs "
+                              "`Authorization: Bearer <token>` (the token file in the data directory).")
+    st = app.state
+    st.settings = settings
+    st.token = token or ensure_token(settings.data)[0]
+    st.store = ModelStore(settings.data)
+    st.board = load_board(settings.board_path)
+    st.plans, st.plans_lock = {}, threading.Lock()
+    st.intake_lock = asyncio.Lock()
+    st.request_id = 0
+    app.include_router(kserve.health)
+    app.include_router(models.router)
+    app.include_router(kserve.router)
+    app.include_router(device.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError):
+        errs = [{"where": ".".join(str(x) for x in e.get("loc", ())), "error": e.get("msg")} for e in exc.errors()]
+        return JSONResponse({"detail": errs}, status_code=422)
+
+    return app

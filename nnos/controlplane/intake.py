@@ -1,0 +1,180 @@
+"""From uploaded bytes to a stored, verified model: detect what was sent (an .onnx file, an
+.onnx with its external data as a zip or tar, or a compiled plan), unpack it safely, compile,
+verify on sample inputs, measure on this device, check it against the board, store it.
+
+Nothing uploaded is unpickled or evaluated: archives are read as data with size, count and
+path checks; ONNX goes through the onnx parser; plans through the plan-file reader.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+import zipfile
+
+import numpy as np
+
+from hardware.errors import ConfigError
+
+from ..errors import NnosError
+from ..plan import Plan
+from ..plan.artifact import MAGIC as PLAN_MAGIC
+
+
+class IntakeError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def detect(head: bytes) -> str:
+    if head.startswith(PLAN_MAGIC):
+        return "plan"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if len(head) > 262 and head[257:262] == b"ustar":
+        return "tar"
+    return "onnx"
+
+
+def _safe_name(name: str) -> str:
+    norm = os.path.normpath(name)
+    if not name or name.startswith(("/", "\\")) or norm.startswith("..") or os.path.isabs(norm) or "\x00" in name:
+        raise IntakeError(400, f"archive member {name!r} has an unsafe path")
+    return norm
+
+
+def unpack(path: str, kind: str, dest: str, max_bytes: int, max_members: int) -> str:
+    """Unpack into ``dest``; returns the path of the one .onnx file inside."""
+    total = 0
+    if kind == "zip":
+        try:
+            zf = zipfile.ZipFile(path)
+        except zipfile.BadZipFile as e:
+            raise IntakeError(400, f"not a readable zip archive: {e}") from e
+        with zf:
+            members = [m for m in zf.infolist() if not m.is_dir()]
+            if len(members) > max_members:
+                raise IntakeError(400, f"archive has {len(members)} files; at most {max_members} are accepted")
+            for m in members:
+                name = _safe_name(m.filename)
+                total += m.file_size
+                if total > max_bytes:
+                    raise IntakeError(413, f"archive expands past {max_bytes} bytes (a zip bomb?)")
+                out = os.path.join(dest, name)
+                os.makedirs(os.path.dirname(out), exist_ok=True)
+                with zf.open(m) as src, open(out, "wb") as dst:
+                    n = _copy_capped(src, dst, max_bytes - (total - m.file_size))
+                    if n != m.file_size:
+                        raise IntakeError(400, f"archive member {m.filename!r} is not the size its header says")
+    else:
+        try:
+            tf = tarfile.open(path)
+        except tarfile.TarError as e:
+            raise IntakeError(400, f"not a readable tar archive: {e}") from e
+        with tf:
+            members = tf.getmembers()
+            if len(members) > max_members:
+                raise IntakeError(400, f"archive has {len(members)} entries; at most {max_members} are accepted")
+            for m in members:
+                if m.isdir():
+                    continue
+                if not m.isfile():
+                    raise IntakeError(400, f"archive member {m.name!r} is a link or device; only files are accepted")
+                name = _safe_name(m.name)
+                total += m.size
+                if total > max_bytes:
+                    raise IntakeError(413, f"archive expands past {max_bytes} bytes")
+                out = os.path.join(dest, name)
+                os.makedirs(os.path.dirname(out), exist_ok=True)
+                with tf.extractfile(m) as src, open(out, "wb") as dst:
+                    _copy_capped(src, dst, m.size)
+    models = [os.path.join(r, f) for r, _, fs in os.walk(dest) for f in fs if f.endswith(".onnx")]
+    if len(models) != 1:
+        raise IntakeError(400, f"an archive must hold exactly one .onnx file (with its external data); found {len(models)}")
+    return models[0]
+
+
+def _copy_capped(src, dst, cap: int) -> int:
+    n = 0
+    while True:
+        chunk = src.read(1 << 16)
+        if not chunk:
+            return n
+        n += len(chunk)
+        if n > cap:
+            raise IntakeError(413, "archive member larger than allowed")
+        dst.write(chunk)
+
+
+def verify(plan: Plan) -> dict:
+    from ..compiler import sample_inputs
+    feeds = sample_inputs(plan, seed=123)
+    out = plan(feeds)
+    bad = [k for k, v in out.items() if v.dtype.kind == "f" and not np.all(np.isfinite(v))]
+    if bad:
+        raise IntakeError(422, f"outputs {bad} are not finite on sample inputs: the model would trip failsafe")
+    return {"sample_inputs": "standard normal, seed 123", "outputs_finite": True}
+
+
+def measure(plan: Plan, runs: int = 1000) -> dict:
+    from ..cli import bench_plan
+    r = bench_plan(plan, runs, warmup=50)
+    return {k: round(r[k], 2) for k in ("p50_us", "p99_us", "p999_us", "max_us")} | {"runs": runs, "backend": r["backend"]}
+
+
+def process(path: str, board, settings, progress=lambda step: None) -> tuple[bytes, dict]:
+    """Uploaded file at ``path`` → (plan bytes, report). Raises IntakeError with an HTTP status."""
+    t0 = time.monotonic()
+    with open(path, "rb") as f:
+        head = f.read(512)
+    kind = detect(head)
+    report = {"format": kind}
+    work = tempfile.mkdtemp(prefix="intake-", dir=os.path.dirname(path))
+    try:
+        progress("reading")
+        if kind == "plan":
+            try:
+                with open(path, "rb") as f:
+                    plan = Plan.from_bytes(f.read())
+            except NnosError as e:
+                raise IntakeError(400, f"not a valid plan: {e}") from e
+        else:
+            model = path
+            if kind in ("zip", "tar"):
+                model = unpack(path, kind, work, settings.max_unpacked_bytes, settings.max_members)
+            else:
+                model = os.path.join(work, "model.onnx")
+                shutil.copyfile(path, model)
+            progress("compiling")
+            try:
+                from ..compiler import compile
+                plan = compile(model)
+            except NnosError as e:
+                raise IntakeError(422, str(e)) from e
+        progress("checking against the board")
+        try:
+            board.check_plan(plan)
+        except ConfigError as e:
+            raise IntakeError(422, f"does not fit the board: {e}") from e
+        progress("verifying")
+        report["verify"] = verify(plan)
+        progress("measuring")
+        report["latency"] = measure(plan)
+        budget_us = 1e6 / board.rate_hz * 0.5
+        report["admission"] = {"budget_us": budget_us, "admitted": report["latency"]["p999_us"] <= budget_us,
+                               "why": "p99.9 within half the tick period" if report["latency"]["p999_us"] <= budget_us
+                               else f"p99.9 {report['latency']['p999_us']} µs > budget {budget_us:.0f} µs"}
+        m = plan.meta
+        report.update(ops=m["ops"], flops=m["cost"]["flops"], arena_bytes=plan.memory["arena_bytes"],
+                      inputs=m["inputs"], outputs=m["outputs"], warnings=m["warnings"],
+                      source_sha256=m["source"]["source_sha256"], seconds=round(time.monotonic() - t0, 3))
+        return plan.to_bytes(), report
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+__all__ = ["IntakeError", "process", "detect", "unpack", "io"]

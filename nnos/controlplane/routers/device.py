@@ -1,0 +1,102 @@
+"""Device state: /v1/status, /metrics (Prometheus), /v1/devices, /v1/logs, /v1/config."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import PlainTextResponse, Response
+
+from ..deps import ask_loop, require_token, state, telemetry
+
+router = APIRouter(tags=["device"], dependencies=[Depends(require_token)])
+
+
+def _loop_view(st) -> dict:
+    r = telemetry(st)
+    if r is None:
+        return {"mode": "down", "detail": "the loop has not started"}
+    try:
+        c = r.counters()
+        period = max(1, c["period_ns"])
+        recs = r.records(int(1e9 // period) * 5)
+        shadow = r.shadow_divergence()
+    finally:
+        r.close()
+    late = recs["lateness_ns"] / 1000.0 if len(recs) else np.zeros(1)
+    span = (int(recs["t_ns"][-1]) - int(recs["t_ns"][0])) / 1e9 if len(recs) > 1 else 0
+    hb_age = (time.monotonic_ns() - c["heartbeat_ns"]) / 1e9 if c["heartbeat_ns"] else None
+    return {
+        "mode": c["mode"] if hb_age is not None and hb_age < 1.0 else "down",
+        "failsafe": c["mode"] == "failsafe", "failsafe_reason": c["failsafe_reason"] or None,
+        "active": c["active"] or None, "previous": c["previous"] or None, "shadow": c["shadow"] or None,
+        "shadow_divergence": shadow if c["shadow"] else None,
+        "rate_hz": c["rate_mhz"] / 1000.0, "measured_rate_hz": round((len(recs) - 1) / span, 2) if span else None,
+        "lateness_us": {"p50": float(np.percentile(late, 50)), "p99": float(np.percentile(late, 99)),
+                        "max": float(late.max())},
+        "ticks": c["ticks"], "misses": c["misses"], "overruns": c["overruns"], "swaps": c["swaps"],
+        "rollbacks": c["rollbacks"], "failsafe_entries": c["failsafe_entries"],
+        "uptime_s": round((time.monotonic_ns() - c["started_ns"]) / 1e9, 1) if c["started_ns"] else None,
+        "heartbeat_age_s": hb_age, "pid": c["pid"],
+    }
+
+
+@router.get("/v1/status")
+def status(st=Depends(state)):
+    return {"loop": _loop_view(st), "store": {k: st.store.state()[k] for k in ("active", "previous")},
+            "board": {"name": st.board.name, "rate_hz": st.board.rate_hz}}
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(st=Depends(state)):
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+    reg = CollectorRegistry()
+    v = _loop_view(st)
+    up = Gauge("nnos_loop_up", "1 when the loop is ticking", registry=reg)
+    up.set(0 if v["mode"] == "down" else 1)
+    if v["mode"] != "down":
+        for key in ("ticks", "misses", "overruns", "swaps", "rollbacks", "failsafe_entries"):
+            Gauge(f"nnos_loop_{key}", f"loop counter: {key}", registry=reg).set(v[key])
+        Gauge("nnos_loop_failsafe", "1 while in failsafe", registry=reg).set(1 if v["failsafe"] else 0)
+        g = Gauge("nnos_loop_lateness_microseconds", "tick start lateness over the last 5 s", ["quantile"], registry=reg)
+        for q in ("p50", "p99", "max"):
+            g.labels(q).set(v["lateness_us"][q])
+    return Response(generate_latest(reg), media_type="text/plain; version=0.0.4")
+
+
+@router.get("/v1/devices")
+def devices(st=Depends(state)):
+    loop = ask_loop(st, {"cmd": "status"}, 5.0)
+    out = []
+    for d in st.board.devices:
+        out.append({"name": d.name, "driver": d.driver, "lost": d.name in loop.get("lost", []),
+                    "find": {"path": d.path, "usb": d.usb or None, "simulator": d.simulator},
+                    "channels": [{"name": c.name, "kind": c.kind, "shape": list(c.shape), "range": [c.lo, c.hi],
+                                  "units": c.units, **({"safe": c.safe} if c.kind == "actuator" else
+                                                       {"stale_ms": d.stale_ms.get(c.name)})} for c in d.channels]})
+    return {"devices": out}
+
+
+@router.get("/v1/logs")
+def logs(process: str = "loop", lines: int = 200, st=Depends(state)):
+    if not process.replace("-", "").isalnum():
+        raise HTTPException(400, "process must be a process-table name")
+    path = os.path.join(st.settings.logs, f"{process}.log")
+    if not os.path.exists(path):
+        raise HTTPException(404, f"no log for {process!r}")
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 256 * 1024))
+        text = f.read().decode(errors="replace").splitlines()
+    return {"process": process, "lines": text[-max(1, min(lines, 5000)):]}
+
+
+@router.get("/v1/config")
+def config(st=Depends(state)):
+    b = st.board
+    return {"board": b.name, "path": b.path, "rate_hz": b.rate_hz, "failsafe": b.failsafe,
+            "inputs": [{"tensor": i.tensor, "channels": [f"{d}.{c}" for d, c in i.channels],
+                        "scale": i.scale.tolist(), "offset": i.offset.tolist()} for i in b.inputs],
+            "outputs": [{"tensor": o.tensor, "channel": f"{o.device}.{o.channel}", "scale": o.scale.tolist(),
+                         "offset": o.offset.tolist(), "clamp": [o.lo, o.hi], "max_step": o.max_step} for o in b.outputs]}

@@ -1,0 +1,123 @@
+"""/v1/models: upload (compile, verify, measure, store), list, inspect, delete, activate,
+shadow, and /v1/rollback."""
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+
+from ...store import StoreError
+from ..deps import ask_loop, require_token, state
+from ..intake import IntakeError, process
+
+router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(require_token)])
+
+
+def _summary(st, mid: str) -> dict:
+    s = st.store.state()
+    rep = st.store.report(mid) or {}
+    role = "active" if mid == s["active"] else "previous" if mid == s["previous"] else "stored"
+    return {"id": mid, "role": role, "report": rep}
+
+
+@router.post("/models", status_code=201, summary="Upload an .onnx, an .onnx with external data (zip/tar), or a plan")
+async def upload(req: Request, st=Depends(state)):
+    """The body is the file itself (any Content-Type). Streamed to disk under the size cap, then
+    compiled, verified on sample inputs, measured on this device and stored atomically."""
+    limit = st.settings.max_upload_bytes
+    declared = req.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"upload of {declared} bytes exceeds the {limit}-byte limit")
+    os.makedirs(st.settings.run, exist_ok=True)
+    fd, path = tempfile.mkstemp(prefix="upload-", dir=st.settings.run)
+    try:
+        size = 0
+        with os.fdopen(fd, "wb") as f:
+            async for chunk in req.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, f"upload exceeds the {limit}-byte limit")
+                f.write(chunk)
+        if size == 0:
+            raise HTTPException(400, "empty upload: send the model file as the request body")
+        async with st.intake_lock:                       # one compile at a time, off the event loop
+            try:
+                data, report = await run_in_threadpool(process, path, st.board, st.settings)
+            except IntakeError as e:
+                raise HTTPException(e.status, e.message) from e
+        mid = st.store.put(data, report)
+        return {"id": mid, "report": report}
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+@router.get("/models")
+def list_models(st=Depends(state)):
+    return {"models": [_summary(st, m) for m in st.store.ids()], **{k: st.store.state()[k] for k in ("active", "previous")}}
+
+
+@router.get("/models/{model_id}")
+def get_model(model_id: str, st=Depends(state)):
+    if model_id not in st.store.ids():
+        raise HTTPException(404, f"no model {model_id}")
+    return _summary(st, model_id)
+
+
+@router.delete("/models/{model_id}")
+def delete_model(model_id: str, st=Depends(state)):
+    if model_id not in st.store.ids():
+        raise HTTPException(404, f"no model {model_id}")
+    try:
+        st.store.delete(model_id)
+    except StoreError as e:
+        raise HTTPException(409, str(e)) from e
+    return {"deleted": model_id}
+
+
+@router.post("/models/{model_id}/activate")
+async def activate(model_id: str, probation_s: float = 2.0, st=Depends(state)):
+    """Admission on the device, a hitless swap, probation; answers with the outcome."""
+    if model_id not in st.store.ids():
+        raise HTTPException(404, f"no model {model_id}")
+    if not 0 <= probation_s <= 600:
+        raise HTTPException(422, "probation_s must be between 0 and 600")
+    reply = await run_in_threadpool(ask_loop, st, {"cmd": "activate", "model": model_id, "probation_s": probation_s},
+                                    st.settings.activate_timeout_s)
+    if not reply.get("ok"):
+        raise HTTPException(409, {"outcome": reply.get("outcome"), "reason": reply.get("reason") or reply.get("error"),
+                                  "latency": reply.get("latency")})
+    return reply
+
+
+@router.post("/models/{model_id}/shadow")
+async def shadow(model_id: str, st=Depends(state)):
+    if model_id not in st.store.ids():
+        raise HTTPException(404, f"no model {model_id}")
+    reply = await run_in_threadpool(ask_loop, st, {"cmd": "shadow", "model": model_id}, 30.0)
+    if not reply.get("ok"):
+        raise HTTPException(409, reply.get("reason") or reply.get("error"))
+    return reply
+
+
+@router.delete("/shadow")
+async def stop_shadow(st=Depends(state)):
+    return await run_in_threadpool(ask_loop, st, {"cmd": "shadow", "model": None})
+
+
+@router.post("/rollback")
+async def rollback(st=Depends(state)):
+    prev = st.store.state()["previous"]
+    if not prev:
+        raise HTTPException(409, "no previous model to roll back to")
+    reply = await run_in_threadpool(ask_loop, st, {"cmd": "activate", "model": prev, "probation_s": 2.0},
+                                    st.settings.activate_timeout_s)
+    if not reply.get("ok"):
+        raise HTTPException(409, {"outcome": reply.get("outcome"), "reason": reply.get("reason") or reply.get("error")})
+    return reply
+
+
+__all__ = ["router", "asyncio"]

@@ -1,0 +1,74 @@
+"""`nnos ctl`: the control plane's client. URL and token from flags or NNOS_URL / NNOS_TOKEN
+(default: http://127.0.0.1:8080 and the token file of NNOS_DATA)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from . import flags
+from .errors import NnosError
+
+
+def _client(a):
+    import httpx
+    url = a.url or os.environ.get("NNOS_URL") or f"http://127.0.0.1:{flags.API_PORT.get()}"
+    token = a.token or os.environ.get("NNOS_TOKEN")
+    if not token:
+        path = os.path.join(flags.DATA.get(), "token")
+        try:
+            token = open(path).read().strip()
+        except OSError as e:
+            raise NnosError(f"no token: pass --token, set NNOS_TOKEN, or make {path} readable") from e
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=a.timeout)
+
+
+def _show(r) -> None:
+    try:
+        body = r.json()
+    except ValueError:
+        body = r.text
+    if r.status_code >= 400:
+        detail = body.get("detail", body) if isinstance(body, dict) else body
+        raise NnosError(f"HTTP {r.status_code}: {detail if isinstance(detail, str) else json.dumps(detail)}")
+    print(body if isinstance(body, str) else json.dumps(body, indent=1))
+
+
+def run(a) -> None:
+    import httpx
+    try:
+        with _client(a) as c:
+            if a.action == "status":
+                _show(c.get("/v1/status"))
+            elif a.action == "models":
+                _show(c.get("/v1/models"))
+            elif a.action == "push":
+                with open(a.arg, "rb") as f:
+                    _show(c.post("/v1/models", content=f.read()))
+            elif a.action == "activate":
+                _show(c.post(f"/v1/models/{a.arg}/activate"))
+            elif a.action == "rollback":
+                _show(c.post("/v1/rollback"))
+            elif a.action == "logs":
+                r = c.get("/v1/logs", params={"process": a.arg or "loop"})
+                if r.status_code < 400:
+                    print("\n".join(r.json()["lines"]))
+                else:
+                    _show(r)
+    except httpx.HTTPError as e:
+        raise NnosError(f"cannot reach the control plane: {e}") from e
+    except OSError as e:
+        raise NnosError(f"{a.arg}: {e.strerror}") from e
+
+
+def add_parser(sub) -> None:
+    c = sub.add_parser("ctl", help="talk to the control plane (status, models, push, activate, rollback, logs)")
+    c.add_argument("action", choices=["status", "models", "push", "activate", "rollback", "logs"])
+    c.add_argument("arg", nargs="?", help="push: FILE; activate: MODEL_ID; logs: PROCESS")
+    c.add_argument("--url")
+    c.add_argument("--token")
+    c.add_argument("--timeout", type=float, default=180.0)
+    c.set_defaults(fn=run)
+
+
+__all__ = ["add_parser", "sys"]

@@ -1,0 +1,58 @@
+"""The control plane as it runs: a real uvicorn on 127.0.0.1 in its own process."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT
+
+BOARD = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")
+POLICY = os.path.join(ROOT, "models", "cartpole", "cartpole.onnx")
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Api:
+    def __init__(self, data, max_upload_mb=4.0):
+        self.data, self.port = str(data), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.stderr_path = os.path.join(self.data, "api.stderr")
+        os.makedirs(self.data, exist_ok=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "nnos.controlplane", "--data", self.data, "--board", BOARD,
+                                      "--port", str(self.port), "--max-upload-mb", str(max_upload_mb)], cwd=ROOT,
+                                     stderr=open(self.stderr_path, "w"))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/v2/health/live", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(open(self.stderr_path).read())
+        self.token = open(os.path.join(self.data, "token")).read().strip()
+        self.client = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=120)
+
+    def stop(self):
+        self.client.close()
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    a = Api(tmp_path_factory.mktemp("api"))
+    yield a
+    a.stop()

@@ -1,0 +1,176 @@
+"""The control plane's HTTP API: auth, model intake (good and hostile uploads), the store's
+routes, KServe v2 inference, and device state — against a real uvicorn on 127.0.0.1."""
+from __future__ import annotations
+
+import io
+import os
+import stat
+import tarfile
+import zipfile
+
+import httpx
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+import nnos
+from nnos.store import ModelStore
+from tests.controlplane.conftest import BOARD, POLICY, Api
+from tests.helpers import model, rand, vi
+
+
+def test_health_is_open_everything_else_needs_the_token(api):
+    assert httpx.get(api.url + "/v2/health/live").json() == {"live": True}
+    for path in ("/v1/status", "/v1/models", "/metrics", "/v2/models/active", "/openapi.json"):
+        r = httpx.get(api.url + path)
+        if path == "/openapi.json":
+            assert r.status_code == 200          # the API's own description is public
+            continue
+        assert r.status_code == 401 and r.json() == {"detail": "unauthorized"}
+        bad = httpx.get(api.url + path, headers={"Authorization": "Bearer " + "x" * 43})
+        assert bad.status_code == 401 and api.token not in bad.text
+        assert httpx.get(api.url + path, headers={"Authorization": api.token}).status_code == 401
+
+
+def test_token_file_is_private_and_printed_only_at_first_start(api, tmp_path):
+    st = os.stat(os.path.join(api.data, "token"))
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    assert api.token in open(api.stderr_path).read()
+    again = Api(tmp_path / "again")
+    again.stop()
+    second = Api(tmp_path / "again")
+    second.stop()
+    assert second.token == again.token and second.token not in open(second.stderr_path).read()
+
+
+def _upload(api, data: bytes, expect=201):
+    r = api.client.post("/v1/models", content=data)
+    assert r.status_code == expect, r.text
+    return r.json()
+
+
+def test_upload_onnx_compiles_verifies_measures_and_stores(api):
+    body = _upload(api, open(POLICY, "rb").read())
+    rep = body["report"]
+    assert len(body["id"]) == 64 and rep["format"] == "onnx" and rep["verify"]["outputs_finite"]
+    assert rep["latency"]["runs"] == 1000 and rep["latency"]["p50_us"] > 0 and rep["admission"]["admitted"]
+    assert rep["ops"] == {"Gemm": 3, "Tanh": 3} and rep["arena_bytes"] > 0 and rep["flops"] > 0
+    listed = api.client.get("/v1/models").json()
+    assert body["id"] in [m["id"] for m in listed["models"]]
+    assert api.client.get(f"/v1/models/{body['id']}").json()["report"]["format"] == "onnx"
+
+
+def _external(tmp_path):
+    m = onnx.load(POLICY)
+    path = str(tmp_path / "policy.onnx")
+    onnx.save_model(m, path, save_as_external_data=True, location="policy.onnx.data", size_threshold=0)
+    return path, path + ".data"
+
+
+def test_upload_onnx_with_external_data_as_zip_and_tar(api, tmp_path):
+    onnx_path, data_path = _external(tmp_path)
+    zbuf = io.BytesIO()
+    with zipfile.ZipFile(zbuf, "w") as z:
+        z.write(onnx_path, "policy/policy.onnx")
+        z.write(data_path, "policy/policy.onnx.data")
+    assert _upload(api, zbuf.getvalue())["report"]["format"] == "zip"
+    tbuf = io.BytesIO()
+    with tarfile.open(fileobj=tbuf, mode="w:gz") as t:
+        t.add(onnx_path, "policy.onnx")
+        t.add(data_path, "policy.onnx.data")
+    raw = tbuf.getvalue()
+    import gzip
+    assert _upload(api, gzip.decompress(raw))["report"]["format"] == "tar"
+
+
+def test_upload_a_compiled_plan(api, tmp_path):
+    data = nnos.compile(POLICY).to_bytes()
+    assert _upload(api, data)["report"]["format"] == "plan"
+
+
+@pytest.mark.parametrize("what,payload,status,message", [
+    ("random bytes", os.urandom(3000), 422, "not a readable ONNX model"),
+    ("empty", b"", 400, "empty upload"),
+    ("a broken plan", b"NNOSPLAN" + bytes(100), 400, "not a valid plan"),
+])
+def test_bad_uploads_are_refused_and_nothing_is_stored(api, what, payload, status, message):
+    before = set(ModelStore(api.data).ids())
+    r = api.client.post("/v1/models", content=payload)
+    assert r.status_code == status and message in r.json()["detail"], r.text
+    assert set(ModelStore(api.data).ids()) == before
+
+
+def test_oversize_upload_is_refused(api):
+    r = api.client.post("/v1/models", content=b"\x01" * (5 << 20))
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+
+
+def test_hostile_archives(api):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("../../etc/evil.onnx", b"x")
+    r = api.client.post("/v1/models", content=buf.getvalue())
+    assert r.status_code == 400 and "unsafe path" in r.json()["detail"]
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("model.onnx", b"\0" * (300 << 20))          # 300 MiB of zeros, ~300 KiB zipped
+    r = api.client.post("/v1/models", content=bomb.getvalue())
+    assert r.status_code == 413 and "expands past" in r.json()["detail"]
+    tbuf = io.BytesIO()
+    with tarfile.open(fileobj=tbuf, mode="w") as t:
+        info = tarfile.TarInfo("model.onnx")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        t.addfile(info)
+    r = api.client.post("/v1/models", content=tbuf.getvalue())
+    assert r.status_code == 400 and "link or device" in r.json()["detail"]
+
+
+def test_unsupported_op_and_board_mismatch(api, tmp_path, zoo):
+    m = model([helper.make_node("Erf", ["obs"], ["action"], name="the_erf")], [vi("obs", [1, 4])], [vi("action", [1, 4])])
+    p = tmp_path / "erf.onnx"
+    onnx.save(m, str(p))
+    r = api.client.post("/v1/models", content=p.read_bytes())
+    assert r.status_code == 422 and "node 'the_erf' (op Erf): unsupported op" in r.json()["detail"]
+    r = api.client.post("/v1/models", content=open(zoo["mlp_s"], "rb").read())
+    assert r.status_code == 422 and "does not fit the board" in r.json()["detail"] and "cartpole-sim.toml:" in r.json()["detail"]
+
+
+def test_kserve_metadata_and_inference_match_the_plan(api):
+    mid = _upload(api, open(POLICY, "rb").read())["id"]
+    meta = api.client.get(f"/v2/models/{mid}").json()
+    assert meta["inputs"] == [{"name": "obs", "datatype": "FP32", "shape": [1, 4]}]
+    assert api.client.get(f"/v2/models/{mid}/ready").json()["ready"]
+    obs = rand(1, 4, seed=3)
+    r = api.client.post(f"/v2/models/{mid}/infer", json={"id": "r1", "inputs": [
+        {"name": "obs", "shape": [1, 4], "datatype": "FP32", "data": obs.reshape(-1).tolist()}]})
+    assert r.status_code == 200, r.text
+    out = r.json()["outputs"][0]
+    ref = nnos.compile(POLICY)({"obs": obs})["action"]
+    assert out["name"] == "action" and out["shape"] == [1, 1] and np.allclose(out["data"], ref.reshape(-1), rtol=1e-6)
+    assert r.json()["id"] == "r1" and r.json()["model_version"] == mid
+    bad = api.client.post(f"/v2/models/{mid}/infer", json={"inputs": [
+        {"name": "obs", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]})
+    assert bad.status_code == 400 and "expected [1, 4]" in bad.json()["detail"]
+    assert api.client.post(f"/v2/models/{mid}/infer", content=b"{not json").status_code == 422
+    assert api.client.get("/v2/models/" + "0" * 64).status_code == 404
+
+
+def test_delete_refuses_the_active_model(api):
+    mid = _upload(api, open(POLICY, "rb").read())["id"]
+    ModelStore(api.data).activate(mid, "test")
+    r = api.client.delete(f"/v1/models/{mid}")
+    assert r.status_code == 409 and "is active" in r.json()["detail"]
+    assert api.client.delete("/v1/models/" + "f" * 64).status_code == 404
+    assert api.client.get("/v1/models/nope").status_code == 404
+
+
+def test_state_without_a_loop(api):
+    st = api.client.get("/v1/status").json()
+    assert st["loop"]["mode"] == "down" and st["board"]["name"] == "cartpole-sim"
+    m = api.client.get("/metrics")
+    assert m.status_code == 200 and "nnos_loop_up 0.0" in m.text
+    cfg = api.client.get("/v1/config").json()
+    assert cfg["outputs"][0]["channel"] == "cartpole.force" and cfg["rate_hz"] == 50
+    r = api.client.post("/v1/models/" + "a" * 64 + "/activate")
+    assert r.status_code == 404
