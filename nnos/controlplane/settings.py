@@ -46,7 +46,7 @@ def ensure_token(data: str) -> tuple[str, bool]:
             return token, False
     except FileNotFoundError:
         pass
-    token = secrets.token_urlsafe(32)
+    token = "nnos_" + secrets.token_urlsafe(32)    # never starts with '-' (a CLI would read an option)
     os.makedirs(data, exist_ok=True)
     atomic_write(path, (token + "\n").encode(), mode=0o600)
     return token, True

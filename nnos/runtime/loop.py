@@ -59,6 +59,7 @@ class Loop:
         self.probation_fault = ""
         self.jobs: deque = deque()
         self.waiting: dict[str, tuple] = {}          # job name -> (reply address, request id)
+        self.previous_id: str | None = None
         self.lost: set[str] = set()
         self.reconnecting: set[str] = set()
         self.stop = False
@@ -86,6 +87,7 @@ class Loop:
 
     # --- models ------------------------------------------------------------------------------
     def load_initial(self) -> None:
+        self.previous_id = self.store.state()["previous"]
         for mid, role in self.store.startup_order():
             try:
                 self.active = Slot(mid, self.store.load(mid), self.board, self.devices, self.cfg.backend)
@@ -99,9 +101,9 @@ class Loop:
         self.log("loop: no loadable model; idling in failsafe (actuators at their safe values)")
 
     def _publish_models(self) -> None:
-        st = self.store.state()
+        """Model ids into telemetry (memory only: no file is touched inside a tick)."""
         self.tel.text("active", self.active.id if self.active else "")
-        self.tel.text("previous", st["previous"] or "")
+        self.tel.text("previous", self.previous_id or "")
         self.tel.text("shadow", self.shadow.id if self.shadow else "")
 
     # --- one tick ----------------------------------------------------------------------------
@@ -236,12 +238,18 @@ class Loop:
         self._answer("activate", {"ok": False, "outcome": "rolled back", "model": bad.id, "reason": reason})
 
     def _commit(self) -> None:
+        """Probation passed. The store is written (fsync) by a job in the slack, not in this tick."""
         self.probation_end = -1
-        new, self.fallback = self.active, None
-        st = self.store.activate(new.id, "passed probation")
-        self.log(f"loop: model {new.id[:12]} passed probation and is active")
+        new, old, self.fallback = self.active, self.fallback, None
+        self.previous_id = old.id if old is not None else self.previous_id
         self._publish_models()
-        self._answer("activate", {"ok": True, "outcome": "active", "model": new.id, "previous": st["previous"]})
+        self.jobs.append(("commit", self._commit_job(new.id)))
+
+    def _commit_job(self, mid: str):
+        yield
+        st = self.store.activate(mid, "passed probation")
+        self.log(f"loop: model {mid[:12]} passed probation and is active")
+        self._answer("activate", {"ok": True, "outcome": "active", "model": mid, "previous": st["previous"]})
 
     def _run_shadow(self) -> None:
         sh, act = self.shadow, self.active

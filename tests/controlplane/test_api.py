@@ -34,6 +34,7 @@ def test_health_is_open_everything_else_needs_the_token(api):
 
 
 def test_token_file_is_private_and_printed_only_at_first_start(api, tmp_path):
+    assert api.token.startswith("nnos_")     # regression: a token starting with '-' broke `nnos ctl --token X`
     st = os.stat(os.path.join(api.data, "token"))
     assert stat.S_IMODE(st.st_mode) == 0o600
     assert api.token in open(api.stderr_path).read()
