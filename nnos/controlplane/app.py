@@ -33,6 +33,7 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(kserve.router)
     app.include_router(device.router)
+    app.include_router(device.ws_router)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):

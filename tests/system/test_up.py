@@ -153,6 +153,19 @@ def test_control_plane_manages_models_of_the_running_loop(tmp_path):
         devs = c.get("/v1/devices").json()["devices"]
         assert devs[0]["name"] == "cartpole" and not devs[0]["lost"]
         assert any("ticking at 50 Hz" in line for line in c.get("/v1/logs", params={"process": "loop"}).json()["lines"])
+        # the live telemetry stream (WebSocket), decimated to the rate the client asks for
+        from websockets.exceptions import ConnectionClosed, InvalidStatus
+        from websockets.sync.client import connect
+        import json
+        ws_url = f"ws://127.0.0.1:{port}/v1/telemetry?hz=20"
+        with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+            msgs = [json.loads(ws.recv(timeout=5)) for _ in range(5)]
+        ticks = [m["tick"] for m in msgs]
+        assert ticks == sorted(ticks) and len(set(ticks)) == 5 and msgs[0]["mode"] == "running"
+        assert len(msgs[0]["inputs"]) == 4 and len(msgs[0]["outputs"]) == 1
+        with pytest.raises((ConnectionClosed, InvalidStatus)):       # refused: HTTP 403 before the upgrade
+            with connect(ws_url + "&token=wrong") as ws:
+                ws.recv(timeout=5)
         # the client CLI, as a user would run it
         out = subprocess.run([sys.executable, "-m", "nnos.cli", "ctl", "status", "--url", url, "--token", token],
                              capture_output=True, text=True, cwd=ROOT, timeout=60)

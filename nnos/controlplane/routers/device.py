@@ -5,7 +5,10 @@ import os
 import time
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException
+import asyncio
+import secrets
+
+from fastapi import APIRouter, Depends, HTTPException, WebSocket, WebSocketDisconnect
 from fastapi.responses import PlainTextResponse, Response
 
 from ..deps import ask_loop, require_token, state, telemetry
@@ -100,3 +103,43 @@ def config(st=Depends(state)):
                         "scale": i.scale.tolist(), "offset": i.offset.tolist()} for i in b.inputs],
             "outputs": [{"tensor": o.tensor, "channel": f"{o.device}.{o.channel}", "scale": o.scale.tolist(),
                          "offset": o.offset.tolist(), "clamp": [o.lo, o.hi], "max_step": o.max_step} for o in b.outputs]}
+
+
+ws_router = APIRouter(tags=["device"])
+
+
+@ws_router.websocket("/v1/telemetry")
+async def telemetry_stream(ws: WebSocket, hz: float = 10.0):
+    """Decimated tick records at ``hz`` (0.1–100) per second. The token comes as the
+    Authorization header or, for browsers, the ``token`` query parameter."""
+    st = ws.app.state
+    header = ws.headers.get("authorization", "")
+    given = header[7:] if header.lower().startswith("bearer ") else ws.query_params.get("token", "")
+    if not secrets.compare_digest(given.encode(), st.token.encode()):
+        await ws.close(code=1008)
+        return
+    await ws.accept()
+    hz = min(max(hz, 0.1), 100.0)
+    last = None
+    try:
+        while True:
+            r = telemetry(st)
+            if r is None:
+                await ws.send_json({"mode": "down"})
+            else:
+                try:
+                    c = r.counters()
+                    recs = r.records(1)
+                finally:
+                    r.close()
+                if len(recs) and recs["tick"][0] != last:
+                    x = recs[0]
+                    last = x["tick"]
+                    await ws.send_json({"tick": int(x["tick"]), "mode": c["mode"], "lateness_us": int(x["lateness_ns"]) / 1000,
+                                        "compute_us": int(x["compute_ns"]) / 1000,
+                                        "inputs": x["inputs"][:int(x["n_in"])].tolist(),
+                                        "outputs": x["outputs"][:int(x["n_out"])].tolist(),
+                                        "failsafe_reason": c["failsafe_reason"] or None, "active": c["active"]})
+            await asyncio.sleep(1.0 / hz)
+    except WebSocketDisconnect:
+        return
