@@ -124,6 +124,20 @@ def cmd_up(a):
     up(a.board or DEFAULT_BOARD, a.data, a.duration, not a.no_status)
 
 
+def cmd_keygen(a):
+    from .signing import keygen
+    print(f"private key {a.out} (mode 0600), public key {keygen(a.out)}: copy the .pub into DATA/trusted_keys/")
+
+
+def cmd_sign(a):
+    from .signing import sign
+    with open(a.file, "rb") as f:
+        sig = sign(f.read(), a.key)
+    with open(a.file + ".sig", "w") as f:
+        f.write(sig + "\n")
+    print(f"{a.file}.sig: send it as the X-Nnos-Signature header (nnos ctl push does)")
+
+
 def cmd_flags(a):
     from .flags import REGISTRY
     for f in REGISTRY.values():
@@ -160,6 +174,13 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--duration", type=float, help="stop after this many seconds")
     u.add_argument("--no-status", action="store_true", help="no live status line")
     u.set_defaults(fn=cmd_up)
+    k = sub.add_parser("keygen", help="make an Ed25519 key pair for signing models")
+    k.add_argument("--out", required=True)
+    k.set_defaults(fn=cmd_keygen)
+    sg = sub.add_parser("sign", help="sign a model file (writes FILE.sig)")
+    sg.add_argument("file")
+    sg.add_argument("--key", required=True)
+    sg.set_defaults(fn=cmd_sign)
     from .ctl import add_parser as add_ctl
     add_ctl(sub)
     f = sub.add_parser("flags", help="list the environment flags nnos reads")

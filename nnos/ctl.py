@@ -44,7 +44,11 @@ def run(a) -> None:
                 _show(c.get("/v1/models"))
             elif a.action == "push":
                 with open(a.arg, "rb") as f:
-                    _show(c.post("/v1/models", content=f.read()))
+                    body = f.read()
+                headers = {}
+                if os.path.exists(a.arg + ".sig"):              # made by `nnos sign`
+                    headers["X-Nnos-Signature"] = open(a.arg + ".sig").read().strip()
+                _show(c.post("/v1/models", content=body, headers=headers))
             elif a.action == "activate":
                 _show(c.post(f"/v1/models/{a.arg}/activate"))
             elif a.action == "rollback":

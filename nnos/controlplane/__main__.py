@@ -27,8 +27,9 @@ def main(argv=None) -> int:
               file=sys.stderr, flush=True)
     import uvicorn
     from .app import create_app
-    app = create_app(Settings(a.data, a.board, a.host, a.port, max_upload_bytes=int(a.max_upload_mb * (1 << 20))),
-                     token)
+    from .. import flags
+    app = create_app(Settings(a.data, a.board, a.host, a.port, max_upload_bytes=int(a.max_upload_mb * (1 << 20)),
+                              require_signed=flags.REQUIRE_SIGNED.get()), token)
     uvicorn.run(app, host=a.host, port=a.port, log_level="warning", access_log=False)
     return 0
 

@@ -18,6 +18,7 @@ class Settings:
     max_unpacked_bytes: int = 256 << 20       # what an archive may expand to
     max_members: int = 64
     activate_timeout_s: float = 120.0
+    require_signed: bool = False
 
     @property
     def run(self) -> str:

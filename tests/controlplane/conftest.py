@@ -25,14 +25,14 @@ def free_port() -> int:
 
 
 class Api:
-    def __init__(self, data, max_upload_mb=4.0):
+    def __init__(self, data, max_upload_mb=4.0, env=None):
         self.data, self.port = str(data), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.stderr_path = os.path.join(self.data, "api.stderr")
         os.makedirs(self.data, exist_ok=True)
         self.proc = subprocess.Popen([sys.executable, "-m", "nnos.controlplane", "--data", self.data, "--board", BOARD,
                                       "--port", str(self.port), "--max-upload-mb", str(max_upload_mb)], cwd=ROOT,
-                                     stderr=open(self.stderr_path, "w"))
+                                     stderr=open(self.stderr_path, "w"), env=dict(os.environ, **(env or {})))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

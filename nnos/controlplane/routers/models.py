@@ -43,11 +43,21 @@ async def upload(req: Request, st=Depends(state)):
                 f.write(chunk)
         if size == 0:
             raise HTTPException(400, "empty upload: send the model file as the request body")
+        if st.settings.require_signed:
+            from ...signing import SignatureError, trusted_keys, verify
+            with open(path, "rb") as f:
+                blob = f.read()
+            try:
+                signer = verify(blob, req.headers.get("x-nnos-signature"), trusted_keys(st.settings.data))
+            except SignatureError as e:
+                raise HTTPException(403, str(e)) from e
         async with st.intake_lock:                       # one compile at a time, off the event loop
             try:
                 data, report = await run_in_threadpool(process, path, st.board, st.settings)
             except IntakeError as e:
                 raise HTTPException(e.status, e.message) from e
+        if st.settings.require_signed:
+            report["signed_by"] = signer
         mid = st.store.put(data, report)
         return {"id": mid, "report": report}
     finally:
