@@ -32,8 +32,8 @@ def ask_loop(st, msg: dict, timeout: float = 10.0) -> dict:
     st.request_id += 1
     try:
         return loop_request(st.settings.socket, dict(msg, id=st.request_id), timeout=timeout)
-    except ControlError as e:
-        raise HTTPException(503, f"the loop is not reachable: {e}") from e
+    except ControlError as e:        # a state of the device, not a server fault: 409, never a 5xx
+        raise HTTPException(409, f"the loop is not running or not answering: {e}") from e
 
 
 def telemetry(st) -> TelemetryReader | None:

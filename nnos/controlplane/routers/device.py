@@ -70,10 +70,13 @@ def metrics(st=Depends(state)):
 
 @router.get("/v1/devices")
 def devices(st=Depends(state)):
-    loop = ask_loop(st, {"cmd": "status"}, 5.0)
+    try:
+        loop = ask_loop(st, {"cmd": "status"}, 5.0)
+    except HTTPException:
+        loop = None                                   # the loop is down: devices are listed anyway
     out = []
     for d in st.board.devices:
-        out.append({"name": d.name, "driver": d.driver, "lost": d.name in loop.get("lost", []),
+        out.append({"name": d.name, "driver": d.driver, "lost": None if loop is None else d.name in loop.get("lost", []),
                     "find": {"path": d.path, "usb": d.usb or None, "simulator": d.simulator},
                     "channels": [{"name": c.name, "kind": c.kind, "shape": list(c.shape), "range": [c.lo, c.hi],
                                   "units": c.units, **({"safe": c.safe} if c.kind == "actuator" else
