@@ -22,6 +22,7 @@ as_root() {
 DEBIAN_PACKAGES=(
     umockdev gir1.2-umockdev-1.0 python3-gi   # hotplug tests: udev device records in a testbed
     rt-tests stress-ng                         # loop benchmark: cyclictest as the floor, load
+    chromium                                   # dashboard test: a real headless browser
 )
 
 debian_packages() {

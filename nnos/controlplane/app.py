@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from hardware.board import load_board
 
@@ -34,6 +35,14 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
     app.include_router(kserve.router)
     app.include_router(device.router)
     app.include_router(device.ws_router)
+
+    page = (Path(__file__).parent / "static" / "dashboard.html").read_text()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def dashboard():
+        """The dashboard: one self-contained page (no build step, no CDN). It holds no data of
+        its own; everything it shows comes from the token-protected API."""
+        return page
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):

@@ -31,7 +31,9 @@ def provision(board, store: ModelStore) -> None:
     from ..compiler import compile
     plan = compile(board.model)
     board.check_plan(plan)
-    mid = store.put(plan.to_bytes(), {"source": board.model, "provisioned": True})
+    from ..controlplane.intake import measure
+    mid = store.put(plan.to_bytes(), {"format": "onnx (the board's default)", "source": board.model,
+                                      "provisioned": True, "latency": measure(plan), "ops": plan.meta["ops"]})
     store.activate(mid, f"provisioned from the board's default model {os.path.basename(board.model)}")
     log(f"supervisor: provisioned {os.path.basename(board.model)} as model {mid[:12]}")
 

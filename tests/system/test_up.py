@@ -176,3 +176,52 @@ def test_control_plane_manages_models_of_the_running_loop(tmp_path):
         c.close()
     finally:
         up.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not any(os.path.exists(p) for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser")),
+                    reason="chromium is not installed (./build.sh installs it)")
+def test_dashboard_in_a_real_browser(tmp_path):
+    """Headless Chromium (Debian's, driven by Playwright): the page loads, the plots move, and a
+    button activates a model on the running loop."""
+    import httpx
+    from playwright.sync_api import sync_playwright
+    from tests.controlplane.conftest import free_port
+    from tests.runtime.conftest import policy_variant
+    port = free_port()
+    up = Up(tmp_path / "data", api_port=port)
+    try:
+        up.wait_for(_running)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(url + "/v2/health/live", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        token = open(os.path.join(up.data, "token")).read().strip()
+        variant = policy_variant(tmp_path, "v", scale=0.95)
+        mid = httpx.post(url + "/v1/models", content=open(variant, "rb").read(),
+                         headers={"Authorization": f"Bearer {token}"}, timeout=120).json()["id"]
+        exe = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else "/usr/bin/chromium-browser"
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=exe, headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                              "--disable-component-update", "--disable-sync", "--no-first-run"])
+            page = browser.new_page()
+            page.goto(f"{url}/?token={token}")
+            page.wait_for_function("document.body.dataset.mode === 'running'", timeout=15000)
+            page.wait_for_function("+document.body.dataset.points > 10", timeout=15000)
+            first = int(page.evaluate("document.body.dataset.lastTick"))
+            shot1 = page.locator("#plot-late").screenshot()
+            page.wait_for_function(f"+document.body.dataset.lastTick > {first + 20}", timeout=15000)
+            assert page.locator("#plot-late").screenshot() != shot1            # the plot moved
+            page.wait_for_selector(f"button[data-act='{mid}']", timeout=15000)
+            page.click(f"button[data-act='{mid}']")
+            page.wait_for_function("document.getElementById('msg').textContent === 'active'", timeout=60000)
+            page.wait_for_function(f"document.body.dataset.active === '{mid}'", timeout=15000)
+            page.screenshot(path=os.environ.get("NNOS_DASHBOARD_PNG", os.path.join(up.data, "dashboard.png")))
+            browser.close()
+    finally:
+        up.stop()
