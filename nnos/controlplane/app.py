@@ -14,7 +14,7 @@ from hardware.board import load_board
 
 from .. import __version__
 from ..store import ModelStore
-from .routers import device, kserve, models
+from .routers import device, jobs, kserve, models
 from .settings import Settings, ensure_token
 
 
@@ -30,8 +30,10 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
     st.plans, st.plans_lock = {}, threading.Lock()
     st.intake_lock = asyncio.Lock()
     st.request_id = 0
+    st.jobs, st.job_tasks = {}, set()
     app.include_router(kserve.health)
     app.include_router(models.router)
+    app.include_router(jobs.router)
     app.include_router(kserve.router)
     app.include_router(device.router)
     app.include_router(device.ws_router)

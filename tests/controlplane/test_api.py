@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 import stat
 import tarfile
 import zipfile
@@ -175,3 +176,28 @@ def test_state_without_a_loop(api):
     assert cfg["outputs"][0]["channel"] == "cartpole.force" and cfg["rate_hz"] == 50
     r = api.client.post("/v1/models/" + "a" * 64 + "/activate")
     assert r.status_code == 404
+
+
+def test_long_operations_report_progress(api):
+    r = api.client.post("/v1/models", params={"wait": "false"}, content=open(POLICY, "rb").read())
+    assert r.status_code == 202 and r.json()["state"] == "running"
+    job_url = r.json()["progress"]
+    steps = set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        j = api.client.get(job_url).json()
+        steps.add(j["step"])
+        if j["state"] != "running":
+            break
+        time.sleep(0.01)
+    assert j["state"] == "done" and len(j["result"]["id"]) == 64, j
+    history = [x["step"] for x in j["steps"]]
+    assert history == ["queued", "waiting for the compiler", "reading", "compiling", "checking against the board",
+                       "verifying", "measuring", "storing", "done"]
+    bad = api.client.post("/v1/models", params={"wait": "false"}, content=os.urandom(500))
+    deadline = time.monotonic() + 30
+    while api.client.get(bad.json()["progress"]).json()["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    failed = api.client.get(bad.json()["progress"]).json()
+    assert failed["state"] == "failed" and failed["error"]["status"] == 422
+    assert api.client.get("/v1/jobs/999999").status_code == 404

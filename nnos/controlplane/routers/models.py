@@ -6,10 +6,11 @@ import asyncio
 import os
 import tempfile
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from ...store import StoreError
+from . import jobs
 from ..deps import ask_loop, require_token, state
 from ..intake import IntakeError, process
 
@@ -24,9 +25,10 @@ def _summary(st, mid: str) -> dict:
 
 
 @router.post("/models", status_code=201, summary="Upload an .onnx, an .onnx with external data (zip/tar), or a plan")
-async def upload(req: Request, st=Depends(state)):
+async def upload(req: Request, response: Response, wait: bool = True, st=Depends(state)):
     """The body is the file itself (any Content-Type). Streamed to disk under the size cap, then
-    compiled, verified on sample inputs, measured on this device and stored atomically."""
+    compiled, verified on sample inputs, measured on this device and stored atomically.
+    ``wait=false``: 202 at once with a job whose steps /v1/jobs/{id} reports."""
     limit = st.settings.max_upload_bytes
     declared = req.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -51,13 +53,31 @@ async def upload(req: Request, st=Depends(state)):
                 signer = verify(blob, req.headers.get("x-nnos-signature"), trusted_keys(st.settings.data))
             except SignatureError as e:
                 raise HTTPException(403, str(e)) from e
+        signed_by = signer if st.settings.require_signed else None
+        if not wait:
+            kept, path = path, None                      # the job owns the file now
+            response.status_code = 202
+            return jobs.start(st, "upload", lambda job: _intake(st, kept, signed_by, job))
+        return await _intake(st, path, signed_by, None)
+    finally:
+        if path and os.path.exists(path):
+            os.unlink(path)
+
+
+async def _intake(st, path: str, signed_by, job) -> dict:
+    def progress(step):
+        if job is not None:
+            job.step = step
+    try:
         async with st.intake_lock:                       # one compile at a time, off the event loop
+            progress("waiting for the compiler")
             try:
-                data, report = await run_in_threadpool(process, path, st.board, st.settings)
+                data, report = await run_in_threadpool(process, path, st.board, st.settings, progress)
             except IntakeError as e:
                 raise HTTPException(e.status, e.message) from e
-        if st.settings.require_signed:
-            report["signed_by"] = signer
+        if signed_by:
+            report["signed_by"] = signed_by
+        progress("storing")
         mid = st.store.put(data, report)
         return {"id": mid, "report": report}
     finally:
@@ -89,18 +109,28 @@ def delete_model(model_id: str, st=Depends(state)):
 
 
 @router.post("/models/{model_id}/activate")
-async def activate(model_id: str, probation_s: float = 2.0, st=Depends(state)):
-    """Admission on the device, a hitless swap, probation; answers with the outcome."""
+async def activate(model_id: str, response: Response, probation_s: float = 2.0, wait: bool = True,
+                   st=Depends(state)):
+    """Admission on the device, a hitless swap, probation; answers with the outcome
+    (``wait=false``: 202 with a job to follow)."""
     if model_id not in st.store.ids():
         raise HTTPException(404, f"no model {model_id}")
     if not 0 <= probation_s <= 600:
         raise HTTPException(422, "probation_s must be between 0 and 600")
-    reply = await run_in_threadpool(ask_loop, st, {"cmd": "activate", "model": model_id, "probation_s": probation_s},
-                                    st.settings.activate_timeout_s)
-    if not reply.get("ok"):
-        raise HTTPException(409, {"outcome": reply.get("outcome"), "reason": reply.get("reason") or reply.get("error"),
-                                  "latency": reply.get("latency")})
-    return reply
+
+    async def go(job):
+        if job is not None:
+            job.step = "admission, swap and probation on the loop"
+        reply = await run_in_threadpool(ask_loop, st, {"cmd": "activate", "model": model_id,
+                                                       "probation_s": probation_s}, st.settings.activate_timeout_s)
+        if not reply.get("ok"):
+            raise HTTPException(409, {"outcome": reply.get("outcome"),
+                                      "reason": reply.get("reason") or reply.get("error"), "latency": reply.get("latency")})
+        return reply
+    if not wait:
+        response.status_code = 202
+        return jobs.start(st, "activate", go)
+    return await go(None)
 
 
 @router.post("/models/{model_id}/shadow")
