@@ -18,6 +18,12 @@ class SerialTransport:
         except (serial.SerialException, OSError, ValueError) as e:
             raise TransportError(self.name, f"cannot open serial port {port}: {e}") from e
         self.fd = self.s.fileno()
+        try:
+            os.set_blocking(self.fd, False)     # pyserial opens with O_NONBLOCK already; make sure
+        except OSError:
+            pass
+        self._pending = bytearray()
+        self.dropped = 0                      # queued bytes dropped because the device did not read
 
     def read_some(self, n: int, timeout: float) -> bytes:
         try:
@@ -50,6 +56,25 @@ class SerialTransport:
                 select.select([], [self.fd], [], 0.01)
             except OSError as e:
                 raise TransportError(self.name, f"write to {self.port} failed: {e}") from e
+
+    def write_nowait(self, data: bytes, cap: int = 4096) -> bool:
+        """Queue ``data`` and write what the port takes now, never waiting (the loop's path).
+        What the port cannot take yet stays queued (bounded by ``cap``: beyond it the queue is
+        dropped, and the receiver resynchronises at the next delimiter). False if dropped."""
+        self._pending += data
+        ok = True
+        if len(self._pending) > cap:
+            self._pending = bytearray(data)
+            self.dropped += 1
+            ok = False
+        try:
+            n = os.write(self.fd, self._pending)
+            del self._pending[:n]
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            raise TransportError(self.name, f"write to {self.port} failed: {e}") from e
+        return ok
 
     def close(self) -> None:
         try:

@@ -126,7 +126,7 @@ class NnosSerialDevice(Device):
         self._require_open()
         now = time.monotonic()
         if now - self._last_tx >= self.heartbeat_s:
-            self.link.send(fr.FrameType.HEARTBEAT, fr.TS.pack(int(now * 1e6)))
+            self.link.send(fr.FrameType.HEARTBEAT, fr.TS.pack(int(now * 1e6)), wait=False)
             self._last_tx = now
         new = 0
         frames, self._pending = self._pending + self.link.poll(0.0 if self._pending else timeout), []
@@ -163,7 +163,7 @@ class NnosSerialDevice(Device):
     def flush(self, ref_timestamp_us: int = 0) -> None:
         self._require_open()
         entries = [(self._out_ids[n], v) for n, v in self.commands.items()]
-        self.link.send(fr.FrameType.ACTUATE, fr.values_payload(ref_timestamp_us, entries))
+        self.link.send(fr.FrameType.ACTUATE, fr.values_payload(ref_timestamp_us, entries), wait=False)
         self._last_tx = time.monotonic()
 
     def write(self, channel: str, values) -> None:

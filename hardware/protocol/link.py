@@ -29,6 +29,7 @@ class LinkStats:
     unknown_type: int = 0
     seq_gaps: int = 0          # frames the peer sent that never arrived (from sequence numbers)
     garbage_bytes: int = 0     # bytes thrown away by any of the above
+    tx_dropped: int = 0        # frames we could not hand to a device that stopped reading
 
     def faults(self) -> int:
         return self.crc_errors + self.cobs_errors + self.short_frames + self.oversize + self.unknown_type
@@ -47,10 +48,16 @@ class Link:
         self._rx_seq: int | None = None
 
     # --- sending -----------------------------------------------------------------------------
-    def send(self, ftype: int, payload: bytes = b"") -> None:
+    def send(self, ftype: int, payload: bytes = b"", wait: bool = True) -> None:
+        """``wait=False``: never block (a frame the device cannot take now is queued, and
+        dropped if the queue overflows): what a fixed-rate loop needs."""
         data = cobs_encode(encode_frame(ftype, self._tx_seq, payload)) + b"\x00"
         self._tx_seq = (self._tx_seq + 1) & 0xFF
-        self.t.write(data)
+        if not wait and hasattr(self.t, "write_nowait"):
+            if not self.t.write_nowait(data):
+                self.stats.tx_dropped += 1
+        else:
+            self.t.write(data)
         self.stats.frames_out += 1
         self.stats.bytes_out += len(data)
 

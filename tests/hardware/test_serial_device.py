@@ -135,3 +135,19 @@ def test_garbage_flood_from_device_is_survived(device_side):
         assert dev.latest("cart").count >= n0 + 50, st
         assert st["garbage_bytes"] > 0 and st["crc_errors"] + st["cobs_errors"] + st["oversize"] + st["short_frames"] > 0
         assert t_max < 0.5
+
+
+def test_flush_never_blocks_when_the_device_stops_reading(device_side):
+    """Regression: a device that stopped reading filled the pty and blocked the loop's write."""
+    side = device_side()
+    with NnosSerialDevice("cartpole", side.port, expected=EXPECTED) as dev:
+        _wait_samples(dev, 2)
+        side._stop.set()                      # the device hangs: nobody reads its end any more
+        side.thread.join(2)
+        worst = 0.0
+        for _ in range(3000):
+            t0 = time.monotonic()
+            dev.flush()
+            worst = max(worst, time.monotonic() - t0)
+        assert worst < 0.005, f"a flush took {worst * 1000:.1f} ms"
+        assert dev.link.stats.tx_dropped > 0
