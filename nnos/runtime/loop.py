@@ -65,8 +65,7 @@ class Loop:
         self.stop = False
         self.tick_no = 0
         self.model_gen = 0
-        self.stale = [(f"{d.name}.{c.name}", devices[d.name].samples[c.name], d.stale_ms[c.name] / 1000.0)
-                      for d in board.devices for c in d.channels if c.kind == SENSOR and d.name in devices]
+        self.stale = self._stale_table(board)
         self.tel.set("rate_mhz", int(board.rate_hz * 1000))
         self.tel.set("period_ns", self.period)
         self.tel.set("budget_ns", self.budget)
@@ -74,6 +73,10 @@ class Loop:
         self._zero_in = np.zeros(1, np.float32)
         self._shown_reason = ""
         self.watchdog_fd = None
+
+    def _stale_table(self, board) -> list:
+        return [(f"{d.name}.{c.name}", self.devices[d.name].samples[c.name], d.stale_ms[c.name] / 1000.0)
+                for d in board.devices for c in d.channels if c.kind == SENSOR and d.name in self.devices]
 
     def arm_watchdog(self, path: str) -> None:
         """Pet a hardware watchdog (/dev/watchdog) every tick: if the loop ever stops, the board
@@ -304,6 +307,10 @@ class Loop:
                 self.lost.add(name)
                 self._reconnect_later(name)
             return {"ok": True}
+        if cmd == "reload_board":
+            self.waiting["reload_board"] = (addr, rid)
+            self.jobs.append(("reload_board", self._reload_board_job()))
+            return None
         if cmd == "release":
             self.safety.request_release()
             return {"ok": True, "failsafe": self.safety.active}
@@ -343,6 +350,36 @@ class Loop:
         if "probation_s" in msg:
             self.cfg.probation_s = float(msg["probation_s"])
         self.pending = slot
+
+    def _reload_board_job(self):
+        """The board file changed (bindings, clamps, rate, failsafe rule): rebind the running
+        model in the slack and switch at a tick boundary. Devices and channels must not change."""
+        from hardware.board import load_board
+        try:
+            board = load_board(self.board.path)
+            same = [(d.name, d.driver, [(c.name, c.kind, c.shape) for c in d.channels]) for d in board.devices]
+            now = [(d.name, d.driver, [(c.name, c.kind, c.shape) for c in d.channels]) for d in self.board.devices]
+            if same != now:
+                raise NnosError("devices or channels differ from the running board: that needs a restart")
+            safety = SafetyConfig.from_board(board.failsafe)
+            period = period_ns(board.rate_hz)
+            yield
+            slot = Slot(self.active.id, self.active.plan, board, self.devices, self.cfg.backend) if self.active else None
+        except (NnosError, HardwareError, ValueError) as e:
+            self._answer("reload_board", {"ok": False, "reason": str(e)})
+            return
+        self.board, self.safety.cfg = board, safety
+        self.stale = self._stale_table(board)
+        if period != self.period:
+            self.period, self.budget = period, int(period * self.cfg.budget_fraction)
+            self.new_rate = board.rate_hz
+            self.tel.set("rate_mhz", int(board.rate_hz * 1000))
+            self.tel.set("period_ns", period)
+            self.tel.set("budget_ns", self.budget)
+        if slot is not None:
+            self.active = slot                    # same plan, new bindings: takes effect next tick
+        self.log(f"loop: board {board.name} reloaded ({board.rate_hz:g} Hz)")
+        self._answer("reload_board", {"ok": True, "rate_hz": board.rate_hz})
 
     def _shadow_job(self, mid: str):
         try:
@@ -384,7 +421,12 @@ class Loop:
         end = None if duration_s is None else now_ns() + int(duration_s * NS_PER_S)
         if server is not None:
             self.on_answer = server.reply
+        self.new_rate = None
         while not self.stop and (end is None or now_ns() < end):
+            if self.new_rate:                      # a reloaded board changed the rate
+                keeper = RateKeeper(self.new_rate, spin_ns=self.cfg.spin_us * 1000)
+                self._gc_every = max(1, int(NS_PER_S // self.period))
+                self.new_rate = None
             late = keeper.wait()
             self.tel.set("misses", keeper.misses)
             if late > self.period // 10:

@@ -27,10 +27,14 @@ def free_port() -> int:
 class Api:
     def __init__(self, data, max_upload_mb=4.0, env=None):
         self.data, self.port = str(data), free_port()
+        os.makedirs(self.data, exist_ok=True)
+        self.board = os.path.join(self.data, "board.toml")       # a copy: PUT /v1/config rewrites it
+        with open(self.board, "w") as f:
+            f.write(open(BOARD).read().replace('model = "models/cartpole/cartpole.onnx"', f'model = "{POLICY}"'))
         self.url = f"http://127.0.0.1:{self.port}"
         self.stderr_path = os.path.join(self.data, "api.stderr")
         os.makedirs(self.data, exist_ok=True)
-        self.proc = subprocess.Popen([sys.executable, "-m", "nnos.controlplane", "--data", self.data, "--board", BOARD,
+        self.proc = subprocess.Popen([sys.executable, "-m", "nnos.controlplane", "--data", self.data, "--board", self.board,
                                       "--port", str(self.port), "--max-upload-mb", str(max_upload_mb)], cwd=ROOT,
                                      stderr=open(self.stderr_path, "w"), env=dict(os.environ, **(env or {})))
         deadline = time.monotonic() + 30

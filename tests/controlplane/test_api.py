@@ -135,7 +135,7 @@ def test_unsupported_op_and_board_mismatch(api, tmp_path, zoo):
     r = api.client.post("/v1/models", content=p.read_bytes())
     assert r.status_code == 422 and "node 'the_erf' (op Erf): unsupported op" in r.json()["detail"]
     r = api.client.post("/v1/models", content=open(zoo["mlp_s"], "rb").read())
-    assert r.status_code == 422 and "does not fit the board" in r.json()["detail"] and "cartpole-sim.toml:" in r.json()["detail"]
+    assert r.status_code == 422 and "does not fit the board" in r.json()["detail"] and "board.toml:" in r.json()["detail"]
 
 
 def test_kserve_metadata_and_inference_match_the_plan(api):
@@ -201,3 +201,21 @@ def test_long_operations_report_progress(api):
     failed = api.client.get(bad.json()["progress"]).json()
     assert failed["state"] == "failed" and failed["error"]["status"] == 422
     assert api.client.get("/v1/jobs/999999").status_code == 404
+
+
+def test_put_config_validates_and_applies_atomically(api):
+    text = open(api.board).read()
+    r = api.client.put("/v1/config", content=text.replace("clamp = [-10.0, 10.0]", "clamp = [-6.0, 6.0]"))
+    assert r.status_code == 200 and "applies when it starts" in r.json()["note"]
+    assert "clamp = [-6.0, 6.0]" in open(api.board).read()
+    assert api.client.get("/v1/config").json()["outputs"][0]["clamp"] == [-6.0, 6.0]
+    good = open(api.board).read()
+    r = api.client.put("/v1/config", content=good.replace('kind = "sensor"', 'kind = "sensr"', 1))
+    assert r.status_code == 422 and "board.toml:" in r.json()["detail"] and "kind must be" in r.json()["detail"]
+    assert open(api.board).read() == good                                   # nothing changed
+    ModelStore(api.data).activate(_upload(api, open(POLICY, "rb").read())["id"], "test")
+    r = api.client.put("/v1/config", content=good.replace('channels = ["cartpole.cart", "cartpole.pole"]',
+                                                          'channels = ["cartpole.cart"]'))
+    assert r.status_code == 422 and "does not fit the active model" in r.json()["detail"]
+    assert api.client.put("/v1/config", content=b"[board\n").status_code == 422
+    assert open(api.board).read() == good

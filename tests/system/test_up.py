@@ -19,9 +19,16 @@ class Up:
     def __init__(self, data, api_port=0):
         self.data = str(data)
         self.api_port = api_port
+        os.makedirs(self.data, exist_ok=True)
+        self.board_path = os.path.join(self.data, "board.toml")      # a copy: PUT /v1/config rewrites it
+        src = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")
+        with open(self.board_path, "w") as f:
+            f.write(open(src).read().replace('model = "models/cartpole/cartpole.onnx"',
+                                             f'model = "{os.path.join(ROOT, "models", "cartpole", "cartpole.onnx")}"'))
         self.log_path = os.path.join(self.data, "up.log")
         os.makedirs(self.data, exist_ok=True)
-        self.proc = subprocess.Popen([sys.executable, "-m", "nnos.cli", "up", "--data", self.data, "--no-status"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "nnos.cli", "up", "--data", self.data, "--no-status",
+                                      "--board", self.board_path],
                                      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "w"),
                                      env=dict(os.environ, NNOS_API_PORT=str(api_port)))
 
@@ -153,6 +160,20 @@ def test_control_plane_manages_models_of_the_running_loop(tmp_path):
         devs = c.get("/v1/devices").json()["devices"]
         assert devs[0]["name"] == "cartpole" and not devs[0]["lost"]
         assert any("ticking at 50 Hz" in line for line in c.get("/v1/logs", params={"process": "loop"}).json()["lines"])
+        # a new board config (twice the rate, tighter clamp) is applied by the running loop
+        board_path = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")
+        cfg = c.get("/v1/config").json()
+        assert cfg["path"] == up.board_path
+        text = open(up.board_path).read()
+        r = c.put("/v1/config", content=text.replace("rate_hz = 50", "rate_hz = 100").replace(
+            "clamp = [-10.0, 10.0]", "clamp = [-9.0, 9.0]"))
+        assert r.status_code == 200 and r.json()["rate_hz"] == 100, r.text
+        t0, n0 = time.monotonic(), c.get("/v1/status").json()["loop"]["ticks"]
+        time.sleep(1.0)
+        st = c.get("/v1/status").json()["loop"]
+        rate = (st["ticks"] - n0) / (time.monotonic() - t0)
+        assert st["rate_hz"] == 100 and 85 < rate < 115 and st["mode"] == "running", (st, rate)
+        assert board_path != up.board_path
         # the live telemetry stream (WebSocket), decimated to the rate the client asks for
         from websockets.exceptions import ConnectionClosed, InvalidStatus
         from websockets.sync.client import connect

@@ -8,7 +8,7 @@ import numpy as np
 import asyncio
 import secrets
 
-from fastapi import APIRouter, Depends, HTTPException, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import PlainTextResponse, Response
 
 from ..deps import ask_loop, require_token, state, telemetry
@@ -146,3 +146,48 @@ async def telemetry_stream(ws: WebSocket, hz: float = 10.0):
             await asyncio.sleep(1.0 / hz)
     except WebSocketDisconnect:
         return
+
+
+@router.put("/v1/config")
+async def put_config(req: Request, st=Depends(state)):
+    """Replace the board config (TOML as the body). Validated first — syntax, every field, the
+    active model's tensors — then written atomically and applied by the loop at a tick
+    boundary. A bad config: 422 naming FILE:LINE and the field; nothing changes."""
+    from fastapi.concurrency import run_in_threadpool
+
+    from hardware.board import load_board
+    from hardware.errors import ConfigError
+
+    from ...fsutil import atomic_write
+    body = await req.body()
+    if len(body) > 256 * 1024:
+        raise HTTPException(413, "a board config is at most 256 KiB")
+    path = st.board.path
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".candidate-" + os.path.basename(path))
+    try:
+        with open(tmp, "wb") as f:
+            f.write(body)
+        try:
+            board = load_board(tmp)
+        except ConfigError as e:
+            raise HTTPException(422, str(e).replace(tmp, os.path.basename(path))) from e
+        active = st.store.state()["active"]
+        if active:
+            try:
+                board.check_plan(st.store.load(active))
+            except ConfigError as e:
+                raise HTTPException(422, f"does not fit the active model: {str(e).replace(tmp, os.path.basename(path))}") from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    old = open(path, "rb").read()
+    atomic_write(path, body)
+    try:
+        reply = await run_in_threadpool(ask_loop, st, {"cmd": "reload_board"}, 30.0)
+    except HTTPException:
+        reply = {"ok": True, "note": "the loop is not running: the new config applies when it starts"}
+    if not reply.get("ok"):
+        atomic_write(path, old)                       # the loop refused it: the old file stays
+        raise HTTPException(422, reply.get("reason"))
+    st.board = board
+    return {"ok": True, "board": board.name, "rate_hz": board.rate_hz, **{k: v for k, v in reply.items() if k == "note"}}
