@@ -275,9 +275,18 @@ class Loop:
     def handle(self, msg: dict, addr) -> dict | None:
         cmd, rid = msg.get("cmd"), msg.get("id")
         if cmd == "status":
+            now = now_ns() / NS_PER_S
+            devices = {}
+            for name, dev in self.devices.items():
+                st = dev.stats() if dev.is_open else {}
+                devices[name] = {
+                    "open": dev.is_open, "lost": name in self.lost,
+                    "faults": {k: v for k, v in st.items() if isinstance(v, int)},
+                    "channels": {c: {"age_s": round(now - s.t_host, 4) if s.t_host else None, "readings": s.count,
+                                     "out_of_range": s.out_of_range} for c, s in dev.samples.items()}}
             return {"ok": True, "failsafe": self.safety.active, "reason": self.safety.reason,
                     "active": self.active.id if self.active else None, "lost": sorted(self.lost),
-                    "shadow": self.shadow.id if self.shadow else None, "tick": self.tick_no}
+                    "shadow": self.shadow.id if self.shadow else None, "tick": self.tick_no, "devices": devices}
         if cmd == "activate":
             if "activate" in self.waiting or self.pending is not None or self.probation_end >= 0:
                 return {"ok": False, "error": "another activation is in progress"}

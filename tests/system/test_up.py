@@ -158,7 +158,10 @@ def test_control_plane_manages_models_of_the_running_loop(tmp_path):
         r = c.post("/v1/rollback")
         assert r.status_code == 200 and c.get("/v1/status").json()["loop"]["active"] == first
         devs = c.get("/v1/devices").json()["devices"]
-        assert devs[0]["name"] == "cartpole" and not devs[0]["lost"]
+        assert devs[0]["name"] == "cartpole" and not devs[0]["lost"] and devs[0]["open"]
+        assert devs[0]["faults"]["crc_errors"] == 0 and devs[0]["faults"]["frames_in"] > 50
+        cart = next(ch for ch in devs[0]["channels"] if ch["name"] == "cart")
+        assert cart["stale"] is False and cart["readings"] > 50 and cart["age_s"] < 0.1
         assert any("ticking at 50 Hz" in line for line in c.get("/v1/logs", params={"process": "loop"}).json()["lines"])
         # a new board config (twice the rate, tighter clamp) is applied by the running loop
         board_path = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")

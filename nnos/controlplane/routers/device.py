@@ -76,11 +76,17 @@ def devices(st=Depends(state)):
         loop = None                                   # the loop is down: devices are listed anyway
     out = []
     for d in st.board.devices:
+        live = (loop or {}).get("devices", {}).get(d.name, {})
+        ch_live = live.get("channels", {})
         out.append({"name": d.name, "driver": d.driver, "lost": None if loop is None else d.name in loop.get("lost", []),
+                    "open": live.get("open"), "faults": live.get("faults"),
                     "find": {"path": d.path, "usb": d.usb or None, "simulator": d.simulator},
                     "channels": [{"name": c.name, "kind": c.kind, "shape": list(c.shape), "range": [c.lo, c.hi],
-                                  "units": c.units, **({"safe": c.safe} if c.kind == "actuator" else
-                                                       {"stale_ms": d.stale_ms.get(c.name)})} for c in d.channels]})
+                                  "units": c.units,
+                                  **({"safe": c.safe} if c.kind == "actuator" else {
+                                      "stale_ms": d.stale_ms.get(c.name), **ch_live.get(c.name, {}),
+                                      "stale": (ch_live.get(c.name, {}).get("age_s") or 1e9) * 1000 > d.stale_ms.get(c.name, 0)
+                                      if loop is not None else None})} for c in d.channels]})
     return {"devices": out}
 
 
