@@ -47,51 +47,47 @@ def _safe_name(name: str) -> str:
     return norm
 
 
-def unpack(path: str, kind: str, dest: str, max_bytes: int, max_members: int) -> str:
-    """Unpack into ``dest``; returns the path of the one .onnx file inside."""
-    total = 0
+def _members(path: str, kind: str):
+    """(name, declared size, opener) for each file of a zip or tar; anything else is refused."""
     if kind == "zip":
         try:
             zf = zipfile.ZipFile(path)
         except zipfile.BadZipFile as e:
             raise IntakeError(400, f"not a readable zip archive: {e}") from e
-        with zf:
-            members = [m for m in zf.infolist() if not m.is_dir()]
-            if len(members) > max_members:
-                raise IntakeError(400, f"archive has {len(members)} files; at most {max_members} are accepted")
-            for m in members:
-                name = _safe_name(m.filename)
-                total += m.file_size
-                if total > max_bytes:
-                    raise IntakeError(413, f"archive expands past {max_bytes} bytes (a zip bomb?)")
-                out = os.path.join(dest, name)
-                os.makedirs(os.path.dirname(out), exist_ok=True)
-                with zf.open(m) as src, open(out, "wb") as dst:
-                    n = _copy_capped(src, dst, max_bytes - (total - m.file_size))
-                    if n != m.file_size:
-                        raise IntakeError(400, f"archive member {m.filename!r} is not the size its header says")
-    else:
-        try:
-            tf = tarfile.open(path)
-        except tarfile.TarError as e:
-            raise IntakeError(400, f"not a readable tar archive: {e}") from e
-        with tf:
-            members = tf.getmembers()
-            if len(members) > max_members:
-                raise IntakeError(400, f"archive has {len(members)} entries; at most {max_members} are accepted")
-            for m in members:
-                if m.isdir():
-                    continue
-                if not m.isfile():
-                    raise IntakeError(400, f"archive member {m.name!r} is a link or device; only files are accepted")
-                name = _safe_name(m.name)
-                total += m.size
-                if total > max_bytes:
-                    raise IntakeError(413, f"archive expands past {max_bytes} bytes")
-                out = os.path.join(dest, name)
-                os.makedirs(os.path.dirname(out), exist_ok=True)
-                with tf.extractfile(m) as src, open(out, "wb") as dst:
-                    _copy_capped(src, dst, m.size)
+        return zf, [(m.filename, m.file_size, lambda m=m: zf.open(m)) for m in zf.infolist() if not m.is_dir()]
+    try:
+        tf = tarfile.open(path)
+    except tarfile.TarError as e:
+        raise IntakeError(400, f"not a readable tar archive: {e}") from e
+    out = []
+    for m in tf.getmembers():
+        if m.isdir():
+            continue
+        if not m.isfile():
+            tf.close()
+            raise IntakeError(400, f"archive member {m.name!r} is a link or device; only files are accepted")
+        out.append((m.name, m.size, lambda m=m: tf.extractfile(m)))
+    return tf, out
+
+
+def unpack(path: str, kind: str, dest: str, max_bytes: int, max_members: int) -> str:
+    """Unpack into ``dest``; returns the path of the one .onnx file inside. Sizes are checked
+    against what is actually read, not only what the archive declares."""
+    archive, members = _members(path, kind)
+    with archive:
+        if len(members) > max_members:
+            raise IntakeError(400, f"archive has {len(members)} files; at most {max_members} are accepted")
+        total = 0
+        for name, size, opener in members:
+            out = os.path.join(dest, _safe_name(name))
+            if total + size > max_bytes:
+                raise IntakeError(413, f"archive expands past {max_bytes} bytes (a zip bomb?)")
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            with opener() as src, open(out, "wb") as dst:
+                n = _copy_capped(src, dst, max_bytes - total)
+            if n != size:
+                raise IntakeError(400, f"archive member {name!r} is not the size its header says")
+            total += n
     models = [os.path.join(r, f) for r, _, fs in os.walk(dest) for f in fs if f.endswith(".onnx")]
     if len(models) != 1:
         raise IntakeError(400, f"an archive must hold exactly one .onnx file (with its external data); found {len(models)}")
@@ -106,7 +102,7 @@ def _copy_capped(src, dst, cap: int) -> int:
             return n
         n += len(chunk)
         if n > cap:
-            raise IntakeError(413, "archive member larger than allowed")
+            raise IntakeError(413, "archive expands past the allowed size (a zip bomb?)")
         dst.write(chunk)
 
 

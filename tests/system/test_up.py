@@ -58,6 +58,20 @@ class Up:
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting; last counters {self.counters()[0]}\n{self.log[-3000:]}")
 
+    def wait_for_api(self, timeout=30.0) -> str:
+        """The control plane's URL once it answers and has an active model."""
+        import httpx
+        url = f"http://127.0.0.1:{self.api_port}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/v2/health/ready", timeout=1).json()["ready"]:
+                    return url
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"the control plane did not come up\n{self.log[-3000:]}")
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -132,14 +146,7 @@ def test_control_plane_manages_models_of_the_running_loop(tmp_path):
     up = Up(tmp_path / "data", api_port=port)
     try:
         up.wait_for(_running)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/v2/health/ready", timeout=1).json()["ready"]:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        url = up.wait_for_api()
         token = open(os.path.join(up.data, "token")).read().strip()
         c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
         first = c.get("/v1/status").json()["loop"]["active"]
@@ -216,14 +223,7 @@ def test_dashboard_in_a_real_browser(tmp_path):
     up = Up(tmp_path / "data", api_port=port)
     try:
         up.wait_for(_running)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(url + "/v2/health/live", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        url = up.wait_for_api()
         token = open(os.path.join(up.data, "token")).read().strip()
         variant = policy_variant(tmp_path, "v", scale=0.95)
         mid = httpx.post(url + "/v1/models", content=open(variant, "rb").read(),
