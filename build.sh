@@ -69,7 +69,8 @@ case "$cmd" in
     test)  setup; exec "$PY" -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider "$@" ;;
     quick) setup; NNOS_QUICK=1 exec "$PY" -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider "$@" ;;
     bench) setup; "$PY" benchmarks/core_bench.py "$@"; "$PY" benchmarks/serial_bench.py
-           exec "$PY" benchmarks/loop_bench.py ;;
+           "$PY" benchmarks/loop_bench.py
+           exec "$PY" benchmarks/api_isolation_bench.py ;;
     setup) setup ;;
     *) sed -n '2,6p' "$0"; exit 1 ;;
 esac
