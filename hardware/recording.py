@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from .channels import ACTUATOR, SENSOR, Channel
+from .channels import Channel
 from .device import Device
 from .errors import DeviceError
 

@@ -66,7 +66,7 @@ def cmd_inspect(a):
           f"weights {meta['cost']['weight_bytes']:,} B")
     print(f"arena      {mem['arena_bytes']:,} B   naive sum {mem['naive_bytes']:,} B   "
           f"lower bound {mem['lower_bound_bytes']:,} B   (+ {mem['workspace_bytes']:,} B kept scratch)")
-    print(f"ops        " + ", ".join(f"{k}×{v}" for k, v in meta["ops"].items()))
+    print("ops        " + ", ".join(f"{k}×{v}" for k, v in meta["ops"].items()))
     for w in meta["warnings"]:
         print(f"WARNING    {w}")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 from . import flags
 from .errors import NnosError
@@ -74,5 +73,3 @@ def add_parser(sub) -> None:
     c.add_argument("--timeout", type=float, default=180.0)
     c.set_defaults(fn=run)
 
-
-__all__ = ["add_parser", "sys"]

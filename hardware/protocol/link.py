@@ -105,19 +105,11 @@ class Link:
 
     def _decode(self, encoded: bytes) -> Frame | None:
         try:
-            raw = cobs_decode(encoded)
-        except CobsError:
-            self.stats.cobs_errors += 1
-            self.stats.garbage_bytes += len(encoded)
-            return None
-        try:
-            frame = decode_frame(raw)
-        except CrcError:
-            self.stats.crc_errors += 1
-            self.stats.garbage_bytes += len(encoded)
-            return None
-        except FrameError:
-            self.stats.short_frames += 1
+            frame = decode_frame(cobs_decode(encoded))
+        except (CobsError, FrameError) as e:
+            counter = ("cobs_errors" if isinstance(e, CobsError) else
+                       "crc_errors" if isinstance(e, CrcError) else "short_frames")
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
             self.stats.garbage_bytes += len(encoded)
             return None
         if frame.type not in FrameType._value2member_map_:

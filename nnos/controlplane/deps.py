@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import secrets
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import HTTPException, Request
 
 from ..runtime.control import ControlError, request as loop_request
-from ..store import ModelStore
 from ..telemetry import TelemetryReader
 
 
@@ -22,10 +21,6 @@ def require_token(req: Request) -> None:
     expected = req.app.state.token
     if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), expected.encode()):
         raise HTTPException(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
-
-
-def store(st=Depends(state)) -> ModelStore:
-    return st.store
 
 
 def ask_loop(st, msg: dict, timeout: float = 10.0) -> dict:

@@ -7,7 +7,6 @@ path checks; ONNX goes through the onnx parser; plans through the plan-file read
 """
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import tarfile
@@ -172,5 +171,3 @@ def process(path: str, board, settings, progress=lambda step: None) -> tuple[byt
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-
-__all__ = ["IntakeError", "process", "detect", "unpack", "io"]

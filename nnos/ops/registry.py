@@ -73,11 +73,6 @@ def flatten(program) -> tuple:
     return tuple(f for p in program for f in flatten(p))
 
 
-def run_program(program) -> None:
-    for f in flatten(program):
-        f()
-
-
 def _frozen(a):
     if a is None:
         return None

@@ -3,7 +3,6 @@ is known) is evaluated at compile time and replaced by its outputs as constants.
 removes torch's Shape → Gather → Concat → Reshape subgraphs."""
 from __future__ import annotations
 
-import numpy as np
 
 from ..errors import CompileError
 from ..ir import Graph, Node, contiguous

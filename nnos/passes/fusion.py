@@ -79,7 +79,6 @@ def fold_batchnorm(graph: Graph) -> Graph:
             if node.op == "Gemm":
                 attrs.update(alpha=1.0, beta=1.0)
             fused = Node(node.op, node.name, [node.inputs[0], wn, bn_], [bn.outputs[0]], attrs)
-            g.types[bn.outputs[0]] = g.types[bn.outputs[0]]
             _replace(g, node, fused, bn)
             changed = True
             break

@@ -24,9 +24,6 @@ class TensorSpec:
     shape: tuple[int, ...]
     dtype: np.dtype
 
-    def to_json(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype.name}
-
 
 class Plan:
     def __init__(self, graph: Graph, memory: dict, meta: dict):

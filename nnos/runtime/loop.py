@@ -72,6 +72,7 @@ class Loop:
         self.tel.set("started_ns", now_ns())
         self._zero_in = np.zeros(1, np.float32)
         self._shown_reason = ""
+        self._reset_divergence()
         self.watchdog_fd = None
 
     def _stale_table(self, board) -> list:
@@ -254,6 +255,14 @@ class Loop:
         self.log(f"loop: model {mid[:12]} passed probation and is active")
         self._answer("activate", {"ok": True, "outcome": "active", "model": mid, "previous": st["previous"]})
 
+    def _reset_divergence(self) -> None:
+        """Running |shadow − active| sums per output value (the first MAX_IO), and their count."""
+        k = self.tel.shadow_mean.size
+        self._div, self._divmax, self._diff = (np.zeros(k, np.float32) for _ in range(3))
+        self._shadow_n = 0
+        self.tel.shadow_mean[:] = 0
+        self.tel.shadow_max[:] = 0
+
     def _run_shadow(self) -> None:
         sh, act = self.shadow, self.active
         sh.binder.read_inputs()
@@ -261,7 +270,8 @@ class Loop:
         self.tel.add("shadow_ticks")
         if act is None:
             return
-        n = self._shadow_n = getattr(self, "_shadow_n", 0) + 1
+        self._shadow_n += 1
+        n = self._shadow_n
         a, s = act.first_output, sh.first_output
         k = min(a.size, s.size, self._div.size)
         np.subtract(s[:k], a[:k], out=self._diff[:k])
@@ -398,11 +408,7 @@ class Loop:
         except (NnosError, HardwareError) as e:
             self._answer("shadow", {"ok": False, "reason": str(e)})
             return
-        k = 16
-        self._div, self._divmax, self._diff = np.zeros(k, np.float32), np.zeros(k, np.float32), np.zeros(k, np.float32)
-        self._shadow_n = 0
-        self.tel.shadow_mean[:] = 0
-        self.tel.shadow_max[:] = 0
+        self._reset_divergence()
         self.shadow = slot
         self._publish_models()
         self._answer("shadow", {"ok": True, "shadow": mid})

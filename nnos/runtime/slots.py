@@ -10,7 +10,6 @@ from functools import partial
 import numpy as np
 
 from hardware.binding import Binder
-from hardware.errors import ConfigError
 
 from ..timing import now_ns
 
@@ -74,5 +73,3 @@ def admit(figures: dict, budget_ns: int) -> tuple[bool, str]:
     return True, (f"admitted: p99.9 {figures['p999_us']:.1f} µs within budget {budget_us:.1f} µs "
                   f"(p50 {figures['p50_us']:.1f}, p99 {figures['p99_us']:.1f})")
 
-
-__all__ = ["Slot", "measure", "admit", "ConfigError"]

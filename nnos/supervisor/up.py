@@ -3,6 +3,7 @@ and show a live one-line status."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 
@@ -71,7 +72,7 @@ def up(board_path: str, data: str, duration: float | None = None, show_status: b
     run = os.path.join(data, "run")
     os.makedirs(run, exist_ok=True)
     ctx = Context(os.path.abspath(board_path), os.path.abspath(data), board, run)
-    manager = Manager(ctx, table(ctx), log=log, stdout=subprocess_devnull())
+    manager = Manager(ctx, table(ctx), log=log, stdout=subprocess.DEVNULL)
     log(f"supervisor: board {board.name} at {board.rate_hz:g} Hz; data in {data}; "
         f"processes: {', '.join(s.name for s in table(ctx) if s.run_if(ctx))}")
     last = [0.0]
@@ -88,7 +89,3 @@ def up(board_path: str, data: str, duration: float | None = None, show_status: b
         sys.stdout.write("\n")
     return 0
 
-
-def subprocess_devnull():
-    import subprocess
-    return subprocess.DEVNULL

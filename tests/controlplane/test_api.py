@@ -17,7 +17,7 @@ from onnx import helper
 
 import nnos
 from nnos.store import ModelStore
-from tests.controlplane.conftest import BOARD, POLICY, Api
+from tests.controlplane.conftest import POLICY, Api
 from tests.helpers import model, rand, vi
 
 

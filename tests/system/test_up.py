@@ -72,10 +72,26 @@ class Up:
             time.sleep(0.2)
         raise AssertionError(f"the control plane did not come up\n{self.log[-3000:]}")
 
+    @property
+    def token(self) -> str:
+        return open(os.path.join(self.data, "token")).read().strip()
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(30)
+
+
+@pytest.fixture
+def up_with_api(tmp_path):
+    """`nnos up` with its control plane on a free port, running and answering: (up, url)."""
+    from tests.controlplane.conftest import free_port
+    u = Up(tmp_path / "data", api_port=free_port())
+    try:
+        u.wait_for(_running)
+        yield u, u.wait_for_api()
+    finally:
+        u.stop()
 
 
 @pytest.fixture
@@ -138,114 +154,100 @@ def test_up_balances_survives_crashes_and_stops_safely(up):
 
 
 @pytest.mark.slow
-def test_control_plane_manages_models_of_the_running_loop(tmp_path):
+def test_control_plane_manages_models_of_the_running_loop(tmp_path, up_with_api):
     import httpx
-    from tests.controlplane.conftest import free_port
     from tests.runtime.conftest import policy_variant
-    port = free_port()
-    up = Up(tmp_path / "data", api_port=port)
-    try:
-        up.wait_for(_running)
-        url = up.wait_for_api()
-        token = open(os.path.join(up.data, "token")).read().strip()
-        c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
-        first = c.get("/v1/status").json()["loop"]["active"]
-        variant = policy_variant(tmp_path, "v", scale=0.95)
-        mid = c.post("/v1/models", content=open(variant, "rb").read()).json()["id"]
-        r = c.post(f"/v1/models/{mid}/activate", params={"probation_s": 1.0})
-        assert r.status_code == 200 and r.json()["outcome"] == "active", r.text
-        st = c.get("/v1/status").json()
-        assert st["loop"]["active"] == mid and st["store"]["previous"] == first and st["loop"]["mode"] == "running"
-        assert st["loop"]["swaps"] >= 1 and st["loop"]["misses"] <= st["loop"]["ticks"] // 100
-        r = c.post("/v1/models/" + first + "/shadow")
-        assert r.status_code == 200
-        time.sleep(1.0)
-        st = c.get("/v1/status").json()["loop"]
-        assert st["shadow"] == first and st["shadow_divergence"]["max"][0] > 0
-        r = c.post("/v1/rollback")
-        assert r.status_code == 200 and c.get("/v1/status").json()["loop"]["active"] == first
-        devs = c.get("/v1/devices").json()["devices"]
-        assert devs[0]["name"] == "cartpole" and not devs[0]["lost"] and devs[0]["open"]
-        assert devs[0]["faults"]["crc_errors"] == 0 and devs[0]["faults"]["frames_in"] > 50
-        cart = next(ch for ch in devs[0]["channels"] if ch["name"] == "cart")
-        assert cart["stale"] is False and cart["readings"] > 50 and cart["age_s"] < 0.1
-        assert any("ticking at 50 Hz" in line for line in c.get("/v1/logs", params={"process": "loop"}).json()["lines"])
-        # a new board config (twice the rate, tighter clamp) is applied by the running loop
-        board_path = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")
-        cfg = c.get("/v1/config").json()
-        assert cfg["path"] == up.board_path
-        text = open(up.board_path).read()
-        r = c.put("/v1/config", content=text.replace("rate_hz = 50", "rate_hz = 100").replace(
-            "clamp = [-10.0, 10.0]", "clamp = [-9.0, 9.0]"))
-        assert r.status_code == 200 and r.json()["rate_hz"] == 100, r.text
-        t0, n0 = time.monotonic(), c.get("/v1/status").json()["loop"]["ticks"]
-        time.sleep(1.0)
-        st = c.get("/v1/status").json()["loop"]
-        rate = (st["ticks"] - n0) / (time.monotonic() - t0)
-        assert st["rate_hz"] == 100 and 85 < rate < 115 and st["mode"] == "running", (st, rate)
-        assert board_path != up.board_path
-        # the live telemetry stream (WebSocket), decimated to the rate the client asks for
-        from websockets.exceptions import ConnectionClosed, InvalidStatus
-        from websockets.sync.client import connect
-        import json
-        ws_url = f"ws://127.0.0.1:{port}/v1/telemetry?hz=20"
-        with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
-            msgs = [json.loads(ws.recv(timeout=5)) for _ in range(5)]
-        ticks = [m["tick"] for m in msgs]
-        assert ticks == sorted(ticks) and len(set(ticks)) == 5 and msgs[0]["mode"] == "running"
-        assert len(msgs[0]["inputs"]) == 4 and len(msgs[0]["outputs"]) == 1
-        with pytest.raises((ConnectionClosed, InvalidStatus)):       # refused: HTTP 403 before the upgrade
-            with connect(ws_url + "&token=wrong") as ws:
-                ws.recv(timeout=5)
-        # the client CLI, as a user would run it
-        out = subprocess.run([sys.executable, "-m", "nnos.cli", "ctl", "status", "--url", url, "--token", token],
-                             capture_output=True, text=True, cwd=ROOT, timeout=60)
-        assert out.returncode == 0 and '"mode": "running"' in out.stdout
-        bad = subprocess.run([sys.executable, "-m", "nnos.cli", "ctl", "activate", "0" * 64, "--url", url,
-                              "--token", token], capture_output=True, text=True, cwd=ROOT, timeout=60)
-        assert bad.returncode == 2 and "HTTP 404" in bad.stderr
-        c.close()
-    finally:
-        up.stop()
+    up, url = up_with_api
+    port, token = up.api_port, up.token
+    c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+    first = c.get("/v1/status").json()["loop"]["active"]
+    variant = policy_variant(tmp_path, "v", scale=0.95)
+    mid = c.post("/v1/models", content=open(variant, "rb").read()).json()["id"]
+    r = c.post(f"/v1/models/{mid}/activate", params={"probation_s": 1.0})
+    assert r.status_code == 200 and r.json()["outcome"] == "active", r.text
+    st = c.get("/v1/status").json()
+    assert st["loop"]["active"] == mid and st["store"]["previous"] == first and st["loop"]["mode"] == "running"
+    assert st["loop"]["swaps"] >= 1 and st["loop"]["misses"] <= st["loop"]["ticks"] // 100
+    r = c.post("/v1/models/" + first + "/shadow")
+    assert r.status_code == 200
+    time.sleep(1.0)
+    st = c.get("/v1/status").json()["loop"]
+    assert st["shadow"] == first and st["shadow_divergence"]["max"][0] > 0
+    r = c.post("/v1/rollback")
+    assert r.status_code == 200 and c.get("/v1/status").json()["loop"]["active"] == first
+    devs = c.get("/v1/devices").json()["devices"]
+    assert devs[0]["name"] == "cartpole" and not devs[0]["lost"] and devs[0]["open"]
+    assert devs[0]["faults"]["crc_errors"] == 0 and devs[0]["faults"]["frames_in"] > 50
+    cart = next(ch for ch in devs[0]["channels"] if ch["name"] == "cart")
+    assert cart["stale"] is False and cart["readings"] > 50 and cart["age_s"] < 0.1
+    assert any("ticking at 50 Hz" in line for line in c.get("/v1/logs", params={"process": "loop"}).json()["lines"])
+    # a new board config (twice the rate, tighter clamp) is applied by the running loop
+    board_path = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")
+    cfg = c.get("/v1/config").json()
+    assert cfg["path"] == up.board_path
+    text = open(up.board_path).read()
+    r = c.put("/v1/config", content=text.replace("rate_hz = 50", "rate_hz = 100").replace(
+        "clamp = [-10.0, 10.0]", "clamp = [-9.0, 9.0]"))
+    assert r.status_code == 200 and r.json()["rate_hz"] == 100, r.text
+    t0, n0 = time.monotonic(), c.get("/v1/status").json()["loop"]["ticks"]
+    time.sleep(1.0)
+    st = c.get("/v1/status").json()["loop"]
+    rate = (st["ticks"] - n0) / (time.monotonic() - t0)
+    assert st["rate_hz"] == 100 and 85 < rate < 115 and st["mode"] == "running", (st, rate)
+    assert board_path != up.board_path
+    # the live telemetry stream (WebSocket), decimated to the rate the client asks for
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+    import json
+    ws_url = f"ws://127.0.0.1:{port}/v1/telemetry?hz=20"
+    with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+        msgs = [json.loads(ws.recv(timeout=5)) for _ in range(5)]
+    ticks = [m["tick"] for m in msgs]
+    assert ticks == sorted(ticks) and len(set(ticks)) == 5 and msgs[0]["mode"] == "running"
+    assert len(msgs[0]["inputs"]) == 4 and len(msgs[0]["outputs"]) == 1
+    with pytest.raises((ConnectionClosed, InvalidStatus)):       # refused: HTTP 403 before the upgrade
+        with connect(ws_url + "&token=wrong") as ws:
+            ws.recv(timeout=5)
+    # the client CLI, as a user would run it
+    out = subprocess.run([sys.executable, "-m", "nnos.cli", "ctl", "status", "--url", url, "--token", token],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 0 and '"mode": "running"' in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "nnos.cli", "ctl", "activate", "0" * 64, "--url", url,
+                          "--token", token], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert bad.returncode == 2 and "HTTP 404" in bad.stderr
+    c.close()
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not any(os.path.exists(p) for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser")),
                     reason="chromium is not installed (./build.sh installs it)")
-def test_dashboard_in_a_real_browser(tmp_path):
+def test_dashboard_in_a_real_browser(tmp_path, up_with_api):
     """Headless Chromium (Debian's, driven by Playwright): the page loads, the plots move, and a
     button activates a model on the running loop."""
     import httpx
     from playwright.sync_api import sync_playwright
-    from tests.controlplane.conftest import free_port
     from tests.runtime.conftest import policy_variant
-    port = free_port()
-    up = Up(tmp_path / "data", api_port=port)
-    try:
-        up.wait_for(_running)
-        url = up.wait_for_api()
-        token = open(os.path.join(up.data, "token")).read().strip()
-        variant = policy_variant(tmp_path, "v", scale=0.95)
-        mid = httpx.post(url + "/v1/models", content=open(variant, "rb").read(),
-                         headers={"Authorization": f"Bearer {token}"}, timeout=120).json()["id"]
-        exe = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else "/usr/bin/chromium-browser"
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=exe, headless=True,
-                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                              "--disable-component-update", "--disable-sync", "--no-first-run"])
-            page = browser.new_page()
-            page.goto(f"{url}/?token={token}")
-            page.wait_for_function("document.body.dataset.mode === 'running'", timeout=15000)
-            page.wait_for_function("+document.body.dataset.points > 10", timeout=15000)
-            first = int(page.evaluate("document.body.dataset.lastTick"))
-            shot1 = page.locator("#plot-late").screenshot()
-            page.wait_for_function(f"+document.body.dataset.lastTick > {first + 20}", timeout=15000)
-            assert page.locator("#plot-late").screenshot() != shot1            # the plot moved
-            page.wait_for_selector(f"button[data-act='{mid}']", timeout=15000)
-            page.click(f"button[data-act='{mid}']")
-            page.wait_for_function("document.getElementById('msg').textContent === 'active'", timeout=60000)
-            page.wait_for_function(f"document.body.dataset.active === '{mid}'", timeout=15000)
-            page.screenshot(path=os.environ.get("NNOS_DASHBOARD_PNG", os.path.join(up.data, "dashboard.png")))
-            browser.close()
-    finally:
-        up.stop()
+    up, url = up_with_api
+    token = up.token
+    variant = policy_variant(tmp_path, "v", scale=0.95)
+    mid = httpx.post(url + "/v1/models", content=open(variant, "rb").read(),
+                     headers={"Authorization": f"Bearer {token}"}, timeout=120).json()["id"]
+    exe = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else "/usr/bin/chromium-browser"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                          "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page()
+        page.goto(f"{url}/?token={token}")
+        page.wait_for_function("document.body.dataset.mode === 'running'", timeout=15000)
+        page.wait_for_function("+document.body.dataset.points > 10", timeout=15000)
+        first = int(page.evaluate("document.body.dataset.lastTick"))
+        shot1 = page.locator("#plot-late").screenshot()
+        page.wait_for_function(f"+document.body.dataset.lastTick > {first + 20}", timeout=15000)
+        assert page.locator("#plot-late").screenshot() != shot1            # the plot moved
+        page.wait_for_selector(f"button[data-act='{mid}']", timeout=15000)
+        page.click(f"button[data-act='{mid}']")
+        page.wait_for_function("document.getElementById('msg').textContent === 'active'", timeout=60000)
+        page.wait_for_function(f"document.body.dataset.active === '{mid}'", timeout=15000)
+        page.screenshot(path=os.environ.get("NNOS_DASHBOARD_PNG", os.path.join(up.data, "dashboard.png")))
+        browser.close()

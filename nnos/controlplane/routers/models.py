@@ -2,7 +2,6 @@
 shadow, and /v1/rollback."""
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 
@@ -159,5 +158,3 @@ async def rollback(st=Depends(state)):
         raise HTTPException(409, {"outcome": reply.get("outcome"), "reason": reply.get("reason") or reply.get("error")})
     return reply
 
-
-__all__ = ["router", "asyncio"]
