@@ -121,7 +121,8 @@ def cmd_bench(a):
 
 def cmd_up(a):
     from .supervisor.up import DEFAULT_BOARD, up
-    up(a.board or DEFAULT_BOARD, a.data, a.duration, not a.no_status)
+    up(a.board or DEFAULT_BOARD, a.data, a.duration, not a.no_status, plan=a.plan,
+       default_board=a.default_board, init=a.init)
 
 
 def cmd_keygen(a):
@@ -173,6 +174,10 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--data", default=flags.DATA.get(), help="data directory (NNOS_DATA)")
     u.add_argument("--duration", type=float, help="stop after this many seconds")
     u.add_argument("--no-status", action="store_true", help="no live status line")
+    u.add_argument("--plan", help="compiled plan to provision on first start (default: compile the board's model)")
+    u.add_argument("--default-board", help="board config to restore when --board is missing or invalid")
+    u.add_argument("--init", action="store_true", help="run as the device's PID 1: reap orphans, boot timeline, "
+                   "reboot/power off on SIGTERM/SIGUSR2")
     u.set_defaults(fn=cmd_up)
     k = sub.add_parser("keygen", help="make an Ed25519 key pair for signing models")
     k.add_argument("--out", required=True)

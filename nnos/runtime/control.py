@@ -69,7 +69,10 @@ def request(path: str, msg: dict, timeout: float = 30.0) -> dict:
     client = tempfile.mktemp(prefix="client-", suffix=".sock", dir=d)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
-        s.bind(client)
+        try:
+            s.bind(client)
+        except OSError as e:            # no run directory: no loop ever started here
+            raise ControlError(f"no loop is listening at {path}: {e.strerror}") from e
         s.settimeout(timeout)
         try:
             s.sendto(json.dumps(msg).encode(), path)

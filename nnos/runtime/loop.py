@@ -376,9 +376,10 @@ class Loop:
         from hardware.board import load_board
         try:
             board = load_board(self.board.path)
-            same = [(d.name, d.driver, [(c.name, c.kind, c.shape) for c in d.channels]) for d in board.devices]
-            now = [(d.name, d.driver, [(c.name, c.kind, c.shape) for c in d.channels]) for d in self.board.devices]
-            if same != now:
+            def devices(b):     # what each device is and how it is found (path, USB identity, simulator)
+                return [(d.name, d.driver, d.path, sorted(d.usb.items()), d.simulator, d.recording,
+                         [(c.name, c.kind, c.shape) for c in d.channels]) for d in b.devices]
+            if devices(board) != devices(self.board):
                 raise NnosError("devices or channels differ from the running board: that needs a restart")
             safety = SafetyConfig.from_board(board.failsafe)
             period = period_ns(board.rate_hz)

@@ -41,6 +41,7 @@ class Manager:
         self.ctx, self.log, self.echo = ctx, log, echo
         self.procs = {s.name: Running(s) for s in specs}
         self.stopping = False
+        self.stop_signal: int | None = None
         self.stdout = stdout
 
     # --- one reconciliation pass -------------------------------------------------------------------
@@ -117,8 +118,11 @@ class Manager:
     # --- whole runs --------------------------------------------------------------------------------
     def run(self, duration_s: float | None = None, on_tick=None) -> None:
         end = None if duration_s is None else time.monotonic() + duration_s
-        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
-        signal.signal(signal.SIGINT, lambda *_: setattr(self, "stopping", True))
+        def on_signal(signum, _frame):
+            self.stop_signal = signum
+            self.stopping = True
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
+            signal.signal(sig, on_signal)
         try:
             while not self.stopping and (end is None or time.monotonic() < end):
                 self.reconcile()

@@ -79,6 +79,11 @@ def simulators(ctx: Context) -> list[ProcessSpec]:
     return out
 
 
+def network_config(ctx: Context) -> str:
+    """The device's network config lives beside the data directory: /data/config/network.toml."""
+    return os.path.join(os.path.dirname(os.path.abspath(ctx.data)), "config", "network.toml")
+
+
 def table(ctx: Context) -> list[ProcessSpec]:
     return simulators(ctx) + [
         ProcessSpec("loop", _loop_cmd, heartbeat=loop_heartbeat, watchdog_s=1.0, stop_order=0,
@@ -87,6 +92,11 @@ def table(ctx: Context) -> list[ProcessSpec]:
                                                    "--host", flags.API_HOST.get(), "--port", str(flags.API_PORT.get()),
                                                    "--avoid-cpu", str(max(os.sched_getaffinity(0)))),
                     run_if=lambda c: flags.API_PORT.get() > 0, stop_order=30, nice=5, start_after=("loop",)),
+        # on the device (nnos-init): the network comes up after the loop ticks, never before it;
+        # udhcpc stays in the background renewing the lease, so a clean exit is the normal case
+        ProcessSpec("network", lambda c: _py("-m", "nnos.boot.network", "--config", network_config(c)),
+                    run_if=lambda c: os.environ.get("NNOS_INIT") == "1", restart="on-failure", stop_order=80,
+                    nice=5, start_after=("loop",)),
         ProcessSpec("hotplug", lambda c: _py("-m", "nnos.supervisor.hotplug", "--board", c.board_path, "--data", c.data),
                     run_if=lambda c: any(d.usb for d in c.board.devices), stop_order=20, nice=5),
     ]

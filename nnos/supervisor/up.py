@@ -7,8 +7,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
 from hardware.board import load_board
 
 from ..store import ModelStore
@@ -25,18 +23,41 @@ def log(msg: str) -> None:
     sys.stderr.flush()
 
 
-def provision(board, store: ModelStore) -> None:
-    """First start: no active model yet, so compile and store the board's default model."""
-    if store.state()["active"] or not board.model:
+def provision(board, store: ModelStore, plan_path: str | None = None) -> None:
+    """First start: no active model yet, so store the default one — the prebuilt plan when
+    given (the image compiles and checks it at build time), else the board's model compiled."""
+    if store.state()["active"] or not (plan_path or board.model):
         return
-    from ..compiler import compile
-    plan = compile(board.model)
-    board.check_plan(plan)
     from ..controlplane.intake import measure
-    mid = store.put(plan.to_bytes(), {"format": "onnx (the board's default)", "source": board.model,
-                                      "provisioned": True, "latency": measure(plan), "ops": plan.meta["ops"]})
-    store.activate(mid, f"provisioned from the board's default model {os.path.basename(board.model)}")
-    log(f"supervisor: provisioned {os.path.basename(board.model)} as model {mid[:12]}")
+    if plan_path:
+        from ..plan import load
+        plan, source, fmt = load(plan_path), plan_path, "plan (the image's default)"
+    else:
+        from ..compiler import compile
+        plan, source, fmt = compile(board.model), board.model, "onnx (the board's default)"
+    board.check_plan(plan)
+    mid = store.put(plan.to_bytes(), {"format": fmt, "source": source, "provisioned": True,
+                                      "latency": measure(plan, 200), "ops": plan.meta["ops"]})
+    store.activate(mid, f"provisioned from the default model {os.path.basename(source)}")
+    log(f"supervisor: provisioned {os.path.basename(source)} as model {mid[:12]}")
+
+
+def load_or_restore(board_path: str, default_board: str | None):
+    """The board config; an unreadable one is set aside and the default restored (told)."""
+    from hardware.errors import ConfigError
+    try:
+        return load_board(board_path)
+    except ConfigError as e:
+        if not default_board:
+            raise
+        log(f"supervisor: {e}")
+        if os.path.exists(board_path):
+            os.replace(board_path, board_path + ".bad")
+        from ..fsutil import atomic_write
+        with open(default_board, "rb") as f:
+            atomic_write(board_path, f.read())
+        log(f"supervisor: board config restored from {default_board}; the bad one is {board_path}.bad")
+        return load_board(board_path)
 
 
 def status_line(run: str, manager: Manager | None = None) -> str:
@@ -53,6 +74,7 @@ def status_line(run: str, manager: Manager | None = None) -> str:
         recs = r.records(int(1e9 // period))
     finally:
         r.close()
+    import numpy as np
     if len(recs) < 2:
         return f"mode {c['mode']} | waiting for ticks"
     span = (int(recs["t_ns"][-1]) - int(recs["t_ns"][0])) / 1e9
@@ -64,11 +86,18 @@ def status_line(run: str, manager: Manager | None = None) -> str:
             f"model {c['active'][:12] or '-'} | ticks {c['ticks']} | swaps {c['swaps']} | restarts {restarts}")
 
 
-def up(board_path: str, data: str, duration: float | None = None, show_status: bool = True) -> int:
-    board = load_board(board_path)
+def up(board_path: str, data: str, duration: float | None = None, show_status: bool = True,
+       plan: str | None = None, default_board: str | None = None, init: bool = False) -> int:
+    if init:
+        return _as_init(board_path, data, plan, default_board)
+    return _up(board_path, data, duration, show_status, plan, default_board)
+
+
+def _up(board_path, data, duration, show_status, plan, default_board, init=False) -> int:
+    board = load_or_restore(board_path, default_board)
     os.makedirs(data, exist_ok=True)
     store = ModelStore(data)
-    provision(board, store)
+    provision(board, store, plan)
     run = os.path.join(data, "run")
     os.makedirs(run, exist_ok=True)
     ctx = Context(os.path.abspath(board_path), os.path.abspath(data), board, run)
@@ -77,9 +106,18 @@ def up(board_path: str, data: str, duration: float | None = None, show_status: b
         f"processes: {', '.join(s.name for s in table(ctx) if s.run_if(ctx))}")
     last = [0.0]
     tty = sys.stdout.isatty()
+    every = 0.5 if tty else 30.0 if init else 1.0
+    boot = None
+    if init:
+        from .. import flags
+        from .pid1 import BootTimeline, reap_orphans
+        boot = BootTimeline(run, flags.API_PORT.get())
 
     def show(m):
-        if show_status and time.monotonic() - last[0] > 0.5:
+        if boot is not None:
+            boot.poll()
+            reap_orphans({r.proc.pid for r in m.procs.values() if r.proc is not None})
+        if show_status and time.monotonic() - last[0] > every:
             last[0] = time.monotonic()
             line = status_line(run, m)
             sys.stdout.write(("\r\033[K" + line) if tty else line + "\n")
@@ -87,5 +125,22 @@ def up(board_path: str, data: str, duration: float | None = None, show_status: b
     manager.run(duration, on_tick=show)
     if tty and show_status:
         sys.stdout.write("\n")
-    return 0
+    return manager.stop_signal or 0
 
+
+def _as_init(board_path, data, plan, default_board) -> int:
+    """PID 1: run the supervisor until asked to stop, then reboot or power off. A supervisor
+    that fails is logged and the device reboots (PID 1 must not exit: the kernel would panic)."""
+    import traceback
+
+    from ..boot.timeline import stamp
+    from .pid1 import how_to_stop, power
+    stamp("supervisor: started")
+    try:
+        signum = _up(board_path, data, None, False, plan, default_board, init=True)
+        how = how_to_stop(signum)
+    except BaseException:                              # noqa: BLE001 - PID 1 must not exit
+        log("supervisor: failed:\n" + traceback.format_exc())
+        how = "reboot"
+    power(how)
+    return 0

@@ -219,3 +219,26 @@ def test_put_config_validates_and_applies_atomically(api):
     assert r.status_code == 422 and "does not fit the active model" in r.json()["detail"]
     assert api.client.put("/v1/config", content=b"[board\n").status_code == 422
     assert open(api.board).read() == good
+
+
+def test_put_config_twice_and_at_next_start(api):
+    # regression: after one PUT the app's board named the deleted candidate file, so a second
+    # PUT failed with 500
+    text = open(api.board).read()
+    for clamp in ("[-7.0, 7.0]", "[-8.0, 8.0]"):
+        r = api.client.put("/v1/config", content=text.replace("clamp = [-10.0, 10.0]", f"clamp = {clamp}"))
+        assert r.status_code == 200, r.text
+        assert api.client.get("/v1/config").json()["path"] == api.board
+    now = open(api.board).read()
+    r = api.client.put("/v1/config", params={"at": "next-start"}, content=now.replace("rate_hz = 50", "rate_hz = 40"))
+    assert r.status_code == 200 and "next starts" in r.json()["note"]
+    assert "rate_hz = 40" in open(api.board).read()
+    assert api.client.get("/v1/config").json()["rate_hz"] == 50             # the running config until then
+    assert api.client.put("/v1/config", params={"at": "later"}, content=now).status_code == 422
+
+
+def test_power_actions_only_on_the_device(api):
+    assert api.client.post("/v1/device/reboot").status_code == 409
+    assert api.client.post("/v1/device/poweroff").status_code == 409
+    assert api.client.post("/v1/device/explode").status_code == 404
+    assert httpx.post(api.url + "/v1/device/reboot").status_code == 401

@@ -11,6 +11,8 @@ import time
 import numpy as np
 import pytest
 
+from nnos.fsutil import atomic_write
+
 from nnos.telemetry import TelemetryReader
 from tests.conftest import ROOT
 
@@ -195,6 +197,20 @@ def test_control_plane_manages_models_of_the_running_loop(tmp_path, up_with_api)
     rate = (st["ticks"] - n0) / (time.monotonic() - t0)
     assert st["rate_hz"] == 100 and 85 < rate < 115 and st["mode"] == "running", (st, rate)
     assert board_path != up.board_path
+    # the same device found another way (USB identity, not the simulator) needs a restart: the
+    # running loop refuses it (regression: reload used to compare only names and channels) and
+    # the file stays; at=next-start only writes it
+    now = open(up.board_path).read()
+    usb = now.replace('simulator = ["python", "-m", "hardware.sim", "cartpole"]',
+                      'usb = { vendor = 0x0403, product = 0x6001, serial = "NNOSCP01" }')
+    r = c.put("/v1/config", content=usb)
+    assert r.status_code == 422 and "needs a restart" in r.json()["detail"], r.text
+    assert open(up.board_path).read() == now
+    r = c.put("/v1/config", params={"at": "next-start"}, content=usb)
+    assert r.status_code == 200 and "next starts" in r.json()["note"], r.text
+    assert open(up.board_path).read() == usb and c.get("/v1/status").json()["loop"]["mode"] == "running"
+    assert c.post("/v1/device/reboot").status_code == 409           # not the machine's init here
+    atomic_write(up.board_path, now.encode())
     # the live telemetry stream (WebSocket), decimated to the rate the client asks for
     from websockets.exceptions import ConnectionClosed, InvalidStatus
     from websockets.sync.client import connect

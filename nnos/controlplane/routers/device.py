@@ -1,15 +1,16 @@
 """Device state: /v1/status, /metrics (Prometheus), /v1/devices, /v1/logs, /v1/config."""
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
+import signal
 import time
 
 import numpy as np
-import asyncio
-import secrets
 
 from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from ..deps import ask_loop, require_token, state, telemetry
 
@@ -154,11 +155,29 @@ async def telemetry_stream(ws: WebSocket, hz: float = 10.0):
         return
 
 
+@router.post("/v1/device/{action}", status_code=202)
+def power(action: str):
+    """Reboot or power off the device (``reboot`` | ``poweroff``): the supervisor stops the
+    loop first (actuators to their safe values), then everything else, syncs the data
+    partition and restarts or halts. Only on the appliance, where the supervisor is init."""
+    if action not in ("reboot", "poweroff"):
+        raise HTTPException(404, f"unknown device action {action!r}; expected reboot or poweroff")
+    if os.getppid() != 1 or os.environ.get("NNOS_INIT") != "1":
+        raise HTTPException(409, "the supervisor is not this machine's init (nnos up --init): "
+                                 "reboot or power off the host the usual way")
+    os.kill(1, signal.SIGTERM if action == "reboot" else signal.SIGUSR2)
+    return JSONResponse({"ok": True, "action": action}, status_code=202)
+
+
 @router.put("/v1/config")
-async def put_config(req: Request, st=Depends(state)):
+async def put_config(req: Request, at: str = "now", st=Depends(state)):
     """Replace the board config (TOML as the body). Validated first — syntax, every field, the
     active model's tensors — then written atomically and applied by the loop at a tick
-    boundary. A bad config: 422 naming FILE:LINE and the field; nothing changes."""
+    boundary (``at=now``), or only written, to apply at the next start (``at=next-start``: for
+    changes the running loop cannot take, such as other devices). A bad config: 422 naming
+    FILE:LINE and the field; nothing changes."""
+    if at not in ("now", "next-start"):
+        raise HTTPException(422, f"at must be 'now' or 'next-start', got {at!r}")
     from fastapi.concurrency import run_in_threadpool
 
     from hardware.board import load_board
@@ -168,7 +187,7 @@ async def put_config(req: Request, st=Depends(state)):
     body = await req.body()
     if len(body) > 256 * 1024:
         raise HTTPException(413, "a board config is at most 256 KiB")
-    path = st.board.path
+    path = st.settings.board_path          # not st.board.path: a board read from the candidate file names it
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".candidate-" + os.path.basename(path))
     try:
         with open(tmp, "wb") as f:
@@ -188,6 +207,9 @@ async def put_config(req: Request, st=Depends(state)):
             os.unlink(tmp)
     old = open(path, "rb").read()
     atomic_write(path, body)
+    if at == "next-start":
+        return {"ok": True, "board": board.name, "rate_hz": board.rate_hz,
+                "note": "written; applies when the supervisor next starts (reboot the device)"}
     try:
         reply = await run_in_threadpool(ask_loop, st, {"cmd": "reload_board"}, 30.0)
     except HTTPException:
@@ -195,5 +217,5 @@ async def put_config(req: Request, st=Depends(state)):
     if not reply.get("ok"):
         atomic_write(path, old)                       # the loop refused it: the old file stays
         raise HTTPException(422, reply.get("reason"))
-    st.board = board
+    st.board = load_board(path)
     return {"ok": True, "board": board.name, "rate_hz": board.rate_hz, **{k: v for k, v in reply.items() if k == "note"}}

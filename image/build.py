@@ -1,0 +1,107 @@
+"""Build the bootable disk image: `./build.sh image [--arch amd64|arm64] [--board FILE] [--model FILE]`.
+
+The build is the numbered shell scripts in image/steps/, run in order with one environment
+(below); this driver only times them, logs each begin/end, and prints the summary. What goes
+in is data: packages.txt, kernel.txt, modules.txt, initramfs-modules.txt and overlay/.
+
+Outputs in out/: nnos-ARCH.img (the GPT disk), nnos-ARCH.vmlinuz and nnos-ARCH.initrd.img (the
+boot partition's kernel and initramfs, for qemu -kernel boots), nnos-ARCH.manifest.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+ARCHES = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(f"[image {time.strftime('%H:%M:%S')}] {msg}\n")
+    sys.stderr.flush()
+
+
+def host_arch() -> str:
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+
+
+def steps() -> list[str]:
+    d = os.path.join(HERE, "steps")
+    return sorted(f for f in os.listdir(d) if f[:2].isdigit() and f.endswith(".sh"))
+
+
+def run_step(name: str, env: dict) -> float:
+    log(f"step {name}: begin")
+    t0 = time.monotonic()
+    r = subprocess.run(["bash", os.path.join(HERE, "steps", name)], env=env, cwd=REPO)
+    dt = time.monotonic() - t0
+    if r.returncode != 0:
+        log(f"step {name}: FAILED (exit {r.returncode}) after {dt:.1f} s")
+        raise SystemExit(f"image build failed in step {name}")
+    log(f"step {name}: end ({dt:.1f} s)")
+    return dt
+
+
+def summary(out: str, arch: str, timings: dict, total: float) -> dict:
+    img = os.path.join(out, f"nnos-{arch}.img")
+    with open(os.path.join(out, f"nnos-{arch}.contents.json")) as f:
+        contents = json.load(f)
+    st = os.stat(img)
+    m = {"arch": arch, "image": img, "image_bytes": st.st_size, "image_allocated_bytes": st.st_blocks * 512,
+         "build_s": round(total, 1), "steps_s": {k: round(v, 1) for k, v in timings.items()}, **contents}
+    with open(os.path.join(out, f"nnos-{arch}.manifest.json"), "w") as f:
+        json.dump(m, f, indent=1)
+    mb = 1 << 20
+    log(f"image {img}: {st.st_size / mb:.0f} MiB ({st.st_blocks * 512 / mb:.0f} MiB allocated; root B is empty)")
+    for p in contents["partitions"]:
+        log(f"  {p['name']:<10} {p['size'] / mb:7.1f} MiB  {p['content']}")
+    log(f"  root filesystem: {contents['rootfs_bytes'] / mb:.0f} MiB unpacked, squashfs {contents['squashfs_bytes'] / mb:.0f} MiB; "
+        f"{contents['debian_packages']} Debian packages, {len(contents['python_packages'])} Python packages; "
+        f"kernel {contents['kernel']}")
+    for k, v in contents["largest"].items():
+        log(f"    {k:<44} {v / mb:6.1f} MiB")
+    log(f"  default model: {contents['model']} → plan {contents['plan_id'][:12]} (checked against the reference)")
+    log(f"built in {total:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    return m
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="build.sh image", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", default=host_arch(), choices=sorted(ARCHES))
+    ap.add_argument("--board", default=os.path.join(REPO, "hardware", "boards", "cartpole-sim.toml"),
+                    help="the board config the image starts with")
+    ap.add_argument("--model", help="the default model (ONNX); default: the board's model")
+    ap.add_argument("--out", default=os.path.join(REPO, "out"))
+    ap.add_argument("--only", help="run only the steps whose names start with these (comma separated)")
+    a = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("the image build needs root (mmdebstrap, chroot, device nodes in the root filesystem)")
+    for tool in ("mmdebstrap", "mksquashfs", "sfdisk", "mkfs.ext4", "mkfs.vfat", "mcopy", "cpio", "depmod"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"missing build tool {tool!r}: run ./build.sh image (it installs them)")
+    work = os.path.join(a.out, f"work-{a.arch}")
+    os.makedirs(work, exist_ok=True)
+    env = dict(os.environ, ARCH=a.arch, QEMU_ARCH=ARCHES[a.arch], REPO=REPO, IMAGE_DIR=HERE, OUT=os.path.abspath(a.out),
+               WORK=work, ROOTFS=os.path.join(work, "rootfs"), CACHE=os.path.join(a.out, "cache"),
+               BOARD=os.path.abspath(a.board), MODEL=os.path.abspath(a.model) if a.model else "",
+               HOST_PY=sys.executable, LC_ALL="C.UTF-8", SOURCE_DATE_EPOCH=os.environ.get("SOURCE_DATE_EPOCH", "1764028800"))
+    chosen = steps()
+    if a.only:
+        chosen = [s for s in chosen if any(s.startswith(p) for p in a.only.split(","))]
+    log(f"building nnos-{a.arch}.img: board {os.path.relpath(a.board, REPO)}; steps {', '.join(chosen)}")
+    t0 = time.monotonic()
+    timings = {s[:-3]: run_step(s, env) for s in chosen}
+    if not a.only:
+        summary(a.out, a.arch, timings, time.monotonic() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# nnos's files on top of Debian (overlay/: PID 1, DHCP script, hostname, board modules), then
+# trim what a read-only appliance never uses, and byte-compile Python (the root is read-only,
+# so .pyc files cannot be written at run time).
+set -euo pipefail
+tar -C "$IMAGE_DIR/overlay" --owner=0 --group=0 -cf - . | tar -C "$ROOTFS" --keep-directory-symlink -xf -
+ln -sfn /run/resolv.conf "$ROOTFS/etc/resolv.conf"
+install -d -m 0755 "$ROOTFS/data"
+: > "$ROOTFS/etc/machine-id"
+# trim: package caches and indexes, docs, the dpkg/apt runtime state an appliance never uses
+rm -rf "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/cache/apt/* "$ROOTFS"/var/cache/debconf/*-old \
+       "$ROOTFS"/var/log/* "$ROOTFS"/usr/share/info "$ROOTFS"/usr/share/lintian "$ROOTFS"/usr/share/bash-completion
+find "$ROOTFS/usr/local/lib" -name tests -type d -path '*/numpy/*' -prune -exec rm -rf {} +
+find "$ROOTFS/usr/local/lib" -name '*.pyi' -delete
+site=$(ls -d "$ROOTFS"/usr/local/lib/python3*/dist-packages)
+"$HOST_PY" -m compileall -q -j 0 -s "$ROOTFS" -p / "$site" >/dev/null
+echo "root filesystem: $(du -sh "$ROOTFS" | cut -f1)"

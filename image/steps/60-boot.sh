@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The boot files: the kernel, and nnos's own initramfs (busybox from the image's busybox-static,
+# initramfs/init, the modules of initramfs-modules.txt with their dependencies). The kernel and
+# /boot leave the root filesystem: they live on the boot partition.
+set -euo pipefail
+boot=$WORK/boot
+rm -rf "$boot" "$WORK/initramfs"
+mkdir -p "$boot" "$WORK/initramfs"/{bin,dev,proc,sys,newroot,lib/modules}
+cp "$ROOTFS"/boot/vmlinuz-* "$boot/vmlinuz"
+ir=$WORK/initramfs
+cp "$ROOTFS/bin/busybox" "$ir/bin/busybox"
+cp "$IMAGE_DIR/initramfs/init" "$ir/init"
+python3 "$IMAGE_DIR/lib/modules.py" initramfs "$ROOTFS" "$IMAGE_DIR/initramfs-modules.txt" "$ir"
+(cd "$ir" && find . -print0 | sort -z | cpio --null -o -H newc --quiet --reproducible) | gzip -9n > "$boot/initrd.img"
+cp "$ROOTFS"/boot/config-* "$boot/config"
+rm -rf "$ROOTFS"/boot/*
+echo "kernel $(du -h "$boot/vmlinuz" | cut -f1), initramfs $(du -h "$boot/initrd.img" | cut -f1)"
+# the GRUB EFI modules (unpacked in step 10) are build input, not part of the root filesystem
+rm -rf "$WORK/grub"
+mv "$ROOTFS/usr/lib/nnos-build/grub" "$WORK/grub"
+rm -rf "$ROOTFS/usr/lib/nnos-build"

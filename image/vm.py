@@ -1,0 +1,318 @@
+"""Run an nnos disk image in qemu: the boot test's and the boot benchmark's machine, and a way to
+try the image on a laptop (`./build.sh vm`).
+
+The guest gets the image as a virtio disk, user-mode networking restricted to the host's
+forwarded control-plane port (127.0.0.1 only; the guest reaches nothing else), an xhci USB
+controller for hot-added USB serial adapters, an i6300esb watchdog, the console in a file and
+a QMP socket. KVM is used when a probe boots with it; otherwise TCG.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+OUT = os.path.join(REPO, "out")
+QEMU = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
+MACHINE = {"amd64": ["-machine", "q35"], "arm64": ["-machine", "virt", "-cpu", "cortex-a72"]}
+FIRMWARE = {"amd64": "/usr/share/OVMF/OVMF_CODE.fd", "arm64": "/usr/share/AAVMF/AAVMF_CODE.fd"}
+STAMP = re.compile(r"\[nnos\s+(\d+\.\d+)s\] (.*)")
+
+
+class VmError(Exception):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def artifacts(arch: str) -> dict:
+    base = os.path.join(OUT, f"nnos-{arch}")
+    paths = {k: f"{base}.{k}" for k in ("img", "vmlinuz", "initrd.img", "cmdline")}
+    missing = [p for p in paths.values() if not os.path.exists(p)]
+    if missing:
+        raise VmError(f"no built image: {', '.join(missing)} missing (./build.sh image --arch {arch})")
+    return paths
+
+
+def kvm_works(arch: str) -> bool:
+    """Boot the image's kernel with KVM to the initramfs (cached per host boot). /dev/kvm can
+    exist and still hang guests, as it does on some CI machines."""
+    if arch != {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine) or not os.access("/dev/kvm", os.W_OK):
+        return False
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot_id = f.read().strip()
+    except OSError:
+        boot_id = "?"
+    cache = os.path.join(OUT, "cache", f"kvm-probe-{arch}")
+    try:
+        with open(cache) as f:
+            got_id, verdict = f.read().split()
+        if got_id == boot_id:
+            return verdict == "yes"
+    except (OSError, ValueError):
+        pass
+    a = artifacts(arch)
+    cmd = [QEMU[arch], *MACHINE[arch], "-accel", "kvm", "-m", "256", "-nodefaults", "-display", "none", "-no-reboot",
+           "-serial", "stdio", "-kernel", a["vmlinuz"], "-initrd", a["initrd.img"],
+           "-append", "console=ttyS0 panic=-1 nnos.root=none"]
+    ok = False
+    try:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        end = time.monotonic() + 20
+        os.set_blocking(p.stdout.fileno(), False)
+        buf = b""
+        while time.monotonic() < end and p.poll() is None and not ok:
+            time.sleep(0.2)
+            buf += p.stdout.read() or b""
+            ok = b"initramfs: started" in buf
+        p.kill()
+        p.wait()
+    except OSError:
+        ok = False
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    with open(cache, "w") as f:
+        f.write(f"{boot_id} {'yes' if ok else 'no'}\n")
+    return ok
+
+
+class Qmp:
+    """QEMU Machine Protocol over a Unix socket: JSON commands, answers and events."""
+
+    def __init__(self, path: str, timeout: float = 10.0):
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX)
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > end:
+                    raise VmError(f"no QMP socket at {path}")
+                time.sleep(0.05)
+        self.sock.settimeout(timeout)
+        self.file = self.sock.makefile("rwb")
+        self.events: list[dict] = []
+        self._read()                                       # the greeting
+        self.execute("qmp_capabilities")
+
+    def _read(self) -> dict:
+        line = self.file.readline()
+        if not line:
+            raise VmError("QMP connection closed")
+        return json.loads(line)
+
+    def execute(self, command: str, **arguments) -> dict:
+        msg = {"execute": command, **({"arguments": arguments} if arguments else {})}
+        self.file.write(json.dumps(msg).encode() + b"\n")
+        self.file.flush()
+        while True:
+            r = self._read()
+            if "event" in r:
+                self.events.append(r)
+                continue
+            if "error" in r:
+                raise VmError(f"QMP {command}: {r['error'].get('desc', r['error'])}")
+            return r.get("return", {})
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Vm:
+    def __init__(self, image: str, arch: str = "amd64", workdir: str | None = None, uefi: bool = False,
+                 memory_mb: int = 1024, cpus: int = 2, api_port: int | None = None, accel: str | None = None):
+        self.arch, self.image, self.uefi = arch, image, uefi
+        self.workdir = workdir or os.path.join(OUT, f"vm-{arch}-{os.getpid()}")
+        os.makedirs(self.workdir, exist_ok=True)
+        self.console_path = os.path.join(self.workdir, "console.log")
+        self.qmp_path = os.path.join(self.workdir, "qmp.sock")
+        self.memory_mb, self.cpus = memory_mb, cpus
+        self.api_port = api_port or free_port()
+        self.accel = accel or ("kvm" if kvm_works(arch) else "tcg")
+        self.proc: subprocess.Popen | None = None
+        self.qmp: Qmp | None = None
+        self.started_at = 0.0
+        self.boots = 0
+
+    # --- the command line ----------------------------------------------------------------------
+    def command(self) -> list[str]:
+        a = self.arch
+        # numpy's wheels need x86-64-v2 at least (SSE4.2, POPCNT): qemu's default qemu64 CPU
+        # lacks them, so TCG gets "max" (all it emulates, AVX2 included) and KVM the host's
+        cpu = (["-cpu", "host" if self.accel == "kvm" else "max"] if a == "amd64" else [])
+        cmd = [QEMU[a], *MACHINE[a], *cpu, "-accel", self.accel, "-m", str(self.memory_mb), "-smp", str(self.cpus),
+               "-nodefaults", "-display", "none", "-monitor", "none",
+               "-chardev", f"file,id=con,path={self.console_path}", "-serial", "chardev:con",
+               "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+               "-drive", f"file={self.image},format=raw,if=virtio,cache=writeback,discard=unmap",
+               "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.api_port}-:8080",
+               "-device", "virtio-net-pci,netdev=n0", "-device", "qemu-xhci,id=xhci",
+               "-device", "virtio-rng-pci"]
+        if a == "amd64":
+            cmd += ["-device", "i6300esb", "-action", "watchdog=reset"]
+        if self.uefi:
+            vars_path = os.path.join(self.workdir, "efivars.fd")
+            if not os.path.exists(vars_path):
+                shutil.copy(FIRMWARE[a].replace("CODE", "VARS"), vars_path)
+            cmd += ["-drive", f"if=pflash,format=raw,readonly=on,file={FIRMWARE[a]}",
+                    "-drive", f"if=pflash,format=raw,file={vars_path}"]
+        else:
+            art = artifacts(a)
+            with open(art["cmdline"]) as f:
+                cmdline = f.read().strip().replace(" quiet", "") + " quiet"
+            cmd += ["-kernel", art["vmlinuz"], "-initrd", art["initrd.img"], "-append", cmdline]
+        return cmd
+
+    # --- life cycle ----------------------------------------------------------------------------
+    def start(self) -> "Vm":
+        if self.proc is not None and self.proc.poll() is None:
+            raise VmError("already running")
+        for p in (self.console_path, self.qmp_path):
+            if os.path.exists(p):
+                os.unlink(p)
+        self.started_at = time.monotonic()
+        self.boots = 0
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(os.path.join(self.workdir, "qemu.stderr"), "wb"))
+        self.qmp = Qmp(self.qmp_path)
+        return self
+
+    def console(self) -> str:
+        try:
+            with open(self.console_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def timeline(self, boot: int = -1) -> list[tuple[float, str]]:
+        """(seconds since the kernel started, event) of one boot (default: the latest)."""
+        boots: list[list] = []
+        for m in STAMP.finditer(self.console()):
+            t, ev = float(m.group(1)), m.group(2).strip()
+            if ev.startswith("initramfs: started") or not boots:
+                boots.append([])
+            boots[-1].append((t, ev))
+        return boots[boot] if boots else []
+
+    def wait_for(self, pattern: str, timeout: float = 120.0, after: int = 0) -> re.Match:
+        """Wait until the console (from byte offset ``after``) matches ``pattern``."""
+        rx = re.compile(pattern)
+        end = time.monotonic() + timeout
+        while True:
+            text = self.console()[after:]
+            m = rx.search(text)
+            if m:
+                return m
+            if self.proc is None or self.proc.poll() is not None:
+                raise VmError(f"qemu exited ({self.proc.returncode if self.proc else '-'}) before {pattern!r}; "
+                              f"console tail:\n{text[-3000:]}\nqemu: {self._stderr()}")
+            if time.monotonic() > end:
+                raise VmError(f"no {pattern!r} on the console after {timeout:.0f} s; tail:\n{text[-3000:]}")
+            time.sleep(0.1)
+
+    def _stderr(self) -> str:
+        try:
+            with open(os.path.join(self.workdir, "qemu.stderr")) as f:
+                return f.read()[-2000:]
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """Power cut: SIGKILL to qemu, nothing flushed by the guest."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        if self.qmp:
+            self.qmp.close()
+            self.qmp = None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.qmp and self.proc and self.proc.poll() is None:
+            try:
+                self.qmp.execute("quit")
+                self.proc.wait(timeout)
+            except (VmError, OSError, subprocess.TimeoutExpired):
+                pass
+        self.kill()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # --- devices -------------------------------------------------------------------------------
+    def add_usb_serial(self, dev_id: str, tty: str, serial: str) -> None:
+        """Hot-add a USB serial adapter (an FTDI FT232, 0403:6001, as qemu emulates it) whose
+        other end is the host tty ``tty`` (e.g. the simulator's pseudo-terminal)."""
+        self.qmp.execute("chardev-add", id=f"chr-{dev_id}",
+                         backend={"type": "serial", "data": {"device": tty}})
+        self.qmp.execute("device_add", driver="usb-serial", id=dev_id, chardev=f"chr-{dev_id}",
+                         serial=serial, bus="xhci.0")
+
+    def remove_usb(self, dev_id: str, timeout: float = 10.0) -> None:
+        self.qmp.execute("device_del", id=dev_id)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if not any(d.get("qdev") == dev_id or d.get("name") == dev_id for d in self._usb_devices()):
+                break
+            time.sleep(0.1)
+        try:
+            self.qmp.execute("chardev-remove", id=f"chr-{dev_id}")
+        except VmError:
+            pass
+
+    def _usb_devices(self) -> list[dict]:
+        return self.qmp.execute("qom-list", path="/machine/peripheral") or []
+
+
+def main(argv=None) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(prog="build.sh vm", description="Boot the built image in qemu; console on stdout.")
+    ap.add_argument("--arch", default="amd64", choices=sorted(QEMU))
+    ap.add_argument("--uefi", action="store_true", help="boot through the EFI firmware and GRUB, not -kernel")
+    ap.add_argument("--port", type=int, default=8080, help="host port (127.0.0.1) for the control plane")
+    ap.add_argument("--disk", help="the disk to run (default: a copy of out/nnos-ARCH.img in out/)")
+    a = ap.parse_args(argv)
+    src = artifacts(a.arch)["img"]
+    disk = a.disk or os.path.join(OUT, f"vm-{a.arch}.img")
+    if not a.disk and not os.path.exists(disk):
+        subprocess.run(["cp", "--sparse=always", src, disk], check=True)
+        os.truncate(disk, max(os.path.getsize(disk), 2 << 30))
+    vm = Vm(disk, a.arch, uefi=a.uefi, api_port=a.port)
+    print(f"qemu ({vm.accel}): disk {disk}; control plane on http://127.0.0.1:{a.port}/", file=sys.stderr)
+    vm.start()
+    pos = 0
+    try:
+        while vm.proc.poll() is None:
+            text = vm.console()
+            sys.stdout.write(text[pos:])
+            sys.stdout.flush()
+            pos = len(text)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        vm.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

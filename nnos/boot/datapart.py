@@ -1,0 +1,170 @@
+"""The data partition: the only writable storage on the device (models, the active pointer,
+config, the API token, logs). Found by its GPT name, checked, and mounted at boot; created when
+it is missing or unreadable (defaults are restored on top by init), and grown to the end of the
+disk when the disk is larger than the image that was flashed onto it.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import subprocess
+
+LABEL = "nnos-data"
+ROOT_LABELS = ("root-a", "root-b")
+MIN_GROW = 64 << 20          # grow when at least this much of the disk lies unused after it
+SECTOR = 512
+MS_NOATIME = 1024
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+class DataPartitionError(Exception):
+    pass
+
+
+def mount(source: str, target: str, fstype: str, flags: int = 0, options: str = "") -> None:
+    os.makedirs(target, exist_ok=True)
+    if _libc.mount(source.encode(), target.encode(), fstype.encode(), flags, options.encode() or None) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"mount {source} on {target} ({fstype}): {os.strerror(e)}")
+
+
+def umount(target: str) -> None:
+    if _libc.umount2(target.encode(), 0) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"umount {target}: {os.strerror(e)}")
+
+
+def partitions(sysfs: str = "/sys/class/block") -> dict[str, dict]:
+    """GPT name → {dev, disk, number, start, size (bytes)} for every partition the kernel knows."""
+    out = {}
+    for name in sorted(os.listdir(sysfs)):
+        base = os.path.join(sysfs, name)
+        try:
+            with open(os.path.join(base, "uevent")) as f:
+                ev = dict(line.strip().split("=", 1) for line in f if "=" in line)
+            if ev.get("DEVTYPE") != "partition" or "PARTNAME" not in ev:
+                continue
+            with open(os.path.join(base, "partition")) as f:
+                number = int(f.read())
+            with open(os.path.join(base, "start")) as f:
+                start = int(f.read())
+            with open(os.path.join(base, "size")) as f:
+                size = int(f.read())
+        except (OSError, ValueError):
+            continue
+        disk = os.path.basename(os.path.dirname(os.path.realpath(base)))
+        out[ev["PARTNAME"]] = {"dev": "/dev/" + ev["DEVNAME"], "disk": "/dev/" + disk, "number": number,
+                               "start": start * SECTOR, "size": size * SECTOR}
+    return out
+
+
+def disk_size(disk: str) -> int:
+    with open(f"/sys/class/block/{os.path.basename(disk)}/size") as f:
+        return int(f.read()) * SECTOR
+
+
+def _run(*cmd, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True)
+
+
+def create(say) -> dict:
+    """Append a data partition in the free space after the last partition of the root disk."""
+    parts = partitions()
+    root = next((parts[n] for n in ROOT_LABELS if n in parts), None)
+    if root is None:
+        raise DataPartitionError("no root partition (root-a/root-b) found: cannot tell which disk is ours")
+    disk = root["disk"]
+    _run("sfdisk", "--relocate", "gpt-bak-std", disk)
+    r = _run("sfdisk", "--append", "--no-reread", "--no-tell-kernel", disk,
+             stdin=f'type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="{LABEL}"\n')
+    if r.returncode != 0:
+        raise DataPartitionError(f"sfdisk could not add the data partition on {disk}: {r.stderr.strip()}")
+    _run("partx", "--add", disk)
+    part = partitions().get(LABEL)
+    if part is None:
+        raise DataPartitionError(f"made a data partition on {disk}, but the kernel does not show it")
+    say(f"data: created partition {part['dev']} ({part['size'] >> 20} MiB)")
+    return part
+
+
+def grow(part: dict, say) -> bool:
+    """Extend the data partition (the last one) and its filesystem to the end of the disk."""
+    free = disk_size(part["disk"]) - (part["start"] + part["size"]) - 34 * SECTOR     # GPT backup
+    if free < MIN_GROW:
+        return False
+    _run("sfdisk", "--relocate", "gpt-bak-std", part["disk"])
+    r = _run("sfdisk", "--no-reread", "--no-tell-kernel", "-N", str(part["number"]), part["disk"], stdin=", +\n")
+    if r.returncode != 0:
+        say(f"data: could not grow the partition: {r.stderr.strip()}")
+        return False
+    new = _run("partx", "-g", "-o", "SECTORS", "--nr", str(part["number"]), part["disk"]).stdout.strip()
+    _run("resizepart", part["disk"], str(part["number"]), new)
+    r = _run("resize2fs", part["dev"])
+    if r.returncode != 0:
+        say(f"data: grew the partition but not its filesystem: {r.stderr.strip()}")
+        return False
+    say(f"data: grown by {free >> 20} MiB to fill the disk")
+    return True
+
+
+def check(dev: str) -> tuple[bool, str]:
+    """e2fsck, repairing what it can (preen, then yes). (usable, what happened)."""
+    r = _run("e2fsck", "-p", dev)
+    if r.returncode < 4:
+        return True, "clean" if r.returncode == 0 else "repaired"
+    r = _run("e2fsck", "-fy", dev)
+    if r.returncode < 4:
+        return True, "repaired (e2fsck -y)"
+    lines = (r.stdout + r.stderr).strip().splitlines()
+    return False, lines[-1] if lines else "unreadable"
+
+
+def blank(dev: str) -> bool:
+    """No filesystem yet: the image ships the partition zero-filled (made at first boot)."""
+    with open(dev, "rb") as f:
+        head = f.read(1 << 20)
+    return head.count(0) == len(head)
+
+
+def make_fs(dev: str) -> None:
+    r = _run("mkfs.ext4", "-q", "-F", "-L", LABEL, "-O", "^metadata_csum_seed", "-E", "lazy_itable_init=1", dev)
+    if r.returncode != 0:
+        raise DataPartitionError(f"mkfs.ext4 {dev} failed: {r.stderr.strip()}")
+
+
+def prepare(mountpoint: str, say) -> dict:
+    """Find, check, (re)create, mount and grow the data partition. Returns what happened:
+    {"dev", "created": bool (a partition or filesystem was made), "recreated": reason or None, "grown": bool}."""
+    part = partitions().get(LABEL)
+    created = part is None
+    recreated = None
+    if created:
+        say("data: no data partition: creating one (first boot, or it was lost)")
+        part = create(say)
+        make_fs(part["dev"])
+    elif blank(part["dev"]):
+        say(f"data: first boot: making the data filesystem on {part['dev']}")
+        make_fs(part["dev"])
+        created = True
+    else:
+        ok, how = check(part["dev"])
+        if not ok:
+            recreated = how
+            say(f"data: {part['dev']} is unreadable ({how}): recreating it; stored models and config are lost, "
+                f"defaults are restored")
+            make_fs(part["dev"])
+        elif how != "clean":
+            say(f"data: {part['dev']} was not cleanly unmounted: {how}")
+    try:
+        mount(part["dev"], mountpoint, "ext4", MS_NOATIME)
+    except OSError as e:
+        if recreated or created:
+            raise DataPartitionError(str(e)) from e
+        recreated = str(e)
+        say(f"data: {e}: recreating the filesystem; defaults are restored")
+        make_fs(part["dev"])
+        mount(part["dev"], mountpoint, "ext4", MS_NOATIME)
+    grown = grow(part, say)
+    return {"dev": part["dev"], "created": created, "recreated": recreated, "grown": grown}

@@ -1,0 +1,160 @@
+"""nnos's PID 1 on the appliance (/sbin/nnos-init, started by the initramfs's switch_root).
+
+In order: mount the kernel filesystems; load the board's modules; start udev; check and mount
+the data partition (created on first boot, recreated when unreadable); restore default config;
+then exec the supervisor (`nnos up --init`), which stays PID 1: it starts the loop before
+anything optional (the network — DHCP, or static from the data partition —, the control
+plane), reaps orphans, and reboots or powers off on request. Each step is stamped on the console.
+
+The root filesystem is read-only (squashfs); writable places are tmpfs (/run, /tmp, /var/tmp)
+and the data partition (/data).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import traceback
+
+from . import datapart
+from .timeline import stamp
+
+DATA = "/data"
+CONFIG = "/data/config"
+STATE = "/data/nnos"                  # the supervisor's --data: store, token, logs
+DEFAULT_BOARD = "/etc/nnos/board.toml"
+DEFAULT_PLAN = "/usr/share/nnos/default.plan"
+BOARD_MODULES = "/etc/nnos/modules"   # modules this image loads before the supervisor (watchdog, ...)
+UDEVD = ("/usr/lib/systemd/systemd-udevd", "/lib/systemd/systemd-udevd")
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def say(msg: str) -> None:
+    stamp(msg, sys.stdout)
+
+
+def mount_kernel_filesystems() -> None:
+    table = [("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, ""),
+             ("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, ""),
+             ("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755"),
+             ("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "gid=5,mode=620,ptmxmode=000"),
+             ("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"),
+             ("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=20%"),
+             ("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"),
+             ("tmpfs", "/var/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")]
+    for source, target, fstype, flags, options in table:
+        if os.path.ismount(target) and target in ("/dev", "/proc", "/sys"):
+            continue                                  # handed over by the initramfs
+        try:
+            datapart.mount(source, target, fstype, flags, options)
+        except OSError as e:
+            say(f"init: {e}")
+
+
+def load_modules() -> None:
+    try:
+        with open(BOARD_MODULES) as f:
+            names = [line.split("#")[0].strip() for line in f if line.split("#")[0].strip()]
+    except FileNotFoundError:
+        return
+    if names:
+        r = subprocess.run(["modprobe", "-a", "-q", *names], capture_output=True, text=True)
+        if r.returncode != 0:
+            say(f"init: some of the board's modules did not load ({', '.join(names)}): {r.stderr.strip()}")
+
+
+def start_udev() -> None:
+    udevd = next((p for p in UDEVD if os.path.exists(p)), None)
+    if udevd is None:
+        say("init: no udevd in this image: no hotplug")
+        return
+    subprocess.run([udevd, "--daemon"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # coldplug in the background: modules for what is already there (NIC, USB, watchdog) load
+    # while the supervisor starts; the exit status is collected by the supervisor's reaper
+    subprocess.Popen(["sh", "-c", "udevadm trigger --type=subsystems --action=add; "
+                                  "udevadm trigger --type=devices --action=add"],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def mount_data() -> dict:
+    try:
+        return datapart.prepare(DATA, say)
+    except (datapart.DataPartitionError, OSError) as e:
+        say(f"data: {e}; running with a RAM-only data directory: nothing will be kept across a reboot")
+        datapart.mount("tmpfs", DATA, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+        return {"dev": None, "created": True, "recreated": str(e), "grown": False}
+
+
+def restore_defaults() -> None:
+    os.makedirs(CONFIG, exist_ok=True)
+    os.makedirs(STATE, exist_ok=True)
+    board = os.path.join(CONFIG, "board.toml")
+    if not os.path.exists(board):
+        from ..fsutil import atomic_write
+        with open(DEFAULT_BOARD, "rb") as f:
+            atomic_write(board, f.read())
+        say(f"init: board config {board} restored from the image's default")
+    run = os.path.join(STATE, "run")               # telemetry, sockets: RAM, never the flash
+    os.makedirs(run, exist_ok=True)
+    if not os.path.ismount(run):
+        datapart.mount("tmpfs", run, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+
+
+def set_hostname() -> None:
+    import socket
+    name = "nnos"
+    try:
+        with open(os.path.join(CONFIG, "hostname")) as f:
+            name = f.read().strip() or name
+    except FileNotFoundError:
+        pass
+    try:
+        socket.sethostname(name)
+    except OSError as e:
+        say(f"init: hostname {name!r}: {e}")
+
+
+def supervisor_env() -> dict:
+    env = dict(os.environ, NNOS_INIT="1", PATH=PATH,
+               HOME="/root", LANG="C.UTF-8", PYTHONDONTWRITEBYTECODE="1")
+    env.setdefault("NNOS_API_HOST", "0.0.0.0")    # the device's control plane is for the local network
+    if os.path.exists("/dev/watchdog"):
+        env.setdefault("NNOS_HW_WATCHDOG", "/dev/watchdog")
+    return env
+
+
+def exec_supervisor() -> None:
+    argv = [sys.executable, "-m", "nnos.cli", "up", "--init", "--board", os.path.join(CONFIG, "board.toml"),
+            "--default-board", DEFAULT_BOARD, "--plan", DEFAULT_PLAN, "--data", STATE]
+    say("init: starting the supervisor")
+    os.execve(sys.executable, argv, supervisor_env())
+
+
+def main() -> None:
+    os.umask(0o022)
+    os.environ["PATH"] = PATH
+    say(f"init: started as PID {os.getpid()}, root {os.environ.get('NNOS_ROOT', '?')}")
+    try:
+        mount_kernel_filesystems()
+        load_modules()
+        start_udev()
+        info = mount_data()
+        say(f"data: {info['dev'] or 'tmpfs'} mounted on {DATA}")
+        restore_defaults()
+        set_hostname()
+    except Exception:                                  # noqa: BLE001 - PID 1 must reach the supervisor
+        say("init: a boot step failed; starting the supervisor anyway:\n" + traceback.format_exc())
+        if not os.path.ismount(DATA):
+            say("data: not mounted; running with a RAM-only data directory: nothing will be kept across a reboot")
+            datapart.mount("tmpfs", DATA, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+        os.makedirs(STATE, exist_ok=True)
+        if not os.path.exists(os.path.join(CONFIG, "board.toml")):
+            os.makedirs(CONFIG, exist_ok=True)
+            shutil.copy(DEFAULT_BOARD, os.path.join(CONFIG, "board.toml"))
+    exec_supervisor()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""The boot timeline on the console: every line is `[nnos  12.34s] event`, the time counted from
+the kernel's start (CLOCK_BOOTTIME), so kernel → initramfs → init → first tick → control plane
+ready can be read off one boot log (and parsed by the boot test and benchmark)."""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+
+PATTERN = re.compile(r"\[nnos\s+(\d+\.\d+)s\] (.*)")
+
+
+def since_boot() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def stamp(event: str, stream=None) -> None:
+    line = f"[nnos {since_boot():7.2f}s] {event}\n"
+    stream = stream or sys.stderr
+    try:
+        stream.write(line)
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def on_console() -> bool:
+    """True when this process is the device's init or runs under it (the image)."""
+    return os.getpid() == 1 or os.environ.get("NNOS_INIT") == "1"
+
+
+def parse(text: str) -> list[tuple[float, str]]:
+    """Timeline events from a console log, in order."""
+    return [(float(m.group(1)), m.group(2).strip()) for m in PATTERN.finditer(text)]
