@@ -5,6 +5,13 @@
 #   ./build.sh test    install everything into .venv and run the whole suite
 #   ./build.sh quick   the suite without slow cases (NNOS_QUICK=1), for iteration
 #   ./build.sh bench   the benchmarks (core vs onnxruntime; serial round trip; loop vs cyclictest)
+#   ./build.sh image [--arch amd64|arm64] [--board FILE] [--model FILE]
+#                      build the bootable disk image out/nnos-ARCH.img (root; mmdebstrap)
+#   ./build.sh boot [--arch arm64]
+#                      boot the image in qemu and run the boot tests (arm64: boot to the first tick)
+#   ./build.sh vm      boot the image in qemu with its console here (control plane on 127.0.0.1:8080)
+#   ./build.sh flash /dev/sdX [--force]
+#                      write the image to a card, checked against mounted/system/oversized disks
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -40,8 +47,28 @@ debian_packages() {
     fi
 }
 
+# building and booting the image (no recommends: qemu's would pull in a desktop)
+IMAGE_PACKAGES=(mmdebstrap squashfs-tools dosfstools mtools fdisk e2fsprogs cpio kmod grub-common
+                qemu-system-x86 qemu-utils ovmf arch-test)
+ARM64_PACKAGES=(qemu-user-static binfmt-support qemu-system-arm qemu-efi-aarch64)
+
+image_packages() {
+    local missing=() p
+    for p in "${IMAGE_PACKAGES[@]}" "$@"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing image build tools: ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+}
+
+wants_arm64() { local a; for a in "$@"; do [ "$a" = arm64 ] || [ "$a" = --arch=arm64 ] && return 0; done; return 1; }
+
 setup() {
     debian_packages
+    image_packages
     if [ ! -x "$PY" ]; then
         log "creating $VENV"
         python3 -m venv "$VENV"
@@ -71,6 +98,13 @@ case "$cmd" in
     bench) setup; "$PY" benchmarks/core_bench.py "$@"; "$PY" benchmarks/serial_bench.py
            "$PY" benchmarks/loop_bench.py
            exec "$PY" benchmarks/api_isolation_bench.py ;;
+    image) setup; if wants_arm64 "$@"; then image_packages "${ARM64_PACKAGES[@]}"; fi
+           as_root "$PY" image/build.py "$@" ;;
+    boot)  setup
+           if wants_arm64 "$@"; then image_packages "${ARM64_PACKAGES[@]}"; exec "$PY" benchmarks/boot_bench.py --arch arm64 --runs 1
+           else exec "$PY" -m pytest -q -p no:cacheprovider tests/image "$@"; fi ;;
+    vm)    setup; exec "$PY" image/vm.py "$@" ;;
+    flash) setup; as_root "$PY" image/flash.py "$@" ;;
     setup) setup ;;
-    *) sed -n '2,6p' "$0"; exit 1 ;;
+    *) sed -n '2,14p' "$0"; exit 1 ;;
 esac

@@ -32,6 +32,26 @@ def host_arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 
 
+def inputs_digest(arch: str, board: str, model: str | None) -> str:
+    """A hash of everything the image is made from (this directory, nnos, hardware, the default
+    model, the pinned dependencies' source, the build options): the boot tests rebuild when it
+    changes."""
+    import hashlib
+    h = hashlib.sha256(f"{arch} {os.path.abspath(board)} {model or ''}".encode())
+    for top in ("image", "nnos", "hardware", "models/cartpole"):
+        for d, dirs, files in sorted(os.walk(os.path.join(REPO, top))):
+            dirs[:] = sorted(x for x in dirs if x != "__pycache__")
+            for f in sorted(files):
+                if f.endswith(".pyc"):
+                    continue
+                with open(os.path.join(d, f), "rb") as fh:
+                    h.update(os.path.relpath(os.path.join(d, f), REPO).encode() + b"\0" + fh.read())
+    for f in ("pyproject.toml", board, *( [model] if model else [])):
+        with open(f if os.path.isabs(f) else os.path.join(REPO, f), "rb") as fh:
+            h.update(fh.read())
+    return h.hexdigest()[:24]
+
+
 def steps() -> list[str]:
     d = os.path.join(HERE, "steps")
     return sorted(f for f in os.listdir(d) if f[:2].isdigit() and f.endswith(".sh"))
@@ -100,6 +120,8 @@ def main(argv=None) -> int:
     timings = {s[:-3]: run_step(s, env) for s in chosen}
     if not a.only:
         summary(a.out, a.arch, timings, time.monotonic() - t0)
+        with open(os.path.join(a.out, f"nnos-{a.arch}.inputs"), "w") as f:
+            f.write(inputs_digest(a.arch, a.board, a.model) + "\n")
     return 0
 
 

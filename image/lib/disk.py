@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 MiB = 1 << 20
-ESP_SIZE = 64 * MiB
+ESP_SIZE = 40 * MiB          # two slots' kernel + initramfs (~11 MiB each), the EFI loader
 DATA_SIZE = 64 * MiB          # made and then grown to the disk's end on first boot
 SLOT_HEADROOM = 1.25          # a slot holds an update somewhat larger than today's root
 ROOT_TYPES = {"amd64": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", "arm64": "B921B045-1DF0-41C3-AF44-4C6F280D3FAE"}

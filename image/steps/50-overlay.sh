@@ -10,7 +10,11 @@ install -d -m 0755 "$ROOTFS/data"
 # trim: package caches and indexes, docs, the dpkg/apt runtime state an appliance never uses
 rm -rf "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/cache/apt/* "$ROOTFS"/var/cache/debconf/*-old \
        "$ROOTFS"/var/log/* "$ROOTFS"/usr/share/info "$ROOTFS"/usr/share/lintian "$ROOTFS"/usr/share/bash-completion
+# Perl beyond perl-base (it comes with usrmerge; nothing on the device runs it), glibc's iconv
+# modules (Python has its own codecs), the test data inside wheels
+rm -rf "$ROOTFS"/usr/share/perl "$ROOTFS"/usr/lib/*-linux-gnu/perl "$ROOTFS"/usr/lib/*-linux-gnu/gconv
 find "$ROOTFS/usr/local/lib" -name tests -type d -path '*/numpy/*' -prune -exec rm -rf {} +
+rm -rf "$ROOTFS"/usr/local/lib/python3*/dist-packages/onnx/backend/test/data
 find "$ROOTFS/usr/local/lib" -name '*.pyi' -delete
 site=$(ls -d "$ROOTFS"/usr/local/lib/python3*/dist-packages)
 "$HOST_PY" -m compileall -q -j 0 -s "$ROOTFS" -p / "$site" >/dev/null

@@ -36,7 +36,7 @@ grub-mkstandalone -d "$WORK/grub/usr/lib/grub/$efi_target" -O "$efi_target" -o "
     --locales= --fonts= --themes= "boot/grub/grub.cfg=$boot/grub-embedded.cfg"
 esp=$WORK/esp.img
 rm -f "$esp"
-mkfs.vfat -C -F 32 -n NNOSBOOT "$esp" $((64 * 1024)) >/dev/null
+mkfs.vfat -C -F 32 -n NNOSBOOT "$esp" $((40 * 1024)) >/dev/null
 mmd -i "$esp" ::/EFI ::/EFI/BOOT ::/nnos ::/nnos/a ::/nnos/b
 mcopy -i "$esp" "$boot/$efi_name" ::/EFI/BOOT/
 mcopy -i "$esp" "$boot/grub.cfg" ::/nnos/

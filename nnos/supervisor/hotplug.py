@@ -22,6 +22,7 @@ def main(argv=None) -> int:
     pending = watcher.scan()
     while True:
         for e in pending:
+            print(f"hotplug: {e.device} {e.action}: {e.identity}", file=sys.stderr, flush=True)
             msg = {"cmd": "device", "device": e.device, "action": e.action, "path": e.identity.devnode}
             try:
                 request(sock, msg, timeout=5)

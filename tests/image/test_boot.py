@@ -1,0 +1,211 @@
+"""The image, booted in qemu: straight to the network driving the (simulated) robot, the API
+with the token the device made, a model choice that survives a reboot, hotplug of a USB serial
+adapter, power cuts, and damaged storage."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from tests.image.conftest import ARCH, OUT, ROOT, Device
+
+POLICY = os.path.join(ROOT, "models", "cartpole", "cartpole.onnx")
+USB_BOARD = os.path.join(ROOT, "hardware", "boards", "cartpole-usb.toml")
+
+
+def variant(scale: float) -> bytes:
+    """The cart-pole policy with its output layer scaled: another model that still balances."""
+    m = onnx.load(POLICY)
+    last = m.graph.initializer[-1]
+    last.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(last) * scale, last.name))
+    return m.SerializeToString()
+
+
+def manifest() -> dict:
+    with open(os.path.join(OUT, f"nnos-{ARCH}.manifest.json")) as f:
+        return json.load(f)
+
+
+def upload_and_activate(dev, data: bytes) -> str:
+    r = dev.client.post("/v1/models", content=data)
+    assert r.status_code == 201, r.text
+    mid = r.json()["id"]
+    r = dev.client.post(f"/v1/models/{mid}/activate")
+    assert r.status_code == 200 and r.json()["outcome"] == "active", r.text
+    return mid
+
+
+def ticking(dev, seconds: float = 2.0) -> dict:
+    a = dev.status()["loop"]
+    time.sleep(seconds)
+    b = dev.status()["loop"]
+    assert b["ticks"] - a["ticks"] >= 0.6 * 50 * seconds, (a, b)     # 50 Hz board, TCG guest
+    return b
+
+
+def test_boots_to_the_network_and_keeps_the_chosen_model_across_a_reboot(image, device):
+    dev = device.boot()
+    events = dev.vm.timeline()
+    t = {}
+    for at, ev in events:
+        for key in ("initramfs: started", "init: started", "loop: first tick", "control plane: ready"):
+            if ev.startswith(key) and key not in t:
+                t[key] = at
+    assert list(t) == ["initramfs: started", "init: started", "loop: first tick", "control plane: ready"], events
+    assert t["initramfs: started"] < t["init: started"] < t["loop: first tick"] < t["control plane: ready"], t
+    console = dev.vm.console()
+    assert "data: first boot: making the data filesystem" in console and "data: grown by" in console
+    # the default model, compiled at build time, runs; the robot balances; nothing failed safe
+    st = dev.status()
+    assert st["loop"]["active"] == st["store"]["active"] == manifest()["plan_id"], st
+    loop = ticking(dev)
+    assert loop["mode"] == "running" and loop["failsafe_entries"] == 0, loop
+    # a second model over the API, then a reboot: the choice is on the data partition
+    mid = upload_and_activate(dev, variant(1.01))
+    dev.reboot()
+    st = dev.status()
+    assert st["loop"]["active"] == mid and st["store"]["previous"] == manifest()["plan_id"], st
+    loop = ticking(dev)
+    assert loop["mode"] == "running" and loop["failsafe_entries"] == 0
+    second = dev.vm.console()[dev.mark:]
+    assert "first boot" not in second and "data: /dev/vda4 mounted on /data" in second
+    assert "init: reboot" in dev.vm.console()
+
+
+def test_hotplugged_usb_serial_adapter_is_bound_by_identity(image, device, tmp_path):
+    dev = device.boot()
+    with open(USB_BOARD) as f:
+        r = dev.client.put("/v1/config", params={"at": "next-start"}, content=f.read())
+    assert r.status_code == 200, r.text
+    dev.reboot()
+    # the board wants a USB adapter that is not there: failsafe, and the API says why
+    st = dev.wait_status(lambda s: s["loop"]["mode"] == "failsafe", 30, "in failsafe without the adapter")
+    assert st["board"]["name"] == "cartpole-usb" and st["loop"]["failsafe_reason"], st
+    sim = subprocess.Popen([sys.executable, "-m", "hardware.sim", "cartpole", "--seed", "7"], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=open(tmp_path / "sim.stderr", "wb"), text=True)
+    try:
+        port = json.loads(sim.stdout.readline())["port"]
+        dev.vm.add_usb_serial("cp0", port, "NNOSCP01")
+        st = dev.wait_status(lambda s: s["loop"]["mode"] == "running", 60, "running once the adapter is in")
+        devs = dev.client.get("/v1/devices").json()["devices"]
+        assert devs[0]["open"] and not devs[0]["lost"], devs
+        ticking(dev)
+        dev.vm.remove_usb("cp0")
+        dev.wait_status(lambda s: s["loop"]["mode"] == "failsafe", 30, "failsafe after device_del")
+        dev.vm.add_usb_serial("cp0", port, "NNOSCP01")
+        dev.wait_status(lambda s: s["loop"]["mode"] == "running", 60, "running again after the re-add")
+        ticking(dev)
+    finally:
+        sim.kill()
+        sim.wait()
+    console = dev.vm.console()
+    assert "hotplug: cartpole add: 0403:6001 serial NNOSCP01 at /dev/ttyUSB" in console
+    assert "hotplug: cartpole remove" in console
+
+
+def test_power_cuts_during_upload_and_running_leave_the_last_committed_model(image, device):
+    rng = random.Random(int(os.environ.get("NNOS_CRASH_SEED", "2026")))
+    dev = device.boot()
+    committed = manifest()["plan_id"]
+    for i, scale in enumerate((1.02, 1.03)):
+        # cut the power at a random moment while a model is uploaded and activated
+        result = {}
+
+        def go():
+            try:
+                result["id"] = upload_and_activate(dev, variant(scale))
+            except Exception as e:                  # noqa: BLE001 - the connection dies with the VM
+                result["error"] = e
+        th = threading.Thread(target=go)
+        th.start()
+        time.sleep(rng.uniform(0.0, 4.0))
+        dev.kill()
+        th.join(30)
+        if "id" in result:
+            committed = result["id"]                # the API said it was active before the cut
+        with dev.datafs() as fs:
+            assert fs.fsck() < 4                    # the journal replays; no damage left
+        dev.boot()
+        st = dev.status()
+        assert st["loop"]["active"] == st["store"]["active"], st
+        if st["store"]["active"] != committed:
+            # the cut came after the activation was committed but before the API answered
+            assert st["store"]["previous"] == committed, (st, committed)
+            committed = st["store"]["active"]
+        ids = {m["id"] for m in dev.client.get("/v1/models").json()["models"]}
+        assert committed in ids and all(dev.client.get(f"/v1/models/{m}").status_code == 200 for m in ids)
+        assert ticking(dev)["mode"] == "running"
+    # and in the middle of plain running
+    time.sleep(rng.uniform(0.5, 3.0))
+    dev.kill()
+    dev.boot()
+    st = dev.status()
+    assert st["loop"]["active"] == committed and st["loop"]["mode"] == "running", st
+
+
+def test_unreadable_or_missing_data_partition_is_recreated_with_defaults(image, device):
+    dev = device
+    # garbage over the whole data partition: recreated, defaults restored, said on the console
+    from image.datafs import partition
+    part = partition(dev.disk)
+    with open(dev.disk, "r+b") as f:
+        f.seek(part["start"])
+        f.write(os.urandom(part["size"]))
+    dev.boot()
+    console = dev.vm.console()
+    assert "is unreadable" in console and "recreating it" in console, console[-3000:]
+    st = dev.status()
+    assert st["loop"]["active"] == manifest()["plan_id"] and ticking(dev)["mode"] == "running"
+    dev.kill()
+    # no data partition at all: a new one is made in the free space
+    subprocess.run(["sfdisk", "--delete", dev.disk, str(part["number"])], check=True, capture_output=True)
+    dev.boot()
+    assert "no data partition: creating one" in dev.vm.console()
+    assert dev.status()["loop"]["active"] == manifest()["plan_id"]
+
+
+def test_corrupt_active_model_falls_back_to_the_previous_one(image, device):
+    dev = device.boot()
+    mid = upload_and_activate(dev, variant(0.99))
+    dev.kill()
+    with dev.datafs() as fs:
+        blob = bytearray(fs.read(f"/nnos/models/{mid}.nnos"))
+        blob[len(blob) // 2] ^= 0xFF
+        fs.write(f"/nnos/models/{mid}.nnos", bytes(blob))
+        fs.commit()
+    dev.boot()
+    st = dev.status()
+    assert st["loop"]["active"] == manifest()["plan_id"] and st["loop"]["mode"] == "running", st
+    logs = "\n".join(dev.client.get("/v1/logs", params={"process": "loop"}).json()["lines"])
+    assert "does not load" in logs and "corrupted" in logs, logs[-2000:]
+
+
+def test_bad_board_config_is_set_aside_and_the_default_restored(image, device):
+    dev = device
+    dev.boot()
+    dev.kill()
+    with dev.datafs() as fs:
+        fs.write("/config/board.toml", b"[board]\nname = \"x\"\nrate_hz = \"fast\"\n")
+        fs.commit()
+    dev.boot()
+    console = dev.vm.console()
+    assert "rate_hz must be a number" in console and "board config restored" in console
+    assert dev.status()["board"]["name"] == "cartpole-sim"
+
+
+@pytest.mark.slow
+def test_uefi_boot_through_grub(image, tmp_path):
+    dev = Device(image, str(tmp_path), uefi=True)
+    try:
+        dev.boot(api=False, timeout=300)
+        assert "loop: first tick" in dev.vm.console()
+    finally:
+        dev.close()
