@@ -32,13 +32,13 @@ def host_arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 
 
-def inputs_digest(arch: str, board: str, model: str | None) -> str:
+def inputs_digest(arch: str, board: str, model: str | None, hw: str | None = None) -> str:
     """A hash of everything the image is made from (this directory, nnos, hardware, the default
     model, the pinned dependencies' source, the build options): the boot tests rebuild when it
     changes."""
     import hashlib
-    h = hashlib.sha256(f"{arch} {os.path.abspath(board)} {model or ''}".encode())
-    for top in ("image", "nnos", "hardware", "models/cartpole"):
+    h = hashlib.sha256(f"{arch} {os.path.abspath(board)} {model or ''} {hw or ''}".encode())
+    for top in ("image", "nnos", "hardware", "models/cartpole", *([hw] if hw else [])):
         for d, dirs, files in sorted(os.walk(os.path.join(REPO, top))):
             dirs[:] = sorted(x for x in dirs if x != "__pycache__")
             for f in sorted(files):
@@ -52,15 +52,38 @@ def inputs_digest(arch: str, board: str, model: str | None) -> str:
     return h.hexdigest()[:24]
 
 
-def steps() -> list[str]:
-    d = os.path.join(HERE, "steps")
-    return sorted(f for f in os.listdir(d) if f[:2].isdigit() and f.endswith(".sh"))
+def steps(hw: str | None = None) -> list[tuple[str, str]]:
+    """(name, path) of the numbered build steps: image/steps/ and the hardware hook's steps/,
+    merged in number order (a hook's 65-firmware.sh runs between 60-boot and 70-disk)."""
+    found = []
+    for d in [os.path.join(HERE, "steps")] + ([os.path.join(hw, "steps")] if hw else []):
+        if os.path.isdir(d):
+            found += [(f, os.path.join(d, f)) for f in os.listdir(d) if f[:2].isdigit() and f.endswith(".sh")]
+    return sorted(found)
 
 
-def run_step(name: str, env: dict) -> float:
+def merge_lists(work: str, hw: str | None) -> dict:
+    """The data lists the steps read: this directory's, plus the hardware hook's additions."""
+    out = {}
+    os.makedirs(os.path.join(work, "lists"), exist_ok=True)
+    for env, name in (("PACKAGES", "packages.txt"), ("MODULES", "modules.txt"),
+                      ("INITRAMFS_MODULES", "initramfs-modules.txt")):
+        text = open(os.path.join(HERE, name)).read()
+        if hw and os.path.exists(os.path.join(hw, name)):
+            text += f"\n# from {hw}\n" + open(os.path.join(hw, name)).read()
+        path = os.path.join(work, "lists", name)
+        with open(path, "w") as f:
+            f.write(text)
+        out[env] = path
+    overlays = [os.path.join(HERE, "overlay")] + ([os.path.join(hw, "overlay")] if hw else [])
+    out["OVERLAYS"] = " ".join(d for d in overlays if os.path.isdir(d))
+    return out
+
+
+def run_step(name: str, path: str, env: dict) -> float:
     log(f"step {name}: begin")
     t0 = time.monotonic()
-    r = subprocess.run(["bash", os.path.join(HERE, "steps", name)], env=env, cwd=REPO)
+    r = subprocess.run(["bash", path], env=env, cwd=REPO)
     dt = time.monotonic() - t0
     if r.returncode != 0:
         log(f"step {name}: FAILED (exit {r.returncode}) after {dt:.1f} s")
@@ -98,6 +121,8 @@ def main(argv=None) -> int:
     ap.add_argument("--board", default=os.path.join(REPO, "hardware", "boards", "cartpole-sim.toml"),
                     help="the board config the image starts with")
     ap.add_argument("--model", help="the default model (ONNX); default: the board's model")
+    ap.add_argument("--hw", help="a hardware hook directory (see BOARDS.md): extra packages.txt, modules.txt, "
+                    "initramfs-modules.txt, overlay/ and numbered steps/ for a specific board")
     ap.add_argument("--out", default=os.path.join(REPO, "out"))
     ap.add_argument("--only", help="run only the steps whose names start with these (comma separated)")
     a = ap.parse_args(argv)
@@ -109,19 +134,21 @@ def main(argv=None) -> int:
     work = os.path.join(a.out, f"work-{a.arch}")
     os.makedirs(work, exist_ok=True)
     env = dict(os.environ, ARCH=a.arch, QEMU_ARCH=ARCHES[a.arch], REPO=REPO, IMAGE_DIR=HERE, OUT=os.path.abspath(a.out),
-               WORK=work, ROOTFS=os.path.join(work, "rootfs"), CACHE=os.path.join(a.out, "cache"),
+               WORK=work, ROOTFS=os.path.join(work, "rootfs"), CACHE=os.path.join(REPO, "out", "cache"),
+               HW_DIR=os.path.abspath(a.hw) if a.hw else "", **merge_lists(work, os.path.abspath(a.hw) if a.hw else None),
                BOARD=os.path.abspath(a.board), MODEL=os.path.abspath(a.model) if a.model else "",
                HOST_PY=sys.executable, LC_ALL="C.UTF-8", SOURCE_DATE_EPOCH=os.environ.get("SOURCE_DATE_EPOCH", "1764028800"))
-    chosen = steps()
+    chosen = steps(a.hw)
     if a.only:
-        chosen = [s for s in chosen if any(s.startswith(p) for p in a.only.split(","))]
-    log(f"building nnos-{a.arch}.img: board {os.path.relpath(a.board, REPO)}; steps {', '.join(chosen)}")
+        chosen = [(n, p) for n, p in chosen if any(n.startswith(x) for x in a.only.split(","))]
+    log(f"building nnos-{a.arch}.img: board {os.path.relpath(a.board, REPO)}"
+        f"{'; hardware hook ' + a.hw if a.hw else ''}; steps {', '.join(n for n, _ in chosen)}")
     t0 = time.monotonic()
-    timings = {s[:-3]: run_step(s, env) for s in chosen}
+    timings = {n[:-3]: run_step(n, p, env) for n, p in chosen}
     if not a.only:
         summary(a.out, a.arch, timings, time.monotonic() - t0)
         with open(os.path.join(a.out, f"nnos-{a.arch}.inputs"), "w") as f:
-            f.write(inputs_digest(a.arch, a.board, a.model) + "\n")
+            f.write(inputs_digest(a.arch, a.board, a.model, a.hw) + "\n")
     return 0
 
 

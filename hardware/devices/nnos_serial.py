@@ -43,6 +43,10 @@ class NnosSerialDevice(Device):
         self._ids: dict[int, str] = {}
         self._sizes: dict[int, int] = {}
         self._out_ids: dict[str, int] = {}
+        if expected:
+            # the board's declared channels exist before the first handshake: a loop can bind to
+            # them (and fail safe on staleness) while the device is still unplugged
+            self._set_channels(list(expected))
         self._pending: list = []
 
     # --- lifecycle ------------------------------------------------------------------------

@@ -26,7 +26,9 @@ def round_up(n: int, to: int) -> int:
 
 def layout(root_bytes: int, arch: str) -> list[dict]:
     slot = round_up(int(root_bytes * SLOT_HEADROOM), 16 * MiB)
-    parts, start = [], MiB
+    # a board whose boot ROM reads its loader from fixed sectors (Rockchip: 32 KiB and 8 MiB)
+    # moves the first partition out of the way with FIRST_PARTITION_MIB
+    parts, start = [], int(os.environ.get("FIRST_PARTITION_MIB", "1")) * MiB
     for name, size, ptype, content in (("boot", ESP_SIZE, ESP_TYPE, "FAT32: EFI loader, kernel, initramfs"),
                                        ("root-a", slot, ROOT_TYPES[arch], "squashfs root filesystem (read-only)"),
                                        ("root-b", slot, ROOT_TYPES[arch], "empty: the slot for an update"),
@@ -49,7 +51,7 @@ def assemble(esp: str, root: str, out: str, arch: str) -> list[dict]:
     tmp = out + ".part"
     with open(tmp, "wb") as f:
         f.truncate(total)
-    script = "label: gpt\nunit: sectors\nfirst-lba: 2048\n" + "".join(
+    script = "label: gpt\nunit: sectors\nfirst-lba: 34\n" + "".join(
         f'start={p["start"] // 512}, size={p["size"] // 512}, type={p["type"]}, name="{p["name"]}"\n' for p in parts)
     subprocess.run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", tmp], input=script, text=True, check=True)
     with open(tmp, "r+b") as f:

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Debian bookworm root filesystem (minbase + packages.txt) and the kernel, unpacked with dpkg -x
+# Debian bookworm root filesystem (minbase + packages.txt + the hardware hook's) and the kernel, unpacked with dpkg -x
 # so that no initramfs generator runs (nnos builds its own, step 60). Cached in $CACHE by the hash
 # of the package lists: a rebuild with unchanged lists takes seconds.
 set -euo pipefail
-pkgs() { sed -e 's/#.*//' "$IMAGE_DIR/packages.txt" | awk -v a="[$ARCH]" 'NF && ($2 == "" || $2 == a) {print $1}' | paste -sd, -; }
+pkgs() { sed -e 's/#.*//' "$PACKAGES" | awk -v a="[$ARCH]" 'NF && ($2 == "" || $2 == a) {print $1}' | paste -sd, -; }
 kernel_meta=$(awk -v a="$ARCH" '$1 == a {print $2}' "$IMAGE_DIR/kernel.txt")
 grub_pkg=$(awk -v a="$ARCH" '$1 == a {print $3}' "$IMAGE_DIR/kernel.txt")
 [ -n "$kernel_meta" ] || { echo "no kernel for $ARCH in kernel.txt" >&2; exit 1; }
-key=$(cat "$IMAGE_DIR/packages.txt" "$IMAGE_DIR/kernel.txt" "$0" | sha256sum | cut -c1-16)
+key=$(cat "$PACKAGES" "$IMAGE_DIR/kernel.txt" "$0" | sha256sum | cut -c1-16)
 tarball=$CACHE/rootfs-$ARCH-$key.tar
 mkdir -p "$CACHE"
 if [ "$ARCH" != "$(dpkg --print-architecture)" ]; then

@@ -3,7 +3,9 @@
 # trim what a read-only appliance never uses, and byte-compile Python (the root is read-only,
 # so .pyc files cannot be written at run time).
 set -euo pipefail
-tar -C "$IMAGE_DIR/overlay" --owner=0 --group=0 -cf - . | tar -C "$ROOTFS" --keep-directory-symlink -xf -
+for overlay in $OVERLAYS; do       # image/overlay, then the hardware hook's
+    tar -C "$overlay" --owner=0 --group=0 -cf - . | tar -C "$ROOTFS" --keep-directory-symlink -xf -
+done
 ln -sfn /run/resolv.conf "$ROOTFS/etc/resolv.conf"
 install -d -m 0755 "$ROOTFS/data"
 : > "$ROOTFS/etc/machine-id"

@@ -4,13 +4,13 @@
 # /boot leave the root filesystem: they live on the boot partition.
 set -euo pipefail
 boot=$WORK/boot
-rm -rf "$boot" "$WORK/initramfs"
+rm -rf "$boot" "$WORK/initramfs" "$WORK/boot-extra"
 mkdir -p "$boot" "$WORK/initramfs"/{bin,dev,proc,sys,newroot,lib/modules}
 cp "$ROOTFS"/boot/vmlinuz-* "$boot/vmlinuz"
 ir=$WORK/initramfs
 cp "$ROOTFS/bin/busybox" "$ir/bin/busybox"
 cp "$IMAGE_DIR/initramfs/init" "$ir/init"
-python3 "$IMAGE_DIR/lib/modules.py" initramfs "$ROOTFS" "$IMAGE_DIR/initramfs-modules.txt" "$ir"
+python3 "$IMAGE_DIR/lib/modules.py" initramfs "$ROOTFS" "$INITRAMFS_MODULES" "$ir"
 (cd "$ir" && find . -print0 | sort -z | cpio --null -o -H newc --quiet --reproducible) | gzip -9n > "$boot/initrd.img"
 cp "$ROOTFS"/boot/config-* "$boot/config"
 rm -rf "$ROOTFS"/boot/*

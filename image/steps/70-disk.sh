@@ -41,6 +41,11 @@ mmd -i "$esp" ::/EFI ::/EFI/BOOT ::/nnos ::/nnos/a ::/nnos/b
 mcopy -i "$esp" "$boot/$efi_name" ::/EFI/BOOT/
 mcopy -i "$esp" "$boot/grub.cfg" ::/nnos/
 mcopy -i "$esp" "$boot/vmlinuz" "$boot/initrd.img" "$boot/cmdline" ::/nnos/a/
+# hook point: files a board's firmware reads from the boot partition's root (Raspberry Pi:
+# config.txt, cmdline.txt, device trees), put in $WORK/boot-extra by a hardware hook's step
+if [ -d "$WORK/boot-extra" ] && [ -n "$(ls -A "$WORK/boot-extra")" ]; then
+    mcopy -s -i "$esp" "$WORK/boot-extra"/* ::/
+fi
 
 # the disk, and the kernel + initramfs beside it for qemu -kernel boots
 img=$OUT/nnos-$ARCH.img

@@ -69,6 +69,18 @@ def _run(*cmd, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, input=stdin, capture_output=True, text=True)
 
 
+def table_number(disk: str, name: str) -> int:
+    """The partition number of the GPT entry called ``name`` (from the table on disk)."""
+    import json
+    r = _run("sfdisk", "--json", disk)
+    try:
+        parts = json.loads(r.stdout)["partitiontable"]["partitions"]
+        node = next(p["node"] for p in parts if p.get("name") == name)
+    except (ValueError, KeyError, StopIteration) as e:
+        raise DataPartitionError(f"{disk}: no partition {name!r} in the table: {r.stderr.strip()}") from e
+    return int(node[len(node.rstrip("0123456789")):])
+
+
 def create(say) -> dict:
     """Append a data partition in the free space after the last partition of the root disk."""
     parts = partitions()
@@ -81,10 +93,12 @@ def create(say) -> dict:
              stdin=f'type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="{LABEL}"\n')
     if r.returncode != 0:
         raise DataPartitionError(f"sfdisk could not add the data partition on {disk}: {r.stderr.strip()}")
-    _run("partx", "--add", disk)
+    number = table_number(disk, LABEL)
+    r = _run("partx", "--add", "--nr", str(number), disk)     # tell the kernel (BLKPG): root is in use
     part = partitions().get(LABEL)
     if part is None:
-        raise DataPartitionError(f"made a data partition on {disk}, but the kernel does not show it")
+        raise DataPartitionError(f"made data partition {number} on {disk}, but the kernel does not show it: "
+                                 f"{r.stderr.strip() or 'partx said nothing'}")
     say(f"data: created partition {part['dev']} ({part['size'] >> 20} MiB)")
     return part
 

@@ -61,7 +61,7 @@ def load_modules() -> None:
         return
     if names:
         r = subprocess.run(["modprobe", "-a", "-q", *names], capture_output=True, text=True)
-        if r.returncode != 0:
+        if r.returncode != 0 and r.stderr.strip():      # -q: modules this kernel lacks stay quiet
             say(f"init: some of the board's modules did not load ({', '.join(names)}): {r.stderr.strip()}")
 
 

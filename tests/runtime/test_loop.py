@@ -271,3 +271,28 @@ def test_failsafe_trip_during_probation_rolls_back(rig, tmp_path):
     r.loop.tick()
     assert r.loop.active.id == good and "stale" in r.loop.probation_fault
     assert r.store.state()["active"] == good
+
+
+def test_loop_process_starts_with_its_usb_device_unplugged(tmp_path):
+    # regression (found booting the image): a board whose USB adapter was not plugged in at
+    # start crashed the loop process (its channels did not exist before the first handshake)
+    import subprocess
+    import sys
+
+    from nnos.compiler import compile
+    from nnos.store import ModelStore
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    board = os.path.join(root, "hardware", "boards", "cartpole-usb.toml")
+    store = ModelStore(str(tmp_path))
+    plan = compile(os.path.join(root, "models", "cartpole", "cartpole.onnx"))
+    store.activate(store.put(plan.to_bytes()), "test")
+    r = subprocess.run([sys.executable, "-m", "nnos.runtime", "--board", board, "--data", str(tmp_path),
+                        "--duration", "1.5", "--no-rt"], capture_output=True, text=True, timeout=60, cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "device cartpole not available yet" in r.stderr
+    tel = TelemetryReader(os.path.join(str(tmp_path), "run", "telemetry"))
+    try:
+        c = tel.counters()
+    finally:
+        tel.close()
+    assert c["ticks"] >= 40 and c["failsafe_entries"] >= 1 and "cartpole" in c["failsafe_reason"], c
