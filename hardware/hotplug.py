@@ -77,6 +77,7 @@ class HotplugWatcher:
         self.monitor.filter_by("tty")
         self.monitor.start()
         self.unmatched: list[Identity] = []
+        self.bound: dict[str, str] = {}           # sys_path -> the board's device name, while present
 
     def _configured(self, ident: Identity) -> Optional[DeviceConfig]:
         for cfg in self.board.devices:
@@ -91,6 +92,7 @@ class HotplugWatcher:
             ident = identity_of(dev)
             cfg = self._configured(ident) if ident.devnode else None
             if cfg is not None:
+                self.bound[dev.sys_path] = cfg.name
                 events.append(Event("add", cfg.name, ident))
         return events
 
@@ -104,10 +106,17 @@ class HotplugWatcher:
                 continue
             ident = identity_of(dev)
             cfg = self._configured(ident)
-            if cfg is None:
-                if dev.action == "add":
-                    self.unmatched.append(ident)
+            if dev.action == "remove":
+                # a removed device's sysfs (and often its udev properties) are gone: it is known
+                # by where it was bound
+                name = self.bound.pop(dev.sys_path, None) or (cfg.name if cfg else None)
+                if name is not None:
+                    events.append(Event("remove", name, ident))
                 continue
+            if cfg is None:
+                self.unmatched.append(ident)
+                continue
+            self.bound[dev.sys_path] = cfg.name
             events.append(Event(dev.action, cfg.name, ident))
             timeout = 0.0                                   # drain what is queued, then return
             deadline = time.monotonic()

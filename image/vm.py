@@ -103,6 +103,7 @@ class Qmp:
                 if time.monotonic() > end:
                     raise VmError(f"no QMP socket at {path}")
                 time.sleep(0.05)
+        self.timeout = timeout
         self.sock.settimeout(timeout)
         self.file = self.sock.makefile("rwb")
         self.events: list[dict] = []
@@ -127,6 +128,26 @@ class Qmp:
             if "error" in r:
                 raise VmError(f"QMP {command}: {r['error'].get('desc', r['error'])}")
             return r.get("return", {})
+
+    def wait_event(self, name: str, timeout: float = 10.0, **data) -> dict:
+        """The next event ``name`` whose data includes ``data`` (already received ones first)."""
+        end = time.monotonic() + timeout
+        while True:
+            for i, ev in enumerate(self.events):
+                if ev["event"] == name and all(ev.get("data", {}).get(k) == v for k, v in data.items()):
+                    return self.events.pop(i)
+            left = end - time.monotonic()
+            if left <= 0:
+                raise VmError(f"no QMP event {name} {data or ''} within {timeout:.0f} s")
+            self.sock.settimeout(left)
+            try:
+                msg = self._read()
+            except (socket.timeout, TimeoutError):
+                continue
+            finally:
+                self.sock.settimeout(self.timeout)
+            if "event" in msg:
+                self.events.append(msg)
 
     def close(self) -> None:
         try:
@@ -262,25 +283,19 @@ class Vm:
     def add_usb_serial(self, dev_id: str, tty: str, serial: str) -> None:
         """Hot-add a USB serial adapter (an FTDI FT232, 0403:6001, as qemu emulates it) whose
         other end is the host tty ``tty`` (e.g. the simulator's pseudo-terminal)."""
-        self.qmp.execute("chardev-add", id=f"chr-{dev_id}",
-                         backend={"type": "serial", "data": {"device": tty}})
-        self.qmp.execute("device_add", driver="usb-serial", id=dev_id, chardev=f"chr-{dev_id}",
-                         serial=serial, bus="xhci.0")
+        self._chardevs = getattr(self, "_chardevs", 0) + 1
+        chardev = f"chr-{dev_id}-{self._chardevs}"
+        self.qmp.execute("chardev-add", id=chardev, backend={"type": "serial", "data": {"device": tty}})
+        self.qmp.execute("device_add", driver="usb-serial", id=dev_id, chardev=chardev, serial=serial, bus="xhci.0")
+        self._attached = dict(getattr(self, "_attached", {}), **{dev_id: chardev})
 
     def remove_usb(self, dev_id: str, timeout: float = 10.0) -> None:
+        """Unplug it (device_del) and wait until qemu has removed it; then drop its chardev."""
         self.qmp.execute("device_del", id=dev_id)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if not any(d.get("qdev") == dev_id or d.get("name") == dev_id for d in self._usb_devices()):
-                break
-            time.sleep(0.1)
-        try:
-            self.qmp.execute("chardev-remove", id=f"chr-{dev_id}")
-        except VmError:
-            pass
-
-    def _usb_devices(self) -> list[dict]:
-        return self.qmp.execute("qom-list", path="/machine/peripheral") or []
+        self.qmp.wait_event("DEVICE_DELETED", timeout, device=dev_id)
+        chardev = getattr(self, "_attached", {}).pop(dev_id, None)
+        if chardev:
+            self.qmp.execute("chardev-remove", id=chardev)
 
 
 def main(argv=None) -> int:

@@ -9,6 +9,7 @@ import ctypes
 import ctypes.util
 import os
 import subprocess
+import time
 
 LABEL = "nnos-data"
 ROOT_LABELS = ("root-a", "root-b")
@@ -69,16 +70,17 @@ def _run(*cmd, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, input=stdin, capture_output=True, text=True)
 
 
-def table_number(disk: str, name: str) -> int:
-    """The partition number of the GPT entry called ``name`` (from the table on disk)."""
+def table_entry(disk: str, name: str) -> tuple[int, int, int]:
+    """(number, start, size) in sectors of the GPT entry called ``name``, from the table on disk."""
     import json
     r = _run("sfdisk", "--json", disk)
     try:
         parts = json.loads(r.stdout)["partitiontable"]["partitions"]
-        node = next(p["node"] for p in parts if p.get("name") == name)
+        p = next(p for p in parts if p.get("name") == name)
     except (ValueError, KeyError, StopIteration) as e:
         raise DataPartitionError(f"{disk}: no partition {name!r} in the table: {r.stderr.strip()}") from e
-    return int(node[len(node.rstrip("0123456789")):])
+    node = p["node"]
+    return int(node[len(node.rstrip("0123456789")):]), int(p["start"]), int(p["size"])
 
 
 def create(say) -> dict:
@@ -93,12 +95,20 @@ def create(say) -> dict:
              stdin=f'type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="{LABEL}"\n')
     if r.returncode != 0:
         raise DataPartitionError(f"sfdisk could not add the data partition on {disk}: {r.stderr.strip()}")
-    number = table_number(disk, LABEL)
-    r = _run("partx", "--add", "--nr", str(number), disk)     # tell the kernel (BLKPG): root is in use
-    part = partitions().get(LABEL)
-    if part is None:
-        raise DataPartitionError(f"made data partition {number} on {disk}, but the kernel does not show it: "
-                                 f"{r.stderr.strip() or 'partx said nothing'}")
+    number, start, size = table_entry(disk, LABEL)
+    # tell the kernel (BLKPG; the disk cannot be re-read while root is mounted from it). A
+    # partition added this way has no GPT name in sysfs until the next boot: find it by number.
+    r = _run("partx", "--add", "--nr", str(number), disk)
+    name = os.path.basename(disk)
+    name = f"{name}p{number}" if name[-1].isdigit() else f"{name}{number}"
+    for _ in range(40):
+        if os.path.exists(f"/sys/class/block/{name}") and os.path.exists(f"/dev/{name}"):
+            break
+        time.sleep(0.05)
+    else:
+        raise DataPartitionError(f"made data partition {number} on {disk}, but the kernel does not show it "
+                                 f"(partx: exit {r.returncode} {r.stderr.strip()}); it is used from the next boot")
+    part = {"dev": f"/dev/{name}", "disk": disk, "number": number, "start": start * SECTOR, "size": size * SECTOR}
     say(f"data: created partition {part['dev']} ({part['size'] >> 20} MiB)")
     return part
 

@@ -43,3 +43,34 @@ def test_bind_remove_and_rebind_by_identity():
     assert out["unmatched"] == ["2341:0043"]                            # the Arduino is not ours
     assert out["scan_when_present"] == [["cartpole", True]]
     assert (out["binds"], out["removals"], out["failures"]) == (2, 1, 0)
+
+
+def test_remove_event_without_identity_maps_to_what_was_bound():
+    # regression (found booting the image): on a real kernel the tty's remove event has no USB
+    # parent and often no ID_* properties left, so the removal was dropped and the device was
+    # only noticed as stale
+    from hardware.board import load_board
+    from hardware.hotplug import HotplugWatcher
+
+    class Dev:
+        def __init__(self, action, usb):
+            self.action, self.sys_path, self.device_node = action, "/sys/devices/usb1/1-1/ttyUSB0", "/dev/ttyUSB0"
+            self.properties = {"ID_VENDOR_ID": "0403", "ID_MODEL_ID": "6001", "ID_SERIAL_SHORT": "NNOSCP01"} if usb else {}
+
+        def find_parent(self, *a):
+            return None
+
+    class Monitor:
+        def __init__(self, queue):
+            self.queue = queue
+
+        def poll(self, timeout=None):
+            return self.queue.pop(0) if self.queue else None
+
+    w = HotplugWatcher.__new__(HotplugWatcher)
+    w.board = load_board(os.path.join(ROOT, "hardware", "boards", "cartpole-usb.toml"))
+    w.unmatched, w.bound = [], {}
+    w.monitor = Monitor([Dev("add", True), Dev("remove", False)])
+    events = w.poll(0.1) + w.poll(0.1)
+    assert [(e.action, e.device) for e in events] == [("add", "cartpole"), ("remove", "cartpole")]
+    assert w.bound == {}
