@@ -158,13 +158,14 @@ class Qmp:
 
 class Vm:
     def __init__(self, image: str, arch: str = "amd64", workdir: str | None = None, uefi: bool = False,
-                 memory_mb: int = 1024, cpus: int = 2, api_port: int | None = None, accel: str | None = None):
+                 memory_mb: int = 1024, cpus: int = 2, api_port: int | None = None, accel: str | None = None,
+                 cmdline_extra: str = ""):
         self.arch, self.image, self.uefi = arch, image, uefi
         self.workdir = workdir or os.path.join(OUT, f"vm-{arch}-{os.getpid()}")
         os.makedirs(self.workdir, exist_ok=True)
         self.console_path = os.path.join(self.workdir, "console.log")
         self.qmp_path = os.path.join(self.workdir, "qmp.sock")
-        self.memory_mb, self.cpus = memory_mb, cpus
+        self.memory_mb, self.cpus, self.cmdline_extra = memory_mb, cpus, cmdline_extra
         self.api_port = api_port or free_port()
         self.accel = accel or ("kvm" if kvm_works(arch) else "tcg")
         self.proc: subprocess.Popen | None = None
@@ -197,7 +198,7 @@ class Vm:
         else:
             art = artifacts(a)
             with open(art["cmdline"]) as f:
-                cmdline = f.read().strip().replace(" quiet", "") + " quiet"
+                cmdline = f.read().strip() + (" " + self.cmdline_extra if self.cmdline_extra else "")
             cmd += ["-kernel", art["vmlinuz"], "-initrd", art["initrd.img"], "-append", cmdline]
         return cmd
 

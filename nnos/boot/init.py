@@ -120,6 +120,13 @@ def supervisor_env() -> dict:
     env = dict(os.environ, NNOS_INIT="1", PATH=PATH,
                HOME="/root", LANG="C.UTF-8", PYTHONDONTWRITEBYTECODE="1")
     env.setdefault("NNOS_API_HOST", "0.0.0.0")    # the device's control plane is for the local network
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")     # no BLAS thread pool: numpy imports ~3x faster
+    try:
+        with open("/proc/cmdline") as f:
+            if "nnos.importtime" in f.read().split():     # boot diagnostics: every import's cost
+                env["PYTHONPROFILEIMPORTTIME"] = "1"
+    except OSError:
+        pass
     if os.path.exists("/dev/watchdog"):
         env.setdefault("NNOS_HW_WATCHDOG", "/dev/watchdog")
     return env

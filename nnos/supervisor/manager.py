@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from .. import flags
 from ..timing import NS_PER_S, now_ns
 from .table import Context, ProcessSpec
 
@@ -75,6 +76,9 @@ class Manager:
     def _start(self, r: Running, now: float) -> None:
         cmd = r.spec.command(self.ctx)
         env = dict(os.environ, **r.spec.env)
+        # BLAS's own thread pool is never used (plan calls limit it to NNOS_BLAS_THREADS): not
+        # starting it makes numpy's import ~3x faster and the locked memory 40 MB smaller
+        env.setdefault("OPENBLAS_NUM_THREADS", str(flags.BLAS_THREADS.get()))
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         nice = r.spec.nice
