@@ -188,17 +188,21 @@ def test_corrupt_active_model_falls_back_to_the_previous_one(image, device):
     assert "does not load" in logs and "corrupted" in logs, logs[-2000:]
 
 
-def test_bad_board_config_is_set_aside_and_the_default_restored(image, device):
+def test_config_on_the_data_partition_bad_board_and_static_network(image, device):
     dev = device
     dev.boot()
     dev.kill()
     with dev.datafs() as fs:
         fs.write("/config/board.toml", b"[board]\nname = \"x\"\nrate_hz = \"fast\"\n")
+        # qemu's user network answers DHCP with 10.0.2.15; the same address set statically
+        fs.write("/config/network.toml", b'address = "10.0.2.15/24"\ngateway = "10.0.2.2"\n')
         fs.commit()
     dev.boot()
     console = dev.vm.console()
     assert "rate_hz must be a number" in console and "board config restored" in console
-    assert dev.status()["board"]["name"] == "cartpole-sim"
+    assert dev.status()["board"]["name"] == "cartpole-sim"          # the API answers over it
+    dev.vm.wait_for(r"network: eth0 10\.0\.2\.15/24 \(static\)", 30)
+    assert "(DHCP)" not in dev.vm.console()
 
 
 @pytest.mark.slow

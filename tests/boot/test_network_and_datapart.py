@@ -1,0 +1,73 @@
+"""nnos-init's pieces that run without a VM: the network config, the partition table reading,
+the boot timeline format."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from nnos.boot import datapart, network
+from nnos.boot.timeline import parse, stamp
+
+
+def test_network_config_is_validated(tmp_path):
+    assert network.load_config(str(tmp_path / "absent.toml")) == {}
+    good = tmp_path / "net.toml"
+    good.write_text('interface = "eth0"\naddress = "192.168.1.50/24"\ngateway = "192.168.1.1"\ndns = ["1.1.1.1"]\n')
+    cfg = network.load_config(str(good))
+    assert network.commands(cfg, "eth0") == [["ip", "link", "set", "eth0", "up"],
+                                             ["ip", "addr", "replace", "192.168.1.50/24", "dev", "eth0"],
+                                             ["ip", "route", "replace", "default", "via", "192.168.1.1", "dev", "eth0"]]
+    for text, why in (('address = "192.168.1.500/24"', "192.168.1.500"),
+                      ('address = "192.168.1.50"', "prefix length"),
+                      ('gateway = "10.0.0.1"', "needs a static address"),
+                      ('addres = "10.0.0.2/8"', "unknown keys"),
+                      ('address = ', "not valid TOML")):
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text + "\n")
+        with pytest.raises(network.NetworkConfigError, match=why):
+            network.load_config(str(bad))
+
+
+def test_timeline_lines_parse_back(capsys):
+    import sys
+    stamp("loop: first tick (model abc, mode running)", sys.stdout)
+    out = capsys.readouterr().out
+    (t, ev), = parse("noise\n" + out + "[   1.0] kernel line\n")
+    assert ev == "loop: first tick (model abc, mode running)" and t > 0
+
+
+@pytest.mark.skipif(shutil.which("sfdisk") is None, reason="needs sfdisk")
+def test_table_entry_reads_the_gpt_by_name(tmp_path):
+    disk = tmp_path / "disk.img"
+    with open(disk, "wb") as f:
+        f.truncate(64 << 20)
+    script = ('label: gpt\nstart=2048, size=20480, name="root-a"\n'
+              'start=22528, size=20480, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="nnos-data"\n')
+    subprocess.run(["sfdisk", "-q", str(disk)], input=script, text=True, check=True)
+    assert datapart.table_entry(str(disk), "nnos-data") == (2, 22528, 20480)
+    with pytest.raises(datapart.DataPartitionError, match="no partition 'root-b'"):
+        datapart.table_entry(str(disk), "root-b")
+
+
+def test_partitions_are_found_by_gpt_name_in_sysfs(tmp_path):
+    # the kernel's view: /sys/class/block/NAME/{uevent,partition,start,size}, links into the disk
+    disk = tmp_path / "devices" / "vda"
+    for n, (name, start) in enumerate((("root-a", 2048), ("nnos-data", 22528)), 1):
+        p = disk / f"vda{n}"
+        p.mkdir(parents=True)
+        (p / "uevent").write_text(f"DEVTYPE=partition\nDEVNAME=vda{n}\nPARTNAME={name}\n")
+        (p / "partition").write_text(f"{n}\n")
+        (p / "start").write_text(f"{start}\n")
+        (p / "size").write_text("20480\n")
+    (disk / "uevent").write_text("DEVTYPE=disk\nDEVNAME=vda\n")
+    cls = tmp_path / "class"
+    cls.mkdir()
+    for d in ("vda", "vda1", "vda2"):
+        os.symlink(disk if d == "vda" else disk / d, cls / d)
+    got = datapart.partitions(str(cls))
+    assert set(got) == {"root-a", "nnos-data"}
+    assert got["nnos-data"] == {"dev": "/dev/vda2", "disk": "/dev/vda", "number": 2, "start": 22528 * 512,
+                                "size": 20480 * 512}

@@ -1,0 +1,139 @@
+"""The legacy VM's broker against hostile input: malformed, unknown, oversize and flood
+messages, a guest that stops reading — over a real Unix socket pair; every request audited."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from nnos.legacy.broker import OUT_MAX, Broker, Lines, RateLimit, serve
+from nnos.legacy.messages import MAX_LINE, MessageError, parse
+from nnos.telemetry import TelemetryWriter
+
+
+def ask(broker, obj) -> dict:
+    line = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+    return json.loads(broker.handle(line))
+
+
+def audit(data) -> list[dict]:
+    with open(os.path.join(data, "audit", "legacy-vm.jsonl")) as f:
+        return [json.loads(x) for x in f]
+
+
+def test_allow_list_and_schemas_refuse_with_what_was_expected():
+    with pytest.raises(MessageError, match="unknown message type 'actuate'"):
+        parse(b'{"id": 1, "type": "actuate", "channel": "force", "value": 10}')
+    for line, code, text in ((b"not json", "malformed", "not JSON"), (b"[1, 2]", "malformed", "JSON object"),
+                             (b'{"id": 1, "type": "log.post"}', "schema", "needs ['message']"),
+                             (b'{"id": 1, "type": "status.get", "x": 1}', "schema", "unknown fields ['x']"),
+                             (b'{"id": 1, "type": "telemetry.get", "window_s": 1e9}', "schema", "from 1 to 3600"),
+                             (b'{"id": 1, "type": "model.propose", "name": "../x", "model_b64": "AA=="}', "schema", "name"),
+                             (b'{"id": 1, "type": "model.propose", "name": "m", "model_b64": "%%%"}', "schema", "base64"),
+                             (b'{"id": [1], "type": "status.get"}', "schema", "id must be")):
+        with pytest.raises(MessageError, match=re.escape(text)) as e:
+            parse(line)
+        assert e.value.code == code
+    assert parse(b'{"id": "a", "type": "telemetry.get"}') == ("a", "telemetry.get", {"window_s": 60.0})
+
+
+def test_requests_answer_from_read_only_views_and_everything_is_audited(tmp_path):
+    data = str(tmp_path)
+    os.makedirs(os.path.join(data, "run"))
+    tel = TelemetryWriter(os.path.join(data, "run", "telemetry"))
+    tel.set("period_ns", 1_000_000)
+    tel.set("mode", 1)                                   # running
+    for i in range(500):
+        tel.record(i, i * 1_000_000, 1000 * (i % 10), 0, 20_000, 0, 0, 0, np.zeros(0, np.float32), np.zeros(0, np.float32))
+    tel.set("ticks", 500)
+    b = Broker(data)
+    st = ask(b, {"id": 1, "type": "status.get"})
+    assert st["ok"] and st["result"]["loop"]["mode"] == "running" and st["result"]["loop"]["ticks"] == 500
+    t = ask(b, {"id": 2, "type": "telemetry.get", "window_s": 1})
+    assert t["ok"] and t["result"]["ticks"] == 500 and t["result"]["lateness_us"]["p99"] == pytest.approx(9.0, abs=0.1)
+    assert ask(b, {"id": 3, "type": "log.post", "level": "warning", "message": "upload\nfailed"})["ok"]
+    with open(os.path.join(data, "logs", "legacy-vm-guest.log")) as f:
+        assert f.read().endswith("warning: upload failed\n")
+    refused = ask(b, {"id": 4, "type": "loop.stop"})
+    assert refused == {"id": 4, "ok": False, "error": {"code": "unknown-type", "message": refused["error"]["message"]}}
+    big = ask(b, json.dumps({"id": 5, "type": "log.post", "message": "x" * 10, "pad": "y" * MAX_LINE}).encode())
+    assert big["error"]["code"] in ("schema", "too-large")
+    rows = audit(data)
+    assert [(r["id"], r["ok"]) for r in rows] == [(1, True), (2, True), (3, True), (4, False), (5, False)]
+    assert rows[3]["code"] == "unknown-type" and b.counters["refused"] == 2
+
+
+def test_a_proposal_only_lands_in_quarantine(tmp_path):
+    b = Broker(str(tmp_path))
+    model = os.urandom(3000)
+    r = ask(b, {"id": 1, "type": "model.propose", "name": "policy-v2", "model_b64": base64.b64encode(model).decode()})
+    assert r["ok"] and r["result"]["state"] == "quarantined"
+    q = os.path.join(str(tmp_path), "quarantine")
+    assert open(os.path.join(q, r["result"]["id"] + ".model"), "rb").read() == model
+    meta = json.load(open(os.path.join(q, r["result"]["id"] + ".json")))
+    assert meta["name"] == "policy-v2" and meta["signed"] is False and meta["from"] == "legacy-vm"
+    assert not os.path.exists(os.path.join(str(tmp_path), "models")) and not os.path.exists(
+        os.path.join(str(tmp_path), "state.json"))                          # the store is not touched
+    assert audit(str(tmp_path))[-1]["model"] == r["result"]["id"]
+
+
+def test_lines_are_bounded_and_an_over_long_one_is_reported_once():
+    lines = Lines(cap=100)
+    assert lines.feed(b'{"a": 1}\n{"b"') == [b'{"a": 1}']
+    assert lines.feed(b"x" * 500) == [None]                  # over the cap: dropped, said once
+    assert lines.feed(b"y" * 500) == [] and len(lines.buf) == 0
+    assert lines.feed(b'tail\n{"c": 3}\n') == [b'{"c": 3}']  # resynchronised at the newline
+
+
+def test_rate_limit_is_a_token_bucket():
+    now = [0.0]
+    r = RateLimit(rate=10, burst=5, clock=lambda: now[0])
+    assert [r.allow() for _ in range(7)] == [True] * 5 + [False] * 2
+    now[0] += 0.35
+    assert [r.allow() for _ in range(4)] == [True] * 3 + [False]
+
+
+def test_socket_flood_and_a_guest_that_stops_reading(tmp_path):
+    b = Broker(str(tmp_path))
+    guest, host = socket.socketpair()
+    stop = threading.Event()
+    th = threading.Thread(target=serve, args=(b, host, stop.is_set), daemon=True)
+    th.start()
+    try:
+        guest.sendall(b'{"id": 1, "type": "status.get"}\n')
+        guest.settimeout(5)
+        assert json.loads(guest.recv(65536).split(b"\n")[0])["ok"]
+        # a flood: the first burst is answered, the rest refused as rate-limited, none lost
+        guest.sendall(b"".join(json.dumps({"id": i, "type": "status.get"}).encode() + b"\n" for i in range(2, 302)))
+        got, buf = [], b""
+        while len(got) < 300:
+            buf += guest.recv(65536)
+            *done, buf = buf.split(b"\n")
+            got += [json.loads(x) for x in done if x]
+        codes = [g["error"]["code"] for g in got if not g["ok"]]
+        assert sum(g["ok"] for g in got) <= 45 and codes and set(codes) == {"rate-limited"}
+        # a guest that never reads: the broker keeps going and drops what does not fit
+        big = json.dumps({"type": "log.post", "message": "m" * 1900}).encode() + b"\n"
+        deadline = time.monotonic() + 10
+        guest.setblocking(False)
+        sent = 0
+        while b.counters["dropped"] == 0 and time.monotonic() < deadline:
+            try:
+                sent += guest.send(b'{"type": "telemetry.get", "window_s": 3600}\n' * 200 + big)
+            except BlockingIOError:
+                time.sleep(0.01)
+        assert b.counters["dropped"] > 0 and th.is_alive()
+        assert b.counters["requests"] > OUT_MAX // 200
+    finally:
+        stop.set()
+        th.join(5)
+        guest.close()
+        host.close()
+    assert not th.is_alive()
