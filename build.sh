@@ -10,6 +10,7 @@
 #   ./build.sh boot [--arch arm64]
 #                      boot the image in qemu and run the boot tests (arm64: boot to the first tick)
 #   ./build.sh vm      boot the image in qemu with its console here (control plane on 127.0.0.1:8080)
+#   ./build.sh legacy-vm   build the legacy VM's guest (cloud kernel + busybox agents) in out/legacy-vm
 #   ./build.sh flash /dev/sdX [--force]
 #                      write the image to a card, checked against mounted/system/oversized disks
 set -euo pipefail
@@ -49,7 +50,7 @@ debian_packages() {
 
 # building and booting the image (no recommends: qemu's would pull in a desktop)
 IMAGE_PACKAGES=(mmdebstrap squashfs-tools dosfstools mtools fdisk e2fsprogs cpio kmod grub-common
-                qemu-system-x86 qemu-utils ovmf arch-test)
+                qemu-system-x86 qemu-utils ovmf arch-test busybox-static)
 ARM64_PACKAGES=(qemu-user-static binfmt-support qemu-system-arm qemu-efi-aarch64)
 
 image_packages() {
@@ -89,6 +90,8 @@ demo() {
     exec "$VENV/bin/nnos" up --board "$ROOT/hardware/boards/cartpole-sim.toml" --data "$ROOT/nnos-data" "$@"
 }
 
+QEMU_TESTS=(tests/image tests/legacy/test_guest.py)     # the tests that boot qemu guests
+
 cmd=${1:-help}
 shift || true
 case "$cmd" in
@@ -98,10 +101,11 @@ case "$cmd" in
     test)  setup
            if [ $# -gt 0 ]; then exec "$PY" -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider "$@"; fi
            rc=0
-           "$PY" -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider --ignore=tests/image || rc=$?
-           "$PY" -m pytest -q -p no:cacheprovider tests/image || rc=$?
+           "$PY" -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider "${QEMU_TESTS[@]/#/--ignore=}" || rc=$?
+           "$PY" -m pytest -q -p no:cacheprovider "${QEMU_TESTS[@]}" || rc=$?
            exit $rc ;;
-    quick) setup; NNOS_QUICK=1 exec "$PY" -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider --ignore=tests/image "$@" ;;
+    quick) setup; NNOS_QUICK=1 exec "$PY" -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider \
+               "${QEMU_TESTS[@]/#/--ignore=}" "$@" ;;
     bench) setup; "$PY" benchmarks/core_bench.py "$@"; "$PY" benchmarks/serial_bench.py
            "$PY" benchmarks/loop_bench.py
            exec "$PY" benchmarks/api_isolation_bench.py ;;
@@ -111,7 +115,8 @@ case "$cmd" in
            if wants_arm64 "$@"; then image_packages "${ARM64_PACKAGES[@]}"; exec "$PY" benchmarks/boot_bench.py --arch arm64 --runs 1
            else exec "$PY" -m pytest -q -p no:cacheprovider tests/image "$@"; fi ;;
     vm)    setup; exec "$PY" image/vm.py "$@" ;;
+    legacy-vm) setup; exec "$PY" services/legacy-vm/build.py "$@" ;;
     flash) setup; as_root "$PY" image/flash.py "$@" ;;
     setup) setup ;;
-    *) sed -n '2,14p' "$0"; exit 1 ;;
+    *) sed -n '2,15p' "$0"; exit 1 ;;
 esac

@@ -46,6 +46,8 @@ def _bool(s: str) -> bool:
 BLAS_THREADS = flag("NNOS_BLAS_THREADS", int, 1, "BLAS threads inside a plan call (1 avoids ms tails)")
 SELF_CHECK = flag("NNOS_SELF_CHECK", _bool, True, "compile checks plan == direct and save/load round trip")
 QUICK = flag("NNOS_QUICK", _bool, False, "tests: skip the slow real-model and image cases")
+LEGACY_VM = flag("NNOS_LEGACY_VM", str, "", "directory with the legacy VM's vmlinuz and initrd.img "
+                 "(./build.sh legacy-vm makes out/legacy-vm); empty: no legacy VM")
 HW_WATCHDOG = flag("NNOS_HW_WATCHDOG", str, "", "hardware watchdog device the loop pets every tick "
                    "(/dev/watchdog on the image; empty: none)")
 DATA = flag("NNOS_DATA", str, "nnos-data", "data directory of `nnos up` (models, state, run files)")

@@ -43,7 +43,8 @@ def mount_kernel_filesystems() -> None:
              ("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"),
              ("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=20%"),
              ("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"),
-             ("tmpfs", "/var/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")]
+             ("tmpfs", "/var/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"),
+             ("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, "")]   # limits for the legacy VM
     for source, target, fstype, flags, options in table:
         if os.path.ismount(target) and target in ("/dev", "/proc", "/sys"):
             continue                                  # handed over by the initramfs

@@ -76,7 +76,7 @@ def commands(cfg: dict, iface: str) -> list[list[str]]:
 
 
 def say(msg: str) -> None:
-    stamp(msg, sys.stdout)
+    stamp(msg, sys.stderr)          # the supervisor logs its children's stderr and echoes it to the console
 
 
 def main(argv=None) -> int:

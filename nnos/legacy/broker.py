@@ -188,9 +188,10 @@ class Broker:
     def _model_propose(self, args) -> dict:
         """Into quarantine only. The control plane checks it (compile, verify, the signing
         policy) when someone accepts it locally; activating it is another local request."""
+        kind = check_model(args["model"])
         os.makedirs(self.quarantine, exist_ok=True)
         mid = hashlib.sha256(args["model"]).hexdigest()
-        meta = {"id": mid, "name": args["name"], "note": args["note"], "bytes": len(args["model"]),
+        meta = {"id": mid, "name": args["name"], "note": args["note"], "bytes": len(args["model"]), "format": kind,
                 "signed": "signature" in args, "received": round(time.time(), 3), "from": "legacy-vm"}
         atomic_write(os.path.join(self.quarantine, mid + ".model"), args["model"])
         if "signature" in args:
@@ -208,6 +209,32 @@ class Broker:
                     os.unlink(os.path.join(self.quarantine, mid + ext))
                 except FileNotFoundError:
                     pass
+
+
+def check_model(data: bytes) -> str:
+    """A proposal must at least be what it claims: a plan file that validates, or an ONNX
+    model that parses and has a graph (compiling and verifying it is the control plane's job
+    when it is accepted). Returns the format; raises MessageError."""
+    from ..controlplane.intake import detect
+    kind = detect(data[:512])
+    if kind == "plan":
+        from ..errors import NnosError
+        from ..plan import Plan
+        try:
+            Plan.from_bytes(data)
+        except NnosError as e:
+            raise MessageError("bad-model", f"not a valid plan: {e}") from e
+        return kind
+    if kind != "onnx":
+        raise MessageError("bad-model", f"a proposal is an ONNX model or an nnos plan, not a {kind} archive")
+    import onnx
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as e:                              # noqa: BLE001 - protobuf raises several kinds
+        raise MessageError("bad-model", f"not an ONNX model: {type(e).__name__}: {e}") from e
+    if not model.graph.node:
+        raise MessageError("bad-model", "an ONNX model without a graph")
+    return kind
 
 
 def serve(broker: Broker, sock: socket.socket, stop=lambda: False) -> None:

@@ -35,6 +35,8 @@ class Running:
     last_exit: int | None = None
     watchdog_kills: int = 0
     events: list = field(default_factory=list)
+    recent: list = field(default_factory=list)      # exit times inside the storm window
+    gave_up: str | None = None                      # why it is no longer restarted
 
 
 class Manager:
@@ -62,7 +64,7 @@ class Manager:
                     r.proc.kill()
                     r.proc.wait()
                     self._exited(r, now)
-            if r.proc is None and not self.stopping and s.run_if(self.ctx) and now >= r.next_start:
+            if r.proc is None and not self.stopping and r.gave_up is None and s.run_if(self.ctx) and now >= r.next_start:
                 if all(self._up(n) for n in s.start_after) and not (r.last_exit == 0 and s.restart == "on-failure") \
                         and not (r.last_exit is not None and s.restart == "never"):
                     self._start(r, now)
@@ -86,6 +88,11 @@ class Manager:
                                   preexec_fn=(lambda: os.nice(nice)) if nice else None, start_new_session=True)
         threading.Thread(target=self._pump, args=(r.spec.name, r.proc.stderr), daemon=True).start()
         r.started = now
+        if r.spec.limits:
+            from .limits import apply
+            loop_cpu = max(os.sched_getaffinity(0))
+            self.log(f"supervisor: {r.spec.name} limited: " + apply(r.proc.pid, r.spec.name, r.spec.limits["cpu_percent"],
+                                                                    r.spec.limits["memory_mb"], loop_cpu))
         self.log(f"supervisor: started {r.spec.name} (pid {r.proc.pid})" +
                  (f", restart #{r.restarts}" if r.restarts else ""))
 
@@ -114,6 +121,13 @@ class Manager:
         if r.spec.restart == "never" or (r.spec.restart == "on-failure" and code == 0):
             self.log(f"supervisor: {r.spec.name} exited ({code}); not restarting ({r.spec.restart})")
             return
+        if r.spec.storm:
+            count, window = r.spec.storm
+            r.recent = [t for t in r.recent if now - t <= window] + [now]
+            if len(r.recent) > count:
+                r.gave_up = f"restart storm: {len(r.recent)} exits in {window:g} s (last {code})"
+                self.log(f"supervisor: {r.spec.name}: {r.gave_up}; not restarting it until asked")
+                return
         r.restarts += 1
         r.next_start = now + r.backoff
         self.log(f"supervisor: {r.spec.name} exited with {code}; restart #{r.restarts} in {r.backoff:.1f} s")
@@ -154,4 +168,9 @@ class Manager:
 
     def status(self) -> dict:
         return {n: {"pid": r.proc.pid if r.proc else None, "restarts": r.restarts, "last_exit": r.last_exit,
-                    "watchdog_kills": r.watchdog_kills} for n, r in self.procs.items()}
+                    "watchdog_kills": r.watchdog_kills, "gave_up": r.gave_up} for n, r in self.procs.items()}
+
+    def retry(self, name: str) -> None:
+        """Start a process that was given up on (a restart storm) again, with a fresh window."""
+        r = self.procs[name]
+        r.gave_up, r.recent, r.next_start = None, [], 0.0

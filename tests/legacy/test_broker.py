@@ -70,9 +70,23 @@ def test_requests_answer_from_read_only_views_and_everything_is_audited(tmp_path
     assert rows[3]["code"] == "unknown-type" and b.counters["refused"] == 2
 
 
+POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                      "models", "cartpole", "cartpole.onnx")
+
+
+def test_a_corrupt_proposal_is_refused(tmp_path):
+    b = Broker(str(tmp_path))
+    for blob, why in ((b"not a model at all", "not an ONNX model"), (b"PK\x03\x04" + bytes(100), "archive"),
+                      (open(POLICY, "rb").read()[:-40], "not an ONNX model")):
+        r = ask(b, {"id": 1, "type": "model.propose", "name": "m", "model_b64": base64.b64encode(blob).decode()})
+        assert not r["ok"] and r["error"]["code"] == "bad-model" and why in r["error"]["message"], r
+    assert not os.path.exists(os.path.join(str(tmp_path), "quarantine"))
+    assert [x["code"] for x in audit(str(tmp_path))] == ["bad-model"] * 3
+
+
 def test_a_proposal_only_lands_in_quarantine(tmp_path):
     b = Broker(str(tmp_path))
-    model = os.urandom(3000)
+    model = open(POLICY, "rb").read()
     r = ask(b, {"id": 1, "type": "model.propose", "name": "policy-v2", "model_b64": base64.b64encode(model).decode()})
     assert r["ok"] and r["result"]["state"] == "quarantined"
     q = os.path.join(str(tmp_path), "quarantine")

@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 
 
 class Up:
-    def __init__(self, data, api_port=0):
+    def __init__(self, data, api_port=0, env=None):
         self.data = str(data)
         self.api_port = api_port
         os.makedirs(self.data, exist_ok=True)
@@ -32,7 +32,7 @@ class Up:
         self.proc = subprocess.Popen([sys.executable, "-m", "nnos.cli", "up", "--data", self.data, "--no-status",
                                       "--board", self.board_path],
                                      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "w"),
-                                     env=dict(os.environ, NNOS_API_PORT=str(api_port)))
+                                     env=dict(os.environ, NNOS_API_PORT=str(api_port), **(env or {})))
 
     @property
     def log(self) -> str:

@@ -1,0 +1,175 @@
+"""The legacy VM's guest in qemu talking to the real broker over virtio-serial: the example
+agent reads the device's status; a hostile agent's every trick is refused and audited while
+the broker keeps answering and never blocks."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from nnos.legacy.broker import Broker, serve
+from nnos.legacy.vm import command
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GUEST = os.path.join(ROOT, "out", "legacy-vm")
+
+pytestmark = [pytest.mark.xdist_group("image"),
+              pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None or shutil.which("busybox") is None,
+                                 reason="needs qemu-system-x86 and busybox-static (./build.sh installs them)")]
+
+
+@pytest.fixture(scope="module")
+def guest():
+    src = [os.path.join(ROOT, "services", "legacy-vm", p) for p in ("build.py", "guest")]
+    newest = max(os.path.getmtime(os.path.join(d, f)) for s in src
+                 for d, _, fs in (os.walk(s) if os.path.isdir(s) else [(os.path.dirname(s), 0, [os.path.basename(s)])])
+                 for f in fs)
+    out = os.path.join(GUEST, "initrd.img")
+    if not os.path.exists(out) or os.path.getmtime(out) < newest:
+        subprocess.run([sys.executable, os.path.join(ROOT, "services", "legacy-vm", "build.py")], check=True)
+    return os.path.join(GUEST, "vmlinuz"), out
+
+
+class Run:
+    """qemu with the guest, and the broker connected to its port."""
+
+    def __init__(self, guest, tmp_path, agents):
+        self.data = str(tmp_path / "data")
+        os.makedirs(self.data)
+        self.sock = str(tmp_path / "vm.sock")
+        self.console = str(tmp_path / "console.log")
+        self.proc = subprocess.Popen(command(*guest, self.sock, agents, console=self.console,
+                                             settings={"interval": 1}), stderr=subprocess.DEVNULL)
+        self.broker = Broker(self.data)
+        self.stop = threading.Event()
+        end = time.monotonic() + 20
+        while True:
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect(self.sock)
+                break
+            except OSError:
+                s.close()
+                assert time.monotonic() < end, "qemu never opened the broker socket"
+                time.sleep(0.05)
+        self.conn = s
+        self.thread = threading.Thread(target=serve, args=(self.broker, s, self.stop.is_set), daemon=True)
+        self.thread.start()
+
+    def audit(self) -> list[dict]:
+        try:
+            with open(os.path.join(self.data, "audit", "legacy-vm.jsonl")) as f:
+                return [json.loads(x) for x in f]
+        except FileNotFoundError:
+            return []
+
+    def text(self) -> str:
+        with open(self.console, errors="replace") as f:
+            return f.read()
+
+    def wait(self, cond, timeout=90.0, what=""):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if cond():
+                return
+            assert self.proc.poll() is None, f"qemu exited: {self.text()[-2000:]}"
+            time.sleep(0.2)
+        raise AssertionError(f"not {what} after {timeout} s; console:\n{self.text()[-2000:]}\naudit: {self.audit()[-5:]}")
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.proc.kill()
+        self.proc.wait()
+        self.conn.close()
+
+
+def test_agent_reads_status_through_the_channel(guest, tmp_path):
+    run = Run(guest, tmp_path, ("telemetry",))
+    try:
+        run.wait(lambda: sum(a["type"] == "status.get" and a["ok"] for a in run.audit()) >= 2, what="two status reads")
+        run.wait(lambda: "agent telemetry: status {" in run.text(), 30, "the answer in the guest")
+        line = next(x for x in run.text().splitlines() if "agent telemetry: status {" in x)
+        answer = json.loads(line.split("status ", 1)[1])
+        assert answer["ok"] and answer["result"]["loop"] == {"mode": "down"}       # no loop in this test
+        assert "legacy-vm: ready" in run.text()
+    finally:
+        run.close()
+
+
+def test_hostile_agent_is_refused_and_audited_and_the_broker_never_blocks(guest, tmp_path):
+    run = Run(guest, tmp_path, ("hostile",))
+    try:
+        codes = lambda: {a.get("code") for a in run.audit() if not a["ok"]}   # noqa: E731
+        want = {"unknown-type", "malformed", "schema", "bad-model", "too-large", "rate-limited"}
+        run.wait(lambda: want <= codes(), 180, f"all of {sorted(want)} refused")
+        run.wait(lambda: run.broker.counters["dropped"] > 0, 120, "answers dropped for a guest that stopped reading")
+        assert run.thread.is_alive()
+        before = run.broker.counters["requests"]
+        time.sleep(1)
+        assert run.broker.counters["requests"] > before                        # still serving
+        assert not os.path.exists(os.path.join(run.data, "quarantine"))        # the bad model went nowhere
+        text = run.text()
+        assert "actuate: {" in text and "unknown-type" in text
+        assert os.path.getsize(os.path.join(run.data, "audit", "legacy-vm.jsonl")) <= 1.1 * (1 << 20)
+    finally:
+        run.close()
+
+
+def _qemu_pid(sock: str) -> int | None:
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if cmd and cmd[0].endswith(b"qemu-system-x86_64") and any(sock.encode() in a for a in cmd):
+                return int(pid)
+    return None
+
+
+def test_nnos_up_starts_the_vm_last_limited_and_the_loop_outlives_it(guest, tmp_path):
+    import signal
+
+    from tests.system.test_up import Up
+    up = Up(tmp_path / "data", env={"NNOS_LEGACY_VM": GUEST})
+    audit_path = os.path.join(up.data, "audit", "legacy-vm.jsonl")
+
+    def status_reads() -> int:
+        try:
+            return sum(1 for x in open(audit_path) if '"type":"status.get"' in x and '"ok":true' in x)
+        except FileNotFoundError:
+            return 0
+    try:
+        up.wait_for(lambda c, r: c["ticks"] > 50 and c["mode"] == "running", 60)
+        deadline = time.monotonic() + 90
+        while status_reads() == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert status_reads() > 0, up.log[-3000:]
+        log = up.log
+        assert log.index("started loop") < log.index("started broker") < log.index("started legacy-vm")
+        assert "legacy-vm limited:" in log and ("SCHED_IDLE" in log or "cpu.max" in log)
+        pid = _qemu_pid(os.path.join(up.data, "run", "legacy-vm.sock"))
+        assert pid is not None
+        assert max(os.sched_getaffinity(0)) not in os.sched_getaffinity(pid) or len(os.sched_getaffinity(0)) == 1
+        c0, _ = up.counters()
+        os.kill(pid, signal.SIGKILL)                  # the VM dies hard: the robot does not notice
+        n0 = status_reads()
+        deadline = time.monotonic() + 90
+        while status_reads() <= n0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert status_reads() > n0 and "legacy-vm exited with -9" in up.log, up.log[-3000:]
+        c1, _ = up.counters()
+        assert c1["mode"] == "running" and c1["failsafe_entries"] == c0["failsafe_entries"]
+        assert c1["ticks"] > c0["ticks"] + 50
+    finally:
+        up.proc.send_signal(signal.SIGTERM)
+        up.proc.wait(30)
+    assert _qemu_pid(os.path.join(up.data, "run", "legacy-vm.sock")) is None     # stopped with the rest

@@ -1,0 +1,34 @@
+"""The manager's reconcile loop with real child processes (no board, no loop)."""
+from __future__ import annotations
+
+import time
+
+from nnos.supervisor.manager import Manager
+from nnos.supervisor.table import Context, ProcessSpec
+
+
+def test_a_restart_storm_stops_restarts_with_a_clear_state(tmp_path):
+    ctx = Context("", str(tmp_path), None, str(tmp_path / "run"))
+    said = []
+    crash = ProcessSpec("crasher", lambda c: ["sh", "-c", "exit 3"], storm=(2, 30.0))
+    steady = ProcessSpec("steady", lambda c: ["sleep", "30"])
+    m = Manager(ctx, [crash, steady], log=said.append, echo=False)
+    end = time.monotonic() + 15
+    try:
+        while time.monotonic() < end and m.status()["crasher"]["gave_up"] is None:
+            m.reconcile()
+            time.sleep(0.05)
+        st = m.status()
+        assert st["crasher"]["gave_up"] and "restart storm: 3 exits" in st["crasher"]["gave_up"], (st, said)
+        assert st["crasher"]["restarts"] == 2 and st["crasher"]["last_exit"] == 3
+        assert st["steady"]["pid"] is not None                 # the others are untouched
+        for _ in range(20):                                    # given up: no more starts
+            m.reconcile()
+            time.sleep(0.05)
+        assert m.status()["crasher"]["pid"] is None and m.status()["crasher"]["restarts"] == 2
+        m.retry("crasher")
+        m.reconcile()
+        assert m.status()["crasher"]["gave_up"] is None
+        assert any("not restarting it until asked" in s for s in said)
+    finally:
+        m.stop()
