@@ -52,6 +52,15 @@ def run(a) -> None:
                 _show(c.post(f"/v1/models/{a.arg}/activate"))
             elif a.action == "rollback":
                 _show(c.post("/v1/rollback"))
+            elif a.action == "vm":                       # nnos ctl vm [start|stop|proposals]
+                if a.arg in ("start", "stop"):
+                    _show(c.post(f"/v1/vm/{a.arg}"))
+                elif a.arg == "proposals":
+                    _show(c.get("/v1/vm/proposals"))
+                elif a.arg in (None, "status"):
+                    _show(c.get("/v1/vm"))
+                else:
+                    raise NnosError(f"vm {a.arg!r}: expected status, start, stop or proposals")
             elif a.action == "logs":
                 r = c.get("/v1/logs", params={"process": a.arg or "loop"})
                 if r.status_code < 400:
@@ -65,9 +74,9 @@ def run(a) -> None:
 
 
 def add_parser(sub) -> None:
-    c = sub.add_parser("ctl", help="talk to the control plane (status, models, push, activate, rollback, logs)")
-    c.add_argument("action", choices=["status", "models", "push", "activate", "rollback", "logs"])
-    c.add_argument("arg", nargs="?", help="push: FILE; activate: MODEL_ID; logs: PROCESS")
+    c = sub.add_parser("ctl", help="talk to the control plane (status, models, push, activate, rollback, logs, vm)")
+    c.add_argument("action", choices=["status", "models", "push", "activate", "rollback", "logs", "vm"])
+    c.add_argument("arg", nargs="?", help="push: FILE; activate: MODEL_ID; logs: PROCESS; vm: start|stop|proposals")
     c.add_argument("--url")
     c.add_argument("--token")
     c.add_argument("--timeout", type=float, default=180.0)

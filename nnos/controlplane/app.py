@@ -14,7 +14,7 @@ from hardware.board import load_board
 
 from .. import __version__
 from ..store import ModelStore
-from .routers import device, jobs, kserve, models
+from .routers import device, jobs, kserve, models, vm
 from .settings import Settings, ensure_token
 
 
@@ -37,6 +37,7 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
     app.include_router(kserve.router)
     app.include_router(device.router)
     app.include_router(device.ws_router)
+    app.include_router(vm.router)
 
     page = (Path(__file__).parent / "static" / "dashboard.html").read_text()
 

@@ -237,12 +237,22 @@ def check_model(data: bytes) -> str:
     return kind
 
 
-def serve(broker: Broker, sock: socket.socket, stop=lambda: False) -> None:
+def publish(broker: Broker, path: str, connected: bool) -> None:
+    """The broker's counters for the control plane (GET /v1/vm), in RAM (the run directory)."""
+    try:
+        atomic_write(path, json.dumps({"connected": connected, "time": round(time.time(), 3), **broker.counters,
+                                       "refusals": broker.refusals}).encode())
+    except OSError:
+        pass
+
+
+def serve(broker: Broker, sock: socket.socket, stop=lambda: False, on_idle=lambda: None) -> None:
     """Answer one connection until it closes. Never blocks on the guest: reads and writes are
     non-blocking, and answers beyond OUT_MAX for a guest that does not read are dropped."""
     sock.setblocking(False)
     lines, out = Lines(), bytearray()
     while not stop():
+        on_idle()
         r, w, _ = select.select([sock], [sock] if out else [], [], 0.2)
         if r:
             try:
@@ -275,16 +285,24 @@ def main(argv=None) -> int:
     ap.add_argument("--socket", required=True, help="qemu's Unix socket for the guest's virtio-serial port")
     a = ap.parse_args(argv)
     broker = Broker(a.data)
+    counters = os.path.join(os.path.dirname(a.socket), "broker.json")
+    last = [0.0]
+
+    def tick(connected=True):
+        if time.monotonic() - last[0] >= 1.0:
+            last[0] = time.monotonic()
+            publish(broker, counters, connected)
     while True:                                       # qemu restarts: connect again
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             s.connect(a.socket)
         except OSError:
             s.close()
+            tick(False)
             time.sleep(0.5)
             continue
         print(f"broker: connected to {a.socket}", file=sys.stderr, flush=True)
-        serve(broker, s)
+        serve(broker, s, on_idle=tick)
         s.close()
         print(f"broker: {a.socket} closed; counters {broker.counters}", file=sys.stderr, flush=True)
 

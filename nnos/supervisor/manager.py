@@ -37,6 +37,7 @@ class Running:
     events: list = field(default_factory=list)
     recent: list = field(default_factory=list)      # exit times inside the storm window
     gave_up: str | None = None                      # why it is no longer restarted
+    held: bool = False                              # stopped on request: not started until asked
 
 
 class Manager:
@@ -64,7 +65,8 @@ class Manager:
                     r.proc.kill()
                     r.proc.wait()
                     self._exited(r, now)
-            if r.proc is None and not self.stopping and r.gave_up is None and s.run_if(self.ctx) and now >= r.next_start:
+            if r.proc is None and not self.stopping and r.gave_up is None and not r.held and s.run_if(self.ctx) \
+                    and now >= r.next_start:
                 if all(self._up(n) for n in s.start_after) and not (r.last_exit == 0 and s.restart == "on-failure") \
                         and not (r.last_exit is not None and s.restart == "never"):
                     self._start(r, now)
@@ -141,13 +143,20 @@ class Manager:
             self.stopping = True
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
             signal.signal(sig, on_signal)
+        from ..runtime.control import ControlServer
+        server = ControlServer(os.path.join(self.ctx.run, "supervisor.sock")) if self.ctx.run else None
         try:
             while not self.stopping and (end is None or time.monotonic() < end):
                 self.reconcile()
+                while server is not None and (req := server.receive()) is not None:
+                    msg, addr = req
+                    server.reply(addr, dict(self.answer(msg), id=msg.get("id")))
                 if on_tick:
                     on_tick(self)
                 time.sleep(0.05)
         finally:
+            if server is not None:
+                server.close()
             self.stop()
 
     def stop(self) -> None:
@@ -167,10 +176,51 @@ class Manager:
             r.proc = None
 
     def status(self) -> dict:
-        return {n: {"pid": r.proc.pid if r.proc else None, "restarts": r.restarts, "last_exit": r.last_exit,
-                    "watchdog_kills": r.watchdog_kills, "gave_up": r.gave_up} for n, r in self.procs.items()}
+        now = time.monotonic()
+
+        def state(r: Running) -> str:
+            if r.proc is not None:
+                return "running"
+            if r.held:
+                return "stopped (on request)"
+            if r.gave_up:
+                return "stopped: " + r.gave_up
+            return "not running" if not r.spec.run_if(self.ctx) else "starting"
+        return {n: {"pid": r.proc.pid if r.proc else None, "state": state(r), "restarts": r.restarts,
+                    "last_exit": r.last_exit, "watchdog_kills": r.watchdog_kills, "gave_up": r.gave_up,
+                    "uptime_s": round(now - r.started, 1) if r.proc else None} for n, r in self.procs.items()}
 
     def retry(self, name: str) -> None:
-        """Start a process that was given up on (a restart storm) again, with a fresh window."""
+        """Start a process that was given up on (a restart storm) or stopped on request again,
+        with a fresh storm window."""
         r = self.procs[name]
-        r.gave_up, r.recent, r.next_start = None, [], 0.0
+        r.gave_up, r.recent, r.next_start, r.held = None, [], 0.0, False
+
+    def hold(self, name: str) -> None:
+        """Stop one process and keep it stopped until retry()."""
+        r = self.procs[name]
+        r.held = True
+        if r.proc is not None and r.proc.poll() is None:
+            r.proc.send_signal(signal.SIGTERM)
+            try:
+                r.proc.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                r.proc.kill()
+                r.proc.wait()
+            r.last_exit, r.proc = r.proc.returncode, None
+            self.log(f"supervisor: stopped {name} on request")
+
+    # --- requests from the control plane (DATA/run/supervisor.sock) -----------------------------
+    CONTROLLABLE = ("legacy-vm",)                   # what may be started/stopped from outside
+
+    def answer(self, msg: dict) -> dict:
+        cmd, name = msg.get("cmd"), msg.get("name")
+        if cmd == "status":
+            return {"ok": True, "processes": self.status()}
+        if cmd in ("start", "stop"):
+            if name not in self.procs or name not in self.CONTROLLABLE:
+                return {"ok": False, "error": f"{name!r} cannot be started or stopped from outside; "
+                                              f"controllable: {[n for n in self.CONTROLLABLE if n in self.procs]}"}
+            self.retry(name) if cmd == "start" else self.hold(name)
+            return {"ok": True, "process": self.status()[name]}
+        return {"ok": False, "error": f"unknown command {cmd!r}; expected status, start, stop"}

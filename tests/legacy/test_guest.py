@@ -173,3 +173,45 @@ def test_nnos_up_starts_the_vm_last_limited_and_the_loop_outlives_it(guest, tmp_
         up.proc.send_signal(signal.SIGTERM)
         up.proc.wait(30)
     assert _qemu_pid(os.path.join(up.data, "run", "legacy-vm.sock")) is None     # stopped with the rest
+
+
+def test_control_plane_shows_stops_and_starts_the_vm(guest, tmp_path):
+    import signal
+
+    import httpx
+
+    from tests.controlplane.conftest import free_port
+    from tests.system.test_up import Up
+    up = Up(tmp_path / "data", api_port=free_port(), env={"NNOS_LEGACY_VM": GUEST})
+    sock = os.path.join(up.data, "run", "legacy-vm.sock")
+    try:
+        url = up.wait_for_api(60)
+        c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {up.token}"}, timeout=30)
+        deadline = time.monotonic() + 90
+        vm = {}
+        while time.monotonic() < deadline:
+            vm = c.get("/v1/vm").json()
+            if vm.get("state") == "running" and (vm.get("channel") or {}).get("answered", 0) > 0:
+                break
+            time.sleep(0.5)
+        assert vm["configured"] and vm["state"] == "running" and vm["channel"]["connected"], vm
+        assert vm["network"] == "off" and c.get("/v1/vm/proposals").json() == {"proposals": []}
+        r = c.post("/v1/vm/stop")
+        assert r.status_code == 200 and r.json()["state"] == "stopped (on request)", r.text
+        assert _qemu_pid(sock) is None
+        time.sleep(1.0)
+        assert c.get("/v1/vm").json()["state"] == "stopped (on request)"     # not restarted behind our back
+        assert c.get("/v1/status").json()["loop"]["mode"] == "running"
+        assert c.post("/v1/vm/start").status_code == 200
+        deadline = time.monotonic() + 30
+        while _qemu_pid(sock) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _qemu_pid(sock) is not None and c.get("/v1/vm").json()["state"] == "running"
+        assert c.post("/v1/vm/reboot").status_code == 404
+        ctl = subprocess.run([sys.executable, "-m", "nnos.cli", "ctl", "vm", "--url", url, "--token", up.token],
+                             capture_output=True, text=True, cwd=ROOT)
+        assert ctl.returncode == 0 and json.loads(ctl.stdout)["state"] == "running", ctl.stderr
+        assert httpx.get(url + "/v1/vm").status_code == 401
+    finally:
+        up.proc.send_signal(signal.SIGTERM)
+        up.proc.wait(30)

@@ -134,6 +134,7 @@ def test_rate_keeper_holds_the_rate_and_counts_misses():
     time.sleep(0.0035)                           # a stall of 3.5 periods
     k.wait()
     assert k.misses >= 2
-    t0 = now_ns()
-    k.wait()
-    assert now_ns() - t0 < 1_500_000             # no burst of catch-up ticks: back on the grid
+    # no burst of catch-up ticks: the next waits sleep to the grid again (a catch-up burst would
+    # return at once, late by whole periods, several times in a row; one VM stall may make one late)
+    after = [k.wait() for _ in range(5)]
+    assert sum(x >= k.period for x in after) <= 1, after
