@@ -22,13 +22,20 @@ class FlashError(Exception):
     pass
 
 
-def _sysfs_disk(dev: str) -> str:
-    """/sys/class/block/NAME for the whole disk containing ``dev``."""
+def _sysfs(dev: str) -> str:
+    """The block device's own sysfs directory."""
     st = os.stat(dev)
-    path = os.path.realpath(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
-    if os.path.exists(os.path.join(path, "partition")):
-        path = os.path.dirname(path)
-    return path
+    return os.path.realpath(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
+
+
+def _is_partition(sysfs_path: str) -> bool:
+    return os.path.exists(os.path.join(sysfs_path, "partition"))
+
+
+def _sysfs_disk(dev: str) -> str:
+    """The sysfs directory of the whole disk containing ``dev``."""
+    path = _sysfs(dev)
+    return os.path.dirname(path) if _is_partition(path) else path
 
 
 def _holds(disk_sysfs: str, major_minor: str) -> bool:
@@ -60,7 +67,7 @@ def root_disk_sysfs() -> str | None:
     path = os.path.realpath(f"/sys/dev/block/{mm}")
     if not os.path.exists(path):
         return None                           # overlay/tmpfs root: no block device holds it
-    return os.path.dirname(path) if os.path.exists(os.path.join(path, "partition")) else path
+    return os.path.dirname(path) if _is_partition(path) else path
 
 
 def device_size(dev: str) -> int:
@@ -78,8 +85,7 @@ def check_target(dev: str, image_size: int, max_bytes: int, force: bool) -> int:
         raise FlashError(f"{dev}: {e.strerror}") from e
     if not stat.S_ISBLK(st.st_mode):
         raise FlashError(f"{dev} is not a block device (expected a whole disk such as /dev/sdb or /dev/mmcblk0)")
-    if os.path.exists(os.path.join(os.path.realpath(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"),
-                                   "partition")):
+    if _is_partition(_sysfs(dev)):
         raise FlashError(f"{dev} is a partition; give the whole disk ({os.path.basename(_sysfs_disk(dev))})")
     root = root_disk_sysfs()
     if root and os.path.realpath(root) == os.path.realpath(_sysfs_disk(dev)):

@@ -170,8 +170,8 @@ class Vm:
         self.accel = accel or ("kvm" if kvm_works(arch) else "tcg")
         self.proc: subprocess.Popen | None = None
         self.qmp: Qmp | None = None
-        self.started_at = 0.0
-        self.boots = 0
+        self.usb: dict[str, str] = {}                 # hot-added USB device id -> its chardev
+        self.chardevs = 0
 
     # --- the command line ----------------------------------------------------------------------
     def command(self) -> list[str]:
@@ -209,8 +209,6 @@ class Vm:
         for p in (self.console_path, self.qmp_path):
             if os.path.exists(p):
                 os.unlink(p)
-        self.started_at = time.monotonic()
-        self.boots = 0
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=open(os.path.join(self.workdir, "qemu.stderr"), "wb"))
         self.qmp = Qmp(self.qmp_path)
@@ -284,17 +282,17 @@ class Vm:
     def add_usb_serial(self, dev_id: str, tty: str, serial: str) -> None:
         """Hot-add a USB serial adapter (an FTDI FT232, 0403:6001, as qemu emulates it) whose
         other end is the host tty ``tty`` (e.g. the simulator's pseudo-terminal)."""
-        self._chardevs = getattr(self, "_chardevs", 0) + 1
-        chardev = f"chr-{dev_id}-{self._chardevs}"
+        self.chardevs += 1
+        chardev = f"chr-{dev_id}-{self.chardevs}"
         self.qmp.execute("chardev-add", id=chardev, backend={"type": "serial", "data": {"device": tty}})
         self.qmp.execute("device_add", driver="usb-serial", id=dev_id, chardev=chardev, serial=serial, bus="xhci.0")
-        self._attached = dict(getattr(self, "_attached", {}), **{dev_id: chardev})
+        self.usb[dev_id] = chardev
 
     def remove_usb(self, dev_id: str, timeout: float = 10.0) -> None:
         """Unplug it (device_del) and wait until qemu has removed it; then drop its chardev."""
         self.qmp.execute("device_del", id=dev_id)
         self.qmp.wait_event("DEVICE_DELETED", timeout, device=dev_id)
-        chardev = getattr(self, "_attached", {}).pop(dev_id, None)
+        chardev = self.usb.pop(dev_id, None)
         if chardev:
             self.qmp.execute("chardev-remove", id=chardev)
 

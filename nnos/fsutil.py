@@ -25,6 +25,15 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
     fsync_dir(d)
 
 
+def append_rotating(path: str, data: bytes, max_bytes: int) -> None:
+    """Append to a log-like file; past ``max_bytes`` it becomes PATH.1 (one older kept), so it
+    never grows without bound. Raises OSError."""
+    if os.path.exists(path) and os.path.getsize(path) > max_bytes:
+        os.replace(path, path + ".1")
+    with open(path, "ab") as f:
+        f.write(data)
+
+
 def fsync_dir(d: str) -> None:
     fd = os.open(d, os.O_RDONLY)
     try:

@@ -31,12 +31,6 @@ def mount(source: str, target: str, fstype: str, flags: int = 0, options: str = 
         raise OSError(e, f"mount {source} on {target} ({fstype}): {os.strerror(e)}")
 
 
-def umount(target: str) -> None:
-    if _libc.umount2(target.encode(), 0) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"umount {target}: {os.strerror(e)}")
-
-
 def partitions(sysfs: str = "/sys/class/block") -> dict[str, dict]:
     """GPT name → {dev, disk, number, start, size (bytes)} for every partition the kernel knows."""
     out = {}

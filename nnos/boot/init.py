@@ -79,12 +79,16 @@ def start_udev() -> None:
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def ram_data(why: str) -> None:
+    say(f"data: {why}; running with a RAM-only data directory: nothing will be kept across a reboot")
+    datapart.mount("tmpfs", DATA, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+
+
 def mount_data() -> dict:
     try:
         return datapart.prepare(DATA, say)
     except (datapart.DataPartitionError, OSError) as e:
-        say(f"data: {e}; running with a RAM-only data directory: nothing will be kept across a reboot")
-        datapart.mount("tmpfs", DATA, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+        ram_data(str(e))
         return {"dev": None, "created": True, "recreated": str(e), "grown": False}
 
 
@@ -155,8 +159,7 @@ def main() -> None:
     except Exception:                                  # noqa: BLE001 - PID 1 must reach the supervisor
         say("init: a boot step failed; starting the supervisor anyway:\n" + traceback.format_exc())
         if not os.path.ismount(DATA):
-            say("data: not mounted; running with a RAM-only data directory: nothing will be kept across a reboot")
-            datapart.mount("tmpfs", DATA, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+            ram_data("not mounted")
         os.makedirs(STATE, exist_ok=True)
         if not os.path.exists(os.path.join(CONFIG, "board.toml")):
             os.makedirs(CONFIG, exist_ok=True)

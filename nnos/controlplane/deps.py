@@ -1,7 +1,8 @@
 """Shared dependencies of the routers: settings, the token check, the store, the board, the
-loop's control socket and telemetry."""
+loop's and the supervisor's control sockets, and telemetry."""
 from __future__ import annotations
 
+import os
 import secrets
 
 from fastapi import HTTPException, Request
@@ -23,12 +24,22 @@ def require_token(req: Request) -> None:
         raise HTTPException(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
 
 
-def ask_loop(st, msg: dict, timeout: float = 10.0) -> dict:
+def _ask(st, path: str, msg: dict, timeout: float, who: str) -> dict:
     st.request_id += 1
     try:
-        return loop_request(st.settings.socket, dict(msg, id=st.request_id), timeout=timeout)
+        return loop_request(path, dict(msg, id=st.request_id), timeout=timeout)
     except ControlError as e:        # a state of the device, not a server fault: 409, never a 5xx
-        raise HTTPException(409, f"the loop is not running or not answering: {e}") from e
+        raise HTTPException(409, f"{who}: {e}") from e
+
+
+def ask_loop(st, msg: dict, timeout: float = 10.0) -> dict:
+    return _ask(st, st.settings.socket, msg, timeout, "the loop is not running or not answering")
+
+
+def ask_supervisor(st, msg: dict, timeout: float = 15.0) -> dict:
+    """The supervisor's socket (DATA/run/supervisor.sock): process states, start/stop the VM."""
+    return _ask(st, os.path.join(st.settings.run, "supervisor.sock"), msg, timeout,
+                "the supervisor is not reachable (not started by nnos up?)")
 
 
 def telemetry(st) -> TelemetryReader | None:

@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 
-from ..fsutil import atomic_write
+from ..fsutil import append_rotating, atomic_write
 from .messages import MAX_LINE, MAX_PROPOSAL_LINE, MessageError, parse
 
 RATE, BURST = 20.0, 40                 # requests per second, and the burst allowed
@@ -52,10 +52,7 @@ class Audit:
     def write(self, **entry) -> None:
         line = json.dumps({"t": round(time.time(), 3), **entry}, separators=(",", ":")) + "\n"
         try:
-            if os.path.exists(self.path) and os.path.getsize(self.path) > AUDIT_MAX:
-                os.replace(self.path, self.path + ".1")
-            with open(self.path, "a") as f:
-                f.write(line)
+            append_rotating(self.path, line.encode(), AUDIT_MAX)
         except OSError:
             pass                                      # a full disk must not stop the broker
 
@@ -177,10 +174,8 @@ class Broker:
         path = os.path.join(self.data, "logs", "legacy-vm-guest.log")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
-            if os.path.exists(path) and os.path.getsize(path) > AUDIT_MAX:
-                os.replace(path, path + ".1")
-            with open(path, "a") as f:
-                f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {args['level']}: {args['message']}\n")
+            append_rotating(path, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {args['level']}: {args['message']}\n".encode(),
+                            AUDIT_MAX)
         except OSError as e:
             raise MessageError("unavailable", f"the log cannot be written: {e.strerror}") from e
         return {}

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from .. import flags
+from ..fsutil import append_rotating
 from ..timing import NS_PER_S, now_ns
 from .table import Context, ProcessSpec
 
@@ -104,10 +105,7 @@ class Manager:
         path = os.path.join(self.ctx.logs, f"{name}.log")
         for line in iter(stream.readline, b""):
             try:
-                if os.path.exists(path) and os.path.getsize(path) > LOG_MAX:
-                    os.replace(path, path + ".1")
-                with open(path, "ab") as f:
-                    f.write(line)
+                append_rotating(path, line, LOG_MAX)
             except OSError:
                 pass
             if self.echo:
@@ -165,15 +163,19 @@ class Manager:
         for r in sorted(self.procs.values(), key=lambda r: r.spec.stop_order):
             if r.proc is None or r.proc.poll() is not None:
                 continue
-            r.proc.send_signal(signal.SIGTERM)
-            try:
-                r.proc.wait(STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                self.log(f"supervisor: {r.spec.name} ignored SIGTERM for {STOP_GRACE} s: killing it")
-                r.proc.kill()
-                r.proc.wait()
-            self.log(f"supervisor: stopped {r.spec.name} ({r.proc.returncode})")
-            r.proc = None
+            self._terminate(r)
+            self.log(f"supervisor: stopped {r.spec.name} ({r.last_exit})")
+
+    def _terminate(self, r: Running) -> None:
+        """SIGTERM, STOP_GRACE to exit, then SIGKILL; the process is collected."""
+        r.proc.send_signal(signal.SIGTERM)
+        try:
+            r.proc.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            self.log(f"supervisor: {r.spec.name} ignored SIGTERM for {STOP_GRACE} s: killing it")
+            r.proc.kill()
+            r.proc.wait()
+        r.last_exit, r.proc = r.proc.returncode, None
 
     def status(self) -> dict:
         now = time.monotonic()
@@ -201,13 +203,7 @@ class Manager:
         r = self.procs[name]
         r.held = True
         if r.proc is not None and r.proc.poll() is None:
-            r.proc.send_signal(signal.SIGTERM)
-            try:
-                r.proc.wait(STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                r.proc.kill()
-                r.proc.wait()
-            r.last_exit, r.proc = r.proc.returncode, None
+            self._terminate(r)
             self.log(f"supervisor: stopped {name} on request")
 
     # --- requests from the control plane (DATA/run/supervisor.sock) -----------------------------

@@ -101,9 +101,10 @@ def _up(board_path, data, duration, show_status, plan, default_board, init=False
     run = os.path.join(data, "run")
     os.makedirs(run, exist_ok=True)
     ctx = Context(os.path.abspath(board_path), os.path.abspath(data), board, run)
-    manager = Manager(ctx, table(ctx), log=log, stdout=subprocess.DEVNULL)
+    specs = table(ctx)
+    manager = Manager(ctx, specs, log=log, stdout=subprocess.DEVNULL)
     log(f"supervisor: board {board.name} at {board.rate_hz:g} Hz; data in {data}; "
-        f"processes: {', '.join(s.name for s in table(ctx) if s.run_if(ctx))}")
+        f"processes: {', '.join(s.name for s in specs if s.run_if(ctx))}")
     last = [0.0]
     tty = sys.stdout.isatty()
     every = 0.5 if tty else 30.0 if init else 1.0

@@ -9,17 +9,9 @@ import os
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
 
-from ...runtime.control import ControlError, request
-from ..deps import require_token, state
+from ..deps import ask_supervisor, require_token, state
 
 router = APIRouter(prefix="/v1/vm", tags=["legacy VM"], dependencies=[Depends(require_token)])
-
-
-def _ask_supervisor(st, msg: dict) -> dict:
-    try:
-        return request(os.path.join(st.settings.run, "supervisor.sock"), msg, timeout=15)
-    except ControlError as e:
-        raise HTTPException(409, f"the supervisor is not reachable (not started by nnos up?): {e}") from e
 
 
 def _broker(st) -> dict | None:
@@ -32,7 +24,7 @@ def _broker(st) -> dict | None:
 
 @router.get("")
 async def vm(st=Depends(state)):
-    reply = await run_in_threadpool(_ask_supervisor, st, {"cmd": "status"})
+    reply = await run_in_threadpool(ask_supervisor, st, {"cmd": "status"})
     procs = reply.get("processes", {})
     if "legacy-vm" not in procs:
         return {"configured": False, "detail": "no legacy VM on this device (NNOS_LEGACY_VM is not set)"}
@@ -46,7 +38,7 @@ async def vm(st=Depends(state)):
 async def start_stop(action: str, st=Depends(state)):
     if action not in ("start", "stop"):
         raise HTTPException(404, f"unknown action {action!r}; expected start or stop")
-    reply = await run_in_threadpool(_ask_supervisor, st, {"cmd": action, "name": "legacy-vm"})
+    reply = await run_in_threadpool(ask_supervisor, st, {"cmd": action, "name": "legacy-vm"})
     if not reply.get("ok"):
         raise HTTPException(409, reply.get("error"))
     return {"ok": True, "state": reply["process"]["state"]}
