@@ -38,7 +38,12 @@ def upload_and_activate(dev, data: bytes) -> str:
     r = dev.client.post("/v1/models", content=data)
     assert r.status_code == 201, r.text
     mid = r.json()["id"]
-    r = dev.client.post(f"/v1/models/{mid}/activate")
+    for _ in range(3):
+        r = dev.client.post(f"/v1/models/{mid}/activate")
+        # a stall of the emulated guest during probation (a tick over budget) is rolled back, as
+        # it must be; that activation is asked again. Anything else is a failure.
+        if r.status_code != 409 or not str(r.json()["detail"].get("reason", "")).startswith("overrun"):
+            break
     assert r.status_code == 200 and r.json()["outcome"] == "active", r.text
     return mid
 
