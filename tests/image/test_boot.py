@@ -42,7 +42,8 @@ def upload_and_activate(dev, data: bytes) -> str:
         r = dev.client.post(f"/v1/models/{mid}/activate")
         # a stall of the emulated guest during probation (a tick over budget) is rolled back, as
         # it must be; that activation is asked again. Anything else is a failure.
-        if r.status_code != 409 or not str(r.json()["detail"].get("reason", "")).startswith("overrun"):
+        detail = r.json().get("detail") if r.status_code == 409 else None
+        if not (isinstance(detail, dict) and str(detail.get("reason", "")).startswith("overrun")):
             break
     assert r.status_code == 200 and r.json()["outcome"] == "active", r.text
     return mid
