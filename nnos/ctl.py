@@ -52,15 +52,8 @@ def run(a) -> None:
                 _show(c.post(f"/v1/models/{a.arg}/activate"))
             elif a.action == "rollback":
                 _show(c.post("/v1/rollback"))
-            elif a.action == "vm":                       # nnos ctl vm [start|stop|proposals]
-                if a.arg in ("start", "stop"):
-                    _show(c.post(f"/v1/vm/{a.arg}"))
-                elif a.arg == "proposals":
-                    _show(c.get("/v1/vm/proposals"))
-                elif a.arg in (None, "status"):
-                    _show(c.get("/v1/vm"))
-                else:
-                    raise NnosError(f"vm {a.arg!r}: expected status, start, stop or proposals")
+            elif a.action == "vm":
+                _vm(c, a.arg, a.rest)
             elif a.action == "logs":
                 r = c.get("/v1/logs", params={"process": a.arg or "loop"})
                 if r.status_code < 400:
@@ -73,10 +66,47 @@ def run(a) -> None:
         raise NnosError(f"{a.arg}: {e.strerror}") from e
 
 
+VM_USAGE = ("status | start | stop | network on|off | settings [KEY=VALUE ...] | proposals | "
+            "accept PROPOSAL | reject PROPOSAL")
+
+
+def _vm(c, arg: str | None, rest: list[str]) -> None:
+    """nnos ctl vm ...: the legacy VM (see VM_USAGE)."""
+    if arg in (None, "status"):
+        _show(c.get("/v1/vm"))
+    elif arg in ("start", "stop"):
+        _show(c.post(f"/v1/vm/{arg}"))
+    elif arg == "network" and rest in (["on"], ["off"]):
+        _show(c.post("/v1/vm/network", json={"enabled": rest[0] == "on"}))
+    elif arg == "settings":
+        changes = {}
+        for kv in rest:
+            k, sep, v = kv.partition("=")
+            if not sep:
+                raise NnosError(f"vm settings: expected KEY=VALUE, got {kv!r}")
+            try:
+                changes[k] = json.loads(v)            # numbers, lists, true/false
+            except ValueError:
+                changes[k] = v                        # a plain string (a URL)
+        _show(c.put("/v1/vm/settings", json=changes) if changes else c.get("/v1/vm/settings"))
+    elif arg == "proposals" and not rest:
+        _show(c.get("/v1/vm/proposals"))
+    elif arg == "accept" and len(rest) == 1:
+        _show(c.post(f"/v1/vm/proposals/{rest[0]}/accept"))
+    elif arg == "reject" and len(rest) == 1:
+        r = c.delete(f"/v1/vm/proposals/{rest[0]}")
+        if r.status_code >= 400:
+            _show(r)
+        print(f"rejected {rest[0]}")
+    else:
+        raise NnosError(f"vm {' '.join([arg, *rest])!r}: expected {VM_USAGE}")
+
+
 def add_parser(sub) -> None:
     c = sub.add_parser("ctl", help="talk to the control plane (status, models, push, activate, rollback, logs, vm)")
     c.add_argument("action", choices=["status", "models", "push", "activate", "rollback", "logs", "vm"])
-    c.add_argument("arg", nargs="?", help="push: FILE; activate: MODEL_ID; logs: PROCESS; vm: start|stop|proposals")
+    c.add_argument("arg", nargs="?", help=f"push: FILE; activate: MODEL_ID; logs: PROCESS; vm: {VM_USAGE}")
+    c.add_argument("rest", nargs="*", help="vm: network on|off, settings KEY=VALUE..., accept/reject PROPOSAL")
     c.add_argument("--url")
     c.add_argument("--token")
     c.add_argument("--timeout", type=float, default=180.0)

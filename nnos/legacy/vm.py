@@ -1,36 +1,95 @@
-"""The legacy VM's qemu command line: the cloud kernel and the agents' initramfs, no disk, no
-shared filesystem, no network interface, and one virtio-serial port to the broker's socket.
-(Its optional outside network — a namespace of its own with NAT, the host unreachable — is
-the next part of issue 7.)
+"""The legacy VM's qemu command line: the guest kernel and the agents' initramfs, no disk, no
+shared filesystem, one virtio-serial port to the broker's socket, and — only inside its own
+network namespace (netns.py) — one NIC with qemu's user networking. Without the namespace
+(not root, no nftables) it has no NIC at all.
 
-    python -m nnos.legacy.vm --kernel K --initrd I --socket S [--agents a,b] [--console FILE]
+    python -m nnos.legacy.vm --kernel K --initrd I --socket S --data DATA [--console FILE]
+
+The settings (agents, URLs, network on/off, memory) come from DATA/legacy-vm.json (settings.py).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import platform
+import subprocess
 import sys
+import tempfile
+import time
+
+from . import netns
+from . import settings as vm_settings
 
 PORT_NAME = "org.nnos.broker"
+MACHINES = {"x86_64": ("qemu-system-x86_64", ["-machine", "pc"], "ttyS0"),
+            "aarch64": ("qemu-system-aarch64", ["-machine", "virt"], "ttyAMA0")}
 
 
 def command(kernel: str, initrd: str, socket_path: str, agents: tuple[str, ...] = ("telemetry", "update"),
             memory_mb: int = 128, accel: str = "tcg", console: str | None = None,
-            settings: dict | None = None, qemu: str = "qemu-system-x86_64") -> list[str]:
-    append = ["console=ttyS0", "quiet", "panic=-1", f"nnos.agents={','.join(agents)}", "nnos.net=off"]
+            settings: dict | None = None, network: bool = False, arch: str | None = None) -> list[str]:
+    """``network``: give it a NIC (run inside the namespace: prefix netns.exec_prefix())."""
+    qemu, machine, tty = MACHINES[arch or platform.machine()]
+    append = [f"console={tty}", "quiet", "panic=-1", f"nnos.agents={','.join(agents)}",
+              f"nnos.net={'on' if network else 'off'}"]
     for k, v in (settings or {}).items():              # nnos.telemetry_url=..., nnos.interval=...
         if any(c.isspace() for c in str(v)):
             raise ValueError(f"legacy VM setting {k}={v!r}: no spaces allowed")
         append.append(f"nnos.{k}={v}")
-    cmd = [qemu, "-accel", accel, *(["-cpu", "max"] if accel == "tcg" else []), "-m", str(memory_mb), "-smp", "1",
+    cpu = ["-cpu", "max"] if accel == "tcg" else ["-cpu", "host"]
+    cmd = [qemu, *machine, "-accel", accel, *cpu, "-m", str(memory_mb), "-smp", "1",
            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
            "-kernel", kernel, "-initrd", initrd, "-append", " ".join(append),
            "-device", "virtio-serial-pci", "-device", f"virtserialport,chardev=broker,name={PORT_NAME}",
            "-chardev", f"socket,id=broker,path={socket_path},server=on,wait=off",
            "-device", "virtio-rng-pci"]
     cmd += ["-chardev", f"file,id=con,path={console}", "-serial", "chardev:con"] if console else ["-serial", "null"]
-    cmd += ["-nic", "none"]
+    if network:          # user networking inside the namespace; no boot ROM (it boots from -kernel)
+        cmd += ["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0,romfile="]
+    else:
+        cmd += ["-nic", "none"]
     return cmd
+
+
+def kvm_works(kernel: str, initrd: str, timeout_s: float = 20.0) -> bool:
+    """Boot the guest with KVM to its "ready" line, once per host boot (cached in /run, or the
+    temp directory): /dev/kvm can exist and still hang guests, as on some CI machines."""
+    if not os.access("/dev/kvm", os.W_OK):
+        return False
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot_id = f.read().strip()
+    except OSError:
+        boot_id = "?"
+    cache = os.path.join("/run" if os.access("/run", os.W_OK) else tempfile.gettempdir(), "nnos-legacy-kvm")
+    try:
+        with open(cache) as f:
+            got, verdict = f.read().split()
+        if got == boot_id:
+            return verdict == "yes"
+    except (OSError, ValueError):
+        pass
+    sock = os.path.join(tempfile.gettempdir(), f"nnos-kvm-probe-{os.getpid()}.sock")
+    cmd = command(kernel, initrd, sock, (), accel="kvm")
+    cmd[cmd.index("-serial") + 1] = "stdio"
+    ok = False
+    try:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        os.set_blocking(p.stdout.fileno(), False)
+        buf, end = b"", time.monotonic() + timeout_s
+        while time.monotonic() < end and p.poll() is None and not ok:
+            time.sleep(0.2)
+            buf += p.stdout.read() or b""
+            ok = b"legacy-vm: ready" in buf
+        p.kill()
+        p.wait()
+    except OSError:
+        ok = False
+    if os.path.exists(sock):
+        os.unlink(sock)
+    with open(cache, "w") as f:
+        f.write(f"{boot_id} {'yes' if ok else 'no'}\n")
+    return ok
 
 
 def main(argv=None) -> int:
@@ -38,10 +97,26 @@ def main(argv=None) -> int:
     ap.add_argument("--kernel", required=True)
     ap.add_argument("--initrd", required=True)
     ap.add_argument("--socket", required=True)
-    ap.add_argument("--agents", default="telemetry,update")
+    ap.add_argument("--data", required=True)
     ap.add_argument("--console")
     a = ap.parse_args(argv)
-    cmd = command(a.kernel, a.initrd, a.socket, tuple(x for x in a.agents.split(",") if x), console=a.console)
+    say = lambda m: print(f"legacy-vm: {m}", file=sys.stderr, flush=True)   # noqa: E731
+    s = vm_settings.load(a.data, say)
+    why = netns.unavailable()
+    prefix = []
+    if why:
+        say(f"no network: {why}")
+    else:
+        try:
+            netns.setup(uplink=s["network"])
+            prefix = netns.exec_prefix()
+            say(f"network namespace {netns.NS}, outside network {'on' if s['network'] else 'off'}")
+        except netns.NetworkError as e:
+            say(f"no network: {e}")
+    accel = "kvm" if kvm_works(a.kernel, a.initrd) else "tcg"
+    say(f"accelerator {accel}")
+    cmd = prefix + command(a.kernel, a.initrd, a.socket, tuple(s["agents"]), memory_mb=s["memory_mb"], accel=accel,
+                           console=a.console, settings=vm_settings.kernel_settings(s), network=bool(prefix))
     os.execvp(cmd[0], cmd)
 
 

@@ -72,12 +72,12 @@ def request(path: str, msg: dict, timeout: float = 30.0) -> dict:
         try:
             s.bind(client)
         except OSError as e:            # no run directory: no loop ever started here
-            raise ControlError(f"no loop is listening at {path}: {e.strerror}") from e
+            raise ControlError(f"nothing is listening at {path}: {e.strerror}") from e
         s.settimeout(timeout)
         try:
             s.sendto(json.dumps(msg).encode(), path)
         except (FileNotFoundError, ConnectionRefusedError) as e:
-            raise ControlError(f"no loop is listening at {path}: {e.strerror}") from e
+            raise ControlError(f"nothing is listening at {path}: {e.strerror}") from e
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -93,9 +93,10 @@ class Manager:
         r.started = now
         if r.spec.limits:
             from .limits import apply
+            lim = r.spec.limits(self.ctx) if callable(r.spec.limits) else r.spec.limits
             loop_cpu = max(os.sched_getaffinity(0))
-            self.log(f"supervisor: {r.spec.name} limited: " + apply(r.proc.pid, r.spec.name, r.spec.limits["cpu_percent"],
-                                                                    r.spec.limits["memory_mb"], loop_cpu))
+            self.log(f"supervisor: {r.spec.name} limited: " + apply(r.proc.pid, r.spec.name, lim["cpu_percent"],
+                                                                    lim["memory_mb"], loop_cpu))
         self.log(f"supervisor: started {r.spec.name} (pid {r.proc.pid})" +
                  (f", restart #{r.restarts}" if r.restarts else ""))
 
@@ -219,4 +220,23 @@ class Manager:
                                               f"controllable: {[n for n in self.CONTROLLABLE if n in self.procs]}"}
             self.retry(name) if cmd == "start" else self.hold(name)
             return {"ok": True, "process": self.status()[name]}
-        return {"ok": False, "error": f"unknown command {cmd!r}; expected status, start, stop"}
+        if cmd == "vm.network":
+            return self._vm_network(msg.get("enabled"))
+        return {"ok": False, "error": f"unknown command {cmd!r}; expected status, start, stop, vm.network"}
+
+    def _vm_network(self, on) -> dict:
+        """Cut or restore the legacy VM's outside network: saved (it holds across restarts) and,
+        when its namespace exists, switched at once."""
+        from ..legacy import netns, settings
+        if "legacy-vm" not in self.procs:
+            return {"ok": False, "error": "no legacy VM on this device"}
+        if not isinstance(on, bool):
+            return {"ok": False, "error": f"enabled must be true or false, got {on!r}"}
+        settings.save(self.ctx.data, network=on)
+        if netns.uplink_up() is not None:
+            try:
+                netns.switch(on)
+            except netns.NetworkError as e:
+                return {"ok": False, "error": f"saved, but switching failed: {e}"}
+        self.log(f"supervisor: legacy-vm network {'restored' if on else 'cut'} on request")
+        return {"ok": True, "network": netns.state()}

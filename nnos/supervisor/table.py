@@ -44,7 +44,7 @@ class ProcessSpec:
     nice: int = 0
     env: dict = field(default_factory=dict)
     storm: Optional[tuple[int, float]] = None  # (restarts, seconds): more within the window → give up
-    limits: Optional[dict] = None              # {"cpu_percent", "memory_mb"}: cgroup v2 or SCHED_IDLE, off the loop's CPU
+    limits: Optional[Callable[[Context], dict]] = None  # {"cpu_percent", "memory_mb"}: cgroup v2 or SCHED_IDLE, off the loop's CPU
 
 
 def _py(*args) -> list[str]:
@@ -85,6 +85,20 @@ def legacy_socket(ctx: Context) -> str:
     return os.path.join(ctx.run, "legacy-vm.sock")
 
 
+def _legacy_vm_cmd(ctx: Context) -> list[str]:
+    d = flags.LEGACY_VM.get()
+    return _py("-m", "nnos.legacy.vm", "--kernel", os.path.join(d, "vmlinuz"), "--initrd", os.path.join(d, "initrd.img"),
+               "--socket", legacy_socket(ctx), "--data", ctx.data,
+               "--console", os.path.join(ctx.logs, "legacy-vm-console.log"))
+
+
+def _legacy_vm_limits(ctx: Context) -> dict:
+    """Its CPU share and memory from DATA/legacy-vm.json; the cap on memory covers qemu itself too."""
+    from ..legacy import settings
+    s = settings.load(ctx.data)
+    return {"cpu_percent": s["cpu_percent"], "memory_mb": s["memory_mb"] + 128}
+
+
 def network_config(ctx: Context) -> str:
     """The device's network config lives beside the data directory: /data/config/network.toml."""
     return os.path.join(os.path.dirname(os.path.abspath(ctx.data)), "config", "network.toml")
@@ -106,12 +120,9 @@ def table(ctx: Context) -> list[ProcessSpec]:
         # the legacy VM: last, lowest, capped, off the loop's CPU; its only channel is the broker
         ProcessSpec("broker", lambda c: _py("-m", "nnos.legacy.broker", "--data", c.data, "--socket", legacy_socket(c)),
                     run_if=lambda c: bool(flags.LEGACY_VM.get()), stop_order=60, nice=10, start_after=("loop",)),
-        ProcessSpec("legacy-vm", lambda c: _py("-m", "nnos.legacy.vm", "--kernel", os.path.join(flags.LEGACY_VM.get(), "vmlinuz"),
-                                               "--initrd", os.path.join(flags.LEGACY_VM.get(), "initrd.img"),
-                                               "--socket", legacy_socket(c), "--console", os.path.join(c.logs, "legacy-vm-console.log")),
-                    run_if=lambda c: bool(flags.LEGACY_VM.get()), stop_order=70, nice=19,
+        ProcessSpec("legacy-vm", _legacy_vm_cmd, run_if=lambda c: bool(flags.LEGACY_VM.get()), stop_order=70, nice=19,
                     start_after=("loop", "broker") + (("control-plane",) if flags.API_PORT.get() > 0 else ()),
-                    storm=(5, 120.0), limits={"cpu_percent": 25, "memory_mb": 256}),
+                    storm=(5, 120.0), limits=_legacy_vm_limits),
         ProcessSpec("hotplug", lambda c: _py("-m", "nnos.supervisor.hotplug", "--board", c.board_path, "--data", c.data),
                     run_if=lambda c: any(d.usb for d in c.board.devices), stop_order=20, nice=5),
     ]

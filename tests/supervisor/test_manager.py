@@ -32,3 +32,31 @@ def test_a_restart_storm_stops_restarts_with_a_clear_state(tmp_path):
         assert any("not restarting it until asked" in s for s in said)
     finally:
         m.stop()
+
+
+def test_vm_network_requests_are_checked_and_saved(tmp_path):
+    from nnos.legacy import settings
+    ctx = Context("", str(tmp_path), None, str(tmp_path / "run"))
+    none = Manager(ctx, [ProcessSpec("loop", lambda c: ["sleep", "30"])], log=lambda m: None, echo=False)
+    r = none.answer({"cmd": "vm.network", "enabled": True})
+    assert not r["ok"] and "no legacy VM" in r["error"]
+    m = Manager(ctx, [ProcessSpec("legacy-vm", lambda c: ["sleep", "30"])], log=lambda m: None, echo=False)
+    r = m.answer({"cmd": "vm.network", "enabled": "on"})
+    assert not r["ok"] and "true or false" in r["error"]
+    assert not m.answer({"cmd": "loop.kill"})["ok"]
+    r = m.answer({"cmd": "vm.network", "enabled": True})
+    assert r["ok"] and settings.load(str(tmp_path))["network"] is True          # kept for its next start
+    assert m.answer({"cmd": "vm.network", "enabled": False})["ok"]
+    assert settings.load(str(tmp_path))["network"] is False
+
+
+def test_limits_may_come_from_a_function_of_the_context(tmp_path):
+    ctx = Context("", str(tmp_path), None, str(tmp_path / "run"))
+    said = []
+    spec = ProcessSpec("capped", lambda c: ["sleep", "30"], limits=lambda c: {"cpu_percent": 10, "memory_mb": 64})
+    m = Manager(ctx, [spec], log=said.append, echo=False)
+    try:
+        m.reconcile()
+        assert any("capped limited:" in s for s in said), said
+    finally:
+        m.stop()

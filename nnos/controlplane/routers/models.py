@@ -44,26 +44,34 @@ async def upload(req: Request, response: Response, wait: bool = True, st=Depends
                 f.write(chunk)
         if size == 0:
             raise HTTPException(400, "empty upload: send the model file as the request body")
-        if st.settings.require_signed:
-            from ...signing import SignatureError, trusted_keys, verify
-            with open(path, "rb") as f:
-                blob = f.read()
-            try:
-                signer = verify(blob, req.headers.get("x-nnos-signature"), trusted_keys(st.settings.data))
-            except SignatureError as e:
-                raise HTTPException(403, str(e)) from e
-        signed_by = signer if st.settings.require_signed else None
+        signed_by = signature_policy(st, path, req.headers.get("x-nnos-signature"))
         if not wait:
             kept, path = path, None                      # the job owns the file now
             response.status_code = 202
-            return jobs.start(st, "upload", lambda job: _intake(st, kept, signed_by, job))
-        return await _intake(st, path, signed_by, None)
+            return jobs.start(st, "upload", lambda job: intake_and_store(st, kept, signed_by, job))
+        return await intake_and_store(st, path, signed_by, None)
     finally:
         if path and os.path.exists(path):
             os.unlink(path)
 
 
-async def _intake(st, path: str, signed_by, job) -> dict:
+def signature_policy(st, path: str, signature_b64: str | None) -> str | None:
+    """With the signing policy on: the name of the trusted key that signed the file at ``path``,
+    else 403. Off: None (nothing checked)."""
+    if not st.settings.require_signed:
+        return None
+    from ...signing import SignatureError, trusted_keys, verify
+    with open(path, "rb") as f:
+        blob = f.read()
+    try:
+        return verify(blob, signature_b64, trusted_keys(st.settings.data))
+    except SignatureError as e:
+        raise HTTPException(403, str(e)) from e
+
+
+async def intake_and_store(st, path: str, signed_by, job, extra: dict | None = None) -> dict:
+    """The file at ``path`` (removed afterwards) through the intake (compile, verify, measure,
+    check against the board) into the store — stored, not active. ``extra`` joins the report."""
     def progress(step):
         if job is not None:
             job.step = step
@@ -76,6 +84,7 @@ async def _intake(st, path: str, signed_by, job) -> dict:
                 raise HTTPException(e.status, e.message) from e
         if signed_by:
             report["signed_by"] = signed_by
+        report.update(extra or {})
         progress("storing")
         mid = st.store.put(data, report)
         return {"id": mid, "report": report}

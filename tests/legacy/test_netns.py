@@ -1,0 +1,82 @@
+"""The legacy VM's namespace without the VM: from inside it, the outside (a stand-in cloud in
+a namespace of the test's own) answers while the switch is on and not while it is off; the host
+— the control plane's port on every address it has, and loopback — never answers."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+
+import pytest
+
+from nnos.legacy import netns
+from tests.legacy.netfix import CLOUD_ADDR, CLOUD_HOST_ADDR, CLOUD_PORT, Cloud, VmNet, connect_from_vm_ns
+
+pytestmark = pytest.mark.skipif(netns.unavailable() is not None, reason=f"{netns.unavailable()}")
+
+
+@pytest.fixture
+def nets(tmp_path):
+    vmnet = VmNet()
+    cloud = Cloud(str(tmp_path / "cloud"))
+    yield cloud
+    cloud.close()
+    vmnet.close()
+
+
+def host_addresses() -> list[str]:
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[3].split("/")[0] for line in out.splitlines()]
+
+
+def test_outside_reachable_only_when_on_and_the_host_never(nets):
+    listener = socket.socket()
+    listener.bind(("0.0.0.0", 0))                  # a control plane listening on every address
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        assert netns.state().startswith("unavailable")
+        netns.setup(uplink=True)
+        assert netns.state() == "on" and netns.exists()
+        assert connect_from_vm_ns(CLOUD_ADDR, CLOUD_PORT) == "connected"
+        addrs = host_addresses()
+        assert netns.HOST_ADDR in addrs and CLOUD_HOST_ADDR in addrs
+        for a in addrs:                             # the host on each of its addresses
+            got = connect_from_vm_ns(a, port)
+            assert got != "connected", f"the host's port answered on {a} from the VM's namespace"
+        assert connect_from_vm_ns("127.0.0.1", port) == "refused"    # its own loopback: nothing there
+
+        netns.switch(False)
+        assert netns.state() == "off"
+        assert connect_from_vm_ns(CLOUD_ADDR, CLOUD_PORT) != "connected"
+        netns.setup(uplink=False)                   # again (a VM restart): idempotent, still cut
+        assert netns.state() == "off" and connect_from_vm_ns(CLOUD_ADDR, CLOUD_PORT) != "connected"
+        netns.switch(True)
+        assert netns.state() == "on" and connect_from_vm_ns(CLOUD_ADDR, CLOUD_PORT) == "connected"
+    finally:
+        listener.close()
+
+
+def test_nothing_outside_can_open_a_connection_into_the_namespace(nets):
+    netns.setup(uplink=True)
+    srv = subprocess.Popen([*netns.exec_prefix(), "python3", "-c",
+                            "import socket;s=socket.socket();s.bind(('0.0.0.0',9999));s.listen();print('up',flush=True);"
+                            "s.accept()"], stdout=subprocess.PIPE)
+    try:
+        assert srv.stdout.readline().strip() == b"up"
+        r = subprocess.run(["ip", "netns", "exec", "nnos-t-cloud", "python3", "-c",
+                            f"import socket;s=socket.socket();s.settimeout(2);s.connect(({netns.NS_ADDR!r},9999))"],
+                           capture_output=True, text=True)
+        assert r.returncode != 0 and ("timed out" in r.stderr or "refused" in r.stderr.lower()), r.stderr
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def test_teardown_removes_everything(nets):
+    netns.setup(uplink=True)
+    netns.teardown()
+    assert not netns.exists() and netns.uplink_up() is None
+    r = subprocess.run(["nft", "list", "table", "inet", netns.TABLE], capture_output=True)
+    assert r.returncode != 0
+    assert os.path.exists("/proc/sys/net/ipv4/ip_forward")
