@@ -91,7 +91,7 @@ demo() {
     exec "$VENV/bin/nnos" up --board "$ROOT/hardware/boards/cartpole-sim.toml" --data "$ROOT/nnos-data" "$@"
 }
 
-QEMU_TESTS=(tests/image tests/legacy/test_guest.py)     # the tests that boot qemu guests
+QEMU_TESTS=(tests/image tests/legacy/test_guest.py tests/legacy/test_guest_network.py)     # the tests that boot qemu guests
 
 cmd=${1:-help}
 shift || true

@@ -16,25 +16,11 @@ import pytest
 
 from nnos.legacy.broker import Broker, serve
 from nnos.legacy.vm import command
+from tests.legacy.conftest import GUEST, ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GUEST = os.path.join(ROOT, "out", "legacy-vm")
-
-pytestmark = [pytest.mark.xdist_group("image"),
+pytestmark = [pytest.mark.xdist_group("image"), pytest.mark.usefixtures("vm_namespace"),
               pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None or shutil.which("busybox") is None,
                                  reason="needs qemu-system-x86 and busybox-static (./build.sh installs them)")]
-
-
-@pytest.fixture(scope="module")
-def guest():
-    src = [os.path.join(ROOT, "services", "legacy-vm", p) for p in ("build.py", "guest")]
-    newest = max(os.path.getmtime(os.path.join(d, f)) for s in src
-                 for d, _, fs in (os.walk(s) if os.path.isdir(s) else [(os.path.dirname(s), 0, [os.path.basename(s)])])
-                 for f in fs)
-    out = os.path.join(GUEST, "initrd.img")
-    if not os.path.exists(out) or os.path.getmtime(out) < newest:
-        subprocess.run([sys.executable, os.path.join(ROOT, "services", "legacy-vm", "build.py")], check=True)
-    return os.path.join(GUEST, "vmlinuz"), out
 
 
 class Run:

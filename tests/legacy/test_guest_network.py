@@ -19,11 +19,11 @@ import pytest
 
 from nnos.legacy import netns
 from nnos.legacy import settings as vm_settings
-from tests.legacy.netfix import Cloud, VmNet
-from tests.legacy.test_guest import GUEST, ROOT, guest  # noqa: F401  (the fixture)
+from tests.legacy.netfix import Cloud
+from tests.legacy.conftest import GUEST, ROOT
 from tests.legacy.test_netns import host_addresses
 
-pytestmark = [pytest.mark.xdist_group("image"),
+pytestmark = [pytest.mark.xdist_group("image"), pytest.mark.usefixtures("vm_namespace"),
               pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None or shutil.which("busybox") is None,
                                  reason="needs qemu-system-x86 and busybox-static (./build.sh installs them)"),
               pytest.mark.skipif(netns.unavailable() is not None, reason=f"{netns.unavailable()}")]
@@ -59,7 +59,6 @@ def test_cloud_yes_host_never_offer_quarantined_network_switch(guest, tmp_path):
     from tests.controlplane.conftest import free_port
     from tests.runtime.conftest import policy_variant
     from tests.system.test_up import Up
-    vmnet = VmNet()
     cloud = Cloud(str(tmp_path / "cloud"))
     shutil.copy(policy_variant(tmp_path, "offer", scale=0.9), os.path.join(cloud.root, "offer.onnx"))
     open(os.path.join(cloud.root, "ping"), "w").write("pong\n")
@@ -125,4 +124,3 @@ def test_cloud_yes_host_never_offer_quarantined_network_switch(guest, tmp_path):
         up.proc.send_signal(signal.SIGTERM)
         up.proc.wait(30)
         cloud.close()
-        vmnet.close()

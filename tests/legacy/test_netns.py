@@ -10,18 +10,17 @@ import subprocess
 import pytest
 
 from nnos.legacy import netns
-from tests.legacy.netfix import CLOUD_ADDR, CLOUD_HOST_ADDR, CLOUD_PORT, Cloud, VmNet, connect_from_vm_ns
+from tests.legacy.netfix import CLOUD_ADDR, CLOUD_HOST_ADDR, CLOUD_PORT, Cloud, connect_from_vm_ns
 
-pytestmark = pytest.mark.skipif(netns.unavailable() is not None, reason=f"{netns.unavailable()}")
+pytestmark = [pytest.mark.skipif(netns.unavailable() is not None, reason=f"{netns.unavailable()}"),
+              pytest.mark.xdist_group("netns")]                 # one namespace name: one worker
 
 
 @pytest.fixture
-def nets(tmp_path):
-    vmnet = VmNet()
+def nets(tmp_path, vm_namespace):
     cloud = Cloud(str(tmp_path / "cloud"))
     yield cloud
     cloud.close()
-    vmnet.close()
 
 
 def host_addresses() -> list[str]:
