@@ -48,6 +48,8 @@ SELF_CHECK = flag("NNOS_SELF_CHECK", _bool, True, "compile checks plan == direct
 QUICK = flag("NNOS_QUICK", _bool, False, "tests: skip the slow real-model and image cases")
 LEGACY_VM = flag("NNOS_LEGACY_VM", str, "", "directory with the legacy VM's vmlinuz and initrd.img "
                  "(./build.sh legacy-vm makes out/legacy-vm); empty: no legacy VM")
+LEGACY_VM_KERNEL = flag("NNOS_LEGACY_VM_KERNEL", str, "", "the legacy VM's kernel (empty: vmlinuz in NNOS_LEGACY_VM; "
+                        "the image uses its own, on the boot partition)")
 HW_WATCHDOG = flag("NNOS_HW_WATCHDOG", str, "", "hardware watchdog device the loop pets every tick "
                    "(/dev/watchdog on the image; empty: none)")
 DATA = flag("NNOS_DATA", str, "nnos-data", "data directory of `nnos up` (models, state, run files)")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian bookworm root filesystem (minbase + packages.txt + the hardware hook's) and the kernel, unpacked with dpkg -x
+# Debian bookworm root filesystem (minbase + packages.txt + the hardware hook's, no recommends) and the kernel, unpacked with dpkg -x
 # so that no initramfs generator runs (nnos builds its own, step 60). Cached in $CACHE by the hash
 # of the package lists: a rebuild with unchanged lists takes seconds.
 set -euo pipefail
@@ -19,6 +19,7 @@ fi
 if [ ! -s "$tarball" ]; then
     echo "mmdebstrap: bookworm $ARCH minbase + $(pkgs)"
     mmdebstrap --variant=minbase --architectures="$ARCH" --include="$(pkgs)" \
+        --aptopt='Apt::Install-Recommends "false"' \
         --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
         --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
         --dpkgopt='path-include=/usr/share/doc/*/copyright' \

@@ -15,9 +15,13 @@ rm -rf "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/cache/apt/* "$ROOTFS"/var/cac
 # Perl beyond perl-base (it comes with usrmerge; nothing on the device runs it), glibc's iconv
 # modules (Python has its own codecs), the test data inside wheels
 rm -rf "$ROOTFS"/usr/share/perl "$ROOTFS"/usr/lib/*-linux-gnu/perl "$ROOTFS"/usr/lib/*-linux-gnu/gconv
+# udev's hardware database (vendor/model names for display; devices are bound by the IDs the
+# usb_id builtin reads from the device itself)
+rm -rf "$ROOTFS"/usr/lib/udev/hwdb.bin "$ROOTFS"/usr/lib/udev/hwdb.d
 find "$ROOTFS/usr/local/lib" -name tests -type d -path '*/numpy/*' -prune -exec rm -rf {} +
 rm -rf "$ROOTFS"/usr/local/lib/python3*/dist-packages/onnx/backend/test/data
 find "$ROOTFS/usr/local/lib" -name '*.pyi' -delete
 site=$(ls -d "$ROOTFS"/usr/local/lib/python3*/dist-packages)
 "$HOST_PY" -m compileall -q -j 0 -s "$ROOTFS" -p / "$site" >/dev/null
+"$HOST_PY" "$IMAGE_DIR/lib/elfcheck.py" "$ROOTFS"
 echo "root filesystem: $(du -sh "$ROOTFS" | cut -f1)"

@@ -6,7 +6,8 @@ boot=$WORK/boot
 cmdline="nnos.root=root-a $(awk -v a="$ARCH" '$1 == a {$1=$2=$3=""; print}' "$IMAGE_DIR/kernel.txt" | xargs) net.ifnames=0 quiet panic=10"
 echo "$cmdline" > "$boot/cmdline"
 rm -f "$WORK/root.sqfs"
-mksquashfs "$ROOTFS" "$WORK/root.sqfs" -comp zstd -Xcompression-level 6 -b 256K -noappend -quiet -no-progress >/dev/null
+# zstd 15: ~10 % smaller than 6 for ~20 s more build time; decompression is as fast
+mksquashfs "$ROOTFS" "$WORK/root.sqfs" -comp zstd -Xcompression-level 15 -b 256K -noappend -quiet -no-progress >/dev/null
 echo "squashfs: $(du -h "$WORK/root.sqfs" | cut -f1) from $(du -sh "$ROOTFS" | cut -f1)"
 
 # boot partition

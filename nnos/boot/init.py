@@ -25,9 +25,11 @@ CONFIG = "/data/config"
 STATE = "/data/nnos"                  # the supervisor's --data: store, token, logs
 DEFAULT_BOARD = "/etc/nnos/board.toml"
 DEFAULT_PLAN = "/usr/share/nnos/default.plan"
+LEGACY_VM = "/usr/lib/nnos/legacy-vm"     # the legacy VM's initramfs (image step 45)
+BOOT = "/boot"                            # the boot partition, read-only: the legacy VM's kernel
 BOARD_MODULES = "/etc/nnos/modules"   # modules this image loads before the supervisor (watchdog, ...)
 UDEVD = ("/usr/lib/systemd/systemd-udevd", "/lib/systemd/systemd-udevd")
-MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -92,6 +94,24 @@ def mount_data() -> dict:
         return {"dev": None, "created": True, "recreated": str(e), "grown": False}
 
 
+def mount_boot() -> None:
+    """The boot partition, read-only at /boot: the legacy VM boots the device's own kernel."""
+    part = datapart.partitions().get("boot")
+    if part is None:
+        say("init: no boot partition found: no kernel for the legacy VM")
+        return
+    try:
+        datapart.mount(part["dev"], BOOT, "vfat", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "")
+    except OSError as e:
+        say(f"init: boot partition {part['dev']} not mounted ({e}): no kernel for the legacy VM")
+
+
+def legacy_vm_kernel() -> str:
+    """This slot's kernel on the boot partition (the one the root's modules belong to)."""
+    slot = os.environ.get("NNOS_ROOT", "root-a").rpartition("-")[2]
+    return os.path.join(BOOT, "nnos", slot, "vmlinuz")
+
+
 def restore_defaults() -> None:
     os.makedirs(CONFIG, exist_ok=True)
     os.makedirs(STATE, exist_ok=True)
@@ -128,10 +148,16 @@ def supervisor_env() -> dict:
     env.setdefault("OPENBLAS_NUM_THREADS", "1")     # no BLAS thread pool: numpy imports ~3x faster
     try:
         with open("/proc/cmdline") as f:
-            if "nnos.importtime" in f.read().split():     # boot diagnostics: every import's cost
-                env["PYTHONPROFILEIMPORTTIME"] = "1"
+            args = f.read().split()
     except OSError:
-        pass
+        args = []
+    if "nnos.importtime" in args:                   # boot diagnostics: every import's cost
+        env["PYTHONPROFILEIMPORTTIME"] = "1"
+    # the legacy VM the image carries (step 45), unless booted with nnos.legacy_vm=off
+    if os.path.isfile(os.path.join(LEGACY_VM, "initrd.img")) and os.path.isfile(legacy_vm_kernel()) \
+            and "nnos.legacy_vm=off" not in args:
+        env.setdefault("NNOS_LEGACY_VM", LEGACY_VM)
+        env.setdefault("NNOS_LEGACY_VM_KERNEL", legacy_vm_kernel())
     if os.path.exists("/dev/watchdog"):
         env.setdefault("NNOS_HW_WATCHDOG", "/dev/watchdog")
     return env
@@ -154,6 +180,7 @@ def main() -> None:
         start_udev()
         info = mount_data()
         say(f"data: {info['dev'] or 'tmpfs'} mounted on {DATA}")
+        mount_boot()
         restore_defaults()
         set_hostname()
     except Exception:                                  # noqa: BLE001 - PID 1 must reach the supervisor

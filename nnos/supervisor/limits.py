@@ -27,8 +27,10 @@ def apply(pid: int, name: str, cpu_percent: int, memory_mb: int, avoid_cpu: int 
         group = os.path.join(root, "nnos", name)
         try:
             os.makedirs(group, exist_ok=True)
-            with open(os.path.join(root, "nnos", "cgroup.subtree_control"), "w") as f:
-                f.write("+cpu +memory")
+            # each level hands the controllers down: the root to nnos/, nnos/ to its groups
+            for parent in (root, os.path.join(root, "nnos")):
+                with open(os.path.join(parent, "cgroup.subtree_control"), "w") as f:
+                    f.write("+cpu +memory")
             with open(os.path.join(group, "cpu.max"), "w") as f:
                 f.write(f"{cpu_percent * 1000} 100000")
             with open(os.path.join(group, "memory.max"), "w") as f:

@@ -39,6 +39,7 @@ class Running:
     recent: list = field(default_factory=list)      # exit times inside the storm window
     gave_up: str | None = None                      # why it is no longer restarted
     held: bool = False                              # stopped on request: not started until asked
+    ready: bool = False                             # its spec's ready() was seen true since it started
 
 
 class Manager:
@@ -75,8 +76,13 @@ class Manager:
                 r.backoff = BACKOFF_START
 
     def _up(self, name: str) -> bool:
+        """Running (for 0.3 s at least) and, when its spec says how to tell, serving."""
         r = self.procs.get(name)
-        return r is not None and r.proc is not None and time.monotonic() - r.started > 0.3
+        if r is None or r.proc is None or time.monotonic() - r.started <= 0.3:
+            return False
+        if r.spec.ready is not None and not r.ready:
+            r.ready = bool(r.spec.ready(self.ctx))
+        return r.spec.ready is None or r.ready
 
     def _start(self, r: Running, now: float) -> None:
         cmd = r.spec.command(self.ctx)
@@ -90,7 +96,7 @@ class Manager:
         r.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self.stdout, stderr=subprocess.PIPE,
                                   preexec_fn=(lambda: os.nice(nice)) if nice else None, start_new_session=True)
         threading.Thread(target=self._pump, args=(r.spec.name, r.proc.stderr), daemon=True).start()
-        r.started = now
+        r.started, r.ready = now, False
         if r.spec.limits:
             from .limits import apply
             lim = r.spec.limits(self.ctx) if callable(r.spec.limits) else r.spec.limits

@@ -41,6 +41,7 @@ class ProcessSpec:
     restart: str = "always"                # "always" | "on-failure" | "never"
     stop_order: int = 50
     start_after: tuple[str, ...] = ()
+    ready: Optional[Callable[[Context], bool]] = None   # serving; what starts after it waits for this
     nice: int = 0
     env: dict = field(default_factory=dict)
     storm: Optional[tuple[int, float]] = None  # (restarts, seconds): more within the window → give up
@@ -66,6 +67,20 @@ def loop_heartbeat(ctx: Context) -> Optional[int]:
         r.close()
 
 
+def loop_ready(ctx: Context) -> bool:
+    return loop_heartbeat(ctx) is not None
+
+
+def api_ready(ctx: Context) -> bool:
+    """The control plane accepts connections (it listens on API_HOST; loopback reaches it either way)."""
+    import socket
+    try:
+        with socket.create_connection(("127.0.0.1", flags.API_PORT.get()), timeout=0.05):
+            return True
+    except OSError:
+        return False
+
+
 def _loop_cmd(ctx: Context) -> list[str]:
     devs = [f"--device={d.name}={ctx.link(d.name)}" for d in ctx.board.devices if d.simulator]
     return _py("-m", "nnos.runtime", "--board", ctx.board_path, "--data", ctx.data, *devs)
@@ -87,7 +102,8 @@ def legacy_socket(ctx: Context) -> str:
 
 def _legacy_vm_cmd(ctx: Context) -> list[str]:
     d = flags.LEGACY_VM.get()
-    return _py("-m", "nnos.legacy.vm", "--kernel", os.path.join(d, "vmlinuz"), "--initrd", os.path.join(d, "initrd.img"),
+    kernel = flags.LEGACY_VM_KERNEL.get() or os.path.join(d, "vmlinuz")
+    return _py("-m", "nnos.legacy.vm", "--kernel", kernel, "--initrd", os.path.join(d, "initrd.img"),
                "--socket", legacy_socket(ctx), "--data", ctx.data,
                "--console", os.path.join(ctx.logs, "legacy-vm-console.log"))
 
@@ -106,18 +122,20 @@ def network_config(ctx: Context) -> str:
 
 def table(ctx: Context) -> list[ProcessSpec]:
     return simulators(ctx) + [
-        ProcessSpec("loop", _loop_cmd, heartbeat=loop_heartbeat, watchdog_s=1.0, stop_order=0,
+        ProcessSpec("loop", _loop_cmd, heartbeat=loop_heartbeat, watchdog_s=1.0, stop_order=0, ready=loop_ready,
                     start_after=tuple(f"sim-{d.name}" for d in ctx.board.devices if d.simulator)),
         ProcessSpec("control-plane", lambda c: _py("-m", "nnos.controlplane", "--data", c.data, "--board", c.board_path,
                                                    "--host", flags.API_HOST.get(), "--port", str(flags.API_PORT.get()),
                                                    "--avoid-cpu", str(max(os.sched_getaffinity(0)))),
-                    run_if=lambda c: flags.API_PORT.get() > 0, stop_order=30, nice=5, start_after=("loop",)),
+                    run_if=lambda c: flags.API_PORT.get() > 0, stop_order=30, nice=5, start_after=("loop",),
+                    ready=api_ready),
         # on the device (nnos-init): the network comes up after the loop ticks, never before it;
         # udhcpc stays in the background renewing the lease, so a clean exit is the normal case
         ProcessSpec("network", lambda c: _py("-m", "nnos.boot.network", "--config", network_config(c)),
                     run_if=lambda c: os.environ.get("NNOS_INIT") == "1", restart="on-failure", stop_order=80,
                     nice=5, start_after=("loop",)),
-        # the legacy VM: last, lowest, capped, off the loop's CPU; its only channel is the broker
+        # the legacy VM: last (once the loop ticks and the control plane answers), lowest, capped,
+        # off the loop's CPU; its only channel is the broker
         ProcessSpec("broker", lambda c: _py("-m", "nnos.legacy.broker", "--data", c.data, "--socket", legacy_socket(c)),
                     run_if=lambda c: bool(flags.LEGACY_VM.get()), stop_order=60, nice=10, start_after=("loop",)),
         ProcessSpec("legacy-vm", _legacy_vm_cmd, run_if=lambda c: bool(flags.LEGACY_VM.get()), stop_order=70, nice=19,

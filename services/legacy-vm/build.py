@@ -1,9 +1,13 @@
-"""Build the legacy VM's guest: Debian's cloud kernel + a busybox initramfs with the agents.
+"""Build the legacy VM's guest: a kernel + a busybox initramfs with the agents.
 
     python3 services/legacy-vm/build.py [--out out/legacy-vm]     (./build.sh legacy-vm)
+    python3 services/legacy-vm/build.py --out DIR --kernel-root ROOTFS --busybox ROOTFS/bin/busybox
 
-Outputs OUT/vmlinuz and OUT/initrd.img (≈ 1–2 MB): no disk, no shared filesystem — the only
-way out is the virtio-serial port to the broker (and a network only when the host enables it).
+The first (development hosts, the tests) takes Debian's cloud kernel; the second (the image's
+step 45) the image's own kernel and busybox, so the device carries no second kernel and the
+guest matches the device's architecture. Outputs OUT/vmlinuz and OUT/initrd.img (≈ 1 MB): no
+disk, no shared filesystem — the only way out is the virtio-serial port to the broker (and a
+network only when the host enables it).
 """
 from __future__ import annotations
 
@@ -35,16 +39,25 @@ def kernel_deb(cache: str) -> str:
     return found[0]
 
 
-def build(out: str, cache: str) -> dict:
-    busybox = shutil.which("busybox")
-    with open(busybox or "/dev/null", "rb") as f:
+def static_busybox(path: str | None) -> str:
+    path = path or shutil.which("busybox")
+    with open(path or "/dev/null", "rb") as f:
         dynamic = b"ld-linux" in f.read(8192)        # an ELF interpreter: not the static build
-    if busybox is None or dynamic:
-        raise SystemExit("busybox-static is needed (./build.sh legacy-vm installs it)")
-    deb = kernel_deb(cache)
+    if path is None or dynamic:
+        raise SystemExit(f"a static busybox is needed (busybox-static; got {path})")
+    return path
+
+
+def build(out: str, cache: str, kernel_root: str | None = None, busybox: str | None = None,
+          kernel: bool = True) -> dict:
+    """OUT/initrd.img, and OUT/vmlinuz unless ``kernel`` is False (the image boots the guest
+    with its own kernel from the boot partition)."""
+    busybox = static_busybox(busybox)
     with tempfile.TemporaryDirectory() as tmp:
-        kroot = os.path.join(tmp, "kernel")
-        subprocess.run(["dpkg", "-x", deb, kroot], check=True)
+        kroot = kernel_root
+        if kroot is None:
+            kroot = os.path.join(tmp, "kernel")
+            subprocess.run(["dpkg", "-x", kernel_deb(cache), kroot], check=True)
         kver = os.listdir(os.path.join(kroot, "lib", "modules"))[0]
         subprocess.run(["depmod", "-b", kroot, kver], check=True)
         ir = os.path.join(tmp, "initramfs")
@@ -64,18 +77,22 @@ def build(out: str, cache: str) -> dict:
         with open(os.path.join(out, "initrd.img.part"), "wb") as f:
             f.write(gz)
         os.replace(os.path.join(out, "initrd.img.part"), os.path.join(out, "initrd.img"))
-        shutil.copy(glob.glob(os.path.join(kroot, "boot", "vmlinuz-*"))[0], os.path.join(out, "vmlinuz"))
-    sizes = {k: os.path.getsize(os.path.join(out, k)) for k in ("vmlinuz", "initrd.img")}
-    print(f"legacy VM guest: kernel {kver} {sizes['vmlinuz'] >> 10} KiB, initramfs {sizes['initrd.img'] >> 10} KiB "
-          f"in {out}")
+        if kernel:
+            shutil.copy(glob.glob(os.path.join(kroot, "boot", "vmlinuz-*"))[0], os.path.join(out, "vmlinuz"))
+    sizes = {k: os.path.getsize(os.path.join(out, k)) for k in ("vmlinuz", "initrd.img") if kernel or k != "vmlinuz"}
+    print(f"legacy VM guest: kernel {kver}" + (f" {sizes['vmlinuz'] >> 10} KiB" if kernel else " (not copied)") +
+          f", initramfs {sizes['initrd.img'] >> 10} KiB in {out}")
     return sizes
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="build.sh legacy-vm", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=os.path.join(REPO, "out", "legacy-vm"))
+    ap.add_argument("--kernel-root", help="a tree with boot/vmlinuz-* and lib/modules/ (the image's root)")
+    ap.add_argument("--busybox", help="the static busybox to use (default: this host's)")
+    ap.add_argument("--no-kernel", action="store_true", help="only the initramfs (the kernel is found elsewhere)")
     a = ap.parse_args(argv)
-    build(a.out, os.path.join(REPO, "out", "cache", "legacy-vm"))
+    build(a.out, os.path.join(REPO, "out", "cache", "legacy-vm"), a.kernel_root, a.busybox, not a.no_kernel)
     return 0
 
 

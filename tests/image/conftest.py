@@ -57,11 +57,13 @@ class Device:
     """One booted image: the VM, its disk, and an API client with the token from its data
     partition."""
 
-    def __init__(self, image: dict, workdir: str, uefi: bool = False):
+    def __init__(self, image: dict, workdir: str, uefi: bool = False, legacy_vm: bool = False):
+        """``legacy_vm``: run the image's legacy VM (on by default on a device; off in the tests
+        that are not about it: a guest emulated inside the emulated device only slows them)."""
         self.disk = os.path.join(workdir, "disk.img")
         subprocess.run(["cp", "--sparse=always", image["img"], self.disk], check=True)
         os.truncate(self.disk, DISK_SIZE)
-        self.vm = Vm(self.disk, ARCH, workdir=workdir, uefi=uefi)
+        self.vm = Vm(self.disk, ARCH, workdir=workdir, uefi=uefi, cmdline_extra="" if legacy_vm else "nnos.legacy_vm=off")
         self.mark = 0
         self._client: httpx.Client | None = None
 

@@ -60,3 +60,51 @@ def test_limits_may_come_from_a_function_of_the_context(tmp_path):
         assert any("capped limited:" in s for s in said), said
     finally:
         m.stop()
+
+
+def test_what_starts_after_waits_until_it_is_ready(tmp_path):
+    ctx = Context("", str(tmp_path), None, str(tmp_path / "run"))
+    flag = tmp_path / "serving"
+    server = ProcessSpec("server", lambda c: ["sleep", "30"], ready=lambda c: flag.exists())
+    client = ProcessSpec("client", lambda c: ["sleep", "30"], start_after=("server",))
+    m = Manager(ctx, [server, client], log=lambda m: None, echo=False)
+    try:
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            m.reconcile()
+            time.sleep(0.05)
+        assert m.status()["server"]["pid"] is not None and m.status()["client"]["pid"] is None
+        flag.write_text("yes")
+        end = time.monotonic() + 2
+        while time.monotonic() < end and m.status()["client"]["pid"] is None:
+            m.reconcile()
+            time.sleep(0.05)
+        assert m.status()["client"]["pid"] is not None
+    finally:
+        m.stop()
+
+
+def test_cgroup_v2_limits_hand_the_controllers_down(tmp_path):
+    """Against a directory laid out like /sys/fs/cgroup (the real one is exercised on the image)."""
+    import os
+    import subprocess
+
+    from nnos.supervisor.limits import apply
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("cpu memory\n")
+    (root / "cgroup.subtree_control").write_text("")
+    (root / "nnos").mkdir()
+    (root / "nnos" / "cgroup.subtree_control").write_text("")
+    p = subprocess.Popen(["sleep", "30"])
+    try:
+        said = apply(p.pid, "legacy-vm", 25, 384, None, root=str(root))
+        g = root / "nnos" / "legacy-vm"
+        assert (root / "cgroup.subtree_control").read_text() == "+cpu +memory"
+        assert (root / "nnos" / "cgroup.subtree_control").read_text() == "+cpu +memory"
+        assert (g / "cpu.max").read_text() == "25000 100000" and (g / "memory.max").read_text() == str(384 << 20)
+        assert (g / "cgroup.procs").read_text() == str(p.pid) and "cpu.max 25% memory.max 384 MiB" in said
+        assert os.sched_getscheduler(p.pid) != os.SCHED_IDLE         # a cgroup, not the fallback
+    finally:
+        p.kill()
+        p.wait()
