@@ -93,6 +93,7 @@ class Broker:
         self.audit = Audit(data)
         self.limit = RateLimit(clock=clock)
         self.quarantine = os.path.join(data, "quarantine")
+        self.last_request_ns = 0                    # CLOCK_MONOTONIC of the guest's last line
         self.counters = {"requests": 0, "answered": 0, "refused": 0, "dropped": 0, "bytes_in": 0, "bytes_out": 0}
         self.refusals: dict[str, int] = {}
 
@@ -101,6 +102,7 @@ class Broker:
         """A line from the guest (None: an over-long one) → the answer line."""
         self.counters["requests"] += 1
         self.counters["bytes_in"] += len(line or b"") + 1
+        self.last_request_ns = time.monotonic_ns()        # alive, even when what it says is refused
         mid, kind = None, None
         try:
             if line is None:
@@ -135,6 +137,9 @@ class Broker:
             return TelemetryReader(os.path.join(self.data, "run", "telemetry"))
         except (OSError, ValueError):
             return None
+
+    def _ping(self, args) -> dict:
+        return {}
 
     def _status_get(self, args) -> dict:
         from ..store import ModelStore
@@ -236,7 +241,8 @@ def publish(broker: Broker, path: str, connected: bool) -> None:
     """The broker's counters for the control plane (GET /v1/vm), in RAM (the run directory)."""
     try:
         atomic_write(path, json.dumps({"connected": connected, "time": round(time.time(), 3), **broker.counters,
-                                       "refusals": broker.refusals}).encode())
+                                       "refusals": broker.refusals,
+                                       "last_request_ns": broker.last_request_ns}).encode())
     except OSError:
         pass
 

@@ -9,6 +9,7 @@ is set aside and the defaults used, said in the log).
     interval_s     int    the agents' period
     cpu_percent    int    its CPU cap (cgroup v2 cpu.max; a share of one CPU)
     memory_mb      int    its guest RAM (qemu -m); the host cap adds qemu's own overhead
+    watchdog_s     int    restarted when the guest sends nothing for this long (it pings every quarter)
 
 Changes apply at the VM's next start, except ``network``, which is switched at once.
 """
@@ -24,7 +25,7 @@ from ..fsutil import atomic_write
 FILE = "legacy-vm.json"
 AGENTS = ("telemetry", "update", "probe", "ping", "hog", "hostile")
 DEFAULTS = {"network": False, "agents": ["telemetry", "update"], "telemetry_url": "", "offer_url": "",
-            "probe_urls": [], "interval_s": 60, "cpu_percent": 25, "memory_mb": 128}
+            "probe_urls": [], "interval_s": 60, "cpu_percent": 25, "memory_mb": 128, "watchdog_s": 120}
 _URL = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/[!-~]*)?$")    # printable, no spaces or commas in the host
 
 
@@ -65,6 +66,7 @@ def validate(s: dict) -> dict:
     _int("interval_s", out["interval_s"], 1, 86400)
     _int("cpu_percent", out["cpu_percent"], 1, 100)
     _int("memory_mb", out["memory_mb"], 48, 4096)
+    _int("watchdog_s", out["watchdog_s"], 10, 3600)
     return out
 
 
@@ -99,4 +101,5 @@ def save(data: str, **changes) -> dict:
 def kernel_settings(s: dict) -> dict:
     """What the guest reads from its kernel command line (nnos.KEY=VALUE; lists comma-joined)."""
     return {"telemetry_url": s["telemetry_url"], "offer_url": s["offer_url"],
-            "probe_urls": ",".join(s["probe_urls"]), "interval": s["interval_s"]}
+            "probe_urls": ",".join(s["probe_urls"]), "interval": s["interval_s"],
+            "heartbeat": max(2, s["watchdog_s"] // 4)}

@@ -21,7 +21,6 @@ from .table import Context, ProcessSpec
 
 BACKOFF_START, BACKOFF_MAX, HEALTHY_AFTER = 0.5, 10.0, 30.0
 STOP_GRACE = 5.0
-WATCHDOG_GRACE = 5.0        # a new process has this long to send its first heartbeat
 LOG_MAX = 1 << 20
 
 
@@ -40,6 +39,9 @@ class Running:
     gave_up: str | None = None                      # why it is no longer restarted
     held: bool = False                              # stopped on request: not started until asked
     ready: bool = False                             # its spec's ready() was seen true since it started
+    watchdog_s: float | None = None                 # the spec's, read at its start
+    started_ns: int = 0
+    armed: bool = False                             # the watchdog: a heartbeat was seen since the start
 
 
 class Manager:
@@ -57,12 +59,14 @@ class Manager:
             s = r.spec
             if r.proc is not None and r.proc.poll() is not None:
                 self._exited(r, now)
-            if r.proc is not None and s.watchdog_s and s.heartbeat and now - r.started > WATCHDOG_GRACE:
+            if r.proc is not None and r.watchdog_s and s.heartbeat:
                 hb = s.heartbeat(self.ctx)
+                hb = hb if hb and hb >= r.started_ns else None   # one from before this start does not count
+                r.armed = r.armed or hb is not None              # armed by its first heartbeat, or after the grace
                 age = (now_ns() - hb) / NS_PER_S if hb else None
-                if age is None or age > s.watchdog_s:
+                if (r.armed or now - r.started > s.watchdog_grace_s) and (age is None or age > r.watchdog_s):
                     self.log(f"supervisor: {s.name} (pid {r.proc.pid}) missed its watchdog "
-                             f"({'no heartbeat' if age is None else f'{age:.2f} s'} > {s.watchdog_s} s): killing it")
+                             f"({'no heartbeat' if age is None else f'{age:.2f} s'} > {r.watchdog_s} s): killing it")
                     r.watchdog_kills += 1
                     r.proc.kill()
                     r.proc.wait()
@@ -96,7 +100,8 @@ class Manager:
         r.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self.stdout, stderr=subprocess.PIPE,
                                   preexec_fn=(lambda: os.nice(nice)) if nice else None, start_new_session=True)
         threading.Thread(target=self._pump, args=(r.spec.name, r.proc.stderr), daemon=True).start()
-        r.started, r.ready = now, False
+        r.started, r.started_ns, r.ready, r.armed = now, now_ns(), False, False
+        r.watchdog_s = r.spec.watchdog_s(self.ctx) if callable(r.spec.watchdog_s) else r.spec.watchdog_s
         if r.spec.limits:
             from .limits import apply
             lim = r.spec.limits(self.ctx) if callable(r.spec.limits) else r.spec.limits

@@ -37,7 +37,8 @@ class ProcessSpec:
     command: Callable[[Context], list[str]]
     run_if: Callable[[Context], bool] = lambda ctx: True
     heartbeat: Optional[Callable[[Context], Optional[int]]] = None   # ns (CLOCK_MONOTONIC) of last sign of life
-    watchdog_s: Optional[float] = None
+    watchdog_s: Optional[float | Callable[[Context], float]] = None  # (read when it starts)
+    watchdog_grace_s: float = 5.0              # for its first heartbeat after a start
     restart: str = "always"                # "always" | "on-failure" | "never"
     stop_order: int = 50
     start_after: tuple[str, ...] = ()
@@ -108,6 +109,21 @@ def _legacy_vm_cmd(ctx: Context) -> list[str]:
                "--console", os.path.join(ctx.logs, "legacy-vm-console.log"))
 
 
+def _legacy_vm_heartbeat(ctx: Context) -> Optional[int]:
+    """The guest's last line to the broker (it pings every quarter of its watchdog period)."""
+    import json
+    try:
+        with open(os.path.join(ctx.run, "broker.json")) as f:
+            return json.load(f).get("last_request_ns") or None
+    except (OSError, ValueError):
+        return None
+
+
+def _legacy_vm_watchdog(ctx: Context) -> float:
+    from ..legacy import settings
+    return float(settings.load(ctx.data)["watchdog_s"])
+
+
 def _legacy_vm_limits(ctx: Context) -> dict:
     """Its CPU share and memory from DATA/legacy-vm.json; the cap on memory covers qemu itself too."""
     from ..legacy import settings
@@ -140,7 +156,8 @@ def table(ctx: Context) -> list[ProcessSpec]:
                     run_if=lambda c: bool(flags.LEGACY_VM.get()), stop_order=60, nice=10, start_after=("loop",)),
         ProcessSpec("legacy-vm", _legacy_vm_cmd, run_if=lambda c: bool(flags.LEGACY_VM.get()), stop_order=70, nice=19,
                     start_after=("loop", "broker") + (("control-plane",) if flags.API_PORT.get() > 0 else ()),
-                    storm=(5, 120.0), limits=_legacy_vm_limits),
+                    storm=(5, 120.0), limits=_legacy_vm_limits, heartbeat=_legacy_vm_heartbeat,
+                    watchdog_s=_legacy_vm_watchdog, watchdog_grace_s=300.0),
         ProcessSpec("hotplug", lambda c: _py("-m", "nnos.supervisor.hotplug", "--board", c.board_path, "--data", c.data),
                     run_if=lambda c: any(d.usb for d in c.board.devices), stop_order=20, nice=5),
     ]

@@ -151,3 +151,19 @@ def test_socket_flood_and_a_guest_that_stops_reading(tmp_path):
         guest.close()
         host.close()
     assert not th.is_alive()
+
+
+def test_every_line_is_a_sign_of_life_published_for_the_watchdog(tmp_path):
+    import time as _time
+
+    from nnos.legacy.broker import publish
+    b = Broker(str(tmp_path))
+    assert b.last_request_ns == 0
+    t0 = _time.monotonic_ns()
+    assert ask(b, {"id": "heartbeat", "type": "ping"}) == {"id": "heartbeat", "ok": True, "result": {}}
+    assert b.last_request_ns >= t0
+    t1 = b.last_request_ns
+    assert not ask(b, {"id": 2, "type": "actuate"})["ok"]                    # refused, but alive
+    assert b.last_request_ns > t1
+    publish(b, str(tmp_path / "broker.json"), True)
+    assert json.load(open(tmp_path / "broker.json"))["last_request_ns"] == b.last_request_ns

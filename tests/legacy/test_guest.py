@@ -125,6 +125,8 @@ def test_nnos_up_starts_the_vm_last_limited_and_the_loop_outlives_it(guest, tmp_
     import signal
 
     from tests.system.test_up import Up
+    from nnos.legacy import settings
+    settings.save(str(tmp_path / "data"), watchdog_s=12, interval_s=2)     # telemetry agent reads status every 2 s
     up = Up(tmp_path / "data", env={"NNOS_LEGACY_VM": GUEST})
     audit_path = os.path.join(up.data, "audit", "legacy-vm.jsonl")
 
@@ -155,6 +157,25 @@ def test_nnos_up_starts_the_vm_last_limited_and_the_loop_outlives_it(guest, tmp_
         c1, _ = up.counters()
         assert c1["mode"] == "running" and c1["failsafe_entries"] == c0["failsafe_entries"]
         assert c1["ticks"] > c0["ticks"] + 50
+        # a hung guest (qemu stopped: nothing reaches the broker) is killed by its watchdog and restarted
+        deadline = time.monotonic() + 90
+        while (pid := _qemu_pid(os.path.join(up.data, "run", "legacy-vm.sock"))) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        n0 = status_reads()
+        while status_reads() <= n0 and time.monotonic() < deadline:       # this guest is up and talking
+            time.sleep(0.2)
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 60
+        while "missed its watchdog" not in up.log and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert f"legacy-vm (pid {pid}) missed its watchdog" in up.log, up.log[-3000:]
+        n1 = status_reads()
+        deadline = time.monotonic() + 90
+        while status_reads() <= n1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert status_reads() > n1, up.log[-3000:]                         # a new guest talks again
+        c2, _ = up.counters()
+        assert c2["mode"] == "running" and c2["failsafe_entries"] == c0["failsafe_entries"] and c2["misses"] == c0["misses"]
     finally:
         up.proc.send_signal(signal.SIGTERM)
         up.proc.wait(30)
