@@ -29,6 +29,31 @@ pytestmark = [pytest.mark.xdist_group("image"), pytest.mark.usefixtures("vm_name
               pytest.mark.skipif(netns.unavailable() is not None, reason=f"{netns.unavailable()}")]
 
 
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(p)), None)
+
+
+def dashboard_switches_the_network(url: str, token: str) -> None:
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                          "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/?token={token}")
+            page.wait_for_function("document.body.dataset.vmState === 'running'", timeout=20000)
+            assert page.locator("#vm").is_visible()
+            page.wait_for_function("document.body.dataset.vmNetwork === 'on'", timeout=20000)
+            page.click("#vm-cut")
+            page.wait_for_function("document.body.dataset.vmNetwork === 'off'", timeout=20000)
+            assert netns.state() == "off"
+            page.click("#vm-restore")
+            page.wait_for_function("document.body.dataset.vmNetwork === 'on'", timeout=20000)
+            assert netns.state() == "on"
+        finally:
+            browser.close()
+
+
 def wait(cond, timeout, what, log=lambda: ""):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -120,6 +145,9 @@ def test_cloud_yes_host_never_offer_quarantined_network_switch(guest, tmp_path):
         wait(lambda: probes(up.data, back_at).get(cloud.url("ping")) == "reachable", 60, "the cloud back",
              lambda: up.log)
         wait(lambda: len(cloud.posts()) > n_posts + 1, 60, "uploads again", lambda: up.log)
+        # 6. the same switch from the dashboard, in a real browser (where Chromium is installed)
+        if CHROMIUM:
+            dashboard_switches_the_network(url, up.token)
     finally:
         up.proc.send_signal(signal.SIGTERM)
         up.proc.wait(30)
