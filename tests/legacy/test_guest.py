@@ -222,3 +222,36 @@ def test_control_plane_shows_stops_and_starts_the_vm(guest, tmp_path):
     finally:
         up.proc.send_signal(signal.SIGTERM)
         up.proc.wait(30)
+
+
+def test_a_hostile_guest_under_nnos_up_leaves_the_loop_alone(guest, tmp_path):
+    """The hostile agent's flood, oversize line, corrupt model and silence, against the real
+    supervisor: every trick refused and audited, the loop's misses and failsafe entries unchanged."""
+    import signal
+
+    from nnos.legacy import settings
+    from tests.system.test_up import Up
+    settings.save(str(tmp_path / "data"), agents=["hostile"])
+    up = Up(tmp_path / "data", env={"NNOS_LEGACY_VM": GUEST})
+    audit_path = os.path.join(up.data, "audit", "legacy-vm.jsonl")
+
+    def codes() -> set:
+        try:
+            return {json.loads(x).get("code") for x in open(audit_path) if '"ok":false' in x}
+        except FileNotFoundError:
+            return set()
+    try:
+        c0, _ = up.wait_for(lambda c, r: c["ticks"] > 50 and c["mode"] == "running", 60)
+        want = {"unknown-type", "malformed", "schema", "bad-model", "too-large", "rate-limited"}
+        deadline = time.monotonic() + 180
+        while not want <= codes() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert want <= codes(), (codes(), up.log[-3000:])
+        time.sleep(2)
+        c1, _ = up.counters()
+        assert c1["misses"] == c0["misses"] and c1["failsafe_entries"] == c0["failsafe_entries"], (c0, c1)
+        assert c1["mode"] == "running" and c1["ticks"] > c0["ticks"] + 100
+        assert "broker exited" not in up.log and not os.path.exists(os.path.join(up.data, "quarantine"))
+    finally:
+        up.proc.send_signal(signal.SIGTERM)
+        up.proc.wait(30)
