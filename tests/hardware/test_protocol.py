@@ -16,7 +16,8 @@ from hardware.transport import FdTransport
 
 
 @pytest.mark.parametrize("data", [b"", b"\x00", b"\x00\x00", b"\x11\x22\x00\x33", bytes(range(1, 255)),
-                                  bytes(range(1, 256)), bytes(300), os.urandom(1000)])
+                                  bytes(range(1, 256)), bytes(300), np.random.default_rng(5).bytes(1000)],
+                         ids=["empty", "zero", "zeros", "mixed", "254-run", "255-run", "300-zeros", "random"])
 def test_cobs_round_trip_without_zeros(data):
     enc = cobs_encode(data)
     assert 0 not in enc and cobs_decode(enc) == data

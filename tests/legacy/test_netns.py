@@ -79,3 +79,10 @@ def test_teardown_removes_everything(nets):
     r = subprocess.run(["nft", "list", "table", "inet", netns.TABLE], capture_output=True)
     assert r.returncode != 0
     assert os.path.exists("/proc/sys/net/ipv4/ip_forward")
+
+
+def test_grouped_tests_share_one_worker(request):
+    """Regression: with pytest 9, --dist loadgroup silently ignored xdist_group marks and these
+    tests (one namespace name) ran side by side on two workers."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and getattr(request.config.option, "loadgroup", False):
+        assert request.node.nodeid.endswith("@netns"), request.node.nodeid
