@@ -25,6 +25,9 @@ QEMU = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
 MACHINE = {"amd64": ["-machine", "q35"], "arm64": ["-machine", "virt", "-cpu", "cortex-a72"]}
 FIRMWARE = {"amd64": "/usr/share/OVMF/OVMF_CODE.fd", "arm64": "/usr/share/AAVMF/AAVMF_CODE.fd"}
 STAMP = re.compile(r"\[nnos\s+(\d+\.\d+)s\] (.*)")
+sys.path.insert(0, REPO)
+
+from nnos import kvm  # noqa: E402
 
 
 class VmError(Exception):
@@ -49,43 +52,13 @@ def artifacts(arch: str) -> dict:
 def kvm_works(arch: str) -> bool:
     """Boot the image's kernel with KVM to the initramfs (cached per host boot). /dev/kvm can
     exist and still hang guests, as it does on some CI machines."""
-    if arch != {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine) or not os.access("/dev/kvm", os.W_OK):
+    if arch != {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine):
         return False
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot_id = f.read().strip()
-    except OSError:
-        boot_id = "?"
-    cache = os.path.join(OUT, "cache", f"kvm-probe-{arch}")
-    try:
-        with open(cache) as f:
-            got_id, verdict = f.read().split()
-        if got_id == boot_id:
-            return verdict == "yes"
-    except (OSError, ValueError):
-        pass
     a = artifacts(arch)
     cmd = [QEMU[arch], *MACHINE[arch], "-accel", "kvm", "-m", "256", "-nodefaults", "-display", "none", "-no-reboot",
            "-serial", "stdio", "-kernel", a["vmlinuz"], "-initrd", a["initrd.img"],
            "-append", "console=ttyS0 panic=-1 nnos.root=none"]
-    ok = False
-    try:
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        end = time.monotonic() + 20
-        os.set_blocking(p.stdout.fileno(), False)
-        buf = b""
-        while time.monotonic() < end and p.poll() is None and not ok:
-            time.sleep(0.2)
-            buf += p.stdout.read() or b""
-            ok = b"initramfs: started" in buf
-        p.kill()
-        p.wait()
-    except OSError:
-        ok = False
-    os.makedirs(os.path.dirname(cache), exist_ok=True)
-    with open(cache, "w") as f:
-        f.write(f"{boot_id} {'yes' if ok else 'no'}\n")
-    return ok
+    return kvm.works(os.path.join(OUT, "cache", f"kvm-probe-{arch}"), cmd, b"initramfs: started")
 
 
 class Qmp:

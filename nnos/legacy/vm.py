@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import time
 
+from .. import kvm
 from . import netns
 from . import settings as vm_settings
 
@@ -54,42 +53,15 @@ def command(kernel: str, initrd: str, socket_path: str, agents: tuple[str, ...] 
 def kvm_works(kernel: str, initrd: str, timeout_s: float = 20.0) -> bool:
     """Boot the guest with KVM to its "ready" line, once per host boot (cached in /run, or the
     temp directory): /dev/kvm can exist and still hang guests, as on some CI machines."""
-    if not os.access("/dev/kvm", os.W_OK):
-        return False
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot_id = f.read().strip()
-    except OSError:
-        boot_id = "?"
     cache = os.path.join("/run" if os.access("/run", os.W_OK) else tempfile.gettempdir(), "nnos-legacy-kvm")
-    try:
-        with open(cache) as f:
-            got, verdict = f.read().split()
-        if got == boot_id:
-            return verdict == "yes"
-    except (OSError, ValueError):
-        pass
     sock = os.path.join(tempfile.gettempdir(), f"nnos-kvm-probe-{os.getpid()}.sock")
     cmd = command(kernel, initrd, sock, (), accel="kvm")
     cmd[cmd.index("-serial") + 1] = "stdio"
-    ok = False
     try:
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        os.set_blocking(p.stdout.fileno(), False)
-        buf, end = b"", time.monotonic() + timeout_s
-        while time.monotonic() < end and p.poll() is None and not ok:
-            time.sleep(0.2)
-            buf += p.stdout.read() or b""
-            ok = b"legacy-vm: ready" in buf
-        p.kill()
-        p.wait()
-    except OSError:
-        ok = False
-    if os.path.exists(sock):
-        os.unlink(sock)
-    with open(cache, "w") as f:
-        f.write(f"{boot_id} {'yes' if ok else 'no'}\n")
-    return ok
+        return kvm.works(cache, cmd, b"legacy-vm: ready", timeout_s)
+    finally:
+        if os.path.exists(sock):
+            os.unlink(sock)
 
 
 def main(argv=None) -> int:
