@@ -26,6 +26,7 @@ def cmd_compile(a):
     from .compiler import compile
     plan = compile(a.model, batch=a.batch, dims=_dims(a.dim), check=not a.no_check)
     plan.save(a.output)
+    say_backend(plan, a.backend)
     m = plan.memory
     print(f"compiled {a.model} -> {a.output}: {plan.meta['steps']} steps, "
           f"{plan.meta['cost']['flops']:,} FLOPs, arena {m['arena_bytes']:,} B "
@@ -35,12 +36,41 @@ def cmd_compile(a):
         print(f"WARNING: {w}", file=sys.stderr)
 
 
+def say_backend(plan, backend: str) -> dict:
+    """Bind ``plan`` on ``backend`` (compiling and self-checking a compiled one) and say which
+    backend runs it here and why the others do not."""
+    from .backends import prepare
+    exe = prepare(plan, backend)
+    choice = exe.choice
+    extra = getattr(exe, "facts", {})
+    print(f"backend {choice['backend']}" + (f" (asked: {backend})" if backend != choice["backend"] else "") +
+          (f": compiled in {extra['compile_s']} s{' (cached)' if extra.get('cached') else ''}, "
+           f"{extra['vector_floats']}-float vectors" if extra else ""))
+    for name, why in choice["passed_over"].items():
+        print(f"  not {name}: {why}")
+    return choice
+
+
+def backend_report(plan) -> dict:
+    """Which backend would run ``plan`` here, and why not the others (no compile: the cpu
+    backend's generator decides whether it covers every step)."""
+    from .backends import available
+    from .backends.cpu import check
+    out = {}
+    for name, why in available().items():
+        if why is None and name == "cpu":
+            why = check(plan)
+        out[name] = {"runs_here": why is None, "why_not": why}
+    out["auto"] = next(n for n in ("cuda", "cpu", "numpy") if out[n]["runs_here"])
+    return out
+
+
 def inspect_report(plan) -> dict:
     m = plan.memory
     return {
         "meta": plan.meta,
         "memory": {k: m[k] for k in ("arena_bytes", "naive_bytes", "lower_bound_bytes", "workspace_bytes")},
-        "backends": {"numpy": "reference; binds each step to views of one arena"},
+        "backends": backend_report(plan),
     }
 
 
@@ -67,6 +97,9 @@ def cmd_inspect(a):
     print(f"arena      {mem['arena_bytes']:,} B   naive sum {mem['naive_bytes']:,} B   "
           f"lower bound {mem['lower_bound_bytes']:,} B   (+ {mem['workspace_bytes']:,} B kept scratch)")
     print("ops        " + ", ".join(f"{k}×{v}" for k, v in meta["ops"].items()))
+    be = rep["backends"]
+    print(f"backend    {be['auto']} (auto: cuda, then cpu, then numpy)" +
+          "".join(f"; not {n}: {be[n]['why_not']}" for n in ("cuda", "cpu") if not be[n]["runs_here"]))
     for w in meta["warnings"]:
         print(f"WARNING    {w}")
 
@@ -93,6 +126,7 @@ def bench_plan(plan, iters: int, warmup: int = 200, backend: str = "numpy") -> d
     import time
     from .compiler import sample_inputs
     exe = plan.bind(backend)
+    backend = exe.backend
     for name, v in sample_inputs(plan).items():
         np.copyto(exe.inputs[name], v)
     run, clock = exe.run, time.perf_counter_ns
@@ -111,7 +145,7 @@ def bench_plan(plan, iters: int, warmup: int = 200, backend: str = "numpy") -> d
 
 def cmd_bench(a):
     from .plan import load
-    res = bench_plan(load(a.plan), a.iters)
+    res = bench_plan(load(a.plan), a.iters, backend=a.backend)
     if a.json:
         print(json.dumps(res))
     else:
@@ -154,6 +188,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--batch", type=int, default=1, help="value of the symbolic batch dimension (default 1)")
     c.add_argument("--dim", action="append", metavar="NAME=N", help="fix another symbolic dimension")
     c.add_argument("--no-check", action="store_true", help="skip the compiler's self-check")
+    c.add_argument("--backend", default="auto", choices=["auto", "numpy", "cpu", "cuda"],
+                   help="build and self-check this backend here (auto: cuda, then cpu, then numpy)")
     c.set_defaults(fn=cmd_compile)
     i = sub.add_parser("inspect", help="show a plan's steps, cost and memory")
     i.add_argument("plan")
@@ -167,6 +203,7 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time a plan's calls")
     b.add_argument("plan")
     b.add_argument("--iters", type=int, default=2000)
+    b.add_argument("--backend", default="auto", choices=["auto", "numpy", "cpu", "cuda"])
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=cmd_bench)
     u = sub.add_parser("up", help="start the supervisor: the loop and everything around it")

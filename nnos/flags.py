@@ -44,6 +44,11 @@ def _bool(s: str) -> bool:
 
 
 BLAS_THREADS = flag("NNOS_BLAS_THREADS", int, 1, "BLAS threads inside a plan call (1 avoids ms tails)")
+CC = flag("NNOS_CC", str, "", "the C compiler of the cpu backend (empty: gcc, cc or clang, the first found)")
+CPU_CACHE = flag("NNOS_CPU_CACHE", str, "~/.cache/nnos/cpu", "where the cpu backend keeps compiled plans "
+                 "(the image: /data/nnos/cache/cpu)")
+BACKEND = flag("NNOS_BACKEND", str, "auto", "the backend the loop runs plans on: auto (cuda, then cpu, then numpy), "
+               "cpu or numpy")
 SELF_CHECK = flag("NNOS_SELF_CHECK", _bool, True, "compile checks plan == direct and save/load round trip")
 QUICK = flag("NNOS_QUICK", _bool, False, "tests: skip the slow real-model and image cases")
 LEGACY_VM = flag("NNOS_LEGACY_VM", str, "", "directory with the legacy VM's vmlinuz and initrd.img "

@@ -123,6 +123,9 @@ class ModelStore:
     def _write_state(self, st: dict) -> None:
         atomic_write(self.state_path, json.dumps(st, indent=1).encode())
 
+    def plan_path(self, mid: str) -> str:
+        return self._path(mid)
+
     def _path(self, mid: str, ext: str = ".nnos") -> str:
         if not ID.match(mid or ""):
             raise StoreError(f"{mid!r} is not a model id (64 hex digits)")

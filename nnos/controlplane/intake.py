@@ -117,7 +117,8 @@ def verify(plan: Plan) -> dict:
 
 def measure(plan: Plan, runs: int = 1000) -> dict:
     from ..cli import bench_plan
-    r = bench_plan(plan, runs, warmup=50)
+    from .. import flags
+    r = bench_plan(plan, runs, warmup=50, backend=flags.BACKEND.get())     # the backend the loop will run
     return {k: round(r[k], 2) for k in ("p50_us", "p99_us", "p999_us", "max_us")} | {"runs": runs, "backend": r["backend"]}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ from ..errors import NnosError
 from ..telemetry import MODE, TelemetryWriter
 from ..timing import DEFAULT_SLACK_MARGIN_NS, NS_PER_S, RateKeeper, now_ns, period_ns
 from .safety import Safety, SafetyConfig
-from .slots import Slot, admit, measure
+from .slots import Slot, admit, measure, prebuild
 
 
 def _write(fd: int, data: bytes) -> None:
@@ -39,7 +40,7 @@ class LoopConfig:
     probation_s: float = 2.0
     admission_runs: int = 1000
     slack_margin_ns: int = DEFAULT_SLACK_MARGIN_NS
-    backend: str = "numpy"
+    backend: str = field(default_factory=lambda: flags.BACKEND.get())
     reconnect_s: float = 1.0
     spin_us: int = field(default_factory=lambda: flags.SPIN_US.get())
 
@@ -94,11 +95,15 @@ class Loop:
         self.previous_id = self.store.state()["previous"]
         for mid, role in self.store.startup_order():
             try:
-                self.active = Slot(mid, self.store.load(mid), self.board, self.devices, self.cfg.backend)
+                plan = self.store.load(mid)
+                for _ in prebuild(plan, self.store.plan_path(mid), self.cfg.backend):   # not at this RT priority
+                    time.sleep(0.01)
+                self.active = Slot(mid, plan, self.board, self.devices, self.cfg.backend)
             except (NnosError, HardwareError) as e:
                 self.log(f"loop: {role} model {mid[:12]} does not load: {e}")
                 continue
-            self.log(f"loop: running {role} model {mid[:12]} on {self.active.backend}")
+            self.log(f"loop: running {role} model {mid[:12]} on {self.active.backend}" +
+                     "".join(f" (not {n}: {why})" for n, why in self.active.passed_over.items() if n != "cuda"))
             self._publish_models()
             return
         self.safety.trip("no model to run")
@@ -349,6 +354,7 @@ class Loop:
         try:
             plan = self.store.load(mid)
             yield
+            yield from prebuild(plan, self.store.plan_path(mid), self.cfg.backend)   # a compile runs beside the ticks
             slot = Slot(mid, plan, self.board, self.devices, self.cfg.backend)
             yield
             figures = yield from measure(slot, int(msg.get("runs", self.cfg.admission_runs)))

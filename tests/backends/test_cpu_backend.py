@@ -1,0 +1,245 @@
+"""The cpu backend (one generated C function per plan) against the references: every generated
+kernel against the numpy backend on graphs built here, the bundled models against
+onnxruntime; generated code runs in a child process (a crash there fails the test with the
+signal instead of killing the suite). Then every way it can fail — no compiler, a compiler
+error, an unwritable cache, a foreign object in the cache, an op without a kernel — a clear
+reason and the numpy backend."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import stat
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+import nnos
+from nnos.backends import prepare
+from nnos.backends.cpu.compiler import find_compiler
+from nnos.errors import BackendError
+from tests.conftest import ROOT
+from tests.helpers import model, rand, save, vi
+
+pytestmark = pytest.mark.skipif(find_compiler() is None, reason="no C compiler here")
+ZOO = os.path.join(ROOT, "models", "zoo")
+CARTPOLE = os.path.join(ROOT, "models", "cartpole", "cartpole.onnx")
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path_factory.getbasetemp() / "cpu-cache"))
+
+
+def _child(conn, plan_bytes, feeds):
+    plan = nnos.Plan.from_bytes(plan_bytes)
+    exe = prepare(plan, "cpu")
+    for k, v in feeds.items():
+        np.copyto(exe.inputs[k], v)
+    exe.run()
+    conn.send({k: np.array(v) for k, v in exe.outputs.items()})
+
+
+def run_cpu_in_child(plan, feeds: dict) -> dict:
+    """The cpu backend's outputs, computed in a forked child."""
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=_child, args=(child, plan.to_bytes(), feeds))
+    p.start()
+    p.join(60)
+    if p.exitcode != 0:
+        raise AssertionError(f"the generated code's child exited with {p.exitcode} "
+                             f"({'signal ' + str(-p.exitcode) if p.exitcode and p.exitcode < 0 else 'an error'})")
+    return parent.recv()
+
+
+def feeds_for(plan, seed=0):
+    return {t.name: np.random.default_rng(seed).standard_normal(t.shape).astype(t.dtype) for t in plan.inputs}
+
+
+def agree(plan, rtol=1e-4, atol=1e-5, seed=0):
+    feeds = feeds_for(plan, seed)
+    want = {k: np.array(v) for k, v in plan(feeds).items()}
+    got = run_cpu_in_child(plan, feeds)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=atol, err_msg=k)
+    return got
+
+
+# --- generated kernels against the numpy backend ---------------------------------------------------
+@pytest.mark.parametrize("m,k,n,bias", [(1, 8, 64, "row"), (1, 13, 37, "vec"), (3, 16, 5, "full"), (2, 7, 70, None),
+                                        (1, 300, 3, "vec")])
+@pytest.mark.parametrize("act", [None, "Tanh", "Relu", "Sigmoid"])
+def test_gemm(tmp_path, m, k, n, bias, act):
+    inits = [("W", rand(k, n, seed=1))]
+    ins = ["A", "W"]
+    if bias:
+        shape = {"row": (1, n), "vec": (n,), "full": (m, n)}[bias]
+        inits.append(("C", rand(*shape, seed=2)))
+        ins.append("C")
+    nodes = [helper.make_node("Gemm", ins, ["Y" if act is None else "G"])]
+    if act:
+        nodes.append(helper.make_node(act, ["G"], ["Y"]))
+    plan = nnos.compile(save(model(nodes, [vi("A", [m, k])], [vi("Y", [m, n])], inits), tmp_path / "g.onnx"))
+    agree(plan)
+
+
+def test_matmul_and_elementwise(tmp_path):
+    nodes = [helper.make_node("MatMul", ["A", "W"], ["M"]), helper.make_node("Add", ["M", "B"], ["S"]),
+             helper.make_node("Mul", ["S", "B"], ["P"]), helper.make_node("Sub", ["P", "M"], ["D"]),
+             helper.make_node("Div", ["D", "B"], ["Q"]), helper.make_node("Sigmoid", ["Q"], ["Y"])]
+    m = model(nodes, [vi("A", [4, 9]), vi("B", [4, 21])], [vi("Y", [4, 21])], [("W", rand(9, 21, seed=3))])
+    agree(nnos.compile(save(m, tmp_path / "mm.onnx")))
+
+
+@pytest.mark.parametrize("c,oc,hw,kernel,stride,pad,dil,batch", [
+    (3, 16, 16, 5, 2, 2, 1, 1),      # the first layer of cnn_s
+    (5, 7, 9, 3, 1, 1, 1, 1),        # channels not a multiple of the vector
+    (4, 20, 11, 3, 2, 0, 1, 2),      # no padding, batch 2, a ragged last row block
+    (2, 8, 10, 3, 1, 2, 2, 1),       # dilated
+    (6, 33, 7, 1, 1, 0, 1, 1),       # 1×1
+    (4, 16, 13, 4, 3, 1, 1, 1),      # stride 3, even kernel
+])
+def test_conv(tmp_path, c, oc, hw, kernel, stride, pad, dil, batch):
+    x = vi("X", [batch, c, hw, hw])
+    nodes = [helper.make_node("Conv", ["X", "W", "B"], ["C"], kernel_shape=[kernel, kernel], strides=[stride, stride],
+                              pads=[pad] * 4, dilations=[dil, dil]),
+             helper.make_node("Relu", ["C"], ["Y"])]
+    inits = [("W", rand(oc, c, kernel, kernel, seed=4) * 0.3), ("B", rand(oc, seed=5))]
+    out = (hw + 2 * pad - dil * (kernel - 1) - 1) // stride + 1
+    m = model(nodes, [x], [vi("Y", [batch, oc, out, out])], inits)
+    agree(nnos.compile(save(m, tmp_path / "c.onnx")))
+
+
+@pytest.mark.parametrize("lbr", [0, 1])
+def test_gru(tmp_path, lbr):
+    t, i, h = 3, 10, 20
+    nodes = [helper.make_node("GRU", ["X", "W", "R", "B", "", "H0"], ["Y", "YH"], hidden_size=h,
+                              linear_before_reset=lbr)]
+    inits = [("W", rand(1, 3 * h, i, seed=6) * 0.4), ("R", rand(1, 3 * h, h, seed=7) * 0.4),
+             ("B", rand(1, 6 * h, seed=8) * 0.2)]
+    m = model(nodes, [vi("X", [t, 1, i]), vi("H0", [1, 1, h])], [vi("Y", [t, 1, 1, h]), vi("YH", [1, 1, h])], inits)
+    agree(nnos.compile(save(m, tmp_path / "gru.onnx")))
+
+
+# --- the bundled models against onnxruntime ---------------------------------------------------------
+@pytest.mark.parametrize("name", ["mlp_s", "mlp_m", "cnn_s", "gru_s", "cnn_l", "cartpole"])
+def test_bundled_models_match_onnxruntime(name):
+    path = CARTPOLE if name == "cartpole" else os.path.join(ZOO, f"{name}.onnx")
+    plan = nnos.compile(path)
+    feeds = feeds_for(plan, 11)
+    got = run_cpu_in_child(plan, feeds)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    want = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    for k, v in got.items():
+        np.testing.assert_allclose(v, want[k], rtol=1e-4, atol=1e-5, err_msg=f"{name}:{k}")
+
+
+def test_a_nan_in_is_a_nan_out():
+    """No -ffast-math: relu and tanh propagate NaN, so the loop's finite check still sees it."""
+    for name in ("mlp_s", "cnn_s"):
+        plan = nnos.compile(os.path.join(ZOO, f"{name}.onnx"))
+        feeds = feeds_for(plan)
+        first = next(iter(feeds))
+        feeds[first].reshape(-1)[0] = np.nan
+        out = run_cpu_in_child(plan, feeds)
+        assert any(np.isnan(v).any() for v in out.values()), name
+
+
+def test_one_native_call_per_run_and_no_allocation():
+    import tracemalloc
+    plan = nnos.compile(os.path.join(ZOO, "mlp_s.onnx"))
+    exe = prepare(plan, "cpu")
+    assert exe.backend == "cpu" and exe.facts["vector_floats"] in (4, 8, 16)
+    for _ in range(100):
+        exe.run()
+    tracemalloc.start()
+    for _ in range(2000):
+        exe.run()
+    cur, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 2048, peak
+
+
+# --- every failure: a reason, and numpy ---------------------------------------------------------------
+def test_an_op_without_a_kernel_falls_back_with_its_name(tmp_path):
+    m = model([helper.make_node("Softmax", ["X"], ["Y"], axis=-1)], [vi("X", [1, 10])], [vi("Y", [1, 10])])
+    plan = nnos.compile(save(m, tmp_path / "sm.onnx"))
+    exe = prepare(plan, "auto")
+    assert exe.backend == "numpy" and "Softmax" in exe.choice["passed_over"]["cpu"]
+    with pytest.raises(BackendError, match="no generated kernel for Softmax"):
+        prepare(plan, "cpu")
+
+
+def test_no_compiler(monkeypatch):
+    monkeypatch.setenv("NNOS_CC", "/nonexistent/cc")
+    plan = nnos.compile(os.path.join(ZOO, "mlp_s.onnx"))
+    exe = prepare(plan, "auto")
+    assert exe.backend == "numpy" and "no C compiler" in exe.choice["passed_over"]["cpu"]
+    with pytest.raises(BackendError, match="no C compiler"):
+        prepare(plan, "cpu")
+
+
+def test_a_compiler_error_is_reported(tmp_path, monkeypatch):
+    fake = tmp_path / "badcc"
+    fake.write_text("#!/bin/sh\n[ \"$1\" = --version ] && { echo 'badcc 1.0'; exit 0; }\n"
+                    "echo 'plan.c:1: error: out of cheese' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("NNOS_CC", str(fake))
+    plan = nnos.compile(os.path.join(ZOO, "mlp_s.onnx"))
+    exe = prepare(plan, "auto")
+    assert exe.backend == "numpy" and "out of cheese" in exe.choice["passed_over"]["cpu"]
+
+
+def test_an_unwritable_cache(tmp_path, monkeypatch):
+    if os.geteuid() == 0:
+        ro = "/proc/nnos-cache"               # root writes through mode bits: a place nobody can
+    else:
+        ro = str(tmp_path / "ro")
+        os.makedirs(ro)
+        os.chmod(ro, stat.S_IRUSR | stat.S_IXUSR)
+    monkeypatch.setenv("NNOS_CPU_CACHE", ro)
+    plan = nnos.compile(os.path.join(ZOO, "mlp_s.onnx"))
+    exe = prepare(plan, "auto")
+    assert exe.backend == "numpy" and "not writable" in exe.choice["passed_over"]["cpu"], exe.choice
+
+
+def test_a_foreign_object_in_the_cache_is_never_loaded(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from nnos.backends.cpu import source
+    from nnos.backends.cpu.compiler import _key, object_path
+    monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path / "cache"))
+    a = nnos.compile(os.path.join(ZOO, "mlp_s.onnx"))
+    a.save(str(tmp_path / "a.nnos"))
+    r = subprocess.run([sys.executable, "-m", "nnos.backends.cpu", "build", str(tmp_path / "a.nnos")],
+                       capture_output=True, text=True, cwd=ROOT, env=dict(os.environ))
+    assert r.returncode == 0 and r.stdout.strip() == object_path(_key(source(a))[3]), r.stderr   # built elsewhere
+    b = nnos.compile(os.path.join(ZOO, "mlp_m.onnx"))
+    assert not prepare(b, "cpu").facts["cached"] and prepare(b, "cpu").facts["cached"]
+    # b's object where a's belongs (a stale or tampered cache), before this process ever loaded a's
+    shutil.copy(object_path(_key(source(b))[3]), object_path(_key(source(a))[3]) + ".tmp")
+    os.replace(object_path(_key(source(a))[3]) + ".tmp", object_path(_key(source(a))[3]))
+    exe = prepare(a, "auto")
+    assert exe.backend == "numpy" and "stale or foreign" in exe.choice["passed_over"]["cpu"], exe.choice
+
+
+def test_cli_reports_the_backend(tmp_path):
+    import subprocess
+    import sys
+    out = tmp_path / "p.nnos"
+    r = subprocess.run([sys.executable, "-m", "nnos.cli", "compile", os.path.join(ZOO, "gru_s.onnx"), "-o", str(out),
+                        "--backend", "cpu"], capture_output=True, text=True, cwd=ROOT,
+                       env=dict(os.environ, NNOS_CPU_CACHE=str(tmp_path / "c")))
+    assert r.returncode == 0 and "backend cpu: compiled in" in r.stdout, r.stderr
+    r = subprocess.run([sys.executable, "-m", "nnos.cli", "inspect", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert "backend    cpu (auto" in r.stdout, r.stdout
+    r = subprocess.run([sys.executable, "-m", "nnos.cli", "bench", str(out), "--backend", "cpu", "--iters", "200"],
+                       capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, NNOS_CPU_CACHE=str(tmp_path / "c")))
+    assert r.returncode == 0 and "calls, cpu)" in r.stdout, r.stdout + r.stderr
