@@ -47,6 +47,8 @@ BLAS_THREADS = flag("NNOS_BLAS_THREADS", int, 1, "BLAS threads inside a plan cal
 CC = flag("NNOS_CC", str, "", "the C compiler of the cpu backend (empty: gcc, cc or clang, the first found)")
 CPU_CACHE = flag("NNOS_CPU_CACHE", str, "~/.cache/nnos/cpu", "where the cpu backend keeps compiled plans "
                  "(the image: /data/nnos/cache/cpu)")
+CPU_VECTOR = flag("NNOS_CPU_VECTOR", int, 0, "floats per vector in the cpu backend's code (0: this CPU's best; "
+                  "4 or 8 to run the SSE/NEON or AVX2 forms here)")
 BACKEND = flag("NNOS_BACKEND", str, "auto", "the backend the loop runs plans on: auto (cuda, then cpu, then numpy), "
                "cpu or numpy")
 SELF_CHECK = flag("NNOS_SELF_CHECK", _bool, True, "compile checks plan == direct and save/load round trip")

@@ -146,6 +146,7 @@ def supervisor_env() -> dict:
                HOME="/root", LANG="C.UTF-8", PYTHONDONTWRITEBYTECODE="1")
     env.setdefault("NNOS_API_HOST", "0.0.0.0")    # the device's control plane is for the local network
     env.setdefault("OPENBLAS_NUM_THREADS", "1")     # no BLAS thread pool: numpy imports ~3x faster
+    env.setdefault("NNOS_CPU_CACHE", os.path.join(STATE, "cache", "cpu"))   # compiled plans: the root is read-only
     try:
         with open("/proc/cmdline") as f:
             args = f.read().split()

@@ -243,3 +243,46 @@ def test_cli_reports_the_backend(tmp_path):
     r = subprocess.run([sys.executable, "-m", "nnos.cli", "bench", str(out), "--backend", "cpu", "--iters", "200"],
                        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, NNOS_CPU_CACHE=str(tmp_path / "c")))
     assert r.returncode == 0 and "calls, cpu)" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("pad2,stride2,tail", [(1, 2, "flatten-gemm"), (0, 1, "flatten-gemm"), (1, 1, "add"),
+                                               (2, 2, "output")])
+def test_channel_blocked_chains(tmp_path, pad2, stride2, tail):
+    """Convolutions whose outputs stay channel-blocked between them (and a Gemm whose weight rows
+    follow that order), next to the cases that must stay NCHW: a graph output, an Add."""
+    from nnos.backends.cpu.codegen import generate
+    c1, c2 = 32, 32
+    nodes = [helper.make_node("Conv", ["X", "W1", "B1"], ["C1"], kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Relu", ["C1"], ["R1"]),
+             helper.make_node("Conv", ["R1", "W2", "B2"], ["C2"], kernel_shape=[3, 3], pads=[pad2] * 4,
+                              strides=[stride2, stride2]),
+             helper.make_node("Relu", ["C2"], ["R2"])]
+    hw2 = (12 + 2 * pad2 - 3) // stride2 + 1
+    inits = [("W1", rand(c1, 3, 3, 3, seed=1) * 0.3), ("B1", rand(c1, seed=2)),
+             ("W2", rand(c2, c1, 3, 3, seed=3) * 0.1), ("B2", rand(c2, seed=4))]
+    if tail == "flatten-gemm":
+        nodes += [helper.make_node("Flatten", ["R2"], ["F"]), helper.make_node("Gemm", ["F", "WF", "BF"], ["Y"])]
+        inits += [("WF", rand(c2 * hw2 * hw2, 10, seed=5) * 0.05), ("BF", rand(10, seed=6))]
+        out = vi("Y", [1, 10])
+    elif tail == "add":
+        nodes += [helper.make_node("Add", ["R2", "R2"], ["Y"])]
+        out = vi("Y", [1, c2, hw2, hw2])
+    else:
+        nodes[-1] = helper.make_node("Relu", ["C2"], ["Y"])
+        out = vi("Y", [1, c2, hw2, hw2])
+    plan = nnos.compile(save(model(nodes, [vi("X", [1, 3, 12, 12])], [out], inits), tmp_path / "chain.onnx"))
+    for vw in (4, 8, 16):
+        _, prog = generate(plan, vw)
+        assert len(prog.blocked) == (1 if tail in ("add", "output") else 2), (vw, prog.blocked)
+    agree(plan)
+
+
+@pytest.mark.parametrize("vw", ["4", "8"])
+def test_narrower_vectors_run_here_too(monkeypatch, vw):
+    """The SSE/NEON (4) and AVX2 (8) forms of the same kernels, run on this machine."""
+    monkeypatch.setenv("NNOS_CPU_VECTOR", vw)
+    for name in ("mlp_s", "cnn_s", "gru_s"):
+        plan = nnos.compile(os.path.join(ZOO, f"{name}.onnx"))
+        got = agree(plan)
+        assert got
+        assert prepare(plan, "cpu").facts["vector_floats"] == int(vw)

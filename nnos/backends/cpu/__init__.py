@@ -19,9 +19,17 @@ from .compiler import CompilerError, build, cpu_features, vector_width
 __all__ = ["CpuExecutable", "Unsupported", "CompilerError", "prepare", "source"]
 
 
+def width() -> int:
+    from ... import flags
+    vw = flags.CPU_VECTOR.get() or vector_width(cpu_features())
+    if vw not in (4, 8, 16):
+        raise Unsupported(f"NNOS_CPU_VECTOR={vw}: expected 4, 8 or 16")
+    return vw
+
+
 def source(plan) -> str:
-    """The generated C of ``plan`` on this machine (nnos inspect --c shows it)."""
-    return generate(plan, vector_width(cpu_features()))[0]
+    """The generated C of ``plan`` on this machine."""
+    return generate(plan, width())[0]
 
 
 class CpuExecutable:
@@ -29,7 +37,7 @@ class CpuExecutable:
 
     def __init__(self, plan):
         t0 = time.perf_counter()
-        src, prog = generate(plan, vector_width(cpu_features()))
+        src, prog = generate(plan, width())
         lib, facts = build(src)
         self.facts = dict(facts, vector_floats=prog.vw, compile_s=round(time.perf_counter() - t0, 3),
                           source_lines=src.count("\n"))

@@ -29,6 +29,8 @@ class Program:
         self._const_keys: dict[str, int] = {}
         self.workspace = 0                            # bytes of ws
         self.helpers: list[str] = []                  # static C functions some kernels share
+        self.blocked: dict[str, tuple] = {}           # tensors kept channel-blocked: name -> NCHW shape
+        self.blocked_flat: dict[str, tuple] = {}      # flattened views of those: name -> the (C, H, W) they flatten
 
     # --- operands ----------------------------------------------------------------------------
     def const(self, key: str, array: np.ndarray) -> str:
@@ -63,6 +65,7 @@ def generate(plan, vw: int) -> tuple[str, Program]:
     from . import kernels
     prog = Program(plan, vw)
     skip = set(prog.mem["skip"])
+    choose_layouts(prog, skip)
     blocks = []
     for s, node in enumerate(prog.graph.nodes):
         if s in skip:
@@ -79,6 +82,40 @@ def generate(plan, vw: int) -> tuple[str, Program]:
            "void nnos_run(char *restrict arena, void *const *restrict w, char *restrict ws) {\n"
            "    (void)arena; (void)w; (void)ws;\n" + "\n".join(blocks) + "\n}\n")
     return src, prog
+
+
+def choose_layouts(prog, skip: set) -> None:
+    """Which convolution outputs live channel-blocked ([N][C/VW][H][W][VW]) instead of NCHW:
+    those only other convolutions read (or a Flatten that only Gemms read, whose weight rows
+    are then permuted to match), that are not graph outputs and whose channels fill whole
+    vectors. A blocked output is stored with whole-vector stores; an NCHW one needs a scalar
+    store per channel and pixel, which dominated the first layer of cnn_s."""
+    from .kernels import conv_ok
+    g, vw = prog.graph, prog.vw
+    consumers = g.consumers()
+    index = {id(n): s for s, n in enumerate(g.nodes)}
+    for node in g.nodes:
+        if node.op != "Conv" or not conv_ok(prog, node) or unary_chain(node) is None:
+            continue
+        y = node.outputs[0]
+        shape = tuple(g.type_of(y).shape)
+        if y in g.outputs or shape[1] % vw:
+            continue
+        flats, ok = [], True
+        for c in consumers.get(y, []):
+            if c.op == "Conv" and conv_ok(prog, c) and c.inputs[0] == y and y not in c.inputs[1:]:
+                continue
+            f = c.outputs[0] if c.outputs else ""
+            if (c.op == "Flatten" and int(c.attrs.get("axis", 1)) == 1 and index[id(c)] in skip and f not in g.outputs
+                    and all(k.op == "Gemm" and k.inputs[0] == f and f not in k.inputs[1:] and not k.attrs.get("transA")
+                            and k.inputs[1] in g.consts for k in consumers.get(f, []))):
+                flats.append(f)
+                continue
+            ok = False
+        if ok:
+            prog.blocked[y] = shape
+            for f in flats:
+                prog.blocked_flat[f] = shape[1:]
 
 
 def indent(code: str, n: int = 8) -> str:

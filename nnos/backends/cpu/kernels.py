@@ -26,8 +26,10 @@ def _f32(prog, *names):
 
 # --- row-times-matrix, shared by Gemm, MatMul ------------------------------------------------------
 def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None, bias_rows: bool,
-          chain: list[str]) -> str:
-    """o[m×n] = a[m×k] · b[k×n] (+ bias: n values, or m×n when bias_rows), activations applied."""
+          chain: list[str], packed: tuple[str, np.ndarray] | None = None) -> str:
+    """o[m×n] = a[m×k] · b[k×n] (+ bias: n values, or m×n when bias_rows), activations applied.
+    ``packed`` (key, array): constant weights, repacked per column block so that each pass over
+    K streams one contiguous block (a large layer is bound by reading its weights)."""
     vw = prog.vw
     lines = [f"const float *A = {a}; const float *B = {b}; float *O = {o};"]
     if bias:
@@ -44,7 +46,11 @@ def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None
         lines.append("    {")
         lines.append("        " + " ".join(f"vf acc{i} = {init[i]};" for i in range(acc)))
         lines.append(f"        for (int kk = 0; kk < {k}; kk++) {{")
-        lines.append(f"            vf x = vsplat(ar[kk]); const float *br = B + kk * {n} + {col};")
+        if packed is not None:
+            block = prog.const(f"{packed[0]}@cols{col}+{acc * vw}", packed[1][:k, col:col + acc * vw])
+            lines.append(f"            vf x = vsplat(ar[kk]); const float *br = {block} + kk * {acc * vw};")
+        else:
+            lines.append(f"            vf x = vsplat(ar[kk]); const float *br = B + kk * {n} + {col};")
         lines.append("            " + " ".join(f"acc{i} += x * vload(br + {i * vw});" for i in range(acc)))
         lines.append("        }")
         for i in range(acc):
@@ -71,9 +77,15 @@ def gemm(prog, node) -> str:
     m, k = prog.type(a).shape
     kb, n = prog.type(b).shape
     chain = unary_chain(node)
+    bexpr, packed = prog.tensor(b), None
+    if b in prog.graph.consts:
+        packed = (b, prog.graph.consts[b])
+    if a in prog.blocked_flat:          # A is a channel-blocked activation: B's rows follow it
+        arr = _blocked_rows(prog.graph.consts[b], prog.blocked_flat[a], prog.vw)
+        bexpr, packed = prog.const(b + f"@blocked{prog.vw}", arr), (b + f"@blocked{prog.vw}", arr)
     if at.get("bias_row"):
-        bias = f"({prog.tensor(b)} + {(kb - 1) * n})"
-        return _rows(prog, prog.tensor(a), prog.tensor(b), prog.tensor(o), m, k, n, bias, False, chain) + \
+        bias = f"({bexpr} + {(kb - 1) * n})"
+        return _rows(prog, prog.tensor(a), bexpr, prog.tensor(o), m, k, n, bias, False, chain, packed) + \
             "\n" + epilogue_pass(prog, node, o)
     bias, rows = None, False
     if len(node.inputs) > 2 and node.inputs[2]:
@@ -90,8 +102,16 @@ def gemm(prog, node) -> str:
             bias, rows = prog.const(c + "@full", np.broadcast_to(prog.graph.consts[c], (m, n))), True
         else:
             raise Unsupported(f"a run-time bias of shape {shape}")
-    return _rows(prog, prog.tensor(a), prog.tensor(b), prog.tensor(o), m, k, n, bias, rows, chain) + \
+    return _rows(prog, prog.tensor(a), bexpr, prog.tensor(o), m, k, n, bias, rows, chain, packed) + \
         "\n" + epilogue_pass(prog, node, o)
+
+
+def _blocked_rows(b: np.ndarray, chw: tuple, vw: int) -> np.ndarray:
+    """B's first C·H·W rows reordered from NCHW order to channel-blocked order (the rest, a
+    bias row, unchanged)."""
+    c, h, w = chw
+    idx = np.arange(c * h * w).reshape(c // vw, vw, h, w).transpose(0, 2, 3, 1).reshape(-1)
+    return np.concatenate([b[:c * h * w][idx], b[c * h * w:]])
 
 
 def matmul(prog, node) -> str:
@@ -101,11 +121,19 @@ def matmul(prog, node) -> str:
         raise Unsupported("MatMul of other than two 2-D operands")
     m, k = prog.type(a).shape
     _, n = prog.type(b).shape
-    return _rows(prog, prog.tensor(a), prog.tensor(b), prog.tensor(o), m, k, n, None, False, unary_chain(node)) + \
+    packed = (b, prog.graph.consts[b]) if b in prog.graph.consts else None
+    return _rows(prog, prog.tensor(a), prog.tensor(b), prog.tensor(o), m, k, n, None, False, unary_chain(node),
+                 packed) + \
         "\n" + epilogue_pass(prog, node, o)
 
 
 # --- convolution ------------------------------------------------------------------------------------
+def conv_ok(prog, node) -> bool:
+    ins = node.inputs
+    return (len(prog.type(ins[0]).shape) == 4 and int(node.attrs.get("group", 1)) == 1 and ins[1] in prog.graph.consts
+            and (len(ins) < 3 or not ins[2] or ins[2] in prog.graph.consts))
+
+
 def conv(prog, node) -> str:
     from ...ops.conv import _geometry
     x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
@@ -139,6 +167,7 @@ def conv(prog, node) -> str:
     chain = unary_chain(node)
     hp, wp = h + begin[0] + end[0], wd + begin[1] + end[1]
     padded = any(begin) or any(end)
+    xb, yb = x in prog.blocked, y in prog.blocked       # channel-blocked input / output
     lines = [f"const float *X = {prog.tensor(x)}; float *Y = {prog.tensor(y)};",
              f"const float *Wp = {wexpr}; const float *Bp = {bexpr};"]
     if padded:
@@ -146,45 +175,63 @@ def conv(prog, node) -> str:
         lines.append(f"float *XP = {pad};")
     lines.append(f"for (int n = 0; n < {nb}; n++) {{")
     lines.append(f"    const float *xn = X + n * {c * h * wd}; float *yn = Y + n * {oc * oh * ow};")
-    if padded:
+    if padded and xb:
+        lines.append(f"    for (int cb = 0; cb < {c // vw}; cb++) for (int r = 0; r < {h}; r++)")
+        lines.append(f"        memcpy(XP + ((cb * {hp} + r + {begin[0]}) * {wp} + {begin[1]}) * {vw}, "
+                     f"xn + (cb * {h} + r) * {wd * vw}, {wd * vw * 4});")
+    elif padded:
         lines.append(f"    for (int cc = 0; cc < {c}; cc++) for (int r = 0; r < {h}; r++)")
         lines.append(f"        memcpy(XP + (cc * {hp} + r + {begin[0]}) * {wp} + {begin[1]}, "
                      f"xn + (cc * {h} + r) * {wd}, {wd * 4});")
-        lines.append("    const float *src = XP;")
-    else:
-        lines.append("    const float *src = xn;")
+    lines.append(f"    const float *src = {'XP' if padded else 'xn'};")
     lines.append(f"    for (int ob = 0; ob < {ocb}; ob++) {{")
     lines.append(f"        const float *wb = Wp + ob * {c * kh * kw * vw}; vf bias = vload(Bp + ob * {vw});")
     lines.append(f"        int nj = {oc} - ob * {vw} < {vw} ? {oc} - ob * {vw} : {vw};")
     lines.append(f"        for (int oy = 0; oy < {oh}; oy++) {{")
-    p = max(1, min(ow, 12 if vw == 16 else 6))
+    # output pixels per register block: as many as the registers allow, split evenly along the row
+    pmax = 12 if vw == 16 else 6
+    p = -(-ow // -(-ow // pmax))
     full = ow // p
     if full:
         lines.append(f"            for (int ox0 = 0; ox0 < {full * p}; ox0 += {p}) {{")
-        lines.append(indent(_conv_block(p, c, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw, chain), 16))
+        lines.append(indent(_conv_block(p, c, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw, chain, xb, yb), 16))
         lines.append("            }")
     if ow % p:
         lines.append(f"            {{ const int ox0 = {full * p};")
-        lines.append(indent(_conv_block(ow % p, c, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw, chain), 16))
+        lines.append(indent(_conv_block(ow % p, c, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw, chain, xb, yb), 16))
         lines.append("            }")
     lines += ["        }", "    }", "}"]
     return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
 
 
-def _conv_block(p, c, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw, chain) -> str:
+def _conv_block(p, c, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw, chain, xb=False, yb=False) -> str:
+    """``p`` output pixels × one vector of output channels, accumulated in registers. The input
+    is NCHW or channel-blocked (``xb``), the output likewise (``yb``: whole-vector stores)."""
     acc = [f"a{i}" for i in range(p)]
+    if xb:      # element (cc, row, col) at ((cc / VW · HP + row) · WP + col) · VW + cc % VW
+        base = f"src + ((cc / {vw} * {hp} + oy * {sh} + ky * {dh}) * {wp} + ox0 * {sw}) * {vw} + cc % {vw}"
+        col = vw
+    else:
+        base = f"src + (cc * {hp} + oy * {sh} + ky * {dh}) * {wp} + ox0 * {sw}"
+        col = 1
     lines = [" ".join(f"vf {a} = bias;" for a in acc),
              f"for (int cc = 0; cc < {c}; cc++) for (int ky = 0; ky < {kh}; ky++) {{",
-             f"    const float *xr = src + (cc * {hp} + oy * {sh} + ky * {dh}) * {wp} + ox0 * {sw};",
+             f"    const float *xr = {base};",
              f"    const float *wr = wb + (cc * {kh} + ky) * {kw * vw};",
              f"    for (int kx = 0; kx < {kw}; kx++) {{",
-             f"        vf wv = vload(wr + kx * {vw}); const float *xk = xr + kx * {dw};",
-             "        " + " ".join(f"{a} += vsplat(xk[{i * sw}]) * wv;" for i, a in enumerate(acc)),
-             "    }", "}",
-             f"float t[{vw}];"]
+             f"        vf wv = vload(wr + kx * {vw}); const float *xk = xr + kx * {dw * col};",
+             "        " + " ".join(f"{a} += vbcast(xk + {i * sw * col}) * wv;" for i, a in enumerate(acc)),
+             "    }", "}"]
+    if yb:
+        for i, a in enumerate(acc):
+            lines.append(f"vstore(yn + ((ob * {oh} + oy) * {ow} + ox0 + {i}) * {vw}, {apply(chain, a, True)});")
+        return "\n".join(lines)
+    lines.append(f"float tile[{p}][{vw}];")
     for i, a in enumerate(acc):
-        lines.append(f"vstore(t, {apply(chain, a, True)}); "
-                     f"for (int j = 0; j < nj; j++) yn[(ob * {vw} + j) * {oh * ow} + oy * {ow} + ox0 + {i}] = t[j];")
+        lines.append(f"vstore(tile[{i}], {apply(chain, a, True)});")
+    # channel by channel, a run of neighbouring pixels each
+    lines.append(f"for (int j = 0; j < nj; j++) {{ float *yr = yn + (ob * {vw} + j) * {oh * ow} + oy * {ow} + ox0;")
+    lines.append(f"    for (int i = 0; i < {p}; i++) yr[i] = tile[i][j]; }}")
     return "\n".join(lines)
 
 

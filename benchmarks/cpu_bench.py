@@ -1,0 +1,158 @@
+"""The cpu backend (one generated C function per plan) against the numpy backend and
+onnxruntime (`session.run` and io-binding), interleaved in rounds in one run so the machine's
+noise hits all alike; with the floor (a ctypes call of an empty C function) and this core's
+FMA peak (a generated loop of independent vector FMAs) for scale.
+
+    python benchmarks/cpu_bench.py [--rounds 20] [--calls 200] [--json FILE]
+
+Targets (issue 9): p50 ratio to onnxruntime session.run mlp_s ≤ 0.1, gru_s ≤ 0.2, cnn_s ≤ 0.8,
+cnn_l (the 84×84×4 Atari-style net) ≤ 1.0; compile ≤ 1 s per model; p99 ≤ 1.5 × p50 at idle.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import onnxruntime as ort  # noqa: E402
+
+import nnos  # noqa: E402
+from nnos.backends import prepare  # noqa: E402
+from nnos.backends.cpu.compiler import cpu_features, find_compiler, flags_for, vector_width  # noqa: E402
+from nnos.compiler import sample_inputs  # noqa: E402
+
+MODELS = ("mlp_s", "mlp_m", "gru_s", "cnn_s", "cnn_l")
+TARGETS = {"mlp_s": 0.1, "gru_s": 0.2, "cnn_s": 0.8, "cnn_l": 1.0}
+
+
+def timed(fn, calls: int) -> np.ndarray:
+    clock = time.perf_counter_ns
+    out = np.empty(calls, dtype=np.int64)
+    for i in range(calls):
+        t0 = clock()
+        fn()
+        out[i] = clock() - t0
+    return out / 1000.0
+
+
+def native(src: str, tmp: str, name: str) -> ctypes.CDLL:
+    c, so = os.path.join(tmp, name + ".c"), os.path.join(tmp, name + ".so")
+    with open(c, "w") as f:
+        f.write(src)
+    subprocess.run([find_compiler(), *flags_for(cpu_features()), c, "-o", so], check=True)
+    return ctypes.CDLL(so)
+
+
+def floor_and_peak(tmp: str) -> tuple[float, float]:
+    """µs of a ctypes call to an empty function with three pointer arguments (as the backend
+    calls), and GFLOP/s of 12 independent vector FMA chains."""
+    vw = vector_width(cpu_features())
+    lib = native(f"""
+void empty(void *a, void *b, void *c) {{ (void)a; (void)b; (void)c; }}
+typedef float vf __attribute__((vector_size({vw * 4})));
+float peak(long n) {{
+    vf a[12], x = (vf){{0}} + 1.0001f, y = (vf){{0}} + 0.9999f;
+    for (int i = 0; i < 12; i++) a[i] = (vf){{0}} + (float)i;
+    for (long k = 0; k < n; k++)
+        for (int i = 0; i < 12; i++) a[i] = a[i] * x + y;
+    float s = 0; for (int i = 0; i < 12; i++) s += a[i][0];
+    return s;
+}}""", tmp, "floor")
+    fn = lib.empty
+    fn.argtypes = (ctypes.c_void_p,) * 3
+    args = (1, 2, 3)
+    floor = float(np.percentile(timed(lambda: fn(*args), 20000), 50))
+    lib.peak.argtypes, lib.peak.restype = (ctypes.c_long,), ctypes.c_float
+    n = 20_000_000
+    best = min(_seconds(lambda: lib.peak(n)) for _ in range(3))
+    return floor, 12 * vw * 2 * n / best / 1e9
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--calls", type=int, default=200)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                           "python": platform.python_version(), "numpy": np.__version__, "onnxruntime": ort.__version__,
+                           "compiler": subprocess.run([find_compiler(), "--version"], capture_output=True,
+                                                      text=True).stdout.splitlines()[0],
+                           "vector_floats": vector_width(cpu_features())}, "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("NNOS_CPU_CACHE", os.path.join(tmp, "cache"))
+        floor, peak = floor_and_peak(tmp)
+        results["floor_us"], results["fma_peak_gflops"] = round(floor, 3), round(peak, 1)
+        print(f"floor (ctypes call, 3 pointers, empty C function): {floor:.2f} µs;  FMA peak: {peak:.1f} GFLOP/s "
+              f"({results['machine']['vector_floats']}-float vectors)")
+        runners = {}
+        for name in MODELS:
+            path = os.path.join(ROOT, "models", "zoo", f"{name}.onnx")
+            plan = nnos.compile(path)
+            t0 = time.perf_counter()
+            cpu = prepare(plan, "cpu")
+            compile_s = time.perf_counter() - t0
+            ref = prepare(plan, "numpy")
+            feeds = sample_inputs(plan)
+            for exe in (cpu, ref):
+                for k, v in feeds.items():
+                    np.copyto(exe.inputs[k], v)
+            sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+            binding = sess.io_binding()
+            for k, v in feeds.items():
+                binding.bind_cpu_input(k, v)
+            for o in sess.get_outputs():
+                binding.bind_output(o.name)
+            runners[name] = {"cpu": cpu.run, "numpy": ref.run, "ort": lambda s=sess, f=feeds: s.run(None, f),
+                             "ort_iobinding": lambda s=sess, b=binding: s.run_with_iobinding(b)}
+            results["models"][name] = {"compile_s": round(compile_s, 3), "flops": plan.meta["cost"]["flops"]}
+        samples = {n: {k: [] for k in r} for n, r in runners.items()}
+        for _ in range(a.rounds):
+            for n, r in runners.items():
+                for k, fn in r.items():
+                    for _ in range(20):
+                        fn()
+                    samples[n][k].append(timed(fn, a.calls))
+        print(f"{'model':<7} {'cpu p50/p99':>14} {'numpy':>8} {'ort run':>9} {'ort iobind':>11} "
+              f"{'cpu/ort':>8} {'target':>7} {'GFLOP/s':>8} {'compile':>8}")
+        for n in runners:
+            st = {k: np.concatenate(v) for k, v in samples[n].items()}
+            p50 = {k: float(np.percentile(v, 50)) for k, v in st.items()}
+            p99 = float(np.percentile(st["cpu"], 99))
+            ratio = p50["cpu"] / p50["ort"]
+            m = results["models"][n]
+            gflops = m["flops"] / p50["cpu"] / 1e3
+            m.update(p50_us=p50, cpu_p99_us=round(p99, 2), ratio_to_ort=round(ratio, 3),
+                     ratio_to_ort_iobinding=round(p50["cpu"] / p50["ort_iobinding"], 3), gflops=round(gflops, 1),
+                     p99_over_p50=round(p99 / p50["cpu"], 2), target=TARGETS.get(n))
+            ok = "" if n not in TARGETS else ("✓" if ratio <= TARGETS[n] else "✗")
+            print(f"{n:<7} {p50['cpu']:>6.2f}/{p99:<7.2f} {p50['numpy']:>8.2f} {p50['ort']:>9.2f} "
+                  f"{p50['ort_iobinding']:>11.2f} {ratio:>8.3f} {TARGETS.get(n, '-')!s:>6}{ok} {gflops:>8.1f} "
+                  f"{m['compile_s']:>7.2f}s")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
