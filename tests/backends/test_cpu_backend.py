@@ -12,7 +12,6 @@ import shutil
 import stat
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from onnx import helper
