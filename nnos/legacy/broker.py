@@ -96,6 +96,8 @@ class Broker:
         self.last_request_ns = 0                    # CLOCK_MONOTONIC of the guest's last line
         self.counters = {"requests": 0, "answered": 0, "refused": 0, "dropped": 0, "bytes_in": 0, "bytes_out": 0}
         self.refusals: dict[str, int] = {}
+        self.clock = clock
+        self.flood = {"count": 0, "bytes": 0, "last": float("-inf")}   # rate-limited, not yet audited
 
     # --- one request ---------------------------------------------------------------------------
     def handle(self, line: bytes | None) -> bytes:
@@ -118,12 +120,31 @@ class Broker:
             mid = getattr(e, "id", mid)
             self.counters["refused"] += 1
             self.refusals[e.code] = self.refusals.get(e.code, 0) + 1
-            self.audit.write(id=mid, type=kind, ok=False, code=e.code, error=str(e)[:300], bytes=len(line or b""))
+            if e.code == "rate-limited":      # a flood is audited as one line a second, not a line a message
+                self._flooded(len(line or b""))
+            else:
+                self.audit.write(id=mid, type=kind, ok=False, code=e.code, error=str(e)[:300], bytes=len(line or b""))
             return self._line({"id": mid, "ok": False, "error": {"code": e.code, "message": str(e)}})
         self.counters["answered"] += 1
         self.audit.write(id=mid, type=kind, ok=True, bytes=len(line),
                          **({"model": result["id"]} if kind == "model.propose" else {}))
         return self._line({"id": mid, "ok": True, "result": result})
+
+    def _flooded(self, nbytes: int) -> None:
+        """Count a rate-limited message; write the count to the audit at most once a second, so
+        that a flood cannot rotate the record of what came before it out of the audit."""
+        f = self.flood
+        f["count"] += 1
+        f["bytes"] += nbytes
+        if self.clock() - f["last"] >= 1.0:      # the first of a flood at once, then once a second
+            self.flush_flood()
+
+    def flush_flood(self) -> None:
+        f = self.flood
+        if f["count"]:
+            self.audit.write(type=None, ok=False, code="rate-limited", refused=f["count"], bytes=f["bytes"],
+                             error=f"{f['count']} messages over {RATE:g}/s (burst {BURST}) refused")
+            f.update(count=0, bytes=0, last=self.clock())
 
     def _line(self, obj: dict) -> bytes:
         out = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
@@ -238,7 +259,10 @@ def check_model(data: bytes) -> str:
 
 
 def publish(broker: Broker, path: str, connected: bool) -> None:
-    """The broker's counters for the control plane (GET /v1/vm), in RAM (the run directory)."""
+    """The broker's counters for the control plane (GET /v1/vm), in RAM (the run directory);
+    and any flood count not yet in the audit."""
+    if broker.flood["count"] and broker.clock() - broker.flood["last"] >= 1.0:
+        broker.flush_flood()
     try:
         atomic_write(path, json.dumps({"connected": connected, "time": round(time.time(), 3), **broker.counters,
                                        "refusals": broker.refusals,

@@ -167,3 +167,21 @@ def test_every_line_is_a_sign_of_life_published_for_the_watchdog(tmp_path):
     assert b.last_request_ns > t1
     publish(b, str(tmp_path / "broker.json"), True)
     assert json.load(open(tmp_path / "broker.json"))["last_request_ns"] == b.last_request_ns
+
+
+def test_a_flood_cannot_rotate_the_audit_trail_away(tmp_path):
+    """Rate-limited messages are audited as counts (one line a second), so what came before a
+    flood stays in the audit however long the flood."""
+    now = [0.0]
+    b = Broker(str(tmp_path), clock=lambda: now[0])
+    assert not ask(b, {"id": 1, "type": "actuate"})["ok"]               # the one that matters
+    for i in range(20000):                                              # 200 s of flooding
+        now[0] += 0.01
+        b.handle(json.dumps({"id": i, "type": "status.get"}).encode())
+    b.flush_flood()
+    lines = audit(str(tmp_path))
+    assert lines[0]["code"] == "unknown-type"                            # still there, first
+    floods = [x for x in lines if x.get("code") == "rate-limited"]
+    assert 150 <= len(floods) <= 260                                   # a line a second, not 16 000
+    answered = sum(x["ok"] for x in lines)
+    assert sum(x["refused"] for x in floods) + answered + 1 == 20001   # every message accounted for
