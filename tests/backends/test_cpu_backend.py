@@ -24,7 +24,6 @@ from tests.conftest import ROOT
 from tests.helpers import model, rand, save, vi
 
 pytestmark = pytest.mark.skipif(find_compiler() is None, reason="no C compiler here")
-ZOO = os.path.join(ROOT, "models", "zoo")
 CARTPOLE = os.path.join(ROOT, "models", "cartpole", "cartpole.onnx")
 
 
@@ -126,8 +125,8 @@ def test_gru(tmp_path, lbr):
 
 # --- the bundled models against onnxruntime ---------------------------------------------------------
 @pytest.mark.parametrize("name", ["mlp_s", "mlp_m", "cnn_s", "gru_s", "cnn_l", "cartpole"])
-def test_bundled_models_match_onnxruntime(name):
-    path = CARTPOLE if name == "cartpole" else os.path.join(ZOO, f"{name}.onnx")
+def test_bundled_models_match_onnxruntime(name, zoo):
+    path = CARTPOLE if name == "cartpole" else zoo[name]
     plan = nnos.compile(path)
     feeds = feeds_for(plan, 11)
     got = run_cpu_in_child(plan, feeds)
@@ -139,10 +138,10 @@ def test_bundled_models_match_onnxruntime(name):
         np.testing.assert_allclose(v, want[k], rtol=1e-4, atol=1e-5, err_msg=f"{name}:{k}")
 
 
-def test_a_nan_in_is_a_nan_out():
+def test_a_nan_in_is_a_nan_out(zoo):
     """No -ffast-math: relu and tanh propagate NaN, so the loop's finite check still sees it."""
     for name in ("mlp_s", "cnn_s"):
-        plan = nnos.compile(os.path.join(ZOO, f"{name}.onnx"))
+        plan = nnos.compile(zoo[name])
         feeds = feeds_for(plan)
         first = next(iter(feeds))
         feeds[first].reshape(-1)[0] = np.nan
@@ -150,9 +149,9 @@ def test_a_nan_in_is_a_nan_out():
         assert any(np.isnan(v).any() for v in out.values()), name
 
 
-def test_one_native_call_per_run_and_no_allocation():
+def test_one_native_call_per_run_and_no_allocation(zoo):
     import tracemalloc
-    plan = nnos.compile(os.path.join(ZOO, "mlp_s.onnx"))
+    plan = nnos.compile(zoo["mlp_s"])
     exe = prepare(plan, "cpu")
     assert exe.backend == "cpu" and exe.facts["vector_floats"] in (4, 8, 16)
     for _ in range(100):
@@ -175,27 +174,27 @@ def test_an_op_without_a_kernel_falls_back_with_its_name(tmp_path):
         prepare(plan, "cpu")
 
 
-def test_no_compiler(monkeypatch):
+def test_no_compiler(monkeypatch, zoo):
     monkeypatch.setenv("NNOS_CC", "/nonexistent/cc")
-    plan = nnos.compile(os.path.join(ZOO, "mlp_s.onnx"))
+    plan = nnos.compile(zoo["mlp_s"])
     exe = prepare(plan, "auto")
     assert exe.backend == "numpy" and "no C compiler" in exe.choice["passed_over"]["cpu"]
     with pytest.raises(BackendError, match="no C compiler"):
         prepare(plan, "cpu")
 
 
-def test_a_compiler_error_is_reported(tmp_path, monkeypatch):
+def test_a_compiler_error_is_reported(tmp_path, monkeypatch, zoo):
     fake = tmp_path / "badcc"
     fake.write_text("#!/bin/sh\n[ \"$1\" = --version ] && { echo 'badcc 1.0'; exit 0; }\n"
                     "echo 'plan.c:1: error: out of cheese' >&2\nexit 1\n")
     fake.chmod(0o755)
     monkeypatch.setenv("NNOS_CC", str(fake))
-    plan = nnos.compile(os.path.join(ZOO, "mlp_s.onnx"))
+    plan = nnos.compile(zoo["mlp_s"])
     exe = prepare(plan, "auto")
     assert exe.backend == "numpy" and "out of cheese" in exe.choice["passed_over"]["cpu"]
 
 
-def test_an_unwritable_cache(tmp_path, monkeypatch):
+def test_an_unwritable_cache(tmp_path, monkeypatch, zoo):
     if os.geteuid() == 0:
         ro = "/proc/nnos-cache"               # root writes through mode bits: a place nobody can
     else:
@@ -203,24 +202,24 @@ def test_an_unwritable_cache(tmp_path, monkeypatch):
         os.makedirs(ro)
         os.chmod(ro, stat.S_IRUSR | stat.S_IXUSR)
     monkeypatch.setenv("NNOS_CPU_CACHE", ro)
-    plan = nnos.compile(os.path.join(ZOO, "mlp_s.onnx"))
+    plan = nnos.compile(zoo["mlp_s"])
     exe = prepare(plan, "auto")
     assert exe.backend == "numpy" and "not writable" in exe.choice["passed_over"]["cpu"], exe.choice
 
 
-def test_a_foreign_object_in_the_cache_is_never_loaded(tmp_path, monkeypatch):
+def test_a_foreign_object_in_the_cache_is_never_loaded(tmp_path, monkeypatch, zoo):
     import subprocess
     import sys
 
     from nnos.backends.cpu import source
     from nnos.backends.cpu.compiler import _key, object_path
     monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path / "cache"))
-    a = nnos.compile(os.path.join(ZOO, "mlp_s.onnx"))
+    a = nnos.compile(zoo["mlp_s"])
     a.save(str(tmp_path / "a.nnos"))
     r = subprocess.run([sys.executable, "-m", "nnos.backends.cpu", "build", str(tmp_path / "a.nnos")],
                        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ))
     assert r.returncode == 0 and r.stdout.strip() == object_path(_key(source(a))[3]), r.stderr   # built elsewhere
-    b = nnos.compile(os.path.join(ZOO, "mlp_m.onnx"))
+    b = nnos.compile(zoo["mlp_m"])
     assert not prepare(b, "cpu").facts["cached"] and prepare(b, "cpu").facts["cached"]
     # b's object where a's belongs (a stale or tampered cache), before this process ever loaded a's
     shutil.copy(object_path(_key(source(b))[3]), object_path(_key(source(a))[3]) + ".tmp")
@@ -229,11 +228,11 @@ def test_a_foreign_object_in_the_cache_is_never_loaded(tmp_path, monkeypatch):
     assert exe.backend == "numpy" and "stale or foreign" in exe.choice["passed_over"]["cpu"], exe.choice
 
 
-def test_cli_reports_the_backend(tmp_path):
+def test_cli_reports_the_backend(tmp_path, zoo):
     import subprocess
     import sys
     out = tmp_path / "p.nnos"
-    r = subprocess.run([sys.executable, "-m", "nnos.cli", "compile", os.path.join(ZOO, "gru_s.onnx"), "-o", str(out),
+    r = subprocess.run([sys.executable, "-m", "nnos.cli", "compile", zoo["gru_s"], "-o", str(out),
                         "--backend", "cpu"], capture_output=True, text=True, cwd=ROOT,
                        env=dict(os.environ, NNOS_CPU_CACHE=str(tmp_path / "c")))
     assert r.returncode == 0 and "backend cpu: compiled in" in r.stdout, r.stderr
@@ -277,11 +276,11 @@ def test_channel_blocked_chains(tmp_path, pad2, stride2, tail):
 
 
 @pytest.mark.parametrize("vw", ["4", "8"])
-def test_narrower_vectors_run_here_too(monkeypatch, vw):
+def test_narrower_vectors_run_here_too(monkeypatch, vw, zoo):
     """The SSE/NEON (4) and AVX2 (8) forms of the same kernels, run on this machine."""
     monkeypatch.setenv("NNOS_CPU_VECTOR", vw)
     for name in ("mlp_s", "cnn_s", "gru_s"):
-        plan = nnos.compile(os.path.join(ZOO, f"{name}.onnx"))
+        plan = nnos.compile(zoo[name])
         got = agree(plan)
         assert got
         assert prepare(plan, "cpu").facts["vector_floats"] == int(vw)

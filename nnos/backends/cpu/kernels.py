@@ -39,25 +39,43 @@ def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None
     if bias:
         lines.append(f"    const float *crow = C{' + m * %d' % n if bias_rows else ''};")
     nvec = n // vw
-    col = 0
-    while nvec > 0:
-        acc = min(4, nvec)
-        init = [f"vload(crow + {col + i * vw})" if bias else "vsplat(0.0f)" for i in range(acc)]
+    groups = nvec // 4                 # full groups of four vectors: one loop, not unrolled code
+    rest = nvec % 4
+    bw = 4 * vw
+    if groups:
+        if packed is not None:         # [group][K][4·VW], contiguous per group
+            arr = packed[1][:k, :groups * bw].reshape(k, groups, bw).transpose(1, 0, 2)
+            blocks = prog.const(f"{packed[0]}@groups{bw}", arr)
+            brow = f"{blocks} + (size_t)g * {k * bw} + kk * {bw}"
+        else:
+            brow = f"B + kk * {n} + g * {bw}"
+        init = [f"vload(crow + g * {bw} + {i * vw})" if bias else "vsplat(0.0f)" for i in range(4)]
+        lines.append(f"    for (int g = 0; g < {groups}; g++) {{")
+        lines.append("        " + " ".join(f"vf acc{i} = {init[i]};" for i in range(4)))
+        lines.append(f"        for (int kk = 0; kk < {k}; kk++) {{")
+        lines.append(f"            vf x = vsplat(ar[kk]); const float *br = {brow};")
+        lines.append("            " + " ".join(f"acc{i} += x * vload(br + {i * vw});" for i in range(4)))
+        lines.append("        }")
+        for i in range(4):
+            lines.append(f"        vstore(orow + g * {bw} + {i * vw}, {apply(chain, f'acc{i}', True)});")
+        lines.append("    }")
+    col = groups * bw
+    if rest:
+        init = [f"vload(crow + {col + i * vw})" if bias else "vsplat(0.0f)" for i in range(rest)]
         lines.append("    {")
-        lines.append("        " + " ".join(f"vf acc{i} = {init[i]};" for i in range(acc)))
+        lines.append("        " + " ".join(f"vf acc{i} = {init[i]};" for i in range(rest)))
         lines.append(f"        for (int kk = 0; kk < {k}; kk++) {{")
         if packed is not None:
-            block = prog.const(f"{packed[0]}@cols{col}+{acc * vw}", packed[1][:k, col:col + acc * vw])
-            lines.append(f"            vf x = vsplat(ar[kk]); const float *br = {block} + kk * {acc * vw};")
+            block = prog.const(f"{packed[0]}@cols{col}+{rest * vw}", packed[1][:k, col:col + rest * vw])
+            lines.append(f"            vf x = vsplat(ar[kk]); const float *br = {block} + kk * {rest * vw};")
         else:
             lines.append(f"            vf x = vsplat(ar[kk]); const float *br = B + kk * {n} + {col};")
-        lines.append("            " + " ".join(f"acc{i} += x * vload(br + {i * vw});" for i in range(acc)))
+        lines.append("            " + " ".join(f"acc{i} += x * vload(br + {i * vw});" for i in range(rest)))
         lines.append("        }")
-        for i in range(acc):
+        for i in range(rest):
             lines.append(f"        vstore(orow + {col + i * vw}, {apply(chain, f'acc{i}', True)});")
         lines.append("    }")
-        col += acc * vw
-        nvec -= acc
+        col += rest * vw
     if col < n:
         lines.append(f"    for (int j = {col}; j < {n}; j++) {{")
         lines.append(f"        float s = {'crow[j]' if bias else '0.0f'};")
