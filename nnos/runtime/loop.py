@@ -114,6 +114,7 @@ class Loop:
         self.tel.text("active", self.active.id if self.active else "")
         self.tel.text("previous", self.previous_id or "")
         self.tel.text("shadow", self.shadow.id if self.shadow else "")
+        self.tel.text("backend", self.active.backend_report if self.active else "")
 
     # --- one tick ----------------------------------------------------------------------------
     def tick(self, late_ns: int = 0) -> None:

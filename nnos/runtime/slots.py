@@ -52,6 +52,8 @@ class Slot:
         self.exe = plan.bind(backend)
         self.backend = getattr(self.exe, "backend", backend)
         self.passed_over = getattr(self.exe, "choice", {}).get("passed_over", {})
+        why = "; ".join(f"not {n}: {w.split(': ', 1)[-1]}" for n, w in self.passed_over.items() if n != "cuda")
+        self.backend_report = self.backend + (f" ({why})" if why else "")   # what GET /v1/status shows
         self.binder = Binder(board, devices, self.exe.inputs, self.exe.outputs)
         self.outputs = [v.reshape(-1) for v in self.exe.outputs.values()]
         self.inputs = [v.reshape(-1) for v in self.exe.inputs.values()]

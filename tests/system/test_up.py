@@ -163,8 +163,13 @@ def test_control_plane_manages_models_of_the_running_loop(tmp_path, up_with_api)
     port, token = up.api_port, up.token
     c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
     first = c.get("/v1/status").json()["loop"]["active"]
+    from nnos.backends.cpu.compiler import find_compiler
+    backend = c.get("/v1/status").json()["loop"]["backend"]      # which backend runs it, and why not another
+    assert backend == "cpu" if find_compiler() else backend.startswith("numpy (not cpu: no C compiler"), backend
     variant = policy_variant(tmp_path, "v", scale=0.95)
-    mid = c.post("/v1/models", content=open(variant, "rb").read()).json()["id"]
+    up_report = c.post("/v1/models", content=open(variant, "rb").read()).json()
+    mid = up_report["id"]
+    assert up_report["report"]["latency"]["backend"] == backend.split()[0]     # measured on the backend that runs
     r = c.post(f"/v1/models/{mid}/activate", params={"probation_s": 1.0})
     assert r.status_code == 200 and r.json()["outcome"] == "active", r.text
     st = c.get("/v1/status").json()

@@ -35,6 +35,7 @@ def _loop_view(st) -> dict:
         "mode": c["mode"] if hb_age is not None and hb_age < 1.0 else "down",
         "failsafe": c["mode"] == "failsafe", "failsafe_reason": c["failsafe_reason"] or None,
         "active": c["active"] or None, "previous": c["previous"] or None, "shadow": c["shadow"] or None,
+        "backend": c["backend"] or None,
         "shadow_divergence": shadow if c["shadow"] else None,
         "rate_hz": c["rate_mhz"] / 1000.0, "measured_rate_hz": round((len(recs) - 1) / span, 2) if span else None,
         "lateness_us": {"p50": float(np.percentile(late, 50)), "p99": float(np.percentile(late, 99)),
