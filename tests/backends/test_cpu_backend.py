@@ -284,3 +284,53 @@ def test_narrower_vectors_run_here_too(monkeypatch, vw, zoo):
         got = agree(plan)
         assert got
         assert prepare(plan, "cpu").facts["vector_floats"] == int(vw)
+
+
+@pytest.mark.parametrize("c,oc,group,stride,pad", [(4, 8, 2, 1, 1), (16, 16, 16, 1, 1), (8, 16, 8, 2, 0),
+                                                    (6, 9, 3, 2, 2)])
+def test_grouped_and_depthwise_conv(tmp_path, c, oc, group, stride, pad):
+    hw = 10
+    nodes = [helper.make_node("Conv", ["X", "W", "B"], ["C"], kernel_shape=[3, 3], strides=[stride, stride],
+                              pads=[pad] * 4, group=group),
+             helper.make_node("Sigmoid", ["C"], ["Y"])]
+    out = (hw + 2 * pad - 3) // stride + 1
+    inits = [("W", rand(oc, c // group, 3, 3, seed=9) * 0.4), ("B", rand(oc, seed=10))]
+    m = model(nodes, [vi("X", [1, c, hw, hw])], [vi("Y", [1, oc, out, out])], inits)
+    agree(nnos.compile(save(m, tmp_path / "gc.onnx")))
+
+
+@pytest.mark.parametrize("op,attrs", [
+    ("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2])),
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
+    ("AveragePool", dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])),
+    ("AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1)),
+    ("AveragePool", dict(kernel_shape=[2, 3], strides=[2, 1], ceil_mode=1)),
+])
+def test_pooling(tmp_path, op, attrs):
+    import onnxruntime as _ort  # noqa: F401  (the output shape comes from nnos's own inference)
+    x = vi("X", [2, 3, 11, 11])
+    m = model([helper.make_node(op, ["X"], ["Y"], **attrs)], [x],
+              [helper.make_tensor_value_info("Y", 1, ["n", "c", "h", "w"])])
+    agree(nnos.compile(save(m, tmp_path / "pool.onnx")))
+
+
+def test_a_small_mobile_net(tmp_path):
+    """conv → depthwise → pointwise → max pool → global average → Gemm, with ReLU6-free ReLUs."""
+    nodes = [helper.make_node("Conv", ["X", "W1"], ["A"], kernel_shape=[3, 3], pads=[1] * 4, strides=[2, 2]),
+             helper.make_node("Relu", ["A"], ["A1"]),
+             helper.make_node("Conv", ["A1", "W2"], ["B"], kernel_shape=[3, 3], pads=[1] * 4, group=16),
+             helper.make_node("Relu", ["B"], ["B1"]),
+             helper.make_node("Conv", ["B1", "W3", "b3"], ["C"], kernel_shape=[1, 1]),
+             helper.make_node("Relu", ["C"], ["C1"]),
+             helper.make_node("MaxPool", ["C1"], ["D"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("GlobalAveragePool", ["D"], ["E"]),
+             helper.make_node("Flatten", ["E"], ["F"]),
+             helper.make_node("Gemm", ["F", "W4", "b4"], ["Y"])]
+    inits = [("W1", rand(16, 3, 3, 3, seed=1) * 0.3), ("W2", rand(16, 1, 3, 3, seed=2) * 0.3),
+             ("W3", rand(32, 16, 1, 1, seed=3) * 0.3), ("b3", rand(32, seed=4)),
+             ("W4", rand(32, 5, seed=5) * 0.3), ("b4", rand(5, seed=6))]
+    m = model(nodes, [vi("X", [1, 3, 32, 32])], [vi("Y", [1, 5])], inits)
+    plan = nnos.compile(save(m, tmp_path / "mobile.onnx"))
+    assert prepare(plan, "auto").backend == "cpu"
+    agree(plan)

@@ -159,29 +159,30 @@ def conv(prog, node) -> str:
     xs, ws_ = prog.type(x).shape, prog.type(w).shape
     if len(xs) != 4:
         raise Unsupported(f"{len(xs) - 2}-D convolution (2-D only)")
-    if int(node.attrs.get("group", 1)) != 1:
-        raise Unsupported("grouped or depthwise convolution")
     if w not in prog.graph.consts:
         raise Unsupported("run-time weights")
     kernel, strides, dil, begin, end, out = _geometry(node, xs, ws_)
     nb, c, h, wd = xs
-    oc, _, kh, kw = ws_
+    oc, cg, kh, kw = ws_
+    groups = int(node.attrs.get("group", 1))
+    ocg = oc // groups                              # output channels per group; cg: input channels per group
     oh, ow = out
     sh, sw = strides
     dh, dw = dil
     vw = prog.vw
-    ocb = -(-oc // vw)
-    wt = prog.graph.consts[w].astype(np.float32)
-    packed = np.zeros((ocb * vw, c, kh, kw), np.float32)
-    packed[:oc] = wt
-    packed = packed.reshape(ocb, vw, c, kh, kw).transpose(0, 2, 3, 4, 1)       # [ob][c][kh][kw][lane]
-    bias = np.zeros(ocb * vw, np.float32)
+    ocb = -(-ocg // vw)                             # vector blocks per group
+    wt = prog.graph.consts[w].astype(np.float32).reshape(groups, ocg, cg, kh, kw)
+    packed = np.zeros((groups, ocb * vw, cg, kh, kw), np.float32)
+    packed[:, :ocg] = wt
+    packed = packed.reshape(groups, ocb, vw, cg, kh, kw).transpose(0, 1, 3, 4, 5, 2)   # [g][ob][c][kh][kw][lane]
+    bias = np.zeros((groups, ocb * vw), np.float32)
     if len(node.inputs) > 2 and node.inputs[2]:
         if node.inputs[2] not in prog.graph.consts:
             raise Unsupported("a run-time bias")
-        bias[:oc] = prog.graph.consts[node.inputs[2]]
+        bias[:, :ocg] = prog.graph.consts[node.inputs[2]].reshape(groups, ocg)
     wexpr = prog.const(w + f"@conv{vw}", packed)
-    bexpr = prog.const((node.inputs[2] or w) + f"@convbias{vw}", bias)
+    bname = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else w + "@nobias"
+    bexpr = prog.const(bname + f"@convbias{vw}", bias)
     chain = unary_chain(node)
     hp, wp = h + begin[0] + end[0], wd + begin[1] + end[1]
     padded = any(begin) or any(end)
@@ -202,9 +203,10 @@ def conv(prog, node) -> str:
         lines.append(f"        memcpy(XP + (cc * {hp} + r + {begin[0]}) * {wp} + {begin[1]}, "
                      f"xn + (cc * {h} + r) * {wd}, {wd * 4});")
     lines.append(f"    const float *src = {'XP' if padded else 'xn'};")
-    lines.append(f"    for (int ob = 0; ob < {ocb}; ob++) {{")
-    lines.append(f"        const float *wb = Wp + ob * {c * kh * kw * vw}; vf bias = vload(Bp + ob * {vw});")
-    lines.append(f"        int nj = {oc} - ob * {vw} < {vw} ? {oc} - ob * {vw} : {vw};")
+    lines.append(f"    for (int gi = 0; gi < {groups}; gi++) for (int ob = 0; ob < {ocb}; ob++) {{")
+    lines.append(f"        const float *wb = Wp + (gi * {ocb} + ob) * {cg * kh * kw * vw}; "
+                 f"vf bias = vload(Bp + (gi * {ocb} + ob) * {vw});")
+    lines.append(f"        int nj = {ocg} - ob * {vw} < {vw} ? {ocg} - ob * {vw} : {vw};")
     lines.append(f"        for (int oy = 0; oy < {oh}; oy++) {{")
     # output pixels per register block: as many as the registers allow, split evenly along the row
     pmax = 12 if vw == 16 else 6
@@ -212,25 +214,27 @@ def conv(prog, node) -> str:
     full = ow // p
     if full:
         lines.append(f"            for (int ox0 = 0; ox0 < {full * p}; ox0 += {p}) {{")
-        lines.append(indent(_conv_block(p, c, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw, chain, xb, yb), 16))
+        lines.append(indent(_conv_block(p, cg, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw, chain, xb, yb, ocg), 16))
         lines.append("            }")
     if ow % p:
         lines.append(f"            {{ const int ox0 = {full * p};")
-        lines.append(indent(_conv_block(ow % p, c, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw, chain, xb, yb), 16))
+        lines.append(indent(_conv_block(ow % p, cg, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw, chain, xb, yb, ocg),
+                            16))
         lines.append("            }")
     lines += ["        }", "    }", "}"]
     return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
 
 
-def _conv_block(p, c, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw, chain, xb=False, yb=False) -> str:
-    """``p`` output pixels × one vector of output channels, accumulated in registers. The input
-    is NCHW or channel-blocked (``xb``), the output likewise (``yb``: whole-vector stores)."""
+def _conv_block(p, c, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw, chain, xb=False, yb=False, ocg=0) -> str:
+    """``p`` output pixels × one vector of output channels of group ``gi``, accumulated in
+    registers; ``c`` input channels per group. The input is NCHW or channel-blocked (``xb``,
+    one group only), the output likewise (``yb``: whole-vector stores)."""
     acc = [f"a{i}" for i in range(p)]
     if xb:      # element (cc, row, col) at ((cc / VW · HP + row) · WP + col) · VW + cc % VW
         base = f"src + ((cc / {vw} * {hp} + oy * {sh} + ky * {dh}) * {wp} + ox0 * {sw}) * {vw} + cc % {vw}"
         col = vw
     else:
-        base = f"src + (cc * {hp} + oy * {sh} + ky * {dh}) * {wp} + ox0 * {sw}"
+        base = f"src + ((gi * {c} + cc) * {hp} + oy * {sh} + ky * {dh}) * {wp} + ox0 * {sw}"
         col = 1
     lines = [" ".join(f"vf {a} = bias;" for a in acc),
              f"for (int cc = 0; cc < {c}; cc++) for (int ky = 0; ky < {kh}; ky++) {{",
@@ -248,7 +252,8 @@ def _conv_block(p, c, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw, chain, xb=Fals
     for i, a in enumerate(acc):
         lines.append(f"vstore(tile[{i}], {apply(chain, a, True)});")
     # channel by channel, a run of neighbouring pixels each
-    lines.append(f"for (int j = 0; j < nj; j++) {{ float *yr = yn + (ob * {vw} + j) * {oh * ow} + oy * {ow} + ox0;")
+    lines.append(f"for (int j = 0; j < nj; j++) {{ float *yr = yn + (gi * {ocg} + ob * {vw} + j) * {oh * ow} "
+                 f"+ oy * {ow} + ox0;")
     lines.append(f"    for (int i = 0; i < {p}; i++) yr[i] = tile[i][j]; }}")
     return "\n".join(lines)
 
@@ -372,7 +377,60 @@ def view(prog, node) -> str:
         "\n" + epilogue_pass(prog, node, o)
 
 
+# --- pooling ---------------------------------------------------------------------------------------
+def pool(prog, node) -> str:
+    """MaxPool / AveragePool, 2-D, NCHW: windows clipped to the input (max ignores padding, the
+    average divides by the counted positions: the numpy backend's own table of 1/count)."""
+    from ...ops.pool import _geometry, _inverse_counts
+    x, y = node.inputs[0], node.outputs[0]
+    if len(node.outputs) > 1 and node.outputs[1]:
+        raise Unsupported("MaxPool's Indices output")
+    _f32(prog, x, y)
+    xs = prog.type(x).shape
+    if len(xs) != 4:
+        raise Unsupported(f"{len(xs) - 2}-D pooling (2-D only)")
+    kernel, strides, dil, begin, end, out, padded = _geometry(node, xs)
+    nb, c, h, wd = xs
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dil, out
+    is_max = node.op == "MaxPool"
+    lines = [f"const float *X = {prog.tensor(x)}; float *Y = {prog.tensor(y)};"]
+    if not is_max:
+        inv = _inverse_counts(node, xs, kernel, strides, dil, begin, out, padded, np.float32).reshape(oh, ow)
+        lines.append(f"const float *INV = {prog.const(y + '@poolinv', inv)};")
+    lines += [f"for (int nc = 0; nc < {nb * c}; nc++) {{",
+              f"    const float *xc = X + nc * {h * wd}; float *yc = Y + nc * {oh * ow};",
+              f"    for (int oy = 0; oy < {oh}; oy++) for (int ox = 0; ox < {ow}; ox++) {{",
+              f"        float m = {'-__builtin_inff()' if is_max else '0.0f'};",
+              f"        for (int ky = 0; ky < {kh}; ky++) {{",
+              f"            int iy = oy * {sh} - {begin[0]} + ky * {dh}; if (iy < 0 || iy >= {h}) continue;",
+              f"            for (int kx = 0; kx < {kw}; kx++) {{",
+              f"                int ix = ox * {sw} - {begin[1]} + kx * {dw}; if (ix < 0 || ix >= {wd}) continue;",
+              "                float v = xc[iy * %d + ix];" % wd,
+              "                " + ("m = (v != v || v > m) ? v : m;" if is_max else "m += v;"),
+              "            }", "        }",
+              f"        yc[oy * {ow} + ox] = {apply(unary_chain(node), 'm' if is_max else 'm * INV[oy * %d + ox]' % ow, False)};",
+              "    }", "}"]
+    return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
+
+
+def global_average(prog, node) -> str:
+    x, y = node.inputs[0], node.outputs[0]
+    _f32(prog, x, y)
+    xs = prog.type(x).shape
+    n = int(np.prod(xs[2:]))
+    lines = [f"const float *X = {prog.tensor(x)}; float *Y = {prog.tensor(y)};",
+             f"for (int nc = 0; nc < {xs[0] * xs[1]}; nc++) {{",
+             f"    const float *xc = X + nc * {n}; vf acc = vsplat(0.0f); int i = 0;",
+             f"    for (; i + VW <= {n}; i += VW) acc += vload(xc + i);",
+             "    float s = 0.0f; for (int j = 0; j < VW; j++) s += acc[j];",
+             f"    for (; i < {n}; i++) s += xc[i];",
+             f"    Y[nc] = {apply(unary_chain(node), f's * (1.0f / {n})', False)};",
+             "}"]
+    return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
+
+
 EMITTERS = {"Gemm": gemm, "MatMul": matmul, "Conv": conv, "GRU": gru,
             "Relu": elementwise, "Tanh": elementwise, "Sigmoid": elementwise,
             "Add": elementwise, "Sub": elementwise, "Mul": elementwise, "Div": elementwise,
+            "MaxPool": pool, "AveragePool": pool, "GlobalAveragePool": global_average,
             "Flatten": view, "Reshape": view, "Squeeze": view, "Unsqueeze": view, "Identity": view}
