@@ -166,11 +166,11 @@ def test_one_native_call_per_run_and_no_allocation(zoo):
 
 # --- every failure: a reason, and numpy ---------------------------------------------------------------
 def test_an_op_without_a_kernel_falls_back_with_its_name(tmp_path):
-    m = model([helper.make_node("Softmax", ["X"], ["Y"], axis=-1)], [vi("X", [1, 10])], [vi("Y", [1, 10])])
-    plan = nnos.compile(save(m, tmp_path / "sm.onnx"))
+    m = model([helper.make_node("Transpose", ["X"], ["Y"], perm=[1, 0])], [vi("X", [3, 10])], [vi("Y", [10, 3])])
+    plan = nnos.compile(save(m, tmp_path / "tr.onnx"))
     exe = prepare(plan, "auto")
-    assert exe.backend == "numpy" and "Softmax" in exe.choice["passed_over"]["cpu"]
-    with pytest.raises(BackendError, match="no generated kernel for Softmax"):
+    assert exe.backend == "numpy" and "Transpose" in exe.choice["passed_over"]["cpu"]
+    with pytest.raises(BackendError, match="no generated kernel for Transpose"):
         prepare(plan, "cpu")
 
 
@@ -308,7 +308,6 @@ def test_grouped_and_depthwise_conv(tmp_path, c, oc, group, stride, pad):
     ("AveragePool", dict(kernel_shape=[2, 3], strides=[2, 1], ceil_mode=1)),
 ])
 def test_pooling(tmp_path, op, attrs):
-    import onnxruntime as _ort  # noqa: F401  (the output shape comes from nnos's own inference)
     x = vi("X", [2, 3, 11, 11])
     m = model([helper.make_node(op, ["X"], ["Y"], **attrs)], [x],
               [helper.make_tensor_value_info("Y", 1, ["n", "c", "h", "w"])])
@@ -334,3 +333,23 @@ def test_a_small_mobile_net(tmp_path):
     plan = nnos.compile(save(m, tmp_path / "mobile.onnx"))
     assert prepare(plan, "auto").backend == "cpu"
     agree(plan)
+
+
+def test_policy_heads_softmax_clip_leaky_relu(tmp_path):
+    """What policies end with: LeakyRelu hidden layers, a clipped continuous head, a softmax head."""
+    nodes = [helper.make_node("Gemm", ["X", "W1", "b1"], ["H"]), helper.make_node("LeakyRelu", ["H"], ["H1"], alpha=0.2),
+             helper.make_node("Gemm", ["H1", "W2", "b2"], ["A"]), helper.make_node("Clip", ["A", "lo", "hi"], ["ACT"]),
+             helper.make_node("Gemm", ["H1", "W3", "b3"], ["L"]), helper.make_node("Softmax", ["L"], ["P"], axis=-1),
+             helper.make_node("LeakyRelu", ["X"], ["XL"], alpha=0.05), helper.make_node("Clip", ["XL", "", "hi"], ["XC"])]
+    inits = [("W1", rand(6, 40, seed=1)), ("b1", rand(40, seed=2)), ("W2", rand(40, 3, seed=3)), ("b2", rand(3, seed=4)),
+             ("W3", rand(40, 7, seed=5)), ("b3", rand(7, seed=6)), ("lo", np.array(-0.5, np.float32)),
+             ("hi", np.array(0.5, np.float32))]
+    m = model(nodes, [vi("X", [2, 6])], [vi("ACT", [2, 3]), vi("P", [2, 7]), vi("XC", [2, 6])], inits)
+    plan = nnos.compile(save(m, tmp_path / "heads.onnx"))
+    assert prepare(plan, "auto").backend == "cpu"
+    got = agree(plan)
+    np.testing.assert_allclose(got["P"].sum(axis=-1), 1.0, rtol=1e-5)
+    feeds = feeds_for(plan)
+    feeds["X"][0, 0] = np.nan
+    out = run_cpu_in_child(plan, feeds)
+    assert np.isnan(out["XC"][0, 0]) and np.isnan(out["P"][0]).all()           # NaN passes Clip and Softmax

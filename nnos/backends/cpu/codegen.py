@@ -159,9 +159,29 @@ def elementwise_expr(prog, op: str, args: list[str], out_shape, vector: bool, at
         return f"vload({prog.tensor(a)} + i)" if vector else f"{prog.tensor(a)}[i]"
     if op in ACTIVATIONS and len(args) == 1:
         return f"{ACTIVATIONS[op][0 if vector else 1]}({load(args[0])})"
+    if op == "LeakyRelu" and len(args) == 1:
+        a = float(attrs.get("alpha", 0.01))
+        v = load(args[0])
+        return f"vleaky({v}, {a!r}f)" if vector else f"sleaky({v}, {a!r}f)"
+    if op == "Clip" and args:          # NaN passes: comparisons with NaN are false
+        v = load(args[0])
+        lo = load(args[1]) if len(args) > 1 and args[1] else None
+        hi = load(args[2]) if len(args) > 2 and args[2] else None
+        if vector:
+            if lo:
+                v = f"vmaxnan({v}, {lo})"
+            if hi:
+                v = f"vminnan({v}, {hi})"
+        else:
+            if lo:
+                v = f"smaxnan({v}, {lo})"
+            if hi:
+                v = f"sminnan({v}, {hi})"
+        return v
     if op in BINARY and len(args) == 2:
         return f"({load(args[0])} {BINARY[op]} {load(args[1])})"
-    raise Unsupported(f"elementwise {op} is not generated (supported: {', '.join([*ACTIVATIONS, *BINARY])})")
+    raise Unsupported(f"elementwise {op} is not generated "
+                      f"(supported: {', '.join([*ACTIVATIONS, *BINARY, 'LeakyRelu', 'Clip'])})")
 
 
 def epilogue_pass(prog, node: Node, out: str) -> str:

@@ -353,12 +353,14 @@ def gru(prog, node) -> str:
 def elementwise(prog, node) -> str:
     """One elementwise op (and its epilogue chain) over the output, vectorized."""
     o = node.outputs[0]
-    _f32(prog, *node.inputs, o)
+    _f32(prog, o)
     shape = prog.type(o).shape
     n = int(np.prod(shape))
     chain = unary_chain(node)
-    vec = elementwise_expr(prog, node.op, list(node.inputs), shape, True, node.attrs)
-    sca = elementwise_expr(prog, node.op, list(node.inputs), shape, False, node.attrs)
+    ins = list(node.inputs)
+    _f32(prog, *[i for i in ins if i])
+    vec = elementwise_expr(prog, node.op, ins, shape, True, node.attrs)
+    sca = elementwise_expr(prog, node.op, ins, shape, False, node.attrs)
     code = [f"float *O = {prog.tensor(o)};", "int i = 0;",
             f"for (; i + VW <= {n}; i += VW) vstore(O + i, {apply(chain, vec, True)});",
             f"for (; i < {n}; i++) O[i] = {apply(chain, sca, False)};"]
@@ -429,8 +431,33 @@ def global_average(prog, node) -> str:
     return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
 
 
+def softmax(prog, node) -> str:
+    """Softmax over the last axis: max, exp, sum, divide, row by row (a NaN in a row makes the
+    row NaN, as in the reference)."""
+    x, y = node.inputs[0], node.outputs[0]
+    _f32(prog, x, y)
+    shape = prog.type(x).shape
+    axis = int(node.attrs.get("axis", -1))
+    if axis % len(shape) != len(shape) - 1:
+        raise Unsupported(f"Softmax over axis {axis} of {len(shape)} (the last axis only)")
+    n = shape[-1]
+    rows = int(np.prod(shape[:-1]))
+    lines = [f"const float *X = {prog.tensor(x)}; float *Y = {prog.tensor(y)};",
+             f"for (int r = 0; r < {rows}; r++) {{",
+             f"    const float *xr = X + r * {n}; float *yr = Y + r * {n};",
+             "    float m = xr[0];",
+             f"    for (int i = 1; i < {n}; i++) m = (xr[i] != xr[i] || xr[i] > m) ? xr[i] : m;",
+             "    float s = 0.0f;",
+             f"    for (int i = 0; i < {n}; i++) {{ yr[i] = expf(xr[i] - m); s += yr[i]; }}",
+             "    float inv = 1.0f / s;",
+             f"    for (int i = 0; i < {n}; i++) yr[i] *= inv;",
+             "}"]
+    return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
+
+
 EMITTERS = {"Gemm": gemm, "MatMul": matmul, "Conv": conv, "GRU": gru,
             "Relu": elementwise, "Tanh": elementwise, "Sigmoid": elementwise,
+            "LeakyRelu": elementwise, "Clip": elementwise, "Softmax": softmax,
             "Add": elementwise, "Sub": elementwise, "Mul": elementwise, "Div": elementwise,
             "MaxPool": pool, "AveragePool": pool, "GlobalAveragePool": global_average,
             "Flatten": view, "Reshape": view, "Squeeze": view, "Unsqueeze": view, "Identity": view}

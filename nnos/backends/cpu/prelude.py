@@ -52,7 +52,16 @@ static inline vf vtanh(vf x) {
 }
 static inline vf vsigmoid(vf x) { return 0.5f + 0.5f * vtanh(0.5f * x); }
 
+static inline vf vleaky(vf x, float a) { return vsel(x < 0.0f, x * a, x); }
+/* max/min that keep a NaN in the first operand (numpy's maximum/minimum propagate NaN) */
+static inline vf vmaxnan(vf x, vf lo) { return vsel(x < lo, lo, x); }
+static inline vf vminnan(vf x, vf hi) { return vsel(x > hi, hi, x); }
+
 static inline float srelu(float x) { return x < 0.0f ? 0.0f : x; }
+static inline float sleaky(float x, float a) { return x < 0.0f ? x * a : x; }
+static inline float smaxnan(float x, float lo) { return x < lo ? lo : x; }
+static inline float sminnan(float x, float hi) { return x > hi ? hi : x; }
+float expf(float);
 static inline float stanh(float x) {
     const float c = 7.90531110763549805f;
     x = x > c ? c : (x < -c ? -c : x);
