@@ -32,18 +32,16 @@ from nnos.backends import prepare  # noqa: E402
 from nnos.backends.cpu.compiler import cpu_features, find_compiler, flags_for, vector_width  # noqa: E402
 from nnos.compiler import sample_inputs  # noqa: E402
 
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from core_bench import timed as core_timed  # noqa: E402
+
 MODELS = ("mlp_s", "mlp_m", "gru_s", "cnn_s", "cnn_l")
 TARGETS = {"mlp_s": 0.1, "gru_s": 0.2, "cnn_s": 0.8, "cnn_l": 1.0}
 
 
 def timed(fn, calls: int) -> np.ndarray:
-    clock = time.perf_counter_ns
-    out = np.empty(calls, dtype=np.int64)
-    for i in range(calls):
-        t0 = clock()
-        fn()
-        out[i] = clock() - t0
-    return out / 1000.0
+    """µs per call."""
+    return core_timed(fn, calls) / 1000.0
 
 
 def native(src: str, tmp: str, name: str) -> ctypes.CDLL:

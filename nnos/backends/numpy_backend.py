@@ -31,6 +31,16 @@ def aligned_zeros(nbytes: int, align: int = 64) -> np.ndarray:
     return raw[start:start + nbytes]
 
 
+def io_views(graph, view) -> tuple[dict, dict]:
+    """An executable's inputs (writable views) and outputs (read-only views) of its arena."""
+    outputs = {}
+    for name in graph.outputs:
+        v = view(name).view()
+        v.flags.writeable = False
+        outputs[name] = v
+    return {name: view(name) for name in graph.inputs}, outputs
+
+
 class NumpyExecutable:
     backend = "numpy"
 
@@ -77,12 +87,7 @@ class NumpyExecutable:
                 e_ins = [view(i) if i else None for i in e.inputs_with(node.outputs[0])]
                 steps.append(OPS[e.op].bind(e.as_node(node.name), e_ins, [outs[0]], scratch))
         self._steps = flatten(steps)
-        self.inputs = {name: view(name) for name in g.inputs}
-        self.outputs = {}
-        for name in g.outputs:
-            v = view(name).view()
-            v.flags.writeable = False
-            self.outputs[name] = v
+        self.inputs, self.outputs = io_views(g, view)
 
     def run(self) -> None:
         for step in self._steps:

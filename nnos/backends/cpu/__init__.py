@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from ..numpy_backend import aligned_zeros
+from ..numpy_backend import aligned_zeros, io_views
 from .codegen import Unsupported, generate
 from .compiler import CompilerError, build, cpu_features, vector_width
 
@@ -57,12 +57,7 @@ class CpuExecutable:
             t = g.types[name]
             off = mem["tensors"][name]
             return self.arena[off:off + t.nbytes].view(t.dtype).reshape(t.shape)
-        self.inputs = {name: view(name) for name in g.inputs}
-        self.outputs = {}
-        for name in g.outputs:
-            v = view(name).view()
-            v.flags.writeable = False
-            self.outputs[name] = v
+        self.inputs, self.outputs = io_views(g, view)
 
     def run(self) -> None:
         self._fn(*self._args)

@@ -34,22 +34,7 @@ static inline vf vbcast(const float *p) { float x = *p; return VB(x); }
 static inline vf vsel(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
 
 static inline vf vrelu(vf x) { return vsel(x < 0.0f, vsplat(0.0f), x); }
-static inline vf vtanh(vf x) {
-    const float c = 7.90531110763549805f;
-    x = vsel(x > c, vsplat(c), vsel(x < -c, vsplat(-c), x));
-    vf x2 = x * x;
-    vf p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
-    p = p * x2 + -8.60467152213735e-11f;
-    p = p * x2 + 5.12229709037114e-08f;
-    p = p * x2 + 1.48572235717979e-05f;
-    p = p * x2 + 6.37261928875436e-04f;
-    p = p * x2 + 4.89352455891786e-03f;
-    p = p * x;
-    vf q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
-    q = q * x2 + 2.26843463243900e-03f;
-    q = q * x2 + 4.89352518554385e-03f;
-    return p / q;
-}
+{VTANH}
 static inline vf vsigmoid(vf x) { return 0.5f + 0.5f * vtanh(0.5f * x); }
 
 static inline vf vleaky(vf x, float a) { return vsel(x < 0.0f, x * a, x); }
@@ -62,24 +47,32 @@ static inline float sleaky(float x, float a) { return x < 0.0f ? x * a : x; }
 static inline float smaxnan(float x, float lo) { return x < lo ? lo : x; }
 static inline float sminnan(float x, float hi) { return x > hi ? hi : x; }
 float expf(float);
-static inline float stanh(float x) {
+{STANH}
+static inline float ssigmoid(float x) { return 0.5f + 0.5f * stanh(0.5f * x); }
+"""
+
+def _tanh(t: str, name: str, clamp: str) -> str:
+    """The rational tanh for type ``t`` (vf or float): one polynomial, two clamps."""
+    return f"""static inline {t} {name}({t} x) {{
     const float c = 7.90531110763549805f;
-    x = x > c ? c : (x < -c ? -c : x);
-    float x2 = x * x;
-    float p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
+    x = {clamp};
+    {t} x2 = x * x;
+    {t} p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
     p = p * x2 + -8.60467152213735e-11f;
     p = p * x2 + 5.12229709037114e-08f;
     p = p * x2 + 1.48572235717979e-05f;
     p = p * x2 + 6.37261928875436e-04f;
     p = p * x2 + 4.89352455891786e-03f;
     p = p * x;
-    float q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
+    {t} q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
     q = q * x2 + 2.26843463243900e-03f;
     q = q * x2 + 4.89352518554385e-03f;
     return p / q;
-}
-static inline float ssigmoid(float x) { return 0.5f + 0.5f * stanh(0.5f * x); }
-"""
+}}"""
+
+
+PRELUDE = PRELUDE.replace("{VTANH}", _tanh("vf", "vtanh", "vsel(x > c, vsplat(c), vsel(x < -c, vsplat(-c), x))")).replace(
+    "{STANH}", _tanh("float", "stanh", "x > c ? c : (x < -c ? -c : x)"))
 
 # unary activations the kernels apply to a value before storing it: op -> (vector, scalar) C function
 ACTIVATIONS = {"Relu": ("vrelu", "srelu"), "Tanh": ("vtanh", "stanh"), "Sigmoid": ("vsigmoid", "ssigmoid")}
