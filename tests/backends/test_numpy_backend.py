@@ -55,22 +55,27 @@ def test_calls_make_no_transient_buffers(zoo, name):
     """Arrays freed within the call are invisible to snapshots: bound the peak instead. Numpy's
     broadcasting path allocates iterator buffers (tens of KiB on a conv bias add); every
     operand is bound at its full shape so that never happens. What remains is numpy's own
-    small per-call bookkeeping (a few hundred bytes), less than any array of ours."""
+    small per-call bookkeeping (a few hundred bytes), less than any array of ours. The peak
+    counts every thread (the test runner's I/O thread once pushed one window past the bound):
+    the smallest of three windows is taken — a buffer of ours would be in all three."""
     plan = nnos.compile(zoo[name], check=False)
     exe = plan.bind("numpy")
     for k, v in sample_inputs(plan).items():
         np.copyto(exe.inputs[k], v)
     exe.run()
-    tracemalloc.start()
-    exe.run()
-    start, _ = tracemalloc.get_traced_memory()
-    tracemalloc.reset_peak()
-    for _ in range(1000):
+    windows = []
+    for _ in range(3):
+        tracemalloc.start()
         exe.run()
-    now, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    assert peak - start < 2048, f"{peak - start} bytes held at once during calls"
-    assert now - start < 2048
+        start, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        for _ in range(1000):
+            exe.run()
+        now, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        windows.append((peak - start, now - start))
+    assert min(w[0] for w in windows) < 2048, f"{windows}: bytes held at once during calls"
+    assert min(w[1] for w in windows) < 2048
 
 
 def test_tracemalloc_check_can_fail():
