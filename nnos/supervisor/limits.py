@@ -33,11 +33,15 @@ def apply(pid: int, name: str, cpu_percent: int, memory_mb: int, avoid_cpu: int 
                     f.write("+cpu +memory")
             with open(os.path.join(group, "cpu.max"), "w") as f:
                 f.write(f"{cpu_percent * 1000} 100000")
+            # the lowest weight: a group competes with the root's tasks as one entity of its own
+            # weight (100, like nice 0, by default), whatever the nice value inside it
+            with open(os.path.join(group, "cpu.weight"), "w") as f:
+                f.write("1")
             with open(os.path.join(group, "memory.max"), "w") as f:
                 f.write(str(memory_mb << 20))
             with open(os.path.join(group, "cgroup.procs"), "w") as f:
                 f.write(str(pid))
-            done.append(f"cgroup {group}: cpu.max {cpu_percent}% memory.max {memory_mb} MiB")
+            done.append(f"cgroup {group}: cpu.max {cpu_percent}% cpu.weight 1 memory.max {memory_mb} MiB")
             return ", ".join(done)
         except OSError as e:
             done.append(f"cgroup v2 refused ({e.strerror})")

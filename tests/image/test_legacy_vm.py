@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 import time
 
+import httpx
+
 from tests.image.conftest import Device
 
 
@@ -29,7 +31,11 @@ def test_the_image_runs_its_legacy_vm_capped_and_switchable(image, tmp_path):
         assert c.post("/v1/vm/stop").status_code == 200 and c.post("/v1/vm/start").status_code == 200
         end, vm = time.monotonic() + 300, {}
         while time.monotonic() < end:
-            vm = c.get("/v1/vm").json()
+            try:
+                vm = c.get("/v1/vm").json()
+            except httpx.TransportError:        # the emulated device's user-mode NAT drops a connection now and then
+                time.sleep(2)
+                continue
             if (vm.get("channel") or {}).get("answered", 0) > 0:
                 break
             time.sleep(2)

@@ -103,7 +103,8 @@ def test_cgroup_v2_limits_hand_the_controllers_down(tmp_path):
         assert (root / "cgroup.subtree_control").read_text() == "+cpu +memory"
         assert (root / "nnos" / "cgroup.subtree_control").read_text() == "+cpu +memory"
         assert (g / "cpu.max").read_text() == "25000 100000" and (g / "memory.max").read_text() == str(384 << 20)
-        assert (g / "cgroup.procs").read_text() == str(p.pid) and "cpu.max 25% memory.max 384 MiB" in said
+        assert (g / "cpu.weight").read_text() == "1"                 # lowest against the root's tasks
+        assert (g / "cgroup.procs").read_text() == str(p.pid) and "cpu.max 25% cpu.weight 1 memory.max 384 MiB" in said
         assert os.sched_getscheduler(p.pid) != os.SCHED_IDLE         # a cgroup, not the fallback
     finally:
         p.kill()
