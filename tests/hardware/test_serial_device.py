@@ -149,5 +149,7 @@ def test_flush_never_blocks_when_the_device_stops_reading(device_side):
             t0 = time.monotonic()
             dev.flush()
             worst = max(worst, time.monotonic() - t0)
-        assert worst < 0.005, f"a flush took {worst * 1000:.1f} ms"
+        # a write that blocks never returns while nobody reads: any bound well above a scheduling
+        # hiccup tells the two apart (5 ms was crossed once by a loaded 2-core CI run: 5.2 ms)
+        assert worst < 0.05, f"a flush took {worst * 1000:.1f} ms"
         assert dev.link.stats.tx_dropped > 0
