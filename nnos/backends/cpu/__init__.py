@@ -54,6 +54,8 @@ class CpuExecutable:
         self._args = (self.arena.ctypes.data, ctypes.addressof(table), self.workspace.ctypes.data)
 
         def view(name):
+            if name in g.consts:                 # an output the compiler folded to a constant
+                return g.consts[name]
             t = g.types[name]
             off = mem["tensors"][name]
             return self.arena[off:off + t.nbytes].view(t.dtype).reshape(t.shape)

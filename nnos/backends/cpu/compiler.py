@@ -54,9 +54,12 @@ def vector_width(features: set[str]) -> int:
 
 
 def flags_for(features: set[str], native: bool = True) -> list[str]:
-    # no -ffast-math: it implies -ffinite-math-only and NaN must propagate to the loop's check
+    # no -ffast-math: it implies -ffinite-math-only and NaN must propagate to the loop's check;
+    # -fwrapv: integer overflow wraps, as numpy's does; -fexcess-precision=standard: a float16
+    # value is rounded at every assignment and cast, as numpy rounds after every op
     out = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast",
-           "-fno-semantic-interposition", "-Wno-unused-variable", "-Wno-unused-function"]
+           "-fno-semantic-interposition", "-fwrapv", "-fexcess-precision=standard",
+           "-Wno-unused-variable", "-Wno-unused-function"]
     if native:
         out.append("-march=native")
         if "avx512f" in features:

@@ -8,7 +8,9 @@ a few ulp), the same code for vectors and scalars; sigmoid(x) = 0.5 + 0.5·tanh(
 """
 
 PRELUDE = r"""
+#include <math.h>
 #include <stdint.h>
+#include <stddef.h>
 #include <string.h>
 
 #ifndef NNOS_VW
@@ -46,7 +48,6 @@ static inline float srelu(float x) { return x < 0.0f ? 0.0f : x; }
 static inline float sleaky(float x, float a) { return x < 0.0f ? x * a : x; }
 static inline float smaxnan(float x, float lo) { return x < lo ? lo : x; }
 static inline float sminnan(float x, float hi) { return x > hi ? hi : x; }
-float expf(float);
 {STANH}
 static inline float ssigmoid(float x) { return 0.5f + 0.5f * stanh(0.5f * x); }
 """
@@ -71,8 +72,10 @@ def _tanh(t: str, name: str, clamp: str) -> str:
 }}"""
 
 
+from .scalar import SCALAR_PRELUDE  # noqa: E402
+
 PRELUDE = PRELUDE.replace("{VTANH}", _tanh("vf", "vtanh", "vsel(x > c, vsplat(c), vsel(x < -c, vsplat(-c), x))")).replace(
-    "{STANH}", _tanh("float", "stanh", "x > c ? c : (x < -c ? -c : x)"))
+    "{STANH}", _tanh("float", "stanh", "x > c ? c : (x < -c ? -c : x)")) + SCALAR_PRELUDE
 
 # unary activations the kernels apply to a value before storing it: op -> (vector, scalar) C function
 ACTIVATIONS = {"Relu": ("vrelu", "srelu"), "Tanh": ("vtanh", "stanh"), "Sigmoid": ("vsigmoid", "ssigmoid")}

@@ -1,0 +1,228 @@
+"""Convolutions.
+
+The fast form (float32, 1-D or 2-D, constant weights): the output channels are the vector
+lanes (weights repacked at bind time into [group][channel block][C][KH][KW][VW]); a register
+block of output pixels along the row shares every weight load; a padded input is copied into a
+zero-bordered workspace first, so the inner loops have no bounds checks; outputs that only
+other convolutions read stay channel-blocked (codegen.choose_layouts).
+
+The generic form (any dtype, any number of spatial dims, run-time weights): a direct loop
+per output element over its window, taps outside the input skipped. ConvTranspose likewise,
+in gather form: each output element sums the input positions whose window covers it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .codegen import indent
+from .ctype import compute, storage
+from .elementwise import apply, epilogue_pass, unary_chain
+from .loops import counters, row_major
+
+
+def conv_ok(prog, node) -> bool:
+    """The fast form applies with one group on 2-D data: its output may stay channel-blocked."""
+    g = _fast_geometry(prog, node)
+    return g is not None and len(prog.type(node.inputs[0]).shape) == 4 and int(node.attrs.get("group", 1)) == 1
+
+
+def _fast_geometry(prog, node):
+    """A 1-D or 2-D float32 convolution with constant weights as 2-D geometry (a 1-D one is
+    2-D with height 1), or None when the fast form does not apply."""
+    from ...ops.conv import _geometry
+    x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    b = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else ""
+    xs, ws_ = prog.type(x).shape, prog.type(w).shape
+    if (not all(prog.type(t).dtype == np.float32 for t in (x, w, y, b) if t) or len(xs) not in (3, 4)
+            or w not in prog.graph.consts or (b and b not in prog.graph.consts)):
+        return None
+    kernel, strides, dil, begin, end, out = _geometry(node, xs, ws_)
+    if len(xs) == 3:
+        return ((xs[0], xs[1], 1, xs[2]), (ws_[0], ws_[1], 1, ws_[2]), [1, *kernel], [1, *strides], [1, *dil],
+                [0, *begin], [0, *end], [1, *out])
+    return xs, ws_, kernel, strides, dil, begin, end, out
+
+
+def _fast_conv(prog, node, geometry) -> str:
+    x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    xs, ws_, kernel, strides, dil, begin, end, out = geometry
+    nb, c, h, wd = xs
+    oc, cg, kh, kw = ws_
+    groups = int(node.attrs.get("group", 1))
+    ocg = oc // groups                              # output channels per group; cg: input channels per group
+    oh, ow = out
+    sh, sw = strides
+    dh, dw = dil
+    vw = prog.vw
+    ocb = -(-ocg // vw)                             # vector blocks per group
+    wt = prog.graph.consts[w].astype(np.float32).reshape(groups, ocg, cg, kh, kw)
+    packed = np.zeros((groups, ocb * vw, cg, kh, kw), np.float32)
+    packed[:, :ocg] = wt
+    packed = packed.reshape(groups, ocb, vw, cg, kh, kw).transpose(0, 1, 3, 4, 5, 2)   # [g][ob][c][kh][kw][lane]
+    bias = np.zeros((groups, ocb * vw), np.float32)
+    if len(node.inputs) > 2 and node.inputs[2]:
+        bias[:, :ocg] = prog.graph.consts[node.inputs[2]].reshape(groups, ocg)
+    wexpr = prog.const(w + f"@conv{vw}", packed)
+    bname = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else w + "@nobias"
+    bexpr = prog.const(bname + f"@convbias{vw}", bias)
+    chain = unary_chain(node)
+    hp, wp = h + begin[0] + end[0], wd + begin[1] + end[1]
+    padded = any(begin) or any(end)
+    xb, yb = x in prog.blocked, y in prog.blocked       # channel-blocked input / output
+    lines = [f"const float *X = {prog.tensor(x)}; float *Y = {prog.tensor(y)};",
+             f"const float *Wp = {wexpr}; const float *Bp = {bexpr};"]
+    if padded:
+        pad, _ = prog.ws(c * hp * wp * 4)
+        lines.append(f"float *XP = {pad};")
+    lines.append(f"for (int n = 0; n < {nb}; n++) {{")
+    lines.append(f"    const float *xn = X + n * {c * h * wd}; float *yn = Y + n * {oc * oh * ow};")
+    if padded and xb:
+        lines.append(f"    for (int cb = 0; cb < {c // vw}; cb++) for (int r = 0; r < {h}; r++)")
+        lines.append(f"        memcpy(XP + ((cb * {hp} + r + {begin[0]}) * {wp} + {begin[1]}) * {vw}, "
+                     f"xn + (cb * {h} + r) * {wd * vw}, {wd * vw * 4});")
+    elif padded:
+        lines.append(f"    for (int cc = 0; cc < {c}; cc++) for (int r = 0; r < {h}; r++)")
+        lines.append(f"        memcpy(XP + (cc * {hp} + r + {begin[0]}) * {wp} + {begin[1]}, "
+                     f"xn + (cc * {h} + r) * {wd}, {wd * 4});")
+    lines.append(f"    const float *src = {'XP' if padded else 'xn'};")
+    lines.append(f"    for (int gi = 0; gi < {groups}; gi++) for (int ob = 0; ob < {ocb}; ob++) {{")
+    lines.append(f"        const float *wb = Wp + (gi * {ocb} + ob) * {cg * kh * kw * vw}; "
+                 f"vf bias = vload(Bp + (gi * {ocb} + ob) * {vw});")
+    lines.append(f"        int nj = {ocg} - ob * {vw} < {vw} ? {ocg} - ob * {vw} : {vw};")
+    lines.append(f"        for (int oy = 0; oy < {oh}; oy++) {{")
+    # output pixels per register block: as many as the registers allow, split evenly along the row
+    pmax = 12 if vw == 16 else 6
+    p = -(-ow // -(-ow // pmax))
+    full = ow // p
+    if full:
+        lines.append(f"            for (int ox0 = 0; ox0 < {full * p}; ox0 += {p}) {{")
+        lines.append(indent(_conv_block(p, cg, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw, chain, xb, yb, ocg), 16))
+        lines.append("            }")
+    if ow % p:
+        lines.append(f"            {{ const int ox0 = {full * p};")
+        lines.append(indent(_conv_block(ow % p, cg, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw, chain, xb, yb, ocg),
+                            16))
+        lines.append("            }")
+    lines += ["        }", "    }", "}"]
+    return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y, in_registers=True)
+
+
+def _conv_block(p, c, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw, chain, xb=False, yb=False, ocg=0) -> str:
+    """``p`` output pixels × one vector of output channels of group ``gi``, accumulated in
+    registers; ``c`` input channels per group. The input is NCHW or channel-blocked (``xb``,
+    one group only), the output likewise (``yb``: whole-vector stores)."""
+    acc = [f"a{i}" for i in range(p)]
+    if xb:      # element (cc, row, col) at ((cc / VW · HP + row) · WP + col) · VW + cc % VW
+        base = f"src + ((cc / {vw} * {hp} + oy * {sh} + ky * {dh}) * {wp} + ox0 * {sw}) * {vw} + cc % {vw}"
+        col = vw
+    else:
+        base = f"src + ((gi * {c} + cc) * {hp} + oy * {sh} + ky * {dh}) * {wp} + ox0 * {sw}"
+        col = 1
+    lines = [" ".join(f"vf {a} = bias;" for a in acc),
+             f"for (int cc = 0; cc < {c}; cc++) for (int ky = 0; ky < {kh}; ky++) {{",
+             f"    const float *xr = {base};",
+             f"    const float *wr = wb + (cc * {kh} + ky) * {kw * vw};",
+             f"    for (int kx = 0; kx < {kw}; kx++) {{",
+             f"        vf wv = vload(wr + kx * {vw}); const float *xk = xr + kx * {dw * col};",
+             "        " + " ".join(f"{a} += vbcast(xk + {i * sw * col}) * wv;" for i, a in enumerate(acc)),
+             "    }", "}"]
+    if yb:
+        for i, a in enumerate(acc):
+            lines.append(f"vstore(yn + ((ob * {oh} + oy) * {ow} + ox0 + {i}) * {vw}, {apply(chain, a, True)});")
+        return "\n".join(lines)
+    lines.append(f"float tile[{p}][{vw}];")
+    for i, a in enumerate(acc):
+        lines.append(f"vstore(tile[{i}], {apply(chain, a, True)});")
+    # channel by channel, a run of neighbouring pixels each
+    lines.append(f"for (int j = 0; j < nj; j++) {{ float *yr = yn + (gi * {ocg} + ob * {vw} + j) * {oh * ow} "
+                 f"+ oy * {ow} + ox0;")
+    lines.append(f"    for (int i = 0; i < {p}; i++) yr[i] = tile[i][j]; }}")
+    return "\n".join(lines)
+
+
+def _generic_conv(prog, node) -> str:
+    from ...ops.conv import _geometry
+    x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    b = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else ""
+    xs, ws_ = prog.type(x).shape, prog.type(w).shape
+    kernel, strides, dil, begin, end, out = _geometry(node, xs, ws_)
+    groups = int(node.attrs.get("group", 1))
+    nb, c = xs[:2]
+    oc, cg = ws_[:2]
+    ocg = oc // groups
+    odt = prog.type(y).dtype
+    ct, st = compute(odt), storage(odt)
+    insz = xs[2:]
+    lines = [f"const {storage(prog.type(x).dtype)} *X = {prog.ptr(x)}; const {storage(prog.type(w).dtype)} *W = "
+             f"{prog.ptr(w)}; {st} *Y = {prog.ptr(y)};"]
+    if b:
+        lines.append(f"const {storage(prog.type(b).dtype)} *Bi = {prog.ptr(b)};")
+    lines.append(f"for (long n = 0; n < {nb}; n++) for (long m = 0; m < {oc}; m++) {{")
+    lines.append(f"    long g = m / {ocg};")
+    lines += counters("o", out, "    ")
+    lines.append("    {")
+    lines.append(f"        {ct} s = 0;")
+    lines.append(f"        for (long ci = 0; ci < {cg}; ci++)")
+    lines += counters("k", kernel, "        ")
+    lines.append("        {")
+    conds = []
+    for d in range(len(kernel)):
+        lines.append(f"            long p{d} = o{d} * {strides[d]} - {begin[d]} + k{d} * {dil[d]};")
+        conds.append(f"p{d} < 0 || p{d} >= {insz[d]}")
+    lines.append(f"            if ({' || '.join(conds)}) continue;")
+    lines.append(f"            s += ({ct})X[(n * {c} + g * {cg} + ci) * {int(np.prod(insz))} + {row_major('p', insz)}] * "
+                 f"({ct})W[(m * {cg} + ci) * {int(np.prod(kernel))} + {row_major('k', kernel)}];")
+    lines.append("        }")
+    bias = f" + ({ct})Bi[m]" if b else ""
+    half = "(float)(_Float16)" if odt == np.float16 else ""
+    lines.append(f"        Y[(n * {oc} + m) * {int(np.prod(out))} + {row_major('o', out)}] = ({st})({half}(s){bias});")
+    lines += ["    }", "}"]
+    return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
+
+
+def conv(prog, node) -> str:
+    geometry = _fast_geometry(prog, node)
+    if geometry is not None:
+        return _fast_conv(prog, node, geometry)
+    return _generic_conv(prog, node)
+
+
+def conv_transpose(prog, node) -> str:
+    from ...ops.conv import _tgeometry
+    x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    b = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else ""
+    xs, ws_ = prog.type(x).shape, prog.type(w).shape
+    kernel, strides, dil, opad, full, begin, out = _tgeometry(node, xs, ws_)
+    groups = int(node.attrs.get("group", 1))
+    nb, c = xs[:2]
+    cg, mg = c // groups, ws_[1]
+    oc = mg * groups
+    odt = prog.type(y).dtype
+    ct, st = compute(odt), storage(odt)
+    insz = xs[2:]
+    lines = [f"const {storage(prog.type(x).dtype)} *X = {prog.ptr(x)}; const {storage(prog.type(w).dtype)} *W = "
+             f"{prog.ptr(w)}; {st} *Y = {prog.ptr(y)};"]
+    if b:
+        lines.append(f"const {storage(prog.type(b).dtype)} *Bi = {prog.ptr(b)};")
+    lines.append(f"for (long n = 0; n < {nb}; n++) for (long m = 0; m < {oc}; m++) {{")
+    lines.append(f"    long g = m / {mg}, mo = m % {mg};")
+    lines += counters("o", out, "    ")
+    lines.append("    {")
+    lines.append(f"        {ct} s = 0;")
+    lines.append(f"        for (long ci = 0; ci < {cg}; ci++)")
+    lines += counters("k", kernel, "        ")
+    lines.append("        {")
+    conds = []
+    for d in range(len(kernel)):
+        lines.append(f"            long q{d} = o{d} + {begin[d]} - k{d} * {dil[d]};")
+        lines.append(f"            long p{d} = q{d} / {strides[d]};")
+        conds.append(f"q{d} < 0 || q{d} % {strides[d]} || p{d} >= {insz[d]}")
+    lines.append(f"            if ({' || '.join(conds)}) continue;")
+    lines.append(f"            s += ({ct})X[(n * {c} + g * {cg} + ci) * {int(np.prod(insz))} + {row_major('p', insz)}] * "
+                 f"({ct})W[((g * {cg} + ci) * {mg} + mo) * {int(np.prod(kernel))} + {row_major('k', kernel)}];")
+    lines.append("        }")
+    bias = f" + ({ct})Bi[m]" if b else ""
+    half = "(float)(_Float16)" if odt == np.float16 else ""
+    lines.append(f"        Y[(n * {oc} + m) * {int(np.prod(out))} + {row_major('o', out)}] = ({st})({half}(s){bias});")
+    lines += ["    }", "}"]
+    return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)

@@ -1,0 +1,161 @@
+"""Elementwise ops and fused epilogue chains.
+
+Two forms. The vector form (float32, every operand either the output's size or one element):
+explicit vectors, the activations from the prelude, a chain of unary activations applied in
+registers by the kernel that produced the value. The generic form (any dtype, numpy
+broadcasting): one strided loop nest over the output that evaluates the whole chain per element
+with ``scalar.expr`` — numpy's semantics, a float16 value rounded after every op as numpy's
+half-precision ufuncs round.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .codegen import Unsupported, indent
+from .ctype import compute, storage
+from .loops import broadcast_strides, contiguous_strides, nest
+from .prelude import ACTIVATIONS
+from .scalar import SUPPORTED, expr
+
+VECTOR_BINARY = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}
+
+
+def unary_chain(node) -> list[str] | None:
+    """The node's epilogue as activation names when every link is one a kernel can apply to a
+    value in registers before storing it; None when some link needs another operand (then the
+    kernel stores plainly and ``epilogue_pass`` applies the chain)."""
+    if all(e.op in ACTIVATIONS and not e.operands for e in node.epilogue):
+        return [e.op for e in node.epilogue]
+    return None
+
+
+def apply(chain: list[str] | None, value: str, vector: bool) -> str:
+    for op in chain or []:
+        value = f"{ACTIVATIONS[op][0 if vector else 1]}({value})"
+    return value
+
+
+# --- the vector form ---------------------------------------------------------------------------------
+def _vector_ok(prog, steps, out: str) -> bool:
+    t = prog.type(out)
+    if t.dtype != np.float32:
+        return False
+    n = t.size
+    for op, args, attrs in steps:
+        if not (op in ACTIVATIONS or op in VECTOR_BINARY or op in ("LeakyRelu", "Clip")):
+            return False
+        if op in VECTOR_BINARY and len([a for a in args if a]) != 2:
+            return False
+        for a in args:
+            if a and a != "@v":
+                at = prog.type(a)
+                if at.dtype != np.float32 or at.size not in (n, 1):
+                    return False
+    return True
+
+
+def _vector_expr(prog, op: str, args: list[str], n: int, vector: bool, attrs: dict) -> str:
+    """One op on the running value "@v" or tensors of the output's size (or one element)."""
+    def load(a):
+        if a == "@v":
+            return "v"
+        if prog.type(a).size == 1 and n != 1:
+            return f"vsplat({prog.tensor(a)}[0])" if vector else f"{prog.tensor(a)}[0]"
+        return f"vload({prog.tensor(a)} + i)" if vector else f"{prog.tensor(a)}[i]"
+    if op in ACTIVATIONS:
+        return f"{ACTIVATIONS[op][0 if vector else 1]}({load(args[0])})"
+    if op == "LeakyRelu":
+        a = float(np.float32(attrs.get("alpha", 0.01)))
+        return f"{'vleaky' if vector else 'sleaky'}({load(args[0])}, {a!r}f)"
+    if op == "Clip":            # NaN passes: comparisons with NaN are false
+        v = load(args[0])
+        if len(args) > 1 and args[1]:
+            v = f"{'vmaxnan' if vector else 'smaxnan'}({v}, {load(args[1])})"
+        if len(args) > 2 and args[2]:
+            v = f"{'vminnan' if vector else 'sminnan'}({v}, {load(args[2])})"
+        return v
+    return f"({load(args[0])} {VECTOR_BINARY[op]} {load(args[1])})"
+
+
+def _vector_code(prog, out: str, steps, chain_in_registers: list[str] | None = None) -> str:
+    n = prog.type(out).size
+    reads_v = any("@v" in args for _, args, _ in steps[:1])
+    vec, sca = ["vf v = vload(O + i);"] if reads_v else ["vf v;"], ["float v = O[i];"] if reads_v else ["float v;"]
+    for op, args, attrs in steps:
+        vec.append(f"v = {_vector_expr(prog, op, args, n, True, attrs)};")
+        sca.append(f"v = {_vector_expr(prog, op, args, n, False, attrs)};")
+    vstore = f"vstore(O + i, {apply(chain_in_registers, 'v', True)});"
+    sstore = f"O[i] = {apply(chain_in_registers, 'v', False)};"
+    return indent("\n".join([f"{{ float *O = {prog.tensor(out)}; long i = 0;",
+                             f"for (; i + VW <= {n}; i += VW) {{ {' '.join(vec)} {vstore} }}",
+                             f"for (; i < {n}; i++) {{ {' '.join(sca)} {sstore} }} }}"]))
+
+
+# --- the generic form --------------------------------------------------------------------------------
+def _input_dtype(prog, op, args, out_dtype):
+    """The dtype an op's arguments are computed in: Where's X, otherwise the first argument."""
+    a = args[1] if op == "Where" else args[0]
+    return out_dtype if a == "@v" else prog.type(a).dtype
+
+
+def generic_code(prog, out: str, steps) -> str:
+    """``steps``: (op, args, attrs) applied in order to one element; "@v" in args is the running
+    value (for the first step: the output's current value, when it is updated in place)."""
+    ot = prog.type(out)
+    shape, odt = ot.shape, ot.dtype
+    operands = [(prog.ptr(out), contiguous_strides(shape))]
+    slot = {}
+    for op, args, _ in steps:
+        if op not in SUPPORTED:
+            raise Unsupported(f"elementwise {op} has no generated form")
+        for a in args:
+            if a and a != "@v" and a not in slot:
+                try:
+                    strides = broadcast_strides(prog.type(a).shape, shape)
+                except IndexError as e:
+                    raise Unsupported(f"{a} {prog.type(a)} does not broadcast to {ot}") from e
+                slot[a] = len(operands)
+                operands.append((prog.ptr(a), strides))
+    ct, st = compute(odt), storage(odt)
+    half = odt == np.float16
+
+    def body(idx):
+        def load(a):
+            if not a:
+                return ""
+            if a == "@v":
+                return "v"
+            return f"(({compute(prog.type(a).dtype)}){operands[slot[a]][0]}[{idx[slot[a]]}])"
+        lines = [f"{ct} v = ({ct}){operands[0][0]}[{idx[0]}];" if "@v" in steps[0][1] else f"{ct} v;"]
+        for op, args, attrs in steps:
+            e = expr(op, [load(a) for a in args], _input_dtype(prog, op, args, odt), odt, attrs)
+            lines.append(f"v = {'(float)(_Float16)' if half else ''}({e});")
+        lines.append(f"{operands[0][0]}[{idx[0]}] = ({st})v;")
+        return "\n".join(lines)
+    return indent(nest(shape, [s for _, s in operands], body))
+
+
+# --- emitters ----------------------------------------------------------------------------------------
+def elementwise(prog, node) -> str:
+    """One elementwise op and its whole epilogue chain, in one pass over the output."""
+    o = node.outputs[0]
+    head = [(node.op, list(node.inputs), node.attrs)]
+    links = [(e.op, e.inputs_with("@v"), e.attrs) for e in node.epilogue]
+    if _vector_ok(prog, head + links, o):
+        chain = unary_chain(node)
+        if chain is not None:
+            return _vector_code(prog, o, head, chain)
+        return _vector_code(prog, o, head + links)
+    return generic_code(prog, o, head + links)
+
+
+def epilogue_pass(prog, node, out: str, in_registers: bool = False) -> str:
+    """The node's epilogue chain over its output, in place; empty when there is none, or when
+    the kernel applied it in registers (``in_registers``: a vector kernel that called ``apply``
+    with ``unary_chain(node)``)."""
+    if not node.epilogue or (in_registers and unary_chain(node) is not None):
+        return ""
+    links = [(e.op, e.inputs_with("@v"), e.attrs) for e in node.epilogue]
+    if _vector_ok(prog, links, out):
+        return _vector_code(prog, out, links)
+    return generic_code(prog, out, links)

@@ -1,0 +1,232 @@
+"""Matrix products: Gemm and MatMul.
+
+The fast form (float32, B 2-D): each output row vectorized across the columns (B row-major
+K×N, a constant B repacked per column group so each pass over K streams one contiguous block),
+four vector accumulators per pass, the activation epilogue applied in registers before the
+store. The generic form (any dtype, transposes, alpha/beta, batched and broadcast MatMul,
+vectors): plain loops accumulating in the compute type, as numpy's own non-BLAS dot does.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .codegen import Unsupported, indent
+from .ctype import compute, literal, storage
+from .elementwise import apply, epilogue_pass, unary_chain
+from .loops import broadcast_strides, nest
+
+
+def _f32(prog, *names) -> bool:
+    return all(prog.type(n).dtype == np.float32 for n in names if n)
+
+
+def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None, bias_rows: bool,
+          chain: list[str], packed: tuple[str, np.ndarray] | None = None) -> str:
+    """o[m×n] = a[m×k] · b[k×n] (+ bias: n values, or m×n when bias_rows), activations applied.
+    ``packed`` (key, array): constant weights, repacked per column block so that each pass over
+    K streams one contiguous block (a large layer is bound by reading its weights)."""
+    vw = prog.vw
+    lines = [f"const float *A = {a}; const float *B = {b}; float *O = {o};"]
+    if bias:
+        lines.append(f"const float *C = {bias};")
+    lines.append(f"for (int m = 0; m < {m}; m++) {{")
+    lines.append(f"    const float *ar = A + m * {k}; float *orow = O + m * {n};")
+    if bias:
+        lines.append(f"    const float *crow = C{' + m * %d' % n if bias_rows else ''};")
+    nvec = n // vw
+    groups = nvec // 4                 # full groups of four vectors: one loop, not unrolled code
+    rest = nvec % 4
+    bw = 4 * vw
+    if groups:
+        if packed is not None:         # [group][K][4·VW], contiguous per group
+            arr = packed[1][:k, :groups * bw].reshape(k, groups, bw).transpose(1, 0, 2)
+            blocks = prog.const(f"{packed[0]}@groups{bw}", arr)
+            brow = f"{blocks} + (size_t)g * {k * bw} + kk * {bw}"
+        else:
+            brow = f"B + kk * {n} + g * {bw}"
+        init = [f"vload(crow + g * {bw} + {i * vw})" if bias else "vsplat(0.0f)" for i in range(4)]
+        lines.append(f"    for (int g = 0; g < {groups}; g++) {{")
+        lines.append("        " + " ".join(f"vf acc{i} = {init[i]};" for i in range(4)))
+        lines.append(f"        for (int kk = 0; kk < {k}; kk++) {{")
+        lines.append(f"            vf x = vsplat(ar[kk]); const float *br = {brow};")
+        lines.append("            " + " ".join(f"acc{i} += x * vload(br + {i * vw});" for i in range(4)))
+        lines.append("        }")
+        for i in range(4):
+            lines.append(f"        vstore(orow + g * {bw} + {i * vw}, {apply(chain, f'acc{i}', True)});")
+        lines.append("    }")
+    col = groups * bw
+    if rest:
+        init = [f"vload(crow + {col + i * vw})" if bias else "vsplat(0.0f)" for i in range(rest)]
+        lines.append("    {")
+        lines.append("        " + " ".join(f"vf acc{i} = {init[i]};" for i in range(rest)))
+        lines.append(f"        for (int kk = 0; kk < {k}; kk++) {{")
+        if packed is not None:
+            block = prog.const(f"{packed[0]}@cols{col}+{rest * vw}", packed[1][:k, col:col + rest * vw])
+            lines.append(f"            vf x = vsplat(ar[kk]); const float *br = {block} + kk * {rest * vw};")
+        else:
+            lines.append(f"            vf x = vsplat(ar[kk]); const float *br = B + kk * {n} + {col};")
+        lines.append("            " + " ".join(f"acc{i} += x * vload(br + {i * vw});" for i in range(rest)))
+        lines.append("        }")
+        for i in range(rest):
+            lines.append(f"        vstore(orow + {col + i * vw}, {apply(chain, f'acc{i}', True)});")
+        lines.append("    }")
+        col += rest * vw
+    if col < n:
+        lines.append(f"    for (int j = {col}; j < {n}; j++) {{")
+        lines.append(f"        float s = {'crow[j]' if bias else '0.0f'};")
+        lines.append(f"        for (int kk = 0; kk < {k}; kk++) s += ar[kk] * B[kk * {n} + j];")
+        lines.append(f"        orow[j] = {apply(chain, 's', False)};")
+        lines.append("    }")
+    lines.append("}")
+    return indent("\n".join(lines))
+
+
+def _fast_gemm(prog, node) -> str:
+    at = node.attrs
+    a, b, o = node.inputs[0], node.inputs[1], node.outputs[0]
+    m, k = prog.type(a).shape
+    kb, n = prog.type(b).shape
+    chain = unary_chain(node)
+    bexpr, packed = prog.tensor(b), None
+    if b in prog.graph.consts:
+        packed = (b, prog.graph.consts[b])
+    if a in prog.blocked_flat:          # A is a channel-blocked activation: B's rows follow it
+        arr = _blocked_rows(prog.graph.consts[b], prog.blocked_flat[a], prog.vw)
+        bexpr, packed = prog.const(b + f"@blocked{prog.vw}", arr), (b + f"@blocked{prog.vw}", arr)
+    if at.get("bias_row"):
+        bias = f"({bexpr} + {(kb - 1) * n})"
+        return _rows(prog, prog.tensor(a), bexpr, prog.tensor(o), m, k, n, bias, False, chain, packed) + \
+            "\n" + epilogue_pass(prog, node, o, in_registers=True)
+    bias, rows = None, False
+    if len(node.inputs) > 2 and node.inputs[2]:
+        c = node.inputs[2]
+        shape = prog.type(c).shape
+        if shape in ((n,), (1, n)):
+            bias = prog.tensor(c)
+        elif shape == (m, n):
+            bias, rows = prog.tensor(c), True
+        else:                                 # a constant that broadcasts: expanded once
+            bias, rows = prog.const(c + "@full", np.broadcast_to(prog.graph.consts[c], (m, n))), True
+    return _rows(prog, prog.tensor(a), bexpr, prog.tensor(o), m, k, n, bias, rows, chain, packed) + \
+        "\n" + epilogue_pass(prog, node, o, in_registers=True)
+
+
+def _blocked_rows(b: np.ndarray, chw: tuple, vw: int) -> np.ndarray:
+    """B's first C·H·W rows reordered from NCHW order to channel-blocked order (the rest, a
+    bias row, unchanged)."""
+    c, h, w = chw
+    idx = np.arange(c * h * w).reshape(c // vw, vw, h, w).transpose(0, 2, 3, 1).reshape(-1)
+    return np.concatenate([b[:c * h * w][idx], b[c * h * w:]])
+
+
+def _fast_matmul(prog, node) -> str:
+    """A (…, M, K) or (K,) times a 2-D B: A's leading dimensions are rows of one product."""
+    a, b, o = node.inputs[0], node.inputs[1], node.outputs[0]
+    k, n = prog.type(b).shape
+    m = prog.type(a).size // k
+    packed = (b, prog.graph.consts[b]) if b in prog.graph.consts else None
+    return _rows(prog, prog.tensor(a), prog.tensor(b), prog.tensor(o), m, k, n, None, False, unary_chain(node),
+                 packed) + \
+        "\n" + epilogue_pass(prog, node, o, in_registers=True)
+
+
+def _product_loops(m: int, n: int, k: int, a: str, b: str, o: str, a_st: tuple, b_st: tuple, ct: str, st: str,
+                   finish) -> str:
+    """o[i·n + j] = finish(Σ a[i·a_st[0] + kk·a_st[1]] · b[kk·b_st[0] + j·b_st[1]], i, j)."""
+    return "\n".join([
+        f"for (long i = 0; i < {m}; i++) for (long j = 0; j < {n}; j++) {{",
+        f"    {ct} s = 0;",
+        f"    for (long kk = 0; kk < {k}; kk++) s += ({ct}){a}[i * {a_st[0]} + kk * {a_st[1]}] * "
+        f"({ct}){b}[kk * {b_st[0]} + j * {b_st[1]}];",
+        f"    {o}[i * {n} + j] = ({st})({finish('s')});",
+        "}"])
+
+
+def _generic_gemm(prog, node) -> str:
+    at = node.attrs
+    a, b, o = node.inputs[0], node.inputs[1], node.outputs[0]
+    ta, tb = int(at.get("transA", 0)), int(at.get("transB", 0))
+    sa, sb = prog.type(a).shape, prog.type(b).shape
+    m, k = (sa[1], sa[0]) if ta else sa
+    n = sb[0] if tb else sb[1]
+    odt = prog.type(o).dtype
+    ct, st = compute(odt), storage(odt)
+    alpha, beta = float(at.get("alpha", 1.0)), float(at.get("beta", 1.0))
+    a_st = (1, m) if ta else (k, 1)
+    b_st = (1, k + bool(at.get("bias_row"))) if tb else (n, 1)
+    lines = [f"const {storage(prog.type(a).dtype)} *A = {prog.ptr(a)}; const {storage(prog.type(b).dtype)} *B = "
+             f"{prog.ptr(b)}; {st} *O = {prog.ptr(o)};"]
+    c = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] and beta != 0.0 else ""
+    bias = None
+    if at.get("bias_row"):
+        bias = ("B", (0, 1), k * n)     # B's last row
+    elif c:
+        bias = ("C", broadcast_strides(prog.type(c).shape, (m, n)), 0)
+        lines.append(f"const {storage(prog.type(c).dtype)} *C = {prog.ptr(c)};")
+
+    def finish(s):
+        v = s if alpha == 1.0 else f"{s} * {literal(alpha, odt)}"
+        if odt == np.float16:
+            v = f"(float)(_Float16)({v})"
+        if bias is None:
+            return v
+        name, bst, off = bias
+        term = f"({ct}){name}[{off} + i * {bst[0]} + j * {bst[1]}]"
+        if beta != 1.0:
+            term = f"({term} * {literal(beta, odt)})"
+        return f"{v} + {term}"
+    lines.append(_product_loops(m, n, k, "A", "B", "O", a_st, b_st, ct, st, finish))
+    return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, o)
+
+
+def _generic_matmul(prog, node) -> str:
+    a, b, o = node.inputs[0], node.inputs[1], node.outputs[0]
+    sa, sb = list(prog.type(a).shape), list(prog.type(b).shape)
+    if len(sa) == 1:
+        sa = [1] + sa
+    if len(sb) == 1:
+        sb = sb + [1]
+    m, k, n = sa[-2], sa[-1], sb[-1]
+    batch = tuple(np.broadcast_shapes(tuple(sa[:-2]), tuple(sb[:-2])))
+    odt = prog.type(o).dtype
+    ct, st = compute(odt), storage(odt)
+    out_st = tuple(s * m * n for s in broadcast_strides(batch, batch))
+    a_st = tuple(s * m * k for s in broadcast_strides(sa[:-2], batch))
+    b_st = tuple(s * k * n for s in broadcast_strides(sb[:-2], batch))
+    finish = (lambda s: f"(float)(_Float16)({s})") if odt == np.float16 else (lambda s: s)
+
+    def body(idx):
+        return "\n".join([f"{st} *Ob = {prog.ptr(o)} + {idx[0]};",
+                          f"const {storage(prog.type(a).dtype)} *Ab = {prog.ptr(a)} + {idx[1]};",
+                          f"const {storage(prog.type(b).dtype)} *Bb = {prog.ptr(b)} + {idx[2]};",
+                          _product_loops(m, n, k, "Ab", "Bb", "Ob", (k, 1), (n, 1), ct, st, finish)])
+    return indent(nest(batch, [out_st, a_st, b_st], body, var="b")) + "\n" + epilogue_pass(prog, node, o)
+
+
+def gemm_fast_ok(prog, node) -> bool:
+    """The fast form applies: float32, no transposes, no scaling, a bias it can read."""
+    at = node.attrs
+    a, b, o = node.inputs[0], node.inputs[1], node.outputs[0]
+    c = node.inputs[2] if len(node.inputs) > 2 else ""
+    if not (_f32(prog, a, b, o, c) and not at.get("transA", 0) and not at.get("transB", 0)
+            and float(at.get("alpha", 1.0)) == 1.0 and (not c or float(at.get("beta", 1.0)) == 1.0)):
+        return False
+    n = prog.type(b).shape[1]
+    return not c or c in prog.graph.consts or prog.type(c).shape in ((n,), (1, n), tuple(prog.type(o).shape))
+
+
+def gemm(prog, node) -> str:
+    if gemm_fast_ok(prog, node):
+        return _fast_gemm(prog, node)
+    if node.inputs[0] in prog.blocked_flat:
+        raise Unsupported("a channel-blocked input to a Gemm without the fast form")   # choose_layouts prevents it
+    if node.attrs.get("bias_row") and node.attrs.get("transB"):
+        raise Unsupported("bias_row with transB")
+    return _generic_gemm(prog, node)
+
+
+def matmul(prog, node) -> str:
+    a, b, o = node.inputs[0], node.inputs[1], node.outputs[0]
+    if _f32(prog, a, b, o) and len(prog.type(b).shape) == 2:
+        return _fast_matmul(prog, node)
+    return _generic_matmul(prog, node)

@@ -1,0 +1,134 @@
+"""Ops that move data: views the memory plan could not alias, Transpose, Expand, Slice, Concat,
+Split, Gather, and the constant producers (Shape, Constant, ConstantOfShape) — any dtype.
+
+Each is a strided copy (loops.nest) whose strides come from the reference's own geometry
+(ops/shape.py: the same slice normalisation, the same split sizes), or a memcpy per block.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .codegen import indent
+from .ctype import literal, storage
+from .elementwise import epilogue_pass
+from .loops import broadcast_strides, contiguous_strides, nest
+
+
+def _copy(prog, out: str, src: str, src_strides, out_base: int = 0, shape=None, out_strides=None) -> str:
+    """out[base + index] = src[index under src_strides], over ``shape`` (out's by default)."""
+    shape = tuple(prog.type(out).shape) if shape is None else tuple(shape)
+    out_strides = contiguous_strides(shape) if out_strides is None else tuple(out_strides)
+    o = f"({prog.ptr(out)} + {out_base})"
+    return nest(shape, [out_strides, tuple(src_strides)], lambda idx: f"{o}[{idx[0]}] = {src}[{idx[1]}];")
+
+
+def view(prog, node) -> str:
+    """Reshape, Flatten, Squeeze, Unsqueeze, Identity when the plan gave the output its own
+    buffer (a weight input, or an epilogue to apply): the bytes, then the chain."""
+    i, o = node.inputs[0], node.outputs[0]
+    n = prog.type(o).nbytes
+    code = f"memmove({prog.ptr(o)}, {prog.ptr(i)}, {n});" if n else ""
+    return indent(code) + "\n" + epilogue_pass(prog, node, o)
+
+
+def transpose(prog, node) -> str:
+    from ...ops.shape import _perm
+    x, y = node.inputs[0], node.outputs[0]
+    xs = prog.type(x).shape
+    own = contiguous_strides(xs)
+    perm = _perm(node, len(xs))
+    return indent(_copy(prog, y, prog.ptr(x), [own[p] for p in perm])) + "\n" + epilogue_pass(prog, node, y)
+
+
+def expand(prog, node) -> str:
+    x, y = node.inputs[0], node.outputs[0]
+    strides = broadcast_strides(prog.type(x).shape, prog.type(y).shape)
+    return indent(_copy(prog, y, prog.ptr(x), strides)) + "\n" + epilogue_pass(prog, node, y)
+
+
+def slice_(prog, node) -> str:
+    from ...ops.shape import _slices
+    x, y = node.inputs[0], node.outputs[0]
+    xs = prog.type(x).shape
+    consts = [None] + [prog.graph.consts.get(n) if n else None for n in node.inputs[1:]]
+    index = _slices(node, xs, consts)
+    own = contiguous_strides(xs)
+    base, strides = 0, []
+    for d, sl in enumerate(index):
+        start, _stop, step = sl.indices(xs[d])
+        if len(range(*sl.indices(xs[d]))):
+            base += start * own[d]
+        strides.append(step * own[d])
+    return indent(_copy(prog, y, f"({prog.ptr(x)} + {base})", strides)) + "\n" + epilogue_pass(prog, node, y)
+
+
+def concat(prog, node) -> str:
+    y = node.outputs[0]
+    ys = prog.type(y).shape
+    axis = int(node.attrs["axis"]) % len(ys)
+    out_strides = contiguous_strides(ys)
+    parts, start = [], 0
+    for x in node.inputs:
+        if not x:
+            continue
+        xs = prog.type(x).shape
+        parts.append(_copy(prog, y, prog.ptr(x), contiguous_strides(xs), start * out_strides[axis], xs, out_strides))
+        start += xs[axis]
+    return indent("\n".join(parts)) + "\n" + epilogue_pass(prog, node, y)
+
+
+def split(prog, node) -> str:
+    x = node.inputs[0]
+    xs = prog.type(x).shape
+    axis = int(node.attrs.get("axis", 0)) % len(xs)
+    own = contiguous_strides(xs)
+    parts, start = [], 0
+    for o in node.outputs:
+        n = prog.type(o).shape[axis]
+        if o:
+            parts.append(_copy(prog, o, f"({prog.ptr(x)} + {start * own[axis]})", own))
+        start += n
+    return indent("\n".join(parts))
+
+
+def gather(prog, node) -> str:
+    """Blocks of the data along ``axis`` picked by index; an index wraps modulo the axis, as
+    the reference's ``np.take(mode="wrap")`` does (negative ones count from the end)."""
+    x, idx, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    xs = prog.type(x).shape
+    axis = int(node.attrs.get("axis", 0)) % len(xs)
+    outer = int(np.prod(xs[:axis], dtype=np.int64))
+    size = xs[axis]
+    inner = int(np.prod(xs[axis + 1:], dtype=np.int64))
+    nidx = prog.type(idx).size
+    item = prog.type(x).dtype.itemsize
+    if size == 0 or outer * nidx * inner == 0:
+        return "        /* empty */"
+    st = storage(prog.type(x).dtype)
+    lines = [f"const {st} *X = {prog.ptr(x)}; {st} *Y = {prog.ptr(y)}; const {storage(prog.type(idx).dtype)} *I = "
+             f"{prog.ptr(idx)};",
+             f"for (long o = 0; o < {outer}; o++) for (long i = 0; i < {nidx}; i++) {{",
+             f"    long j = (long)I[i] % {size}; if (j < 0) j += {size};",
+             f"    memcpy(Y + (o * {nidx} + i) * {inner}, X + (o * {size} + j) * {inner}, {inner * item});",
+             "}"]
+    return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
+
+
+def constant(prog, node) -> str:
+    """Shape, Constant: the value the reference computes once, copied in."""
+    from ...ops.shape import _shape_value
+    y = node.outputs[0]
+    value = _shape_value(node, prog.type(node.inputs[0])) if node.op == "Shape" else np.asarray(node.attrs["value"])
+    if value.size == 0:
+        return "        /* empty */"
+    src = prog.const(f"{y}@value", value, prog.type(y).dtype)
+    return indent(f"memcpy({prog.ptr(y)}, {src}, {prog.type(y).nbytes});") + "\n" + epilogue_pass(prog, node, y)
+
+
+def constant_of_shape(prog, node) -> str:
+    from ...ops.shape import _fill_value
+    y = node.outputs[0]
+    t = prog.type(y)
+    v = literal(_fill_value(node).item(), t.dtype)
+    return indent(f"for (long i = 0; i < {t.size}; i++) {prog.ptr(y)}[i] = ({storage(t.dtype)}){v};") + \
+        "\n" + epilogue_pass(prog, node, y)

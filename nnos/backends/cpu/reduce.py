@@ -1,0 +1,172 @@
+"""Reductions and normalisations: ReduceSum, ReduceMean, ReduceMax; Softmax and LogSoftmax
+over any axis; LayerNormalization; BatchNormalization (inference) — any dtype the reference
+takes, in the reference's order of operations (ops/reduce.py, ops/norm.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .codegen import indent
+from .ctype import compute, libm, literal, lowest, storage
+from .elementwise import epilogue_pass
+from .loops import broadcast_strides, contiguous_strides, nest
+
+
+def _round(dt, v: str) -> str:
+    """A value rounded to ``dt`` (float16 results round after each op, as numpy's do)."""
+    return f"((float)(_Float16)({v}))" if np.dtype(dt) == np.float16 else f"({v})"
+
+
+def reduce(prog, node) -> str:
+    from ...ops.reduce import _axes
+    x, y = node.inputs[0], node.outputs[0]
+    xt, yt = prog.type(x), prog.type(y)
+    in_types = [xt] + [prog.type(i) if i else None for i in node.inputs[1:]]
+    consts = [None] + [prog.graph.consts.get(i) if i else None for i in node.inputs[1:]]
+    axes = _axes(node, in_types, consts)
+    dt = xt.dtype
+    ct, st = compute(dt), storage(dt)
+    if axes is None:                          # noop_with_empty_axes: a copy
+        return indent(f"memmove({prog.ptr(y)}, {prog.ptr(x)}, {yt.nbytes});" if yt.nbytes else "") + \
+            "\n" + epilogue_pass(prog, node, y)
+    is_max = node.op == "ReduceMax"
+    boolean = dt == np.bool_
+    if xt.size == 0:
+        ident = lowest(dt) if is_max else literal(0, dt)
+        code = f"for (long i = 0; i < {yt.size}; i++) {prog.ptr(y)}[i] = ({st}){ident};"
+        return indent(code) + "\n" + epilogue_pass(prog, node, y)
+    kept = tuple(1 if d in axes else s for d, s in enumerate(xt.shape))
+    red = tuple(s if d in axes else 1 for d, s in enumerate(xt.shape))
+    own = contiguous_strides(xt.shape)
+    count = int(np.prod(red, dtype=np.int64))
+    if boolean:
+        combine = "acc = acc | v;"
+    elif is_max:
+        combine = "acc = (v != v || v > acc) ? v : acc;"
+    else:
+        combine = f"acc = {_round(dt, 'acc + v')};"
+    start = lowest(dt) if is_max else literal(0, dt)
+    mean = node.op == "ReduceMean"
+    inv = literal(1.0 / max(1, count), dt)
+
+    def outer(idx):
+        inner = nest(red, [own], lambda j: f"{ct} v = ({ct})xb[{j[0]}]; {combine}", var="r")
+        result = _round(dt, f"acc * {inv}") if mean else "acc"
+        return "\n".join([f"const {st} *xb = {prog.ptr(x)} + {idx[1]}; {ct} acc = {start};", inner,
+                          f"{prog.ptr(y)}[{idx[0]}] = ({st})({result});"])
+    code = nest(kept, [contiguous_strides(kept), own], outer)
+    return indent(code) + "\n" + epilogue_pass(prog, node, y)
+
+
+def softmax(prog, node) -> str:
+    """Softmax / LogSoftmax along one axis: max, exp(x − max), sum, then divide (or subtract
+    the sum's log) — a NaN anywhere on the axis makes that whole slice NaN, as in the reference."""
+    x, y = node.inputs[0], node.outputs[0]
+    xt = prog.type(x)
+    shape = xt.shape
+    axis = int(node.attrs.get("axis", -1)) % len(shape)
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    n = shape[axis]
+    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    dt = xt.dtype
+    ct, st = compute(dt), storage(dt)
+    log = node.op == "LogSoftmax"
+    e, lg = libm("exp", dt), libm("log", dt)
+    r = lambda v: _round(dt, v)   # noqa: E731
+    if xt.size == 0:
+        return "        /* empty */"
+    lines = [f"const {st} *X = {prog.ptr(x)}; {st} *Y = {prog.ptr(y)};",
+             f"for (long o = 0; o < {outer}; o++) for (long q = 0; q < {inner}; q++) {{",
+             f"    const {st} *xr = X + o * {n * inner} + q; {st} *yr = Y + o * {n * inner} + q;",
+             f"    {ct} m = ({ct})xr[0];",
+             f"    for (long i = 1; i < {n}; i++) {{ {ct} v = ({ct})xr[i * {inner}]; m = (v != v || v > m) ? v : m; }}",
+             f"    {ct} s = 0;"]
+    xi = f"({ct})xr[i * {inner}]"
+    shifted = r(f"{xi} - m")
+    if log:
+        lines.append(f"    for (long i = 0; i < {n}; i++) s = {r(r(f'{e}({shifted})') + ' + s')};")
+        lines.append(f"    s = {r(f'{lg}(s)')};")
+        lines.append(f"    for (long i = 0; i < {n}; i++) yr[i * {inner}] = ({st}){r(shifted + ' - s')};")
+    else:
+        lines.append(f"    for (long i = 0; i < {n}; i++) {{ {ct} v = {r(f'{e}({shifted})')}; "
+                     f"yr[i * {inner}] = ({st})v; s = {r('s + v')}; }}")
+        lines.append(f"    for (long i = 0; i < {n}; i++) yr[i * {inner}] = ({st})(({ct})yr[i * {inner}] / s);")
+    lines.append("}")
+    return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
+
+
+def layer_norm(prog, node) -> str:
+    x, scale = node.inputs[0], node.inputs[1]
+    bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else ""
+    outs = list(node.outputs) + ["", ""]
+    y, mean_out, inv_out = outs[:3]
+    xt = prog.type(x)
+    shape = xt.shape
+    axis = int(node.attrs.get("axis", -1)) % len(shape)
+    rows = int(np.prod(shape[:axis], dtype=np.int64))
+    n = int(np.prod(shape[axis:], dtype=np.int64))
+    dt = xt.dtype
+    ct, st = compute(dt), storage(dt)
+    r = lambda v: _round(dt, v)   # noqa: E731
+    eps = literal(node.attrs.get("epsilon", 1e-5), dt)
+    inv_n = literal(1.0 / n, dt)
+    M, _ = prog.ws(rows * 8, ct)
+    V, _ = prog.ws(rows * 8, ct)
+    sq = libm("sqrt", dt)
+    lines = [f"const {st} *X = {prog.ptr(x)}; {ct} *M = {M}; {ct} *V = {V};",
+             f"for (long o = 0; o < {rows}; o++) {{",
+             f"    const {st} *xr = X + o * {n}; {ct} s = 0;",
+             f"    for (long i = 0; i < {n}; i++) s = {r(f'({ct})xr[i] + s')};",
+             f"    {ct} m = {r(f's * {inv_n}')}; {ct} q = 0;",
+             f"    for (long i = 0; i < {n}; i++) {{ {ct} d = {r(f'({ct})xr[i] - m')}; q = {r(r('d * d') + ' + q')}; }}",
+             f"    q = {r(f'q * {inv_n}')}; q = {r(f'q + {eps}')}; q = {r(f'{sq}(q)')};",
+             f"    M[o] = m; V[o] = {r(f'{literal(1, dt)} / q')};",
+             "}"]
+    stat_shape = shape[:axis] + (1,) * (len(shape) - axis)
+    operands = [contiguous_strides(shape), contiguous_strides(shape), broadcast_strides(stat_shape, shape),
+                broadcast_strides(prog.type(scale).shape, shape)]
+    if bias:
+        operands.append(broadcast_strides(prog.type(bias).shape, shape))
+
+    def body(idx):
+        centred = r(f"({ct})X[{idx[1]}] - M[{idx[2]}]")
+        v = r(r(f"{centred} * V[{idx[2]}]") + f" * ({ct}){prog.ptr(scale)}[{idx[3]}]")
+        if bias:
+            v = r(f"{v} + ({ct}){prog.ptr(bias)}[{idx[4]}]")
+        return f"{prog.ptr(y)}[{idx[0]}] = ({st})({v});"
+    lines.append(nest(shape, operands, body))
+    for out, buf in ((mean_out, "M"), (inv_out, "V")):
+        if out:
+            lines.append(f"for (long o = 0; o < {rows}; o++) {prog.ptr(out)}[o] = "
+                         f"({storage(prog.type(out).dtype)}){buf}[o];")
+    return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
+
+
+def batch_norm(prog, node) -> str:
+    """y = x·a + b per channel, a = scale / sqrt(var + eps), b = bias − mean·a (computed per
+    call from the inputs, constants or not: one pass over the channels)."""
+    x, scale, bias, mean, var = node.inputs[:5]
+    y = node.outputs[0]
+    xt = prog.type(x)
+    shape = xt.shape
+    ch = shape[1]
+    dt = xt.dtype
+    ct, st = compute(dt), storage(dt)
+    r = lambda v: _round(dt, v)   # noqa: E731
+    eps = literal(node.attrs.get("epsilon", 1e-5), dt)
+    A, _ = prog.ws(ch * 8, ct)
+    B, _ = prog.ws(ch * 8, ct)
+    p = {k: f"({ct}){prog.ptr(v)}[c]" for k, v in (("s", scale), ("b", bias), ("m", mean), ("v", var))}
+    root = r(f"{libm('sqrt', dt)}({r(p['v'] + ' + ' + eps)})")
+    a = r(f"{p['s']} / {root}")
+    b = r(f"{p['b']} - {r(p['m'] + ' * a')}")
+    lines = [f"{ct} *A = {A}; {ct} *B = {B};",
+             f"for (long c = 0; c < {ch}; c++) {{ {ct} a = {a}; A[c] = a; B[c] = {b}; }}"]
+    chan = tuple(1 if d == 1 else 0 for d in range(len(shape)))
+    operands = [contiguous_strides(shape), contiguous_strides(shape), chan]
+
+    def body(idx):
+        v = r(r(f"({ct}){prog.ptr(x)}[{idx[1]}] * A[{idx[2]}]") + f" + B[{idx[2]}]")
+        return f"{prog.ptr(y)}[{idx[0]}] = ({st})({v});"
+    lines.append(nest(shape, operands, body))
+    return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
