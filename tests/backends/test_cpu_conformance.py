@@ -1,8 +1,8 @@
 """The ONNX backend node cases (the same ones tests/core/test_conformance.py runs on the numpy
 reference) on the cpu backend: each case's plan compiled to C, run in a forked child (a crash
 in generated code fails the case with its signal), and compared with the numpy reference —
-exactly for integers and booleans, to 1e-4 relative for floats (float16: 2e-3), NaN and Inf
-where the reference has them. A case passes only when the cpu backend itself runs it: no
+and with onnxruntime where it runs the case — exactly for integers and booleans, to 1e-4
+relative for floats (float16: 2e-3), NaN and Inf where the reference has them. A case passes only when the cpu backend itself runs it: no
 fallback to numpy counts.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from nnos.backends import prepare
 from nnos.backends.cpu.compiler import find_compiler
 from nnos.compiler import sample_inputs
 from nnos.ops import OPS
-from tests.core.test_conformance import CASES, _array, _excluded_reason
+from tests.core.test_conformance import CASES, _array, _excluded_reason, _onnxruntime, _run_oracle
 from tests.core.test_real_models import CONVERTED, LIGHT
 
 pytestmark = pytest.mark.skipif(find_compiler() is None, reason="no C compiler here")
@@ -86,6 +86,7 @@ def test_node_case_on_cpu(case, tmp_path):
     names = [i.name for i in case.model.graph.input if i.name not in inits]
     const_slots = {n.input[k] for n in case.model.graph.node if n.op_type in OPS
                    for k in OPS[n.op_type].const_inputs if k < len(n.input)}
+    oracle = _onnxruntime(path)
     for ins, _ in case.data_sets:
         freeze = {n: _array(v) for n, v in zip(names, ins) if n in const_slots}
         plan = nnos.compile(path, check=False, freeze=freeze)
@@ -95,6 +96,10 @@ def test_node_case_on_cpu(case, tmp_path):
         assert kind == "ran", f"the cpu backend refused the plan: {got}"
         for name, ref in want.items():
             _close(got[name], ref, name)
+        ort_out = _run_oracle(oracle, {n: _array(v) for n, v in zip(names, ins)})
+        if ort_out is not None:             # and onnxruntime, where it runs the case
+            for spec, ref in zip(plan.outputs, ort_out):
+                _close(got[spec.name], np.asarray(ref).astype(want[spec.name].dtype), f"{spec.name} vs onnxruntime")
 
 
 RNN = [c for c in RUN if {n.op_type for n in c.model.graph.node} & {"GRU", "LSTM"}]
