@@ -85,58 +85,71 @@ def _fast_conv(prog, node, geometry) -> str:
         lines.append(f"        memcpy(XP + (cc * {hp} + r + {begin[0]}) * {wp} + {begin[1]}, "
                      f"xn + (cc * {h} + r) * {wd}, {wd * 4});")
     lines.append(f"    const float *src = {'XP' if padded else 'xn'};")
-    lines.append(f"    for (int gi = 0; gi < {groups}; gi++) for (int ob = 0; ob < {ocb}; ob++) {{")
-    lines.append(f"        const float *wb = Wp + (gi * {ocb} + ob) * {cg * kh * kw * vw}; "
-                 f"vf bias = vload(Bp + (gi * {ocb} + ob) * {vw});")
-    lines.append(f"        int nj = {ocg} - ob * {vw} < {vw} ? {ocg} - ob * {vw} : {vw};")
+    nbk = 2 if ocb % 2 == 0 else 1                   # output-channel blocks sharing each input broadcast
+    wsz = cg * kh * kw * vw
+    lines.append(f"    for (int gi = 0; gi < {groups}; gi++) for (int ob = 0; ob < {ocb}; ob += {nbk}) {{")
+    for b in range(nbk):
+        lines.append(f"        const float *wb{b} = Wp + (gi * {ocb} + ob + {b}) * {wsz}; "
+                     f"vf bias{b} = vload(Bp + (gi * {ocb} + ob + {b}) * {vw});")
     lines.append(f"        for (int oy = 0; oy < {oh}; oy++) {{")
     # output pixels per register block: as many as the registers allow, split evenly along the row
     pmax = 12 if vw == 16 else 6
     p = -(-ow // -(-ow // pmax))
     full = ow // p
+    geo = (cg, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw)
     if full:
         lines.append(f"            for (int ox0 = 0; ox0 < {full * p}; ox0 += {p}) {{")
-        lines.append(indent(_conv_block(p, cg, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw, chain, xb, yb, ocg), 16))
+        lines.append(indent(_conv_block(p, nbk, geo, chain, xb, yb, ocg), 16))
         lines.append("            }")
     if ow % p:
         lines.append(f"            {{ const int ox0 = {full * p};")
-        lines.append(indent(_conv_block(ow % p, cg, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw, chain, xb, yb, ocg),
-                            16))
+        lines.append(indent(_conv_block(ow % p, nbk, geo, chain, xb, yb, ocg), 16))
         lines.append("            }")
     lines += ["        }", "    }", "}"]
     return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y, in_registers=True)
 
 
-def _conv_block(p, c, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw, chain, xb=False, yb=False, ocg=0) -> str:
-    """``p`` output pixels × one vector of output channels of group ``gi``, accumulated in
-    registers; ``c`` input channels per group. The input is NCHW or channel-blocked (``xb``,
-    one group only), the output likewise (``yb``: whole-vector stores)."""
-    acc = [f"a{i}" for i in range(p)]
+def _conv_block(p, nbk, geo, chain, xb=False, yb=False, ocg=0) -> str:
+    """``p`` output pixels × ``nbk`` vectors of output channels (blocks ob … ob+nbk-1 of group
+    ``gi``), accumulated in registers: each input value is broadcast once for all the blocks,
+    each weight vector loaded once for all the pixels. ``c`` input channels per group. The
+    input is NCHW or channel-blocked (``xb``, one group only), the output likewise (``yb``:
+    whole-vector stores)."""
+    c, kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw = geo
+    acc = [[f"a{b}_{i}" for i in range(p)] for b in range(nbk)]
     if xb:      # element (cc, row, col) at ((cc / VW · HP + row) · WP + col) · VW + cc % VW
         base = f"src + ((cc / {vw} * {hp} + oy * {sh} + ky * {dh}) * {wp} + ox0 * {sw}) * {vw} + cc % {vw}"
         col = vw
     else:
         base = f"src + ((gi * {c} + cc) * {hp} + oy * {sh} + ky * {dh}) * {wp} + ox0 * {sw}"
         col = 1
-    lines = [" ".join(f"vf {a} = bias;" for a in acc),
+    lines = [" ".join(f"vf {a} = bias{b};" for b in range(nbk) for a in acc[b]),
              f"for (int cc = 0; cc < {c}; cc++) for (int ky = 0; ky < {kh}; ky++) {{",
              f"    const float *xr = {base};",
-             f"    const float *wr = wb + (cc * {kh} + ky) * {kw * vw};",
+             "    " + " ".join(f"const float *wr{b} = wb{b} + (cc * {kh} + ky) * {kw * vw};" for b in range(nbk)),
              f"    for (int kx = 0; kx < {kw}; kx++) {{",
-             f"        vf wv = vload(wr + kx * {vw}); const float *xk = xr + kx * {dw * col};",
-             "        " + " ".join(f"{a} += vbcast(xk + {i * sw * col}) * wv;" for i, a in enumerate(acc)),
-             "    }", "}"]
-    if yb:
-        for i, a in enumerate(acc):
-            lines.append(f"vstore(yn + ((ob * {oh} + oy) * {ow} + ox0 + {i}) * {vw}, {apply(chain, a, True)});")
-        return "\n".join(lines)
-    lines.append(f"float tile[{p}][{vw}];")
-    for i, a in enumerate(acc):
-        lines.append(f"vstore(tile[{i}], {apply(chain, a, True)});")
-    # channel by channel, a run of neighbouring pixels each
-    lines.append(f"for (int j = 0; j < nj; j++) {{ float *yr = yn + (gi * {ocg} + ob * {vw} + j) * {oh * ow} "
-                 f"+ oy * {ow} + ox0;")
-    lines.append(f"    for (int i = 0; i < {p}; i++) yr[i] = tile[i][j]; }}")
+             "        " + " ".join(f"vf w{b} = vload(wr{b} + kx * {vw});" for b in range(nbk)) +
+             f" const float *xk = xr + kx * {dw * col};"]
+    for i in range(p):
+        lines.append(f"        {{ vf xv = vbcast(xk + {i * sw * col}); " +
+                     " ".join(f"{acc[b][i]} += xv * w{b};" for b in range(nbk)) + " }")
+    lines += ["    }", "}"]
+    for b in range(nbk):
+        if yb:
+            for i, a in enumerate(acc[b]):
+                lines.append(f"vstore(yn + (((ob + {b}) * {oh} + oy) * {ow} + ox0 + {i}) * {vw}, "
+                             f"{apply(chain, a, True)});")
+            continue
+        lines.append("{")
+        lines.append(f"    float tile[{p}][{vw}];")
+        for i, a in enumerate(acc[b]):
+            lines.append(f"    vstore(tile[{i}], {apply(chain, a, True)});")
+        # channel by channel, a run of neighbouring pixels each
+        lines.append(f"    int nj = {ocg} - (ob + {b}) * {vw} < {vw} ? {ocg} - (ob + {b}) * {vw} : {vw};")
+        lines.append(f"    for (int j = 0; j < nj; j++) {{ float *yr = yn + (gi * {ocg} + (ob + {b}) * {vw} + j) * "
+                     f"{oh * ow} + oy * {ow} + ox0;")
+        lines.append(f"        for (int i = 0; i < {p}; i++) yr[i] = tile[i][j]; }}")
+        lines.append("}")
     return "\n".join(lines)
 
 

@@ -41,16 +41,10 @@ def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None
         if packed is not None:         # [group][K][4·VW], contiguous per group
             arr = packed[1][:k, :groups * bw].reshape(k, groups, bw).transpose(1, 0, 2)
             blocks = prog.const(f"{packed[0]}@groups{bw}", arr)
-            brow = f"{blocks} + (size_t)g * {k * bw} + kk * {bw}"
-        else:
-            brow = f"B + kk * {n} + g * {bw}"
         init = [f"vload(crow + g * {bw} + {i * vw})" if bias else "vsplat(0.0f)" for i in range(4)]
         lines.append(f"    for (int g = 0; g < {groups}; g++) {{")
-        lines.append("        " + " ".join(f"vf acc{i} = {init[i]};" for i in range(4)))
-        lines.append(f"        for (int kk = 0; kk < {k}; kk++) {{")
-        lines.append(f"            vf x = vsplat(ar[kk]); const float *br = {brow};")
-        lines.append("            " + " ".join(f"acc{i} += x * vload(br + {i * vw});" for i in range(4)))
-        lines.append("        }")
+        row = f"{blocks} + (size_t)g * {k * bw}" if packed is not None else f"B + g * {bw}"
+        lines.append(indent(_accumulate(4, init, k, row, bw if packed is not None else n, vw), 8))
         for i in range(4):
             lines.append(f"        vstore(orow + g * {bw} + {i * vw}, {apply(chain, f'acc{i}', True)});")
         lines.append("    }")
@@ -58,15 +52,11 @@ def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None
     if rest:
         init = [f"vload(crow + {col + i * vw})" if bias else "vsplat(0.0f)" for i in range(rest)]
         lines.append("    {")
-        lines.append("        " + " ".join(f"vf acc{i} = {init[i]};" for i in range(rest)))
-        lines.append(f"        for (int kk = 0; kk < {k}; kk++) {{")
         if packed is not None:
             block = prog.const(f"{packed[0]}@cols{col}+{rest * vw}", packed[1][:k, col:col + rest * vw])
-            lines.append(f"            vf x = vsplat(ar[kk]); const float *br = {block} + kk * {rest * vw};")
+            lines.append(indent(_accumulate(rest, init, k, block, rest * vw, vw), 8))
         else:
-            lines.append(f"            vf x = vsplat(ar[kk]); const float *br = B + kk * {n} + {col};")
-        lines.append("            " + " ".join(f"acc{i} += x * vload(br + {i * vw});" for i in range(rest)))
-        lines.append("        }")
+            lines.append(indent(_accumulate(rest, init, k, f"B + {col}", n, vw), 8))
         for i in range(rest):
             lines.append(f"        vstore(orow + {col + i * vw}, {apply(chain, f'acc{i}', True)});")
         lines.append("    }")
@@ -79,6 +69,34 @@ def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None
         lines.append("    }")
     lines.append("}")
     return indent("\n".join(lines))
+
+
+def _accumulate(nv: int, init: list[str], k: int, row0: str, ld: int, vw: int) -> str:
+    """acc0..acc{nv-1} = init + Σ_kk ar[kk] · row(kk)[i·VW …], row(kk) = row0 + kk·ld.
+
+    A row times a matrix is a chain of dependent FMAs per accumulator: with few output vectors
+    it is latency-bound (4 cycles an FMA), not bound by the FMA units or by reading the
+    weights. So K is split into ``sets`` interleaved partial sums (about eight independent
+    chains in all), added at the end."""
+    sets = 1 if k < 16 else max(1, min(4, -(-8 // nv)))
+    decl = [f"vf acc{i} = {init[i]};" for i in range(nv)]
+    decl += [f"vf acc{i}_{s} = vsplat(0.0f);" for s in range(1, sets) for i in range(nv)]
+    lines = [" ".join(decl), "int kk = 0;"]
+    if sets > 1:
+        lines.append(f"for (; kk + {sets} <= {k}; kk += {sets}) {{")
+        lines.append(f"    const float *br = {row0} + (size_t)kk * {ld};")
+        for s in range(sets):
+            suffix = "" if s == 0 else f"_{s}"
+            lines.append(f"    {{ vf x = vsplat(ar[kk + {s}]); " +
+                         " ".join(f"acc{i}{suffix} += x * vload(br + {s * ld + i * vw});" for i in range(nv)) + " }")
+        lines.append("}")
+    lines.append(f"for (; kk < {k}; kk++) {{")
+    lines.append(f"    vf x = vsplat(ar[kk]); const float *br = {row0} + (size_t)kk * {ld};")
+    lines.append("    " + " ".join(f"acc{i} += x * vload(br + {i * vw});" for i in range(nv)))
+    lines.append("}")
+    for s in range(1, sets):
+        lines.append(" ".join(f"acc{i} += acc{i}_{s};" for i in range(nv)))
+    return "\n".join(lines)
 
 
 def _fast_gemm(prog, node) -> str:
