@@ -47,6 +47,10 @@ BLAS_THREADS = flag("NNOS_BLAS_THREADS", int, 1, "BLAS threads inside a plan cal
 CC = flag("NNOS_CC", str, "", "the C compiler of the cpu backend (empty: gcc, cc or clang, the first found)")
 CPU_CACHE = flag("NNOS_CPU_CACHE", str, "~/.cache/nnos/cpu", "where the cpu backend keeps compiled plans "
                  "(the image: /data/nnos/cache/cpu)")
+CPU_PREBUILT = flag("NNOS_CPU_PREBUILT", str, "", "read-only directories (colon-separated) of compiled plans built "
+                    "ahead of time, searched before NNOS_CPU_CACHE (the image: /usr/lib/nnos/cpu)")
+CPU_TARGET = flag("NNOS_CPU_TARGET", str, "", "the CPU the cpu backend compiles for: native (empty) or a portable "
+                  "target: x86-64-v2, x86-64-v3, x86-64-v4, armv8-a (the image: its build's target)")
 CPU_VECTOR = flag("NNOS_CPU_VECTOR", int, 0, "floats per vector in the cpu backend's code (0: this CPU's best; "
                   "4 or 8 to run the SSE/NEON or AVX2 forms here)")
 BACKEND = flag("NNOS_BACKEND", str, "auto", "the backend the loop runs plans on: auto (cuda, then cpu, then numpy), "

@@ -34,6 +34,15 @@ def append_rotating(path: str, data: bytes, max_bytes: int) -> None:
         f.write(data)
 
 
+def fsync_path(path: str) -> None:
+    """Flush a file another process wrote (a compiler's output) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(d: str) -> None:
     fd = os.open(d, os.O_RDONLY)
     try:

@@ -238,8 +238,94 @@ def test_a_foreign_object_in_the_cache_is_never_loaded(tmp_path, monkeypatch, zo
     # b's object where a's belongs (a stale or tampered cache), before this process ever loaded a's
     shutil.copy(object_path(_key(source(b))[3]), object_path(_key(source(a))[3]) + ".tmp")
     os.replace(object_path(_key(source(a))[3]) + ".tmp", object_path(_key(source(a))[3]))
-    exe = prepare(a, "auto")
-    assert exe.backend == "numpy" and "stale or foreign" in exe.choice["passed_over"]["cpu"], exe.choice
+    foreign = open(object_path(_key(source(a))[3]), "rb").read()
+    exe = prepare(a, "auto")            # never loaded: removed, compiled again, and that one runs
+    assert exe.backend == "cpu" and "stale or foreign" in exe.facts["replaced"], exe.facts
+    assert open(exe.facts["object"], "rb").read() != foreign
+    feeds = feeds_for(a)
+    for k, v in feeds.items():
+        np.copyto(exe.inputs[k], v)
+    exe.run()
+    np.testing.assert_allclose(exe.outputs["action"], a(feeds)["action"], rtol=1e-4, atol=1e-5)
+
+
+def test_an_object_cut_short_by_a_power_loss_is_compiled_again(tmp_path, monkeypatch, zoo):
+    from nnos.backends.cpu import source
+    from nnos.backends.cpu.compiler import _key, object_path
+    monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path / "cache"))
+    plan = nnos.compile(zoo["mlp_m"])
+    path = object_path(_key(source(plan))[3])
+    agree(plan)                                   # built (in a child) and cached
+    whole = open(path, "rb").read()
+    with open(path, "wb") as f:                   # what a power cut before the fsync can leave
+        f.write(whole[: len(whole) // 3])
+    exe = prepare(plan, "auto")
+    assert exe.backend == "cpu" and exe.facts.get("replaced"), exe.facts
+    assert os.path.getsize(path) == len(whole)
+
+
+def test_a_full_cache_falls_back_with_the_reason(tmp_path, monkeypatch, zoo):
+    import subprocess
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    d = tmp_path / "full"
+    d.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(d)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        monkeypatch.setenv("NNOS_CPU_CACHE", str(d))
+        plan = nnos.compile(zoo["cnn_s"])
+        exe = prepare(plan, "auto")
+        assert exe.backend == "numpy", exe.choice
+        why = exe.choice["passed_over"]["cpu"]
+        assert "No space left on device" in why or "not writable" in why, why
+        with pytest.raises(BackendError, match="cpu-cache|full|space|writable"):
+            prepare(plan, "cpu")
+    finally:
+        subprocess.run(["umount", "-l", str(d)])
+
+
+def test_a_portable_target_and_an_object_built_ahead_of_time(tmp_path, monkeypatch, zoo):
+    """As the image does: built for a named target into a directory that is then read-only, and
+    used from there on another start without compiling anything."""
+    import subprocess
+    import sys
+    from nnos.backends.cpu.compiler import TARGETS, cpu_features
+    name = next((n for n, (machine, _, needs, _) in TARGETS.items()
+                 if machine == os.uname().machine and needs <= cpu_features()), None)
+    if name is None:
+        pytest.skip("no named target fits this CPU")
+    plan = nnos.compile(zoo["cnn_s"])
+    plan.save(str(tmp_path / "p.nnos"))
+    pre = tmp_path / "prebuilt"
+    env = dict(os.environ, NNOS_CPU_TARGET=name, NNOS_CPU_CACHE=str(pre))
+    r = subprocess.run([sys.executable, "-m", "nnos.backends.cpu", "build", str(tmp_path / "p.nnos")],
+                       capture_output=True, text=True, cwd=ROOT, env=env)
+    assert r.returncode == 0, r.stderr
+    os.chmod(pre, 0o555)
+    monkeypatch.setenv("NNOS_CPU_TARGET", name)
+    monkeypatch.setenv("NNOS_CPU_PREBUILT", str(pre))
+    monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path / "cache"))
+    exe = prepare(plan, "auto")
+    assert exe.backend == "cpu" and exe.facts["prebuilt"] and exe.facts["target"] == name, exe.facts
+    assert exe.facts["vector_floats"] == TARGETS[name][3]
+    assert not (tmp_path / "cache").exists()          # nothing compiled, nothing written
+    agree(plan)
+
+
+def test_a_target_this_cpu_lacks_falls_back_with_the_reason(monkeypatch, zoo):
+    from nnos.backends.cpu import compiler
+    plan = nnos.compile(zoo["mlp_s"])
+    monkeypatch.setenv("NNOS_CPU_TARGET", "armv8-a" if os.uname().machine == "x86_64" else "x86-64-v2")
+    exe = prepare(plan, "auto")
+    assert exe.backend == "numpy" and "is for" in exe.choice["passed_over"]["cpu"], exe.choice
+    if os.uname().machine == "x86_64":
+        monkeypatch.setenv("NNOS_CPU_TARGET", "x86-64-v3")
+        monkeypatch.setattr(compiler, "cpu_features", lambda: frozenset({"sse2", "ssse3"}))
+        exe = prepare(plan, "auto")
+        assert exe.backend == "numpy" and "lacks what target x86-64-v3 needs" in exe.choice["passed_over"]["cpu"]
+    monkeypatch.setenv("NNOS_CPU_TARGET", "pentium-pro")
+    assert "expected native or one of" in prepare(plan, "auto").choice["passed_over"]["cpu"]
 
 
 def test_cli_reports_the_backend(tmp_path, zoo):

@@ -14,14 +14,14 @@ import numpy as np
 
 from ..numpy_backend import aligned_zeros, io_views
 from .codegen import Unsupported, generate
-from .compiler import CompilerError, build, cpu_features, vector_width
+from .compiler import CompilerError, build, target
 
 __all__ = ["CpuExecutable", "Unsupported", "CompilerError", "prepare", "source"]
 
 
 def width() -> int:
     from ... import flags
-    vw = flags.CPU_VECTOR.get() or vector_width(cpu_features())
+    vw = flags.CPU_VECTOR.get() or target()[1]
     if vw not in (4, 8, 16):
         raise Unsupported(f"NNOS_CPU_VECTOR={vw}: expected 4, 8 or 16")
     return vw

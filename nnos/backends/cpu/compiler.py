@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 
-from ... import flags
+from ... import flags, fsutil
 from ...errors import BackendError
 
 
@@ -53,14 +53,48 @@ def vector_width(features: set[str]) -> int:
     return 4
 
 
-def flags_for(features: set[str], native: bool = True) -> list[str]:
+# Named targets: an object built for one runs on every CPU that has its features, so it can be
+# built ahead of time (the image builds its default model's) and used wherever those are present.
+# name: (machine, -march value, /proc/cpuinfo flags it needs, floats per vector)
+_V2 = {"cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3"}
+_V3 = _V2 | {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}
+TARGETS = {
+    "x86-64-v2": ("x86_64", "x86-64-v2", _V2, 4),
+    "x86-64-v3": ("x86_64", "x86-64-v3", _V3, 8),
+    "x86-64-v4": ("x86_64", "x86-64-v4", _V3 | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}, 16),
+    "armv8-a": ("aarch64", "armv8-a", set(), 4),
+}
+
+
+def target() -> tuple[str, int]:
+    """(the target objects are built for, its floats per vector): "native" (this CPU, every
+    feature it has) unless NNOS_CPU_TARGET names one of TARGETS, which this CPU must have."""
+    name = flags.CPU_TARGET.get()
+    if not name or name == "native":
+        return "native", vector_width(cpu_features())
+    if name not in TARGETS:
+        raise CompilerError(f"NNOS_CPU_TARGET={name!r}: expected native or one of {', '.join(TARGETS)}")
+    machine, _, needs, vw = TARGETS[name]
+    if platform.machine() != machine:
+        raise CompilerError(f"NNOS_CPU_TARGET={name} is for {machine}; this machine is {platform.machine()}")
+    missing = needs - cpu_features()
+    if missing:
+        raise CompilerError(f"this CPU lacks what target {name} needs: {', '.join(sorted(missing))}")
+    return name, vw
+
+
+def flags_for(features: set[str], native: bool = True, march: str | None = None) -> list[str]:
     # no -ffast-math: it implies -ffinite-math-only and NaN must propagate to the loop's check;
     # -fwrapv: integer overflow wraps, as numpy's does; -fexcess-precision=standard: a float16
     # value is rounded at every assignment and cast, as numpy rounds after every op
     out = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast",
            "-fno-semantic-interposition", "-fwrapv", "-fexcess-precision=standard",
            "-Wno-unused-variable", "-Wno-unused-function"]
-    if native:
+    if march:
+        out.append(f"-march={march}")
+        if march == "x86-64-v4":
+            out.append("-mprefer-vector-width=512")
+    elif native:
         out.append("-march=native")
         if "avx512f" in features:
             out.append("-mprefer-vector-width=512")
@@ -79,38 +113,79 @@ def cache_dir() -> str:
     return os.path.expanduser(flags.CPU_CACHE.get())
 
 
+def prebuilt_dirs() -> list[str]:
+    """Read-only directories of objects built ahead of time (the image's root), searched first."""
+    return [d for d in flags.CPU_PREBUILT.get().split(":") if d]
+
+
 def _key(source: str) -> tuple[str, str, list[str], str]:
-    """(compiler, its identity, flags, cache key) for ``source`` on this machine."""
+    """(compiler, its identity, flags, cache key) for ``source``: a hash of the source, the
+    compiler, the flags, the machine and the target — for "native", this CPU's every feature."""
     cc = find_compiler()
     if cc is None:
         raise CompilerError("no C compiler found (gcc, cc or clang; NNOS_CC names another): "
                             "the cpu backend needs one")
+    name, _ = target()
     feats = cpu_features()
     ident = _identity(cc, os.path.getmtime(cc))
-    fl = flags_for(feats)
-    key = hashlib.sha256("\0".join([source, ident, " ".join(fl), platform.machine(),
-                                    " ".join(sorted(feats))]).encode()).hexdigest()
+    fl = flags_for(feats) if name == "native" else flags_for(feats, march=TARGETS[name][1])
+    what = " ".join(sorted(feats)) if name == "native" else f"target {name}"
+    key = hashlib.sha256("\0".join([source, ident, " ".join(fl), platform.machine(), what]).encode()).hexdigest()
     return cc, ident, fl, key
 
 
-def object_path(key: str) -> str:
-    return os.path.join(cache_dir(), f"plan-{key[:32]}.so")
+def object_path(key: str, directory: str | None = None) -> str:
+    return os.path.join(directory or cache_dir(), f"plan-{key[:32]}.so")
+
+
+def _find(key: str) -> tuple[str, bool]:
+    """Where the object of ``key`` is or would go: (path, prebuilt?)."""
+    for d in prebuilt_dirs():
+        path = object_path(key, d)
+        if os.path.exists(path):
+            return path, True
+    return object_path(key), False
 
 
 def is_cached(source: str) -> bool:
     try:
-        return os.path.exists(object_path(_key(source)[3]))
+        return os.path.exists(_find(_key(source)[3])[0])
     except CompilerError:
         return False
 
 
+def _carries(path: str, key: str) -> bool:
+    """The object at ``path`` holds ``key`` (read from its bytes, before anything loads it: a
+    stale, foreign or half-written file is never dlopen'ed)."""
+    try:
+        with open(path, "rb") as f:
+            return key.encode() in f.read()
+    except OSError:
+        return False
+
+
 def build(source: str) -> tuple[ctypes.CDLL, dict]:
-    """Compile (or find in the cache) and load; returns (library, facts for reports)."""
+    """Compile (or find in the cache) and load; returns (library, facts for reports).
+
+    An object in the writable cache that does not carry its key (stale, foreign, cut short by a
+    power loss) is removed and compiled again; one in a prebuilt directory cannot be, so it is
+    refused."""
     cc, ident, fl, key = _key(source)
     keyed = source + f'\nconst char nnos_key[] = "{key}";\n'
     d = cache_dir()
-    path = object_path(key)
-    facts = {"compiler": ident, "flags": fl, "key": key, "object": path, "cached": os.path.exists(path)}
+    path, prebuilt = _find(key)
+    facts = {"compiler": ident, "flags": fl, "key": key, "object": path, "cached": os.path.exists(path),
+             "prebuilt": prebuilt, "target": target()[0]}
+    if facts["cached"] and not _carries(path, key):
+        if prebuilt:
+            raise CompilerError(f"the prebuilt object {path} is not the one this plan needs (a stale or foreign "
+                                "object); it was not loaded")
+        try:
+            os.unlink(path)
+        except OSError as e:
+            raise CompilerError(f"the cached object {path} is not the one this plan needs (a stale or foreign "
+                                f"object) and cannot be removed: {e.strerror}") from e
+        facts.update(cached=False, replaced="a stale or foreign object was in the cache; it was not loaded")
     if not facts["cached"]:
         try:
             os.makedirs(d, exist_ok=True)
@@ -120,7 +195,11 @@ def build(source: str) -> tuple[ctypes.CDLL, dict]:
             raise CompilerError(f"the compiled-plan cache {d} is not writable: {e.strerror}") from e
         try:
             _compile(cc, keyed, fl, tmp_so, d)
+            fsutil.fsync_path(tmp_so)          # whole on disk before it has its name
             os.replace(tmp_so, path)
+            fsutil.fsync_dir(d)
+        except OSError as e:
+            raise CompilerError(f"the compiled-plan cache {d}: {e.strerror or e}") from e
         finally:
             if os.path.exists(tmp_so):
                 os.unlink(tmp_so)
@@ -135,10 +214,17 @@ def build(source: str) -> tuple[ctypes.CDLL, dict]:
 
 
 def _compile(cc: str, source: str, fl: list[str], out: str, d: str) -> None:
-    with tempfile.TemporaryDirectory(dir=d) as tmp:
+    try:
+        tmpdir = tempfile.TemporaryDirectory(dir=d)
+    except OSError as e:
+        raise CompilerError(f"the compiled-plan cache {d} is not writable: {e.strerror}") from e
+    with tmpdir as tmp:
         src = os.path.join(tmp, "plan.c")
-        with open(src, "w") as f:
-            f.write(source)
+        try:
+            with open(src, "w") as f:
+                f.write(source)
+        except OSError as e:
+            raise CompilerError(f"the compiled-plan cache {d}: cannot write the source: {e.strerror}") from e
         try:
             r = subprocess.run([cc, *fl, src, "-o", out, "-lm"], capture_output=True, text=True, timeout=120)
             if r.returncode != 0 and "-march=native" in fl:      # a compiler that does not know this CPU
