@@ -111,6 +111,10 @@ def summary(out: str, arch: str, timings: dict, total: float) -> dict:
     for k, v in contents["largest"].items():
         log(f"    {k:<44} {v / mb:6.1f} MiB")
     log(f"  default model: {contents['model']} → plan {contents['plan_id'][:12]} (checked against the reference)")
+    cpu = contents.get("cpu_backend") or {}
+    if cpu:
+        log(f"  cpu backend: the C compiler adds {cpu['unpacked_bytes'] / mb:.1f} MiB ({cpu['squashfs_bytes'] / mb:.1f} MiB "
+            f"of squashfs); the default model's object built for {cpu['target']}: {', '.join(cpu['prebuilt_objects'])}")
     log(f"built in {total:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     return m
 

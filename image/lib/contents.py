@@ -27,12 +27,21 @@ def main(work: str, rootfs: str, board: str, model: str) -> dict:
             "usr/lib/aarch64-linux-gnu", "usr/share", "usr/bin", "usr/sbin", "usr/lib/udev", "etc", "var"]
     largest = {d: du(os.path.join(rootfs, d)) for d in dirs if os.path.exists(os.path.join(rootfs, d))}
     kernel = sorted(os.listdir(os.path.join(rootfs, "usr/lib/modules")))
+    cpu = {}
+    if os.path.exists(os.path.join(work, "compiler.json")):      # step 48: the cpu backend's compiler
+        with open(os.path.join(work, "compiler.json")) as f:
+            cpu = json.load(f)
+        with open(os.path.join(rootfs, "etc/nnos/cpu-target")) as f:
+            cpu["target"] = f.read().strip()
+        prebuilt = os.path.join(rootfs, "usr/lib/nnos/cpu")
+        cpu["prebuilt_objects"] = sorted(os.listdir(prebuilt)) if os.path.isdir(prebuilt) else []
     return {"partitions": parts, "rootfs_bytes": du(rootfs), "squashfs_bytes": os.path.getsize(os.path.join(work, "root.sqfs")),
             "kernel_bytes": os.path.getsize(os.path.join(work, "boot/vmlinuz")),
             "initramfs_bytes": os.path.getsize(os.path.join(work, "boot/initrd.img")),
             "debian_packages": packages, "python_packages": python, "kernel": kernel[0] if kernel else None,
             "largest": dict(sorted(largest.items(), key=lambda kv: -kv[1])), "board": os.path.basename(board),
-            "model": os.path.basename(model) if model != "board" else "the board's model", "plan_id": plan_id}
+            "model": os.path.basename(model) if model != "board" else "the board's model", "plan_id": plan_id,
+            "cpu_backend": cpu}
 
 
 if __name__ == "__main__":

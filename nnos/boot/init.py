@@ -23,6 +23,8 @@ from .timeline import stamp
 DATA = "/data"
 CONFIG = "/data/config"
 STATE = "/data/nnos"                  # the supervisor's --data: store, token, logs
+PREBUILT = "/usr/lib/nnos/cpu"         # compiled plans built with the image (step 48), read-only
+CPU_TARGET = "/etc/nnos/cpu-target"    # the CPU target they are built for
 DEFAULT_BOARD = "/etc/nnos/board.toml"
 DEFAULT_PLAN = "/usr/share/nnos/default.plan"
 LEGACY_VM = "/usr/lib/nnos/legacy-vm"     # the legacy VM's initramfs (image step 45)
@@ -147,6 +149,12 @@ def supervisor_env() -> dict:
     env.setdefault("NNOS_API_HOST", "0.0.0.0")    # the device's control plane is for the local network
     env.setdefault("OPENBLAS_NUM_THREADS", "1")     # no BLAS thread pool: numpy imports ~3x faster
     env.setdefault("NNOS_CPU_CACHE", os.path.join(STATE, "cache", "cpu"))   # compiled plans: the root is read-only
+    env.setdefault("NNOS_CPU_PREBUILT", PREBUILT)     # the default model's object, built with the image
+    try:                                               # the CPU target the image's objects are built for
+        with open(CPU_TARGET) as f:
+            env.setdefault("NNOS_CPU_TARGET", f.read().strip())
+    except OSError:
+        pass
     try:
         with open("/proc/cmdline") as f:
             args = f.read().split()

@@ -102,8 +102,7 @@ class Loop:
             except (NnosError, HardwareError) as e:
                 self.log(f"loop: {role} model {mid[:12]} does not load: {e}")
                 continue
-            self.log(f"loop: running {role} model {mid[:12]} on {self.active.backend}" +
-                     "".join(f" (not {n}: {why})" for n, why in self.active.passed_over.items() if n != "cuda"))
+            self.log(f"loop: running {role} model {mid[:12]} on {self.active.backend_report}")
             self._publish_models()
             return
         self.safety.trip("no model to run")

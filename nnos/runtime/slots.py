@@ -45,6 +45,18 @@ def prebuild(plan, plan_path: str, backend: str):
         yield
 
 
+def report(backend: str, facts: dict, passed_over: dict) -> str:
+    """What GET /v1/status and the loop's log say of a slot's backend: which runs it, where a
+    compiled object came from, that it was verified, and why the backends before it did not."""
+    notes = []
+    if facts.get("object"):
+        origin = ("built with the image" if facts.get("prebuilt") else
+                  "from the cache" if facts.get("cached") else "compiled here")
+        notes.append(f"{facts.get('target', 'native')} object {origin}, verified against numpy")
+    notes += [f"not {n}: {w.split(': ', 1)[-1]}" for n, w in passed_over.items() if n != "cuda"]
+    return backend + (f" ({'; '.join(notes)})" if notes else "")
+
+
 class Slot:
     def __init__(self, model_id: str, plan, board, devices, backend: str = "numpy"):
         board.check_plan(plan)               # bindings must fit: refuses with FILE:LINE otherwise
@@ -52,8 +64,7 @@ class Slot:
         self.exe = plan.bind(backend)
         self.backend = getattr(self.exe, "backend", backend)
         self.passed_over = getattr(self.exe, "choice", {}).get("passed_over", {})
-        why = "; ".join(f"not {n}: {w.split(': ', 1)[-1]}" for n, w in self.passed_over.items() if n != "cuda")
-        self.backend_report = self.backend + (f" ({why})" if why else "")   # what GET /v1/status shows
+        self.backend_report = report(self.backend, getattr(self.exe, "facts", {}), self.passed_over)
         self.binder = Binder(board, devices, self.exe.inputs, self.exe.outputs)
         self.outputs = [v.reshape(-1) for v in self.exe.outputs.values()]
         self.inputs = [v.reshape(-1) for v in self.exe.inputs.values()]

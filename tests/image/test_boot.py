@@ -74,6 +74,9 @@ def test_boots_to_the_network_keeps_the_chosen_model_across_a_reboot_and_survive
     # the default model, compiled at build time, runs; the robot balances; nothing failed safe
     st = dev.status()
     assert st["loop"]["active"] == st["store"]["active"] == manifest()["plan_id"], st
+    # on the cpu backend, from the object built with the image, verified against numpy before it ran
+    target = manifest()["cpu_backend"]["target"]
+    assert st["loop"]["backend"].startswith(f"cpu ({target} object built with the image, verified against numpy"), st
     loop = ticking(dev)
     assert loop["mode"] == "running" and loop["failsafe_entries"] == 0, loop
     # a second model over the API, then a reboot: the choice is on the data partition
@@ -81,6 +84,9 @@ def test_boots_to_the_network_keeps_the_chosen_model_across_a_reboot_and_survive
     dev.reboot()
     st = dev.status()
     assert st["loop"]["active"] == mid and st["store"]["previous"] == manifest()["plan_id"], st
+    # the same network with other weights: the code is the same (weights are never baked into it),
+    # so the object built with the image runs this model too, checked against numpy again
+    assert st["loop"]["backend"].startswith(f"cpu ({target} object built with the image, verified"), st["loop"]
     loop = ticking(dev)
     assert loop["mode"] == "running" and loop["failsafe_entries"] == 0
     second = dev.vm.console()[dev.mark:]

@@ -165,7 +165,10 @@ def test_control_plane_manages_models_of_the_running_loop(tmp_path, up_with_api)
     first = c.get("/v1/status").json()["loop"]["active"]
     from nnos.backends.cpu.compiler import find_compiler
     backend = c.get("/v1/status").json()["loop"]["backend"]      # which backend runs it, and why not another
-    assert backend == "cpu" if find_compiler() else backend.startswith("numpy (not cpu: no C compiler"), backend
+    if find_compiler():     # the object's origin, and that it was checked against the reference before it ran
+        assert backend.startswith("cpu (native object ") and "verified against numpy" in backend, backend
+    else:
+        assert backend.startswith("numpy (not cpu: no C compiler"), backend
     variant = policy_variant(tmp_path, "v", scale=0.95)
     up_report = c.post("/v1/models", content=open(variant, "rb").read()).json()
     mid = up_report["id"]
