@@ -6,7 +6,6 @@ error, an unwritable cache, a foreign object in the cache, an op without a kerne
 reason and the numpy backend."""
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import stat
@@ -20,6 +19,7 @@ import nnos
 from nnos.backends import prepare
 from nnos.backends.cpu.compiler import find_compiler
 from nnos.errors import BackendError
+from tests.backends.child import run_in_child
 from tests.conftest import ROOT
 from tests.helpers import model, rand, save, vi
 
@@ -32,31 +32,11 @@ def own_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path_factory.getbasetemp() / "cpu-cache"))
 
 
-def _child(conn, plan_bytes, feeds):
-    plan = nnos.Plan.from_bytes(plan_bytes)
-    exe = prepare(plan, "cpu")
-    for k, v in feeds.items():
-        np.copyto(exe.inputs[k], v)
-    exe.run()
-    conn.send({k: np.array(v) for k, v in exe.outputs.items()})
-
-
 def run_cpu_in_child(plan, feeds: dict) -> dict:
     """The cpu backend's outputs, computed in a forked child."""
-    ctx = multiprocessing.get_context("fork")
-    parent, child = ctx.Pipe()
-    p = ctx.Process(target=_child, args=(child, plan.to_bytes(), feeds))
-    p.start()
-    child.close()
-    try:            # read before joining: a large result fills the pipe until it is read
-        result = parent.recv() if parent.poll(60) else None
-    except EOFError:
-        result = None
-    p.join(10)
-    if p.exitcode != 0 or result is None:
-        raise AssertionError(f"the generated code's child exited with {p.exitcode} "
-                             f"({'signal ' + str(-p.exitcode) if p.exitcode and p.exitcode < 0 else 'an error'})")
-    return result
+    kind, got = run_in_child(plan, feeds)
+    assert kind == "ran", got
+    return got
 
 
 def feeds_for(plan, seed=0):

@@ -56,6 +56,30 @@ def _array(v):
     return numpy_helper.to_array(v) if isinstance(v, onnx.TensorProto) else np.asarray(v)
 
 
+def const_slots(case) -> set:
+    """Inputs a node needs as compile-time constants (Reshape's shape, Slice's starts, ...)."""
+    return {n.input[k] for n in case.model.graph.node if n.op_type in OPS
+            for k in OPS[n.op_type].const_inputs if k < len(n.input)}
+
+
+def rnn_weights(case) -> set:
+    """W, R, B and the peepholes of a recurrent case's node."""
+    node = case.model.graph.node[0]
+    return {node.input[i] for i in (1, 2, 3, 4, 7) if i < len(node.input) and node.input[i]}
+
+
+def case_runs(case, path, frozen: set):
+    """Per data set: (plan with the ``frozen`` inputs as constants, the other inputs, every
+    input by name, the recorded outputs)."""
+    onnx.save(case.model, path)
+    inits = {t.name for t in case.model.graph.initializer}
+    names = [i.name for i in case.model.graph.input if i.name not in inits]
+    for ins, outs in case.data_sets:
+        every = {n: _array(v) for n, v in zip(names, ins)}
+        plan = nnos.compile(path, check=False, freeze={n: v for n, v in every.items() if n in frozen})
+        yield plan, {n: v for n, v in every.items() if n not in frozen}, every, outs
+
+
 def test_every_claimed_op_has_cases():
     covered = {n.op_type for c in CASES for n in c.model.graph.node}
     missing = set(OPS) - covered
@@ -72,20 +96,13 @@ def test_node_case(case, tmp_path):
             for ins, _ in case.data_sets:
                 nnos.compile(path, check=False)
         pytest.skip(reason)
-    inits = {t.name for t in case.model.graph.initializer}
-    names = [i.name for i in case.model.graph.input if i.name not in inits]
-    const_slots = {n.input[k] for n in case.model.graph.node if n.op_type in OPS
-                   for k in OPS[n.op_type].const_inputs if k < len(n.input)}
     oracle = _onnxruntime(path)
-    for ins, outs in case.data_sets:
-        freeze = {n: _array(v) for n, v in zip(names, ins) if n in const_slots}
-        plan = nnos.compile(path, check=False, freeze=freeze)
-        feeds = {n: _array(v) for n, v in zip(names, ins) if n not in freeze}
+    for plan, feeds, every, outs in case_runs(case, path, const_slots(case)):
         got = plan(feeds)
         for spec, ref in zip(plan.outputs, outs):
             np.testing.assert_allclose(got[spec.name], _array(ref), rtol=case.rtol, atol=case.atol,
                                        err_msg=f"output {spec.name}")
-        ort_out = _run_oracle(oracle, {n: _array(v) for n, v in zip(names, ins)})
+        ort_out = _run_oracle(oracle, every)
         if ort_out is not None:             # and onnxruntime, the oracle, to 1e-5
             for spec, ref in zip(plan.outputs, ort_out):
                 _close_to_oracle(got[spec.name], ref, spec.name)
@@ -130,15 +147,7 @@ RNN_CASES = [c for c in CASES if {n.op_type for n in c.model.graph.node} & {"GRU
 def test_rnn_case_with_constant_weights(case, tmp_path):
     """The same cases with W, R, B (and peepholes) frozen into constants, as on a device: this
     takes the packed path (transposed weights, combined biases, prescaled sigmoid gates)."""
-    path = os.path.join(tmp_path, "model.onnx")
-    onnx.save(case.model, path)
-    node = case.model.graph.node[0]
-    weights = {node.input[i] for i in (1, 2, 3, 4, 7) if i < len(node.input) and node.input[i]}
-    inits = {t.name for t in case.model.graph.initializer}
-    names = [i.name for i in case.model.graph.input if i.name not in inits]
-    for ins, outs in case.data_sets:
-        freeze = {n: _array(v) for n, v in zip(names, ins) if n in weights}
-        plan = nnos.compile(path, check=False, freeze=freeze)
-        got = plan({n: _array(v) for n, v in zip(names, ins) if n not in freeze})
+    for plan, feeds, _, outs in case_runs(case, os.path.join(tmp_path, "model.onnx"), rnn_weights(case)):
+        got = plan(feeds)
         for spec, ref in zip(plan.outputs, outs):
             np.testing.assert_allclose(got[spec.name], _array(ref), rtol=case.rtol, atol=case.atol)

@@ -17,7 +17,7 @@ import numpy as np
 from .codegen import indent
 from .ctype import compute, storage
 from .elementwise import apply, epilogue_pass, unary_chain
-from .loops import counters, row_major
+from .loops import counters, row_major, window_taps
 
 
 def conv_ok(prog, node) -> bool:
@@ -153,44 +153,47 @@ def _conv_block(p, nbk, geo, chain, xb=False, yb=False, ocg=0) -> str:
     return "\n".join(lines)
 
 
-def _generic_conv(prog, node) -> str:
-    from ...ops.conv import _geometry
+def _direct(prog, node, kernel, out, taps: list[str], skip: str, group_of: str, weight_index: str) -> str:
+    """The generic form of Conv and ConvTranspose: for each output element, the sum over its
+    group's input channels and its kernel taps; ``taps`` compute the input position p0, p1, ...
+    of tap (k0, k1, ...) for output (o0, o1, ...), ``skip`` says when it falls outside."""
     x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
     b = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else ""
-    xs, ws_ = prog.type(x).shape, prog.type(w).shape
-    kernel, strides, dil, begin, end, out = _geometry(node, xs, ws_)
-    groups = int(node.attrs.get("group", 1))
-    nb, c = xs[:2]
-    oc, cg = ws_[:2]
-    ocg = oc // groups
+    xs = prog.type(x).shape
+    nb, c, insz = xs[0], xs[1], xs[2:]
+    oc = prog.type(y).shape[1]
+    cg = c // int(node.attrs.get("group", 1))
     odt = prog.type(y).dtype
     ct, st = compute(odt), storage(odt)
-    insz = xs[2:]
     lines = [f"const {storage(prog.type(x).dtype)} *X = {prog.ptr(x)}; const {storage(prog.type(w).dtype)} *W = "
              f"{prog.ptr(w)}; {st} *Y = {prog.ptr(y)};"]
     if b:
         lines.append(f"const {storage(prog.type(b).dtype)} *Bi = {prog.ptr(b)};")
     lines.append(f"for (long n = 0; n < {nb}; n++) for (long m = 0; m < {oc}; m++) {{")
-    lines.append(f"    long g = m / {ocg};")
+    lines.append(f"    {group_of}")
     lines += counters("o", out, "    ")
-    lines.append("    {")
-    lines.append(f"        {ct} s = 0;")
-    lines.append(f"        for (long ci = 0; ci < {cg}; ci++)")
+    lines += ["    {", f"        {ct} s = 0;", f"        for (long ci = 0; ci < {cg}; ci++)"]
     lines += counters("k", kernel, "        ")
     lines.append("        {")
-    conds = []
-    for d in range(len(kernel)):
-        lines.append(f"            long p{d} = o{d} * {strides[d]} - {begin[d]} + k{d} * {dil[d]};")
-        conds.append(f"p{d} < 0 || p{d} >= {insz[d]}")
-    lines.append(f"            if ({' || '.join(conds)}) continue;")
+    lines += ["            " + t for t in taps]
+    lines.append(f"            if ({skip}) continue;")
     lines.append(f"            s += ({ct})X[(n * {c} + g * {cg} + ci) * {int(np.prod(insz))} + {row_major('p', insz)}] * "
-                 f"({ct})W[(m * {cg} + ci) * {int(np.prod(kernel))} + {row_major('k', kernel)}];")
+                 f"({ct})W[({weight_index}) * {int(np.prod(kernel))} + {row_major('k', kernel)}];")
     lines.append("        }")
     bias = f" + ({ct})Bi[m]" if b else ""
     half = "(float)(_Float16)" if odt == np.float16 else ""
     lines.append(f"        Y[(n * {oc} + m) * {int(np.prod(out))} + {row_major('o', out)}] = ({st})({half}(s){bias});")
     lines += ["    }", "}"]
     return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
+
+
+def _generic_conv(prog, node) -> str:
+    from ...ops.conv import _geometry
+    xs, ws_ = prog.type(node.inputs[0]).shape, prog.type(node.inputs[1]).shape
+    kernel, strides, dil, begin, end, out = _geometry(node, xs, ws_)
+    ocg = ws_[0] // int(node.attrs.get("group", 1))
+    taps, skip = window_taps(kernel, strides, dil, begin, xs[2:])
+    return _direct(prog, node, kernel, out, taps, skip, f"long g = m / {ocg};", f"m * {ws_[1]} + ci")
 
 
 def conv(prog, node) -> str:
@@ -201,41 +204,14 @@ def conv(prog, node) -> str:
 
 
 def conv_transpose(prog, node) -> str:
+    """Gather form: output o takes input p where o + begin − k·dilation = p·stride."""
     from ...ops.conv import _tgeometry
-    x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
-    b = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else ""
-    xs, ws_ = prog.type(x).shape, prog.type(w).shape
+    xs, ws_ = prog.type(node.inputs[0]).shape, prog.type(node.inputs[1]).shape
     kernel, strides, dil, opad, full, begin, out = _tgeometry(node, xs, ws_)
-    groups = int(node.attrs.get("group", 1))
-    nb, c = xs[:2]
-    cg, mg = c // groups, ws_[1]
-    oc = mg * groups
-    odt = prog.type(y).dtype
-    ct, st = compute(odt), storage(odt)
-    insz = xs[2:]
-    lines = [f"const {storage(prog.type(x).dtype)} *X = {prog.ptr(x)}; const {storage(prog.type(w).dtype)} *W = "
-             f"{prog.ptr(w)}; {st} *Y = {prog.ptr(y)};"]
-    if b:
-        lines.append(f"const {storage(prog.type(b).dtype)} *Bi = {prog.ptr(b)};")
-    lines.append(f"for (long n = 0; n < {nb}; n++) for (long m = 0; m < {oc}; m++) {{")
-    lines.append(f"    long g = m / {mg}, mo = m % {mg};")
-    lines += counters("o", out, "    ")
-    lines.append("    {")
-    lines.append(f"        {ct} s = 0;")
-    lines.append(f"        for (long ci = 0; ci < {cg}; ci++)")
-    lines += counters("k", kernel, "        ")
-    lines.append("        {")
-    conds = []
+    cg, mg = xs[1] // int(node.attrs.get("group", 1)), ws_[1]
+    taps, skip = [], []
     for d in range(len(kernel)):
-        lines.append(f"            long q{d} = o{d} + {begin[d]} - k{d} * {dil[d]};")
-        lines.append(f"            long p{d} = q{d} / {strides[d]};")
-        conds.append(f"q{d} < 0 || q{d} % {strides[d]} || p{d} >= {insz[d]}")
-    lines.append(f"            if ({' || '.join(conds)}) continue;")
-    lines.append(f"            s += ({ct})X[(n * {c} + g * {cg} + ci) * {int(np.prod(insz))} + {row_major('p', insz)}] * "
-                 f"({ct})W[((g * {cg} + ci) * {mg} + mo) * {int(np.prod(kernel))} + {row_major('k', kernel)}];")
-    lines.append("        }")
-    bias = f" + ({ct})Bi[m]" if b else ""
-    half = "(float)(_Float16)" if odt == np.float16 else ""
-    lines.append(f"        Y[(n * {oc} + m) * {int(np.prod(out))} + {row_major('o', out)}] = ({st})({half}(s){bias});")
-    lines += ["    }", "}"]
-    return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
+        taps += [f"long q{d} = o{d} + {begin[d]} - k{d} * {dil[d]};", f"long p{d} = q{d} / {strides[d]};"]
+        skip.append(f"q{d} < 0 || q{d} % {strides[d]} || p{d} >= {xs[2 + d]}")
+    return _direct(prog, node, kernel, out, taps, " || ".join(skip), f"long g = m / {mg}, mo = m % {mg};",
+                   f"(g * {cg} + ci) * {mg} + mo")

@@ -79,3 +79,10 @@ def counters(var: str, sizes: Sequence[int], pad: str = "") -> list[str]:
     """Nested ``for`` headers over ``sizes`` with counters var0, var1, ... (the caller opens
     the block that follows them)."""
     return [f"{pad}for (long {var}{d} = 0; {var}{d} < {s}; {var}{d}++)" for d, s in enumerate(sizes)]
+
+
+def window_taps(kernel, strides, dil, begin, insz) -> tuple[list[str], str]:
+    """Input positions p_d = o_d·stride − begin + k_d·dilation and when they fall outside the
+    input: the window of a convolution or a pooling."""
+    taps = [f"long p{d} = o{d} * {strides[d]} - {begin[d]} + k{d} * {dil[d]};" for d in range(len(kernel))]
+    return taps, " || ".join(f"p{d} < 0 || p{d} >= {insz[d]}" for d in range(len(kernel)))

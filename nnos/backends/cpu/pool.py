@@ -12,7 +12,7 @@ import numpy as np
 from .codegen import Unsupported, indent
 from .ctype import compute, literal, lowest, storage
 from .elementwise import epilogue_pass
-from .loops import counters, row_major
+from .loops import counters, row_major, window_taps
 
 
 def pool(prog, node) -> str:
@@ -38,11 +38,9 @@ def pool(prog, node) -> str:
     lines.append(f"        {ct} m = {lowest(dt) if is_max else literal(0, dt)};")
     lines += counters("k", kernel, "        ")
     lines.append("        {")
-    conds = []
-    for d in range(len(kernel)):
-        lines.append(f"            long p{d} = o{d} * {strides[d]} - {begin[d]} + k{d} * {dil[d]};")
-        conds.append(f"p{d} < 0 || p{d} >= {insz[d]}")
-    lines.append(f"            if ({' || '.join(conds)}) continue;")
+    taps, skip = window_taps(kernel, strides, dil, begin, insz)
+    lines += ["            " + t for t in taps]
+    lines.append(f"            if ({skip}) continue;")
     lines.append(f"            {ct} v = ({ct})xc[{row_major('p', insz)}];")
     lines.append("            " + ("m = (v != v || v > m) ? v : m;" if is_max else "m += v;"))
     lines.append("        }")
