@@ -35,7 +35,7 @@ def append_rotating(path: str, data: bytes, max_bytes: int) -> None:
 
 
 def fsync_path(path: str) -> None:
-    """Flush a file another process wrote (a compiler's output) to disk."""
+    """Flush a file (one another process wrote: a compiler's output) or a directory to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -44,11 +44,7 @@ def fsync_path(path: str) -> None:
 
 
 def fsync_dir(d: str) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(d)
 
 
 def remove_stale_temps(d: str) -> int:
