@@ -63,7 +63,7 @@ def floor_and_peak(tmp: str) -> tuple[float, float]:
     lib = native(f"""
 void empty(void *a, void *b, void *c) {{ (void)a; (void)b; (void)c; }}
 /* a fixed amount of dependent work, no memory traffic: its tail is the machine's, not the code's */
-float spin(long n) {{ float x = 1.0f; for (long i = 0; i < n; i++) x = x * 0.999999f + 0.000001f; return x; }}
+float spin(long n, float a) {{ float x = 1.0f; for (long i = 0; i < n; i++) x = x * a + 0.5f; return x; }}
 typedef float vf __attribute__((vector_size({vw * 4})));
 float peak(long n) {{
     vf a[12], x = (vf){{0}} + 1.0001f, y = (vf){{0}} + 0.9999f;
@@ -80,7 +80,7 @@ float peak(long n) {{
     lib.peak.argtypes, lib.peak.restype = (ctypes.c_long,), ctypes.c_float
     n = 20_000_000
     best = min(_seconds(lambda: lib.peak(n)) for _ in range(3))
-    lib.spin.argtypes, lib.spin.restype = (ctypes.c_long,), ctypes.c_float
+    lib.spin.argtypes, lib.spin.restype = (ctypes.c_long, ctypes.c_float), ctypes.c_float   # a: not foldable
     global SPIN
     SPIN = lib.spin
     return floor, 12 * vw * 2 * n / best / 1e9
@@ -93,12 +93,12 @@ def spin_for(us: float):
     """A call of SPIN calibrated to take about ``us`` microseconds."""
     n = 1000
     while True:
-        t = float(np.percentile(timed(lambda: SPIN(n), 50), 50))
+        t = float(np.percentile(timed(lambda: SPIN(n, 0.5), 50), 50))
         if t > 20 or n > 1 << 30:
             break
         n *= 4
     n = max(1, int(n * us / t))
-    return lambda: SPIN(n)
+    return lambda: SPIN(n, 0.5)
 
 
 def solo(fns: dict, calls: int) -> dict:
