@@ -103,7 +103,7 @@ def setup(uplink: bool) -> None:
         _run("ip", "-n", NS, "addr", "add", f"{NS_ADDR}/30", "dev", NS_IF)
         _run("ip", "-n", NS, "link", "set", NS_IF, "up")
         _run("ip", "link", "set", HOST_IF, "up")
-        _run("ip", "-n", NS, "route", "replace", "default", "via", HOST_ADDR)
+        _default_route()
     _run("nft", "-f", "-", stdin=RULES)
     with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
         f.write("1\n")
@@ -114,7 +114,14 @@ def switch(on: bool) -> None:
     """Cut (False) or restore (True) the namespace's way out."""
     _run("ip", "link", "set", HOST_IF, "up" if on else "down")
     if on:     # the route goes with the carrier on some kernels: put it back
-        _run("ip", "-n", NS, "route", "replace", "default", "via", HOST_ADDR)
+        _default_route()
+
+
+def _default_route() -> None:
+    """The namespace's default route through the host end, "onlink": it does not depend on the
+    connected route of the pair's subnet, which the kernel restores only once the carrier is
+    back (a route added in between failed with "Nexthop has invalid gateway" on the image)."""
+    _run("ip", "-n", NS, "route", "replace", "default", "via", HOST_ADDR, "dev", NS_IF, "onlink")
 
 
 def state() -> str:

@@ -56,6 +56,15 @@ def test_outside_reachable_only_when_on_and_the_host_never(nets):
         listener.close()
 
 
+def test_switching_on_does_not_wait_for_the_subnet_route(nets):
+    """Regression: on the image, switching on right after the carrier came back failed with
+    "Nexthop has invalid gateway" (the pair's connected route was not back yet)."""
+    netns.setup(uplink=False)
+    subprocess.run(["ip", "-n", netns.NS, "route", "del", netns.SUBNET], capture_output=True)
+    netns.switch(True)
+    assert netns.state() == "on" and connect_from_vm_ns(CLOUD_ADDR, CLOUD_PORT) == "connected"
+
+
 def test_nothing_outside_can_open_a_connection_into_the_namespace(nets):
     netns.setup(uplink=True)
     srv = subprocess.Popen([*netns.exec_prefix(), "python3", "-c",
