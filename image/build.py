@@ -127,9 +127,17 @@ def main(argv=None) -> int:
     ap.add_argument("--model", help="the default model (ONNX); default: the board's model")
     ap.add_argument("--hw", help="a hardware hook directory (see BOARDS.md): extra packages.txt, modules.txt, "
                     "initramfs-modules.txt, overlay/ and numbered steps/ for a specific board")
+    ap.add_argument("--cpu-target", help="the CPU the cpu backend's objects are built for on the device "
+                    "(x86-64-v2 … v4, armv8-a; default: x86-64-v2 on amd64, armv8-a on arm64)")
     ap.add_argument("--out", default=os.path.join(REPO, "out"))
     ap.add_argument("--only", help="run only the steps whose names start with these (comma separated)")
     a = ap.parse_args(argv)
+    if a.cpu_target:
+        sys.path.insert(0, REPO)
+        from nnos.backends.cpu.compiler import TARGETS
+        if a.cpu_target not in TARGETS or TARGETS[a.cpu_target][0] != ARCHES[a.arch]:
+            raise SystemExit(f"--cpu-target {a.cpu_target}: expected one of "
+                             f"{', '.join(n for n, t in TARGETS.items() if t[0] == ARCHES[a.arch])} for {a.arch}")
     if os.geteuid() != 0:
         raise SystemExit("the image build needs root (mmdebstrap, chroot, device nodes in the root filesystem)")
     for tool in ("mmdebstrap", "mksquashfs", "sfdisk", "mkfs.ext4", "mkfs.vfat", "mcopy", "cpio", "depmod"):
@@ -141,7 +149,7 @@ def main(argv=None) -> int:
                WORK=work, ROOTFS=os.path.join(work, "rootfs"), CACHE=os.path.join(REPO, "out", "cache"),
                HW_DIR=os.path.abspath(a.hw) if a.hw else "", **merge_lists(work, os.path.abspath(a.hw) if a.hw else None),
                BOARD=os.path.abspath(a.board), MODEL=os.path.abspath(a.model) if a.model else "",
-               HOST_PY=sys.executable, LC_ALL="C.UTF-8", SOURCE_DATE_EPOCH=os.environ.get("SOURCE_DATE_EPOCH", "1764028800"))
+               HOST_PY=sys.executable, CPU_TARGET=a.cpu_target or "", LC_ALL="C.UTF-8", SOURCE_DATE_EPOCH=os.environ.get("SOURCE_DATE_EPOCH", "1764028800"))
     chosen = steps(a.hw)
     if a.only:
         chosen = [(n, p) for n, p in chosen if any(n.startswith(x) for x in a.only.split(","))]
