@@ -44,6 +44,23 @@ class Running:
     armed: bool = False                             # the watchdog: a heartbeat was seen since the start
 
 
+def _child_setup(spec: ProcessSpec):
+    """What runs in the child between fork and exec: its nice value and, for a process that must
+    never compete with the loop, every CPU but the loop's (the loop takes the highest one)."""
+    nice = spec.nice
+    cpus = set(os.sched_getaffinity(0))
+    others = cpus - {max(cpus)} if spec.off_loop_cpu and len(cpus) > 1 else None
+    if not nice and others is None:
+        return None
+
+    def setup() -> None:
+        if nice:
+            os.nice(nice)
+        if others is not None:
+            os.sched_setaffinity(0, others)
+    return setup
+
+
 class Manager:
     def __init__(self, ctx: Context, specs: list[ProcessSpec], log=print, stdout=None, echo: bool = True):
         self.ctx, self.log, self.echo = ctx, log, echo
@@ -96,9 +113,8 @@ class Manager:
         env.setdefault("OPENBLAS_NUM_THREADS", str(flags.BLAS_THREADS.get()))
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        nice = r.spec.nice
         r.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self.stdout, stderr=subprocess.PIPE,
-                                  preexec_fn=(lambda: os.nice(nice)) if nice else None, start_new_session=True)
+                                  preexec_fn=_child_setup(r.spec), start_new_session=True)
         threading.Thread(target=self._pump, args=(r.spec.name, r.proc.stderr), daemon=True).start()
         r.started, r.started_ns, r.ready, r.armed = now, now_ns(), False, False
         r.watchdog_s = r.spec.watchdog_s(self.ctx) if callable(r.spec.watchdog_s) else r.spec.watchdog_s

@@ -47,6 +47,7 @@ class ProcessSpec:
     env: dict = field(default_factory=dict)
     storm: Optional[tuple[int, float]] = None  # (restarts, seconds): more within the window → give up
     limits: Optional[Callable[[Context], dict]] = None  # {"cpu_percent", "memory_mb"}: cgroup v2 or SCHED_IDLE, off the loop's CPU
+    off_loop_cpu: bool = False                 # never scheduled on the loop's CPU (set before exec: every thread inherits it)
 
 
 def _py(*args) -> list[str]:
@@ -153,7 +154,8 @@ def table(ctx: Context) -> list[ProcessSpec]:
         # the legacy VM: last (once the loop ticks and the control plane answers), lowest, capped,
         # off the loop's CPU; its only channel is the broker
         ProcessSpec("broker", lambda c: _py("-m", "nnos.legacy.broker", "--data", c.data, "--socket", legacy_socket(c)),
-                    run_if=lambda c: bool(flags.LEGACY_VM.get()), stop_order=60, nice=10, start_after=("loop",)),
+                    run_if=lambda c: bool(flags.LEGACY_VM.get()), stop_order=60, nice=10, start_after=("loop",),
+                    off_loop_cpu=True),
         ProcessSpec("legacy-vm", _legacy_vm_cmd, run_if=lambda c: bool(flags.LEGACY_VM.get()), stop_order=70, nice=19,
                     start_after=("loop", "broker") + (("control-plane",) if flags.API_PORT.get() > 0 else ()),
                     storm=(5, 120.0), limits=_legacy_vm_limits, heartbeat=_legacy_vm_heartbeat,

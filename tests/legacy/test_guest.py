@@ -109,16 +109,25 @@ def test_hostile_agent_is_refused_and_audited_and_the_broker_never_blocks(guest,
         run.close()
 
 
-def _qemu_pid(sock: str) -> int | None:
+def _find_pid(match) -> int | None:
+    """The pid of the first process whose argument list (bytes) ``match`` accepts."""
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
                 cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
             except OSError:
                 continue
-            if cmd and cmd[0].endswith(b"qemu-system-x86_64") and any(sock.encode() in a for a in cmd):
+            if match(cmd):
                 return int(pid)
     return None
+
+
+def _qemu_pid(sock: str) -> int | None:
+    return _find_pid(lambda cmd: cmd[0].endswith(b"qemu-system-x86_64") and any(sock.encode() in a for a in cmd))
+
+
+def _broker_pid(data: str) -> int | None:
+    return _find_pid(lambda cmd: cmd[1:5] == [b"-m", b"nnos.legacy.broker", b"--data", data.encode()])
 
 
 def test_nnos_up_starts_the_vm_last_limited_and_the_loop_outlives_it(guest, tmp_path):
@@ -226,7 +235,8 @@ def test_control_plane_shows_stops_and_starts_the_vm(guest, tmp_path):
 
 def test_a_hostile_guest_under_nnos_up_leaves_the_loop_alone(guest, tmp_path):
     """The hostile agent's flood, oversize line, corrupt model and silence, against the real
-    supervisor: every trick refused and audited, the loop's misses and failsafe entries unchanged."""
+    supervisor: every trick refused and audited, the loop's misses and failsafe entries unchanged,
+    the broker kept off the loop's CPU."""
     import signal
 
     from nnos.legacy import settings
@@ -234,23 +244,38 @@ def test_a_hostile_guest_under_nnos_up_leaves_the_loop_alone(guest, tmp_path):
     settings.save(str(tmp_path / "data"), agents=["hostile"])
     up = Up(tmp_path / "data", env={"NNOS_LEGACY_VM": GUEST})
     audit_path = os.path.join(up.data, "audit", "legacy-vm.jsonl")
+    sock = os.path.join(up.data, "run", "legacy-vm.sock")
 
-    def codes() -> set:
+    def codes(since: float) -> set:
         try:
-            return {json.loads(x).get("code") for x in open(audit_path) if '"ok":false' in x}
+            return {e.get("code") for e in map(json.loads, open(audit_path)) if not e["ok"] and e["t"] >= since}
         except FileNotFoundError:
             return set()
     try:
-        c0, _ = up.wait_for(lambda c, r: c["ticks"] > 50 and c["mode"] == "running", 60)
+        start, _ = up.wait_for(lambda c, r: c["ticks"] > 50 and c["mode"] == "running", 60)
         want = {"unknown-type", "malformed", "schema", "bad-model", "too-large", "rate-limited"}
-        deadline = time.monotonic() + 180
-        while not want <= codes() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert want <= codes(), (codes(), up.log[-3000:])
-        time.sleep(2)
-        c1, _ = up.counters()
-        assert c1["misses"] == c0["misses"] and c1["failsafe_entries"] == c0["failsafe_entries"], (c0, c1)
-        assert c1["mode"] == "running" and c1["ticks"] > c0["ticks"] + 100
+        c0, since = start, 0.0
+        for attempt in range(3):
+            deadline = time.monotonic() + 180
+            while not want <= codes(since) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert want <= codes(since), (codes(since), up.log[-3000:])
+            time.sleep(2)                         # the agent keeps writing and never reads
+            c1, _ = up.counters()
+            assert c1["mode"] == "running" and c1["ticks"] > c0["ticks"] + 100
+            assert c1["failsafe_entries"] == start["failsafe_entries"], (start, c1)
+            broker = _broker_pid(up.data)
+            assert broker and (max(os.sched_getaffinity(0)) not in os.sched_getaffinity(broker)
+                               or len(os.sched_getaffinity(0)) == 1)
+            if c1["misses"] == c0["misses"]:
+                break
+            # a stall of this 2-vCPU host inside the window (one clean-clone CI run had one): the
+            # hostile guest again from its boot (killed, restarted by the supervisor); a miss the
+            # guest caused would be in every window
+            c0, since = c1, time.time()
+            os.kill(_qemu_pid(sock), signal.SIGKILL)
+        else:
+            raise AssertionError(f"the loop missed ticks in every hostile-guest window: {c0} → {c1}")
         assert "broker exited" not in up.log and not os.path.exists(os.path.join(up.data, "quarantine"))
     finally:
         up.proc.send_signal(signal.SIGTERM)

@@ -62,6 +62,33 @@ def test_limits_may_come_from_a_function_of_the_context(tmp_path):
         m.stop()
 
 
+def test_off_loop_cpu_keeps_a_process_and_its_threads_off_the_loops_cpu(tmp_path):
+    """The broker handles whatever the guest sends: it runs on every CPU but the loop's, from its
+    first instruction (set before exec, so threads it starts inherit it), at its nice value."""
+    import os
+
+    import pytest
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) < 2:
+        pytest.skip("one CPU: nothing to keep off")
+    ctx = Context("", str(tmp_path), None, str(tmp_path / "run"))
+    probe = ["python3", "-c", "import os, threading; t = threading.Thread(target=lambda: print(sorted("
+             "os.sched_getaffinity(0)), os.nice(0), flush=True)); t.start(); t.join(); import time; time.sleep(30)"]
+    out = tmp_path / "out"
+    with open(out, "w") as f:
+        m = Manager(ctx, [ProcessSpec("broker", lambda c: probe, nice=7, off_loop_cpu=True),
+                          ProcessSpec("plain", lambda c: ["sleep", "30"])], log=lambda m: None, stdout=f, echo=False)
+        try:
+            m.reconcile()
+            end = time.monotonic() + 10
+            while time.monotonic() < end and not out.read_text():
+                time.sleep(0.05)
+            assert out.read_text().strip() == f"{sorted(cpus - {max(cpus)})} 7", out.read_text()
+            assert os.sched_getaffinity(m.status()["plain"]["pid"]) == cpus            # the others are untouched
+        finally:
+            m.stop()
+
+
 def test_what_starts_after_waits_until_it_is_ready(tmp_path):
     ctx = Context("", str(tmp_path), None, str(tmp_path / "run"))
     flag = tmp_path / "serving"
