@@ -90,28 +90,39 @@ def uplink_up() -> bool | None:
 
 
 def setup(uplink: bool) -> None:
-    """Make (or repair) the namespace, the pair, the rules; set the switch. Idempotent."""
+    """Make (or repair) the namespace, the pair, the rules; set the switch. Idempotent: every
+    piece is applied again each time, so a setup cut short (the VM stopped while it ran) is
+    finished by the next one rather than left with a namespace end that is down."""
     why = unavailable()
     if why:
         raise NetworkError(why)
     if not exists():
         _run("ip", "netns", "add", NS)
     _run("ip", "-n", NS, "link", "set", "lo", "up")
-    if uplink_up() is None:
+    if not _pair_exists():
+        # one end without the other (the namespace made anew, say) is stale: the pair is remade
+        subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True, timeout=10)
+        subprocess.run(["ip", "-n", NS, "link", "del", NS_IF], capture_output=True, timeout=10)
         _run("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF, "netns", NS)
-        _run("ip", "addr", "add", f"{HOST_ADDR}/30", "dev", HOST_IF)
-        _run("ip", "-n", NS, "addr", "add", f"{NS_ADDR}/30", "dev", NS_IF)
-        _run("ip", "-n", NS, "link", "set", NS_IF, "up")
-        _run("ip", "link", "set", HOST_IF, "up")
-        _default_route()
+    _run("ip", "addr", "replace", f"{HOST_ADDR}/30", "dev", HOST_IF)
+    _run("ip", "-n", NS, "addr", "replace", f"{NS_ADDR}/30", "dev", NS_IF)
+    _run("ip", "-n", NS, "link", "set", NS_IF, "up")
+    _default_route()
     _run("nft", "-f", "-", stdin=RULES)
     with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
         f.write("1\n")
     switch(uplink)
 
 
+def _pair_exists() -> bool:
+    """Both ends: the host's here, the other in the namespace."""
+    r = subprocess.run(["ip", "-n", NS, "link", "show", NS_IF], capture_output=True, timeout=10)
+    return r.returncode == 0 and uplink_up() is not None
+
+
 def switch(on: bool) -> None:
-    """Cut (False) or restore (True) the namespace's way out."""
+    """Cut (False) or restore (True) the namespace's way out: the host end of the pair. The
+    namespace end stays up and its route in place, so nothing but this link decides."""
     _run("ip", "link", "set", HOST_IF, "up" if on else "down")
     if on:     # the route goes with the carrier on some kernels: put it back
         _default_route()

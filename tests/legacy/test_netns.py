@@ -95,3 +95,21 @@ def test_grouped_tests_share_one_worker(request):
     tests (one namespace name) ran side by side on two workers."""
     if os.environ.get("PYTEST_XDIST_WORKER") and getattr(request.config.option, "loadgroup", False):
         assert request.node.nodeid.endswith("@netns"), request.node.nodeid
+
+
+def test_a_setup_cut_short_is_finished_by_the_next_one(nets):
+    """Regression: on the image, the VM stopped right after it started left the pair made but
+    its namespace end down, without addresses; the next setup skipped the made pair, and
+    switching on failed with "Nexthop device is not up". Also: a host end whose namespace was
+    made anew is replaced."""
+    subprocess.run(["ip", "netns", "add", netns.NS], check=True)
+    subprocess.run(["ip", "link", "add", netns.HOST_IF, "type", "veth", "peer", "name", netns.NS_IF,
+                    "netns", netns.NS], check=True)                       # killed here
+    netns.setup(uplink=False)
+    assert netns.state() == "off" and connect_from_vm_ns(CLOUD_ADDR, CLOUD_PORT) != "connected"
+    netns.switch(True)
+    assert netns.state() == "on" and connect_from_vm_ns(CLOUD_ADDR, CLOUD_PORT) == "connected"
+    subprocess.run(["ip", "netns", "del", netns.NS], check=True)          # the pair's far end goes with it
+    subprocess.run(["ip", "netns", "add", netns.NS], check=True)
+    netns.setup(uplink=True)
+    assert netns.state() == "on" and connect_from_vm_ns(CLOUD_ADDR, CLOUD_PORT) == "connected"
