@@ -19,7 +19,7 @@ def setup(priority: int = 50, cpu: int | None = None) -> dict:
         report["sched"] = f"normal scheduling (SCHED_FIFO refused: {e.strerror or e}; run as root or grant CAP_SYS_NICE)"
     cpus = sorted(os.sched_getaffinity(0))
     if cpu is None:
-        cpu = cpus[-1] if len(cpus) > 1 else None
+        cpu = loop_cpu()
     if cpu is not None:
         try:
             os.sched_setaffinity(0, {cpu})
@@ -36,6 +36,12 @@ def setup(priority: int = 50, cpu: int | None = None) -> dict:
         report["memory"] = f"not locked ({e})"
     report["timer_slack"] = "1 ns" if set_timer_slack(1) else "default (50 µs)"
     return report
+
+
+def loop_cpu() -> int | None:
+    """The CPU the loop pins itself to: the highest this process may use; None with only one."""
+    cpus = os.sched_getaffinity(0)
+    return max(cpus) if len(cpus) > 1 else None
 
 
 def other_cpus(loop_cpu: int | None) -> set[int]:

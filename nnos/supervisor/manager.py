@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from .. import flags
 from ..fsutil import append_rotating
+from ..runtime.rt import loop_cpu, other_cpus
 from ..timing import NS_PER_S, now_ns
 from .table import Context, ProcessSpec
 
@@ -46,10 +47,10 @@ class Running:
 
 def _child_setup(spec: ProcessSpec):
     """What runs in the child between fork and exec: its nice value and, for a process that must
-    never compete with the loop, every CPU but the loop's (the loop takes the highest one)."""
+    never compete with the loop, every CPU but the loop's."""
     nice = spec.nice
-    cpus = set(os.sched_getaffinity(0))
-    others = cpus - {max(cpus)} if spec.off_loop_cpu and len(cpus) > 1 else None
+    loop = loop_cpu()
+    others = other_cpus(loop) if spec.off_loop_cpu and loop is not None else None
     if not nice and others is None:
         return None
 
@@ -121,9 +122,8 @@ class Manager:
         if r.spec.limits:
             from .limits import apply
             lim = r.spec.limits(self.ctx) if callable(r.spec.limits) else r.spec.limits
-            loop_cpu = max(os.sched_getaffinity(0))
             self.log(f"supervisor: {r.spec.name} limited: " + apply(r.proc.pid, r.spec.name, lim["cpu_percent"],
-                                                                    lim["memory_mb"], loop_cpu))
+                                                                    lim["memory_mb"], loop_cpu()))
         self.log(f"supervisor: started {r.spec.name} (pid {r.proc.pid})" +
                  (f", restart #{r.restarts}" if r.restarts else ""))
 
