@@ -57,6 +57,11 @@ def ticking(dev, seconds: float = 2.0) -> dict:
     return b
 
 
+def failsafes(dev) -> list[str]:
+    """The loop's failsafe entries on the console, with their reasons."""
+    return [line for line in dev.vm.console().splitlines() if "FAILSAFE" in line]
+
+
 def test_boots_to_the_network_keeps_the_chosen_model_across_a_reboot_and_survives_bit_rot(image, device):
     dev = device.boot()
     events = dev.vm.timeline()
@@ -78,7 +83,7 @@ def test_boots_to_the_network_keeps_the_chosen_model_across_a_reboot_and_survive
     target = manifest()["cpu_backend"]["target"]
     assert st["loop"]["backend"].startswith(f"cpu ({target} object built with the image, verified against numpy"), st
     loop = ticking(dev)
-    assert loop["mode"] == "running" and loop["failsafe_entries"] == 0, loop
+    assert loop["mode"] == "running" and loop["failsafe_entries"] == 0, (loop, failsafes(dev))
     # a second model over the API, then a reboot: the choice is on the data partition
     mid = upload_and_activate(dev, variant(1.01))
     dev.reboot()
@@ -88,7 +93,7 @@ def test_boots_to_the_network_keeps_the_chosen_model_across_a_reboot_and_survive
     # so the object built with the image runs this model too, checked against numpy again
     assert st["loop"]["backend"].startswith(f"cpu ({target} object built with the image, verified"), st["loop"]
     loop = ticking(dev)
-    assert loop["mode"] == "running" and loop["failsafe_entries"] == 0
+    assert loop["mode"] == "running" and loop["failsafe_entries"] == 0, (loop, failsafes(dev))
     second = dev.vm.console()[dev.mark:]
     assert "first boot" not in second and "data: /dev/vda4 mounted on /data" in second
     assert "init: reboot" in dev.vm.console()

@@ -98,7 +98,8 @@ def test_cloud_yes_host_never_offer_quarantined_network_switch(guest, tmp_path):
         url = up.wait_for_api(60)
         c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {up.token}"}, timeout=120)
         active0 = c.get("/v1/status").json()["loop"]["active"]
-        assert c.get("/v1/vm").json()["network"] == "on"
+        # on once the VM's start has made its namespace (the pair stays down until the rules are in)
+        wait(lambda: c.get("/v1/vm").json()["network"] == "on", 60, "the VM's network on", lambda: up.log)
         # 1. telemetry reaches the cloud: the device's status, read through the channel
         post = wait(lambda: cloud.posts(), 150, "a telemetry upload", lambda: up.log)[0]
         status = json.loads(post)["status"]
