@@ -132,6 +132,31 @@ class _Lines:
         return f"{self.path}:{start + 1}"
 
 
+KEYS = {
+    "top level": {"board", "devices", "inputs", "outputs", "failsafe"},
+    "board": {"name", "description", "rate_hz", "model"},
+    "devices": {"name", "driver", "path", "usb", "simulator", "recording", "channels"},
+    "channels": {"name", "kind", "shape", "range", "units", "safe", "stale_ms", "rate_hz", "out_of_range",
+                 "fault_after"},
+    "inputs": {"tensor", "channels", "scale", "offset"},
+    "outputs": {"tensor", "channel", "scale", "offset", "clamp", "max_step"},
+    "failsafe": {"exit", "good_ticks", "overrun_streak"},
+}
+
+
+def _known(table: dict, kind: str, where) -> None:
+    """Refuse a key the board format does not have (a typo would otherwise be ignored), with
+    the nearest known key as a hint. ``where(key)`` gives its FILE:LINE."""
+    import difflib
+    for k in table:
+        if k not in KEYS[kind]:
+            near = difflib.get_close_matches(k, sorted(KEYS[kind]), 1, 0.5)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(where(k), f"unknown key {k!r} at the {kind}{hint} (known: {', '.join(sorted(KEYS[kind]))})"
+                              if kind == "top level" else
+                              f"unknown key {k!r} in [{kind}]{hint} (known: {', '.join(sorted(KEYS[kind]))})")
+
+
 def _need(cond, where, message):
     if not cond:
         raise ConfigError(where, message)
@@ -163,12 +188,17 @@ def load_board(path: str) -> Board:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(path, f"not valid TOML: {e}") from e
     L = _Lines(path, text)
-    known = {"board", "devices", "inputs", "outputs", "failsafe"}
-    for k in doc:
-        _need(k in known, L.at(None, key=k) if k not in ("devices", "inputs", "outputs") else path,
-              f"unknown top-level key {k!r}; expected {sorted(known)}")
+    _known(doc, "top level", lambda k: L.at(None, key=k) if k not in ("devices", "inputs", "outputs") else path)
     b = doc.get("board", {})
     _need(isinstance(b, dict) and "name" in b, L.at("board"), "a [board] table with a name is required")
+    _known(b, "board", lambda k: L.at("board", key=k))
+    _need(isinstance(doc.get("failsafe", {}), dict), path, "[failsafe] must be a table")
+    _known(doc.get("failsafe", {}), "failsafe", lambda k: L.at("failsafe", key=k))
+    for kind in ("devices", "inputs", "outputs"):
+        _need(isinstance(doc.get(kind, []), list), path, f"{kind} must be an array of tables: [[{kind}]]")
+        for i, t in enumerate(doc.get(kind, [])):
+            _need(isinstance(t, dict), L.at(kind, i), f"each [[{kind}]] entry must be a table")
+            _known(t, kind, lambda k, i=i, kind=kind: L.at(kind, i, k))
     rate = b.get("rate_hz")
     _need(isinstance(rate, (int, float)) and MIN_RATE <= rate <= MAX_RATE, L.at("board", key="rate_hz"),
           f"rate_hz must be a number from {MIN_RATE} to {MAX_RATE}, got {rate!r}")
@@ -206,6 +236,8 @@ def _device(d, i, L) -> DeviceConfig:
     channels, stale = [], {}
     for j, c in enumerate(d.get("channels", [])):
         cw = L.at("devices", i, sub=("channels", j))
+        _need(isinstance(c, dict), cw, "each [[devices.channels]] entry must be a table")
+        _known(c, "channels", lambda k: L.at("devices", i, k, sub=("channels", j)))
         _need(isinstance(c.get("name"), str), cw, "channel needs a name")
         kind = c.get("kind")
         _need(kind in (SENSOR, ACTUATOR), L.at("devices", i, "kind", sub=("channels", j)),
@@ -219,13 +251,19 @@ def _device(d, i, L) -> DeviceConfig:
         if kind == ACTUATOR:
             _need(isinstance(safe, (int, float)) and lo <= safe <= hi, L.at("devices", i, "safe", sub=("channels", j)),
                   f"channel {c['name']!r}: safe value {safe!r} must lie in its range [{lo}, {hi}]")
-        else:
+        policy, after = c.get("out_of_range", "failsafe"), c.get("fault_after", 1)
+        _need(policy in ("failsafe", "clamp"), L.at("devices", i, "out_of_range", sub=("channels", j)),
+              f"channel {c['name']!r}: out_of_range must be 'failsafe' (a reading outside the range is a fault) "
+              f"or 'clamp' (clamped into the range and counted), got {policy!r}")
+        _need(isinstance(after, int) and after >= 1, L.at("devices", i, "fault_after", sub=("channels", j)),
+              f"channel {c['name']!r}: fault_after must be a whole number ≥ 1, got {after!r}")
+        if kind == SENSOR:
             stale_ms = c.get("stale_ms", 100)
             _need(isinstance(stale_ms, (int, float)) and stale_ms > 0, L.at("devices", i, "stale_ms", sub=("channels", j)),
                   f"channel {c['name']!r}: stale_ms must be positive, got {stale_ms!r}")
             stale[c["name"]] = float(stale_ms)
         channels.append(Channel(c["name"], kind, tuple(shape), lo, hi, c.get("units", ""), float(safe),
-                                int(c.get("rate_hz", 0))))
+                                int(c.get("rate_hz", 0)), out_of_range=policy, fault_after=after))
     sim = d.get("simulator")
     if sim is not None:
         _need(isinstance(sim, list) and sim and all(isinstance(s, str) for s in sim), L.at("devices", i, "simulator"),

@@ -20,6 +20,8 @@ class Channel:
     safe: float = 0.0                  # actuators: the value written in failsafe
     rate_hz: int = 0
     dtype: np.dtype = field(default=np.dtype(np.float32))
+    out_of_range: str = "failsafe"     # sensors: a reading outside [lo, hi] is a fault ("failsafe")
+    fault_after: int = 1               # ... after this many in a row; "clamp": clamped and counted
 
     @cached_property
     def size(self) -> int:
@@ -28,7 +30,7 @@ class Channel:
 
 class Sample:
     """The latest reading of a sensor channel, updated in place (no allocation per sample)."""
-    __slots__ = ("values", "t_device_us", "t_host", "count", "out_of_range")
+    __slots__ = ("values", "t_device_us", "t_host", "count", "out_of_range", "bad_run", "bad_value")
 
     def __init__(self, channel: Channel):
         self.values = np.zeros(channel.shape, channel.dtype)
@@ -36,3 +38,23 @@ class Sample:
         self.t_host = 0.0             # time.monotonic() when the host received it
         self.count = 0                # readings received so far
         self.out_of_range = 0         # readings outside the channel's valid range
+        self.bad_run = 0              # ... of them in a row, up to the latest reading
+        self.bad_value = 0.0          # the last value outside the range
+
+    def check(self, channel: Channel) -> None:
+        """After a reading is stored: a value outside the channel's range (NaN too) is counted
+        and clamped into the range in place — never passed on as it came — and ``bad_run``
+        tells the loop how many readings in a row were out of range."""
+        v = self.values
+        lo, hi = _MIN(v, axis=None), _MAX(v, axis=None)
+        if channel.lo <= lo and hi <= channel.hi:
+            self.bad_run = 0
+            return
+        self.out_of_range += 1
+        self.bad_run += 1
+        self.bad_value = float(hi if hi > channel.hi else lo if lo < channel.lo else np.nan)
+        np.clip(v, channel.lo, channel.hi, out=v)
+        np.nan_to_num(v, copy=False, nan=channel.lo)
+
+
+_MIN, _MAX = np.minimum.reduce, np.maximum.reduce

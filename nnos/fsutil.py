@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 
 TMP_PREFIX = ".tmp-"
 
 
+def temp_prefix() -> str:
+    """Temp files carry their writer's pid, so a cleaner can tell an abandoned one (its writer
+    is gone) from one being written right now by another process."""
+    return f"{TMP_PREFIX}{os.getpid()}-"
+
+
 def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
     d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=d)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), dir=d)
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)
@@ -47,13 +54,65 @@ def fsync_dir(d: str) -> None:
     fsync_path(d)
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def owner_gone(name: str, prefix: str, path: str, unnamed_age_s: float = 600.0) -> bool:
+    """For a leftover named PREFIX<pid>-…: its writer is no longer alive. A name without a pid
+    (an older nnos) counts as abandoned once it is older than ``unnamed_age_s``."""
+    pid = name[len(prefix):].split("-", 1)[0]
+    if pid.isdigit():
+        return int(pid) != os.getpid() and not pid_alive(int(pid))
+    try:
+        return time.time() - os.lstat(path).st_mtime > unnamed_age_s
+    except FileNotFoundError:
+        return False
+
+
+RUN_LEFTOVERS = ("upload-", "intake-", "client-", "proposal-")
+
+
+def remove_run_leftovers(run: str) -> int:
+    """What killed processes left in DATA/run (upload files, intake directories, request
+    sockets) whose owner is gone."""
+    import shutil
+    n = 0
+    try:
+        names = os.listdir(run)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        prefix = next((p for p in RUN_LEFTOVERS if name.startswith(p)), None)
+        path = os.path.join(run, name)
+        if prefix is None or not owner_gone(name, prefix, path):
+            continue
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+            n += 1
+        except OSError:
+            pass
+    return n
+
+
 def remove_stale_temps(d: str) -> int:
-    """Temp files a crash left behind (never the real files: those were renamed into place)."""
+    """Temp files a crash left behind — only those whose writer is gone, never a file another
+    process is writing now (nor the real files: those were renamed into place)."""
     n = 0
     for name in os.listdir(d):
-        if name.startswith(TMP_PREFIX):
+        path = os.path.join(d, name)
+        if name.startswith(TMP_PREFIX) and owner_gone(name, TMP_PREFIX, path):
             try:
-                os.unlink(os.path.join(d, name))
+                os.unlink(path)
                 n += 1
             except OSError:
                 pass

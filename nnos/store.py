@@ -32,8 +32,11 @@ class ModelStore:
         self.models = os.path.join(data_dir, "models")
         self.state_path = os.path.join(data_dir, "state.json")
         os.makedirs(self.models, exist_ok=True)
-        remove_stale_temps(self.models)
-        remove_stale_temps(data_dir)
+
+    def clean(self) -> int:
+        """Remove the temp files of writers that died (a power cut, a SIGKILL). Only the
+        supervisor calls this, at start; readers never clean."""
+        return remove_stale_temps(self.models) + remove_stale_temps(self.data_dir)
 
     # --- plans ------------------------------------------------------------------------------
     def put(self, data: bytes, report: dict | None = None) -> str:

@@ -30,7 +30,7 @@ HEADER = np.dtype([("magic", "<u8"), ("capacity", "<u8"), ("last", "<u8"),
                    ("counters", "<i8", (len(COUNTERS),)),
                    ("active", "S64"), ("previous", "S64"), ("candidate", "S64"), ("shadow", "S64"),
                    ("failsafe_reason", "S160"), ("shadow_mean", "<f4", (MAX_IO,)), ("shadow_max", "<f4", (MAX_IO,)),
-                   ("backend", "S120")])
+                   ("backend", "S120"), ("last_failsafe_reason", "S160")])
 
 
 def _open(path: str, size: int, create: bool) -> mmap.mmap:
@@ -114,7 +114,7 @@ class TelemetryReader:
         c = self.h["counters"][0].copy()
         out = {k: int(c[i]) for i, k in enumerate(COUNTERS)}
         out["mode"] = MODES.get(out["mode"], "?")
-        for f in ("active", "previous", "candidate", "shadow", "failsafe_reason", "backend"):
+        for f in ("active", "previous", "candidate", "shadow", "failsafe_reason", "backend", "last_failsafe_reason"):
             out[f] = bytes(self.h[f][0]).rstrip(b"\0").decode(errors="replace")
         return out
 

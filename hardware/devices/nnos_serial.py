@@ -102,6 +102,7 @@ class NnosSerialDevice(Device):
         described = [channel_from_info(c) for c in infos]
         if self.expected is not None:
             self._check(described)
+            described = list(self.expected)          # the board's ranges and rules are the ones that hold
         self._set_channels(described)
         self._ids = {c.id: c.name for c in infos}
         self._sizes = {c.id: c.size for c in infos if c.kind == fr.SENSOR}
@@ -160,8 +161,7 @@ class NnosSerialDevice(Device):
             np.copyto(s.values.reshape(-1), v)
             s.t_device_us, s.t_host = ts, now
             s.count += 1
-            if _MIN(v) < ch.lo or _MAX(v) > ch.hi:
-                s.out_of_range += 1
+            s.check(ch)
         return len(entries)
 
     def flush(self, ref_timestamp_us: int = 0) -> None:

@@ -40,9 +40,7 @@ class SimulatedDevice(Device):
         s.t_device_us = int(time.monotonic() * 1e6) if t_device_us is None else t_device_us
         s.t_host = time.monotonic()
         s.count += 1
-        ch = self.channels[channel]
-        if not (np.all(v >= ch.lo) and np.all(v <= ch.hi)):
-            s.out_of_range += 1
+        s.check(self.channels[channel])
 
     def poll(self, timeout: float = 0.0) -> int:
         self._require_open()

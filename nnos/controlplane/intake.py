@@ -129,7 +129,7 @@ def process(path: str, board, settings, progress=lambda step: None) -> tuple[byt
         head = f.read(512)
     kind = detect(head)
     report = {"format": kind}
-    work = tempfile.mkdtemp(prefix="intake-", dir=os.path.dirname(path))
+    work = tempfile.mkdtemp(prefix=f"intake-{os.getpid()}-", dir=os.path.dirname(path))
     try:
         progress("reading")
         if kind == "plan":

@@ -66,7 +66,7 @@ class ControlServer:
 def request(path: str, msg: dict, timeout: float = 30.0) -> dict:
     """Send one request to the loop at ``path`` and wait for its answer."""
     d = os.path.dirname(path)
-    client = tempfile.mktemp(prefix="client-", suffix=".sock", dir=d)
+    client = tempfile.mktemp(prefix=f"client-{os.getpid()}-", suffix=".sock", dir=d)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
         try:

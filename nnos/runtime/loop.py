@@ -34,6 +34,24 @@ def _write(fd: int, data: bytes) -> None:
         pass
 
 
+class Throttle:
+    """At most one log line per ``every_s`` of each kind; the lines held back are counted and
+    the count is said with the next line of that kind that is shown."""
+
+    def __init__(self, log, every_s: float = 1.0):
+        self.log, self.every_s = log, every_s
+        self.seen: dict[str, tuple[float, int]] = {}
+
+    def __call__(self, kind: str, line: str) -> None:
+        now = time.monotonic()
+        last, held = self.seen.get(kind, (-self.every_s, 0))
+        if now - last < self.every_s:
+            self.seen[kind] = (last, held + 1)
+            return
+        self.log(line + (f" (+{held} similar lines in the last {now - last:.1f} s)" if held else ""))
+        self.seen[kind] = (now, 0)
+
+
 @dataclass
 class LoopConfig:
     budget_fraction: float = 0.5        # a model's p99.9 must fit in this share of the period
@@ -58,8 +76,9 @@ class Loop:
         self.pending: Slot | None = None             # swapped in at the next tick boundary
         self.probation_end = -1
         self.probation_fault = ""
-        self.jobs: deque = deque()
-        self.waiting: dict[str, tuple] = {}          # job name -> (reply address, request id)
+        self.jobs: deque = deque()                   # (name, the request it answers, generator)
+        self.waiting: dict[str, tuple] = {}          # request kind -> (reply address, request id)
+        self.committing: str | None = None           # passed probation, the store not yet written
         self.previous_id: str | None = None
         self.lost: set[str] = set()
         self.reconnecting: set[str] = set()
@@ -73,11 +92,14 @@ class Loop:
         self.tel.set("started_ns", now_ns())
         self._zero_in = np.zeros(1, np.float32)
         self._shown_reason = ""
+        self.throttled = Throttle(log)
         self._reset_divergence()
         self.watchdog_fd = None
 
     def _stale_table(self, board) -> list:
-        return [(f"{d.name}.{c.name}", self.devices[d.name].samples[c.name], d.stale_ms[c.name] / 1000.0)
+        """(label, sample, stale limit in s, the channel's out-of-range fault threshold or 0)"""
+        return [(f"{d.name}.{c.name}", self.devices[d.name].samples[c.name], d.stale_ms[c.name] / 1000.0,
+                 c.fault_after if c.out_of_range == "failsafe" else 0)
                 for d in board.devices for c in d.channels if c.kind == SENSOR and d.name in self.devices]
 
     def arm_watchdog(self, path: str) -> None:
@@ -148,12 +170,7 @@ class Loop:
         if self.active is None:
             fault = fault or "no model to run"
         self.safety.tick(fault, overrun)
-        if self.safety.active and self.safety.reason != self._shown_reason:
-            if self.safety.entries > self.tel.c[self.tel.idx["failsafe_entries"]]:
-                self.tel.add("failsafe_entries")
-            self.tel.text("failsafe_reason", self.safety.reason)
-            self.log(f"loop: FAILSAFE: {self.safety.reason}")
-        self._shown_reason = self.safety.reason
+        self._show_safety()
         if slot is not None and not self.safety.active:
             slot.binder.write_outputs()
         else:
@@ -176,6 +193,20 @@ class Loop:
         self.tel.add("ticks")
         self.tick_no += 1
 
+    def _show_safety(self) -> None:
+        """Failsafe entries, reasons and exits into telemetry and the log (a reason that changes
+        every tick — a flood of stale readings — is logged at most once a second, with a count)."""
+        s = self.safety
+        if s.active and s.reason != self._shown_reason:
+            if s.entries > self.tel.c[self.tel.idx["failsafe_entries"]]:
+                self.tel.add("failsafe_entries")
+            self.tel.text("failsafe_reason", s.reason)
+            self.throttled("failsafe", f"loop: FAILSAFE: {s.reason}")
+        elif not s.active and self._shown_reason:            # failsafe ended
+            self.tel.text("last_failsafe_reason", self._shown_reason)
+            self.tel.text("failsafe_reason", "")
+        self._shown_reason = s.reason if s.active else ""
+
     def _read_devices(self):
         fault = None
         for name, dev in self.devices.items():
@@ -190,9 +221,12 @@ class Loop:
                 self._reconnect_later(name)
         if fault is None:
             now = now_ns() / NS_PER_S
-            for label, sample, limit in self.stale:
+            for label, sample, limit, fault_after in self.stale:
                 if now - sample.t_host > limit:
                     return f"sensor {label} stale (no reading for {min(now - sample.t_host, 999):.3f} s > {limit:.3f} s)"
+                if fault_after and sample.bad_run >= fault_after:
+                    return (f"sensor {label} out of range ({sample.bad_value:.6g}; "
+                            f"{sample.bad_run} reading{'s' if sample.bad_run > 1 else ''} in a row)")
         return fault
 
     def _flush(self) -> None:
@@ -247,18 +281,46 @@ class Loop:
         self._answer("activate", {"ok": False, "outcome": "rolled back", "model": bad.id, "reason": reason})
 
     def _commit(self) -> None:
-        """Probation passed. The store is written (fsync) by a job in the slack, not in this tick."""
+        """Probation passed. The store is written (fsync) by a job in the slack, not in this
+        tick; the previous model stays warm until it is, so a failed write can go back to it."""
         self.probation_end = -1
-        new, old, self.fallback = self.active, self.fallback, None
-        self.previous_id = old.id if old is not None else self.previous_id
-        self._publish_models()
-        self.jobs.append(("commit", self._commit_job(new.id)))
+        self.committing = self.active.id
+        self.jobs.append(("commit", "activate", self._commit_job(self.active.id)))
 
     def _commit_job(self, mid: str):
         yield
-        st = self.store.activate(mid, "passed probation")
+        try:
+            st = self.store.activate(mid, "passed probation")
+        except (NnosError, OSError) as e:
+            self._commit_failed(mid, f"{type(e).__name__}: {e}" if isinstance(e, OSError) else str(e))
+            return
+        old, self.fallback, self.committing = self.fallback, None, None
+        self.previous_id = old.id if old is not None else self.previous_id
+        self._publish_models()
         self.log(f"loop: model {mid[:12]} passed probation and is active")
         self._answer("activate", {"ok": True, "outcome": "active", "model": mid, "previous": st["previous"]})
+
+    def _commit_failed(self, mid: str, why: str) -> None:
+        """The store could not record the new model (disk full, file gone): the loop goes back
+        to the model the store names as active, so that the store and the loop agree."""
+        reason = f"passed probation but the store could not commit it ({why}); back to the stored active model"
+        self.active, self.fallback, self.committing = self.fallback, None, None
+        self.model_gen += 1
+        self.tel.add("rollbacks")
+        self.log(f"loop: model {mid[:12]} {reason}")
+        self._publish_models()
+        self._answer("activate", {"ok": False, "outcome": "rolled back", "model": mid, "reason": reason})
+
+    def in_use(self) -> dict:
+        """Models the loop holds, and why: none of them may be deleted from the store."""
+        held = {}
+        for role, slot in (("active", self.active), ("previous, kept warm until the commit", self.fallback),
+                           ("waiting for the next tick boundary", self.pending), ("shadow", self.shadow)):
+            if slot is not None:
+                held.setdefault(slot.id, role)
+        if self.active is not None and (self.probation_end >= 0 or self.committing):
+            held[self.active.id] = "under probation"
+        return held
 
     def _reset_divergence(self) -> None:
         """Running |shadow − active| sums per output value (the first MAX_IO), and their count."""
@@ -299,14 +361,14 @@ class Loop:
                     "faults": {k: v for k, v in st.items() if isinstance(v, int)},
                     "channels": {c: {"age_s": round(now - s.t_host, 4) if s.t_host else None, "readings": s.count,
                                      "out_of_range": s.out_of_range} for c, s in dev.samples.items()}}
-            return {"ok": True, "failsafe": self.safety.active, "reason": self.safety.reason,
+            return {"ok": True, "failsafe": self.safety.active, "reason": self.safety.reason, "in_use": self.in_use(),
                     "active": self.active.id if self.active else None, "lost": sorted(self.lost),
                     "shadow": self.shadow.id if self.shadow else None, "tick": self.tick_no, "devices": devices}
         if cmd == "activate":
-            if "activate" in self.waiting or self.pending is not None or self.probation_end >= 0:
+            if "activate" in self.waiting or self.pending is not None or self.probation_end >= 0 or self.committing:
                 return {"ok": False, "error": "another activation is in progress"}
             self.waiting["activate"] = (addr, rid)
-            self.jobs.append(("activate", self._activate_job(str(msg.get("model")), msg)))
+            self.jobs.append(("activate", "activate", self._activate_job(str(msg.get("model")), msg)))
             return None
         if cmd == "shadow":
             if msg.get("model") is None:
@@ -314,7 +376,7 @@ class Loop:
                 self._publish_models()
                 return {"ok": True, "shadow": None}
             self.waiting["shadow"] = (addr, rid)
-            self.jobs.append(("shadow", self._shadow_job(str(msg["model"]))))
+            self.jobs.append(("shadow", "shadow", self._shadow_job(str(msg["model"]))))
             return None
         if cmd == "device":                            # from the hotplug watcher
             name, dev = msg.get("device"), self.devices.get(msg.get("device"))
@@ -333,7 +395,7 @@ class Loop:
             return {"ok": True}
         if cmd == "reload_board":
             self.waiting["reload_board"] = (addr, rid)
-            self.jobs.append(("reload_board", self._reload_board_job()))
+            self.jobs.append(("reload_board", "reload_board", self._reload_board_job()))
             return None
         if cmd == "release":
             self.safety.request_release()
@@ -423,7 +485,7 @@ class Loop:
     def background(self, keeper: RateKeeper) -> None:
         """Advance jobs while there is slack before the next deadline."""
         while self.jobs and keeper.remaining_ns() > self.cfg.slack_margin_ns:
-            name, job = self.jobs[0]
+            name, answers, job = self.jobs[0]
             try:
                 next(job)
             except StopIteration:
@@ -431,7 +493,7 @@ class Loop:
             except Exception as e:              # a job never takes the loop down with it
                 self.jobs.popleft()
                 self.log(f"loop: {name} failed: {type(e).__name__}: {e}")
-                self._answer(name, {"ok": False, "outcome": "failed", "reason": f"{type(e).__name__}: {e}"})
+                self._answer(answers, {"ok": False, "outcome": "failed", "reason": f"{type(e).__name__}: {e}"})
 
     # --- running -------------------------------------------------------------------------------
     def run(self, server=None, duration_s: float | None = None) -> None:

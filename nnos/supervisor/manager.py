@@ -18,6 +18,7 @@ from .. import flags
 from ..fsutil import append_rotating
 from ..runtime.rt import loop_cpu, other_cpus
 from ..timing import NS_PER_S, now_ns
+from .ownership import die_with_parent, record_children
 from .table import Context, ProcessSpec
 
 BACKOFF_START, BACKOFF_MAX, HEALTHY_AFTER = 0.5, 10.0, 30.0
@@ -46,15 +47,14 @@ class Running:
 
 
 def _child_setup(spec: ProcessSpec):
-    """What runs in the child between fork and exec: its nice value and, for a process that must
-    never compete with the loop, every CPU but the loop's."""
+    """What runs in the child between fork and exec: death with the supervisor, its nice value
+    and, for a process that must never compete with the loop, every CPU but the loop's."""
     nice = spec.nice
     loop = loop_cpu()
     others = other_cpus(loop) if spec.off_loop_cpu and loop is not None else None
-    if not nice and others is None:
-        return None
 
     def setup() -> None:
+        die_with_parent()
         if nice:
             os.nice(nice)
         if others is not None:
@@ -118,6 +118,8 @@ class Manager:
                                   preexec_fn=_child_setup(r.spec), start_new_session=True)
         threading.Thread(target=self._pump, args=(r.spec.name, r.proc.stderr), daemon=True).start()
         r.started, r.started_ns, r.ready, r.armed = now, now_ns(), False, False
+        if self.ctx.run:
+            record_children(self.ctx.run, {n: x.proc.pid for n, x in self.procs.items() if x.proc is not None})
         r.watchdog_s = r.spec.watchdog_s(self.ctx) if callable(r.spec.watchdog_s) else r.spec.watchdog_s
         if r.spec.limits:
             from .limits import apply

@@ -9,9 +9,11 @@ import time
 
 from hardware.board import load_board
 
+from ..fsutil import remove_run_leftovers
 from ..store import ModelStore
 from ..telemetry import TelemetryReader
 from .manager import Manager
+from .ownership import end_orphans, hold_lock
 from .table import Context, table
 
 DEFAULT_BOARD = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -95,11 +97,15 @@ def up(board_path: str, data: str, duration: float | None = None, show_status: b
 
 def _up(board_path, data, duration, show_status, plan, default_board, init=False) -> int:
     board = load_or_restore(board_path, default_board)
-    os.makedirs(data, exist_ok=True)
-    store = ModelStore(data)
-    provision(board, store, plan)
     run = os.path.join(data, "run")
     os.makedirs(run, exist_ok=True)
+    lock = hold_lock(run)                        # noqa: F841 - held until this process exits
+    end_orphans(run, log)
+    store = ModelStore(data)
+    cleaned = store.clean() + remove_run_leftovers(run)
+    if cleaned:
+        log(f"supervisor: removed {cleaned} leftovers of killed processes from {data}")
+    provision(board, store, plan)
     ctx = Context(os.path.abspath(board_path), os.path.abspath(data), board, run)
     specs = table(ctx)
     manager = Manager(ctx, specs, log=log, stdout=subprocess.DEVNULL)

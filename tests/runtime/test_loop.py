@@ -308,3 +308,106 @@ def test_loop_process_starts_with_its_usb_device_unplugged(tmp_path):
     finally:
         tel.close()
     assert c["ticks"] >= 40 and c["failsafe_entries"] >= 1 and "cartpole" in c["failsafe_reason"], c
+
+
+def test_a_failed_commit_goes_back_to_the_stored_model_and_answers(rig, tmp_path):
+    # regression (hardening): the store write after probation failed (the model deleted during
+    # probation); the answer was filed under "commit" while the request waited under "activate":
+    # the request timed out, the loop ran B while the store said A, and every later activation
+    # was refused as "in progress"
+    r = rig(rate_hz=200, probation_s=1.0)
+    good = r.store.state()["active"]
+    b = store_model(r.store, policy_variant(tmp_path, "b", scale=0.9))
+    server, t = _serve(r, tmp_path, 60)
+    replies = []
+    try:
+        asker = threading.Thread(target=lambda: replies.append(
+            request(server.path, {"cmd": "activate", "model": b, "id": 1}, timeout=60)))
+        asker.start()
+        deadline = time.monotonic() + 60
+        while r.loop.probation_end < 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        held = request(server.path, {"cmd": "status", "id": 2})["in_use"]
+        assert held.get(b) == "under probation"
+        os.unlink(r.store.plan_path(b))              # the commit's store write will fail
+        asker.join(60)
+        assert replies, "the activation was never answered"
+        reply = replies[0]
+        assert not reply["ok"] and reply["outcome"] == "rolled back", reply
+        assert "store could not commit" in reply["reason"]
+        assert r.loop.active.id == good == r.store.state()["active"]
+        assert not r.loop.waiting and r.loop.committing is None
+        again = request(server.path, {"cmd": "activate", "model": good, "id": 3}, timeout=60)
+        assert again.get("error") != "another activation is in progress", again
+    finally:
+        r.loop.stop = True
+        t.join()
+        server.close()
+
+
+def test_an_out_of_range_reading_is_a_fault_never_fed_to_the_network(rig):
+    # regression (hardening): valid-CRC readings of 1e30 on a ±π channel were only counted while
+    # the mode stayed running, and the cart got the full +10 N
+    r = rig()
+    r.ticks(3)
+    assert not r.loop.safety.active
+    r.state[2] = 1e30
+    r.ticks(1)
+    assert r.loop.safety.active and "sensor cartpole.pole out of range (1e+30" in r.loop.safety.reason
+    assert r.force == 0.0 and r.dev.samples["pole"].out_of_range == 1
+    assert r.dev.samples["pole"].values[0] == np.float32(3.1416)   # clamped where it is kept, never passed on raw
+    r.state[2] = np.nan
+    r.ticks(1)
+    assert r.loop.safety.active and r.force == 0.0
+
+
+def test_a_clamp_channel_is_clamped_and_counted_until_its_fault_threshold(tmp_path, rig):
+    board = tmp_path / "board.toml"
+    r = rig()
+    text = open(r.board.path).read().replace(
+        'range = [-3.1416, 3.1416]', 'range = [-3.1416, 3.1416]\nout_of_range = "clamp"')
+    board.write_text(text)
+    from hardware.board import load_board
+    ch = load_board(str(board)).channel("cartpole", "pole")
+    assert ch.out_of_range == "clamp"
+    from hardware.devices import SimulatedDevice
+    dev = SimulatedDevice("cartpole", load_board(str(board)).devices[0].channels)
+    dev.open()
+    dev.feed("pole", [5.0, 0.0])
+    s = dev.samples["pole"]
+    assert s.values[0] == np.float32(3.1416) and s.out_of_range == 1 and s.bad_run == 1
+    dev.feed("pole", [0.1, 0.0])
+    assert s.bad_run == 0 and s.out_of_range == 1
+
+
+def test_failsafe_reason_is_cleared_when_failsafe_ends_and_kept_as_the_last(rig):
+    r = rig(failsafe="exit = \"auto\"\ngood_ticks = 2")
+    r.ticks(2)
+    r.dev.samples["pole"].t_host -= 1.0
+    r.loop.tick()
+    reader = TelemetryReader(r.tel.path)
+    c = reader.counters()
+    assert "stale" in c["failsafe_reason"]
+    r.ticks(3)
+    c = reader.counters()
+    reader.close()
+    assert not r.loop.safety.active and c["failsafe_reason"] == "" and "stale" in c["last_failsafe_reason"]
+
+
+def test_a_reason_that_changes_every_tick_is_logged_once_a_second_with_a_count(rig):
+    r = rig()
+    r.ticks(2)
+    for i in range(50):
+        r.state[2] = 10.0 + i                   # a new value, so a new reason, every tick
+        r.ticks(1)
+    lines = [x for x in r.logs if "FAILSAFE" in x]
+    assert 1 <= len(lines) <= 3, lines
+    from nnos.runtime.loop import Throttle
+    out = []
+    t = Throttle(out.append, every_s=0.05)
+    t("k", "a")
+    t("k", "b")
+    t("k", "c")
+    time.sleep(0.06)
+    t("k", "d")
+    assert out[0] == "a" and len(out) == 2 and out[1].startswith("d (+2 similar lines")

@@ -74,6 +74,7 @@ def test_kill_9_at_random_points_leaves_a_loadable_store(tmp_path, plans, zoo):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         s = ModelStore(d)                       # what a restart after a power cut sees
+        s.clean()                               # the supervisor's clean at start
         st = s.state()
         for mid in filter(None, (st["active"], st["previous"])):
             s.load(mid)                         # never a torn plan
@@ -138,3 +139,41 @@ def test_rate_keeper_holds_the_rate_and_counts_misses():
     # return at once, late by whole periods, several times in a row; one VM stall may make one late)
     after = [k.wait() for _ in range(5)]
     assert sum(x >= k.period for x in after) <= 1, after
+
+
+OPENER = r"""
+import sys
+sys.path.insert(0, sys.argv[2])
+from nnos.store import ModelStore
+print("ready", flush=True)
+while True:
+    ModelStore(sys.argv[1]).state()      # what the broker does on every guest status.get
+"""
+
+
+def test_opening_a_store_never_breaks_another_process_writes(tmp_path, plans):
+    # regression (hardening): ModelStore() removed every temp file, including those another
+    # process was writing: with the broker opening the store in a loop, 77 of 100 puts failed
+    d = str(tmp_path / "data")
+    ModelStore(d)
+    opener = subprocess.Popen([sys.executable, "-c", OPENER, d, ROOT], stdout=subprocess.PIPE)
+    try:
+        assert opener.stdout.readline().strip() == b"ready"
+        s = ModelStore(d)
+        for i in range(100):
+            s.put(plans[i % len(plans)], {"n": i})            # raises FileNotFoundError on the old code
+    finally:
+        opener.kill()
+        opener.wait()
+
+
+def test_only_temp_files_of_dead_writers_are_cleaned(tmp_path):
+    s = ModelStore(str(tmp_path / "data"))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    mine = os.path.join(s.models, f".tmp-{os.getpid()}-abc")
+    theirs = os.path.join(s.models, f".tmp-{dead.pid}-abc")
+    for p in (mine, theirs):
+        open(p, "wb").close()
+    assert s.clean() == 1
+    assert os.path.exists(mine) and not os.path.exists(theirs)

@@ -34,6 +34,7 @@ def _loop_view(st) -> dict:
     return {
         "mode": c["mode"] if hb_age is not None and hb_age < 1.0 else "down",
         "failsafe": c["mode"] == "failsafe", "failsafe_reason": c["failsafe_reason"] or None,
+        "last_failsafe_reason": c["last_failsafe_reason"] or None,
         "active": c["active"] or None, "previous": c["previous"] or None, "shadow": c["shadow"] or None,
         "backend": c["backend"] or None,
         "shadow_divergence": shadow if c["shadow"] else None,

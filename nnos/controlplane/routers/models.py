@@ -33,7 +33,7 @@ async def upload(req: Request, response: Response, wait: bool = True, st=Depends
     if declared and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"upload of {declared} bytes exceeds the {limit}-byte limit")
     os.makedirs(st.settings.run, exist_ok=True)
-    fd, path = tempfile.mkstemp(prefix="upload-", dir=st.settings.run)
+    fd, path = tempfile.mkstemp(prefix=f"upload-{os.getpid()}-", dir=st.settings.run)
     try:
         size = 0
         with os.fdopen(fd, "wb") as f:
@@ -109,11 +109,24 @@ def get_model(model_id: str, st=Depends(state)):
 def delete_model(model_id: str, st=Depends(state)):
     if model_id not in st.store.ids():
         raise HTTPException(404, f"no model {model_id}")
+    held = loop_holds(st)
+    if model_id in held:
+        raise HTTPException(409, f"model {model_id} is in use by the loop ({held[model_id]}): "
+                                 "wait for its activation to end, or stop its shadow run, before deleting it")
     try:
         st.store.delete(model_id)
     except StoreError as e:
         raise HTTPException(409, str(e)) from e
     return {"deleted": model_id}
+
+
+def loop_holds(st) -> dict:
+    """The models the running loop holds (active, under probation, warm, shadow) and why; none
+    when no loop runs."""
+    try:
+        return ask_loop(st, {"cmd": "status"}, 5.0).get("in_use") or {}
+    except HTTPException:
+        return {}
 
 
 @router.post("/models/{model_id}/activate")

@@ -138,7 +138,7 @@ async def accept(pid: str, st=Depends(state)):
     try:
         signed_by = signature_policy(st, os.path.join(q, pid + ".model"), sig)
         os.makedirs(st.settings.run, exist_ok=True)
-        fd, path = tempfile.mkstemp(prefix="proposal-", dir=st.settings.run)
+        fd, path = tempfile.mkstemp(prefix=f"proposal-{os.getpid()}-", dir=st.settings.run)
         os.close(fd)
         shutil.copyfile(os.path.join(q, pid + ".model"), path)       # the intake consumes its file
         out = await intake_and_store(st, path, signed_by, None,
