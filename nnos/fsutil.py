@@ -3,6 +3,7 @@ fsync the directory. A power cut at any instant leaves the old file or the new o
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 
@@ -32,13 +33,27 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
     fsync_dir(d)
 
 
+LOG_MODE = 0o640
+_SECRET = re.compile(rb"nnos_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
+
+
+def redact(line: bytes) -> bytes:
+    """Whatever looks like an nnos token (nnos_ + 43 url-safe characters) never reaches a log."""
+    return _SECRET.sub(b"nnos_[redacted]", line)
+
+
 def append_rotating(path: str, data: bytes, max_bytes: int) -> None:
-    """Append to a log-like file; past ``max_bytes`` it becomes PATH.1 (one older kept), so it
-    never grows without bound. Raises OSError."""
+    """Append to a log-like file (mode 0640: logs are not for every user); past ``max_bytes``
+    it becomes PATH.1 (one older kept), so it never grows without bound. Raises OSError."""
     if os.path.exists(path) and os.path.getsize(path) > max_bytes:
         os.replace(path, path + ".1")
-    with open(path, "ab") as f:
-        f.write(data)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
+    try:
+        if os.fstat(fd).st_mode & 0o7777 & ~LOG_MODE:        # made by an older nnos, or another umask
+            os.fchmod(fd, LOG_MODE)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def fsync_path(path: str) -> None:

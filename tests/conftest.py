@@ -9,6 +9,8 @@ import pytest
 
 from nnos import flags
 
+pytest_plugins = ["tests.support.fixtures"]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = flags.QUICK.get()
 

@@ -22,9 +22,9 @@ def main(argv=None) -> int:
         if cpus:
             os.sched_setaffinity(0, cpus)
     token, new = ensure_token(a.data)
-    if new:
-        print(f"control plane: API token (shown once; also in {os.path.join(a.data, 'token')}, mode 0600): {token}",
-              file=sys.stderr, flush=True)
+    if new:      # the token itself never goes to a stream: stderr ends up in DATA/logs
+        print(f"control plane: a new API token is in {os.path.join(a.data, 'token')} (mode 0600); "
+              "nnos ctl reads it from there", file=sys.stderr, flush=True)
     import uvicorn
     from .app import create_app
     from .. import flags

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from .. import flags
-from ..fsutil import append_rotating
+from ..fsutil import append_rotating, redact
 from ..runtime.rt import loop_cpu, other_cpus
 from ..timing import NS_PER_S, now_ns
 from .ownership import die_with_parent, record_children
@@ -134,6 +134,7 @@ class Manager:
         os.makedirs(self.ctx.logs, exist_ok=True)
         path = os.path.join(self.ctx.logs, f"{name}.log")
         for line in iter(stream.readline, b""):
+            line = redact(line)
             try:
                 append_rotating(path, line, LOG_MAX)
             except OSError:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,17 +10,10 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT
+from tests.support.up import free_port
 
 BOARD = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")
 POLICY = os.path.join(ROOT, "models", "cartpole", "cartpole.onnx")
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Api:

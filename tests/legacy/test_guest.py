@@ -133,7 +133,7 @@ def _broker_pid(data: str) -> int | None:
 def test_nnos_up_starts_the_vm_last_limited_and_the_loop_outlives_it(guest, tmp_path):
     import signal
 
-    from tests.system.test_up import Up
+    from tests.support.up import Up
     from nnos.legacy import settings
     settings.save(str(tmp_path / "data"), watchdog_s=12, interval_s=2)     # telemetry agent reads status every 2 s
     up = Up(tmp_path / "data", env={"NNOS_LEGACY_VM": GUEST})
@@ -196,8 +196,8 @@ def test_control_plane_shows_stops_and_starts_the_vm(guest, tmp_path):
 
     import httpx
 
-    from tests.controlplane.conftest import free_port
-    from tests.system.test_up import Up
+    from tests.support.up import free_port
+    from tests.support.up import Up
     up = Up(tmp_path / "data", api_port=free_port(), env={"NNOS_LEGACY_VM": GUEST})
     sock = os.path.join(up.data, "run", "legacy-vm.sock")
     try:
@@ -240,7 +240,7 @@ def test_a_hostile_guest_under_nnos_up_leaves_the_loop_alone(guest, tmp_path):
     import signal
 
     from nnos.legacy import settings
-    from tests.system.test_up import Up
+    from tests.support.up import Up
     settings.save(str(tmp_path / "data"), agents=["hostile"])
     up = Up(tmp_path / "data", env={"NNOS_LEGACY_VM": GUEST})
     audit_path = os.path.join(up.data, "audit", "legacy-vm.jsonl")

@@ -81,9 +81,9 @@ def probes(data: str, since: float = 0.0) -> dict[str, str]:
 
 
 def test_cloud_yes_host_never_offer_quarantined_network_switch(guest, tmp_path):
-    from tests.controlplane.conftest import free_port
+    from tests.support.up import free_port
     from tests.runtime.conftest import policy_variant
-    from tests.system.test_up import Up
+    from tests.support.up import Up
     cloud = Cloud(str(tmp_path / "cloud"))
     shutil.copy(policy_variant(tmp_path, "offer", scale=0.9), os.path.join(cloud.root, "offer.onnx"))
     open(os.path.join(cloud.root, "ping"), "w").write("pong\n")

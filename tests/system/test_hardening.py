@@ -1,0 +1,94 @@
+"""`nnos up` tried as an attacker and a careless user would (regressions from the hardening
+issue): the token in logs, a model deleted under probation, `kill -9` of the supervisor, a
+second supervisor on the same data directory."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from nnos.supervisor.ownership import start_time
+from tests.conftest import ROOT
+from tests.support.up import Up, running as _running
+
+pytestmark = pytest.mark.xdist_group("system")
+
+
+def _job(c, jid, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        j = c.get(f"/v1/jobs/{jid}").json()
+        if j["state"] in ("done", "failed"):
+            return j
+        time.sleep(0.1)
+    raise AssertionError(f"job {jid} did not end: {j}")
+
+
+def test_token_stays_out_of_logs_and_probation_models_cannot_be_deleted(tmp_path, up_with_api):
+    from tests.runtime.conftest import policy_variant
+    up, url = up_with_api
+    token = up.token
+    c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+    # the token never reaches a log file, nor the log API; logs are 0640
+    logs = os.path.join(up.data, "logs")
+    for name in os.listdir(logs):
+        path = os.path.join(logs, name)
+        assert token not in open(path, errors="replace").read(), name
+        assert stat.S_IMODE(os.stat(path).st_mode) & 0o007 == 0, f"{name} is readable by every user"
+    lines = c.get("/v1/logs", params={"process": "control-plane"}).json()["lines"]
+    assert lines and not any(token in line for line in lines)
+    assert token not in up.log
+    # a model under probation cannot be deleted; the store and the loop agree afterwards
+    mid = c.post("/v1/models", content=open(policy_variant(tmp_path, "v", scale=0.95), "rb").read()).json()["id"]
+    job = c.post(f"/v1/models/{mid}/activate", params={"probation_s": 3.0, "wait": "false"}).json()
+    deadline = time.monotonic() + 60
+    while c.get("/v1/status").json()["loop"]["active"] != mid and time.monotonic() < deadline:
+        time.sleep(0.05)
+    r = c.delete(f"/v1/models/{mid}")
+    assert r.status_code == 409 and "under probation" in r.json()["detail"], r.text
+    assert _job(c, job["job"])["state"] == "done"
+    st = c.get("/v1/status").json()
+    assert st["loop"]["active"] == st["store"]["active"] == mid
+    c.close()
+
+
+def test_one_supervisor_per_data_directory_and_no_orphans_after_kill_9(tmp_path):
+    up = Up(tmp_path / "data")
+    try:
+        up.wait_for(_running)
+        second = subprocess.run([sys.executable, "-m", "nnos.cli", "up", "--data", up.data, "--board", up.board_path,
+                                 "--no-status", "--duration", "5"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert f"another nnos up (pid {up.proc.pid}) is running" in second.stderr
+        assert "Traceback" not in second.stderr
+        with open(os.path.join(up.data, "run", "children.json")) as f:
+            children = {n: pid for n, (pid, _) in json.load(f).items()}
+        assert {"loop", "sim-cartpole"} <= set(children)
+        up.proc.send_signal(signal.SIGKILL)
+        up.proc.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(p) for p in children.values()):
+            time.sleep(0.05)
+        assert not [n for n, p in children.items() if _alive(p)], "children outlived a kill -9 of nnos up"
+        again = Up(tmp_path / "data")               # the same data directory starts cleanly
+        try:
+            again.wait_for(_running)
+        finally:
+            again.stop()
+    finally:
+        up.stop()
+
+
+def _alive(pid):
+    if start_time(pid) is None:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
