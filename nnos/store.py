@@ -26,6 +26,13 @@ class StoreError(NnosError):
     pass
 
 
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 class ModelStore:
     def __init__(self, data_dir: str):
         self.data_dir = data_dir
@@ -36,18 +43,30 @@ class ModelStore:
     def clean(self) -> int:
         """Remove the temp files of writers that died (a power cut, a SIGKILL). Only the
         supervisor calls this, at start; readers never clean."""
-        return remove_stale_temps(self.models) + remove_stale_temps(self.data_dir)
+        n = remove_stale_temps(self.models) + remove_stale_temps(self.data_dir)
+        for name in os.listdir(self.models):                # a report whose plan never landed
+            if name.endswith(".json") and not os.path.exists(os.path.join(self.models, name[:-5] + ".nnos")):
+                _unlink(os.path.join(self.models, name))
+                n += 1
+        return n
 
     # --- plans ------------------------------------------------------------------------------
     def put(self, data: bytes, report: dict | None = None) -> str:
         """Store plan bytes (validated first); returns the model id (sha256 of the bytes)."""
         Plan.from_bytes(data)                              # refuses anything that is not a plan
         mid = hashlib.sha256(data).hexdigest()
-        path = self._path(mid)
-        if not os.path.exists(path):
-            atomic_write(path, data)
+        path, rpath = self._path(mid), self._path(mid, ".json")
+        existed = os.path.exists(path)
+        # whole or not at all: the report first, then the plan, whose presence makes it stored
         if report is not None:
-            atomic_write(self._path(mid, ".json"), json.dumps(report, indent=1, default=str).encode())
+            atomic_write(rpath, json.dumps(report, indent=1, default=str).encode())
+        if not existed:
+            try:
+                atomic_write(path, data)
+            except BaseException:
+                if report is not None:
+                    _unlink(rpath)
+                raise
         return mid
 
     def load(self, mid: str) -> Plan:

@@ -30,7 +30,9 @@ def main(argv=None) -> int:
     from .. import flags
     app = create_app(Settings(a.data, a.board, a.host, a.port, max_upload_bytes=int(a.max_upload_mb * (1 << 20)),
                               require_signed=flags.REQUIRE_SIGNED.get()), token)
-    uvicorn.run(app, host=a.host, port=a.port, log_level="warning", access_log=False)
+    from .guard import SlowHeaderH11
+    SlowHeaderH11.HEADER_TIMEOUT_S = flags.API_HEADER_TIMEOUT_S.get()
+    uvicorn.run(app, host=a.host, port=a.port, log_level="warning", access_log=False, http=SlowHeaderH11)
     return 0
 
 

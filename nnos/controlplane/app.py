@@ -14,6 +14,8 @@ from hardware.board import load_board
 
 from .. import __version__
 from ..store import ModelStore
+from .deps import disk_full
+from .guard import Guard
 from .routers import device, jobs, kserve, models, vm
 from .settings import Settings, ensure_token
 
@@ -46,6 +48,15 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
         """The dashboard: one self-contained page (no build step, no CDN). It holds no data of
         its own; everything it shows comes from the token-protected API."""
         return page
+
+    app.add_middleware(Guard, token=st.token, upload_limit=settings.max_upload_bytes)
+
+    @app.exception_handler(OSError)
+    async def storage(request: Request, exc: OSError):
+        full = disk_full(exc, settings.data)
+        if full is None:
+            raise exc
+        return JSONResponse({"detail": full.detail}, status_code=full.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):

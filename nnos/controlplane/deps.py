@@ -24,6 +24,20 @@ def require_token(req: Request) -> None:
         raise HTTPException(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
 
 
+def disk_full(e: OSError, data: str) -> HTTPException | None:
+    """ENOSPC/EDQUOT as the client should see it: 507, naming the partition and what is free."""
+    import errno
+    import shutil
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    try:
+        free = f"{shutil.disk_usage(data).free} bytes free"
+    except OSError:
+        free = "free space unknown"
+    return HTTPException(507, f"the data partition ({data}) is full ({free}): nothing was stored; "
+                              "delete models or recordings, then try again")
+
+
 def _ask(st, path: str, msg: dict, timeout: float, who: str) -> dict:
     st.request_id += 1
     try:

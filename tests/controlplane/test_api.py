@@ -6,6 +6,7 @@ import io
 import os
 import time
 import stat
+import subprocess
 import tarfile
 import zipfile
 
@@ -28,17 +29,20 @@ def test_health_is_open_everything_else_needs_the_token(api):
         if path == "/openapi.json":
             assert r.status_code == 200          # the API's own description is public
             continue
-        assert r.status_code == 401 and r.json() == {"detail": "unauthorized"}
+        shape = "error" if path.startswith("/v2") else "detail"      # KServe v2 clients read "error"
+        assert r.status_code == 401 and r.json() == {shape: "unauthorized"}
         bad = httpx.get(api.url + path, headers={"Authorization": "Bearer " + "x" * 43})
         assert bad.status_code == 401 and api.token not in bad.text
         assert httpx.get(api.url + path, headers={"Authorization": api.token}).status_code == 401
 
 
-def test_token_file_is_private_and_printed_only_at_first_start(api, tmp_path):
+def test_token_file_is_private_and_never_printed(api, tmp_path):
     assert api.token.startswith("nnos_")     # regression: a token starting with '-' broke `nnos ctl --token X`
     st = os.stat(os.path.join(api.data, "token"))
     assert stat.S_IMODE(st.st_mode) == 0o600
-    assert api.token in open(api.stderr_path).read()
+    # regression (hardening): the "shown once" line went through the supervisor into a 0644 log
+    first = open(api.stderr_path).read()
+    assert api.token not in first and "a new API token is in" in first
     again = Api(tmp_path / "again")
     again.stop()
     second = Api(tmp_path / "again")
@@ -242,3 +246,130 @@ def test_power_actions_only_on_the_device(api):
     assert api.client.post("/v1/device/poweroff").status_code == 409
     assert api.client.post("/v1/device/explode").status_code == 404
     assert httpx.post(api.url + "/v1/device/reboot").status_code == 401
+
+
+@pytest.fixture
+def tiny_partition(tmp_path):
+    """A 3 MiB tmpfs standing for a nearly full data partition (needs root to mount)."""
+    d = tmp_path / "tiny"
+    d.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(d)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def test_a_full_data_partition_is_a_507_and_nothing_half_stored(tiny_partition):
+    # regression (hardening): a full partition gave 500 on upload and PUT /v1/config, and one
+    # plan was stored without its report
+    a = Api(tiny_partition / "data")
+    try:
+        body = open(POLICY, "rb").read()
+        filler = tiny_partition / "data" / "filler"
+        with open(filler, "wb") as f:                        # leave less than an upload needs
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        r = a.client.post("/v1/models", content=body)
+        assert r.status_code == 507, r.text
+        assert "data partition" in r.json()["detail"] and "bytes free" in r.json()["detail"]
+        models = a.client.get("/v1/models").json()["models"]
+        assert all(m["report"] for m in models)               # never a plan without its report
+        r = a.client.put("/v1/config", content=open(a.board).read())
+        assert r.status_code == 507, r.text
+        os.unlink(filler)
+        r = a.client.post("/v1/models", content=body)
+        assert r.status_code == 201, r.text
+        assert a.client.get(f"/v1/models/{r.json()['id']}").json()["report"]
+    finally:
+        a.stop()
+
+
+def test_store_put_is_whole_or_nothing(tmp_path, monkeypatch):
+    import nnos
+    from nnos import store as store_mod
+    s = store_mod.ModelStore(str(tmp_path / "d"))
+    data = nnos.compile(POLICY, check=False).to_bytes()
+    real = store_mod.atomic_write
+
+    def full(path, blob, mode=0o644):
+        if path.endswith(".nnos"):
+            raise OSError(28, "No space left on device")
+        real(path, blob, mode)
+    monkeypatch.setattr(store_mod, "atomic_write", full)
+    with pytest.raises(OSError):
+        s.put(data, {"r": 1})
+    assert s.ids() == [] and not os.listdir(s.models)
+
+
+def _rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def _raw(port, head: bytes, body_bytes: int = 0, read=True) -> bytes:
+    """One raw HTTP request: ``head`` then ``body_bytes`` zero bytes, as far as the server lets
+    us send them; returns what came back."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        s.sendall(head)
+        chunk = b"\0" * (1 << 20)
+        sent = 0
+        try:
+            while sent < body_bytes:
+                s.sendall(chunk[:min(len(chunk), body_bytes - sent)])
+                sent += min(len(chunk), body_bytes - sent)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return s.recv(65536) if read else b""
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("route,ctype", [("/v1/models", "application/octet-stream"),
+                                         ("/v1/vm/network", "application/json"),
+                                         ("/v2/models/active/infer", "text/plain"),
+                                         ("/v1/config", "application/json")])
+def test_no_body_is_read_before_the_token(api, route, ctype):
+    # regression (hardening): FastAPI parsed 60 MB JSON bodies before require_token ran
+    # (+380 MB of control-plane memory), then answered 401
+    before = _rss_kb(api.proc.pid)
+    method = "PUT" if route == "/v1/config" else "POST"
+    size = 60 << 20
+    head = (f"{method} {route} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+            f"Transfer-Encoding: chunked\r\n\r\n").encode()
+    reply = _raw(api.port, head + f"{size:x}\r\n".encode(), size)
+    assert reply.startswith(b"HTTP/1.1 401"), reply[:200]
+    assert _rss_kb(api.proc.pid) - before < 20_000
+    declared = _raw(api.port, (f"{method} {route} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+                               f"Content-Length: {size}\r\n\r\n").encode(), 1 << 20)
+    assert declared.startswith(b"HTTP/1.1 401"), declared[:200]
+
+
+def test_every_route_has_a_body_limit(api):
+    big = b"{" + b" " * (2 << 20) + b"}"
+    r = api.client.post("/v1/vm/network", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "limit" in r.json()["detail"], r.text
+    head = (f"POST /v1/vm/network HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {api.token}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+    reply = _raw(api.port, head + f"{3 << 20:x}\r\n".encode(), 3 << 20)
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+
+
+def test_a_slow_client_is_closed(tmp_path):
+    import socket
+    a = Api(tmp_path / "slow", env={"NNOS_API_HEADER_TIMEOUT_S": "1"})
+    try:
+        s = socket.create_connection(("127.0.0.1", a.port), timeout=30)
+        s.sendall(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n")          # never finishes its header
+        t0 = time.monotonic()
+        assert s.recv(100) == b""                                     # closed by the server
+        assert time.monotonic() - t0 < 20
+        s.close()
+        assert a.client.get("/v2/health/live").status_code == 200     # the server itself is fine
+    finally:
+        a.stop()

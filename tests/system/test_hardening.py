@@ -78,9 +78,22 @@ def test_one_supervisor_per_data_directory_and_no_orphans_after_kill_9(tmp_path)
         while time.monotonic() < deadline and any(_alive(p) for p in children.values()):
             time.sleep(0.05)
         assert not [n for n, p in children.items() if _alive(p)], "children outlived a kill -9 of nnos up"
+        # what killed uploads left behind (regression: 29 upload files, 29 intake directories and
+        # 4 request sockets were never cleaned); a live process's files stay
+        run = os.path.join(up.data, "run")
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        left = [f"upload-{dead.pid}-abc", f"client-{dead.pid}-abc.sock", f"proposal-{dead.pid}-x"]
+        for name in left:
+            open(os.path.join(run, name), "w").close()
+        os.makedirs(os.path.join(run, f"intake-{dead.pid}-abc", "sub"))
+        live = os.path.join(run, f"upload-{os.getpid()}-mine")
+        open(live, "w").close()
         again = Up(tmp_path / "data")               # the same data directory starts cleanly
         try:
             again.wait_for(_running)
+            assert not [n for n in os.listdir(run) if str(dead.pid) in n]
+            assert os.path.exists(live)
         finally:
             again.stop()
     finally:

@@ -8,7 +8,7 @@ import time
 
 from fastapi import APIRouter, Depends, HTTPException
 
-from ..deps import require_token, state
+from ..deps import disk_full, require_token, state
 
 router = APIRouter(prefix="/v1", tags=["jobs"], dependencies=[Depends(require_token)])
 _ids = itertools.count(1)
@@ -51,7 +51,9 @@ def start(st, kind: str, coro_factory) -> dict:
         except HTTPException as e:
             job.state, job.error = "failed", {"status": e.status_code, "detail": e.detail}
         except Exception as e:                          # reported, never lost
-            job.state, job.error = "failed", {"status": 500, "detail": f"{type(e).__name__}: {e}"}
+            full = disk_full(e, st.settings.data) if isinstance(e, OSError) else None
+            job.state, job.error = "failed", ({"status": 507, "detail": full.detail} if full else
+                                              {"status": 500, "detail": f"{type(e).__name__}: {e}"})
         job.ended = time.time()
     st.job_tasks.add(asyncio.get_running_loop().create_task(run()))
     return {"job": job.id, "state": job.state, "progress": f"/v1/jobs/{job.id}"}
