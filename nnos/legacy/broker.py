@@ -57,6 +57,39 @@ class Audit:
             pass                                      # a full disk must not stop the broker
 
 
+def _safe_id(mid):
+    return mid if mid is None or isinstance(mid, (int, str)) else None
+
+
+class Tally:
+    """Refusals audited so that a guest refusing at the allowed rate cannot rotate the audit's
+    earlier entries away: per code, the first refusal in each window is written in full, the
+    others are counted and written as one line when the window ends."""
+
+    def __init__(self, audit: "Audit", clock, window_s: float = 10.0):
+        self.audit, self.clock, self.window_s = audit, clock, window_s
+        self.codes: dict[str, dict] = {}            # code -> {start, count, bytes} of the open window
+
+    def refused(self, code: str, nbytes: int, write_in_full) -> None:
+        self.flush()
+        w = self.codes.get(code)
+        if w is None:
+            self.codes[code] = {"start": self.clock(), "count": 0, "bytes": 0}
+            write_in_full()
+            return
+        w["count"] += 1
+        w["bytes"] += nbytes
+
+    def flush(self, force: bool = False) -> None:
+        now = self.clock()
+        for code, w in list(self.codes.items()):
+            if force or now - w["start"] >= self.window_s:
+                if w["count"]:
+                    self.audit.write(type=None, ok=False, code=code, refused=w["count"], bytes=w["bytes"],
+                                     error=f"{w['count']} more {code!r} refusals in {now - w['start']:.0f} s")
+                del self.codes[code]
+
+
 class Lines:
     """Splits the byte stream into lines without ever holding more than MAX_PROPOSAL_LINE:
     an over-long line is discarded up to its newline and reported once as ``None``."""
@@ -98,6 +131,7 @@ class Broker:
         self.refusals: dict[str, int] = {}
         self.clock = clock
         self.flood = {"count": 0, "bytes": 0, "last": float("-inf")}   # rate-limited, not yet audited
+        self.tally = Tally(self.audit, clock)
 
     # --- one request ---------------------------------------------------------------------------
     def handle(self, line: bytes | None) -> bytes:
@@ -117,18 +151,24 @@ class Broker:
                 raise MessageError("too-large", f"{kind!r} is at most {MAX_LINE} bytes, got {len(line)}")
             result = getattr(self, "_" + kind.replace(".", "_"))(args)
         except MessageError as e:
-            mid = getattr(e, "id", mid)
-            self.counters["refused"] += 1
-            self.refusals[e.code] = self.refusals.get(e.code, 0) + 1
-            if e.code == "rate-limited":      # a flood is audited as one line a second, not a line a message
-                self._flooded(len(line or b""))
-            else:
-                self.audit.write(id=mid, type=kind, ok=False, code=e.code, error=str(e)[:300], bytes=len(line or b""))
-            return self._line({"id": mid, "ok": False, "error": {"code": e.code, "message": str(e)}})
+            return self._refuse(getattr(e, "id", mid), kind, e.code, str(e), len(line or b""))
+        except Exception as e:                 # noqa: BLE001 - nothing a guest sends may end the broker
+            return self._refuse(mid, kind, "internal", f"the request could not be handled: {type(e).__name__}",
+                                len(line or b""))
         self.counters["answered"] += 1
         self.audit.write(id=mid, type=kind, ok=True, bytes=len(line),
                          **({"model": result["id"]} if kind == "model.propose" else {}))
         return self._line({"id": mid, "ok": True, "result": result})
+
+    def _refuse(self, mid, kind, code: str, message: str, nbytes: int) -> bytes:
+        self.counters["refused"] += 1
+        self.refusals[code] = self.refusals.get(code, 0) + 1
+        if code == "rate-limited":             # a flood is audited as one line a second, not a line a message
+            self._flooded(nbytes)
+        else:
+            self.tally.refused(code, nbytes, lambda: self.audit.write(id=_safe_id(mid), type=kind, ok=False, code=code,
+                                                                        error=message[:300], bytes=nbytes))
+        return self._line({"id": _safe_id(mid), "ok": False, "error": {"code": code, "message": message}})
 
     def _flooded(self, nbytes: int) -> None:
         """Count a rate-limited message; write the count to the audit at most once a second, so
@@ -243,8 +283,8 @@ def check_model(data: bytes) -> str:
         from ..plan import Plan
         try:
             Plan.from_bytes(data)
-        except NnosError as e:
-            raise MessageError("bad-model", f"not a valid plan: {e}") from e
+        except (NnosError, ValueError, TypeError, KeyError, RecursionError) as e:
+            raise MessageError("bad-model", f"not a valid plan: {type(e).__name__}: {e}"[:300]) from e
         return kind
     if kind != "onnx":
         raise MessageError("bad-model", f"a proposal is an ONNX model or an nnos plan, not a {kind} archive")
@@ -263,6 +303,7 @@ def publish(broker: Broker, path: str, connected: bool) -> None:
     and any flood count not yet in the audit."""
     if broker.flood["count"] and broker.clock() - broker.flood["last"] >= 1.0:
         broker.flush_flood()
+    broker.tally.flush()
     try:
         atomic_write(path, json.dumps({"connected": connected, "time": round(time.time(), 3), **broker.counters,
                                        "refusals": broker.refusals,

@@ -89,14 +89,16 @@ def parse(line: bytes) -> tuple[object, str, dict]:
         msg = json.loads(line)
     except (UnicodeDecodeError, ValueError) as e:
         raise MessageError("malformed", f"not JSON: {e}") from e
+    except RecursionError as e:
+        raise MessageError("malformed", "JSON nested too deeply") from e
     if not isinstance(msg, dict):
         raise MessageError("malformed", f"expected a JSON object, got {type(msg).__name__}")
     mid = msg.get("id")
     if not (mid is None or (isinstance(mid, int) and not isinstance(mid, bool)) or (isinstance(mid, str) and len(mid) <= 64)):
         raise MessageError("schema", "id must be an integer or a string of at most 64 characters")
     kind = msg.get("type")
-    if kind not in TYPES:
-        err = MessageError("unknown-type", f"unknown message type {kind!r}; allowed: {sorted(TYPES)}")
+    if not isinstance(kind, str) or kind not in TYPES:
+        err = MessageError("unknown-type", f"unknown message type {str(kind)[:64]!r}; allowed: {sorted(TYPES)}")
         err.id = mid
         raise err
     try:
