@@ -31,7 +31,7 @@ def cmd_compile(a):
     print(f"compiled {a.model} -> {a.output}: {plan.meta['steps']} steps, "
           f"{plan.meta['cost']['flops']:,} FLOPs, arena {m['arena_bytes']:,} B "
           f"(naive {m['naive_bytes']:,}, lower bound {m['lower_bound_bytes']:,}), "
-          f"{plan.meta['compile_seconds'] * 1000:.0f} ms")
+          f"{plan.compile_seconds * 1000:.0f} ms")
     for w in plan.meta["warnings"]:
         print(f"WARNING: {w}", file=sys.stderr)
 

@@ -90,5 +90,7 @@ def compile(path: str, batch: int = 1, dims: dict[str, int] | None = None, check
     plan = Plan(graph, memory, meta)
     if flags.SELF_CHECK.get() if check is None else check:
         meta["self_check"] = self_check(plan, typed)
-    meta["compile_seconds"] = round(time.perf_counter() - t0, 4)
+    # not in meta: the plan's bytes (and so the model's id) depend only on the network, its
+    # weights and the compile options, never on when or how fast it was compiled
+    plan.compile_seconds = round(time.perf_counter() - t0, 4)
     return plan

@@ -4,7 +4,11 @@
     nnos sign FILE --key KEY     FILE.sig (base64 of the 64-byte signature)
 
 With NNOS_REQUIRE_SIGNED=1 the control plane accepts an upload only with a header
-``X-Nnos-Signature: <base64>`` made by a key in DATA/trusted_keys/*.pub.
+``X-Nnos-Signature: <base64>`` made by a key in DATA/trusted_keys/*.pub. The device then
+countersigns the compiled plan with its own key (DATA/keys/device, made on first use), and
+the policy is checked again on those bytes wherever a model is about to run: at activation,
+at the loop's start, after a restart. A model stored while the policy was off carries no
+countersignature and is refused; the default model is countersigned when it is provisioned.
 """
 from __future__ import annotations
 
@@ -39,6 +43,35 @@ def sign(data: bytes, key_path: str) -> str:
         except ValueError as e:
             raise SignatureError(f"{key_path}: not a PEM private key: {e}") from e
     return base64.b64encode(key.sign(data)).decode()
+
+
+def device_key(data_dir: str) -> str:
+    """The device's own key (private, 0600), made the first time it is needed."""
+    path = os.path.join(data_dir, "keys", "device")
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        keygen(path)
+    return path
+
+
+def countersign(data_dir: str, plan_bytes: bytes) -> str:
+    return sign(plan_bytes, device_key(data_dir))
+
+
+def check_stored(data_dir: str, mid: str, plan_bytes: bytes, signature_b64: str | None) -> None:
+    """With the policy on: the stored plan must carry the device's countersignature."""
+    from cryptography.hazmat.primitives import serialization
+    if not signature_b64:
+        raise SignatureError(f"model {mid[:12]} is not signed (stored while signed models were not required, "
+                             "or provisioned without a signature): upload it again with X-Nnos-Signature")
+    pub = device_key(data_dir) + ".pub"
+    with open(pub, "rb") as f:
+        key = serialization.load_pem_public_key(f.read())
+    try:
+        verify(plan_bytes, signature_b64, [("device", key)])
+    except SignatureError as e:
+        raise SignatureError(f"model {mid[:12]}: its countersignature does not verify with this device's key "
+                             f"({e})") from e
 
 
 def trusted_keys(data_dir: str) -> list:

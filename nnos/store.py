@@ -44,15 +44,17 @@ class ModelStore:
         """Remove the temp files of writers that died (a power cut, a SIGKILL). Only the
         supervisor calls this, at start; readers never clean."""
         n = remove_stale_temps(self.models) + remove_stale_temps(self.data_dir)
-        for name in os.listdir(self.models):                # a report whose plan never landed
-            if name.endswith(".json") and not os.path.exists(os.path.join(self.models, name[:-5] + ".nnos")):
+        for name in os.listdir(self.models):                # a report or signature whose plan never landed
+            plan = os.path.join(self.models, name.rsplit(".", 1)[0] + ".nnos")
+            if name.endswith((".json", ".sig")) and not os.path.exists(plan):
                 _unlink(os.path.join(self.models, name))
                 n += 1
         return n
 
     # --- plans ------------------------------------------------------------------------------
-    def put(self, data: bytes, report: dict | None = None) -> str:
-        """Store plan bytes (validated first); returns the model id (sha256 of the bytes)."""
+    def put(self, data: bytes, report: dict | None = None, signature: str | None = None) -> str:
+        """Store plan bytes (validated first) with their report and the device's countersignature
+        (signed models); returns the model id (sha256 of the bytes)."""
         Plan.from_bytes(data)                              # refuses anything that is not a plan
         mid = hashlib.sha256(data).hexdigest()
         path, rpath = self._path(mid), self._path(mid, ".json")
@@ -60,24 +62,43 @@ class ModelStore:
         # whole or not at all: the report first, then the plan, whose presence makes it stored
         if report is not None:
             atomic_write(rpath, json.dumps(report, indent=1, default=str).encode())
+        if signature is not None:
+            atomic_write(self._path(mid, ".sig"), signature.encode())
         if not existed:
             try:
                 atomic_write(path, data)
             except BaseException:
-                if report is not None:
-                    _unlink(rpath)
+                for ext, made in ((".json", report is not None), (".sig", signature is not None)):
+                    if made:
+                        _unlink(self._path(mid, ext))
                 raise
         return mid
 
-    def load(self, mid: str) -> Plan:
-        path = self._path(mid)
+    def signature(self, mid: str) -> str | None:
         try:
-            with open(path, "rb") as f:
+            with open(self._path(mid, ".sig")) as f:
+                return f.read().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def check_signed(self, mid: str) -> None:
+        """The signing policy for a stored model (raises SignatureError)."""
+        from .signing import check_stored
+        check_stored(self.data_dir, mid, self.read(mid), self.signature(mid))
+
+    def read(self, mid: str) -> bytes:
+        """The plan file's bytes, checked against the id."""
+        try:
+            with open(self._path(mid), "rb") as f:
                 data = f.read()
         except FileNotFoundError as e:
             raise StoreError(f"no model {mid} in {self.models}") from e
         if hashlib.sha256(data).hexdigest() != mid:
             raise StoreError(f"model {mid}: file content does not match its id (corrupted on disk)")
+        return data
+
+    def load(self, mid: str) -> Plan:
+        data = self.read(mid)
         try:
             return Plan.from_bytes(data)
         except PlanFormatError as e:
@@ -97,11 +118,8 @@ class ModelStore:
         st = self.state()
         if mid == st["active"]:
             raise StoreError(f"model {mid} is active: activate another one before deleting it")
-        for ext in (".nnos", ".json"):
-            try:
-                os.unlink(self._path(mid, ext))
-            except FileNotFoundError:
-                pass
+        for ext in (".nnos", ".json", ".sig"):
+            _unlink(self._path(mid, ext))
         if mid == st["previous"]:
             st["previous"] = None
             self._write_state(st)

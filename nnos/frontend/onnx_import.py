@@ -184,4 +184,5 @@ def import_onnx(path: str, batch: int = 1, dims: dict[str, int] | None = None,
     info = {"source_sha256": hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest(),
             "opset": source_opset, "producer": f"{model.producer_name} {model.producer_version}".strip(),
             "batch": batch}
-    return Graph(g.name or os.path.basename(path), inputs, outputs, nodes, types, consts), info
+    # an unnamed graph gets a fixed name, not the file's (an upload's temp name would change the id)
+    return Graph(g.name or "main", inputs, outputs, nodes, types, consts), info

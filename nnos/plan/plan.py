@@ -29,6 +29,7 @@ class Plan:
     def __init__(self, graph: Graph, memory: dict, meta: dict):
         self.graph, self.memory, self.meta = graph, memory, meta
         self._exe = None
+        self.compile_seconds: float | None = None      # set by compile(); not part of the file
 
     # --- signature ------------------------------------------------------------------------
     @property

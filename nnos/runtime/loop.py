@@ -61,6 +61,7 @@ class LoopConfig:
     backend: str = field(default_factory=lambda: flags.BACKEND.get())
     reconnect_s: float = 1.0
     spin_us: int = field(default_factory=lambda: flags.SPIN_US.get())
+    require_signed: bool = field(default_factory=lambda: flags.REQUIRE_SIGNED.get())
 
 
 class Loop:
@@ -117,7 +118,7 @@ class Loop:
         self.previous_id = self.store.state()["previous"]
         for mid, role in self.store.startup_order():
             try:
-                plan = self.store.load(mid)
+                plan = self._load_checked(mid)
                 for _ in prebuild(plan, self.store.plan_path(mid), self.cfg.backend):   # not at this RT priority
                     time.sleep(0.01)
                 self.active = Slot(mid, plan, self.board, self.devices, self.cfg.backend)
@@ -129,6 +130,14 @@ class Loop:
             return
         self.safety.trip("no model to run")
         self.log("loop: no loadable model; idling in failsafe (actuators at their safe values)")
+
+    def _load_checked(self, mid: str):
+        """A stored model, and the signing policy checked on its bytes (at activation, at the
+        loop's start, after every restart: not only at upload)."""
+        plan = self.store.load(mid)
+        if self.cfg.require_signed:
+            self.store.check_signed(mid)
+        return plan
 
     def _publish_models(self) -> None:
         """Model ids into telemetry (memory only: no file is touched inside a tick)."""
@@ -414,7 +423,7 @@ class Loop:
 
     def _activate_job(self, mid: str, msg: dict):
         try:
-            plan = self.store.load(mid)
+            plan = self._load_checked(mid)
             yield
             yield from prebuild(plan, self.store.plan_path(mid), self.cfg.backend)   # a compile runs beside the ticks
             slot = Slot(mid, plan, self.board, self.devices, self.cfg.backend)

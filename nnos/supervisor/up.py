@@ -38,10 +38,27 @@ def provision(board, store: ModelStore, plan_path: str | None = None) -> None:
         from ..compiler import compile
         plan, source, fmt = compile(board.model), board.model, "onnx (the board's default)"
     board.check_plan(plan)
-    mid = store.put(plan.to_bytes(), {"format": fmt, "source": source, "provisioned": True,
-                                      "latency": measure(plan, 200), "ops": plan.meta["ops"]})
+    data = plan.to_bytes()
+    mid = store.put(data, {"format": fmt, "source": source, "provisioned": True,
+                           "latency": measure(plan, 200), "ops": plan.meta["ops"]}, _provision_signature(store, data))
     store.activate(mid, f"provisioned from the default model {os.path.basename(source)}")
     log(f"supervisor: provisioned {os.path.basename(source)} as model {mid[:12]}")
+
+
+def _provision_signature(store: ModelStore, data: bytes) -> str | None:
+    """With signed models required, the default model is countersigned with the device's key
+    when it is provisioned (it comes from the image or the board, not from an upload); if that
+    cannot be done, provisioning is refused with the reason."""
+    from .. import flags
+    if not flags.REQUIRE_SIGNED.get():
+        return None
+    from ..errors import NnosError
+    from ..signing import SignatureError, countersign
+    try:
+        return countersign(store.data_dir, data)
+    except (OSError, SignatureError) as e:
+        raise NnosError(f"signed models are required (NNOS_REQUIRE_SIGNED=1) but the default model could not be "
+                        f"signed with this device's key in {store.data_dir}/keys: {e}") from e
 
 
 def load_or_restore(board_path: str, default_board: str | None):

@@ -373,3 +373,16 @@ def test_a_slow_client_is_closed(tmp_path):
         assert a.client.get("/v2/health/live").status_code == 200     # the server itself is fine
     finally:
         a.stop()
+
+
+def test_the_same_model_uploaded_twice_has_one_id(api, tmp_path):
+    # regression (hardening): the same ONNX uploaded four times got four ids (the plan held
+    # its compile time); the id is a hash of what defines the model
+    body = open(POLICY, "rb").read()
+    ids = {api.client.post("/v1/models", content=body).json()["id"] for _ in range(3)}
+    assert len(ids) == 1
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    onnx.save(onnx.load(POLICY), str(a))
+    onnx.save(onnx.load(POLICY), str(b))
+    assert nnos.compile(str(a)).to_bytes() == nnos.compile(str(b)).to_bytes()   # the file's name is not in it
+    assert nnos.compile(str(a), batch=2).to_bytes() != nnos.compile(str(a)).to_bytes()

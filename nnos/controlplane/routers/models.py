@@ -69,6 +69,18 @@ def signature_policy(st, path: str, signature_b64: str | None) -> str | None:
         raise HTTPException(403, str(e)) from e
 
 
+def signing_policy(st, mid: str) -> None:
+    """With signed models required: 403 unless the stored model carries the device's
+    countersignature (the loop checks it again before it runs the model)."""
+    if not st.settings.require_signed:
+        return
+    from ...signing import SignatureError
+    try:
+        st.store.check_signed(mid)
+    except SignatureError as e:
+        raise HTTPException(403, str(e)) from e
+
+
 async def intake_and_store(st, path: str, signed_by, job, extra: dict | None = None) -> dict:
     """The file at ``path`` (removed afterwards) through the intake (compile, verify, measure,
     check against the board) into the store — stored, not active. ``extra`` joins the report."""
@@ -86,7 +98,11 @@ async def intake_and_store(st, path: str, signed_by, job, extra: dict | None = N
             report["signed_by"] = signed_by
         report.update(extra or {})
         progress("storing")
-        mid = st.store.put(data, report)
+        countersigned = None
+        if signed_by:                                    # the device vouches for the plan it made
+            from ...signing import countersign
+            countersigned = countersign(st.settings.data, data)
+        mid = st.store.put(data, report, countersigned)
         return {"id": mid, "report": report}
     finally:
         if os.path.exists(path):
@@ -136,6 +152,7 @@ async def activate(model_id: str, response: Response, probation_s: float = 2.0, 
     (``wait=false``: 202 with a job to follow)."""
     if model_id not in st.store.ids():
         raise HTTPException(404, f"no model {model_id}")
+    signing_policy(st, model_id)
     if not 0 <= probation_s <= 600:
         raise HTTPException(422, "probation_s must be between 0 and 600")
 
@@ -174,6 +191,7 @@ async def rollback(st=Depends(state)):
     prev = st.store.state()["previous"]
     if not prev:
         raise HTTPException(409, "no previous model to roll back to")
+    signing_policy(st, prev)
     reply = await run_in_threadpool(ask_loop, st, {"cmd": "activate", "model": prev, "probation_s": 2.0},
                                     st.settings.activate_timeout_s)
     if not reply.get("ok"):
