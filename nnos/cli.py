@@ -32,6 +32,8 @@ def cmd_compile(a):
           f"{plan.meta['cost']['flops']:,} FLOPs, arena {m['arena_bytes']:,} B "
           f"(naive {m['naive_bytes']:,}, lower bound {m['lower_bound_bytes']:,}), "
           f"{plan.compile_seconds * 1000:.0f} ms")
+    for fixed in plan.meta["source"].get("fixed_dims", []):
+        print(f"fixed: {fixed}", file=sys.stderr)
     for w in plan.meta["warnings"]:
         print(f"WARNING: {w}", file=sys.stderr)
 

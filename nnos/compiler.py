@@ -12,6 +12,7 @@ import numpy as np
 
 from . import __version__, flags
 from .errors import CompileError
+from .limits import arena_problem
 from .frontend import import_onnx
 from .ir import Graph
 from .ops import evaluate
@@ -80,6 +81,9 @@ def compile(path: str, batch: int = 1, dims: dict[str, int] | None = None, check
     typed = infer_types(graph)
     graph = schedule(optimize(typed))
     memory = memory_plan(graph)
+    problem = arena_problem(int(memory["arena_bytes"]))
+    if problem:
+        raise CompileError(problem)
     cost = cost_model(graph)
     meta = {
         "nnos_version": __version__, "plan_format": FORMAT_VERSION, "source": info,

@@ -67,6 +67,9 @@ DATA = flag("NNOS_DATA", str, "nnos-data", "data directory of `nnos up` (models,
 SPIN_US = flag("NNOS_SPIN_US", int, 60, "the loop sleeps until this long before each deadline and spins the rest")
 API_HOST = flag("NNOS_API_HOST", str, "127.0.0.1", "address the control plane binds (0.0.0.0 on the image)")
 API_PORT = flag("NNOS_API_PORT", int, 8080, "control plane port (0: do not run the control plane)")
+MAX_TENSOR_ELEMENTS = flag("NNOS_MAX_TENSOR_ELEMENTS", int, 1 << 26, "the most elements one tensor of a model may "
+                           "have (checked at compile and load, before anything is allocated)")
+MAX_ARENA_BYTES = flag("NNOS_MAX_ARENA_BYTES", int, 1 << 30, "the most bytes a plan's activation arena may take")
 API_HEADER_TIMEOUT_S = flag("NNOS_API_HEADER_TIMEOUT_S", float, 10.0, "the control plane closes a connection "
                             "whose request header is not complete this many seconds after it opened (slow clients)")
 REQUIRE_SIGNED = flag("NNOS_REQUIRE_SIGNED", _bool, False, "the control plane accepts only models signed by DATA/trusted_keys")

@@ -167,6 +167,7 @@ def process(path: str, board, settings, progress=lambda step: None) -> tuple[byt
         m = plan.meta
         report.update(ops=m["ops"], flops=m["cost"]["flops"], arena_bytes=plan.memory["arena_bytes"],
                       inputs=m["inputs"], outputs=m["outputs"], warnings=m["warnings"],
+                      fixed_dims=m["source"].get("fixed_dims", []),
                       source_sha256=m["source"]["source_sha256"], seconds=round(time.monotonic() - t0, 3))
         return plan.to_bytes(), report
     finally:

@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from ..errors import ModelError
+from ..limits import tensor_problem
 from ..ir import SUPPORTED_DTYPES, Graph, Node, TensorType, contiguous
 
 MIN_OPSET = 13
@@ -106,8 +107,11 @@ def _constant_value(node, attrs) -> np.ndarray:
     raise ModelError(f"node {node.name!r} (op Constant): value kind {sorted(attrs)} is not supported")
 
 
-def _fix_dims(value_info, batch: int, dims: dict[str, int], batch_param: list) -> tuple[int, ...]:
+def _fix_dims(value_info, batch: int, dims: dict[str, int], batch_param: list,
+              fixed: list | None = None) -> tuple[int, ...]:
+    """The input's static shape; each symbolic dimension fixed here is said in ``fixed``."""
     shape = []
+    fixed = [] if fixed is None else fixed
     t = value_info.type.tensor_type
     if not t.HasField("shape"):
         raise ModelError(f"input {value_info.name!r} has no shape; nnos needs static shapes")
@@ -116,13 +120,19 @@ def _fix_dims(value_info, batch: int, dims: dict[str, int], batch_param: list) -
             shape.append(int(d.dim_value))
         elif d.HasField("dim_param") and d.dim_param in dims:
             shape.append(int(dims[d.dim_param]))
+            fixed.append(f"input {value_info.name!r} dimension {i} ({d.dim_param!r}) = {shape[-1]} (--dim)")
         elif not batch_param or batch_param[0] == d.dim_param:   # the first symbolic name is the batch
             batch_param[:] = [d.dim_param]
             shape.append(batch)
+            fixed.append(f"input {value_info.name!r} dimension {i} ({d.dim_param or '?'!r}) = {batch} as the batch; "
+                         f"give --dim {d.dim_param or 'NAME'}=N for another size")
         else:
             name = d.dim_param or "?"
             raise ModelError(f"input {value_info.name!r} dimension {i} is dynamic ({name!r}); "
                              f"fix it at compile time with dims={{{name!r}: N}} (CLI: --dim {name}=N)")
+    problem = tensor_problem(shape)
+    if problem:
+        raise ModelError(f"input {value_info.name!r}: {problem}")
     return tuple(shape)
 
 
@@ -150,6 +160,7 @@ def import_onnx(path: str, batch: int = 1, dims: dict[str, int] | None = None,
     consts = {t.name: _array(t, f"initializer {t.name!r}") for t in g.initializer}
     types: dict[str, TensorType] = {}
     batch_param: list = []
+    fixed: list[str] = []
     inputs = []
     freeze = dict(freeze or {})
     for vi in g.input:
@@ -163,7 +174,7 @@ def import_onnx(path: str, batch: int = 1, dims: dict[str, int] | None = None,
         if vi.name in consts:
             continue   # an initializer listed as input (old exporters): a constant on the device
         dt = _dtype(vi.type.tensor_type.elem_type, f"input {vi.name!r}")
-        types[vi.name] = TensorType(dt, _fix_dims(vi, batch, dims or {}, batch_param))
+        types[vi.name] = TensorType(dt, _fix_dims(vi, batch, dims or {}, batch_param, fixed))
         inputs.append(vi.name)
     if freeze:
         raise ModelError(f"cannot freeze {sorted(freeze)}: no graph input has that name; "
@@ -183,6 +194,6 @@ def import_onnx(path: str, batch: int = 1, dims: dict[str, int] | None = None,
     outputs = [o.name for o in g.output]
     info = {"source_sha256": hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest(),
             "opset": source_opset, "producer": f"{model.producer_name} {model.producer_version}".strip(),
-            "batch": batch}
+            "batch": batch, "fixed_dims": fixed}
     # an unnamed graph gets a fixed name, not the file's (an upload's temp name would change the id)
     return Graph(g.name or "main", inputs, outputs, nodes, types, consts), info

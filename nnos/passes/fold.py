@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..errors import CompileError
 from ..ir import Graph, Node, contiguous
+from ..limits import tensor_problem
 from ..ops import evaluate, get
 from ..ops.shape import _shape_value
 
@@ -25,8 +26,9 @@ def try_fold(graph: Graph, node: Node) -> bool:
     present = [i for i in node.inputs if i]
     if not all(i in graph.consts for i in present):
         return False
-    get(node)  # unsupported ops fail here with the node's name
+    op = get(node)  # unsupported ops fail here with the node's name
     arrays = [graph.consts[i] if i else None for i in node.inputs]
+    _check_result_size(graph, node, op, arrays)
     try:
         values = evaluate(node, arrays)
     except CompileError:
@@ -39,6 +41,19 @@ def try_fold(graph: Graph, node: Node) -> bool:
         if name:
             graph.consts[name] = contiguous(v)
     return True
+
+
+def _check_result_size(graph: Graph, node: Node, op, arrays) -> None:
+    """What folding would allocate is checked before it is: a constant Expand to 2^40 elements
+    is a refusal naming the node, never a MemoryError."""
+    try:
+        types = op.infer(node, [graph.type_of(i) if i else None for i in node.inputs], arrays)
+    except Exception:               # noqa: BLE001 - inference reports its own errors later, in its sweep
+        return
+    for name, t in zip(node.outputs, types):
+        problem = tensor_problem(t.shape, t.dtype.itemsize)
+        if problem:
+            raise node.fail(f"output {name!r}: {problem}")
 
 
 def fold_constants(graph: Graph) -> Graph:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..errors import CompileError
 from ..ir import SUPPORTED_DTYPES, Graph, TensorType
+from ..limits import tensor_problem
 from ..ops import get
 from .fold import try_fold
 
@@ -30,8 +31,9 @@ def infer_node(graph: Graph, node) -> list[TensorType]:
     for name, t in zip(node.outputs, out):
         if t.dtype not in SUPPORTED_DTYPES:
             raise node.fail(f"output {name!r} would have unsupported dtype {t.dtype}")
-        if min(t.shape, default=1) < 0:
-            raise node.fail(f"output {name!r} would have a negative dimension: {t}")
+        problem = tensor_problem(t.shape, t.dtype.itemsize)
+        if problem:
+            raise node.fail(f"output {name!r}: {problem}")
     return out
 
 

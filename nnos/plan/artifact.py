@@ -13,6 +13,7 @@ only; nothing in it is executed (no pickle).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import struct
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..errors import PlanFormatError
 from ..ir import SUPPORTED_DTYPES, contiguous
+from ..limits import MAX_HEADER_BYTES, tensor_problem
 
 MAGIC = b"NNOSPLAN"
 FORMAT_VERSION = 1
@@ -51,8 +53,12 @@ def encode_value(v):
 def decode_value(v):
     if isinstance(v, dict) and "__ndarray__" in v:
         dt = _dtype(v["__ndarray__"])
-        data = base64.b64decode(v["data"])
-        return np.frombuffer(data, dtype=dt).reshape(v["shape"]).copy()
+        shape = _shape(v.get("shape"), "an embedded array")
+        try:
+            data = base64.b64decode(v["data"], validate=True)
+            return np.frombuffer(data, dtype=dt).reshape(shape).copy()
+        except (KeyError, TypeError, ValueError, binascii.Error) as e:
+            raise PlanFormatError(f"an embedded array is malformed ({type(e).__name__}: {e})") from e
     if isinstance(v, list):
         return [decode_value(x) for x in v]
     if isinstance(v, dict):
@@ -60,10 +66,20 @@ def decode_value(v):
     return v
 
 
+def _shape(value, what: str) -> tuple[int, ...]:
+    """A shape from the header, checked before anything of that size is allocated."""
+    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in value):
+        raise PlanFormatError(f"{what} has shape {str(value)[:80]}, expected a list of integers")
+    problem = tensor_problem(value)
+    if problem:
+        raise PlanFormatError(f"{what}: {problem}")
+    return tuple(value)
+
+
 def _dtype(name: str) -> np.dtype:
     try:
         dt = np.dtype(name)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise PlanFormatError(f"unknown dtype {name!r} in plan") from e
     if dt not in SUPPORTED_DTYPES:
         raise PlanFormatError(f"dtype {name!r} in plan is not supported")
@@ -101,22 +117,32 @@ def read(data: bytes) -> tuple[dict, dict[str, np.ndarray]]:
     if hashlib.sha256(body).digest() != digest:
         raise PlanFormatError("checksum mismatch: the plan file is truncated or was modified")
     start = _align(_PREFIX.size + hlen)
-    if start > len(body):
-        raise PlanFormatError(f"header length {hlen} runs past the end of the file")
+    if start > len(body) or hlen > MAX_HEADER_BYTES:
+        raise PlanFormatError(f"header length {hlen} runs past the end of the file or over {MAX_HEADER_BYTES} bytes")
     try:
         header = decode_value(json.loads(body[_PREFIX.size:_PREFIX.size + hlen].decode()))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PlanFormatError(f"plan header is not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise PlanFormatError("plan header is nested too deeply") from e
+    if not isinstance(header, dict) or not isinstance(header.get("weights", {}), dict):
+        raise PlanFormatError("plan header must be a JSON object whose 'weights' is an object (name → entry)")
     blob = np.frombuffer(body, dtype=np.uint8, offset=start)
-    weights = {}
-    for name, w in header.get("weights", {}).items():
+    return header, {name: _weight(name, w, blob) for name, w in header.get("weights", {}).items()}
+
+
+def _weight(name: str, w, blob: np.ndarray) -> np.ndarray:
+    if not isinstance(w, dict):
+        raise PlanFormatError(f"weight {name!r}: its entry must be an object, got {type(w).__name__}")
+    try:
         dt = _dtype(w["dtype"])
-        shape = tuple(int(s) for s in w["shape"])
-        n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-        o = int(w["offset"])
-        if n != int(w["nbytes"]) or o < 0 or o + n > blob.size:
-            raise PlanFormatError(f"weight {name!r} ({n} bytes at {o}) lies outside the weight blob")
-        arr = np.empty(shape, dtype=dt)
-        arr.reshape(-1).view(np.uint8)[:] = blob[o:o + n]
-        weights[name] = arr
-    return header, weights
+        shape = _shape(w["shape"], f"weight {name!r}")
+        o, declared = int(w["offset"]), int(w["nbytes"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise PlanFormatError(f"weight {name!r}: malformed entry ({type(e).__name__}: {e})") from e
+    n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    if n != declared or o < 0 or o + n > blob.size:
+        raise PlanFormatError(f"weight {name!r} ({n} bytes at {o}) lies outside the weight blob")
+    arr = np.empty(shape, dtype=dt)
+    arr.reshape(-1).view(np.uint8)[:] = blob[o:o + n]
+    return arr

@@ -14,6 +14,7 @@ from .. import __version__
 from ..errors import PlanCallError, PlanFormatError
 from ..fsutil import atomic_write
 from ..ir import Epilogue, Graph, Node, TensorType
+from ..limits import arena_problem, tensor_problem
 from ..ops import OPS
 from . import artifact
 
@@ -97,7 +98,7 @@ class Plan:
             return _from_header(header, weights)
         except PlanFormatError:
             raise
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as e:
             raise PlanFormatError(f"plan header is malformed: {type(e).__name__}: {e}") from e
 
 
@@ -113,9 +114,16 @@ def _from_header(header: dict, weights: dict) -> Plan:
                 raise PlanFormatError(f"plan fuses op {e.op!r}, which is not an elementwise op here")
         nodes.append(Node(n["op"], n["name"], list(n["inputs"]), list(n["outputs"]), n["attrs"], epi))
     types = {k: TensorType.from_json(v) for k, v in gj["types"].items()}
+    for name, t in types.items():
+        problem = tensor_problem(t.shape, t.dtype.itemsize)
+        if problem:
+            raise PlanFormatError(f"tensor {name!r}: {problem}")
     graph = Graph(gj["name"], list(gj["inputs"]), list(gj["outputs"]), nodes, types, weights)
     memory = header["memory"]
     arena = int(memory["arena_bytes"])
+    problem = arena_problem(arena)
+    if problem:
+        raise PlanFormatError(problem)
     for name, off in memory["tensors"].items():
         if name not in types or off < 0 or off + types[name].nbytes > arena:
             raise PlanFormatError(f"tensor {name!r} lies outside the {arena}-byte arena")

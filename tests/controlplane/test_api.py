@@ -386,3 +386,23 @@ def test_the_same_model_uploaded_twice_has_one_id(api, tmp_path):
     onnx.save(onnx.load(POLICY), str(b))
     assert nnos.compile(str(a)).to_bytes() == nnos.compile(str(b)).to_bytes()   # the file's name is not in it
     assert nnos.compile(str(a), batch=2).to_bytes() != nnos.compile(str(a)).to_bytes()
+
+
+def test_huge_or_crafted_models_are_a_4xx_naming_what(api):
+    # regression (hardening): these answered 500
+    from onnx import TensorProto
+    m = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1 << 20, 1 << 20])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1 << 20, 1 << 20])]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    r = api.client.post("/v1/models", content=m.SerializeToString())
+    assert r.status_code == 422 and "input 'x'" in r.json()["detail"], r.text
+    import hashlib
+    import struct
+    from nnos.plan import artifact
+    head = b'{"graph": {"types": {"t": {"dtype": "float32", "shape": [-1]}}}, "weights": [1]}'
+    body = struct.pack("<8sIIQ", artifact.MAGIC, artifact.FORMAT_VERSION, 0, len(head)) + head
+    body += b"\0" * (-len(body) % 64)
+    r = api.client.post("/v1/models", content=body + hashlib.sha256(body).digest())
+    assert r.status_code == 400 and "weights" in r.json()["detail"], r.text

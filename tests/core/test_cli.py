@@ -61,3 +61,53 @@ def test_nan_weights_are_flagged_by_inspect(tmp_path):
     r = nnos_cmd("compile", path, "-o", plan, "--no-check")
     assert "NaN/Inf" in r.stderr
     assert "WARNING" in nnos_cmd("inspect", plan).stdout
+
+
+def _nnos(*args):
+    return subprocess.run([sys.executable, "-m", "nnos.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+
+
+def test_huge_models_are_refused_naming_the_node_not_a_traceback(tmp_path):
+    # regression (hardening): an input of [2^20, 2^20] and an Expand to 2^40 elements crashed
+    # `nnos compile` with _ArrayMemoryError
+    from onnx import TensorProto, helper, numpy_helper
+    import onnx
+    big_in = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="r")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1 << 20, 1 << 20])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1 << 20, 1 << 20])]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(big_in, str(tmp_path / "big_in.onnx"))
+    r = _nnos("compile", str(tmp_path / "big_in.onnx"), "-o", str(tmp_path / "a.nnos"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "input 'x'" in r.stderr and "NNOS_MAX_TENSOR_ELEMENTS" in r.stderr, r.stderr
+    expand = helper.make_model(helper.make_graph(
+        [helper.make_node("Expand", ["one", "shape"], ["e"], name="blow_up"),
+         helper.make_node("Add", ["x", "e"], ["y"], name="add")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1 << 20, 1 << 20])],
+        [numpy_helper.from_array(np.ones(1, np.float32), "one"),
+         numpy_helper.from_array(np.array([1 << 20, 1 << 20], np.int64), "shape")]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(expand, str(tmp_path / "expand.onnx"))
+    r = _nnos("compile", str(tmp_path / "expand.onnx"), "-o", str(tmp_path / "b.nnos"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "blow_up" in r.stderr and "elements" in r.stderr, r.stderr
+
+
+def test_compile_says_which_dims_it_fixed(tmp_path):
+    # regression (hardening): a [1, T, 8] input silently compiled with T = 1
+    from onnx import TensorProto, helper
+    import onnx
+    m = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "T", 8])]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(m, str(tmp_path / "t.onnx"))
+    r = _nnos("compile", str(tmp_path / "t.onnx"), "-o", str(tmp_path / "t.nnos"))
+    assert r.returncode == 0, r.stderr
+    assert "fixed: input 'x' dimension 1 ('T') = 1" in r.stderr and "--dim T=N" in r.stderr, r.stderr
+    r = _nnos("compile", str(tmp_path / "t.onnx"), "-o", str(tmp_path / "t.nnos"), "--dim", "T=16")
+    assert "dimension 1 ('T') = 16 (--dim)" in r.stderr, r.stderr

@@ -113,3 +113,48 @@ def test_save_is_atomic(plan, tmp_path, monkeypatch):
     with pytest.raises(OSError):
         plan.save(str(path))
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["p.nnos"]
+
+
+def _with_header(raw_header: bytes) -> bytes:
+    """A checksummed plan file around any header bytes (what a crafted upload would be)."""
+    import hashlib
+    prefix = struct.pack("<8sIIQ", artifact.MAGIC, artifact.FORMAT_VERSION, 0, len(raw_header))
+    body = prefix + raw_header
+    body += b"\0" * (-len(body) % 64)
+    return body + hashlib.sha256(body).digest()
+
+
+def _crafted(plan, edit):
+    import json
+    header, weights = artifact.read(plan.to_bytes())
+    head = json.loads(json.dumps(artifact.encode_value(dict(header, weights={}))))
+    edit(head)
+    if "weights" not in head:
+        head["weights"] = {}
+    return _with_header(json.dumps(head).encode())
+
+
+@pytest.mark.parametrize("what,edit,needle", [
+    ("negative dims", lambda h: h["graph"]["types"].__setitem__(next(iter(h["graph"]["types"])),
+                                                               {"dtype": "float32", "shape": [-4, 2]}), "negative"),
+    ("a 10^12-byte arena", lambda h: h["memory"].__setitem__("arena_bytes", 10 ** 12), "NNOS_MAX_ARENA_BYTES"),
+    ("weights as a list", lambda h: h.__setitem__("weights", [1, 2, 3]), "'weights'"),
+    ("a weight of 2^40 elements", lambda h: h.__setitem__("weights", {"w": {"dtype": "float32", "shape": [1 << 20, 1 << 20],
+                                                                            "offset": 0, "nbytes": 4 << 40}}),
+     "NNOS_MAX_TENSOR_ELEMENTS"),
+    ("a weight entry that is a string", lambda h: h.__setitem__("weights", {"w": "x"}), "must be an object"),
+    ("a malformed embedded array", lambda h: h["meta"].__setitem__("x", {"__ndarray__": "float32", "shape": [3],
+                                                                         "data": "%%%"}), "embedded array"),
+    ("an embedded array of negative shape", lambda h: h["meta"].__setitem__("x", {"__ndarray__": "float32",
+                                                                                   "shape": [-1], "data": ""}),
+     "negative"),
+])
+def test_crafted_headers_are_refused_before_anything_is_allocated(plan, what, edit, needle):
+    # regression (hardening): crafted headers with a valid checksum gave tracebacks (and a 500)
+    with pytest.raises(nnos.PlanFormatError, match=needle):
+        nnos.Plan.from_bytes(_crafted(plan, edit))
+
+
+def test_deep_json_header_is_refused():
+    with pytest.raises(nnos.PlanFormatError, match="nested too deeply|not valid JSON"):
+        nnos.Plan.from_bytes(_with_header(b"[" * 200_000 + b"]" * 200_000))
