@@ -3,11 +3,14 @@ shared dependencies in deps.py, state on app.state."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from hardware.board import load_board
@@ -15,7 +18,7 @@ from hardware.board import load_board
 from .. import __version__
 from ..store import ModelStore
 from .deps import disk_full
-from .guard import Guard
+from .guard import Guard, error_body
 from .routers import device, jobs, kserve, models, vm
 from .settings import Settings, ensure_token
 
@@ -61,6 +64,16 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):
         errs = [{"where": ".".join(str(x) for x in e.get("loc", ())), "error": e.get("msg")} for e in exc.errors()]
+        if request.url.path.startswith("/v2"):
+            return JSONResponse(error_body("/v2", "; ".join(f"{e['where']}: {e['error']}" for e in errs)), 422)
         return JSONResponse({"detail": errs}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        """KServe v2 clients read {"error": "..."}; the rest of the API keeps FastAPI's {"detail"}."""
+        if not request.url.path.startswith("/v2"):
+            return await http_exception_handler(request, exc)
+        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        return JSONResponse(error_body("/v2", message), status_code=exc.status_code, headers=exc.headers)
 
     return app

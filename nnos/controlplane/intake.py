@@ -34,6 +34,8 @@ def detect(head: bytes) -> str:
         return "plan"
     if head.startswith(b"PK\x03\x04"):
         return "zip"
+    if head.startswith(b"\x1f\x8b"):           # gzip: a .tar.gz / .tgz (tarfile reads it as a stream)
+        return "tar"
     if len(head) > 262 and head[257:262] == b"ustar":
         return "tar"
     return "onnx"
@@ -72,6 +74,15 @@ def _members(path: str, kind: str):
 def unpack(path: str, kind: str, dest: str, max_bytes: int, max_members: int) -> str:
     """Unpack into ``dest``; returns the path of the one .onnx file inside. Sizes are checked
     against what is actually read, not only what the archive declares."""
+    plain = _gunzipped(path, dest + ".tar", max_bytes)
+    try:
+        return _unpack(plain, kind, dest, max_bytes, max_members)
+    finally:
+        if plain != path and os.path.exists(plain):
+            os.unlink(plain)
+
+
+def _unpack(path: str, kind: str, dest: str, max_bytes: int, max_members: int) -> str:
     archive, members = _members(path, kind)
     with archive:
         if len(members) > max_members:
@@ -91,6 +102,22 @@ def unpack(path: str, kind: str, dest: str, max_bytes: int, max_members: int) ->
     if len(models) != 1:
         raise IntakeError(400, f"an archive must hold exactly one .onnx file (with its external data); found {len(models)}")
     return models[0]
+
+
+def _gunzipped(path: str, out: str, max_bytes: int) -> str:
+    """A gzip-compressed tar (.tar.gz, .tgz) decompressed to ``out`` first, stopping at
+    ``max_bytes`` (a gzip bomb is refused after reading that much, never expanded whole)."""
+    import gzip
+    import zlib
+    with open(path, "rb") as f:
+        if f.read(2) != b"\x1f\x8b":
+            return path
+    try:
+        with gzip.open(path, "rb") as src, open(out, "wb") as dst:
+            _copy_capped(src, dst, max_bytes)
+    except (OSError, EOFError, zlib.error) as e:
+        raise IntakeError(400, f"not a readable .tar.gz: {e}") from e
+    return out
 
 
 def _copy_capped(src, dst, cap: int) -> int:

@@ -25,6 +25,14 @@ class TensorSpec:
     shape: tuple[int, ...]
     dtype: np.dtype
 
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
 
 class Plan:
     def __init__(self, graph: Graph, memory: dict, meta: dict):

@@ -88,6 +88,31 @@ def test_upload_onnx_with_external_data_as_zip_and_tar(api, tmp_path):
     raw = tbuf.getvalue()
     import gzip
     assert _upload(api, gzip.decompress(raw))["report"]["format"] == "tar"
+    # regression (hardening): .tar.gz / .tgz uploads were read as ONNX and refused
+    assert _upload(api, raw)["report"]["format"] == "tar"
+
+
+def test_upload_as_a_multipart_form_like_curl_F(api, tmp_path):
+    # regression (hardening): `curl -F file=@model.onnx` stored the form's bytes as the model
+    body = open(POLICY, "rb").read()
+    r = api.client.post("/v1/models", files={"file": ("policy.onnx", body, "application/octet-stream")},
+                        data={"note": "a field before or after the file is ignored"})
+    assert r.status_code == 201, r.text
+    assert r.json()["id"] == _upload(api, body)["id"]
+    r = api.client.post("/v1/models", data={"only": "fields"}, files={})
+    assert r.status_code in (400, 422), r.text
+    import shutil
+    if shutil.which("curl"):
+        out = subprocess.run(["curl", "-s", "-H", f"Authorization: Bearer {api.token}", "-F", f"file=@{POLICY}",
+                              f"{api.url}/v1/models"], capture_output=True, text=True, timeout=120)
+        assert '"id"' in out.stdout, out.stdout
+
+
+def test_a_gzip_bomb_is_refused_without_expanding_it(api, tmp_path):
+    import gzip
+    bomb = gzip.compress(b"\0" * (300 << 20), compresslevel=9)          # 300 MiB of zeros, ~300 KiB
+    r = api.client.post("/v1/models", content=bomb)
+    assert r.status_code == 413 and "expands past" in r.json()["detail"], r.text
 
 
 def test_upload_a_compiled_plan(api, tmp_path):
@@ -157,8 +182,9 @@ def test_kserve_metadata_and_inference_match_the_plan(api):
     assert r.json()["id"] == "r1" and r.json()["model_version"] == mid
     bad = api.client.post(f"/v2/models/{mid}/infer", json={"inputs": [
         {"name": "obs", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]})
-    assert bad.status_code == 400 and "expected [1, 4]" in bad.json()["detail"]
-    assert api.client.post(f"/v2/models/{mid}/infer", content=b"{not json").status_code == 422
+    assert bad.status_code == 400 and "expected [1, 4]" in bad.json()["error"]      # the protocol's error shape
+    garbled = api.client.post(f"/v2/models/{mid}/infer", content=b"{not json")
+    assert garbled.status_code == 400 and "not an inference request" in garbled.json()["error"]
     assert api.client.get("/v2/models/" + "0" * 64).status_code == 404
 
 

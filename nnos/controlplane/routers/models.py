@@ -12,6 +12,7 @@ from ...store import StoreError
 from . import jobs
 from ..deps import ask_loop, require_token, state
 from ..intake import IntakeError, process
+from ..upload import receive
 
 router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(require_token)])
 
@@ -25,7 +26,8 @@ def _summary(st, mid: str) -> dict:
 
 @router.post("/models", status_code=201, summary="Upload an .onnx, an .onnx with external data (zip/tar), or a plan")
 async def upload(req: Request, response: Response, wait: bool = True, st=Depends(state)):
-    """The body is the file itself (any Content-Type). Streamed to disk under the size cap, then
+    """The body is the file itself (any Content-Type), or a multipart/form-data form whose first
+    file is the model (`curl -F file=@model.onnx`). Streamed to disk under the size cap, then
     compiled, verified on sample inputs, measured on this device and stored atomically.
     ``wait=false``: 202 at once with a job whose steps /v1/jobs/{id} reports."""
     limit = st.settings.max_upload_bytes
@@ -35,13 +37,8 @@ async def upload(req: Request, response: Response, wait: bool = True, st=Depends
     os.makedirs(st.settings.run, exist_ok=True)
     fd, path = tempfile.mkstemp(prefix=f"upload-{os.getpid()}-", dir=st.settings.run)
     try:
-        size = 0
         with os.fdopen(fd, "wb") as f:
-            async for chunk in req.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise HTTPException(413, f"upload exceeds the {limit}-byte limit")
-                f.write(chunk)
+            size = await receive(req, f, limit)
         if size == 0:
             raise HTTPException(400, "empty upload: send the model file as the request body")
         signed_by = signature_policy(st, path, req.headers.get("x-nnos-signature"))
