@@ -8,6 +8,8 @@ import sys
 
 import numpy as np
 
+from hardware.errors import HardwareError
+
 from . import flags
 from .errors import NnosError
 
@@ -175,6 +177,25 @@ def cmd_sign(a):
     print(f"{a.file}.sig: send it as the X-Nnos-Signature header (nnos ctl push does)")
 
 
+def cmd_board(a):
+    """`nnos board check FILE [--model M]`: validate a board (and its binding to a model, an
+    .onnx or a plan) without starting anything."""
+    from hardware.board import load_board
+    board = load_board(a.file)
+    model = a.model or board.model
+    if model:
+        from .plan import load
+        if model.endswith(".onnx"):
+            from .compiler import compile
+            plan = compile(model, check=False)
+        else:
+            plan = load(model)
+        board.check_plan(plan)
+    chans = sum(len(d.channels) for d in board.devices)
+    print(f"{a.file}: board {board.name!r} is valid: {board.rate_hz:g} Hz, {len(board.devices)} device(s), "
+          f"{chans} channel(s)" + (f"; binds {os.path.basename(model)}'s inputs and outputs" if model else ""))
+
+
 def cmd_flags(a):
     from .flags import REGISTRY
     for f in REGISTRY.values():
@@ -227,6 +248,11 @@ def parser() -> argparse.ArgumentParser:
     sg.set_defaults(fn=cmd_sign)
     from .ctl import add_parser as add_ctl
     add_ctl(sub)
+    b = sub.add_parser("board", help="check a board config (and its binding to a model) without starting anything")
+    b.add_argument("action", choices=["check"])
+    b.add_argument("file")
+    b.add_argument("--model", help="an .onnx or plan to check the bindings against (default: the board's model)")
+    b.set_defaults(fn=cmd_board)
     f = sub.add_parser("flags", help="list the environment flags nnos reads")
     f.set_defaults(fn=cmd_flags)
     return p
@@ -236,9 +262,12 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         args.fn(args)
-    except NnosError as e:
+    except (NnosError, HardwareError) as e:         # a user's error: one line (a board's names FILE:LINE)
         print(f"nnos {args.cmd}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:                          # `nnos ctl ... | head`: the reader went away
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 

@@ -30,7 +30,7 @@ def _show(r) -> None:
     if r.status_code >= 400:
         detail = body.get("detail", body) if isinstance(body, dict) else body
         raise NnosError(f"HTTP {r.status_code}: {detail if isinstance(detail, str) else json.dumps(detail)}")
-    print(body if isinstance(body, str) else json.dumps(body, indent=1))
+    print(body if isinstance(body, str) else json.dumps(body, indent=1, ensure_ascii=False))
 
 
 def run(a) -> None:
@@ -49,7 +49,7 @@ def run(a) -> None:
                     headers["X-Nnos-Signature"] = open(a.arg + ".sig").read().strip()
                 _show(c.post("/v1/models", content=body, headers=headers))
             elif a.action == "activate":
-                _show(c.post(f"/v1/models/{a.arg}/activate"))
+                _show(c.post(f"/v1/models/{_model_id(c, a.arg)}/activate"))
             elif a.action == "rollback":
                 _show(c.post("/v1/rollback"))
             elif a.action == "vm":
@@ -64,6 +64,22 @@ def run(a) -> None:
         raise NnosError(f"cannot reach the control plane: {e}") from e
     except OSError as e:
         raise NnosError(f"{a.arg}: {e.strerror}") from e
+
+
+def _model_id(c, given: str | None) -> str:
+    """A full id, or a unique prefix of one (the dashboard shows 12 characters)."""
+    if not given:
+        raise NnosError("activate needs a MODEL_ID (or a unique prefix of one: nnos ctl models lists them)")
+    if len(given) == 64:
+        return given
+    r = c.get("/v1/models")
+    if r.status_code >= 400:
+        _show(r)
+    matches = [m["id"] for m in r.json()["models"] if m["id"].startswith(given.lower())]
+    if len(matches) != 1:
+        raise NnosError(f"{given!r} names {'no model' if not matches else f'{len(matches)} models'}: "
+                        "give more of the id (nnos ctl models lists them)")
+    return matches[0]
 
 
 VM_USAGE = ("status | start | stop | network on|off | settings [KEY=VALUE ...] | proposals | "

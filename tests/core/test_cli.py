@@ -111,3 +111,62 @@ def test_compile_says_which_dims_it_fixed(tmp_path):
     assert "fixed: input 'x' dimension 1 ('T') = 1" in r.stderr and "--dim T=N" in r.stderr, r.stderr
     r = _nnos("compile", str(tmp_path / "t.onnx"), "-o", str(tmp_path / "t.nnos"), "--dim", "T=16")
     assert "dimension 1 ('T') = 16 (--dim)" in r.stderr, r.stderr
+
+
+BOARD = f"{ROOT}/hardware/boards/cartpole-sim.toml"
+
+
+def test_board_check_validates_without_starting_anything(tmp_path):
+    r = _nnos("board", "check", BOARD)
+    assert r.returncode == 0 and "is valid" in r.stdout and "binds cartpole.onnx" in r.stdout, r.stderr
+    bad = tmp_path / "b.toml"
+    bad.write_text(open(BOARD).read().replace("rate_hz = 50", "rate = 30"))
+    r = _nnos("board", "check", str(bad))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    line = next(i + 1 for i, x in enumerate(bad.read_text().splitlines()) if x.startswith("rate = 30"))
+    assert f"{bad}:{line}: unknown key 'rate' in [board]; did you mean 'rate_hz'?" in r.stderr, r.stderr
+    other = tmp_path / "m.onnx"
+    from onnx import TensorProto, helper
+    import onnx
+    onnx.save(helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["obs"], ["action"])], "g",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("action", TensorProto.FLOAT, [1, 3])]),
+        opset_imports=[helper.make_opsetid("", 17)]), str(other))
+    r = _nnos("board", "check", BOARD, "--model", str(other))
+    assert r.returncode == 2 and "tensor 'obs' is float32[1, 3]" in r.stderr, r.stderr
+
+
+def test_up_with_a_bad_board_is_one_line_not_a_traceback(tmp_path):
+    # regression (hardening): `nnos up` printed a traceback around any board ConfigError
+    bad = tmp_path / "b.toml"
+    bad.write_text(open(BOARD).read().replace('driver = "nnos-serial"', 'driver = "nnos-serial"\nbaudrate = 1000000'))
+    r = _nnos("up", "--board", str(bad), "--data", str(tmp_path / "d"), "--no-status", "--duration", "1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "unknown key 'baudrate' in [devices]" in r.stderr and str(bad) in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_closed_pipe_exits_quietly(monkeypatch):
+    # regression (hardening): `nnos ctl ... | head` ended in a BrokenPipeError traceback
+    import os
+    from nnos.cli import main
+    r, w = os.pipe()
+    os.close(r)                                         # the reader (head) is gone
+    out = os.fdopen(w, "w", buffering=1)                # line-buffered: each line is written at once
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["flags"]) == 0
+
+
+def test_ctl_prints_text_as_text(capsys):
+    # regression (hardening): ctl printed \\u00b5 instead of µ
+    from nnos.ctl import _show
+
+    class R:
+        status_code = 200
+
+        def json(self):
+            return {"why": "p99.9 12 µs ≤ budget 10000 µs"}
+    _show(R())
+    out = capsys.readouterr().out
+    assert "12 µs" in out and "\\\\u00b5" not in out

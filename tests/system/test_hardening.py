@@ -56,6 +56,15 @@ def test_token_stays_out_of_logs_and_probation_models_cannot_be_deleted(tmp_path
     assert _job(c, job["job"])["state"] == "done"
     st = c.get("/v1/status").json()
     assert st["loop"]["active"] == st["store"]["active"] == mid
+    # the CLI takes the 12 characters the dashboard shows, and names the logs there are
+    first = st["store"]["previous"]
+    ctl = [sys.executable, "-m", "nnos.cli", "ctl", "--url", url, "--token", token]
+    out = subprocess.run(ctl + ["activate", first[:12]], capture_output=True, text=True, cwd=ROOT, timeout=180)
+    assert out.returncode == 0 and '"outcome": "active"' in out.stdout, out.stderr
+    out = subprocess.run(ctl + ["activate", "0"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 2 and "give more of the id" in out.stderr, out.stderr
+    out = subprocess.run(ctl + ["logs", "nope"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 2 and "logs exist for:" in out.stderr and "loop" in out.stderr, out.stderr
     c.close()
 
 

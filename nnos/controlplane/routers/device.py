@@ -99,7 +99,9 @@ def logs(process: str = "loop", lines: int = 200, st=Depends(state)):
         raise HTTPException(400, "process must be a process-table name")
     path = os.path.join(st.settings.logs, f"{process}.log")
     if not os.path.exists(path):
-        raise HTTPException(404, f"no log for {process!r}")
+        names = sorted(n[:-4] for n in os.listdir(st.settings.logs) if n.endswith(".log")) \
+            if os.path.isdir(st.settings.logs) else []
+        raise HTTPException(404, f"no log for {process!r}; logs exist for: {', '.join(names) or 'none yet'}")
     with open(path, "rb") as f:
         f.seek(0, 2)
         f.seek(max(0, f.tell() - 256 * 1024))
