@@ -23,7 +23,10 @@ def _child(conn, plan_bytes, feeds, backend):
 
 
 def run_in_child(plan, feeds: dict, backend: str = "cpu", timeout: float = 120) -> tuple[str, object]:
-    """("ran", outputs) or ("refused", the reason the backend gave)."""
+    """("ran", outputs) or ("refused", the reason the backend gave). ``timeout`` is for an idle
+    machine: it is scaled to this one's speed and load (two loaded-run children timed out)."""
+    from tests.support.timing import scaled
+    timeout = scaled(timeout)
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe()
     p = ctx.Process(target=_child, args=(child, plan.to_bytes(), feeds, backend))

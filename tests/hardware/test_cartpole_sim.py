@@ -18,6 +18,7 @@ from hardware.errors import TransportError
 from hardware.sim import cartpole
 from hardware.spawn import start_simulator
 from tests.conftest import ROOT
+from tests.support.timing import scaled
 
 BOARD = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")
 
@@ -82,8 +83,11 @@ def test_trained_policy_balances_through_the_serial_simulator():
     plan = nnos.compile(board.model)
     board.check_plan(plan)
     cfg = board.devices[0]
+    # lockstep has no real time: the device-side watchdog waits as long as this machine's load
+    # may hold the host (a loaded run had one failsafe entry at the fixed 0.5 s)
     proc, port = start_simulator(cfg.simulator + ["--lockstep", "--episodes", "100", "--duration", "60",
-                                                  "--seed", "2026", "--noise", "0.002"], "cartpole")
+                                                  "--seed", "2026", "--noise", "0.002",
+                                                  "--host-timeout", f"{scaled(2.0):.1f}"], "cartpole")
     exe = plan.bind()
     ticks = 0
     try:

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-
 import numpy as np
 import pytest
 
 import nnos
 from tests.conftest import ROOT
+from tests.support.timing import scaled
 
 
 @pytest.mark.slow
 def test_training_script_exports_a_working_policy(tmp_path):
     out = tmp_path / "cartpole.onnx"
-    t0 = time.monotonic()
+    # no timed assertion: the deadline scales with this machine's speed and load (a loaded run
+    # timed out at a fixed 300 s)
     r = subprocess.run([sys.executable, "-m", "models.cartpole.train", "--out", str(out), "--seed", "1"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+                       cwd=ROOT, capture_output=True, text=True, timeout=scaled(300))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert time.monotonic() - t0 < 300
     assert "100/100" in r.stdout or "99/100" in r.stdout
     plan = nnos.compile(str(out))
     assert plan.inputs[0].shape == (1, 4) and plan.outputs[0].shape == (1, 1)

@@ -18,6 +18,7 @@ sys.path.insert(0, ROOT)
 from image.build import inputs_digest  # noqa: E402
 from image.datafs import DataFs  # noqa: E402
 from image.vm import OUT, Vm, artifacts  # noqa: E402
+from tests.support.timing import scaled  # noqa: E402
 
 ARCH = "amd64"
 BOARD = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")
@@ -75,6 +76,7 @@ class Device:
         return self
 
     def wait_boot(self, api: bool = True, timeout: float = 180.0) -> None:
+        timeout = scaled(timeout)                       # an emulated guest on a loaded host is slower
         self.vm.wait_for(r"loop: first tick", timeout, after=self.mark)
         if api:
             self.vm.wait_for(r"control plane: ready", timeout, after=self.mark)
@@ -117,6 +119,7 @@ class Device:
         return self.client.get("/v1/status").json()
 
     def wait_status(self, cond, timeout: float = 60.0, what: str = "") -> dict:
+        timeout = scaled(timeout)
         end = time.monotonic() + timeout
         st = None
         while time.monotonic() < end:

@@ -45,6 +45,8 @@ def upload_and_activate(dev, data: bytes) -> str:
         detail = r.json().get("detail") if r.status_code == 409 else None
         if not (isinstance(detail, dict) and str(detail.get("reason", "")).startswith("overrun")):
             break
+        from tests.support.timing import report_retry
+        report_retry("image: upload_and_activate", f"a guest stall in probation rolled back: {detail['reason']}")
     assert r.status_code == 200 and r.json()["outcome"] == "active", r.text
     return mid
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import sys
 
 from nnos.legacy import netns
@@ -67,6 +68,21 @@ class VmNet:
         netns.teardown()
         with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
             f.write(self.forward + "\n")
+
+
+def reaches_from_vm_ns(host: str, port: int, seconds: float = 20.0) -> bool:
+    """Whether a TCP connect from the VM's namespace gets through, waiting (up to a deadline
+    scaled to this machine's load) while the answer is a transient one: under load, the first
+    neighbour resolution after switching on can fail (a loaded run got EHOSTUNREACH, 113)."""
+    from tests.support.timing import scaled
+    deadline = time.monotonic() + scaled(seconds)
+    while True:
+        got = connect_from_vm_ns(host, port)
+        if got == "connected":
+            return True
+        if got not in ("timeout", "OSError 113") or time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
 
 
 def connect_from_vm_ns(host: str, port: int, timeout: float = 2.0) -> str:

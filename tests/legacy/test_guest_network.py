@@ -143,6 +143,8 @@ def test_cloud_yes_host_never_offer_quarantined_network_switch(guest, tmp_path):
                 break
             # a 20 ms stall of this 2-vCPU host inside the window (one clean-clone run in four had
             # one): restore and cut again; a miss the switch caused would be in every window
+            from tests.support.timing import report_retry
+            report_retry("test_guest_network (cut window)", f"{c1['misses'] - c0['misses']} missed tick(s); cut again")
             assert c.post("/v1/vm/network", json={"enabled": True}).status_code == 200
             back = time.time() + 1
             wait(lambda: probes(up.data, back).get(cloud.url("ping")) == "reachable", 60, "the cloud back", lambda: up.log)

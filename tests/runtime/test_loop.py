@@ -13,6 +13,7 @@ import pytest
 from nnos.runtime.control import ControlServer, request
 from nnos.telemetry import TelemetryReader
 from tests.runtime.conftest import policy_variant, store_model
+from tests.support.timing import report_retry, retried, scaled, wait_until
 
 
 def test_ticks_drive_the_actuator_from_the_policy(rig):
@@ -200,6 +201,8 @@ def test_fifty_hitless_swaps_at_500_hz(rig, tmp_path):
         server.close()
     result = __import__("json").loads(client.communicate(timeout=30)[0])
     outcomes, retries = result["outcomes"], result["retries"]
+    for _ in range(retries):
+        report_retry("test_fifty_hitless_swaps_at_500_hz", "a host stall in probation was rolled back; asked again")
     assert outcomes == ["active"] * 50, [x for x in outcomes if x != "active"]
     assert retries <= 3                       # machine stalls, rolled back and asked again
     reader = TelemetryReader(r.tel.path)
@@ -315,34 +318,39 @@ def test_a_failed_commit_goes_back_to_the_stored_model_and_answers(rig, tmp_path
     # probation); the answer was filed under "commit" while the request waited under "activate":
     # the request timed out, the loop ran B while the store said A, and every later activation
     # was refused as "in progress"
-    r = rig(rate_hz=200, probation_s=1.0)
+    r = rig(rate_hz=50, probation_s=1.0)
     good = r.store.state()["active"]
-    b = store_model(r.store, policy_variant(tmp_path, "b", scale=0.9))
-    server, t = _serve(r, tmp_path, 60)
-    replies = []
+    server, t = _serve(r, tmp_path, scaled(120))
     try:
-        asker = threading.Thread(target=lambda: replies.append(
-            request(server.path, {"cmd": "activate", "model": b, "id": 1}, timeout=60)))
-        asker.start()
-        deadline = time.monotonic() + 60
-        while r.loop.probation_end < 0 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        held = request(server.path, {"cmd": "status", "id": 2})["in_use"]
-        assert held.get(b) == "under probation"
-        os.unlink(r.store.plan_path(b))              # the commit's store write will fail
-        asker.join(60)
-        assert replies, "the activation was never answered"
-        reply = replies[0]
+        reply = retried(3, "test_a_failed_commit_goes_back_to_the_stored_model_and_answers",
+                        lambda: _activate_and_delete_in_probation(r, tmp_path, server),
+                        lambda reply: reply["reason"] if reply["reason"].startswith("overrun") else None)
         assert not reply["ok"] and reply["outcome"] == "rolled back", reply
         assert "store could not commit" in reply["reason"]
         assert r.loop.active.id == good == r.store.state()["active"]
         assert not r.loop.waiting and r.loop.committing is None
-        again = request(server.path, {"cmd": "activate", "model": good, "id": 3}, timeout=60)
+        again = request(server.path, {"cmd": "activate", "model": good, "id": 3}, timeout=scaled(60))
         assert again.get("error") != "another activation is in progress", again
     finally:
         r.loop.stop = True
         t.join()
         server.close()
+
+
+def _activate_and_delete_in_probation(r, tmp_path, server) -> dict:
+    b = store_model(r.store, policy_variant(tmp_path, "b", scale=0.9))
+    replies = []
+    asker = threading.Thread(target=lambda: replies.append(
+        request(server.path, {"cmd": "activate", "model": b, "id": 1}, timeout=scaled(60))))
+    asker.start()
+    wait_until(lambda: r.loop.probation_end >= 0 or not asker.is_alive(), 60, "the model's probation")
+    if r.loop.probation_end >= 0:
+        held = request(server.path, {"cmd": "status", "id": 2})["in_use"]
+        assert held.get(b) == "under probation"
+        os.unlink(r.store.plan_path(b))              # the commit's store write will fail
+    asker.join(scaled(60))
+    assert replies, "the activation was never answered"
+    return replies[0]
 
 
 def test_an_out_of_range_reading_is_a_fault_never_fed_to_the_network(rig):

@@ -22,3 +22,22 @@ def up(tmp_path):
     u = Up(tmp_path / "data")
     yield u
     u.stop()
+
+
+def pytest_configure(config):
+    """The controller names one retry report for itself and every worker it starts."""
+    import os
+    import tempfile
+    if not hasattr(config, "workerinput"):
+        fd, path = tempfile.mkstemp(prefix="nnos-test-retries-", suffix=".jsonl")
+        os.close(fd)
+        os.environ["NNOS_TEST_RETRY_LOG"] = path
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests.support.timing import factor, read_retries
+    rows = read_retries()
+    tr = terminalreporter
+    tr.write_sep("-", f"host stalls: {len(rows)} retried window(s); machine factor now {factor():.1f}")
+    for r in rows:
+        tr.write_line(f"retried {r['test']}: {r['why']}")
