@@ -13,17 +13,20 @@ from .errors import (BackendError, CompileError, ModelError, NnosError,  # noqa:
 def compile(path, batch=1, dims=None, check=None, freeze=None):
     """Compile an ONNX file into a Plan. ``batch`` fixes the symbolic batch dimension,
     ``dims`` other named dimensions, ``freeze`` turns named inputs into constants."""
+    from . import backends  # noqa: F401 - a plan binds through them
     from .compiler import compile as _compile
     return _compile(path, batch=batch, dims=dims, check=check, freeze=freeze)
 
 
 def load(path):
+    from . import backends  # noqa: F401 - a plan binds through them
     from .plan import load as _load
     return _load(path)
 
 
 def __getattr__(name):
     if name == "Plan":
+        from . import backends  # noqa: F401 - a plan binds through them
         from .plan import Plan
         return Plan
     raise AttributeError(name)

@@ -10,6 +10,7 @@ import numpy as np
 
 from hardware.errors import HardwareError
 
+from . import backends  # noqa: F401 - every plan the CLI loads binds through them
 from . import flags
 from .errors import NnosError
 
@@ -126,30 +127,10 @@ def cmd_run(a):
         print(f"{name}: {value.dtype}{list(value.shape)} -> {path}")
 
 
-def bench_plan(plan, iters: int, warmup: int = 200, backend: str = "numpy") -> dict:
-    import time
-    from .compiler import sample_inputs
-    exe = plan.bind(backend)
-    backend = exe.backend
-    for name, v in sample_inputs(plan).items():
-        np.copyto(exe.inputs[name], v)
-    run, clock = exe.run, time.perf_counter_ns
-    for _ in range(warmup):
-        run()
-    times = np.empty(iters, dtype=np.int64)
-    for i in range(iters):
-        t0 = clock()
-        run()
-        times[i] = clock() - t0
-    us = times / 1000.0
-    return {"backend": backend, "iters": iters, "p50_us": float(np.percentile(us, 50)),
-            "p99_us": float(np.percentile(us, 99)), "p999_us": float(np.percentile(us, 99.9)),
-            "max_us": float(us.max()), "mean_us": float(us.mean())}
-
-
 def cmd_bench(a):
     from .plan import load
-    res = bench_plan(load(a.plan), a.iters, backend=a.backend)
+    from .backends.bench import bench
+    res = bench(load(a.plan), a.iters, backend=a.backend)
     if a.json:
         print(json.dumps(res))
     else:

@@ -17,34 +17,11 @@ from .frontend import import_onnx
 from .ir import Graph
 from .ops import evaluate
 from .passes import infer_types, optimize
+from . import backends  # noqa: F401 - the self-check runs the plan through them
 from .plan import Plan
+from .plan.sample import run_direct, sample_inputs  # noqa: F401 - the pipeline's self-check; re-exported
 from .plan.artifact import FORMAT_VERSION
 from .schedule import cost_model, memory_plan, schedule
-
-
-def sample_inputs(plan_or_graph, seed: int = 0) -> dict[str, np.ndarray]:
-    g = plan_or_graph.graph if isinstance(plan_or_graph, Plan) else plan_or_graph
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for name in g.inputs:
-        t = g.type_of(name)
-        if t.dtype.kind == "f":
-            feeds[name] = rng.standard_normal(t.shape).astype(t.dtype)
-        elif t.dtype.kind == "b":
-            feeds[name] = rng.random(t.shape) < 0.5
-        else:
-            feeds[name] = np.zeros(t.shape, t.dtype)   # indices: zero is always in range
-    return feeds
-
-
-def run_direct(graph: Graph, feeds: dict) -> dict:
-    """The unplanned reference: evaluate node by node, allocating as it goes."""
-    values = dict(graph.consts)
-    values.update(feeds)
-    for node in graph.nodes:
-        outs = evaluate(node, [values[i] if i else None for i in node.inputs])
-        values.update((o, v) for o, v in zip(node.outputs, outs) if o)
-    return {o: values[o] for o in graph.outputs}
 
 
 def _warnings(graph: Graph) -> list[str]:

@@ -17,6 +17,15 @@ PR_SET_TIMERSLACK = 29
 now_ns = time.monotonic_ns
 
 
+def latency_figures(times_ns) -> dict:
+    """Call times (ns, an int64 array) as the figures every measurement reports, in µs: the
+    one definition that `nnos bench`, the intake, admission and the benchmarks share."""
+    import numpy as np
+    us = np.asarray(times_ns) / 1000.0
+    return {"runs": int(us.size), "p50_us": float(np.percentile(us, 50)), "p99_us": float(np.percentile(us, 99)),
+            "p999_us": float(np.percentile(us, 99.9)), "max_us": float(us.max()), "mean_us": float(us.mean())}
+
+
 def period_ns(rate_hz: float) -> int:
     if not MIN_RATE_HZ <= rate_hz <= MAX_RATE_HZ:
         raise ValueError(f"rate {rate_hz} Hz outside {MIN_RATE_HZ}..{MAX_RATE_HZ} Hz")

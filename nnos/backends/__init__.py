@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import BackendError
+from ..plan.plan import use_backends
 
 NAMES = ("auto", "cuda", "cpu", "numpy")
 
@@ -75,7 +76,7 @@ def verify(plan, exe, rtol: float = 1e-4, atol: float = 1e-5) -> None:
     an output differs): a compiled backend checks itself before it runs anything."""
     if exe.backend == "numpy":
         return
-    from ..compiler import sample_inputs
+    from ..plan.sample import sample_inputs
     ref = _numpy(plan)
     for name, v in sample_inputs(plan, seed=7).items():
         np.copyto(ref.inputs[name], v)
@@ -94,3 +95,6 @@ def available() -> dict[str, str | None]:
     from .cpu.compiler import find_compiler
     return {"cuda": "not in this build", "cpu": None if find_compiler() else "no C compiler (gcc, cc or clang)",
             "numpy": None}
+
+
+use_backends(prepare)          # every Plan binds through these from now on

@@ -19,26 +19,16 @@ import numpy as np
 from hardware.errors import ConfigError
 
 from ..errors import NnosError
+from ..backends.bench import measure
 from ..plan import Plan
-from ..plan.artifact import MAGIC as PLAN_MAGIC
+from ..plan.sample import sample_inputs
+from ..plan.artifact import sniff as detect
 
 
 class IntakeError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message
-
-
-def detect(head: bytes) -> str:
-    if head.startswith(PLAN_MAGIC):
-        return "plan"
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"
-    if head.startswith(b"\x1f\x8b"):           # gzip: a .tar.gz / .tgz (tarfile reads it as a stream)
-        return "tar"
-    if len(head) > 262 and head[257:262] == b"ustar":
-        return "tar"
-    return "onnx"
 
 
 def _safe_name(name: str) -> str:
@@ -133,20 +123,12 @@ def _copy_capped(src, dst, cap: int) -> int:
 
 
 def verify(plan: Plan) -> dict:
-    from ..compiler import sample_inputs
     feeds = sample_inputs(plan, seed=123)
     out = plan(feeds)
     bad = [k for k, v in out.items() if v.dtype.kind == "f" and not np.all(np.isfinite(v))]
     if bad:
         raise IntakeError(422, f"outputs {bad} are not finite on sample inputs: the model would trip failsafe")
     return {"sample_inputs": "standard normal, seed 123", "outputs_finite": True}
-
-
-def measure(plan: Plan, runs: int = 1000) -> dict:
-    from ..cli import bench_plan
-    from .. import flags
-    r = bench_plan(plan, runs, warmup=50, backend=flags.BACKEND.get())     # the backend the loop will run
-    return {k: round(r[k], 2) for k in ("p50_us", "p99_us", "p999_us", "max_us")} | {"runs": runs, "backend": r["backend"]}
 
 
 def process(path: str, board, settings, progress=lambda step: None) -> tuple[bytes, dict]:

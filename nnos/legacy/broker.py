@@ -276,8 +276,8 @@ def check_model(data: bytes) -> str:
     """A proposal must at least be what it claims: a plan file that validates, or an ONNX
     model that parses and has a graph (compiling and verifying it is the control plane's job
     when it is accepted). Returns the format; raises MessageError."""
-    from ..controlplane.intake import detect
-    kind = detect(data[:512])
+    from ..plan.artifact import sniff
+    kind = sniff(data[:512])
     if kind == "plan":
         from ..errors import NnosError
         from ..plan import Plan

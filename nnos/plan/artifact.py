@@ -30,6 +30,20 @@ _PREFIX = struct.Struct("<8sIIQ")
 _DIGEST = 32
 
 
+def sniff(head: bytes) -> str:
+    """What an uploaded file is, from its first 512 bytes: "plan", "zip", "tar" (gzip too) or
+    "onnx" (anything else: the ONNX parser is the judge)."""
+    if head.startswith(MAGIC):
+        return "plan"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head.startswith(b"\x1f\x8b"):           # gzip: a .tar.gz / .tgz (tarfile reads it as a stream)
+        return "tar"
+    if len(head) > 262 and head[257:262] == b"ustar":
+        return "tar"
+    return "onnx"
+
+
 def _align(n: int, a: int = 64) -> int:
     return (n + a - 1) // a * a
 

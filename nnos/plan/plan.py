@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import __version__
-from ..errors import PlanCallError, PlanFormatError
+from ..errors import BackendError, PlanCallError, PlanFormatError
 from ..fsutil import atomic_write
 from ..ir import Epilogue, Graph, Node, TensorType
 from ..limits import arena_problem, tensor_problem
@@ -32,6 +32,15 @@ class TensorSpec:
     @property
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
+
+
+_backends = {"prepare": None}     # filled by nnos.backends when it is imported (see use_backends)
+
+
+def use_backends(prepare) -> None:
+    """nnos.backends hands its prepare(plan, name) to the plan layer when it is imported, so
+    a Plan binds itself without the plan layer importing the layer above it."""
+    _backends["prepare"] = prepare
 
 
 class Plan:
@@ -55,8 +64,9 @@ class Plan:
 
     # --- running --------------------------------------------------------------------------
     def bind(self, backend: str = "numpy"):
-        from ..backends import prepare
-        return prepare(self, backend)
+        if _backends["prepare"] is None:
+            raise BackendError("no backends are loaded: import nnos.backends (nnos.compile and nnos.load do)")
+        return _backends["prepare"](self, backend)
 
     def __call__(self, feeds: dict) -> dict:
         """Run once. The returned arrays are read-only views owned by the plan, valid until

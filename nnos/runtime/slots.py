@@ -11,7 +11,9 @@ import numpy as np
 
 from hardware.binding import Binder
 
-from ..timing import now_ns
+from .. import backends  # noqa: F401 - a slot binds its plan through them
+
+from ..timing import latency_figures, now_ns
 
 
 def prebuild(plan, plan_path: str, backend: str):
@@ -104,9 +106,7 @@ def measure(slot: Slot, runs: int = 1000, warmup: int = 50):
         times[i] = now_ns() - t0
         if i % 20 == 19:
             yield
-    us = times / 1000.0
-    return {"runs": runs, "p50_us": float(np.percentile(us, 50)), "p99_us": float(np.percentile(us, 99)),
-            "p999_us": float(np.percentile(us, 99.9)), "max_us": float(us.max()), "backend": slot.backend}
+    return dict(latency_figures(times), backend=slot.backend)
 
 
 def admit(figures: dict, budget_ns: int) -> tuple[bool, str]:

@@ -30,7 +30,7 @@ def provision(board, store: ModelStore, plan_path: str | None = None) -> None:
     given (the image compiles and checks it at build time), else the board's model compiled."""
     if store.state()["active"] or not (plan_path or board.model):
         return
-    from ..controlplane.intake import measure
+    from ..backends.bench import measure
     if plan_path:
         from ..plan import load
         plan, source, fmt = load(plan_path), plan_path, "plan (the image's default)"

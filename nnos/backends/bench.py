@@ -1,0 +1,33 @@
+"""Timing a plan on a backend: the measurement behind `nnos bench`, the control plane's
+intake (measured on the backend the loop will run) and provisioning. The loop's admission
+times a bound slot in its slack (runtime/slots.py) with the same figures (timing.latency_figures)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import flags
+from ..plan.sample import sample_inputs
+from ..timing import latency_figures, now_ns
+
+
+def bench(plan, iters: int, warmup: int = 200, backend: str = "numpy") -> dict:
+    """p50/p99/p99.9/max/mean µs of ``iters`` calls after ``warmup``, on ``backend``."""
+    exe = plan.bind(backend)
+    for name, v in sample_inputs(plan).items():
+        np.copyto(exe.inputs[name], v)
+    run = exe.run
+    for _ in range(warmup):
+        run()
+    times = np.empty(iters, dtype=np.int64)
+    for i in range(iters):
+        t0 = now_ns()
+        run()
+        times[i] = now_ns() - t0
+    figures = latency_figures(times)
+    return {"backend": exe.backend, "iters": iters, **figures}
+
+
+def measure(plan, runs: int = 1000) -> dict:
+    """What a stored model's report says of its speed: measured on the backend the loop runs."""
+    r = bench(plan, runs, warmup=50, backend=flags.BACKEND.get())
+    return {k: round(r[k], 2) for k in ("p50_us", "p99_us", "p999_us", "max_us")} | {"runs": runs, "backend": r["backend"]}
