@@ -4,6 +4,7 @@
 #                      serial link, with a live status line (Ctrl-C stops; --duration S to time it)
 #   ./build.sh test    install everything into .venv and run the whole suite
 #   ./build.sh quick   the suite without slow cases and without booting the image (NNOS_QUICK=1)
+#   ./build.sh lint    ruff over the whole tree (CI runs it before the suite)
 #   ./build.sh bench   the benchmarks (core vs onnxruntime; serial round trip; loop vs cyclictest)
 #   ./build.sh image [--arch amd64|arm64] [--board FILE] [--model FILE]
 #                      build the bootable disk image out/nnos-ARCH.img (root; mmdebstrap)
@@ -118,6 +119,7 @@ case "$cmd" in
     vm)    setup; exec "$PY" image/vm.py "$@" ;;
     legacy-vm) setup; exec "$PY" services/legacy-vm/build.py "$@" ;;
     flash) setup; as_root "$PY" image/flash.py "$@" ;;
+    lint)  setup; exec "$VENV/bin/ruff" check "$ROOT" ;;
     setup) setup ;;
-    *) sed -n '2,15p' "$0"; exit 1 ;;
+    *) sed -n '2,16p' "$0"; exit 1 ;;
 esac

@@ -156,7 +156,8 @@ def main() -> int:
     try:
         env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "PYTHONDONTWRITEBYTECODE": "1", "OPENBLAS_NUM_THREADS": "1",
                "NNOS_CPU_TARGET": a.target, "NNOS_CPU_CACHE": "/tmp/nnos-check/cache"}
-        r = subprocess.run([shutil.which("chroot") or "/usr/sbin/chroot", a.rootfs, "/usr/bin/python3", "/tmp/nnos-check/inside.py"], env=env)
+        chroot = shutil.which("chroot") or "/usr/sbin/chroot"
+        r = subprocess.run([chroot, a.rootfs, "/usr/bin/python3", "/tmp/nnos-check/inside.py"], env=env)
         with open(os.path.join(work, "result.json")) as f:
             result = json.load(f)
     finally:

@@ -105,7 +105,8 @@ def summary(out: str, arch: str, timings: dict, total: float) -> dict:
     log(f"image {img}: {st.st_size / mb:.0f} MiB ({st.st_blocks * 512 / mb:.0f} MiB allocated; root B is empty)")
     for p in contents["partitions"]:
         log(f"  {p['name']:<10} {p['size'] / mb:7.1f} MiB  {p['content']}")
-    log(f"  root filesystem: {contents['rootfs_bytes'] / mb:.0f} MiB unpacked, squashfs {contents['squashfs_bytes'] / mb:.0f} MiB; "
+    log(f"  root filesystem: {contents['rootfs_bytes'] / mb:.0f} MiB unpacked, "
+        f"squashfs {contents['squashfs_bytes'] / mb:.0f} MiB; "
         f"{contents['debian_packages']} Debian packages, {len(contents['python_packages'])} Python packages; "
         f"kernel {contents['kernel']}")
     for k, v in contents["largest"].items():
@@ -149,7 +150,8 @@ def main(argv=None) -> int:
                WORK=work, ROOTFS=os.path.join(work, "rootfs"), CACHE=os.path.join(REPO, "out", "cache"),
                HW_DIR=os.path.abspath(a.hw) if a.hw else "", **merge_lists(work, os.path.abspath(a.hw) if a.hw else None),
                BOARD=os.path.abspath(a.board), MODEL=os.path.abspath(a.model) if a.model else "",
-               HOST_PY=sys.executable, CPU_TARGET=a.cpu_target or "", LC_ALL="C.UTF-8", SOURCE_DATE_EPOCH=os.environ.get("SOURCE_DATE_EPOCH", "1764028800"))
+               HOST_PY=sys.executable, CPU_TARGET=a.cpu_target or "", LC_ALL="C.UTF-8",
+               SOURCE_DATE_EPOCH=os.environ.get("SOURCE_DATE_EPOCH", "1764028800"))
     chosen = steps(a.hw)
     if a.only:
         chosen = [(n, p) for n, p in chosen if any(n.startswith(x) for x in a.only.split(","))]

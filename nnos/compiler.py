@@ -15,7 +15,6 @@ from .errors import CompileError
 from .limits import arena_problem
 from .frontend import import_onnx
 from .ir import Graph
-from .ops import evaluate
 from .passes import infer_types, optimize
 from . import backends  # noqa: F401 - the self-check runs the plan through them
 from .plan import Plan

@@ -45,6 +45,8 @@ def _bool(s: str) -> bool:
 
 BLAS_THREADS = flag("NNOS_BLAS_THREADS", int, 1, "BLAS threads inside a plan call (1 avoids ms tails)")
 CC = flag("NNOS_CC", str, "", "the C compiler of the cpu backend (empty: gcc, cc or clang, the first found)")
+CC_TIMEOUT_S = flag("NNOS_CC_TIMEOUT_S", float, 600.0, "the longest one compile of a plan's C may take (a large "
+                    "model on a slow or busy device takes minutes)")
 CPU_CACHE = flag("NNOS_CPU_CACHE", str, "~/.cache/nnos/cpu", "where the cpu backend keeps compiled plans "
                  "(the image: /data/nnos/cache/cpu)")
 CPU_PREBUILT = flag("NNOS_CPU_PREBUILT", str, "", "read-only directories (colon-separated) of compiled plans built "

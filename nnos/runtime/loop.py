@@ -204,13 +204,14 @@ class Loop:
 
     def _show_safety(self) -> None:
         """Failsafe entries, reasons and exits into telemetry and the log (a reason that changes
-        every tick — a flood of stale readings — is logged at most once a second, with a count)."""
+        every tick — a flood of stale readings — is logged at most once a second per kind of
+        reason, with a count; another kind of reason is logged at once)."""
         s = self.safety
         if s.active and s.reason != self._shown_reason:
             if s.entries > self.tel.c[self.tel.idx["failsafe_entries"]]:
                 self.tel.add("failsafe_entries")
             self.tel.text("failsafe_reason", s.reason)
-            self.throttled("failsafe", f"loop: FAILSAFE: {s.reason}")
+            self.throttled(s.reason.split(" (")[0].split(":")[0], f"loop: FAILSAFE: {s.reason}")
         elif not s.active and self._shown_reason:            # failsafe ended
             self.tel.text("last_failsafe_reason", self._shown_reason)
             self.tel.text("failsafe_reason", "")

@@ -46,7 +46,8 @@ class ProcessSpec:
     nice: int = 0
     env: dict = field(default_factory=dict)
     storm: Optional[tuple[int, float]] = None  # (restarts, seconds): more within the window → give up
-    limits: Optional[Callable[[Context], dict]] = None  # {"cpu_percent", "memory_mb"}: cgroup v2 or SCHED_IDLE, off the loop's CPU
+    # {"cpu_percent", "memory_mb"}: cgroup v2 or SCHED_IDLE, off the loop's CPU
+    limits: Optional[Callable[[Context], dict]] = None
     off_loop_cpu: bool = False                 # never scheduled on the loop's CPU (set before exec: every thread inherits it)
 
 

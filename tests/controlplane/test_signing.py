@@ -36,7 +36,8 @@ def test_only_trusted_signatures_are_accepted(tmp_path):
         r = api.client.post("/v1/models", content=body)
         assert r.status_code == 403 and "unsigned upload" in r.json()["detail"]
         nnos_cmd("sign", str(model), "--key", str(keys / "stranger"))
-        r = api.client.post("/v1/models", content=body, headers={"X-Nnos-Signature": (tmp_path / "policy.onnx.sig").read_text().strip()})
+        sig = (tmp_path / "policy.onnx.sig").read_text().strip()
+        r = api.client.post("/v1/models", content=body, headers={"X-Nnos-Signature": sig})
         assert r.status_code == 403 and "bad signature" in r.json()["detail"]
         r = api.client.post("/v1/models", content=body + b"\0",
                             headers={"X-Nnos-Signature": (tmp_path / "policy.onnx.sig").read_text().strip()})

@@ -73,7 +73,8 @@ def test_wrong_protocol_version_is_refused(device_side):
 
 
 def test_unknown_channel_in_handshake_is_refused(device_side):
-    extra = [fr.ChannelInfo(9, "lidar", fr.SENSOR, (8,), 10, 0, 100)] + __import__("hardware.sim.cartpole", fromlist=["x"]).channels()
+    from hardware.sim.cartpole import channels
+    extra = [fr.ChannelInfo(9, "lidar", fr.SENSOR, (8,), 10, 0, 100)] + channels()
     side = device_side(channels=extra)
     with pytest.raises(ProtocolError, match=r"channels \['lidar'\] that the board config does not know"):
         NnosSerialDevice("cartpole", side.port, expected=EXPECTED).open()

@@ -410,6 +410,9 @@ def test_a_reason_that_changes_every_tick_is_logged_once_a_second_with_a_count(r
         r.ticks(1)
     lines = [x for x in r.logs if "FAILSAFE" in x]
     assert 1 <= len(lines) <= 3, lines
+    r.dev.samples["cart"].t_host -= 10.0             # another kind of reason is said at once
+    r.loop.tick()
+    assert "stale" in r.logs[-1] and "FAILSAFE" in r.logs[-1], r.logs[-1]
     from nnos.runtime.loop import Throttle
     out = []
     t = Throttle(out.append, every_s=0.05)

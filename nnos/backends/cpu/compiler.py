@@ -226,10 +226,12 @@ def _compile(cc: str, source: str, fl: list[str], out: str, d: str) -> None:
         except OSError as e:
             raise CompilerError(f"the compiled-plan cache {d}: cannot write the source: {e.strerror}") from e
         try:
-            r = subprocess.run([cc, *fl, src, "-o", out, "-lm"], capture_output=True, text=True, timeout=120)
+            r = subprocess.run([cc, *fl, src, "-o", out, "-lm"], capture_output=True, text=True,
+                               timeout=flags.CC_TIMEOUT_S.get())
             if r.returncode != 0 and "-march=native" in fl:      # a compiler that does not know this CPU
                 portable = [x for x in fl if x not in ("-march=native", "-mprefer-vector-width=512")]
-                r = subprocess.run([cc, *portable, src, "-o", out, "-lm"], capture_output=True, text=True, timeout=120)
+                r = subprocess.run([cc, *portable, src, "-o", out, "-lm"], capture_output=True, text=True,
+                                   timeout=flags.CC_TIMEOUT_S.get())
         except (OSError, subprocess.TimeoutExpired) as e:
             raise CompilerError(f"{cc} failed to run: {e}") from e
         if r.returncode != 0:
