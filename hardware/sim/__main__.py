@@ -79,6 +79,13 @@ def run_cartpole(a) -> int:
         sim.advance(float(fw.actuators[3][0]))
         ticks += 1
         max_theta = max(max_theta, abs(sim.state[2]))
+        if not a.episodes and not a.hold_fallen and cartpole.failed(sim.state):
+            # like a person standing the pole up again: a fallen pole would otherwise swing on
+            # outside the sensors' declared ranges, and a host that lost control for a moment
+            # (a restart) could never take it back
+            print(f"sim: the pole fell (x {sim.state[0]:.2f} m, θ {np.degrees(sim.state[2]):.1f}°): reset",
+                  file=sys.stderr, flush=True)
+            sim.reset()
         if a.episodes:
             failed = cartpole.failed(sim.state)
             if failed or ticks >= episode_ticks:
@@ -115,6 +122,8 @@ def main(argv=None) -> int:
     c.add_argument("--noise", type=float, default=0.0)
     c.add_argument("--delay-ticks", type=int, default=0)
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--hold-fallen", action="store_true", help="realtime: leave a fallen pole down (default: "
+                   "reset it, as a person would)")
     c.add_argument("--host-timeout", type=float, default=0.5, help="host silence before actuators go safe")
     c.add_argument("--device-id", default="cartpole-sim-0001")
     c.add_argument("--report-rtt", action="store_true")

@@ -118,3 +118,27 @@ def test_trained_policy_balances_through_the_serial_simulator():
     assert done["ok"] >= 95, [e for e in episodes if not e["ok"]][:5]
     assert all(e["ticks"] == 3000 for e in episodes if e["ok"])
     assert done["failsafe_entries"] == 0 and done["refused"] == 0 and ticks >= 95 * 3000
+
+
+def test_a_fallen_pole_is_stood_up_again_so_readings_stay_in_range():
+    """Realtime: with no push the pole falls within a couple of seconds; the simulator resets it
+    (as a person would) instead of letting it swing outside the sensors' declared ranges,
+    which the loop would rightly treat as a fault."""
+    board = load_board(BOARD)
+    cfg = board.devices[0]
+    proc, port = start_simulator(cfg.simulator, "cartpole")
+    thetas = []
+    try:
+        with NnosSerialDevice("cartpole", port, expected=cfg.channels) as dev:
+            end = time.monotonic() + 5.0
+            while time.monotonic() < end:
+                dev.poll(0.05)
+                thetas.append(float(dev.latest("pole").values[0]))
+                dev.write("force", np.zeros(1, np.float32))
+                dev.flush(dev.latest("pole").t_device_us)
+            assert dev.latest("pole").out_of_range == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+    assert max(abs(t) for t in thetas) < 0.3
+    assert len(thetas) > 50
