@@ -26,12 +26,8 @@ class TensorSpec:
     dtype: np.dtype
 
     @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * self.dtype.itemsize
+    def type(self) -> TensorType:
+        return TensorType(self.dtype, self.shape)
 
 
 _backends = {"prepare": None}     # filled by nnos.backends when it is imported (see use_backends)

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT
+from tests.support.timing import scaled
 from tests.support.up import free_port
 
 BOARD = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")
@@ -29,7 +30,7 @@ class Api:
         self.proc = subprocess.Popen([sys.executable, "-m", "nnos.controlplane", "--data", self.data, "--board", self.board,
                                       "--port", str(self.port), "--max-upload-mb", str(max_upload_mb)], cwd=ROOT,
                                      stderr=open(self.stderr_path, "w"), env=dict(os.environ, **(env or {})))
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(30)
         while time.monotonic() < deadline:
             try:
                 if httpx.get(self.url + "/v2/health/live", timeout=1).status_code == 200:

@@ -10,6 +10,7 @@ import sys
 import time
 
 from nnos.telemetry import TelemetryReader
+from tests.support.timing import scaled
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -57,7 +58,7 @@ class Up:
             r.close()
 
     def wait_for(self, what, timeout=30.0):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while time.monotonic() < deadline:
             c, recs = self.counters()
             if c is not None and what(c, recs):
@@ -69,7 +70,7 @@ class Up:
         """The control plane's URL once it answers and has an active model."""
         import httpx
         url = f"http://127.0.0.1:{self.api_port}"
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while time.monotonic() < deadline:
             try:
                 if httpx.get(url + "/v2/health/ready", timeout=1).json()["ready"]:

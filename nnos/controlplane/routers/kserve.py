@@ -167,10 +167,10 @@ def _feeds(plan, body: InferRequest, raw: bytes) -> dict:
             raise HTTPException(400, f"input {t.name!r}: shape {t.shape}, expected {list(spec.shape)}")
         size = (t.parameters or {}).get("binary_data_size")
         if size is not None:
-            if size != spec.nbytes or offset + size > len(raw):
-                raise HTTPException(400, f"input {t.name!r}: binary_data_size {size}, expected {spec.nbytes} bytes "
+            if size != spec.type.nbytes or offset + size > len(raw):
+                raise HTTPException(400, f"input {t.name!r}: binary_data_size {size}, expected {spec.type.nbytes} bytes "
                                          f"({len(raw) - offset} left in the body)")
-            feeds[t.name] = np.frombuffer(raw, dt, spec.size, offset).reshape(spec.shape)
+            feeds[t.name] = np.frombuffer(raw, dt, spec.type.size, offset).reshape(spec.shape)
             offset += size
             continue
         try:
