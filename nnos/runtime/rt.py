@@ -44,6 +44,13 @@ def loop_cpu() -> int | None:
     return max(cpus) if len(cpus) > 1 else None
 
 
+def cpus_not_mine() -> set[int]:
+    """For a process pinned to some CPUs (the loop): the machine's other CPUs (its own when it
+    has them all), where work it starts should run."""
+    mine = os.sched_getaffinity(0)
+    return (set(range(os.cpu_count() or 1)) - mine) or set(mine)
+
+
 def other_cpus(loop_cpu: int | None) -> set[int]:
     cpus = set(os.sched_getaffinity(0))
     return cpus - {loop_cpu} if loop_cpu is not None and len(cpus) > 1 else cpus

@@ -14,6 +14,7 @@ from hardware.binding import Binder
 from .. import backends  # noqa: F401 - a slot binds its plan through them
 
 from ..timing import latency_figures, now_ns
+from .rt import cpus_not_mine
 
 
 def prebuild(plan, plan_path: str, backend: str):
@@ -34,8 +35,7 @@ def prebuild(plan, plan_path: str, backend: str):
     import os
     import subprocess
     import sys
-    cpus = os.sched_getaffinity(0)
-    others = (set(range(os.cpu_count() or 1)) - cpus) or cpus
+    others = cpus_not_mine()
 
     def calm():
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))

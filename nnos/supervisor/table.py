@@ -143,10 +143,9 @@ def table(ctx: Context) -> list[ProcessSpec]:
         ProcessSpec("loop", _loop_cmd, heartbeat=loop_heartbeat, watchdog_s=1.0, stop_order=0, ready=loop_ready,
                     start_after=tuple(f"sim-{d.name}" for d in ctx.board.devices if d.simulator)),
         ProcessSpec("control-plane", lambda c: _py("-m", "nnos.controlplane", "--data", c.data, "--board", c.board_path,
-                                                   "--host", flags.API_HOST.get(), "--port", str(flags.API_PORT.get()),
-                                                   "--avoid-cpu", str(max(os.sched_getaffinity(0)))),
+                                                   "--host", flags.API_HOST.get(), "--port", str(flags.API_PORT.get())),
                     run_if=lambda c: flags.API_PORT.get() > 0, stop_order=30, nice=5, start_after=("loop",),
-                    ready=api_ready),
+                    ready=api_ready, off_loop_cpu=True),
         # on the device (nnos-init): the network comes up after the loop ticks, never before it;
         # udhcpc stays in the background renewing the lease, so a clean exit is the normal case
         ProcessSpec("network", lambda c: _py("-m", "nnos.boot.network", "--config", network_config(c)),

@@ -45,6 +45,11 @@ def test_token_stays_out_of_logs_and_probation_models_cannot_be_deleted(tmp_path
     lines = c.get("/v1/logs", params={"process": "control-plane"}).json()["lines"]
     assert lines and not any(token in line for line in lines)
     assert token not in up.log
+    # the control plane never runs on the loop's CPU (one rule, rt.loop_cpu, set before its exec)
+    with open(os.path.join(up.data, "run", "children.json")) as f:
+        api_pid = json.load(f)["control-plane"][0]
+    mine = os.sched_getaffinity(0)
+    assert len(mine) == 1 or max(mine) not in os.sched_getaffinity(api_pid)
     # a model under probation cannot be deleted; the store and the loop agree afterwards
     mid = c.post("/v1/models", content=open(policy_variant(tmp_path, "v", scale=0.95), "rb").read()).json()["id"]
     job = c.post(f"/v1/models/{mid}/activate", params={"probation_s": 3.0, "wait": "false"}).json()
