@@ -20,6 +20,9 @@ from hardware.errors import ConfigError
 
 from ..errors import NnosError
 from ..backends.bench import measure
+from ..runtime.loop import LoopConfig
+from ..runtime.slots import admit
+from ..timing import period_ns
 from ..plan import Plan
 from ..plan.sample import sample_inputs
 from ..plan.artifact import sniff as detect
@@ -169,10 +172,9 @@ def process(path: str, board, settings, progress=lambda step: None) -> tuple[byt
         report["verify"] = verify(plan)
         progress("measuring")
         report["latency"] = measure(plan)
-        budget_us = 1e6 / board.rate_hz * 0.5
-        report["admission"] = {"budget_us": budget_us, "admitted": report["latency"]["p999_us"] <= budget_us,
-                               "why": "p99.9 within half the tick period" if report["latency"]["p999_us"] <= budget_us
-                               else f"p99.9 {report['latency']['p999_us']} µs > budget {budget_us:.0f} µs"}
+        budget_ns = int(period_ns(board.rate_hz) * LoopConfig.budget_fraction)      # the loop's own rule
+        admitted, why = admit(report["latency"], budget_ns)
+        report["admission"] = {"budget_us": budget_ns / 1000, "admitted": admitted, "why": why}
         m = plan.meta
         report.update(ops=m["ops"], flops=m["cost"]["flops"], arena_bytes=plan.memory["arena_bytes"],
                       inputs=m["inputs"], outputs=m["outputs"], warnings=m["warnings"],
