@@ -33,7 +33,7 @@ import onnxruntime as ort  # noqa: E402
 
 import nnos  # noqa: E402
 from nnos.backends import prepare  # noqa: E402
-from nnos.backends.cpu.compiler import cpu_features, find_compiler, flags_for, vector_width  # noqa: E402
+from nnos.backends.cpu.toolchain import cpu_features, find_compiler, flags_for, vector_width  # noqa: E402
 from nnos.compiler import sample_inputs  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))

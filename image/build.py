@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.cpu_target:
         sys.path.insert(0, REPO)
-        from nnos.backends.cpu.compiler import TARGETS
+        from nnos.backends.cpu.toolchain import TARGETS
         if a.cpu_target not in TARGETS or TARGETS[a.cpu_target][0] != ARCHES[a.arch]:
             raise SystemExit(f"--cpu-target {a.cpu_target}: expected one of "
                              f"{', '.join(n for n, t in TARGETS.items() if t[0] == ARCHES[a.arch])} for {a.arch}")

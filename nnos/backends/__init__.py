@@ -92,7 +92,7 @@ def verify(plan, exe, rtol: float = 1e-4, atol: float = 1e-5) -> None:
 
 def available() -> dict[str, str | None]:
     """Each backend: None when it can run here, else why not (before seeing a plan)."""
-    from .cpu.compiler import find_compiler
+    from .cpu.toolchain import find_compiler
     return {"cuda": "not in this build", "cpu": None if find_compiler() else "no C compiler (gcc, cc or clang)",
             "numpy": None}
 

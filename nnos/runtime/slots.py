@@ -26,7 +26,7 @@ def prebuild(plan, plan_path: str, backend: str):
     if backend not in ("auto", "cpu"):
         return
     from ..backends.cpu import Unsupported, source
-    from ..backends.cpu.compiler import is_cached
+    from ..backends.cpu.toolchain import is_cached
     try:
         if is_cached(source(plan)):            # the usual case: the control plane's intake built it
             return

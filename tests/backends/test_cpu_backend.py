@@ -17,7 +17,7 @@ from onnx import helper
 
 import nnos
 from nnos.backends import prepare
-from nnos.backends.cpu.compiler import find_compiler
+from nnos.backends.cpu.toolchain import find_compiler
 from nnos.errors import BackendError
 from tests.backends.child import run_in_child
 from tests.conftest import ROOT
@@ -206,7 +206,7 @@ def test_a_foreign_object_in_the_cache_is_never_loaded(tmp_path, monkeypatch, zo
     import sys
 
     from nnos.backends.cpu import source
-    from nnos.backends.cpu.compiler import _key, object_path
+    from nnos.backends.cpu.toolchain import _key, object_path
     monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path / "cache"))
     a = nnos.compile(zoo["mlp_s"])
     a.save(str(tmp_path / "a.nnos"))
@@ -231,7 +231,7 @@ def test_a_foreign_object_in_the_cache_is_never_loaded(tmp_path, monkeypatch, zo
 
 def test_an_object_cut_short_by_a_power_loss_is_compiled_again(tmp_path, monkeypatch, zoo):
     from nnos.backends.cpu import source
-    from nnos.backends.cpu.compiler import _key, object_path
+    from nnos.backends.cpu.toolchain import _key, object_path
     monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path / "cache"))
     plan = nnos.compile(zoo["mlp_m"])
     path = object_path(_key(source(plan))[3])
@@ -270,7 +270,7 @@ def test_a_portable_target_and_an_object_built_ahead_of_time(tmp_path, monkeypat
     used from there on another start without compiling anything."""
     import subprocess
     import sys
-    from nnos.backends.cpu.compiler import TARGETS, cpu_features
+    from nnos.backends.cpu.toolchain import TARGETS, cpu_features
     name = next((n for n, (machine, _, needs, _) in TARGETS.items()
                  if machine == os.uname().machine and needs <= cpu_features()), None)
     if name is None:
@@ -294,7 +294,7 @@ def test_a_portable_target_and_an_object_built_ahead_of_time(tmp_path, monkeypat
 
 
 def test_a_target_this_cpu_lacks_falls_back_with_the_reason(monkeypatch, zoo):
-    from nnos.backends.cpu import compiler
+    from nnos.backends.cpu import toolchain as compiler
     plan = nnos.compile(zoo["mlp_s"])
     monkeypatch.setenv("NNOS_CPU_TARGET", "armv8-a" if os.uname().machine == "x86_64" else "x86-64-v2")
     exe = prepare(plan, "auto")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import nnos
-from nnos.backends.cpu.compiler import find_compiler
+from nnos.backends.cpu.toolchain import find_compiler
 from nnos.compiler import sample_inputs
 from tests.backends.child import run_in_child
 from tests.core.test_conformance import (CASES, _excluded_reason, _onnxruntime, _run_oracle, case_runs,

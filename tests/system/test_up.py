@@ -80,7 +80,7 @@ def test_control_plane_manages_models_of_the_running_loop(tmp_path, up_with_api)
     port, token = up.api_port, up.token
     c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
     first = c.get("/v1/status").json()["loop"]["active"]
-    from nnos.backends.cpu.compiler import find_compiler
+    from nnos.backends.cpu.toolchain import find_compiler
     backend = c.get("/v1/status").json()["loop"]["backend"]      # which backend runs it, and why not another
     if find_compiler():     # the object's origin, and that it was checked against the reference before it ran
         assert backend.startswith("cpu (native object ") and "verified against numpy" in backend, backend

@@ -1,5 +1,5 @@
 """The cpu backend: the whole plan as one generated C function (codegen.py, kernels.py),
-compiled once into a cached shared object (compiler.py) and called once per run through ctypes
+compiled once into a cached shared object (toolchain.py) and called once per run through ctypes
 with prebuilt pointers: the arena, the weight table, the workspace.
 
 Inputs and outputs are views of the same arena layout as the numpy backend's, so everything
@@ -14,7 +14,7 @@ import numpy as np
 
 from ..numpy_backend import aligned_zeros, io_views
 from .codegen import Unsupported, generate
-from .compiler import CompilerError, build, target
+from .toolchain import CompilerError, build, target
 
 __all__ = ["CpuExecutable", "Unsupported", "CompilerError", "prepare", "source"]
 

@@ -13,7 +13,7 @@ def main(argv: list[str]) -> int:
     from ...plan import load
     from . import source
     from .codegen import Unsupported
-    from .compiler import CompilerError, build
+    from .toolchain import CompilerError, build
     try:
         _, facts = build(source(load(argv[2])))
     except (Unsupported, CompilerError) as e:
