@@ -59,13 +59,21 @@ def start_time(pid: int) -> str | None:
         return None
 
 
+def boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def record_children(run: str, pids: dict[str, int]) -> None:
     """Best effort (a full disk must not stop a start): the next supervisor uses it to end
-    what a killed one left behind."""
+    what a killed one left behind — in this boot only (pids start over after a reboot)."""
     try:
         os.makedirs(run, exist_ok=True)
         atomic_write(os.path.join(run, "children.json"),
-                     json.dumps({name: [pid, start_time(pid)] for name, pid in pids.items()}).encode())
+                     json.dumps({"boot": boot_id(), **{name: [pid, start_time(pid)] for name, pid in pids.items()}}).encode())
     except OSError:
         pass
 
@@ -78,6 +86,9 @@ def end_orphans(run: str, log=print, grace_s: float = 5.0) -> list[str]:
         with open(path) as f:
             recorded = json.load(f)
     except (OSError, ValueError):
+        return []
+    if recorded.pop("boot", None) != boot_id():
+        os.unlink(path)                               # another boot's pids mean nothing now
         return []
     alive = {name: pid for name, (pid, started) in recorded.items()
              if isinstance(pid, int) and pid > 1 and started and start_time(pid) == started}

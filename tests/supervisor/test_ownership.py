@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from nnos.supervisor.ownership import end_orphans, hold_lock, record_children, start_time
+from nnos.supervisor.ownership import boot_id, end_orphans, hold_lock, record_children, start_time
 
 
 def test_a_second_holder_of_a_data_directory_is_refused_with_the_first_ones_pid(tmp_path):
@@ -38,6 +38,11 @@ def test_orphans_a_killed_supervisor_left_are_ended_and_reused_pids_spared(tmp_p
             f.write(text)
         lines = []
         assert end_orphans(run, lines.append) == ["loop"]
+        record_children(run, {"loop": spared.pid})          # recorded in another boot: left alone
+        text = open(os.path.join(run, "children.json")).read()
+        with open(os.path.join(run, "children.json"), "w") as f:
+            f.write(text.replace(boot_id(), "another-boot"))
+        assert end_orphans(run, lines.append) == [] and spared.poll() is None
         assert orphan.wait(10) is not None
         assert spared.poll() is None
         assert "ending loop" in lines[0]
