@@ -84,7 +84,7 @@ def test_one_supervisor_per_data_directory_and_no_orphans_after_kill_9(tmp_path)
         assert f"another nnos up (pid {up.proc.pid}) is running" in second.stderr
         assert "Traceback" not in second.stderr
         with open(os.path.join(up.data, "run", "children.json")) as f:
-            children = {n: pid for n, (pid, _) in json.load(f).items() if n != "boot"}
+            children = {n: v[0] for n, v in json.load(f).items() if n != "boot"}
         assert {"loop", "sim-cartpole"} <= set(children)
         up.proc.send_signal(signal.SIGKILL)
         up.proc.wait()
