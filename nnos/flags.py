@@ -72,6 +72,11 @@ API_PORT = flag("NNOS_API_PORT", int, 8080, "control plane port (0: do not run t
 MAX_TENSOR_ELEMENTS = flag("NNOS_MAX_TENSOR_ELEMENTS", int, 1 << 26, "the most elements one tensor of a model may "
                            "have (checked at compile and load, before anything is allocated)")
 MAX_ARENA_BYTES = flag("NNOS_MAX_ARENA_BYTES", int, 1 << 30, "the most bytes a plan's activation arena may take")
+LOOP_WATCHDOG_S = flag("NNOS_LOOP_WATCHDOG_S", float, 1.0, "the supervisor restarts a loop whose heartbeat is older "
+                       "than this (an emulated device, much slower than the hardware, needs more; the image: "
+                       "nnos.loop_watchdog_s=S on the kernel command line)")
+LOOP_START_GRACE_S = flag("NNOS_LOOP_START_GRACE_S", float, 30.0, "how long a starting loop may take to its "
+                          "first heartbeat (imports, loading and verifying the model) before the watchdog counts")
 API_HEADER_TIMEOUT_S = flag("NNOS_API_HEADER_TIMEOUT_S", float, 10.0, "the control plane closes a connection "
                             "whose request header is not complete this many seconds after it opened (slow clients)")
 REQUIRE_SIGNED = flag("NNOS_REQUIRE_SIGNED", _bool, False, "the control plane accepts only models signed by DATA/trusted_keys")

@@ -162,6 +162,9 @@ def supervisor_env() -> dict:
         args = []
     if "nnos.importtime" in args:                   # boot diagnostics: every import's cost
         env["PYTHONPROFILEIMPORTTIME"] = "1"
+    for arg in args:                                # an emulated device is slower than the hardware
+        if arg.startswith("nnos.loop_watchdog_s="):
+            env["NNOS_LOOP_WATCHDOG_S"] = arg.split("=", 1)[1]
     # the legacy VM the image carries (step 45), unless booted with nnos.legacy_vm=off
     if os.path.isfile(os.path.join(LEGACY_VM, "initrd.img")) and os.path.isfile(legacy_vm_kernel()) \
             and "nnos.legacy_vm=off" not in args:

@@ -140,7 +140,8 @@ def network_config(ctx: Context) -> str:
 
 def table(ctx: Context) -> list[ProcessSpec]:
     return simulators(ctx) + [
-        ProcessSpec("loop", _loop_cmd, heartbeat=loop_heartbeat, watchdog_s=1.0, stop_order=0, ready=loop_ready,
+        ProcessSpec("loop", _loop_cmd, heartbeat=loop_heartbeat, watchdog_s=lambda c: flags.LOOP_WATCHDOG_S.get(),
+                    watchdog_grace_s=flags.LOOP_START_GRACE_S.get(), stop_order=0, ready=loop_ready,
                     start_after=tuple(f"sim-{d.name}" for d in ctx.board.devices if d.simulator)),
         ProcessSpec("control-plane", lambda c: _py("-m", "nnos.controlplane", "--data", c.data, "--board", c.board_path,
                                                    "--host", flags.API_HOST.get(), "--port", str(flags.API_PORT.get())),

@@ -64,7 +64,10 @@ class Device:
         self.disk = os.path.join(workdir, "disk.img")
         subprocess.run(["cp", "--sparse=always", image["img"], self.disk], check=True)
         os.truncate(self.disk, DISK_SIZE)
-        self.vm = Vm(self.disk, ARCH, workdir=workdir, uefi=uefi, cmdline_extra="" if legacy_vm else "nnos.legacy_vm=off")
+        # the emulated device is far slower than hardware, and slower still on a loaded host: the
+        # loop's watchdog period follows this machine's measured factor (1 s when idle)
+        extra = [f"nnos.loop_watchdog_s={max(1.0, scaled(1.0)):.1f}"] + ([] if legacy_vm else ["nnos.legacy_vm=off"])
+        self.vm = Vm(self.disk, ARCH, workdir=workdir, uefi=uefi, cmdline_extra=" ".join(extra))
         self.mark = 0
         self._client: httpx.Client | None = None
 
