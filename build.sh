@@ -53,7 +53,7 @@ debian_packages() {
 IMAGE_PACKAGES=(mmdebstrap squashfs-tools dosfstools mtools fdisk e2fsprogs cpio kmod grub-common
                 qemu-system-x86 qemu-utils ovmf arch-test busybox-static
                 iproute2 nftables)         # the legacy VM's network namespace and its rules
-ARM64_PACKAGES=(qemu-user-static binfmt-support qemu-system-arm qemu-efi-aarch64)
+ARM64_PACKAGES=(qemu-user-static binfmt-support qemu-system-arm qemu-efi-aarch64 binutils-aarch64-linux-gnu)
 
 image_packages() {
     local missing=() p
