@@ -17,6 +17,7 @@ import time
 
 from ..errors import NnosError
 from ..fsutil import atomic_write, pid_alive
+from ..kvm import boot_id
 
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -57,14 +58,6 @@ def start_time(pid: int) -> str | None:
             return f.read().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
-
-
-def boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def record_children(run: str, pids: dict[str, int]) -> None:
