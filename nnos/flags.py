@@ -75,6 +75,8 @@ MAX_ARENA_BYTES = flag("NNOS_MAX_ARENA_BYTES", int, 1 << 30, "the most bytes a p
 LOOP_WATCHDOG_S = flag("NNOS_LOOP_WATCHDOG_S", float, 1.0, "the supervisor restarts a loop whose heartbeat is older "
                        "than this (an emulated device, much slower than the hardware, needs more; the image: "
                        "nnos.loop_watchdog_s=S on the kernel command line)")
+LOOP_BUDGET = flag("NNOS_LOOP_BUDGET", float, 0.5, "the share of the tick period a model's p99.9 may take, and "
+                   "over which a tick is an overrun (the image: nnos.loop_budget=F on the kernel command line)")
 LOOP_START_GRACE_S = flag("NNOS_LOOP_START_GRACE_S", float, 30.0, "how long a starting loop may take to its "
                           "first heartbeat (imports, loading and verifying the model) before the watchdog counts")
 API_HEADER_TIMEOUT_S = flag("NNOS_API_HEADER_TIMEOUT_S", float, 10.0, "the control plane closes a connection "

@@ -165,6 +165,8 @@ def supervisor_env() -> dict:
     for arg in args:                                # an emulated device is slower than the hardware
         if arg.startswith("nnos.loop_watchdog_s="):
             env["NNOS_LOOP_WATCHDOG_S"] = arg.split("=", 1)[1]
+        if arg.startswith("nnos.loop_budget="):
+            env["NNOS_LOOP_BUDGET"] = arg.split("=", 1)[1]
     # the legacy VM the image carries (step 45), unless booted with nnos.legacy_vm=off
     if os.path.isfile(os.path.join(LEGACY_VM, "initrd.img")) and os.path.isfile(legacy_vm_kernel()) \
             and "nnos.legacy_vm=off" not in args:

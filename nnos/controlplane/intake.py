@@ -18,9 +18,9 @@ import numpy as np
 
 from hardware.errors import ConfigError
 
+from .. import flags
 from ..errors import NnosError
 from ..backends.bench import measure
-from ..runtime.loop import LoopConfig
 from ..runtime.slots import admit
 from ..timing import period_ns
 from ..plan import Plan
@@ -172,7 +172,7 @@ def process(path: str, board, settings, progress=lambda step: None) -> tuple[byt
         report["verify"] = verify(plan)
         progress("measuring")
         report["latency"] = measure(plan)
-        budget_ns = int(period_ns(board.rate_hz) * LoopConfig.budget_fraction)      # the loop's own rule
+        budget_ns = int(period_ns(board.rate_hz) * flags.LOOP_BUDGET.get())      # the loop's own rule
         admitted, why = admit(report["latency"], budget_ns)
         report["admission"] = {"budget_us": budget_ns / 1000, "admitted": admitted, "why": why}
         m = plan.meta

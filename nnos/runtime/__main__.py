@@ -59,7 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", action="append", default=[], metavar="NAME=PATH", help="where a device is")
     ap.add_argument("--duration", type=float)
     ap.add_argument("--no-rt", action="store_true", help="do not ask for real-time scheduling")
-    ap.add_argument("--budget", type=float, default=0.5, help="share of the period a model may use (p99.9)")
+    ap.add_argument("--budget", type=float, default=flags.LOOP_BUDGET.get(),
+                    help="share of the period a model may use (p99.9)")
     a = ap.parse_args(argv)
     os.set_blocking(2, False)
     if not a.no_rt:
