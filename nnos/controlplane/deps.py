@@ -15,12 +15,15 @@ def state(req: Request):
     return req.app.state
 
 
+def bearer_ok(authorization: str, expected: str) -> bool:
+    """An Authorization header of "Bearer <token>", compared in constant time."""
+    scheme, _, given = authorization.partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), expected.encode())
+
+
 def require_token(req: Request) -> None:
-    """Every route but health: Authorization: Bearer <token>, compared in constant time."""
-    header = req.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    expected = req.app.state.token
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), expected.encode()):
+    """Every route but health (guard.py checks it first, before any body is read)."""
+    if not bearer_ok(req.headers.get("authorization", ""), req.app.state.token):
         raise HTTPException(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
 
 

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .deps import bearer_ok
+
 PUBLIC = {"/", "/v2/health/live", "/v2/health/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 JSON_LIMIT = 1 << 20                                   # every body that is not a model or a tensor
 _INFER = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$")
-
-
-def token_ok(headers: dict, expected: str) -> bool:
-    scheme, _, given = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-    return scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), expected.encode())
 
 
 def body_limit(method: str, path: str, upload_limit: int) -> int:
@@ -42,7 +38,7 @@ class Guard:
             return await self.app(scope, receive, send)
         path, method = scope["path"], scope["method"]
         headers = dict(scope["headers"])
-        if path not in PUBLIC and not token_ok(headers, self.token):
+        if path not in PUBLIC and not bearer_ok(headers.get(b"authorization", b"").decode("latin-1"), self.token):
             return await _refuse(send, path, 401, "unauthorized", [(b"www-authenticate", b"Bearer")])
         limit = body_limit(method, path, self.upload_limit)
         declared = headers.get(b"content-length", b"")
