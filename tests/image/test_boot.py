@@ -40,7 +40,7 @@ def upload_and_activate(dev, data: bytes) -> str:
     assert r.status_code == 201, r.text
     mid = r.json()["id"]
     from tests.support.timing import factor
-    for _ in range(max(3, round(3 * factor()))):      # a loaded host stalls the emulated guest more often
+    for _ in range(max(5, round(5 * factor()))):      # a loaded host stalls the emulated guest more often
         r = dev.client.post(f"/v1/models/{mid}/activate")
         # a stall of the emulated guest during probation (a tick over budget) is rolled back, as
         # it must be; that activation is asked again. Anything else is a failure.
