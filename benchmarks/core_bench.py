@@ -90,8 +90,8 @@ def main():
         for _ in range(a.rounds):
             for k, fn in peers.items():
                 samples[k].append(timed(fn, a.calls))
-        row = {"compile_s": compile_s, "arena_bytes": plan.memory["arena_bytes"],
-               "lower_bound_bytes": plan.memory["lower_bound_bytes"]}
+        row = {"compile_s": compile_s, "arena_bytes": plan.memory.arena_bytes,
+               "lower_bound_bytes": plan.memory.lower_bound_bytes}
         for k, s in samples.items():
             us = np.concatenate(s) / 1000.0
             row[k] = {"p50_us": float(np.percentile(us, 50)), "p99_us": float(np.percentile(us, 99))}

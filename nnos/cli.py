@@ -10,7 +10,7 @@ import numpy as np
 
 from hardware.errors import HardwareError
 
-from . import backends  # noqa: F401 - every plan the CLI loads binds through them
+from . import backends  # every plan the CLI loads binds through them
 from . import flags
 from .errors import NnosError
 
@@ -32,8 +32,8 @@ def cmd_compile(a):
     say_backend(plan, a.backend)
     m = plan.memory
     print(f"compiled {a.model} -> {a.output}: {plan.meta['steps']} steps, "
-          f"{plan.meta['cost']['flops']:,} FLOPs, arena {m['arena_bytes']:,} B "
-          f"(naive {m['naive_bytes']:,}, lower bound {m['lower_bound_bytes']:,}), "
+          f"{plan.meta['cost']['flops']:,} FLOPs, arena {m.arena_bytes:,} B "
+          f"(naive {m.naive_bytes:,}, lower bound {m.lower_bound_bytes:,}), "
           f"{plan.compile_seconds * 1000:.0f} ms")
     for fixed in plan.meta["source"].get("fixed_dims", []):
         print(f"fixed: {fixed}", file=sys.stderr)
@@ -45,37 +45,19 @@ def say_backend(plan, backend: str) -> dict:
     """Bind ``plan`` on ``backend`` (compiling and self-checking a compiled one) and say which
     backend runs it here and why the others do not."""
     from .backends import prepare
+    from .backends.report import lines
     exe = prepare(plan, backend)
-    choice = exe.choice
-    extra = getattr(exe, "facts", {})
-    print(f"backend {choice['backend']}" + (f" (asked: {backend})" if backend != choice["backend"] else "") +
-          (f": compiled in {extra['compile_s']} s{' (cached)' if extra.get('cached') else ''}, "
-           f"{extra['vector_floats']}-float vectors" if extra else ""))
-    for name, why in choice["passed_over"].items():
-        print(f"  not {name}: {why}")
-    return choice
-
-
-def backend_report(plan) -> dict:
-    """Which backend would run ``plan`` here, and why not the others (no compile: the cpu
-    backend's generator decides whether it covers every step)."""
-    from .backends import available
-    from .backends.cpu import check
-    out = {}
-    for name, why in available().items():
-        if why is None and name == "cpu":
-            why = check(plan)
-        out[name] = {"runs_here": why is None, "why_not": why}
-    out["auto"] = next(n for n in ("cuda", "cpu", "numpy") if out[n]["runs_here"])
-    return out
+    print("\n".join(lines(exe)))
+    return exe.choice
 
 
 def inspect_report(plan) -> dict:
+    from .backends import coverage
     m = plan.memory
     return {
         "meta": plan.meta,
-        "memory": {k: m[k] for k in ("arena_bytes", "naive_bytes", "lower_bound_bytes", "workspace_bytes")},
-        "backends": backend_report(plan),
+        "memory": {k: getattr(m, k) for k in ("arena_bytes", "naive_bytes", "lower_bound_bytes", "workspace_bytes")},
+        "backends": coverage(plan),
     }
 
 
@@ -192,7 +174,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--batch", type=int, default=1, help="value of the symbolic batch dimension (default 1)")
     c.add_argument("--dim", action="append", metavar="NAME=N", help="fix another symbolic dimension")
     c.add_argument("--no-check", action="store_true", help="skip the compiler's self-check")
-    c.add_argument("--backend", default="auto", choices=["auto", "numpy", "cpu", "cuda"],
+    c.add_argument("--backend", default="auto", choices=backends.NAMES,
                    help="build and self-check this backend here (auto: cuda, then cpu, then numpy)")
     c.set_defaults(fn=cmd_compile)
     i = sub.add_parser("inspect", help="show a plan's steps, cost and memory")
@@ -207,7 +189,7 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time a plan's calls")
     b.add_argument("plan")
     b.add_argument("--iters", type=int, default=2000)
-    b.add_argument("--backend", default="auto", choices=["auto", "numpy", "cpu", "cuda"])
+    b.add_argument("--backend", default="auto", choices=backends.NAMES)
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=cmd_bench)
     u = sub.add_parser("up", help="start the supervisor: the loop and everything around it")

@@ -17,6 +17,7 @@ from .frontend import import_onnx
 from .ir import Graph
 from .passes import infer_types, optimize
 from . import backends  # noqa: F401 - the self-check runs the plan through them
+from .backends import verify
 from .plan import Plan
 from .plan.sample import run_direct, sample_inputs  # noqa: F401 - the pipeline's self-check; re-exported
 from .plan.artifact import FORMAT_VERSION
@@ -33,21 +34,11 @@ def _warnings(graph: Graph) -> list[str]:
 
 
 def self_check(plan: Plan, typed: Graph, rtol: float = 1e-4) -> dict:
-    feeds = sample_inputs(plan)
-    direct = run_direct(typed, feeds)
-    got = {k: v.copy() for k, v in plan(feeds).items()}
-    for name, ref in direct.items():
-        ok = np.allclose(got[name], ref, rtol=rtol, atol=rtol * max(1.0, float(np.max(np.abs(ref)))) if ref.size
-                         and ref.dtype.kind == "f" else 0, equal_nan=True)
-        if not ok:
-            err = np.max(np.abs(got[name].astype(np.float64) - ref.astype(np.float64)))
-            raise CompileError(f"self-check failed: output {name!r} of the plan differs from the direct "
-                               f"evaluation by {err:.3g}")
-    again = Plan.from_bytes(plan.to_bytes())(feeds)
-    for name in got:
-        if not np.array_equal(got[name], again[name], equal_nan=True):
-            raise CompileError(f"self-check failed: output {name!r} changed after save and load")
-    return {"outputs_checked": len(direct), "rtol": rtol, "round_trip": "bitwise"}
+    """The plan against the unoptimized graph, and itself after a save and load (verify.compiled)."""
+    try:
+        return verify.compiled(plan, typed, rtol)
+    except verify.VerifyError as e:
+        raise CompileError(str(e)) from e
 
 
 def compile(path: str, batch: int = 1, dims: dict[str, int] | None = None, check: bool | None = None,
@@ -57,7 +48,7 @@ def compile(path: str, batch: int = 1, dims: dict[str, int] | None = None, check
     typed = infer_types(graph)
     graph = schedule(optimize(typed))
     memory = memory_plan(graph)
-    problem = arena_problem(int(memory["arena_bytes"]))
+    problem = arena_problem(memory.arena_bytes)
     if problem:
         raise CompileError(problem)
     cost = cost_model(graph)

@@ -4,6 +4,10 @@ at any instant leaves a store that loads.
 
     DATA/models/<sha256>.nnos   plan files, named by the hash of their bytes
     DATA/models/<sha256>.json   the report made when the model was admitted (optional)
+    DATA/models/<sha256>.sig    the device's countersignature (signed models)
+    DATA/models/<sha256>.src    the file the plan was compiled from, as uploaded (ONNX, .zip,
+                                .tar): when nnos's plan format changes, the plan is recompiled
+                                from it at the supervisor's start, never lost
     DATA/state.json             {"active", "previous", "history": [...]}
 """
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from .errors import NnosError, PlanFormatError
 from .fsutil import atomic_write, remove_stale_temps
 from .plan import Plan
+from .plan.artifact import FORMAT_VERSION, format_version
 
 ID = re.compile(r"^[0-9a-f]{64}$")
 HISTORY = 200
@@ -46,15 +51,17 @@ class ModelStore:
         n = remove_stale_temps(self.models) + remove_stale_temps(self.data_dir)
         for name in os.listdir(self.models):                # a report or signature whose plan never landed
             plan = os.path.join(self.models, name.rsplit(".", 1)[0] + ".nnos")
-            if name.endswith((".json", ".sig")) and not os.path.exists(plan):
+            if name.endswith((".json", ".sig", ".src")) and not os.path.exists(plan):
                 _unlink(os.path.join(self.models, name))
                 n += 1
         return n
 
     # --- plans ------------------------------------------------------------------------------
-    def put(self, data: bytes, report: dict | None = None, signature: str | None = None) -> str:
-        """Store plan bytes (validated first) with their report and the device's countersignature
-        (signed models); returns the model id (sha256 of the bytes)."""
+    def put(self, data: bytes, report: dict | None = None, signature: str | None = None,
+            source: str | None = None) -> str:
+        """Store plan bytes (validated first) with their report, the device's countersignature
+        (signed models) and the file at ``source`` it was compiled from; returns the model id
+        (sha256 of the bytes)."""
         Plan.from_bytes(data)                              # refuses anything that is not a plan
         mid = hashlib.sha256(data).hexdigest()
         path, rpath = self._path(mid), self._path(mid, ".json")
@@ -64,11 +71,15 @@ class ModelStore:
             atomic_write(rpath, json.dumps(report, indent=1, default=str).encode())
         if signature is not None:
             atomic_write(self._path(mid, ".sig"), signature.encode())
+        if source is not None:
+            with open(source, "rb") as f:
+                atomic_write(self._path(mid, ".src"), f.read(), mode=0o600)
         if not existed:
             try:
                 atomic_write(path, data)
             except BaseException:
-                for ext, made in ((".json", report is not None), (".sig", signature is not None)):
+                for ext, made in ((".json", report is not None), (".sig", signature is not None),
+                                  (".src", source is not None)):
                     if made:
                         _unlink(self._path(mid, ext))
                 raise
@@ -118,7 +129,7 @@ class ModelStore:
         st = self.state()
         if mid == st["active"]:
             raise StoreError(f"model {mid} is active: activate another one before deleting it")
-        for ext in (".nnos", ".json", ".sig"):
+        for ext in (".nnos", ".json", ".sig", ".src"):
             _unlink(self._path(mid, ext))
         if mid == st["previous"]:
             st["previous"] = None
@@ -162,6 +173,32 @@ class ModelStore:
 
     def _write_state(self, st: dict) -> None:
         atomic_write(self.state_path, json.dumps(st, indent=1).encode())
+
+    def source_path(self, mid: str) -> str | None:
+        """The file the model was compiled from, when the store kept it."""
+        path = self._path(mid, ".src")
+        return path if os.path.exists(path) else None
+
+    def outdated(self) -> list[str]:
+        """Stored plans in a format this nnos does not read (an update changed it)."""
+        out = []
+        for mid in self.ids():
+            with open(self._path(mid), "rb") as f:
+                if format_version(f.read(64)) != FORMAT_VERSION:
+                    out.append(mid)
+        return out
+
+    def replace(self, old: str, new: str, why: str) -> None:
+        """``new`` takes ``old``'s place in the pointers (active, previous) and ``old`` goes."""
+        st = self.state()
+        changed = False
+        for k in ("active", "previous"):
+            if st[k] == old:
+                st[k], changed = new, True
+        if changed:
+            self._log(st, "replace", new, f"{why} (was {old})")
+        for ext in (".nnos", ".json", ".sig", ".src"):
+            _unlink(self._path(old, ext))
 
     def plan_path(self, mid: str) -> str:
         return self._path(mid)

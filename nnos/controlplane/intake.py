@@ -14,17 +14,16 @@ import tempfile
 import time
 import zipfile
 
-import numpy as np
 
 from hardware.errors import ConfigError
 
 from .. import flags
 from ..errors import NnosError
+from ..backends import verify
 from ..backends.bench import measure
 from ..runtime.slots import admit
 from ..timing import period_ns
 from ..plan import Plan
-from ..plan.sample import sample_inputs
 from ..plan.artifact import sniff as detect
 
 
@@ -125,15 +124,6 @@ def _copy_capped(src, dst, cap: int) -> int:
         dst.write(chunk)
 
 
-def verify(plan: Plan) -> dict:
-    feeds = sample_inputs(plan, seed=123)
-    out = plan(feeds)
-    bad = [k for k, v in out.items() if v.dtype.kind == "f" and not np.all(np.isfinite(v))]
-    if bad:
-        raise IntakeError(422, f"outputs {bad} are not finite on sample inputs: the model would trip failsafe")
-    return {"sample_inputs": "standard normal, seed 123", "outputs_finite": True}
-
-
 def process(path: str, board, settings, progress=lambda step: None) -> tuple[bytes, dict]:
     """Uploaded file at ``path`` → (plan bytes, report). Raises IntakeError with an HTTP status."""
     t0 = time.monotonic()
@@ -169,14 +159,17 @@ def process(path: str, board, settings, progress=lambda step: None) -> tuple[byt
         except ConfigError as e:
             raise IntakeError(422, f"does not fit the board: {e}") from e
         progress("verifying")
-        report["verify"] = verify(plan)
+        try:
+            report["verify"] = verify.finite_outputs(plan)
+        except verify.VerifyError as e:
+            raise IntakeError(422, str(e)) from e
         progress("measuring")
         report["latency"] = measure(plan)
         budget_ns = int(period_ns(board.rate_hz) * flags.LOOP_BUDGET.get())      # the loop's own rule
         admitted, why = admit(report["latency"], budget_ns)
         report["admission"] = {"budget_us": budget_ns / 1000, "admitted": admitted, "why": why}
         m = plan.meta
-        report.update(ops=m["ops"], flops=m["cost"]["flops"], arena_bytes=plan.memory["arena_bytes"],
+        report.update(ops=m["ops"], flops=m["cost"]["flops"], arena_bytes=plan.memory.arena_bytes,
                       inputs=m["inputs"], outputs=m["outputs"], warnings=m["warnings"],
                       fixed_dims=m["source"].get("fixed_dims", []),
                       source_sha256=m["source"]["source_sha256"], seconds=round(time.monotonic() - t0, 3))

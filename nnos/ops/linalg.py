@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from ..ir import TensorType
 from .registry import broadcast_scratch, call, full_shape, register, scalar
@@ -14,8 +13,6 @@ def _infer_gemm(node, in_types, consts):
         raise node.fail(f"Gemm takes 2-D A and B, got {a} and {b}")
     m, k = a.shape[::-1] if node.attrs.get("transA", 0) else a.shape
     k2, n = b.shape[::-1] if node.attrs.get("transB", 0) else b.shape
-    if node.attrs.get("bias_row"):    # nnos's own form: B's last row is the bias, A carries a 1
-        k2 -= 1
     if k != k2:
         raise node.fail(f"inner dimensions differ: A {a} (transA={node.attrs.get('transA', 0)}) "
                         f"and B {b} (transB={node.attrs.get('transB', 0)})")
@@ -45,9 +42,6 @@ def product(a, b, o):
 
 def _bind_gemm(node, ins, outs, scratch):
     a, b, o = ins[0], ins[1], outs[0]
-    if node.attrs.get("bias_row"):
-        # the memory plan keeps a 1.0 right after A in the arena: read it as A's last column
-        return product(as_strided(a, shape=(1, a.shape[1] + 1), strides=a.strides), b, o)
     c = ins[2] if len(ins) > 2 else None
     steps = []
     if c is not None:     # C at the output's full shape: expanded once if constant, else copied

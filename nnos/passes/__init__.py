@@ -1,7 +1,7 @@
 """Graph passes. Each takes a Graph and returns a new or updated Graph; each is testable alone."""
 from .dce import eliminate_dead  # noqa: F401
 from .fold import fold_constants  # noqa: F401
-from .fusion import fold_batchnorm, fold_bias_row, fuse_bias, fuse_elementwise, prepack_gemm  # noqa: F401
+from .fusion import fold_batchnorm, fuse_bias, fuse_elementwise, prepack_gemm  # noqa: F401
 from .infer import infer_types  # noqa: F401
 
 
@@ -12,6 +12,5 @@ def optimize(graph):
     graph = fold_batchnorm(graph)
     graph = fuse_bias(graph)
     graph = prepack_gemm(graph)
-    graph = fold_bias_row(graph)
     graph = fuse_elementwise(graph)
     return eliminate_dead(graph)

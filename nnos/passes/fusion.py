@@ -3,9 +3,8 @@
 - fold_batchnorm: Conv/Gemm followed by inference BatchNormalization → one Conv/Gemm with
   rescaled weights and bias.
 - fuse_bias: MatMul(x, W) + b with constant 2-D W and b → Gemm(x, W, b).
-- prepack_gemm: Gemm with constant B gets B stored as (K, N) with alpha and beta folded in.
-- fold_bias_row: a batch-1 Gemm with constant weights and bias reads its input with a trailing
-  1.0 (kept in the arena) and the bias as the weights' last row: one BLAS call, no add.
+- prepack_gemm: Gemm with constant B gets B stored as (K, N) with alpha and beta folded in (a
+  canonical form every backend reads: no transB, no alpha, beta 1).
 - fuse_elementwise: an op followed by a chain of elementwise ops (activations, bias or residual
   adds, scales) becomes one step that applies the chain in place on its output.
 """
@@ -131,21 +130,6 @@ def prepack_gemm(graph: Graph) -> Graph:
             inputs.append(c)
         attrs = {k: v for k, v in node.attrs.items() if k == "transA"}
         g.nodes[i] = Node("Gemm", node.name, inputs, node.outputs, attrs)
-    return g
-
-
-def fold_bias_row(graph: Graph) -> Graph:
-    g = graph.copy()
-    for i, node in enumerate(g.nodes):
-        if node.op != "Gemm" or node.attrs or len(node.inputs) != 3 or node.inputs[0] in g.consts:
-            continue
-        a = g.type_of(node.inputs[0])
-        w, c = g.consts.get(node.inputs[1]), g.consts.get(node.inputs[2])
-        if w is None or c is None or len(a.shape) != 2 or a.shape[0] != 1 or c.size != w.shape[1]:
-            continue
-        name = _fresh(g, node.inputs[1] + "_bias_row")
-        g.consts[name] = contiguous(np.vstack([w, c.reshape(1, -1).astype(w.dtype)]))
-        g.nodes[i] = Node("Gemm", node.name, [node.inputs[0], name], node.outputs, {"bias_row": 1})
     return g
 
 

@@ -25,7 +25,7 @@ from ..ir import SUPPORTED_DTYPES, contiguous
 from ..limits import MAX_HEADER_BYTES, tensor_problem
 
 MAGIC = b"NNOSPLAN"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2        # 2: no bias-row Gemms, no constant cells in the memory plan
 _PREFIX = struct.Struct("<8sIIQ")
 _DIGEST = 32
 
@@ -42,6 +42,13 @@ def sniff(head: bytes) -> str:
     if len(head) > 262 and head[257:262] == b"ustar":
         return "tar"
     return "onnx"
+
+
+def format_version(head: bytes) -> int | None:
+    """The plan format version in a plan file's first bytes (None: not a plan)."""
+    if len(head) < _PREFIX.size or not head.startswith(MAGIC):
+        return None
+    return _PREFIX.unpack_from(head, 0)[1]
 
 
 def _align(n: int, a: int = 64) -> int:

@@ -16,6 +16,7 @@ from ..fsutil import atomic_write
 from ..ir import Epilogue, Graph, Node, TensorType
 from ..limits import arena_problem, tensor_problem
 from ..ops import OPS
+from ..schedule.memory import MemoryPlan
 from . import artifact
 
 
@@ -40,7 +41,7 @@ def use_backends(prepare) -> None:
 
 
 class Plan:
-    def __init__(self, graph: Graph, memory: dict, meta: dict):
+    def __init__(self, graph: Graph, memory: MemoryPlan, meta: dict):
         self.graph, self.memory, self.meta = graph, memory, meta
         self._exe = None
         self.compile_seconds: float | None = None      # set by compile(); not part of the file
@@ -97,7 +98,7 @@ class Plan:
                            "epilogue": [{"op": e.op, "attrs": e.attrs, "operands": e.operands, "pos": e.pos}
                                         for e in n.epilogue]} for n in g.nodes],
             },
-            "memory": self.memory,
+            "memory": self.memory.to_json(),
         }
         return artifact.write(header, g.consts)
 
@@ -133,21 +134,18 @@ def _from_header(header: dict, weights: dict) -> Plan:
         if problem:
             raise PlanFormatError(f"tensor {name!r}: {problem}")
     graph = Graph(gj["name"], list(gj["inputs"]), list(gj["outputs"]), nodes, types, weights)
-    memory = header["memory"]
-    arena = int(memory["arena_bytes"])
+    memory = MemoryPlan.from_json(header["memory"])
+    arena = memory.arena_bytes
     problem = arena_problem(arena)
     if problem:
         raise PlanFormatError(problem)
-    for name, off in memory["tensors"].items():
+    for name, off in memory.tensors.items():
         if name not in types or off < 0 or off + types[name].nbytes > arena:
             raise PlanFormatError(f"tensor {name!r} lies outside the {arena}-byte arena")
     for name in list(graph.inputs) + list(graph.outputs) + [i for n in nodes for i in n.all_inputs() + n.outputs]:
-        if name and name not in weights and name not in memory["tensors"]:
+        if name and name not in weights and name not in memory.tensors:
             raise PlanFormatError(f"tensor {name!r} has neither a weight nor an arena slot")
-    for one in memory["ones"]:
-        if not 0 <= int(one["offset"]) <= arena - np.dtype(one["dtype"]).itemsize:
-            raise PlanFormatError(f"constant cell at {one['offset']} lies outside the {arena}-byte arena")
-    if len(memory["scratch"]) != len(nodes):
+    if len(memory.scratch) != len(nodes):
         raise PlanFormatError("memory plan and schedule differ in length")
     return Plan(graph, memory, header["meta"])
 

@@ -12,7 +12,7 @@ import numpy as np
 from hardware.binding import Binder
 
 from .. import backends  # noqa: F401 - a slot binds its plan through them
-
+from ..backends.report import one_line
 from ..timing import latency_figures, now_ns
 from .rt import cpus_not_mine
 
@@ -47,26 +47,14 @@ def prebuild(plan, plan_path: str, backend: str):
         yield
 
 
-def report(backend: str, facts: dict, passed_over: dict) -> str:
-    """What GET /v1/status and the loop's log say of a slot's backend: which runs it, where a
-    compiled object came from, that it was verified, and why the backends before it did not."""
-    notes = []
-    if facts.get("object"):
-        origin = ("built with the image" if facts.get("prebuilt") else
-                  "from the cache" if facts.get("cached") else "compiled here")
-        notes.append(f"{facts.get('target', 'native')} object {origin}, verified against numpy")
-    notes += [f"not {n}: {w.split(': ', 1)[-1]}" for n, w in passed_over.items() if n != "cuda"]
-    return backend + (f" ({'; '.join(notes)})" if notes else "")
-
-
 class Slot:
     def __init__(self, model_id: str, plan, board, devices, backend: str = "numpy"):
         board.check_plan(plan)               # bindings must fit: refuses with FILE:LINE otherwise
         self.id, self.plan = model_id, plan
         self.exe = plan.bind(backend)
-        self.backend = getattr(self.exe, "backend", backend)
-        self.passed_over = getattr(self.exe, "choice", {}).get("passed_over", {})
-        self.backend_report = report(self.backend, getattr(self.exe, "facts", {}), self.passed_over)
+        self.backend = self.exe.backend
+        self.passed_over = self.exe.choice["passed_over"]
+        self.backend_report = one_line(self.exe)
         self.binder = Binder(board, devices, self.exe.inputs, self.exe.outputs)
         self.outputs = [v.reshape(-1) for v in self.exe.outputs.values()]
         self.inputs = [v.reshape(-1) for v in self.exe.inputs.values()]

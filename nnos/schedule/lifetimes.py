@@ -1,19 +1,19 @@
-"""From a scheduled graph to buffers and their lifetimes, then to the arena layout.
+"""When each tensor is written and last read, and which tensors share one buffer.
 
 Tensors share a buffer when one is a view of the other (Reshape, Flatten, Squeeze, Unsqueeze,
 Identity: those steps then cost nothing) or when an elementwise step can write its output over
 an input that dies at that step (in place). Graph inputs are never overwritten: a caller may
-keep writing only the fields that changed. Scratch arrays live for their step only;
-persistent scratch (zero borders kept across calls) lives outside the arena.
+keep writing only the fields that changed.
 """
 from __future__ import annotations
 
 from ..ir import Graph, TensorType
 from ..ops import OPS
-from .memory import Buffer, place_buffers
 
 
-class _Groups:
+class Groups:
+    """Union-find over tensor names: the members of a group share one buffer."""
+
     def __init__(self):
         self.parent: dict[str, str] = {}
 
@@ -33,6 +33,12 @@ class _Groups:
         root = self.find(t)
         return [m for m in self.parent if self.find(m) == root]
 
+    def roots(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for t in self.parent:
+            out.setdefault(self.find(t), []).append(t)
+        return out
+
 
 def step_scratch(graph: Graph, node) -> list[list[tuple[TensorType, bool]]]:
     """Scratch of a step, as one list for its head op and one for each epilogue op."""
@@ -47,9 +53,8 @@ def step_scratch(graph: Graph, node) -> list[list[tuple[TensorType, bool]]]:
     return parts
 
 
-def memory_plan(graph: Graph) -> dict:
-    n = len(graph.nodes)
-    groups = _Groups()
+def lifetimes(graph: Graph) -> tuple[dict[str, int], dict[str, int]]:
+    """(step that writes each tensor, -1 for inputs; last step that reads it, len(nodes) for outputs)."""
     define: dict[str, int] = {t: -1 for t in graph.inputs}
     last: dict[str, int] = {}
     for s, node in enumerate(graph.nodes):
@@ -60,7 +65,13 @@ def memory_plan(graph: Graph) -> dict:
             if o:
                 define[o] = s
     for t in graph.outputs:
-        last[t] = n
+        last[t] = len(graph.nodes)
+    return define, last
+
+
+def alias_groups(graph: Graph, define: dict[str, int], last: dict[str, int]) -> tuple[Groups, list[int]]:
+    """Which tensors share a buffer, and the view steps that therefore need not run."""
+    groups = Groups()
     for t in define:
         groups.add(t)
     frozen = set(graph.inputs)
@@ -70,8 +81,7 @@ def memory_plan(graph: Graph) -> dict:
 
     skip = []
     for s, node in enumerate(graph.nodes):
-        op = OPS[node.op]
-        out = node.outputs[0]
+        op, out = OPS[node.op], node.outputs[0]
         if op.view and not node.epilogue and node.inputs[0] not in graph.consts:
             groups.union(out, node.inputs[0])
             skip.append(s)
@@ -86,44 +96,4 @@ def memory_plan(graph: Graph) -> dict:
                     and group_end(i) == s):
                 groups.union(out, i)
                 break
-
-    # A batch-1 Gemm in bias_row form reads one element past its input: that element holds 1.0
-    # for the whole run, so the input's buffer is one element longer and never shared.
-    ones_roots = {groups.find(n.inputs[0]) for n in graph.nodes if n.op == "Gemm" and n.attrs.get("bias_row")}
-    roots: dict[str, list[str]] = {}
-    for t in define:
-        roots.setdefault(groups.find(t), []).append(t)
-    buffers, owners = [], []
-    for root, members in roots.items():
-        size = max(graph.type_of(m).nbytes for m in members)
-        start = min(define[m] for m in members)
-        end = max(last.get(m, define[m]) for m in members)
-        if root in ones_roots:
-            size, start, end = size + graph.type_of(root).dtype.itemsize, -1, n
-        buffers.append(Buffer(size, start, end))
-        owners.append(("tensor", members))
-    workspace = 0
-    scratch_slots: list[list] = [[] for _ in range(n)]
-    for s, node in enumerate(graph.nodes):
-        for k, (t, persistent) in enumerate(x for part in step_scratch(graph, node) for x in part):
-            if persistent:
-                workspace += t.nbytes
-                scratch_slots[s].append(None)
-            else:
-                scratch_slots[s].append(len(buffers))
-                buffers.append(Buffer(t.nbytes, s, s))
-                owners.append(("scratch", (s, k)))
-    offsets, total, stats = place_buffers(buffers)
-    tensors, ones = {}, []
-    for (kind, what), off in zip(owners, offsets):
-        if kind == "tensor":
-            for m in what:
-                tensors[m] = off
-            if groups.find(what[0]) in ones_roots:
-                t = graph.type_of(what[0])
-                ones.append({"offset": off + t.nbytes, "dtype": t.dtype.name})
-    scratch = [[offsets[b] if b is not None else None for b in slots] for slots in scratch_slots]
-    stats["naive_bytes"] = sum(graph.type_of(t).nbytes for t in define) + sum(
-        buffers[b].size for slots in scratch_slots for b in slots if b is not None)
-    return {"tensors": tensors, "scratch": scratch, "skip": skip, "ones": ones,
-            "workspace_bytes": workspace, **stats}
+    return groups, skip

@@ -15,6 +15,7 @@ from ..telemetry import TelemetryReader
 from .manager import Manager
 from .ownership import end_orphans, hold_lock
 from .table import Context, table
+from .upgrade import recompile_outdated
 
 DEFAULT_BOARD = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                              "hardware", "boards", "cartpole-sim.toml")
@@ -39,8 +40,10 @@ def provision(board, store: ModelStore, plan_path: str | None = None) -> None:
         plan, source, fmt = compile(board.model), board.model, "onnx (the board's default)"
     board.check_plan(plan)
     data = plan.to_bytes()
+    onnx = board.model if board.model and os.path.exists(board.model) else None
     mid = store.put(data, {"format": fmt, "source": source, "provisioned": True,
-                           "latency": measure(plan, 200), "ops": plan.meta["ops"]}, _provision_signature(store, data))
+                           "latency": measure(plan, 200), "ops": plan.meta["ops"]}, _provision_signature(store, data),
+                    source=onnx)
     store.activate(mid, f"provisioned from the default model {os.path.basename(source)}")
     log(f"supervisor: provisioned {os.path.basename(source)} as model {mid[:12]}")
 
@@ -122,6 +125,7 @@ def _up(board_path, data, duration, show_status, plan, default_board, init=False
     cleaned = store.clean() + remove_run_leftovers(run)
     if cleaned:
         log(f"supervisor: removed {cleaned} leftovers of killed processes from {data}")
+    recompile_outdated(store, board, log)
     provision(board, store, plan)
     ctx = Context(os.path.abspath(board_path), os.path.abspath(data), board, run)
     specs = table(ctx)

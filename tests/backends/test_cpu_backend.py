@@ -151,14 +151,14 @@ def test_one_native_call_per_run_and_no_allocation(zoo):
 
 # --- every failure: a reason, and numpy ---------------------------------------------------------------
 def test_every_reference_op_has_a_generated_kernel():
-    from nnos.backends.cpu.kernels import EMITTERS
+    from nnos.backends.cpu.emitters import EMITTERS
     from nnos.ops import OPS
     assert set(OPS) <= set(EMITTERS), sorted(set(OPS) - set(EMITTERS))
 
 
 def test_an_op_without_a_kernel_falls_back_with_its_name(tmp_path, monkeypatch):
     """An op the reference gains before the generator does: named, and numpy runs the plan."""
-    from nnos.backends.cpu import kernels
+    from nnos.backends.cpu import emitters as kernels
     monkeypatch.delitem(kernels.EMITTERS, "Transpose")
     m = model([helper.make_node("Transpose", ["X"], ["Y"], perm=[1, 0])], [vi("X", [3, 10])], [vi("Y", [10, 3])])
     plan = nnos.compile(save(m, tmp_path / "tr.onnx"))

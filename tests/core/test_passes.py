@@ -9,7 +9,7 @@ import nnos
 from nnos.compiler import run_direct
 from nnos.frontend import import_onnx
 from nnos.ir import Graph, Node, TensorType
-from nnos.passes import (eliminate_dead, fold_batchnorm, fold_bias_row, fold_constants, fuse_bias,
+from nnos.passes import (eliminate_dead, fold_batchnorm, fold_constants, fuse_bias,
                          fuse_elementwise, infer_types, prepack_gemm)
 from tests.conftest import assert_close
 from tests.helpers import model, rand, save, vi
@@ -91,8 +91,9 @@ def test_matmul_plus_bias_becomes_gemm_and_packs():
     assert [n.op for n in f.nodes] == ["Gemm"]
     x = {"x": rand(1, 4, seed=2)}
     assert_close(run_direct(f, x)["y"], run_direct(t, x)["y"])
-    p = fold_bias_row(prepack_gemm(f))
-    assert p.nodes[0].attrs == {"bias_row": 1} and p.consts[p.nodes[0].inputs[1]].shape == (5, 3)
+    p = prepack_gemm(f)
+    assert p.nodes[0].attrs == {}, "an untransposed Gemm is already in the packed form"
+    assert p.consts[p.nodes[0].inputs[1]].shape == (4, 3)
 
 
 def test_prepack_gemm_folds_trans_alpha_beta():

@@ -12,7 +12,7 @@ def main(argv: list[str]) -> int:
         return 2
     from ...plan import load
     from . import source
-    from .codegen import Unsupported
+    from .emit import Unsupported
     from .toolchain import CompilerError, build
     try:
         _, facts = build(source(load(argv[2])))

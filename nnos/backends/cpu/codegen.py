@@ -13,12 +13,13 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir import Graph
+from .conv import conv_ok
 from .ctype import storage
+from .elementwise import unary_chain
+from .emit import Unsupported
+from .emitters import EMITTERS
+from .gemm import gemm_fast_ok
 from .prelude import PRELUDE
-
-
-class Unsupported(Exception):
-    """This plan (a step of it) has no generated form yet."""
 
 
 class Program:
@@ -57,7 +58,7 @@ class Program:
         if name in g.consts:
             return self.const(name, g.consts[name], None)
         t = g.type_of(name)
-        return f"(({storage(t.dtype)} *)(arena + {self.mem['tensors'][name]}))"
+        return f"(({storage(t.dtype)} *)(arena + {self.mem.tensors[name]}))"
 
     def ws(self, nbytes: int, ctype: str = "float") -> tuple[str, int]:
         """A workspace region (64-byte aligned): (C expression, offset)."""
@@ -72,15 +73,14 @@ class Program:
 def generate(plan, vw: int) -> tuple[str, Program]:
     """The C source of ``plan`` for vectors of ``vw`` floats, and the program (its w[] table
     and workspace size)."""
-    from . import kernels
     prog = Program(plan, vw)
-    skip = set(prog.mem["skip"])
+    skip = set(prog.mem.skip)
     choose_layouts(prog, skip)
     blocks = []
     for s, node in enumerate(prog.graph.nodes):
         if s in skip:
             continue
-        emit = kernels.EMITTERS.get(node.op)
+        emit = EMITTERS.get(node.op)
         if emit is None:
             raise Unsupported(f"step {s} {node.op} ({node.name!r}): no generated kernel for {node.op} yet")
         try:
@@ -100,9 +100,6 @@ def choose_layouts(prog, skip: set) -> None:
     are then permuted to match), that are not graph outputs and whose channels fill whole
     vectors. A blocked output is stored with whole-vector stores; an NCHW one needs a scalar
     store per channel and pixel, which dominated the first layer of cnn_s."""
-    from .conv import conv_ok
-    from .elementwise import unary_chain
-    from .gemm import gemm_fast_ok
     g, vw = prog.graph, prog.vw
     consumers = g.consumers()
     index = {id(n): s for s, n in enumerate(g.nodes)}
@@ -128,9 +125,3 @@ def choose_layouts(prog, skip: set) -> None:
             prog.blocked[y] = shape
             for f in flats:
                 prog.blocked_flat[f] = shape[1:]
-
-
-def indent(code: str, n: int = 8) -> str:
-    return "\n".join((" " * n + line) if line.strip() else line for line in code.strip("\n").splitlines())
-
-

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codegen import indent
+from .emit import indent
 from .ctype import compute, storage
 from .elementwise import apply, epilogue_pass, unary_chain
 from .loops import counters, row_major, window_taps

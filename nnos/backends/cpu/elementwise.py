@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codegen import Unsupported, indent
+from .emit import Unsupported, indent
 from .ctype import compute, storage
 from .loops import broadcast_strides, contiguous_strides, nest
 from .prelude import ACTIVATIONS

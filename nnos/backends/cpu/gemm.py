@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codegen import Unsupported, indent
+from .emit import Unsupported, indent
 from .ctype import compute, literal, storage
 from .elementwise import apply, epilogue_pass, unary_chain
 from .loops import broadcast_strides, nest
@@ -100,10 +100,9 @@ def _accumulate(nv: int, init: list[str], k: int, row0: str, ld: int, vw: int) -
 
 
 def _fast_gemm(prog, node) -> str:
-    at = node.attrs
     a, b, o = node.inputs[0], node.inputs[1], node.outputs[0]
     m, k = prog.type(a).shape
-    kb, n = prog.type(b).shape
+    _, n = prog.type(b).shape
     chain = unary_chain(node)
     bexpr, packed = prog.tensor(b), None
     if b in prog.graph.consts:
@@ -111,10 +110,6 @@ def _fast_gemm(prog, node) -> str:
     if a in prog.blocked_flat:          # A is a channel-blocked activation: B's rows follow it
         arr = _blocked_rows(prog.graph.consts[b], prog.blocked_flat[a], prog.vw)
         bexpr, packed = prog.const(b + f"@blocked{prog.vw}", arr), (b + f"@blocked{prog.vw}", arr)
-    if at.get("bias_row"):
-        bias = f"({bexpr} + {(kb - 1) * n})"
-        return _rows(prog, prog.tensor(a), bexpr, prog.tensor(o), m, k, n, bias, False, chain, packed) + \
-            "\n" + epilogue_pass(prog, node, o, in_registers=True)
     bias, rows = None, False
     if len(node.inputs) > 2 and node.inputs[2]:
         c = node.inputs[2]
@@ -171,14 +166,12 @@ def _generic_gemm(prog, node) -> str:
     ct, st = compute(odt), storage(odt)
     alpha, beta = float(at.get("alpha", 1.0)), float(at.get("beta", 1.0))
     a_st = (1, m) if ta else (k, 1)
-    b_st = (1, k + bool(at.get("bias_row"))) if tb else (n, 1)
+    b_st = (1, k) if tb else (n, 1)
     lines = [f"const {storage(prog.type(a).dtype)} *A = {prog.ptr(a)}; const {storage(prog.type(b).dtype)} *B = "
              f"{prog.ptr(b)}; {st} *O = {prog.ptr(o)};"]
     c = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] and beta != 0.0 else ""
     bias = None
-    if at.get("bias_row"):
-        bias = ("B", (0, 1), k * n)     # B's last row
-    elif c:
+    if c:
         bias = ("C", broadcast_strides(prog.type(c).shape, (m, n)), 0)
         lines.append(f"const {storage(prog.type(c).dtype)} *C = {prog.ptr(c)};")
 
@@ -238,8 +231,6 @@ def gemm(prog, node) -> str:
         return _fast_gemm(prog, node)
     if node.inputs[0] in prog.blocked_flat:
         raise Unsupported("a channel-blocked input to a Gemm without the fast form")   # choose_layouts prevents it
-    if node.attrs.get("bias_row") and node.attrs.get("transB"):
-        raise Unsupported("bias_row with transB")
     return _generic_gemm(prog, node)
 
 

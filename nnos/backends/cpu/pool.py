@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codegen import Unsupported, indent
+from .emit import Unsupported, indent
 from .ctype import compute, literal, lowest, storage
 from .elementwise import epilogue_pass
 from .loops import counters, row_major, window_taps

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codegen import indent
+from .emit import indent
 from .ctype import compute, libm, literal, lowest, storage
 from .elementwise import epilogue_pass
 from .loops import broadcast_strides, contiguous_strides, nest

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codegen import Unsupported, indent
+from .emit import Unsupported, indent
 from .ctype import compute, literal, storage
 from .scalar import expr
 

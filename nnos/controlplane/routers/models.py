@@ -99,7 +99,8 @@ async def intake_and_store(st, path: str, signed_by, job, extra: dict | None = N
         if signed_by:                                    # the device vouches for the plan it made
             from ...signing import countersign
             countersigned = countersign(st.settings.data, data)
-        mid = st.store.put(data, report, countersigned)
+        kept = path if report.get("format") != "plan" else None     # to recompile it after a format change
+        mid = st.store.put(data, report, countersigned, source=kept)
         return {"id": mid, "report": report}
     finally:
         if os.path.exists(path):

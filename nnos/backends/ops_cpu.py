@@ -1,0 +1,60 @@
+"""The cpu backend: the whole plan as one generated C function (cpu/codegen.py and the op
+families it calls), compiled once into a cached shared object (cpu/toolchain.py) and called
+once per run through ctypes with prebuilt pointers: the arena, the weight table, the workspace.
+"""
+from __future__ import annotations
+
+import ctypes
+import time
+
+from ..errors import BackendError
+from .base import Arena, Executable, aligned_zeros
+from .cpu import source_and_program
+from .cpu.emit import Unsupported
+from .cpu.toolchain import CompilerError, build, find_compiler
+
+
+class CpuExecutable(Executable):
+    backend = "cpu"
+
+    def __init__(self, plan):
+        super().__init__(plan)
+        t0 = time.perf_counter()
+        src, prog = source_and_program(plan)
+        lib, facts = build(src)
+        self.facts = dict(facts, vector_floats=prog.vw, compile_s=round(time.perf_counter() - t0, 3),
+                          source_lines=src.count("\n"))
+        self.arena = Arena(plan, extra=64)              # generated loops may read a vector past the end
+        self.workspace = aligned_zeros(max(prog.workspace, 64))
+        self._consts = prog.consts                       # kept alive: the table points into them
+        self._table = (ctypes.c_void_p * max(1, len(prog.consts)))(*[c.ctypes.data for c in prog.consts])
+        fn = lib.nnos_run
+        fn.restype = None
+        fn.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+        self._lib, self._fn = lib, fn
+        self._args = (self.arena.address, ctypes.addressof(self._table), self.workspace.ctypes.data)
+        self.inputs, self.outputs = self.arena.io()
+
+    def run(self) -> None:
+        self._fn(*self._args)
+
+
+def available() -> str | None:
+    return None if find_compiler() else "no C compiler (gcc, cc or clang)"
+
+
+def covers(plan) -> str | None:
+    """Why the generator cannot write this plan's C (generation only: no compile), or None."""
+    from .cpu.codegen import generate
+    try:
+        generate(plan, 4)
+    except Unsupported as e:
+        return str(e)
+    return None
+
+
+def prepare(plan) -> CpuExecutable:
+    try:
+        return CpuExecutable(plan)
+    except (Unsupported, CompilerError) as e:
+        raise BackendError(f"cpu backend: {e}") from e

@@ -1,0 +1,73 @@
+"""A plan format change in an update: stored plans are recompiled from their kept source at the
+supervisor's start and keep their place; one without a source is kept and named."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+
+import nnos
+from hardware.board import load_board
+from nnos.plan.artifact import FORMAT_VERSION
+from nnos.store import ModelStore
+from nnos.supervisor.upgrade import recompile_outdated
+from tests.conftest import ROOT
+
+POLICY = os.path.join(ROOT, "models", "cartpole", "cartpole.onnx")
+BOARD = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")
+
+
+def old_format(store: ModelStore, source: str | None) -> str:
+    """A plan file as an nnos of the previous plan format wrote it, placed in the store (with
+    the ONNX it came from when ``source``): its id is the hash of its bytes, its checksum holds."""
+    data = bytearray(nnos.compile(POLICY, check=False).to_bytes()[:-32])
+    struct.pack_into("<I", data, 8, FORMAT_VERSION - 1)
+    data += hashlib.sha256(data).digest()
+    mid = hashlib.sha256(data).hexdigest()
+    with open(store.plan_path(mid), "wb") as f:
+        f.write(data)
+    if source:
+        shutil.copyfile(source, os.path.join(store.models, mid + ".src"))
+    return mid
+
+
+def test_stored_plans_of_an_old_format_are_recompiled_and_keep_their_place(tmp_path):
+    store = ModelStore(str(tmp_path))
+    kept = old_format(store, POLICY)
+    (tmp_path / "state.json").write_text(json.dumps({"active": kept, "previous": None, "history": []}))
+    assert store.outdated() == [kept]
+    said = []
+
+    done = recompile_outdated(store, load_board(BOARD), said.append)
+
+    new = done[kept]
+    assert new and new != kept
+    assert store.state()["active"] == new
+    assert store.load(new).meta["plan_format"] == FORMAT_VERSION
+    assert store.report(new)["recompiled_from"] == kept
+    assert store.source_path(new) and not os.path.exists(store.plan_path(kept))
+    last = store.state()["history"][-1]
+    assert last["action"] == "replace" and kept in last["reason"] and "recompiled for plan format" in last["reason"]
+    assert store.outdated() == []
+
+
+def test_a_plan_without_its_source_is_kept_and_named(tmp_path):
+    store = ModelStore(str(tmp_path))
+    mid = old_format(store, None)
+    said = []
+    assert recompile_outdated(store, load_board(BOARD), said.append) == {mid: None}
+    assert os.path.exists(store.plan_path(mid)), "never deleted"
+    assert any(mid[:12] in line and "upload its ONNX model again" in line for line in said), said
+    assert store.outdated() == [mid]
+
+
+def test_an_upload_keeps_its_source_and_a_delete_removes_it(tmp_path):
+    store = ModelStore(str(tmp_path))
+    data = nnos.compile(POLICY, check=False).to_bytes()
+    mid = store.put(data, {"format": "onnx"}, source=POLICY)
+    with open(store.source_path(mid), "rb") as a, open(POLICY, "rb") as b:
+        assert a.read() == b.read()
+    store.delete(mid)
+    assert store.source_path(mid) is None and not store.outdated()
