@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .channels import ACTUATOR, SENSOR, Channel
+from .devices.factory import DRIVERS
 from .errors import ConfigError
 
-DRIVERS = ("nnos-serial", "replay")
 MIN_RATE, MAX_RATE = 1, 1000
 
 

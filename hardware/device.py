@@ -15,6 +15,8 @@ from .errors import DeviceError
 
 
 class Device(abc.ABC):
+    reconnectable = False       # a lost one can be closed and opened again (a serial port that comes back)
+
     def __init__(self, name: str):
         self.name = name
         self.channels: dict[str, Channel] = {}
@@ -28,6 +30,10 @@ class Device(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    def retarget(self, path: str) -> None:
+        """Where the device is now (hotplug found it at another path); used by the next open."""
+        raise DeviceError(self.name, f"{type(self).__name__} has no path to change (asked for {path!r})")
 
     def __enter__(self):
         self.open()

@@ -27,6 +27,8 @@ def channel_from_info(c: fr.ChannelInfo) -> Channel:
 
 
 class NnosSerialDevice(Device):
+    reconnectable = True
+
     def __init__(self, name: str, port: str, expected: list[Channel] | None = None, baudrate: int = 1_000_000,
                  handshake_timeout: float = 2.0, heartbeat_s: float = 0.1, transport=None):
         super().__init__(name)
@@ -50,6 +52,9 @@ class NnosSerialDevice(Device):
         self._pending: list = []
 
     # --- lifecycle ------------------------------------------------------------------------
+    def retarget(self, path: str) -> None:
+        self.port = path
+
     def open(self) -> None:
         t = self._transport or SerialTransport(self.port, self.baudrate, name=self.name)
         self.link = Link(t, self.name)

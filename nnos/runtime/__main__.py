@@ -8,9 +8,8 @@ import sys
 import time
 
 from hardware.board import load_board
-from hardware.devices import NnosSerialDevice
+from hardware.devices.factory import make_devices
 from hardware.errors import HardwareError
-from hardware.recording import ReplayDevice
 
 from .. import flags
 from ..store import ModelStore
@@ -39,17 +38,6 @@ def run_paths(data: str) -> dict:
     run = os.path.join(data, "run")
     os.makedirs(run, exist_ok=True)
     return {"run": run, "telemetry": os.path.join(run, "telemetry"), "socket": os.path.join(run, "loop.sock")}
-
-
-def make_devices(board, overrides: dict) -> dict:
-    devices = {}
-    for cfg in board.devices:
-        if cfg.driver == "replay":
-            devices[cfg.name] = ReplayDevice(cfg.name, cfg.recording, loop=True)
-        else:
-            devices[cfg.name] = NnosSerialDevice(cfg.name, overrides.get(cfg.name) or cfg.path or "",
-                                                 expected=cfg.channels)
-    return devices
 
 
 def main(argv=None) -> int:
@@ -83,8 +71,7 @@ def main(argv=None) -> int:
     server = ControlServer(paths["socket"])
     loop = Loop(board, devices, ModelStore(a.data), tel, LoopConfig(budget_fraction=a.budget), log=log)
     for name in lost:
-        loop.lost.add(name)
-        loop._reconnect_later(name)
+        loop.io.lose(name)
     signal.signal(signal.SIGTERM, lambda *_: setattr(loop, "stop", True))
     signal.signal(signal.SIGINT, lambda *_: setattr(loop, "stop", True))
     if flags.HW_WATCHDOG.get():
