@@ -18,6 +18,7 @@ import sys
 import time
 
 from ..fsutil import append_rotating, atomic_write
+from ..heartbeat import Heartbeat
 from .messages import MAX_LINE, MAX_PROPOSAL_LINE, MessageError, parse
 
 RATE, BURST = 20.0, 40                 # requests per second, and the burst allowed
@@ -352,9 +353,12 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     broker = Broker(a.data)
     counters = os.path.join(os.path.dirname(a.socket), "broker.json")
+    guest = Heartbeat(os.path.dirname(a.socket), "legacy-vm")     # the broker vouches for the guest
     last = [0.0]
 
     def tick(connected=True):
+        if broker.last_request_ns:
+            guest.beat(broker.last_request_ns)
         if time.monotonic() - last[0] >= 1.0:
             last[0] = time.monotonic()
             publish(broker, counters, connected)

@@ -12,6 +12,7 @@ from hardware.devices.factory import make_devices
 from hardware.errors import HardwareError
 
 from .. import flags
+from ..heartbeat import Heartbeat
 from ..store import ModelStore
 from ..telemetry import TelemetryWriter
 from . import rt
@@ -69,7 +70,8 @@ def main(argv=None) -> int:
     tel = TelemetryWriter(paths["telemetry"])
     tel.set("pid", os.getpid())
     server = ControlServer(paths["socket"])
-    loop = Loop(board, devices, ModelStore(a.data), tel, LoopConfig(budget_fraction=a.budget), log=log)
+    loop = Loop(board, devices, ModelStore(a.data), tel, LoopConfig(budget_fraction=a.budget), log=log,
+                heartbeat=Heartbeat(paths["run"], "loop"))
     for name in lost:
         loop.io.lose(name)
     signal.signal(signal.SIGTERM, lambda *_: setattr(loop, "stop", True))

@@ -68,7 +68,7 @@ class LoopConfig:
 
 class Loop(ModelJobs):
     def __init__(self, board, devices: dict, store, telemetry: TelemetryWriter, cfg: LoopConfig = LoopConfig(),
-                 log=print):
+                 log=print, heartbeat=None):
         self.board, self.devices, self.store, self.tel, self.cfg, self.log = board, devices, store, telemetry, cfg, log
         self.period = period_ns(board.rate_hz)
         self.budget = int(self.period * cfg.budget_fraction)
@@ -96,6 +96,7 @@ class Loop(ModelJobs):
         self.throttled = Throttle(log)
         self._reset_divergence()
         self.watchdog_fd = None
+        self.heartbeat = heartbeat                   # nnos.heartbeat.Heartbeat: the supervisor's watchdog reads it
 
     def arm_watchdog(self, path: str) -> None:
         """Pet a hardware watchdog (/dev/watchdog) every tick: if the loop ever stops, the board
@@ -174,6 +175,8 @@ class Loop(ModelJobs):
                         slot.first_output if slot is not None else self._zero_in)
         self.tel.set("mode", mode)
         self.tel.set("heartbeat_ns", t3)
+        if self.heartbeat is not None:
+            self.heartbeat.beat(t3)
         if self.watchdog_fd is not None:
             _write(self.watchdog_fd, b"\0")
         self.tel.add("ticks")

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .. import flags
+from .. import flags, heartbeat
 from ..fsutil import append_rotating, redact
 from ..runtime.rt import loop_cpu, other_cpus
 from ..timing import NS_PER_S, now_ns
@@ -72,30 +72,46 @@ class Manager:
 
     # --- one reconciliation pass -------------------------------------------------------------------
     def reconcile(self) -> None:
+        """For each process: reap it if it exited, kill it if it missed its watchdog, start it
+        if it should run and does not."""
         now = time.monotonic()
         for r in self.procs.values():
-            s = r.spec
-            if r.proc is not None and r.proc.poll() is not None:
-                self._exited(r, now)
-            if r.proc is not None and r.watchdog_s and s.heartbeat:
-                hb = s.heartbeat(self.ctx)
-                hb = hb if hb and hb >= r.started_ns else None   # one from before this start does not count
-                r.armed = r.armed or hb is not None              # armed by its first heartbeat, or after the grace
-                age = (now_ns() - hb) / NS_PER_S if hb else None
-                if (r.armed or now - r.started > s.watchdog_grace_s) and (age is None or age > r.watchdog_s):
-                    self.log(f"supervisor: {s.name} (pid {r.proc.pid}) missed its watchdog "
-                             f"({'no heartbeat' if age is None else f'{age:.2f} s'} > {r.watchdog_s} s): killing it")
-                    r.watchdog_kills += 1
-                    r.proc.kill()
-                    r.proc.wait()
-                    self._exited(r, now)
-            if r.proc is None and not self.stopping and r.gave_up is None and not r.held and s.run_if(self.ctx) \
-                    and now >= r.next_start:
-                if all(self._up(n) for n in s.start_after) and not (r.last_exit == 0 and s.restart == "on-failure") \
-                        and not (r.last_exit is not None and s.restart == "never"):
-                    self._start(r, now)
+            self._reap(r, now)
+            self._watchdog(r, now)
+            if self._should_start(r, now):
+                self._start(r, now)
             if r.proc is not None and now - r.started > HEALTHY_AFTER:
                 r.backoff = BACKOFF_START
+
+    def _reap(self, r: Running, now: float) -> None:
+        if r.proc is not None and r.proc.poll() is not None:
+            self._exited(r, now)
+
+    def _watchdog(self, r: Running, now: float) -> None:
+        """Armed by the first heartbeat after a start (or once its grace is over); a beat older
+        than the process's watchdog period kills it (and it restarts like any exit)."""
+        s = r.spec
+        if r.proc is None or not r.watchdog_s or not s.heartbeat:
+            return
+        hb = heartbeat.read(self.ctx.run, s.heartbeat)
+        hb = hb if hb and hb >= r.started_ns else None   # one from before this start does not count
+        r.armed = r.armed or hb is not None
+        age = (now_ns() - hb) / NS_PER_S if hb else None
+        if (r.armed or now - r.started > s.watchdog_grace_s) and (age is None or age > r.watchdog_s):
+            self.log(f"supervisor: {s.name} (pid {r.proc.pid}) missed its watchdog "
+                     f"({'no heartbeat' if age is None else f'{age:.2f} s'} > {r.watchdog_s} s): killing it")
+            r.watchdog_kills += 1
+            r.proc.kill()
+            r.proc.wait()
+            self._exited(r, now)
+
+    def _should_start(self, r: Running, now: float) -> bool:
+        s = r.spec
+        if r.proc is not None or self.stopping or r.gave_up is not None or r.held or now < r.next_start:
+            return False
+        if r.last_exit is not None and (s.restart == "never" or (s.restart == "on-failure" and r.last_exit == 0)):
+            return False
+        return s.run_if(self.ctx) and all(self._up(n) for n in s.start_after)
 
     def _up(self, name: str) -> bool:
         """Running (for 0.3 s at least) and, when its spec says how to tell, serving."""

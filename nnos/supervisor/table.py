@@ -1,9 +1,10 @@
-"""The process table: every process nnos runs, declared once.
+"""The process table: every process nnos runs, declared once, one line each.
 
-Each entry says how to start it, when it should run, how its liveness is checked (a heartbeat
-it publishes) and what to do when it dies. The manager reconciles the table against reality.
-Stop order: lower first — the loop goes first so that actuators reach their safe values
-before anything else stops.
+Each entry says how to start it, when it should run (a named predicate), how its liveness is
+checked (its heartbeat under the one convention of nnos/heartbeat.py, and the watchdog period)
+and what to do when it dies. The manager reconciles the table against reality. Stop order:
+lower first — the loop goes first so that actuators reach their safe values before anything
+else stops.
 """
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .. import flags
-from ..telemetry import TelemetryReader
+from .. import flags, heartbeat
 
 
 @dataclass
@@ -31,12 +31,35 @@ class Context:
         return os.path.join(self.run, f"dev-{device}")
 
 
+# --- when each process runs: named predicates --------------------------------------------------
+def always(ctx: Context) -> bool:
+    return True
+
+
+def api_enabled(ctx: Context) -> bool:
+    return flags.API_PORT.get() > 0
+
+
+def on_device(ctx: Context) -> bool:
+    """Started by nnos-init on the appliance (not `nnos up` on a laptop)."""
+    return os.environ.get("NNOS_INIT") == "1"
+
+
+def legacy_vm_enabled(ctx: Context) -> bool:
+    return bool(flags.LEGACY_VM.get())
+
+
+def usb_devices(ctx: Context) -> bool:
+    """The board finds a device by its USB identity: hotplug watches for it."""
+    return any(d.usb for d in ctx.board.devices)
+
+
 @dataclass(frozen=True)
 class ProcessSpec:
     name: str
     command: Callable[[Context], list[str]]
-    run_if: Callable[[Context], bool] = lambda ctx: True
-    heartbeat: Optional[Callable[[Context], Optional[int]]] = None   # ns (CLOCK_MONOTONIC) of last sign of life
+    run_if: Callable[[Context], bool] = always
+    heartbeat: Optional[str] = None            # the name it beats under (nnos/heartbeat.py); None: no watchdog
     watchdog_s: Optional[float | Callable[[Context], float]] = None  # (read when it starts)
     watchdog_grace_s: float = 5.0              # for its first heartbeat after a start
     restart: str = "always"                # "always" | "on-failure" | "never"
@@ -55,23 +78,13 @@ def _py(*args) -> list[str]:
     return [sys.executable, *args]
 
 
-def loop_heartbeat(ctx: Context) -> Optional[int]:
-    path = os.path.join(ctx.run, "telemetry")
-    if not os.path.exists(path):
-        return None
-    try:
-        r = TelemetryReader(path)
-    except (ValueError, OSError):
-        return None
-    try:
-        hb = r.counters()["heartbeat_ns"]
-        return hb or None
-    finally:
-        r.close()
+def beat(ctx: Context, name: str) -> Optional[int]:
+    """A process's last heartbeat (monotonic ns), or None."""
+    return heartbeat.read(ctx.run, name)
 
 
 def loop_ready(ctx: Context) -> bool:
-    return loop_heartbeat(ctx) is not None
+    return beat(ctx, "loop") is not None
 
 
 def api_ready(ctx: Context) -> bool:
@@ -111,16 +124,6 @@ def _legacy_vm_cmd(ctx: Context) -> list[str]:
                "--console", os.path.join(ctx.logs, "legacy-vm-console.log"))
 
 
-def _legacy_vm_heartbeat(ctx: Context) -> Optional[int]:
-    """The guest's last line to the broker (it pings every quarter of its watchdog period)."""
-    import json
-    try:
-        with open(os.path.join(ctx.run, "broker.json")) as f:
-            return json.load(f).get("last_request_ns") or None
-    except (OSError, ValueError):
-        return None
-
-
 def _legacy_vm_watchdog(ctx: Context) -> float:
     from ..legacy import settings
     return float(settings.load(ctx.data)["watchdog_s"])
@@ -138,29 +141,46 @@ def network_config(ctx: Context) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(ctx.data)), "config", "network.toml")
 
 
+def _api_cmd(ctx: Context) -> list[str]:
+    return _py("-m", "nnos.controlplane", "--data", ctx.data, "--board", ctx.board_path,
+               "--host", flags.API_HOST.get(), "--port", str(flags.API_PORT.get()))
+
+
+def _network_cmd(ctx: Context) -> list[str]:
+    return _py("-m", "nnos.boot.network", "--config", network_config(ctx))
+
+
+def _broker_cmd(ctx: Context) -> list[str]:
+    return _py("-m", "nnos.legacy.broker", "--data", ctx.data, "--socket", legacy_socket(ctx))
+
+
+def _hotplug_cmd(ctx: Context) -> list[str]:
+    return _py("-m", "nnos.supervisor.hotplug", "--board", ctx.board_path, "--data", ctx.data)
+
+
+def _loop_watchdog(ctx: Context) -> float:
+    return flags.LOOP_WATCHDOG_S.get()
+
+
+def _sims(ctx: Context) -> tuple[str, ...]:
+    return tuple(f"sim-{d.name}" for d in ctx.board.devices if d.simulator)
+
+
 def table(ctx: Context) -> list[ProcessSpec]:
+    """The loop first; the network only after it ticks; the legacy VM last, lowest, capped and
+    off the loop's CPU, its only channel the broker. udhcpc (network) stays in the background
+    renewing the lease, so its clean exit is the normal case."""
+    api = ("control-plane",) if api_enabled(ctx) else ()
+    P = ProcessSpec
     return simulators(ctx) + [
-        ProcessSpec("loop", _loop_cmd, heartbeat=loop_heartbeat, watchdog_s=lambda c: flags.LOOP_WATCHDOG_S.get(),
-                    watchdog_grace_s=flags.LOOP_START_GRACE_S.get(), stop_order=0, ready=loop_ready,
-                    start_after=tuple(f"sim-{d.name}" for d in ctx.board.devices if d.simulator)),
-        ProcessSpec("control-plane", lambda c: _py("-m", "nnos.controlplane", "--data", c.data, "--board", c.board_path,
-                                                   "--host", flags.API_HOST.get(), "--port", str(flags.API_PORT.get())),
-                    run_if=lambda c: flags.API_PORT.get() > 0, stop_order=30, nice=5, start_after=("loop",),
-                    ready=api_ready, off_loop_cpu=True),
-        # on the device (nnos-init): the network comes up after the loop ticks, never before it;
-        # udhcpc stays in the background renewing the lease, so a clean exit is the normal case
-        ProcessSpec("network", lambda c: _py("-m", "nnos.boot.network", "--config", network_config(c)),
-                    run_if=lambda c: os.environ.get("NNOS_INIT") == "1", restart="on-failure", stop_order=80,
-                    nice=5, start_after=("loop",)),
-        # the legacy VM: last (once the loop ticks and the control plane answers), lowest, capped,
-        # off the loop's CPU; its only channel is the broker
-        ProcessSpec("broker", lambda c: _py("-m", "nnos.legacy.broker", "--data", c.data, "--socket", legacy_socket(c)),
-                    run_if=lambda c: bool(flags.LEGACY_VM.get()), stop_order=60, nice=10, start_after=("loop",),
-                    off_loop_cpu=True),
-        ProcessSpec("legacy-vm", _legacy_vm_cmd, run_if=lambda c: bool(flags.LEGACY_VM.get()), stop_order=70, nice=19,
-                    start_after=("loop", "broker") + (("control-plane",) if flags.API_PORT.get() > 0 else ()),
-                    storm=(5, 120.0), limits=_legacy_vm_limits, heartbeat=_legacy_vm_heartbeat,
-                    watchdog_s=_legacy_vm_watchdog, watchdog_grace_s=300.0),
-        ProcessSpec("hotplug", lambda c: _py("-m", "nnos.supervisor.hotplug", "--board", c.board_path, "--data", c.data),
-                    run_if=lambda c: any(d.usb for d in c.board.devices), stop_order=20, nice=5),
+        P("loop", _loop_cmd, heartbeat="loop", watchdog_s=_loop_watchdog, ready=loop_ready, start_after=_sims(ctx),
+          watchdog_grace_s=flags.LOOP_START_GRACE_S.get(), stop_order=0),
+        P("control-plane", _api_cmd, run_if=api_enabled, ready=api_ready, start_after=("loop",), off_loop_cpu=True,
+          stop_order=30, nice=5),
+        P("network", _network_cmd, run_if=on_device, restart="on-failure", start_after=("loop",), stop_order=80, nice=5),
+        P("broker", _broker_cmd, run_if=legacy_vm_enabled, start_after=("loop",), off_loop_cpu=True, stop_order=60, nice=10),
+        P("legacy-vm", _legacy_vm_cmd, run_if=legacy_vm_enabled, start_after=("loop", "broker") + api, heartbeat="legacy-vm",
+          watchdog_s=_legacy_vm_watchdog, watchdog_grace_s=300.0, storm=(5, 120.0), limits=_legacy_vm_limits,
+          stop_order=70, nice=19),
+        P("hotplug", _hotplug_cmd, run_if=usb_devices, stop_order=20, nice=5),
     ]

@@ -136,3 +136,36 @@ def test_cgroup_v2_limits_hand_the_controllers_down(tmp_path):
     finally:
         p.kill()
         p.wait()
+
+
+def test_a_process_that_stops_beating_is_killed_by_its_watchdog(tmp_path):
+    """The one heartbeat convention (nnos/heartbeat.py): the child beats under its name for a
+    while, then hangs; the manager kills it once the beat is older than its watchdog period."""
+    import sys
+
+    from nnos.heartbeat import Heartbeat, read
+    from tests.support.timing import wait_until
+    run = str(tmp_path / "run")
+    child = [sys.executable, "-c", "import sys, time; from nnos.heartbeat import Heartbeat; h = Heartbeat(sys.argv[1], "
+             "'beater'); [(h.beat(), time.sleep(0.05)) for _ in range(10)]; time.sleep(60)", run]
+    ctx = Context("", str(tmp_path), None, run)
+    said = []
+    spec = ProcessSpec("beater", lambda c: child, heartbeat="beater", watchdog_s=1.0, watchdog_grace_s=30.0)
+    m = Manager(ctx, [spec], log=said.append, echo=False)
+    try:
+        m.reconcile()
+        first = m.status()["beater"]["pid"]
+        wait_until(lambda: read(run, "beater"), 20, "the first heartbeat")
+
+        def killed():
+            m.reconcile()
+            return any("missed its watchdog" in s for s in said)
+        wait_until(killed, 20, "the watchdog")
+        assert any(f"beater (pid {first}) missed its watchdog" in s for s in said), said
+        assert m.procs["beater"].watchdog_kills == 1
+    finally:
+        m.stop()
+    h = Heartbeat(run, "other")
+    assert read(run, "other") is None, "a new heartbeat has not beaten yet"
+    h.beat(123)
+    assert read(run, "other") == 123

@@ -93,8 +93,13 @@ def test_control_plane_manages_models_of_the_running_loop(tmp_path, up_with_api)
     r = c.post(f"/v1/models/{mid}/activate", params={"probation_s": 1.0})
     assert r.status_code == 200 and r.json()["outcome"] == "active", r.text
     st = c.get("/v1/status").json()
-    assert st["loop"]["active"] == mid and st["store"]["previous"] == first and st["loop"]["mode"] == "running"
-    assert st["loop"]["swaps"] >= 1 and st["loop"]["misses"] <= st["loop"]["ticks"] // 100
+    assert st["loop"]["active"] == mid
+    assert st["store"]["previous"] == first
+    assert st["loop"]["mode"] == "running"
+    assert st["loop"]["swaps"] >= 1
+    # the compile ran beside the loop: 1 % of ticks missed at most, plus a few a busy host takes
+    from tests.support.timing import factor
+    assert st["loop"]["misses"] <= st["loop"]["ticks"] // 100 + round(3 * factor()), st["loop"]
     r = c.post("/v1/models/" + first + "/shadow")
     assert r.status_code == 200
     time.sleep(1.0)
