@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from nnos.telemetry import TelemetryReader  # noqa: E402
+from nnos.timing import percentiles  # noqa: E402
 
 
 def free_port():
@@ -50,8 +51,7 @@ def window(tel_path, seconds):
     r.close()
     late = np.array(list(seen.values())) / 1000.0
     recs = seen
-    return {"ticks": len(recs), "p50": float(np.percentile(late, 50)), "p99": float(np.percentile(late, 99)),
-            "p999": float(np.percentile(late, 99.9)), "max": float(late.max()),
+    return {"ticks": len(recs), **percentiles(late, (50, 99, 99.9)), "max": float(late.max()),
             "misses": c1["misses"] - c0["misses"], "overruns": c1["overruns"] - c0["overruns"]}
 
 

@@ -25,6 +25,7 @@ import onnxruntime as ort  # noqa: E402
 import nnos  # noqa: E402
 from models.zoo.build import build  # noqa: E402
 from nnos.compiler import sample_inputs  # noqa: E402
+from nnos.timing import percentiles  # noqa: E402
 
 TARGETS = {"mlp_s": 0.55, "mlp_m": 0.8, "gru_s": 0.65, "cnn_s": 2.0}
 
@@ -94,10 +95,10 @@ def main():
                "lower_bound_bytes": plan.memory.lower_bound_bytes}
         for k, s in samples.items():
             us = np.concatenate(s) / 1000.0
-            row[k] = {"p50_us": float(np.percentile(us, 50)), "p99_us": float(np.percentile(us, 99))}
+            row[k] = percentiles(us, (50, 99), "_us")
         row["ratio_p50"] = row["nnos"]["p50_us"] / row["onnxruntime"]["p50_us"]
         solo = timed(exe.run, 20 * a.calls) / 1000.0      # nnos alone: the idle-jitter figure
-        row["solo"] = {"p50_us": float(np.percentile(solo, 50)), "p99_us": float(np.percentile(solo, 99))}
+        row["solo"] = percentiles(solo, (50, 99), "_us")
         row["target"] = TARGETS.get(name)
         results[name] = row
         peer = row.get("numpy_expr", {}).get("p50_us")

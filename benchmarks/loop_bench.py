@@ -24,6 +24,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from nnos.timing import percentiles  # noqa: E402
+
 LOOP = r"""
 import sys, json, numpy as np
 sys.path.insert(0, ROOT)
@@ -60,8 +62,7 @@ print(json.dumps({"setup": setup, "late_us": (recs["lateness_ns"] / 1000).tolist
 
 def stats(late_us, misses):
     a = np.asarray(late_us, dtype=np.float64)
-    return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)),
-            "p999": float(np.percentile(a, 99.9)), "max": float(a.max()), "n": int(a.size), "misses": int(misses)}
+    return {**percentiles(a, (50, 99, 99.9)), "max": float(a.max()), "n": int(a.size), "misses": int(misses)}
 
 
 def run_nnos(rate, seconds, model):

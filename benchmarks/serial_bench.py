@@ -27,6 +27,7 @@ from hardware.board import load_board  # noqa: E402
 from hardware.devices import NnosSerialDevice  # noqa: E402
 from hardware.errors import TransportError  # noqa: E402
 from hardware.spawn import start_simulator  # noqa: E402
+from nnos.timing import percentiles  # noqa: E402
 
 ECHO_DEVICE = r"""
 import os, sys, time, tty, select, struct, json, signal
@@ -66,7 +67,7 @@ def floor(seconds: float) -> dict:
     proc.send_signal(signal.SIGTERM)
     rtt = np.array(json.loads(proc.communicate(timeout=10)[0].decode().splitlines()[-1])["rtt"])
     os.close(fd)
-    return {"p50": float(np.percentile(rtt, 50)), "p99": float(np.percentile(rtt, 99)), "max": float(rtt.max()),
+    return {**percentiles(rtt), "max": float(rtt.max()),
             "n": int(rtt.size), "host_cpu_ms_per_1000": 1000 * cpu / max(n, 1) * 1000}
 
 

@@ -17,13 +17,21 @@ PR_SET_TIMERSLACK = 29
 now_ns = time.monotonic_ns
 
 
+def percentiles(values, qs=(50, 99), suffix: str = "") -> dict:
+    """{"p50": …, "p99": …} (keys ``p<q><suffix>``, 99.9 → "p999") of ``values``: the one
+    percentile computation behind every figure nnos reports."""
+    import numpy as np
+    v = np.asarray(values, dtype=np.float64)
+    return {f"p{str(q).replace('.', '')}{suffix}": float(np.percentile(v, q)) for q in qs}
+
+
 def latency_figures(times_ns) -> dict:
     """Call times (ns, an int64 array) as the figures every measurement reports, in µs: the
     one definition that `nnos bench`, the intake, admission and the benchmarks share."""
     import numpy as np
     us = np.asarray(times_ns) / 1000.0
-    return {"runs": int(us.size), "p50_us": float(np.percentile(us, 50)), "p99_us": float(np.percentile(us, 99)),
-            "p999_us": float(np.percentile(us, 99.9)), "max_us": float(us.max()), "mean_us": float(us.mean())}
+    return {"runs": int(us.size), **percentiles(us, (50, 99, 99.9), "_us"), "max_us": float(us.max()),
+            "mean_us": float(us.mean())}
 
 
 def period_ns(rate_hz: float) -> int:

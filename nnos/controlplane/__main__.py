@@ -14,13 +14,9 @@ def main(argv=None) -> int:
     ap.add_argument("--board", required=True)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080)
-    ap.add_argument("--avoid-cpu", type=int, help="keep off this CPU (the loop's)")
     ap.add_argument("--max-upload-mb", type=float, default=64.0, help="largest accepted upload")
     a = ap.parse_args(argv)
-    if a.avoid_cpu is not None:
-        cpus = set(os.sched_getaffinity(0)) - {a.avoid_cpu}
-        if cpus:
-            os.sched_setaffinity(0, cpus)
+    # off the loop's CPU: the supervisor sets that before exec (table.py: off_loop_cpu)
     token, new = ensure_token(a.data)
     if new:      # the token itself never goes to a stream: stderr ends up in DATA/logs
         print(f"control plane: a new API token is in {os.path.join(a.data, 'token')} (mode 0600); "

@@ -218,7 +218,7 @@ class Broker:
         return {"loop": loop, "active_model": st["active"], "time": round(time.time(), 3)}
 
     def _telemetry_get(self, args) -> dict:
-        import numpy as np
+        from ..timing import percentiles
         r = self._telemetry()
         if r is None:
             return {"window_s": args["window_s"], "ticks": 0}
@@ -233,8 +233,7 @@ class Broker:
         late = recs["lateness_ns"] / 1000.0
         comp = recs["compute_ns"] / 1000.0
         return {"window_s": args["window_s"], "ticks": int(len(recs)),
-                "lateness_us": {"p50": float(np.percentile(late, 50)), "p99": float(np.percentile(late, 99))},
-                "compute_us": {"p50": float(np.percentile(comp, 50)), "p99": float(np.percentile(comp, 99))},
+                "lateness_us": percentiles(late), "compute_us": percentiles(comp),
                 "misses_total": int(c["misses"]), "failsafe_entries_total": int(c["failsafe_entries"])}
 
     def _log_post(self, args) -> dict:

@@ -178,7 +178,7 @@ def _binary_binder(ufunc):
 for _name, _uf in (("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply)):
     register(_name, _infer_same, _binary_binder(_uf), scratch=_bcast_scratch, flops=_ew_flops, elementwise=True)
 for _name, _uf in (("Equal", np.equal), ("Greater", np.greater), ("Less", np.less)):
-    register(_name, _infer_bool, _binary_binder(_uf), scratch=_bcast_scratch_cmp, flops=_ew_flops)
+    register(_name, _infer_bool, _binary_binder(_uf), scratch=_bcast_scratch_cmp, flops=_ew_flops, pointwise=True)
 
 
 def _bind_div(node, ins, outs, scratch):
@@ -283,7 +283,7 @@ def _bind_where(node, ins, outs, scratch):
     return [call(np.copyto, o, y), call(np.copyto, o, x, where=c)]
 
 
-register("Where", _infer_where, _bind_where, flops=_ew_flops)
+register("Where", _infer_where, _bind_where, flops=_ew_flops, pointwise=True)
 
 
 _ONNX_CAST = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
@@ -302,4 +302,4 @@ def _bind_cast(node, ins, outs, scratch):
     return call(np.copyto, outs[0], ins[0], casting="unsafe")
 
 
-register("Cast", _infer_cast, _bind_cast, flops=_ew_flops)
+register("Cast", _infer_cast, _bind_cast, flops=_ew_flops, pointwise=True)

@@ -36,7 +36,9 @@ class OpDef:
     scratch: Optional[ScratchFn] = None
     flops: Optional[FlopsFn] = None
     const_inputs: tuple[int, ...] = ()   # inputs whose *values* must be known at compile time
-    elementwise: bool = False            # output has the (broadcast) shape of its inputs; may run in place
+    elementwise: bool = False            # output has the (broadcast) shape and dtype of its inputs; may run in place
+    pointwise: bool = False              # each output element depends only on the inputs' elements at its
+                                         # (broadcast) index: every elementwise op, and comparisons, Where, Cast
     view: bool = False                   # output is its first input's bytes under another shape
 
 
@@ -44,6 +46,8 @@ OPS: dict[str, OpDef] = {}
 
 
 def register(name: str, infer: InferFn, bind: BindFn, **kw) -> OpDef:
+    if kw.get("elementwise"):
+        kw.setdefault("pointwise", True)
     op = OpDef(name, infer, bind, **kw)
     OPS[name] = op
     return op

@@ -46,6 +46,21 @@ def _spec(node):
     return gates, direction, ndir, [acts[d * per:(d + 1) * per] for d in range(ndir)]
 
 
+def split_bias(b: np.ndarray, gates: int, hid: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """One direction's ONNX bias [Wb | Rb] (2·G·H values) as (bw, br): ``bw`` is added to W·x —
+    Wb with Rb joined for every gate where the two simply add (all of LSTM's, GRU's z and r);
+    ``br`` is what stays with R·h (GRU's h gate, which the reset gate touches; zeros elsewhere).
+    Every backend packs biases with this."""
+    gh = gates * hid
+    both = gh if gates == 4 else 2 * hid
+    bw = np.array(b[:gh], dtype=dtype)
+    bw[:both] += b[gh:gh + both]
+    br = np.zeros(gh, dtype)
+    if gates == 3:
+        br[2 * hid:] = b[gh + 2 * hid:]
+    return bw, br
+
+
 def _infer_rnn(node, in_types, consts):
     gates, direction, ndir, _ = _spec(node)
     x, w, r = in_types[:3]
@@ -128,8 +143,7 @@ def _bind_rnn(node, ins, outs, scratch):
         if packed:
             wt, rt = np.array(wt, order="C"), np.array(rt, order="C")
             if b is not None:
-                bias = np.array(wb, dtype=x.dtype)
-                bias[:(4 if gates == 4 else 2) * hid] += rb[:(4 if gates == 4 else 2) * hid]
+                bias = split_bias(b[d], gates, hid, x.dtype)[0]
             if half:
                 wt[:, :2 * hid] *= 0.5
                 rt[:, :2 * hid] *= 0.5

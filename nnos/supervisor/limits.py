@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+from ..runtime.rt import other_cpus
+
 CGROUP = "/sys/fs/cgroup"
 
 
@@ -16,11 +18,11 @@ def cgroup_v2(root: str = CGROUP) -> bool:
 def apply(pid: int, name: str, cpu_percent: int, memory_mb: int, avoid_cpu: int | None, root: str = CGROUP) -> str:
     """Limit ``pid``; returns what was applied, for the log."""
     done = []
-    cpus = os.sched_getaffinity(0)
-    if avoid_cpu is not None and len(cpus) > 1:
+    cpus = other_cpus(avoid_cpu)                # the loop's CPU is decided in one place: runtime/rt.py
+    if avoid_cpu is not None and cpus != set(os.sched_getaffinity(0)):
         try:
-            os.sched_setaffinity(pid, cpus - {avoid_cpu})
-            done.append(f"CPUs {sorted(cpus - {avoid_cpu})}")
+            os.sched_setaffinity(pid, cpus)
+            done.append(f"CPUs {sorted(cpus)}")
         except OSError as e:
             done.append(f"affinity not set ({e.strerror})")
     if cgroup_v2(root):

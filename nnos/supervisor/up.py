@@ -96,12 +96,12 @@ def status_line(run: str, manager: Manager | None = None) -> str:
         recs = r.records(int(1e9 // period))
     finally:
         r.close()
-    import numpy as np
+    from ..timing import percentiles
     if len(recs) < 2:
         return f"mode {c['mode']} | waiting for ticks"
     span = (int(recs["t_ns"][-1]) - int(recs["t_ns"][0])) / 1e9
     rate = (len(recs) - 1) / span if span > 0 else 0.0
-    late = np.percentile(recs["lateness_ns"], 99) / 1000
+    late = percentiles(recs["lateness_ns"], (99,))["p99"] / 1000
     restarts = sum(p["restarts"] for p in manager.status().values()) if manager else 0
     mode = c["mode"] + (f" ({c['failsafe_reason']})" if c["mode"] == "failsafe" else "")
     return (f"{rate:6.1f} Hz | late p99 {late:6.0f} µs | missed {c['misses']} | {mode:<10} | "

@@ -4,14 +4,11 @@ applies.
 """
 from __future__ import annotations
 
+from ...ops import OPS
 from . import conv, elementwise, gemm, movement, pool, reduce, rnn
 
-ELEMENTWISE = ("Abs", "Add", "Cast", "Clip", "Div", "Elu", "Equal", "Exp", "Greater", "HardSigmoid", "HardSwish",
-               "LeakyRelu", "Less", "Log", "Max", "Min", "Mod", "Mul", "Neg", "Pow", "Reciprocal", "Relu",
-               "Sigmoid", "Softplus", "Sqrt", "Sub", "Tanh", "Where")
-
 EMITTERS = {
-    **{op: elementwise.elementwise for op in ELEMENTWISE},
+    **{op: elementwise.elementwise for op, d in OPS.items() if d.pointwise},     # the reference says which
     "Gemm": gemm.gemm, "MatMul": gemm.matmul,
     "Conv": conv.conv, "ConvTranspose": conv.conv_transpose,
     "GRU": rnn.rnn, "LSTM": rnn.rnn,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...ops.rnn import split_bias
 from .emit import Unsupported, indent
 from .ctype import compute, literal, storage
 from .scalar import expr
@@ -119,13 +120,8 @@ def _direction(prog, node, d, forward, fast, acts, clipped, lines_ctx) -> str:
     if fast:
         wt = consts[v["w"]][d].astype(np.float32).T                      # (I, G·H)
         rt = consts[v["r"]][d].astype(np.float32).T                      # (H, G·H)
-        bias = consts[v["b"]][d].astype(np.float32) if v["b"] else np.zeros(2 * gh_n, np.float32)
-        bw = bias[:gh_n].copy()
-        both = gh_n if gates == 4 else 2 * hid                           # Rb joins Wb for these gates
-        bw[:both] += bias[gh_n:gh_n + both]
-        br = np.zeros(gh_n, np.float32)
-        if gates == 3:
-            br[2 * hid:] = bias[gh_n + 2 * hid:]
+        bias = consts[v["b"]][d] if v["b"] else np.zeros(2 * gh_n, np.float32)
+        bw, br = split_bias(bias, gates, hid, np.float32)
         WT = prog.const(f"{v['w']}@rnnT{d}", wt)
         RT = prog.const(f"{v['r']}@rnnT{d}", rt)
         BW = prog.const(f"{v['b'] or v['w']}@rnnbw{d}", bw)

@@ -12,6 +12,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from ...timing import percentiles
 from ..deps import ask_loop, require_token, state, telemetry
 
 router = APIRouter(tags=["device"], dependencies=[Depends(require_token)])
@@ -39,8 +40,7 @@ def _loop_view(st) -> dict:
         "backend": c["backend"] or None,
         "shadow_divergence": shadow if c["shadow"] else None,
         "rate_hz": c["rate_mhz"] / 1000.0, "measured_rate_hz": round((len(recs) - 1) / span, 2) if span else None,
-        "lateness_us": {"p50": float(np.percentile(late, 50)), "p99": float(np.percentile(late, 99)),
-                        "max": float(late.max())},
+        "lateness_us": {**percentiles(late), "max": float(late.max())},
         "ticks": c["ticks"], "misses": c["misses"], "overruns": c["overruns"], "swaps": c["swaps"],
         "rollbacks": c["rollbacks"], "failsafe_entries": c["failsafe_entries"],
         "uptime_s": round((time.monotonic_ns() - c["started_ns"]) / 1e9, 1) if c["started_ns"] else None,
