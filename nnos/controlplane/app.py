@@ -1,10 +1,8 @@
 """The FastAPI application, assembled like FastAPI's "bigger applications": routers per area,
-shared dependencies in deps.py, state on app.state."""
+shared dependencies in deps.py, one typed state (state.py) on app.state.nnos."""
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -13,29 +11,19 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from hardware.board import load_board
-
 from .. import __version__
-from ..store import ModelStore
 from .deps import disk_full
 from .guard import Guard, error_body
 from .routers import device, jobs, kserve, models, vm
-from .settings import Settings, ensure_token
+from .settings import Settings
+from .state import AppState
 
 
 def create_app(settings: Settings, token: str | None = None) -> FastAPI:
     app = FastAPI(title="nnos control plane", version=__version__,
                   description="Manage models and watch the device. Every route but /v2/health/* needs "
                               "`Authorization: Bearer <token>` (the token file in the data directory).")
-    st = app.state
-    st.settings = settings
-    st.token = token or ensure_token(settings.data)[0]
-    st.store = ModelStore(settings.data)
-    st.board = load_board(settings.board_path)
-    st.plans, st.plans_lock = {}, threading.Lock()
-    st.intake_lock = asyncio.Lock()
-    st.request_id = 0
-    st.jobs, st.job_tasks = {}, set()
+    st = app.state.nnos = AppState.open(settings, token)
     app.include_router(kserve.health)
     app.include_router(models.router)
     app.include_router(jobs.router)

@@ -9,10 +9,11 @@ from fastapi import HTTPException, Request
 
 from ..runtime.control import ControlError, request as loop_request
 from ..telemetry import TelemetryReader
+from .state import AppState
 
 
-def state(req: Request):
-    return req.app.state
+def state(req: Request) -> AppState:
+    return req.app.state.nnos
 
 
 def bearer_ok(authorization: str, expected: str) -> bool:
@@ -23,7 +24,7 @@ def bearer_ok(authorization: str, expected: str) -> bool:
 
 def require_token(req: Request) -> None:
     """Every route but health (guard.py checks it first, before any body is read)."""
-    if not bearer_ok(req.headers.get("authorization", ""), req.app.state.token):
+    if not bearer_ok(req.headers.get("authorization", ""), req.app.state.nnos.token):
         raise HTTPException(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
 
 

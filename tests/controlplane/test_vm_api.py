@@ -100,19 +100,27 @@ def test_settings_validated_and_kept(vmapi):
     r = c.put("/v1/vm/settings", json={"telemetry_url": "http://vendor.example/t", "interval_s": 30})
     assert r.status_code == 200 and r.json()["telemetry_url"] == "http://vendor.example/t"
     assert c.get("/v1/vm/settings").json()["interval_s"] == 30
+    # values the VM's settings refuse: 400 saying which
     for bad, word in (({"telemetry_url": "ftp://x"}, "telemetry_url"), ({"telemetry_url": "http://a b"}, "telemetry_url"),
                       ({"interval_s": 0}, "interval_s"), ({"agents": ["rootkit"]}, "agents"),
-                      ({"colour": 1}, "unknown"), ({"network": True}, "POST /v1/vm/network"),
-                      ({"probe_urls": "http://x"}, "probe_urls")):
+                      ({"network": True}, "POST /v1/vm/network")):
         r = c.put("/v1/vm/settings", json=bad)
-        assert r.status_code == 400 and word in r.json()["detail"], (bad, r.text)
+        assert r.status_code == 400, (bad, r.text)
+        assert word in r.json()["detail"], (bad, r.text)
+    # shapes the body's schema refuses: 422 naming the field
+    for bad, where in (({"colour": 1}, "body.colour"), ({"probe_urls": "http://x"}, "body.probe_urls"),
+                       ({"interval_s": "30"}, "body.interval_s")):
+        r = c.put("/v1/vm/settings", json=bad)
+        assert r.status_code == 422, (bad, r.text)
+        assert any(e["where"] == where for e in r.json()["detail"]), (bad, r.text)
     assert c.get("/v1/vm/settings").json()["interval_s"] == 30                      # nothing half-written
 
 
 def test_network_switch_needs_the_supervisor_and_a_boolean(vmapi):
     c = vmapi.client
     r = c.post("/v1/vm/network", json={"enabled": "yes"})
-    assert r.status_code == 400 and "enabled" in r.json()["detail"]
+    assert r.status_code == 422, r.text
+    assert [e["where"] for e in r.json()["detail"]] == ["body.enabled"], r.text
     r = c.post("/v1/vm/network", json={"enabled": False})
     assert r.status_code == 409 and "supervisor is not reachable" in r.json()["detail"], r.text
     assert c.get("/v1/vm/settings").json()["network"] is False

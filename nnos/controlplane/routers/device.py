@@ -126,7 +126,7 @@ ws_router = APIRouter(tags=["device"])
 async def telemetry_stream(ws: WebSocket, hz: float = 10.0):
     """Decimated tick records at ``hz`` (0.1–100) per second. The token comes as the
     Authorization header or, for browsers, the ``token`` query parameter."""
-    st = ws.app.state
+    st = ws.app.state.nnos
     header = ws.headers.get("authorization", "")
     given = header[7:] if header.lower().startswith("bearer ") else ws.query_params.get("token", "")
     if not secrets.compare_digest(given.encode(), st.token.encode()):

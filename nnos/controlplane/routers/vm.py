@@ -14,9 +14,11 @@ import os
 import re
 import shutil
 import tempfile
+from typing import Optional
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Response
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
 
 from ...legacy import netns
 from ...legacy import settings as vm_settings
@@ -26,6 +28,27 @@ from .models import intake_and_store, signature_policy
 
 router = APIRouter(prefix="/v1/vm", tags=["legacy VM"], dependencies=[Depends(require_token)])
 _ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+class NetworkSwitch(BaseModel):
+    """POST /v1/vm/network: cut or restore the guest's outside network."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+    enabled: bool
+
+
+class SettingsChange(BaseModel):
+    """PUT /v1/vm/settings: the settings to change (the rest stay). Shapes are checked here;
+    ranges and URLs by the legacy VM's own settings (the one place they are defined)."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+    agents: Optional[list[str]] = None
+    telemetry_url: Optional[str] = None
+    offer_url: Optional[str] = None
+    probe_urls: Optional[list[str]] = None
+    interval_s: Optional[int] = None
+    cpu_percent: Optional[int] = None
+    memory_mb: Optional[int] = None
+    watchdog_s: Optional[int] = None
+    network: Optional[bool] = Field(None, description="not here: POST /v1/vm/network")
 
 
 def _broker(st) -> dict | None:
@@ -56,11 +79,9 @@ async def vm(st=Depends(state)):
 
 
 @router.post("/network")
-async def network(body: dict = Body(..., examples=[{"enabled": False}]), st=Depends(state)):
+async def network(body: NetworkSwitch = Body(..., examples=[{"enabled": False}]), st=Depends(state)):
     """Cut (``{"enabled": false}``) or restore its outside network, at once and for its next starts."""
-    if set(body) != {"enabled"} or not isinstance(body["enabled"], bool):
-        raise HTTPException(400, f'expected {{"enabled": true|false}}, got {body!r}')
-    reply = await run_in_threadpool(ask_supervisor, st, {"cmd": "vm.network", "enabled": body["enabled"]})
+    reply = await run_in_threadpool(ask_supervisor, st, {"cmd": "vm.network", "enabled": body.enabled})
     if not reply.get("ok"):
         raise HTTPException(409, reply.get("error"))
     return {"ok": True, **network_state()}
@@ -72,10 +93,11 @@ def get_settings(st=Depends(state)):
 
 
 @router.put("/settings")
-def put_settings(body: dict = Body(..., examples=[{"telemetry_url": "https://vendor.example/t", "interval_s": 60}]),
-                 st=Depends(state)):
+def put_settings(body: SettingsChange = Body(..., examples=[{"telemetry_url": "https://vendor.example/t",
+                                                              "interval_s": 60}]), st=Depends(state)):
     """Change some settings (the rest stay); they apply at the VM's next start
     (POST /v1/vm/stop then /start). The network has its own switch: POST /v1/vm/network."""
+    body = body.model_dump(exclude_unset=True)
     if "network" in body:
         raise HTTPException(400, "the network is switched with POST /v1/vm/network, not here")
     try:

@@ -1,0 +1,30 @@
+"""Everything the control plane's routes share, in one typed object (``Depends(deps.state)``)."""
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+
+from hardware.board import Board, load_board
+
+from ..store import ModelStore
+from .settings import Settings, ensure_token
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    token: str                                     # the bearer token every route but /v2/health/* needs
+    store: ModelStore
+    board: Board
+    plans: dict = field(default_factory=dict)      # model id → bound Plan for /v2 inference (KServe)
+    plans_lock: threading.Lock = field(default_factory=threading.Lock)
+    intake_lock: asyncio.Lock = field(default_factory=asyncio.Lock)     # one compile at a time
+    request_id: int = 0                            # the loop socket's request counter
+    jobs: dict = field(default_factory=dict)       # job id → jobs.Job (uploads and activations in progress)
+    job_tasks: set = field(default_factory=set)    # their asyncio tasks, kept referenced
+
+    @classmethod
+    def open(cls, settings: Settings, token: str | None = None) -> "AppState":
+        return cls(settings=settings, token=token or ensure_token(settings.data)[0],
+                   store=ModelStore(settings.data), board=load_board(settings.board_path))
