@@ -77,7 +77,7 @@ setup() {
         python3 -m venv "$VENV"
     fi
     local stamp=$VENV/.nnos-installed want
-    want=$(cat pyproject.toml | sha256sum | cut -c1-16)
+    want=$(cat pyproject.toml setup.py | sha256sum | cut -c1-16)
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         log "installing nnos and its dependencies into $VENV"
         "$PY" -m pip install -q --upgrade pip

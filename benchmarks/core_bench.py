@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import onnxruntime as ort  # noqa: E402
 
 import nnos  # noqa: E402
-from models.zoo.build import build  # noqa: E402
+from nnos_models.zoo.build import build  # noqa: E402
 from nnos.compiler import sample_inputs  # noqa: E402
 from nnos.timing import percentiles  # noqa: E402
 

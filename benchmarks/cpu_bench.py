@@ -154,7 +154,7 @@ def main() -> int:
         results["floor_us"], results["fma_peak_gflops"] = round(floor, 3), round(peak, 1)
         print(f"floor (ctypes call, 3 pointers, empty C function): {floor:.2f} µs;  FMA peak: {peak:.1f} GFLOP/s "
               f"({results['machine']['vector_floats']}-float vectors)")
-        from models.zoo.build import build
+        from nnos_models.zoo.build import build
         paths = build(os.path.join(tmp, "zoo"), MODELS)
         runners = {}
         for name in MODELS:

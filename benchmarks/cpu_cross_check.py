@@ -27,7 +27,7 @@ from nnos.backends import prepare
 from nnos.compiler import sample_inputs
 sys.path.insert(0, "/tmp/nnos-check")
 from graphs import GRAPHS
-from models.zoo.build import build
+from nnos_models.zoo.build import build
 out = {"machine": platform.machine(), "numpy": np.__version__, "cases": {}}
 paths = build("/tmp/nnos-check/zoo")
 paths.update({name: make("/tmp/nnos-check/" + name + ".onnx") for name, make in GRAPHS.items()})

@@ -108,7 +108,7 @@ def main() -> int:
     # 2. the loop at 1 kHz: VM off, idle, hogging — one nnos up, three windows
     board = open(os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")).read()
     board = board.replace("rate_hz = 50", "rate_hz = 1000").replace(
-        '"hardware.sim", "cartpole"]', '"hardware.sim", "cartpole", "--sensor-hz", "1000"]').replace(
+        '"nnos_hardware.sim", "cartpole"]', '"nnos_hardware.sim", "cartpole", "--sensor-hz", "1000"]').replace(
         "stale_ms = 100", "stale_ms = 20").replace('model = "models/cartpole/cartpole.onnx"',
                                                    f'model = "{ROOT}/models/cartpole/cartpole.onnx"')
     bpath = os.path.join(d, "board.toml")

@@ -30,10 +30,10 @@ LOOP = r"""
 import sys, json, numpy as np
 sys.path.insert(0, ROOT)
 import nnos
-from hardware.board import Board, DeviceConfig, InputBinding, OutputBinding
-from hardware.channels import Channel
-from hardware.devices import SimulatedDevice
-from nnos.runtime import rt
+from nnos_hardware.board import Board, DeviceConfig, InputBinding, OutputBinding
+from nnos_hardware.channels import Channel
+from nnos_hardware.devices import SimulatedDevice
+from nnos.runtime import realtime as rt
 from nnos.runtime.loop import Loop, LoopConfig
 from nnos.store import ModelStore
 from nnos.telemetry import TelemetryWriter, TelemetryReader
@@ -114,7 +114,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=60.0)
     a = ap.parse_args()
-    from models.zoo.build import build
+    from nnos_models.zoo.build import build
     model = build(tempfile.mkdtemp(), ["mlp_s"])["mlp_s"]
     results = {}
     for rate in (100, 1000):

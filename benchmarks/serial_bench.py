@@ -23,10 +23,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from hardware.board import load_board  # noqa: E402
-from hardware.devices import NnosSerialDevice  # noqa: E402
-from hardware.errors import TransportError  # noqa: E402
-from hardware.spawn import start_simulator  # noqa: E402
+from nnos_hardware.board import load_board  # noqa: E402
+from nnos_hardware.devices import NnosSerialDevice  # noqa: E402
+from nnos_hardware.errors import TransportError  # noqa: E402
+from nnos_hardware.spawn import start_simulator  # noqa: E402
 from nnos.timing import percentiles  # noqa: E402
 
 ECHO_DEVICE = r"""
@@ -73,7 +73,7 @@ def floor(seconds: float) -> dict:
 
 def nnos_serial(seconds: float) -> dict:
     board = load_board(os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml"))
-    proc, port = start_simulator(["python", "-m", "hardware.sim", "cartpole", "--sensor-hz", "1000",
+    proc, port = start_simulator(["python", "-m", "nnos_hardware.sim", "cartpole", "--sensor-hz", "1000",
                                   "--report-rtt"], "cartpole")
     answered = 0
     with NnosSerialDevice("cartpole", port, expected=board.devices[0].channels) as dev:

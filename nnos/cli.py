@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from hardware.errors import HardwareError
+from nnos_hardware.errors import HardwareError
 
 from . import backends  # every plan the CLI loads binds through them
 from . import flags
@@ -143,7 +143,7 @@ def cmd_sign(a):
 def cmd_board(a):
     """`nnos board check FILE [--model M]`: validate a board (and its binding to a model, an
     .onnx or a plan) without starting anything."""
-    from hardware.board import load_board
+    from nnos_hardware.board import load_board
     board = load_board(a.file)
     model = a.model or board.model
     if model:

@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def zoo(tmp_path_factory):
     """The benchmark/demo models, built fresh from models/zoo/build.py."""
-    from models.zoo.build import build
+    from nnos_models.zoo.build import build
     return build(str(tmp_path_factory.mktemp("zoo")))
 
 

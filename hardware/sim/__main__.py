@@ -1,4 +1,4 @@
-"""python -m hardware.sim cartpole [options]: run a simulated robot on a new pseudo-terminal.
+"""python -m nnos_hardware.sim cartpole [options]: run a simulated robot on a new pseudo-terminal.
 
 The first line on stdout is JSON naming the port to connect to: {"port": "/dev/pts/N"}.
 In lockstep mode with --episodes, one JSON line per episode follows, then a summary.
@@ -111,7 +111,7 @@ def run_cartpole(a) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hardware.sim")
+    p = argparse.ArgumentParser(prog="python -m nnos_hardware.sim")
     sub = p.add_subparsers(dest="robot", required=True)
     c = sub.add_parser("cartpole", help="cart-pole with a force actuator")
     c.add_argument("--lockstep", action="store_true", help="each sensor frame waits for the host's command")

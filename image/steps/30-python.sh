@@ -19,8 +19,10 @@ mkdir -p "$site"
 "$HOST_PY" -m pip install --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
     --implementation cp --python-version "$pyver" --abi "cp${pyver/./}" --abi abi3 --abi none "${platforms[@]}" \
     --target "$site" --cache-dir "$CACHE/pip" -r "$req" 2>&1 | { grep -v "^WARNING: Location" || true; }
-# nnos itself (source packages only; no tests, no generated models)
-tar -C "$REPO" --exclude=__pycache__ --exclude='*.pyc' --exclude='zoo/*.onnx' -cf - nnos hardware models | tar -C "$site" -xf -
+# nnos itself (source packages only; no tests, no generated models); hardware/ and models/ are
+# imported as nnos_hardware and nnos_models (setup.py)
+tar -C "$REPO" --exclude=__pycache__ --exclude='*.pyc' --exclude='zoo/*.onnx' \
+    --transform 's,^hardware,nnos_hardware,;s,^models,nnos_models,' -cf - nnos hardware models | tar -C "$site" -xf -
 rm -rf "$site"/bin
 cat > "$ROOTFS/usr/local/bin/nnos" <<'PY'
 #!/usr/bin/python3

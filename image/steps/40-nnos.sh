@@ -7,7 +7,7 @@ share=$ROOTFS/usr/share/nnos
 install -d "$share/models" "$share/boards" "$ROOTFS/etc/nnos"
 model=$MODEL
 if [ -z "$model" ]; then
-    model=$("$HOST_PY" -c 'import sys; from hardware.board import load_board; print(load_board(sys.argv[1]).model or "")' "$BOARD")
+    model=$("$HOST_PY" -c 'import sys; from nnos_hardware.board import load_board; print(load_board(sys.argv[1]).model or "")' "$BOARD")
 fi
 [ -f "$model" ] || { echo "no default model: the board names none and --model was not given" >&2; exit 1; }
 cp "$model" "$share/models/default.onnx"
@@ -17,7 +17,7 @@ for b in "$REPO"/hardware/boards/*.toml "$BOARD"; do
     sed -E 's|^model *=.*|model = "/usr/share/nnos/models/default.onnx"|' "$b" > "$share/boards/$(basename "$b")"
 done
 cp "$share/boards/$(basename "$BOARD")" "$ROOTFS/etc/nnos/board.toml"
-"$HOST_PY" -c 'import sys; from hardware.board import load_board; from nnos.plan import load
+"$HOST_PY" -c 'import sys; from nnos_hardware.board import load_board; from nnos.plan import load
 b = load_board(sys.argv[1]); b.check_plan(load(sys.argv[2])); print(f"board {b.name}: fits the default plan")' \
     "$ROOTFS/etc/nnos/board.toml" "$share/default.plan"
 # the reference: this build's numpy evaluation of the ONNX graph on fixed inputs

@@ -1,6 +1,6 @@
 """Train the cart-pole balancing policy with numpy alone and export it as cartpole.onnx.
 
-    python -m models.cartpole.train [--out models/cartpole/cartpole.onnx] [--seed 0]
+    python -m nnos_models.cartpole.train [--out models/cartpole/cartpole.onnx] [--seed 0]
 
 LQR-guided fitting: linearise the simulator's own dynamics (hardware/sim/cartpole.py) about the
 upright pose at the 50 Hz control period, solve the discrete-time LQR, then fit a 4→32→32→1
@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from hardware.sim import cartpole as cp
+from nnos_hardware.sim import cartpole as cp
 
 DT = 1.0 / 50.0
 SUBSTEPS = 20

@@ -1,6 +1,6 @@
 """Build the benchmark/demo models as ONNX files with seeded random weights.
 
-    python -m models.zoo.build [OUTDIR]
+    python -m nnos_models.zoo.build [OUTDIR]
 
 mlp_s  8→64→64→2, tanh            (a small control policy)
 mlp_m  64→256→256→256→16, relu

@@ -11,7 +11,7 @@ from ..errors import BackendError
 from .base import Arena, Executable, aligned_zeros
 from .cpu import source_and_program
 from .cpu.emit import Unsupported
-from .cpu.toolchain import CompilerError, build, find_compiler
+from .cpu.toolchain import ToolchainError, build, find_compiler
 
 
 class CpuExecutable(Executable):
@@ -56,5 +56,5 @@ def covers(plan) -> str | None:
 def prepare(plan) -> CpuExecutable:
     try:
         return CpuExecutable(plan)
-    except (Unsupported, CompilerError) as e:
+    except (Unsupported, ToolchainError) as e:
         raise BackendError(f"cpu backend: {e}") from e

@@ -15,7 +15,7 @@ import time
 import zipfile
 
 
-from hardware.errors import ConfigError
+from nnos_hardware.errors import ConfigError
 
 from .. import flags
 from ..errors import NnosError

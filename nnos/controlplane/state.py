@@ -5,7 +5,7 @@ import asyncio
 import threading
 from dataclasses import dataclass, field
 
-from hardware.board import Board, load_board
+from nnos_hardware.board import Board, load_board
 
 from ..store import ModelStore
 from .settings import Settings, ensure_token

@@ -7,15 +7,15 @@ import signal
 import sys
 import time
 
-from hardware.board import load_board
-from hardware.devices.factory import make_devices
-from hardware.errors import HardwareError
+from nnos_hardware.board import load_board
+from nnos_hardware.devices.factory import make_devices
+from nnos_hardware.errors import HardwareError
 
 from .. import flags
 from ..heartbeat import Heartbeat
 from ..store import ModelStore
 from ..telemetry import TelemetryWriter
-from . import rt
+from . import realtime
 from .control import ControlServer
 from .loop import Loop, LoopConfig
 
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     os.set_blocking(2, False)
     if not a.no_rt:
-        for k, v in rt.setup().items():
+        for k, v in realtime.setup().items():
             log(f"loop: {k}: {v}")
     board = load_board(a.board)
     paths = run_paths(a.data)

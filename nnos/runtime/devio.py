@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
-from hardware.channels import SENSOR
-from hardware.errors import HardwareError
+from nnos_hardware.channels import SENSOR
+from nnos_hardware.errors import HardwareError
 
 from ..timing import NS_PER_S, now_ns
 

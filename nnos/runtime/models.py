@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from hardware.errors import HardwareError
+from nnos_hardware.errors import HardwareError
 
 from ..errors import NnosError
 from ..timing import period_ns
@@ -177,7 +177,7 @@ class ModelJobs:
     def _reload_board_job(self):
         """The board file changed (bindings, clamps, rate, failsafe rule): rebind the running
         model in the slack and switch at a tick boundary. Devices and channels must not change."""
-        from hardware.board import load_board
+        from nnos_hardware.board import load_board
         try:
             board = load_board(self.board.path)
             if _device_identity(board) != _device_identity(self.board):

@@ -9,12 +9,12 @@ from functools import partial
 
 import numpy as np
 
-from hardware.binding import Binder
+from nnos_hardware.binding import Binder
 
 from .. import backends  # noqa: F401 - a slot binds its plan through them
 from ..backends.report import one_line
 from ..timing import latency_figures, now_ns
-from .rt import cpus_not_mine
+from .realtime import cpus_not_mine
 
 
 def prebuild(plan, plan_path: str, backend: str):

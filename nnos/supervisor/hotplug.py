@@ -5,8 +5,8 @@ import argparse
 import os
 import sys
 
-from hardware.board import load_board
-from hardware.hotplug import HotplugWatcher
+from nnos_hardware.board import load_board
+from nnos_hardware.hotplug import HotplugWatcher
 
 from ..runtime.control import ControlError, request
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from ..runtime.rt import other_cpus
+from ..runtime.realtime import other_cpus
 
 CGROUP = "/sys/fs/cgroup"
 
@@ -18,7 +18,7 @@ def cgroup_v2(root: str = CGROUP) -> bool:
 def apply(pid: int, name: str, cpu_percent: int, memory_mb: int, avoid_cpu: int | None, root: str = CGROUP) -> str:
     """Limit ``pid``; returns what was applied, for the log."""
     done = []
-    cpus = other_cpus(avoid_cpu)                # the loop's CPU is decided in one place: runtime/rt.py
+    cpus = other_cpus(avoid_cpu)                # the loop's CPU is decided in one place: runtime/realtime.py
     if avoid_cpu is not None and cpus != set(os.sched_getaffinity(0)):
         try:
             os.sched_setaffinity(pid, cpus)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from .. import flags, heartbeat
 from ..fsutil import append_rotating, redact
-from ..runtime.rt import loop_cpu, other_cpus
+from ..runtime.realtime import loop_cpu, other_cpus
 from ..timing import NS_PER_S, now_ns
 from .ownership import die_with_parent, record_children
 from .table import Context, ProcessSpec

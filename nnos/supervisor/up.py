@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from hardware.board import load_board
+from nnos_hardware.board import load_board
 
 from ..fsutil import remove_run_leftovers
 from ..store import ModelStore
@@ -66,7 +66,7 @@ def _provision_signature(store: ModelStore, data: bytes) -> str | None:
 
 def load_or_restore(board_path: str, default_board: str | None):
     """The board config; an unreadable one is set aside and the default restored (told)."""
-    from hardware.errors import ConfigError
+    from nnos_hardware.errors import ConfigError
     try:
         return load_board(board_path)
     except ConfigError as e:

@@ -57,8 +57,8 @@ def test_the_policy_holds_at_activation_at_start_and_for_the_default_model(tmp_p
     # regression (hardening): with NNOS_REQUIRE_SIGNED=1, a model stored before signing was
     # turned on, and the board's unsigned default model, activated
     import nnos
-    from hardware.board import load_board
-    from hardware.devices import SimulatedDevice
+    from nnos_hardware.board import load_board
+    from nnos_hardware.devices import SimulatedDevice
     from nnos.runtime.loop import Loop, LoopConfig
     from nnos.signing import SignatureError
     from nnos.supervisor.up import provision

@@ -15,9 +15,17 @@ def _layers() -> list[list[str]]:
     return [line.split(":", 1)[1].split() for line in block.strip().splitlines()]
 
 
+PACKAGES = {"hardware": "nnos_hardware", "models": "nnos_models"}   # directory → the name it is imported by
+
+
+def _dotted(rel: str) -> str:
+    """A path relative to the repository (no .py) as the module name Python imports it by."""
+    top, _, rest = rel.replace(os.sep, "/").partition("/")
+    return ".".join([PACKAGES.get(top, top)] + (rest.split("/") if rest else []))
+
+
 def _module(path: str) -> str:
-    rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
-    return rel.removesuffix(".__init__")
+    return _dotted(os.path.relpath(path, ROOT)[:-3]).removesuffix(".__init__")
 
 
 def _imports(path: str) -> set[str]:
@@ -42,7 +50,7 @@ def test_no_module_imports_from_a_layer_above_its_own():
     rank, exact = {}, set()                       # a package's __init__.py is that module alone
     for i, layer in enumerate(layers):
         for p in layer:
-            name = p.removesuffix("/__init__.py").removesuffix(".py").replace("/", ".")
+            name = _dotted(p.removesuffix("/__init__.py").removesuffix(".py"))
             rank[name] = i
             if p.endswith("__init__.py"):
                 exact.add(name)

@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from hardware.protocol import frames as fr
-from hardware.sim import cartpole
-from hardware.sim.__main__ import open_pty
-from hardware.sim.firmware import Firmware
-from hardware.transport import FdTransport
+from nnos_hardware.protocol import frames as fr
+from nnos_hardware.sim import cartpole
+from nnos_hardware.sim.__main__ import open_pty
+from nnos_hardware.sim.firmware import Firmware
+from nnos_hardware.transport import FdTransport
 
 
 class FirmwareThread:

@@ -17,9 +17,9 @@ import gi  # noqa: E402
 gi.require_version("UMockdev", "1.0")
 from gi.repository import UMockdev  # noqa: E402
 
-from hardware.board import load_board  # noqa: E402
-from hardware.devices import NnosSerialDevice  # noqa: E402
-from hardware.hotplug import HotplugManager, HotplugWatcher  # noqa: E402
+from nnos_hardware.board import load_board  # noqa: E402
+from nnos_hardware.devices import NnosSerialDevice  # noqa: E402
+from nnos_hardware.hotplug import HotplugManager, HotplugWatcher  # noqa: E402
 from tests.hardware.conftest import FirmwareThread  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -49,7 +49,7 @@ def wait_samples(dev, n, timeout=2.0):
 
 def main():
     out = {}
-    board_text = open(BOARD).read().replace('simulator = ["python", "-m", "hardware.sim", "cartpole"]',
+    board_text = open(BOARD).read().replace('simulator = ["python", "-m", "nnos_hardware.sim", "cartpole"]',
                                             'usb = { vendor = 0x0403, product = 0x6001, serial = "A10K1234" }')
     path = "/tmp/nnos-hotplug-board.toml"
     open(path, "w").write(board_text)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 import nnos
-from hardware.binding import Binder
-from hardware.board import load_board
-from hardware.channels import ACTUATOR, SENSOR, Channel
-from hardware.devices import NnosSerialDevice, SimulatedDevice
-from hardware.recording import RecordingDevice, ReplayDevice, read_recording
+from nnos_hardware.binding import Binder
+from nnos_hardware.board import load_board
+from nnos_hardware.channels import ACTUATOR, SENSOR, Channel
+from nnos_hardware.devices import NnosSerialDevice, SimulatedDevice
+from nnos_hardware.recording import RecordingDevice, ReplayDevice, read_recording
 from tests.conftest import ROOT
 
 BOARD = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import nnos
-from hardware.board import load_board
-from hardware.errors import ConfigError
+from nnos_hardware.board import load_board
+from nnos_hardware.errors import ConfigError
 from tests.conftest import ROOT
 
 BOARD = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")
@@ -93,11 +93,11 @@ def test_plan_that_does_not_match_the_bindings(tmp_path, zoo):
 
 
 def test_usb_identity_is_validated(tmp_path):
-    path = _variant(tmp_path, 'simulator = ["python", "-m", "hardware.sim", "cartpole"]',
+    path = _variant(tmp_path, 'simulator = ["python", "-m", "nnos_hardware.sim", "cartpole"]',
                     'usb = { vendor = 0x0403, product = 70000 }')
     with pytest.raises(ConfigError, match="16-bit integers"):
         load_board(path)
-    path = _variant(tmp_path, 'simulator = ["python", "-m", "hardware.sim", "cartpole"]',
+    path = _variant(tmp_path, 'simulator = ["python", "-m", "nnos_hardware.sim", "cartpole"]',
                     'usb = { vendor = 0x0403, product = 0x6001, serial = "A10K1234" }')
     assert load_board(path).devices[0].usb == {"vendor": 0x403, "product": 0x6001, "serial": "A10K1234"}
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 import nnos
-from hardware.binding import Binder
-from hardware.board import load_board
-from hardware.devices import NnosSerialDevice
-from hardware.errors import TransportError
-from hardware.sim import cartpole
-from hardware.spawn import start_simulator
+from nnos_hardware.binding import Binder
+from nnos_hardware.board import load_board
+from nnos_hardware.devices import NnosSerialDevice
+from nnos_hardware.errors import TransportError
+from nnos_hardware.sim import cartpole
+from nnos_hardware.spawn import start_simulator
 from tests.conftest import ROOT
 from tests.support.timing import scaled
 
@@ -41,7 +41,7 @@ def test_dynamics_match_the_reference_equations():
 
 def test_sim_prints_its_port_and_streams_at_its_rate():
     board = load_board(BOARD)
-    proc, port = start_simulator(["python", "-m", "hardware.sim", "cartpole", "--sensor-hz", "100"], "cartpole")
+    proc, port = start_simulator(["python", "-m", "nnos_hardware.sim", "cartpole", "--sensor-hz", "100"], "cartpole")
     try:
         assert port.startswith("/dev/pts/")
         with NnosSerialDevice("cartpole", port, expected=board.devices[0].channels) as dev:
@@ -60,7 +60,7 @@ def test_sim_prints_its_port_and_streams_at_its_rate():
 
 def test_silent_host_puts_the_actuator_in_failsafe():
     board = load_board(BOARD)
-    proc, port = start_simulator(["python", "-m", "hardware.sim", "cartpole", "--host-timeout", "0.2"], "cartpole")
+    proc, port = start_simulator(["python", "-m", "nnos_hardware.sim", "cartpole", "--host-timeout", "0.2"], "cartpole")
     dev = NnosSerialDevice("cartpole", port, expected=board.devices[0].channels)
     dev.open()
     dev.write("force", [5.0])

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from hardware.hotplug import Identity, matches
-from hardware.board import DeviceConfig
+from nnos_hardware.hotplug import Identity, matches
+from nnos_hardware.board import DeviceConfig
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("umockdev-run") is None,
@@ -49,8 +49,8 @@ def test_remove_event_without_identity_maps_to_what_was_bound():
     # regression (found booting the image): on a real kernel the tty's remove event has no USB
     # parent and often no ID_* properties left, so the removal was dropped and the device was
     # only noticed as stale
-    from hardware.board import load_board
-    from hardware.hotplug import HotplugWatcher
+    from nnos_hardware.board import load_board
+    from nnos_hardware.hotplug import HotplugWatcher
 
     class Dev:
         def __init__(self, action, usb):

@@ -17,7 +17,7 @@ def test_training_script_exports_a_working_policy(tmp_path):
     out = tmp_path / "cartpole.onnx"
     # no timed assertion: the deadline scales with this machine's speed and load (a loaded run
     # timed out at a fixed 300 s)
-    r = subprocess.run([sys.executable, "-m", "models.cartpole.train", "--out", str(out), "--seed", "1"],
+    r = subprocess.run([sys.executable, "-m", "nnos_models.cartpole.train", "--out", str(out), "--seed", "1"],
                        cwd=ROOT, capture_output=True, text=True, timeout=scaled(300))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "100/100" in r.stdout or "99/100" in r.stdout

@@ -8,11 +8,11 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from hardware.protocol import frames as fr
-from hardware.protocol.cobs import CobsError, cobs_decode, cobs_encode
-from hardware.protocol.link import MAX_ENCODED, Link
-from hardware.sim import cartpole
-from hardware.transport import FdTransport
+from nnos_hardware.protocol import frames as fr
+from nnos_hardware.protocol.cobs import CobsError, cobs_decode, cobs_encode
+from nnos_hardware.protocol.link import MAX_ENCODED, Link
+from nnos_hardware.sim import cartpole
+from nnos_hardware.transport import FdTransport
 
 
 @pytest.mark.parametrize("data", [b"", b"\x00", b"\x00\x00", b"\x11\x22\x00\x33", bytes(range(1, 255)),
@@ -86,7 +86,7 @@ def test_frames_survive_garbage_and_corruption(pipe_link):
     os.write(w, b"\x13\x37garbage without delimiter" + b"\x00")          # bad COBS/CRC, then resync
     frame = bytearray(fr.encode_frame(fr.FrameType.HEARTBEAT, 1, _hb(3)))
     frame[3] ^= 0xFF                                                      # corrupt payload: CRC fails
-    from hardware.protocol.cobs import cobs_encode as enc
+    from nnos_hardware.protocol.cobs import cobs_encode as enc
     os.write(w, enc(bytes(frame)) + b"\x00")
     os.write(w, enc(b"\x01") + b"\x00")                                   # too short for a frame
     os.write(w, enc(fr.encode_frame(0x55, 2, b"")) + b"\x00")            # unknown type
@@ -103,7 +103,7 @@ def test_frames_survive_garbage_and_corruption(pipe_link):
 
 def test_partial_reads_reassemble(pipe_link):
     rx, tx, w = pipe_link
-    from hardware.protocol.cobs import cobs_encode as enc
+    from nnos_hardware.protocol.cobs import cobs_encode as enc
     data = b"".join(enc(fr.encode_frame(fr.FrameType.HEARTBEAT, i, _hb(i))) + b"\x00" for i in range(20))
     got = []
     for b in data:                      # one byte at a time, like a slow UART
@@ -116,7 +116,7 @@ def test_partial_reads_reassemble(pipe_link):
 
 def test_lost_frames_are_counted_from_sequence_numbers(pipe_link):
     rx, tx, w = pipe_link
-    from hardware.protocol.cobs import cobs_encode as enc
+    from nnos_hardware.protocol.cobs import cobs_encode as enc
     for seq in (0, 1, 4, 5):            # 2 and 3 never arrive
         os.write(w, enc(fr.encode_frame(fr.FrameType.HEARTBEAT, seq, _hb(seq))) + b"\x00")
     got = rx.poll(0.1) + rx.poll(0.05)

@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from hardware.channels import ACTUATOR, SENSOR, Channel
-from hardware.devices import NnosSerialDevice
-from hardware.errors import HardwareError, ProtocolError, TransportError
-from hardware.protocol import frames as fr
+from nnos_hardware.channels import ACTUATOR, SENSOR, Channel
+from nnos_hardware.devices import NnosSerialDevice
+from nnos_hardware.errors import HardwareError, ProtocolError, TransportError
+from nnos_hardware.protocol import frames as fr
 
 EXPECTED = [Channel("cart", SENSOR, (2,), -4.8, 4.8), Channel("pole", SENSOR, (2,), -3.2, 3.2),
             Channel("force", ACTUATOR, (1,), -10, 10, safe=0.0)]
@@ -73,7 +73,7 @@ def test_wrong_protocol_version_is_refused(device_side):
 
 
 def test_unknown_channel_in_handshake_is_refused(device_side):
-    from hardware.sim.cartpole import channels
+    from nnos_hardware.sim.cartpole import channels
     extra = [fr.ChannelInfo(9, "lidar", fr.SENSOR, (8,), 10, 0, 100)] + channels()
     side = device_side(channels=extra)
     with pytest.raises(ProtocolError, match=r"channels \['lidar'\] that the board config does not know"):
@@ -88,7 +88,7 @@ def test_missing_or_reshaped_channel_is_refused(device_side):
 
 
 def test_silent_port_times_out_clearly():
-    from hardware.sim.__main__ import open_pty
+    from nnos_hardware.sim.__main__ import open_pty
     master, slave, port = open_pty()
     try:
         t0 = time.monotonic()

@@ -148,7 +148,7 @@ def test_hotplugged_usb_serial_adapter_is_bound_by_identity(image, device, tmp_p
     # the board wants a USB adapter that is not there: failsafe, and the API says why
     st = dev.wait_status(lambda s: s["loop"]["mode"] == "failsafe", 30, "in failsafe without the adapter")
     assert st["board"]["name"] == "cartpole-usb" and st["loop"]["failsafe_reason"], st
-    sim = subprocess.Popen([sys.executable, "-m", "hardware.sim", "cartpole", "--seed", "7"], cwd=ROOT,
+    sim = subprocess.Popen([sys.executable, "-m", "nnos_hardware.sim", "cartpole", "--seed", "7"], cwd=ROOT,
                            stdout=subprocess.PIPE, stderr=open(tmp_path / "sim.stderr", "wb"), text=True)
     try:
         port = json.loads(sim.stdout.readline())["port"]

@@ -10,8 +10,8 @@ import pytest
 from onnx import helper, numpy_helper
 
 import nnos
-from hardware.board import load_board
-from hardware.devices import SimulatedDevice
+from nnos_hardware.board import load_board
+from nnos_hardware.devices import SimulatedDevice
 from nnos.runtime.loop import Loop, LoopConfig
 from nnos.store import ModelStore
 from nnos.telemetry import TelemetryWriter

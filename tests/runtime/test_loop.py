@@ -99,7 +99,7 @@ def test_lost_device_trips_failsafe(rig):
     r.ticks(2)
 
     def boom(timeout=0.0):
-        from hardware.errors import TransportError
+        from nnos_hardware.errors import TransportError
         raise TransportError("cartpole", "unplugged")
     r.dev.poll = boom
     r.loop.tick()
@@ -375,10 +375,10 @@ def test_a_clamp_channel_is_clamped_and_counted_until_its_fault_threshold(tmp_pa
     text = open(r.board.path).read().replace(
         'range = [-3.1416, 3.1416]', 'range = [-3.1416, 3.1416]\nout_of_range = "clamp"')
     board.write_text(text)
-    from hardware.board import load_board
+    from nnos_hardware.board import load_board
     ch = load_board(str(board)).channel("cartpole", "pole")
     assert ch.out_of_range == "clamp"
-    from hardware.devices import SimulatedDevice
+    from nnos_hardware.devices import SimulatedDevice
     dev = SimulatedDevice("cartpole", load_board(str(board)).devices[0].channels)
     dev.open()
     dev.feed("pole", [5.0, 0.0])

@@ -9,7 +9,7 @@ import shutil
 import struct
 
 import nnos
-from hardware.board import load_board
+from nnos_hardware.board import load_board
 from nnos.plan.artifact import FORMAT_VERSION
 from nnos.store import ModelStore
 from nnos.supervisor.upgrade import recompile_outdated

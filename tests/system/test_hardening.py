@@ -45,7 +45,7 @@ def test_token_stays_out_of_logs_and_probation_models_cannot_be_deleted(tmp_path
     lines = c.get("/v1/logs", params={"process": "control-plane"}).json()["lines"]
     assert lines and not any(token in line for line in lines)
     assert token not in up.log
-    # the control plane never runs on the loop's CPU (one rule, rt.loop_cpu, set before its exec)
+    # the control plane never runs on the loop's CPU (one rule, realtime.loop_cpu, set before its exec)
     with open(os.path.join(up.data, "run", "children.json")) as f:
         api_pid = json.load(f)["control-plane"][0]
     mine = os.sched_getaffinity(0)

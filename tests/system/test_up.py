@@ -131,7 +131,7 @@ def test_control_plane_manages_models_of_the_running_loop(tmp_path, up_with_api)
     # running loop refuses it (regression: reload used to compare only names and channels) and
     # the file stays; at=next-start only writes it
     now = open(up.board_path).read()
-    usb = now.replace('simulator = ["python", "-m", "hardware.sim", "cartpole"]',
+    usb = now.replace('simulator = ["python", "-m", "nnos_hardware.sim", "cartpole"]',
                       'usb = { vendor = 0x0403, product = 0x6001, serial = "NNOSCP01" }')
     r = c.put("/v1/config", content=usb)
     assert r.status_code == 422 and "needs a restart" in r.json()["detail"], r.text

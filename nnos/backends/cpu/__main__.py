@@ -13,10 +13,10 @@ def main(argv: list[str]) -> int:
     from ...plan import load
     from . import source
     from .emit import Unsupported
-    from .toolchain import CompilerError, build
+    from .toolchain import ToolchainError, build
     try:
         _, facts = build(source(load(argv[2])))
-    except (Unsupported, CompilerError) as e:
+    except (Unsupported, ToolchainError) as e:
         print(f"cpu backend: {e}", file=sys.stderr)
         return 1
     print(facts["object"])

@@ -3,7 +3,7 @@
 The cache key is a hash of (source, compiler identity, flags, CPU features); the object is
 written under a temporary name and renamed into place, and carries its key as a symbol that is
 checked after loading — a stale, foreign or half-written object is never used. Every failure
-(no compiler, a compiler error, an unwritable cache) is a CompilerError with the reason; the
+(no compiler, a compiler error, an unwritable cache) is a ToolchainError with the reason; the
 backend turns it into a fallback to numpy.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ... import flags, fsutil
 from ...errors import BackendError
 
 
-class CompilerError(BackendError):
+class ToolchainError(BackendError):
     pass
 
 
@@ -73,13 +73,13 @@ def target() -> tuple[str, int]:
     if not name or name == "native":
         return "native", vector_width(cpu_features())
     if name not in TARGETS:
-        raise CompilerError(f"NNOS_CPU_TARGET={name!r}: expected native or one of {', '.join(TARGETS)}")
+        raise ToolchainError(f"NNOS_CPU_TARGET={name!r}: expected native or one of {', '.join(TARGETS)}")
     machine, _, needs, vw = TARGETS[name]
     if platform.machine() != machine:
-        raise CompilerError(f"NNOS_CPU_TARGET={name} is for {machine}; this machine is {platform.machine()}")
+        raise ToolchainError(f"NNOS_CPU_TARGET={name} is for {machine}; this machine is {platform.machine()}")
     missing = needs - cpu_features()
     if missing:
-        raise CompilerError(f"this CPU lacks what target {name} needs: {', '.join(sorted(missing))}")
+        raise ToolchainError(f"this CPU lacks what target {name} needs: {', '.join(sorted(missing))}")
     return name, vw
 
 
@@ -106,7 +106,7 @@ def _identity(cc: str, mtime: float) -> str:
     try:
         return subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=10).stdout.splitlines()[0]
     except (OSError, IndexError, subprocess.TimeoutExpired) as e:
-        raise CompilerError(f"the C compiler {cc} does not run: {e}") from e
+        raise ToolchainError(f"the C compiler {cc} does not run: {e}") from e
 
 
 def cache_dir() -> str:
@@ -123,7 +123,7 @@ def _key(source: str) -> tuple[str, str, list[str], str]:
     compiler, the flags, the machine and the target — for "native", this CPU's every feature."""
     cc = find_compiler()
     if cc is None:
-        raise CompilerError("no C compiler found (gcc, cc or clang; NNOS_CC names another): "
+        raise ToolchainError("no C compiler found (gcc, cc or clang; NNOS_CC names another): "
                             "the cpu backend needs one")
     name, _ = target()
     feats = cpu_features()
@@ -150,7 +150,7 @@ def _find(key: str) -> tuple[str, bool]:
 def is_cached(source: str) -> bool:
     try:
         return os.path.exists(_find(_key(source)[3])[0])
-    except CompilerError:
+    except ToolchainError:
         return False
 
 
@@ -178,12 +178,12 @@ def build(source: str) -> tuple[ctypes.CDLL, dict]:
              "prebuilt": prebuilt, "target": target()[0]}
     if facts["cached"] and not _carries(path, key):
         if prebuilt:
-            raise CompilerError(f"the prebuilt object {path} is not the one this plan needs (a stale or foreign "
+            raise ToolchainError(f"the prebuilt object {path} is not the one this plan needs (a stale or foreign "
                                 "object); it was not loaded")
         try:
             os.unlink(path)
         except OSError as e:
-            raise CompilerError(f"the cached object {path} is not the one this plan needs (a stale or foreign "
+            raise ToolchainError(f"the cached object {path} is not the one this plan needs (a stale or foreign "
                                 f"object) and cannot be removed: {e.strerror}") from e
         facts.update(cached=False, replaced="a stale or foreign object was in the cache; it was not loaded")
     if not facts["cached"]:
@@ -192,14 +192,14 @@ def build(source: str) -> tuple[ctypes.CDLL, dict]:
             fd, tmp_so = tempfile.mkstemp(prefix=".plan-", suffix=".so", dir=d)
             os.close(fd)
         except OSError as e:
-            raise CompilerError(f"the compiled-plan cache {d} is not writable: {e.strerror}") from e
+            raise ToolchainError(f"the compiled-plan cache {d} is not writable: {e.strerror}") from e
         try:
             _compile(cc, keyed, fl, tmp_so, d)
             fsutil.fsync_path(tmp_so)          # whole on disk before it has its name
             os.replace(tmp_so, path)
             fsutil.fsync_dir(d)
         except OSError as e:
-            raise CompilerError(f"the compiled-plan cache {d}: {e.strerror or e}") from e
+            raise ToolchainError(f"the compiled-plan cache {d}: {e.strerror or e}") from e
         finally:
             if os.path.exists(tmp_so):
                 os.unlink(tmp_so)
@@ -207,9 +207,9 @@ def build(source: str) -> tuple[ctypes.CDLL, dict]:
         lib = ctypes.CDLL(path)
         got = (ctypes.c_char * 65).in_dll(lib, "nnos_key").value       # a char array, not a pointer
     except (OSError, ValueError) as e:
-        raise CompilerError(f"the compiled plan {path} does not load: {e}") from e
+        raise ToolchainError(f"the compiled plan {path} does not load: {e}") from e
     if got.decode(errors="replace") != key:
-        raise CompilerError(f"the compiled plan {path} is not the one this plan needs (a stale or foreign object)")
+        raise ToolchainError(f"the compiled plan {path} is not the one this plan needs (a stale or foreign object)")
     return lib, facts
 
 
@@ -217,14 +217,14 @@ def _compile(cc: str, source: str, fl: list[str], out: str, d: str) -> None:
     try:
         tmpdir = tempfile.TemporaryDirectory(dir=d)
     except OSError as e:
-        raise CompilerError(f"the compiled-plan cache {d} is not writable: {e.strerror}") from e
+        raise ToolchainError(f"the compiled-plan cache {d} is not writable: {e.strerror}") from e
     with tmpdir as tmp:
         src = os.path.join(tmp, "plan.c")
         try:
             with open(src, "w") as f:
                 f.write(source)
         except OSError as e:
-            raise CompilerError(f"the compiled-plan cache {d}: cannot write the source: {e.strerror}") from e
+            raise ToolchainError(f"the compiled-plan cache {d}: cannot write the source: {e.strerror}") from e
         try:
             r = subprocess.run([cc, *fl, src, "-o", out, "-lm"], capture_output=True, text=True,
                                timeout=flags.CC_TIMEOUT_S.get())
@@ -233,7 +233,7 @@ def _compile(cc: str, source: str, fl: list[str], out: str, d: str) -> None:
                 r = subprocess.run([cc, *portable, src, "-o", out, "-lm"], capture_output=True, text=True,
                                    timeout=flags.CC_TIMEOUT_S.get())
         except (OSError, subprocess.TimeoutExpired) as e:
-            raise CompilerError(f"{cc} failed to run: {e}") from e
+            raise ToolchainError(f"{cc} failed to run: {e}") from e
         if r.returncode != 0:
             err = r.stderr.strip().splitlines()
-            raise CompilerError(f"{cc} refused the generated plan ({r.returncode}): " + " | ".join(err[:8]))
+            raise ToolchainError(f"{cc} refused the generated plan ({r.returncode}): " + " | ".join(err[:8]))

@@ -184,8 +184,8 @@ async def put_config(req: Request, at: str = "now", st=Depends(state)):
         raise HTTPException(422, f"at must be 'now' or 'next-start', got {at!r}")
     from fastapi.concurrency import run_in_threadpool
 
-    from hardware.board import load_board
-    from hardware.errors import ConfigError
+    from nnos_hardware.board import load_board
+    from nnos_hardware.errors import ConfigError
 
     from ...fsutil import atomic_write
     body = await req.body()
