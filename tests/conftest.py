@@ -2,16 +2,13 @@
 + onnx/onnxruntime), tests/backends (one directory per backend)."""
 from __future__ import annotations
 
-import os
 
-import numpy as np
 import pytest
 
 from nnos import flags
 
 pytest_plugins = ["tests.support.fixtures"]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = flags.QUICK.get()
 
 
@@ -40,10 +37,3 @@ def ort_session():
         so.intra_op_num_threads = 1
         return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     return make
-
-
-def assert_close(got, ref, rtol=1e-5):
-    """Relative tolerance against the reference, with an absolute floor scaled to the output."""
-    ref = np.asarray(ref)
-    atol = rtol * max(1.0, float(np.max(np.abs(ref)))) if ref.size else 0
-    np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol)

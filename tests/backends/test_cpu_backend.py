@@ -19,9 +19,9 @@ import nnos
 from nnos.backends import prepare
 from nnos.backends.cpu.toolchain import find_compiler
 from nnos.errors import BackendError
-from tests.backends.child import run_in_child
-from tests.conftest import ROOT
-from tests.helpers import model, rand, save, vi
+from tests.support.child import run_in_child
+from tests.support.paths import ROOT
+from tests.support.onnx_models import model, rand, save, vi
 
 pytestmark = pytest.mark.skipif(find_compiler() is None, reason="no C compiler here")
 CARTPOLE = os.path.join(ROOT, "models", "cartpole", "cartpole.onnx")
@@ -138,7 +138,8 @@ def test_one_native_call_per_run_and_no_allocation(zoo):
     import tracemalloc
     plan = nnos.compile(zoo["mlp_s"])
     exe = prepare(plan, "cpu")
-    assert exe.backend == "cpu" and exe.facts["vector_floats"] in (4, 8, 16)
+    assert exe.backend == "cpu"
+    assert exe.facts["vector_floats"] in (4, 8, 16)
     for _ in range(100):
         exe.run()
     tracemalloc.start()
@@ -163,7 +164,8 @@ def test_an_op_without_a_kernel_falls_back_with_its_name(tmp_path, monkeypatch):
     m = model([helper.make_node("Transpose", ["X"], ["Y"], perm=[1, 0])], [vi("X", [3, 10])], [vi("Y", [10, 3])])
     plan = nnos.compile(save(m, tmp_path / "tr.onnx"))
     exe = prepare(plan, "auto")
-    assert exe.backend == "numpy" and "Transpose" in exe.choice["passed_over"]["cpu"]
+    assert exe.backend == "numpy"
+    assert "Transpose" in exe.choice["passed_over"]["cpu"]
     with pytest.raises(BackendError, match="no generated kernel for Transpose"):
         prepare(plan, "cpu")
 
@@ -172,7 +174,8 @@ def test_no_compiler(monkeypatch, zoo):
     monkeypatch.setenv("NNOS_CC", "/nonexistent/cc")
     plan = nnos.compile(zoo["mlp_s"])
     exe = prepare(plan, "auto")
-    assert exe.backend == "numpy" and "no C compiler" in exe.choice["passed_over"]["cpu"]
+    assert exe.backend == "numpy"
+    assert "no C compiler" in exe.choice["passed_over"]["cpu"]
     with pytest.raises(BackendError, match="no C compiler"):
         prepare(plan, "cpu")
 
@@ -185,7 +188,8 @@ def test_a_compiler_error_is_reported(tmp_path, monkeypatch, zoo):
     monkeypatch.setenv("NNOS_CC", str(fake))
     plan = nnos.compile(zoo["mlp_s"])
     exe = prepare(plan, "auto")
-    assert exe.backend == "numpy" and "out of cheese" in exe.choice["passed_over"]["cpu"]
+    assert exe.backend == "numpy"
+    assert "out of cheese" in exe.choice["passed_over"]["cpu"]
 
 
 def test_an_unwritable_cache(tmp_path, monkeypatch, zoo):
@@ -198,7 +202,8 @@ def test_an_unwritable_cache(tmp_path, monkeypatch, zoo):
     monkeypatch.setenv("NNOS_CPU_CACHE", ro)
     plan = nnos.compile(zoo["mlp_s"])
     exe = prepare(plan, "auto")
-    assert exe.backend == "numpy" and "not writable" in exe.choice["passed_over"]["cpu"], exe.choice
+    assert exe.backend == "numpy", exe.choice
+    assert "not writable" in exe.choice["passed_over"]["cpu"], exe.choice
 
 
 def test_a_foreign_object_in_the_cache_is_never_loaded(tmp_path, monkeypatch, zoo):
@@ -212,15 +217,18 @@ def test_a_foreign_object_in_the_cache_is_never_loaded(tmp_path, monkeypatch, zo
     a.save(str(tmp_path / "a.nnos"))
     r = subprocess.run([sys.executable, "-m", "nnos.backends.cpu", "build", str(tmp_path / "a.nnos")],
                        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ))
-    assert r.returncode == 0 and r.stdout.strip() == object_path(_key(source(a))[3]), r.stderr   # built elsewhere
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == object_path(_key(source(a))[3]), r.stderr   # built elsewhere
     b = nnos.compile(zoo["mlp_m"])
-    assert not prepare(b, "cpu").facts["cached"] and prepare(b, "cpu").facts["cached"]
+    assert not prepare(b, "cpu").facts["cached"]
+    assert prepare(b, "cpu").facts["cached"]
     # b's object where a's belongs (a stale or tampered cache), before this process ever loaded a's
     shutil.copy(object_path(_key(source(b))[3]), object_path(_key(source(a))[3]) + ".tmp")
     os.replace(object_path(_key(source(a))[3]) + ".tmp", object_path(_key(source(a))[3]))
     foreign = open(object_path(_key(source(a))[3]), "rb").read()
     exe = prepare(a, "auto")            # never loaded: removed, compiled again, and that one runs
-    assert exe.backend == "cpu" and "stale or foreign" in exe.facts["replaced"], exe.facts
+    assert exe.backend == "cpu", exe.facts
+    assert "stale or foreign" in exe.facts["replaced"], exe.facts
     assert open(exe.facts["object"], "rb").read() != foreign
     feeds = feeds_for(a)
     for k, v in feeds.items():
@@ -240,7 +248,8 @@ def test_an_object_cut_short_by_a_power_loss_is_compiled_again(tmp_path, monkeyp
     with open(path, "wb") as f:                   # what a power cut before the fsync can leave
         f.write(whole[: len(whole) // 3])
     exe = prepare(plan, "auto")
-    assert exe.backend == "cpu" and exe.facts.get("replaced"), exe.facts
+    assert exe.backend == "cpu", exe.facts
+    assert exe.facts.get("replaced"), exe.facts
     assert os.path.getsize(path) == len(whole)
 
 
@@ -287,7 +296,9 @@ def test_a_portable_target_and_an_object_built_ahead_of_time(tmp_path, monkeypat
     monkeypatch.setenv("NNOS_CPU_PREBUILT", str(pre))
     monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path / "cache"))
     exe = prepare(plan, "auto")
-    assert exe.backend == "cpu" and exe.facts["prebuilt"] and exe.facts["target"] == name, exe.facts
+    assert exe.backend == "cpu", exe.facts
+    assert exe.facts["prebuilt"], exe.facts
+    assert exe.facts["target"] == name, exe.facts
     assert exe.facts["vector_floats"] == TARGETS[name][3]
     assert not (tmp_path / "cache").exists()          # nothing compiled, nothing written
     agree(plan)
@@ -298,12 +309,14 @@ def test_a_target_this_cpu_lacks_falls_back_with_the_reason(monkeypatch, zoo):
     plan = nnos.compile(zoo["mlp_s"])
     monkeypatch.setenv("NNOS_CPU_TARGET", "armv8-a" if os.uname().machine == "x86_64" else "x86-64-v2")
     exe = prepare(plan, "auto")
-    assert exe.backend == "numpy" and "is for" in exe.choice["passed_over"]["cpu"], exe.choice
+    assert exe.backend == "numpy", exe.choice
+    assert "is for" in exe.choice["passed_over"]["cpu"], exe.choice
     if os.uname().machine == "x86_64":
         monkeypatch.setenv("NNOS_CPU_TARGET", "x86-64-v3")
         monkeypatch.setattr(compiler, "cpu_features", lambda: frozenset({"sse2", "ssse3"}))
         exe = prepare(plan, "auto")
-        assert exe.backend == "numpy" and "lacks what target x86-64-v3 needs" in exe.choice["passed_over"]["cpu"]
+        assert exe.backend == "numpy"
+        assert "lacks what target x86-64-v3 needs" in exe.choice["passed_over"]["cpu"]
     monkeypatch.setenv("NNOS_CPU_TARGET", "pentium-pro")
     assert "expected native or one of" in prepare(plan, "auto").choice["passed_over"]["cpu"]
 
@@ -315,12 +328,14 @@ def test_cli_reports_the_backend(tmp_path, zoo):
     r = subprocess.run([sys.executable, "-m", "nnos.cli", "compile", zoo["gru_s"], "-o", str(out),
                         "--backend", "cpu"], capture_output=True, text=True, cwd=ROOT,
                        env=dict(os.environ, NNOS_CPU_CACHE=str(tmp_path / "c")))
-    assert r.returncode == 0 and "backend cpu: compiled in" in r.stdout, r.stderr
+    assert r.returncode == 0, r.stderr
+    assert "backend cpu: compiled in" in r.stdout, r.stderr
     r = subprocess.run([sys.executable, "-m", "nnos.cli", "inspect", str(out)], capture_output=True, text=True, cwd=ROOT)
     assert "backend    cpu (auto" in r.stdout, r.stdout
     r = subprocess.run([sys.executable, "-m", "nnos.cli", "bench", str(out), "--backend", "cpu", "--iters", "200"],
                        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, NNOS_CPU_CACHE=str(tmp_path / "c")))
-    assert r.returncode == 0 and "calls, cpu)" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "calls, cpu)" in r.stdout, r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("pad2,stride2,tail", [(1, 2, "flatten-gemm"), (0, 1, "flatten-gemm"), (1, 1, "add"),
@@ -432,4 +447,5 @@ def test_policy_heads_softmax_clip_leaky_relu(tmp_path):
     feeds = feeds_for(plan)
     feeds["X"][0, 0] = np.nan
     out = run_cpu_in_child(plan, feeds)
-    assert np.isnan(out["XC"][0, 0]) and np.isnan(out["P"][0]).all()           # NaN passes Clip and Softmax
+    assert np.isnan(out["XC"][0, 0])
+    assert np.isnan(out["P"][0]).all()           # NaN passes Clip and Softmax

@@ -15,13 +15,12 @@ import pytest
 import nnos
 from nnos.backends.cpu.toolchain import find_compiler
 from nnos.compiler import sample_inputs
-from tests.backends.child import run_in_child
-from tests.core.test_conformance import (CASES, _excluded_reason, _onnxruntime, _run_oracle, case_runs,
-                                         const_slots, rnn_weights)
-from tests.core.test_real_models import CONVERTED, LIGHT
+from tests.support.child import run_in_child
+from tests.support.onnx_cases import (CASES, CONVERTED, LIGHT, case_runs, const_slots, excluded_reason,
+                                      onnxruntime_session, rnn_weights, run_oracle)
 
 pytestmark = pytest.mark.skipif(find_compiler() is None, reason="no C compiler here")
-RUN = [c for c in CASES if not _excluded_reason(c)]
+RUN = [c for c in CASES if not excluded_reason(c)]
 if os.environ.get("NNOS_QUICK") == "1":        # one case per op while iterating
     seen: set = set()
     RUN = [c for c in RUN if not (frozenset(n.op_type for n in c.model.graph.node) in seen
@@ -35,7 +34,8 @@ def own_cache(tmp_path_factory, monkeypatch):
 
 def _close(got, want, name):
     want = np.asarray(want)
-    assert got.shape == want.shape and got.dtype == want.dtype, (name, got.shape, got.dtype, want.shape, want.dtype)
+    assert got.shape == want.shape, (name, got.shape, got.dtype, want.shape, want.dtype)
+    assert got.dtype == want.dtype, (name, got.shape, got.dtype, want.shape, want.dtype)
     if want.dtype.kind != "f":
         np.testing.assert_array_equal(got, want, err_msg=name)
         return
@@ -53,13 +53,13 @@ def test_node_case_on_cpu(case, tmp_path):
     path = os.path.join(tmp_path, "model.onnx")
     oracle = None
     for plan, feeds, every, _ in case_runs(case, path, const_slots(case)):
-        oracle = oracle or _onnxruntime(path)
+        oracle = oracle or onnxruntime_session(path)
         want = {k: np.array(v) for k, v in plan(feeds).items()}
         kind, got = run_in_child(plan, feeds)
         assert kind == "ran", f"the cpu backend refused the plan: {got}"
         for name, ref in want.items():
             _close(got[name], ref, name)
-        ort_out = _run_oracle(oracle, every)
+        ort_out = run_oracle(oracle, every)
         if ort_out is not None:             # and onnxruntime, where it runs the case
             for spec, ref in zip(plan.outputs, ort_out):
                 _close(got[spec.name], np.asarray(ref).astype(want[spec.name].dtype), f"{spec.name} vs onnxruntime")

@@ -9,7 +9,7 @@ import pytest
 
 import nnos
 from nnos.compiler import sample_inputs
-from tests.conftest import assert_close
+from tests.support.onnx_models import assert_close
 
 ZOO = ["mlp_s", "mlp_m", "cnn_s", "gru_s", "cnn_l"]
 
@@ -86,7 +86,8 @@ def test_tracemalloc_check_can_fail():
     keep = [np.ones(16) + 1 for _ in range(10)]
     after = tracemalloc.take_snapshot().filter_traces([numpy_domain])
     tracemalloc.stop()
-    assert keep and any(s.count_diff > 0 for s in after.compare_to(before, "lineno"))
+    assert keep
+    assert any(s.count_diff > 0 for s in after.compare_to(before, "lineno"))
 
 
 @pytest.mark.parametrize("name", ["mlp_s", "cnn_s", "gru_s"])
@@ -126,7 +127,7 @@ def test_wrong_calls_are_refused_and_do_not_break_the_plan(zoo):
 
 def test_nan_weights_compile_and_inspect_flags_them(tmp_path):
     from onnx import helper
-    from tests.helpers import model, save, vi
+    from tests.support.onnx_models import model, save, vi
     w = np.ones((4, 2), np.float32)
     w[1, 1] = np.nan
     m = model([helper.make_node("MatMul", ["x", "w"], ["y"])], [vi("x", [1, 4])], [vi("y", [1, 2])], [("w", w)])
@@ -139,4 +140,5 @@ def test_blas_is_single_threaded_inside_plans(zoo):
     from threadpoolctl import threadpool_info
     nnos.compile(zoo["mlp_s"], check=False).bind("numpy")
     blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
-    assert blas and all(i["num_threads"] == 1 for i in blas)
+    assert blas
+    assert all(i["num_threads"] == 1 for i in blas)

@@ -36,7 +36,8 @@ def test_timeline_lines_parse_back(capsys):
     stamp("loop: first tick (model abc, mode running)", sys.stdout)
     out = capsys.readouterr().out
     (t, ev), = parse("noise\n" + out + "[   1.0] kernel line\n")
-    assert ev == "loop: first tick (model abc, mode running)" and t > 0
+    assert ev == "loop: first tick (model abc, mode running)"
+    assert t > 0
 
 
 @pytest.mark.skipif(shutil.which("sfdisk") is None, reason="needs sfdisk")

@@ -18,8 +18,9 @@ from onnx import helper
 
 import nnos
 from nnos.store import ModelStore
-from tests.controlplane.conftest import POLICY, Api
-from tests.helpers import model, rand, vi
+from tests.support.api import Api
+from tests.support.paths import POLICY
+from tests.support.onnx_models import model, rand, vi
 
 
 def test_health_is_open_everything_else_needs_the_token(api):
@@ -30,9 +31,11 @@ def test_health_is_open_everything_else_needs_the_token(api):
             assert r.status_code == 200          # the API's own description is public
             continue
         shape = "error" if path.startswith("/v2") else "detail"      # KServe v2 clients read "error"
-        assert r.status_code == 401 and r.json() == {shape: "unauthorized"}
+        assert r.status_code == 401
+        assert r.json() == {shape: "unauthorized"}
         bad = httpx.get(api.url + path, headers={"Authorization": "Bearer " + "x" * 43})
-        assert bad.status_code == 401 and api.token not in bad.text
+        assert bad.status_code == 401
+        assert api.token not in bad.text
         assert httpx.get(api.url + path, headers={"Authorization": api.token}).status_code == 401
 
 
@@ -42,12 +45,14 @@ def test_token_file_is_private_and_never_printed(api, tmp_path):
     assert stat.S_IMODE(st.st_mode) == 0o600
     # regression (hardening): the "shown once" line went through the supervisor into a 0644 log
     first = open(api.stderr_path).read()
-    assert api.token not in first and "a new API token is in" in first
+    assert api.token not in first
+    assert "a new API token is in" in first
     again = Api(tmp_path / "again")
     again.stop()
     second = Api(tmp_path / "again")
     second.stop()
-    assert second.token == again.token and second.token not in open(second.stderr_path).read()
+    assert second.token == again.token
+    assert second.token not in open(second.stderr_path).read()
 
 
 def _upload(api, data: bytes, expect=201):
@@ -59,9 +64,15 @@ def _upload(api, data: bytes, expect=201):
 def test_upload_onnx_compiles_verifies_measures_and_stores(api):
     body = _upload(api, open(POLICY, "rb").read())
     rep = body["report"]
-    assert len(body["id"]) == 64 and rep["format"] == "onnx" and rep["verify"]["outputs_finite"]
-    assert rep["latency"]["runs"] == 1000 and rep["latency"]["p50_us"] > 0 and rep["admission"]["admitted"]
-    assert rep["ops"] == {"Gemm": 3, "Tanh": 3} and rep["arena_bytes"] > 0 and rep["flops"] > 0
+    assert len(body["id"]) == 64
+    assert rep["format"] == "onnx"
+    assert rep["verify"]["outputs_finite"]
+    assert rep["latency"]["runs"] == 1000
+    assert rep["latency"]["p50_us"] > 0
+    assert rep["admission"]["admitted"]
+    assert rep["ops"] == {"Gemm": 3, "Tanh": 3}
+    assert rep["arena_bytes"] > 0
+    assert rep["flops"] > 0
     listed = api.client.get("/v1/models").json()
     assert body["id"] in [m["id"] for m in listed["models"]]
     assert api.client.get(f"/v1/models/{body['id']}").json()["report"]["format"] == "onnx"
@@ -114,7 +125,8 @@ def test_a_gzip_bomb_is_refused_without_expanding_it(api, tmp_path):
     zeros = b"\0" * (1 << 20)
     bomb = b"".join(z.compress(zeros) for _ in range(300)) + z.flush()  # 300 MiB of zeros, ~300 KiB
     r = api.client.post("/v1/models", content=bomb)
-    assert r.status_code == 413 and "expands past" in r.json()["detail"], r.text
+    assert r.status_code == 413, r.text
+    assert "expands past" in r.json()["detail"], r.text
 
 
 def test_upload_a_compiled_plan(api, tmp_path):
@@ -130,13 +142,15 @@ def test_upload_a_compiled_plan(api, tmp_path):
 def test_bad_uploads_are_refused_and_nothing_is_stored(api, what, payload, status, message):
     before = set(ModelStore(api.data).ids())
     r = api.client.post("/v1/models", content=payload)
-    assert r.status_code == status and message in r.json()["detail"], r.text
+    assert r.status_code == status, r.text
+    assert message in r.json()["detail"], r.text
     assert set(ModelStore(api.data).ids()) == before
 
 
 def test_oversize_upload_is_refused(api):
     r = api.client.post("/v1/models", content=b"\x01" * (5 << 20))
-    assert r.status_code == 413 and "limit" in r.json()["detail"]
+    assert r.status_code == 413
+    assert "limit" in r.json()["detail"]
 
 
 def test_hostile_archives(api):
@@ -144,19 +158,22 @@ def test_hostile_archives(api):
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("../../etc/evil.onnx", b"x")
     r = api.client.post("/v1/models", content=buf.getvalue())
-    assert r.status_code == 400 and "unsafe path" in r.json()["detail"]
+    assert r.status_code == 400
+    assert "unsafe path" in r.json()["detail"]
     bomb = io.BytesIO()
     with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("model.onnx", b"\0" * (300 << 20))          # 300 MiB of zeros, ~300 KiB zipped
     r = api.client.post("/v1/models", content=bomb.getvalue())
-    assert r.status_code == 413 and "expands past" in r.json()["detail"]
+    assert r.status_code == 413
+    assert "expands past" in r.json()["detail"]
     tbuf = io.BytesIO()
     with tarfile.open(fileobj=tbuf, mode="w") as t:
         info = tarfile.TarInfo("model.onnx")
         info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
         t.addfile(info)
     r = api.client.post("/v1/models", content=tbuf.getvalue())
-    assert r.status_code == 400 and "link or device" in r.json()["detail"]
+    assert r.status_code == 400
+    assert "link or device" in r.json()["detail"]
 
 
 def test_unsupported_op_and_board_mismatch(api, tmp_path, zoo):
@@ -164,9 +181,12 @@ def test_unsupported_op_and_board_mismatch(api, tmp_path, zoo):
     p = tmp_path / "erf.onnx"
     onnx.save(m, str(p))
     r = api.client.post("/v1/models", content=p.read_bytes())
-    assert r.status_code == 422 and "node 'the_erf' (op Erf): unsupported op" in r.json()["detail"]
+    assert r.status_code == 422
+    assert "node 'the_erf' (op Erf): unsupported op" in r.json()["detail"]
     r = api.client.post("/v1/models", content=open(zoo["mlp_s"], "rb").read())
-    assert r.status_code == 422 and "does not fit the board" in r.json()["detail"] and "board.toml:" in r.json()["detail"]
+    assert r.status_code == 422
+    assert "does not fit the board" in r.json()["detail"]
+    assert "board.toml:" in r.json()["detail"]
 
 
 def test_kserve_metadata_and_inference_match_the_plan(api):
@@ -180,13 +200,18 @@ def test_kserve_metadata_and_inference_match_the_plan(api):
     assert r.status_code == 200, r.text
     out = r.json()["outputs"][0]
     ref = nnos.compile(POLICY)({"obs": obs})["action"]
-    assert out["name"] == "action" and out["shape"] == [1, 1] and np.allclose(out["data"], ref.reshape(-1), rtol=1e-6)
-    assert r.json()["id"] == "r1" and r.json()["model_version"] == mid
+    assert out["name"] == "action"
+    assert out["shape"] == [1, 1]
+    assert np.allclose(out["data"], ref.reshape(-1), rtol=1e-6)
+    assert r.json()["id"] == "r1"
+    assert r.json()["model_version"] == mid
     bad = api.client.post(f"/v2/models/{mid}/infer", json={"inputs": [
         {"name": "obs", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]})
-    assert bad.status_code == 400 and "expected [1, 4]" in bad.json()["error"]      # the protocol's error shape
+    assert bad.status_code == 400
+    assert "expected [1, 4]" in bad.json()["error"]      # the protocol's error shape
     garbled = api.client.post(f"/v2/models/{mid}/infer", content=b"{not json")
-    assert garbled.status_code == 400 and "not an inference request" in garbled.json()["error"]
+    assert garbled.status_code == 400
+    assert "not an inference request" in garbled.json()["error"]
     assert api.client.get("/v2/models/" + "0" * 64).status_code == 404
 
 
@@ -194,25 +219,30 @@ def test_delete_refuses_the_active_model(api):
     mid = _upload(api, open(POLICY, "rb").read())["id"]
     ModelStore(api.data).activate(mid, "test")
     r = api.client.delete(f"/v1/models/{mid}")
-    assert r.status_code == 409 and "is active" in r.json()["detail"]
+    assert r.status_code == 409
+    assert "is active" in r.json()["detail"]
     assert api.client.delete("/v1/models/" + "f" * 64).status_code == 404
     assert api.client.get("/v1/models/nope").status_code == 404
 
 
 def test_state_without_a_loop(api):
     st = api.client.get("/v1/status").json()
-    assert st["loop"]["mode"] == "down" and st["board"]["name"] == "cartpole-sim"
+    assert st["loop"]["mode"] == "down"
+    assert st["board"]["name"] == "cartpole-sim"
     m = api.client.get("/metrics")
-    assert m.status_code == 200 and "nnos_loop_up 0.0" in m.text
+    assert m.status_code == 200
+    assert "nnos_loop_up 0.0" in m.text
     cfg = api.client.get("/v1/config").json()
-    assert cfg["outputs"][0]["channel"] == "cartpole.force" and cfg["rate_hz"] == 50
+    assert cfg["outputs"][0]["channel"] == "cartpole.force"
+    assert cfg["rate_hz"] == 50
     r = api.client.post("/v1/models/" + "a" * 64 + "/activate")
     assert r.status_code == 404
 
 
 def test_long_operations_report_progress(api):
     r = api.client.post("/v1/models", params={"wait": "false"}, content=open(POLICY, "rb").read())
-    assert r.status_code == 202 and r.json()["state"] == "running"
+    assert r.status_code == 202
+    assert r.json()["state"] == "running"
     job_url = r.json()["progress"]
     steps = set()
     deadline = time.monotonic() + 60
@@ -222,7 +252,8 @@ def test_long_operations_report_progress(api):
         if j["state"] != "running":
             break
         time.sleep(0.01)
-    assert j["state"] == "done" and len(j["result"]["id"]) == 64, j
+    assert j["state"] == "done", j
+    assert len(j["result"]["id"]) == 64, j
     history = [x["step"] for x in j["steps"]]
     assert history == ["queued", "waiting for the compiler", "reading", "compiling", "checking against the board",
                        "verifying", "measuring", "storing", "done"]
@@ -231,24 +262,29 @@ def test_long_operations_report_progress(api):
     while api.client.get(bad.json()["progress"]).json()["state"] == "running" and time.monotonic() < deadline:
         time.sleep(0.05)
     failed = api.client.get(bad.json()["progress"]).json()
-    assert failed["state"] == "failed" and failed["error"]["status"] == 422
+    assert failed["state"] == "failed"
+    assert failed["error"]["status"] == 422
     assert api.client.get("/v1/jobs/999999").status_code == 404
 
 
 def test_put_config_validates_and_applies_atomically(api):
     text = open(api.board).read()
     r = api.client.put("/v1/config", content=text.replace("clamp = [-10.0, 10.0]", "clamp = [-6.0, 6.0]"))
-    assert r.status_code == 200 and "applies when it starts" in r.json()["note"]
+    assert r.status_code == 200
+    assert "applies when it starts" in r.json()["note"]
     assert "clamp = [-6.0, 6.0]" in open(api.board).read()
     assert api.client.get("/v1/config").json()["outputs"][0]["clamp"] == [-6.0, 6.0]
     good = open(api.board).read()
     r = api.client.put("/v1/config", content=good.replace('kind = "sensor"', 'kind = "sensr"', 1))
-    assert r.status_code == 422 and "board.toml:" in r.json()["detail"] and "kind must be" in r.json()["detail"]
+    assert r.status_code == 422
+    assert "board.toml:" in r.json()["detail"]
+    assert "kind must be" in r.json()["detail"]
     assert open(api.board).read() == good                                   # nothing changed
     ModelStore(api.data).activate(_upload(api, open(POLICY, "rb").read())["id"], "test")
     r = api.client.put("/v1/config", content=good.replace('channels = ["cartpole.cart", "cartpole.pole"]',
                                                           'channels = ["cartpole.cart"]'))
-    assert r.status_code == 422 and "does not fit the active model" in r.json()["detail"]
+    assert r.status_code == 422
+    assert "does not fit the active model" in r.json()["detail"]
     assert api.client.put("/v1/config", content=b"[board\n").status_code == 422
     assert open(api.board).read() == good
 
@@ -263,7 +299,8 @@ def test_put_config_twice_and_at_next_start(api):
         assert api.client.get("/v1/config").json()["path"] == api.board
     now = open(api.board).read()
     r = api.client.put("/v1/config", params={"at": "next-start"}, content=now.replace("rate_hz = 50", "rate_hz = 40"))
-    assert r.status_code == 200 and "next starts" in r.json()["note"]
+    assert r.status_code == 200
+    assert "next starts" in r.json()["note"]
     assert "rate_hz = 40" in open(api.board).read()
     assert api.client.get("/v1/config").json()["rate_hz"] == 50             # the running config until then
     assert api.client.put("/v1/config", params={"at": "later"}, content=now).status_code == 422
@@ -303,7 +340,8 @@ def test_a_full_data_partition_is_a_507_and_nothing_half_stored(tiny_partition):
                 pass
         r = a.client.post("/v1/models", content=body)
         assert r.status_code == 507, r.text
-        assert "data partition" in r.json()["detail"] and "bytes free" in r.json()["detail"]
+        assert "data partition" in r.json()["detail"]
+        assert "bytes free" in r.json()["detail"]
         models = a.client.get("/v1/models").json()["models"]
         assert all(m["report"] for m in models)               # never a plan without its report
         r = a.client.put("/v1/config", content=open(a.board).read())
@@ -330,7 +368,8 @@ def test_store_put_is_whole_or_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(store_mod, "atomic_write", full)
     with pytest.raises(OSError):
         s.put(data, {"r": 1})
-    assert s.ids() == [] and not os.listdir(s.models)
+    assert s.ids() == []
+    assert not os.listdir(s.models)
 
 
 def _rss_kb(pid):
@@ -381,7 +420,8 @@ def test_no_body_is_read_before_the_token(api, route, ctype):
 def test_every_route_has_a_body_limit(api):
     big = b"{" + b" " * (2 << 20) + b"}"
     r = api.client.post("/v1/vm/network", content=big, headers={"content-type": "application/json"})
-    assert r.status_code == 413 and "limit" in r.json()["detail"], r.text
+    assert r.status_code == 413, r.text
+    assert "limit" in r.json()["detail"], r.text
     head = (f"POST /v1/vm/network HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {api.token}\r\n"
             "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
     reply = _raw(api.port, head + f"{3 << 20:x}\r\n".encode(), 3 << 20)
@@ -425,7 +465,8 @@ def test_huge_or_crafted_models_are_a_4xx_naming_what(api):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1 << 20, 1 << 20])]),
         opset_imports=[helper.make_opsetid("", 17)])
     r = api.client.post("/v1/models", content=m.SerializeToString())
-    assert r.status_code == 422 and "input 'x'" in r.json()["detail"], r.text
+    assert r.status_code == 422, r.text
+    assert "input 'x'" in r.json()["detail"], r.text
     import hashlib
     import struct
     from nnos.plan import artifact
@@ -433,4 +474,5 @@ def test_huge_or_crafted_models_are_a_4xx_naming_what(api):
     body = struct.pack("<8sIIQ", artifact.MAGIC, artifact.FORMAT_VERSION, 0, len(head)) + head
     body += b"\0" * (-len(body) % 64)
     r = api.client.post("/v1/models", content=body + hashlib.sha256(body).digest())
-    assert r.status_code == 400 and "weights" in r.json()["detail"], r.text
+    assert r.status_code == 400, r.text
+    assert "weights" in r.json()["detail"], r.text

@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from tests.controlplane.conftest import POLICY, Api
+from tests.support.api import Api
+from tests.support.paths import POLICY
 
 SCHEMATHESIS = os.path.join(os.path.dirname(__import__("sys").executable), "schemathesis")
 if not os.path.exists(SCHEMATHESIS):

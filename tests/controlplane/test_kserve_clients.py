@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import nnos
-from tests.controlplane.conftest import POLICY
+from tests.support.paths import POLICY
 
 httpclient = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -34,9 +34,11 @@ def _upload(api, path):
 def test_stock_tritonclient_reads_metadata_and_infers(api, triton, binary):
     c, h = triton
     mid = _upload(api, POLICY)
-    assert c.is_server_live(headers=h) and c.is_model_ready(mid, headers=h)
+    assert c.is_server_live(headers=h)
+    assert c.is_model_ready(mid, headers=h)
     meta = c.get_model_metadata(mid, headers=h)
-    assert meta["inputs"][0]["name"] == "obs" and meta["outputs"][0]["name"] == "action"
+    assert meta["inputs"][0]["name"] == "obs"
+    assert meta["outputs"][0]["name"] == "action"
     cfg = c.get_model_config(mid, headers=h)
     assert cfg["input"][0] == {"name": "obs", "data_type": "TYPE_FP32", "dims": [1, 4]}
     assert any(m["name"] == mid for m in c.get_model_repository_index(headers=h))

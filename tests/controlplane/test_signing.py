@@ -9,8 +9,9 @@ import sys
 import pytest
 
 from nnos.store import ModelStore
-from tests.conftest import ROOT
-from tests.controlplane.conftest import POLICY, Api
+from tests.support.paths import ROOT
+from tests.support.api import Api
+from tests.support.paths import POLICY
 
 
 def nnos_cmd(*args):
@@ -34,11 +35,13 @@ def test_only_trusted_signatures_are_accepted(tmp_path):
     try:
         body = model.read_bytes()
         r = api.client.post("/v1/models", content=body)
-        assert r.status_code == 403 and "unsigned upload" in r.json()["detail"]
+        assert r.status_code == 403
+        assert "unsigned upload" in r.json()["detail"]
         nnos_cmd("sign", str(model), "--key", str(keys / "stranger"))
         sig = (tmp_path / "policy.onnx.sig").read_text().strip()
         r = api.client.post("/v1/models", content=body, headers={"X-Nnos-Signature": sig})
-        assert r.status_code == 403 and "bad signature" in r.json()["detail"]
+        assert r.status_code == 403
+        assert "bad signature" in r.json()["detail"]
         r = api.client.post("/v1/models", content=body + b"\0",
                             headers={"X-Nnos-Signature": (tmp_path / "policy.onnx.sig").read_text().strip()})
         assert r.status_code == 403
@@ -48,7 +51,8 @@ def test_only_trusted_signatures_are_accepted(tmp_path):
         out = subprocess.run([sys.executable, "-m", "nnos.cli", "ctl", "push", str(model), "--url", api.url,
                               f"--token={api.token}"], capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert out.returncode == 0, out.stderr
-        assert '"signed_by": "vendor.pub"' in out.stdout and len(ModelStore(str(data)).ids()) == 1
+        assert '"signed_by": "vendor.pub"' in out.stdout
+        assert len(ModelStore(str(data)).ids()) == 1
     finally:
         api.stop()
 
@@ -73,7 +77,8 @@ def test_the_policy_holds_at_activation_at_start_and_for_the_default_model(tmp_p
     api = Api(data, env={"NNOS_REQUIRE_SIGNED": "1"})
     try:
         r = api.client.post(f"/v1/models/{unsigned}/activate")
-        assert r.status_code == 403 and "not signed" in r.json()["detail"], r.text
+        assert r.status_code == 403, r.text
+        assert "not signed" in r.json()["detail"], r.text
     finally:
         api.stop()
     # the loop refuses to start it (and after a restart: the same check at every start)
@@ -84,7 +89,8 @@ def test_the_policy_holds_at_activation_at_start_and_for_the_default_model(tmp_p
     tel = TelemetryWriter(str(tmp_path / "tel"))
     loop = Loop(board, {"cartpole": dev}, store, tel, LoopConfig(require_signed=True), log=logs.append)
     loop.load_initial()
-    assert loop.active is None and any("not signed" in line for line in logs), logs
+    assert loop.active is None, logs
+    assert any("not signed" in line for line in logs), logs
     # the default model is countersigned with the device's key when provisioned
     monkeypatch.setenv("NNOS_REQUIRE_SIGNED", "1")
     fresh = ModelStore(str(tmp_path / "fresh"))
@@ -94,7 +100,8 @@ def test_the_policy_holds_at_activation_at_start_and_for_the_default_model(tmp_p
     assert os.stat(tmp_path / "fresh" / "keys" / "device").st_mode & 0o077 == 0
     loop2 = Loop(board, {"cartpole": dev}, fresh, tel, LoopConfig(require_signed=True), log=logs.append)
     loop2.load_initial()
-    assert loop2.active is not None and loop2.active.id == mid
+    assert loop2.active is not None
+    assert loop2.active.id == mid
     # a tampered countersignature is refused
     with open(os.path.join(fresh.models, mid + ".sig"), "w") as f:
         f.write("AAAA" * 22)

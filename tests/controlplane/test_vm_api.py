@@ -17,9 +17,10 @@ from onnx import helper
 
 from nnos.legacy.broker import Broker
 from nnos.store import ModelStore
-from tests.conftest import ROOT
-from tests.controlplane.conftest import POLICY, Api
-from tests.runtime.conftest import policy_variant
+from tests.support.paths import ROOT
+from tests.support.api import Api
+from tests.support.paths import POLICY
+from tests.support.policies import policy_variant
 
 
 def propose(data: str, model: bytes, signature: str | None = None, name: str = "offer") -> str:
@@ -48,15 +49,19 @@ def test_accept_stores_but_never_activates(vmapi, tmp_path):
     variant = open(policy_variant(tmp_path, "offer", scale=0.9), "rb").read()
     pid = propose(data, variant, name="vendor-v2")
     listed = c.get("/v1/vm/proposals").json()["proposals"]
-    assert [p["id"] for p in listed] == [pid] and listed[0]["name"] == "vendor-v2"
+    assert [p["id"] for p in listed] == [pid]
+    assert listed[0]["name"] == "vendor-v2"
     before = ModelStore(data).state()["active"]
     r = c.post(f"/v1/vm/proposals/{pid}/accept")
     assert r.status_code == 201, r.text
     body = r.json()
-    assert body["active"] is False and "activate" in body["note"]
-    assert body["report"]["proposed_by"] == "legacy-vm" and body["report"]["proposal"]["name"] == "vendor-v2"
+    assert body["active"] is False
+    assert "activate" in body["note"]
+    assert body["report"]["proposed_by"] == "legacy-vm"
+    assert body["report"]["proposal"]["name"] == "vendor-v2"
     store = ModelStore(data)
-    assert body["id"] in store.ids() and store.state()["active"] == before          # stored, not active
+    assert body["id"] in store.ids()
+    assert store.state()["active"] == before          # stored, not active
     assert c.get("/v1/vm/proposals").json()["proposals"] == []                      # out of quarantine
     assert audit(data)[-1] | {"t": 0} == {"t": 0, "by": "control-plane", "type": "proposal.accept", "ok": True,
                                           "proposal": pid, "model": body["id"]}
@@ -75,11 +80,14 @@ def test_a_proposal_that_fails_the_checks_stays_in_quarantine(vmapi):
     pid = propose(data, m.SerializeToString(), name="wrong-shape")
     n = len(ModelStore(data).ids())
     r = c.post(f"/v1/vm/proposals/{pid}/accept")
-    assert r.status_code == 422 and "board" in r.json()["detail"], r.text
+    assert r.status_code == 422, r.text
+    assert "board" in r.json()["detail"], r.text
     assert len(ModelStore(data).ids()) == n
     assert [p["id"] for p in c.get("/v1/vm/proposals").json()["proposals"]] == [pid]
     last = audit(data)[-1]
-    assert last["type"] == "proposal.accept" and last["ok"] is False and last["code"] == 422
+    assert last["type"] == "proposal.accept"
+    assert last["ok"] is False
+    assert last["code"] == 422
     assert c.delete(f"/v1/vm/proposals/{pid}").status_code == 204
     assert c.get("/v1/vm/proposals").json()["proposals"] == []
     assert audit(data)[-1]["type"] == "proposal.reject"
@@ -89,16 +97,19 @@ def test_bad_proposal_ids(vmapi):
     c = vmapi.client
     assert c.post("/v1/vm/proposals/../../token/accept").status_code in (400, 404)
     r = c.post("/v1/vm/proposals/zz/accept")
-    assert r.status_code == 400 and "64 hex digits" in r.json()["detail"]
+    assert r.status_code == 400
+    assert "64 hex digits" in r.json()["detail"]
     r = c.delete("/v1/vm/proposals/" + "0" * 64)
-    assert r.status_code == 404 and "no proposal" in r.json()["detail"]
+    assert r.status_code == 404
+    assert "no proposal" in r.json()["detail"]
 
 
 def test_settings_validated_and_kept(vmapi):
     c = vmapi.client
     assert c.get("/v1/vm/settings").json()["network"] is False                      # off by default
     r = c.put("/v1/vm/settings", json={"telemetry_url": "http://vendor.example/t", "interval_s": 30})
-    assert r.status_code == 200 and r.json()["telemetry_url"] == "http://vendor.example/t"
+    assert r.status_code == 200
+    assert r.json()["telemetry_url"] == "http://vendor.example/t"
     assert c.get("/v1/vm/settings").json()["interval_s"] == 30
     # values the VM's settings refuse: 400 saying which
     for bad, word in (({"telemetry_url": "ftp://x"}, "telemetry_url"), ({"telemetry_url": "http://a b"}, "telemetry_url"),
@@ -122,7 +133,8 @@ def test_network_switch_needs_the_supervisor_and_a_boolean(vmapi):
     assert r.status_code == 422, r.text
     assert [e["where"] for e in r.json()["detail"]] == ["body.enabled"], r.text
     r = c.post("/v1/vm/network", json={"enabled": False})
-    assert r.status_code == 409 and "supervisor is not reachable" in r.json()["detail"], r.text
+    assert r.status_code == 409, r.text
+    assert "supervisor is not reachable" in r.json()["detail"], r.text
     assert c.get("/v1/vm/settings").json()["network"] is False
 
 
@@ -147,14 +159,17 @@ def test_signing_policy_applies_to_proposals(tmp_path):
         body = model.read_bytes()
         unsigned = propose(str(data), body)
         r = api.client.post(f"/v1/vm/proposals/{unsigned}/accept")
-        assert r.status_code == 403 and "unsigned" in r.json()["detail"], r.text
+        assert r.status_code == 403, r.text
+        assert "unsigned" in r.json()["detail"], r.text
         propose(str(data), body, signed_by("stranger"))                  # same bytes: same proposal, new signature
         r = api.client.post(f"/v1/vm/proposals/{unsigned}/accept")
-        assert r.status_code == 403 and "bad signature" in r.json()["detail"], r.text
+        assert r.status_code == 403, r.text
+        assert "bad signature" in r.json()["detail"], r.text
         assert ModelStore(str(data)).ids() == []
         propose(str(data), body, signed_by("vendor"))
         r = api.client.post(f"/v1/vm/proposals/{unsigned}/accept")
-        assert r.status_code == 201 and r.json()["report"]["signed_by"] == "vendor.pub", r.text
+        assert r.status_code == 201, r.text
+        assert r.json()["report"]["signed_by"] == "vendor.pub", r.text
         assert ModelStore(str(data)).state()["active"] is None or ModelStore(str(data)).state()["active"] != r.json()["id"]
     finally:
         api.stop()

@@ -12,73 +12,11 @@ import os
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
 
 import nnos
 from nnos.ops import OPS
-
-UNSUPPORTED_DTYPES = ("BFLOAT16", "FLOAT8", "INT4", "UINT4", "FLOAT4", "INT2", "UINT2", "E8M0", "string")
-EXCLUDED = {
-    "test_batchnorm_example_training_mode": "training_mode=1: nnos compiles inference only",
-    "test_batchnorm_epsilon_training_mode": "training_mode=1: nnos compiles inference only",
-    "test_identity_sequence": "sequence-typed input: nnos plans hold tensors only",
-    "test_identity_opt": "optional-typed input: nnos plans hold tensors only",
-    "test_maxpool_with_argmax_2d_precomputed_pads": "MaxPool's Indices output is not supported",
-    "test_maxpool_with_argmax_2d_precomputed_strides": "MaxPool's Indices output is not supported",
-}
-
-
-def _excluded_reason(case):
-    if case.name in EXCLUDED:
-        return EXCLUDED[case.name]
-    upper = case.name.upper()
-    for d in UNSUPPORTED_DTYPES:
-        if d.upper() in upper:
-            return f"dtype {d} is not supported (nnos plans: float16/32/64, integers, bool)"
-    return None
-
-
-def _cases():
-    from onnx.backend.test.loader import load_model_tests
-    claimed = set(OPS) | {"Constant"}
-    out = []
-    for c in load_model_tests(kind="node"):
-        ops = {n.op_type for n in c.model.graph.node}
-        if ops <= claimed:
-            out.append(c)
-    return out
-
-
-CASES = _cases()
-
-
-def _array(v):
-    return numpy_helper.to_array(v) if isinstance(v, onnx.TensorProto) else np.asarray(v)
-
-
-def const_slots(case) -> set:
-    """Inputs a node needs as compile-time constants (Reshape's shape, Slice's starts, ...)."""
-    return {n.input[k] for n in case.model.graph.node if n.op_type in OPS
-            for k in OPS[n.op_type].const_inputs if k < len(n.input)}
-
-
-def rnn_weights(case) -> set:
-    """W, R, B and the peepholes of a recurrent case's node."""
-    node = case.model.graph.node[0]
-    return {node.input[i] for i in (1, 2, 3, 4, 7) if i < len(node.input) and node.input[i]}
-
-
-def case_runs(case, path, frozen: set):
-    """Per data set: (plan with the ``frozen`` inputs as constants, the other inputs, every
-    input by name, the recorded outputs)."""
-    onnx.save(case.model, path)
-    inits = {t.name for t in case.model.graph.initializer}
-    names = [i.name for i in case.model.graph.input if i.name not in inits]
-    for ins, outs in case.data_sets:
-        every = {n: _array(v) for n, v in zip(names, ins)}
-        plan = nnos.compile(path, check=False, freeze={n: v for n, v in every.items() if n in frozen})
-        yield plan, {n: v for n, v in every.items() if n not in frozen}, every, outs
-
+from tests.support.onnx_cases import (CASES, array_of, case_runs, const_slots, excluded_reason, onnxruntime_session,
+                                      rnn_weights, run_oracle)
 
 def test_every_claimed_op_has_cases():
     covered = {n.op_type for c in CASES for n in c.model.graph.node}
@@ -88,7 +26,7 @@ def test_every_claimed_op_has_cases():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_node_case(case, tmp_path):
-    reason = _excluded_reason(case)
+    reason = excluded_reason(case)
     path = os.path.join(tmp_path, "model.onnx")
     onnx.save(case.model, path)
     if reason:
@@ -96,34 +34,16 @@ def test_node_case(case, tmp_path):
             for ins, _ in case.data_sets:
                 nnos.compile(path, check=False)
         pytest.skip(reason)
-    oracle = _onnxruntime(path)
+    oracle = onnxruntime_session(path)
     for plan, feeds, every, outs in case_runs(case, path, const_slots(case)):
         got = plan(feeds)
         for spec, ref in zip(plan.outputs, outs):
-            np.testing.assert_allclose(got[spec.name], _array(ref), rtol=case.rtol, atol=case.atol,
+            np.testing.assert_allclose(got[spec.name], array_of(ref), rtol=case.rtol, atol=case.atol,
                                        err_msg=f"output {spec.name}")
-        ort_out = _run_oracle(oracle, every)
+        ort_out = run_oracle(oracle, every)
         if ort_out is not None:             # and onnxruntime, the oracle, to 1e-5
             for spec, ref in zip(plan.outputs, ort_out):
                 _close_to_oracle(got[spec.name], ref, spec.name)
-
-
-def _onnxruntime(path):
-    """An onnxruntime session for the case, or None where onnxruntime itself cannot run it."""
-    import onnxruntime as ort
-    try:
-        return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    except Exception:
-        return None
-
-
-def _run_oracle(session, feeds):
-    if session is None:
-        return None
-    try:
-        return session.run(None, feeds)
-    except Exception:      # e.g. "ReduceMax is not defined for empty set with bool type"
-        return None
 
 
 def _close_to_oracle(got, ref, name):
@@ -140,7 +60,7 @@ def _close_to_oracle(got, ref, name):
 
 
 RNN_CASES = [c for c in CASES if {n.op_type for n in c.model.graph.node} & {"GRU", "LSTM"}
-             and not _excluded_reason(c)]
+             and not excluded_reason(c)]
 
 
 @pytest.mark.parametrize("case", RNN_CASES, ids=[c.name for c in RNN_CASES])
@@ -150,4 +70,4 @@ def test_rnn_case_with_constant_weights(case, tmp_path):
     for plan, feeds, _, outs in case_runs(case, os.path.join(tmp_path, "model.onnx"), rnn_weights(case)):
         got = plan(feeds)
         for spec, ref in zip(plan.outputs, outs):
-            np.testing.assert_allclose(got[spec.name], _array(ref), rtol=case.rtol, atol=case.atol)
+            np.testing.assert_allclose(got[spec.name], array_of(ref), rtol=case.rtol, atol=case.atol)

@@ -22,7 +22,8 @@ def test_mlp_flops_and_bytes(zoo):
     assert cost["flops"] == 2 * (8 * 64 + 64 * 64 + 64 * 2) + 2 * 64
     assert [s["ops"] for s in cost["steps"]] == ["Gemm+Tanh", "Gemm+Tanh", "Gemm"]
     assert cost["weight_bytes"] == 4 * (9 * 64 + 65 * 64 + 65 * 2)
-    assert all(s["bytes"] > 0 for s in cost["steps"]) and cost["bytes"] == sum(s["bytes"] for s in cost["steps"])
+    assert all(s["bytes"] > 0 for s in cost["steps"])
+    assert cost["bytes"] == sum(s["bytes"] for s in cost["steps"])
 
 
 def test_conv_flops(zoo):

@@ -10,8 +10,8 @@ from onnx import TensorProto, helper
 
 import nnos
 from nnos.frontend import import_onnx
-from tests.conftest import assert_close
-from tests.helpers import model, rand, save, vi
+from tests.support.onnx_models import assert_close
+from tests.support.onnx_models import model, rand, save, vi
 
 
 def _mlp(batch="batch"):
@@ -43,7 +43,8 @@ def test_missing_external_data_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("batch", [1, 4])
 def test_symbolic_batch_is_fixed(tmp_path, batch):
     plan = nnos.compile(save(_mlp(), tmp_path / "m.onnx"), batch=batch)
-    assert plan.inputs[0].shape == (batch, 8) and plan.outputs[0].shape == (batch, 16)
+    assert plan.inputs[0].shape == (batch, 8)
+    assert plan.outputs[0].shape == (batch, 16)
 
 
 def test_other_symbolic_dim_needs_a_value(tmp_path):
@@ -75,7 +76,8 @@ def test_torch_style_shape_subgraph_is_folded(tmp_path, ort_session):
 def test_old_opset_is_upgraded(tmp_path):
     m = model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [1, 3])], [vi("y", [1, 3])], opset=9)
     graph, info = import_onnx(save(m, tmp_path / "m.onnx"))
-    assert info["opset"] == 9 and graph.nodes[0].op == "Relu"
+    assert info["opset"] == 9
+    assert graph.nodes[0].op == "Relu"
 
 
 def test_freeze_turns_an_input_into_a_constant(tmp_path):
@@ -85,7 +87,8 @@ def test_freeze_turns_an_input_into_a_constant(tmp_path):
     with pytest.raises(nnos.CompileError, match="must be a constant known at compile time"):
         nnos.compile(path)
     plan = nnos.compile(path, freeze={"s": np.array([3, 4])})
-    assert [s.name for s in plan.inputs] == ["x"] and plan.outputs[0].shape == (3, 4)
+    assert [s.name for s in plan.inputs] == ["x"]
+    assert plan.outputs[0].shape == (3, 4)
     with pytest.raises(nnos.ModelError, match="cannot freeze"):
         nnos.compile(path, freeze={"nope": np.array([1])})
 

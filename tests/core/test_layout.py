@@ -6,7 +6,7 @@ import ast
 import os
 import re
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 def _layers() -> list[list[str]]:
@@ -76,3 +76,18 @@ def test_no_module_imports_from_a_layer_above_its_own():
                         upward.append(f"{_module(path)} imports {imp} ({layers[theirs]} is above {layers[mine]})")
     assert not unplaced, f"modules in no layer of docs/layout.md: {unplaced}"
     assert not upward, "\n".join(sorted(upward))
+
+
+def test_tests_share_helpers_only_through_tests_support():
+    """A test module imports another test directory's code only from tests/support/ (never a
+    conftest.py or a test_*.py: that couples test files and runs their collection twice)."""
+    bad = []
+    for d, _, files in os.walk(os.path.join(ROOT, "tests")):
+        for f in files:
+            if not f.endswith(".py"):
+                continue
+            path = os.path.join(d, f)
+            for imp in _imports(path):
+                if imp.startswith("tests.") and not imp.startswith("tests.support"):
+                    bad.append(f"{os.path.relpath(path, ROOT)} imports {imp}")
+    assert not bad, "\n".join(sorted(bad))

@@ -11,8 +11,8 @@ from nnos.frontend import import_onnx
 from nnos.ir import Graph, Node, TensorType
 from nnos.passes import (eliminate_dead, fold_batchnorm, fold_constants, fuse_bias,
                          fuse_elementwise, infer_types, prepack_gemm)
-from tests.conftest import assert_close
-from tests.helpers import model, rand, save, vi
+from tests.support.onnx_models import assert_close
+from tests.support.onnx_models import model, rand, save, vi
 
 F32 = np.dtype(np.float32)
 
@@ -26,7 +26,8 @@ def test_infer_types_gives_every_tensor_a_static_type():
     g = _graph([Node("Conv", "c", ["x", "w"], ["y"], {"pads": [1, 1, 1, 1], "strides": [2, 2]}),
                 Node("Flatten", "f", ["y"], ["z"])], [("x", (1, 3, 8, 8))], ["z"], [("w", rand(4, 3, 3, 3))])
     t = infer_types(g)
-    assert t.types["y"] == TensorType(F32, (1, 4, 4, 4)) and t.types["z"] == TensorType(F32, (1, 64))
+    assert t.types["y"] == TensorType(F32, (1, 4, 4, 4))
+    assert t.types["z"] == TensorType(F32, (1, 64))
 
 
 def test_fold_constants_evaluates_constant_subgraphs():
@@ -42,14 +43,16 @@ def test_fold_keeps_scalar_shapes():
     g = _graph([Node("Gather", "g", ["c", "i"], ["y"], {"axis": 0})], [], ["y"],
                [("c", np.int64([5, 6, 7])), ("i", np.array(1, np.int64))])
     f = fold_constants(g)
-    assert f.consts["y"].shape == () and f.consts["y"] == 6
+    assert f.consts["y"].shape == ()
+    assert f.consts["y"] == 6
 
 
 def test_dead_nodes_and_constants_are_removed():
     g = _graph([Node("Relu", "used", ["x"], ["y"]), Node("Add", "dead", ["x", "c"], ["unused"])],
                [("x", (3,))], ["y"], [("c", np.ones(3, np.float32))])
     d = eliminate_dead(infer_types(g))
-    assert [n.name for n in d.nodes] == ["used"] and "c" not in d.consts
+    assert [n.name for n in d.nodes] == ["used"]
+    assert "c" not in d.consts
 
 
 def _check_same(before: Graph, after: Graph, feeds):
@@ -101,7 +104,8 @@ def test_prepack_gemm_folds_trans_alpha_beta():
                [("x", (3, 4))], ["y"], [("w", rand(5, 4)), ("c", rand(5, seed=1))])
     t = infer_types(g)
     p = prepack_gemm(t)
-    assert p.nodes[0].attrs == {} and p.consts[p.nodes[0].inputs[1]].shape == (4, 5)
+    assert p.nodes[0].attrs == {}
+    assert p.consts[p.nodes[0].inputs[1]].shape == (4, 5)
     x = {"x": rand(3, 4, seed=2)}
     assert_close(run_direct(p, x)["y"], run_direct(t, x)["y"])
 
@@ -117,7 +121,8 @@ def test_elementwise_chain_fuses_into_one_step(tmp_path, ort_session):
     path = save(m, tmp_path / "m.onnx")
     g, _ = import_onnx(path)
     fused = fuse_elementwise(infer_types(g))
-    assert len(fused.nodes) == 1 and [e.op for e in fused.nodes[0].epilogue] == ["Add", "Relu", "Sub", "LeakyRelu"]
+    assert len(fused.nodes) == 1
+    assert [e.op for e in fused.nodes[0].epilogue] == ["Add", "Relu", "Sub", "LeakyRelu"]
     assert fused.nodes[0].epilogue[2].pos == 1
     plan = nnos.compile(path)
     feeds = {"x": rand(1, 2, 5, 5, seed=3), "res": rand(1, 3, 3, 3, seed=4)}
@@ -128,7 +133,8 @@ def test_chain_stops_at_a_tensor_read_twice():
     g = _graph([Node("Relu", "r", ["x"], ["a"]), Node("Tanh", "t", ["a"], ["b"]), Node("Add", "s", ["a", "b"], ["y"])],
                [("x", (4,))], ["y"])
     f = fuse_elementwise(infer_types(g))
-    assert [n.op for n in f.nodes][0] == "Relu" and not f.nodes[0].epilogue
+    assert [n.op for n in f.nodes][0] == "Relu"
+    assert not f.nodes[0].epilogue
 
 
 @pytest.mark.parametrize("n_nodes", [3])

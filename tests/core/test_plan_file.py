@@ -25,7 +25,8 @@ def test_save_load_same_outputs_bitwise(plan, tmp_path):
     b = loaded(feeds)
     for k in a:
         assert np.array_equal(a[k], b[k])
-    assert loaded.meta == plan.meta and loaded.memory == plan.memory
+    assert loaded.meta == plan.meta
+    assert loaded.memory == plan.memory
 
 
 def test_load_does_not_recompile(plan, tmp_path, monkeypatch):
@@ -48,7 +49,8 @@ def test_header_records_versions_and_source(plan):
 
 def test_no_pickle_anywhere(plan):
     data = plan.to_bytes()
-    assert b"\x80\x04\x95" not in data[:4096] and b"pickle" not in data
+    assert b"\x80\x04\x95" not in data[:4096]
+    assert b"pickle" not in data
 
 
 @pytest.mark.parametrize("cut", [0, 10, 100, -1, -33])
@@ -112,7 +114,8 @@ def test_save_is_atomic(plan, tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", boom)
     with pytest.raises(OSError):
         plan.save(str(path))
-    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["p.nnos"]
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["p.nnos"]
 
 
 def _with_header(raw_header: bytes) -> bytes:

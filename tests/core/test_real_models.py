@@ -14,22 +14,11 @@ from onnx import numpy_helper
 
 import nnos
 from nnos.compiler import sample_inputs
-from nnos.ops import OPS
-
-DATA = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
-
-
-def _covered(path):
-    m = onnx.load(path, load_external_data=False)
-    return {n.op_type for n in m.graph.node} <= set(OPS) | {"Constant"}
-
-
-CONVERTED = [p for p in sorted(glob.glob(os.path.join(DATA, "pytorch-converted", "*", "model.onnx"))) if _covered(p)]
-LIGHT = [p for p in sorted(glob.glob(os.path.join(DATA, "light", "*.onnx"))) if _covered(p)]
-
+from tests.support.onnx_cases import CONVERTED, LIGHT
 
 def test_cases_found():
-    assert len(CONVERTED) >= 60 and len(LIGHT) >= 2, (len(CONVERTED), len(LIGHT))
+    assert len(CONVERTED) >= 60, (len(CONVERTED), len(LIGHT))
+    assert len(LIGHT) >= 2, (len(CONVERTED), len(LIGHT))
 
 
 @pytest.mark.parametrize("path", CONVERTED, ids=[p.split(os.sep)[-2] for p in CONVERTED])

@@ -8,8 +8,8 @@ import pytest
 from onnx import helper
 
 import nnos
-from tests.conftest import assert_close
-from tests.helpers import model, rand, save, vi
+from tests.support.onnx_models import assert_close
+from tests.support.onnx_models import model, rand, save, vi
 
 # layout=1 is covered by the ONNX node cases (*_batchwise): onnxruntime does not implement it
 CASES = [c for c in itertools.product(["GRU", "LSTM"], ["forward", "reverse", "bidirectional"], [None, 0.8], [0, 1])

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 sys.path.append("/usr/lib/python3/dist-packages")          # Debian's python3-gi and its typelibs
@@ -20,7 +19,7 @@ from gi.repository import UMockdev  # noqa: E402
 from nnos_hardware.board import load_board  # noqa: E402
 from nnos_hardware.devices import NnosSerialDevice  # noqa: E402
 from nnos_hardware.hotplug import HotplugManager, HotplugWatcher  # noqa: E402
-from tests.hardware.conftest import FirmwareThread  # noqa: E402
+from tests.support.firmware import FirmwareThread, samples_after  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BOARD = os.path.join(HERE, "..", "..", "hardware", "boards", "cartpole-sim.toml")
@@ -37,14 +36,6 @@ def syspaths(text):
 
 def tty_syspath(text):
     return syspaths(text)[0]
-
-
-def wait_samples(dev, n, timeout=2.0):
-    deadline = time.monotonic() + timeout
-    start = dev.latest("cart").count
-    while dev.latest("cart").count < start + n and time.monotonic() < deadline:
-        dev.poll(0.05)
-    return dev.latest("cart").count - start
 
 
 def main():
@@ -81,7 +72,7 @@ def main():
     for e in events:
         manager.handle(e)
     out["bound_after_add"] = dev.is_open and dev.device_id
-    out["samples_after_add"] = wait_samples(dev, 5) if dev.is_open else 0
+    out["samples_after_add"] = samples_after(dev, 5) if dev.is_open else 0
     sample = dev.latest("cart")
 
     # unplug it
@@ -100,7 +91,7 @@ def main():
     for e in watcher.poll(2.0):
         manager.handle(e)
     out["rebound"] = dev.is_open and manager.where.get("cartpole") == second.port
-    out["samples_after_readd"] = wait_samples(dev, 5) if dev.is_open else 0
+    out["samples_after_readd"] = samples_after(dev, 5) if dev.is_open else 0
     out["same_sample_object"] = dev.latest("cart") is sample
     out["scan_when_present"] = [(e.device, e.identity.devnode == second.port) for e in HotplugWatcher(board).scan()]
     out["unmatched"] = sorted({f"{i.vendor:04x}:{i.product:04x}" for i in watcher.unmatched if i.vendor is not None})

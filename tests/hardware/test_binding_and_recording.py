@@ -15,7 +15,7 @@ from nnos_hardware.board import load_board
 from nnos_hardware.channels import ACTUATOR, SENSOR, Channel
 from nnos_hardware.devices import NnosSerialDevice, SimulatedDevice
 from nnos_hardware.recording import RecordingDevice, ReplayDevice, read_recording
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 BOARD = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")
 
@@ -94,7 +94,8 @@ def test_record_a_serial_run_and_replay_it_into_a_new_model(device_side, tmp_pat
             dev.flush(s.t_device_us)
             live.append(float(dev.commands["force"][0]))
     header, records = read_recording(path)
-    assert header["device"] == "cartpole" and [c["name"] for c in header["channels"]] == ["cart", "pole", "force"]
+    assert header["device"] == "cartpole"
+    assert [c["name"] for c in header["channels"]] == ["cart", "pole", "force"]
     assert sum(r[0] == 2 for r in records) == len(live)
     # replay the recorded readings into a fresh plan, as fast as possible: same commands
     replay = ReplayDevice("cartpole", path, speed=0)

@@ -11,7 +11,7 @@ import pytest
 import nnos
 from nnos_hardware.board import load_board
 from nnos_hardware.errors import ConfigError
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 BOARD = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")
 
@@ -19,7 +19,9 @@ BOARD = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "hardware", "boards", "*.toml"))))
 def test_bundled_boards_load_and_match_their_model(path):
     board = load_board(path)
-    assert board.devices and board.inputs and board.outputs
+    assert board.devices
+    assert board.inputs
+    assert board.outputs
     if board.model:
         board.check_plan(nnos.compile(board.model, check=False))
 
@@ -110,4 +112,5 @@ def test_scale_and_offset_lengths(tmp_path):
     path = _variant(tmp_path, 'channels = ["cartpole.cart", "cartpole.pole"]',
                     'channels = ["cartpole.cart", "cartpole.pole"]\nscale = 2.0\noffset = [0, 0, 0.5, 0]')
     b = load_board(path).inputs[0]
-    assert np.allclose(b.scale, 2) and np.allclose(b.offset, [0, 0, 0.5, 0])
+    assert np.allclose(b.scale, 2)
+    assert np.allclose(b.offset, [0, 0, 0.5, 0])

@@ -17,7 +17,7 @@ from nnos_hardware.devices import NnosSerialDevice
 from nnos_hardware.errors import TransportError
 from nnos_hardware.sim import cartpole
 from nnos_hardware.spawn import start_simulator
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 from tests.support.timing import scaled
 
 BOARD = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")
@@ -36,7 +36,8 @@ def test_dynamics_match_the_reference_equations():
     temp = (10.0 + pm_l * 0 * np.sin(0.1)) / total
     th_acc = (9.8 * np.sin(0.1) - np.cos(0.1) * temp) / (0.5 * (4 / 3 - 0.1 * np.cos(0.1) ** 2 / total))
     x_acc = temp - pm_l * th_acc * np.cos(0.1) / total
-    assert s[1] == pytest.approx(0.02 * x_acc) and s[3] == pytest.approx(0.02 * th_acc)
+    assert s[1] == pytest.approx(0.02 * x_acc)
+    assert s[3] == pytest.approx(0.02 * th_acc)
 
 
 def test_sim_prints_its_port_and_streams_at_its_rate():
@@ -68,7 +69,8 @@ def test_silent_host_puts_the_actuator_in_failsafe():
     time.sleep(0.6)                      # no heartbeat, no command: the device must go safe
     proc.send_signal(signal.SIGTERM)
     summary = _summary(proc)[-1]
-    assert summary["failsafe_entries"] >= 1 and summary["commands"] >= 1
+    assert summary["failsafe_entries"] >= 1
+    assert summary["commands"] >= 1
     with pytest.raises(TransportError):
         for _ in range(50):
             dev.poll(0.05)
@@ -114,10 +116,14 @@ def test_trained_policy_balances_through_the_serial_simulator():
     lines = _summary(proc)
     episodes = [x for x in lines if "episode" in x]
     done = lines[-1]
-    assert done["done"] and done["episodes"] == 100 and len(episodes) == 100
+    assert done["done"]
+    assert done["episodes"] == 100
+    assert len(episodes) == 100
     assert done["ok"] >= 95, [e for e in episodes if not e["ok"]][:5]
     assert all(e["ticks"] == 3000 for e in episodes if e["ok"])
-    assert done["failsafe_entries"] == 0 and done["refused"] == 0 and ticks >= 95 * 3000
+    assert done["failsafe_entries"] == 0
+    assert done["refused"] == 0
+    assert ticks >= 95 * 3000
 
 
 def test_a_fallen_pole_is_stood_up_again_so_readings_stay_in_range():

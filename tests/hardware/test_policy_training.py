@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import nnos
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 from tests.support.timing import scaled
 
 
@@ -22,6 +22,7 @@ def test_training_script_exports_a_working_policy(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "100/100" in r.stdout or "99/100" in r.stdout
     plan = nnos.compile(str(out))
-    assert plan.inputs[0].shape == (1, 4) and plan.outputs[0].shape == (1, 1)
+    assert plan.inputs[0].shape == (1, 4)
+    assert plan.outputs[0].shape == (1, 1)
     a = plan({"obs": np.float32([[0, 0, 0.1, 0]])})["action"][0, 0]
     assert a > 0.1        # pole leaning right (θ > 0): push the cart right

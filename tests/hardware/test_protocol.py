@@ -20,7 +20,8 @@ from nnos_hardware.transport import FdTransport
                          ids=["empty", "zero", "zeros", "mixed", "254-run", "255-run", "300-zeros", "random"])
 def test_cobs_round_trip_without_zeros(data):
     enc = cobs_encode(data)
-    assert 0 not in enc and cobs_decode(enc) == data
+    assert 0 not in enc
+    assert cobs_decode(enc) == data
 
 
 def test_cobs_example_from_the_spec():
@@ -54,7 +55,8 @@ def test_describe_truncated_is_a_frame_error():
 def test_values_payload_lengths_are_checked():
     p = fr.values_payload(42, [(1, np.float32([1, 2])), (2, np.float32([3, 4]))])
     ts, entries = fr.parse_values(p, {1: 2, 2: 2})
-    assert ts == 42 and [c for c, _ in entries] == [1, 2]
+    assert ts == 42
+    assert [c for c, _ in entries] == [1, 2]
     with pytest.raises(fr.FrameError, match="unknown channel id 2"):
         fr.parse_values(p, {1: 2})
     with pytest.raises(fr.FrameError, match="expected"):
@@ -97,7 +99,10 @@ def test_frames_survive_garbage_and_corruption(pipe_link):
         got += rx.poll(0.1)
     assert [fr.TS.unpack(f.payload)[0] for f in got] == [1, 4]
     s = rx.stats
-    assert s.crc_errors == 1 and s.short_frames == 1 and s.unknown_type == 1 and s.cobs_errors + s.crc_errors >= 1
+    assert s.crc_errors == 1
+    assert s.short_frames == 1
+    assert s.unknown_type == 1
+    assert s.cobs_errors + s.crc_errors >= 1
     assert s.faults() >= 4
 
 
@@ -111,7 +116,8 @@ def test_partial_reads_reassemble(pipe_link):
         got += rx.poll(0.0)
     got += rx.poll(0.05)
     assert [fr.TS.unpack(f.payload)[0] for f in got] == list(range(20))
-    assert rx.stats.faults() == 0 and rx.stats.seq_gaps == 0
+    assert rx.stats.faults() == 0
+    assert rx.stats.seq_gaps == 0
 
 
 def test_lost_frames_are_counted_from_sequence_numbers(pipe_link):
@@ -120,7 +126,8 @@ def test_lost_frames_are_counted_from_sequence_numbers(pipe_link):
     for seq in (0, 1, 4, 5):            # 2 and 3 never arrive
         os.write(w, enc(fr.encode_frame(fr.FrameType.HEARTBEAT, seq, _hb(seq))) + b"\x00")
     got = rx.poll(0.1) + rx.poll(0.05)
-    assert len(got) == 4 and rx.stats.seq_gaps == 2
+    assert len(got) == 4
+    assert rx.stats.seq_gaps == 2
 
 
 def test_flood_keeps_memory_bounded_and_calls_short(pipe_link):
@@ -141,8 +148,10 @@ def test_flood_keeps_memory_bounded_and_calls_short(pipe_link):
         assert len(rx._buf) <= MAX_ENCODED
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert peak < 2_000_000 and t_max < 0.5
-    assert rx.stats.oversize >= 1 and rx.stats.garbage_bytes >= 190_000
+    assert peak < 2_000_000
+    assert t_max < 0.5
+    assert rx.stats.oversize >= 1
+    assert rx.stats.garbage_bytes >= 190_000
     tx.send(fr.FrameType.HEARTBEAT, _hb(7))     # and the next real frame still gets through
     os.write(w, b"\x00")
     tx.send(fr.FrameType.HEARTBEAT, _hb(8))

@@ -12,32 +12,29 @@ from nnos_hardware.channels import ACTUATOR, SENSOR, Channel
 from nnos_hardware.devices import NnosSerialDevice
 from nnos_hardware.errors import HardwareError, ProtocolError, TransportError
 from nnos_hardware.protocol import frames as fr
+from tests.support.firmware import samples_after
 
 EXPECTED = [Channel("cart", SENSOR, (2,), -4.8, 4.8), Channel("pole", SENSOR, (2,), -3.2, 3.2),
             Channel("force", ACTUATOR, (1,), -10, 10, safe=0.0)]
 
 
-def _wait_samples(dev, n, timeout=2.0):
-    deadline = time.monotonic() + timeout
-    while dev.latest("cart").count < n and time.monotonic() < deadline:
-        dev.poll(0.05)
-    return dev.latest("cart").count
-
-
 def test_handshake_stream_and_commands(device_side):
     side = device_side()
     with NnosSerialDevice("cartpole", side.port, expected=EXPECTED) as dev:
-        assert dev.device_id == "test-dev-1" and set(dev.channels) == {"cart", "pole", "force"}
-        assert _wait_samples(dev, 10) >= 10
+        assert dev.device_id == "test-dev-1"
+        assert set(dev.channels) == {"cart", "pole", "force"}
+        assert samples_after(dev, 10) >= 10
         s = dev.latest("pole")
-        assert np.allclose(s.values, [0.0, 0.01]) and s.t_device_us > 0
+        assert np.allclose(s.values, [0.0, 0.01])
+        assert s.t_device_us > 0
         dev.write("force", [3.5])
         ref = s.t_device_us                       # the sample updates in place while we poll
         dev.flush(ref)
         deadline = time.monotonic() + 1
         while side.fw.commands == 0 and time.monotonic() < deadline:
             dev.poll(0.02)
-        assert side.fw.actuators[3][0] == pytest.approx(3.5) and side.fw.last_ref_us == ref
+        assert side.fw.actuators[3][0] == pytest.approx(3.5)
+        assert side.fw.last_ref_us == ref
         assert dev.stats()["crc_errors"] == 0
     # closing the device sends the safe values
     deadline = time.monotonic() + 1
@@ -53,7 +50,9 @@ def test_out_of_range_commands_are_clamped_before_sending(device_side):
         dev.flush()
         time.sleep(0.1)
         dev.poll(0.05)
-        assert side.fw.actuators[3][0] == pytest.approx(10.0) and side.fw.refused == 0 and dev.clamped == 1
+        assert side.fw.actuators[3][0] == pytest.approx(10.0)
+        assert side.fw.refused == 0
+        assert dev.clamped == 1
 
 
 def test_device_refuses_a_bad_command_with_an_error_frame(device_side):
@@ -63,7 +62,9 @@ def test_device_refuses_a_bad_command_with_an_error_frame(device_side):
         deadline = time.monotonic() + 1
         while dev.errors_from_device == 0 and time.monotonic() < deadline:
             dev.poll(0.05)
-        assert dev.errors_from_device == 1 and "outside" in dev.last_error and side.fw.actuators[3][0] == 0.0
+        assert dev.errors_from_device == 1
+        assert "outside" in dev.last_error
+        assert side.fw.actuators[3][0] == 0.0
 
 
 def test_wrong_protocol_version_is_refused(device_side):
@@ -109,7 +110,7 @@ def test_device_vanishing_mid_frame_raises_promptly(device_side):
     side = device_side()
     dev = NnosSerialDevice("cartpole", side.port, expected=EXPECTED)
     dev.open()
-    _wait_samples(dev, 3)
+    samples_after(dev, 3)
     side.raw.append(b"\x05\x10\x01")          # half a frame ...
     time.sleep(0.05)
     side.stop()                               # ... then the device is gone (pty closed)
@@ -124,7 +125,8 @@ def test_device_vanishing_mid_frame_raises_promptly(device_side):
 def test_garbage_flood_from_device_is_survived(device_side):
     side = device_side()
     with NnosSerialDevice("cartpole", side.port, expected=EXPECTED) as dev:
-        n0 = _wait_samples(dev, 2)
+        samples_after(dev, 2)
+        n0 = dev.latest("cart").count
         side.raw += [bytes(np.random.default_rng(i).integers(0, 256, 20000, dtype=np.uint8)) for i in range(10)]
         t_max = 0.0
         deadline = time.monotonic() + 5
@@ -134,7 +136,8 @@ def test_garbage_flood_from_device_is_survived(device_side):
             t_max = max(t_max, time.monotonic() - t0)
         st = dev.stats()
         assert dev.latest("cart").count >= n0 + 50, st
-        assert st["garbage_bytes"] > 0 and st["crc_errors"] + st["cobs_errors"] + st["oversize"] + st["short_frames"] > 0
+        assert st["garbage_bytes"] > 0
+        assert st["crc_errors"] + st["cobs_errors"] + st["oversize"] + st["short_frames"] > 0
         assert t_max < 0.5
 
 
@@ -142,7 +145,7 @@ def test_flush_never_blocks_when_the_device_stops_reading(device_side):
     """Regression: a device that stopped reading filled the pty and blocked the loop's write."""
     side = device_side()
     with NnosSerialDevice("cartpole", side.port, expected=EXPECTED) as dev:
-        _wait_samples(dev, 2)
+        samples_after(dev, 2)
         side._stop.set()                      # the device hangs: nobody reads its end any more
         side.thread.join(2)
         worst = 0.0

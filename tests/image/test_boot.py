@@ -16,7 +16,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from tests.image.conftest import ARCH, OUT, ROOT, Device
+from tests.support.image import ARCH, OUT, ROOT, Device
 
 POLICY = os.path.join(ROOT, "models", "cartpole", "cartpole.onnx")
 USB_BOARD = os.path.join(ROOT, "hardware", "boards", "cartpole-usb.toml")
@@ -49,7 +49,8 @@ def upload_and_activate(dev, data: bytes) -> str:
             break
         from tests.support.timing import report_retry
         report_retry("image: upload_and_activate", f"a guest stall in probation rolled back: {detail['reason']}")
-    assert r.status_code == 200 and r.json()["outcome"] == "active", r.text
+    assert r.status_code == 200, r.text
+    assert r.json()["outcome"] == "active", r.text
     return mid
 
 
@@ -104,7 +105,8 @@ def test_boots_to_the_network_keeps_the_chosen_model_across_a_reboot_and_survive
     assert t["initramfs: started"] < t["init: started"] < t["loop: first tick"] < t["control plane: ready"], t
     dev.vm.wait_for(r"network: eth0 10\.0\.2\.15/24 \(DHCP\)", 30)        # after the loop, in the background
     console = dev.vm.console()
-    assert "data: first boot: making the data filesystem" in console and "data: grown by" in console
+    assert "data: first boot: making the data filesystem" in console
+    assert "data: grown by" in console
     assert console.index("started loop") < console.index("started network")     # optional things after the loop
     # the default model, compiled at build time, runs; the robot balances; nothing failed safe
     st = dev.status()
@@ -117,13 +119,15 @@ def test_boots_to_the_network_keeps_the_chosen_model_across_a_reboot_and_survive
     mid = upload_and_activate(dev, variant(1.01))
     dev.reboot()
     st = dev.status()
-    assert st["loop"]["active"] == mid and st["store"]["previous"] == manifest()["plan_id"], st
+    assert st["loop"]["active"] == mid, st
+    assert st["store"]["previous"] == manifest()["plan_id"], st
     # the same network with other weights: the code is the same (weights are never baked into it),
     # so the object built with the image runs this model too, checked against numpy again
     assert st["loop"]["backend"].startswith(f"cpu ({target} object built with the image, verified"), st["loop"]
     steady(dev, "after the reboot")
     second = dev.vm.console()[dev.mark:]
-    assert "first boot" not in second and "data: /dev/vda4 mounted on /data" in second
+    assert "first boot" not in second
+    assert "data: /dev/vda4 mounted on /data" in second
     assert "init: reboot" in dev.vm.console()
     # bit rot in the active model's file: the next boot runs the previous one
     dev.kill()
@@ -134,9 +138,11 @@ def test_boots_to_the_network_keeps_the_chosen_model_across_a_reboot_and_survive
         fs.commit()
     dev.boot()
     st = dev.status()
-    assert st["loop"]["active"] == manifest()["plan_id"] and st["loop"]["mode"] == "running", st
+    assert st["loop"]["active"] == manifest()["plan_id"], st
+    assert st["loop"]["mode"] == "running", st
     logs = "\n".join(dev.client.get("/v1/logs", params={"process": "loop"}).json()["lines"])
-    assert "does not load" in logs and "corrupted" in logs, logs[-2000:]
+    assert "does not load" in logs, logs[-2000:]
+    assert "corrupted" in logs, logs[-2000:]
 
 
 def test_hotplugged_usb_serial_adapter_is_bound_by_identity(image, device, tmp_path):
@@ -147,7 +153,8 @@ def test_hotplugged_usb_serial_adapter_is_bound_by_identity(image, device, tmp_p
     dev.reboot()
     # the board wants a USB adapter that is not there: failsafe, and the API says why
     st = dev.wait_status(lambda s: s["loop"]["mode"] == "failsafe", 30, "in failsafe without the adapter")
-    assert st["board"]["name"] == "cartpole-usb" and st["loop"]["failsafe_reason"], st
+    assert st["board"]["name"] == "cartpole-usb", st
+    assert st["loop"]["failsafe_reason"], st
     sim = subprocess.Popen([sys.executable, "-m", "nnos_hardware.sim", "cartpole", "--seed", "7"], cwd=ROOT,
                            stdout=subprocess.PIPE, stderr=open(tmp_path / "sim.stderr", "wb"), text=True)
     try:
@@ -155,7 +162,8 @@ def test_hotplugged_usb_serial_adapter_is_bound_by_identity(image, device, tmp_p
         dev.vm.add_usb_serial("cp0", port, "NNOSCP01")
         st = dev.wait_status(lambda s: s["loop"]["mode"] == "running", 60, "running once the adapter is in")
         devs = dev.client.get("/v1/devices").json()["devices"]
-        assert devs[0]["open"] and not devs[0]["lost"], devs
+        assert devs[0]["open"], devs
+        assert not devs[0]["lost"], devs
         ticking(dev)
         dev.vm.remove_usb("cp0")
         dev.wait_status(lambda s: s["loop"]["mode"] == "failsafe", 30, "failsafe after device_del")
@@ -200,14 +208,16 @@ def test_power_cuts_during_upload_and_running_leave_the_last_committed_model(ima
             assert st["store"]["previous"] == committed, (st, committed)
             committed = st["store"]["active"]
         ids = {m["id"] for m in dev.client.get("/v1/models").json()["models"]}
-        assert committed in ids and all(dev.client.get(f"/v1/models/{m}").status_code == 200 for m in ids)
+        assert committed in ids
+        assert all(dev.client.get(f"/v1/models/{m}").status_code == 200 for m in ids)
         assert ticking(dev)["mode"] == "running"
     # and in the middle of plain running
     time.sleep(rng.uniform(0.5, 3.0))
     dev.kill()
     dev.boot()
     st = dev.status()
-    assert st["loop"]["active"] == committed and st["loop"]["mode"] == "running", st
+    assert st["loop"]["active"] == committed, st
+    assert st["loop"]["mode"] == "running", st
 
 
 def test_unreadable_or_missing_data_partition_is_recreated_with_defaults(image, device):
@@ -220,9 +230,11 @@ def test_unreadable_or_missing_data_partition_is_recreated_with_defaults(image, 
         f.write(os.urandom(part["size"]))
     dev.boot()
     console = dev.vm.console()
-    assert "is unreadable" in console and "recreating it" in console, console[-3000:]
+    assert "is unreadable" in console, console[-3000:]
+    assert "recreating it" in console, console[-3000:]
     st = dev.status()
-    assert st["loop"]["active"] == manifest()["plan_id"] and ticking(dev)["mode"] == "running"
+    assert st["loop"]["active"] == manifest()["plan_id"]
+    assert ticking(dev)["mode"] == "running"
     dev.kill()
     # no data partition at all: a new one is made in the free space
     subprocess.run(["sfdisk", "--delete", dev.disk, str(part["number"])], check=True, capture_output=True)
@@ -242,7 +254,8 @@ def test_config_on_the_data_partition_bad_board_and_static_network(image, device
         fs.commit()
     dev.boot()
     console = dev.vm.console()
-    assert "rate_hz must be a number" in console and "board config restored" in console
+    assert "rate_hz must be a number" in console
+    assert "board config restored" in console
     assert dev.status()["board"]["name"] == "cartpole-sim"          # the API answers over it
     dev.vm.wait_for(r"network: eth0 10\.0\.2\.15/24 \(static\)", 30)
     assert "(DHCP)" not in dev.vm.console()

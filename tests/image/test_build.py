@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.image.conftest import ROOT
+from tests.support.paths import ROOT
 
 from image.build import steps
 
@@ -19,8 +19,10 @@ def test_steps_are_numbered_and_a_hook_slots_in_by_number(tmp_path):
     (tmp_path / "steps" / "65-firmware.sh").write_text("true\n")
     (tmp_path / "steps" / "notes.txt").write_text("not a step\n")
     names = [n for n, _ in steps(str(tmp_path))]
-    assert names == sorted(names) and names.index("65-firmware.sh") == names.index("60-boot.sh") + 1
-    assert "notes.txt" not in names and all(n[:2].isdigit() for n in names)
+    assert names == sorted(names)
+    assert names.index("65-firmware.sh") == names.index("60-boot.sh") + 1
+    assert "notes.txt" not in names
+    assert all(n[:2].isdigit() for n in names)
 
 
 @pytest.mark.slow
@@ -37,9 +39,14 @@ def test_build_with_a_hardware_hook(image, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     log = r.stderr + r.stdout
     for step in ("10-rootfs", "20-modules", "30-python", "40-nnos", "50-overlay", "60-boot", "65-test", "70-disk"):
-        assert f"step {step}.sh: begin" in log and f"step {step}.sh: end (" in log
-    assert "hook step for amd64" in log and "plan check in the image" in log and "outputs equal the reference" in log
-    assert "MiB allocated" in log and "Debian packages" in log and "built in" in log
+        assert f"step {step}.sh: begin" in log
+        assert f"step {step}.sh: end (" in log
+    assert "hook step for amd64" in log
+    assert "plan check in the image" in log
+    assert "outputs equal the reference" in log
+    assert "MiB allocated" in log
+    assert "Debian packages" in log
+    assert "built in" in log
     work = out / "work-amd64"
     assert (work / "rootfs" / "etc" / "nnos" / "hw-test").read_text() == "from the hook\n"
     assert (work / "boot" / "hw-test").exists()
@@ -47,7 +54,8 @@ def test_build_with_a_hardware_hook(image, tmp_path):
                open(next((work / "rootfs" / "usr" / "lib" / "modules").iterdir()) / "modules.dep").read().split())
     man = json.loads((out / "nnos-amd64.manifest.json").read_text())
     names = [p["name"] for p in man["partitions"]]
-    assert names == ["boot", "root-a", "root-b", "nnos-data"] and man["image_bytes"] <= 400e6
+    assert names == ["boot", "root-a", "root-b", "nnos-data"]
+    assert man["image_bytes"] <= 400e6
     assert set(man["steps_s"]) >= {"10-rootfs", "65-test", "70-disk"}
     # the root filesystem is read-only squashfs with nnos-init, and no kernel left in /boot
     assert os.listdir(work / "rootfs" / "boot") == []

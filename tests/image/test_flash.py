@@ -45,8 +45,10 @@ def test_writes_and_verifies_by_reading_back(tmp_path, loops):
     digest = flash(str(image), dev, say=said.append)
     with open(dev, "rb") as f:
         back = f.read()
-    assert back[:len(data)] == data and back[len(data):] == old[len(data):]
-    assert len(digest) == 64 and any("verified" in s for s in said)
+    assert back[:len(data)] == data
+    assert back[len(data):] == old[len(data):]
+    assert len(digest) == 64
+    assert any("verified" in s for s in said)
 
 
 def test_refuses_dangerous_targets_before_writing(tmp_path, loops):

@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from tests.image.conftest import Device
+from tests.support.image import Device
 
 
 def test_the_image_runs_its_legacy_vm_capped_and_switchable(image, tmp_path):
@@ -25,10 +25,12 @@ def test_the_image_runs_its_legacy_vm_capped_and_switchable(image, tmp_path):
         assert console.index("loop: first tick") < console.index("supervisor: started legacy-vm")
         assert console.index("supervisor: started control-plane") < console.index("supervisor: started legacy-vm")
         limited = re.search(r"legacy-vm limited: (.*)", console).group(1)
-        assert "cpu.max" in limited and "memory.max" in limited, limited          # cgroup v2 on the device
+        assert "cpu.max" in limited, limited
+        assert "memory.max" in limited, limited          # cgroup v2 on the device
         # faster for the test: the whole of a CPU (the cap is the setting's), then restart it
         assert c.put("/v1/vm/settings", json={"cpu_percent": 100}).status_code == 200
-        assert c.post("/v1/vm/stop").status_code == 200 and c.post("/v1/vm/start").status_code == 200
+        assert c.post("/v1/vm/stop").status_code == 200
+        assert c.post("/v1/vm/start").status_code == 200
         end, vm = time.monotonic() + 300, {}
         while time.monotonic() < end:
             try:
@@ -39,14 +41,18 @@ def test_the_image_runs_its_legacy_vm_capped_and_switchable(image, tmp_path):
             if (vm.get("channel") or {}).get("answered", 0) > 0:
                 break
             time.sleep(2)
-        assert vm["state"] == "running" and vm["channel"]["answered"] > 0, (vm, d.vm.console()[-3000:])
+        assert vm["state"] == "running", (vm, d.vm.console()[-3000:])
+        assert vm["channel"]["answered"] > 0, (vm, d.vm.console()[-3000:])
         assert vm["network"] == "off"                                              # off by default
         before = d.status()["loop"]
         r = c.post("/v1/vm/network", json={"enabled": True})
-        assert r.status_code == 200 and r.json()["network"] == "on", r.text       # veth + nftables on the device
+        assert r.status_code == 200, r.text
+        assert r.json()["network"] == "on", r.text       # veth + nftables on the device
         r = c.post("/v1/vm/network", json={"enabled": False})
-        assert r.status_code == 200 and r.json()["network"] == "off", r.text
+        assert r.status_code == 200, r.text
+        assert r.json()["network"] == "off", r.text
         after = d.wait_status(lambda s: s["loop"]["ticks"] > before["ticks"] + 100, 60, "ticking")["loop"]
-        assert after["mode"] == "running" and after["failsafe_entries"] == before["failsafe_entries"]
+        assert after["mode"] == "running"
+        assert after["failsafe_entries"] == before["failsafe_entries"]
     finally:
         d.close()

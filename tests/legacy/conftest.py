@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GUEST = os.path.join(ROOT, "out", "legacy-vm")
+from tests.support.paths import GUEST, ROOT
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +31,7 @@ def vm_namespace():
     if netns.unavailable():
         yield None
         return
-    from tests.legacy.netfix import VmNet
+    from tests.support.netfix import VmNet
     net = VmNet()
     yield net
     net.close()

@@ -55,9 +55,13 @@ def test_requests_answer_from_read_only_views_and_everything_is_audited(tmp_path
     tel.set("ticks", 500)
     b = Broker(data)
     st = ask(b, {"id": 1, "type": "status.get"})
-    assert st["ok"] and st["result"]["loop"]["mode"] == "running" and st["result"]["loop"]["ticks"] == 500
+    assert st["ok"]
+    assert st["result"]["loop"]["mode"] == "running"
+    assert st["result"]["loop"]["ticks"] == 500
     t = ask(b, {"id": 2, "type": "telemetry.get", "window_s": 1})
-    assert t["ok"] and t["result"]["ticks"] == 500 and t["result"]["lateness_us"]["p99"] == pytest.approx(9.0, abs=0.1)
+    assert t["ok"]
+    assert t["result"]["ticks"] == 500
+    assert t["result"]["lateness_us"]["p99"] == pytest.approx(9.0, abs=0.1)
     assert ask(b, {"id": 3, "type": "log.post", "level": "warning", "message": "upload\nfailed"})["ok"]
     with open(os.path.join(data, "logs", "legacy-vm-guest.log")) as f:
         assert f.read().endswith("warning: upload failed\n")
@@ -67,7 +71,8 @@ def test_requests_answer_from_read_only_views_and_everything_is_audited(tmp_path
     assert big["error"]["code"] in ("schema", "too-large")
     rows = audit(data)
     assert [(r["id"], r["ok"]) for r in rows] == [(1, True), (2, True), (3, True), (4, False), (5, False)]
-    assert rows[3]["code"] == "unknown-type" and b.counters["refused"] == 2
+    assert rows[3]["code"] == "unknown-type"
+    assert b.counters["refused"] == 2
 
 
 POLICY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -79,24 +84,30 @@ def test_a_corrupt_proposal_is_refused(tmp_path):
     for blob, why in ((b"not a model at all", "not an ONNX model"), (b"PK\x03\x04" + bytes(100), "archive"),
                       (open(POLICY, "rb").read()[:-40], "not an ONNX model")):
         r = ask(b, {"id": 1, "type": "model.propose", "name": "m", "model_b64": base64.b64encode(blob).decode()})
-        assert not r["ok"] and r["error"]["code"] == "bad-model" and why in r["error"]["message"], r
+        assert not r["ok"], r
+        assert r["error"]["code"] == "bad-model", r
+        assert why in r["error"]["message"], r
     assert not os.path.exists(os.path.join(str(tmp_path), "quarantine"))
     b.tally.flush(force=True)           # the first in full, the others as a count
     rows = audit(str(tmp_path))
-    assert {x["code"] for x in rows} == {"bad-model"} and sum(x.get("refused", 1) for x in rows) == 3
+    assert {x["code"] for x in rows} == {"bad-model"}
+    assert sum(x.get("refused", 1) for x in rows) == 3
 
 
 def test_a_proposal_only_lands_in_quarantine(tmp_path):
     b = Broker(str(tmp_path))
     model = open(POLICY, "rb").read()
     r = ask(b, {"id": 1, "type": "model.propose", "name": "policy-v2", "model_b64": base64.b64encode(model).decode()})
-    assert r["ok"] and r["result"]["state"] == "quarantined"
+    assert r["ok"]
+    assert r["result"]["state"] == "quarantined"
     q = os.path.join(str(tmp_path), "quarantine")
     assert open(os.path.join(q, r["result"]["id"] + ".model"), "rb").read() == model
     meta = json.load(open(os.path.join(q, r["result"]["id"] + ".json")))
-    assert meta["name"] == "policy-v2" and meta["signed"] is False and meta["from"] == "legacy-vm"
-    assert not os.path.exists(os.path.join(str(tmp_path), "models")) and not os.path.exists(
-        os.path.join(str(tmp_path), "state.json"))                          # the store is not touched
+    assert meta["name"] == "policy-v2"
+    assert meta["signed"] is False
+    assert meta["from"] == "legacy-vm"
+    assert not os.path.exists(os.path.join(str(tmp_path), "models"))
+    assert not os.path.exists( os.path.join(str(tmp_path), "state.json"))                          # the store is not touched
     assert audit(str(tmp_path))[-1]["model"] == r["result"]["id"]
 
 
@@ -104,7 +115,8 @@ def test_lines_are_bounded_and_an_over_long_one_is_reported_once():
     lines = Lines(cap=100)
     assert lines.feed(b'{"a": 1}\n{"b"') == [b'{"a": 1}']
     assert lines.feed(b"x" * 500) == [None]                  # over the cap: dropped, said once
-    assert lines.feed(b"y" * 500) == [] and len(lines.buf) == 0
+    assert lines.feed(b"y" * 500) == []
+    assert len(lines.buf) == 0
     assert lines.feed(b'tail\n{"c": 3}\n') == [b'{"c": 3}']  # resynchronised at the newline
 
 
@@ -134,7 +146,9 @@ def test_socket_flood_and_a_guest_that_stops_reading(tmp_path):
             *done, buf = buf.split(b"\n")
             got += [json.loads(x) for x in done if x]
         codes = [g["error"]["code"] for g in got if not g["ok"]]
-        assert sum(g["ok"] for g in got) <= 45 and codes and set(codes) == {"rate-limited"}
+        assert sum(g["ok"] for g in got) <= 45
+        assert codes
+        assert set(codes) == {"rate-limited"}
         # a guest that never reads: the broker keeps going and drops what does not fit
         big = json.dumps({"type": "log.post", "message": "m" * 1900}).encode() + b"\n"
         deadline = time.monotonic() + 10
@@ -145,7 +159,8 @@ def test_socket_flood_and_a_guest_that_stops_reading(tmp_path):
                 sent += guest.send(b'{"type": "telemetry.get", "window_s": 3600}\n' * 200 + big)
             except BlockingIOError:
                 time.sleep(0.01)
-        assert b.counters["dropped"] > 0 and th.is_alive()
+        assert b.counters["dropped"] > 0
+        assert th.is_alive()
         assert b.counters["requests"] > OUT_MAX // 200
     finally:
         stop.set()
@@ -210,7 +225,8 @@ def test_lines_that_killed_the_broker_are_refused_and_audited(tmp_path, line):
     # regression (hardening): each of these escaped handle() and ended the broker process
     b = Broker(str(tmp_path))
     reply = json.loads(b.handle(line))
-    assert reply["ok"] is False and reply["error"]["code"] in ("unknown-type", "malformed", "schema")
+    assert reply["ok"] is False
+    assert reply["error"]["code"] in ("unknown-type", "malformed", "schema")
     assert audit(str(tmp_path))[-1]["ok"] is False
     assert ask(b, {"id": 9, "type": "ping"})["ok"]                   # and it still answers
 
@@ -219,7 +235,8 @@ def test_a_crafted_plan_proposal_is_refused(tmp_path):
     b = Broker(str(tmp_path))
     model = base64.b64encode(_crafted_plan()).decode()
     reply = ask(b, {"id": 3, "type": "model.propose", "name": "m", "model_b64": model})
-    assert reply["ok"] is False and reply["error"]["code"] in ("bad-model", "internal"), reply
+    assert reply["ok"] is False, reply
+    assert reply["error"]["code"] in ("bad-model", "internal"), reply
     assert audit(str(tmp_path))[-1]["ok"] is False
 
 
@@ -266,7 +283,8 @@ def test_fuzz_handle_never_raises(tmp_path):
             line = json.dumps({"id": i, "type": "model.propose", "name": "m",
                                "model_b64": base64.b64encode(rng.bytes(int(rng.integers(0, 600)))).decode()}).encode()
         reply = b.handle(line.replace(b"\n", b" ") or None)
-        assert reply.endswith(b"\n") and reply.count(b"\n") == 1
+        assert reply.endswith(b"\n")
+        assert reply.count(b"\n") == 1
         assert isinstance(json.loads(reply)["ok"], bool)
     assert b.counters["requests"] == 10_000
 
@@ -284,7 +302,8 @@ def test_refusals_at_the_allowed_rate_cannot_rotate_the_audit_away(tmp_path):
         b.handle(c if isinstance(c, bytes) else json.dumps(c).encode())
     b.tally.flush(force=True)
     lines = audit(str(tmp_path))
-    assert lines[0]["type"] == "ping" and lines[0]["ok"]
+    assert lines[0]["type"] == "ping"
+    assert lines[0]["ok"]
     assert not os.path.exists(os.path.join(str(tmp_path), "audit", "legacy-vm.jsonl.1"))
     assert os.path.getsize(os.path.join(str(tmp_path), "audit", "legacy-vm.jsonl")) < 200_000
     counted = sum(x.get("refused", 1) for x in lines if not x["ok"])

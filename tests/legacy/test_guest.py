@@ -16,8 +16,8 @@ import pytest
 
 from nnos.legacy.broker import Broker, serve
 from nnos.legacy.vm import command
-from tests.legacy.conftest import GUEST, ROOT
-from tests.support.timing import report_retry, scaled
+from tests.support.paths import GUEST, ROOT
+from tests.support.timing import report_retry, wait_until
 
 pytestmark = [pytest.mark.xdist_group("image"), pytest.mark.usefixtures("vm_namespace"),
               pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None or shutil.which("busybox") is None,
@@ -62,14 +62,10 @@ class Run:
             return f.read()
 
     def wait(self, cond, timeout=90.0, what=""):
-        timeout = scaled(timeout)                       # an emulated guest on a loaded host is slower
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if cond():
-                return
+        def now():
             assert self.proc.poll() is None, f"qemu exited: {self.text()[-2000:]}"
-            time.sleep(0.2)
-        raise AssertionError(f"not {what} after {timeout} s; console:\n{self.text()[-2000:]}\naudit: {self.audit()[-5:]}")
+            return cond()
+        wait_until(now, timeout, what, 0.2, context=lambda: f"console:\n{self.text()[-2000:]}\naudit: {self.audit()[-5:]}")
 
     def close(self):
         self.stop.set()
@@ -86,7 +82,8 @@ def test_agent_reads_status_through_the_channel(guest, tmp_path):
         run.wait(lambda: "agent telemetry: status {" in run.text(), 30, "the answer in the guest")
         line = next(x for x in run.text().splitlines() if "agent telemetry: status {" in x)
         answer = json.loads(line.split("status ", 1)[1])
-        assert answer["ok"] and answer["result"]["loop"] == {"mode": "down"}       # no loop in this test
+        assert answer["ok"]
+        assert answer["result"]["loop"] == {"mode": "down"}       # no loop in this test
         assert "legacy-vm: ready" in run.text()
     finally:
         run.close()
@@ -105,7 +102,8 @@ def test_hostile_agent_is_refused_and_audited_and_the_broker_never_blocks(guest,
         assert run.broker.counters["requests"] > before                        # still serving
         assert not os.path.exists(os.path.join(run.data, "quarantine"))        # the bad model went nowhere
         text = run.text()
-        assert "actuate: {" in text and "unknown-type" in text
+        assert "actuate: {" in text
+        assert "unknown-type" in text
         assert os.path.getsize(os.path.join(run.data, "audit", "legacy-vm.jsonl")) <= 1.1 * (1 << 20)
     finally:
         run.close()
@@ -154,7 +152,8 @@ def test_nnos_up_starts_the_vm_last_limited_and_the_loop_outlives_it(guest, tmp_
         assert status_reads() > 0, up.log[-3000:]
         log = up.log
         assert log.index("started loop") < log.index("started broker") < log.index("started legacy-vm")
-        assert "legacy-vm limited:" in log and ("SCHED_IDLE" in log or "cpu.max" in log)
+        assert "legacy-vm limited:" in log
+        assert "SCHED_IDLE" in log or "cpu.max" in log
         pid = _qemu_pid(os.path.join(up.data, "run", "legacy-vm.sock"))
         assert pid is not None
         assert max(os.sched_getaffinity(0)) not in os.sched_getaffinity(pid) or len(os.sched_getaffinity(0)) == 1
@@ -164,7 +163,8 @@ def test_nnos_up_starts_the_vm_last_limited_and_the_loop_outlives_it(guest, tmp_
         deadline = time.monotonic() + 90
         while status_reads() <= n0 and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert status_reads() > n0 and "legacy-vm exited with -9" in up.log, up.log[-3000:]
+        assert status_reads() > n0, up.log[-3000:]
+        assert "legacy-vm exited with -9" in up.log, up.log[-3000:]
         c1, _ = up.counters()
         assert c1["mode"] == "running"
         assert c1["failsafe_entries"] == c0["failsafe_entries"]
@@ -221,10 +221,14 @@ def test_control_plane_shows_stops_and_starts_the_vm(guest, tmp_path):
             if vm.get("state") == "running" and (vm.get("channel") or {}).get("answered", 0) > 0:
                 break
             time.sleep(0.5)
-        assert vm["configured"] and vm["state"] == "running" and vm["channel"]["connected"], vm
-        assert vm["network"] == "off" and c.get("/v1/vm/proposals").json() == {"proposals": []}
+        assert vm["configured"], vm
+        assert vm["state"] == "running", vm
+        assert vm["channel"]["connected"], vm
+        assert vm["network"] == "off"
+        assert c.get("/v1/vm/proposals").json() == {"proposals": []}
         r = c.post("/v1/vm/stop")
-        assert r.status_code == 200 and r.json()["state"] == "stopped (on request)", r.text
+        assert r.status_code == 200, r.text
+        assert r.json()["state"] == "stopped (on request)", r.text
         assert _qemu_pid(sock) is None
         time.sleep(1.0)
         assert c.get("/v1/vm").json()["state"] == "stopped (on request)"     # not restarted behind our back
@@ -233,11 +237,13 @@ def test_control_plane_shows_stops_and_starts_the_vm(guest, tmp_path):
         deadline = time.monotonic() + 30
         while _qemu_pid(sock) is None and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _qemu_pid(sock) is not None and c.get("/v1/vm").json()["state"] == "running"
+        assert _qemu_pid(sock) is not None
+        assert c.get("/v1/vm").json()["state"] == "running"
         assert c.post("/v1/vm/reboot").status_code == 404
         ctl = subprocess.run([sys.executable, "-m", "nnos.cli", "ctl", "vm", "--url", url, "--token", up.token],
                              capture_output=True, text=True, cwd=ROOT)
-        assert ctl.returncode == 0 and json.loads(ctl.stdout)["state"] == "running", ctl.stderr
+        assert ctl.returncode == 0, ctl.stderr
+        assert json.loads(ctl.stdout)["state"] == "running", ctl.stderr
         assert httpx.get(url + "/v1/vm").status_code == 401
     finally:
         up.proc.send_signal(signal.SIGTERM)
@@ -273,11 +279,12 @@ def test_a_hostile_guest_under_nnos_up_leaves_the_loop_alone(guest, tmp_path):
             assert want <= codes(since), (codes(since), up.log[-3000:])
             time.sleep(2)                         # the agent keeps writing and never reads
             c1, _ = up.counters()
-            assert c1["mode"] == "running" and c1["ticks"] > c0["ticks"] + 100
+            assert c1["mode"] == "running"
+            assert c1["ticks"] > c0["ticks"] + 100
             assert c1["failsafe_entries"] == start["failsafe_entries"], (start, c1)
             broker = _broker_pid(up.data)
-            assert broker and (max(os.sched_getaffinity(0)) not in os.sched_getaffinity(broker)
-                               or len(os.sched_getaffinity(0)) == 1)
+            assert broker
+            assert max(os.sched_getaffinity(0)) not in os.sched_getaffinity(broker) or len(os.sched_getaffinity(0)) == 1
             if c1["misses"] == c0["misses"]:
                 break
             # a stall of this 2-vCPU host inside the window (one clean-clone CI run had one): the
@@ -289,7 +296,8 @@ def test_a_hostile_guest_under_nnos_up_leaves_the_loop_alone(guest, tmp_path):
             os.kill(_qemu_pid(sock), signal.SIGKILL)
         else:
             raise AssertionError(f"the loop missed ticks in every hostile-guest window: {c0} → {c1}")
-        assert "broker exited" not in up.log and not os.path.exists(os.path.join(up.data, "quarantine"))
+        assert "broker exited" not in up.log
+        assert not os.path.exists(os.path.join(up.data, "quarantine"))
     finally:
         up.proc.send_signal(signal.SIGTERM)
         up.proc.wait(30)

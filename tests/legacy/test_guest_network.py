@@ -19,9 +19,10 @@ import pytest
 
 from nnos.legacy import netns
 from nnos.legacy import settings as vm_settings
-from tests.legacy.netfix import Cloud
-from tests.legacy.conftest import GUEST, ROOT
-from tests.legacy.test_netns import host_addresses
+from tests.support.netfix import Cloud, host_addresses
+from tests.support.timing import wait_until
+from tests.support.paths import GUEST, ROOT
+
 
 pytestmark = [pytest.mark.xdist_group("image"), pytest.mark.usefixtures("vm_namespace"),
               pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None or shutil.which("busybox") is None,
@@ -55,13 +56,7 @@ def dashboard_switches_the_network(url: str, token: str) -> None:
 
 
 def wait(cond, timeout, what, log=lambda: ""):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"not {what} after {timeout} s\n{log()[-3000:]}")
+    return wait_until(cond, timeout, what, 0.5, context=lambda: log()[-3000:])
 
 
 def probes(data: str, since: float = 0.0) -> dict[str, str]:
@@ -82,7 +77,7 @@ def probes(data: str, since: float = 0.0) -> dict[str, str]:
 
 def test_cloud_yes_host_never_offer_quarantined_network_switch(guest, tmp_path):
     from tests.support.up import free_port
-    from tests.runtime.conftest import policy_variant
+    from tests.support.policies import policy_variant
     from tests.support.up import Up
     cloud = Cloud(str(tmp_path / "cloud"))
     shutil.copy(policy_variant(tmp_path, "offer", scale=0.9), os.path.join(cloud.root, "offer.onnx"))
@@ -103,7 +98,8 @@ def test_cloud_yes_host_never_offer_quarantined_network_switch(guest, tmp_path):
         # 1. telemetry reaches the cloud: the device's status, read through the channel
         post = wait(lambda: cloud.posts(), 150, "a telemetry upload", lambda: up.log)[0]
         status = json.loads(post)["status"]
-        assert status["ok"] and status["result"]["loop"]["mode"] == "running"
+        assert status["ok"]
+        assert status["result"]["loop"]["mode"] == "running"
         # 2. from inside the guest: the cloud answers, the control plane on every host address never does
         seen = wait(lambda: p if len(p := probes(up.data)) == len(host_urls) + 1 else None, 90,
                     "every probe reported", lambda: up.log)
@@ -120,13 +116,15 @@ def test_cloud_yes_host_never_offer_quarantined_network_switch(guest, tmp_path):
         mid = json.loads(ctl.stdout)["id"]
         assert c.get("/v1/status").json()["loop"]["active"] == active0                  # stored, not active
         r = c.post(f"/v1/models/{mid}/activate")
-        assert r.status_code == 200 and r.json()["outcome"] == "active", r.text
+        assert r.status_code == 200, r.text
+        assert r.json()["outcome"] == "active", r.text
         assert c.get("/v1/status").json()["loop"]["active"] == mid
         # 4. cut: at once, over the API; the loop does not notice
         for attempt in range(3):
             c0, _ = up.counters()
             r = c.post("/v1/vm/network", json={"enabled": False})
-            assert r.status_code == 200 and r.json()["network"] == "off", r.text
+            assert r.status_code == 200, r.text
+            assert r.json()["network"] == "off", r.text
             cut_at = time.time() + 1
             n_posts = len(cloud.posts())
             wait(lambda: probes(up.data, cut_at).get(cloud.url("ping")) == "unreachable", 60, "the cloud cut off",
@@ -134,10 +132,13 @@ def test_cloud_yes_host_never_offer_quarantined_network_switch(guest, tmp_path):
             time.sleep(5)
             assert len(cloud.posts()) <= n_posts + 1                 # at most one already under way
             vm = c.get("/v1/vm").json()
-            assert vm["network"] == "off" and vm["network_setting"] == "off" and vm["state"] == "running"
+            assert vm["network"] == "off"
+            assert vm["network_setting"] == "off"
+            assert vm["state"] == "running"
             assert vm_settings.load(up.data)["network"] is False
             c1, _ = up.counters()
-            assert c1["mode"] == "running" and c1["ticks"] > c0["ticks"] + 100
+            assert c1["mode"] == "running"
+            assert c1["ticks"] > c0["ticks"] + 100
             assert c1["failsafe_entries"] == c0["failsafe_entries"]
             if c1["misses"] == c0["misses"]:
                 break
@@ -153,7 +154,8 @@ def test_cloud_yes_host_never_offer_quarantined_network_switch(guest, tmp_path):
         # 5. restored
         ctl = subprocess.run([sys.executable, "-m", "nnos.cli", "ctl", "vm", "network", "on", "--url", url,
                               "--token", up.token], capture_output=True, text=True, cwd=ROOT, timeout=60)
-        assert ctl.returncode == 0 and json.loads(ctl.stdout)["network"] == "on", ctl.stderr
+        assert ctl.returncode == 0, ctl.stderr
+        assert json.loads(ctl.stdout)["network"] == "on", ctl.stderr
         back_at = time.time() + 1
         wait(lambda: probes(up.data, back_at).get(cloud.url("ping")) == "reachable", 60, "the cloud back",
              lambda: up.log)

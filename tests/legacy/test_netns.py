@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 from nnos.legacy import netns
-from tests.legacy.netfix import CLOUD_ADDR, CLOUD_HOST_ADDR, CLOUD_PORT, Cloud, connect_from_vm_ns, reaches_from_vm_ns
+from tests.support.netfix import (CLOUD_ADDR, CLOUD_HOST_ADDR, CLOUD_PORT, Cloud, connect_from_vm_ns, host_addresses,
+                                  reaches_from_vm_ns)
 
 pytestmark = [pytest.mark.skipif(netns.unavailable() is not None, reason=f"{netns.unavailable()}"),
               pytest.mark.xdist_group("netns")]                 # one namespace name: one worker
@@ -23,11 +24,6 @@ def nets(tmp_path, vm_namespace):
     cloud.close()
 
 
-def host_addresses() -> list[str]:
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True).stdout
-    return [line.split()[3].split("/")[0] for line in out.splitlines()]
-
-
 def test_outside_reachable_only_when_on_and_the_host_never(nets):
     listener = socket.socket()
     listener.bind(("0.0.0.0", 0))                  # a control plane listening on every address
@@ -36,10 +32,12 @@ def test_outside_reachable_only_when_on_and_the_host_never(nets):
     try:
         assert netns.state().startswith("unavailable")
         netns.setup(uplink=True)
-        assert netns.state() == "on" and netns.exists()
+        assert netns.state() == "on"
+        assert netns.exists()
         assert reaches_from_vm_ns(CLOUD_ADDR, CLOUD_PORT)
         addrs = host_addresses()
-        assert netns.HOST_ADDR in addrs and CLOUD_HOST_ADDR in addrs
+        assert netns.HOST_ADDR in addrs
+        assert CLOUD_HOST_ADDR in addrs
         for a in addrs:                             # the host on each of its addresses
             got = connect_from_vm_ns(a, port)
             assert got != "connected", f"the host's port answered on {a} from the VM's namespace"
@@ -49,9 +47,11 @@ def test_outside_reachable_only_when_on_and_the_host_never(nets):
         assert netns.state() == "off"
         assert connect_from_vm_ns(CLOUD_ADDR, CLOUD_PORT) != "connected"
         netns.setup(uplink=False)                   # again (a VM restart): idempotent, still cut
-        assert netns.state() == "off" and connect_from_vm_ns(CLOUD_ADDR, CLOUD_PORT) != "connected"
+        assert netns.state() == "off"
+        assert connect_from_vm_ns(CLOUD_ADDR, CLOUD_PORT) != "connected"
         netns.switch(True)
-        assert netns.state() == "on" and reaches_from_vm_ns(CLOUD_ADDR, CLOUD_PORT)
+        assert netns.state() == "on"
+        assert reaches_from_vm_ns(CLOUD_ADDR, CLOUD_PORT)
     finally:
         listener.close()
 
@@ -62,7 +62,8 @@ def test_switching_on_does_not_wait_for_the_subnet_route(nets):
     netns.setup(uplink=False)
     subprocess.run(["ip", "-n", netns.NS, "route", "del", netns.SUBNET], capture_output=True)
     netns.switch(True)
-    assert netns.state() == "on" and reaches_from_vm_ns(CLOUD_ADDR, CLOUD_PORT)
+    assert netns.state() == "on"
+    assert reaches_from_vm_ns(CLOUD_ADDR, CLOUD_PORT)
 
 
 def test_nothing_outside_can_open_a_connection_into_the_namespace(nets):
@@ -75,7 +76,8 @@ def test_nothing_outside_can_open_a_connection_into_the_namespace(nets):
         r = subprocess.run(["ip", "netns", "exec", "nnos-t-cloud", "python3", "-c",
                             f"import socket;s=socket.socket();s.settimeout(2);s.connect(({netns.NS_ADDR!r},9999))"],
                            capture_output=True, text=True)
-        assert r.returncode != 0 and ("timed out" in r.stderr or "refused" in r.stderr.lower()), r.stderr
+        assert r.returncode != 0, r.stderr
+        assert "timed out" in r.stderr or "refused" in r.stderr.lower(), r.stderr
     finally:
         srv.kill()
         srv.wait()
@@ -84,7 +86,8 @@ def test_nothing_outside_can_open_a_connection_into_the_namespace(nets):
 def test_teardown_removes_everything(nets):
     netns.setup(uplink=True)
     netns.teardown()
-    assert not netns.exists() and netns.uplink_up() is None
+    assert not netns.exists()
+    assert netns.uplink_up() is None
     r = subprocess.run(["nft", "list", "table", "inet", netns.TABLE], capture_output=True)
     assert r.returncode != 0
     assert os.path.exists("/proc/sys/net/ipv4/ip_forward")
@@ -106,10 +109,13 @@ def test_a_setup_cut_short_is_finished_by_the_next_one(nets):
     subprocess.run(["ip", "link", "add", netns.HOST_IF, "type", "veth", "peer", "name", netns.NS_IF,
                     "netns", netns.NS], check=True)                       # killed here
     netns.setup(uplink=False)
-    assert netns.state() == "off" and connect_from_vm_ns(CLOUD_ADDR, CLOUD_PORT) != "connected"
+    assert netns.state() == "off"
+    assert connect_from_vm_ns(CLOUD_ADDR, CLOUD_PORT) != "connected"
     netns.switch(True)
-    assert netns.state() == "on" and reaches_from_vm_ns(CLOUD_ADDR, CLOUD_PORT)
+    assert netns.state() == "on"
+    assert reaches_from_vm_ns(CLOUD_ADDR, CLOUD_PORT)
     subprocess.run(["ip", "netns", "del", netns.NS], check=True)          # the pair's far end goes with it
     subprocess.run(["ip", "netns", "add", netns.NS], check=True)
     netns.setup(uplink=True)
-    assert netns.state() == "on" and reaches_from_vm_ns(CLOUD_ADDR, CLOUD_PORT)
+    assert netns.state() == "on"
+    assert reaches_from_vm_ns(CLOUD_ADDR, CLOUD_PORT)

@@ -10,11 +10,14 @@ from nnos.legacy import settings
 
 def test_defaults_then_saved_changes(tmp_path):
     d = str(tmp_path)
-    assert settings.load(d) == settings.DEFAULTS and settings.DEFAULTS["network"] is False
+    assert settings.load(d) == settings.DEFAULTS
+    assert settings.DEFAULTS["network"] is False
     s = settings.save(d, offer_url="https://vendor.example/offer.onnx", probe_urls=["http://10.0.2.2:8080/"])
-    assert settings.load(d) == s and s["offer_url"].endswith("offer.onnx")
+    assert settings.load(d) == s
+    assert s["offer_url"].endswith("offer.onnx")
     k = settings.kernel_settings(s)
-    assert k["probe_urls"] == "http://10.0.2.2:8080/" and k["interval"] == 60
+    assert k["probe_urls"] == "http://10.0.2.2:8080/"
+    assert k["interval"] == 60
     assert not [f for f in os.listdir(d) if f.startswith(".")]           # no temp file left
 
 
@@ -34,4 +37,5 @@ def test_a_damaged_file_is_set_aside(tmp_path):
         f.write('{"network": tru')
     said = []
     assert settings.load(d, said.append) == settings.DEFAULTS
-    assert os.path.exists(settings.path(d) + ".bad") and "set aside" in said[0]
+    assert os.path.exists(settings.path(d) + ".bad")
+    assert "set aside" in said[0]

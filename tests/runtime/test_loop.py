@@ -12,14 +12,15 @@ import pytest
 
 from nnos.runtime.control import ControlServer, request
 from nnos.telemetry import TelemetryReader
-from tests.runtime.conftest import policy_variant, store_model
+from tests.support.policies import policy_variant, store_model
 from tests.support.timing import report_retry, retried, scaled, wait_until
 
 
 def test_ticks_drive_the_actuator_from_the_policy(rig):
     r = rig()
     r.ticks(5)
-    assert not r.loop.safety.active and r.force > 0.5          # pole leaning right: push right
+    assert not r.loop.safety.active
+    assert r.force > 0.5          # pole leaning right: push right
     r.state[2] = -0.02
     r.ticks(1)
     assert r.force < -0.5
@@ -40,7 +41,8 @@ def test_hot_path_allocates_nothing_over_10000_ticks(rig):
         r.loop.tick()
     now, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert not r.loop.safety.active and r.dev.flushes > 10_000
+    assert not r.loop.safety.active
+    assert r.dev.flushes > 10_000
     assert now - start < 1024, f"memory grew by {now - start} bytes over 10 000 ticks"
     assert peak - start < 4096, f"{peak - start} bytes held at once within a tick"
 
@@ -51,11 +53,14 @@ def test_stale_sensor_trips_failsafe_and_auto_recovers(rig):
     r.dev.samples["pole"].t_host -= 1.0                          # 1 s old: stale (limit 100 ms)
     r.dev.samples["cart"].t_host -= 1.0
     r.loop.tick()
-    assert r.loop.safety.active and "stale" in r.loop.safety.reason and r.force == 0.0
+    assert r.loop.safety.active
+    assert "stale" in r.loop.safety.reason
+    assert r.force == 0.0
     r.ticks(4)
     assert r.loop.safety.active                                  # 4 good ticks: not yet
     r.ticks(1)
-    assert not r.loop.safety.active and r.force != 0.0
+    assert not r.loop.safety.active
+    assert r.force != 0.0
     assert r.tel.c[r.tel.idx["failsafe_entries"]] == 1
 
 
@@ -65,7 +70,8 @@ def test_manual_exit_waits_for_a_request(rig):
     r.loop.tick()
     assert r.loop.safety.active
     r.ticks(100)
-    assert r.loop.safety.active and r.force == 0.0
+    assert r.loop.safety.active
+    assert r.force == 0.0
     assert r.loop.handle({"cmd": "release"}, None)["ok"]
     r.ticks(1)
     assert not r.loop.safety.active
@@ -77,13 +83,17 @@ def test_nan_model_never_reaches_the_actuator(rig, tmp_path):
     r.store.activate(mid)
     r.loop.load_initial()
     r.ticks(3)
-    assert r.loop.safety.active and "NaN" in r.loop.safety.reason and r.force == 0.0
+    assert r.loop.safety.active
+    assert "NaN" in r.loop.safety.reason
+    assert r.force == 0.0
 
 
 def test_no_model_idles_in_failsafe(rig):
     r = rig(active=False)
     r.ticks(3)
-    assert r.loop.safety.active and r.loop.safety.reason == "no model to run" and r.force == 0.0
+    assert r.loop.safety.active
+    assert r.loop.safety.reason == "no model to run"
+    assert r.force == 0.0
 
 
 def test_overrun_streak_trips_failsafe(rig):
@@ -91,7 +101,8 @@ def test_overrun_streak_trips_failsafe(rig):
     r.ticks(2)
     assert not r.loop.safety.active
     r.ticks(1)
-    assert r.loop.safety.active and "3 overruns in a row" in r.loop.safety.reason
+    assert r.loop.safety.active
+    assert "3 overruns in a row" in r.loop.safety.reason
 
 
 def test_lost_device_trips_failsafe(rig):
@@ -103,7 +114,8 @@ def test_lost_device_trips_failsafe(rig):
         raise TransportError("cartpole", "unplugged")
     r.dev.poll = boom
     r.loop.tick()
-    assert r.loop.safety.active and "device cartpole lost" in r.loop.safety.reason
+    assert r.loop.safety.active
+    assert "device cartpole lost" in r.loop.safety.reason
 
 
 def _serve(r, tmp_path, seconds, realtime=False):
@@ -143,8 +155,10 @@ def test_admission_refuses_a_slow_model_with_figures(rig, tmp_path):
     r = rig(rate_hz=1000, budget=0.2)                          # budget 200 µs
     slow = store_model(r.store, policy_variant(tmp_path, "slow", slow=60))
     reply = _ask(r, tmp_path, {"cmd": "activate", "model": slow, "id": 1})
-    assert not reply["ok"] and reply["outcome"] == "refused"
-    assert "p99.9" in reply["reason"] and "budget 200.0 µs" in reply["reason"]
+    assert not reply["ok"]
+    assert reply["outcome"] == "refused"
+    assert "p99.9" in reply["reason"]
+    assert "budget 200.0 µs" in reply["reason"]
     assert reply["latency"]["runs"] >= 1000
 
 
@@ -152,7 +166,8 @@ def test_admission_refuses_a_model_that_does_not_fit_the_board(rig, tmp_path, zo
     r = rig()
     other = store_model(r.store, zoo["mlp_s"])                 # obs is [1, 8]: the board gives 4 values
     reply = _ask(r, tmp_path, {"cmd": "activate", "model": other, "id": 2})
-    assert not reply["ok"] and "float32[1, 8], but its channels give 4 float32 values" in reply["reason"]
+    assert not reply["ok"]
+    assert "float32[1, 8], but its channels give 4 float32 values" in reply["reason"]
 
 
 SWAPPER = r"""
@@ -182,7 +197,7 @@ def test_fifty_hitless_swaps_at_500_hz(rig, tmp_path):
     come from another process."""
     import subprocess
     import sys
-    from tests.conftest import ROOT
+    from tests.support.paths import ROOT
     r = rig(rate_hz=500, probation_s=0.02)
     a = r.store.state()["active"]
     b = store_model(r.store, policy_variant(tmp_path, "b", scale=0.9))
@@ -209,7 +224,8 @@ def test_fifty_hitless_swaps_at_500_hz(rig, tmp_path):
     recs = reader.records(16000)
     c = reader.counters()
     reader.close()
-    assert c["swaps"] == 50 + retries and c["rollbacks"] == retries
+    assert c["swaps"] == 50 + retries
+    assert c["rollbacks"] == retries
     gen = recs["model"].astype(int)
     swap_idx = np.nonzero(np.diff(gen))[0] + 1
     assert len(swap_idx) >= 45                                  # the ring holds most of the run
@@ -226,8 +242,11 @@ def test_probation_rolls_back_a_nan_model(rig, tmp_path):
     good = r.store.state()["active"]
     bad = store_model(r.store, policy_variant(tmp_path, "nan", nan=True))
     reply = _ask(r, tmp_path, {"cmd": "activate", "model": bad, "id": 7})
-    assert not reply["ok"] and reply["outcome"] == "rolled back" and "NaN" in reply["reason"]
-    assert r.store.state()["active"] == good and r.loop.active.id == good
+    assert not reply["ok"]
+    assert reply["outcome"] == "rolled back"
+    assert "NaN" in reply["reason"]
+    assert r.store.state()["active"] == good
+    assert r.loop.active.id == good
     assert r.tel.c[r.tel.idx["rollbacks"]] == 1
     assert np.isfinite(r.force)
     sent = [cmd["force"][0] for _, cmd in r.dev.sent]
@@ -242,9 +261,12 @@ def test_shadow_reports_divergence_without_actuating(rig, tmp_path):
     reader = TelemetryReader(r.tel.path)
     div, c = reader.shadow_divergence(), reader.counters()
     reader.close()
-    assert c["shadow_ticks"] > 20 and c["shadow"] == b and c["active"] != b
+    assert c["shadow_ticks"] > 20
+    assert c["shadow"] == b
+    assert c["active"] != b
     # the shadow's action is half the active one's: divergence = |a|/2, and actuators follow the active
-    assert div["max"][0] > 0.05 and div["mean"][0] > 0
+    assert div["max"][0] > 0.05
+    assert div["mean"][0] > 0
     last_active_force = r.force
     assert abs(last_active_force) > 2 * div["mean"][0] * 10 * 0.5
 
@@ -260,7 +282,8 @@ def test_startup_falls_back_to_previous_when_active_is_corrupt(rig, tmp_path):
     data[100] ^= 0xFF
     open(path, "wb").write(bytes(data))
     r.loop.load_initial()
-    assert r.loop.active.id == good and any("does not load" in line for line in r.logs)
+    assert r.loop.active.id == good
+    assert any("does not load" in line for line in r.logs)
 
 
 def test_hardware_watchdog_is_petted_every_tick_and_disarmed_on_stop(rig, tmp_path):
@@ -281,10 +304,12 @@ def test_failsafe_trip_during_probation_rolls_back(rig, tmp_path):
     from nnos.runtime.slots import Slot
     r.loop.pending = Slot(b, r.store.load(b), r.board, r.loop.devices)
     r.ticks(3)
-    assert r.loop.active.id == b and r.loop.probation_end > 0
+    assert r.loop.active.id == b
+    assert r.loop.probation_end > 0
     r.dev.samples["pole"].t_host = 0.0                 # a sensor stops in probation
     r.loop.tick()
-    assert r.loop.active.id == good and "stale" in r.loop.probation_fault
+    assert r.loop.active.id == good
+    assert "stale" in r.loop.probation_fault
     assert r.store.state()["active"] == good
 
 
@@ -310,7 +335,9 @@ def test_loop_process_starts_with_its_usb_device_unplugged(tmp_path):
         c = tel.counters()
     finally:
         tel.close()
-    assert c["ticks"] >= 40 and c["failsafe_entries"] >= 1 and "cartpole" in c["failsafe_reason"], c
+    assert c["ticks"] >= 40, c
+    assert c["failsafe_entries"] >= 1, c
+    assert "cartpole" in c["failsafe_reason"], c
 
 
 def test_a_failed_commit_goes_back_to_the_stored_model_and_answers(rig, tmp_path):
@@ -325,10 +352,12 @@ def test_a_failed_commit_goes_back_to_the_stored_model_and_answers(rig, tmp_path
         reply = retried(3, "test_a_failed_commit_goes_back_to_the_stored_model_and_answers",
                         lambda: _activate_and_delete_in_probation(r, tmp_path, server),
                         lambda reply: reply["reason"] if reply["reason"].startswith("overrun") else None)
-        assert not reply["ok"] and reply["outcome"] == "rolled back", reply
+        assert not reply["ok"], reply
+        assert reply["outcome"] == "rolled back", reply
         assert "store could not commit" in reply["reason"]
         assert r.loop.active.id == good == r.store.state()["active"]
-        assert not r.loop.waiting and r.loop.committing is None
+        assert not r.loop.waiting
+        assert r.loop.committing is None
         again = request(server.path, {"cmd": "activate", "model": good, "id": 3}, timeout=scaled(60))
         assert again.get("error") != "another activation is in progress", again
     finally:
@@ -361,12 +390,15 @@ def test_an_out_of_range_reading_is_a_fault_never_fed_to_the_network(rig):
     assert not r.loop.safety.active
     r.state[2] = 1e30
     r.ticks(1)
-    assert r.loop.safety.active and "sensor cartpole.pole out of range (1e+30" in r.loop.safety.reason
-    assert r.force == 0.0 and r.dev.samples["pole"].out_of_range == 1
+    assert r.loop.safety.active
+    assert "sensor cartpole.pole out of range (1e+30" in r.loop.safety.reason
+    assert r.force == 0.0
+    assert r.dev.samples["pole"].out_of_range == 1
     assert r.dev.samples["pole"].values[0] == np.float32(3.1416)   # clamped where it is kept, never passed on raw
     r.state[2] = np.nan
     r.ticks(1)
-    assert r.loop.safety.active and r.force == 0.0
+    assert r.loop.safety.active
+    assert r.force == 0.0
 
 
 def test_a_clamp_channel_is_clamped_and_counted_until_its_fault_threshold(tmp_path, rig):
@@ -383,9 +415,12 @@ def test_a_clamp_channel_is_clamped_and_counted_until_its_fault_threshold(tmp_pa
     dev.open()
     dev.feed("pole", [5.0, 0.0])
     s = dev.samples["pole"]
-    assert s.values[0] == np.float32(3.1416) and s.out_of_range == 1 and s.bad_run == 1
+    assert s.values[0] == np.float32(3.1416)
+    assert s.out_of_range == 1
+    assert s.bad_run == 1
     dev.feed("pole", [0.1, 0.0])
-    assert s.bad_run == 0 and s.out_of_range == 1
+    assert s.bad_run == 0
+    assert s.out_of_range == 1
 
 
 def test_failsafe_reason_is_cleared_when_failsafe_ends_and_kept_as_the_last(rig):
@@ -399,7 +434,9 @@ def test_failsafe_reason_is_cleared_when_failsafe_ends_and_kept_as_the_last(rig)
     r.ticks(3)
     c = reader.counters()
     reader.close()
-    assert not r.loop.safety.active and c["failsafe_reason"] == "" and "stale" in c["last_failsafe_reason"]
+    assert not r.loop.safety.active
+    assert c["failsafe_reason"] == ""
+    assert "stale" in c["last_failsafe_reason"]
 
 
 def test_a_reason_that_changes_every_tick_is_logged_once_a_second_with_a_count(rig):
@@ -412,7 +449,8 @@ def test_a_reason_that_changes_every_tick_is_logged_once_a_second_with_a_count(r
     assert 1 <= len(lines) <= 3, lines
     r.dev.samples["cart"].t_host -= 10.0             # another kind of reason is said at once
     r.loop.tick()
-    assert "stale" in r.logs[-1] and "FAILSAFE" in r.logs[-1], r.logs[-1]
+    assert "stale" in r.logs[-1], r.logs[-1]
+    assert "FAILSAFE" in r.logs[-1], r.logs[-1]
     from nnos.runtime.loop import Throttle
     out = []
     t = Throttle(out.append, every_s=0.05)
@@ -421,4 +459,6 @@ def test_a_reason_that_changes_every_tick_is_logged_once_a_second_with_a_count(r
     t("k", "c")
     time.sleep(0.06)
     t("k", "d")
-    assert out[0] == "a" and len(out) == 2 and out[1].startswith("d (+2 similar lines")
+    assert out[0] == "a"
+    assert len(out) == 2
+    assert out[1].startswith("d (+2 similar lines")

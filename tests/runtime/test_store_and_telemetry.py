@@ -16,7 +16,7 @@ import nnos
 from nnos.store import ModelStore, StoreError
 from nnos.telemetry import TelemetryReader, TelemetryWriter
 from nnos.timing import RateKeeper, now_ns
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -27,17 +27,21 @@ def plans(zoo):
 def test_put_activate_rollback_delete(tmp_path, plans):
     s = ModelStore(str(tmp_path))
     a, b = s.put(plans[0], {"note": "a"}), s.put(plans[1])
-    assert s.put(plans[0]) == a and s.ids() == sorted([a, b]) and s.report(a) == {"note": "a"}
+    assert s.put(plans[0]) == a
+    assert s.ids() == sorted([a, b])
+    assert s.report(a) == {"note": "a"}
     s.activate(a)
     s.activate(b, "newer")
     st = s.state()
-    assert (st["active"], st["previous"]) == (b, a) and st["history"][-1]["reason"] == "newer"
+    assert (st["active"], st["previous"]) == (b, a)
+    assert st["history"][-1]["reason"] == "newer"
     s.rollback("bad")
     assert s.state()["active"] == a
     with pytest.raises(StoreError, match="is active"):
         s.delete(a)
     s.delete(b)
-    assert s.ids() == [a] and s.state()["previous"] is None
+    assert s.ids() == [a]
+    assert s.state()["previous"] is None
     with pytest.raises(StoreError, match="not a model id"):
         s.load("../../etc/passwd")
     with pytest.raises(nnos.PlanFormatError):
@@ -110,7 +114,9 @@ print(json.dumps({{"seen": len(seen), "bad": bad, "ticks": r.counters()["ticks"]
         tick += 1
     out = json.loads(proc_out(reader))
     w.close()
-    assert out["bad"] == 0 and out["seen"] > 100 and out["ticks"] == tick
+    assert out["bad"] == 0
+    assert out["seen"] > 100
+    assert out["ticks"] == tick
 
 
 def proc_out(p):
@@ -131,7 +137,8 @@ def test_torn_record_is_dropped(tmp_path):
 def test_rate_keeper_holds_the_rate_and_counts_misses():
     k = RateKeeper(1000)
     late = [k.wait() for _ in range(200)]
-    assert k.ticks == 200 and np.percentile(late, 50) < 1_000_000
+    assert k.ticks == 200
+    assert np.percentile(late, 50) < 1_000_000
     time.sleep(0.0035)                           # a stall of 3.5 periods
     k.wait()
     assert k.misses >= 2
@@ -176,4 +183,5 @@ def test_only_temp_files_of_dead_writers_are_cleaned(tmp_path):
     for p in (mine, theirs):
         open(p, "wb").close()
     assert s.clean() == 1
-    assert os.path.exists(mine) and not os.path.exists(theirs)
+    assert os.path.exists(mine)
+    assert not os.path.exists(theirs)

@@ -19,13 +19,16 @@ def test_a_restart_storm_stops_restarts_with_a_clear_state(tmp_path):
             m.reconcile()
             time.sleep(0.05)
         st = m.status()
-        assert st["crasher"]["gave_up"] and "restart storm: 3 exits" in st["crasher"]["gave_up"], (st, said)
-        assert st["crasher"]["restarts"] == 2 and st["crasher"]["last_exit"] == 3
+        assert st["crasher"]["gave_up"], (st, said)
+        assert "restart storm: 3 exits" in st["crasher"]["gave_up"], (st, said)
+        assert st["crasher"]["restarts"] == 2
+        assert st["crasher"]["last_exit"] == 3
         assert st["steady"]["pid"] is not None                 # the others are untouched
         for _ in range(20):                                    # given up: no more starts
             m.reconcile()
             time.sleep(0.05)
-        assert m.status()["crasher"]["pid"] is None and m.status()["crasher"]["restarts"] == 2
+        assert m.status()["crasher"]["pid"] is None
+        assert m.status()["crasher"]["restarts"] == 2
         m.retry("crasher")
         m.reconcile()
         assert m.status()["crasher"]["gave_up"] is None
@@ -39,13 +42,16 @@ def test_vm_network_requests_are_checked_and_saved(tmp_path):
     ctx = Context("", str(tmp_path), None, str(tmp_path / "run"))
     none = Manager(ctx, [ProcessSpec("loop", lambda c: ["sleep", "30"])], log=lambda m: None, echo=False)
     r = none.answer({"cmd": "vm.network", "enabled": True})
-    assert not r["ok"] and "no legacy VM" in r["error"]
+    assert not r["ok"]
+    assert "no legacy VM" in r["error"]
     m = Manager(ctx, [ProcessSpec("legacy-vm", lambda c: ["sleep", "30"])], log=lambda m: None, echo=False)
     r = m.answer({"cmd": "vm.network", "enabled": "on"})
-    assert not r["ok"] and "true or false" in r["error"]
+    assert not r["ok"]
+    assert "true or false" in r["error"]
     assert not m.answer({"cmd": "loop.kill"})["ok"]
     r = m.answer({"cmd": "vm.network", "enabled": True})
-    assert r["ok"] and settings.load(str(tmp_path))["network"] is True          # kept for its next start
+    assert r["ok"]
+    assert settings.load(str(tmp_path))["network"] is True          # kept for its next start
     assert m.answer({"cmd": "vm.network", "enabled": False})["ok"]
     assert settings.load(str(tmp_path))["network"] is False
 
@@ -100,7 +106,8 @@ def test_what_starts_after_waits_until_it_is_ready(tmp_path):
         while time.monotonic() < end:
             m.reconcile()
             time.sleep(0.05)
-        assert m.status()["server"]["pid"] is not None and m.status()["client"]["pid"] is None
+        assert m.status()["server"]["pid"] is not None
+        assert m.status()["client"]["pid"] is None
         flag.write_text("yes")
         end = time.monotonic() + 2
         while time.monotonic() < end and m.status()["client"]["pid"] is None:
@@ -129,9 +136,11 @@ def test_cgroup_v2_limits_hand_the_controllers_down(tmp_path):
         g = root / "nnos" / "legacy-vm"
         assert (root / "cgroup.subtree_control").read_text() == "+cpu +memory"
         assert (root / "nnos" / "cgroup.subtree_control").read_text() == "+cpu +memory"
-        assert (g / "cpu.max").read_text() == "25000 100000" and (g / "memory.max").read_text() == str(384 << 20)
+        assert (g / "cpu.max").read_text() == "25000 100000"
+        assert (g / "memory.max").read_text() == str(384 << 20)
         assert (g / "cpu.weight").read_text() == "1"                 # lowest against the root's tasks
-        assert (g / "cgroup.procs").read_text() == str(p.pid) and "cpu.max 25% cpu.weight 1 memory.max 384 MiB" in said
+        assert (g / "cgroup.procs").read_text() == str(p.pid)
+        assert "cpu.max 25% cpu.weight 1 memory.max 384 MiB" in said
         assert os.sched_getscheduler(p.pid) != os.SCHED_IDLE         # a cgroup, not the fallback
     finally:
         p.kill()

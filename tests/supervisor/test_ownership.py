@@ -18,7 +18,8 @@ def test_a_second_holder_of_a_data_directory_is_refused_with_the_first_ones_pid(
             "from nnos.supervisor.ownership import hold_lock; hold_lock(sys.argv[1])")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     other = subprocess.run([sys.executable, "-c", code, run, root], capture_output=True, text=True, timeout=60)
-    assert other.returncode != 0 and f"another nnos up (pid {os.getpid()})" in other.stderr
+    assert other.returncode != 0
+    assert f"another nnos up (pid {os.getpid()})" in other.stderr
     held.close()                                            # released: the next one gets it
     again = subprocess.run([sys.executable, "-c", code, run, root], capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr
@@ -42,7 +43,8 @@ def test_orphans_a_killed_supervisor_left_are_ended_and_reused_pids_spared(tmp_p
         text = open(os.path.join(run, "children.json")).read()
         with open(os.path.join(run, "children.json"), "w") as f:
             f.write(text.replace(boot_id(), "another-boot"))
-        assert end_orphans(run, lines.append) == [] and spared.poll() is None
+        assert end_orphans(run, lines.append) == []
+        assert spared.poll() is None
         assert orphan.wait(10) is not None
         assert spared.poll() is None
         assert "ending loop" in lines[0]

@@ -13,7 +13,7 @@ from nnos_hardware.board import load_board
 from nnos.plan.artifact import FORMAT_VERSION
 from nnos.store import ModelStore
 from nnos.supervisor.upgrade import recompile_outdated
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 POLICY = os.path.join(ROOT, "models", "cartpole", "cartpole.onnx")
 BOARD = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")
@@ -43,13 +43,17 @@ def test_stored_plans_of_an_old_format_are_recompiled_and_keep_their_place(tmp_p
     done = recompile_outdated(store, load_board(BOARD), said.append)
 
     new = done[kept]
-    assert new and new != kept
+    assert new
+    assert new != kept
     assert store.state()["active"] == new
     assert store.load(new).meta["plan_format"] == FORMAT_VERSION
     assert store.report(new)["recompiled_from"] == kept
-    assert store.source_path(new) and not os.path.exists(store.plan_path(kept))
+    assert store.source_path(new)
+    assert not os.path.exists(store.plan_path(kept))
     last = store.state()["history"][-1]
-    assert last["action"] == "replace" and kept in last["reason"] and "recompiled for plan format" in last["reason"]
+    assert last["action"] == "replace"
+    assert kept in last["reason"]
+    assert "recompiled for plan format" in last["reason"]
     assert store.outdated() == []
 
 
@@ -70,4 +74,5 @@ def test_an_upload_keeps_its_source_and_a_delete_removes_it(tmp_path):
     with open(store.source_path(mid), "rb") as a, open(POLICY, "rb") as b:
         assert a.read() == b.read()
     store.delete(mid)
-    assert store.source_path(mid) is None and not store.outdated()
+    assert store.source_path(mid) is None
+    assert not store.outdated()

@@ -38,15 +38,22 @@ def scaled(seconds: float) -> float:
     return seconds * factor()
 
 
-def wait_until(cond, seconds: float, what: str, every: float = 0.05):
-    """``cond()``'s first true value, polled until a deadline of ``scaled(seconds)``."""
-    deadline = time.monotonic() + scaled(seconds)
+def wait_until(cond, seconds: float, what: str, every: float = 0.05, context=lambda: "", ignore=()):
+    """``cond()``'s first true value, polled every ``every`` s until a deadline of
+    ``scaled(seconds)`` — the one wait every test uses. ``ignore``: exceptions that mean "not
+    yet" (a server still starting); ``context()`` joins the failure message (a log's tail)."""
+    limit = scaled(seconds)
+    deadline = time.monotonic() + limit
     while True:
-        got = cond()
+        try:
+            got = cond()
+        except ignore:
+            got = None
         if got:
             return got
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {scaled(seconds):.0f} s waiting for {what}")
+            extra = context()
+            raise AssertionError(f"timed out after {limit:.0f} s waiting for {what}" + (f"\n{extra}" if extra else ""))
         time.sleep(every)
 
 

@@ -7,10 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 from nnos.telemetry import TelemetryReader
-from tests.support.timing import scaled
+from tests.support.timing import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -58,27 +57,20 @@ class Up:
             r.close()
 
     def wait_for(self, what, timeout=30.0):
-        deadline = time.monotonic() + scaled(timeout)
-        while time.monotonic() < deadline:
+        """The loop's counters and records once ``what(counters, records)`` holds."""
+        def now():
             c, recs = self.counters()
-            if c is not None and what(c, recs):
-                return c, recs
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting; last counters {self.counters()[0]}\n{self.log[-3000:]}")
+            return (c, recs) if c is not None and what(c, recs) else None
+        return wait_until(now, timeout, "the loop's counters", 0.1,
+                          context=lambda: f"last counters {self.counters()[0]}\n{self.log[-3000:]}")
 
     def wait_for_api(self, timeout=30.0) -> str:
         """The control plane's URL once it answers and has an active model."""
         import httpx
         url = f"http://127.0.0.1:{self.api_port}"
-        deadline = time.monotonic() + scaled(timeout)
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/v2/health/ready", timeout=1).json()["ready"]:
-                    return url
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"the control plane did not come up\n{self.log[-3000:]}")
+        wait_until(lambda: httpx.get(url + "/v2/health/ready", timeout=1).json()["ready"], timeout,
+                   "the control plane to come up", 0.2, ignore=(httpx.HTTPError,), context=lambda: self.log[-3000:])
+        return url
 
     @property
     def token(self) -> str:

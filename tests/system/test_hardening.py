@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from nnos.supervisor.ownership import start_time
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 from tests.support.up import Up, running as _running
 
 pytestmark = pytest.mark.xdist_group("system")
@@ -32,7 +32,7 @@ def _job(c, jid, timeout=120):
 
 
 def test_token_stays_out_of_logs_and_probation_models_cannot_be_deleted(tmp_path, up_with_api):
-    from tests.runtime.conftest import policy_variant
+    from tests.support.policies import policy_variant
     up, url = up_with_api
     token = up.token
     c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
@@ -43,7 +43,8 @@ def test_token_stays_out_of_logs_and_probation_models_cannot_be_deleted(tmp_path
         assert token not in open(path, errors="replace").read(), name
         assert stat.S_IMODE(os.stat(path).st_mode) & 0o007 == 0, f"{name} is readable by every user"
     lines = c.get("/v1/logs", params={"process": "control-plane"}).json()["lines"]
-    assert lines and not any(token in line for line in lines)
+    assert lines
+    assert not any(token in line for line in lines)
     assert token not in up.log
     # the control plane never runs on the loop's CPU (one rule, realtime.loop_cpu, set before its exec)
     with open(os.path.join(up.data, "run", "children.json")) as f:
@@ -57,7 +58,8 @@ def test_token_stays_out_of_logs_and_probation_models_cannot_be_deleted(tmp_path
     while c.get("/v1/status").json()["loop"]["active"] != mid and time.monotonic() < deadline:
         time.sleep(0.05)
     r = c.delete(f"/v1/models/{mid}")
-    assert r.status_code == 409 and "under probation" in r.json()["detail"], r.text
+    assert r.status_code == 409, r.text
+    assert "under probation" in r.json()["detail"], r.text
     assert _job(c, job["job"])["state"] == "done"
     st = c.get("/v1/status").json()
     assert st["loop"]["active"] == st["store"]["active"] == mid
@@ -65,11 +67,15 @@ def test_token_stays_out_of_logs_and_probation_models_cannot_be_deleted(tmp_path
     first = st["store"]["previous"]
     ctl = [sys.executable, "-m", "nnos.cli", "ctl", "--url", url, "--token", token]
     out = subprocess.run(ctl + ["activate", first[:12]], capture_output=True, text=True, cwd=ROOT, timeout=180)
-    assert out.returncode == 0 and '"outcome": "active"' in out.stdout, out.stderr
+    assert out.returncode == 0, out.stderr
+    assert '"outcome": "active"' in out.stdout, out.stderr
     out = subprocess.run(ctl + ["activate", "0"], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert out.returncode == 2 and "give more of the id" in out.stderr, out.stderr
+    assert out.returncode == 2, out.stderr
+    assert "give more of the id" in out.stderr, out.stderr
     out = subprocess.run(ctl + ["logs", "nope"], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert out.returncode == 2 and "logs exist for:" in out.stderr and "loop" in out.stderr, out.stderr
+    assert out.returncode == 2, out.stderr
+    assert "logs exist for:" in out.stderr, out.stderr
+    assert "loop" in out.stderr, out.stderr
     c.close()
 
 

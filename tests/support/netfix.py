@@ -95,3 +95,8 @@ def connect_from_vm_ns(host: str, port: int, timeout: float = 2.0) -> str:
                        timeout=timeout + 10)
     assert r.returncode == 0, r.stderr
     return r.stdout.strip()
+
+
+def host_addresses() -> list[str]:
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[3].split("/")[0] for line in out.splitlines()]

@@ -22,3 +22,10 @@ def save(m, path):
 
 def rand(*shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def assert_close(got, ref, rtol=1e-5):
+    """Relative tolerance against the reference, with an absolute floor scaled to the output."""
+    ref = np.asarray(ref)
+    atol = rtol * max(1.0, float(np.max(np.abs(ref)))) if ref.size else 0
+    np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol)

@@ -1,0 +1,102 @@
+"""One booted image: the VM on its own sparse copy of the disk (grown to 1 GiB like a card
+larger than the image), its data partition, and an API client with the token from it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import httpx
+
+from tests.support.paths import BOARDS, ROOT
+from tests.support.timing import scaled, wait_until
+
+sys.path.insert(0, ROOT)
+
+from image.build import inputs_digest  # noqa: E402,F401 - the image fixture's rebuild check
+from image.datafs import DataFs  # noqa: E402
+from image.vm import OUT, Vm, artifacts  # noqa: E402,F401
+
+ARCH = "amd64"
+BOARD = os.path.join(BOARDS, "cartpole-sim.toml")
+DISK_SIZE = 1 << 30
+
+
+class Device:
+    """One booted image: the VM, its disk, and an API client with the token from its data
+    partition."""
+
+    def __init__(self, image: dict, workdir: str, uefi: bool = False, legacy_vm: bool = False):
+        """``legacy_vm``: run the image's legacy VM (on by default on a device; off in the tests
+        that are not about it: a guest emulated inside the emulated device only slows them)."""
+        self.disk = os.path.join(workdir, "disk.img")
+        subprocess.run(["cp", "--sparse=always", image["img"], self.disk], check=True)
+        os.truncate(self.disk, DISK_SIZE)
+        # the emulated device is far slower than hardware, and slower still on a loaded host: the
+        # loop's watchdog period follows this machine's measured factor (1 s when idle)
+        extra = [f"nnos.loop_watchdog_s={max(1.0, scaled(1.0)):.1f}"] + ([] if legacy_vm else ["nnos.legacy_vm=off"])
+        # an emulated device's ticks stall past half a 20 ms period even on an idle host (CI saw
+        # 10.5, 13 and 16 ms in three probations in a row): the loop's budget there is 90 %
+        extra.append("nnos.loop_budget=0.90")
+        self.vm = Vm(self.disk, ARCH, workdir=workdir, uefi=uefi, cmdline_extra=" ".join(extra))
+        self.mark = 0
+        self._client: httpx.Client | None = None
+
+    # --- power ---------------------------------------------------------------------------------
+    def boot(self, api: bool = True, timeout: float = 180.0) -> "Device":
+        self.vm.start()
+        self.mark = 0
+        self.wait_boot(api, timeout)
+        return self
+
+    def wait_boot(self, api: bool = True, timeout: float = 180.0) -> None:
+        timeout = scaled(timeout)                       # an emulated guest on a loaded host is slower
+        self.vm.wait_for(r"loop: first tick", timeout, after=self.mark)
+        if api:
+            self.vm.wait_for(r"control plane: ready", timeout, after=self.mark)
+
+    def reboot(self) -> None:
+        """Ask the device to reboot over the API and wait for its next first tick."""
+        self.mark = len(self.vm.console())
+        r = self.client.post("/v1/device/reboot")
+        assert r.status_code == 202, r.text
+        self.vm.wait_for(r"init: reboot", 60, after=self.mark)
+        self.vm.wait_for(r"initramfs: started", 120, after=self.mark)
+        self.wait_boot()
+
+    def kill(self) -> None:
+        self.vm.kill()
+        if self._client:
+            self._client.close()
+            self._client = None
+
+    def close(self) -> None:
+        self.kill()
+
+    # --- the data partition and the API ------------------------------------------------------------
+    def datafs(self) -> DataFs:
+        fs = DataFs(self.disk)
+        fs.fsck()
+        return fs
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            with self.datafs() as fs:
+                token = fs.read("/nnos/token").decode().strip()
+            assert token.startswith("nnos_"), token
+            self._client = httpx.Client(base_url=f"http://127.0.0.1:{self.vm.api_port}",
+                                        headers={"Authorization": f"Bearer {token}"}, timeout=120)
+        return self._client
+
+    def status(self) -> dict:
+        return self.client.get("/v1/status").json()
+
+    def wait_status(self, cond, timeout: float = 60.0, what: str = "") -> dict:
+        seen = [None]
+
+        def now():
+            seen[0] = self.status()
+            return seen[0] if cond(seen[0]) else None
+        return wait_until(now, timeout, what or "a status", 0.5, ignore=(httpx.HTTPError,),
+                          context=lambda: f"{seen[0]}\n{self.vm.console()[-3000:]}")
