@@ -106,13 +106,49 @@ def _clip(a, lim):
     return [call(np.minimum, a, scalar(lim, a.dtype), out=a), call(np.maximum, a, scalar(-float(lim), a.dtype), out=a)]
 
 
+def _pack(w, r, b, d: int, gates: int, hid: int, dtype, f_act):
+    """One direction's weights as the steps read them: (Wᵀ, Rᵀ, the combined constant bias or
+    None, Rh's bias or None, half). Constant weights are packed once: transposed contiguous,
+    biases combined (split_bias), and for sigmoid gates z|r prescaled by 1/2 (``half``) so that
+    sigmoid(v) = tanh(v/2)/2 + 1/2 costs 3 calls."""
+    packed = is_const(w) and is_const(r) and (b is None or is_const(b))
+    half = packed and gates == 3 and f_act == ("Sigmoid", {})
+    wt, rt = w[d].T, r[d].T                                   # (input, G*H), (H, G*H)
+    bias = None
+    rbh = b[d, gates * hid + 2 * hid:] if b is not None and gates == 3 else None
+    if packed:
+        wt, rt = np.array(wt, order="C"), np.array(rt, order="C")
+        if b is not None:
+            bias = split_bias(b[d], gates, hid, dtype)[0]
+        if half:
+            wt[:, :2 * hid] *= 0.5
+            rt[:, :2 * hid] *= 0.5
+            if bias is not None:
+                bias[:2 * hid] *= 0.5
+    return wt, rt, bias, rbh, half
+
+
+def _project(xs2, wt, pd, bias, b, d: int, gates: int, hid: int) -> list:
+    """pd = X·Wᵀ + biases for every time step at once."""
+    out = [product(xs2, wt, pd)]
+    if bias is not None:                  # constant: expanded to every time step once
+        out.append(call(np.add, pd, np.array(np.broadcast_to(bias, pd.shape)), pd))
+    elif b is not None:                  # biases are run-time inputs: add them every call
+        wb, rb = b[d, :gates * hid], b[d, gates * hid:]
+        out.append(call(np.add, pd, wb, pd))
+        zr_part = pd[:, :(4 if gates == 4 else 2) * hid]
+        out.append(call(np.add, zr_part, rb[:zr_part.shape[1]], zr_part))
+    return out
+
+
+def _forward(direction: str, d: int) -> bool:
+    return direction == "forward" or (direction == "bidirectional" and d == 0)
+
+
 def _bind_rnn(node, ins, outs, scratch):
     gates, direction, ndir, acts = _spec(node)
     x, w, r = ins[:3]
-    b = ins[3] if len(ins) > 3 else None
-    h0 = ins[5] if len(ins) > 5 else None
-    c0 = ins[6] if len(ins) > 6 else None
-    p = ins[7] if len(ins) > 7 else None
+    b, h0, c0, p = (ins[k] if len(ins) > k else None for k in (3, 5, 6, 7))
     xs, proj, rec, hs, cell, t1, t2, zr, zr_tmp = scratch
     layout = int(node.attrs.get("layout", 0))
     seq, batch, hid = xs.shape[0], xs.shape[1], hs.shape[3]
@@ -125,40 +161,13 @@ def _bind_rnn(node, ins, outs, scratch):
         xs2, pre = xs.reshape(seq * batch, -1), [call(np.copyto, xs, x.transpose(1, 0, 2))]
     else:
         xs2, pre = x.reshape(seq * batch, -1), []
-    y = outs[0] if len(outs) > 0 else None
-    yh = outs[1] if len(outs) > 1 else None
+    y, yh, yc = (outs[k] if len(outs) > k else None for k in range(3))
     yh_v = None if yh is None else (yh if layout == 0 else yh.transpose(1, 0, 2))
     steps = []
     for d in range(ndir):
-        f_act = acts[d][0]
-        # Constant weights are packed once here: transposed contiguous, biases combined, and for
-        # sigmoid gates z|r prescaled by 1/2 so that sigmoid(v) = tanh(v/2)/2 + 1/2 costs 3 calls.
-        packed = is_const(w) and is_const(r) and (b is None or is_const(b))
-        half = packed and gates == 3 and f_act == ("Sigmoid", {})
-        wt, rt = w[d].T, r[d].T                                   # (input, G*H), (H, G*H)
-        bias, rbh = None, None
-        if b is not None:
-            wb, rb = b[d, :gates * hid], b[d, gates * hid:]
-            rbh = rb[2 * hid:] if gates == 3 else None
-        if packed:
-            wt, rt = np.array(wt, order="C"), np.array(rt, order="C")
-            if b is not None:
-                bias = split_bias(b[d], gates, hid, x.dtype)[0]
-            if half:
-                wt[:, :2 * hid] *= 0.5
-                rt[:, :2 * hid] *= 0.5
-                if bias is not None:
-                    bias[:2 * hid] *= 0.5
-        pd = proj[d].reshape(seq * batch, -1)
-        pre.append(product(xs2, wt, pd))
-        if bias is not None:                  # constant: expanded to every time step once
-            pre.append(call(np.add, pd, np.array(np.broadcast_to(bias, pd.shape)), pd))
-        elif b is not None:                  # biases are run-time inputs: add them every call
-            pre.append(call(np.add, pd, wb, pd))
-            zr_part = pd[:, :(4 if gates == 4 else 2) * hid]
-            pre.append(call(np.add, zr_part, rb[:zr_part.shape[1]], zr_part))
-        forward = direction == "forward" or (direction == "bidirectional" and d == 0)
-        order = list(range(seq)) if forward else list(range(seq - 1, -1, -1))
+        wt, rt, bias, rbh, half = _pack(w, r, b, d, gates, hid, x.dtype, acts[d][0])
+        pre += _project(xs2, wt, proj[d].reshape(seq * batch, -1), bias, b, d, gates, hid)
+        order = list(range(seq)) if _forward(direction, d) else list(range(seq - 1, -1, -1))
         init_h = h0[d] if h0 is not None else np.zeros((batch, hid), x.dtype)
         c = cell[d]
         if gates == 4:
@@ -173,14 +182,11 @@ def _bind_rnn(node, ins, outs, scratch):
             else:
                 steps.append(_lstm_step(proj[d, ti], h_prev, h_new, c, rt, rec, t1, hid,
                                         p[d] if p is not None else None, acts[d], lim))
-    yc = outs[2] if len(outs) > 2 else None
     post = []
     if y is not None:
         post.append(call(np.copyto, y, hs if layout == 0 else hs.transpose(2, 0, 1, 3)))
     if yh is not None and y is not None:
-        for d in range(ndir):
-            forward = direction == "forward" or (direction == "bidirectional" and d == 0)
-            post.append(call(np.copyto, yh_v[d], hs[seq - 1 if forward else 0, d]))
+        post += [call(np.copyto, yh_v[d], hs[seq - 1 if _forward(direction, d) else 0, d]) for d in range(ndir)]
     if yc is not None:
         post.append(call(np.copyto, yc if layout == 0 else yc.transpose(1, 0, 2), cell))
     return pre + steps + post

@@ -108,108 +108,127 @@ def rnn(prog, node) -> str:
     return indent("\n".join(lines))
 
 
-def _direction(prog, node, d, forward, fast, acts, clipped, lines_ctx) -> str:
-    v = lines_ctx
-    seq, batch, isz, hid, gates, ndir, layout = (v[k] for k in ("seq", "batch", "isz", "hid", "gates", "ndir",
-                                                                  "layout"))
-    dt, ct, lbr = v["dt"], v["ct"], v["lbr"]
-    gh_n = gates * hid
-    consts = prog.graph.consts
-    out = []
-    # --- weights and biases: bw is added to W·x, br to R·h (GRU with linear_before_reset: Rbh) --------
-    if fast:
-        wt = consts[v["w"]][d].astype(np.float32).T                      # (I, G·H)
-        rt = consts[v["r"]][d].astype(np.float32).T                      # (H, G·H)
-        bias = consts[v["b"]][d] if v["b"] else np.zeros(2 * gh_n, np.float32)
-        bw, br = split_bias(bias, gates, hid, np.float32)
-        WT = prog.const(f"{v['w']}@rnnT{d}", wt)
-        RT = prog.const(f"{v['r']}@rnnT{d}", rt)
-        BW = prog.const(f"{v['b'] or v['w']}@rnnbw{d}", bw)
-        BR = prog.const(f"{v['b'] or v['w']}@rnnbr{d}", br)
-    else:
-        W, R = f"({prog.ptr(v['w'])} + {d * gh_n * isz})", f"({prog.ptr(v['r'])} + {d * gh_n * hid})"
-        B = f"({prog.ptr(v['b'])} + {d * 2 * gh_n})" if v["b"] else None
+class _Products:
+    """One direction's matrix-vector products in C: gx = W·x (+ biases), gh = R·h (+ Rb where it
+    stays with R·h). The fast form (float32, constant weights) calls nnos_gemv on weights packed
+    at bind time; the generic form loops over the weights where they are."""
 
-    def mv_input():
+    def __init__(self, prog, v: dict, d: int, fast: bool):
+        self.v, self.fast = v, fast
+        hid, gates, isz = v["hid"], v["gates"], v["isz"]
+        self.gh_n = gh_n = gates * hid
+        consts = prog.graph.consts
         if fast:
-            return [f"nnos_gemv(xt, {WT}, {isz}, {gh_n}, {gh_n}, {BW}, gx);"]
-        both = gh_n if gates == 4 else 2 * hid
-        bias = "0"
-        if B:
-            bias = f"({ct}){B}[j] + (j < {both} ? ({ct}){B}[{gh_n} + j] : 0)"
+            bias = consts[v["b"]][d] if v["b"] else np.zeros(2 * gh_n, np.float32)
+            bw, br = split_bias(bias, gates, hid, np.float32)
+            self.WT = prog.const(f"{v['w']}@rnnT{d}", consts[v["w"]][d].astype(np.float32).T)      # (I, G·H)
+            self.RT = prog.const(f"{v['r']}@rnnT{d}", consts[v["r"]][d].astype(np.float32).T)      # (H, G·H)
+            self.BW = prog.const(f"{v['b'] or v['w']}@rnnbw{d}", bw)
+            self.BR = prog.const(f"{v['b'] or v['w']}@rnnbr{d}", br)
+        else:
+            self.W = f"({prog.ptr(v['w'])} + {d * gh_n * isz})"
+            self.R = f"({prog.ptr(v['r'])} + {d * gh_n * hid})"
+            self.B = f"({prog.ptr(v['b'])} + {d * 2 * gh_n})" if v["b"] else None
+
+    def inputs(self) -> list[str]:
+        v, gh_n, ct = self.v, self.gh_n, self.v["ct"]
+        if self.fast:
+            return [f"nnos_gemv(xt, {self.WT}, {v['isz']}, {gh_n}, {gh_n}, {self.BW}, gx);"]
+        both = gh_n if v["gates"] == 4 else 2 * v["hid"]
+        bias = f"({ct}){self.B}[j] + (j < {both} ? ({ct}){self.B}[{gh_n} + j] : 0)" if self.B else "0"
         return [f"for (long j = 0; j < {gh_n}; j++) {{ {ct} s = {bias};",
-                f"    for (long k = 0; k < {isz}; k++) s += ({ct}){W}[j * {isz} + k] * ({ct})xt[k];",
+                f"    for (long k = 0; k < {v['isz']}; k++) s += ({ct}){self.W}[j * {v['isz']} + k] * ({ct})xt[k];",
                 "    gx[j] = s; }"]
 
-    def mv_rec(src, first, count, bias_from_rb):
+    def recurrent(self, src: str, first: int, count: int, bias_from_rb: bool) -> list[str]:
         """gh[first:first+count] = R[first:first+count]·src (+ Rb of those gates when asked)."""
-        if fast:
-            return [f"nnos_gemv({src}, {RT} + {first}, {hid}, {count}, {gh_n}, "
-                    f"{f'{BR} + {first}' if bias_from_rb else 'NULL'}, gh + {first});"]
-        bias = f"({ct}){B}[{gh_n} + {first} + j]" if (bias_from_rb and B) else "0"
+        hid, gh_n, ct = self.v["hid"], self.gh_n, self.v["ct"]
+        if self.fast:
+            return [f"nnos_gemv({src}, {self.RT} + {first}, {hid}, {count}, {gh_n}, "
+                    f"{f'{self.BR} + {first}' if bias_from_rb else 'NULL'}, gh + {first});"]
+        bias = f"({ct}){self.B}[{gh_n} + {first} + j]" if (bias_from_rb and self.B) else "0"
         return [f"for (long j = 0; j < {count}; j++) {{ {ct} s = {bias};",
-                f"    for (long k = 0; k < {hid}; k++) s += ({ct}){R}[({first} + j) * {hid} + k] * {src}[k];",
+                f"    for (long k = 0; k < {hid}; k++) s += ({ct}){self.R}[({first} + j) * {hid} + k] * {src}[k];",
                 f"    gh[{first} + j] = s; }}"]
 
-    # --- initial state ----------------------------------------------------------------------------------
+
+def _gru_step(mv: _Products, v: dict, acts, A, clipped) -> list[str]:
+    """One GRU step for one batch row: gates z and r, then the candidate, into hn."""
+    hid, ct, lbr = v["hid"], v["ct"], v["lbr"]
+    f_op, g_op = acts[0], acts[1]
+    step = mv.recurrent("hb", 0, 2 * hid, False)
+    if lbr:
+        step += mv.recurrent("hb", 2 * hid, hid, True)
+    step.append(f"for (long j = 0; j < {hid}; j++) {{")
+    step.append(f"    {ct} z = {A(f_op, clipped('(gx[j] + gh[j])'))};")
+    step.append(f"    {ct} rr = {A(f_op, clipped(f'(gx[{hid} + j] + gh[{hid} + j])'))};")
+    if lbr:
+        step.append(f"    hn[j] = gx[{2 * hid} + j] + rr * gh[{2 * hid} + j]; tmp[j] = z;")
+    else:
+        step.append("    tmp[j] = rr * hb[j]; hn[j] = z;")
+    step.append("}")
+    if not lbr:      # (r ⊙ h)·Rhᵀ + Rbh needs all of r first
+        step += mv.recurrent("tmp", 2 * hid, hid, True)
+        step.append(f"for (long j = 0; j < {hid}; j++) {{ {ct} z = hn[j]; "
+                    f"{ct} hh = {A(g_op, clipped(f'(gx[{2 * hid} + j] + gh[{2 * hid} + j])'))}; "
+                    f"hn[j] = hh + z * (hb[j] - hh); }}")
+    else:
+        step.append(f"for (long j = 0; j < {hid}; j++) {{ {ct} z = tmp[j]; "
+                    f"{ct} hh = {A(g_op, clipped('hn[j]'))}; hn[j] = hh + z * (hb[j] - hh); }}")
+    return step
+
+
+def _lstm_step(mv: _Products, v: dict, P: str | None, acts, A, clipped) -> list[str]:
+    """One LSTM step for one batch row (with peepholes ``P`` when given): the cell into cb, the
+    output into hn."""
+    hid, ct = v["hid"], v["ct"]
+    f_op, g_op, h_op = acts[0], acts[1], acts[2]
+    step = mv.recurrent("hb", 0, mv.gh_n, False)
+    step.append(f"for (long j = 0; j < {hid}; j++) {{")
+    pre = {k: clipped(f"(gx[{k * hid} + j] + gh[{k * hid} + j])") for k in range(4)}
+    ipre, opre, fpre = pre[0], pre[1], pre[2]
+    if P:
+        ipre = f"({ipre} + cb[j] * ({ct})({P})[j])"
+        fpre = f"({fpre} + cb[j] * ({ct})({P})[{2 * hid} + j])"
+    step.append(f"    {ct} ig = {A(f_op, ipre)}; {ct} fg = {A(f_op, fpre)};")
+    step.append(f"    {ct} cc = {A(g_op, pre[3])};")
+    step.append(f"    {ct} C = fg * cb[j] + ig * cc;")
+    step.append(f"    {ct} og = {A(f_op, f'({opre} + C * ({ct})({P})[{hid} + j])' if P else opre)};")
+    step.append(f"    cb[j] = C; hn[j] = {A(h_op, 'C')} * og;")
+    step.append("}")
+    return step
+
+
+def _direction(prog, node, d, forward, fast, acts, clipped, lines_ctx) -> str:
+    """One direction: the initial state, every time step (each batch row: products, gates,
+    the new state, Y), then Y_h and Y_c."""
+    v = lines_ctx
+    seq, batch, isz, hid, ndir, layout = (v[k] for k in ("seq", "batch", "isz", "hid", "ndir", "layout"))
+    dt, ct = v["dt"], v["ct"]
+    mv = _Products(prog, v, d, fast)
+
     def state_index(b):    # (ndir, batch, H) in layout 0, (batch, ndir, H) in layout 1
         return f"(({d} * {batch} + {b}) * {hid})" if layout == 0 else f"(({b} * {ndir} + {d}) * {hid})"
+    out = []
     for name, buf in (("h0", "h"), ("c0", "c")):
         if v[name]:
             out.append(f"for (long b = 0; b < {batch}; b++) for (long j = 0; j < {hid}; j++) "
                        f"{buf}[b * {hid} + j] = ({ct}){prog.ptr(v[name])}[{state_index('b')} + j];")
         else:
             out.append(f"memset({buf}, 0, sizeof({ct}) * {batch * hid});")
-    # --- the steps ----------------------------------------------------------------------------------
     out.append(f"for (long step = 0; step < {seq}; step++) {{")
     out.append(f"    long t = {'step' if forward else f'{seq - 1} - step'};")
     out.append(f"    for (long b = 0; b < {batch}; b++) {{")
     xt = f"(t * {batch} + b) * {isz}" if layout == 0 else f"(b * {seq} + t) * {isz}"
     step = [f"const {storage(dt)} *xt = X + {xt}; {ct} *hb = h + b * {hid}; {ct} *cb = c + b * {hid}; (void)cb;"]
-    step += mv_input()
-    f_op, g_op = acts[0], acts[1]
+    step += mv.inputs()
 
     def A(op_attrs, val):
         return _act(fast, op_attrs[0], op_attrs[1], val, dt)
-    if gates == 3:
-        step += mv_rec("hb", 0, 2 * hid, False)
-        if lbr:
-            step += mv_rec("hb", 2 * hid, hid, True)
-        step.append(f"for (long j = 0; j < {hid}; j++) {{")
-        step.append(f"    {ct} z = {A(f_op, clipped('(gx[j] + gh[j])'))};")
-        step.append(f"    {ct} rr = {A(f_op, clipped(f'(gx[{hid} + j] + gh[{hid} + j])'))};")
-        if lbr:
-            step.append(f"    hn[j] = gx[{2 * hid} + j] + rr * gh[{2 * hid} + j]; tmp[j] = z;")
-        else:
-            step.append("    tmp[j] = rr * hb[j]; hn[j] = z;")
-        step.append("}")
-        if not lbr:      # (r ⊙ h)·Rhᵀ + Rbh needs all of r first
-            step += mv_rec("tmp", 2 * hid, hid, True)
-            step.append(f"for (long j = 0; j < {hid}; j++) {{ {ct} z = hn[j]; "
-                        f"{ct} hh = {A(g_op, clipped(f'(gx[{2 * hid} + j] + gh[{2 * hid} + j])'))}; "
-                        f"hn[j] = hh + z * (hb[j] - hh); }}")
-        else:
-            step.append(f"for (long j = 0; j < {hid}; j++) {{ {ct} z = tmp[j]; "
-                        f"{ct} hh = {A(g_op, clipped('hn[j]'))}; hn[j] = hh + z * (hb[j] - hh); }}")
+    if v["gates"] == 3:
+        step += _gru_step(mv, v, acts, A, clipped)
     else:
-        h_op = acts[2]
-        step += mv_rec("hb", 0, gh_n, False)
-        P = prog.ptr(v["p"]) + f" + {d * 3 * hid}" if v["p"] else None
-        step.append(f"for (long j = 0; j < {hid}; j++) {{")
-        pre = {k: clipped(f"(gx[{k * hid} + j] + gh[{k * hid} + j])") for k in range(4)}
-        ipre, opre, fpre = pre[0], pre[1], pre[2]
-        if P:
-            ipre = f"({ipre} + cb[j] * ({ct})({P})[j])"
-            fpre = f"({fpre} + cb[j] * ({ct})({P})[{2 * hid} + j])"
-        step.append(f"    {ct} ig = {A(f_op, ipre)}; {ct} fg = {A(f_op, fpre)};")
-        step.append(f"    {ct} cc = {A(g_op, pre[3])};")
-        step.append(f"    {ct} C = fg * cb[j] + ig * cc;")
-        if P:
-            step.append(f"    {ct} og = {A(f_op, f'({opre} + C * ({ct})({P})[{hid} + j])')};")
-        else:
-            step.append(f"    {ct} og = {A(f_op, opre)};")
-        step.append(f"    cb[j] = C; hn[j] = {A(h_op, 'C')} * og;")
-        step.append("}")
+        step += _lstm_step(mv, v, prog.ptr(v["p"]) + f" + {d * 3 * hid}" if v["p"] else None, acts, A, clipped)
     step.append(f"for (long j = 0; j < {hid}; j++) hb[j] = hn[j];")
     if v["y"]:
         yi = f"((t * {ndir} + {d}) * {batch} + b) * {hid}" if layout == 0 else f"((b * {seq} + t) * {ndir} + {d}) * {hid}"

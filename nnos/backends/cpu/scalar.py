@@ -8,6 +8,8 @@ expressions (``({ ... })``) evaluate each argument once.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .ctype import compute, is_float, libm, literal
@@ -62,89 +64,121 @@ def _hard_sigmoid(x, dt, alpha, beta):
             f"h_ = h_ < {zero} ? {zero} : h_; h_ > {one} ? {one} : h_; }})")
 
 
-def expr(op: str, args: list[str], in_dtype, out_dtype, attrs: dict) -> str:
-    dt = np.dtype(in_dtype)
-    t = compute(dt)
-    fl = is_float(dt)
-    a = args[0] if args else ""
-    if op in UNARY_FLOAT:
-        return f"{libm(UNARY_FLOAT[op], dt)}({a})"
-    if op == "Identity":
-        return f"({a})"
-    if op == "Neg":
-        return f"(({t})(-({a})))"
-    if op == "Abs":
-        if fl:
-            return f"{libm('fabs', dt)}({a})"
-        if dt.kind == "u" or dt.kind == "b":
-            return f"({a})"
-        return f"({{ {t} v_ = ({a}); ({t})(v_ < 0 ? -v_ : v_); }})"
-    if op == "Reciprocal":
-        return f"({_lit(1, dt)} / ({a}))"
-    if op == "Relu":
-        return f"({{ {t} v_ = ({a}); v_ < {_lit(0, dt)} ? {_lit(0, dt)} : v_; }})"
-    if op == "LeakyRelu":
-        al = _lit(attrs.get("alpha", 0.01), dt)
-        return f"({{ {t} v_ = ({a}); v_ < {_lit(0, dt)} ? v_ * {al} : v_; }})"
-    if op == "Elu":
-        al = _lit(attrs.get("alpha", 1.0), dt)
-        return f"({{ {t} v_ = ({a}); v_ < {_lit(0, dt)} ? {al} * {libm('expm1', dt)}(v_) : v_; }})"
-    if op == "Sigmoid":
-        h = _lit(0.5, dt)
-        return f"({h} * {libm('tanh', dt)}({h} * ({a})) + {h})"
-    if op == "HardSigmoid":
-        return _hard_sigmoid(a, dt, attrs.get("alpha", 0.2), attrs.get("beta", 0.5))
-    if op == "HardSwish":
-        return f"({{ {t} x_ = ({a}); x_ * {_hard_sigmoid('x_', dt, 1.0 / 6.0, 0.5)}; }})"
-    if op == "Softplus":
-        return (f"({{ {t} x_ = ({a}); (x_ < {_lit(0, dt)} ? {_lit(0, dt)} : x_) + "
-                f"{libm('log1p', dt)}({libm('exp', dt)}(-{libm('fabs', dt)}(x_))); }})")
-    if op in ("Add", "Sub", "Mul"):
-        sym = {"Add": "+", "Sub": "-", "Mul": "*"}[op]
-        return f"(({t})(({args[0]}) {sym} ({args[1]})))"
-    if op == "Div":
-        if fl:
-            return f"(({args[0]}) / ({args[1]}))"
-        return f"{'NNOS_UDIV' if dt.kind in 'ub' else 'NNOS_IDIV'}(({t})({args[0]}), ({t})({args[1]}))"
-    if op == "Mod":
-        fmod = int(attrs.get("fmod", 0))
-        if fl:
-            if fmod:
-                return f"{libm('fmod', dt)}({args[0]}, {args[1]})"
-            return f"{'nnos_modd' if t == 'double' else 'nnos_modf'}({args[0]}, {args[1]})"
-        if dt.kind in "ub":
-            return f"NNOS_UMOD(({t})({args[0]}), ({t})({args[1]}))"
-        return f"{'NNOS_IFMOD' if fmod else 'NNOS_IMOD'}(({t})({args[0]}), ({t})({args[1]}))"
-    if op == "Pow":
-        if fl:
-            return f"{libm('pow', dt)}({args[0]}, ({t})({args[1]}))"
-        fn = "nnos_upow" if dt.kind in "ub" else "nnos_ipow"
-        return f"(({t}){fn}({args[0]}, ({t})({args[1]})))"
-    if op in ("Max", "Min"):
-        out = f"({args[0]})"
-        for b in args[1:]:
-            out = f"NNOS_{op.upper()}({out}, ({t})({b}))"
+@dataclass(frozen=True)
+class Operands:
+    """What an entry of the op → C table writes an expression from."""
+    args: list[str]              # C expressions of the inputs
+    dt: np.dtype                 # the inputs' dtype
+    out: np.dtype                # the output's dtype
+    attrs: dict
+
+    @property
+    def a(self) -> str:
+        return self.args[0] if self.args else ""
+
+    @property
+    def t(self) -> str:          # the C type arithmetic is done in
+        return compute(self.dt)
+
+    @property
+    def fl(self) -> bool:
+        return is_float(self.dt)
+
+    def lit(self, v) -> str:
+        return _lit(v, self.dt)
+
+    def m(self, fn: str) -> str:  # the libm function for this dtype
+        return libm(fn, self.dt)
+
+
+def _abs(c: Operands) -> str:
+    if c.fl:
+        return f"{c.m('fabs')}({c.a})"
+    if c.dt.kind in "ub":
+        return f"({c.a})"
+    return f"({{ {c.t} v_ = ({c.a}); ({c.t})(v_ < 0 ? -v_ : v_); }})"
+
+
+def _div(c: Operands) -> str:
+    x, y = c.args[0], c.args[1]
+    if c.fl:
+        return f"(({x}) / ({y}))"
+    return f"{'NNOS_UDIV' if c.dt.kind in 'ub' else 'NNOS_IDIV'}(({c.t})({x}), ({c.t})({y}))"
+
+
+def _mod(c: Operands) -> str:
+    x, y, fmod = c.args[0], c.args[1], int(c.attrs.get("fmod", 0))
+    if c.fl:
+        return f"{c.m('fmod')}({x}, {y})" if fmod else f"{'nnos_modd' if c.t == 'double' else 'nnos_modf'}({x}, {y})"
+    if c.dt.kind in "ub":
+        return f"NNOS_UMOD(({c.t})({x}), ({c.t})({y}))"
+    return f"{'NNOS_IFMOD' if fmod else 'NNOS_IMOD'}(({c.t})({x}), ({c.t})({y}))"
+
+
+def _pow(c: Operands) -> str:
+    x, y = c.args[0], c.args[1]
+    if c.fl:
+        return f"{c.m('pow')}({x}, ({c.t})({y}))"
+    return f"(({c.t}){'nnos_upow' if c.dt.kind in 'ub' else 'nnos_ipow'}({x}, ({c.t})({y})))"
+
+
+def _fold(name: str):
+    def f(c: Operands) -> str:               # Max and Min over any number of inputs
+        out = f"({c.args[0]})"
+        for b in c.args[1:]:
+            out = f"NNOS_{name}({out}, ({c.t})({b}))"
         return out
-    if op in ("Equal", "Greater", "Less"):
-        sym = {"Equal": "==", "Greater": ">", "Less": "<"}[op]
-        return f"(({args[0]}) {sym} ({args[1]}))"
-    if op == "Clip":
-        v = f"({a})"
-        if len(args) > 1 and args[1]:
-            v = f"NNOS_MAX({v}, ({t})({args[1]}))"
-        if len(args) > 2 and args[2]:
-            v = f"NNOS_MIN({v}, ({t})({args[2]}))"
-        return v
-    if op == "Where":
-        return f"(({args[0]}) ? ({args[1]}) : ({args[2]}))"
-    if op == "Cast":
-        od = np.dtype(out_dtype)
-        if od.kind == "b":
-            return f"(({a}) != 0)"
-        return f"(({compute(od)})({a}))"
-    raise KeyError(op)
+    return f
 
 
-SUPPORTED = {*UNARY_FLOAT, "Identity", "Neg", "Abs", "Reciprocal", "Relu", "LeakyRelu", "Elu", "Sigmoid",
-             "HardSigmoid", "HardSwish", "Softplus", "Add", "Sub", "Mul", "Div", "Mod", "Pow", "Max", "Min",
-             "Equal", "Greater", "Less", "Clip", "Where", "Cast"}
+def _clip(c: Operands) -> str:
+    v = f"({c.a})"
+    if len(c.args) > 1 and c.args[1]:
+        v = f"NNOS_MAX({v}, ({c.t})({c.args[1]}))"
+    if len(c.args) > 2 and c.args[2]:
+        v = f"NNOS_MIN({v}, ({c.t})({c.args[2]}))"
+    return v
+
+
+def _cast(c: Operands) -> str:
+    return f"(({c.a}) != 0)" if c.out.kind == "b" else f"(({compute(c.out)})({c.a}))"
+
+
+def _binary(sym: str, keep_type: bool = True):
+    def f(c: Operands) -> str:
+        e = f"(({c.args[0]}) {sym} ({c.args[1]}))"
+        return f"(({c.t}){e})" if keep_type else e
+    return f
+
+
+# The op → C expression table (the generic loops' and the fused chains' element form): one entry
+# per op, overridable like any dict — a new op is one line here, checked by the conformance tests.
+OPS_C = {
+    **{op: (lambda c, fn=fn: f"{c.m(fn)}({c.a})") for op, fn in UNARY_FLOAT.items()},
+    "Identity": lambda c: f"({c.a})",
+    "Neg": lambda c: f"(({c.t})(-({c.a})))",
+    "Abs": _abs,
+    "Reciprocal": lambda c: f"({c.lit(1)} / ({c.a}))",
+    "Relu": lambda c: f"({{ {c.t} v_ = ({c.a}); v_ < {c.lit(0)} ? {c.lit(0)} : v_; }})",
+    "LeakyRelu": lambda c: f"({{ {c.t} v_ = ({c.a}); v_ < {c.lit(0)} ? v_ * {c.lit(c.attrs.get('alpha', 0.01))} : v_; }})",
+    "Elu": lambda c: (f"({{ {c.t} v_ = ({c.a}); v_ < {c.lit(0)} ? "
+                      f"{c.lit(c.attrs.get('alpha', 1.0))} * {c.m('expm1')}(v_) : v_; }})"),
+    "Sigmoid": lambda c: f"({c.lit(0.5)} * {c.m('tanh')}({c.lit(0.5)} * ({c.a})) + {c.lit(0.5)})",
+    "HardSigmoid": lambda c: _hard_sigmoid(c.a, c.dt, c.attrs.get("alpha", 0.2), c.attrs.get("beta", 0.5)),
+    "HardSwish": lambda c: f"({{ {c.t} x_ = ({c.a}); x_ * {_hard_sigmoid('x_', c.dt, 1.0 / 6.0, 0.5)}; }})",
+    "Softplus": lambda c: (f"({{ {c.t} x_ = ({c.a}); (x_ < {c.lit(0)} ? {c.lit(0)} : x_) + "
+                           f"{c.m('log1p')}({c.m('exp')}(-{c.m('fabs')}(x_))); }})"),
+    "Add": _binary("+"), "Sub": _binary("-"), "Mul": _binary("*"),
+    "Div": _div, "Mod": _mod, "Pow": _pow, "Max": _fold("MAX"), "Min": _fold("MIN"),
+    "Equal": _binary("==", False), "Greater": _binary(">", False), "Less": _binary("<", False),
+    "Clip": _clip,
+    "Where": lambda c: f"(({c.args[0]}) ? ({c.args[1]}) : ({c.args[2]}))",
+    "Cast": _cast,
+}
+SUPPORTED = set(OPS_C)
+
+
+def expr(op: str, args: list[str], in_dtype, out_dtype, attrs: dict) -> str:
+    """The C expression of ``op`` on ``args`` (KeyError for an op the table lacks)."""
+    return OPS_C[op](Operands(list(args), np.dtype(in_dtype), np.dtype(out_dtype if out_dtype is not None else in_dtype),
+                              attrs))
