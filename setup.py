@@ -11,4 +11,5 @@ for directory, name in MAPPED.items():
     package_dir[name] = directory
     packages += [name + p[len(directory):] for p in find_packages(include=[directory, directory + ".*"])]
 
-setup(packages=packages, package_dir=package_dir)
+setup(packages=packages, package_dir=package_dir,
+      package_data={"nnos_hardware": ["boards/*.toml", "registers/*/*.toml", "PROTOCOL.md"]})

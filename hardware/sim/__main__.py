@@ -15,6 +15,8 @@ import tty
 
 import numpy as np
 
+from nnos.timing import percentiles
+
 from ..transport import FdTransport
 from . import cartpole
 from .firmware import Firmware
@@ -32,6 +34,53 @@ def emit(obj) -> None:
     sys.stdout.flush()
 
 
+def _publish_port(port: str, link: str | None) -> None:
+    """A stable name for the port, like /dev/serial/by-id (replaced atomically)."""
+    if not link:
+        return
+    tmp = link + ".new"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(port, tmp)
+    os.replace(tmp, link)
+
+
+def _lockstep(a, fw, sim, clock_us: int, stop) -> bool:
+    """One sensor frame, then wait for the command answering it (safe force if none comes in
+    time). False while no host is connected."""
+    if not fw.connected:
+        fw.service(0.05)
+        return False
+    ts = fw.send_sensors(sim.reading(), clock_us)
+    deadline = time.monotonic() + a.host_timeout
+    while fw.last_ref_us != ts and time.monotonic() < deadline and not stop:
+        fw.service(0.01)
+    if fw.last_ref_us != ts:
+        fw.safe()                                    # no answer in time: safe force, go on
+    return True
+
+
+def _realtime(fw, sim, next_t: float) -> bool | None:
+    """Serve the link until the next sensor deadline, then send a frame: True. False when it is
+    not time yet; None when no host is connected (the robot is held still until one takes over)."""
+    fw.service(max(0.0, next_t - time.monotonic()))
+    if time.monotonic() < next_t:
+        return False
+    if not fw.connected:
+        return None
+    fw.send_sensors(sim.reading())
+    return True
+
+
+def _summary(fw, episodes: int, ok: int, sent: int) -> dict:
+    out = {"done": True, "episodes": episodes, "ok": ok, "commands": fw.commands, "refused": fw.refused,
+           "failsafe_entries": fw.failsafe_entries, "sensor_frames": sent, "link": fw.link.stats.as_dict()}
+    if fw.rtt_us:
+        r = np.array(fw.rtt_us, dtype=np.float64)
+        out["rtt_us"] = {"n": int(r.size), **percentiles(r), "max": float(r.max())}
+    return out
+
+
 def run_cartpole(a) -> int:
     master, slave, port = open_pty()   # keep the slave open: the host may come and go
     cfg = cartpole.Config(sensor_hz=a.sensor_hz, physics_hz=a.physics_hz, noise=a.noise,
@@ -39,42 +88,26 @@ def run_cartpole(a) -> int:
     sim = cartpole.CartPole(cfg)
     fw = Firmware(FdTransport(master, "cartpole"), a.device_id, cartpole.channels(), host_timeout_s=a.host_timeout)
     fw.record_rtt = a.report_rtt and not a.lockstep
-    if a.port_link:                     # a stable name for the port, like /dev/serial/by-id
-        tmp = a.port_link + ".new"
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        os.symlink(port, tmp)
-        os.replace(tmp, a.port_link)
+    _publish_port(port, a.port_link)
     emit({"port": port, "device_id": a.device_id, "mode": "lockstep" if a.lockstep else "realtime"})
     period = 1.0 / cfg.sensor_hz
-    period_us = int(round(period * 1e6))
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    ticks, episode, ok_count, max_theta = 0, 0, 0, 0.0
+    ticks, episode, ok_count, max_theta, sent, clock_us = 0, 0, 0, 0.0, 0, 0
     episode_ticks = int(round(a.duration * cfg.sensor_hz))
-    sent = 0
     next_t = time.monotonic()
-    clock_us = 0
     while not stop:
         if a.lockstep:
-            if not fw.connected:
-                fw.service(0.05)
+            if not _lockstep(a, fw, sim, clock_us + int(round(period * 1e6)), stop):
                 continue
-            clock_us += period_us
-            ts = fw.send_sensors(sim.reading(), clock_us)
-            deadline = time.monotonic() + a.host_timeout
-            while fw.last_ref_us != ts and time.monotonic() < deadline and not stop:
-                fw.service(0.01)
-            if fw.last_ref_us != ts:
-                fw.safe()                                    # no answer in time: safe force, go on
+            clock_us += int(round(period * 1e6))
         else:
-            fw.service(max(0.0, next_t - time.monotonic()))
-            if time.monotonic() < next_t:
+            went = _realtime(fw, sim, next_t)
+            if went is False:
                 continue
             next_t += period
-            if not fw.connected:
-                continue                 # the robot is held still until a host takes over
-            ts = fw.send_sensors(sim.reading())
+            if went is None:
+                continue
             sent += 1
         sim.advance(float(fw.actuators[3][0]))
         ticks += 1
@@ -86,26 +119,51 @@ def run_cartpole(a) -> int:
             print(f"sim: the pole fell (x {sim.state[0]:.2f} m, θ {np.degrees(sim.state[2]):.1f}°): reset",
                   file=sys.stderr, flush=True)
             sim.reset()
-        if a.episodes:
+        if a.episodes and (cartpole.failed(sim.state) or ticks >= episode_ticks):
             failed = cartpole.failed(sim.state)
-            if failed or ticks >= episode_ticks:
-                emit({"episode": episode, "ok": not failed, "ticks": ticks, "seconds": ticks / cfg.sensor_hz,
-                      "max_theta_deg": round(float(np.degrees(max_theta)), 3),
-                      "x": round(float(sim.state[0]), 4)})
-                ok_count += not failed
-                episode += 1
-                ticks, max_theta = 0, 0.0
-                sim.reset()
-                if episode >= a.episodes:
-                    break
-    summary = {"done": True, "episodes": episode, "ok": ok_count, "commands": fw.commands,
-               "refused": fw.refused, "failsafe_entries": fw.failsafe_entries, "sensor_frames": sent,
-               "link": fw.link.stats.as_dict()}
-    if fw.rtt_us:
-        r = np.array(fw.rtt_us, dtype=np.float64)
-        summary["rtt_us"] = {"n": int(r.size), "p50": float(np.percentile(r, 50)), "p99": float(np.percentile(r, 99)),
-                             "max": float(r.max())}
-    emit(summary)
+            emit({"episode": episode, "ok": not failed, "ticks": ticks, "seconds": ticks / cfg.sensor_hz,
+                  "max_theta_deg": round(float(np.degrees(max_theta)), 3), "x": round(float(sim.state[0]), 4)})
+            ok_count += not failed
+            episode += 1
+            ticks, max_theta = 0, 0.0
+            sim.reset()
+            if episode >= a.episodes:
+                break
+    emit(_summary(fw, episode, ok_count, sent))
+    os.close(slave)
+    return 0
+
+
+def run_feetech_arm(a) -> int:
+    """A Feetech STS bus with ``--servos`` servos (ids 1..N) on a pty: answers whatever talks to
+    it (nnos's driver, the vendor SDK) until SIGTERM."""
+    import select
+    from .servo_bus import ServoBus
+    master, slave, port = open_pty()
+    bus = ServoBus(list(range(1, a.servos + 1)), a.model, latency_s=a.latency_us / 1e6)
+    for sid in a.silent:
+        bus.servos[sid].silent = True
+    for spec in a.error:
+        sid, bits = spec.split(":")
+        bus.servos[int(sid)].error_bits = int(bits, 0)
+    _publish_port(port, a.port_link)
+    emit({"port": port, "servos": sorted(bus.servos), "model": a.model})
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    while not stop:
+        r, _, _ = select.select([master], [], [], 0.001)
+        bus.advance()
+        if r:
+            try:
+                data = os.read(master, 4096)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:                                    # the host closed its end: wait for the next one
+                time.sleep(0.01)
+                continue
+            reply = bus.receive(data)
+            if reply:
+                os.write(master, reply)
     os.close(slave)
     return 0
 
@@ -128,8 +186,15 @@ def main(argv=None) -> int:
     c.add_argument("--device-id", default="cartpole-sim-0001")
     c.add_argument("--report-rtt", action="store_true")
     c.add_argument("--port-link", help="also make this path a symlink to the port")
+    f = sub.add_parser("feetech-arm", help="a Feetech STS servo bus (the SO-101's) with N servos")
+    f.add_argument("--servos", type=int, default=6)
+    f.add_argument("--model", default="sts3215", help="register table: hardware/registers/feetech/MODEL.toml")
+    f.add_argument("--silent", type=int, action="append", default=[], metavar="ID", help="a servo that never answers")
+    f.add_argument("--error", action="append", default=[], metavar="ID:BITS", help="error bits a servo reports (0x20 overload)")
+    f.add_argument("--latency-us", type=float, default=0.0, help="added before each answer")
+    f.add_argument("--port-link", help="also make this path a symlink to the port")
     a = p.parse_args(argv)
-    return run_cartpole(a)
+    return run_cartpole(a) if a.robot == "cartpole" else run_feetech_arm(a)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,30 @@
+"""A simulated servo bus (python -m nnos_hardware.sim feetech-arm) as a real process on a pty,
+for the drivers' tests and the vendor SDKs' independent check."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from contextlib import contextmanager
+
+from tests.support.paths import ROOT
+
+
+@contextmanager
+def feetech_bus(*args: str):
+    """Yields the bus's pty path; ``args``: --servos N, --silent ID, --error ID:BITS, …"""
+    p = subprocess.Popen([sys.executable, "-m", "nnos_hardware.sim", "feetech-arm", *args], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the simulated bus did not start: {p.stderr.read()[-2000:]}")
+        yield json.loads(line)["port"]
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
