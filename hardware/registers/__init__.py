@@ -19,10 +19,16 @@ class Register:
     size: int                    # bytes: 1, 2 or 4
     access: str                  # "r" or "rw"
     area: str                    # "eeprom" or "ram"
-    sign_bit: int | None = None  # sign and magnitude: the bit that holds the sign
+    sign_bit: int | None = None  # sign and magnitude (Feetech): the bit that holds the sign
+    signed: bool = False         # two's complement (Dynamixel)
 
     def encode(self, value: int, endian: str) -> bytes:
         v = int(value)
+        if self.signed:
+            lo, hi = -(1 << (8 * self.size - 1)), 1 << (8 * self.size - 1)
+            if not lo <= v < hi:
+                raise ValueError(f"{self.name}: {value} does not fit {self.size} signed byte(s)")
+            return v.to_bytes(self.size, endian, signed=True)
         if self.sign_bit is not None and v < 0:
             v = (-v) | (1 << self.sign_bit)
         if not 0 <= v < 1 << (8 * self.size):
@@ -30,6 +36,8 @@ class Register:
         return v.to_bytes(self.size, endian)
 
     def decode(self, raw: bytes, endian: str) -> int:
+        if self.signed:
+            return int.from_bytes(raw[:self.size], endian, signed=True)
         v = int.from_bytes(raw[:self.size], endian)
         if self.sign_bit is not None and v & (1 << self.sign_bit):
             v = -(v & ~(1 << self.sign_bit))
@@ -43,6 +51,8 @@ class Table:
     model_number: int
     endian: str                  # "little" (Feetech STS, Dynamixel) or "big" (Feetech SCS)
     resolution: int              # position ticks per turn
+    speed_register: str          # the register that caps the speed a servo tracks its goal at
+    velocity_unit: float         # ticks/s per unit of the velocity registers
     registers: dict[str, Register]
 
     def __getitem__(self, name: str) -> Register:
@@ -70,6 +80,6 @@ def load(vendor: str, model: str) -> Table:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, str(e)) from e
     regs = {name: Register(name, int(r["address"]), int(r["size"]), r.get("access", "rw"), r.get("area", "ram"),
-                           r.get("sign_bit")) for name, r in d["registers"].items()}
+                           r.get("sign_bit"), bool(r.get("signed", False))) for name, r in d["registers"].items()}
     return Table(vendor, d["model"], int(d["model_number"]), d.get("endian", "little"), int(d.get("resolution", 4096)),
-                 regs)
+                 d["speed_register"], float(d.get("velocity_unit", 1.0)), regs)

@@ -134,20 +134,20 @@ def run_cartpole(a) -> int:
     return 0
 
 
-def run_feetech_arm(a) -> int:
-    """A Feetech STS bus with ``--servos`` servos (ids 1..N) on a pty: answers whatever talks to
-    it (nnos's driver, the vendor SDK) until SIGTERM."""
+def run_servo_bus(a) -> int:
+    """A servo bus with ``--servos`` servos (ids 1..N) on a pty: answers whatever talks to it
+    (nnos's driver, the vendor's SDK) until SIGTERM."""
     import select
     from .servo_bus import ServoBus
     master, slave, port = open_pty()
-    bus = ServoBus(list(range(1, a.servos + 1)), a.model, latency_s=a.latency_us / 1e6)
+    bus = ServoBus(list(range(1, a.servos + 1)), a.model, latency_s=a.latency_us / 1e6, vendor=a.vendor)
     for sid in a.silent:
         bus.servos[sid].silent = True
     for spec in a.error:
         sid, bits = spec.split(":")
         bus.servos[int(sid)].error_bits = int(bits, 0)
     _publish_port(port, a.port_link)
-    emit({"port": port, "servos": sorted(bus.servos), "model": a.model})
+    emit({"port": port, "servos": sorted(bus.servos), "vendor": a.vendor, "model": a.model})
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     while not stop:
@@ -186,15 +186,18 @@ def main(argv=None) -> int:
     c.add_argument("--device-id", default="cartpole-sim-0001")
     c.add_argument("--report-rtt", action="store_true")
     c.add_argument("--port-link", help="also make this path a symlink to the port")
-    f = sub.add_parser("feetech-arm", help="a Feetech STS servo bus (the SO-101's) with N servos")
-    f.add_argument("--servos", type=int, default=6)
-    f.add_argument("--model", default="sts3215", help="register table: hardware/registers/feetech/MODEL.toml")
-    f.add_argument("--silent", type=int, action="append", default=[], metavar="ID", help="a servo that never answers")
-    f.add_argument("--error", action="append", default=[], metavar="ID:BITS", help="error bits a servo reports (0x20 overload)")
-    f.add_argument("--latency-us", type=float, default=0.0, help="added before each answer")
-    f.add_argument("--port-link", help="also make this path a symlink to the port")
+    for robot, vendor, model, what in (("feetech-arm", "feetech", "sts3215", "a Feetech STS servo bus (the SO-101's)"),
+                                       ("dynamixel-arm", "dynamixel", "xl430-w250", "a Dynamixel Protocol 2.0 bus (Koch)")):
+        f = sub.add_parser(robot, help=f"{what} with N servos")
+        f.set_defaults(vendor=vendor)
+        f.add_argument("--servos", type=int, default=6)
+        f.add_argument("--model", default=model, help=f"register table: hardware/registers/{vendor}/MODEL.toml")
+        f.add_argument("--silent", type=int, action="append", default=[], metavar="ID", help="a servo that never answers")
+        f.add_argument("--error", action="append", default=[], metavar="ID:BITS", help="error bits a servo reports")
+        f.add_argument("--latency-us", type=float, default=0.0, help="added before each answer")
+        f.add_argument("--port-link", help="also make this path a symlink to the port")
     a = p.parse_args(argv)
-    return run_cartpole(a) if a.robot == "cartpole" else run_feetech_arm(a)
+    return run_cartpole(a) if a.robot == "cartpole" else run_servo_bus(a)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,19 @@
-"""The servo side of a Feetech STS bus, simulated: N servos, each a control table in memory
-(hardware/registers/feetech/<model>.toml) answering PING, READ, WRITE, SYNC_READ and
-SYNC_WRITE like the real servos — so the vendor's own SDK talks to it unmodified — and moving
-its Present_Position toward Goal_Position, while torque is on, no faster than its speed and
-acceleration limits allow.
+"""The servo side of a Feetech STS or a Dynamixel Protocol 2.0 bus, simulated: N servos, each
+a control table in memory (hardware/registers/<vendor>/<model>.toml) answering PING, READ,
+WRITE, SYNC_READ and SYNC_WRITE like the real servos — so the vendors' own SDKs talk to it
+unmodified — and moving Present_Position toward Goal_Position, while torque is on, no faster
+than its speed and acceleration limits allow.
 
 Faults to test against: a servo that never answers (``silent``), error bits it sets
-(``error_bits``: 0x20 overload, 0x04 overheating, 0x01 voltage), and a reply latency.
+(``error_bits``: Feetech 0x20 overload, 0x04 overheating, 0x01 voltage; Dynamixel: the alert
+bit, with the cause in Hardware_Error_Status), and a reply latency.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
+from ..protocol import dynamixel as dx
 from ..protocol import feetech as ft
 from ..registers import Table, load
 
@@ -35,8 +37,10 @@ class Servo:
         self.set("ID", self.servo_id)
         self.set("Min_Position_Limit", 0)
         self.set("Max_Position_Limit", self.table.resolution - 1)
-        self.set("Present_Voltage", 120)            # 12.0 V
-        self.set("Present_Temperature", 30)
+        for name, value in (("Present_Voltage", 120), ("Present_Input_Voltage", 120),    # 12.0 V
+                            ("Present_Temperature", 30), ("Firmware_Version", 46)):
+            if name in self.table.registers:
+                self.set(name, value)
         self.set("Goal_Position", int(self.position))
         self.set("Present_Position", int(self.position))
 
@@ -54,7 +58,7 @@ class Servo:
         if self.get("Torque_Enable"):
             lo, hi = self.get("Min_Position_Limit"), self.get("Max_Position_Limit")
             goal = min(max(self.get("Goal_Position"), lo), hi)
-            speed_cap = self.get("Goal_Velocity") or MAX_SPEED
+            speed_cap = self.get(self.table.speed_register) * self.table.velocity_unit or MAX_SPEED
             err = goal - self.position
             stop_dist = self.velocity ** 2 / (2 * MAX_ACCEL)
             want = min(speed_cap, MAX_SPEED) * (1 if err > 0 else -1) if abs(err) > stop_dist else 0.0
@@ -67,8 +71,8 @@ class Servo:
                 self.position += moved
         else:
             self.velocity = 0.0
-        self.set("Present_Position", int(round(self.position)) % self.table.resolution)
-        self.set("Present_Velocity", int(round(self.velocity)))
+        self.set("Present_Position", int(round(self.position)))
+        self.set("Present_Velocity", int(round(self.velocity / self.table.velocity_unit)))
         self.set("Moving", int(self.velocity != 0.0))
 
     def write(self, address: int, data: bytes) -> bool:
@@ -83,12 +87,56 @@ class Servo:
         return True
 
 
+class FeetechWire:
+    """Feetech STS framing: 1-byte addresses and lengths, a status packet per answer."""
+    vendor = "feetech"
+    PING, READ, WRITE, REG_WRITE, SYNC_READ, SYNC_WRITE = ft.PING, ft.READ, ft.WRITE, ft.REG_WRITE, ft.SYNC_READ, ft.SYNC_WRITE
+    ADDR = 1
+    INSTRUCTION_ERROR = ACCESS_ERROR = 0x40
+
+    def __init__(self):
+        self.parser = ft.Parser()
+
+    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        return [(p.servo_id, p.code, p.params) for p in self.parser.feed(data)]
+
+    def status(self, sid: int, error: int, data: bytes = b"") -> bytes:
+        return ft.packet(sid, error, data)
+
+    def ping_data(self, servo) -> bytes:
+        return b""
+
+
+class DynamixelWire:
+    """Dynamixel Protocol 2.0 framing: 2-byte addresses and lengths, byte stuffing, CRC-16; a
+    ping answers with the model number and firmware version."""
+    vendor = "dynamixel"
+    PING, READ, WRITE, REG_WRITE, SYNC_READ, SYNC_WRITE = dx.PING, dx.READ, dx.WRITE, dx.REG_WRITE, dx.SYNC_READ, dx.SYNC_WRITE
+    ADDR = 2
+    INSTRUCTION_ERROR, ACCESS_ERROR = 2, 7
+
+    def __init__(self):
+        self.parser = dx.Parser()
+
+    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        return [(p.servo_id, p.instruction, p.params) for p in self.parser.feed(data) if p.instruction != dx.STATUS]
+
+    def status(self, sid: int, error: int, data: bytes = b"") -> bytes:
+        return dx.status(sid, error, data)
+
+    def ping_data(self, servo) -> bytes:
+        return servo.table.model_number.to_bytes(2, "little") + bytes((servo.get("Firmware_Version"),))
+
+
+WIRES = {"feetech": FeetechWire, "dynamixel": DynamixelWire}
+
+
 class ServoBus:
-    def __init__(self, ids: list[int], model: str = "sts3215", latency_s: float = 0.0):
-        self.table = load("feetech", model)
+    def __init__(self, ids: list[int], model: str = "sts3215", latency_s: float = 0.0, vendor: str = "feetech"):
+        self.table = load(vendor, model)
+        self.wire = WIRES[vendor]()
         self.servos = {i: Servo(self.table, i) for i in ids}
         self.latency_s = latency_s
-        self.parser = ft.Parser()
         self.last_step = time.monotonic()
         self.instructions = 0
 
@@ -101,40 +149,45 @@ class ServoBus:
     def receive(self, data: bytes) -> bytes:
         """What the bus answers to ``data`` (the host's bytes): every status packet, in order."""
         out = bytearray()
-        for p in self.parser.feed(data):
+        for sid, code, params in self.wire.feed(data):
             self.instructions += 1
-            out += self._answer(p)
+            out += self._answer(sid, code, params)
         if out and self.latency_s:
             time.sleep(self.latency_s)
         return bytes(out)
 
     def _status(self, s: Servo, params: bytes = b"", error: int = 0) -> bytes:
-        return b"" if s.silent else ft.packet(s.servo_id, error | s.error_bits, params)
+        return b"" if s.silent else self.wire.status(s.servo_id, error | s.error_bits, params)
 
-    def _answer(self, p: ft.Packet) -> bytes:
-        if p.code == ft.SYNC_WRITE and len(p.params) >= 2:
-            address, length = p.params[0], p.params[1]
-            rows = p.params[2:]
+    def _fields(self, params: bytes) -> tuple[int, int, bytes]:
+        """(address, length, the rest) of a READ/SYNC_READ/SYNC_WRITE's params."""
+        n = self.wire.ADDR
+        return int.from_bytes(params[:n], "little"), int.from_bytes(params[n:2 * n], "little"), params[2 * n:]
+
+    def _answer(self, sid: int, code: int, params: bytes) -> bytes:
+        w = self.wire
+        if code == w.SYNC_WRITE and len(params) >= 2 * w.ADDR:
+            address, length, rows = self._fields(params)
             for k in range(0, len(rows) - length, length + 1):
                 s = self.servos.get(rows[k])
                 if s is not None:
                     s.write(address, rows[k + 1:k + 1 + length])
             return b""
-        if p.code == ft.SYNC_READ and len(p.params) >= 2:
-            address, length = p.params[0], p.params[1]
+        if code == w.SYNC_READ and len(params) >= 2 * w.ADDR:
+            address, length, ids = self._fields(params)
             return b"".join(self._status(s, bytes(s.mem[address:address + length]))
-                            for s in (self.servos.get(i) for i in p.params[2:]) if s is not None)
-        s = self.servos.get(p.servo_id)
+                            for s in (self.servos.get(i) for i in ids) if s is not None)
+        s = self.servos.get(sid)
         if s is None:
             return b""                               # nobody there: silence, as on a real bus
-        if p.code == ft.PING:
-            return self._status(s)
-        if p.code == ft.READ and len(p.params) == 2:
-            address, length = p.params
+        if code == w.PING:
+            return self._status(s, w.ping_data(s))
+        if code == w.READ and len(params) == 2 * w.ADDR:
+            address, length, _ = self._fields(params)
             if address + length > len(s.mem):
-                return self._status(s, error=0x40)
+                return self._status(s, error=w.INSTRUCTION_ERROR)
             return self._status(s, bytes(s.mem[address:address + length]))
-        if p.code in (ft.WRITE, ft.REG_WRITE) and p.params:
-            ok = s.write(p.params[0], p.params[1:])
-            return self._status(s, error=0 if ok else 0x40)
-        return self._status(s, error=0x40)           # an instruction it does not know
+        if code in (w.WRITE, w.REG_WRITE) and len(params) > w.ADDR:
+            ok = s.write(int.from_bytes(params[:w.ADDR], "little"), params[w.ADDR:])
+            return self._status(s, error=0 if ok else w.ACCESS_ERROR)
+        return self._status(s, error=w.INSTRUCTION_ERROR)      # an instruction it does not know

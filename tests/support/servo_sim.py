@@ -12,9 +12,10 @@ from tests.support.paths import ROOT
 
 
 @contextmanager
-def feetech_bus(*args: str):
-    """Yields the bus's pty path; ``args``: --servos N, --silent ID, --error ID:BITS, …"""
-    p = subprocess.Popen([sys.executable, "-m", "nnos_hardware.sim", "feetech-arm", *args], cwd=ROOT,
+def servo_bus(robot: str, *args: str):
+    """Yields the bus's pty path. ``robot``: feetech-arm or dynamixel-arm; ``args``: --servos N,
+    --silent ID, --error ID:BITS, …"""
+    p = subprocess.Popen([sys.executable, "-m", "nnos_hardware.sim", robot, *args], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = p.stdout.readline()
@@ -28,3 +29,11 @@ def feetech_bus(*args: str):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def feetech_bus(*args: str):
+    return servo_bus("feetech-arm", *args)
+
+
+def dynamixel_bus(*args: str):
+    return servo_bus("dynamixel-arm", *args)

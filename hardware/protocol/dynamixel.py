@@ -1,0 +1,185 @@
+"""Dynamixel Protocol 2.0 (X-series servos: Koch, OpenManipulator and the SO-101's Dynamixel
+cousins), half duplex:
+
+    instruction   FF FF FD 00 ID LEN_L LEN_H INSTR PARAMS… CRC_L CRC_H
+    status        FF FF FD 00 ID LEN_L LEN_H 55 ERROR PARAMS… CRC_L CRC_H
+
+LEN counts what follows it (INSTR, the params after byte stuffing, the CRC). Byte stuffing:
+inside INSTR and PARAMS, every FF FF FD gets an extra FD, so a header never appears in a body.
+CRC-16, polynomial 0x8005, initial value 0, over everything before it (stuffed). Addresses and
+lengths are 2 bytes, values little-endian and two's complement. SYNC_READ (0x82: address,
+length, ids…) is answered by one status packet per servo, in the order asked.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+HEADER = b"\xff\xff\xfd\x00"
+BROADCAST = 0xFE
+PING, READ, WRITE, REG_WRITE, ACTION, REBOOT, STATUS = 0x01, 0x02, 0x03, 0x04, 0x05, 0x08, 0x55
+SYNC_READ, SYNC_WRITE, FAST_SYNC_READ = 0x82, 0x83, 0x8A
+ERRORS = {1: "result fail", 2: "instruction error", 3: "CRC error", 4: "data range error",
+          5: "data length error", 6: "data limit error", 7: "access error"}
+ALERT = 0x80                     # the servo has a hardware error (read Hardware_Error_Status)
+MAX_LENGTH = 1024                # what nnos accepts in one packet (the SDK's buffers are smaller)
+
+
+def _table() -> list[int]:
+    out = []
+    for i in range(256):
+        crc = i << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x8005) if crc & 0x8000 else crc << 1
+        out.append(crc & 0xFFFF)
+    return out
+
+
+_CRC = _table()
+
+
+def crc16(data: bytes, crc: int = 0) -> int:
+    for b in data:
+        crc = ((crc << 8) ^ _CRC[((crc >> 8) ^ b) & 0xFF]) & 0xFFFF
+    return crc
+
+
+def stuff(body: bytes, before: bytes = b"") -> bytes:
+    """``body`` with an FD after every FF FF FD in it (``before``: the bytes preceding it)."""
+    out, prev = bytearray(), bytearray(before[-2:])
+    for b in body:
+        out.append(b)
+        if b == 0xFD and prev[-2:] == b"\xff\xff":
+            out.append(0xFD)
+        prev = (prev + bytes((b,)))[-2:]
+    return bytes(out)
+
+
+def unstuff(body: bytes, before: bytes = b"") -> bytes:
+    out, prev = bytearray(), bytearray(before[-2:])
+    skip = False
+    for i, b in enumerate(body):
+        if skip:
+            skip = False
+            continue
+        out.append(b)
+        if b == 0xFD and prev[-2:] == b"\xff\xff" and i + 1 < len(body) and body[i + 1] == 0xFD:
+            skip = True
+        prev = (prev + bytes((b,)))[-2:]
+    return bytes(out)
+
+
+def packet(servo_id: int, instruction: int, params: bytes = b"") -> bytes:
+    """An instruction packet, or with ``instruction`` = STATUS a status packet (params: the
+    error byte, then the data)."""
+    if not 0 <= servo_id <= BROADCAST:
+        raise ValueError(f"servo id {servo_id} is outside 0..{BROADCAST}")
+    length_pos = HEADER + bytes((servo_id,))
+    body = stuff(bytes((instruction,)) + params, b"\x00\x00")     # LEN_H never is FF: nothing to join
+    n = len(body) + 2
+    if n > MAX_LENGTH:
+        raise ValueError(f"a packet of {n} bytes; at most {MAX_LENGTH}")
+    head = length_pos + n.to_bytes(2, "little")
+    crc = crc16(head + body)
+    return head + body + crc.to_bytes(2, "little")
+
+
+def status(servo_id: int, error: int = 0, data: bytes = b"") -> bytes:
+    return packet(servo_id, STATUS, bytes((error,)) + data)
+
+
+def describe_error(error: int) -> str:
+    text = ERRORS.get(error & 0x7F, f"error {error & 0x7F}") if error & 0x7F else "no error"
+    return text + (" (hardware alert)" if error & ALERT else "")
+
+
+# --- instructions -------------------------------------------------------------------------------
+def _u16(v: int) -> bytes:
+    return int(v).to_bytes(2, "little")
+
+
+def ping(servo_id: int) -> bytes:
+    return packet(servo_id, PING)
+
+
+def read(servo_id: int, address: int, length: int) -> bytes:
+    return packet(servo_id, READ, _u16(address) + _u16(length))
+
+
+def write(servo_id: int, address: int, data: bytes) -> bytes:
+    return packet(servo_id, WRITE, _u16(address) + data)
+
+
+def sync_read(address: int, length: int, ids: list[int]) -> bytes:
+    return packet(BROADCAST, SYNC_READ, _u16(address) + _u16(length) + bytes(ids))
+
+
+def sync_write(address: int, length: int, data: dict[int, bytes]) -> bytes:
+    params = bytearray(_u16(address) + _u16(length))
+    for sid, d in data.items():
+        if len(d) != length:
+            raise ValueError(f"servo {sid}: {len(d)} bytes for a {length}-byte sync write")
+        params += bytes((sid,)) + d
+    return packet(BROADCAST, SYNC_WRITE, bytes(params))
+
+
+# --- receiving -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Packet:
+    servo_id: int
+    instruction: int             # STATUS for a servo's answer
+    params: bytes                # unstuffed; a status packet's start with the error byte
+
+    @property
+    def error(self) -> int:
+        return self.params[0] if self.instruction == STATUS and self.params else 0
+
+    @property
+    def data(self) -> bytes:
+        return self.params[1:] if self.instruction == STATUS else self.params
+
+
+@dataclass
+class ParserStats:
+    packets: int = 0
+    crc_errors: int = 0
+    garbage_bytes: int = 0
+    oversize: int = 0
+
+
+@dataclass
+class Parser:
+    buf: bytearray = field(default_factory=bytearray)
+    stats: ParserStats = field(default_factory=ParserStats)
+
+    def feed(self, data: bytes) -> list[Packet]:
+        self.buf += data
+        out = []
+        while True:
+            start = self.buf.find(HEADER)
+            if start < 0:
+                keep = next((k for k in (3, 2, 1) if self.buf.endswith(HEADER[:k])), 0)
+                self.stats.garbage_bytes += len(self.buf) - keep
+                del self.buf[:len(self.buf) - keep]
+                return out
+            if start:
+                self.stats.garbage_bytes += start
+                del self.buf[:start]
+            if len(self.buf) < 7:
+                return out
+            n = int.from_bytes(self.buf[5:7], "little")
+            if n < 3 or n > MAX_LENGTH:
+                self.stats.oversize += n > MAX_LENGTH
+                self.stats.garbage_bytes += 4
+                del self.buf[:4]
+                continue
+            total = 7 + n
+            if len(self.buf) < total:
+                return out
+            whole = bytes(self.buf[:total])
+            del self.buf[:total]
+            if crc16(whole[:-2]) != int.from_bytes(whole[-2:], "little"):
+                self.stats.crc_errors += 1
+                continue
+            body = unstuff(whole[7:-2], b"\x00\x00")
+            self.stats.packets += 1
+            out.append(Packet(whole[4], body[0], body[1:]))
