@@ -141,7 +141,7 @@ class Packet:
 @dataclass
 class ParserStats:
     packets: int = 0
-    crc_errors: int = 0
+    checksum_errors: int = 0     # CRC-16 mismatches
     garbage_bytes: int = 0
     oversize: int = 0
 
@@ -178,7 +178,7 @@ class Parser:
             whole = bytes(self.buf[:total])
             del self.buf[:total]
             if crc16(whole[:-2]) != int.from_bytes(whole[-2:], "little"):
-                self.stats.crc_errors += 1
+                self.stats.checksum_errors += 1
                 continue
             body = unstuff(whole[7:-2], b"\x00\x00")
             self.stats.packets += 1

@@ -83,6 +83,14 @@ class Packet:
     code: int                    # the instruction (from a host) or the error byte (from a servo)
     params: bytes
 
+    @property
+    def error(self) -> int:      # as a status packet (Dynamixel's Packet has the same two names)
+        return self.code
+
+    @property
+    def data(self) -> bytes:
+        return self.params
+
 
 @dataclass
 class ParserStats:

@@ -146,6 +146,8 @@ def run_servo_bus(a) -> int:
     for spec in a.error:
         sid, bits = spec.split(":")
         bus.servos[int(sid)].error_bits = int(bits, 0)
+    t0 = time.monotonic()
+    later = [(int(sid), t0 + float(t)) for sid, t in (spec.split(":") for spec in a.silent_after)]
     _publish_port(port, a.port_link)
     emit({"port": port, "servos": sorted(bus.servos), "vendor": a.vendor, "model": a.model})
     stop = []
@@ -153,6 +155,8 @@ def run_servo_bus(a) -> int:
     while not stop:
         r, _, _ = select.select([master], [], [], 0.001)
         bus.advance()
+        for sid, when in later:
+            bus.servos[sid].silent = bus.servos[sid].silent or time.monotonic() >= when
         if r:
             try:
                 data = os.read(master, 4096)
@@ -194,6 +198,8 @@ def main(argv=None) -> int:
         f.add_argument("--model", default=model, help=f"register table: hardware/registers/{vendor}/MODEL.toml")
         f.add_argument("--silent", type=int, action="append", default=[], metavar="ID", help="a servo that never answers")
         f.add_argument("--error", action="append", default=[], metavar="ID:BITS", help="error bits a servo reports")
+        f.add_argument("--silent-after", action="append", default=[], metavar="ID:SECONDS",
+                       help="a servo that stops answering after this long")
         f.add_argument("--latency-us", type=float, default=0.0, help="added before each answer")
         f.add_argument("--port-link", help="also make this path a symlink to the port")
     a = p.parse_args(argv)

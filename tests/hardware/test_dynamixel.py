@@ -41,7 +41,7 @@ def test_the_parser_resynchronises_and_counts():
     got = [x for i in range(0, len(stream), 5) for x in p.feed(stream[i:i + 5])]
     assert [(x.servo_id, x.instruction, x.error, x.data) for x in got] == [
         (2, dx.STATUS, 0, b"\x01\x02\x03\x04"), (9, dx.PING, 0, b"")]
-    assert p.stats.crc_errors == 1
+    assert p.stats.checksum_errors == 1
     assert dx.describe_error(0x87) == "access error (hardware alert)"
 
 
