@@ -17,7 +17,7 @@ import pytest
 from nnos.legacy.broker import Broker, serve
 from nnos.legacy.vm import command
 from tests.support.paths import GUEST, ROOT
-from tests.support.timing import report_retry, wait_until
+from tests.support.timing import report_retry, scaled, wait_until
 
 pytestmark = [pytest.mark.xdist_group("image"), pytest.mark.usefixtures("vm_namespace"),
               pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None or shutil.which("busybox") is None,
@@ -36,7 +36,7 @@ class Run:
                                              settings={"interval": 1}), stderr=subprocess.DEVNULL)
         self.broker = Broker(self.data)
         self.stop = threading.Event()
-        end = time.monotonic() + 20
+        end = time.monotonic() + scaled(20)
         while True:
             s = socket.socket(socket.AF_UNIX)
             try:
@@ -146,7 +146,7 @@ def test_nnos_up_starts_the_vm_last_limited_and_the_loop_outlives_it(guest, tmp_
             return 0
     try:
         up.wait_for(lambda c, r: c["ticks"] > 50 and c["mode"] == "running", 60)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + scaled(90)
         while status_reads() == 0 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert status_reads() > 0, up.log[-3000:]
@@ -160,7 +160,7 @@ def test_nnos_up_starts_the_vm_last_limited_and_the_loop_outlives_it(guest, tmp_
         c0, _ = up.counters()
         os.kill(pid, signal.SIGKILL)                  # the VM dies hard: the robot does not notice
         n0 = status_reads()
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + scaled(90)
         while status_reads() <= n0 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert status_reads() > n0, up.log[-3000:]
@@ -170,19 +170,19 @@ def test_nnos_up_starts_the_vm_last_limited_and_the_loop_outlives_it(guest, tmp_
         assert c1["failsafe_entries"] == c0["failsafe_entries"]
         assert c1["ticks"] > c0["ticks"] + 50
         # a hung guest (qemu stopped: nothing reaches the broker) is killed by its watchdog and restarted
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + scaled(90)
         while (pid := _qemu_pid(os.path.join(up.data, "run", "legacy-vm.sock"))) is None and time.monotonic() < deadline:
             time.sleep(0.2)
         n0 = status_reads()
         while status_reads() <= n0 and time.monotonic() < deadline:       # this guest is up and talking
             time.sleep(0.2)
         os.kill(pid, signal.SIGSTOP)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + scaled(60)
         while "missed its watchdog" not in up.log and time.monotonic() < deadline:
             time.sleep(0.5)
         assert f"legacy-vm (pid {pid}) missed its watchdog" in up.log, up.log[-3000:]
         n1 = status_reads()
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + scaled(90)
         while status_reads() <= n1 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert status_reads() > n1, up.log[-3000:]                         # a new guest talks again
@@ -214,7 +214,7 @@ def test_control_plane_shows_stops_and_starts_the_vm(guest, tmp_path):
     try:
         url = up.wait_for_api(60)
         c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {up.token}"}, timeout=30)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + scaled(90)
         vm = {}
         while time.monotonic() < deadline:
             vm = c.get("/v1/vm").json()
@@ -234,7 +234,7 @@ def test_control_plane_shows_stops_and_starts_the_vm(guest, tmp_path):
         assert c.get("/v1/vm").json()["state"] == "stopped (on request)"     # not restarted behind our back
         assert c.get("/v1/status").json()["loop"]["mode"] == "running"
         assert c.post("/v1/vm/start").status_code == 200
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(30)
         while _qemu_pid(sock) is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert _qemu_pid(sock) is not None
@@ -273,7 +273,7 @@ def test_a_hostile_guest_under_nnos_up_leaves_the_loop_alone(guest, tmp_path):
         want = {"unknown-type", "malformed", "schema", "bad-model", "too-large", "rate-limited"}
         c0, since = start, 0.0
         for attempt in range(3):
-            deadline = time.monotonic() + 180
+            deadline = time.monotonic() + scaled(180)
             while not want <= codes(since) and time.monotonic() < deadline:
                 time.sleep(0.5)
             assert want <= codes(since), (codes(since), up.log[-3000:])

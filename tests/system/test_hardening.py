@@ -16,6 +16,7 @@ import pytest
 
 from nnos.supervisor.ownership import start_time
 from tests.support.paths import ROOT
+from tests.support.timing import scaled
 from tests.support.up import Up, running as _running
 
 pytestmark = pytest.mark.xdist_group("system")
@@ -54,7 +55,7 @@ def test_token_stays_out_of_logs_and_probation_models_cannot_be_deleted(tmp_path
     # a model under probation cannot be deleted; the store and the loop agree afterwards
     mid = c.post("/v1/models", content=open(policy_variant(tmp_path, "v", scale=0.95), "rb").read()).json()["id"]
     job = c.post(f"/v1/models/{mid}/activate", params={"probation_s": 3.0, "wait": "false"}).json()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + scaled(60)
     while c.get("/v1/status").json()["loop"]["active"] != mid and time.monotonic() < deadline:
         time.sleep(0.05)
     r = c.delete(f"/v1/models/{mid}")
@@ -94,7 +95,7 @@ def test_one_supervisor_per_data_directory_and_no_orphans_after_kill_9(tmp_path)
         assert {"loop", "sim-cartpole"} <= set(children)
         up.proc.send_signal(signal.SIGKILL)
         up.proc.wait()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(30)
         while time.monotonic() < deadline and any(_alive(p) for p in children.values()):
             time.sleep(0.05)
         assert not [n for n, p in children.items() if _alive(p)], "children outlived a kill -9 of nnos up"
