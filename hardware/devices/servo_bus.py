@@ -82,6 +82,7 @@ class ServoBusDevice(Device):
         self._goal = np.zeros(len(self.joints), np.int64)         # goals for the next transaction (ticks)
         self.armed = False
         self.transactions = 0
+        self.late_bytes = 0                     # answers that came after their deadline (dropped)
         self.bus_error = ""
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -167,7 +168,8 @@ class ServoBusDevice(Device):
         self._kick.set()
 
     def stats(self) -> dict:
-        out = {"transactions": self.transactions, "checksum_errors": self._checksum_errors(), "armed": int(self.armed)}
+        out = {"transactions": self.transactions, "checksum_errors": self._checksum_errors(), "armed": int(self.armed),
+               "late_bytes": self.late_bytes}
         for sid, st in self.servo_stats.items():
             out[f"servo{sid}_missing"] = st.missing
             out[f"servo{sid}_clamped"] = st.clamped
@@ -221,14 +223,18 @@ class ServoBusDevice(Device):
                     self.servo_stats[j.servo_id].missing += 1
         self.transactions += 1
 
-    def _deadline(self, n_bytes: int) -> float:
+    def _deadline(self, n_bytes: int, slack_s: float = 0.002) -> float:
         """Time for ``n_bytes`` at the baud rate (10 bits a byte), the adapter's latency, a margin."""
-        return time.monotonic() + n_bytes * 10 / self.baudrate + self.latency_s + 0.002
+        return time.monotonic() + n_bytes * 10 / self.baudrate + self.latency_s + slack_s
 
-    def _gather(self, request: bytes, want: set[int]) -> dict[int, bytes]:
-        """Send ``request``; the status packets of ``want`` until they all came or the deadline."""
+    def _gather(self, request: bytes, want: set[int], slack_s: float = 0.002) -> dict[int, bytes]:
+        """Send ``request``; the status packets of ``want`` until they all came or the deadline.
+        Answers that arrived after an earlier deadline are dropped first, never taken for new ones."""
+        while self._transport.pending():
+            self.late_bytes += len(self._transport.read_some(4096, 0))
+        self.parser.buf.clear()
         self._transport.write(request)
-        deadline = self._deadline(len(request) + len(want) * 16)
+        deadline = self._deadline(len(request) + len(want) * 16, slack_s)
         got: dict[int, bytes] = {}
         while want - set(got):
             left = deadline - time.monotonic()
@@ -253,8 +259,12 @@ class ServoBusDevice(Device):
     # --- one servo at a time (open, arm) --------------------------------------------------------------
     def _read(self, sid: int, register: str) -> int:
         r = self.table[register]
-        with self._bus:
-            got = self._gather(self.proto.read(sid, r.address, r.size), {sid})
+        got = {}
+        for _ in range(3):               # not on the tick's path: generous (a USB adapter's default latency
+            with self._bus:              # timer is 16 ms), and asked again
+                got = self._gather(self.proto.read(sid, r.address, r.size), {sid}, slack_s=0.05)
+            if sid in got:
+                break
         if sid not in got:
             raise DeviceError(self.name, f"servo {sid} on {self.port} did not answer (is it powered, "
                               f"is its id {sid}, is the bus at {self.baudrate} baud?)")

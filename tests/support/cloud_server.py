@@ -2,7 +2,7 @@
 files from a directory (a model offer and its signature), POST appends the body as one JSON
 line to a log (the telemetry uploads).
 
-    python tests/legacy/cloud_server.py ADDR PORT DIR LOG
+    python tests/support/cloud_server.py ADDR PORT DIR LOG
 """
 import http.server
 import json
