@@ -12,7 +12,9 @@ length, ids…) is answered by one status packet per servo, in the order asked.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from .servo_packets import HeaderParser, sync_write_rows
 
 HEADER = b"\xff\xff\xfd\x00"
 BROADCAST = 0xFE
@@ -114,12 +116,7 @@ def sync_read(address: int, length: int, ids: list[int]) -> bytes:
 
 
 def sync_write(address: int, length: int, data: dict[int, bytes]) -> bytes:
-    params = bytearray(_u16(address) + _u16(length))
-    for sid, d in data.items():
-        if len(d) != length:
-            raise ValueError(f"servo {sid}: {len(d)} bytes for a {length}-byte sync write")
-        params += bytes((sid,)) + d
-    return packet(BROADCAST, SYNC_WRITE, bytes(params))
+    return packet(BROADCAST, SYNC_WRITE, sync_write_rows(_u16(address) + _u16(length), length, data))
 
 
 # --- receiving -----------------------------------------------------------------------------------
@@ -138,48 +135,23 @@ class Packet:
         return self.params[1:] if self.instruction == STATUS else self.params
 
 
-@dataclass
-class ParserStats:
-    packets: int = 0
-    checksum_errors: int = 0     # CRC-16 mismatches
-    garbage_bytes: int = 0
-    oversize: int = 0
+class Parser(HeaderParser):
+    HEADER = HEADER
 
-
-@dataclass
-class Parser:
-    buf: bytearray = field(default_factory=bytearray)
-    stats: ParserStats = field(default_factory=ParserStats)
-
-    def feed(self, data: bytes) -> list[Packet]:
-        self.buf += data
-        out = []
-        while True:
-            start = self.buf.find(HEADER)
-            if start < 0:
-                keep = next((k for k in (3, 2, 1) if self.buf.endswith(HEADER[:k])), 0)
-                self.stats.garbage_bytes += len(self.buf) - keep
-                del self.buf[:len(self.buf) - keep]
-                return out
-            if start:
-                self.stats.garbage_bytes += start
-                del self.buf[:start]
-            if len(self.buf) < 7:
-                return out
-            n = int.from_bytes(self.buf[5:7], "little")
-            if n < 3 or n > MAX_LENGTH:
-                self.stats.oversize += n > MAX_LENGTH
-                self.stats.garbage_bytes += 4
-                del self.buf[:4]
-                continue
-            total = 7 + n
-            if len(self.buf) < total:
-                return out
-            whole = bytes(self.buf[:total])
-            del self.buf[:total]
-            if crc16(whole[:-2]) != int.from_bytes(whole[-2:], "little"):
-                self.stats.checksum_errors += 1
-                continue
-            body = unstuff(whole[7:-2], b"\x00\x00")
-            self.stats.packets += 1
-            out.append(Packet(whole[4], body[0], body[1:]))
+    def take(self):
+        if len(self.buf) < 7:
+            return None
+        n = int.from_bytes(self.buf[5:7], "little")
+        if n < 3 or n > MAX_LENGTH:
+            self.stats.oversize += n > MAX_LENGTH
+            self.stats.garbage_bytes += 4
+            return 4, None
+        total = 7 + n
+        if len(self.buf) < total:
+            return None
+        whole = bytes(self.buf[:total])
+        if crc16(whole[:-2]) != int.from_bytes(whole[-2:], "little"):
+            self.stats.checksum_errors += 1
+            return total, None
+        body = unstuff(whole[7:-2], b"\x00\x00")
+        return total, Packet(whole[4], body[0], body[1:])

@@ -14,7 +14,9 @@ checksum or garbage (each counted), never holding more than one packet's worth o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from .servo_packets import HeaderParser, sync_write_rows
 
 HEADER = b"\xff\xff"
 BROADCAST = 0xFE
@@ -68,12 +70,7 @@ def sync_read(address: int, length: int, ids: list[int]) -> bytes:
 
 def sync_write(address: int, length: int, data: dict[int, bytes]) -> bytes:
     """``data``: servo id → its ``length`` bytes."""
-    params = bytearray((address, length))
-    for sid, d in data.items():
-        if len(d) != length:
-            raise ValueError(f"servo {sid}: {len(d)} bytes for a {length}-byte sync write")
-        params += bytes((sid,)) + d
-    return packet(BROADCAST, SYNC_WRITE, bytes(params))
+    return packet(BROADCAST, SYNC_WRITE, sync_write_rows(bytes((address, length)), length, data))
 
 
 # --- receiving -----------------------------------------------------------------------------------
@@ -92,46 +89,21 @@ class Packet:
         return self.params
 
 
-@dataclass
-class ParserStats:
-    packets: int = 0
-    checksum_errors: int = 0
-    garbage_bytes: int = 0
+class Parser(HeaderParser):
+    HEADER = HEADER
 
-
-@dataclass
-class Parser:
-    buf: bytearray = field(default_factory=bytearray)
-    stats: ParserStats = field(default_factory=ParserStats)
-
-    def feed(self, data: bytes) -> list[Packet]:
-        self.buf += data
-        out = []
-        while True:
-            start = self.buf.find(HEADER)
-            if start < 0:                           # keep a trailing 0xFF: it may begin a header
-                keep = 1 if self.buf.endswith(b"\xff") else 0
-                self.stats.garbage_bytes += len(self.buf) - keep
-                del self.buf[:len(self.buf) - keep]
-                return out
-            if start:
-                self.stats.garbage_bytes += start
-                del self.buf[:start]
-            if len(self.buf) < 4:
-                return out
-            sid, length = self.buf[2], self.buf[3]
-            if sid == 0xFF or length < 2:           # FF FF FF …: the header is one byte later
-                self.stats.garbage_bytes += 1
-                del self.buf[:1]
-                continue
-            total = 4 + length
-            if len(self.buf) < total:
-                return out
-            body, chk = bytes(self.buf[2:total - 1]), self.buf[total - 1]
-            if checksum(body) != chk:
-                self.stats.checksum_errors += 1
-                del self.buf[:2]                     # resynchronise after this header
-                continue
-            del self.buf[:total]
-            self.stats.packets += 1
-            out.append(Packet(body[0], body[2], body[3:]))
+    def take(self):
+        if len(self.buf) < 4:
+            return None
+        sid, length = self.buf[2], self.buf[3]
+        if sid == 0xFF or length < 2:           # FF FF FF …: the header is one byte later
+            self.stats.garbage_bytes += 1
+            return 1, None
+        total = 4 + length
+        if len(self.buf) < total:
+            return None
+        body, chk = bytes(self.buf[2:total - 1]), self.buf[total - 1]
+        if checksum(body) != chk:
+            self.stats.checksum_errors += 1
+            return 2, None                      # resynchronise after this header
+        return total, Packet(body[0], body[2], body[3:])

@@ -11,7 +11,7 @@ import pytest
 from nnos_hardware.protocol import dynamixel as dx
 from nnos_hardware.registers import load
 from tests.support.servo_sim import dynamixel_bus
-from tests.support.timing import factor, wait_until
+from tests.support.timing import wait_until
 
 XL430 = load("dynamixel", "xl430-w250")
 
@@ -54,21 +54,8 @@ def test_x_series_tables_are_data_with_twos_complement():
 
 
 @pytest.fixture
-def sdk(monkeypatch):
-    dxl = pytest.importorskip("dynamixel_sdk")
-    from dynamixel_sdk import port_handler
-    monkeypatch.setattr(port_handler, "LATENCY_TIMER", 16 * max(1.0, factor()) * 2)
-    opened = []
-
-    def connect(path):
-        port = dxl.PortHandler(path)
-        assert port.openPort()
-        assert port.setBaudRate(1_000_000)
-        opened.append(port)
-        return port, dxl.PacketHandler(2.0)
-    yield dxl, connect
-    for port in opened:
-        port.closePort()
+def sdk(servo_sdk):
+    return servo_sdk("dynamixel_sdk", 2.0)
 
 
 def test_the_sdk_pings_reads_and_writes_simulated_x_series_servos(sdk):

@@ -11,7 +11,7 @@ from nnos_hardware.errors import ConfigError
 from nnos_hardware.protocol import feetech as ft
 from nnos_hardware.registers import load
 from tests.support.servo_sim import feetech_bus
-from tests.support.timing import factor, wait_until
+from tests.support.timing import wait_until
 
 STS = load("feetech", "sts3215")
 
@@ -53,22 +53,8 @@ def test_register_table_is_data_with_sign_and_magnitude():
 
 # --- the simulated bus, driven by the vendor's SDK ---------------------------------------------------
 @pytest.fixture
-def sdk(monkeypatch):
-    scs = pytest.importorskip("scservo_sdk")
-    from scservo_sdk import port_handler
-    # the SDK waits 2 × its 16 ms USB latency timer + 2 ms for a reply; a loaded host needs more
-    monkeypatch.setattr(port_handler, "LATENCY_TIMER", 16 * max(1.0, factor()) * 2)
-    opened = []
-
-    def connect(path):
-        port = scs.PortHandler(path)
-        assert port.openPort()
-        assert port.setBaudRate(1_000_000)
-        opened.append(port)
-        return port, scs.PacketHandler(0)            # 0: little-endian words (STS)
-    yield scs, connect
-    for port in opened:
-        port.closePort()
+def sdk(servo_sdk):
+    return servo_sdk("scservo_sdk", 0)            # 0: little-endian words (STS)
 
 
 def test_the_vendor_sdk_pings_reads_and_writes_simulated_servos(sdk):
