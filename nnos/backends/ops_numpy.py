@@ -10,10 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from .. import flags
+from ..ir import contiguous
 from ..ops import OPS
+from ..ops.linalg import product
 from ..ops.registry import flatten
-from ..schedule.lifetimes import step_scratch
-from .base import Arena, Executable
+from ..schedule.lifetimes import alias_groups, lifetimes, step_scratch
+from .base import Arena, Executable, aligned_zeros
 
 _limited = False
 
@@ -40,6 +42,27 @@ def _scratch(arena: Arena, graph, s: int, node) -> list[list[np.ndarray]]:
     return parts
 
 
+def _bias_rows(graph) -> dict[str, tuple[np.ndarray, str]]:
+    """This backend's own trick for a batch-1 Gemm with constant weights and bias (the common
+    layer of a small policy): its input lives in a private buffer one element longer, that
+    element 1.0, and the bias is the weights' last row — one BLAS call instead of two. Only for
+    an input no other tensor aliases (views and in-place results share its bytes otherwise).
+    Returns input name → (the weights with the bias row, the Gemm's node name)."""
+    groups, _ = alias_groups(graph, *lifetimes(graph))
+    out = {}
+    for node in graph.nodes:
+        if node.op != "Gemm" or node.attrs or len(node.inputs) != 3:
+            continue
+        a, w, c = node.inputs
+        wv, cv = graph.consts.get(w), graph.consts.get(c)
+        at = graph.type_of(a)
+        if (a in graph.consts or a in out or wv is None or cv is None or len(at.shape) != 2 or at.shape[0] != 1
+                or cv.size != wv.shape[1] or wv.dtype != at.dtype or groups.members(a) != [a] or a in graph.outputs):
+            continue
+        out[a] = (contiguous(np.vstack([wv, cv.reshape(1, -1).astype(wv.dtype)])), node.name)
+    return out
+
+
 class NumpyExecutable(Executable):
     backend = "numpy"
 
@@ -49,7 +72,15 @@ class NumpyExecutable(Executable):
         np.seterr(all="ignore")
         g = plan.graph
         self.arena = arena = Arena(plan)
-        view = arena.view
+        rows = _bias_rows(g)
+        ext = {}                                      # input → its private buffer with a trailing 1.0
+        for a in rows:
+            t = g.type_of(a)
+            ext[a] = aligned_zeros((t.shape[1] + 1) * t.dtype.itemsize).view(t.dtype).reshape(1, t.shape[1] + 1)
+            ext[a][0, -1] = 1
+
+        def view(name):
+            return ext[name][:, :-1] if name in ext else arena.view(name)
         skip = set(plan.memory.skip)
         steps = []
         for s, node in enumerate(g.nodes):
@@ -58,12 +89,19 @@ class NumpyExecutable(Executable):
             scratch = _scratch(arena, g, s, node)
             ins = [view(i) if i else None for i in node.inputs]
             outs = [view(o) if o else None for o in node.outputs]
-            steps.append(OPS[node.op].bind(node, ins, outs, scratch[0]))
+            a = node.inputs[0] if node.inputs else ""
+            if a in rows and rows[a][1] == node.name:
+                steps.append(product(ext[a], rows[a][0], outs[0]))
+            else:
+                steps.append(OPS[node.op].bind(node, ins, outs, scratch[0]))
             for e, mine in zip(node.epilogue, scratch[1:]):
                 e_ins = [view(i) if i else None for i in e.inputs_with(node.outputs[0])]
                 steps.append(OPS[e.op].bind(e.as_node(node.name), e_ins, [outs[0]], mine))
         self._steps = flatten(steps)
         self.inputs, self.outputs = arena.io()
+        for name in self.inputs:                      # a graph input that feeds a bias-row Gemm
+            if name in ext:
+                self.inputs[name] = view(name)
 
     def run(self) -> None:
         for step in self._steps:

@@ -142,3 +142,24 @@ def test_blas_is_single_threaded_inside_plans(zoo):
     blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
     assert blas
     assert all(i["num_threads"] == 1 for i in blas)
+
+
+def test_a_batch1_gemm_with_bias_is_one_blas_call_here_and_plain_in_the_plan(zoo):
+    """The bias-row trick lives in this backend only: the plan keeps Gemm(x, W, b) (other
+    backends see a plain Gemm), and the numpy binding runs it as one np.dot over a private
+    input buffer ending in 1.0 — no separate bias add — with the same outputs."""
+    import nnos
+    plan = nnos.compile(zoo["mlp_s"], check=False)
+    assert all(len(n.inputs) == 3 and not n.attrs for n in plan.graph.nodes if n.op == "Gemm")
+    exe = plan.bind("numpy")
+    funcs = [getattr(step, "func", None) for step in exe._steps]
+    assert np.add not in funcs, "a bias add survived: the trick did not apply"
+    x = np.random.default_rng(3).standard_normal(plan.inputs[0].shape).astype(np.float32)
+    np.copyto(exe.inputs[plan.inputs[0].name], x)
+    exe.run()
+    from nnos.plan.sample import run_direct
+    from nnos.passes import infer_types
+    from nnos.frontend import import_onnx
+    direct = run_direct(infer_types(import_onnx(zoo["mlp_s"])[0]), {plan.inputs[0].name: x})
+    for name, want in direct.items():
+        np.testing.assert_allclose(exe.outputs[name], want, rtol=1e-5, atol=1e-6)
