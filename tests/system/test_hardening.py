@@ -53,12 +53,24 @@ def test_token_stays_out_of_logs_and_probation_models_cannot_be_deleted(tmp_path
     mine = os.sched_getaffinity(0)
     assert len(mine) == 1 or max(mine) not in os.sched_getaffinity(api_pid)
     # a model under probation cannot be deleted; the store and the loop agree afterwards
-    mid = c.post("/v1/models", content=open(policy_variant(tmp_path, "v", scale=0.95), "rb").read()).json()["id"]
-    job = c.post(f"/v1/models/{mid}/activate", params={"probation_s": 3.0, "wait": "false"}).json()
-    deadline = time.monotonic() + scaled(60)
-    while c.get("/v1/status").json()["loop"]["active"] != mid and time.monotonic() < deadline:
-        time.sleep(0.05)
-    r = c.delete(f"/v1/models/{mid}")
+    for attempt in range(4):
+        mid = c.post("/v1/models", content=open(policy_variant(tmp_path, f"v{attempt}", scale=0.95 - 0.01 * attempt),
+                                                "rb").read()).json()["id"]
+        job = c.post(f"/v1/models/{mid}/activate", params={"probation_s": 3.0, "wait": "false"}).json()
+        deadline = time.monotonic() + scaled(60)
+        while c.get("/v1/status").json()["loop"]["active"] != mid and time.monotonic() < deadline:
+            time.sleep(0.05)
+        r = c.delete(f"/v1/models/{mid}")
+        if r.status_code == 409:
+            break
+        # deleted: no longer held, because a host stall overran a tick in probation and the
+        # model was rolled back (as it must be) before the DELETE came, or the loop was being
+        # restarted by its watchdog on a loaded host when the activation came; asked again, reported
+        done = _job(c, job["job"])
+        reason = json.dumps(done)
+        assert "overrun" in reason or "nothing is listening" in reason, (r.text, done)
+        from tests.support.timing import report_retry
+        report_retry("hardening: probation delete", f"probation rolled back before the DELETE: {reason[:120]}")
     assert r.status_code == 409, r.text
     assert "under probation" in r.json()["detail"], r.text
     assert _job(c, job["job"])["state"] == "done"
