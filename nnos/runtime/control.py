@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
-import tempfile
 import time
 
 from ..errors import NnosError
@@ -65,19 +65,20 @@ class ControlServer:
 
 def request(path: str, msg: dict, timeout: float = 30.0) -> dict:
     """Send one request to the loop at ``path`` and wait for its answer."""
-    d = os.path.dirname(path)
-    client = tempfile.mktemp(prefix=f"client-{os.getpid()}-", suffix=".sock", dir=d)
+    # the reply address is in Linux's abstract namespace: no file to leave behind, and no limit
+    # from the run directory's length (a socket path holds 107 bytes; a deep data directory's
+    # "…/run/client-<pid>-<random>.sock" went past it)
+    client = f"\0nnos-client-{os.getpid()}-{secrets.token_hex(6)}"
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
-        try:
-            s.bind(client)
-        except OSError as e:            # no run directory: no loop ever started here
-            raise ControlError(f"nothing is listening at {path}: {e.strerror}") from e
+        s.bind(client)
         s.settimeout(timeout)
         try:
             s.sendto(json.dumps(msg).encode(), path)
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise ControlError(f"nothing is listening at {path}: {e.strerror}") from e
+        except OSError as e:            # a path too long for a socket, among others
+            raise ControlError(f"cannot reach {path}: {e}") from e
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -89,7 +90,3 @@ def request(path: str, msg: dict, timeout: float = 30.0) -> dict:
                 return reply
     finally:
         s.close()
-        try:
-            os.unlink(client)
-        except FileNotFoundError:
-            pass

@@ -479,3 +479,30 @@ def test_a_reason_that_changes_every_tick_is_logged_once_a_second_with_a_count(r
     assert out[0] == "a"
     assert len(out) == 2
     assert out[1].startswith("d (+2 similar lines")
+
+
+def test_requests_work_from_a_run_directory_near_the_socket_path_limit(tmp_path):
+    """Regression: the client's reply socket was a file beside the loop's; from a deep data
+    directory (~90 characters) its name passed the 107-byte limit of a socket path and every
+    request failed with "nothing is listening … None". The reply address is abstract now."""
+    import threading
+    run = tmp_path / ("d" * max(1, 92 - len(str(tmp_path)))) / "run"
+    server = ControlServer(str(run / "loop.sock"))
+    assert len(server.path) < 108
+    done = threading.Event()
+
+    def answer():
+        while not done.is_set():
+            req = server.receive()
+            if req is not None:
+                server.reply(req[1], {"ok": True, "id": req[0]["id"], "echo": req[0]["cmd"]})
+            time.sleep(0.001)
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    try:
+        assert request(server.path, {"cmd": "status", "id": 7}, timeout=scaled(5)) == {"ok": True, "id": 7, "echo": "status"}
+        assert not [p for p in os.listdir(run) if p.startswith("client-")], "no reply socket file is left behind"
+    finally:
+        done.set()
+        t.join(5)
+        server.close()
