@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .channels import ACTUATOR, SENSOR, Channel
-from .devices.factory import DRIVERS
+from .channels import ACTUATOR, DTYPES, FAILSAFE_MODES, SENSOR, Channel
+from .devices.factory import DRIVERS, SERVO_BUSES
 from .errors import ConfigError
+from .servo_config import check_servo_bus
 
 MIN_RATE, MAX_RATE = 1, 1000
 
@@ -30,6 +31,12 @@ class DeviceConfig:
     usb: dict = field(default_factory=dict)        # vendor, product (ints), serial (str)
     simulator: list[str] | None = None
     recording: str | None = None
+    servo_ids: list[int] = field(default_factory=list)       # servo buses: one id per joint
+    joint_names: list[str] = field(default_factory=list)     # ... and its name
+    servo_models: list[str] = field(default_factory=list)    # ... and its register table
+    baudrate: int = 1_000_000
+    arm_on_start: bool = False
+    fast_sync_read: bool = False
 
 
 @dataclass
@@ -71,6 +78,18 @@ class Board:
 
     def channel(self, device: str, channel: str) -> Channel:
         return next(c for c in self.device(device).channels if c.name == channel)
+
+    def labels(self) -> dict[str, list[str]]:
+        """What each element of the first input and output binding is called (joint names where
+        the board gives them): {"inputs": [...], "outputs": [...]}, as telemetry shows them."""
+        def names(refs):
+            out = []
+            for d, c in refs:
+                ch = self.channel(d, c)
+                out += [f"{d}.{ch.label(i)}" for i in range(ch.size)]
+            return out
+        return {"inputs": names(self.inputs[0].channels) if self.inputs else [],
+                "outputs": names([(self.outputs[0].device, self.outputs[0].channel)]) if self.outputs else []}
 
     def check_plan(self, plan) -> None:
         """Bindings must cover the plan's inputs and outputs with matching sizes."""
@@ -135,9 +154,10 @@ class _Lines:
 KEYS = {
     "top level": {"board", "devices", "inputs", "outputs", "failsafe"},
     "board": {"name", "description", "rate_hz", "model"},
-    "devices": {"name", "driver", "path", "usb", "simulator", "recording", "channels"},
+    "devices": {"name", "driver", "path", "usb", "simulator", "recording", "channels", "ids", "names", "servo",
+                "baudrate", "arm_on_start", "fast_sync_read"},
     "channels": {"name", "kind", "shape", "range", "units", "safe", "stale_ms", "rate_hz", "out_of_range",
-                 "fault_after"},
+                 "fault_after", "names", "max_rate", "failsafe", "dtype"},
     "inputs": {"tensor", "channels", "scale", "offset"},
     "outputs": {"tensor", "channel", "scale", "offset", "clamp", "max_step"},
     "failsafe": {"exit", "good_ticks", "overrun_streak"},
@@ -233,42 +253,71 @@ def _device(d, i, L) -> DeviceConfig:
               and "product" in usb, w, f"usb must be {{vendor, product[, serial]}}, got {usb!r}")
         _need(all(isinstance(usb[k], int) and 0 <= usb[k] <= 0xFFFF for k in ("vendor", "product")), w,
               f"usb vendor/product must be 16-bit integers (e.g. 0x0403), got {usb!r}")
+    servo = driver in SERVO_BUSES
     channels, stale = [], {}
     for j, c in enumerate(d.get("channels", [])):
-        cw = L.at("devices", i, sub=("channels", j))
-        _need(isinstance(c, dict), cw, "each [[devices.channels]] entry must be a table")
-        _known(c, "channels", lambda k: L.at("devices", i, k, sub=("channels", j)))
-        _need(isinstance(c.get("name"), str), cw, "channel needs a name")
-        kind = c.get("kind")
-        _need(kind in (SENSOR, ACTUATOR), L.at("devices", i, "kind", sub=("channels", j)),
-              f"channel {c['name']!r}: kind must be 'sensor' or 'actuator', got {kind!r}")
-        shape = c.get("shape")
-        _need(isinstance(shape, list) and shape and all(isinstance(s, int) and s > 0 for s in shape),
-              L.at("devices", i, "shape", sub=("channels", j)), f"channel {c['name']!r}: shape must be a list of "
-              f"positive integers, got {shape!r}")
-        lo, hi = _range(c.get("range"), L.at("devices", i, "range", sub=("channels", j)), f"channel {c['name']!r}: range")
-        safe = c.get("safe", 0.0)
-        if kind == ACTUATOR:
-            _need(isinstance(safe, (int, float)) and lo <= safe <= hi, L.at("devices", i, "safe", sub=("channels", j)),
-                  f"channel {c['name']!r}: safe value {safe!r} must lie in its range [{lo}, {hi}]")
-        policy, after = c.get("out_of_range", "failsafe"), c.get("fault_after", 1)
-        _need(policy in ("failsafe", "clamp"), L.at("devices", i, "out_of_range", sub=("channels", j)),
-              f"channel {c['name']!r}: out_of_range must be 'failsafe' (a reading outside the range is a fault) "
-              f"or 'clamp' (clamped into the range and counted), got {policy!r}")
-        _need(isinstance(after, int) and after >= 1, L.at("devices", i, "fault_after", sub=("channels", j)),
-              f"channel {c['name']!r}: fault_after must be a whole number ≥ 1, got {after!r}")
-        if kind == SENSOR:
-            stale_ms = c.get("stale_ms", 100)
-            _need(isinstance(stale_ms, (int, float)) and stale_ms > 0, L.at("devices", i, "stale_ms", sub=("channels", j)),
-                  f"channel {c['name']!r}: stale_ms must be positive, got {stale_ms!r}")
-            stale[c["name"]] = float(stale_ms)
-        channels.append(Channel(c["name"], kind, tuple(shape), lo, hi, c.get("units", ""), float(safe),
-                                int(c.get("rate_hz", 0)), out_of_range=policy, fault_after=after))
+        ch = _channel(c, lambda key=None, j=j: L.at("devices", i, key, sub=("channels", j)), servo)
+        channels.append(ch)
+        if ch.kind == SENSOR:
+            stale[ch.name] = float(c.get("stale_ms", 100))
     sim = d.get("simulator")
     if sim is not None:
         _need(isinstance(sim, list) and sim and all(isinstance(s, str) for s in sim), L.at("devices", i, "simulator"),
               f"simulator must be a command as a list of strings, got {sim!r}")
-    return DeviceConfig(d["name"], driver, channels, stale, d.get("path"), usb, sim, d.get("recording"))
+    cfg = DeviceConfig(d["name"], driver, channels, stale, d.get("path"), usb, sim, d.get("recording"))
+    servo_keys = [k for k in ("ids", "names", "servo", "baudrate", "arm_on_start", "fast_sync_read") if k in d]
+    _need(servo or not servo_keys, L.at("devices", i, servo_keys[0] if servo_keys else None),
+          f"device {d['name']!r}: {', '.join(servo_keys)} {'belongs' if len(servo_keys) == 1 else 'belong'} to a servo bus (driver {' or '.join(SERVO_BUSES)})")
+    if servo:
+        check_servo_bus(cfg, d, lambda key=None: L.at("devices", i, key), _need)
+    return cfg
+
+
+def _channel(c, at, servo: bool) -> Channel:
+    """One [[devices.channels]] entry; ``at(key)`` gives a key's FILE:LINE."""
+    _need(isinstance(c, dict), at(), "each [[devices.channels]] entry must be a table")
+    _known(c, "channels", at)
+    _need(isinstance(c.get("name"), str), at(), "channel needs a name")
+    name, kind = c["name"], c.get("kind")
+    _need(kind in (SENSOR, ACTUATOR), at("kind"), f"channel {name!r}: kind must be 'sensor' or 'actuator', got {kind!r}")
+    shape = c.get("shape")
+    _need(isinstance(shape, list) and shape and all(isinstance(s, int) and s > 0 for s in shape), at("shape"),
+          f"channel {name!r}: shape must be a list of positive integers, got {shape!r}")
+    lo, hi = _range(c.get("range"), at("range"), f"channel {name!r}: range")
+    safe = c.get("safe", 0.0)
+    policy, after = c.get("out_of_range", "failsafe"), c.get("fault_after", 1)
+    _need(policy in ("failsafe", "clamp"), at("out_of_range"),
+          f"channel {name!r}: out_of_range must be 'failsafe' (a reading outside the range is a fault) "
+          f"or 'clamp' (clamped into the range and counted), got {policy!r}")
+    _need(isinstance(after, int) and after >= 1, at("fault_after"),
+          f"channel {name!r}: fault_after must be a whole number ≥ 1, got {after!r}")
+    size = int(np.prod(shape))
+    names = c.get("names", [])
+    _need(isinstance(names, list) and all(isinstance(n, str) for n in names) and len(names) in (0, size),
+          at("names"), f"channel {name!r}: names must be {size} strings, one per element, got {names!r}")
+    dtype = c.get("dtype", "float32")
+    _need(dtype in DTYPES, at("dtype"), f"channel {name!r}: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    failsafe = c.get("failsafe", "hold" if servo and kind == ACTUATOR else "value")
+    max_rate = c.get("max_rate", 0.0)
+    if kind == ACTUATOR:
+        _need(isinstance(safe, (int, float)) and lo <= safe <= hi, at("safe"),
+              f"channel {name!r}: safe value {safe!r} must lie in its range [{lo}, {hi}]")
+        _need(failsafe in FAILSAFE_MODES, at("failsafe"), f"channel {name!r}: failsafe must be one of "
+              + "; ".join(f"{k!r} ({v})" for k, v in FAILSAFE_MODES.items()) + f" — got {failsafe!r}")
+        _need(failsafe != "torque_off" or servo, at("failsafe"),
+              f"channel {name!r}: failsafe 'torque_off' needs a device with torque (a servo bus)")
+        _need(isinstance(max_rate, (int, float)) and max_rate >= 0, at("max_rate"),
+              f"channel {name!r}: max_rate must be a number ≥ 0 (units per second; 0: no limit), got {max_rate!r}")
+        _need(failsafe != "ramp" or max_rate > 0, at("failsafe"),
+              f"channel {name!r}: failsafe 'ramp' needs a max_rate to ramp at")
+    else:
+        _need("failsafe" not in c and "max_rate" not in c, at("failsafe" if "failsafe" in c else "max_rate"),
+              f"channel {name!r}: failsafe and max_rate belong to actuators")
+        stale_ms = c.get("stale_ms", 100)
+        _need(isinstance(stale_ms, (int, float)) and stale_ms > 0, at("stale_ms"),
+              f"channel {name!r}: stale_ms must be positive, got {stale_ms!r}")
+    return Channel(name, kind, tuple(shape), lo, hi, c.get("units", ""), float(safe), int(c.get("rate_hz", 0)),
+                   np.dtype(dtype), policy, after, tuple(names), float(max_rate), failsafe)
 
 
 def _ref(ref, where, chans, want_kind):

@@ -7,6 +7,15 @@ from functools import cached_property
 import numpy as np
 
 SENSOR, ACTUATOR = "sensor", "actuator"
+# What an actuator does in failsafe and when nnos stops:
+FAILSAFE_MODES = {
+    "hold": "keep the last command sent (the present position right after arming)",
+    "ramp": "move to the safe value no faster than max_rate",
+    "torque_off": "hold, and switch the device's torque off",
+    "value": "the safe value at once (still no faster than max_rate when one is declared)",
+}
+DTYPES = ("float32", "int16", "uint16", "int32")
+
 
 
 @dataclass(frozen=True)
@@ -22,10 +31,19 @@ class Channel:
     dtype: np.dtype = field(default=np.dtype(np.float32))
     out_of_range: str = "failsafe"     # sensors: a reading outside [lo, hi] is a fault ("failsafe")
     fault_after: int = 1               # ... after this many in a row; "clamp": clamped and counted
+    names: tuple[str, ...] = ()        # one label per element (joint names), or none
+    max_rate: float = 0.0              # actuators: the most change per second (0: no limit), in every tick
+    failsafe: str = "value"            # actuators: hold | ramp | torque_off | value (see FAILSAFE_MODES)
 
     @cached_property
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
+
+    def label(self, i: int) -> str:
+        """Element ``i``'s name: its declared name, else the channel's name (with [i] when it has more)."""
+        if i < len(self.names):
+            return self.names[i]
+        return self.name if self.size == 1 else f"{self.name}[{i}]"
 
 
 class Sample:

@@ -16,6 +16,7 @@ from .errors import DeviceError
 
 class Device(abc.ABC):
     reconnectable = False       # a lost one can be closed and opened again (a serial port that comes back)
+    armable = False             # has torque to switch on and off (arm / disarm: servo buses)
 
     def __init__(self, name: str):
         self.name = name
@@ -34,6 +35,16 @@ class Device(abc.ABC):
     def retarget(self, path: str) -> None:
         """Where the device is now (hotplug found it at another path); used by the next open."""
         raise DeviceError(self.name, f"{type(self).__name__} has no path to change (asked for {path!r})")
+
+    def arm(self) -> None:
+        raise DeviceError(self.name, f"{type(self).__name__} has no torque to arm")
+
+    def disarm(self) -> None:
+        raise DeviceError(self.name, f"{type(self).__name__} has no torque to disarm")
+
+    @property
+    def armed(self) -> bool:
+        return False
 
     def __enter__(self):
         self.open()
@@ -72,6 +83,10 @@ class Device(abc.ABC):
 
     def stats(self) -> dict:
         return {}
+
+    def stale_detail(self, channel: str) -> str:
+        """More about a stale sensor channel (which of its parts stopped), or ''."""
+        return ""
 
     # --- helpers for subclasses -----------------------------------------------------------
     def _set_channels(self, channels: list[Channel]) -> None:

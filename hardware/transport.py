@@ -9,6 +9,28 @@ import time
 from .errors import TransportError
 
 
+def set_latency_timer(port: str, ms: int = 1, sysfs: str = "/sys") -> str:
+    """Lower a USB serial adapter's latency timer (FTDI/CH34x: 16 ms by default, the time an
+    unanswered servo costs) through sysfs; says what it did, or why nothing (a pty, an ACM
+    device without the setting, no permission). Never raises: a bus works either way, slower."""
+    tty = os.path.basename(os.path.realpath(port))
+    if not tty.startswith("tty"):
+        return f"{port}: no latency timer to set (not a USB serial adapter)"
+    knob = os.path.join(sysfs, "bus", "usb-serial", "devices", tty, "latency_timer")
+    try:
+        with open(knob) as f:
+            before = int(f.read().strip() or 0)
+        if before <= ms:
+            return f"{tty}: latency timer already {before} ms"
+        with open(knob, "w") as f:
+            f.write(str(ms))
+        return f"{tty}: latency timer {before} → {ms} ms"
+    except FileNotFoundError:
+        return f"{tty}: no latency timer to set (not a USB serial adapter)"
+    except (OSError, ValueError) as e:
+        return f"{tty}: latency timer left as it is ({e})"
+
+
 class SerialTransport:
     def __init__(self, port: str, baudrate: int = 1_000_000, name: str | None = None):
         import serial  # pyserial

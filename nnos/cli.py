@@ -159,6 +159,45 @@ def cmd_board(a):
           f"{chans} channel(s)" + (f"; binds {os.path.basename(model)}'s inputs and outputs" if model else ""))
 
 
+def cmd_calibrate(a):
+    """`nnos calibrate BOARD`: record each servo bus's joint ranges (moved by hand, torque off)
+    or take the servos' own limits, and store them crash-safe in the data partition."""
+    from nnos_hardware import calibrate, calibration
+    from nnos_hardware.board import load_board
+    from nnos_hardware.devices.factory import make_device
+    from nnos_hardware.hotplug import HotplugWatcher
+    board = load_board(a.board)
+    buses = calibration.servo_devices(board)
+    if not buses:
+        raise NnosError(f"board {board.name!r} has no servo bus (driver feetech or dynamixel) to calibrate")
+    paths = dict(d.split("=", 1) for d in a.device)
+    if any(d.usb and d.name not in paths for d in buses):
+        paths.update({e.device: e.identity.devnode for e in HotplugWatcher(board).scan()})
+    found = {}
+    for cfg in buses:
+        if not (paths.get(cfg.name) or cfg.path):
+            raise NnosError(f"device {cfg.name!r}: not found; plug it in or pass --device {cfg.name}=PATH")
+        dev = make_device(cfg, paths.get(cfg.name))
+        try:
+            dev.open()
+        except HardwareError as e:
+            raise NnosError(f"{e} (is nnos running? it holds the bus: stop it, or calibrate through "
+                            "PUT /v1/calibration)") from e
+        try:
+            if a.from_servos:
+                found[cfg.name] = calibrate.from_servos(dev, a.invert)
+            else:
+                print(f"{cfg.name}: torque is off; move every joint through its whole range for {a.seconds:g} s")
+                found[cfg.name] = calibrate.record(dev, a.seconds, a.invert)
+        finally:
+            dev.close()
+    for name, joints in found.items():
+        for j, c in joints.items():
+            print(f"{name}.{j}: servo {c.id}, ticks {c.min}..{c.max}, zero at {c.homing}, direction {c.direction:+d}")
+    where = calibration.save(a.data, board, found)
+    print(f"stored in {where}: the loop applies it when it starts (to a running nnos: nnos ctl calibration {where})")
+
+
 def cmd_flags(a):
     from .flags import REGISTRY
     for f in REGISTRY.values():
@@ -216,6 +255,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("file")
     b.add_argument("--model", help="an .onnx or plan to check the bindings against (default: the board's model)")
     b.set_defaults(fn=cmd_board)
+    cal = sub.add_parser("calibrate", help="record a board's servo joint ranges (by hand, or the servos' own limits)")
+    cal.add_argument("board")
+    cal.add_argument("--data", default=flags.DATA.get(), help="data directory (NNOS_DATA) to store it in")
+    cal.add_argument("--device", action="append", default=[], metavar="NAME=PATH", help="where a bus is")
+    cal.add_argument("--seconds", type=float, default=20.0, help="how long to record while moving the joints")
+    cal.add_argument("--from-servos", action="store_true", help="take the limits the servos keep instead")
+    cal.add_argument("--invert", action="append", default=[], metavar="JOINT", help="a joint that turns the other way")
+    cal.set_defaults(fn=cmd_calibrate)
     f = sub.add_parser("flags", help="list the environment flags nnos reads")
     f.set_defaults(fn=cmd_flags)
     return p

@@ -52,6 +52,15 @@ def run(a) -> None:
                 _show(c.post(f"/v1/models/{_model_id(c, a.arg)}/activate"))
             elif a.action == "rollback":
                 _show(c.post("/v1/rollback"))
+            elif a.action in ("arm", "disarm"):
+                _show(c.post(f"/v1/{a.action}", json={"device": a.arg} if a.arg else {}))
+            elif a.action == "calibration":
+                if a.arg:                                       # a file as `nnos calibrate --out` writes it
+                    with open(a.arg) as f:
+                        doc = json.load(f)
+                    _show(c.put("/v1/calibration", json={"devices": doc.get("devices", doc)}))
+                else:
+                    _show(c.get("/v1/calibration"))
             elif a.action == "vm":
                 _vm(c, a.arg, a.rest)
             elif a.action == "logs":
@@ -119,9 +128,12 @@ def _vm(c, arg: str | None, rest: list[str]) -> None:
 
 
 def add_parser(sub) -> None:
-    c = sub.add_parser("ctl", help="talk to the control plane (status, models, push, activate, rollback, logs, vm)")
-    c.add_argument("action", choices=["status", "models", "push", "activate", "rollback", "logs", "vm"])
-    c.add_argument("arg", nargs="?", help=f"push: FILE; activate: MODEL_ID; logs: PROCESS; vm: {VM_USAGE}")
+    c = sub.add_parser("ctl", help="talk to the control plane (status, models, push, activate, rollback, logs, "
+                       "arm, disarm, calibration, vm)")
+    c.add_argument("action", choices=["status", "models", "push", "activate", "rollback", "logs", "arm", "disarm",
+                                      "calibration", "vm"])
+    c.add_argument("arg", nargs="?", help=f"push: FILE; activate: MODEL_ID; logs: PROCESS; arm/disarm: [DEVICE]; "
+                   f"calibration: [FILE to store]; vm: {VM_USAGE}")
     c.add_argument("rest", nargs="*", help="vm: network on|off, settings KEY=VALUE..., accept/reject PROPOSAL")
     c.add_argument("--url")
     c.add_argument("--token")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..device import Device
 from ..recording import ReplayDevice
 from .nnos_serial import NnosSerialDevice
+from .servo_bus import ServoBusDevice
 
 
 def _serial(cfg, path: str | None) -> Device:
@@ -15,7 +16,14 @@ def _replay(cfg, path: str | None) -> Device:
     return ReplayDevice(cfg.name, path or cfg.recording, loop=True)
 
 
-DRIVERS = {"nnos-serial": _serial, "replay": _replay}
+def _servo_bus(cfg, path: str | None) -> Device:
+    return ServoBusDevice(cfg.name, path or cfg.path or "", cfg.driver, cfg.servo_models,
+                          dict(zip(cfg.joint_names, cfg.servo_ids)), cfg.baudrate, channels=cfg.channels,
+                          fast_sync_read=cfg.fast_sync_read)
+
+
+DRIVERS = {"nnos-serial": _serial, "replay": _replay, "feetech": _servo_bus, "dynamixel": _servo_bus}
+SERVO_BUSES = ("feetech", "dynamixel")
 
 
 def make_device(cfg, path: str | None = None) -> Device:

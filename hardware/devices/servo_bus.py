@@ -1,17 +1,19 @@
-"""A servo bus as one device (Feetech STS or Dynamixel Protocol 2.0): one channel pair per
-joint — ``<joint>.position`` (sensor, radians) and ``<joint>.goal`` (actuator, radians).
+"""A servo bus as one device (Feetech STS or Dynamixel Protocol 2.0): a ``position`` sensor and
+a ``goal`` actuator with one element per joint, in radians (and optionally ``ticks``, the raw
+present positions in the register's own integer type).
 
 transport (pyserial) → protocol (hardware/protocol/feetech.py, dynamixel.py) → this device.
 A bus thread does one transaction per tick: a sync write of every goal (while armed), then a
-sync read of every present position, replies gathered until a deadline sized from the bytes
-on the wire — never longer — and a servo that did not answer asked once more if there is time.
-The loop's ``poll`` only copies the latest published reading (no I/O on the tick's path); a
-joint whose servo stopped answering is simply not updated, so its channel goes stale and the
-loop fails safe. Per servo: answers missing, error bits (by name), checksum errors.
+sync read of every present position (Dynamixel: FAST_SYNC_READ when the board asks for it),
+replies gathered until a deadline sized from the bytes on the wire — never longer — and a
+servo that did not answer asked once more if there is time. The loop's ``poll`` only copies
+the latest published reading (no I/O on the tick's path); a joint whose servo stopped answering
+is not updated, so ``position`` goes stale and the loop fails safe. Per servo: answers missing,
+error bits (by name), goals clamped; on the bus: checksum errors, answers from unexpected ids.
 
-Positions convert with the joint's calibration: radians = (ticks − centre) · direction · 2π /
-resolution (uncalibrated: centre = resolution / 2, direction +1); goals are clamped to the
-servo's own position limits, read at open, and each clamp is counted.
+Lifecycle (as ros2_control's): configured (open, torque as it was) → armed (torque on, the
+first goal the present position: nothing moves) → disarmed (torque off). Arming needs a
+calibration of every joint (hardware/calibration.py) and a recent reading of every joint.
 """
 from __future__ import annotations
 
@@ -22,23 +24,26 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..calibration import JointCalibration
 from ..channels import ACTUATOR, SENSOR, Channel
 from ..device import Device
 from ..errors import DeviceError, HardwareError
 from ..protocol import dynamixel as dx
 from ..protocol import feetech as ft
 from ..registers import load
-from ..transport import SerialTransport
+from ..transport import SerialTransport, set_latency_timer
 
 PROTOCOLS = {"feetech": ft, "dynamixel": dx}
+CHANNELS = ("position", "goal", "ticks")
+SHARED = ("Present_Position", "Goal_Position", "Torque_Enable")   # one address for all: one sync read/write
+TAU = 2 * math.pi
 
 
 @dataclass
 class Joint:
     name: str
     servo_id: int
-    centre: float                       # ticks at 0 rad
-    direction: int = 1
+    table: object                       # the servo's register table
     lo_ticks: int = 0                   # the servo's own limits (read at open)
     hi_ticks: int = 4095
 
@@ -47,28 +52,50 @@ class Joint:
 class ServoStats:
     missing: int = 0                    # transactions it did not answer
     errors: dict = field(default_factory=dict)     # error name → count
-    clamped: int = 0                    # goals beyond its limits
+    clamped: int = 0                    # goals beyond its calibrated limits
+
+
+def ticks_dtype(table) -> np.dtype:
+    r = table["Present_Position"]
+    bits = 8 * r.size
+    return np.dtype(f"int{bits}" if (r.signed or r.sign_bit is not None) else f"uint{bits}")
+
+
+def default_channels(joints: list[str], dtype: np.dtype) -> list[Channel]:
+    names = tuple(joints)
+    n = (len(joints),)
+    return [Channel("position", SENSOR, n, -math.pi, math.pi, "rad", names=names),
+            Channel("goal", ACTUATOR, n, -math.pi, math.pi, "rad", names=names, failsafe="hold"),
+            Channel("ticks", SENSOR, n, float(np.iinfo(dtype).min), float(np.iinfo(dtype).max), "ticks",
+                    names=names, dtype=dtype, out_of_range="clamp")]
 
 
 class ServoBusDevice(Device):
     reconnectable = True
+    armable = True
 
-    def __init__(self, name: str, port: str, vendor: str, model: str, joints: dict[str, int],
-                 baudrate: int = 1_000_000, latency_s: float = 0.002, transport=None):
+    def __init__(self, name: str, port: str, vendor: str, models: str | list[str], joints: dict[str, int],
+                 baudrate: int = 1_000_000, latency_s: float = 0.002, channels: list[Channel] | None = None,
+                 fast_sync_read: bool = False, transport=None):
         super().__init__(name)
         if vendor not in PROTOCOLS:
             raise DeviceError(name, f"unknown servo bus {vendor!r}; expected one of {', '.join(PROTOCOLS)}")
+        models = [models] * len(joints) if isinstance(models, str) else list(models)
+        tables = [load(vendor, m) for m in models]
+        self.table = tables[0]
+        for t in tables[1:]:
+            if any((t[r].address, t[r].size) != (self.table[r].address, self.table[r].size) for r in SHARED) \
+                    or t.resolution != self.table.resolution:
+                raise DeviceError(name, f"{t.model} and {self.table.model} keep {', '.join(SHARED)} at different "
+                                  "addresses or resolutions: one sync read cannot serve both")
         self.port, self.vendor, self.baudrate, self.latency_s = port, vendor, baudrate, latency_s
-        self.proto, self.table = PROTOCOLS[vendor], load(vendor, model)
+        self.proto, self.fast = PROTOCOLS[vendor], fast_sync_read and vendor == "dynamixel"
         res = self.table.resolution
-        self.joints = [Joint(j, sid, res / 2, 1, 0, res - 1) for j, sid in joints.items()]
+        self.joints = [Joint(j, sid, t, 0, res - 1) for (j, sid), t in zip(joints.items(), tables)]
         self.ids = [j.servo_id for j in self.joints]
         self.servo_stats = {sid: ServoStats() for sid in self.ids}
-        chans = []
-        for j in self.joints:
-            chans.append(Channel(f"{j.name}.position", SENSOR, (1,), -math.pi, math.pi, "rad"))
-            chans.append(Channel(f"{j.name}.goal", ACTUATOR, (1,), -math.pi, math.pi, "rad"))
-        self._set_channels(chans)
+        self.cal: dict[str, JointCalibration] = {}
+        self._set_channels(self._channels(channels))
         self._transport, self._given_transport = transport, transport is not None
         self.parser = self.proto.Parser()
         self._lock = threading.Lock()           # the published reading and the pending goals
@@ -76,25 +103,49 @@ class ServoBusDevice(Device):
         self._kick = threading.Event()
         self._thread: threading.Thread | None = None
         self._stop = False
-        self._ticks = np.zeros(len(self.joints), np.int64)        # the latest reading, per joint
-        self._seen = np.zeros(len(self.joints), np.float64)       # when each joint was last read (monotonic)
-        self._used = np.zeros(len(self.joints), np.float64)       # ... and what poll() took last
-        self._goal = np.zeros(len(self.joints), np.int64)         # goals for the next transaction (ticks)
-        self.armed = False
+        n = len(self.joints)
+        self._ticks = np.zeros(n, np.int64)         # the latest reading, per joint
+        self._seen = np.zeros(n, np.float64)        # when each joint was last read (monotonic)
+        self._used = np.zeros(n, np.float64)        # ... and what poll() took last
+        self._goal = np.zeros(n, np.int64)          # goals for the next transaction (ticks)
+        self._torque_want: int | None = None        # a torque change for the bus thread to send
+        self._torque_sent = 0
+        self.state = "configured"
         self.transactions = 0
         self.late_bytes = 0                     # answers that came after their deadline (dropped)
+        self.stray = 0                          # answers from ids nobody asked (a clashing or mis-set id)
         self.bus_error = ""
+        self.latency_note = ""
+
+    @property
+    def armed(self) -> bool:
+        return self.state == "armed"
+
+    def _channels(self, given: list[Channel] | None) -> list[Channel]:
+        """The board's declared channels (checked against the joints), else the defaults."""
+        dflt = {c.name: c for c in default_channels([j.name for j in self.joints], ticks_dtype(self.table))}
+        if given is None:
+            return [dflt["position"], dflt["goal"]]
+        for c in given:
+            d = dflt.get(c.name)
+            if d is None or c.kind != d.kind or c.shape != d.shape or c.dtype != d.dtype:
+                want = d and f"a {d.kind} of {d.dtype}{list(d.shape)}"
+                raise DeviceError(self.name, f"channel {c.name!r}: a servo bus has {', '.join(CHANNELS)} "
+                                  f"({want or 'no such channel'}), the board declares a {c.kind} of {c.dtype}{list(c.shape)}")
+        return list(given)
 
     # --- lifecycle -------------------------------------------------------------------------------
     def open(self) -> None:
         if self._transport is None or not self._given_transport:
+            self.latency_note = set_latency_timer(self.port)
             self._transport = SerialTransport(self.port, self.baudrate, name=self.name)
         try:
             self._check_servos()
         except HardwareError:
             self.close()
             raise
-        self.armed, self._stop = False, False
+        self.state, self._stop, self._torque_want = "configured", False, None
+        self._seen[:] = 0
         self.is_open = True
         self._thread = threading.Thread(target=self._run, name=f"bus-{self.name}", daemon=True)
         self._thread.start()
@@ -103,45 +154,79 @@ class ServoBusDevice(Device):
         """Every joint's servo answers, is the model the board says, and tells its limits."""
         for j in self.joints:
             model = self._read(j.servo_id, "Model_Number")
-            if model != self.table.model_number:
+            if model != j.table.model_number:
                 raise DeviceError(self.name, f"servo {j.servo_id} ({j.name}) is model number {model}, "
-                                  f"expected {self.table.model_number} ({self.table.model})")
+                                  f"expected {j.table.model_number} ({j.table.model})")
             j.lo_ticks, j.hi_ticks = self._read(j.servo_id, "Min_Position_Limit"), self._read(j.servo_id, "Max_Position_Limit")
 
     def close(self) -> None:
+        """Torque off if this device switched it on, then the bus thread and the port."""
         self._stop = True
         self._kick.set()
         if self._thread is not None:
             self._thread.join(2)
             self._thread = None
+        if self._transport is not None and self._torque_sent:
+            try:
+                self._broadcast("Torque_Enable", 0)
+                self._torque_sent = 0
+            except HardwareError:
+                pass
         if self._transport is not None and not self._given_transport:
             self._transport.close()
             self._transport = None
         self.is_open = False
+        self.state = "configured"
 
     def retarget(self, path: str) -> None:
         self.port = path
 
-    def arm(self, timeout_s: float = 1.0) -> None:
-        """Torque on, the first goal being where each joint is now: nothing moves."""
+    def set_calibration(self, cal: dict[str, JointCalibration]) -> None:
+        if self.armed:
+            raise DeviceError(self.name, "cannot change the calibration while armed: disarm first")
+        self.cal = dict(cal)
+
+    def arm(self, max_age_s: float = 0.5) -> None:
+        """Torque on, the first goal being where each joint is now: nothing moves. Refused
+        without a calibration, a recent reading of every joint, or with a joint outside its
+        calibrated range (arming would pull it in: move it by hand first)."""
         self._require_open()
-        start, deadline = self.transactions, time.monotonic() + timeout_s
-        while self.transactions <= start and time.monotonic() < deadline:     # a reading taken after this call
-            self._kick.set()
-            time.sleep(0.002)
-        unread = [j.name for k, j in enumerate(self.joints) if not self._seen[k]]
-        if self.transactions <= start or unread:
-            raise DeviceError(self.name, f"cannot arm: no position read from {', '.join(unread) or 'the bus'}")
+        lacking = [j.name for j in self.joints if j.name not in self.cal]
+        if lacking:
+            raise DeviceError(self.name, f"cannot arm: no calibration for joint{'s' * (len(lacking) > 1)} "
+                              f"{', '.join(lacking)} (nnos calibrate BOARD, or PUT /v1/calibration)")
+        now = time.monotonic()
         with self._lock:
+            old = [j.name for k, j in enumerate(self.joints) if now - self._seen[k] > max_age_s]
+            if old:
+                raise DeviceError(self.name, f"cannot arm: no position read in the last {max_age_s:g} s from "
+                                  f"{', '.join(old)}")
+            outside = [f"{j.name} at tick {int(self._ticks[k])} (calibrated {self.cal[j.name].min}..{self.cal[j.name].max})"
+                       for k, j in enumerate(self.joints)
+                       if not self.cal[j.name].min <= self._ticks[k] <= self.cal[j.name].max]
+            if outside:
+                raise DeviceError(self.name, f"cannot arm: {'; '.join(outside)} — outside its range, arming would "
+                                  "move it: bring it inside by hand")
             self._goal[:] = self._ticks
-            for k, j in enumerate(self.joints):
-                self.commands[f"{j.name}.goal"][0] = self._to_rad(j, int(self._ticks[k]))
-        self._broadcast("Torque_Enable", 1)
-        self.armed = True
+            goal = self.commands.get("goal")
+            if goal is not None:
+                for k, j in enumerate(self.joints):
+                    goal[k] = self._to_rad(j, int(self._ticks[k]))
+            self._torque_want = 1
+            self.state = "armed"
+        self._kick.set()
 
     def disarm(self) -> None:
-        self.armed = False
-        self._broadcast("Torque_Enable", 0)
+        """Torque off (sent by the bus thread within a transaction; close() sends it too)."""
+        with self._lock:
+            if self.state == "armed" or self._torque_sent:
+                self._torque_want = 0
+            self.state = "disarmed" if self.state == "armed" else self.state
+        self._kick.set()
+
+    def present(self, channel: str) -> np.ndarray | None:
+        """What ``hold`` keeps right after arming: the goal channel's present positions."""
+        return self.commands.get("goal") if channel == "goal" else None
 
     # --- the loop's side: no bus I/O ------------------------------------------------------------
     def poll(self, timeout: float = 0.0) -> int:
@@ -150,42 +235,70 @@ class ServoBusDevice(Device):
             raise HardwareError(self.name, self.bus_error)
         with self._lock:
             fresh = np.nonzero(self._seen > self._used)[0]
+            if not len(fresh):
+                return 0
+            pos, raw = self.samples.get("position"), self.samples.get("ticks")
             for k in fresh:
-                j = self.joints[k]
-                s = self.samples[f"{j.name}.position"]
-                s.values[0] = self._to_rad(j, int(self._ticks[k]))
-                s.t_host, s.t_device_us = float(self._seen[k]), int(self._seen[k] * 1e6)
-                s.count += 1
-                s.check(self.channels[f"{j.name}.position"])
+                if pos is not None:
+                    pos.values[k] = self._to_rad(self.joints[k], int(self._ticks[k]))
+                if raw is not None:
+                    raw.values[k] = self._ticks[k]
+            oldest = float(self._seen.min())           # a joint that stopped answering ages the channel
             self._used[:] = self._seen
+        for name, s in (("position", pos), ("ticks", raw)):
+            if s is not None:
+                s.t_host, s.t_device_us = oldest, int(oldest * 1e6)
+                s.count += 1
+                s.check(self.channels[name])
         return len(fresh)
 
     def flush(self, ref_timestamp_us: int = 0) -> None:
         self._require_open()
-        with self._lock:
-            for k, j in enumerate(self.joints):
-                self._goal[k] = self._to_ticks(j, float(self.commands[f"{j.name}.goal"][0]))
+        goal = self.commands.get("goal")
+        if goal is not None and self.armed:
+            with self._lock:
+                for k, j in enumerate(self.joints):
+                    self._goal[k] = self._to_ticks(j, float(goal[k]))
         self._kick.set()
 
+    def raw_positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """The latest raw ticks per joint and when each was read (monotonic; 0: never)."""
+        with self._lock:
+            return self._ticks.copy(), self._seen.copy()
+
+    def stale_detail(self, channel: str) -> str:
+        """Which joints a stale ``position`` waits for."""
+        now = time.monotonic()
+        old = [f"{j.name} (servo {j.servo_id}, {now - self._seen[k]:.2f} s)" if self._seen[k] else
+               f"{j.name} (servo {j.servo_id}, never)" for k, j in enumerate(self.joints) if now - self._seen[k] > 0.1]
+        return f"not answering: {', '.join(old)}" if old else ""
+
     def stats(self) -> dict:
-        out = {"transactions": self.transactions, "checksum_errors": self._checksum_errors(), "armed": int(self.armed),
-               "late_bytes": self.late_bytes}
-        for sid, st in self.servo_stats.items():
-            out[f"servo{sid}_missing"] = st.missing
-            out[f"servo{sid}_clamped"] = st.clamped
+        out = {"transactions": self.transactions, "checksum_errors": self.parser.stats.checksum_errors,
+               "armed": int(self.armed), "late_bytes": self.late_bytes, "stray_answers": self.stray}
+        for j in self.joints:
+            st = self.servo_stats[j.servo_id]
+            out[f"{j.name}_missing"] = st.missing
+            out[f"{j.name}_clamped"] = st.clamped
             for err, n in st.errors.items():
-                out[f"servo{sid}_{err.replace(' ', '_')}"] = n
+                out[f"{j.name}_{err.replace(' ', '_').replace('(', '').replace(')', '')}"] = n
         return out
 
     # --- conversions -------------------------------------------------------------------------------
     def _to_rad(self, j: Joint, ticks: int) -> float:
-        return (ticks - j.centre) * j.direction * 2 * math.pi / self.table.resolution
+        c = self.cal.get(j.name)
+        if c is None:                                 # uncalibrated: the servo's centre is 0 rad
+            return (ticks - self.table.resolution / 2) * TAU / self.table.resolution
+        return c.to_rad(ticks, self.table.resolution)
 
     def _to_ticks(self, j: Joint, rad: float) -> int:
-        t = int(round(j.centre + rad * j.direction * self.table.resolution / (2 * math.pi)))
-        if not j.lo_ticks <= t <= j.hi_ticks:
+        c = self.cal.get(j.name)
+        homing, direction = (c.homing, c.direction) if c else (self.table.resolution / 2, 1)
+        lo, hi = (max(c.min, j.lo_ticks), min(c.max, j.hi_ticks)) if c else (j.lo_ticks, j.hi_ticks)
+        t = int(round(homing + rad * direction * self.table.resolution / TAU))
+        if not lo <= t <= hi:
             self.servo_stats[j.servo_id].clamped += 1
-            t = min(max(t, j.lo_ticks), j.hi_ticks)
+            t = min(max(t, lo), hi)
         return t
 
     # --- the bus thread ------------------------------------------------------------------------------
@@ -204,15 +317,17 @@ class ServoBusDevice(Device):
 
     def _transaction(self) -> None:
         pos = self.table["Present_Position"]
-        if self.armed:
+        with self._lock:
+            torque, self._torque_want = self._torque_want, None
+            goals = {j.servo_id: self.table["Goal_Position"].encode(int(self._goal[k]), self.table.endian)
+                     for k, j in enumerate(self.joints)} if self.armed else None
+        if goals:                            # goals first: torque comes on holding the present position
             goal = self.table["Goal_Position"]
-            with self._lock:
-                data = {j.servo_id: goal.encode(int(self._goal[k]), self.table.endian) for k, j in enumerate(self.joints)}
-            self._transport.write(self.proto.sync_write(goal.address, goal.size, data))
-        got = self._gather(self.proto.sync_read(pos.address, pos.size, self.ids), set(self.ids))
-        missing = set(self.ids) - set(got)
-        if missing:                          # once more for those, if the deadline allows
-            got.update(self._gather(self.proto.sync_read(pos.address, pos.size, sorted(missing)), missing))
+            self._transport.write(self.proto.sync_write(goal.address, goal.size, goals))
+        if torque is not None:
+            self._write_all("Torque_Enable", torque)
+            self._torque_sent = torque
+        got = self._read_positions(pos)
         now = time.monotonic()
         with self._lock:
             for k, j in enumerate(self.joints):
@@ -223,11 +338,20 @@ class ServoBusDevice(Device):
                     self.servo_stats[j.servo_id].missing += 1
         self.transactions += 1
 
+    def _read_positions(self, pos) -> dict[int, bytes]:
+        want = set(self.ids)
+        read = dx.fast_sync_read if self.fast else self.proto.sync_read
+        got = self._gather(read(pos.address, pos.size, self.ids), want, length=pos.size)
+        missing = want - set(got)
+        if missing:                          # once more for those, one status each, if the deadline allows
+            got.update(self._gather(self.proto.sync_read(pos.address, pos.size, sorted(missing)), missing))
+        return got
+
     def _deadline(self, n_bytes: int, slack_s: float = 0.002) -> float:
         """Time for ``n_bytes`` at the baud rate (10 bits a byte), the adapter's latency, a margin."""
         return time.monotonic() + n_bytes * 10 / self.baudrate + self.latency_s + slack_s
 
-    def _gather(self, request: bytes, want: set[int], slack_s: float = 0.002) -> dict[int, bytes]:
+    def _gather(self, request: bytes, want: set[int], slack_s: float = 0.002, length: int = 0) -> dict[int, bytes]:
         """Send ``request``; the status packets of ``want`` until they all came or the deadline.
         Answers that arrived after an earlier deadline are dropped first, never taken for new ones."""
         while self._transport.pending():
@@ -241,9 +365,14 @@ class ServoBusDevice(Device):
             if left <= 0:
                 break
             for p in self.parser.feed(self._transport.read_some(4096, left)):
-                if p.servo_id in want:
-                    self._note_error(p.servo_id, p.error)
-                    got[p.servo_id] = p.data
+                rows = dx.fast_rows(p.params, length) if p.servo_id == dx.BROADCAST and self.fast else \
+                    {p.servo_id: (p.error, p.data)}
+                for sid, (error, data) in rows.items():
+                    if sid not in want:
+                        self.stray += 1
+                        continue
+                    self._note_error(sid, error)
+                    got[sid] = data
         return got
 
     def _note_error(self, sid: int, error: int) -> None:
@@ -252,9 +381,6 @@ class ServoBusDevice(Device):
         names = ft.errors(error) if self.vendor == "feetech" else [dx.describe_error(error)]
         for n in names:
             self.servo_stats[sid].errors[n] = self.servo_stats[sid].errors.get(n, 0) + 1
-
-    def _checksum_errors(self) -> int:
-        return self.parser.stats.checksum_errors
 
     # --- one servo at a time (open, arm) --------------------------------------------------------------
     def _read(self, sid: int, register: str) -> int:
@@ -270,8 +396,11 @@ class ServoBusDevice(Device):
                               f"is its id {sid}, is the bus at {self.baudrate} baud?)")
         return r.decode(got[sid], self.table.endian)
 
-    def _broadcast(self, register: str, value: int) -> None:
+    def _write_all(self, register: str, value: int) -> None:
         r = self.table[register]
         data = {sid: r.encode(value, self.table.endian) for sid in self.ids}
+        self._transport.write(self.proto.sync_write(r.address, r.size, data))
+
+    def _broadcast(self, register: str, value: int) -> None:
         with self._bus:
-            self._transport.write(self.proto.sync_write(r.address, r.size, data))
+            self._write_all(register, value)

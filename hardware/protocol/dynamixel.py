@@ -115,6 +115,31 @@ def sync_read(address: int, length: int, ids: list[int]) -> bytes:
     return packet(BROADCAST, SYNC_READ, _u16(address) + _u16(length) + bytes(ids))
 
 
+def fast_sync_read(address: int, length: int, ids: list[int]) -> bytes:
+    """Like SYNC_READ, but answered by one status packet (id FE) that the servos fill in turn:
+    per servo ERROR, ID, DATA and a CRC, the last servo's CRC being the packet's own."""
+    return packet(BROADCAST, FAST_SYNC_READ, _u16(address) + _u16(length) + bytes(ids))
+
+
+def fast_status(rows: list[tuple[int, int, bytes]]) -> bytes:
+    """The servos' side of FAST_SYNC_READ: rows of (id, error, data) as one status packet. The
+    CRC between two servos' parts is that of the packet so far, as a servo sends it."""
+    body = bytearray()
+    for k, (sid, error, data) in enumerate(rows):
+        if k:
+            body += crc16(HEADER + bytes((BROADCAST,)) + bytes(body)).to_bytes(2, "little")
+        body += bytes((error, sid)) + data
+    return packet(BROADCAST, STATUS, bytes(body))
+
+
+def fast_rows(params: bytes, length: int) -> dict[int, tuple[int, bytes]]:
+    """A FAST_SYNC_READ status packet's params → {id: (error, data)}."""
+    out, stride = {}, length + 4
+    for k in range(0, len(params) - length - 1, stride):
+        out[params[k + 1]] = (params[k], bytes(params[k + 2:k + 2 + length]))
+    return out
+
+
 def sync_write(address: int, length: int, data: dict[int, bytes]) -> bytes:
     return packet(BROADCAST, SYNC_WRITE, sync_write_rows(_u16(address) + _u16(length), length, data))
 

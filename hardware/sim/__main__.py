@@ -140,7 +140,14 @@ def run_servo_bus(a) -> int:
     import select
     from .servo_bus import ServoBus
     master, slave, port = open_pty()
-    bus = ServoBus(list(range(1, a.servos + 1)), a.model, latency_s=a.latency_us / 1e6, vendor=a.vendor)
+    models = a.model.split(",") if "," in a.model else a.model
+    trace = open(a.trace, "a") if a.trace else None
+    bus = ServoBus(list(range(1, a.servos + 1)), models, latency_s=a.latency_us / 1e6, vendor=a.vendor, trace=trace)
+    for spec in a.answer_as:
+        sid, other = spec.split(":")
+        bus.servos[int(sid)].answer_as = int(other)
+    for s in bus.servos.values():
+        s.hand = a.hand
     for sid in a.silent:
         bus.servos[sid].silent = True
     for spec in a.error:
@@ -195,12 +202,18 @@ def main(argv=None) -> int:
         f = sub.add_parser(robot, help=f"{what} with N servos")
         f.set_defaults(vendor=vendor)
         f.add_argument("--servos", type=int, default=6)
-        f.add_argument("--model", default=model, help=f"register table: hardware/registers/{vendor}/MODEL.toml")
+        f.add_argument("--model", default=model, help=f"register table: hardware/registers/{vendor}/MODEL.toml; "
+                       "or MODEL,MODEL,… one per servo")
         f.add_argument("--silent", type=int, action="append", default=[], metavar="ID", help="a servo that never answers")
         f.add_argument("--error", action="append", default=[], metavar="ID:BITS", help="error bits a servo reports")
         f.add_argument("--silent-after", action="append", default=[], metavar="ID:SECONDS",
                        help="a servo that stops answering after this long")
         f.add_argument("--latency-us", type=float, default=0.0, help="added before each answer")
+        f.add_argument("--answer-as", action="append", default=[], metavar="ID:OTHER",
+                       help="a servo that answers with another id")
+        f.add_argument("--hand", type=float, default=0.0, metavar="TICKS",
+                       help="while torque is off, a hand moves each joint ± TICKS around its centre")
+        f.add_argument("--trace", metavar="FILE", help="log every goal and torque write here")
         f.add_argument("--port-link", help="also make this path a symlink to the port")
     a = p.parse_args(argv)
     return run_cartpole(a) if a.robot == "cartpole" else run_servo_bus(a)

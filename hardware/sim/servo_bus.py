@@ -10,6 +10,7 @@ bit, with the cause in Hardware_Error_Status), and a reply latency.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -30,6 +31,9 @@ class Servo:
     velocity: float = 0.0        # ticks/s
     error_bits: int = 0
     silent: bool = False
+    answer_as: int | None = None     # a servo that answers with another id (a mis-set or clashing id)
+    hand: float = 0.0                # torque off: a hand moves it ± this many ticks around its start
+    phase: float = 0.0
 
     def __post_init__(self):
         self.mem = bytearray(self.table.size)
@@ -69,6 +73,12 @@ class Servo:
                 self.position, self.velocity = float(goal), 0.0
             else:
                 self.position += moved
+        elif self.hand:
+            t = time.monotonic()
+            centre = self.table.resolution / 2
+            was = self.position
+            self.position = centre + self.hand * math.sin(2 * math.pi * 0.5 * t + self.phase)
+            self.velocity = max(-MAX_SPEED, min(MAX_SPEED, (self.position - was) / dt)) if dt else 0.0
         else:
             self.velocity = 0.0
         self.set("Present_Position", int(round(self.position)))
@@ -93,6 +103,7 @@ class FeetechWire:
     PING, READ, WRITE, REG_WRITE, SYNC_READ, SYNC_WRITE = ft.PING, ft.READ, ft.WRITE, ft.REG_WRITE, ft.SYNC_READ, ft.SYNC_WRITE
     ADDR = 1
     INSTRUCTION_ERROR = ACCESS_ERROR = 0x40
+    FAST_SYNC_READ = None
 
     def __init__(self):
         self.parser = ft.Parser()
@@ -114,6 +125,7 @@ class DynamixelWire:
     PING, READ, WRITE, REG_WRITE, SYNC_READ, SYNC_WRITE = dx.PING, dx.READ, dx.WRITE, dx.REG_WRITE, dx.SYNC_READ, dx.SYNC_WRITE
     ADDR = 2
     INSTRUCTION_ERROR, ACCESS_ERROR = 2, 7
+    FAST_SYNC_READ = dx.FAST_SYNC_READ
 
     def __init__(self):
         self.parser = dx.Parser()
@@ -127,18 +139,35 @@ class DynamixelWire:
     def ping_data(self, servo) -> bytes:
         return servo.table.model_number.to_bytes(2, "little") + bytes((servo.get("Firmware_Version"),))
 
+    def fast_status(self, rows: list[tuple[int, int, bytes]]) -> bytes:
+        return dx.fast_status(rows)
+
 
 WIRES = {"feetech": FeetechWire, "dynamixel": DynamixelWire}
 
 
 class ServoBus:
-    def __init__(self, ids: list[int], model: str = "sts3215", latency_s: float = 0.0, vendor: str = "feetech"):
-        self.table = load(vendor, model)
+    """``model``: one register table for every servo, or a list with one per servo (a Koch arm
+    mixes XL430s and XL330s). ``trace``: a file that gets one line per goal or torque write
+    (monotonic time, register, {id: value}) — what a logic analyser on the bus would show."""
+
+    def __init__(self, ids: list[int], model: str | list[str] = "sts3215", latency_s: float = 0.0,
+                 vendor: str = "feetech", trace=None):
+        models = [model] * len(ids) if isinstance(model, str) else list(model)
+        if len(models) != len(ids):
+            raise ValueError(f"{len(ids)} servos but {len(models)} models")
+        tables = {m: load(vendor, m) for m in set(models)}
+        self.table = tables[models[0]]
         self.wire = WIRES[vendor]()
-        self.servos = {i: Servo(self.table, i) for i in ids}
+        self.servos = {i: Servo(tables[m], i) for i, m in zip(ids, models)}
+        for k, s in enumerate(self.servos.values()):
+            s.phase = 1.3 * k
         self.latency_s = latency_s
         self.last_step = time.monotonic()
         self.instructions = 0
+        self.trace = trace
+        self._watch = {self.table["Goal_Position"].address: "Goal_Position",
+                       self.table["Torque_Enable"].address: "Torque_Enable"}
 
     def advance(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -157,7 +186,14 @@ class ServoBus:
         return bytes(out)
 
     def _status(self, s: Servo, params: bytes = b"", error: int = 0) -> bytes:
-        return b"" if s.silent else self.wire.status(s.servo_id, error | s.error_bits, params)
+        sid = s.servo_id if s.answer_as is None else s.answer_as
+        return b"" if s.silent else self.wire.status(sid, error | s.error_bits, params)
+
+    def _traced(self, address: int, values: dict[int, int]) -> None:
+        name = self._watch.get(address)
+        if self.trace is not None and name and values:
+            self.trace.write(f"{time.monotonic():.6f} {name} " + " ".join(f"{k}={v}" for k, v in values.items()) + "\n")
+            self.trace.flush()
 
     def _fields(self, params: bytes) -> tuple[int, int, bytes]:
         """(address, length, the rest) of a READ/SYNC_READ/SYNC_WRITE's params."""
@@ -168,11 +204,20 @@ class ServoBus:
         w = self.wire
         if code == w.SYNC_WRITE and len(params) >= 2 * w.ADDR:
             address, length, rows = self._fields(params)
+            wrote = {}
             for k in range(0, len(rows) - length, length + 1):
                 s = self.servos.get(rows[k])
-                if s is not None:
-                    s.write(address, rows[k + 1:k + 1 + length])
+                if s is not None and s.write(address, rows[k + 1:k + 1 + length]):
+                    wrote[s.servo_id] = s.get(self._watch[address]) if address in self._watch else 0
+            self._traced(address, wrote)
             return b""
+        if code == w.FAST_SYNC_READ and len(params) >= 2 * w.ADDR:
+            address, length, ids = self._fields(params)
+            asked = [self.servos.get(i) for i in ids]
+            if any(s is None or s.silent for s in asked):
+                return b""                           # the chain breaks at the first servo that is not there
+            return w.fast_status([(s.servo_id if s.answer_as is None else s.answer_as, s.error_bits,
+                                   bytes(s.mem[address:address + length])) for s in asked])
         if code == w.SYNC_READ and len(params) >= 2 * w.ADDR:
             address, length, ids = self._fields(params)
             return b"".join(self._status(s, bytes(s.mem[address:address + length]))
@@ -188,6 +233,9 @@ class ServoBus:
                 return self._status(s, error=w.INSTRUCTION_ERROR)
             return self._status(s, bytes(s.mem[address:address + length]))
         if code in (w.WRITE, w.REG_WRITE) and len(params) > w.ADDR:
-            ok = s.write(int.from_bytes(params[:w.ADDR], "little"), params[w.ADDR:])
+            address = int.from_bytes(params[:w.ADDR], "little")
+            ok = s.write(address, params[w.ADDR:])
+            if ok and address in self._watch:
+                self._traced(address, {sid: s.get(self._watch[address])})
             return self._status(s, error=0 if ok else w.ACCESS_ERROR)
         return self._status(s, error=w.INSTRUCTION_ERROR)      # an instruction it does not know

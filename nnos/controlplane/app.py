@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from .. import __version__
 from .deps import disk_full
 from .guard import Guard, error_body
-from .routers import device, jobs, kserve, models, vm
+from .routers import device, jobs, kserve, models, vm, robot
 from .settings import Settings
 from .state import AppState
 
@@ -31,6 +31,7 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
     app.include_router(device.router)
     app.include_router(device.ws_router)
     app.include_router(vm.router)
+    app.include_router(robot.router)
 
     page = (Path(__file__).parent / "static" / "dashboard.html").read_text()
 

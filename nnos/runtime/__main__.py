@@ -63,7 +63,8 @@ def main(argv=None) -> int:
     for name, dev in devices.items():
         try:
             dev.open()
-            log(f"loop: device {name} open ({getattr(dev, 'device_id', '') or type(dev).__name__})")
+            log(f"loop: device {name} open ({getattr(dev, 'device_id', '') or type(dev).__name__})"
+                + (f"; {dev.latency_note}" if getattr(dev, "latency_note", "") else ""))
         except HardwareError as e:
             log(f"loop: device {name} not available yet: {e}")
             lost.append(name)
@@ -74,6 +75,11 @@ def main(argv=None) -> int:
                 heartbeat=Heartbeat(paths["run"], "loop"))
     for name in lost:
         loop.io.lose(name)
+    if any(d.armable for d in devices.values()):
+        try:
+            log(f"loop: calibration applied to {', '.join(loop.apply_calibration()) or 'nothing (none stored yet)'}")
+        except HardwareError as e:
+            log(f"loop: calibration not applied, arming is refused until one is stored: {e}")
     signal.signal(signal.SIGTERM, lambda *_: setattr(loop, "stop", True))
     signal.signal(signal.SIGINT, lambda *_: setattr(loop, "stop", True))
     if flags.HW_WATCHDOG.get():
@@ -84,7 +90,7 @@ def main(argv=None) -> int:
         loop.run(server, a.duration)
     finally:
         loop.shutdown()
-        log("loop: stopped; actuators at their safe values")
+        log("loop: stopped; actuators by their failsafe rules, torque off")
         c = {k: int(tel.c[i]) for k, i in tel.idx.items()}
         log(f"loop: {c['ticks']} ticks, {c['misses']} missed, {c['failsafe_entries']} failsafe entries, "
             f"{c['swaps']} swaps, {c['rollbacks']} rollbacks")

@@ -47,15 +47,12 @@ class DeviceIO:
         now = now_ns() / NS_PER_S
         for label, sample, limit, fault_after in self.stale:
             if now - sample.t_host > limit:
-                return f"sensor {label} stale (no reading for {min(now - sample.t_host, 999):.3f} s > {limit:.3f} s)"
+                return f"sensor {label} stale (no reading for {min(now - sample.t_host, 999):.3f} s > {limit:.3f} s)" \
+                    + self._detail(label)
             if fault_after and sample.bad_run >= fault_after:
                 return (f"sensor {label} out of range ({sample.bad_value:.6g}; "
                         f"{sample.bad_run} reading{'s' if sample.bad_run > 1 else ''} in a row)")
         return None
-
-    def write_safe(self) -> None:
-        for dev in self.devices.values():
-            dev.write_safe()
 
     def flush(self) -> None:
         for name, dev in self.devices.items():
@@ -66,6 +63,12 @@ class DeviceIO:
             except HardwareError as e:
                 self.log(f"loop: device {name} lost while writing: {e}")
                 self.lose(name)
+
+    def _detail(self, label: str) -> str:
+        """Which part of a stale channel stopped (a servo bus: which joints), if the device says."""
+        dev, ch = label.split(".", 1)
+        detail = self.devices[dev].stale_detail(ch)
+        return f": {detail}" if detail else ""
 
     # --- losing and finding devices ----------------------------------------------------------
     def lose(self, name: str) -> None:
@@ -116,23 +119,16 @@ class DeviceIO:
         for name, dev in self.devices.items():
             st = dev.stats() if dev.is_open else {}
             out[name] = {
-                "open": dev.is_open, "lost": name in self.lost,
+                "open": dev.is_open, "lost": name in self.lost, "armed": dev.armed,
                 "faults": {k: v for k, v in st.items() if isinstance(v, int)},
                 "channels": {c: {"age_s": round(now - s.t_host, 4) if s.t_host else None, "readings": s.count,
                                  "out_of_range": s.out_of_range} for c, s in dev.samples.items()}}
         return out
 
     def close(self) -> None:
-        """Actuators to their safe values first, then close every device."""
+        """Close every device (the loop's wind_down has brought the actuators to their failsafe
+        commands already: writing safe values here would skip the ramps)."""
         self.closed = True
-        for name, dev in self.devices.items():
-            if name in self.lost:
-                continue
-            try:
-                dev.write_safe()
-                dev.flush(0)
-            except HardwareError:
-                pass
         for dev in self.devices.values():
             try:
                 dev.close()

@@ -22,10 +22,13 @@ from .. import flags
 from ..telemetry import MODE, TelemetryWriter
 from ..timing import DEFAULT_SLACK_MARGIN_NS, NS_PER_S, RateKeeper, now_ns, period_ns
 from . import requests
+from .actuators import Actuators
 from .devio import DeviceIO
 from .models import ModelJobs
 from .safety import Safety, SafetyConfig
 from .slots import Slot
+
+WIND_DOWN_S = 3.0            # the longest a stop ramps actuators (the supervisor waits 5 s for SIGTERM)
 
 
 def _write(fd: int, data: bytes) -> None:
@@ -85,6 +88,9 @@ class Loop(ModelJobs):
         self.previous_id: str | None = None
         self.stop = False
         self.io = DeviceIO(board, devices, log, cfg.reconnect_s, stopped=lambda: self.stop)
+        self.act = Actuators(board, devices, board.rate_hz)
+        self._wound_down = False
+        self.arm_pending = {d.name for d in board.devices if getattr(d, "arm_on_start", False)}
         self.tick_no = 0
         self.model_gen = 0
         self.tel.set("rate_mhz", int(board.rate_hz * 1000))
@@ -130,7 +136,8 @@ class Loop(ModelJobs):
         if slot is not None and not self.safety.active:
             slot.binder.write_outputs()
         else:
-            self.io.write_safe()
+            self.act.failsafe()
+        self.act.limit()
         self.io.flush()
         if self.shadow is not None:
             self._run_shadow()
@@ -205,6 +212,7 @@ class Loop(ModelJobs):
 
     def set_rate(self, rate_hz: float) -> None:
         """A reloaded board changed the rate: the next tick keeps the new period."""
+        self.act = Actuators(self.board, self.devices, rate_hz)
         self.period = period_ns(rate_hz)
         self.budget = int(self.period * self.cfg.budget_fraction)
         self.new_rate = rate_hz
@@ -240,13 +248,77 @@ class Loop(ModelJobs):
                     if reply is not None:
                         server.reply(req[1], dict(reply, id=req[0].get("id")))
             self.background(keeper)
+            if self.arm_pending:
+                self._arm_on_start()
             if self.tick_no % self._gc_every == 0 and keeper.remaining_ns() > self.cfg.slack_margin_ns:
                 gc.collect(0)                    # young objects only: tens of µs, once a second
         gc.enable()
 
+    # --- arming ---------------------------------------------------------------------------------
+    def arm(self, name: str) -> None:
+        """Torque on for one device, its commands starting at the present positions (raises the
+        device's DeviceError, saying why not)."""
+        self.devices[name].arm()
+        self.act.settle(name)
+        self.arm_pending.discard(name)
+        self.log(f"loop: {name} armed")
+
+    def disarm(self, name: str) -> None:
+        self.devices[name].disarm()
+        self.arm_pending.discard(name)
+        self.log(f"loop: {name} disarmed")
+
+    def apply_calibration(self) -> list[str]:
+        """The data partition's calibration onto the servo buses (refused for an armed one)."""
+        from nnos_hardware import calibration as cal
+        found = cal.load(self.store.data_dir, self.board, lambda d: self.devices[d.name].table.resolution)
+        for name, joints in found.items():
+            if self.devices[name].armed:
+                from nnos_hardware.errors import DeviceError
+                raise DeviceError(name, "armed: disarm it before changing its calibration")
+        for name, joints in found.items():
+            self.devices[name].set_calibration(joints)
+        return sorted(found)
+
+    def _arm_on_start(self) -> None:
+        """The board's arm_on_start: arm as soon as the device has been read; a device that
+        cannot be armed for another reason (no calibration) is said once and left disarmed."""
+        from nnos_hardware.errors import HardwareError
+        for name in sorted(self.arm_pending):
+            if name in self.io.lost or not self.devices[name].is_open:
+                continue
+            try:
+                self.arm(name)
+            except HardwareError as e:
+                if "no position read" not in str(e):
+                    self.arm_pending.discard(name)
+                    self.log(f"loop: arm_on_start: {e}")
+
+    def wind_down(self, limit_s: float = WIND_DOWN_S) -> int:
+        """Stopping: every actuator by its failsafe rule, at the board's rate, until the ramps
+        reach their safe values (at most ``limit_s``); then disarm. Returns the ticks taken."""
+        self._wound_down = True
+        ticks = max(1, min(self.act.ticks_to_settle(), int(limit_s * NS_PER_S / self.period)))
+        keeper, n = RateKeeper(NS_PER_S / self.period), 0
+        for n in range(ticks):
+            if n:
+                keeper.wait()
+            self.io.read()
+            self.act.failsafe()
+            self.act.limit()
+            self.io.flush()
+            if self.act.settled():
+                break
+        for name, dev in self.devices.items():
+            if dev.armable and name not in self.io.lost and dev.is_open:
+                dev.disarm()
+        return n + 1
+
     def shutdown(self) -> None:
-        """Actuators to their safe values first, then close the devices."""
+        """Actuators by their failsafe rule first (wind_down), then close the devices."""
         self.stop = True
+        if not self._wound_down:
+            self.wind_down()
         self.io.close()
         if self.watchdog_fd is not None:
             import os

@@ -50,13 +50,60 @@ def release(loop, msg, addr) -> dict:
     return {"ok": True, "failsafe": loop.safety.active}
 
 
+def _armable(loop, msg) -> list[str] | dict:
+    """The devices a request names (``device``), or every device with torque."""
+    names = [msg["device"]] if msg.get("device") else [n for n, d in loop.devices.items() if d.armable]
+    for n in names:
+        if n not in loop.devices or not loop.devices[n].armable:
+            return {"ok": False, "error": f"no device {n!r} with torque on this board; those with torque: "
+                    f"{', '.join(k for k, d in loop.devices.items() if d.armable) or 'none'}"}
+    if not names:
+        return {"ok": False, "error": "this board has no device with torque to arm"}
+    return names
+
+
+def arm(loop, msg, addr) -> dict:
+    from nnos_hardware.errors import HardwareError
+    names = _armable(loop, msg)
+    if isinstance(names, dict):
+        return names
+    for n in names:
+        if n in loop.io.lost:
+            return {"ok": False, "error": f"{n}: lost (unplugged or not answering); it cannot be armed"}
+        try:
+            loop.arm(n)
+        except HardwareError as e:
+            return {"ok": False, "error": str(e), "armed": [k for k in names if loop.devices[k].armed]}
+    return {"ok": True, "armed": names}
+
+
+def disarm(loop, msg, addr) -> dict:
+    names = _armable(loop, msg)
+    if isinstance(names, dict):
+        return names
+    for n in names:
+        loop.disarm(n)
+    return {"ok": True, "disarmed": names}
+
+
+def calibration(loop, msg, addr) -> dict:
+    """The stored calibration changed (PUT /v1/calibration): apply it to the disarmed buses."""
+    from nnos_hardware.errors import HardwareError
+    try:
+        applied = loop.apply_calibration()
+    except HardwareError as e:
+        return {"ok": False, "error": str(e)}
+    return {"ok": True, "applied": applied}
+
+
 def stop(loop, msg, addr) -> dict:
     loop.stop = True
     return {"ok": True}
 
 
 HANDLERS = {"status": status, "activate": activate, "shadow": shadow, "device": device,
-            "reload_board": reload_board, "release": release, "stop": stop}
+            "reload_board": reload_board, "release": release, "stop": stop, "arm": arm, "disarm": disarm,
+            "calibration": calibration}
 
 
 def handle(loop, msg: dict, addr) -> dict | None:

@@ -62,6 +62,9 @@ class Slot:
         # finite check without temporaries: x·0 is 0 for finite x and NaN otherwise
         self._finite = [partial(np.dot, o, z) for o, z in zip(self.outputs, self._zeros)]
         self.run = self.exe.run
+        # what telemetry shows: the board's first input and output bindings (their labels: Board.labels)
+        self.first_input = self.exe.inputs[board.inputs[0].tensor].reshape(-1) if board.inputs else self.inputs[0]
+        self.first_output = self.exe.outputs[board.outputs[0].tensor].reshape(-1) if board.outputs else self.outputs[0]
 
     def outputs_finite(self) -> bool:
         for f in self._finite:
@@ -69,14 +72,6 @@ class Slot:
             if s != s:              # NaN (inf·0 is NaN too)
                 return False
         return True
-
-    @property
-    def first_input(self) -> np.ndarray:
-        return self.inputs[0]
-
-    @property
-    def first_output(self) -> np.ndarray:
-        return self.outputs[0]
 
 
 def measure(slot: Slot, runs: int = 1000, warmup: int = 50):

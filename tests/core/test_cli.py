@@ -157,11 +157,11 @@ def test_board_check_validates_without_starting_anything(tmp_path):
 def test_up_with_a_bad_board_is_one_line_not_a_traceback(tmp_path):
     # regression (hardening): `nnos up` printed a traceback around any board ConfigError
     bad = tmp_path / "b.toml"
-    bad.write_text(open(BOARD).read().replace('driver = "nnos-serial"', 'driver = "nnos-serial"\nbaudrate = 1000000'))
+    bad.write_text(open(BOARD).read().replace('driver = "nnos-serial"', 'driver = "nnos-serial"\nbaud_rate = 1000000'))
     r = _nnos("up", "--board", str(bad), "--data", str(tmp_path / "d"), "--no-status", "--duration", "1")
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr, r.stderr
-    assert "unknown key 'baudrate' in [devices]" in r.stderr
+    assert "unknown key 'baud_rate' in [devices]" in r.stderr
     assert str(bad) in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 

@@ -56,8 +56,9 @@ def _line_of(path, needle):
     ("rate_hz = 50", "rate_hz = 5000", "rate_hz must be a number from 1 to 1000", "rate_hz = 5000"),
     ('driver = "nnos-serial"', 'driver = "canbus"', "driver must be one of", 'driver = "canbus"'),
     # regression (hardening): unknown keys were ignored, so a typo silently changed nothing
-    ('driver = "nnos-serial"', 'driver = "nnos-serial"\nbaudrate = 1000000', "unknown key 'baudrate' in [devices]",
-     "baudrate = 1000000"),
+    ('driver = "nnos-serial"', 'driver = "nnos-serial"\nbaud_rate = 1000000',
+     "unknown key 'baud_rate' in [devices]; did you mean 'baudrate'",
+     "baud_rate = 1000000"),
     ("rate_hz = 50", "rate = 30", "unknown key 'rate' in [board]; did you mean 'rate_hz'?", "rate = 30"),
     ("stale_ms = 100", "stale = 100", "unknown key 'stale' in [channels]; did you mean 'stale_ms'?", "stale = 100"),
     ("scale = 10.0", "scael = 10.0", "unknown key 'scael' in [outputs]; did you mean 'scale'?", "scael = 10.0"),

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from nnos_hardware.devices.servo_bus import ServoBusDevice
 from nnos_hardware.protocol import dynamixel as dx
 from nnos_hardware.registers import load
 from tests.support.servo_sim import dynamixel_bus
@@ -102,3 +103,44 @@ def test_a_sync_write_moves_every_servo_and_a_sync_read_follows(sdk):
             return got if got == goals else None
         wait_until(at_goal, 10, "every servo at its goal")
         assert time.monotonic() - t0 >= 750 / 3400 * 0.9, "no faster than the servo's top speed"
+
+
+def test_the_sdk_fast_sync_reads_a_mixed_koch_bus(sdk):
+    """FAST_SYNC_READ: one status packet for every servo, as ROBOTIS's SDK parses it — on a bus
+    of XL430s and XL330s, whose Present_Position shares one address."""
+    dxl, connect = sdk
+    models = "xl430-w250,xl430-w250,xl330-m288,xl330-m288"
+    with dynamixel_bus("--servos", "4", "--model", models) as path:
+        port, ph = connect(path)
+        ids = [1, 2, 3, 4]
+        for sid, goal in zip(ids, (1500, 1700, 2300, 2500)):
+            assert ph.write1ByteTxRx(port, sid, 64, 1)[0] == dxl.COMM_SUCCESS
+            assert ph.write4ByteTxRx(port, sid, 116, goal)[0] == dxl.COMM_SUCCESS
+        reader = dxl.GroupSyncRead(port, ph, 132, 4)
+        for sid in ids:
+            assert reader.addParam(sid)
+
+        def at_goals():
+            if reader.fastSyncRead() != dxl.COMM_SUCCESS:
+                return None
+            got = [reader.getData(sid, 132, 4) for sid in ids]
+            return got if got == [1500, 1700, 2300, 2500] else None
+        wait_until(at_goals, 10, "every servo at its goal, read by FAST_SYNC_READ")
+
+
+def test_nnos_fast_sync_read_follows_goals_and_falls_back_for_a_silent_servo():
+    joints = {"shoulder_pan": 1, "shoulder_lift": 2, "elbow_flex": 3}
+    models = ["xl430-w250", "xl430-w250", "xl330-m288"]
+    with dynamixel_bus("--servos", "3", "--model", ",".join(models), "--silent-after", "3:1.0") as path:
+        dev = ServoBusDevice("arm", path, "dynamixel", models, joints, fast_sync_read=True)
+        dev.open()
+        try:
+            wait_until(lambda: dev.flush() or dev.poll() or dev.latest("position").count >= 5, 5, "fast readings")
+            assert dev.stats()["shoulder_pan_missing"] == 0
+            wait_until(lambda: dev.flush() or (time.sleep(0.01) or dev.stats()["elbow_flex_missing"] >= 5), 10,
+                       "servo 3 missed")
+            _, seen = dev.raw_positions()
+            assert time.monotonic() - seen[0] < 0.5, "the others are still read (one SYNC_READ retry after the fast one)"
+            assert "elbow_flex (servo 3" in dev.stale_detail("position")
+        finally:
+            dev.close()

@@ -23,15 +23,17 @@ def free_port() -> int:
 
 
 class Up:
-    def __init__(self, data, api_port=0, env=None):
+    def __init__(self, data, api_port=0, env=None, board_text: str | None = None):
+        """``board_text``: another board than the simulated cart-pole (tests/support/arms.py)."""
         self.data = str(data)
         self.api_port = api_port
         os.makedirs(self.data, exist_ok=True)
         self.board_path = os.path.join(self.data, "board.toml")      # a copy: PUT /v1/config rewrites it
         src = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")
         with open(self.board_path, "w") as f:
-            f.write(open(src).read().replace('model = "models/cartpole/cartpole.onnx"',
-                                             f'model = "{os.path.join(ROOT, "models", "cartpole", "cartpole.onnx")}"'))
+            f.write(board_text or open(src).read().replace(
+                'model = "models/cartpole/cartpole.onnx"',
+                f'model = "{os.path.join(ROOT, "models", "cartpole", "cartpole.onnx")}"'))
         self.log_path = os.path.join(self.data, "up.log")
         os.makedirs(self.data, exist_ok=True)
         self.proc = subprocess.Popen([sys.executable, "-m", "nnos.cli", "up", "--data", self.data, "--no-status",

@@ -82,10 +82,12 @@ def devices(st=Depends(state)):
         live = (loop or {}).get("devices", {}).get(d.name, {})
         ch_live = live.get("channels", {})
         out.append({"name": d.name, "driver": d.driver, "lost": None if loop is None else d.name in loop.get("lost", []),
-                    "open": live.get("open"), "faults": live.get("faults"),
+                    "open": live.get("open"), "armed": live.get("armed"), "faults": live.get("faults"),
                     "find": {"path": d.path, "usb": d.usb or None, "simulator": d.simulator},
+                    **({"joints": dict(zip(d.joint_names, d.servo_ids))} if d.joint_names else {}),
                     "channels": [{"name": c.name, "kind": c.kind, "shape": list(c.shape), "range": [c.lo, c.hi],
-                                  "units": c.units,
+                                  "units": c.units, "names": list(c.names) or None, "dtype": str(c.dtype),
+                                  **({"failsafe": c.failsafe, "max_rate": c.max_rate} if c.kind == "actuator" else {}),
                                   **({"safe": c.safe} if c.kind == "actuator" else {
                                       "stale_ms": d.stale_ms.get(c.name), **ch_live.get(c.name, {}),
                                       "stale": (ch_live.get(c.name, {}).get("age_s") or 1e9) * 1000 > d.stale_ms.get(c.name, 0)
@@ -135,6 +137,7 @@ async def telemetry_stream(ws: WebSocket, hz: float = 10.0):
     await ws.accept()
     hz = min(max(hz, 0.1), 100.0)
     last = None
+    names = st.board.labels()                 # what each input and output element is (joint names)
     try:
         while True:
             r = telemetry(st)
@@ -153,7 +156,8 @@ async def telemetry_stream(ws: WebSocket, hz: float = 10.0):
                                         "compute_us": int(x["compute_ns"]) / 1000,
                                         "inputs": x["inputs"][:int(x["n_in"])].tolist(),
                                         "outputs": x["outputs"][:int(x["n_out"])].tolist(),
-                                        "failsafe_reason": c["failsafe_reason"] or None, "active": c["active"]})
+                                        "failsafe_reason": c["failsafe_reason"] or None, "active": c["active"],
+                                        "names": names})
             await asyncio.sleep(1.0 / hz)
     except WebSocketDisconnect:
         return
