@@ -267,7 +267,8 @@ def _device(d, i, L) -> DeviceConfig:
     cfg = DeviceConfig(d["name"], driver, channels, stale, d.get("path"), usb, sim, d.get("recording"))
     servo_keys = [k for k in ("ids", "names", "servo", "baudrate", "arm_on_start", "fast_sync_read") if k in d]
     _need(servo or not servo_keys, L.at("devices", i, servo_keys[0] if servo_keys else None),
-          f"device {d['name']!r}: {', '.join(servo_keys)} {'belongs' if len(servo_keys) == 1 else 'belong'} to a servo bus (driver {' or '.join(SERVO_BUSES)})")
+          f"device {d['name']!r}: {', '.join(servo_keys)} {'belongs' if len(servo_keys) == 1 else 'belong'} "
+          f"to a servo bus (driver {' or '.join(SERVO_BUSES)})")
     if servo:
         check_servo_bus(cfg, d, lambda key=None: L.at("devices", i, key), _need)
     return cfg

@@ -47,7 +47,22 @@ class SerialTransport:
         self._pending = bytearray()
         self.dropped = 0                      # queued bytes dropped because the device did not read
 
-    def read_some(self, n: int, timeout: float) -> bytes:
+    def read_some(self, n: int, timeout: float, spin_s: float = 0.0) -> bytes:
+        """What arrives within ``timeout`` s (b"" if nothing). ``spin_s``: poll without sleeping
+        for that long first — an answer due within microseconds is taken without the scheduler's
+        wake-up latency (tens of µs on a VM), for CPU time; only for threads that may spin."""
+        if spin_s > 0:
+            end = time.perf_counter() + min(spin_s, timeout)
+            while time.perf_counter() < end:
+                try:
+                    data = os.read(self.fd, n)
+                except BlockingIOError:
+                    continue
+                except OSError as e:
+                    raise TransportError(self.name, f"read from {self.port} failed ({e}): device unplugged?") from e
+                if data:
+                    return data
+            timeout = max(0.0, timeout - spin_s)
         try:
             ready, _, _ = select.select([self.fd], [], [], timeout)
             if not ready:
@@ -64,6 +79,21 @@ class SerialTransport:
             return bool(select.select([self.fd], [], [], 0)[0])
         except (OSError, ValueError):
             return False
+
+    def drain(self) -> int:
+        """Drop whatever has arrived and nobody read (one read that finds nothing when the line
+        is quiet, no select); the bytes dropped."""
+        n = 0
+        while True:
+            try:
+                got = os.read(self.fd, 4096)
+            except BlockingIOError:
+                return n
+            except OSError as e:
+                raise TransportError(self.name, f"read from {self.port} failed ({e}): device unplugged?") from e
+            if not got:                       # raw mode, VMIN 0: nothing there (a hang-up shows in read_some)
+                return n
+            n += len(got)
 
     def write(self, data: bytes, timeout: float = 0.5) -> None:
         """os.write on the port pyserial configured (pyserial's own write costs ~3x more per frame)."""
@@ -111,7 +141,22 @@ class FdTransport:
     def __init__(self, fd: int, name: str = "fd"):
         self.fd, self.name = fd, name
 
-    def read_some(self, n: int, timeout: float) -> bytes:
+    def read_some(self, n: int, timeout: float, spin_s: float = 0.0) -> bytes:
+        """What arrives within ``timeout`` s (b"" if nothing). ``spin_s``: poll without sleeping
+        for that long first — an answer due within microseconds is taken without the scheduler's
+        wake-up latency (tens of µs on a VM), for CPU time; only for threads that may spin."""
+        if spin_s > 0:
+            end = time.perf_counter() + min(spin_s, timeout)
+            while time.perf_counter() < end:
+                try:
+                    data = os.read(self.fd, n)
+                except BlockingIOError:
+                    continue
+                except OSError as e:
+                    raise TransportError(self.name, f"read from {self.port} failed ({e}): device unplugged?") from e
+                if data:
+                    return data
+            timeout = max(0.0, timeout - spin_s)
         try:
             ready, _, _ = select.select([self.fd], [], [], timeout)
             return os.read(self.fd, n) if ready else b""
@@ -120,6 +165,12 @@ class FdTransport:
 
     def pending(self) -> bool:
         return bool(select.select([self.fd], [], [], 0)[0])
+
+    def drain(self) -> int:
+        n = 0
+        while self.pending():
+            n += len(os.read(self.fd, 4096))
+        return n
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)

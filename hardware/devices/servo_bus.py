@@ -18,6 +18,7 @@ calibration of every joint (hardware/calibration.py) and a recent reading of eve
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -76,7 +77,7 @@ class ServoBusDevice(Device):
 
     def __init__(self, name: str, port: str, vendor: str, models: str | list[str], joints: dict[str, int],
                  baudrate: int = 1_000_000, latency_s: float = 0.002, channels: list[Channel] | None = None,
-                 fast_sync_read: bool = False, transport=None):
+                 fast_sync_read: bool = False, transport=None, spin_us: float = 200.0):
         super().__init__(name)
         if vendor not in PROTOCOLS:
             raise DeviceError(name, f"unknown servo bus {vendor!r}; expected one of {', '.join(PROTOCOLS)}")
@@ -89,6 +90,7 @@ class ServoBusDevice(Device):
                 raise DeviceError(name, f"{t.model} and {self.table.model} keep {', '.join(SHARED)} at different "
                                   "addresses or resolutions: one sync read cannot serve both")
         self.port, self.vendor, self.baudrate, self.latency_s = port, vendor, baudrate, latency_s
+        self.spin_s = spin_us / 1e6          # the bus thread's first wait for an answer polls, then sleeps
         self.proto, self.fast = PROTOCOLS[vendor], fast_sync_read and vendor == "dynamixel"
         res = self.table.resolution
         self.joints = [Joint(j, sid, t, 0, res - 1) for (j, sid), t in zip(joints.items(), tables)]
@@ -116,6 +118,7 @@ class ServoBusDevice(Device):
         self.stray = 0                          # answers from ids nobody asked (a clashing or mis-set id)
         self.bus_error = ""
         self.latency_note = ""
+        self._read_request: bytes | None = None
 
     @property
     def armed(self) -> bool:
@@ -303,6 +306,13 @@ class ServoBusDevice(Device):
 
     # --- the bus thread ------------------------------------------------------------------------------
     def _run(self) -> None:
+        """The bus thread: SCHED_OTHER even in a real-time loop process, so the loop (SCHED_FIFO,
+        same CPU) preempts it whenever it wakes — the bus never delays a tick, and the thread may
+        spin briefly for an answer."""
+        try:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))     # this thread only
+        except (OSError, AttributeError):
+            pass
         while not self._stop:
             self._kick.wait(0.05)            # a flush starts a transaction; without one, read at 20 Hz
             self._kick.clear()
@@ -316,18 +326,22 @@ class ServoBusDevice(Device):
                 return
 
     def _transaction(self) -> None:
+        """Goals (armed), a torque change (arming), the read: one write on the wire — a sync write
+        has no answer, so the read request can follow it at once."""
         pos = self.table["Present_Position"]
         with self._lock:
             torque, self._torque_want = self._torque_want, None
             goals = {j.servo_id: self.table["Goal_Position"].encode(int(self._goal[k]), self.table.endian)
                      for k, j in enumerate(self.joints)} if self.armed else None
+        before = b""
         if goals:                            # goals first: torque comes on holding the present position
             goal = self.table["Goal_Position"]
-            self._transport.write(self.proto.sync_write(goal.address, goal.size, goals))
+            before += self.proto.sync_write(goal.address, goal.size, goals)
         if torque is not None:
-            self._write_all("Torque_Enable", torque)
+            before += self._sync_write_all("Torque_Enable", torque)
+        got = self._read_positions(pos, before)
+        if torque is not None:
             self._torque_sent = torque
-        got = self._read_positions(pos)
         now = time.monotonic()
         with self._lock:
             for k, j in enumerate(self.joints):
@@ -338,10 +352,12 @@ class ServoBusDevice(Device):
                     self.servo_stats[j.servo_id].missing += 1
         self.transactions += 1
 
-    def _read_positions(self, pos) -> dict[int, bytes]:
+    def _read_positions(self, pos, before: bytes = b"") -> dict[int, bytes]:
         want = set(self.ids)
-        read = dx.fast_sync_read if self.fast else self.proto.sync_read
-        got = self._gather(read(pos.address, pos.size, self.ids), want, length=pos.size)
+        if self._read_request is None:       # the same bytes every tick: built once
+            read = dx.fast_sync_read if self.fast else self.proto.sync_read
+            self._read_request = read(pos.address, pos.size, self.ids)
+        got = self._gather(before + self._read_request, want, length=pos.size)
         missing = want - set(got)
         if missing:                          # once more for those, one status each, if the deadline allows
             got.update(self._gather(self.proto.sync_read(pos.address, pos.size, sorted(missing)), missing))
@@ -354,8 +370,7 @@ class ServoBusDevice(Device):
     def _gather(self, request: bytes, want: set[int], slack_s: float = 0.002, length: int = 0) -> dict[int, bytes]:
         """Send ``request``; the status packets of ``want`` until they all came or the deadline.
         Answers that arrived after an earlier deadline are dropped first, never taken for new ones."""
-        while self._transport.pending():
-            self.late_bytes += len(self._transport.read_some(4096, 0))
+        self.late_bytes += self._transport.drain()
         self.parser.buf.clear()
         self._transport.write(request)
         deadline = self._deadline(len(request) + len(want) * 16, slack_s)
@@ -364,7 +379,7 @@ class ServoBusDevice(Device):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            for p in self.parser.feed(self._transport.read_some(4096, left)):
+            for p in self.parser.feed(self._transport.read_some(4096, left, self.spin_s)):
                 rows = dx.fast_rows(p.params, length) if p.servo_id == dx.BROADCAST and self.fast else \
                     {p.servo_id: (p.error, p.data)}
                 for sid, (error, data) in rows.items():
@@ -396,11 +411,10 @@ class ServoBusDevice(Device):
                               f"is its id {sid}, is the bus at {self.baudrate} baud?)")
         return r.decode(got[sid], self.table.endian)
 
-    def _write_all(self, register: str, value: int) -> None:
+    def _sync_write_all(self, register: str, value: int) -> bytes:
         r = self.table[register]
-        data = {sid: r.encode(value, self.table.endian) for sid in self.ids}
-        self._transport.write(self.proto.sync_write(r.address, r.size, data))
+        return self.proto.sync_write(r.address, r.size, {sid: r.encode(value, self.table.endian) for sid in self.ids})
 
     def _broadcast(self, register: str, value: int) -> None:
         with self._bus:
-            self._write_all(register, value)
+            self._transport.write(self._sync_write_all(register, value))

@@ -27,6 +27,7 @@ class Servo:
     table: Table
     servo_id: int
     mem: bytearray = field(init=False)
+    read_only: bytearray = field(init=False)
     position: float = 2048.0     # ticks
     velocity: float = 0.0        # ticks/s
     error_bits: int = 0
@@ -37,6 +38,10 @@ class Servo:
 
     def __post_init__(self):
         self.mem = bytearray(self.table.size)
+        self.read_only = bytearray(self.table.size)          # 1 where a read-only register lies
+        for r in self.table.registers.values():
+            if r.access == "r":
+                self.read_only[r.address:r.address + r.size] = b"\x01" * r.size
         self.set("Model_Number", self.table.model_number)
         self.set("ID", self.servo_id)
         self.set("Min_Position_Limit", 0)
@@ -88,11 +93,8 @@ class Servo:
     def write(self, address: int, data: bytes) -> bool:
         """False (instruction error) for a write into read-only registers."""
         end = address + len(data)
-        if end > len(self.mem):
+        if end > len(self.mem) or any(self.read_only[address:end]):
             return False
-        for r in self.table.registers.values():
-            if r.access == "r" and r.address < end and address < r.address + r.size:
-                return False
         self.mem[address:end] = data
         return True
 

@@ -30,6 +30,7 @@ class Arm:
     flushed goal is kept (the loop's side of the check)."""
 
     def __init__(self, tmp_path, port, edits=None, calibrate=True):
+        tmp_path.mkdir(parents=True, exist_ok=True)
         self.board = write_board(tmp_path, "so101", path=port, edits=edits)
         self.devices = make_devices(self.board)
         self.dev = self.devices["arm"]
@@ -201,3 +202,38 @@ def test_failsafe_modes_on_stop(tmp_path, arm_sim, mode):
         a.close()
     t = torque_off_seen(trace)
     assert goal_jumps(t, a.step / TICK, 1 / a.board.rate_hz) == []
+
+
+def test_arm_on_start_arms_once_read_and_says_once_why_not(tmp_path, arm_sim):
+    port, _, _ = arm_sim
+    a = Arm(tmp_path / "a", port, edits={r"^arm_on_start = false$": "arm_on_start = true"})
+    try:
+        a.loop.run(None, scaled(1.0))
+        assert a.dev.armed, a.logs
+        assert "loop: arm armed" in a.logs
+    finally:
+        a.close()
+    b = Arm(tmp_path / "b", port, edits={r"^arm_on_start = false$": "arm_on_start = true"}, calibrate=False)
+    try:
+        b.loop.run(None, scaled(1.0))
+        assert not b.dev.armed
+        said = [m for m in b.logs if "arm_on_start" in m]
+        assert len(said) == 1 and "no calibration for joints shoulder_pan" in said[0], b.logs
+    finally:
+        b.close()
+
+
+def test_a_raw_ticks_channel_carries_the_registers_int16(tmp_path, arm_sim):
+    """The board may declare `ticks`, the raw Present_Position in its register's own type (the
+    STS3215's sign-and-magnitude word: int16); the network still sees radians."""
+    port, _, _ = arm_sim
+    ticks = ('[[devices.channels]]\nname = "ticks"\nkind = "sensor"\nshape = [6]\nrange = [0, 4095]\n'
+             'dtype = "int16"\n\n[[devices.channels]]\nname = "goal"')
+    a = Arm(tmp_path, port, edits={r'^\[\[devices.channels\]\]\nname = "goal"': ticks})
+    try:
+        a.wait_read()
+        raw = a.dev.latest("ticks").values
+        assert raw.dtype == np.int16 and raw.tolist() == [2048] * 6
+        assert np.allclose(a.position(), 0.0), "the network's input: radians from the calibration"
+    finally:
+        a.close()

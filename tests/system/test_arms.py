@@ -79,3 +79,36 @@ def test_an_arm_under_nnos_up_is_calibrated_armed_and_tracks_its_target(tmp_path
     t = read_trace(trace)
     assert [v for _, reg, v in t if reg == "Torque_Enable"][-1] == {i: 0 for i in range(1, 7)}, "the stop disarms"
     assert goal_jumps(t, step / TICK, 1 / board.rate_hz) == []
+
+
+@pytest.mark.slow
+def test_the_dashboard_arms_and_disarms_and_names_the_joints(tmp_path):
+    """Headless Chromium on the so101 board: the joint names in the channel picker, the Arm and
+    Disarm buttons."""
+    import os
+    from playwright.sync_api import sync_playwright
+    text = board_text("so101")
+    (tmp_path / "b.toml").write_text(text)
+    board = load_board(str(tmp_path / "b.toml"))
+    up = Up(tmp_path / "data", api_port=free_port(), board_text=text)
+    try:
+        url = up.wait_for_api(scaled(120))
+        up.wait_for(running, scaled(60))
+        headers = {"Authorization": f"Bearer {up.token}"}
+        assert httpx.put(url + "/v1/calibration", json=calibration_doc(board), headers=headers).status_code == 200
+        exe = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else "/usr/bin/chromium-browser"
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(f"{url}/?token={up.token}")
+            page.wait_for_function("document.body.dataset.armed === 'arm:0'", timeout=15000)
+            page.wait_for_function("document.getElementById('channel').options.length > 6", timeout=15000)
+            labels = page.evaluate("[...document.getElementById('channel').options].map(o => o.text)")
+            assert labels[0] == "in: arm.shoulder_pan" and "out: arm.gripper" in labels, labels
+            page.click("#arm")
+            page.wait_for_function("document.body.dataset.armed === 'arm:1'", timeout=15000)
+            page.click("#disarm")
+            page.wait_for_function("document.body.dataset.armed === 'arm:0'", timeout=15000)
+            browser.close()
+    finally:
+        up.stop()
