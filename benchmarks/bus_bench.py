@@ -43,9 +43,12 @@ def start_bus(vendor: str, models: str | None = None):
     return p, json.loads(p.stdout.readline())["port"]
 
 
+SPIN_US = 200.0
+
+
 def nnos_transactions(vendor: str, port: str, n: int) -> tuple[np.ndarray, int]:
     """The driver's own transaction (sync write + sync read), called as its bus thread does."""
-    dev = ServoBusDevice("arm", port, vendor, MODEL[vendor], JOINTS)
+    dev = ServoBusDevice("arm", port, vendor, MODEL[vendor], JOINTS, spin_us=SPIN_US)
     dev.open()
     try:
         dev.set_calibration({j: JointCalibration(i, 2048, 1, 1000, 3000) for j, i in JOINTS.items()})
@@ -63,7 +66,7 @@ def nnos_transactions(vendor: str, port: str, n: int) -> tuple[np.ndarray, int]:
             goals[:] = 0.1 * np.sin(k / 50)
             dev.flush()
             t0 = time.perf_counter()
-            with dev._bus:
+            with dev.link.lock:
                 dev._transaction()
             times[k] = time.perf_counter() - t0
         missing = sum(s.missing for s in dev.servo_stats.values())
@@ -135,8 +138,10 @@ def fresh_rate(vendor: str, port: str, rates=(100, 200, 300, 500, 750, 1000), se
     return out
 
 
-def loop_at_100hz(vendor: str, seconds: float) -> dict:
-    """The so101 (or koch) board's loop in its own process, its tracking policy armed."""
+def loop_at_100hz(vendor: str, seconds: float, control: bool = False) -> dict:
+    """The so101 (or koch) board's loop in its own process, its tracking policy armed; with
+    ``control``, the same loop over an in-process simulated arm (no bus): what this host's own
+    stalls cost any loop in the same run."""
     board = "so101" if vendor == "feetech" else "koch"
     code = f"""
 import json, sys, time
@@ -152,13 +157,18 @@ import pathlib
 tmp = pathlib.Path({tempfile.mkdtemp()!r})
 b = write_board(tmp, {board!r}, path=sys.argv[1])
 devs = make_devices(b)
+if sys.argv[2] == "control":
+    from nnos_hardware.devices import SimulatedDevice
+    devs = {{"arm": SimulatedDevice("arm", b.device("arm").channels, keep_sent=0,
+                                    source=lambda t: {{"position": devs["arm"].commands["goal"]}})}}
 for d in devs.values(): d.open()
 store = ModelStore(str(tmp / "data"))
 cal.save(store.data_dir, b, cal.parse({{"board": b.name, **calibration_doc(b)}}, b, lambda d: 4096))
 realtime.setup()
 tel = TelemetryWriter(str(tmp / "tel"))
 loop = Loop(b, devs, store, tel, LoopConfig(), log=lambda m: None)
-loop.apply_calibration()
+if sys.argv[2] != "control":
+    loop.apply_calibration()
 """
     code += f"""
 from tests.support.policies import store_model
@@ -166,7 +176,8 @@ store.activate(store_model(store, b.model), "bench")
 loop.load_initial()
 loop.run(None, 1.0)                          # the start-up failsafe (no reading yet) clears
 before = {{k: int(tel.c[i]) for k, i in tel.idx.items()}}
-loop.arm("arm")
+if sys.argv[2] != "control":
+    loop.arm("arm")
 loop.run(None, {seconds})
 c = {{k: int(tel.c[i]) - before[k] for k, i in tel.idx.items()}}
 print(json.dumps({{"ticks": c["ticks"], "misses": c["misses"], "failsafe_entries": c["failsafe_entries"],
@@ -175,7 +186,8 @@ loop.shutdown()
 """
     p, port = start_bus(vendor, None if vendor == "feetech" else KOCH)
     try:
-        r = subprocess.run([sys.executable, "-c", code, port], cwd=ROOT, capture_output=True, text=True, timeout=seconds + 120)
+        r = subprocess.run([sys.executable, "-c", code, port, "control" if control else "bus"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=seconds + 120)
     finally:
         p.terminate()
         p.wait()
@@ -185,11 +197,15 @@ loop.shutdown()
 
 
 def main() -> int:
+    global SPIN_US
     ap = argparse.ArgumentParser()
     ap.add_argument("--vendor", choices=list(MODEL), default="feetech")
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--spin-us", type=float, default=SPIN_US, help="the driver's poll before it sleeps")
+    ap.add_argument("--no-loop", action="store_true", help="skip the 100 Hz loop runs")
     a = ap.parse_args()
+    SPIN_US = a.spin_us
     p, port = start_bus(a.vendor)
     ours, theirs, missing, cpu = [], [], 0, {"nnos": 0.0, "sdk": 0.0}
     try:
@@ -215,13 +231,15 @@ def main() -> int:
     print(f"  vendor SDK    p50 {pt['p50']:8.1f} µs  p99 {pt['p99']:8.1f} µs")
     print(f"  ratio nnos / SDK: p50 {po['p50'] / pt['p50']:.2f}  p99 {po['p99'] / pt['p99']:.2f}  (target ≤ 1); "
           f"CPU time a transaction: nnos {cpu['nnos'] / len(ours) * 1e6:.0f} µs, SDK {cpu['sdk'] / len(theirs) * 1e6:.0f} µs "
-          "(it polls the port in a busy loop; nnos polls 200 µs, then sleeps in select)")
+          f"(it polls the port in a busy loop; nnos polls {SPIN_US:g} µs, then sleeps in select)")
     ok = [r for r, stale in rates.items() if stale == 0]
     print(f"  stale ticks by loop rate: {rates}; highest rate with none: {max(ok) if ok else 'none'} Hz")
-    loop = loop_at_100hz(a.vendor, a.seconds)
-    print(f"  {'so101' if a.vendor == 'feetech' else 'koch'} board at 100 Hz for {a.seconds:g} s, armed, tracking: "
-          f"{loop['ticks']} ticks, {loop['misses']} missed, {loop['overruns']} overruns, "
-          f"{loop['failsafe_entries']} failsafe entries (target 0 missed)")
+    name = "so101" if a.vendor == "feetech" else "koch"
+    for control in () if a.no_loop else (False, True, False):                           # the control between two bus runs
+        loop = loop_at_100hz(a.vendor, a.seconds, control)
+        what = "no bus (control)" if control else "armed, tracking"
+        print(f"  {name} board at 100 Hz for {a.seconds:g} s, {what}: {loop['ticks']} ticks, {loop['misses']} missed, "
+              f"{loop['overruns']} overruns, {loop['failsafe_entries']} failsafe entries (target 0 missed)")
     return 0
 
 

@@ -142,21 +142,7 @@ class FdTransport:
         self.fd, self.name = fd, name
 
     def read_some(self, n: int, timeout: float, spin_s: float = 0.0) -> bytes:
-        """What arrives within ``timeout`` s (b"" if nothing). ``spin_s``: poll without sleeping
-        for that long first — an answer due within microseconds is taken without the scheduler's
-        wake-up latency (tens of µs on a VM), for CPU time; only for threads that may spin."""
-        if spin_s > 0:
-            end = time.perf_counter() + min(spin_s, timeout)
-            while time.perf_counter() < end:
-                try:
-                    data = os.read(self.fd, n)
-                except BlockingIOError:
-                    continue
-                except OSError as e:
-                    raise TransportError(self.name, f"read from {self.port} failed ({e}): device unplugged?") from e
-                if data:
-                    return data
-            timeout = max(0.0, timeout - spin_s)
+        """As SerialTransport.read_some; a simulator's side never spins (``spin_s`` is ignored)."""
         try:
             ready, _, _ = select.select([self.fd], [], [], timeout)
             return os.read(self.fd, n) if ready else b""

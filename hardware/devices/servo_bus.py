@@ -2,11 +2,10 @@
 a ``goal`` actuator with one element per joint, in radians (and optionally ``ticks``, the raw
 present positions in the register's own integer type).
 
-transport (pyserial) → protocol (hardware/protocol/feetech.py, dynamixel.py) → this device.
-A bus thread does one transaction per tick: a sync write of every goal (while armed), then a
-sync read of every present position (Dynamixel: FAST_SYNC_READ when the board asks for it),
-replies gathered until a deadline sized from the bytes on the wire — never longer — and a
-servo that did not answer asked once more if there is time. The loop's ``poll`` only copies
+transport (pyserial) → protocol (feetech.py, dynamixel.py; servo_link.py: requests and the
+answers gathered by deadline) → this device. A bus thread does one transaction per tick: a
+sync write of every goal (while armed) and a sync read of every present position (Dynamixel:
+FAST_SYNC_READ when the board asks for it) in one write. The loop's ``poll`` only copies
 the latest published reading (no I/O on the tick's path); a joint whose servo stopped answering
 is not updated, so ``position`` goes stale and the loop fails safe. Per servo: answers missing,
 error bits (by name), goals clamped; on the bus: checksum errors, answers from unexpected ids.
@@ -21,7 +20,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,12 +28,8 @@ from ..calibration import JointCalibration
 from ..channels import ACTUATOR, SENSOR, Channel
 from ..device import Device
 from ..errors import DeviceError, HardwareError
-from ..protocol import dynamixel as dx
-from ..protocol import feetech as ft
+from ..protocol.servo_link import PROTOCOLS, ServoLink
 from ..registers import load
-from ..transport import SerialTransport, set_latency_timer
-
-PROTOCOLS = {"feetech": ft, "dynamixel": dx}
 CHANNELS = ("position", "goal", "ticks")
 SHARED = ("Present_Position", "Goal_Position", "Torque_Enable")   # one address for all: one sync read/write
 TAU = 2 * math.pi
@@ -47,13 +42,6 @@ class Joint:
     table: object                       # the servo's register table
     lo_ticks: int = 0                   # the servo's own limits (read at open)
     hi_ticks: int = 4095
-
-
-@dataclass
-class ServoStats:
-    missing: int = 0                    # transactions it did not answer
-    errors: dict = field(default_factory=dict)     # error name → count
-    clamped: int = 0                    # goals beyond its calibrated limits
 
 
 def ticks_dtype(table) -> np.dtype:
@@ -89,19 +77,16 @@ class ServoBusDevice(Device):
                     or t.resolution != self.table.resolution:
                 raise DeviceError(name, f"{t.model} and {self.table.model} keep {', '.join(SHARED)} at different "
                                   "addresses or resolutions: one sync read cannot serve both")
-        self.port, self.vendor, self.baudrate, self.latency_s = port, vendor, baudrate, latency_s
-        self.spin_s = spin_us / 1e6          # the bus thread's first wait for an answer polls, then sleeps
-        self.proto, self.fast = PROTOCOLS[vendor], fast_sync_read and vendor == "dynamixel"
+        self.port, self.vendor = port, vendor
         res = self.table.resolution
         self.joints = [Joint(j, sid, t, 0, res - 1) for (j, sid), t in zip(joints.items(), tables)]
         self.ids = [j.servo_id for j in self.joints]
-        self.servo_stats = {sid: ServoStats() for sid in self.ids}
+        self.link = ServoLink(name, vendor, self.table, self.ids, baudrate, latency_s, spin_us / 1e6, fast_sync_read,
+                              transport)
+        self.servo_stats = self.link.stats
         self.cal: dict[str, JointCalibration] = {}
         self._set_channels(self._channels(channels))
-        self._transport, self._given_transport = transport, transport is not None
-        self.parser = self.proto.Parser()
         self._lock = threading.Lock()           # the published reading and the pending goals
-        self._bus = threading.Lock()            # one conversation on the wire at a time
         self._kick = threading.Event()
         self._thread: threading.Thread | None = None
         self._stop = False
@@ -114,11 +99,7 @@ class ServoBusDevice(Device):
         self._torque_sent = 0
         self.state = "configured"
         self.transactions = 0
-        self.late_bytes = 0                     # answers that came after their deadline (dropped)
-        self.stray = 0                          # answers from ids nobody asked (a clashing or mis-set id)
         self.bus_error = ""
-        self.latency_note = ""
-        self._read_request: bytes | None = None
 
     @property
     def armed(self) -> bool:
@@ -138,10 +119,12 @@ class ServoBusDevice(Device):
         return list(given)
 
     # --- lifecycle -------------------------------------------------------------------------------
+    @property
+    def latency_note(self) -> str:
+        return self.link.latency_note
+
     def open(self) -> None:
-        if self._transport is None or not self._given_transport:
-            self.latency_note = set_latency_timer(self.port)
-            self._transport = SerialTransport(self.port, self.baudrate, name=self.name)
+        self.link.open(self.port)
         try:
             self._check_servos()
         except HardwareError:
@@ -156,11 +139,12 @@ class ServoBusDevice(Device):
     def _check_servos(self) -> None:
         """Every joint's servo answers, is the model the board says, and tells its limits."""
         for j in self.joints:
-            model = self._read(j.servo_id, "Model_Number")
+            model = self.link.read(j.servo_id, "Model_Number")
             if model != j.table.model_number:
                 raise DeviceError(self.name, f"servo {j.servo_id} ({j.name}) is model number {model}, "
                                   f"expected {j.table.model_number} ({j.table.model})")
-            j.lo_ticks, j.hi_ticks = self._read(j.servo_id, "Min_Position_Limit"), self._read(j.servo_id, "Max_Position_Limit")
+            j.lo_ticks = self.link.read(j.servo_id, "Min_Position_Limit")
+            j.hi_ticks = self.link.read(j.servo_id, "Max_Position_Limit")
 
     def close(self) -> None:
         """Torque off if this device switched it on, then the bus thread and the port."""
@@ -169,15 +153,13 @@ class ServoBusDevice(Device):
         if self._thread is not None:
             self._thread.join(2)
             self._thread = None
-        if self._transport is not None and self._torque_sent:
+        if self.link.is_open and self._torque_sent:
             try:
-                self._broadcast("Torque_Enable", 0)
+                self.link.send(self.link.sync_write("Torque_Enable", dict.fromkeys(self.ids, 0)))
                 self._torque_sent = 0
             except HardwareError:
                 pass
-        if self._transport is not None and not self._given_transport:
-            self._transport.close()
-            self._transport = None
+        self.link.close()
         self.is_open = False
         self.state = "configured"
 
@@ -277,8 +259,8 @@ class ServoBusDevice(Device):
         return f"not answering: {', '.join(old)}" if old else ""
 
     def stats(self) -> dict:
-        out = {"transactions": self.transactions, "checksum_errors": self.parser.stats.checksum_errors,
-               "armed": int(self.armed), "late_bytes": self.late_bytes, "stray_answers": self.stray}
+        out = {"transactions": self.transactions, "checksum_errors": self.link.parser.stats.checksum_errors,
+               "armed": int(self.armed), "late_bytes": self.link.late_bytes, "stray_answers": self.link.stray}
         for j in self.joints:
             st = self.servo_stats[j.servo_id]
             out[f"{j.name}_missing"] = st.missing
@@ -319,7 +301,7 @@ class ServoBusDevice(Device):
             if self._stop:
                 break
             try:
-                with self._bus:
+                with self.link.lock:
                     self._transaction()
             except HardwareError as e:       # unplugged: the loop learns it from poll()
                 self.bus_error = str(e)
@@ -328,93 +310,19 @@ class ServoBusDevice(Device):
     def _transaction(self) -> None:
         """Goals (armed), a torque change (arming), the read: one write on the wire — a sync write
         has no answer, so the read request can follow it at once."""
-        pos = self.table["Present_Position"]
         with self._lock:
             torque, self._torque_want = self._torque_want, None
-            goals = {j.servo_id: self.table["Goal_Position"].encode(int(self._goal[k]), self.table.endian)
-                     for k, j in enumerate(self.joints)} if self.armed else None
-        before = b""
-        if goals:                            # goals first: torque comes on holding the present position
-            goal = self.table["Goal_Position"]
-            before += self.proto.sync_write(goal.address, goal.size, goals)
-        if torque is not None:
-            before += self._sync_write_all("Torque_Enable", torque)
-        got = self._read_positions(pos, before)
+            goals = {j.servo_id: int(self._goal[k]) for k, j in enumerate(self.joints)} if self.armed else None
+        before = self.link.sync_write("Goal_Position", goals) if goals else b""   # first: torque comes on holding
+        if torque is not None:                                                        # the present position
+            before += self.link.sync_write("Torque_Enable", dict.fromkeys(self.ids, torque))
+        got = self.link.read_positions(before)
         if torque is not None:
             self._torque_sent = torque
-        now = time.monotonic()
+        pos, now = self.table["Present_Position"], time.monotonic()
         with self._lock:
             for k, j in enumerate(self.joints):
                 if j.servo_id in got:
                     self._ticks[k] = pos.decode(got[j.servo_id], self.table.endian)
                     self._seen[k] = now
-                else:
-                    self.servo_stats[j.servo_id].missing += 1
         self.transactions += 1
-
-    def _read_positions(self, pos, before: bytes = b"") -> dict[int, bytes]:
-        want = set(self.ids)
-        if self._read_request is None:       # the same bytes every tick: built once
-            read = dx.fast_sync_read if self.fast else self.proto.sync_read
-            self._read_request = read(pos.address, pos.size, self.ids)
-        got = self._gather(before + self._read_request, want, length=pos.size)
-        missing = want - set(got)
-        if missing:                          # once more for those, one status each, if the deadline allows
-            got.update(self._gather(self.proto.sync_read(pos.address, pos.size, sorted(missing)), missing))
-        return got
-
-    def _deadline(self, n_bytes: int, slack_s: float = 0.002) -> float:
-        """Time for ``n_bytes`` at the baud rate (10 bits a byte), the adapter's latency, a margin."""
-        return time.monotonic() + n_bytes * 10 / self.baudrate + self.latency_s + slack_s
-
-    def _gather(self, request: bytes, want: set[int], slack_s: float = 0.002, length: int = 0) -> dict[int, bytes]:
-        """Send ``request``; the status packets of ``want`` until they all came or the deadline.
-        Answers that arrived after an earlier deadline are dropped first, never taken for new ones."""
-        self.late_bytes += self._transport.drain()
-        self.parser.buf.clear()
-        self._transport.write(request)
-        deadline = self._deadline(len(request) + len(want) * 16, slack_s)
-        got: dict[int, bytes] = {}
-        while want - set(got):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            for p in self.parser.feed(self._transport.read_some(4096, left, self.spin_s)):
-                rows = dx.fast_rows(p.params, length) if p.servo_id == dx.BROADCAST and self.fast else \
-                    {p.servo_id: (p.error, p.data)}
-                for sid, (error, data) in rows.items():
-                    if sid not in want:
-                        self.stray += 1
-                        continue
-                    self._note_error(sid, error)
-                    got[sid] = data
-        return got
-
-    def _note_error(self, sid: int, error: int) -> None:
-        if not error:
-            return
-        names = ft.errors(error) if self.vendor == "feetech" else [dx.describe_error(error)]
-        for n in names:
-            self.servo_stats[sid].errors[n] = self.servo_stats[sid].errors.get(n, 0) + 1
-
-    # --- one servo at a time (open, arm) --------------------------------------------------------------
-    def _read(self, sid: int, register: str) -> int:
-        r = self.table[register]
-        got = {}
-        for _ in range(3):               # not on the tick's path: generous (a USB adapter's default latency
-            with self._bus:              # timer is 16 ms), and asked again
-                got = self._gather(self.proto.read(sid, r.address, r.size), {sid}, slack_s=0.05)
-            if sid in got:
-                break
-        if sid not in got:
-            raise DeviceError(self.name, f"servo {sid} on {self.port} did not answer (is it powered, "
-                              f"is its id {sid}, is the bus at {self.baudrate} baud?)")
-        return r.decode(got[sid], self.table.endian)
-
-    def _sync_write_all(self, register: str, value: int) -> bytes:
-        r = self.table[register]
-        return self.proto.sync_write(r.address, r.size, {sid: r.encode(value, self.table.endian) for sid in self.ids})
-
-    def _broadcast(self, register: str, value: int) -> None:
-        with self._bus:
-            self._transport.write(self._sync_write_all(register, value))

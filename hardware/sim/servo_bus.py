@@ -28,7 +28,7 @@ class Servo:
     servo_id: int
     mem: bytearray = field(init=False)
     read_only: bytearray = field(init=False)
-    position: float = 2048.0     # ticks
+    position: float = -1.0       # ticks (-1: the middle of its turn)
     velocity: float = 0.0        # ticks/s
     error_bits: int = 0
     silent: bool = False
@@ -38,6 +38,8 @@ class Servo:
 
     def __post_init__(self):
         self.mem = bytearray(self.table.size)
+        if self.position < 0:
+            self.position = self.table.resolution / 2
         self.read_only = bytearray(self.table.size)          # 1 where a read-only register lies
         for r in self.table.registers.values():
             if r.access == "r":

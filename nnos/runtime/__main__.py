@@ -90,7 +90,8 @@ def main(argv=None) -> int:
         loop.run(server, a.duration)
     finally:
         loop.shutdown()
-        log("loop: stopped; actuators by their failsafe rules, torque off")
+        rules = ", ".join(f"{c.device}.{c.name}: {c.mode}" for c in loop.act.channels)
+        log(f"loop: stopped; actuators by their failsafe rules ({rules}); torque off where a device has it")
         c = {k: int(tel.c[i]) for k, i in tel.idx.items()}
         log(f"loop: {c['ticks']} ticks, {c['misses']} missed, {c['failsafe_entries']} failsafe entries, "
             f"{c['swaps']} swaps, {c['rollbacks']} rollbacks")

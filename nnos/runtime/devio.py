@@ -120,6 +120,7 @@ class DeviceIO:
             st = dev.stats() if dev.is_open else {}
             out[name] = {
                 "open": dev.is_open, "lost": name in self.lost, "armed": dev.armed,
+                **({"state": dev.state} if dev.armable else {}),      # configured | armed | disarmed
                 "faults": {k: v for k, v in st.items() if isinstance(v, int)},
                 "channels": {c: {"age_s": round(now - s.t_host, 4) if s.t_host else None, "readings": s.count,
                                  "out_of_range": s.out_of_range} for c, s in dev.samples.items()}}

@@ -7,7 +7,8 @@ actuators, record the tick — on time, without allocating, whatever else is goi
 Work that is not a tick (loading a model, measuring it, warming a shadow: models.py) runs as
 generator jobs in the slack before the next deadline, a small step at a time, so it can never
 make a tick late by more than one step. Devices are read, written and reconnected by devio.py;
-requests on the control socket are answered by requests.py.
+actuator commands get their rate limit and failsafe rule from actuators.py; arming, calibration
+and the stop's wind-down are arming.py; requests on the control socket are answered by requests.py.
 """
 from __future__ import annotations
 
@@ -24,11 +25,10 @@ from ..timing import DEFAULT_SLACK_MARGIN_NS, NS_PER_S, RateKeeper, now_ns, peri
 from . import requests
 from .actuators import Actuators
 from .devio import DeviceIO
+from .arming import Arming
 from .models import ModelJobs
 from .safety import Safety, SafetyConfig
 from .slots import Slot
-
-WIND_DOWN_S = 3.0            # the longest a stop ramps actuators (the supervisor waits 5 s for SIGTERM)
 
 
 def _write(fd: int, data: bytes) -> None:
@@ -69,7 +69,7 @@ class LoopConfig:
     require_signed: bool = field(default_factory=lambda: flags.REQUIRE_SIGNED.get())
 
 
-class Loop(ModelJobs):
+class Loop(ModelJobs, Arming):
     def __init__(self, board, devices: dict, store, telemetry: TelemetryWriter, cfg: LoopConfig = LoopConfig(),
                  log=print, heartbeat=None):
         self.board, self.devices, self.store, self.tel, self.cfg, self.log = board, devices, store, telemetry, cfg, log
@@ -253,66 +253,6 @@ class Loop(ModelJobs):
             if self.tick_no % self._gc_every == 0 and keeper.remaining_ns() > self.cfg.slack_margin_ns:
                 gc.collect(0)                    # young objects only: tens of µs, once a second
         gc.enable()
-
-    # --- arming ---------------------------------------------------------------------------------
-    def arm(self, name: str) -> None:
-        """Torque on for one device, its commands starting at the present positions (raises the
-        device's DeviceError, saying why not)."""
-        self.devices[name].arm()
-        self.act.settle(name)
-        self.arm_pending.discard(name)
-        self.log(f"loop: {name} armed")
-
-    def disarm(self, name: str) -> None:
-        self.devices[name].disarm()
-        self.arm_pending.discard(name)
-        self.log(f"loop: {name} disarmed")
-
-    def apply_calibration(self) -> list[str]:
-        """The data partition's calibration onto the servo buses (refused for an armed one)."""
-        from nnos_hardware import calibration as cal
-        found = cal.load(self.store.data_dir, self.board, lambda d: self.devices[d.name].table.resolution)
-        for name, joints in found.items():
-            if self.devices[name].armed:
-                from nnos_hardware.errors import DeviceError
-                raise DeviceError(name, "armed: disarm it before changing its calibration")
-        for name, joints in found.items():
-            self.devices[name].set_calibration(joints)
-        return sorted(found)
-
-    def _arm_on_start(self) -> None:
-        """The board's arm_on_start: arm as soon as the device has been read; a device that
-        cannot be armed for another reason (no calibration) is said once and left disarmed."""
-        from nnos_hardware.errors import HardwareError
-        for name in sorted(self.arm_pending):
-            if name in self.io.lost or not self.devices[name].is_open:
-                continue
-            try:
-                self.arm(name)
-            except HardwareError as e:
-                if "no position read" not in str(e):
-                    self.arm_pending.discard(name)
-                    self.log(f"loop: arm_on_start: {e}")
-
-    def wind_down(self, limit_s: float = WIND_DOWN_S) -> int:
-        """Stopping: every actuator by its failsafe rule, at the board's rate, until the ramps
-        reach their safe values (at most ``limit_s``); then disarm. Returns the ticks taken."""
-        self._wound_down = True
-        ticks = max(1, min(self.act.ticks_to_settle(), int(limit_s * NS_PER_S / self.period)))
-        keeper, n = RateKeeper(NS_PER_S / self.period), 0
-        for n in range(ticks):
-            if n:
-                keeper.wait()
-            self.io.read()
-            self.act.failsafe()
-            self.act.limit()
-            self.io.flush()
-            if self.act.settled():
-                break
-        for name, dev in self.devices.items():
-            if dev.armable and name not in self.io.lost and dev.is_open:
-                dev.disarm()
-        return n + 1
 
     def shutdown(self) -> None:
         """Actuators by their failsafe rule first (wind_down), then close the devices."""

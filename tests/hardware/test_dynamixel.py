@@ -126,6 +126,14 @@ def test_the_sdk_fast_sync_reads_a_mixed_koch_bus(sdk):
             got = [reader.getData(sid, 132, 4) for sid in ids]
             return got if got == [1500, 1700, 2300, 2500] else None
         wait_until(at_goals, 10, "every servo at its goal, read by FAST_SYNC_READ")
+        port.closePort()
+        dev = ServoBusDevice("arm", path, "dynamixel", models.split(","), dict(zip("abcd", ids)), fast_sync_read=True)
+        dev.open()                                       # nnos reads back what the SDK wrote
+        try:
+            wait_until(lambda: dev.flush() or (time.sleep(0.01) or dev.raw_positions()[0].tolist() == [1500, 1700, 2300, 2500]),
+                       5, "nnos reading the positions the SDK set")
+        finally:
+            dev.close()
 
 
 def test_nnos_fast_sync_read_follows_goals_and_falls_back_for_a_silent_servo():

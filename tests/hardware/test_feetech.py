@@ -6,7 +6,10 @@ from __future__ import annotations
 import time
 
 import pytest
+import numpy as np
 
+from nnos_hardware.calibration import JointCalibration
+from nnos_hardware.devices.servo_bus import ServoBusDevice
 from nnos_hardware.errors import ConfigError
 from nnos_hardware.protocol import feetech as ft
 from nnos_hardware.registers import load
@@ -47,7 +50,7 @@ def test_register_table_is_data_with_sign_and_magnitude():
     assert r.decode(bytes((5, 0x80)), "little") == -5
     with pytest.raises(ConfigError, match="no register 'Goal_Posiiton'; it has .*Goal_Position"):
         STS["Goal_Posiiton"]
-    with pytest.raises(ConfigError, match="no register table for feetech sts9999; tables: sts3215"):
+    with pytest.raises(ConfigError, match="no register table for feetech sts9999; tables: scs0009, sts3215"):
         load("feetech", "sts9999")
 
 
@@ -115,3 +118,42 @@ def test_silent_servos_and_error_bits_reach_the_client(sdk):
         _, result, error = ph.ping(port, 3)
         assert result == scs.COMM_SUCCESS
         assert ft.errors(error) == ["overload"]
+
+
+def test_an_scs_bus_is_big_endian_for_the_sdk_and_for_nnos(servo_sdk):
+    """SCS servos (scservo_sdk's protocol 1) keep their words big-endian: the SDK reads and
+    moves the simulated SCS0009s, and nnos's bus device follows goals on them."""
+    scs, connect = servo_sdk("scservo_sdk", 1)
+    table = load("feetech", "scs0009")
+    with feetech_bus("--servos", "2", "--model", "scs0009") as path:
+        port, ph = connect(path)
+        assert ph.ping(port, 1)[:2] == (table.model_number, scs.COMM_SUCCESS)
+        assert ph.read2ByteTxRx(port, 2, table["Present_Position"].address)[:2] == (512, scs.COMM_SUCCESS)
+        assert ph.write1ByteTxRx(port, 2, table["Torque_Enable"].address, 1)[0] == scs.COMM_SUCCESS
+        assert ph.write2ByteTxRx(port, 2, table["Goal_Position"].address, 700)[0] == scs.COMM_SUCCESS
+        wait_until(lambda: ph.read2ByteTxRx(port, 2, table["Present_Position"].address)[0] == 700, 5,
+                   "servo 2 at 700, read big-endian by the SDK")
+        assert ph.write1ByteTxRx(port, 2, table["Torque_Enable"].address, 0)[0] == scs.COMM_SUCCESS
+        port.closePort()
+        joints = {"pan": 1, "tilt": 2}
+        dev = ServoBusDevice("head", path, "feetech", "scs0009", joints)
+        dev.open()
+        try:
+            dev.set_calibration({j: JointCalibration(i, 512, 1, 100, 900) for j, i in joints.items()})
+            wait_until(lambda: dev.flush() or dev.poll() or dev.latest("position").count, 5, "a reading")
+            time.sleep(0.05)
+            dev.poll()
+            ticks, _ = dev.raw_positions()
+            assert ticks.tolist() == [512, 700]
+            dev.arm()
+
+            def there():
+                dev.poll()
+                dev.commands["goal"][:] = [0.5, -0.5]
+                dev.flush()
+                time.sleep(0.01)
+                t, _ = dev.raw_positions()
+                return t.tolist() == [512 + round(0.5 * 1024 / (2 * np.pi)), 512 - round(0.5 * 1024 / (2 * np.pi))]
+            wait_until(there, 10, "both at their goals")
+        finally:
+            dev.close()

@@ -130,7 +130,7 @@ def test_a_servo_answering_with_another_id_is_counted_and_its_joint_goes_stale()
         dev = ServoBusDevice("arm", path, "feetech", "sts3215", JOINTS)
         with pytest.raises(DeviceError, match="servo 2 on .* did not answer"):
             dev.open()                                # its own id never answers: refused at open, by id
-        assert dev.stray >= 1, "the answer from id 9 was seen and counted, not taken for servo 2"
+        assert dev.link.stray >= 1, "the answer from id 9 was seen and counted, not taken for servo 2"
 
 
 def test_goals_beyond_the_calibrated_limits_are_clamped_and_counted():

@@ -55,7 +55,7 @@ def test_an_arm_under_nnos_up_is_calibrated_armed_and_tracks_its_target(tmp_path
         r = api.post("/v1/arm")
         assert r.status_code == 200 and r.json()["armed"] == ["arm"], r.text
         dev = api.get("/v1/devices").json()["devices"][0]
-        assert dev["armed"] is True and dev["joints"]["gripper"] == 6
+        assert dev["armed"] is True and dev["state"] == "armed" and dev["joints"]["gripper"] == 6
         c, recs = up.wait_for(_near(target, 0.01), scaled(30))
         moving = recs[recs["tick"] >= armed_at]
         pos = moving["inputs"][:, :6]
@@ -70,12 +70,13 @@ def test_an_arm_under_nnos_up_is_calibrated_armed_and_tracks_its_target(tmp_path
         assert msg["names"]["inputs"][:2] == ["arm.shoulder_pan", "arm.shoulder_lift"]
         r = api.post("/v1/disarm")
         assert r.status_code == 200 and r.json()["disarmed"] == ["arm"]
+        assert api.get("/v1/devices").json()["devices"][0]["state"] == "disarmed"
         wait_until(lambda: [v for _, reg, v in read_trace(trace) if reg == "Torque_Enable"][-1] == {i: 0 for i in range(1, 7)},
                    scaled(5), "torque off")
         assert api.post("/v1/arm").status_code == 200                   # armed again where the arm is
     finally:
         up.stop()
-    assert "torque off" in up.log
+    assert "actuators by their failsafe rules (arm.goal: hold); torque off" in up.log
     t = read_trace(trace)
     assert [v for _, reg, v in t if reg == "Torque_Enable"][-1] == {i: 0 for i in range(1, 7)}, "the stop disarms"
     assert goal_jumps(t, step / TICK, 1 / board.rate_hz) == []

@@ -67,11 +67,11 @@ def test_up_balances_survives_crashes_and_stops_safely(up):
     assert "device cartpole lost" in up.log
     assert "device cartpole is back" in up.log
 
-    # SIGTERM: the loop stops first and leaves the actuators at their safe values
+    # SIGTERM: the loop stops first and leaves the actuators by their failsafe rule (here: the safe value)
     up.stop()
     log = up.log
     assert up.proc.returncode == 0
-    assert "actuators at their safe values" in log
+    assert "actuators by their failsafe rules (cartpole.force: value)" in log
     assert log.index("stopped loop") < log.index("stopped sim-cartpole")
 
 

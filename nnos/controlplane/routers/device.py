@@ -82,7 +82,8 @@ def devices(st=Depends(state)):
         live = (loop or {}).get("devices", {}).get(d.name, {})
         ch_live = live.get("channels", {})
         out.append({"name": d.name, "driver": d.driver, "lost": None if loop is None else d.name in loop.get("lost", []),
-                    "open": live.get("open"), "armed": live.get("armed"), "faults": live.get("faults"),
+                    "open": live.get("open"), "armed": live.get("armed"), "state": live.get("state"),
+                    "faults": live.get("faults"),
                     "find": {"path": d.path, "usb": d.usb or None, "simulator": d.simulator},
                     **({"joints": dict(zip(d.joint_names, d.servo_ids))} if d.joint_names else {}),
                     "channels": [{"name": c.name, "kind": c.kind, "shape": list(c.shape), "range": [c.lo, c.hi],
