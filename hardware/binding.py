@@ -1,7 +1,8 @@
 """Channels ↔ plan tensors, every tick, without allocating.
 
 read_inputs(): latest sensor samples → scale/offset → the plan's input arrays.
-write_outputs(): the plan's outputs → scale/offset → rate limit → clamp → actuator commands.
+write_outputs(): the plan's outputs → (an action chunk: its queue, one action a tick) →
+scale/offset → rate limit → clamp → actuator commands.
 All calls are functools.partial over numpy with preallocated arrays, built once.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from functools import partial
 
 import numpy as np
 
+from .action_queue import ActionQueue
 from .board import Board
 from .device import Device
 
@@ -31,10 +33,15 @@ class Binder:
                 n = src.size
                 self.reads += _affine(src, b.scale[off:off + n], b.offset[off:off + n], dst[off:off + n])
                 off += n
-        self.previous = {}
+        self.previous, self.queues = {}, []
         for b in board.outputs:
-            src = outputs[b.tensor].reshape(-1)
             cmd = devices[b.device].commands[b.channel].reshape(-1)
+            src = outputs[b.tensor].reshape(-1)
+            if b.chunk is not None:               # [K, n] → one action a tick, through the queue
+                q = ActionQueue(src.size // cmd.size, cmd.size, b.chunk, b.ensemble_m)
+                self.queues.append(q)
+                chunk, src = src.reshape(q.k, q.n), np.zeros(cmd.size, np.float32)
+                self.writes += [partial(q.push, chunk), partial(q.pop, src)]
             tmp = np.zeros_like(cmd)
             self.writes += _affine(src, b.scale, b.offset, tmp)
             if b.max_step is not None:            # rate limit against the last command sent
@@ -57,3 +64,8 @@ class Binder:
     def write_outputs(self) -> None:
         for f in self.writes:
             f()
+
+    def reset_queues(self) -> None:
+        """Failsafe: queued actions were for ticks that passed without them."""
+        for q in self.queues:
+            q.reset()

@@ -59,6 +59,8 @@ class OutputBinding:
     hi: float
     max_step: float | None = None                   # rate limit: most change per tick
     line: str = ""
+    chunk: str | None = None                        # an action chunk [K, n]: "replace" or "ensemble" (action_queue.py)
+    ensemble_m: float = 0.01                        # ensemble: weight exp(-m·i), i = 0 for the oldest chunk
 
 
 @dataclass
@@ -110,10 +112,21 @@ class Board:
             spec = outs.get(b.tensor)
             if spec is None:
                 raise ConfigError(b.line, f"output binding names tensor {b.tensor!r}; the model's outputs are {sorted(outs)}")
-            ch = self.channel(b.device, b.channel)
-            if int(np.prod(spec.shape)) != ch.size or spec.dtype != np.float32:
-                raise ConfigError(b.line, f"tensor {b.tensor!r} is {spec.dtype}{list(spec.shape)}, but channel "
-                                  f"{b.device}.{b.channel} takes {ch.size} float32 values")
+            self._check_output(b, spec)
+
+    def _check_output(self, b, spec) -> None:
+        """An output fills its channel (size n), or is a chunk [..., K, n] with ``chunk`` set."""
+        ch = self.channel(b.device, b.channel)
+        size, what = int(np.prod(spec.shape)), f"tensor {b.tensor!r} is {spec.dtype}{list(spec.shape)}"
+        if spec.dtype != np.float32:
+            raise ConfigError(b.line, f"{what}, but channel {b.device}.{b.channel} takes float32 values")
+        if b.chunk is None and size != ch.size:
+            hint = (f"; if it is a chunk of {size // ch.size} actions, set chunk = \"replace\" or \"ensemble\""
+                    if size % ch.size == 0 and spec.shape and spec.shape[-1] == ch.size else "")
+            raise ConfigError(b.line, f"{what}, but channel {b.device}.{b.channel} takes {ch.size} float32 values{hint}")
+        if b.chunk is not None and (not spec.shape or spec.shape[-1] != ch.size or size % ch.size):
+            raise ConfigError(b.line, f"{what}: a chunk must be [..., K, {ch.size}], K actions of channel "
+                              f"{b.device}.{b.channel}'s {ch.size} values")
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -159,7 +172,7 @@ KEYS = {
     "channels": {"name", "kind", "shape", "range", "units", "safe", "stale_ms", "rate_hz", "out_of_range",
                  "fault_after", "names", "max_rate", "failsafe", "dtype"},
     "inputs": {"tensor", "channels", "scale", "offset"},
-    "outputs": {"tensor", "channel", "scale", "offset", "clamp", "max_step"},
+    "outputs": {"tensor", "channel", "scale", "offset", "clamp", "max_step", "chunk", "ensemble_m"},
     "failsafe": {"exit", "good_ticks", "overrun_streak"},
 }
 
@@ -356,4 +369,9 @@ def _output(x, i, L, chans) -> OutputBinding:
     step = x.get("max_step")
     _need(step is None or (isinstance(step, (int, float)) and step > 0), L.at("outputs", i, "max_step"),
           f"max_step must be a positive number, got {step!r}")
-    return OutputBinding(x["tensor"], dev, ch, scale, offset, lo, hi, step, where)
+    chunk, m = x.get("chunk"), x.get("ensemble_m", 0.01)
+    _need(chunk in (None, "replace", "ensemble"), L.at("outputs", i, "chunk"),
+          f"chunk must be \"replace\" (a new chunk replaces the queue) or \"ensemble\" (temporal ensembling), got {chunk!r}")
+    _need(isinstance(m, (int, float)) and m >= 0 and (chunk == "ensemble" or "ensemble_m" not in x),
+          L.at("outputs", i, "ensemble_m"), f"ensemble_m must be a number ≥ 0 with chunk = \"ensemble\", got {m!r}")
+    return OutputBinding(x["tensor"], dev, ch, scale, offset, lo, hi, step, where, chunk, float(m))

@@ -136,6 +136,8 @@ class Loop(ModelJobs, Arming):
         if slot is not None and not self.safety.active:
             slot.binder.write_outputs()
         else:
+            if slot is not None:
+                slot.binder.reset_queues()
             self.act.failsafe()
         self.act.limit()
         self.io.flush()

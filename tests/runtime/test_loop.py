@@ -8,11 +8,15 @@ import time
 import tracemalloc
 
 import numpy as np
+import onnx
+import onnx.numpy_helper
 import pytest
 
 from nnos.runtime.control import ControlServer, request
-from nnos.telemetry import TelemetryReader
-from tests.support.policies import policy_variant, store_model
+from nnos.runtime.loop import Loop, LoopConfig
+from nnos.store import ModelStore
+from nnos.telemetry import TelemetryReader, TelemetryWriter
+from tests.support.policies import board_at, policy_variant, store_model
 from tests.support.timing import report_retry, retried, scaled, wait_until
 
 
@@ -506,3 +510,62 @@ def test_requests_work_from_a_run_directory_near_the_socket_path_limit(tmp_path)
         done.set()
         t.join(5)
         server.close()
+
+
+def test_an_action_chunk_drives_the_actuator_through_temporal_ensembling(tmp_path):
+    """A policy emitting 5 actions at once, bound with chunk = "ensemble": each tick's force is
+    ACT's weighted mean of every chunk covering that tick (numpy reference), scaled and clamped
+    by the binding."""
+    from nnos_hardware.board import load_board
+    from nnos_hardware.devices import SimulatedDevice
+    from tests.support.action_chunks import act_reference, chunk_policy
+    k, m = 5, 0.3
+    board = board_at(tmp_path, 50)
+    text = open(board.path).read().replace('tensor = "action"', 'tensor = "actions"').replace(
+        "clamp = [-10.0, 10.0]", f'clamp = [-10.0, 10.0]\nchunk = "ensemble"\nensemble_m = {m}')
+    text = text.replace(board.model, chunk_policy(str(tmp_path / "chunk.onnx"), k))
+    (tmp_path / "chunk.toml").write_text(text)
+    board = load_board(str(tmp_path / "chunk.toml"))
+    dev = SimulatedDevice("cartpole", board.devices[0].channels)
+    dev.open()
+    store = ModelStore(str(tmp_path / "data2"))
+    store.activate(store_model(store, board.model), "test")
+    tel = TelemetryWriter(str(tmp_path / "tel2"))
+    loop = Loop(board, {"cartpole": dev}, store, tel, LoopConfig(probation_s=0.1), log=lambda m: None)
+    loop.load_initial()
+    rng = np.random.default_rng(3)
+    obs = rng.uniform(-1, 1, size=(30, 4))
+    chunks, forces = {}, []
+    w = onnx.numpy_helper.to_array(next(i for i in onnx.load(board.model).graph.initializer if i.name == "W"))
+    try:
+        for t in range(30):
+            dev.feed("cart", obs[t, :2])
+            dev.feed("pole", obs[t, 2:])
+            loop.tick()
+            chunks[t] = (obs[t] @ w).reshape(k, 1)
+            forces.append(float(dev.commands["force"][0]))
+        assert not loop.safety.active, loop.safety.reason
+        want = np.clip(10.0 * act_reference(chunks, 30, k, 1, m)[:, 0], -10, 10)
+        np.testing.assert_allclose(forces, want, rtol=1e-4, atol=1e-5)
+    finally:
+        loop.shutdown()
+        tel.close()
+
+
+def test_a_chunk_that_does_not_fit_the_actuator_is_refused_naming_both(tmp_path):
+    from nnos.compiler import compile
+    from nnos_hardware.board import load_board
+    from nnos_hardware.errors import ConfigError
+    from tests.support.action_chunks import chunk_policy
+    board = board_at(tmp_path, 50)
+    plain = open(board.path).read().replace('tensor = "action"', 'tensor = "actions"')
+    plan = compile(chunk_policy(str(tmp_path / "c.onnx"), 5), check=False)
+    (tmp_path / "b.toml").write_text(plain)
+    with pytest.raises(ConfigError, match=r"float32\[1, 5, 1\], but channel cartpole.force takes 1 float32 values; "
+                       r"if it is a chunk of 5 actions, set chunk"):
+        load_board(str(tmp_path / "b.toml")).check_plan(plan)
+    two = plain.replace("shape = [1]\nrange = [-10.0, 10.0]", "shape = [2]\nrange = [-10.0, 10.0]").replace(
+        "clamp = [-10.0, 10.0]", 'clamp = [-10.0, 10.0]\nchunk = "replace"')
+    (tmp_path / "b.toml").write_text(two)
+    with pytest.raises(ConfigError, match=r"a chunk must be \[\.\.\., K, 2\]"):
+        load_board(str(tmp_path / "b.toml")).check_plan(plan)

@@ -1,0 +1,35 @@
+"""Action chunks for tests: ACT's temporal ensembling written as ACT's evaluation loop does it
+(the reference the action queue is checked against), and a chunk-emitting policy."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def act_reference(chunks: dict[int, np.ndarray], ticks: int, k: int, n: int, m: float) -> np.ndarray:
+    """ACT's temporal aggregation: all_time_actions[t_chunk, t:t+k] = chunk; at tick t the
+    populated rows of column t, oldest first, weighted exp(-m·arange)."""
+    table = np.full((ticks, ticks + k, n), np.nan)
+    out = np.full((ticks, n), np.nan)
+    for t in range(ticks):
+        if t in chunks:
+            table[t, t:t + k] = chunks[t]
+        col = table[:, t]
+        have = col[~np.isnan(col).any(axis=1)]
+        if len(have):
+            w = np.exp(-m * np.arange(len(have)))
+            out[t] = (have * (w / w.sum())[:, None]).sum(axis=0)
+    return out
+
+
+def chunk_policy(path: str, k: int, n_in: int = 4, seed: int = 0) -> str:
+    """obs [1, n_in] → actions [1, k, 1]: a linear map (its weights small, its actions in range)."""
+    w = np.random.default_rng(seed).normal(scale=0.05, size=(n_in, k)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["obs", "W"], ["flat"]), helper.make_node("Reshape", ["flat", "shape"], ["actions"])],
+        "chunk", [helper.make_tensor_value_info("obs", TensorProto.FLOAT, [1, n_in])],
+        [helper.make_tensor_value_info("actions", TensorProto.FLOAT, [1, k, 1])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array([1, k, 1], np.int64), "shape")])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
