@@ -31,15 +31,19 @@ class ActionQueue:
         self.pushed = 0
         self.empty = 0                                # pops that found no action (counted)
 
-    def push(self, chunk: np.ndarray) -> None:
-        """A new chunk ``[k, n]`` whose first row is the action for the coming pop()."""
+    def push(self, chunk: np.ndarray, skip: int = 0) -> None:
+        """A new chunk ``[k, n]`` whose row ``skip`` is the action for the coming pop() — the rows
+        before it were for ticks that passed while it was computed (asynchronous inference)."""
         if self.mode == "replace":
             self.wsum.fill(0.0)
             self.wa.fill(0.0)
             self.count.fill(0.0)
-        p, k = self.tick % self.k, self.k
-        # the chunk's rows in ring order: rows 0..k-p-1 go to slots p.., the rest to slots ..p-1
-        for rows, slots in ((slice(0, k - p), slice(p, k)), (slice(k - p, k), slice(0, p))):
+        k, p = self.k, self.tick % self.k
+        m = k - min(max(skip, 0), k)                  # rows still ahead
+        first = k - m
+        # rows first.. go to slots p.. in ring order, wrapping past slot k-1 to slot 0
+        head = min(m, k - p)
+        for rows, slots in ((slice(first, first + head), slice(p, p + head)), (slice(first + head, k), slice(0, m - head))):
             w, wa = self._w[slots], self._wa[slots]
             np.multiply(self.count[slots], -self.m, out=w)
             np.exp(w, out=w)
@@ -48,6 +52,10 @@ class ActionQueue:
             np.add(self.wa[slots], wa, out=self.wa[slots])
             np.add(self.count[slots], 1.0, out=self.count[slots])
         self.pushed += 1
+
+    def ready(self) -> bool:
+        """An action waits for the coming pop()."""
+        return self.wsum[self.tick % self.k] > 0.0
 
     def pop(self, out: np.ndarray) -> bool:
         """This tick's action into ``out`` ([n]); False when no chunk covers it (the queue ran dry)."""
@@ -62,6 +70,14 @@ class ActionQueue:
         self.wa[p].fill(0.0)
         self.count[p] = 0.0
         return True
+
+    def skip(self) -> None:
+        """A tick that does not take its action (failsafe): the queue keeps time with the ticks."""
+        p = self.tick % self.k
+        self.tick += 1
+        self.wsum[p] = 0.0
+        self.wa[p].fill(0.0)
+        self.count[p] = 0.0
 
     def reset(self) -> None:
         self.wsum.fill(0.0)

@@ -24,8 +24,10 @@ def _affine(src, scale, offset, dst) -> list:
 
 class Binder:
     def __init__(self, board: Board, devices: dict[str, Device], inputs: dict[str, np.ndarray],
-                 outputs: dict[str, np.ndarray]):
-        self.reads, self.writes = [], []
+                 outputs: dict[str, np.ndarray], push_each_tick: bool = True):
+        """``push_each_tick``: the model ran this tick, its chunks go into their queues as the
+        outputs are written; else (asynchronous inference) ``push_chunks`` does it when one ends."""
+        self.reads, self.writes, self.pushes = [], [], []
         for b in board.inputs:
             dst, off = inputs[b.tensor].reshape(-1), 0
             for dev, ch in b.channels:
@@ -41,7 +43,11 @@ class Binder:
                 q = ActionQueue(src.size // cmd.size, cmd.size, b.chunk, b.ensemble_m)
                 self.queues.append(q)
                 chunk, src = src.reshape(q.k, q.n), np.zeros(cmd.size, np.float32)
-                self.writes += [partial(q.push, chunk), partial(q.pop, src)]
+                if push_each_tick:
+                    self.writes.append(partial(q.push, chunk))
+                else:
+                    self.pushes.append((q, chunk))
+                self.writes.append(partial(q.pop, src))
             tmp = np.zeros_like(cmd)
             self.writes += _affine(src, b.scale, b.offset, tmp)
             if b.max_step is not None:            # rate limit against the last command sent
@@ -55,7 +61,7 @@ class Binder:
                             partial(np.copyto, cmd, tmp)]
             if b.max_step is not None:
                 self.writes.append(partial(np.copyto, self.previous[(b.device, b.channel)], tmp))
-        self.reads, self.writes = tuple(self.reads), tuple(self.writes)
+        self.reads, self.writes, self.pushes = tuple(self.reads), tuple(self.writes), tuple(self.pushes)
 
     def read_inputs(self) -> None:
         for f in self.reads:
@@ -65,7 +71,23 @@ class Binder:
         for f in self.writes:
             f()
 
-    def reset_queues(self) -> None:
-        """Failsafe: queued actions were for ticks that passed without them."""
+    def push_chunks(self, skip: int = 0) -> None:
+        """A finished inference's chunks into their queues; ``skip``: ticks since its inputs were read."""
+        for q, chunk in self.pushes:
+            q.push(chunk, skip)
+
+    @property
+    def shortest_chunk(self) -> int:
+        return min((q.k for q in self.queues), default=0)
+
+    def queues_ready(self) -> bool:
+        """Every action queue has an action for this tick."""
         for q in self.queues:
-            q.reset()
+            if not q.ready():
+                return False
+        return True
+
+    def skip_actions(self) -> None:
+        """Failsafe: this tick's queued actions are not taken, but their time passes."""
+        for q in self.queues:
+            q.skip()

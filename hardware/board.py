@@ -74,6 +74,7 @@ class Board:
     model: str | None = None
     failsafe: dict = field(default_factory=dict)
     description: str = ""
+    infer_every: int = 1                            # the policy runs every k ticks (asynchronously when k > 1)
 
     def device(self, name: str) -> DeviceConfig:
         return next(d for d in self.devices if d.name == name)
@@ -127,6 +128,9 @@ class Board:
         if b.chunk is not None and (not spec.shape or spec.shape[-1] != ch.size or size % ch.size):
             raise ConfigError(b.line, f"{what}: a chunk must be [..., K, {ch.size}], K actions of channel "
                               f"{b.device}.{b.channel}'s {ch.size} values")
+        if b.chunk is not None and size // ch.size < self.infer_every:
+            raise ConfigError(b.line, f"{what}: a chunk of {size // ch.size} actions runs dry before the next "
+                              f"inference (infer_every = {self.infer_every} ticks)")
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -166,7 +170,7 @@ class _Lines:
 
 KEYS = {
     "top level": {"board", "devices", "inputs", "outputs", "failsafe"},
-    "board": {"name", "description", "rate_hz", "model"},
+    "board": {"name", "description", "rate_hz", "model", "infer_every"},
     "devices": {"name", "driver", "path", "usb", "simulator", "recording", "channels", "ids", "names", "servo",
                 "baudrate", "arm_on_start", "fast_sync_read"},
     "channels": {"name", "kind", "shape", "range", "units", "safe", "stale_ms", "rate_hz", "out_of_range",
@@ -247,7 +251,15 @@ def load_board(path: str) -> Board:
     if model and not os.path.isabs(model):
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(path))))
         model = os.path.join(root, model)
-    return Board(b["name"], path, float(rate), devices, inputs, outputs, model, failsafe, b.get("description", ""))
+    every = b.get("infer_every", 1)
+    _need(isinstance(every, int) and not isinstance(every, bool) and 1 <= every <= 1000, L.at("board", key="infer_every"),
+          f"infer_every must be a whole number of ticks from 1 to 1000, got {every!r}")
+    _need(every == 1 or all(o.chunk for o in outputs), L.at("board", key="infer_every"),
+          f"infer_every = {every} needs every output to be an action chunk (chunk = \"replace\" or \"ensemble\"): "
+          f"between inferences the loop executes queued actions; not chunks: "
+          f"{', '.join(o.tensor for o in outputs if not o.chunk)}")
+    return Board(b["name"], path, float(rate), devices, inputs, outputs, model, failsafe, b.get("description", ""),
+                 every)
 
 
 def _device(d, i, L) -> DeviceConfig:

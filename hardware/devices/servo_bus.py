@@ -95,6 +95,8 @@ class ServoBusDevice(Device):
         self._seen = np.zeros(n, np.float64)        # when each joint was last read (monotonic)
         self._used = np.zeros(n, np.float64)        # ... and what poll() took last
         self._goal = np.zeros(n, np.int64)          # goals for the next transaction (ticks)
+        self._fresh = np.zeros(n, bool)             # poll's scratch: joints read since the last poll
+        self._pos_sample, self._raw_sample = self.samples.get("position"), self.samples.get("ticks")
         self._torque_want: int | None = None        # a torque change for the bus thread to send
         self._torque_sent = 0
         self.state = "configured"
@@ -218,24 +220,27 @@ class ServoBusDevice(Device):
         self._require_open()
         if self.bus_error:
             raise HardwareError(self.name, self.bus_error)
+        pos, raw = self._pos_sample, self._raw_sample
         with self._lock:
-            fresh = np.nonzero(self._seen > self._used)[0]
-            if not len(fresh):
+            np.greater(self._seen, self._used, out=self._fresh)      # no array allocated per tick
+            fresh = int(self._fresh.sum())
+            if not fresh:
                 return 0
-            pos, raw = self.samples.get("position"), self.samples.get("ticks")
-            for k in fresh:
-                if pos is not None:
-                    pos.values[k] = self._to_rad(self.joints[k], int(self._ticks[k]))
-                if raw is not None:
-                    raw.values[k] = self._ticks[k]
+            for k, j in enumerate(self.joints):
+                if self._fresh[k]:
+                    t = int(self._ticks[k])
+                    if pos is not None:
+                        pos.values[k] = self._to_rad(j, t)
+                    if raw is not None:
+                        raw.values[k] = t
             oldest = float(self._seen.min())           # a joint that stopped answering ages the channel
-            self._used[:] = self._seen
+            np.copyto(self._used, self._seen)
         for name, s in (("position", pos), ("ticks", raw)):
             if s is not None:
                 s.t_host, s.t_device_us = oldest, int(oldest * 1e6)
                 s.count += 1
                 s.check(self.channels[name])
-        return len(fresh)
+        return fresh
 
     def flush(self, ref_timestamp_us: int = 0) -> None:
         self._require_open()

@@ -22,7 +22,7 @@ import numpy as np
 from .. import flags
 from ..telemetry import MODE, TelemetryWriter
 from ..timing import DEFAULT_SLACK_MARGIN_NS, NS_PER_S, RateKeeper, now_ns, period_ns
-from . import requests
+from . import inference, requests
 from .actuators import Actuators
 from .devio import DeviceIO
 from .arming import Arming
@@ -122,22 +122,26 @@ class Loop(ModelJobs, Arming):
         self._swap_if_pending()
         fault = self.io.read()
         slot = self.active
-        if slot is not None:
+        if slot is not None and self.board.infer_every == 1:
             slot.binder.read_inputs()
         t1 = now_ns()
         bad_output = False
-        if slot is not None:
+        if slot is not None and self.board.infer_every > 1:
+            bad_output = inference.step(self, slot, self.board.infer_every)
+        elif slot is not None:
             slot.run()
             bad_output = not slot.outputs_finite()
         t2 = now_ns()
         slot, fault, overrun = self._judge(slot, fault, bad_output, t2 - t0)
+        if slot is not None and self.board.infer_every > 1 and not slot.binder.queues_ready():
+            fault = fault or "action queue ran dry (the last inference is late)"
         self.safety.tick(fault, overrun)
         self._show_safety()
         if slot is not None and not self.safety.active:
             slot.binder.write_outputs()
         else:
             if slot is not None:
-                slot.binder.reset_queues()
+                slot.binder.skip_actions()
             self.act.failsafe()
         self.act.limit()
         self.io.flush()

@@ -15,6 +15,7 @@ from nnos_hardware.errors import HardwareError
 
 from ..errors import NnosError
 from ..timing import period_ns
+from . import inference
 from .safety import SafetyConfig
 from .slots import Slot, admit, measure, prebuild
 
@@ -72,27 +73,41 @@ class ModelJobs:
             yield from prebuild(plan, self.store.plan_path(mid), self.cfg.backend)   # a compile runs beside the ticks
             slot = Slot(mid, plan, self.board, self.devices, self.cfg.backend)
             yield
-            figures = yield from measure(slot, int(msg.get("runs", self.cfg.admission_runs)))
+            figures = yield from self._measure(slot, msg)
         except (NnosError, HardwareError) as e:
             self._answer("activate", {"ok": False, "outcome": "refused", "model": mid, "reason": str(e)})
             return
-        ok, why = admit(figures, self.budget)
-        if not ok and figures["p99_us"] * 4 < self.budget / 1000:
+        budget = self.budget * self.board.infer_every          # asynchronous: k ticks to infer in
+        ok, why = admit(figures, budget)
+        if ok and self.board.infer_every > 1:
+            ok, why2 = inference.fits(figures, self.period, self.board.infer_every, slot.binder.shortest_chunk)
+            why = why if ok else why2
+        if not ok and figures["p99_us"] * 4 < budget / 1000:
             # p99 far inside the budget but p99.9 over it: one or two stalled runs (this machine,
             # not the model). Measure again; a model that is really too slow fails twice.
-            figures = yield from measure(slot, int(msg.get("runs", self.cfg.admission_runs)), warmup=0)
-            ok, why = admit(figures, self.budget)
+            figures = yield from self._measure(slot, msg, warmup=0)
+            ok, why = admit(figures, budget)
         if not ok:
+            slot.close()
             self._answer("activate", {"ok": False, "outcome": "refused", "model": mid, "reason": why,
                                       "latency": figures})
             return
         self.log(f"loop: model {mid[:12]} {why}")
         if "probation_s" in msg:
             self.cfg.probation_s = float(msg["probation_s"])
+        if self.board.infer_every > 1:
+            yield from inference.warm(slot)                # its first chunk waits in its queue
         self.pending = slot
+
+    def _measure(self, slot, msg: dict, warmup: int = 50):
+        runs = int(msg.get("runs", self.cfg.admission_runs))
+        if self.board.infer_every > 1:                     # on its worker, a run may take several ticks
+            return (yield from inference.measure(slot, min(runs, 50)))
+        return (yield from measure(slot, runs, warmup=warmup))
 
     def _roll_back(self, reason: str) -> None:
         bad, self.active, self.fallback = self.active, self.fallback, None
+        bad.close()
         self.probation_end = -1
         self.model_gen += 1
         self.tel.add("rollbacks")
@@ -117,6 +132,8 @@ class ModelJobs:
             return
         old, self.fallback, self.committing = self.fallback, None, None
         self.previous_id = old.id if old is not None else self.previous_id
+        if old is not None:
+            old.close()
         self._publish_models()
         self.log(f"loop: model {mid[:12]} passed probation and is active")
         self._answer("activate", {"ok": True, "outcome": "active", "model": mid, "previous": st["previous"]})
@@ -125,6 +142,7 @@ class ModelJobs:
         """The store could not record the new model (disk full, file gone): the loop goes back
         to the model the store names as active, so that the store and the loop agree."""
         reason = f"passed probation but the store could not commit it ({why}); back to the stored active model"
+        self.active.close()
         self.active, self.fallback, self.committing = self.fallback, None, None
         self.model_gen += 1
         self.tel.add("rollbacks")
@@ -194,6 +212,7 @@ class ModelJobs:
         if period != self.period:
             self.set_rate(board.rate_hz)
         if slot is not None:
+            self.active.close()
             self.active = slot                    # same plan, new bindings: takes effect next tick
         self.log(f"loop: board {board.name} reloaded ({board.rate_hz:g} Hz)")
         self._answer("reload_board", {"ok": True, "rate_hz": board.rate_hz})

@@ -18,6 +18,9 @@ def activate(loop, msg, addr) -> dict | None:
 
 
 def shadow(loop, msg, addr) -> dict | None:
+    if msg.get("model") is not None and loop.board.infer_every > 1:
+        return {"ok": False, "error": f"shadow runs are for boards that infer every tick; this one infers every "
+                f"{loop.board.infer_every} ticks"}
     if msg.get("model") is None:
         loop.shadow = None
         loop._publish_models()

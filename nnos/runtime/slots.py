@@ -55,16 +55,22 @@ class Slot:
         self.backend = self.exe.backend
         self.passed_over = self.exe.choice["passed_over"]
         self.backend_report = one_line(self.exe)
-        self.binder = Binder(board, devices, self.exe.inputs, self.exe.outputs)
+        self.binder = Binder(board, devices, self.exe.inputs, self.exe.outputs, push_each_tick=board.infer_every == 1)
         self.outputs = [v.reshape(-1) for v in self.exe.outputs.values()]
         self.inputs = [v.reshape(-1) for v in self.exe.inputs.values()]
         self._zeros = [np.zeros(o.size, o.dtype) for o in self.outputs]
         # finite check without temporaries: x·0 is 0 for finite x and NaN otherwise
         self._finite = [partial(np.dot, o, z) for o, z in zip(self.outputs, self._zeros)]
         self.run = self.exe.run
+        self.worker = None                   # asynchronous inference (runtime/inference.py), when the board asks
         # what telemetry shows: the board's first input and output bindings (their labels: Board.labels)
         self.first_input = self.exe.inputs[board.inputs[0].tensor].reshape(-1) if board.inputs else self.inputs[0]
         self.first_output = self.exe.outputs[board.outputs[0].tensor].reshape(-1) if board.outputs else self.outputs[0]
+
+    def close(self) -> None:
+        """The slot is let go: its inference worker, if any, ends."""
+        if self.worker is not None:
+            self.worker.stop()
 
     def outputs_finite(self) -> bool:
         for f in self._finite:

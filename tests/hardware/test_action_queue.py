@@ -62,3 +62,21 @@ def test_pushing_and_popping_allocate_nothing():
     grown = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(before, "filename") if s.size_diff > 0)
     tracemalloc.stop()
     assert grown < 4096, f"{grown} bytes kept after 1000 ticks"
+
+
+@pytest.mark.parametrize("skip", [0, 1, 3, 7])
+def test_a_late_chunk_skips_the_actions_whose_ticks_passed(skip):
+    """Asynchronous inference: a chunk computed from inputs read ``skip`` ticks ago starts at its
+    row ``skip`` — each action lands on the tick it was meant for (the reference: ACT's rule with
+    the chunk's remaining rows from the tick it arrived)."""
+    k, n, ticks, every = 8, 2, 40, 5
+    rng = np.random.default_rng(skip)
+    chunks = {t: rng.normal(size=(k, n)) for t in range(0, ticks, every)}
+    q, out, got = ActionQueue(k, n, "ensemble", 0.1), np.zeros(n, np.float32), np.full((ticks, n), np.nan)
+    for t in range(ticks):
+        if t - skip in chunks:
+            q.push(chunks[t - skip], skip)
+        if q.pop(out):
+            got[t] = out
+    want = act_reference({t + skip: c[skip:] for t, c in chunks.items()}, ticks, k, n, 0.1)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -14,7 +14,7 @@ def act_reference(chunks: dict[int, np.ndarray], ticks: int, k: int, n: int, m: 
     out = np.full((ticks, n), np.nan)
     for t in range(ticks):
         if t in chunks:
-            table[t, t:t + k] = chunks[t]
+            table[t, t:t + len(chunks[t])] = chunks[t]
         col = table[:, t]
         have = col[~np.isnan(col).any(axis=1)]
         if len(have):
@@ -31,5 +31,27 @@ def chunk_policy(path: str, k: int, n_in: int = 4, seed: int = 0) -> str:
         "chunk", [helper.make_tensor_value_info("obs", TensorProto.FLOAT, [1, n_in])],
         [helper.make_tensor_value_info("actions", TensorProto.FLOAT, [1, k, 1])],
         [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array([1, k, 1], np.int64), "shape")])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def slow_chunk_policy(path: str, k: int, n_in: int = 4, size: int = 512, layers: int = 2, seed: int = 0) -> str:
+    """obs [1, n_in] → actions [1, k, 1] through ``layers`` [size, size] @ [size, size] products
+    that depend on the input (nothing folds away): milliseconds of work a call — a policy slower
+    than one tick's budget."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.normal(scale=0.01, size=(n_in, size)).astype(np.float32), "W0"),
+             numpy_helper.from_array(rng.normal(scale=0.01, size=(size, size)).astype(np.float32), "C"),
+             numpy_helper.from_array(rng.normal(scale=0.01, size=(size, k)).astype(np.float32), "Wout"),
+             numpy_helper.from_array(np.array([1, k, 1], np.int64), "shape")]
+    nodes = [helper.make_node("MatMul", ["obs", "W0"], ["h0"]), helper.make_node("Add", ["h0", "C"], ["m0"])]
+    for i in range(layers):
+        inits.append(numpy_helper.from_array(rng.normal(scale=0.01, size=(size, size)).astype(np.float32), f"D{i}"))
+        nodes.append(helper.make_node("MatMul", [f"m{i}", f"D{i}"], [f"m{i + 1}"]))
+    nodes += [helper.make_node("ReduceMean", [f"m{layers}"], ["pooled"], axes=[0], keepdims=1),
+              helper.make_node("MatMul", ["pooled", "Wout"], ["flat"]),
+              helper.make_node("Reshape", ["flat", "shape"], ["actions"])]
+    g = helper.make_graph(nodes, "slow_chunk", [helper.make_tensor_value_info("obs", TensorProto.FLOAT, [1, n_in])],
+                          [helper.make_tensor_value_info("actions", TensorProto.FLOAT, [1, k, 1])], inits)
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path

@@ -1,0 +1,121 @@
+"""Asynchronous inference (infer_every = k): a policy slower than one tick's budget runs on its
+worker every k ticks while the loop executes its queued actions at the full rate; admission
+measures it against k ticks; a swap stays hitless; the board refuses what cannot work."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnos.runtime.loop import Loop, LoopConfig
+from nnos.store import ModelStore
+from nnos.telemetry import TelemetryReader, TelemetryWriter
+from nnos_hardware.board import load_board
+from nnos_hardware.devices import SimulatedDevice
+from nnos_hardware.errors import ConfigError
+from tests.support.action_chunks import chunk_policy, slow_chunk_policy
+from tests.support.policies import board_at, store_model
+from tests.support.timing import scaled
+
+K, EVERY, RATE = 8, 4, 100
+
+
+def chunk_board(tmp_path, model: str, every: int = EVERY, chunk: str = "replace"):
+    base = board_at(tmp_path, RATE)
+    text = open(base.path).read().replace('tensor = "action"', 'tensor = "actions"')
+    text = text.replace("clamp = [-10.0, 10.0]", f'clamp = [-10.0, 10.0]\nchunk = "{chunk}"')
+    text = text.replace("rate_hz = 100", f"rate_hz = 100\ninfer_every = {every}").replace(base.model, model)
+    p = tmp_path / f"chunk{every}.toml"
+    p.write_text(text)
+    return load_board(str(p))
+
+
+class Rig:
+    def __init__(self, tmp_path, board, store_dir="data"):
+        self.board = board
+        self.dev = SimulatedDevice("cartpole", board.devices[0].channels, keep_sent=0,
+                                   source=lambda t: {"cart": [0.1, 0.0], "pole": [0.05, 0.0]})
+        self.dev.open()
+        self.store = ModelStore(str(tmp_path / store_dir))
+        self.tel = TelemetryWriter(str(tmp_path / f"{store_dir}.tel"), capacity=4096)
+        self.loop = Loop(board, {"cartpole": self.dev}, self.store, self.tel,
+                         LoopConfig(backend="numpy", probation_s=0.2, admission_runs=20), log=print)
+
+    def counters(self) -> dict:
+        return {k: int(self.tel.c[i]) for k, i in self.tel.idx.items()}
+
+    def close(self):
+        self.loop.shutdown()
+        self.tel.close()
+
+
+def test_a_policy_slower_than_a_tick_drives_a_100_hz_loop_from_its_queue(tmp_path):
+    board = chunk_board(tmp_path, slow_chunk_policy(str(tmp_path / "slow.onnx"), K))
+    r = Rig(tmp_path, board)
+    r.store.activate(store_model(r.store, board.model), "test")
+    r.loop.load_initial()
+    try:
+        r.loop.run(None, scaled(3.0))
+        c = r.counters()
+        took_ms = c["inference_ns"] / 1e6
+        assert took_ms > 1000 / RATE / 2, f"the policy takes {took_ms:.1f} ms: more than one tick's budget"
+        assert c["inferences"] >= c["ticks"] / EVERY * 0.6, c
+        reader = TelemetryReader(str(tmp_path / "data.tel"))
+        try:
+            recs = reader.records(c["ticks"])
+        finally:
+            reader.close()
+        settled = recs[recs["tick"] > 50]
+        compute_ms = np.percentile(settled["compute_ns"], 99) / 1e6
+        assert compute_ms < took_ms / 3, f"a tick's compute p99 {compute_ms:.2f} ms: it waited for the model"
+        assert c["failsafe_entries"] <= 1 + c["late_inferences"], c       # the start (no chunk yet), late ones
+        assert r.dev.commands["force"][0] != 0.0
+    finally:
+        r.close()
+
+
+def test_admission_measures_against_k_ticks_and_the_swap_is_hitless(tmp_path):
+    """A policy of three 512³ products (≥ 9 ms here, idle) is refused at infer_every = 1 (one
+    tick's budget: 5 ms at 100 Hz) and admitted at 20 (100 ms; chunks of 40 last until the next
+    one, however late up to 20 ticks); the swap
+    to it happens without a failsafe tick (its first chunk was computed before it)."""
+    fast = chunk_policy(str(tmp_path / "fast.onnx"), 40)
+    slow = slow_chunk_policy(str(tmp_path / "slow.onnx"), 40, layers=3)
+    board = chunk_board(tmp_path, fast, every=20)
+    r = Rig(tmp_path, board)
+    r.store.activate(store_model(r.store, fast), "test")
+    r.loop.load_initial()
+    answers = []
+    r.loop.on_answer = lambda addr, msg: answers.append(msg)
+    try:
+        r.loop.run(None, scaled(1.0))
+        entries = r.counters()["failsafe_entries"]
+        r.loop.handle({"cmd": "activate", "model": store_model(r.store, slow), "id": 1}, "addr")
+        r.loop.run(None, scaled(8.0))
+        assert answers and answers[-1]["outcome"] == "active", answers
+        assert r.counters()["failsafe_entries"] == entries, "the swap to an asynchronous policy had a failsafe tick"
+    finally:
+        r.close()
+    one = chunk_board(tmp_path, slow, every=1)
+    r = Rig(tmp_path, one, store_dir="data1")
+    r.store.activate(store_model(r.store, fast), "test")
+    r.loop.load_initial()
+    answers = []
+    r.loop.on_answer = lambda addr, msg: answers.append(msg)
+    try:
+        r.loop.handle({"cmd": "activate", "model": store_model(r.store, slow), "id": 1}, "addr")
+        r.loop.run(None, scaled(8.0))
+        assert answers and answers[-1]["outcome"] == "refused" and "too slow" in answers[-1]["reason"], answers
+    finally:
+        r.close()
+
+
+def test_infer_every_needs_chunks_long_enough(tmp_path):
+    base = board_at(tmp_path, RATE)
+    p = tmp_path / "b.toml"
+    p.write_text(open(base.path).read().replace("rate_hz = 100", "rate_hz = 100\ninfer_every = 4"))
+    with pytest.raises(ConfigError, match="infer_every = 4 needs every output to be an action chunk .* not chunks: action"):
+        load_board(str(p))
+    from nnos.compiler import compile
+    board = chunk_board(tmp_path, chunk_policy(str(tmp_path / "c.onnx"), 3), every=4)
+    with pytest.raises(ConfigError, match="a chunk of 3 actions runs dry before the next inference"):
+        board.check_plan(compile(board.model, check=False))
