@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -198,6 +199,22 @@ def cmd_calibrate(a):
     print(f"stored in {where}: the loop applies it when it starts (to a running nnos: nnos ctl calibration {where})")
 
 
+def cmd_record(a):
+    """`nnos record --seconds N`: the running loop's channels, timing, model and failsafe events
+    as MCAP, read from its shared memory (the loop is not touched)."""
+    from .recorder import record
+    run = os.path.join(a.data, "run")
+    if not os.path.exists(os.path.join(run, "channels")):
+        raise NnosError(f"no running loop in {a.data} (no {run}/channels): start nnos up first")
+    out = a.out or os.path.join(a.data, "recordings", time.strftime("%Y%m%d-%H%M%S") + ".mcap")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    try:
+        got = record(run, out, a.seconds, a.channels or None)
+    except ValueError as e:
+        raise NnosError(str(e)) from e
+    print(f"{got['path']}: {got['ticks']} ticks, {got['messages']} messages, {got['bytes']} bytes")
+
+
 def cmd_flags(a):
     from .flags import REGISTRY
     for f in REGISTRY.values():
@@ -263,6 +280,12 @@ def parser() -> argparse.ArgumentParser:
     cal.add_argument("--from-servos", action="store_true", help="take the limits the servos keep instead")
     cal.add_argument("--invert", action="append", default=[], metavar="JOINT", help="a joint that turns the other way")
     cal.set_defaults(fn=cmd_calibrate)
+    rec = sub.add_parser("record", help="record the running loop's channels as MCAP")
+    rec.add_argument("--seconds", type=float, required=True)
+    rec.add_argument("--data", default=flags.DATA.get(), help="data directory of the running nnos (NNOS_DATA)")
+    rec.add_argument("--out", help="the .mcap file (default DATA/recordings/DATE-TIME.mcap)")
+    rec.add_argument("--channels", nargs="*", metavar="/DEVICE/CHANNEL", help="only these (default: all)")
+    rec.set_defaults(fn=cmd_record)
     f = sub.add_parser("flags", help="list the environment flags nnos reads")
     f.set_defaults(fn=cmd_flags)
     return p

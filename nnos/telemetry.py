@@ -145,3 +145,104 @@ class TelemetryReader:
             self.mm.close()
         except BufferError:
             pass
+
+
+# --- every channel, every tick ------------------------------------------------------------------
+CHANNEL_MAGIC = 0x4E4E4F5343484E31  # "NNOSCHN1"
+CHANNEL_HEADER = np.dtype([("magic", "<u8"), ("capacity", "<u8"), ("last", "<u8"), ("n", "<u4"),
+                           ("layout_len", "<u4"), ("layout", "S65536")])
+MAX_CHANNEL_VALUES = 4096           # numbers a tick (a camera frame is not a channel here)
+
+
+def _channel_record(n: int) -> np.dtype:
+    return np.dtype([("seq", "<u8"), ("tick", "<u8"), ("t_ns", "<u8"), ("mode", "u1"), ("values", "<f4", (n,))])
+
+
+class ChannelWriter:
+    """Every board channel's values each tick (sensors as read, actuators as sent), float32,
+    into a second shared-memory ring (RUN/channels) with the same seqlock as the tick records:
+    what a recorder in another process turns into MCAP, off the loop's CPU. ``sources``:
+    (label, element names, units, the live array) per channel; its layout is JSON in the header."""
+
+    def __init__(self, path: str, sources: list[tuple[str, list[str], str, np.ndarray]], capacity: int = 4096):
+        import json
+        self.sources = [s for s in sources if s[3].size <= MAX_CHANNEL_VALUES]
+        n = sum(s[3].size for s in self.sources)
+        self.stage = np.zeros(max(n, 1), np.float32)
+        layout, off = [], 0
+        self._copies = []
+        for label, names, units, arr in self.sources:
+            flat = arr.reshape(-1)
+            self._copies.append((self.stage[off:off + flat.size], flat))
+            layout.append({"topic": label, "offset": off, "size": int(flat.size), "names": names, "units": units})
+            off += flat.size
+        rec = _channel_record(max(n, 1))
+        self.mm = _open(path, CHANNEL_HEADER.itemsize + capacity * rec.itemsize, create=True)
+        self.h = np.frombuffer(self.mm, CHANNEL_HEADER, 1, 0)
+        self.ring = np.frombuffer(self.mm, rec, capacity, CHANNEL_HEADER.itemsize)
+        text = json.dumps(layout).encode()
+        if len(text) > CHANNEL_HEADER.fields["layout"][0].itemsize:
+            raise ValueError(f"the board's channel layout takes {len(text)} bytes of JSON; at most 65536")
+        self.h["capacity"], self.h["n"], self.h["layout_len"], self.h["layout"] = capacity, n, len(text), text
+        self.h["last"] = np.iinfo(np.uint64).max
+        self.h["magic"] = CHANNEL_MAGIC
+        self.capacity = capacity
+        self._seq, self._tick, self._t = self.ring["seq"], self.ring["tick"], self.ring["t_ns"]
+        self._mode, self._values, self._last = self.ring["mode"], self.ring["values"], self.h["last"]
+
+    def record(self, tick: int, t_ns: int, mode: int) -> None:
+        for dst, src in self._copies:
+            np.copyto(dst, src, casting="unsafe")
+        i = tick % self.capacity
+        seq = self._seq[i] + 1
+        self._seq[i] = seq
+        self._tick[i], self._t[i], self._mode[i] = tick, t_ns, mode
+        self._values[i] = self.stage
+        self._seq[i] = seq + 1
+        self._last[0] = tick
+
+    def close(self) -> None:
+        self.h = self.ring = self._seq = self._tick = self._t = self._mode = self._values = self._last = None
+        try:
+            self.mm.close()
+        except BufferError:
+            pass
+
+
+class ChannelReader:
+    def __init__(self, path: str):
+        import json
+        with open(path, "rb") as f:
+            head = np.frombuffer(f.read(CHANNEL_HEADER.itemsize), CHANNEL_HEADER, 1, 0)
+        if int(head["magic"][0]) != CHANNEL_MAGIC:
+            raise ValueError(f"{path} is not an nnos channel ring")
+        n, self.capacity = int(head["n"][0]), int(head["capacity"][0])
+        self.layout = json.loads(bytes(head["layout"][0])[:int(head["layout_len"][0])])
+        rec = _channel_record(max(n, 1))
+        self.mm = _open(path, CHANNEL_HEADER.itemsize + self.capacity * rec.itemsize, create=False)
+        self.h = np.frombuffer(self.mm, CHANNEL_HEADER, 1, 0)
+        self.ring = np.frombuffer(self.mm, rec, self.capacity, CHANNEL_HEADER.itemsize)
+
+    def last_tick(self) -> int | None:
+        last = int(self.h["last"][0])
+        return None if last == np.iinfo(np.uint64).max else last
+
+    def since(self, tick: int) -> np.ndarray:
+        """Complete records after ``tick`` (-1: all kept), oldest first; torn ones dropped."""
+        last = self.last_tick()
+        if last is None or last <= tick:
+            return np.zeros(0, self.ring.dtype)
+        first = max(tick + 1, last - self.capacity + 2, 0)
+        ticks = np.arange(first, last + 1, dtype=np.uint64)
+        idx = (ticks % self.capacity).astype(np.int64)
+        seq1 = self.ring["seq"][idx].copy()
+        rec = self.ring[idx].copy()
+        ok = (seq1 == self.ring["seq"][idx]) & (seq1 % 2 == 0) & (rec["tick"] == ticks)
+        return rec[ok]
+
+    def close(self) -> None:
+        self.h = self.ring = None
+        try:
+            self.mm.close()
+        except BufferError:
+            pass

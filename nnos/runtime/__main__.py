@@ -14,7 +14,7 @@ from nnos_hardware.errors import HardwareError
 from .. import flags
 from ..heartbeat import Heartbeat
 from ..store import ModelStore
-from ..telemetry import TelemetryWriter
+from ..telemetry import ChannelWriter, TelemetryWriter
 from . import realtime
 from .control import ControlServer
 from .loop import Loop, LoopConfig
@@ -38,7 +38,19 @@ def log(msg: str) -> None:
 def run_paths(data: str) -> dict:
     run = os.path.join(data, "run")
     os.makedirs(run, exist_ok=True)
-    return {"run": run, "telemetry": os.path.join(run, "telemetry"), "socket": os.path.join(run, "loop.sock")}
+    return {"run": run, "telemetry": os.path.join(run, "telemetry"), "socket": os.path.join(run, "loop.sock"),
+            "channels": os.path.join(run, "channels")}
+
+
+def channel_sources(board, devices) -> list:
+    """Every channel of the board as (topic, element names, units, the live array) for the ring."""
+    out = []
+    for d in board.devices:
+        dev = devices[d.name]
+        for c in d.channels:
+            live = dev.samples[c.name].values if c.name in dev.samples else dev.commands[c.name]
+            out.append((f"/{d.name}/{c.name}", [c.label(i) for i in range(c.size)], c.units, live))
+    return out
 
 
 def main(argv=None) -> int:
@@ -71,8 +83,9 @@ def main(argv=None) -> int:
     tel = TelemetryWriter(paths["telemetry"])
     tel.set("pid", os.getpid())
     server = ControlServer(paths["socket"])
+    chans = ChannelWriter(paths["channels"], channel_sources(board, devices))
     loop = Loop(board, devices, ModelStore(a.data), tel, LoopConfig(budget_fraction=a.budget), log=log,
-                heartbeat=Heartbeat(paths["run"], "loop"))
+                heartbeat=Heartbeat(paths["run"], "loop"), channels=chans)
     for name in lost:
         loop.io.lose(name)
     if any(d.armable for d in devices.values()):
@@ -97,6 +110,7 @@ def main(argv=None) -> int:
             f"{c['swaps']} swaps, {c['rollbacks']} rollbacks")
         server.close()
         tel.close()
+        chans.close()
     return 0
 
 

@@ -71,7 +71,7 @@ class LoopConfig:
 
 class Loop(ModelJobs, Arming):
     def __init__(self, board, devices: dict, store, telemetry: TelemetryWriter, cfg: LoopConfig = LoopConfig(),
-                 log=print, heartbeat=None):
+                 log=print, heartbeat=None, channels=None):
         self.board, self.devices, self.store, self.tel, self.cfg, self.log = board, devices, store, telemetry, cfg, log
         self.period = period_ns(board.rate_hz)
         self.budget = int(self.period * cfg.budget_fraction)
@@ -103,6 +103,7 @@ class Loop(ModelJobs, Arming):
         self._reset_divergence()
         self.watchdog_fd = None
         self.heartbeat = heartbeat                   # nnos.heartbeat.Heartbeat: the supervisor's watchdog reads it
+        self.channels = channels                     # telemetry.ChannelWriter: every channel, every tick (recordings)
 
     def arm_watchdog(self, path: str) -> None:
         """Pet a hardware watchdog (/dev/watchdog) every tick: if the loop ever stops, the board
@@ -187,6 +188,8 @@ class Loop(ModelJobs, Arming):
                         slot.first_input if slot is not None else self._zero_in,
                         slot.first_output if slot is not None else self._zero_in)
         self.tel.set("mode", mode)
+        if self.channels is not None:
+            self.channels.record(self.tick_no, t0, mode)
         self.tel.set("heartbeat_ns", t3)
         if self.heartbeat is not None:
             self.heartbeat.beat(t3)

@@ -1,0 +1,114 @@
+"""Recording a live session as MCAP (the robotics log format Foxglove and ROS 2 tools open), in
+a process of its own: it reads the loop's shared-memory rings (RUN/channels: every channel
+each tick; RUN/telemetry: mode, timing, the model's first input and output, the active model,
+failsafe reasons) and never touches the loop.
+
+Topics, JSON messages with a JSON Schema each: ``/<device>/<channel>`` ({tick, values, names,
+units}), ``/loop`` ({tick, mode, lateness_us, compute_us, inputs, outputs}), ``/model`` and
+``/failsafe`` when they change. Chunks of 64 KiB, each written and flushed as it fills: after a
+power cut mid-write, the file up to its last complete chunk is readable.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from .telemetry import MODES, ChannelReader, TelemetryReader
+
+CHUNK_BYTES = 64 * 1024
+
+
+def _schema(title: str, props: dict) -> bytes:
+    return json.dumps({"title": title, "type": "object", "properties": props}).encode()
+
+
+NUMBERS = {"type": "array", "items": {"type": "number"}}
+STRINGS = {"type": "array", "items": {"type": "string"}}
+
+
+class Recorder:
+    def __init__(self, run_dir: str, out_path: str, topics: list[str] | None = None):
+        try:
+            from mcap.writer import CompressionType, Writer
+        except ImportError as e:
+            raise ValueError("recording needs the mcap package: pip install 'nnos[record]'") from e
+        self.channels = ChannelReader(os.path.join(run_dir, "channels"))
+        self.tel = TelemetryReader(os.path.join(run_dir, "telemetry"))
+        self.f = open(out_path, "wb")
+        self.w = Writer(self.f, chunk_size=CHUNK_BYTES, compression=CompressionType.NONE)
+        self.w.start(profile="", library="nnos")
+        self.layout = [t for t in self.channels.layout if topics is None or t["topic"] in topics]
+        unknown = sorted(set(topics or ()) - {t["topic"] for t in self.channels.layout})
+        if unknown:
+            raise ValueError(f"no such channel {unknown}; the board's: {[t['topic'] for t in self.channels.layout]}")
+        ch_schema = self.w.register_schema("nnos.Channel", "jsonschema", _schema(
+            "nnos.Channel", {"tick": {"type": "integer"}, "values": NUMBERS, "names": STRINGS, "units": {"type": "string"}}))
+        self.ids = {t["topic"]: self.w.register_channel(t["topic"], "json", ch_schema) for t in self.layout}
+        loop_schema = self.w.register_schema("nnos.Loop", "jsonschema", _schema(
+            "nnos.Loop", {"tick": {"type": "integer"}, "mode": {"type": "string"}, "lateness_us": {"type": "number"},
+                          "compute_us": {"type": "number"}, "inputs": NUMBERS, "outputs": NUMBERS}))
+        text = self.w.register_schema("nnos.Text", "jsonschema", _schema("nnos.Text", {"text": {"type": "string"}}))
+        self.loop_id = self.w.register_channel("/loop", "json", loop_schema)
+        self.model_id = self.w.register_channel("/model", "json", text)
+        self.failsafe_id = self.w.register_channel("/failsafe", "json", text)
+        last = self.channels.last_tick()
+        self.after = -1 if last is None else last       # from now on
+        self.model = self.reason = None
+        self.messages = 0
+
+    def poll(self) -> int:
+        """Everything the rings got since the last poll into the file; the ticks written."""
+        recs = self.channels.since(self.after)
+        if not len(recs):
+            return 0
+        loop = {int(r["tick"]): r for r in self.tel.records(self.channels.capacity)}
+        for r in recs:
+            tick, t = int(r["tick"]), int(r["t_ns"])
+            for lay in self.layout:
+                values = r["values"][lay["offset"]:lay["offset"] + lay["size"]].tolist()
+                self._put(self.ids[lay["topic"]], t, {"tick": tick, "values": values, "names": lay["names"],
+                                                      "units": lay["units"]})
+            x = loop.get(tick)
+            if x is not None:
+                self._put(self.loop_id, t, {"tick": tick, "mode": MODES.get(int(x["mode"]), "?"),
+                                            "lateness_us": int(x["lateness_ns"]) / 1000,
+                                            "compute_us": int(x["compute_ns"]) / 1000,
+                                            "inputs": x["inputs"][:int(x["n_in"])].tolist(),
+                                            "outputs": x["outputs"][:int(x["n_out"])].tolist()})
+        self._texts(int(recs[-1]["t_ns"]))
+        self.after = int(recs[-1]["tick"])
+        return len(recs)
+
+    def _texts(self, t: int) -> None:
+        c = self.tel.counters()
+        if c["active"] != self.model:
+            self.model = c["active"]
+            self._put(self.model_id, t, {"text": self.model})
+        if c["failsafe_reason"] != self.reason:
+            self.reason = c["failsafe_reason"]
+            self._put(self.failsafe_id, t, {"text": self.reason})
+
+    def _put(self, channel: int, t_ns: int, msg: dict) -> None:
+        self.w.add_message(channel, log_time=t_ns, data=json.dumps(msg).encode(), publish_time=t_ns)
+        self.messages += 1
+
+    def close(self) -> None:
+        self.w.finish()
+        self.f.close()
+        self.channels.close()
+        self.tel.close()
+
+
+def record(run_dir: str, out_path: str, seconds: float, topics=None, every_s: float = 0.05) -> dict:
+    """Record for ``seconds`` (polling the rings every ``every_s``; the ring holds 4096 ticks)."""
+    r = Recorder(run_dir, out_path, topics)
+    ticks, end = 0, time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            time.sleep(every_s)
+            ticks += r.poll()
+        ticks += r.poll()
+    finally:
+        r.close()
+    return {"path": out_path, "ticks": ticks, "messages": r.messages, "bytes": os.path.getsize(out_path)}

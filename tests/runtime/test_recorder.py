@@ -1,0 +1,164 @@
+"""Recording the live loop as MCAP from its shared-memory rings: every channel's values tick by
+tick as they were read and sent, the loop's records, the model and failsafe events — read back
+with the mcap package's own reader; a file cut short is readable up to its last chunk; and
+`nnos record` beside a running loop."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from nnos.recorder import Recorder
+from nnos.runtime.__main__ import channel_sources
+from nnos.runtime.loop import Loop, LoopConfig
+from nnos.store import ModelStore
+from nnos.telemetry import ChannelWriter, TelemetryWriter
+from nnos_hardware.devices import SimulatedDevice
+from tests.support.paths import ROOT
+from tests.support.policies import board_at, store_model
+from tests.support.timing import scaled
+
+mcap_reader = pytest.importorskip("mcap.reader")
+
+
+class Live:
+    """The cart-pole loop in-process with both rings in DATA/run, as the loop process has them."""
+
+    def __init__(self, tmp_path):
+        self.board = board_at(tmp_path, 50)
+        self.dev = SimulatedDevice("cartpole", self.board.devices[0].channels, keep_sent=0)
+        self.dev.open()
+        self.data = tmp_path / "data"
+        self.run = self.data / "run"
+        self.run.mkdir(parents=True)
+        self.store = ModelStore(str(self.data))
+        self.store.activate(store_model(self.store, self.board.model), "test")
+        self.tel = TelemetryWriter(str(self.run / "telemetry"))
+        self.chans = ChannelWriter(str(self.run / "channels"), channel_sources(self.board, {"cartpole": self.dev}))
+        self.loop = Loop(self.board, {"cartpole": self.dev}, self.store, self.tel, LoopConfig(probation_s=0.1),
+                         log=lambda m: None, channels=self.chans)
+        self.loop.load_initial()
+        self.fed, self.sent = {}, {}
+
+    def ticks(self, n: int) -> None:
+        rng = np.random.default_rng(self.loop.tick_no)
+        for _ in range(n):
+            cart, pole = rng.uniform(-1, 1, 2), rng.uniform(-0.2, 0.2, 2)
+            self.dev.feed("cart", cart)
+            self.dev.feed("pole", pole)
+            tick = self.loop.tick_no
+            self.loop.tick()
+            self.fed[tick] = (cart.astype(np.float32), pole.astype(np.float32))
+            self.sent[tick] = float(self.dev.commands["force"][0])
+
+    def close(self) -> None:
+        self.loop.shutdown()
+        self.tel.close()
+        self.chans.close()
+
+
+def messages(path: str) -> dict[str, list]:
+    out = {}
+    with open(path, "rb") as f:
+        for schema, channel, message in mcap_reader.make_reader(f).iter_messages():
+            assert schema.encoding == "jsonschema" and channel.message_encoding == "json"
+            out.setdefault(channel.topic, []).append(json.loads(message.data))
+    return out
+
+
+def test_every_channel_every_tick_as_mcap(tmp_path):
+    live = Live(tmp_path)
+    try:
+        live.ticks(5)                                      # before the recording: not in it
+        rec = Recorder(str(live.run), str(tmp_path / "s.mcap"))
+        live.ticks(120)
+        assert rec.poll() == 120
+        live.ticks(80)
+        assert rec.poll() == 80
+        rec.close()
+    finally:
+        live.close()
+    got = messages(str(tmp_path / "s.mcap"))
+    assert set(got) == {"/cartpole/cart", "/cartpole/pole", "/cartpole/force", "/loop", "/model", "/failsafe"}
+    assert [m["tick"] for m in got["/cartpole/cart"]] == list(range(5, 205))
+    for m in got["/cartpole/cart"]:
+        np.testing.assert_array_equal(np.float32(m["values"]), live.fed[m["tick"]][0])
+    for m in got["/cartpole/pole"]:
+        np.testing.assert_array_equal(np.float32(m["values"]), live.fed[m["tick"]][1])
+    assert [m["values"][0] for m in got["/cartpole/force"]] == [live.sent[t] for t in range(5, 205)]
+    assert got["/cartpole/force"][0]["units"] == "N" and got["/cartpole/cart"][0]["names"] == ["cart[0]", "cart[1]"]
+    assert len(got["/loop"]) == 200 and {m["mode"] for m in got["/loop"]} <= {"running", "probation", "failsafe"}
+    assert got["/model"][0]["text"] == live.store.state()["active"]
+
+
+def test_a_recording_cut_short_is_readable_up_to_its_last_chunk(tmp_path):
+    live = Live(tmp_path)
+    try:
+        rec = Recorder(str(live.run), str(tmp_path / "s.mcap"))
+        for _ in range(8):
+            live.ticks(400)
+            rec.poll()
+        rec.close()
+    finally:
+        live.close()
+    whole = (tmp_path / "s.mcap").read_bytes()
+    (tmp_path / "cut.mcap").write_bytes(whole[: int(len(whole) * 0.6)])      # a power cut mid-write
+    ticks = []
+    with open(tmp_path / "cut.mcap", "rb") as f:
+        try:
+            for _, channel, message in mcap_reader.NonSeekingReader(f).iter_messages(log_time_order=False):
+                if channel.topic == "/cartpole/cart":
+                    ticks.append(json.loads(message.data)["tick"])
+        except Exception:                                  # the torn end
+            pass
+    assert len(ticks) > 1000 and ticks == list(range(ticks[0], ticks[0] + len(ticks)))
+
+
+def test_nnos_record_beside_a_running_loop(tmp_path):
+    live = Live(tmp_path)
+    stop = threading.Event()
+
+    def run():
+        while not stop.is_set():
+            live.ticks(1)
+            stop.wait(0.02)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        out = tmp_path / "cli.mcap"
+        r = subprocess.run([sys.executable, "-m", "nnos.cli", "record", "--seconds", "1.5", "--data", str(live.data),
+                            "--out", str(out), "--channels", "/cartpole/force"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=scaled(60))
+        bad = subprocess.run([sys.executable, "-m", "nnos.cli", "record", "--seconds", "1", "--data", str(live.data),
+                              "--out", str(tmp_path / "x.mcap"), "--channels", "/cartpole/torque"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=scaled(60))
+    finally:
+        stop.set()
+        t.join()
+        live.close()
+    assert r.returncode == 0, r.stderr
+    got = messages(str(out))
+    assert set(got) == {"/cartpole/force", "/loop", "/model", "/failsafe"}
+    assert len(got["/cartpole/force"]) >= 20
+    assert bad.returncode == 2 and "no such channel ['/cartpole/torque']" in bad.stderr
+
+
+def test_the_channel_ring_allocates_nothing_per_tick(tmp_path):
+    import tracemalloc
+    live = Live(tmp_path)
+    try:
+        for t in range(200):
+            live.chans.record(t, t, 1)
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        for t in range(200, 5200):
+            live.chans.record(t, t, 1)
+        grown = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(before, "filename") if s.size_diff > 0)
+        tracemalloc.stop()
+    finally:
+        live.close()
+    assert grown < 4096, f"{grown} bytes kept over 5000 ticks"
