@@ -82,3 +82,5 @@ LOOP_START_GRACE_S = flag("NNOS_LOOP_START_GRACE_S", float, 30.0, "how long a st
 API_HEADER_TIMEOUT_S = flag("NNOS_API_HEADER_TIMEOUT_S", float, 10.0, "the control plane closes a connection "
                             "whose request header is not complete this many seconds after it opened (slow clients)")
 REQUIRE_SIGNED = flag("NNOS_REQUIRE_SIGNED", _bool, False, "the control plane accepts only models signed by DATA/trusted_keys")
+RECORDINGS_MAX_MB = flag("NNOS_RECORDINGS_MAX_MB", float, 512.0, "the most the recordings in DATA/recordings may "
+                         "take together (a recording stops when it would pass it)")

@@ -100,15 +100,27 @@ class Recorder:
         self.tel.close()
 
 
-def record(run_dir: str, out_path: str, seconds: float, topics=None, every_s: float = 0.05) -> dict:
-    """Record for ``seconds`` (polling the rings every ``every_s``; the ring holds 4096 ticks)."""
+def record(run_dir: str, out_path: str, seconds: float, topics=None, every_s: float = 0.05, stop=None,
+           max_bytes: float = float("inf"), progress=None) -> dict:
+    """Record for ``seconds`` (polling the rings every ``every_s``; the ring holds 4096 ticks),
+    until ``stop`` (a threading.Event) is set, or before the file passes ``max_bytes``.
+    ``progress(dict)`` hears how far it got after every poll."""
     r = Recorder(run_dir, out_path, topics)
-    ticks, end = 0, time.monotonic() + seconds
+    ticks, end, why = 0, time.monotonic() + seconds, "done"
     try:
         while time.monotonic() < end:
-            time.sleep(every_s)
+            if stop is not None and stop.wait(every_s):
+                why = "stopped"
+                break
+            if stop is None:
+                time.sleep(every_s)
             ticks += r.poll()
-        ticks += r.poll()
+            if r.f.tell() + 2 * CHUNK_BYTES > max_bytes:
+                why = "quota"
+                break
+            if progress is not None:
+                progress({"ticks": ticks, "bytes": r.f.tell()})
+        ticks += r.poll() if why != "quota" else 0
     finally:
         r.close()
-    return {"path": out_path, "ticks": ticks, "messages": r.messages, "bytes": os.path.getsize(out_path)}
+    return {"path": out_path, "ticks": ticks, "messages": r.messages, "bytes": os.path.getsize(out_path), "end": why}

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from .. import __version__
 from .deps import disk_full
 from .guard import Guard, error_body
-from .routers import device, jobs, kserve, models, vm, robot
+from .routers import device, jobs, kserve, models, recordings, robot, vm
 from .settings import Settings
 from .state import AppState
 
@@ -32,6 +32,7 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
     app.include_router(device.ws_router)
     app.include_router(vm.router)
     app.include_router(robot.router)
+    app.include_router(recordings.router)
 
     page = (Path(__file__).parent / "static" / "dashboard.html").read_text()
 
