@@ -98,8 +98,11 @@ class RecordingDevice(Device):
         return dict(self.inner.stats(), recorded=self._n)
 
 
-def read_recording(path: str):
-    """(header, records) with records as a list of (kind, channel name, t_host, t_device_us, values)."""
+def read_recording(path: str, device: str | None = None):
+    """(header, records) with records as a list of (kind, channel name, t_host, t_device_us, values).
+    An .mcap recording (nnos record) gives ``device``'s channels."""
+    if path.endswith(".mcap"):
+        return read_mcap(path, device)
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -129,7 +132,7 @@ class ReplayDevice(Device):
     def __init__(self, name: str, path: str, speed: float = 1.0, loop: bool = False):
         super().__init__(name)
         self.path, self.speed, self.loop = path, speed, loop
-        header, records = read_recording(path)
+        header, records = read_recording(path, name)
         self._set_channels([_channel_from(c) for c in header["channels"]])
         self.readings = [r for r in records if r[0] == KIND_SENSOR]
         self.recorded_commands = [(r[3], r[1], r[4]) for r in records if r[0] == KIND_COMMAND]
@@ -180,3 +183,32 @@ class ReplayDevice(Device):
 
     def flush(self, ref_timestamp_us: int = 0) -> None:
         self.sent.append((ref_timestamp_us, {k: v.copy() for k, v in self.commands.items()}))
+
+
+def read_mcap(path: str, device: str | None):
+    """An MCAP recording of the live loop (nnos/recorder.py) as (header, records) for one device."""
+    try:
+        from mcap.exceptions import McapError
+        from mcap.reader import make_reader
+    except ImportError as e:
+        raise DeviceError(path, "reading an MCAP recording needs the mcap package (pip install 'nnos[record]')") from e
+    try:
+        with open(path, "rb") as f:
+            reader = make_reader(f)
+            meta = {m.name: m.metadata for m in reader.iter_metadata()}
+            layout = [c for c in json.loads(meta["nnos.layout"]["channels"]) if c.get("device") == device]
+            if not layout:
+                raise DeviceError(path, f"no channels of device {device!r} in this recording")
+            kinds = {c["topic"]: (KIND_SENSOR if c["kind"] == "sensor" else KIND_COMMAND, c["channel"]) for c in layout}
+            records, t0 = [], None
+            for _, ch, msg in reader.iter_messages(topics=list(kinds)):
+                t0 = msg.log_time if t0 is None else t0
+                kind, name = kinds[ch.topic]
+                m = json.loads(msg.data)
+                records.append((kind, name, (msg.log_time - t0) / 1e9, msg.log_time // 1000,
+                                np.asarray(m["values"], np.float32)))
+    except (OSError, KeyError, ValueError, McapError) as e:
+        raise DeviceError(path, f"not an nnos MCAP recording ({type(e).__name__}: {e})") from e
+    channels = [{"name": c["channel"], "kind": c["kind"], "shape": c["shape"], "range": c["range"],
+                 "units": c.get("units", "")} for c in layout]
+    return {"device": device, "channels": channels}, records

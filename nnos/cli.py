@@ -5,7 +5,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -160,61 +159,6 @@ def cmd_board(a):
           f"{chans} channel(s)" + (f"; binds {os.path.basename(model)}'s inputs and outputs" if model else ""))
 
 
-def cmd_calibrate(a):
-    """`nnos calibrate BOARD`: record each servo bus's joint ranges (moved by hand, torque off)
-    or take the servos' own limits, and store them crash-safe in the data partition."""
-    from nnos_hardware import calibrate, calibration
-    from nnos_hardware.board import load_board
-    from nnos_hardware.devices.factory import make_device
-    from nnos_hardware.hotplug import HotplugWatcher
-    board = load_board(a.board)
-    buses = calibration.servo_devices(board)
-    if not buses:
-        raise NnosError(f"board {board.name!r} has no servo bus (driver feetech or dynamixel) to calibrate")
-    paths = dict(d.split("=", 1) for d in a.device)
-    if any(d.usb and d.name not in paths for d in buses):
-        paths.update({e.device: e.identity.devnode for e in HotplugWatcher(board).scan()})
-    found = {}
-    for cfg in buses:
-        if not (paths.get(cfg.name) or cfg.path):
-            raise NnosError(f"device {cfg.name!r}: not found; plug it in or pass --device {cfg.name}=PATH")
-        dev = make_device(cfg, paths.get(cfg.name))
-        try:
-            dev.open()
-        except HardwareError as e:
-            raise NnosError(f"{e} (is nnos running? it holds the bus: stop it, or calibrate through "
-                            "PUT /v1/calibration)") from e
-        try:
-            if a.from_servos:
-                found[cfg.name] = calibrate.from_servos(dev, a.invert)
-            else:
-                print(f"{cfg.name}: torque is off; move every joint through its whole range for {a.seconds:g} s")
-                found[cfg.name] = calibrate.record(dev, a.seconds, a.invert)
-        finally:
-            dev.close()
-    for name, joints in found.items():
-        for j, c in joints.items():
-            print(f"{name}.{j}: servo {c.id}, ticks {c.min}..{c.max}, zero at {c.homing}, direction {c.direction:+d}")
-    where = calibration.save(a.data, board, found)
-    print(f"stored in {where}: the loop applies it when it starts (to a running nnos: nnos ctl calibration {where})")
-
-
-def cmd_record(a):
-    """`nnos record --seconds N`: the running loop's channels, timing, model and failsafe events
-    as MCAP, read from its shared memory (the loop is not touched)."""
-    from .recorder import record
-    run = os.path.join(a.data, "run")
-    if not os.path.exists(os.path.join(run, "channels")):
-        raise NnosError(f"no running loop in {a.data} (no {run}/channels): start nnos up first")
-    out = a.out or os.path.join(a.data, "recordings", time.strftime("%Y%m%d-%H%M%S") + ".mcap")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    try:
-        got = record(run, out, a.seconds, a.channels or None)
-    except ValueError as e:
-        raise NnosError(str(e)) from e
-    print(f"{got['path']}: {got['ticks']} ticks, {got['messages']} messages, {got['bytes']} bytes")
-
-
 def cmd_flags(a):
     from .flags import REGISTRY
     for f in REGISTRY.values():
@@ -272,20 +216,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("file")
     b.add_argument("--model", help="an .onnx or plan to check the bindings against (default: the board's model)")
     b.set_defaults(fn=cmd_board)
-    cal = sub.add_parser("calibrate", help="record a board's servo joint ranges (by hand, or the servos' own limits)")
-    cal.add_argument("board")
-    cal.add_argument("--data", default=flags.DATA.get(), help="data directory (NNOS_DATA) to store it in")
-    cal.add_argument("--device", action="append", default=[], metavar="NAME=PATH", help="where a bus is")
-    cal.add_argument("--seconds", type=float, default=20.0, help="how long to record while moving the joints")
-    cal.add_argument("--from-servos", action="store_true", help="take the limits the servos keep instead")
-    cal.add_argument("--invert", action="append", default=[], metavar="JOINT", help="a joint that turns the other way")
-    cal.set_defaults(fn=cmd_calibrate)
-    rec = sub.add_parser("record", help="record the running loop's channels as MCAP")
-    rec.add_argument("--seconds", type=float, required=True)
-    rec.add_argument("--data", default=flags.DATA.get(), help="data directory of the running nnos (NNOS_DATA)")
-    rec.add_argument("--out", help="the .mcap file (default DATA/recordings/DATE-TIME.mcap)")
-    rec.add_argument("--channels", nargs="*", metavar="/DEVICE/CHANNEL", help="only these (default: all)")
-    rec.set_defaults(fn=cmd_record)
+    from .cli_robot import add_parsers as add_robot
+    add_robot(sub)
     f = sub.add_parser("flags", help="list the environment flags nnos reads")
     f.set_defaults(fn=cmd_flags)
     return p

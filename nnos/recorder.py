@@ -28,7 +28,7 @@ STRINGS = {"type": "array", "items": {"type": "string"}}
 
 
 class Recorder:
-    def __init__(self, run_dir: str, out_path: str, topics: list[str] | None = None):
+    def __init__(self, run_dir: str, out_path: str, topics: list[str] | None = None, board_path: str | None = None):
         try:
             from mcap.writer import CompressionType, Writer
         except ImportError as e:
@@ -49,6 +49,10 @@ class Recorder:
             "nnos.Loop", {"tick": {"type": "integer"}, "mode": {"type": "string"}, "lateness_us": {"type": "number"},
                           "compute_us": {"type": "number"}, "inputs": NUMBERS, "outputs": NUMBERS}))
         text = self.w.register_schema("nnos.Text", "jsonschema", _schema("nnos.Text", {"text": {"type": "string"}}))
+        self.w.add_metadata("nnos.layout", {"channels": json.dumps(self.layout)})
+        if board_path:                                  # what `nnos replay` binds a candidate model with
+            with open(board_path) as f:
+                self.w.add_metadata("nnos.board", {"path": board_path, "toml": f.read()})
         self.loop_id = self.w.register_channel("/loop", "json", loop_schema)
         self.model_id = self.w.register_channel("/model", "json", text)
         self.failsafe_id = self.w.register_channel("/failsafe", "json", text)
@@ -101,11 +105,11 @@ class Recorder:
 
 
 def record(run_dir: str, out_path: str, seconds: float, topics=None, every_s: float = 0.05, stop=None,
-           max_bytes: float = float("inf"), progress=None) -> dict:
+           max_bytes: float = float("inf"), progress=None, board_path: str | None = None) -> dict:
     """Record for ``seconds`` (polling the rings every ``every_s``; the ring holds 4096 ticks),
     until ``stop`` (a threading.Event) is set, or before the file passes ``max_bytes``.
     ``progress(dict)`` hears how far it got after every poll."""
-    r = Recorder(run_dir, out_path, topics)
+    r = Recorder(run_dir, out_path, topics, board_path)
     ticks, end, why = 0, time.monotonic() + seconds, "done"
     try:
         while time.monotonic() < end:

@@ -161,20 +161,21 @@ def _channel_record(n: int) -> np.dtype:
 class ChannelWriter:
     """Every board channel's values each tick (sensors as read, actuators as sent), float32,
     into a second shared-memory ring (RUN/channels) with the same seqlock as the tick records:
-    what a recorder in another process turns into MCAP, off the loop's CPU. ``sources``:
-    (label, element names, units, the live array) per channel; its layout is JSON in the header."""
+    what a recorder in another process turns into MCAP, off the loop's CPU. ``sources``: per
+    channel (what it is: a dict with at least "topic", the live array); the layout (each dict
+    with its offset and size) is JSON in the header."""
 
-    def __init__(self, path: str, sources: list[tuple[str, list[str], str, np.ndarray]], capacity: int = 4096):
+    def __init__(self, path: str, sources: list[tuple[dict, np.ndarray]], capacity: int = 4096):
         import json
-        self.sources = [s for s in sources if s[3].size <= MAX_CHANNEL_VALUES]
-        n = sum(s[3].size for s in self.sources)
+        self.sources = [s for s in sources if s[1].size <= MAX_CHANNEL_VALUES]
+        n = sum(s[1].size for s in self.sources)
         self.stage = np.zeros(max(n, 1), np.float32)
         layout, off = [], 0
         self._copies = []
-        for label, names, units, arr in self.sources:
+        for what, arr in self.sources:
             flat = arr.reshape(-1)
             self._copies.append((self.stage[off:off + flat.size], flat))
-            layout.append({"topic": label, "offset": off, "size": int(flat.size), "names": names, "units": units})
+            layout.append(dict(what, offset=off, size=int(flat.size)))
             off += flat.size
         rec = _channel_record(max(n, 1))
         self.mm = _open(path, CHANNEL_HEADER.itemsize + capacity * rec.itemsize, create=True)

@@ -43,13 +43,15 @@ def run_paths(data: str) -> dict:
 
 
 def channel_sources(board, devices) -> list:
-    """Every channel of the board as (topic, element names, units, the live array) for the ring."""
+    """Every channel of the board for the channel ring: (what it is, its live array)."""
     out = []
     for d in board.devices:
         dev = devices[d.name]
         for c in d.channels:
             live = dev.samples[c.name].values if c.name in dev.samples else dev.commands[c.name]
-            out.append((f"/{d.name}/{c.name}", [c.label(i) for i in range(c.size)], c.units, live))
+            out.append(({"topic": f"/{d.name}/{c.name}", "device": d.name, "channel": c.name, "kind": c.kind,
+                         "shape": list(c.shape), "range": [c.lo, c.hi], "units": c.units, "dtype": str(c.dtype),
+                         "names": [c.label(i) for i in range(c.size)]}, live))
     return out
 
 

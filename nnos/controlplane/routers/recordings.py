@@ -75,7 +75,7 @@ def start(body: Start = Body(..., examples=[{"seconds": 10}]), st=Depends(state)
         def run_it():
             try:
                 entry["result"] = record(run, out, body.seconds, body.channels, stop=entry["stop"], max_bytes=left,
-                                         progress=entry["progress"].update)
+                                         progress=entry["progress"].update, board_path=st.settings.board_path)
             except (ValueError, OSError) as e:
                 entry["result"] = {"end": "failed", "error": str(e)}
         entry["thread"] = threading.Thread(target=run_it, name=f"record-{rid}", daemon=True)
