@@ -14,6 +14,7 @@ import numpy as np
 from .action_queue import ActionQueue
 from .board import Board
 from .device import Device
+from .preprocess import Preprocess
 
 
 def _affine(src, scale, offset, dst) -> list:
@@ -29,6 +30,14 @@ class Binder:
         outputs are written; else (asynchronous inference) ``push_chunks`` does it when one ends."""
         self.reads, self.writes, self.pushes = [], [], []
         for b in board.inputs:
+            if b.image is not None:                 # a camera frame, pre-processed into the tensor
+                dev, ch = b.channels[0]
+                sample = devices[dev].latest(ch)
+                im = b.image
+                pre = Preprocess(sample.values, inputs[b.tensor], im["size"], im["resize"], im.get("crop"), im["layout"],
+                                 im["scale"], im.get("mean", (0, 0, 0)), im.get("std", (1, 1, 1)), sample=sample)
+                self.reads.append(pre.run)
+                continue
             dst, off = inputs[b.tensor].reshape(-1), 0
             for dev, ch in b.channels:
                 src = devices[dev].latest(ch).values.reshape(-1)

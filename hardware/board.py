@@ -46,6 +46,7 @@ class InputBinding:
     scale: np.ndarray
     offset: np.ndarray
     line: str = ""
+    image: dict | None = None                       # pre-processing of a camera channel (preprocess.py)
 
 
 @dataclass
@@ -102,6 +103,9 @@ class Board:
             spec = ins.get(b.tensor)
             if spec is None:
                 raise ConfigError(b.line, f"input binding names tensor {b.tensor!r}; the model's inputs are {sorted(ins)}")
+            if b.image is not None:
+                self._check_image(b, spec)
+                continue
             size = sum(self.channel(d, c).size for d, c in b.channels)
             if int(np.prod(spec.shape)) != size or spec.dtype != np.float32:
                 raise ConfigError(b.line, f"tensor {b.tensor!r} is {spec.dtype}{list(spec.shape)}, but its channels "
@@ -114,6 +118,15 @@ class Board:
             if spec is None:
                 raise ConfigError(b.line, f"output binding names tensor {b.tensor!r}; the model's outputs are {sorted(outs)}")
             self._check_output(b, spec)
+
+    @staticmethod
+    def _check_image(b, spec) -> None:
+        h, w = b.image["size"]
+        want = [3, h, w] if b.image["layout"] == "chw" else [h, w, 3]
+        shape = [s for s in spec.shape if s != 1][-3:]
+        if shape != want or spec.dtype != np.float32 or int(np.prod(spec.shape)) != 3 * h * w:
+            raise ConfigError(b.line, f"tensor {b.tensor!r} is {spec.dtype}{list(spec.shape)}, but the image "
+                              f"pre-processing makes float32 {want}")
 
     def _check_output(self, b, spec) -> None:
         """An output fills its channel (size n), or is a chunk [..., K, n] with ``chunk`` set."""
@@ -175,7 +188,7 @@ KEYS = {
                 "baudrate", "arm_on_start", "fast_sync_read"},
     "channels": {"name", "kind", "shape", "range", "units", "safe", "stale_ms", "rate_hz", "out_of_range",
                  "fault_after", "names", "max_rate", "failsafe", "dtype"},
-    "inputs": {"tensor", "channels", "scale", "offset"},
+    "inputs": {"tensor", "channels", "scale", "offset", "image"},
     "outputs": {"tensor", "channel", "scale", "offset", "clamp", "max_step", "chunk", "ensemble_m"},
     "failsafe": {"exit", "good_ticks", "overrun_streak"},
 }
@@ -362,10 +375,38 @@ def _input(x, i, L, chans) -> InputBinding:
     refs = x.get("channels")
     _need(isinstance(refs, list) and refs, L.at("inputs", i, "channels"), "input binding needs channels = [..]")
     pairs = [_ref(r, L.at("inputs", i, "channels"), chans, SENSOR) for r in refs]
+    if "image" in x:
+        return InputBinding(x["tensor"], pairs, np.ones(1, np.float32), np.zeros(1, np.float32), where,
+                            _image(x["image"], pairs, chans, L.at("inputs", i, "image")))
     n = sum(chans[p].size for p in pairs)
     scale = _floats(x.get("scale", 1.0), n, L.at("inputs", i, "scale"), "scale")
     offset = _floats(x.get("offset", 0.0), n, L.at("inputs", i, "offset"), "offset")
     return InputBinding(x["tensor"], pairs, scale, offset, where)
+
+
+def _image(img, pairs, chans, where) -> dict:
+    """An input binding's ``image = {...}``: one uint8 [H, W, 3] channel, pre-processed."""
+    from .preprocess import LAYOUTS, RESIZE, crop_box
+    c = chans[pairs[0]]
+    _need(len(pairs) == 1 and c.dtype == np.uint8 and len(c.shape) == 3 and c.shape[2] == 3, where,
+          f"image pre-processing takes one uint8 [H, W, 3] camera channel; got {[f'{d}.{n}' for d, n in pairs]} "
+          f"({c.dtype}{list(c.shape)})")
+    _need(isinstance(img, dict) and set(img) <= {"crop", "size", "resize", "layout", "scale", "mean", "std"}
+          and "size" in img, where, f"image must be {{size = [h, w], resize, crop, layout, scale, mean, std}}, got {img!r}")
+    size = img["size"]
+    _need(isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size), where,
+          f"image size must be [height, width], got {size!r}")
+    _need(img.get("resize", "area") in RESIZE, where, f"image resize must be one of {RESIZE}, got {img.get('resize')!r}")
+    _need(img.get("layout", "chw") in LAYOUTS, where, f"image layout must be one of {LAYOUTS}, got {img.get('layout')!r}")
+    try:
+        crop_box(c.shape[0], c.shape[1], img.get("crop"), tuple(size))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(where, f"image crop: {e}") from e
+    for key in ("mean", "std"):
+        v = img.get(key, [0.0, 0.0, 0.0] if key == "mean" else [1.0, 1.0, 1.0])
+        _need(isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)
+              and (key == "mean" or all(x > 0 for x in v)), where, f"image {key} must be 3 numbers (std > 0), got {v!r}")
+    return {"resize": "area", "layout": "chw", "scale": 1.0, **img, "size": tuple(size)}
 
 
 def _output(x, i, L, chans) -> OutputBinding:

@@ -14,7 +14,7 @@ FAILSAFE_MODES = {
     "torque_off": "hold, and switch the device's torque off",
     "value": "the safe value at once (still no faster than max_rate when one is declared)",
 }
-DTYPES = ("float32", "int16", "uint16", "int32")
+DTYPES = ("float32", "int16", "uint16", "int32", "uint8")
 
 
 

@@ -1,0 +1,114 @@
+"""Image pre-processing between a camera channel (uint8 [H, W, 3]) and a network's input, declared
+in the board's input binding and done without allocating: crop (a view), resize along each
+axis by precomputed taps (np.take / multiply / add into preallocated arrays), then
+``(x · scale − mean) / std`` per colour channel into the plan's input, CHW or HWC.
+
+    [[inputs]]
+    tensor = "image"
+    channels = ["cam.frame"]
+    image = { crop = "center", size = [96, 96], resize = "area", layout = "chw",
+              scale = 0.00392156862745098, mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225] }
+
+``resize = "area"``: each output pixel the mean of the source area it covers, fractions of
+pixels weighted by their coverage (OpenCV's INTER_AREA when shrinking; PIL's BOX where the
+blocks are whole pixels);
+``"bilinear"``: OpenCV's INTER_LINEAR (pixel centres, no antialiasing). ``crop``: "center"
+(the largest centred region of the output's aspect ratio) or [top, left, height, width].
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+RESIZE = ("area", "bilinear")
+LAYOUTS = ("chw", "hwc")
+
+
+def taps(n_in: int, n_out: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """(index [T, n_out], weight [T, n_out]) along one axis: output i = Σ_t w[t, i] · x[idx[t, i]]."""
+    rows = []
+    s = n_in / n_out
+    for i in range(n_out):
+        if mode == "area":
+            lo, hi = i * s, (i + 1) * s
+            row = [(j, (min(hi, j + 1) - max(lo, j)) / s) for j in range(int(math.floor(lo)), int(math.ceil(hi)))
+                   if min(hi, j + 1) > max(lo, j)]
+        else:
+            x = min(max((i + 0.5) * s - 0.5, 0.0), n_in - 1.0)
+            j = min(int(math.floor(x)), n_in - 1)
+            f = x - j
+            row = [(j, 1.0 - f), (min(j + 1, n_in - 1), f)]
+        rows.append(row)
+    t = max(len(r) for r in rows)
+    idx, w = np.zeros((t, n_out), np.intp), np.zeros((t, n_out), np.float32)
+    for i, row in enumerate(rows):
+        for k, (j, wt) in enumerate(row):
+            idx[k, i], w[k, i] = j, wt
+        for k in range(len(row), t):                  # padding taps: weight 0 on the last pixel taken
+            idx[k, i] = row[-1][0]
+    return idx, w
+
+
+def crop_box(h: int, w: int, crop, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the region that is resized."""
+    if crop is None:
+        return 0, 0, h, w
+    if crop == "center":
+        aspect = size[1] / size[0]
+        ch, cw = (h, min(w, round(h * aspect))) if w / h >= aspect else (min(h, round(w / aspect)), w)
+        return (h - ch) // 2, (w - cw) // 2, ch, cw
+    top, left, ch, cw = crop
+    if not (0 <= top and 0 <= left and ch > 0 and cw > 0 and top + ch <= h and left + cw <= w):
+        raise ValueError(f"crop [top, left, height, width] = {list(crop)} does not fit a {h}×{w} frame")
+    return top, left, ch, cw
+
+
+class Preprocess:
+    """``run()``: ``frame`` (uint8 [H, W, 3], the camera channel's live array) → ``out`` (the
+    plan's float32 input, [3, h, w] or [h, w, 3] after any leading 1s). With ``sample`` (the
+    channel's Sample), a frame already processed is not processed again."""
+
+    def __init__(self, frame: np.ndarray, out: np.ndarray, size, resize: str = "area", crop=None, layout: str = "chw",
+                 scale: float = 1.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), sample=None):
+        self.sample, self.done = sample, -1
+        h, w, c = frame.shape
+        oh, ow = size
+        top, left, ch, cw = crop_box(h, w, crop, (oh, ow))
+        self.src = frame[top:top + ch, left:left + cw]                 # a view: no copy of the frame
+        self.f32 = np.empty((ch, cw, c), np.float32)
+        iw, ww = taps(cw, ow, resize)
+        ih, wh = taps(ch, oh, resize)
+        # per tap: (indices, weights shaped to broadcast), made once
+        self.w_taps = [(iw[t].copy(), ww[t][:, None].copy()) for t in range(len(iw))]
+        self.h_taps = [(ih[t].copy(), wh[t][:, None, None].copy()) for t in range(len(ih))]
+        self.acc_w, self.tmp_w = np.empty((ch, ow, c), np.float32), np.empty((ch, ow, c), np.float32)
+        self.acc_h, self.tmp_h = np.empty((oh, ow, c), np.float32), np.empty((oh, ow, c), np.float32)
+        std = np.asarray(std, np.float32)
+        a, b = np.float32(scale) / std, -np.asarray(mean, np.float32) / std
+        shape = (c, oh, ow) if layout == "chw" else (oh, ow, c)
+        self.out = out.reshape(shape)
+        self.view = self.acc_h.transpose(2, 0, 1) if layout == "chw" else self.acc_h
+        self.a = a[:, None, None] if layout == "chw" else a
+        self.b = b[:, None, None] if layout == "chw" else b
+
+    def run(self) -> None:
+        if self.sample is not None:
+            if self.sample.count == self.done:
+                return
+            self.done = self.sample.count
+        np.copyto(self.f32, self.src, casting="unsafe")
+        self._axis(self.f32, self.w_taps, self.acc_w, self.tmp_w, axis=1)
+        self._axis(self.acc_w, self.h_taps, self.acc_h, self.tmp_h, axis=0)
+        np.multiply(self.view, self.a, out=self.out)
+        np.add(self.out, self.b, out=self.out)
+
+    @staticmethod
+    def _axis(x, taps_, acc, tmp, axis: int) -> None:
+        (idx, w), rest = taps_[0], taps_[1:]
+        np.take(x, idx, axis=axis, out=acc)
+        np.multiply(acc, w, out=acc)
+        for idx, w in rest:
+            np.take(x, idx, axis=axis, out=tmp)
+            np.multiply(tmp, w, out=tmp)
+            np.add(acc, tmp, out=acc)
