@@ -43,6 +43,27 @@ def _open(path: str, size: int, create: bool) -> mmap.mmap:
         os.close(fd)
 
 
+def _close(obj) -> None:
+    """Drop every numpy view of ``obj.mm`` (a view left alive would keep the map open), then close it."""
+    for name in list(vars(obj)):
+        if isinstance(getattr(obj, name), np.ndarray):
+            setattr(obj, name, None)
+    try:
+        obj.mm.close()
+    except BufferError:
+        pass
+
+
+def _complete(ring: np.ndarray, first: int, last: int) -> np.ndarray:
+    """The records of ticks first..last that are whole (seqlock even and unchanged, the right tick)."""
+    ticks = np.arange(first, last + 1, dtype=np.uint64)
+    idx = (ticks % len(ring)).astype(np.int64)
+    seq1 = ring["seq"][idx].copy()
+    rec = ring[idx].copy()
+    ok = (seq1 == ring["seq"][idx]) & (seq1 % 2 == 0) & (rec["tick"] == ticks)
+    return rec[ok]
+
+
 class TelemetryWriter:
     def __init__(self, path: str, capacity: int = 4096):
         self.path, self.capacity = path, capacity
@@ -89,13 +110,7 @@ class TelemetryWriter:
 
     def close(self) -> None:
         self.set("mode", MODE["stopped"])
-        for name in list(vars(self)):
-            if isinstance(getattr(self, name), np.ndarray):
-                setattr(self, name, None)
-        try:
-            self.mm.close()
-        except BufferError:
-            pass
+        _close(self)
 
 
 class TelemetryReader:
@@ -131,20 +146,10 @@ class TelemetryReader:
         if last is None:
             return np.zeros(0, RECORD)
         n = min(n, self.capacity - 1, last + 1)
-        ticks = np.arange(last - n + 1, last + 1, dtype=np.uint64)
-        idx = (ticks % self.capacity).astype(np.int64)
-        seq1 = self.ring["seq"][idx].copy()
-        rec = self.ring[idx].copy()
-        seq2 = self.ring["seq"][idx]
-        ok = (seq1 == seq2) & (seq1 % 2 == 0) & (rec["tick"] == ticks)
-        return rec[ok]
+        return _complete(self.ring, last - n + 1, last)
 
     def close(self) -> None:
-        self.h = self.ring = None
-        try:
-            self.mm.close()
-        except BufferError:
-            pass
+        _close(self)
 
 
 # --- every channel, every tick ------------------------------------------------------------------
@@ -203,11 +208,7 @@ class ChannelWriter:
         self._last[0] = tick
 
     def close(self) -> None:
-        self.h = self.ring = self._seq = self._tick = self._t = self._mode = self._values = self._last = None
-        try:
-            self.mm.close()
-        except BufferError:
-            pass
+        _close(self)
 
 
 class ChannelReader:
@@ -233,17 +234,7 @@ class ChannelReader:
         last = self.last_tick()
         if last is None or last <= tick:
             return np.zeros(0, self.ring.dtype)
-        first = max(tick + 1, last - self.capacity + 2, 0)
-        ticks = np.arange(first, last + 1, dtype=np.uint64)
-        idx = (ticks % self.capacity).astype(np.int64)
-        seq1 = self.ring["seq"][idx].copy()
-        rec = self.ring[idx].copy()
-        ok = (seq1 == self.ring["seq"][idx]) & (seq1 % 2 == 0) & (rec["tick"] == ticks)
-        return rec[ok]
+        return _complete(self.ring, max(tick + 1, last - self.capacity + 2, 0), last)
 
     def close(self) -> None:
-        self.h = self.ring = None
-        try:
-            self.mm.close()
-        except BufferError:
-            pass
+        _close(self)
