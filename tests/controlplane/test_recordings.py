@@ -35,11 +35,14 @@ def beside(tmp_path):
 def test_record_list_download_delete(beside):
     api, live = beside()
     c = api.client
+    long = c.post("/v1/recordings", json={"seconds": 600}).json()["id"]           # one that is still going
+    assert c.post("/v1/recordings", json={"seconds": 1.0}).status_code == 409, "one at a time"
+    assert c.get(f"/v1/recordings/{long}").status_code == 409, "not while it is being made"
+    assert c.delete(f"/v1/recordings/{long}").status_code == 204, "stopped and removed"
+    assert long not in [x["id"] for x in c.get("/v1/recordings").json()["recordings"]]
     r = c.post("/v1/recordings", json={"seconds": 1.0, "channels": ["/cartpole/force"]})
     assert r.status_code == 202, r.text
     rid = r.json()["id"]
-    assert c.post("/v1/recordings", json={"seconds": 1.0}).status_code == 409, "one at a time"
-    assert c.get(f"/v1/recordings/{rid}").status_code == 409, "not while it is being made"
     done = wait_until(lambda: next((x for x in c.get("/v1/recordings").json()["recordings"]
                                     if x["id"] == rid and x["state"] == "done"), None), scaled(30), "the recording done")
     assert done["end"] == "done" and done["ticks"] >= 20 and done["bytes"] > 0
