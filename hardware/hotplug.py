@@ -122,6 +122,13 @@ class HotplugWatcher:
             deadline = time.monotonic()
 
 
+def present(board, context=None) -> dict[str, str]:
+    """Where each of the board's USB-identified devices is now ({name: /dev node}): what a
+    process that starts after the device was plugged in (a restarted loop, nnos calibrate) uses,
+    as no add event will come for it."""
+    return {e.device: e.identity.devnode for e in HotplugWatcher(board, context).scan()}
+
+
 class HotplugManager:
     """Keeps the board's serial devices bound: open + handshake on add, stale on remove.
 

@@ -17,14 +17,14 @@ def cmd_calibrate(a):
     from nnos_hardware import calibrate, calibration
     from nnos_hardware.board import load_board
     from nnos_hardware.devices.factory import make_device
-    from nnos_hardware.hotplug import HotplugWatcher
+    from nnos_hardware.hotplug import present
     board = load_board(a.board)
     buses = calibration.servo_devices(board)
     if not buses:
         raise NnosError(f"board {board.name!r} has no servo bus (driver feetech or dynamixel) to calibrate")
     paths = dict(d.split("=", 1) for d in a.device)
     if any(d.usb and d.name not in paths for d in buses):
-        paths.update({e.device: e.identity.devnode for e in HotplugWatcher(board).scan()})
+        paths.update({k: v for k, v in present(board).items() if k not in paths})
     found = {}
     for cfg in buses:
         if not (paths.get(cfg.name) or cfg.path):

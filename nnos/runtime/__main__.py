@@ -10,6 +10,7 @@ import time
 from nnos_hardware.board import load_board
 from nnos_hardware.devices.factory import make_devices
 from nnos_hardware.errors import HardwareError
+from nnos_hardware.hotplug import present
 
 from .. import flags
 from ..heartbeat import Heartbeat
@@ -72,6 +73,15 @@ def main(argv=None) -> int:
     board = load_board(a.board)
     paths = run_paths(a.data)
     overrides = dict(d.split("=", 1) for d in a.device)
+    if any(d.usb and d.name not in overrides for d in board.devices):
+        # plugged in before this loop started (a restart, a crash): no add event will come for it
+        try:
+            found = present(board)
+            overrides.update({k: v for k, v in found.items() if k not in overrides})
+            for name, node in found.items():
+                log(f"loop: device {name} is present at {node}")
+        except Exception as e:                    # no udev here: hotplug events will say where it is
+            log(f"loop: cannot look for USB devices at start ({type(e).__name__}: {e}); waiting for hotplug")
     devices = make_devices(board, overrides)
     lost = []
     for name, dev in devices.items():

@@ -18,7 +18,7 @@ from gi.repository import UMockdev  # noqa: E402
 
 from nnos_hardware.board import load_board  # noqa: E402
 from nnos_hardware.devices import NnosSerialDevice  # noqa: E402
-from nnos_hardware.hotplug import HotplugManager, HotplugWatcher  # noqa: E402
+from nnos_hardware.hotplug import HotplugManager, HotplugWatcher, present  # noqa: E402
 from tests.support.firmware import FirmwareThread, samples_after  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -94,6 +94,7 @@ def main():
     out["samples_after_readd"] = samples_after(dev, 5) if dev.is_open else 0
     out["same_sample_object"] = dev.latest("cart") is sample
     out["scan_when_present"] = [(e.device, e.identity.devnode == second.port) for e in HotplugWatcher(board).scan()]
+    out["present"] = present(board) == {"cartpole": second.port}
     out["unmatched"] = sorted({f"{i.vendor:04x}:{i.product:04x}" for i in watcher.unmatched if i.vendor is not None})
     out["binds"], out["removals"], out["failures"] = manager.binds, manager.removals, manager.failures
     out["log"] = log

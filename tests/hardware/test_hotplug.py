@@ -46,6 +46,7 @@ def test_bind_remove_and_rebind_by_identity():
     assert out["same_sample_object"] is True                            # the loop's bindings stay valid
     assert out["unmatched"] == ["2341:0043"]                            # the Arduino is not ours
     assert out["scan_when_present"] == [["cartpole", True]]
+    assert out["present"], "a process started after the plug-in finds it (a restarted loop)"
     assert (out["binds"], out["removals"], out["failures"]) == (2, 1, 0)
 
 
