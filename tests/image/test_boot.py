@@ -62,6 +62,32 @@ def ticking(dev, seconds: float = 2.0) -> dict:
     return b
 
 
+def bound_and_ticking(dev, what: str) -> None:
+    """The adapter open, not lost, and the loop ticking on it — waited for, not assumed at the
+    first 'running': in the emulated guest the loop has been killed by its watchdog right after
+    the adapter came back (a stall over a second under TCG), and its successor must find the
+    adapter by itself at start. Each such restart is reported as a host stall."""
+    import httpx
+    from tests.support.timing import report_retry, scaled, wait_until
+
+    def on_it():
+        loop = dev.status()["loop"]
+        d = dev.client.get("/v1/devices").json()["devices"][0]
+        return loop["mode"] == "running" and d["open"] and not d["lost"]
+    for attempt in range(3):
+        wait_until(on_it, scaled(120), what, 1.0, ignore=(httpx.HTTPError, KeyError),
+                   context=lambda: dev.vm.console()[-3000:])
+        try:
+            ticking(dev)
+            break
+        except AssertionError:                 # restarted inside the window: ask again
+            if attempt == 2:
+                raise
+    kills = dev.vm.console().count("missed its watchdog")
+    if kills:
+        report_retry("image: USB adapter hotplug", f"{kills} loop watchdog kill(s) in the guest so far")
+
+
 def steady(dev, when: str, windows: int = 3) -> dict:
     """The robot balances and nothing fails safe: a window of running ticks with no failsafe
     entry in it. Entries before it must all be brief stale sensors — the emulated guest's
@@ -161,16 +187,11 @@ def test_hotplugged_usb_serial_adapter_is_bound_by_identity(image, device, tmp_p
     try:
         port = json.loads(sim.stdout.readline())["port"]
         dev.vm.add_usb_serial("cp0", port, "NNOSCP01")
-        st = dev.wait_status(lambda s: s["loop"]["mode"] == "running", 60, "running once the adapter is in")
-        devs = dev.client.get("/v1/devices").json()["devices"]
-        assert devs[0]["open"], devs
-        assert not devs[0]["lost"], devs
-        ticking(dev)
+        bound_and_ticking(dev, "running on the adapter once it is in")
         dev.vm.remove_usb("cp0")
         dev.wait_status(lambda s: s["loop"]["mode"] == "failsafe", 30, "failsafe after device_del")
         dev.vm.add_usb_serial("cp0", port, "NNOSCP01")
-        dev.wait_status(lambda s: s["loop"]["mode"] == "running", 60, "running again after the re-add")
-        ticking(dev)
+        bound_and_ticking(dev, "running on the adapter again after the re-add")
     finally:
         sim.kill()
         sim.wait()
