@@ -79,6 +79,7 @@ def start(body: Start = Body(..., examples=[{"seconds": 10}]), st=Depends(state)
             except (ValueError, OSError) as e:
                 entry["result"] = {"end": "failed", "error": str(e)}
         entry["thread"] = threading.Thread(target=run_it, name=f"record-{rid}", daemon=True)
+        open(out, "wb").close()                  # listed, refused for download and deletable from now on
         _active[rid] = entry
         entry["thread"].start()
     return {"id": rid, "seconds": body.seconds, "state": "recording"}
@@ -104,10 +105,10 @@ def listing(st=Depends(state)):
 
 @router.get("/{rid}")
 def download(rid: str, st=Depends(state)):
-    p = _path(st, rid)
     entry = _active.get(rid)
     if entry is not None and entry["thread"].is_alive():
         raise HTTPException(409, f"recording {rid} is still being made")
+    p = _path(st, rid)
     return FileResponse(p, media_type="application/octet-stream", filename=rid + ".mcap")
 
 
