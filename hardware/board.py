@@ -83,14 +83,17 @@ class Board:
     def channel(self, device: str, channel: str) -> Channel:
         return next(c for c in self.device(device).channels if c.name == channel)
 
-    def labels(self) -> dict[str, list[str]]:
-        """What each element of the first input and output binding is called (joint names where
-        the board gives them): {"inputs": [...], "outputs": [...]}, as telemetry shows them."""
+    def labels(self, limit: int = 16) -> dict[str, list[str]]:
+        """What each of the first ``limit`` elements of the first input and output binding is
+        called (joint names where the board gives them), as telemetry shows them (it keeps the
+        first 16 values of each): {"inputs": [...], "outputs": [...]}."""
         def names(refs):
             out = []
             for d, c in refs:
                 ch = self.channel(d, c)
-                out += [f"{d}.{ch.label(i)}" for i in range(ch.size)]
+                out += [f"{d}.{ch.label(i)}" for i in range(min(ch.size, limit - len(out)))]
+                if len(out) >= limit:
+                    break
             return out
         return {"inputs": names(self.inputs[0].channels) if self.inputs else [],
                 "outputs": names([(self.outputs[0].device, self.outputs[0].channel)]) if self.outputs else []}

@@ -34,14 +34,16 @@ class Recorder:
         except ImportError as e:
             raise ValueError("recording needs the mcap package: pip install 'nnos[record]'") from e
         self.channels = ChannelReader(os.path.join(run_dir, "channels"))
+        unknown = sorted(set(topics or ()) - {t["topic"] for t in self.channels.layout})
+        if unknown:                                      # before anything is opened or written
+            have = [t["topic"] for t in self.channels.layout]
+            self.channels.close()
+            raise ValueError(f"no such channel {unknown}; the board's: {have}")
+        self.layout = [t for t in self.channels.layout if topics is None or t["topic"] in topics]
         self.tel = TelemetryReader(os.path.join(run_dir, "telemetry"))
         self.f = open(out_path, "wb")
         self.w = Writer(self.f, chunk_size=CHUNK_BYTES, compression=CompressionType.NONE)
         self.w.start(profile="", library="nnos")
-        self.layout = [t for t in self.channels.layout if topics is None or t["topic"] in topics]
-        unknown = sorted(set(topics or ()) - {t["topic"] for t in self.channels.layout})
-        if unknown:
-            raise ValueError(f"no such channel {unknown}; the board's: {[t['topic'] for t in self.channels.layout]}")
         ch_schema = self.w.register_schema("nnos.Channel", "jsonschema", _schema(
             "nnos.Channel", {"tick": {"type": "integer"}, "values": NUMBERS, "names": STRINGS, "units": {"type": "string"}}))
         self.ids = {t["topic"]: self.w.register_channel(t["topic"], "json", ch_schema) for t in self.layout}

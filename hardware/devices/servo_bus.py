@@ -211,10 +211,6 @@ class ServoBusDevice(Device):
             self.state = "disarmed" if self.state == "armed" else self.state
         self._kick.set()
 
-    def present(self, channel: str) -> np.ndarray | None:
-        """What ``hold`` keeps right after arming: the goal channel's present positions."""
-        return self.commands.get("goal") if channel == "goal" else None
-
     # --- the loop's side: no bus I/O ------------------------------------------------------------
     def poll(self, timeout: float = 0.0) -> int:
         self._require_open()

@@ -16,6 +16,7 @@ from nnos_hardware.errors import HardwareError
 from ..errors import NnosError
 from ..timing import period_ns
 from . import inference
+from .actuators import Actuators
 from .safety import SafetyConfig
 from .slots import Slot, admit, measure, prebuild
 
@@ -78,15 +79,12 @@ class ModelJobs:
             self._answer("activate", {"ok": False, "outcome": "refused", "model": mid, "reason": str(e)})
             return
         budget = self.budget * self.board.infer_every          # asynchronous: k ticks to infer in
-        ok, why = admit(figures, budget)
-        if ok and self.board.infer_every > 1:
-            ok, why2 = inference.fits(figures, self.period, self.board.infer_every, slot.binder.shortest_chunk)
-            why = why if ok else why2
+        ok, why = self._admit(slot, figures, budget)
         if not ok and figures["p99_us"] * 4 < budget / 1000:
             # p99 far inside the budget but p99.9 over it: one or two stalled runs (this machine,
             # not the model). Measure again; a model that is really too slow fails twice.
             figures = yield from self._measure(slot, msg, warmup=0)
-            ok, why = admit(figures, budget)
+            ok, why = self._admit(slot, figures, budget)
         if not ok:
             slot.close()
             self._answer("activate", {"ok": False, "outcome": "refused", "model": mid, "reason": why,
@@ -98,6 +96,14 @@ class ModelJobs:
         if self.board.infer_every > 1:
             yield from inference.warm(slot)                # its first chunk waits in its queue
         self.pending = slot
+
+    def _admit(self, slot, figures: dict, budget: int) -> tuple[bool, str]:
+        """Within the budget, and (asynchronous) chunks long enough to last until the next one."""
+        ok, why = admit(figures, budget)
+        if ok and self.board.infer_every > 1:
+            fits, short = inference.fits(figures, self.period, self.board.infer_every, slot.binder.shortest_chunk)
+            return fits, why if fits else short
+        return ok, why
 
     def _measure(self, slot, msg: dict, warmup: int = 50):
         runs = int(msg.get("runs", self.cfg.admission_runs))
@@ -211,6 +217,8 @@ class ModelJobs:
         self.io.retable(board)
         if period != self.period:
             self.set_rate(board.rate_hz)
+        else:                                     # max_rate or a failsafe rule may have changed
+            self.act = Actuators(board, self.devices, board.rate_hz)
         if slot is not None:
             self.active.close()
             self.active = slot                    # same plan, new bindings: takes effect next tick

@@ -27,6 +27,7 @@ def test_the_arm_boards_load_with_joint_names(name):
     assert goal.failsafe == "hold" and goal.max_rate == 2.0
     assert goal.names == tuple(arm.joint_names)
     assert b.labels()["outputs"][0] == "arm.shoulder_pan" and b.labels()["inputs"][-1] == "arm.gripper"
+    assert b.labels(limit=4)["inputs"] == ["arm.shoulder_pan", "arm.shoulder_lift", "arm.elbow_flex", "arm.wrist_flex"]
     if name == "koch":
         assert arm.servo_models[:3] == ["xl430-w250", "xl430-w250", "xl330-m288"] and arm.fast_sync_read
         assert b.channel("arm", "ticks").dtype == np.int32

@@ -569,3 +569,27 @@ def test_a_chunk_that_does_not_fit_the_actuator_is_refused_naming_both(tmp_path)
     (tmp_path / "b.toml").write_text(two)
     with pytest.raises(ConfigError, match=r"a chunk must be \[\.\.\., K, 2\]"):
         load_board(str(tmp_path / "b.toml")).check_plan(plan)
+
+
+def test_a_reloaded_board_brings_its_new_max_rate_into_force(rig):
+    """Regression: a reload that changed only an actuator's max_rate (or failsafe rule), not the
+    rate, kept the old limits."""
+    r = rig()
+    r.live()
+    text = open(r.board.path).read()
+    assert 'units = "N"' in text
+    open(r.board.path, "w").write(text.replace('units = "N"', 'units = "N"\nmax_rate = 25.0'))   # 0.5 N a tick
+    answers = []
+    r.loop.on_answer = lambda addr, msg: answers.append(msg)
+    r.loop.handle({"cmd": "reload_board", "id": 1}, "addr")
+    r.dev.sent.clear()
+
+    def swing(t):                       # the pole flips side every 0.1 s: the policy wants big jumps
+        r.state[2] = 0.2 if int(t * 10) % 2 else -0.2
+        return {"cart": r.state[:2], "pole": r.state[2:]}
+    r.dev.source = swing
+    r.loop.run(None, scaled(1.0))
+    assert answers and answers[0]["ok"], answers
+    forces = np.array([c["force"][0] for _, c in r.dev.sent])
+    assert np.abs(np.diff(forces)).max() > 0.4, "the policy did push"
+    assert np.abs(np.diff(forces)).max() <= 0.5 + 1e-5

@@ -12,6 +12,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from ...telemetry import MAX_IO
 from ...timing import percentiles
 from ..deps import ask_loop, require_token, state, telemetry
 
@@ -138,7 +139,7 @@ async def telemetry_stream(ws: WebSocket, hz: float = 10.0):
     await ws.accept()
     hz = min(max(hz, 0.1), 100.0)
     last = None
-    names = st.board.labels()                 # what each input and output element is (joint names)
+    names = st.board.labels(MAX_IO)           # what each input and output element is (joint names)
     try:
         while True:
             r = telemetry(st)
