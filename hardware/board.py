@@ -16,6 +16,7 @@ import numpy as np
 from .channels import ACTUATOR, DTYPES, FAILSAFE_MODES, SENSOR, Channel
 from .devices.factory import DRIVERS, SERVO_BUSES
 from .errors import ConfigError
+from .camera_config import CAMERAS, check_camera
 from .servo_config import check_servo_bus
 
 MIN_RATE, MAX_RATE = 1, 1000
@@ -37,6 +38,7 @@ class DeviceConfig:
     baudrate: int = 1_000_000
     arm_on_start: bool = False
     fast_sync_read: bool = False
+    camera: object = None                                    # cameras: a CameraSpec (camera_config.py)
 
 
 @dataclass
@@ -188,7 +190,7 @@ KEYS = {
     "top level": {"board", "devices", "inputs", "outputs", "failsafe"},
     "board": {"name", "description", "rate_hz", "model", "infer_every"},
     "devices": {"name", "driver", "path", "usb", "simulator", "recording", "channels", "ids", "names", "servo",
-                "baudrate", "arm_on_start", "fast_sync_read"},
+                "baudrate", "arm_on_start", "fast_sync_read", "camera", "stale_ms"},
     "channels": {"name", "kind", "shape", "range", "units", "safe", "stale_ms", "rate_hz", "out_of_range",
                  "fault_after", "names", "max_rate", "failsafe", "dtype"},
     "inputs": {"tensor", "channels", "scale", "offset", "image"},
@@ -285,7 +287,8 @@ def _device(d, i, L) -> DeviceConfig:
     driver = d.get("driver")
     _need(driver in DRIVERS, L.at("devices", i, "driver"), f"driver must be one of {list(DRIVERS)}, got {driver!r}")
     finders = [k for k in ("path", "usb", "simulator", "recording") if k in d]
-    _need(len(finders) == 1, where, f"device {d['name']!r} needs exactly one of path, usb, simulator, recording; "
+    _need(len(finders) == 1 or (driver == "synthetic-camera" and not finders), where,
+          f"device {d['name']!r} needs exactly one of path, usb, simulator, recording; "
           f"got {finders or 'none'}")
     usb = d.get("usb", {})
     if "usb" in d:
@@ -310,8 +313,14 @@ def _device(d, i, L) -> DeviceConfig:
     _need(servo or not servo_keys, L.at("devices", i, servo_keys[0] if servo_keys else None),
           f"device {d['name']!r}: {', '.join(servo_keys)} {'belongs' if len(servo_keys) == 1 else 'belong'} "
           f"to a servo bus (driver {' or '.join(SERVO_BUSES)})")
+    camera_keys = [k for k in ("camera", "stale_ms") if k in d]
+    _need(driver in CAMERAS or not camera_keys, L.at("devices", i, camera_keys[0] if camera_keys else None),
+          f"device {d['name']!r}: {', '.join(camera_keys)} {'belongs' if len(camera_keys) == 1 else 'belong'} "
+          f"to a camera (driver {' or '.join(CAMERAS)})")
     if servo:
         check_servo_bus(cfg, d, lambda key=None: L.at("devices", i, key), _need)
+    if driver in CAMERAS:
+        check_camera(cfg, d, lambda key=None: L.at("devices", i, key), _need)
     return cfg
 
 

@@ -187,11 +187,8 @@ class ReplayDevice(Device):
 
 def read_mcap(path: str, device: str | None):
     """An MCAP recording of the live loop (nnos/recorder.py) as (header, records) for one device."""
-    try:
-        from mcap.exceptions import McapError
-        from mcap.reader import make_reader
-    except ImportError as e:
-        raise DeviceError(path, "reading an MCAP recording needs the mcap package (pip install 'nnos[record]')") from e
+    from mcap.exceptions import McapError
+    from mcap.reader import make_reader
     try:
         with open(path, "rb") as f:
             reader = make_reader(f)

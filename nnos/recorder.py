@@ -29,10 +29,7 @@ STRINGS = {"type": "array", "items": {"type": "string"}}
 
 class Recorder:
     def __init__(self, run_dir: str, out_path: str, topics: list[str] | None = None, board_path: str | None = None):
-        try:
-            from mcap.writer import CompressionType, Writer
-        except ImportError as e:
-            raise ValueError("recording needs the mcap package: pip install 'nnos[record]'") from e
+        from mcap.writer import CompressionType, Writer
         self.channels = ChannelReader(os.path.join(run_dir, "channels"))
         unknown = sorted(set(topics or ()) - {t["topic"] for t in self.channels.layout})
         if unknown:                                      # before anything is opened or written

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..device import Device
 from ..recording import ReplayDevice
+from .camera import CameraDevice
 from .nnos_serial import NnosSerialDevice
 from .servo_bus import ServoBusDevice
 
@@ -22,7 +23,26 @@ def _servo_bus(cfg, path: str | None) -> Device:
                           fast_sync_read=cfg.fast_sync_read)
 
 
-DRIVERS = {"nnos-serial": _serial, "replay": _replay, "feetech": _servo_bus, "dynamixel": _servo_bus}
+def _v4l2(cfg, path: str | None) -> Device:
+    from ..v4l2 import V4L2Stream, find
+
+    def opener(spec):              # found again at every open: a camera plugged back in may be another node
+        node = path or cfg.path or find(cfg.name, cfg.usb)
+        return V4L2Stream(cfg.name, node, spec.width, spec.height, spec.fps, spec.format, spec.buffers)
+    return CameraDevice(cfg.name, cfg.camera, cfg.channels, opener)
+
+
+def _synthetic_camera(cfg, path: str | None) -> Device:
+    from ..sim.camera import SyntheticStream, SyntheticWorld
+    world = SyntheticWorld()
+    dev = CameraDevice(cfg.name, cfg.camera, cfg.channels,
+                       lambda spec: SyntheticStream(cfg.name, world, spec.width, spec.height, spec.fps, spec.format))
+    dev.world = world                      # unplug / replug / inject: for tests and demos
+    return dev
+
+
+DRIVERS = {"nnos-serial": _serial, "replay": _replay, "feetech": _servo_bus, "dynamixel": _servo_bus,
+           "v4l2": _v4l2, "synthetic-camera": _synthetic_camera}
 SERVO_BUSES = ("feetech", "dynamixel")
 
 

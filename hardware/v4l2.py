@@ -1,0 +1,166 @@
+"""The camera transport: a V4L2 capture device through linuxpy (kernel ioctls from Python,
+no native code of its own: VIDIOC_S_FMT / S_PARM, mmap'd buffers, DQBUF / QBUF, the kernel's
+per-buffer timestamp and sequence number).
+
+Chosen over OpenCV's VideoCapture because a control loop needs what OpenCV hides: which
+format was negotiated, how many kernel buffers are queued (OpenCV keeps its own and hands
+out old frames), each frame's kernel timestamp, and a non-blocking dequeue that drains the
+queue to the newest frame. linuxpy is a 1 MB pure-Python wheel (GPL-3.0-or-later, used
+unmodified, like gcc in the image); OpenCV's wheel is ~60 MB.
+
+A camera is found by its path or by USB identity (the capture node of the usb_device whose
+vendor/product/serial match, through udev — never /dev/videoN, which changes with plug order).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import select
+import time
+
+from .errors import TransportError
+
+PREFERENCE = ("MJPG", "YUYV", "RGB3")      # "auto": the first the camera offers at the size asked
+_GONE = (errno.ENODEV, errno.ENXIO, errno.EIO, errno.EBADF, errno.ENOENT)
+
+
+def find(name: str, usb: dict) -> str:
+    """The capture node (/dev/videoN) of the USB camera ``usb`` = {vendor, product[, serial]}."""
+    import pyudev
+
+    from .hotplug import identity_of
+    seen = []
+    for dev in pyudev.Context().list_devices(subsystem="video4linux"):
+        ident = identity_of(dev)
+        if ident.vendor is None or not dev.device_node:
+            continue
+        seen.append(str(ident))
+        same = ident.vendor == usb["vendor"] and ident.product == usb["product"]
+        if same and usb.get("serial", ident.serial) == ident.serial and _captures(dev.device_node):
+            return dev.device_node
+    want = f"{usb['vendor']:04x}:{usb['product']:04x}" + (f" serial {usb['serial']}" if "serial" in usb else "")
+    raise TransportError(name, f"no USB camera {want} (video devices seen: {', '.join(seen) or 'none'})")
+
+
+def _captures(node: str) -> bool:
+    """A UVC camera has two nodes: frames and metadata; only the first captures video."""
+    from linuxpy.video.device import Capability, Device
+    try:
+        with Device(node) as d:
+            return Capability.VIDEO_CAPTURE in d.info.device_capabilities
+    except OSError:
+        return False
+
+
+class V4L2Stream:
+    """An open, streaming capture device. ``wait(timeout)`` then ``newest()`` → (data, t_s, seq):
+    the newest queued frame (older ones go straight back to the kernel), valid until ``release``."""
+
+    def __init__(self, name: str, path: str, width: int, height: int, fps: float, fourcc: str, buffers: int = 4):
+        from linuxpy.video.device import BufferType, Device, Memory, VideoCapture
+        self.name, self.path, self._type, self._mem = name, path, BufferType.VIDEO_CAPTURE, Memory.MMAP
+        try:
+            self.dev = Device(path)
+            self.dev.open()
+        except OSError as e:
+            raise TransportError(name, f"cannot open camera {path}: {e.strerror or e}") from e
+        try:
+            self.fourcc = self._negotiate(width, height, fourcc)
+            fmt = self.dev.get_format(self._type)
+            self.width, self.height, self.stride = fmt.width, fmt.height, fmt.bytes_per_line
+            if (self.width, self.height) != (width, height):
+                raise TransportError(name, f"{path} offers {self.width}×{self.height} {self.fourcc}, not the "
+                                     f"{width}×{height} the board asks for")
+            try:
+                self.dev.set_fps(self._type, fps)
+            except OSError:
+                pass                               # some cameras have one rate; the stream says which
+            self.fps = float(self.dev.get_fps(self._type))
+            self.cap = VideoCapture(self.dev, size=buffers)
+            self.cap.open()                        # REQBUFS, mmap, QBUF all, STREAMON
+            self.maps = self.cap.buffer.buffers
+        except OSError as e:
+            self.close()
+            raise TransportError(name, f"camera {path} refused the stream setup: {e.strerror or e}") from e
+        except TransportError:
+            self.close()
+            raise
+        self.held = None
+
+    def _negotiate(self, width: int, height: int, fourcc: str) -> str:
+        from linuxpy.video.device import PixelFormat
+        offered = [PixelFormat(f.pixel_format).name for f in self.dev.info.formats if f.type == self._type]
+        names = {"MJPG": "MJPEG", "YUYV": "YUYV", "RGB3": "RGB24"}
+        order = PREFERENCE if fourcc == "auto" else (fourcc,)
+        for want in order:
+            if names[want] in offered:
+                self.dev.set_format(self._type, width, height, want)
+                got = PixelFormat(self.dev.get_format(self._type).pixel_format).name
+                if got != names[want]:
+                    raise TransportError(self.name, f"{self.path} was asked for {want} and answered {got}")
+                return want
+        raise TransportError(self.name, f"{self.path} offers {', '.join(offered) or 'no formats'}; "
+                             f"the board asks for {fourcc} ({' or '.join(order)})")
+
+    def fileno(self) -> int:
+        return self.dev.fileno()
+
+    def wait(self, timeout: float) -> bool:
+        try:
+            r, _, x = select.select([self.dev], [], [self.dev], timeout)
+        except (OSError, ValueError) as e:
+            raise TransportError(self.name, f"camera {self.path} is gone ({e})") from e
+        return bool(r or x)
+
+    def newest(self):
+        """(memoryview of the frame, kernel timestamp in s (CLOCK_MONOTONIC), sequence) or None."""
+        from linuxpy.video.device import dequeue_buffer
+        got = None
+        while True:
+            try:
+                b = dequeue_buffer(self.dev, self._type, self._mem)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if got is not None:
+                    self._requeue(got)
+                if e.errno == errno.EAGAIN:
+                    break
+                raise TransportError(self.name, f"camera {self.path} stopped: {os.strerror(e.errno or 0)}") from e
+            if got is not None:
+                self._requeue(got)
+            got = b
+        if got is None:
+            return None
+        self.held, self.view = got, memoryview(self.maps[got.index])[:got.bytesused]
+        t = got.timestamp.secs + got.timestamp.usecs * 1e-6 if got.timestamp.secs else time.monotonic()
+        return self.view, t, got.sequence
+
+    def release(self) -> None:
+        """The frame from ``newest`` back to the kernel (its memoryview ends here)."""
+        if self.held is not None:
+            b, self.held = self.held, None
+            self.view.release()
+            self._requeue(b)
+
+    def _requeue(self, b) -> None:
+        from linuxpy.video.device import enqueue_buffer_raw
+        try:
+            enqueue_buffer_raw(self.dev, b)
+        except OSError as e:
+            raise TransportError(self.name, f"camera {self.path} stopped: {os.strerror(e.errno or 0)}") from e
+
+    def close(self) -> None:
+        if getattr(self, "held", None) is not None:
+            self.view.release()
+            self.held = None
+        cap = getattr(self, "cap", None)
+        try:
+            if cap is not None:
+                cap.close()
+        except (OSError, ValueError):
+            pass
+        try:
+            self.dev.close()
+        except OSError:
+            pass
