@@ -23,6 +23,13 @@ def _affine(src, scale, offset, dst) -> list:
     return [partial(np.multiply, src, scale, dst), partial(np.add, dst, offset, dst)]
 
 
+def _new_frame(sample, dst, done: list) -> None:
+    """A frame the plan has not had yet into its uint8 input (a frame is copied once)."""
+    if sample.count != done[0]:
+        done[0] = sample.count
+        np.copyto(dst, sample.values.reshape(-1, 3))
+
+
 class Binder:
     def __init__(self, board: Board, devices: dict[str, Device], inputs: dict[str, np.ndarray],
                  outputs: dict[str, np.ndarray], push_each_tick: bool = True):
@@ -30,6 +37,10 @@ class Binder:
         outputs are written; else (asynchronous inference) ``push_chunks`` does it when one ends."""
         self.reads, self.writes, self.pushes = [], [], []
         for b in board.inputs:
+            if b.image is not None and b.image.get("in_plan"):     # the plan pre-processes: the frame as it is
+                dev, ch = b.channels[0]
+                self.reads.append(partial(_new_frame, devices[dev].latest(ch), inputs[b.tensor].reshape(-1, 3), [-1]))
+                continue
             if b.image is not None:                 # a camera frame, pre-processed into the tensor
                 dev, ch = b.channels[0]
                 sample = devices[dev].latest(ch)

@@ -78,6 +78,7 @@ class Board:
     failsafe: dict = field(default_factory=dict)
     description: str = ""
     infer_every: int = 1                            # the policy runs every k ticks (asynchronously when k > 1)
+    modules: list[str] = field(default_factory=list)  # kernel modules the loop loads first (kmod.py)
 
     def device(self, name: str) -> DeviceConfig:
         return next(d for d in self.devices if d.name == name)
@@ -127,11 +128,22 @@ class Board:
     @staticmethod
     def _check_image(b, spec) -> None:
         h, w = b.image["size"]
+        if b.image.get("in_plan"):
+            frame = [1, *b.image["frame"], 3]
+            if list(spec.shape) != frame or spec.dtype != np.uint8:
+                raise ConfigError(b.line, f"tensor {b.tensor!r} is {spec.dtype}{list(spec.shape)}; with in_plan = true the plan "
+                                  f"takes the camera's frame, uint8 {frame}: compile the model with the board "
+                                  f"(nnos compile MODEL --board BOARD; an upload to the control plane does)")
+            return
         want = [3, h, w] if b.image["layout"] == "chw" else [h, w, 3]
         shape = [s for s in spec.shape if s != 1][-3:]
         if shape != want or spec.dtype != np.float32 or int(np.prod(spec.shape)) != 3 * h * w:
             raise ConfigError(b.line, f"tensor {b.tensor!r} is {spec.dtype}{list(spec.shape)}, but the image "
                               f"pre-processing makes float32 {want}")
+
+    def plan_images(self) -> dict:
+        """The inputs whose pre-processing is compiled into the plan: {tensor: ((H, W), spec)}."""
+        return {b.tensor: (b.image["frame"], b.image) for b in self.inputs if b.image and b.image.get("in_plan")}
 
     def _check_output(self, b, spec) -> None:
         """An output fills its channel (size n), or is a chunk [..., K, n] with ``chunk`` set."""
@@ -188,7 +200,7 @@ class _Lines:
 
 KEYS = {
     "top level": {"board", "devices", "inputs", "outputs", "failsafe"},
-    "board": {"name", "description", "rate_hz", "model", "infer_every"},
+    "board": {"name", "description", "rate_hz", "model", "infer_every", "modules"},
     "devices": {"name", "driver", "path", "usb", "simulator", "recording", "channels", "ids", "names", "servo",
                 "baudrate", "arm_on_start", "fast_sync_read", "camera", "stale_ms"},
     "channels": {"name", "kind", "shape", "range", "units", "safe", "stale_ms", "rate_hz", "out_of_range",
@@ -265,10 +277,7 @@ def load_board(path: str) -> Board:
     inputs = [_input(x, i, L, chans) for i, x in enumerate(doc.get("inputs", []))]
     outputs = [_output(x, i, L, chans) for i, x in enumerate(doc.get("outputs", []))]
     failsafe = doc.get("failsafe", {})
-    model = b.get("model")
-    if model and not os.path.isabs(model):
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(path))))
-        model = os.path.join(root, model)
+    model = _model_path(b.get("model"), path)
     every = b.get("infer_every", 1)
     _need(isinstance(every, int) and not isinstance(every, bool) and 1 <= every <= 1000, L.at("board", key="infer_every"),
           f"infer_every must be a whole number of ticks from 1 to 1000, got {every!r}")
@@ -276,8 +285,28 @@ def load_board(path: str) -> Board:
           f"infer_every = {every} needs every output to be an action chunk (chunk = \"replace\" or \"ensemble\"): "
           f"between inferences the loop executes queued actions; not chunks: "
           f"{', '.join(o.tensor for o in outputs if not o.chunk)}")
+    from .kmod import NAME
+    modules = b.get("modules", [])
+    _need(isinstance(modules, list) and all(isinstance(m, str) and NAME.fullmatch(m) for m in modules),
+          L.at("board", key="modules"), f"modules must be a list of kernel module names (e.g. [\"vivid\"]), got {modules!r}")
     return Board(b["name"], path, float(rate), devices, inputs, outputs, model, failsafe, b.get("description", ""),
-                 every)
+                 every, modules)
+
+
+def _model_path(model: str | None, board_path: str) -> str | None:
+    """A board's ``model``: absolute, or relative to the tree the board is in (hardware/boards/ →
+    its root); ``models/…`` that is not there names nnos's bundled models wherever they are
+    installed (a board in the appliance's /data/config)."""
+    if not model or os.path.isabs(model):
+        return model
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(board_path))))
+    here = os.path.join(root, model)
+    if os.path.exists(here) or not model.startswith("models/"):
+        return here
+    import importlib.util
+    spec = importlib.util.find_spec("nnos_models")
+    bundled = os.path.join(os.path.dirname(spec.origin), model[len("models/"):]) if spec and spec.origin else here
+    return bundled if os.path.exists(bundled) else here
 
 
 def _device(d, i, L) -> DeviceConfig:
@@ -403,22 +432,27 @@ def _image(img, pairs, chans, where) -> dict:
     _need(len(pairs) == 1 and c.dtype == np.uint8 and len(c.shape) == 3 and c.shape[2] == 3, where,
           f"image pre-processing takes one uint8 [H, W, 3] camera channel; got {[f'{d}.{n}' for d, n in pairs]} "
           f"({c.dtype}{list(c.shape)})")
-    _need(isinstance(img, dict) and set(img) <= {"crop", "size", "resize", "layout", "scale", "mean", "std"}
-          and "size" in img, where, f"image must be {{size = [h, w], resize, crop, layout, scale, mean, std}}, got {img!r}")
+    _need(isinstance(img, dict) and set(img) <= {"crop", "size", "resize", "layout", "scale", "mean", "std", "in_plan"}
+          and "size" in img, where,
+          f"image must be {{size = [h, w], resize, crop, layout, scale, mean, std, in_plan}}, got {img!r}")
     size = img["size"]
     _need(isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size), where,
           f"image size must be [height, width], got {size!r}")
     _need(img.get("resize", "area") in RESIZE, where, f"image resize must be one of {RESIZE}, got {img.get('resize')!r}")
     _need(img.get("layout", "chw") in LAYOUTS, where, f"image layout must be one of {LAYOUTS}, got {img.get('layout')!r}")
     try:
-        crop_box(c.shape[0], c.shape[1], img.get("crop"), tuple(size))
+        _, _, ch, cw = crop_box(c.shape[0], c.shape[1], img.get("crop"), tuple(size))
     except (ValueError, TypeError) as e:
         raise ConfigError(where, f"image crop: {e}") from e
+    _need(isinstance(img.get("in_plan", False), bool), where, f"image in_plan must be true or false, got {img.get('in_plan')!r}")
+    _need(not img.get("in_plan") or (ch % size[0] == 0 and cw % size[1] == 0 and img.get("resize", "area") == "area"), where,
+          f"image in_plan = true resizes by whole factors with resize = \"area\" (an average pool in the plan); "
+          f"the crop {ch}×{cw} → {size[0]}×{size[1]} is not: leave in_plan off (the binding resizes any factor)")
     for key in ("mean", "std"):
         v = img.get(key, [0.0, 0.0, 0.0] if key == "mean" else [1.0, 1.0, 1.0])
         _need(isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)
               and (key == "mean" or all(x > 0 for x in v)), where, f"image {key} must be 3 numbers (std > 0), got {v!r}")
-    return {"resize": "area", "layout": "chw", "scale": 1.0, **img, "size": tuple(size)}
+    return {"resize": "area", "layout": "chw", "scale": 1.0, **img, "size": tuple(size), "frame": tuple(c.shape[:2])}
 
 
 def _output(x, i, L, chans) -> OutputBinding:

@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from nnos.frontend.image import crop_box
+
 RESIZE = ("area", "bilinear")
 LAYOUTS = ("chw", "hwc")
 
@@ -48,20 +50,6 @@ def taps(n_in: int, n_out: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
         for k in range(len(row), t):                  # padding taps: weight 0 on the last pixel taken
             idx[k, i] = row[-1][0]
     return idx, w
-
-
-def crop_box(h: int, w: int, crop, size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of the region that is resized."""
-    if crop is None:
-        return 0, 0, h, w
-    if crop == "center":
-        aspect = size[1] / size[0]
-        ch, cw = (h, min(w, round(h * aspect))) if w / h >= aspect else (min(h, round(w / aspect)), w)
-        return (h - ch) // 2, (w - cw) // 2, ch, cw
-    top, left, ch, cw = crop
-    if not (0 <= top and 0 <= left and ch > 0 and cw > 0 and top + ch <= h and left + cw <= w):
-        raise ValueError(f"crop [top, left, height, width] = {list(crop)} does not fit a {h}×{w} frame")
-    return top, left, ch, cw
 
 
 class Preprocess:

@@ -30,7 +30,7 @@ def _channel_json(c: Channel) -> dict:
 
 def _channel_from(d: dict) -> Channel:
     return Channel(d["name"], d["kind"], tuple(d["shape"]), d["range"][0], d["range"][1], d.get("units", ""),
-                   d.get("safe", 0.0), d.get("rate_hz", 0))
+                   d.get("safe", 0.0), d.get("rate_hz", 0), np.dtype(d.get("dtype", "float32")))
 
 
 class RecordingDevice(Device):
@@ -202,10 +202,19 @@ def read_mcap(path: str, device: str | None):
                 t0 = msg.log_time if t0 is None else t0
                 kind, name = kinds[ch.topic]
                 m = json.loads(msg.data)
-                records.append((kind, name, (msg.log_time - t0) / 1e9, msg.log_time // 1000,
-                                np.asarray(m["values"], np.float32)))
+                values = _jpeg(m["data"]) if "data" in m else np.asarray(m["values"], np.float32)
+                records.append((kind, name, (msg.log_time - t0) / 1e9, msg.log_time // 1000, values))
     except (OSError, KeyError, ValueError, McapError) as e:
         raise DeviceError(path, f"not an nnos MCAP recording ({type(e).__name__}: {e})") from e
     channels = [{"name": c["channel"], "kind": c["kind"], "shape": c["shape"], "range": c["range"],
-                 "units": c.get("units", "")} for c in layout]
+                 "units": c.get("units", ""), "dtype": c.get("dtype", "float32")} for c in layout]
     return {"device": device, "channels": channels}, records
+
+
+def _jpeg(b64: str) -> np.ndarray:
+    """A recorded camera frame (foxglove.CompressedImage, JPEG) back to uint8 [H, W, 3]."""
+    import base64
+    import io
+
+    from PIL import Image
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64)), formats=["JPEG"]).convert("RGB"))

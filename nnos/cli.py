@@ -27,7 +27,11 @@ def _dims(items):
 
 def cmd_compile(a):
     from .compiler import compile
-    plan = compile(a.model, batch=a.batch, dims=_dims(a.dim), check=not a.no_check)
+    images = {}
+    if a.board:                                # a board's in-plan image pre-processing goes into the plan
+        from nnos_hardware.board import load_board
+        images = load_board(a.board).plan_images()
+    plan = compile(a.model, batch=a.batch, dims=_dims(a.dim), check=not a.no_check, images=images)
     plan.save(a.output)
     say_backend(plan, a.backend)
     m = plan.memory
@@ -150,7 +154,7 @@ def cmd_board(a):
         from .plan import load
         if model.endswith(".onnx"):
             from .compiler import compile
-            plan = compile(model, check=False)
+            plan = compile(model, check=False, images=board.plan_images())
         else:
             plan = load(model)
         board.check_plan(plan)
@@ -174,6 +178,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--batch", type=int, default=1, help="value of the symbolic batch dimension (default 1)")
     c.add_argument("--dim", action="append", metavar="NAME=N", help="fix another symbolic dimension")
     c.add_argument("--no-check", action="store_true", help="skip the compiler's self-check")
+    c.add_argument("--board", help="compile in this board's image pre-processing (image = {…, in_plan = true})")
     c.add_argument("--backend", default="auto", choices=backends.NAMES,
                    help="build and self-check this backend here (auto: cuda, then cpu, then numpy)")
     c.set_defaults(fn=cmd_compile)

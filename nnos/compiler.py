@@ -14,6 +14,7 @@ from . import __version__, flags
 from .errors import CompileError
 from .limits import arena_problem
 from .frontend import import_onnx
+from .frontend.image import prepend as prepend_image
 from .ir import Graph
 from .passes import infer_types, optimize
 from . import backends  # noqa: F401 - the self-check runs the plan through them
@@ -42,9 +43,15 @@ def self_check(plan: Plan, typed: Graph, rtol: float = 1e-4) -> dict:
 
 
 def compile(path: str, batch: int = 1, dims: dict[str, int] | None = None, check: bool | None = None,
-            freeze: dict[str, np.ndarray] | None = None) -> Plan:
+            freeze: dict[str, np.ndarray] | None = None, images: dict | None = None) -> Plan:
+    """``images``: {input: ((H, W), spec)} — image pre-processing prepended to those inputs
+    (a board's in-plan images, Board.plan_images()): the plan takes uint8 [1, H, W, 3] frames."""
     t0 = time.perf_counter()
     graph, info = import_onnx(path, batch=batch, dims=dims, freeze=freeze)
+    for name, (frame, spec) in (images or {}).items():
+        graph = prepend_image(graph, name, frame, spec)
+        info = dict(info, image_inputs={**info.get("image_inputs", {}), name: {k: v for k, v in spec.items()
+                                                                              if k not in ("in_plan",)}})
     typed = infer_types(graph)
     graph = schedule(optimize(typed))
     memory = memory_plan(graph)

@@ -5,18 +5,29 @@ failsafe reasons) and never touches the loop.
 
 Topics, JSON messages with a JSON Schema each: ``/<device>/<channel>`` ({tick, values, names,
 units}), ``/loop`` ({tick, mode, lateness_us, compute_us, inputs, outputs}), ``/model`` and
-``/failsafe`` when they change. Chunks of 64 KiB, each written and flushed as it fills: after a
+``/failsafe`` when they change; a camera's ``/<device>/frame`` as foxglove.CompressedImage
+(JPEG, compressed here by Pillow from the loop's frame ring, RUN/frames-*, so Foxglove shows it
+as video). Chunks of 64 KiB, each written and flushed as it fills: after a
 power cut mid-write, the file up to its last complete chunk is readable.
 """
 from __future__ import annotations
 
+import base64
+import glob
+import io
 import json
 import os
 import time
 
+from .frames import FrameReader
 from .telemetry import MODES, ChannelReader, TelemetryReader
 
 CHUNK_BYTES = 64 * 1024
+JPEG_QUALITY = 90
+COMPRESSED_IMAGE = {      # foxglove.CompressedImage, in its JSON form (data base64)
+    "timestamp": {"type": "object", "properties": {"sec": {"type": "integer"}, "nsec": {"type": "integer"}}},
+    "frame_id": {"type": "string"}, "data": {"type": "string", "contentEncoding": "base64"},
+    "format": {"type": "string"}, "tick": {"type": "integer"}}   # tick: nnos's, the first tick that read it
 
 
 def _schema(title: str, props: dict) -> bytes:
@@ -31,12 +42,19 @@ class Recorder:
     def __init__(self, run_dir: str, out_path: str, topics: list[str] | None = None, board_path: str | None = None):
         from mcap.writer import CompressionType, Writer
         self.channels = ChannelReader(os.path.join(run_dir, "channels"))
-        unknown = sorted(set(topics or ()) - {t["topic"] for t in self.channels.layout})
+        frames = [FrameReader(p) for p in sorted(glob.glob(os.path.join(run_dir, "frames-*")))]
+        have = [t["topic"] for t in self.channels.layout] + [f.meta["topic"] for f in frames]
+        unknown = sorted(set(topics or ()) - set(have))
         if unknown:                                      # before anything is opened or written
-            have = [t["topic"] for t in self.channels.layout]
             self.channels.close()
+            for f in frames:
+                f.close()
             raise ValueError(f"no such channel {unknown}; the board's: {have}")
         self.layout = [t for t in self.channels.layout if topics is None or t["topic"] in topics]
+        self.frames = [f for f in frames if topics is None or f.meta["topic"] in topics]
+        for f in frames:
+            if f not in self.frames:
+                f.close()
         self.tel = TelemetryReader(os.path.join(run_dir, "telemetry"))
         self.f = open(out_path, "wb")
         self.w = Writer(self.f, chunk_size=CHUNK_BYTES, compression=CompressionType.NONE)
@@ -48,7 +66,12 @@ class Recorder:
             "nnos.Loop", {"tick": {"type": "integer"}, "mode": {"type": "string"}, "lateness_us": {"type": "number"},
                           "compute_us": {"type": "number"}, "inputs": NUMBERS, "outputs": NUMBERS}))
         text = self.w.register_schema("nnos.Text", "jsonschema", _schema("nnos.Text", {"text": {"type": "string"}}))
-        self.w.add_metadata("nnos.layout", {"channels": json.dumps(self.layout)})
+        image = self.w.register_schema("foxglove.CompressedImage", "jsonschema",
+                                       _schema("foxglove.CompressedImage", COMPRESSED_IMAGE))
+        self.frame_ids = [self.w.register_channel(f.meta["topic"], "json", image) for f in self.frames]
+        self.frame_after = [f.last() if f.last() is not None else -1 for f in self.frames]
+        cams = [dict(f.meta, kind="sensor", range=[0, 255], units="", dtype="uint8", image="jpeg") for f in self.frames]
+        self.w.add_metadata("nnos.layout", {"channels": json.dumps(self.layout + cams)})
         if board_path:                                  # what `nnos replay` binds a candidate model with
             with open(board_path) as f:
                 self.w.add_metadata("nnos.board", {"path": board_path, "toml": f.read()})
@@ -81,7 +104,20 @@ class Recorder:
                                             "outputs": x["outputs"][:int(x["n_out"])].tolist()})
         self._texts(int(recs[-1]["t_ns"]))
         self.after = int(recs[-1]["tick"])
+        self._frames()
         return len(recs)
+
+    def _frames(self) -> None:
+        """New camera frames as JPEG (this process's CPU, never the loop's)."""
+        from PIL import Image
+        for i, ring in enumerate(self.frames):
+            for number, tick, t, frame in ring.since(self.frame_after[i]):
+                buf = io.BytesIO()
+                Image.fromarray(frame, "RGB").save(buf, format="JPEG", quality=JPEG_QUALITY)
+                self._put(self.frame_ids[i], t, {"timestamp": {"sec": t // 1_000_000_000, "nsec": t % 1_000_000_000},
+                                                 "frame_id": ring.meta["topic"], "format": "jpeg", "tick": tick,
+                                                 "data": base64.b64encode(buf.getvalue()).decode()})
+                self.frame_after[i] = number
 
     def _texts(self, t: int) -> None:
         c = self.tel.counters()
@@ -100,6 +136,8 @@ class Recorder:
         self.w.finish()
         self.f.close()
         self.channels.close()
+        for ring in self.frames:
+            ring.close()
         self.tel.close()
 
 

@@ -170,8 +170,10 @@ class ChannelWriter:
     channel (what it is: a dict with at least "topic", the live array); the layout (each dict
     with its offset and size) is JSON in the header."""
 
-    def __init__(self, path: str, sources: list[tuple[dict, np.ndarray]], capacity: int = 4096):
+    def __init__(self, path: str, sources: list[tuple[dict, np.ndarray]], capacity: int = 4096, frames=()):
+        """``frames``: nnos.frames.FrameWriter per camera channel, recorded with each tick."""
         import json
+        self.frames = tuple(frames)
         self.sources = [s for s in sources if s[1].size <= MAX_CHANNEL_VALUES]
         n = sum(s[1].size for s in self.sources)
         self.stage = np.zeros(max(n, 1), np.float32)
@@ -206,8 +208,12 @@ class ChannelWriter:
         self._values[i] = self.stage
         self._seq[i] = seq + 1
         self._last[0] = tick
+        for f in self.frames:
+            f.record(tick)
 
     def close(self) -> None:
+        for f in self.frames:
+            f.close()
         _close(self)
 
 

@@ -150,7 +150,7 @@ def process(path: str, board, settings, progress=lambda step: None) -> tuple[byt
             progress("compiling")
             try:
                 from ..compiler import compile
-                plan = compile(model)
+                plan = compile(model, images=board.plan_images())     # in-plan image pre-processing
             except NnosError as e:
                 raise IntakeError(422, str(e)) from e
         progress("checking against the board")

@@ -7,12 +7,15 @@ import signal
 import sys
 import time
 
+import numpy as np
+from nnos_hardware import kmod
 from nnos_hardware.board import load_board
 from nnos_hardware.devices.factory import make_devices
 from nnos_hardware.errors import HardwareError
 from nnos_hardware.hotplug import present
 
 from .. import flags
+from ..frames import FrameWriter
 from ..heartbeat import Heartbeat
 from ..store import ModelStore
 from ..telemetry import ChannelWriter, TelemetryWriter
@@ -56,6 +59,17 @@ def channel_sources(board, devices) -> list:
     return out
 
 
+def frame_writers(run: str, board, devices) -> list:
+    """A frame ring per camera channel (uint8 [H, W, 3]): recordings take its frames as JPEG."""
+    out = []
+    for d in board.devices:
+        for c in d.channels:
+            if c.dtype == np.uint8 and len(c.shape) == 3 and c.shape[2] == 3 and c.name in devices[d.name].samples:
+                what = {"topic": f"/{d.name}/{c.name}", "device": d.name, "channel": c.name, "shape": list(c.shape)}
+                out.append(FrameWriter(os.path.join(run, f"frames-{d.name}-{c.name}"), what, devices[d.name].samples[c.name]))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nnos.runtime")
     ap.add_argument("--board", required=True)
@@ -71,6 +85,7 @@ def main(argv=None) -> int:
         for k, v in realtime.setup().items():
             log(f"loop: {k}: {v}")
     board = load_board(a.board)
+    kmod.load(board.modules, log)
     paths = run_paths(a.data)
     overrides = dict(d.split("=", 1) for d in a.device)
     if any(d.usb and d.name not in overrides for d in board.devices):
@@ -95,7 +110,8 @@ def main(argv=None) -> int:
     tel = TelemetryWriter(paths["telemetry"])
     tel.set("pid", os.getpid())
     server = ControlServer(paths["socket"])
-    chans = ChannelWriter(paths["channels"], channel_sources(board, devices))
+    chans = ChannelWriter(paths["channels"], channel_sources(board, devices),
+                          frames=frame_writers(paths["run"], board, devices))
     loop = Loop(board, devices, ModelStore(a.data), tel, LoopConfig(budget_fraction=a.budget), log=log,
                 heartbeat=Heartbeat(paths["run"], "loop"), channels=chans)
     for name in lost:

@@ -22,7 +22,8 @@ from .slots import Slot
 
 
 def read(path: str) -> dict:
-    """A recording: its board (TOML text), channel layout, and per topic the (ticks, values) arrays."""
+    """A recording: its board (TOML text), channel layout, per topic the (ticks, values) arrays,
+    and per camera topic its frames as (first tick, uint8 [H, W, 3]) in order."""
     from mcap.exceptions import McapError
     from mcap.reader import make_reader
     try:
@@ -30,6 +31,7 @@ def read(path: str) -> dict:
             reader = make_reader(f)
             meta = {m.name: m.metadata for m in reader.iter_metadata()}
             series: dict[str, tuple[list, list]] = {}
+            frames: dict[str, list] = {}
             modes: dict[int, str] = {}
             for _, ch, msg in reader.iter_messages():
                 m = json.loads(msg.data)
@@ -39,12 +41,23 @@ def read(path: str) -> dict:
                     ticks, values = series.setdefault(ch.topic, ([], []))
                     ticks.append(m["tick"])
                     values.append(m["values"])
+                elif m.get("format") == "jpeg":
+                    frames.setdefault(ch.topic, []).append((m["tick"], _jpeg(m["data"])))
     except (OSError, ValueError, KeyError, McapError) as e:
         raise NnosError(f"{path}: not an nnos MCAP recording ({type(e).__name__}: {e})") from e
     if "nnos.board" not in meta:
         raise NnosError(f"{path}: the recording does not carry its board (recorded without one): pass --board")
     return {"board": meta["nnos.board"]["toml"], "layout": json.loads(meta["nnos.layout"]["channels"]),
-            "series": {t: (np.array(k), np.array(v, np.float32)) for t, (k, v) in series.items()}, "modes": modes}
+            "series": {t: (np.array(k), np.array(v, np.float32)) for t, (k, v) in series.items()}, "modes": modes,
+            "frames": frames}
+
+
+def _jpeg(b64: str) -> np.ndarray:
+    import base64
+    import io
+
+    from PIL import Image
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64)), formats=["JPEG"]).convert("RGB"))
 
 
 def _board(rec: dict, board_path: str | None):
@@ -63,24 +76,30 @@ def evaluate(path: str, model: str, backend: str = "numpy", threshold: float = 0
     """The candidate ``model`` (a plan or .onnx) on the recording at ``path``."""
     rec = read(path)
     board = _board(rec, board_path)
-    plan = compile(model) if model.endswith(".onnx") else load(model)
+    plan = compile(model, images=board.plan_images()) if model.endswith(".onnx") else load(model)
     devices = {d.name: SimulatedDevice(d.name, d.channels, keep_sent=0) for d in board.devices}
     for dev in devices.values():
         dev.open()
     slot = Slot("candidate", plan, board, devices, backend)
     sensors = [(lay, devices[lay["device"]]) for lay in rec["layout"] if lay["kind"] == "sensor"]
     actuators = [lay for lay in rec["layout"] if lay["kind"] == "actuator" and lay["topic"] in rec["series"]]
-    missing = [lay["topic"] for lay, _ in sensors if lay["topic"] not in rec["series"]]
+    missing = [lay["topic"] for lay, _ in sensors if lay["topic"] not in rec["series"] and lay["topic"] not in rec["frames"]]
     bound = {f"/{d}/{c}" for b in board.inputs for d, c in b.channels}
     if bound & set(missing):
         raise NnosError(f"{path}: the recording lacks bound sensor channels {sorted(bound & set(missing))}")
-    ticks = rec["series"][next(iter(bound))][0] if bound else np.zeros(0, int)
+    ticks = np.array(sorted(rec["modes"]), int)
+    series = {t: dict(zip(k.tolist(), v)) for t, (k, v) in rec["series"].items()}
+    frames = {t: list(f) for t, f in rec["frames"].items()}
     got = {lay["topic"]: np.zeros((len(ticks), lay["size"]), np.float32) for lay in actuators}
     every = board.infer_every
     for i, tick in enumerate(ticks):
         for lay, dev in sensors:
-            if lay["topic"] in rec["series"]:
-                dev.feed(lay["channel"], rec["series"][lay["topic"]][1][i])
+            value = series.get(lay["topic"], {}).get(int(tick))
+            if value is not None:
+                dev.feed(lay["channel"], value)
+            queue = frames.get(lay["topic"])
+            while queue and queue[0][0] <= tick:           # the frame the loop read at this tick
+                dev.feed(lay["channel"], queue.pop(0)[1])
         if i % every == 0:                            # asynchronous boards: a chunk every k ticks
             slot.binder.read_inputs()
             slot.run()
@@ -93,8 +112,8 @@ def evaluate(path: str, model: str, backend: str = "numpy", threshold: float = 0
     report = {"recording": path, "model": model, "ticks": int(len(ticks)), "compared_ticks": int(running.sum()),
               "threshold": threshold, "channels": {}}
     for lay in actuators:
-        rec_ticks, recorded = rec["series"][lay["topic"]]
-        diff = np.abs(got[lay["topic"]] - recorded[:len(ticks)])[running]
+        recorded = np.array([series[lay["topic"]].get(int(t), np.full(lay["size"], np.nan)) for t in ticks], np.float32)
+        diff = np.nan_to_num(np.abs(got[lay["topic"]] - recorded), nan=0.0)[running & ~np.isnan(recorded).any(axis=1)]
         above = np.nonzero(diff.max(axis=1) > threshold)[0] if diff.size else np.zeros(0, int)
         report["channels"][lay["topic"]] = {
             "max": float(diff.max()) if diff.size else 0.0, "rms": float(np.sqrt((diff ** 2).mean())) if diff.size else 0.0,

@@ -28,24 +28,56 @@ def log(msg: str) -> None:
 
 def provision(board, store: ModelStore, plan_path: str | None = None) -> None:
     """First start: no active model yet, so store the default one — the prebuilt plan when
-    given (the image compiles and checks it at build time), else the board's model compiled."""
-    if store.state()["active"] or not (plan_path or board.model):
+    given (the image compiles and checks it at build time), else the board's model compiled.
+    A board that was changed to one the active model cannot drive (another robot: PUT
+    /v1/config?at=next-start checked that its default model fits) gets its default model."""
+    active = store.state()["active"]
+    if active and _fits(board, store, active):
         return
-    from ..backends.bench import measure
+    for plan, source, fmt in _defaults(board, plan_path if not active else None):
+        board.check_plan(plan)
+        data = plan.to_bytes()
+        onnx = board.model if board.model and os.path.exists(board.model) else None
+        from ..backends.bench import measure
+        mid = store.put(data, {"format": fmt, "source": source, "provisioned": True,
+                               "latency": measure(plan, 200), "ops": plan.meta["ops"]}, _provision_signature(store, data),
+                        source=onnx)
+        why = f"the active model {active[:12]} does not fit board {board.name}" if active else "the default model"
+        store.activate(mid, f"provisioned from {why}: {os.path.basename(source)}")
+        log(f"supervisor: provisioned {os.path.basename(source)} as model {mid[:12]}"
+            + (f" ({why})" if active else ""))
+        return
+
+
+def _fits(board, store: ModelStore, mid: str) -> bool:
+    """Whether the stored model ``mid`` fits ``board`` (one that does not load is the loop's to handle)."""
+    from nnos_hardware.errors import ConfigError
+
+    from ..errors import NnosError
+    try:
+        board.check_plan(store.load(mid))
+    except ConfigError:
+        return False
+    except (NnosError, OSError):
+        return True
+    return True
+
+
+def _defaults(board, plan_path: str | None):
+    """The default model to provision: (plan, source, format), the prebuilt plan first."""
     if plan_path:
         from ..plan import load
-        plan, source, fmt = load(plan_path), plan_path, "plan (the image's default)"
-    else:
+        plan = load(plan_path)
+        from nnos_hardware.errors import ConfigError
+        try:
+            board.check_plan(plan)
+            yield plan, plan_path, "plan (the image's default)"
+            return
+        except ConfigError:
+            pass                                   # the image's default is for its default board
+    if board.model:
         from ..compiler import compile
-        plan, source, fmt = compile(board.model), board.model, "onnx (the board's default)"
-    board.check_plan(plan)
-    data = plan.to_bytes()
-    onnx = board.model if board.model and os.path.exists(board.model) else None
-    mid = store.put(data, {"format": fmt, "source": source, "provisioned": True,
-                           "latency": measure(plan, 200), "ops": plan.meta["ops"]}, _provision_signature(store, data),
-                    source=onnx)
-    store.activate(mid, f"provisioned from the default model {os.path.basename(source)}")
-    log(f"supervisor: provisioned {os.path.basename(source)} as model {mid[:12]}")
+        yield compile(board.model, images=board.plan_images()), board.model, "onnx (the board's default)"
 
 
 def _provision_signature(store: ModelStore, data: bytes) -> str | None:

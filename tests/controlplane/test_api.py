@@ -476,3 +476,21 @@ def test_huge_or_crafted_models_are_a_4xx_naming_what(api):
     r = api.client.post("/v1/models", content=body + hashlib.sha256(body).digest())
     assert r.status_code == 400, r.text
     assert "weights" in r.json()["detail"], r.text
+
+
+def test_a_board_for_another_robot_applies_at_next_start_with_its_own_model(api, tmp_path):
+    """The active model cannot drive the vision board; its default model can: taken for the
+    next start (the supervisor provisions that model then), refused now, and refused outright
+    when the board names no default that fits."""
+    from tests.support.paths import BOARDS, ROOT
+    ModelStore(api.data).activate(_upload(api, open(POLICY, "rb").read())["id"], "test")
+    before = open(api.board).read()
+    vision = open(f"{BOARDS}/vision_so101.toml").read().replace('model = "models/', f'model = "{ROOT}/models/')
+    r = api.client.put("/v1/config", content=vision)
+    assert r.status_code == 422 and "applies at=next-start with a default model that fits it" in r.json()["detail"]
+    assert open(api.board).read() == before
+    r = api.client.put("/v1/config", params={"at": "next-start"}, content=vision.replace("follow.onnx", "nope.onnx"))
+    assert r.status_code == 422 and "does not fit the active model" in r.json()["detail"]
+    r = api.client.put("/v1/config", params={"at": "next-start"}, content=vision)
+    assert r.status_code == 200 and "its default model follow.onnx is provisioned then" in r.json()["note"], r.text
+    assert open(api.board).read() == vision

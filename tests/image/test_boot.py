@@ -16,7 +16,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from tests.support.image import ARCH, OUT, ROOT, Device
+from tests.support.image import ARCH, OUT, ROOT, Device, upload_and_activate
 
 POLICY = os.path.join(ROOT, "models", "cartpole", "cartpole.onnx")
 USB_BOARD = os.path.join(ROOT, "hardware", "boards", "cartpole-usb.toml")
@@ -33,25 +33,6 @@ def variant(scale: float) -> bytes:
 def manifest() -> dict:
     with open(os.path.join(OUT, f"nnos-{ARCH}.manifest.json")) as f:
         return json.load(f)
-
-
-def upload_and_activate(dev, data: bytes) -> str:
-    r = dev.client.post("/v1/models", content=data)
-    assert r.status_code == 201, r.text
-    mid = r.json()["id"]
-    from tests.support.timing import factor
-    for _ in range(max(5, round(5 * factor()))):      # a loaded host stalls the emulated guest more often
-        r = dev.client.post(f"/v1/models/{mid}/activate")
-        # a stall of the emulated guest during probation (a tick over budget) is rolled back, as
-        # it must be; that activation is asked again. Anything else is a failure.
-        detail = r.json().get("detail") if r.status_code == 409 else None
-        if not (isinstance(detail, dict) and str(detail.get("reason", "")).startswith("overrun")):
-            break
-        from tests.support.timing import report_retry
-        report_retry("image: upload_and_activate", f"a guest stall in probation rolled back: {detail['reason']}")
-    assert r.status_code == 200, r.text
-    assert r.json()["outcome"] == "active", r.text
-    return mid
 
 
 def ticking(dev, seconds: float = 2.0) -> dict:

@@ -179,6 +179,22 @@ def power(action: str):
     return JSONResponse({"ok": True, "action": action}, status_code=202)
 
 
+def _default_fits(board, at: str) -> str | None:
+    """A board the active model does not fit is taken at the next start if its own default
+    model compiles and fits it (the supervisor provisions that one then); what to tell, or None."""
+    from nnos_hardware.errors import ConfigError
+
+    from ...compiler import compile
+    from ...errors import NnosError
+    if at != "next-start" or not board.model or not os.path.exists(board.model):
+        return None
+    try:
+        board.check_plan(compile(board.model, check=False, images=board.plan_images()))
+    except (ConfigError, NnosError):
+        return None
+    return f"the active model does not fit it: its default model {os.path.basename(board.model)} is provisioned then"
+
+
 @router.put("/v1/config")
 async def put_config(req: Request, at: str = "now", st=Depends(state)):
     """Replace the board config (TOML as the body). Validated first — syntax, every field, the
@@ -207,11 +223,16 @@ async def put_config(req: Request, at: str = "now", st=Depends(state)):
         except ConfigError as e:
             raise HTTPException(422, str(e).replace(tmp, os.path.basename(path))) from e
         active = st.store.state()["active"]
+        note = None
         if active:
             try:
                 board.check_plan(st.store.load(active))
             except ConfigError as e:
-                raise HTTPException(422, f"does not fit the active model: {str(e).replace(tmp, os.path.basename(path))}") from e
+                note = await run_in_threadpool(_default_fits, board, at)      # another robot: its own model
+                if note is None:
+                    raise HTTPException(422, f"does not fit the active model: {str(e).replace(tmp, os.path.basename(path))}"
+                                        + ("" if at == "next-start" else "; a board for another robot applies at=next-start "
+                                           "with a default model that fits it")) from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -219,7 +240,7 @@ async def put_config(req: Request, at: str = "now", st=Depends(state)):
     atomic_write(path, body)
     if at == "next-start":
         return {"ok": True, "board": board.name, "rate_hz": board.rate_hz,
-                "note": "written; applies when the supervisor next starts (reboot the device)"}
+                "note": "written; applies when the supervisor next starts (reboot the device)" + (f"; {note}" if note else "")}
     try:
         reply = await run_in_threadpool(ask_loop, st, {"cmd": "reload_board"}, 30.0)
     except HTTPException:
