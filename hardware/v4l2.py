@@ -52,6 +52,10 @@ def _captures(node: str) -> bool:
         return False
 
 
+def _fourcc(code: int) -> str:
+    return code.to_bytes(4, "little").decode("latin-1")
+
+
 class V4L2Stream:
     """An open, streaming capture device. ``wait(timeout)`` then ``newest()`` → (data, t_s, seq):
     the newest queued frame (older ones go straight back to the kernel), valid until ``release``."""
@@ -66,8 +70,8 @@ class V4L2Stream:
             raise TransportError(name, f"cannot open camera {path}: {e.strerror or e}") from e
         try:
             self.fourcc = self._negotiate(width, height, fourcc)
-            fmt = self.dev.get_format(self._type)
-            self.width, self.height, self.stride = fmt.width, fmt.height, fmt.bytes_per_line
+            pix = self._raw_format().fmt.pix
+            self.width, self.height, self.stride = pix.width, pix.height, pix.bytesperline
             if (self.width, self.height) != (width, height):
                 raise TransportError(name, f"{path} offers {self.width}×{self.height} {self.fourcc}, not the "
                                      f"{width}×{height} the board asks for")
@@ -79,28 +83,42 @@ class V4L2Stream:
             self.cap = VideoCapture(self.dev, size=buffers)
             self.cap.open()                        # REQBUFS, mmap, QBUF all, STREAMON
             self.maps = self.cap.buffer.buffers
-        except OSError as e:
-            self.close()
-            raise TransportError(name, f"camera {path} refused the stream setup: {e.strerror or e}") from e
         except TransportError:
             self.close()
             raise
+        except OSError as e:
+            self.close()
+            raise TransportError(name, f"camera {path} refused the stream setup: {e.strerror or e}") from e
+        except Exception as e:     # noqa: BLE001 — linuxpy's own failures (a format it has no name for…)
+            self.close()           # are this camera's failure, never the loop's: said as such
+            raise TransportError(name, f"camera {path}: V4L2 setup failed in linuxpy ({type(e).__name__}: {e})") from e
         self.held = None
 
     def _negotiate(self, width: int, height: int, fourcc: str) -> str:
-        from linuxpy.video.device import PixelFormat
-        offered = [PixelFormat(f.pixel_format).name for f in self.dev.info.formats if f.type == self._type]
-        names = {"MJPG": "MJPEG", "YUYV": "YUYV", "RGB3": "RGB24"}
+        offered = self._offered()
         order = PREFERENCE if fourcc == "auto" else (fourcc,)
         for want in order:
-            if names[want] in offered:
+            if want in offered:
                 self.dev.set_format(self._type, width, height, want)
-                got = PixelFormat(self.dev.get_format(self._type).pixel_format).name
-                if got != names[want]:
+                got = _fourcc(self._raw_format().fmt.pix.pixelformat)
+                if got != want:
                     raise TransportError(self.name, f"{self.path} was asked for {want} and answered {got}")
                 return want
         raise TransportError(self.name, f"{self.path} offers {', '.join(offered) or 'no formats'}; "
                              f"the board asks for {fourcc} ({' or '.join(order)})")
+
+    def _offered(self) -> list[str]:
+        """The capture formats as fourcc strings (VIDIOC_ENUM_FMT; raw, as linuxpy's enum does
+        not know every format a driver offers)."""
+        from linuxpy.video import raw
+        from linuxpy.video.device import IOC, iter_read
+        desc = raw.v4l2_fmtdesc()
+        desc.type = self._type
+        return [_fourcc(d.pixelformat) for d in iter_read(self.dev, IOC.ENUM_FMT, desc)]
+
+    def _raw_format(self):
+        from linuxpy.video.device import get_raw_format
+        return get_raw_format(self.dev, self._type)
 
     def fileno(self) -> int:
         return self.dev.fileno()
