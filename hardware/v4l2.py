@@ -36,19 +36,28 @@ def find(name: str, usb: dict) -> str:
             continue
         seen.append(str(ident))
         same = ident.vendor == usb["vendor"] and ident.product == usb["product"]
-        if same and usb.get("serial", ident.serial) == ident.serial and _captures(dev.device_node):
+        if same and usb.get("serial", ident.serial) == ident.serial and _captures(dev):
             return dev.device_node
     want = f"{usb['vendor']:04x}:{usb['product']:04x}" + (f" serial {usb['serial']}" if "serial" in usb else "")
     raise TransportError(name, f"no USB camera {want} (video devices seen: {', '.join(seen) or 'none'})")
 
 
-def _captures(node: str) -> bool:
-    """A UVC camera has two nodes: frames and metadata; only the first captures video."""
+def _captures(dev) -> bool:
+    """A UVC camera has two nodes: frames and metadata; only the first captures video. udev's
+    v4l_id says which (ID_V4L_CAPABILITIES); without it, the interface's first node (sysfs
+    ``index`` 0, what udev rules for webcams match on); without that, the node is asked."""
+    caps = dev.properties.get("ID_V4L_CAPABILITIES")
+    if caps is not None:
+        return ":capture:" in caps
+    try:
+        return int(dev.attributes.asstring("index")) == 0
+    except (KeyError, ValueError):
+        pass
     from linuxpy.video.device import Capability, Device
     try:
-        with Device(node) as d:
+        with Device(dev.device_node) as d:
             return Capability.VIDEO_CAPTURE in d.info.device_capabilities
-    except OSError:
+    except Exception:          # noqa: BLE001 — not a node linuxpy can read: not ours
         return False
 
 

@@ -70,6 +70,7 @@ class FrameReader:
         self.mm = _open(path, HEADER.itemsize + self.slots * _slot(shape).itemsize, create=False)
         self.h = np.frombuffer(self.mm, HEADER, 1, 0)
         self.ring = np.frombuffer(self.mm, _slot(shape), self.slots, HEADER.itemsize)
+        self.missed = 0                           # frames overwritten before this reader got them
 
     def last(self) -> int | None:
         n = int(self.h["last"][0])
@@ -81,13 +82,17 @@ class FrameReader:
         last = self.last()
         if last is None or last <= number:
             return []
-        out = []
-        for n in range(max(number + 1, last - self.slots + 1), last + 1):
+        out, first = [], max(number + 1, last - self.slots + 1)
+        if number >= 0:
+            self.missed += first - (number + 1)
+        for n in range(first, last + 1):
             i = n % self.slots
             before = int(self.ring["seq"][i])
             rec = self.ring[i].copy()
             if before % 2 == 0 and int(self.ring["seq"][i]) == before and int(rec["number"]) == n:
                 out.append((n, int(rec["tick"]), int(rec["t_ns"]), rec["data"]))
+            else:
+                self.missed += 1
         return out
 
     def close(self) -> None:

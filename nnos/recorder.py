@@ -164,4 +164,5 @@ def record(run_dir: str, out_path: str, seconds: float, topics=None, every_s: fl
         ticks += r.poll() if why != "quota" else 0
     finally:
         r.close()
-    return {"path": out_path, "ticks": ticks, "messages": r.messages, "bytes": os.path.getsize(out_path), "end": why}
+    return {"path": out_path, "ticks": ticks, "messages": r.messages, "bytes": os.path.getsize(out_path), "end": why,
+            "frames_missed": sum(f.missed for f in r.frames)}

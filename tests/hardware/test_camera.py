@@ -178,3 +178,26 @@ def test_scene_renders_the_disk_where_target_says():
     for t in (0.0, 1.7, 5.2):
         x, y = _disk_centre(s.render(*target(t)))
         assert abs(x - target(t)[0]) < 0.02 and abs(y - target(t)[1]) < 0.02
+
+
+def test_a_usb_camera_is_found_by_identity_under_umockdev():
+    """The capture node, not the metadata one, of the camera with that vendor/product (and
+    serial), at whatever /dev/video number it got."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    if shutil.which("umockdev-run") is None:
+        pytest.skip("umockdev-run is not installed (./build.sh setup installs it)")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    py = os.path.join(root, ".venv", "bin", "python")
+    r = subprocess.run(["umockdev-run", "--", py if os.path.exists(py) else "python3",
+                        os.path.join(root, "tests", "hardware", "camera_scenario.py")],
+                       capture_output=True, text=True, timeout=60, cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["none"].startswith("error: cam: no USB camera 046d:0825 (video devices seen: none)"), out
+    assert out["one"] == "/dev/video2", out
+    assert out["by_serial"] == "/dev/video4", out
+    assert "no USB camera 046d:0825 serial 00000000" in out["other_serial"] and "serial B1A2C3D4" in out["other_serial"]
+    assert out["other_product"].startswith("error: cam: no USB camera 046d:085b"), out

@@ -104,3 +104,30 @@ def test_the_channel_ring_allocates_nothing_per_tick(tmp_path):
     finally:
         live.close()
     assert grown < 4096, f"{grown} bytes kept over 5000 ticks"
+
+
+def test_the_frame_ring_keeps_the_newest_frames_and_counts_what_a_slow_reader_missed(tmp_path):
+    from nnos.frames import FrameReader, FrameWriter
+    from nnos_hardware.channels import SENSOR, Channel, Sample
+    sample = Sample(Channel("frame", SENSOR, (4, 6, 3), 0, 255, dtype=np.dtype(np.uint8)))
+    w = FrameWriter(str(tmp_path / "frames-cam-frame"), {"topic": "/cam/frame"}, sample, slots=4)
+    r = FrameReader(str(tmp_path / "frames-cam-frame"))
+    try:
+        assert r.meta == {"topic": "/cam/frame"} and r.since(-1) == []
+        for tick in range(3):
+            w.record(tick)                                   # no new frame: nothing written
+        assert r.last() is None
+        got = []
+        for k in range(10):
+            sample.values.fill(k)
+            sample.count += 1
+            sample.t_host = 100.0 + k
+            w.record(50 + k)
+            w.record(51 + k)                                 # the same frame at the next tick: once
+            if k in (1, 8):                                  # a reader that polls now and then
+                got += r.since(got[-1][0] if got else -1)
+        assert [n for n, *_ in got] == [0, 1, 5, 6, 7, 8] and r.missed == 3       # 2, 3, 4 were overwritten
+        assert all(int(f.max()) == n and t == 50 + n and t_ns == int((100.0 + n) * 1e9) for n, t, t_ns, f in got)
+    finally:
+        r.close()
+        w.close()
