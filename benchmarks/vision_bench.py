@@ -114,7 +114,7 @@ from nnos.runtime import realtime
 from nnos.runtime.__main__ import channel_sources, frame_writers
 from nnos.runtime.loop import Loop, LoopConfig
 from nnos.store import ModelStore
-from nnos.telemetry import ChannelWriter, TelemetryWriter
+from nnos.telemetry import ChannelWriter, TelemetryReader, TelemetryWriter
 from nnos_hardware.board import load_board
 from nnos_hardware.devices import SimulatedDevice
 from nnos_hardware.devices.factory import make_device
@@ -136,13 +136,19 @@ loop.load_initial()
 loop.run(None, 2.0)
 print("ready", flush=True)
 for phase in sys.stdin:
+    seconds, what = phase.split()
+    if what == "control":                  # the same loop with the camera closed and no inference: the host's own stalls
+        devs["cam"].close()
+        every, b.infer_every = b.infer_every, 10 ** 9
     before = {{k: int(tel.c[i]) for k, i in tel.idx.items()}}
     start = loop.tick_no
-    loop.run(None, float(phase))
+    loop.run(None, float(seconds))
     c = {{k: int(tel.c[i]) - before[k] for k, i in tel.idx.items()}}
-    recs = tel.records(loop.tick_no - start)
+    reader = TelemetryReader(str(run / "telemetry"))
+    recs = reader.records(loop.tick_no - start)
+    reader.close()
     late = recs["lateness_ns"][recs["tick"] >= start] / 1000
-    print(json.dumps({{"ticks": c["ticks"], "misses": c["misses"], "failsafe_entries": c["failsafe_entries"],
+    print(json.dumps({{"ticks": c["ticks"], "misses": int(tel.c[tel.idx["misses"]]), "failsafe_entries": c["failsafe_entries"],
                       "inferences": c["inferences"], "late_inferences": c["late_inferences"],
                       "inference_ms": int(tel.c[tel.idx["inference_ns"]]) / 1e6, "frames": devs["cam"].stats()["frames"],
                       "late_p50_us": float(np.percentile(late, 50)), "late_p99_us": float(np.percentile(late, 99)),
@@ -161,14 +167,14 @@ def loop_phases(model: str, seconds: float, tmp: str) -> list[dict]:
     try:
         assert p.stdout.readline().strip() == "ready", open(os.path.join(tmp, "loop.log")).read()[-2000:]
         out = []
-        for phase in ("off", "on", "off"):
+        for phase in ("off", "on", "off", "control"):
             rec = None
             if phase == "on":                     # another process, as /v1/recordings and nnos record are
                 rec = subprocess.Popen([sys.executable, "-m", "nnos.cli", "record", "--seconds", str(seconds + 5),
                                         "--data", os.path.join(tmp, "data"), "--out", os.path.join(tmp, "s.mcap")],
                                        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                 time.sleep(1.0)
-            p.stdin.write(f"{seconds}\n")
+            p.stdin.write(f"{seconds} {phase}\n")
             p.stdin.flush()
             r = json.loads(p.stdout.readline())
             if rec is not None:
@@ -206,7 +212,8 @@ def main() -> int:
     print(f"\npolicy: {os.path.basename(model)} (CNN + [10, 6] chunk), cpu backend p50 {p50:.1f} ms; "
           f"loop 100 Hz, infer_every 5, camera 640×480 YUYV 30 fps, {a.seconds:g} s a phase")
     for r in loop_phases(model, a.seconds, tmp):
-        print(f"  recording {r['recording']:3s}: {r['ticks']} ticks, {r['misses']} missed, lateness p50 "
+        what = "control (no camera, no inference)" if r["recording"] == "control" else f"recording {r['recording']}"
+        print(f"  {what:34s}: {r['ticks']} ticks, {r['misses']} missed, lateness p50 "
               f"{r['late_p50_us']:.0f} p99 {r['late_p99_us']:.0f} max {r['late_max_us']:.0f} µs; "
               f"{r['inferences']} inferences ({r['late_inferences']} late, last {r['inference_ms']:.1f} ms), "
               f"failsafe entries {r['failsafe_entries']}" + (f"; {r['recording_mb']} MB MCAP" if "recording_mb" in r else ""))

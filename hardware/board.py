@@ -200,7 +200,7 @@ class _Lines:
 
 KEYS = {
     "top level": {"board", "devices", "inputs", "outputs", "failsafe"},
-    "board": {"name", "description", "rate_hz", "model", "infer_every", "modules"},
+    "board": {"name", "description", "rate_hz", "model", "infer_every", "infer_hz", "modules"},
     "devices": {"name", "driver", "path", "usb", "simulator", "recording", "channels", "ids", "names", "servo",
                 "baudrate", "arm_on_start", "fast_sync_read", "camera", "stale_ms"},
     "channels": {"name", "kind", "shape", "range", "units", "safe", "stale_ms", "rate_hz", "out_of_range",
@@ -279,6 +279,16 @@ def load_board(path: str) -> Board:
     failsafe = doc.get("failsafe", {})
     model = _model_path(b.get("model"), path)
     every = b.get("infer_every", 1)
+    if "infer_hz" in b:                           # the same, said as a rate: rate_hz / infer_hz ticks
+        hz = b["infer_hz"]
+        at = L.at("board", key="infer_hz")
+        _need("infer_every" not in b, at, "give infer_every or infer_hz, not both")
+        _need(isinstance(hz, (int, float)) and 0 < hz <= rate, at,
+              f"infer_hz must be a rate in (0, rate_hz = {rate:g}], got {hz!r}")
+        k = rate / hz
+        _need(abs(k - round(k)) < 1e-6, at, f"infer_hz = {hz:g} is not a whole number of ticks at {rate:g} Hz "
+              f"({k:.3g}): infer_every = {int(k)} is {rate / int(k):.3g} Hz, {int(k) + 1} is {rate / (int(k) + 1):.3g} Hz")
+        every = int(round(k))
     _need(isinstance(every, int) and not isinstance(every, bool) and 1 <= every <= 1000, L.at("board", key="infer_every"),
           f"infer_every must be a whole number of ticks from 1 to 1000, got {every!r}")
     _need(every == 1 or all(o.chunk for o in outputs), L.at("board", key="infer_every"),

@@ -64,7 +64,10 @@ class Preprocess:
         oh, ow = size
         top, left, ch, cw = crop_box(h, w, crop, (oh, ow))
         self.src = frame[top:top + ch, left:left + cw]                 # a view: no copy of the frame
-        self.f32 = np.empty((ch, cw, c), np.float32)
+        self.blocks = resize == "area" and ch % oh == 0 and cw % ow == 0
+        if self.blocks:                                                # whole blocks: one matmul + one sum
+            self._block_sums(ch, cw, oh, ow, c)
+        self.f32 = np.empty((ch, cw, c), np.float32) if not self.blocks else None
         iw, ww = taps(cw, ow, resize)
         ih, wh = taps(ch, oh, resize)
         # per tap: (indices, weights shaped to broadcast), made once
@@ -74,20 +77,38 @@ class Preprocess:
         self.acc_h, self.tmp_h = np.empty((oh, ow, c), np.float32), np.empty((oh, ow, c), np.float32)
         std = np.asarray(std, np.float32)
         a, b = np.float32(scale) / std, -np.asarray(mean, np.float32) / std
+        if self.blocks:
+            a = a / np.float32(ch * cw // (oh * ow))                   # block sums → means
         shape = (c, oh, ow) if layout == "chw" else (oh, ow, c)
         self.out = out.reshape(shape)
         self.view = self.acc_h.transpose(2, 0, 1) if layout == "chw" else self.acc_h
         self.a = a[:, None, None] if layout == "chw" else a
         self.b = b[:, None, None] if layout == "chw" else b
 
+    def _block_sums(self, ch: int, cw: int, oh: int, ow: int, c: int) -> None:
+        """Area resizing by whole factors fy×fx: each row's fx-pixel groups summed by one matmul
+        with a 0/1 matrix [fx·c, c] (the crop's rows as [ow, fx·c] views), then fy rows summed;
+        the 1/(fy·fx) goes into the scale."""
+        fy, fx = ch // oh, cw // ow
+        self.groups = np.empty((ch * ow, fx * c), np.float32)
+        self.ones = np.tile(np.eye(c, dtype=np.float32), (fx, 1))
+        self.rows = np.empty((ch * ow, c), np.float32)
+        self.fy, self.fx = fy, fx
+
     def run(self) -> None:
         if self.sample is not None:
             if self.sample.count == self.done:
                 return
             self.done = self.sample.count
-        np.copyto(self.f32, self.src, casting="unsafe")
-        self._axis(self.f32, self.w_taps, self.acc_w, self.tmp_w, axis=1)
-        self._axis(self.acc_w, self.h_taps, self.acc_h, self.tmp_h, axis=0)
+        if self.blocks:
+            oh, ow, c = self.acc_h.shape
+            np.copyto(self.groups.reshape(-1, ow, self.fx * c), self.src.reshape(-1, ow, self.fx * c), casting="unsafe")
+            np.matmul(self.groups, self.ones, out=self.rows)
+            np.add.reduce(self.rows.reshape(oh, self.fy, ow, c), axis=1, out=self.acc_h)
+        else:
+            np.copyto(self.f32, self.src, casting="unsafe")
+            self._axis(self.f32, self.w_taps, self.acc_w, self.tmp_w, axis=1)
+            self._axis(self.acc_w, self.h_taps, self.acc_h, self.tmp_h, axis=0)
         np.multiply(self.view, self.a, out=self.out)
         np.add(self.out, self.b, out=self.out)
 

@@ -85,8 +85,11 @@ class CameraDevice(Device):
 
     # --- the capture thread ----------------------------------------------------------------------
     def _capture(self) -> None:
-        try:
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))     # below the loop (SCHED_FIFO)
+        try:                           # below the loop (SCHED_FIFO), and off its CPU where there is another
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+            others = set(range(os.cpu_count() or 1)) - os.sched_getaffinity(0)
+            if others:
+                os.sched_setaffinity(0, others)
         except (OSError, AttributeError):
             pass
         last_seq = None
@@ -96,6 +99,9 @@ class CameraDevice(Device):
                 if got is None:
                     continue
                 data, t, seq = got
+                if last_seq is not None and seq > last_seq + 1:
+                    self.counts["dropped_frames"] += seq - last_seq - 1      # never dequeued: newer ones came
+                last_seq = seq
                 try:
                     self.decoder.decode(data, self.bufs[0])
                 except FrameError as e:
@@ -107,9 +113,6 @@ class CameraDevice(Device):
             except HardwareError as e:
                 self.failure = e
                 return
-            if last_seq is not None and seq > last_seq + 1:
-                self.counts["dropped_frames"] += seq - last_seq - 1
-            last_seq = seq
             self.counts["frames"] += 1
             with self.lock:                      # publish: the written buffer becomes the ready one
                 self.bufs[0], self.bufs[1] = self.bufs[1], self.bufs[0]

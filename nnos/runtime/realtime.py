@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 
 from ..timing import set_timer_slack
 
 MCL_CURRENT, MCL_FUTURE = 1, 2
+
+
+GIL_SWITCH_S = 0.0002          # Python's default, 5 ms, is half a 100 Hz tick
 
 
 def setup(priority: int = 50, cpu: int | None = None) -> dict:
@@ -35,6 +39,10 @@ def setup(priority: int = 50, cpu: int | None = None) -> dict:
     except (OSError, AttributeError) as e:
         report["memory"] = f"not locked ({e})"
     report["timer_slack"] = "1 ns" if set_timer_slack(1) else "default (50 µs)"
+    # the loop's other threads (a camera's capture, a servo bus, the inference worker) hold the
+    # GIL between their numpy calls; the loop, woken by its timer, waits for it at most this long
+    sys.setswitchinterval(GIL_SWITCH_S)
+    report["gil"] = f"switch interval {GIL_SWITCH_S * 1e6:.0f} µs"
     return report
 
 

@@ -91,11 +91,12 @@ def test_layout_and_normalisation():
     np.testing.assert_allclose(chw[0], want.transpose(2, 0, 1), atol=1e-5)
 
 
-def test_a_frame_is_processed_once_and_nothing_is_allocated():
+@pytest.mark.parametrize("size", [(48, 48), (24, 24)])          # fractional taps; whole 5×5 blocks
+def test_a_frame_is_processed_once_and_nothing_is_allocated(size):
     ch = Channel("frame", SENSOR, (120, 160, 3), 0, 255, dtype=np.dtype(np.uint8))
     s = Sample(ch)
-    out = np.zeros((3, 48, 48), np.float32)
-    p = Preprocess(s.values, out, (48, 48), "area", "center", sample=s)
+    out = np.zeros((3, *size), np.float32)
+    p = Preprocess(s.values, out, size, "area", "center", sample=s)
     np.copyto(s.values, frame())
     s.count += 1
     p.run()

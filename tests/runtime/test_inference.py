@@ -120,3 +120,18 @@ def test_infer_every_needs_chunks_long_enough(tmp_path):
     board = chunk_board(tmp_path, chunk_policy(str(tmp_path / "c.onnx"), 3), every=4)
     with pytest.raises(ConfigError, match="a chunk of 3 actions runs dry before the next inference"):
         board.check_plan(compile(board.model, check=False))
+
+
+def test_infer_hz_is_infer_every_said_as_a_rate(tmp_path):
+    base = chunk_board(tmp_path, chunk_policy(str(tmp_path / "c.onnx"), 8), every=4)
+    text = open(base.path).read()
+    p = tmp_path / "hz.toml"
+    p.write_text(text.replace("infer_every = 4", "infer_hz = 25"))
+    assert load_board(str(p)).infer_every == 4                   # 100 Hz / 25 Hz
+    p.write_text(text.replace("infer_every = 4", "infer_hz = 30"))
+    with pytest.raises(ConfigError, match=r"infer_hz = 30 is not a whole number of ticks at 100 Hz \(3.33\): "
+                                          r"infer_every = 3 is 33.3 Hz, 4 is 25 Hz"):
+        load_board(str(p))
+    p.write_text(text.replace("infer_every = 4", "infer_every = 4\ninfer_hz = 25"))
+    with pytest.raises(ConfigError, match="give infer_every or infer_hz, not both"):
+        load_board(str(p))
