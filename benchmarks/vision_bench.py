@@ -39,17 +39,20 @@ def _frames(n: int) -> list[bytes]:
     return [encode_yuyv(scene.render(*target(t))) for t in np.linspace(0, 30, n)]
 
 
-def nnos_path(frames: list[bytes]) -> np.ndarray:
-    rgb, x = np.zeros((H, W, 3), np.uint8), np.zeros((3, OUT, OUT), np.float32)
-    dec = Decoder("cam", "YUYV", W, H)
-    pre = Preprocess(rgb, x, (OUT, OUT), "area", "center", "chw", SCALE, MEAN, STD)
-    times = np.empty(len(frames))
+def _timed(frames: list[bytes], rgb: np.ndarray, after) -> np.ndarray:
+    """µs per frame of: YUYV decode into ``rgb``, then ``after()``."""
+    dec, times = Decoder("cam", "YUYV", W, H), np.empty(len(frames))
     for i, f in enumerate(frames):
         t0 = time.perf_counter()
         dec.decode(f, rgb)
-        pre.run()
+        after()
         times[i] = time.perf_counter() - t0
     return times * 1e6
+
+
+def nnos_path(frames: list[bytes]) -> np.ndarray:
+    rgb, x = np.zeros((H, W, 3), np.uint8), np.zeros((3, OUT, OUT), np.float32)
+    return _timed(frames, rgb, Preprocess(rgb, x, (OUT, OUT), "area", "center", "chw", SCALE, MEAN, STD).run)
 
 
 def in_plan_path(frames: list[bytes], tmp: str) -> np.ndarray:
@@ -66,14 +69,7 @@ def in_plan_path(frames: list[bytes], tmp: str) -> np.ndarray:
     spec = {"size": (OUT, OUT), "crop": "center", "resize": "area", "layout": "chw", "scale": SCALE,
             "mean": tuple(MEAN), "std": tuple(STD)}
     exe = compile(path, images={"x": ((H, W), spec)}).bind("cpu")
-    dec, rgb = Decoder("cam", "YUYV", W, H), exe.inputs["x"].reshape(H, W, 3)
-    times = np.empty(len(frames))
-    for i, f in enumerate(frames):
-        t0 = time.perf_counter()
-        dec.decode(f, rgb)
-        exe.run()
-        times[i] = time.perf_counter() - t0
-    return times * 1e6
+    return _timed(frames, exe.inputs["x"].reshape(H, W, 3), exe.run)
 
 
 def opencv_path(frames: list[bytes]) -> np.ndarray:

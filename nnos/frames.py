@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 
-from .telemetry import _close, _open
+from .telemetry import _close, _open, read_header
 
 FRAME_MAGIC = 0x4E4E4F5346524D31      # "NNOSFRM1"
 SLOTS = 4
@@ -61,10 +61,7 @@ class FrameWriter:
 
 class FrameReader:
     def __init__(self, path: str):
-        with open(path, "rb") as f:
-            head = np.frombuffer(f.read(HEADER.itemsize), HEADER, 1, 0)
-        if int(head["magic"][0]) != FRAME_MAGIC:
-            raise ValueError(f"{path} is not an nnos frame ring")
+        head = read_header(path, HEADER, FRAME_MAGIC, "frame ring")
         self.slots, shape = int(head["slots"][0]), tuple(int(x) for x in head["shape"][0])
         self.meta = json.loads(bytes(head["meta"][0])[:int(head["meta_len"][0])])
         self.mm = _open(path, HEADER.itemsize + self.slots * _slot(shape).itemsize, create=False)

@@ -43,6 +43,15 @@ def _open(path: str, size: int, create: bool) -> mmap.mmap:
         os.close(fd)
 
 
+def read_header(path: str, dtype: np.dtype, magic: int, what: str) -> np.ndarray:
+    """A ring file's header (a copy), checked for its magic number."""
+    with open(path, "rb") as f:
+        head = np.frombuffer(f.read(dtype.itemsize), dtype, 1, 0)
+    if int(head["magic"][0]) != magic:
+        raise ValueError(f"{path} is not an nnos {what}")
+    return head
+
+
 def _close(obj) -> None:
     """Drop every numpy view of ``obj.mm`` (a view left alive would keep the map open), then close it."""
     for name in list(vars(obj)):
@@ -220,10 +229,7 @@ class ChannelWriter:
 class ChannelReader:
     def __init__(self, path: str):
         import json
-        with open(path, "rb") as f:
-            head = np.frombuffer(f.read(CHANNEL_HEADER.itemsize), CHANNEL_HEADER, 1, 0)
-        if int(head["magic"][0]) != CHANNEL_MAGIC:
-            raise ValueError(f"{path} is not an nnos channel ring")
+        head = read_header(path, CHANNEL_HEADER, CHANNEL_MAGIC, "channel ring")
         n, self.capacity = int(head["n"][0]), int(head["capacity"][0])
         self.layout = json.loads(bytes(head["layout"][0])[:int(head["layout_len"][0])])
         rec = _channel_record(max(n, 1))
