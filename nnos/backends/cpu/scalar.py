@@ -8,6 +8,8 @@ expressions (``({ ... })``) evaluate each argument once.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,11 +53,19 @@ static inline uint64_t nnos_upow(uint64_t a, uint64_t b) {
 }
 """
 
-UNARY_FLOAT = {"Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Tanh": "tanh"}
+UNARY_FLOAT = {"Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Tanh": "tanh", "Erf": "erf", "Sin": "sin", "Cos": "cos"}
 
 
 def _lit(v, dt):
     return literal(v, dt)
+
+
+def _gelu(c) -> str:
+    """Exact: 0.5 x (1 + erf(x / √2)); approximate="tanh": 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))."""
+    if c.attrs.get("approximate", "none") == "tanh":
+        inner = f"{c.lit(math.sqrt(2 / math.pi))} * (x_ + {c.lit(0.044715)} * x_ * x_ * x_)"
+        return f"({{ {c.t} x_ = ({c.a}); {c.lit(0.5)} * x_ * ({c.lit(1)} + {c.m('tanh')}({inner})); }})"
+    return f"({{ {c.t} x_ = ({c.a}); {c.lit(0.5)} * x_ * ({c.lit(1)} + {c.m('erf')}(x_ * {c.lit(math.sqrt(0.5))})); }})"
 
 
 def _hard_sigmoid(x, dt, alpha, beta):
@@ -168,6 +178,9 @@ OPS_C = {
     "HardSwish": lambda c: f"({{ {c.t} x_ = ({c.a}); x_ * {_hard_sigmoid('x_', c.dt, 1.0 / 6.0, 0.5)}; }})",
     "Softplus": lambda c: (f"({{ {c.t} x_ = ({c.a}); (x_ < {c.lit(0)} ? {c.lit(0)} : x_) + "
                            f"{c.m('log1p')}({c.m('exp')}(-{c.m('fabs')}(x_))); }})"),
+    "Gelu": _gelu,
+    "Mish": lambda c: (f"({{ {c.t} x_ = ({c.a}); x_ * {c.m('tanh')}((x_ < {c.lit(0)} ? {c.lit(0)} : x_) + "
+                       f"{c.m('log1p')}({c.m('exp')}(-{c.m('fabs')}(x_)))); }})"),
     "Add": _binary("+"), "Sub": _binary("-"), "Mul": _binary("*"),
     "Div": _div, "Mod": _mod, "Pow": _pow, "Max": _fold("MAX"), "Min": _fold("MIN"),
     "Equal": _binary("==", False), "Greater": _binary(">", False), "Less": _binary("<", False),
