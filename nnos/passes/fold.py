@@ -1,13 +1,16 @@
 """Constant folding: a node whose inputs are all constants (or a Shape of a tensor whose type
 is known) is evaluated at compile time and replaced by its outputs as constants. This is what
-removes torch's Shape → Gather → Concat → Reshape subgraphs."""
+removes torch's Shape → Gather → Concat → Reshape subgraphs, and exported position embeddings
+and masks (Range, CumSum, Trilu, Sin/Cos over constants): an op nnos does not run is evaluated
+once by onnx's reference implementation when all its inputs are constants."""
 from __future__ import annotations
 
+import numpy as np
 
 from ..errors import CompileError
 from ..ir import Graph, Node, contiguous
 from ..limits import tensor_problem
-from ..ops import evaluate, get
+from ..ops import OPS, evaluate, get
 from ..ops.shape import _shape_value
 
 MAX_FOLDED_BYTES = 64 << 20   # larger results stay as steps rather than bloat the plan
@@ -26,8 +29,10 @@ def try_fold(graph: Graph, node: Node) -> bool:
     present = [i for i in node.inputs if i]
     if not all(i in graph.consts for i in present):
         return False
-    op = get(node)  # unsupported ops fail here with the node's name
     arrays = [graph.consts[i] if i else None for i in node.inputs]
+    if node.op not in OPS:
+        return _fold_by_reference(graph, node, arrays)
+    op = get(node)
     _check_result_size(graph, node, op, arrays)
     try:
         values = evaluate(node, arrays)
@@ -40,6 +45,35 @@ def try_fold(graph: Graph, node: Node) -> bool:
     for name, v in zip(node.outputs, values):
         if name:
             graph.consts[name] = contiguous(v)
+    return True
+
+
+def _fold_by_reference(graph: Graph, node: Node, arrays) -> bool:
+    """An op nnos does not run, on constant inputs: onnx.reference evaluates it, once."""
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+    if node.op == "Range":                               # the one whose size is its inputs' values
+        start, limit, delta = (float(np.asarray(a).reshape(-1)[0]) for a in arrays[:3])
+        n = max(int(np.ceil((limit - start) / delta)), 0) if delta else -1
+        problem = "delta is 0" if n < 0 else tensor_problem((n,), arrays[0].dtype.itemsize)
+        if problem:
+            raise node.fail(f"Range({start:g}, {limit:g}, {delta:g}) on constants: {problem}")
+    ins = [f"in{k}" if a is not None else "" for k, a in enumerate(arrays)]
+    attrs = {k: numpy_helper.from_array(v) if isinstance(v, np.ndarray) else v for k, v in node.attrs.items()}
+    try:
+        proto = helper.make_node(node.op, ins, [f"out{k}" for k in range(len(node.outputs))], **attrs)
+        values = ReferenceEvaluator(proto).run(None, {n: a for n, a in zip(ins, arrays) if n})
+    except MemoryError as e:
+        raise node.fail("folding it on its constant inputs would not fit in memory") from e
+    except Exception as e:                               # noqa: BLE001 - the reference's own refusal, said as ours
+        raise node.fail(f"op {node.op} is not one nnos runs, and onnx's reference could not evaluate it on its "
+                        f"constant inputs: {type(e).__name__}: {e}") from e
+    if sum(np.asarray(v).nbytes for v in values) > MAX_FOLDED_BYTES:
+        raise node.fail(f"folding it on its constant inputs makes more than {MAX_FOLDED_BYTES >> 20} MiB of constants, "
+                        f"and op {node.op} is not one nnos runs as a step")
+    for name, v in zip(node.outputs, values):
+        if name:
+            graph.consts[name] = contiguous(np.asarray(v))
     return True
 
 
