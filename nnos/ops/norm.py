@@ -97,6 +97,28 @@ def _bind_ln(node, ins, outs, scratch):
 register("LayerNormalization", _infer_ln, _bind_ln, scratch=_ln_scratch, flops=lambda n, i, o: 8 * o[0].size)
 
 
+# --- RMSNormalization (opset 23): x / sqrt(mean(x²) + eps) · scale, over the axes from ``axis`` --
+def _infer_rms(node, in_types, consts):
+    if int(node.attrs.get("stash_type", 1)) != 1:
+        raise node.fail(f"stash_type {node.attrs['stash_type']} is not supported (1: statistics in float32)")
+    return [in_types[0]]
+
+
+def _bind_rms(node, ins, outs, scratch):
+    x, scale, y = ins[0], ins[1], outs[0]
+    axis = _axis(node, x.ndim, -1)
+    axes = tuple(range(axis, x.ndim))
+    _, v = scratch
+    inv_n = scalar(1.0 / int(np.prod(x.shape[axis:])), x.dtype)
+    eps = scalar(node.attrs.get("epsilon", 1e-5), x.dtype)
+    return [call(np.square, x, y), call(np.add.reduce, y, axis=axes, keepdims=True, out=v), call(np.multiply, v, inv_n, v),
+            call(np.add, v, eps, v), call(np.sqrt, v, v), call(np.reciprocal, v, v),
+            call(np.multiply, x, v, y), call(np.multiply, y, scale, y)]
+
+
+register("RMSNormalization", _infer_rms, _bind_rms, scratch=_ln_scratch, flops=lambda n, i, o: 5 * o[0].size)
+
+
 # --- Softmax / LogSoftmax ----------------------------------------------------------------------
 def _infer_softmax(node, in_types, consts):
     x = in_types[0]

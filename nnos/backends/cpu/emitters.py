@@ -15,7 +15,7 @@ EMITTERS = {
     "MaxPool": pool.pool, "AveragePool": pool.pool, "GlobalAveragePool": pool.global_average,
     "ReduceSum": reduce.reduce, "ReduceMean": reduce.reduce, "ReduceMax": reduce.reduce,
     "Softmax": reduce.softmax, "LogSoftmax": reduce.softmax,
-    "LayerNormalization": reduce.layer_norm, "BatchNormalization": reduce.batch_norm,
+    "LayerNormalization": reduce.layer_norm, "RMSNormalization": reduce.rms_norm, "BatchNormalization": reduce.batch_norm,
     **{op: movement.view for op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity")},
     "Transpose": movement.transpose, "Expand": movement.expand, "Slice": movement.slice_,
     "Concat": movement.concat, "Split": movement.split, "Gather": movement.gather,

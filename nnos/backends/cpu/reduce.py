@@ -95,10 +95,15 @@ def softmax(prog, node) -> str:
     return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
 
 
-def layer_norm(prog, node) -> str:
+def rms_norm(prog, node) -> str:
+    """RMSNormalization: LayerNormalization without the mean (and without a bias)."""
+    return layer_norm(prog, node, centred=False)
+
+
+def layer_norm(prog, node, centred: bool = True) -> str:
     x, scale = node.inputs[0], node.inputs[1]
-    bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else ""
-    outs = list(node.outputs) + ["", ""]
+    bias = node.inputs[2] if centred and len(node.inputs) > 2 and node.inputs[2] else ""
+    outs = list(node.outputs) + ["", ""] if centred else [node.outputs[0], "", ""]
     y, mean_out, inv_out = outs[:3]
     xt = prog.type(x)
     shape = xt.shape
@@ -117,7 +122,7 @@ def layer_norm(prog, node) -> str:
              f"for (long o = 0; o < {rows}; o++) {{",
              f"    const {st} *xr = X + o * {n}; {ct} s = 0;",
              f"    for (long i = 0; i < {n}; i++) s = {r(f'({ct})xr[i] + s')};",
-             f"    {ct} m = {r(f's * {inv_n}')}; {ct} q = 0;",
+             f"    {ct} m = {r(f's * {inv_n}') if centred else literal(0, dt)}; {ct} q = 0;",
              f"    for (long i = 0; i < {n}; i++) {{ {ct} d = {r(f'({ct})xr[i] - m')}; q = {r(r('d * d') + ' + q')}; }}",
              f"    q = {r(f'q * {inv_n}')}; q = {r(f'q + {eps}')}; q = {r(f'{sq}(q)')};",
              f"    M[o] = m; V[o] = {r(f'{literal(1, dt)} / q')};",
