@@ -5,7 +5,7 @@ applies.
 from __future__ import annotations
 
 from ...ops import OPS
-from . import conv, elementwise, gemm, movement, pool, reduce, rnn
+from . import conv, elementwise, gemm, movement, pool, reduce, rnn, scan
 
 EMITTERS = {
     **{op: elementwise.elementwise for op, d in OPS.items() if d.pointwise},     # the reference says which
@@ -17,6 +17,7 @@ EMITTERS = {
     "Softmax": reduce.softmax, "LogSoftmax": reduce.softmax,
     "LayerNormalization": reduce.layer_norm, "RMSNormalization": reduce.rms_norm, "BatchNormalization": reduce.batch_norm,
     **{op: movement.view for op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity")},
+    "Trilu": scan.trilu, "CumSum": scan.cumsum,
     "Transpose": movement.transpose, "Expand": movement.expand, "Slice": movement.slice_,
     "Concat": movement.concat, "Split": movement.split, "Gather": movement.gather,
     "Shape": movement.constant, "Constant": movement.constant, "ConstantOfShape": movement.constant_of_shape,
