@@ -5,11 +5,11 @@ applies.
 from __future__ import annotations
 
 from ...ops import OPS
-from . import conv, elementwise, gemm, movement, pool, reduce, rnn, scan
+from . import conv, einsum, elementwise, gemm, movement, pool, reduce, rnn, scan
 
 EMITTERS = {
     **{op: elementwise.elementwise for op, d in OPS.items() if d.pointwise},     # the reference says which
-    "Gemm": gemm.gemm, "MatMul": gemm.matmul,
+    "Gemm": gemm.gemm, "MatMul": gemm.matmul, "Einsum": einsum.einsum,
     "Conv": conv.conv, "ConvTranspose": conv.conv_transpose,
     "GRU": rnn.rnn, "LSTM": rnn.rnn,
     "MaxPool": pool.pool, "AveragePool": pool.pool, "GlobalAveragePool": pool.global_average,
