@@ -177,12 +177,13 @@ def test_hostile_archives(api):
 
 
 def test_unsupported_op_and_board_mismatch(api, tmp_path, zoo):
-    m = model([helper.make_node("Erf", ["obs"], ["action"], name="the_erf")], [vi("obs", [1, 4])], [vi("action", [1, 4])])
-    p = tmp_path / "erf.onnx"
+    m = model([helper.make_node("Hardmax", ["obs"], ["action"], name="the_hardmax")], [vi("obs", [1, 4])],
+              [vi("action", [1, 4])])
+    p = tmp_path / "hardmax.onnx"
     onnx.save(m, str(p))
     r = api.client.post("/v1/models", content=p.read_bytes())
     assert r.status_code == 422
-    assert "node 'the_erf' (op Erf): unsupported op" in r.json()["detail"]
+    assert "node 'the_hardmax' (op Hardmax): unsupported op" in r.json()["detail"]
     r = api.client.post("/v1/models", content=open(zoo["mlp_s"], "rb").read())
     assert r.status_code == 422
     assert "does not fit the board" in r.json()["detail"]
