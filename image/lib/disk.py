@@ -13,9 +13,11 @@ import sys
 
 MiB = 1 << 20
 ESP_SIZE = 40 * MiB          # two slots' kernel + initramfs (~11 MiB each), the EFI loader
-DATA_SIZE = 32 * MiB          # made and then grown to the disk's end on first boot (the C compiler took
-                              # the 32 MiB the root slots grew by: the image stays 362 MiB)
+DATA_SIZE = 32 * MiB          # made and then grown to the disk's end on first boot (the image: 370 MiB,
+                              # 388 MB, with cameras and recordings in it)
 SLOT_HEADROOM = 1.25          # a slot holds an update somewhat larger than today's root
+SLOT_ROUND = 4 * MiB          # slot sizes in whole SD/eMMC erase blocks (4 MiB); the headroom, not a
+                              # coarser rounding, is what leaves room for an update
 ROOT_TYPES = {"amd64": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", "arm64": "B921B045-1DF0-41C3-AF44-4C6F280D3FAE"}
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 DATA_TYPE = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
@@ -26,7 +28,7 @@ def round_up(n: int, to: int) -> int:
 
 
 def layout(root_bytes: int, arch: str) -> list[dict]:
-    slot = round_up(int(root_bytes * SLOT_HEADROOM), 16 * MiB)
+    slot = round_up(int(root_bytes * SLOT_HEADROOM), SLOT_ROUND)
     # a board whose boot ROM reads its loader from fixed sectors (Rockchip: 32 KiB and 8 MiB)
     # moves the first partition out of the way with FIRST_PARTITION_MIB
     parts, start = [], int(os.environ.get("FIRST_PARTITION_MIB", "1")) * MiB

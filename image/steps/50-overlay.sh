@@ -27,10 +27,18 @@ site=$(ls -d "$ROOTFS"/usr/local/lib/python3*/dist-packages)
 case $ARCH in amd64) triplet=x86_64-linux-gnu ;; arm64) triplet=aarch64-linux-gnu ;; esac
 strip_tool=$(command -v "$triplet-strip" || { [ "$(dpkg --print-architecture)" = "$ARCH" ] && command -v strip; } || true)
 if [ -n "$strip_tool" ]; then
-    find "$site" -name '*.cpython-*.so' -type f -not -path '*.libs/*' -exec "$strip_tool" --strip-unneeded {} +
+    find "$site" \( -name '*.cpython-*.so' -o -name '*.abi3.so' \) -type f -not -path '*.libs/*' \
+        -exec "$strip_tool" --strip-unneeded {} +       # (abi3: cryptography's Rust module, 14 → 11 MB)
 else
     echo "no strip for $ARCH here (binutils-$triplet): extension modules keep their debug symbols"
 fi
+# Pillow: nnos uses its JPEG codec (camera MJPG, recorded frames); not AVIF, WebP, fonts, colour
+# management or Tk, nor the bundled libraries only those need
+"$HOST_PY" "$IMAGE_DIR/lib/wheeltrim.py" "$site" PIL pillow.libs _avif _webp _imagingft _imagingcms _imagingtk
+# linuxpy: nnos uses its V4L2 part (video/ over ctypes, ioctl, io, device); not its USB ID
+# database, MIDI, input, GPIO, framebuffer or code generator (tests/image/test_vision.py imports it)
+rm -rf "$site"/linuxpy/usb "$site"/linuxpy/midi "$site"/linuxpy/input "$site"/linuxpy/gpio "$site"/linuxpy/fb \
+       "$site"/linuxpy/codegen
 "$HOST_PY" -m compileall -q -j 0 -s "$ROOTFS" -p / "$site" >/dev/null
 "$HOST_PY" "$IMAGE_DIR/lib/elfcheck.py" "$ROOTFS"
 echo "root filesystem: $(du -sh "$ROOTFS" | cut -f1)"

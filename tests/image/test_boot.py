@@ -36,11 +36,23 @@ def manifest() -> dict:
 
 
 def ticking(dev, seconds: float = 2.0) -> dict:
-    a = dev.status()["loop"]
-    time.sleep(seconds)
-    b = dev.status()["loop"]
-    assert b["ticks"] - a["ticks"] >= 0.6 * 50 * seconds, (a, b)     # 50 Hz board, TCG guest
-    return b
+    """The loop ticks through a window. A window in which the guest's supervisor killed the loop
+    for a missed heartbeat (a TCG stall of over a second on a loaded host) is measured again,
+    at most twice, and reported as a host stall — any other shortfall fails at once."""
+    from tests.support.timing import report_retry, scaled, wait_until
+    for attempt in range(3):
+        kills = dev.vm.console().count("missed its watchdog")
+        a = dev.status()["loop"]
+        time.sleep(seconds)
+        b = dev.status()["loop"]
+        if b["ticks"] - a["ticks"] >= 0.6 * 50 * seconds:           # 50 Hz board, TCG guest
+            return b
+        killed = dev.vm.console().count("missed its watchdog") - kills
+        assert killed and attempt < 2, (a, b, dev.vm.console()[-2000:])
+        report_retry("image: ticking", f"the guest's loop was killed by its watchdog ({killed}×) in the window")
+        wait_until(lambda: dev.status()["loop"]["mode"] == "running", scaled(60), "the loop back after its watchdog",
+                   1.0, context=lambda: dev.vm.console()[-2000:])
+    raise AssertionError("unreachable")
 
 
 def bound_and_ticking(dev, what: str) -> None:
