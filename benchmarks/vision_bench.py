@@ -129,6 +129,7 @@ chans = ChannelWriter(str(run / "channels"), channel_sources(b, devs), frames=fr
 loop = Loop(b, devs, store, tel, LoopConfig(), log=lambda m: print(m, file=sys.stderr), channels=chans)
 store.activate(store_model(store, b.model), "bench")
 loop.load_initial()
+print(realtime.gil_for(devs), file=sys.stderr)
 loop.run(None, 2.0)
 print("ready", flush=True)
 for phase in sys.stdin:

@@ -34,6 +34,7 @@ class CameraSpec:
 
 class CameraDevice(Device):
     reconnectable = True
+    holds_gil = True              # its capture thread decodes in numpy at frame rate (runtime/realtime.gil_for)
 
     def __init__(self, name: str, spec: CameraSpec, channels: list[Channel], opener):
         """``opener(spec)``: a new stream (hardware/v4l2.py's V4L2Stream, or the synthetic one)."""

@@ -126,6 +126,9 @@ def main(argv=None) -> int:
     if flags.HW_WATCHDOG.get():
         loop.arm_watchdog(flags.HW_WATCHDOG.get())
     loop.load_initial()
+    gil = realtime.gil_for(devices)
+    if gil:
+        log(f"loop: {gil}")
     log(f"loop: ticking at {board.rate_hz:g} Hz, budget {loop.budget / 1000:.0f} µs; control at {paths['socket']}")
     try:
         loop.run(server, a.duration)

@@ -39,11 +39,21 @@ def setup(priority: int = 50, cpu: int | None = None) -> dict:
     except (OSError, AttributeError) as e:
         report["memory"] = f"not locked ({e})"
     report["timer_slack"] = "1 ns" if set_timer_slack(1) else "default (50 µs)"
-    # the loop's other threads (a camera's capture, a servo bus, the inference worker) hold the
-    # GIL between their numpy calls; the loop, woken by its timer, waits for it at most this long
-    sys.setswitchinterval(GIL_SWITCH_S)
-    report["gil"] = f"switch interval {GIL_SWITCH_S * 1e6:.0f} µs"
     return report
+
+
+def gil_for(devices: dict) -> str | None:
+    """A camera's capture thread holds the GIL between its numpy calls at frame rate: the loop,
+    woken by its timer, would wait for it up to Python's switch interval (5 ms, half a 100 Hz
+    tick: the vision benchmark's missed ticks). With such a device the interval is 200 µs, set
+    once the loop is about to tick. Other boards keep the default: a servo bus thread spins
+    ~200 µs for its answers, and at a short interval it takes the GIL from the loop's start-up."""
+    holders = [name for name, dev in devices.items() if getattr(dev, "holds_gil", False)]
+    if not holders:
+        return None
+    sys.setswitchinterval(GIL_SWITCH_S)
+    verb = "decodes" if len(holders) == 1 else "decode"
+    return f"GIL switch interval {GIL_SWITCH_S * 1e6:.0f} µs ({', '.join(holders)} {verb} frames)"
 
 
 def loop_cpu() -> int | None:

@@ -168,3 +168,23 @@ def test_a_recording_carries_the_camera_as_jpeg_and_replays_into_the_model(tmp_p
     # rate-limited while the arm caught up at the start; the replay's are neither: close, not equal
     assert report["compared_ticks"] >= 100 and goal["rms"] < 0.02, report
     assert goal["ticks_above"] < 0.1 * report["compared_ticks"], report
+
+
+def test_a_camera_shortens_the_gil_switch_interval_and_nothing_else_does(tmp_path):
+    """Regression: with Python's 5 ms switch interval the loop waited for the GIL held by the
+    capture thread (the vision benchmark's missed ticks); a servo bus alone keeps the default."""
+    import sys
+
+    from nnos.runtime import realtime
+    before = sys.getswitchinterval()
+    try:
+        r = VisionRig(tmp_path)
+        try:
+            assert realtime.gil_for({"arm": r.arm}) is None and sys.getswitchinterval() == before
+            said = realtime.gil_for({"cam": r.cam, "arm": r.arm})
+            assert said == "GIL switch interval 200 µs (cam decodes frames)"
+            assert abs(sys.getswitchinterval() - realtime.GIL_SWITCH_S) < 1e-9
+        finally:
+            r.close()
+    finally:
+        sys.setswitchinterval(before)
