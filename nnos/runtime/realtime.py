@@ -45,9 +45,10 @@ def setup(priority: int = 50, cpu: int | None = None) -> dict:
 def gil_for(devices: dict) -> str | None:
     """A camera's capture thread holds the GIL between its numpy calls at frame rate: the loop,
     woken by its timer, would wait for it up to Python's switch interval (5 ms, half a 100 Hz
-    tick: the vision benchmark's missed ticks). With such a device the interval is 200 µs, set
-    once the loop is about to tick. Other boards keep the default: a servo bus thread spins
-    ~200 µs for its answers, and at a short interval it takes the GIL from the loop's start-up."""
+    tick: the vision benchmark's missed ticks; at 1 ms it still missed 12 of 1500). With such a
+    device the interval is 200 µs, set once the loop is about to tick. Other boards keep the default: a servo bus thread spins
+    ~200 µs for its answers, and at a 200 µs interval it took the GIL from the loop's start-up
+    (a watchdog kill in the SO-101 system test; repeated ones in the emulated image)."""
     holders = [name for name, dev in devices.items() if getattr(dev, "holds_gil", False)]
     if not holders:
         return None
