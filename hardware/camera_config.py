@@ -13,10 +13,10 @@ a board may still declare it (to set stale_ms), and then it must agree.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .channels import SENSOR, Channel
 from .devices.camera import CameraSpec
-
-import numpy as np
 
 FORMATS = ("auto", "YUYV", "MJPG", "RGB3")
 CAMERAS = ("v4l2", "synthetic-camera")

@@ -67,14 +67,9 @@ class Preprocess:
         self.blocks = resize == "area" and ch % oh == 0 and cw % ow == 0
         if self.blocks:                                                # whole blocks: one matmul + one sum
             self._block_sums(ch, cw, oh, ow, c)
-        self.f32 = np.empty((ch, cw, c), np.float32) if not self.blocks else None
-        iw, ww = taps(cw, ow, resize)
-        ih, wh = taps(ch, oh, resize)
-        # per tap: (indices, weights shaped to broadcast), made once
-        self.w_taps = [(iw[t].copy(), ww[t][:, None].copy()) for t in range(len(iw))]
-        self.h_taps = [(ih[t].copy(), wh[t][:, None, None].copy()) for t in range(len(ih))]
-        self.acc_w, self.tmp_w = np.empty((ch, ow, c), np.float32), np.empty((ch, ow, c), np.float32)
-        self.acc_h, self.tmp_h = np.empty((oh, ow, c), np.float32), np.empty((oh, ow, c), np.float32)
+        else:
+            self._taps(ch, cw, oh, ow, c, resize)
+        self.acc_h = np.empty((oh, ow, c), np.float32)
         std = np.asarray(std, np.float32)
         a, b = np.float32(scale) / std, -np.asarray(mean, np.float32) / std
         if self.blocks:
@@ -84,6 +79,16 @@ class Preprocess:
         self.view = self.acc_h.transpose(2, 0, 1) if layout == "chw" else self.acc_h
         self.a = a[:, None, None] if layout == "chw" else a
         self.b = b[:, None, None] if layout == "chw" else b
+
+    def _taps(self, ch: int, cw: int, oh: int, ow: int, c: int, resize: str) -> None:
+        """Any factor: per tap along each axis, (indices, weights shaped to broadcast), made once."""
+        iw, ww = taps(cw, ow, resize)
+        ih, wh = taps(ch, oh, resize)
+        self.w_taps = [(iw[t].copy(), ww[t][:, None].copy()) for t in range(len(iw))]
+        self.h_taps = [(ih[t].copy(), wh[t][:, None, None].copy()) for t in range(len(ih))]
+        self.f32 = np.empty((ch, cw, c), np.float32)
+        self.acc_w, self.tmp_w = np.empty((ch, ow, c), np.float32), np.empty((ch, ow, c), np.float32)
+        self.tmp_h = np.empty((oh, ow, c), np.float32)
 
     def _block_sums(self, ch: int, cw: int, oh: int, ow: int, c: int) -> None:
         """Area resizing by whole factors fy×fx: each row's fx-pixel groups summed by one matmul

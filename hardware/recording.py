@@ -202,7 +202,7 @@ def read_mcap(path: str, device: str | None):
                 t0 = msg.log_time if t0 is None else t0
                 kind, name = kinds[ch.topic]
                 m = json.loads(msg.data)
-                values = _jpeg(m["data"]) if "data" in m else np.asarray(m["values"], np.float32)
+                values = jpeg_frame(m["data"]) if "data" in m else np.asarray(m["values"], np.float32)
                 records.append((kind, name, (msg.log_time - t0) / 1e9, msg.log_time // 1000, values))
     except (OSError, KeyError, ValueError, McapError) as e:
         raise DeviceError(path, f"not an nnos MCAP recording ({type(e).__name__}: {e})") from e
@@ -211,7 +211,7 @@ def read_mcap(path: str, device: str | None):
     return {"device": device, "channels": channels}, records
 
 
-def _jpeg(b64: str) -> np.ndarray:
+def jpeg_frame(b64: str) -> np.ndarray:
     """A recorded camera frame (foxglove.CompressedImage, JPEG) back to uint8 [H, W, 3]."""
     import base64
     import io

@@ -13,7 +13,6 @@ vendor/product/serial match, through udev — never /dev/videoN, which changes w
 """
 from __future__ import annotations
 
-import errno
 import os
 import select
 import time
@@ -21,7 +20,6 @@ import time
 from .errors import TransportError
 
 PREFERENCE = ("MJPG", "YUYV", "RGB3")      # "auto": the first the camera offers at the size asked
-_GONE = (errno.ENODEV, errno.ENXIO, errno.EIO, errno.EBADF, errno.ENOENT)
 
 
 def find(name: str, usb: dict) -> str:
@@ -146,16 +144,14 @@ class V4L2Stream:
         while True:
             try:
                 b = dequeue_buffer(self.dev, self._type, self._mem)
-            except BlockingIOError:
+            except BlockingIOError:                   # EAGAIN: the queue is drained
                 break
             except OSError as e:
                 if got is not None:
                     self._requeue(got)
-                if e.errno == errno.EAGAIN:
-                    break
                 raise TransportError(self.name, f"camera {self.path} stopped: {os.strerror(e.errno or 0)}") from e
             if got is not None:
-                self._requeue(got)
+                self._requeue(got)                    # an older frame: straight back to the kernel
             got = b
         if got is None:
             return None

@@ -47,8 +47,7 @@ class CameraDevice(Device):
                               f"got {[(c.name, list(c.shape), str(c.dtype)) for c in channels]}")
         self.spec, self.opener = spec, opener
         self.bufs = [np.zeros(want, np.uint8) for _ in range(3)]      # writing, ready, reading
-        self.t = [0.0, 0.0, 0.0]
-        self.seq = [0, 0, 0]
+        self.t = [0.0, 0.0, 0.0]                                        # … and their kernel timestamps
         self.fresh = False
         self.lock = threading.Lock()
         self.stream = self.thread = None
@@ -118,7 +117,6 @@ class CameraDevice(Device):
             with self.lock:                      # publish: the written buffer becomes the ready one
                 self.bufs[0], self.bufs[1] = self.bufs[1], self.bufs[0]
                 self.t[0], self.t[1] = self.t[1], t
-                self.seq[1] = seq
                 self.fresh = True
 
     # --- the loop's side ---------------------------------------------------------------------------
@@ -131,7 +129,6 @@ class CameraDevice(Device):
         with self.lock:
             self.bufs[1], self.bufs[2] = self.bufs[2], self.bufs[1]
             self.t[1], self.t[2] = self.t[2], self.t[1]
-            self.seq[2] = self.seq[1]
             self.fresh = False
         s = self.samples["frame"]
         np.copyto(s.values, self.bufs[2])        # uint8 in [0, 255]: never out of the channel's range

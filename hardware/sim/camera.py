@@ -41,7 +41,10 @@ class Scene:
         self.r2 = (min(h, w) / 10.0) ** 2
 
     def render(self, x: float, y: float, out: np.ndarray | None = None) -> np.ndarray:
-        out = self.background.copy() if out is None else np.copyto(out, self.background) or out
+        if out is None:
+            out = self.background.copy()
+        else:
+            np.copyto(out, self.background)
         cy, cx = y * (self.h - 1), x * (self.w - 1)
         r = math.sqrt(self.r2)
         y0, y1 = max(0, int(cy - r)), min(self.h, int(cy + r) + 2)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import deque
 
 import numpy as np
 
 from nnos_hardware.board import load_board
 from nnos_hardware.devices import SimulatedDevice
+from nnos_hardware.recording import jpeg_frame
 
 from ..compiler import compile
 from ..errors import NnosError
@@ -42,7 +44,7 @@ def read(path: str) -> dict:
                     ticks.append(m["tick"])
                     values.append(m["values"])
                 elif m.get("format") == "jpeg":
-                    frames.setdefault(ch.topic, []).append((m["tick"], _jpeg(m["data"])))
+                    frames.setdefault(ch.topic, []).append((m["tick"], jpeg_frame(m["data"])))
     except (OSError, ValueError, KeyError, McapError) as e:
         raise NnosError(f"{path}: not an nnos MCAP recording ({type(e).__name__}: {e})") from e
     if "nnos.board" not in meta:
@@ -50,14 +52,6 @@ def read(path: str) -> dict:
     return {"board": meta["nnos.board"]["toml"], "layout": json.loads(meta["nnos.layout"]["channels"]),
             "series": {t: (np.array(k), np.array(v, np.float32)) for t, (k, v) in series.items()}, "modes": modes,
             "frames": frames}
-
-
-def _jpeg(b64: str) -> np.ndarray:
-    import base64
-    import io
-
-    from PIL import Image
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64)), formats=["JPEG"]).convert("RGB"))
 
 
 def _board(rec: dict, board_path: str | None):
@@ -89,7 +83,7 @@ def evaluate(path: str, model: str, backend: str = "numpy", threshold: float = 0
         raise NnosError(f"{path}: the recording lacks bound sensor channels {sorted(bound & set(missing))}")
     ticks = np.array(sorted(rec["modes"]), int)
     series = {t: dict(zip(k.tolist(), v)) for t, (k, v) in rec["series"].items()}
-    frames = {t: list(f) for t, f in rec["frames"].items()}
+    frames = {t: deque(f) for t, f in rec["frames"].items()}
     got = {lay["topic"]: np.zeros((len(ticks), lay["size"]), np.float32) for lay in actuators}
     every = board.infer_every
     for i, tick in enumerate(ticks):
@@ -99,7 +93,7 @@ def evaluate(path: str, model: str, backend: str = "numpy", threshold: float = 0
                 dev.feed(lay["channel"], value)
             queue = frames.get(lay["topic"])
             while queue and queue[0][0] <= tick:           # the frame the loop read at this tick
-                dev.feed(lay["channel"], queue.pop(0)[1])
+                dev.feed(lay["channel"], queue.popleft()[1])
         if i % every == 0:                            # asynchronous boards: a chunk every k ticks
             slot.binder.read_inputs()
             slot.run()
