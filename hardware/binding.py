@@ -100,6 +100,10 @@ class Binder:
     def shortest_chunk(self) -> int:
         return min((q.k for q in self.queues), default=0)
 
+    @property
+    def longest_chunk(self) -> int:
+        return max((q.k for q in self.queues), default=0)
+
     def queues_ready(self) -> bool:
         """Every action queue has an action for this tick."""
         for q in self.queues:

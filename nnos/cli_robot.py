@@ -74,7 +74,8 @@ def cmd_replay(a):
         raise NnosError(f"{a.recording}: no such recording")
     rep = evaluate(a.recording, a.model, a.backend, a.threshold, a.board, a.out)
     print(f"{a.recording}: {rep['ticks']} ticks into {os.path.basename(a.model)} "
-          f"({rep['compared_ticks']} compared: the recorded loop was running)" + (f"; its actions in {a.out}" if a.out else ""))
+          f"({rep['compared_ticks']} compared: the recorded loop was running, after {rep['warmup_ticks']} "
+          "warming up)" + (f"; its actions in {a.out}" if a.out else ""))
     if a.compare:
         for topic, d in rep["channels"].items():
             first = f", first above {a.threshold:g} at tick {d['first_above']}" if d["first_above"] is not None else ""

@@ -69,7 +69,8 @@ class Recorder:
         image = self.w.register_schema("foxglove.CompressedImage", "jsonschema",
                                        _schema("foxglove.CompressedImage", COMPRESSED_IMAGE))
         self.frame_ids = [self.w.register_channel(f.meta["topic"], "json", image) for f in self.frames]
-        self.frame_after = [f.last() if f.last() is not None else -1 for f in self.frames]
+        # from the frame the loop reads now: a replay needs the image its first recorded ticks saw
+        self.frame_after = [f.last() - 1 if f.last() is not None else -1 for f in self.frames]
         cams = [dict(f.meta, kind="sensor", range=[0, 255], units="", dtype="uint8", image="jpeg") for f in self.frames]
         self.w.add_metadata("nnos.layout", {"channels": json.dumps(self.layout + cams)})
         if board_path:                                  # what `nnos replay` binds a candidate model with

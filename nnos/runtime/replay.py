@@ -2,7 +2,8 @@
 tick by tick into a candidate model, bound by the recorded board, as fast as the backend runs;
 its actions compared with the recorded ones channel by channel — max and RMS divergence, the
 first tick above a threshold — over the ticks the recorded loop was running (failsafe ticks
-wrote safe values, not a model's); optionally the candidate's actions as a new MCAP.
+wrote safe values, not a model's) after a warm-up (every bound input recorded once, the action
+queues filled with the candidate's own chunks); optionally the candidate's actions as a new MCAP.
 """
 from __future__ import annotations
 
@@ -85,16 +86,20 @@ def evaluate(path: str, model: str, backend: str = "numpy", threshold: float = 0
     series = {t: dict(zip(k.tolist(), v)) for t, (k, v) in rec["series"].items()}
     frames = {t: deque(f) for t, f in rec["frames"].items()}
     got = {lay["topic"]: np.zeros((len(ticks), lay["size"]), np.float32) for lay in actuators}
-    every = board.infer_every
+    every, fed, start = board.infer_every, set(), None
     for i, tick in enumerate(ticks):
         for lay, dev in sensors:
             value = series.get(lay["topic"], {}).get(int(tick))
             if value is not None:
                 dev.feed(lay["channel"], value)
+                fed.add(lay["topic"])
             queue = frames.get(lay["topic"])
             while queue and queue[0][0] <= tick:           # the frame the loop read at this tick
                 dev.feed(lay["channel"], queue.popleft()[1])
+                fed.add(lay["topic"])
         if i % every == 0:                            # asynchronous boards: a chunk every k ticks
+            if start is None and bound <= fed:
+                start = i
             slot.binder.read_inputs()
             slot.run()
             if every > 1:
@@ -103,8 +108,12 @@ def evaluate(path: str, model: str, backend: str = "numpy", threshold: float = 0
         for lay in actuators:
             got[lay["topic"]][i] = devices[lay["device"]].commands[lay["channel"]].reshape(-1)
     running = np.array([rec["modes"].get(int(t)) in ("running", "probation") for t in ticks], bool)
+    # the warm-up is not compared: ticks before every bound input was recorded, and those whose
+    # action queues still blend chunks the live loop inferred before the recording began
+    warm = len(ticks) if start is None else start + slot.binder.longest_chunk
+    running[:warm] = False
     report = {"recording": path, "model": model, "ticks": int(len(ticks)), "compared_ticks": int(running.sum()),
-              "threshold": threshold, "channels": {}}
+              "warmup_ticks": int(min(warm, len(ticks))), "threshold": threshold, "channels": {}}
     for lay in actuators:
         recorded = np.array([series[lay["topic"]].get(int(t), np.full(lay["size"], np.nan)) for t in ticks], np.float32)
         diff = np.nan_to_num(np.abs(got[lay["topic"]] - recorded), nan=0.0)[running & ~np.isnan(recorded).any(axis=1)]

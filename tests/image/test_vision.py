@@ -50,7 +50,7 @@ def test_a_cnn_reads_the_vivid_camera_and_drives_the_arm(image, device, tmp_path
     # the cart-pole model cannot drive this board: its own default model (bundled in the image) will
     assert r.status_code == 200 and "its default model follow.onnx is provisioned then" in r.json()["note"], r.text
     dev.reboot()
-    st = dev.wait_status(lambda s: s["board"]["name"] == "vivid-so101", 60, "the vivid board")
+    dev.wait_status(lambda s: s["board"]["name"] == "vivid-so101", 60, "the vivid board")
     logs = "\n".join(dev.client.get("/v1/logs", params={"process": "loop"}).json()["lines"])
     assert "kernel module vivid loaded" in logs, logs[-3000:]
     assert "does not fit board vivid-so101" in dev.vm.console(), dev.vm.console()[-3000:]
@@ -58,10 +58,12 @@ def test_a_cnn_reads_the_vivid_camera_and_drives_the_arm(image, device, tmp_path
     r = dev.client.put("/v1/calibration", json=calibration_doc(board))
     assert r.status_code == 200, r.text
     assert dev.client.post("/v1/arm").status_code == 200
-    st = dev.wait_status(lambda s: s["loop"]["mode"] == "running", 60, "running on the camera")
+    dev.wait_status(lambda s: s["loop"]["mode"] == "running", 60, "running on the camera")
     cam = next(d for d in dev.client.get("/v1/devices").json()["devices"] if d["name"] == "cam")
     assert cam["faults"]["frames"] > 0 and cam["faults"]["bad_frames"] == 0, cam
+    before = dev.status()["loop"]
     got = _messages(_recording(dev, 4.0))
+    after = dev.status()["loop"]
     frames = got["/cam/frame"]
     assert len(frames) >= 4, len(frames)           # 15 fps asked; an emulated guest records a few a second
     # vivid's test pattern: colour bars across the frame — not a blank or a stuck buffer
@@ -80,7 +82,10 @@ def test_a_cnn_reads_the_vivid_camera_and_drives_the_arm(image, device, tmp_path
     # and the arm's goals went there (ensembled chunks of near-identical frames, max_rate 2 rad/s)
     goal = np.array(got["/arm/goal"][-1]["values"], np.float32)
     assert np.abs(goal - want[:6]).max() < 0.05, (goal, want[:6])
-    assert st["loop"]["misses"] == 0 or st["loop"]["misses"] < st["loop"]["ticks"] * 0.01, st["loop"]
+    # running on the camera, recorded, it keeps its rate (regression: counted from boot, the misses
+    # while the emulated guest loaded vivid and provisioned the model were 1.3 % of the ticks in CI)
+    ticks, misses = after["ticks"] - before["ticks"], after["misses"] - before["misses"]
+    assert ticks > 50 and misses <= 0.01 * ticks, (before, after)
 
 
 def test_the_image_carries_what_a_usb_camera_needs(image):

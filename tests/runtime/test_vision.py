@@ -22,6 +22,7 @@ from nnos_hardware.devices import SimulatedDevice
 from nnos_hardware.devices.factory import make_device
 from nnos_hardware.sim.camera import target
 from nnos_models.vision.build import joints
+from tests.support.live import messages
 from tests.support.paths import BOARDS, ROOT
 from tests.support.policies import store_model
 from tests.support.timing import scaled
@@ -162,7 +163,13 @@ def test_a_recording_carries_the_camera_as_jpeg_and_replays_into_the_model(tmp_p
         ys, xs = np.nonzero(red)
         tx, ty = target((m["timestamp"]["sec"] * 1e9 + m["timestamp"]["nsec"]) / 1e9)
         assert abs(xs.mean() / 639 - tx) < 0.03 and abs(ys.mean() / 479 - ty) < 0.03
+    # regression: the frame the loop was reading when the recording began is in it (without it a
+    # replay's first chunks saw no image: 0.96 rad apart on a loaded CI host)
+    first_tick = min(m["tick"] for m in messages(str(out))["/loop"])
+    assert jpegs[0]["tick"] <= first_tick, (jpegs[0]["tick"], first_tick)
     report = evaluate(str(out), f"{ROOT}/models/vision/follow.onnx")
+    # compared after the ensemble's 10-tick horizon: the live queue blended chunks from before the recording
+    assert report["warmup_ticks"] == 10, report
     goal = report["channels"]["/arm/goal"]
     # the live loop's chunks came k ticks after their frame (asynchronous) and its goals were
     # rate-limited while the arm caught up at the start; the replay's are neither: close, not equal
