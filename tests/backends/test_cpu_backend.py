@@ -78,6 +78,24 @@ def test_matmul_and_elementwise(tmp_path):
     agree(nnos.compile(save(m, tmp_path / "mm.onnx")))
 
 
+@pytest.mark.parametrize("qs,ks", [
+    ([2, 4, 10, 16], [2, 4, 16, 10]),        # attention scores: heads × (seq × dim)·(dim × seq)
+    ([2, 4, 10, 10], [1, 4, 10, 37]),        # AV, B broadcast over the batch, N not a vector multiple
+    ([10, 48], [3, 48, 64]),                 # A broadcast over B's batch
+])
+def test_batched_matmul_of_computed_operands(tmp_path, qs, ks):
+    """Both operands computed (a Relu in front of each): the fast row form once per batch entry,
+    with a Tanh applied in registers."""
+    out = list(np.broadcast_shapes(tuple(qs[:-2]), tuple(ks[:-2]))) + [qs[-2], ks[-1]]
+    nodes = [helper.make_node("Relu", ["Q"], ["Qr"]), helper.make_node("Relu", ["K"], ["Kr"]),
+             helper.make_node("MatMul", ["Qr", "Kr"], ["S"]), helper.make_node("Tanh", ["S"], ["Y"])]
+    m = model(nodes, [vi("Q", qs), vi("K", ks)], [vi("Y", out)], [])
+    plan = nnos.compile(save(m, tmp_path / "bmm.onnx"))
+    from nnos.backends.cpu import source
+    assert "const float *ar = A + m *" in source(plan)     # the row form, not the generic scalar loops
+    agree(plan)
+
+
 @pytest.mark.parametrize("c,oc,hw,kernel,stride,pad,dil,batch", [
     (3, 16, 16, 5, 2, 2, 1, 1),      # the first layer of cnn_s
     (5, 7, 9, 3, 1, 1, 1, 1),        # channels not a multiple of the vector

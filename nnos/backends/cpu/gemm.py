@@ -3,8 +3,9 @@
 The fast form (float32, B 2-D): each output row vectorized across the columns (B row-major
 K×N, a constant B repacked per column group so each pass over K streams one contiguous block),
 four vector accumulators per pass, the activation epilogue applied in registers before the
-store. The generic form (any dtype, transposes, alpha/beta, batched and broadcast MatMul,
-vectors): plain loops accumulating in the compute type, as numpy's own non-BLAS dot does.
+store; batched float32 MatMul (both operands computed, as in attention) runs it once per batch
+entry. The generic form (any dtype, transposes, alpha/beta, vectors): plain loops
+accumulating in the compute type, as numpy's own non-BLAS dot does.
 """
 from __future__ import annotations
 
@@ -61,12 +62,12 @@ def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None
             lines.append(f"        vstore(orow + {col + i * vw}, {apply(chain, f'acc{i}', True)});")
         lines.append("    }")
         col += rest * vw
-    if col < n:
-        lines.append(f"    for (int j = {col}; j < {n}; j++) {{")
-        lines.append(f"        float s = {'crow[j]' if bias else '0.0f'};")
-        lines.append(f"        for (int kk = 0; kk < {k}; kk++) s += ar[kk] * B[kk * {n} + j];")
-        lines.append(f"        orow[j] = {apply(chain, 's', False)};")
-        lines.append("    }")
+    if col < n:                        # fewer columns than a vector: a row of partial sums over K
+        rem = n - col
+        lines.append(f"    {{ float s[{rem}]; for (int j = 0; j < {rem}; j++) s[j] = {f'crow[{col} + j]' if bias else '0.0f'};")
+        lines.append(f"      for (int kk = 0; kk < {k}; kk++) {{ const float x = ar[kk]; const float *br = B + kk * {n} + {col};")
+        lines.append(f"        for (int j = 0; j < {rem}; j++) s[j] += x * br[j]; }}")
+        lines.append(f"      for (int j = 0; j < {rem}; j++) orow[{col} + j] = {apply(chain, 's[j]', False)}; }}")
     lines.append("}")
     return indent("\n".join(lines))
 
@@ -234,8 +235,29 @@ def gemm(prog, node) -> str:
     return _generic_gemm(prog, node)
 
 
+def _batched_matmul(prog, node) -> str:
+    """(…, M, K) times (…, K, N), both computed (attention's QKᵀ and AV, batched over heads):
+    the fast row form once per batch entry, broadcasting either side's leading dimensions."""
+    a, b, o = node.inputs[0], node.inputs[1], node.outputs[0]
+    sa, sb = prog.type(a).shape, prog.type(b).shape
+    m, k, n = sa[-2], sa[-1], sb[-1]
+    batch = tuple(np.broadcast_shapes(tuple(sa[:-2]), tuple(sb[:-2])))
+    strides = [tuple(s * m * n for s in broadcast_strides(batch, batch)),
+               tuple(s * m * k for s in broadcast_strides(sa[:-2], batch)),
+               tuple(s * k * n for s in broadcast_strides(sb[:-2], batch))]
+    chain = unary_chain(node)
+
+    def body(idx):
+        return _rows(prog, f"{prog.tensor(a)} + {idx[1]}", f"{prog.tensor(b)} + {idx[2]}",
+                     f"{prog.tensor(o)} + {idx[0]}", m, k, n, None, False, chain)
+    return indent(nest(batch, strides, body, var="b")) + "\n" + epilogue_pass(prog, node, o, in_registers=True)
+
+
 def matmul(prog, node) -> str:
     a, b, o = node.inputs[0], node.inputs[1], node.outputs[0]
-    if _f32(prog, a, b, o) and len(prog.type(b).shape) == 2:
+    ra, rb = len(prog.type(a).shape), len(prog.type(b).shape)
+    if _f32(prog, a, b, o) and rb == 2:
         return _fast_matmul(prog, node)
+    if _f32(prog, a, b, o) and ra >= 2 and rb >= 3:
+        return _batched_matmul(prog, node)
     return _generic_matmul(prog, node)
