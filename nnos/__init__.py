@@ -10,13 +10,14 @@ from .errors import (BackendError, CompileError, ModelError, NnosError,  # noqa:
                      PlanCallError, PlanFormatError)
 
 
-def compile(path, batch=1, dims=None, check=None, freeze=None, images=None):
+def compile(path, batch=1, dims=None, check=None, freeze=None, images=None, precision="fp32-compute"):
     """Compile an ONNX file into a Plan. ``batch`` fixes the symbolic batch dimension,
     ``dims`` other named dimensions, ``freeze`` turns named inputs into constants, ``images``
-    ({input: ((H, W), spec)}, a board's plan_images()) prepends image pre-processing."""
+    ({input: ((H, W), spec)}, a board's plan_images()) prepends image pre-processing,
+    ``precision`` says where a float16 model computes ("fp32-compute", "fp32", "model")."""
     from . import backends  # noqa: F401 - a plan binds through them
     from .compiler import compile as _compile
-    return _compile(path, batch=batch, dims=dims, check=check, freeze=freeze, images=images)
+    return _compile(path, batch=batch, dims=dims, check=check, freeze=freeze, images=images, precision=precision)
 
 
 def load(path):

@@ -25,13 +25,17 @@ def _dims(items):
     return out
 
 
+PRECISION = {"auto": "fp32-compute", "fp32": "fp32", "fp16": "model"}
+
+
 def cmd_compile(a):
     from .compiler import compile
     images = {}
     if a.board:                                # a board's in-plan image pre-processing goes into the plan
         from nnos_hardware.board import load_board
         images = load_board(a.board).plan_images()
-    plan = compile(a.model, batch=a.batch, dims=_dims(a.dim), check=not a.no_check, images=images)
+    plan = compile(a.model, batch=a.batch, dims=_dims(a.dim), check=not a.no_check, images=images,
+                   precision=PRECISION[a.precision])
     plan.save(a.output)
     say_backend(plan, a.backend)
     m = plan.memory
@@ -179,6 +183,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--dim", action="append", metavar="NAME=N", help="fix another symbolic dimension")
     c.add_argument("--no-check", action="store_true", help="skip the compiler's self-check")
     c.add_argument("--board", help="compile in this board's image pre-processing (image = {…, in_plan = true})")
+    c.add_argument("--precision", choices=sorted(PRECISION), default="auto",
+                   help="a float16 model: auto computes in float32 inside, float16 at its inputs and outputs; "
+                        "fp32 takes and gives float32 too; fp16 computes as the model says (slow on CPUs)")
     c.add_argument("--backend", default="auto", choices=backends.NAMES,
                    help="build and self-check this backend here (auto: cuda, then cpu, then numpy)")
     c.set_defaults(fn=cmd_compile)

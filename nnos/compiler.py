@@ -17,6 +17,7 @@ from .frontend import import_onnx
 from .frontend.image import prepend as prepend_image
 from .ir import Graph
 from .passes import infer_types, optimize
+from .passes.precision import apply_precision, has_float16
 from . import backends  # noqa: F401 - the self-check runs the plan through them
 from .backends import verify
 from .plan import Plan
@@ -34,7 +35,7 @@ def _warnings(graph: Graph) -> list[str]:
     return out
 
 
-def self_check(plan: Plan, typed: Graph, rtol: float = 1e-4) -> dict:
+def self_check(plan: Plan, typed: Graph, rtol: float | None = None) -> dict:
     """The plan against the unoptimized graph, and itself after a save and load (verify.compiled)."""
     try:
         return verify.compiled(plan, typed, rtol)
@@ -43,9 +44,12 @@ def self_check(plan: Plan, typed: Graph, rtol: float = 1e-4) -> dict:
 
 
 def compile(path: str, batch: int = 1, dims: dict[str, int] | None = None, check: bool | None = None,
-            freeze: dict[str, np.ndarray] | None = None, images: dict | None = None) -> Plan:
+            freeze: dict[str, np.ndarray] | None = None, images: dict | None = None,
+            precision: str = "fp32-compute") -> Plan:
     """``images``: {input: ((H, W), spec)} — image pre-processing prepended to those inputs
-    (a board's in-plan images, Board.plan_images()): the plan takes uint8 [1, H, W, 3] frames."""
+    (a board's in-plan images, Board.plan_images()): the plan takes uint8 [1, H, W, 3] frames.
+    ``precision``: where a float16 model is computed (passes/precision.py): "fp32-compute"
+    (float16 at its inputs and outputs, float32 inside), "fp32" (float32 throughout), "model"."""
     t0 = time.perf_counter()
     graph, info = import_onnx(path, batch=batch, dims=dims, freeze=freeze)
     for name, (frame, spec) in (images or {}).items():
@@ -53,7 +57,7 @@ def compile(path: str, batch: int = 1, dims: dict[str, int] | None = None, check
         info = dict(info, image_inputs={**info.get("image_inputs", {}), name: {k: v for k, v in spec.items()
                                                                               if k not in ("in_plan",)}})
     typed = infer_types(graph)
-    graph = schedule(optimize(typed))
+    graph = schedule(optimize(apply_precision(typed, precision)))
     memory = memory_plan(graph)
     problem = arena_problem(memory.arena_bytes)
     if problem:
@@ -61,6 +65,7 @@ def compile(path: str, batch: int = 1, dims: dict[str, int] | None = None, check
     cost = cost_model(graph)
     meta = {
         "nnos_version": __version__, "plan_format": FORMAT_VERSION, "source": info,
+        **({"precision": precision} if has_float16(typed) else {}),
         "inputs": [{"name": n, **graph.type_of(n).to_json()} for n in graph.inputs],
         "outputs": [{"name": n, **graph.type_of(n).to_json()} for n in graph.outputs],
         "ops": typed.op_counts(), "steps": len(graph.nodes), "cost": cost, "warnings": _warnings(graph),

@@ -21,20 +21,39 @@ class VerifyError(BackendError):
     pass
 
 
+# How close a plan must come to the reference, relative to the largest output magnitude (at
+# least 1), by the least precise float type the plan computes in. float32/float64: 1e-4, a few
+# hundred float32 roundings apart (fused kernels sum in another order). float16: unit roundoff
+# u = 2**-11; the reference rounds every op's result to float16 where a fused kernel keeps the
+# chain in float32, so each op between an input and an output may differ by one rounding:
+# 1e-2 is 20 u, a dozen rounded layers with margin (a wrong kernel is off by far more).
+TOLERANCE = {"float64": 1e-4, "float32": 1e-4, "float16": 1e-2}
+
+
+def tolerance(graph) -> tuple[float, str]:
+    """(rtol, the float dtype it is for) for a graph: its least precise float type's."""
+    floats = {t.dtype.name for t in graph.types.values() if t.dtype.kind == "f"}
+    floats |= {c.dtype.name for c in graph.consts.values() if c.dtype.kind == "f"}
+    name = min(floats or {"float32"}, key=lambda n: np.dtype(n).itemsize)
+    return TOLERANCE[name], name
+
+
 def _differs(got: np.ndarray, want: np.ndarray, rtol: float, atol: float) -> float | None:
     if np.allclose(got, want, rtol=rtol, atol=atol, equal_nan=True):
         return None
     return float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
 
 
-def compiled(plan, typed, rtol: float = 1e-4) -> dict:
+def compiled(plan, typed, rtol: float | None = None) -> dict:
     from ..plan.plan import Plan
+    rtol, dtype = tolerance(typed) if rtol is None else (rtol, "given")
     feeds = sample_inputs(plan)
-    direct = run_direct(typed, feeds)
+    # an upcast plan (--precision fp32) takes float32 where the model takes float16
+    direct = run_direct(typed, {k: v.astype(typed.type_of(k).dtype) for k, v in feeds.items()})
     got = {k: v.copy() for k, v in plan(feeds).items()}
     for name, ref in direct.items():
         atol = rtol * max(1.0, float(np.max(np.abs(ref)))) if ref.size and ref.dtype.kind == "f" else 0
-        err = _differs(got[name], ref, rtol, atol)
+        err = _differs(got[name], ref.astype(got[name].dtype), rtol, atol)
         if err is not None:
             raise VerifyError(f"self-check failed: output {name!r} of the plan differs from the direct "
                               f"evaluation by {err:.3g}")
@@ -42,12 +61,16 @@ def compiled(plan, typed, rtol: float = 1e-4) -> dict:
     for name in got:
         if not np.array_equal(got[name], again[name], equal_nan=True):
             raise VerifyError(f"self-check failed: output {name!r} changed after save and load")
-    return {"outputs_checked": len(direct), "rtol": rtol, "round_trip": "bitwise"}
+    return {"outputs_checked": len(direct), "rtol": rtol, "rtol_for": dtype, "round_trip": "bitwise"}
 
 
-def against_reference(plan, exe, rtol: float = 1e-4, atol: float = 1e-5) -> dict:
+def against_reference(plan, exe, rtol: float | None = None, atol: float | None = None) -> dict:
     if exe.backend == "numpy":
         return {"reference": True}
+    if rtol is None:
+        rtol, _ = tolerance(plan.graph)
+        atol = rtol / 10 if atol is None else atol
+    atol = 1e-5 if atol is None else atol
     from .ops_numpy import NumpyExecutable
     ref = NumpyExecutable(plan)
     for name, v in sample_inputs(plan, seed=7).items():

@@ -303,3 +303,15 @@ def _bind_cast(node, ins, outs, scratch):
 
 
 register("Cast", _infer_cast, _bind_cast, flops=_ew_flops, pointwise=True)
+
+ONNX_TYPE = {np.dtype(v): k for k, v in _ONNX_CAST.items()}
+
+
+def _infer_cast_like(node, in_types, consts):
+    if in_types[1].dtype not in ONNX_TYPE:
+        raise node.fail(f"CastLike to {in_types[1].dtype} is not supported")
+    return [TensorType(in_types[1].dtype, in_types[0].shape)]
+
+
+# CastLike: a Cast once the target's type is known (passes/infer.py rewrites it so)
+register("CastLike", _infer_cast_like, _bind_cast, flops=_ew_flops)

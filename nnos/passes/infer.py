@@ -5,9 +5,10 @@ that only folds once its input's type is known)."""
 from __future__ import annotations
 
 from ..errors import CompileError
-from ..ir import SUPPORTED_DTYPES, Graph, TensorType
+from ..ir import SUPPORTED_DTYPES, Graph, Node, TensorType
 from ..limits import tensor_problem
 from ..ops import get
+from ..ops.elementwise import ONNX_TYPE
 from .fold import try_fold
 
 
@@ -37,10 +38,19 @@ def infer_node(graph: Graph, node) -> list[TensorType]:
     return out
 
 
+def cast_code(node, target: TensorType) -> int:
+    if target.dtype not in ONNX_TYPE:
+        raise node.fail(f"CastLike to {target.dtype} is not supported")
+    return ONNX_TYPE[target.dtype]
+
+
 def infer_types(graph: Graph) -> Graph:
     g = graph.copy()
     kept = []
     for node in g.nodes:
+        if node.op == "CastLike" and len(node.inputs) == 2 and node.inputs[1] in g.types | g.consts:
+            # the target's type is known here: from now on a Cast
+            node = Node("Cast", node.name, node.inputs[:1], node.outputs, {"to": cast_code(node, g.type_of(node.inputs[1]))})
         if try_fold(g, node):
             continue
         for name, t in zip(node.outputs, infer_node(g, node)):

@@ -172,7 +172,8 @@ def test_one_native_call_per_run_and_no_allocation(zoo):
 def test_every_reference_op_has_a_generated_kernel():
     from nnos.backends.cpu.emitters import EMITTERS
     from nnos.ops import OPS
-    assert set(OPS) <= set(EMITTERS), sorted(set(OPS) - set(EMITTERS))
+    planned = set(OPS) - {"CastLike"}                  # a Cast by the time a plan holds it (passes/infer.py)
+    assert planned <= set(EMITTERS), sorted(planned - set(EMITTERS))
 
 
 def test_an_op_without_a_kernel_falls_back_with_its_name(tmp_path, monkeypatch):

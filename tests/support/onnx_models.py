@@ -29,3 +29,17 @@ def assert_close(got, ref, rtol=1e-5):
     ref = np.asarray(ref)
     atol = rtol * max(1.0, float(np.max(np.abs(ref)))) if ref.size else 0
     np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol)
+
+
+def to_float16(m):
+    """The model with its float32 weights, inputs and outputs in float16 (as a float16 export is)."""
+    m = onnx.ModelProto.FromString(m.SerializeToString())
+    g = m.graph
+    for i, t in enumerate(g.initializer):
+        a = numpy_helper.to_array(t)
+        if a.dtype == np.float32:
+            g.initializer[i].CopyFrom(numpy_helper.from_array(a.astype(np.float16), t.name))
+    for v in list(g.input) + list(g.output):
+        if v.type.tensor_type.elem_type == TensorProto.FLOAT:
+            v.type.tensor_type.elem_type = TensorProto.FLOAT16
+    return m
