@@ -78,11 +78,17 @@ def against_reference(plan, exe, rtol: float | None = None, atol: float | None =
         np.copyto(exe.inputs[name], v)
     ref.run()
     exe.run()
+    first = {name: np.array(v) for name, v in exe.outputs.items()}
     for name, want in ref.outputs.items():
-        err = _differs(exe.outputs[name], want, rtol, atol)
+        err = _differs(first[name], want, rtol, atol)
         if err is not None:
             raise VerifyError(f"{exe.backend} backend: output {name!r} differs from the reference by up to {err:.3g}")
-    return {"against": "numpy", "outputs_checked": len(ref.outputs), "rtol": rtol, "atol": atol}
+    exe.run()                      # replayed on the same inputs, not written again: the same outputs
+    for name, was in first.items():
+        if not np.array_equal(exe.outputs[name], was, equal_nan=True):
+            raise VerifyError(f"{exe.backend} backend: output {name!r} changed when run again on the same inputs "
+                              "(a step overwrote an input or kept state)")
+    return {"against": "numpy", "outputs_checked": len(ref.outputs), "rtol": rtol, "atol": atol, "replayed": True}
 
 
 def finite_outputs(plan, seed: int = 123) -> dict:

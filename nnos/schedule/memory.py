@@ -89,12 +89,16 @@ class MemoryPlan:
 
 def _tensor_buffers(graph: Graph, groups, define, last) -> tuple[list[Buffer], list[list[str]]]:
     """One buffer per alias group, as large as its largest member, live from its first write to
-    its last read."""
+    its last read — a graph input's for the whole run: the caller may write only what changed
+    (a camera frame when a new one came), so no step may reuse its bytes."""
     buffers, members_of = [], []
+    inputs = set(graph.inputs)
     for members in groups.roots().values():
         size = max(graph.type_of(m).nbytes for m in members)
         start = min(define[m] for m in members)
         end = max(last.get(m, define[m]) for m in members)
+        if inputs.intersection(members):
+            end = len(graph.nodes)
         buffers.append(Buffer(size, start, end))
         members_of.append(members)
     return buffers, members_of

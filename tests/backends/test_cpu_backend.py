@@ -169,6 +169,31 @@ def test_one_native_call_per_run_and_no_allocation(zoo):
 
 
 # --- every failure: a reason, and numpy ---------------------------------------------------------------
+def test_running_again_on_the_same_inputs_gives_the_same_outputs(zoo):
+    """Regression: a step reused a graph input's bytes, so a second run on inputs not written
+    again (a camera frame between new frames) computed from garbage; the backend's own check
+    now replays, and a backend that changes what it was given is refused with the reason."""
+    from nnos.backends import module, verify
+    plan = nnos.compile(zoo["mlp_m"])
+    exe = module("cpu").prepare(plan)
+    x = feeds_for(plan)["obs"]
+    np.copyto(exe.inputs["obs"], x)
+    exe.run()
+    first = exe.outputs["action"].copy()
+    exe.run()
+    assert np.array_equal(exe.inputs["obs"], x) and np.array_equal(exe.outputs["action"], first)
+    verify.against_reference(plan, exe)
+    leaky = module("cpu").prepare(plan)
+    real = leaky.run
+
+    def scribbles():                       # what the planner's bug did: the input changed by a run
+        real()
+        leaky.inputs["obs"][..., 0] += 1.0
+    leaky.run = scribbles
+    with pytest.raises(verify.VerifyError, match="changed when run again on the same inputs"):
+        verify.against_reference(plan, leaky)
+
+
 def test_every_reference_op_has_a_generated_kernel():
     from nnos.backends.cpu.emitters import EMITTERS
     from nnos.ops import OPS

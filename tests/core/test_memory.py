@@ -60,3 +60,22 @@ def test_views_and_in_place_steps_share_buffers(zoo):
     flat = next(n for n in g.nodes if n.op == "Flatten")
     assert mem.tensors[flat.inputs[0]] == mem.tensors[flat.outputs[0]]
     assert g.nodes.index(flat) in mem.skip
+
+
+@pytest.mark.parametrize("name", ["mlp_m", "cnn_s", "cnn_l"])
+def test_no_step_reuses_a_graph_input_s_bytes(zoo, name):
+    """Regression: an input's buffer was free after its last read, so later steps wrote there;
+    the binder copies a camera frame into the plan only when a new one came, and the next
+    inference read whatever a step had left (wrong actions, not an error)."""
+    plan = nnos.compile(zoo[name], check=False)
+    g, mem = plan.graph, plan.memory
+    views = set(g.inputs)
+    for s in mem.skip:                          # views of an input share its bytes, by design
+        if g.nodes[s].inputs[0] in views:
+            views.update(g.nodes[s].outputs)
+    spans = [(mem.tensors[i], mem.tensors[i] + g.type_of(i).nbytes) for i in g.inputs]
+    for t, off in mem.tensors.items():
+        if t in views:
+            continue
+        end = off + g.type_of(t).nbytes
+        assert all(end <= a or b <= off for a, b in spans), (t, off, end, spans)
