@@ -42,4 +42,10 @@ def to_float16(m):
     for v in list(g.input) + list(g.output):
         if v.type.tensor_type.elem_type == TensorProto.FLOAT:
             v.type.tensor_type.elem_type = TensorProto.FLOAT16
+    for node in g.node:                 # constants made inside, and casts to float, in float16 too
+        for a in node.attribute:
+            if a.name == "to" and node.op_type == "Cast" and a.i == TensorProto.FLOAT:
+                a.i = TensorProto.FLOAT16
+            elif a.name == "value" and a.type == onnx.AttributeProto.TENSOR and a.t.data_type == TensorProto.FLOAT:
+                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16), a.t.name))
     return m
