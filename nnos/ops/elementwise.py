@@ -253,9 +253,14 @@ def _infer_clip(node, in_types, consts):
 
 
 def _bind_clip(node, ins, outs, scratch):
+    """Bounds as inputs (opset ≥ 11), else as attributes (a fused epilogue's constant bounds)."""
     x, o = ins[0], outs[0]
     lo = ins[1] if len(ins) > 1 else None
     hi = ins[2] if len(ins) > 2 else None
+    if lo is None and "min" in node.attrs:
+        lo = np.array(node.attrs["min"], x.dtype)
+    if hi is None and "max" in node.attrs:
+        hi = np.array(node.attrs["max"], x.dtype)
     program, src = [], fit(x, o)
     if lo is not None:
         program.append(call(np.maximum, src, lo.reshape(()), out=o))

@@ -143,6 +143,11 @@ def _chainable(graph: Graph, node: Node, chain: str, ready: set) -> Epilogue | N
     operands = [i for i in node.inputs if i != chain]
     if not all((not o) or o in ready for o in operands):
         return None
+    if node.op == "Clip" and node.inputs[0] == chain and graph.type_of(chain).dtype.kind == "f" and \
+            all(not o or (o in graph.consts and graph.consts[o].size == 1) for o in operands):
+        # constant bounds as attributes: an activation a kernel applies in registers (ReLU6)
+        bounds = {k: float(graph.consts[o].reshape(())) for k, o in zip(("min", "max"), node.inputs[1:]) if o}
+        return Epilogue("Clip", bounds, [], 0)
     return Epilogue(node.op, dict(node.attrs), operands, node.inputs.index(chain))
 
 

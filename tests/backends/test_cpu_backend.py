@@ -96,6 +96,49 @@ def test_batched_matmul_of_computed_operands(tmp_path, qs, ks):
     agree(plan)
 
 
+def _clip6(x, y):
+    return helper.make_node("Clip", [x, "zero", "six"], [y])
+
+
+@pytest.mark.parametrize("c,hw,kernel,stride,dil,blocked", [
+    (32, 12, 3, 1, 1, True),      # MobileNet's 3×3, channel-blocked from the 1×1 before to the 1×1 after
+    (32, 13, 5, 2, 1, True),      # 5×5 at stride 2, odd size
+    (24, 10, 3, 2, 1, False),     # channels not a multiple of the vector: NCHW, a part-filled last block
+    (16, 9, 3, 1, 2, True),       # dilated
+])
+def test_depthwise_conv(tmp_path, c, hw, kernel, stride, dil, blocked):
+    """Depthwise convolutions with ReLU6 (Clip with constant bounds, applied in registers),
+    between 1×1 convolutions (blocked layouts when the channels fill vectors) or alone."""
+    pad = dil * (kernel // 2)
+    out = (hw + 2 * pad - dil * (kernel - 1) - 1) // stride + 1
+    dw = [helper.make_node("Conv", ["E", "Wd", "Bd"], ["D"], kernel_shape=[kernel, kernel], strides=[stride, stride],
+                           pads=[pad] * 4, dilations=[dil, dil], group=c), _clip6("D", "Dr")]
+    inits = [("Wd", rand(c, 1, kernel, kernel, seed=4) * 0.3), ("Bd", rand(c, seed=5)), ("zero", np.float32(0)),
+             ("six", np.float32(6))]
+    if blocked:
+        nodes = [helper.make_node("Conv", ["X", "We"], ["Ec"], kernel_shape=[1, 1]), _clip6("Ec", "E"), *dw,
+                 helper.make_node("Conv", ["Dr", "Wp"], ["Y"], kernel_shape=[1, 1])]
+        inits += [("We", rand(c, 8, 1, 1, seed=6) * 0.5), ("Wp", rand(8, c, 1, 1, seed=7) * 0.3)]
+        m = model(nodes, [vi("X", [1, 8, hw, hw])], [vi("Y", [1, 8, out, out])], inits)
+    else:
+        dw[0].input[0] = "X"
+        dw[1].output[0] = "Y"
+        m = model(dw, [vi("X", [1, c, hw, hw])], [vi("Y", [1, c, out, out])], inits)
+    plan = nnos.compile(save(m, tmp_path / "dw.onnx"))
+    from nnos.backends.cpu import source
+    src = source(plan)
+    assert "const float *Wd = " in src and "vminnan(vmaxnan(" in src         # the depthwise kernel, ReLU6 fused
+    agree(plan)
+
+
+def test_a_residual_add_after_a_depthwise_conv(tmp_path):
+    """An epilogue that reads another tensor (the block's input) is applied after the kernel."""
+    nodes = [helper.make_node("Conv", ["X", "Wd"], ["D"], kernel_shape=[3, 3], pads=[1] * 4, group=16),
+             helper.make_node("Add", ["D", "X"], ["Y"])]
+    m = model(nodes, [vi("X", [2, 16, 7, 7])], [vi("Y", [2, 16, 7, 7])], [("Wd", rand(16, 1, 3, 3, seed=8))])
+    agree(nnos.compile(save(m, tmp_path / "dwres.onnx")))
+
+
 @pytest.mark.parametrize("c,oc,hw,kernel,stride,pad,dil,batch", [
     (3, 16, 16, 5, 2, 2, 1, 1),      # the first layer of cnn_s
     (5, 7, 9, 3, 1, 1, 1, 1),        # channels not a multiple of the vector

@@ -4,7 +4,8 @@ The fast form (float32, 1-D or 2-D, constant weights): the output channels are t
 lanes (weights repacked at bind time into [group][channel block][C][KH][KW][VW]); a register
 block of output pixels along the row shares every weight load; a padded input is copied into a
 zero-bordered workspace first, so the inner loops have no bounds checks; outputs that only
-other convolutions read stay channel-blocked (codegen.choose_layouts).
+other convolutions read stay channel-blocked (codegen.choose_layouts). Depthwise ones have
+their own kernel (depthwise.py).
 
 The generic form (any dtype, any number of spatial dims, run-time weights): a direct loop
 per output element over its window, taps outside the input skipped. ConvTranspose likewise,
@@ -14,16 +15,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .emit import indent
 from .ctype import compute, storage
+from .depthwise import depthwise, is_depthwise
+from .emit import indent
 from .elementwise import apply, epilogue_pass, unary_chain
 from .loops import counters, row_major, window_taps
 
 
 def conv_ok(prog, node) -> bool:
-    """The fast form applies with one group on 2-D data: its output may stay channel-blocked."""
+    """The fast form applies on 2-D data with one group, or depthwise: its input and output may
+    be channel-blocked."""
     g = _fast_geometry(prog, node)
-    return g is not None and len(prog.type(node.inputs[0]).shape) == 4 and int(node.attrs.get("group", 1)) == 1
+    return g is not None and len(prog.type(node.inputs[0]).shape) == 4 and \
+        (int(node.attrs.get("group", 1)) == 1 or is_depthwise(prog, node, g))
 
 
 def _fast_geometry(prog, node):
@@ -198,6 +202,8 @@ def _generic_conv(prog, node) -> str:
 
 def conv(prog, node) -> str:
     geometry = _fast_geometry(prog, node)
+    if geometry is not None and is_depthwise(prog, node, geometry):
+        return depthwise(prog, node, geometry)
     if geometry is not None:
         return _fast_conv(prog, node, geometry)
     return _generic_conv(prog, node)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .emit import Unsupported, indent
-from .ctype import compute, storage
+from .ctype import compute, literal, storage
 from .loops import broadcast_strides, contiguous_strides, nest
 from .prelude import ACTIVATIONS
 from .scalar import SUPPORTED, expr
@@ -24,14 +24,28 @@ def unary_chain(node) -> list[str] | None:
     """The node's epilogue as activation names when every link is one a kernel can apply to a
     value in registers before storing it; None when some link needs another operand (then the
     kernel stores plainly and ``epilogue_pass`` applies the chain)."""
-    if all(e.op in ACTIVATIONS and not e.operands for e in node.epilogue):
-        return [e.op for e in node.epilogue]
+    if all((e.op in ACTIVATIONS or e.op == "Clip") and not e.operands for e in node.epilogue):
+        return [(e.op, e.attrs.get("min"), e.attrs.get("max")) if e.op == "Clip" else e.op for e in node.epilogue]
     return None
 
 
-def apply(chain: list[str] | None, value: str, vector: bool) -> str:
+def _clip(value: str, lo, hi, vector: bool) -> str:
+    """Clip with constant bounds (NaN passes through, as numpy's does)."""
+    def bound(v):
+        return f"vsplat({literal(v, np.float32)})" if vector else literal(v, np.float32)
+    if lo is not None:
+        value = f"{'vmaxnan' if vector else 'smaxnan'}({value}, {bound(lo)})"
+    if hi is not None:
+        value = f"{'vminnan' if vector else 'sminnan'}({value}, {bound(hi)})"
+    return value
+
+
+def apply(chain: list | None, value: str, vector: bool) -> str:
     for op in chain or []:
-        value = f"{ACTIVATIONS[op][0 if vector else 1]}({value})"
+        if isinstance(op, tuple):
+            value = _clip(value, op[1], op[2], vector)
+        else:
+            value = f"{ACTIVATIONS[op][0 if vector else 1]}({value})"
     return value
 
 
@@ -73,7 +87,7 @@ def _vector_expr(prog, op: str, args: list[str], n: int, vector: bool, attrs: di
             v = f"{'vmaxnan' if vector else 'smaxnan'}({v}, {load(args[1])})"
         if len(args) > 2 and args[2]:
             v = f"{'vminnan' if vector else 'sminnan'}({v}, {load(args[2])})"
-        return v
+        return _clip(v, attrs.get("min"), attrs.get("max"), vector)
     return f"({load(args[0])} {VECTOR_BINARY[op]} {load(args[1])})"
 
 

@@ -142,11 +142,14 @@ def _fold(name: str):
 
 
 def _clip(c: Operands) -> str:
+    """Bounds as operands, or (a fused epilogue's constant bounds) as attributes."""
     v = f"({c.a})"
-    if len(c.args) > 1 and c.args[1]:
-        v = f"NNOS_MAX({v}, ({c.t})({c.args[1]}))"
-    if len(c.args) > 2 and c.args[2]:
-        v = f"NNOS_MIN({v}, ({c.t})({c.args[2]}))"
+    lo = c.args[1] if len(c.args) > 1 and c.args[1] else (c.lit(c.attrs["min"]) if "min" in c.attrs else "")
+    hi = c.args[2] if len(c.args) > 2 and c.args[2] else (c.lit(c.attrs["max"]) if "max" in c.attrs else "")
+    if lo:
+        v = f"NNOS_MAX({v}, ({c.t})({lo}))"
+    if hi:
+        v = f"NNOS_MIN({v}, ({c.t})({hi}))"
     return v
 
 

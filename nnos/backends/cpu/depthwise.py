@@ -1,0 +1,101 @@
+"""Depthwise convolutions (group = input channels = output channels: MobileNet's 3×3 and 5×5
+at stride 1 or 2).
+
+The channels are the vector lanes: the input is copied into a zero-bordered, channel-blocked
+workspace ([C/VW][HP][WP][VW]; from NCHW a transpose on the way, from a blocked producer a
+copy), so each tap of each output pixel is one vector load times one weight vector, at any
+stride, with no bounds checks. A register block of output pixels along the row shares each
+weight load. The output is stored whole vectors when it stays blocked (codegen.choose_layouts),
+else channel by channel; channels past the last whole vector are zero lanes, never stored.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .emit import indent
+from .elementwise import apply, epilogue_pass, unary_chain
+
+
+def is_depthwise(prog, node, geometry) -> bool:
+    xs, ws_ = geometry[0], geometry[1]
+    groups = int(node.attrs.get("group", 1))
+    return groups > 1 and groups == xs[1] == ws_[0] and ws_[1] == 1
+
+
+def _copy_in(xb: bool, c: int, h: int, wd: int, hp: int, wp: int, top: int, left: int, vw: int) -> list[str]:
+    """The input into the blocked, bordered workspace XP."""
+    if xb:
+        return [f"for (int cb = 0; cb < {c // vw}; cb++) for (int r = 0; r < {h}; r++)",
+                f"    memcpy(XP + ((cb * {hp} + r + {top}) * {wp} + {left}) * {vw}, xn + (cb * {h} + r) * {wd * vw}, "
+                f"{wd * vw * 4});"]
+    return [f"for (int cc = 0; cc < {c}; cc++) for (int r = 0; r < {h}; r++) {{",
+            f"    float *d = XP + ((cc / {vw} * {hp} + r + {top}) * {wp} + {left}) * {vw} + cc % {vw}; "
+            f"const float *s = xn + (cc * {h} + r) * {wd};",
+            f"    for (int q = 0; q < {wd}; q++) d[q * {vw}] = s[q];",
+            "}"]
+
+
+def _block(p: int, geo: tuple, chain, yb: bool, c: int) -> list[str]:
+    """``p`` output pixels from ox0 of row oy, channel block cb."""
+    kh, kw, hp, wp, sh, sw, dh, dw, oh, ow, vw = geo
+    lines = [" ".join(f"vf a{i} = bias;" for i in range(p)),
+             f"for (int ky = 0; ky < {kh}; ky++) {{",
+             f"    const float *xr = XP + ((cb * {hp} + oy * {sh} + ky * {dh}) * {wp} + ox0 * {sw}) * {vw};",
+             f"    const float *wr = Wd + (cb * {kh} + ky) * {kw * vw};",
+             f"    for (int kx = 0; kx < {kw}; kx++) {{",
+             f"        vf w = vload(wr + kx * {vw}); const float *xk = xr + kx * {dw * vw};",
+             "        " + " ".join(f"a{i} += vload(xk + {i * sw * vw}) * w;" for i in range(p)),
+             "    }", "}"]
+    if yb:
+        lines += [f"vstore(yn + ((cb * {oh} + oy) * {ow} + ox0 + {i}) * {vw}, {apply(chain, f'a{i}', True)});"
+                  for i in range(p)]
+        return lines
+    lines.append(f"{{ float tile[{p}][{vw}];")
+    lines += [f"  vstore(tile[{i}], {apply(chain, f'a{i}', True)});" for i in range(p)]
+    lines.append(f"  int nj = {c} - cb * {vw} < {vw} ? {c} - cb * {vw} : {vw};")
+    lines.append(f"  for (int j = 0; j < nj; j++) {{ float *yr = yn + (cb * {vw} + j) * {oh * ow} + oy * {ow} + ox0;")
+    lines.append(f"    for (int i = 0; i < {p}; i++) yr[i] = tile[i][j]; }} }}")
+    return lines
+
+
+def depthwise(prog, node, geometry) -> str:
+    x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    xs, _, kernel, strides, dil, begin, end, out = geometry
+    nb, c, h, wd = xs
+    kh, kw = kernel
+    oh, ow = out
+    vw = prog.vw
+    cb_n = -(-c // vw)
+    wt = np.zeros((cb_n * vw, kh, kw), np.float32)
+    wt[:c] = prog.graph.consts[w].astype(np.float32).reshape(c, kh, kw)
+    packed = wt.reshape(cb_n, vw, kh, kw).transpose(0, 2, 3, 1)               # [cb][kh][kw][lane]
+    bias = np.zeros(cb_n * vw, np.float32)
+    if len(node.inputs) > 2 and node.inputs[2]:
+        bias[:c] = prog.graph.consts[node.inputs[2]].reshape(c)
+    bname = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else w + "@nobias"
+    hp, wp = h + begin[0] + end[0], wd + begin[1] + end[1]
+    xb, yb = x in prog.blocked, y in prog.blocked
+    xp, _ = prog.ws(cb_n * vw * hp * wp * 4)                  # its border stays zero: only the inside is written
+    chain = unary_chain(node)
+    lines = [f"const float *X = {prog.tensor(x)}; float *Y = {prog.tensor(y)}; float *XP = {xp};",
+             f"const float *Wd = {prog.const(w + f'@dw{vw}', packed)}; "
+             f"const float *Bd = {prog.const(bname + f'@dwbias{vw}', bias)};",
+             f"for (int n = 0; n < {nb}; n++) {{",
+             f"    const float *xn = X + n * {c * h * wd}; float *yn = Y + n * {c * oh * ow};"]
+    lines += ["    " + line for line in _copy_in(xb, c, h, wd, hp, wp, begin[0], begin[1], vw)]
+    pmax = 8 if vw == 16 else 6                               # accumulators + the weight + a load
+    p = -(-ow // -(-ow // pmax))
+    full = ow // p
+    geo = (kh, kw, hp, wp, strides[0], strides[1], dil[0], dil[1], oh, ow, vw)
+    lines.append(f"    for (int cb = 0; cb < {cb_n}; cb++) {{ vf bias = vload(Bd + cb * {vw});")
+    lines.append(f"        for (int oy = 0; oy < {oh}; oy++) {{")
+    if full:
+        lines.append(f"            for (int ox0 = 0; ox0 < {full * p}; ox0 += {p}) {{")
+        lines.append(indent("\n".join(_block(p, geo, chain, yb, c)), 16))
+        lines.append("            }")
+    if ow % p:
+        lines.append(f"            {{ const int ox0 = {full * p};")
+        lines.append(indent("\n".join(_block(ow % p, geo, chain, yb, c)), 16))
+        lines.append("            }")
+    lines += ["        }", "    }", "}"]
+    return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y, in_registers=True)
