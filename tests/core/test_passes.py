@@ -142,3 +142,36 @@ def test_optimized_graph_matches_direct_evaluation(zoo, n_nodes):
     for name in ("mlp_s", "cnn_s", "gru_s"):
         plan = nnos.compile(zoo[name])   # the compiler's self-check compares plan vs direct evaluation
         assert plan.meta["self_check"]["round_trip"] == "bitwise"
+
+
+def _gelu_nodes(order: str, scale=("Div", 2 ** 0.5)):
+    op, c = scale
+    nodes = [Node(op, "s", ["x", "c"], ["xs"]), Node("Erf", "e", ["xs"], ["er"]), Node("Add", "a", ["er", "one"], ["ap"])]
+    if order == "x_then_half":          # torch.onnx (TorchScript): (x · A) · 0.5
+        nodes += [Node("Mul", "m", ["x", "ap"], ["xm"]), Node("Mul", "h", ["xm", "half"], ["y"])]
+    elif order == "half_x_first":       # (x · 0.5) · A
+        nodes += [Node("Mul", "h", ["x", "half"], ["xh"]), Node("Mul", "m", ["xh", "ap"], ["y"])]
+    else:                               # (A · 0.5) · x
+        nodes += [Node("Mul", "h", ["ap", "half"], ["ah"]), Node("Mul", "m", ["ah", "x"], ["y"])]
+    consts = [("c", np.float32(c)), ("one", np.float32(1)), ("half", np.float32(0.5))]
+    return infer_types(_graph(nodes, [("x", (2, 40))], ["y"], consts))
+
+
+@pytest.mark.parametrize("order", ["x_then_half", "half_x_first", "a_half_then_x"])
+@pytest.mark.parametrize("scale", [("Div", 2 ** 0.5), ("Mul", 0.5 ** 0.5)])
+def test_an_exported_gelu_becomes_one_gelu(order, scale):
+    from nnos.passes import fuse_gelu
+    g = _gelu_nodes(order, scale)
+    f = fuse_gelu(g)
+    assert [n.op for n in f.nodes] == ["Gelu"] and f.nodes[0].inputs == ["x"] and f.nodes[0].outputs == ["y"]
+    x = {"x": np.random.default_rng(0).standard_normal((2, 40)).astype(np.float32) * 3}
+    assert_close(run_direct(f, x)["y"], run_direct(g, x)["y"], rtol=1e-6)
+
+
+def test_a_look_alike_that_is_not_gelu_stays():
+    from nnos.passes import fuse_gelu
+    g = _gelu_nodes("x_then_half", ("Div", 1.5))                      # x / 1.5: another function
+    assert [n.op for n in fuse_gelu(g).nodes] == [n.op for n in g.nodes]
+    g = _gelu_nodes("x_then_half")
+    g.outputs.append("er")                                            # erf(…) is read elsewhere too
+    assert "Gelu" not in [n.op for n in fuse_gelu(g).nodes]

@@ -14,7 +14,7 @@ import numpy as np
 from .emit import Unsupported, indent
 from .ctype import compute, literal, storage
 from .loops import broadcast_strides, contiguous_strides, nest
-from .prelude import ACTIVATIONS
+from .prelude import ACTIVATIONS, activation
 from .scalar import SUPPORTED, expr
 
 VECTOR_BINARY = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}
@@ -24,8 +24,9 @@ def unary_chain(node) -> list[str] | None:
     """The node's epilogue as activation names when every link is one a kernel can apply to a
     value in registers before storing it; None when some link needs another operand (then the
     kernel stores plainly and ``epilogue_pass`` applies the chain)."""
-    if all((e.op in ACTIVATIONS or e.op == "Clip") and not e.operands for e in node.epilogue):
-        return [(e.op, e.attrs.get("min"), e.attrs.get("max")) if e.op == "Clip" else e.op for e in node.epilogue]
+    if all((activation(e.op, e.attrs) or e.op == "Clip") and not e.operands for e in node.epilogue):
+        return [(e.op, e.attrs.get("min"), e.attrs.get("max")) if e.op == "Clip" else activation(e.op, e.attrs)
+                for e in node.epilogue]
     return None
 
 
@@ -56,7 +57,7 @@ def _vector_ok(prog, steps, out: str) -> bool:
         return False
     n = t.size
     for op, args, attrs in steps:
-        if not (op in ACTIVATIONS or op in VECTOR_BINARY or op in ("LeakyRelu", "Clip")):
+        if not (activation(op, attrs) or op in VECTOR_BINARY or op in ("LeakyRelu", "Clip")):
             return False
         if op in VECTOR_BINARY and len([a for a in args if a]) != 2:
             return False
@@ -76,8 +77,8 @@ def _vector_expr(prog, op: str, args: list[str], n: int, vector: bool, attrs: di
         if prog.type(a).size == 1 and n != 1:
             return f"vsplat({prog.tensor(a)}[0])" if vector else f"{prog.tensor(a)}[0]"
         return f"vload({prog.tensor(a)} + i)" if vector else f"{prog.tensor(a)}[i]"
-    if op in ACTIVATIONS:
-        return f"{ACTIVATIONS[op][0 if vector else 1]}({load(args[0])})"
+    if activation(op, attrs):
+        return f"{ACTIVATIONS[activation(op, attrs)][0 if vector else 1]}({load(args[0])})"
     if op == "LeakyRelu":
         a = float(np.float32(attrs.get("alpha", 0.01)))
         return f"{'vleaky' if vector else 'sleaky'}({load(args[0])}, {a!r}f)"

@@ -50,6 +50,58 @@ static inline float smaxnan(float x, float lo) { return x < lo ? lo : x; }
 static inline float sminnan(float x, float hi) { return x > hi ? hi : x; }
 {STANH}
 static inline float ssigmoid(float x) { return 0.5f + 0.5f * stanh(0.5f * x); }
+
+/* exp: Cephes' range reduction x = n·ln2 + g and degree-7 polynomial (≈1 ulp); 2^n applied in
+   two halves so n = 128 (x up to ln FLT_MAX) stays finite; below −87.34 (denormal results) 0 */
+static inline vf vfloor(vf x) {
+    vf t = __builtin_convertvector(__builtin_convertvector(x, vi), vf);
+    return t - vsel(t > x, vsplat(1.0f), vsplat(0.0f));
+}
+static inline vf vexp(vf x) {
+    const float hi = 88.72283935546875f, lo = -87.3365478515625f;
+    vf c = vsel(x > hi, vsplat(hi), vsel(x < lo, vsplat(lo), x));
+    vf n = vfloor(c * 1.44269504088896341f + 0.5f);
+    vf g = c - n * 0.693359375f + n * 2.12194440e-4f;
+    vf y = g * 1.9875691500e-4f + 1.3981999507e-3f;
+    y = y * g + 8.3334519073e-3f;
+    y = y * g + 4.1665795894e-2f;
+    y = y * g + 1.6666665459e-1f;
+    y = y * g + 5.0000001201e-1f;
+    y = y * g * g + g + 1.0f;
+    vi ni = __builtin_convertvector(n, vi), h = ni >> 1;
+    y = y * (vf)((h + 127) << 23) * (vf)((ni - h + 127) << 23);
+    y = vsel(x > hi, vsplat(__builtin_inff()), vsel(x < lo, vsplat(0.0f), y));
+    return vsel(x != x, x, y);
+}
+/* erf: x·P(x²) for |x| ≤ 0.9277, else ±(1 − exp(Q(|x|))) with |x| clamped at 4 (erf rounds to
+   1 there); P, Q least-squares fits on Chebyshev nodes, ≤ 2.4 ulp against float64 erf */
+static inline vf verf(vf x) {
+    vf s = x * x, t = vsel(x < 0.0f, -x, x);
+    vf p = s * 8.373116725124419e-05f - 0.0008144934545271099f;
+    p = p * s + 0.00520141189917922f;
+    p = p * s - 0.02685965783894062f;
+    p = p * s + 0.11283703148365021f;
+    p = p * s - 0.37612634897232056f;
+    p = (p * s + 1.128379225730896f) * x;
+    vf u = vsel(t > 4.0f, vsplat(4.0f), t);
+    vf q = u * -4.20290255931377e-08f + 2.5456399725953816e-06f;
+    q = q * u - 5.454450365505181e-05f;
+    q = q * u + 0.0006416576215997338f;
+    q = q * u - 0.004907005000859499f;
+    q = q * u + 0.02673269435763359f;
+    q = q * u - 0.11050236970186234f;
+    q = q * u - 0.6314730644226074f;
+    q = q * u - 1.130398154258728f;
+    q = q * u + 0.0003527336521074176f;
+    vf r = 1.0f - vexp(q);
+    r = vsel(x < 0.0f, -r, r);
+    return vsel(t <= 0.9277f, p, vsel(x != x, x, r));
+}
+static inline vf vgelu(vf x) { return 0.5f * x * (1.0f + verf(x * 0.7071067811865476f)); }
+static inline float sgelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
+/* 0.5·x·(1 + tanh(y)) = x / (1 + exp(−2y)): exactly −0 far below zero, as the reference's */
+static inline vf vgelu_tanh(vf x) { return x / (1.0f + vexp(-1.5957691216057308f * (x + 0.044715f * x * x * x))); }
+static inline float sgelu_tanh(float x) { return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))); }
 """
 
 def _tanh(t: str, name: str, clamp: str) -> str:
@@ -78,4 +130,12 @@ PRELUDE = PRELUDE.replace("{VTANH}", _tanh("vf", "vtanh", "vsel(x > c, vsplat(c)
     "{STANH}", _tanh("float", "stanh", "x > c ? c : (x < -c ? -c : x)")) + SCALAR_PRELUDE
 
 # unary activations the kernels apply to a value before storing it: op -> (vector, scalar) C function
-ACTIVATIONS = {"Relu": ("vrelu", "srelu"), "Tanh": ("vtanh", "stanh"), "Sigmoid": ("vsigmoid", "ssigmoid")}
+ACTIVATIONS = {"Relu": ("vrelu", "srelu"), "Tanh": ("vtanh", "stanh"), "Sigmoid": ("vsigmoid", "ssigmoid"),
+               "Exp": ("vexp", "expf"), "Erf": ("verf", "erff"), "Gelu": ("vgelu", "sgelu"),
+               "Gelu:tanh": ("vgelu_tanh", "sgelu_tanh")}
+
+
+def activation(op: str, attrs: dict) -> str | None:
+    """The ACTIVATIONS key of an op with its attributes (Gelu's approximation), None if not one."""
+    key = "Gelu:tanh" if op == "Gelu" and attrs.get("approximate", "none") == "tanh" else op
+    return key if key in ACTIVATIONS else None

@@ -75,6 +75,8 @@ def softmax(prog, node) -> str:
     r = lambda v: _round(dt, v)   # noqa: E731
     if xt.size == 0:
         return "        /* empty */"
+    if dt == np.float32 and inner == 1 and not log:
+        return _softmax_rows(prog, x, y, outer, n) + "\n" + epilogue_pass(prog, node, y)
     lines = [f"const {st} *X = {prog.ptr(x)}; {st} *Y = {prog.ptr(y)};",
              f"for (long o = 0; o < {outer}; o++) for (long q = 0; q < {inner}; q++) {{",
              f"    const {st} *xr = X + o * {n * inner} + q; {st} *yr = Y + o * {n * inner} + q;",
@@ -93,6 +95,28 @@ def softmax(prog, node) -> str:
         lines.append(f"    for (long i = 0; i < {n}; i++) yr[i * {inner}] = ({st})(({ct})yr[i * {inner}] / s);")
     lines.append("}")
     return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
+
+
+def _softmax_rows(prog, x: str, y: str, rows: int, n: int) -> str:
+    """float32 Softmax over contiguous rows (attention's scores): the max, exp(x − max) and its
+    sum, then a scale by 1/sum, each a pass of vectors (vexp) with a scalar tail; a NaN on the
+    row wins the max, so the whole row is NaN, as in the reference."""
+    return indent("\n".join([
+        f"const float *X = {prog.tensor(x)}; float *Y = {prog.tensor(y)};",
+        f"for (long o = 0; o < {rows}; o++) {{",
+        f"    const float *xr = X + o * {n}; float *yr = Y + o * {n}; long i = 0; float m = xr[0];",
+        "    vf mv = vsplat(xr[0]);",
+        f"    for (; i + VW <= {n}; i += VW) {{ vf v = vload(xr + i); mv = vsel((v > mv) | (v != v), v, mv); }}",
+        "    for (int l = 0; l < VW; l++) { float v = mv[l]; m = (v != v || v > m) ? v : m; }",
+        f"    for (; i < {n}; i++) {{ float v = xr[i]; m = (v != v || v > m) ? v : m; }}",
+        "    vf sv = vsplat(0.0f), mm = vsplat(m); float s = 0.0f;",
+        f"    for (i = 0; i + VW <= {n}; i += VW) {{ vf e = vexp(vload(xr + i) - mm); vstore(yr + i, e); sv += e; }}",
+        f"    for (; i < {n}; i++) {{ float e = expf(xr[i] - m); yr[i] = e; s += e; }}",
+        "    for (int l = 0; l < VW; l++) s += sv[l];",
+        "    float inv = 1.0f / s; vf iv = vsplat(inv);",
+        f"    for (i = 0; i + VW <= {n}; i += VW) vstore(yr + i, vload(yr + i) * iv);",
+        f"    for (; i < {n}; i++) yr[i] *= inv;",
+        "}"]))
 
 
 def rms_norm(prog, node) -> str:
