@@ -120,6 +120,31 @@ def test_vector_exp_erf_and_gelu_over_their_whole_range(tmp_path, op, attrs):
     np.testing.assert_allclose(got[ok], want[ok], rtol=4 * 2.0 ** -23, atol=1e-37 if op == "Exp" else 1e-6)
 
 
+@pytest.mark.parametrize("w_shape", [[32, 72], [2, 32, 72]])
+def test_a_linear_layer_s_bias_and_gelu_run_inside_the_product(tmp_path, w_shape):
+    """A transformer's Linear as exported: MatMul of [1, T, D] by a constant (or per-head
+    computed) B, Add a bias row, Gelu — the bias starts the accumulators, the Gelu is applied in
+    registers: no pass of scalar erff after the product."""
+    nodes = [helper.make_node("MatMul", ["X", "W"], ["M"]), helper.make_node("Add", ["M", "B"], ["A"]),
+             helper.make_node("Gelu", ["A"], ["Y"])]
+    inits = [("B", rand(72, seed=2))]
+    if len(w_shape) == 2:
+        inits.append(("W", rand(*w_shape, seed=1) * 0.2))
+        ins = [vi("X", [1, 65, 32])]
+    else:
+        nodes.insert(0, helper.make_node("Relu", ["V"], ["W"]))
+        ins = [vi("X", [1, 65, 32]), vi("V", w_shape)]
+    out = [2, 65, 72] if len(w_shape) == 3 else [1, 65, 72]
+    m = model(nodes, ins, [vi("Y", out)], inits, opset=20)
+    plan = nnos.compile(save(m, tmp_path / "lin.onnx"))
+    assert [e.op for e in plan.graph.nodes[-1].epilogue] == ["Add", "Gelu"]
+    from nnos.backends.cpu import source
+    src = source(plan)
+    body = src[src.index("/* step 0"):]
+    assert "const float *C = " in body and "vgelu(acc" in body
+    agree(plan)
+
+
 def _clip6(x, y):
     return helper.make_node("Clip", [x, "zero", "six"], [y])
 

@@ -9,6 +9,8 @@ accumulating in the compute type, as numpy's own non-BLAS dot does.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .emit import Unsupported, indent
@@ -133,15 +135,28 @@ def _blocked_rows(b: np.ndarray, chw: tuple, vw: int) -> np.ndarray:
     return np.concatenate([b[:c * h * w][idx], b[c * h * w:]])
 
 
+def _bias_epilogue(prog, node, n: int):
+    """A MatMul's first epilogue link when it adds a constant row of n values (an exported
+    Linear's bias): (its C expression, the node with the rest of the chain); else (None, node)."""
+    if node.epilogue and node.epilogue[0].op == "Add" and len(node.epilogue[0].operands) == 1:
+        c = node.epilogue[0].operands[0]
+        if c in prog.graph.consts and prog.graph.consts[c].size == n and prog.graph.consts[c].shape[-1:] == (n,) \
+                and prog.graph.consts[c].dtype == np.float32:
+            return prog.const(c + "@row", prog.graph.consts[c].reshape(n)), replace(node, epilogue=node.epilogue[1:])
+    return None, node
+
+
 def _fast_matmul(prog, node) -> str:
-    """A (…, M, K) or (K,) times a 2-D B: A's leading dimensions are rows of one product."""
+    """A (…, M, K) or (K,) times a 2-D B: A's leading dimensions are rows of one product; a
+    constant bias added after it is added in the kernel."""
     a, b, o = node.inputs[0], node.inputs[1], node.outputs[0]
     k, n = prog.type(b).shape
     m = prog.type(a).size // k
+    bias, rest = _bias_epilogue(prog, node, n)
     packed = (b, prog.graph.consts[b]) if b in prog.graph.consts else None
-    return _rows(prog, prog.tensor(a), prog.tensor(b), prog.tensor(o), m, k, n, None, False, unary_chain(node),
+    return _rows(prog, prog.tensor(a), prog.tensor(b), prog.tensor(o), m, k, n, bias, False, unary_chain(rest),
                  packed) + \
-        "\n" + epilogue_pass(prog, node, o, in_registers=True)
+        "\n" + epilogue_pass(prog, rest, o, in_registers=True)
 
 
 def _product_loops(m: int, n: int, k: int, a: str, b: str, o: str, a_st: tuple, b_st: tuple, ct: str, st: str,
@@ -245,12 +260,13 @@ def _batched_matmul(prog, node) -> str:
     strides = [tuple(s * m * n for s in broadcast_strides(batch, batch)),
                tuple(s * m * k for s in broadcast_strides(sa[:-2], batch)),
                tuple(s * k * n for s in broadcast_strides(sb[:-2], batch))]
-    chain = unary_chain(node)
+    bias, rest = _bias_epilogue(prog, node, n)
+    chain = unary_chain(rest)
 
     def body(idx):
         return _rows(prog, f"{prog.tensor(a)} + {idx[1]}", f"{prog.tensor(b)} + {idx[2]}",
-                     f"{prog.tensor(o)} + {idx[0]}", m, k, n, None, False, chain)
-    return indent(nest(batch, strides, body, var="b")) + "\n" + epilogue_pass(prog, node, o, in_registers=True)
+                     f"{prog.tensor(o)} + {idx[0]}", m, k, n, bias, False, chain)
+    return indent(nest(batch, strides, body, var="b")) + "\n" + epilogue_pass(prog, rest, o, in_registers=True)
 
 
 def matmul(prog, node) -> str:
