@@ -145,6 +145,22 @@ def test_a_linear_layer_s_bias_and_gelu_run_inside_the_product(tmp_path, w_shape
     agree(plan)
 
 
+@pytest.mark.parametrize("op,shape,axis,bias", [("LayerNormalization", [2, 65, 32], -1, True),
+                                                ("LayerNormalization", [3, 4, 5, 7], 2, False),
+                                                ("RMSNormalization", [1, 20, 48], -1, False)])
+def test_row_normalizations_in_vectors(tmp_path, op, shape, axis, bias):
+    """A transformer's LayerNorm (and RMSNorm) over the last axis or the last few: the vector row
+    form, against the reference; rows shorter than a vector take the scalar tail."""
+    row = shape[axis:]
+    inits = [("S", rand(*row, seed=3))] + ([("B", rand(*row, seed=4))] if bias else [])
+    node = helper.make_node(op, ["X", "S"] + (["B"] if bias else []), ["Y"], axis=axis, epsilon=1e-5)
+    m = model([node], [vi("X", shape)], [vi("Y", shape)], inits, opset=23)
+    plan = nnos.compile(save(m, tmp_path / "ln.onnx"))
+    from nnos.backends.cpu import source
+    assert "const float *Sc = " in source(plan)
+    agree(plan)
+
+
 def _clip6(x, y):
     return helper.make_node("Clip", [x, "zero", "six"], [y])
 

@@ -135,6 +135,8 @@ def layer_norm(prog, node, centred: bool = True) -> str:
     rows = int(np.prod(shape[:axis], dtype=np.int64))
     n = int(np.prod(shape[axis:], dtype=np.int64))
     dt = xt.dtype
+    if _rows_ok(prog, node, shape, axis, [scale, bias]) and not mean_out and not inv_out:
+        return _norm_rows(prog, node, x, scale, bias, y, rows, n, centred) + "\n" + epilogue_pass(prog, node, y)
     ct, st = compute(dt), storage(dt)
     r = lambda v: _round(dt, v)   # noqa: E731
     eps = literal(node.attrs.get("epsilon", 1e-5), dt)
@@ -169,6 +171,39 @@ def layer_norm(prog, node, centred: bool = True) -> str:
             lines.append(f"for (long o = 0; o < {rows}; o++) {prog.ptr(out)}[o] = "
                          f"({storage(prog.type(out).dtype)}){buf}[o];")
     return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
+
+
+def _rows_ok(prog, node, shape, axis: int, params: list[str]) -> bool:
+    """float32 rows whose scale (and bias) are one row each: the vector form applies."""
+    if prog.type(node.inputs[0]).dtype != np.float32 or prog.type(node.outputs[0]).dtype != np.float32:
+        return False
+    row = int(np.prod(shape[axis:], dtype=np.int64))
+    return all(prog.type(p).dtype == np.float32 and prog.type(p).size == row for p in params if p)
+
+
+def _norm_rows(prog, node, x: str, scale: str, bias: str, y: str, rows: int, n: int, centred: bool) -> str:
+    """LayerNormalization (or RMSNormalization, not centred) of float32 rows: the mean and the
+    mean square each one pass of vectors, then (x − m)·(1/σ)·scale (+ bias) in one more."""
+    eps = literal(node.attrs.get("epsilon", 1e-5), np.float32)
+    add = " + vload(Bn + i)" if bias else ""
+    sadd = " + Bn[i]" if bias else ""
+    return indent("\n".join([
+        f"const float *X = {prog.tensor(x)}; float *Y = {prog.tensor(y)}; const float *Sc = {prog.tensor(scale)};",
+        f"const float *Bn = {prog.tensor(bias) if bias else 'NULL'}; (void)Bn;",
+        f"for (long o = 0; o < {rows}; o++) {{",
+        f"    const float *xr = X + o * {n}; float *yr = Y + o * {n}; long i = 0; vf sv = vsplat(0.0f); float s = 0.0f;",
+        *([f"    for (; i + VW <= {n}; i += VW) sv += vload(xr + i);",
+           f"    for (; i < {n}; i++) s += xr[i];",
+           "    for (int l = 0; l < VW; l++) s += sv[l];",
+           f"    const float m = s * {literal(1.0 / n, np.float32)};"] if centred else ["    const float m = 0.0f;"]),
+        "    vf mm = vsplat(m), qv = vsplat(0.0f); float q = 0.0f;",
+        f"    for (i = 0; i + VW <= {n}; i += VW) {{ vf d = vload(xr + i) - mm; qv += d * d; }}",
+        f"    for (; i < {n}; i++) {{ float d = xr[i] - m; q += d * d; }}",
+        "    for (int l = 0; l < VW; l++) q += qv[l];",
+        f"    const float r = 1.0f / sqrtf(q * {literal(1.0 / n, np.float32)} + {eps}); vf rv = vsplat(r);",
+        f"    for (i = 0; i + VW <= {n}; i += VW) vstore(yr + i, (vload(xr + i) - mm) * rv * vload(Sc + i){add});",
+        f"    for (; i < {n}; i++) yr[i] = (xr[i] - m) * r * Sc[i]{sadd};",
+        "}"]))
 
 
 def batch_norm(prog, node) -> str:
