@@ -16,6 +16,7 @@ from .limits import arena_problem
 from .frontend import import_onnx
 from .frontend.image import prepend as prepend_image
 from .ir import Graph
+from .ops import OPS
 from .passes import infer_types, optimize
 from .passes.precision import apply_precision, has_float16
 from . import backends  # noqa: F401 - the self-check runs the plan through them
@@ -51,7 +52,7 @@ def compile(path: str, batch: int = 1, dims: dict[str, int] | None = None, check
     ``precision``: where a float16 model is computed (passes/precision.py): "fp32-compute"
     (float16 at its inputs and outputs, float32 inside), "fp32" (float32 throughout), "model"."""
     t0 = time.perf_counter()
-    graph, info = import_onnx(path, batch=batch, dims=dims, freeze=freeze)
+    graph, info = import_onnx(path, batch=batch, dims=dims, freeze=freeze, known_ops=set(OPS) | {"Constant"})
     for name, (frame, spec) in (images or {}).items():
         graph = prepend_image(graph, name, frame, spec)
         info = dict(info, image_inputs={**info.get("image_inputs", {}), name: {k: v for k, v in spec.items()

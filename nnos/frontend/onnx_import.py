@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from .functions import expand
 from ..errors import ModelError
 from ..limits import tensor_problem
 from ..ir import SUPPORTED_DTYPES, Graph, Node, TensorType, contiguous
@@ -137,12 +138,13 @@ def _fix_dims(value_info, batch: int, dims: dict[str, int], batch_param: list,
 
 
 def import_onnx(path: str, batch: int = 1, dims: dict[str, int] | None = None,
-                freeze: dict[str, np.ndarray] | None = None) -> tuple[Graph, dict]:
+                freeze: dict[str, np.ndarray] | None = None, known_ops: set | None = None) -> tuple[Graph, dict]:
     """Read an ONNX model into a Graph with static input types and constant weights.
 
     Returns the graph and the source's metadata: sha256 of the model with its weights
     (external data included), opset and producer. ``freeze`` turns named graph inputs into
-    constants with the given values (e.g. a configuration input that never changes)."""
+    constants with the given values (e.g. a configuration input that never changes). An op not
+    in ``known_ops`` that onnx defines as a function of others is expanded (functions.py)."""
     if batch < 1:
         raise ModelError(f"batch must be at least 1, got {batch}")
     model = _load(path)
@@ -156,7 +158,9 @@ def import_onnx(path: str, batch: int = 1, dims: dict[str, int] | None = None,
             if used:
                 raise ModelError(f"node {used[0].name!r} (op {used[0].op_type}) is in domain "
                                  f"{imp.domain!r}; nnos supports the default ONNX domain only")
-    g = model.graph
+    for i, n in enumerate(model.graph.node):          # names first: the source hash covers them
+        n.name = n.name or f"{n.op_type}_{i}"
+    g = (model if known_ops is None else expand(model, known_ops, opset)).graph
     consts = {t.name: _array(t, f"initializer {t.name!r}") for t in g.initializer}
     types: dict[str, TensorType] = {}
     batch_param: list = []

@@ -177,8 +177,20 @@ def _binary_binder(ufunc):
 
 for _name, _uf in (("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply)):
     register(_name, _infer_same, _binary_binder(_uf), scratch=_bcast_scratch, flops=_ew_flops, elementwise=True)
-for _name, _uf in (("Equal", np.equal), ("Greater", np.greater), ("Less", np.less)):
+for _name, _uf in (("Equal", np.equal), ("Greater", np.greater), ("Less", np.less),
+                   ("GreaterOrEqual", np.greater_equal), ("LessOrEqual", np.less_equal)):
     register(_name, _infer_bool, _binary_binder(_uf), scratch=_bcast_scratch_cmp, flops=_ew_flops, pointwise=True)
+
+
+def _infer_logical(node, in_types, consts):
+    if any(t.dtype != np.bool_ for t in in_types):
+        raise node.fail("expects bool inputs, got " + ", ".join(str(t) for t in in_types))
+    return _infer_bool(node, in_types, consts)
+
+
+for _name, _uf in (("And", np.logical_and), ("Or", np.logical_or), ("Xor", np.logical_xor)):
+    register(_name, _infer_logical, _binary_binder(_uf), scratch=_bcast_scratch_cmp, flops=_ew_flops, pointwise=True)
+register("Not", _infer_logical, _unary_binder(np.logical_not), flops=_ew_flops, pointwise=True)
 
 
 def _bind_div(node, ins, outs, scratch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import TensorType
+from ..limits import tensor_problem
 from .registry import call, register
 
 
@@ -307,3 +308,103 @@ def _bind_constant_of_shape(node, ins, outs, scratch):
 
 register("ConstantOfShape", _infer_constant_of_shape, _bind_constant_of_shape,
          flops=lambda n, i, o: 0, const_inputs=(0,))
+
+
+# --- Range -----------------------------------------------------------------------------------------
+def _range_length(node, consts) -> int:
+    """max(ceil((limit − start) / delta), 0), checked against the tensor limits before anything
+    that long is made (a constant Range to 2^40 is a refusal naming the node)."""
+    start, limit, delta = _range_args(node, consts)
+    n = max(int(np.ceil((float(limit) - float(start)) / float(delta))), 0)
+    problem = tensor_problem((n,), start.dtype.itemsize)
+    if problem:
+        raise node.fail(f"Range({float(start):g}, {float(limit):g}, {float(delta):g}) on constants: {problem}")
+    return n
+
+
+def _range_values(node, consts) -> np.ndarray:
+    """ONNX Range: the length's values start + i·delta, in start's dtype. Its inputs must be
+    constants (the length is the output's shape)."""
+    start, _, delta = _range_args(node, consts)
+    return (start + np.arange(_range_length(node, consts), dtype=start.dtype) * delta).astype(start.dtype)
+
+
+def _range_args(node, consts):
+    vals = []
+    for i, what in enumerate(("start", "limit", "delta")):
+        v = consts[i] if i < len(consts) else None
+        if v is None:
+            raise node.fail(f"{what} (input {i}) must be a constant known at compile time; "
+                            "computed at run time it would make the output's length dynamic")
+        vals.append(np.asarray(v).reshape(()))
+    if vals[2] == 0:
+        raise node.fail("delta is 0: the range would never end")
+    return vals
+
+
+def _infer_range(node, in_types, consts):
+    dts = {t.dtype for t in in_types}
+    if len(dts) != 1:
+        raise node.fail("start, limit and delta must share one dtype, got " + ", ".join(str(t) for t in in_types))
+    return [TensorType(in_types[0].dtype, (_range_length(node, consts),))]
+
+
+def _bind_range(node, ins, outs, scratch):
+    return call(np.copyto, outs[0], _range_values(node, ins))
+
+
+register("Range", _infer_range, _bind_range, flops=lambda n, i, o: 0, const_inputs=(0, 1, 2))
+
+
+# --- Pad -------------------------------------------------------------------------------------------
+PAD_MODES = ("constant", "reflect", "edge", "wrap")
+
+
+def pad_geometry(node, shape, consts) -> tuple[list[int], list[int], str]:
+    """(begin, end) per axis — negative: cropped — and the mode, from the constant pads (and
+    axes) inputs."""
+    mode = node.attrs.get("mode", "constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode not in PAD_MODES:
+        raise node.fail(f"mode {mode!r} is not one of {', '.join(PAD_MODES)}")
+    pads = _const_ints(node, consts, 1, "pads")
+    rank = len(shape)
+    axes = _const_ints(node, consts, 3, "axes") if len(consts) > 3 and consts[3] is not None else list(range(rank))
+    axes = [a % rank if -rank <= a < rank else None for a in axes]
+    if None in axes or len(set(axes)) != len(axes) or len(pads) != 2 * len(axes):
+        raise node.fail(f"pads {pads} and axes {axes} do not fit a rank-{rank} input (2 pads per axis)")
+    begin, end = [0] * rank, [0] * rank
+    for i, a in enumerate(axes):
+        begin[a], end[a] = pads[i], pads[i + len(axes)]
+    for a in range(rank):
+        if shape[a] + begin[a] + end[a] < 0:
+            raise node.fail(f"axis {a}: pads {begin[a]}, {end[a]} crop more than its {shape[a]} values")
+        if mode != "constant" and (begin[a] > 0 or end[a] > 0) and shape[a] + min(begin[a], 0) + min(end[a], 0) <= 0:
+            raise node.fail(f"axis {a}: {mode} padding of an empty axis")
+    return begin, end, mode
+
+
+def _infer_pad(node, in_types, consts):
+    begin, end, _ = pad_geometry(node, in_types[0].shape, consts)
+    return [TensorType(in_types[0].dtype, tuple(n + b + e for n, b, e in zip(in_types[0].shape, begin, end)))]
+
+
+def _pad(node, x, value, begin, end, mode):
+    crop = tuple(slice(max(-b, 0), x.shape[a] - max(-e, 0)) for a, (b, e) in enumerate(zip(begin, end)))
+    widths = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)]
+    if mode == "constant":
+        c = value.reshape(()) if value is not None and value.size else np.zeros((), x.dtype)
+        return np.pad(x[crop], widths, mode="constant", constant_values=c)
+    return np.pad(x[crop], widths, mode=mode)
+
+
+def _bind_pad(node, ins, outs, scratch):
+    begin, end, mode = pad_geometry(node, ins[0].shape, [None, ins[1], None, ins[3] if len(ins) > 3 else None])
+    value = ins[2] if len(ins) > 2 else None
+
+    def run(x, o, v):
+        np.copyto(o, _pad(node, x, v, begin, end, mode))
+    return call(run, ins[0], outs[0], value)
+
+
+register("Pad", _infer_pad, _bind_pad, flops=lambda n, i, o: 0, const_inputs=(1, 3))

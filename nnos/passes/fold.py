@@ -52,12 +52,6 @@ def _fold_by_reference(graph: Graph, node: Node, arrays) -> bool:
     """An op nnos does not run, on constant inputs: onnx.reference evaluates it, once."""
     from onnx import helper, numpy_helper
     from onnx.reference import ReferenceEvaluator
-    if node.op == "Range":                               # the one whose size is its inputs' values
-        start, limit, delta = (float(np.asarray(a).reshape(-1)[0]) for a in arrays[:3])
-        n = max(int(np.ceil((limit - start) / delta)), 0) if delta else -1
-        problem = "delta is 0" if n < 0 else tensor_problem((n,), arrays[0].dtype.itemsize)
-        if problem:
-            raise node.fail(f"Range({start:g}, {limit:g}, {delta:g}) on constants: {problem}")
     ins = [f"in{k}" if a is not None else "" for k, a in enumerate(arrays)]
     attrs = {k: numpy_helper.from_array(v) if isinstance(v, np.ndarray) else v for k, v in node.attrs.items()}
     try:

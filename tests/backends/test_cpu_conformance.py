@@ -59,7 +59,7 @@ def test_node_case_on_cpu(case, tmp_path):
         assert kind == "ran", f"the cpu backend refused the plan: {got}"
         for name, ref in want.items():
             _close(got[name], ref, name)
-        ort_out = run_oracle(oracle, every)
+        ort_out = run_oracle(oracle, every, case)
         if ort_out is not None:             # and onnxruntime, where it runs the case
             for spec, ref in zip(plan.outputs, ort_out):
                 _close(got[spec.name], np.asarray(ref).astype(want[spec.name].dtype), f"{spec.name} vs onnxruntime")

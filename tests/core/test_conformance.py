@@ -14,9 +14,10 @@ import onnx
 import pytest
 
 import nnos
+from nnos.backends.verify import TOLERANCE
 from nnos.ops import OPS
 from tests.support.onnx_cases import (CASES, array_of, case_runs, const_slots, excluded_reason, onnxruntime_session,
-                                      rnn_weights, run_oracle)
+                                      rnn_weights, run_oracle, tolerances)
 
 def test_every_claimed_op_has_cases():
     covered = {n.op_type for c in CASES for n in c.model.graph.node}
@@ -38,9 +39,9 @@ def test_node_case(case, tmp_path):
     for plan, feeds, every, outs in case_runs(case, path, const_slots(case)):
         got = plan(feeds)
         for spec, ref in zip(plan.outputs, outs):
-            np.testing.assert_allclose(got[spec.name], array_of(ref), rtol=case.rtol, atol=case.atol,
-                                       err_msg=f"output {spec.name}")
-        ort_out = run_oracle(oracle, every)
+            rtol, atol = tolerances(case, array_of(ref))
+            np.testing.assert_allclose(got[spec.name], array_of(ref), rtol=rtol, atol=atol, err_msg=f"output {spec.name}")
+        ort_out = run_oracle(oracle, every, case)
         if ort_out is not None:             # and onnxruntime, the oracle, to 1e-5
             for spec, ref in zip(plan.outputs, ort_out):
                 _close_to_oracle(got[spec.name], ref, spec.name)
@@ -54,7 +55,7 @@ def _close_to_oracle(got, ref, name):
     finite = np.isfinite(ref)
     np.testing.assert_array_equal(np.isfinite(got), finite, err_msg=f"output {name}: NaN/Inf differ")
     scale = float(np.max(np.abs(ref[finite]))) if finite.any() else 1.0
-    rtol = 1e-5 if ref.dtype != np.float16 else 1e-3
+    rtol = 1e-5 if ref.dtype != np.float16 else TOLERANCE["float16"]
     np.testing.assert_allclose(got[finite], ref[finite], rtol=rtol, atol=rtol * max(scale, 1e-3),
                                err_msg=f"output {name} vs onnxruntime")
 

@@ -13,7 +13,7 @@ from onnx import numpy_helper
 import nnos
 from nnos.ops import OPS
 
-UNSUPPORTED_DTYPES = ("BFLOAT16", "FLOAT8", "INT4", "UINT4", "FLOAT4", "INT2", "UINT2", "E8M0", "string")
+UNSUPPORTED_DTYPES = ("BFLOAT16", "BF16", "FLOAT8", "INT4", "UINT4", "FLOAT4", "INT2", "UINT2", "E8M0", "string")
 EXCLUDED = {
     "test_batchnorm_example_training_mode": "training_mode=1: nnos compiles inference only",
     "test_batchnorm_epsilon_training_mode": "training_mode=1: nnos compiles inference only",
@@ -27,6 +27,10 @@ EXCLUDED = {
 def excluded_reason(case):
     if case.name in EXCLUDED:
         return EXCLUDED[case.name]
+    if case.name.startswith("test_center_crop_pad_"):
+        return "the crop size is a run-time input the pads are computed from: the output's shape would be dynamic"
+    if case.name.startswith(("test_hannwindow", "test_hammingwindow", "test_blackmanwindow")):
+        return "the window's size is a run-time input: the output's shape would be dynamic"
     upper = case.name.upper()
     for d in UNSUPPORTED_DTYPES:
         if d.upper() in upper:
@@ -34,9 +38,22 @@ def excluded_reason(case):
     return None
 
 
+# ops nnos runs as the ONNX function onnx defines them by (frontend/functions.py), whose cases
+# therefore count as claimed too
+FUNCTIONS = {"Attention"}
+
+
+# cases where onnxruntime (the second oracle) disagrees with the case's own recorded outputs,
+# which nnos matches
+ORACLE_DIFFERS = {
+    f"test_attention_4d_with_past_and_present_qk_matmul_bias_{m}_mask_causal":
+        "onnxruntime's qk_matmul_output leaves out the causal mask the ONNX reference applies"
+    for m in ("3d", "4d")}
+
+
 def _cases():
     from onnx.backend.test.loader import load_model_tests
-    claimed = set(OPS) | {"Constant"}
+    claimed = set(OPS) | {"Constant"} | FUNCTIONS
     out = []
     for c in load_model_tests(kind="node"):
         ops = {n.op_type for n in c.model.graph.node}
@@ -76,6 +93,16 @@ def case_runs(case, path, frozen: set):
         yield plan, {n: v for n, v in every.items() if n not in frozen}, every, outs
 
 
+def tolerances(case, ref) -> tuple[float, float]:
+    """(rtol, atol) for an output: the case's own, or float16's stated tolerance (verify.TOLERANCE)
+    for a float16 output — nnos computes a float16 model in float32 inside, the reference rounds
+    after every op, so the two differ by a few float16 roundings."""
+    from nnos.backends.verify import TOLERANCE
+    if np.asarray(ref).dtype == np.float16:
+        return max(case.rtol, TOLERANCE["float16"]), max(case.atol, TOLERANCE["float16"] / 10)
+    return case.rtol, case.atol
+
+
 def onnxruntime_session(path):
     """An onnxruntime session for the case, or None where onnxruntime itself cannot run it."""
     import onnxruntime as ort
@@ -85,8 +112,8 @@ def onnxruntime_session(path):
         return None
 
 
-def run_oracle(session, feeds):
-    if session is None:
+def run_oracle(session, feeds, case=None):
+    if session is None or (case is not None and case.name in ORACLE_DIFFERS):
         return None
     try:
         return session.run(None, feeds)

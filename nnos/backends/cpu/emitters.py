@@ -19,6 +19,7 @@ EMITTERS = {
     **{op: movement.view for op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity")},
     "Trilu": scan.trilu, "CumSum": scan.cumsum,
     "Transpose": movement.transpose, "Expand": movement.expand, "Slice": movement.slice_,
-    "Concat": movement.concat, "Split": movement.split, "Gather": movement.gather,
-    "Shape": movement.constant, "Constant": movement.constant, "ConstantOfShape": movement.constant_of_shape,
+    "Concat": movement.concat, "Split": movement.split, "Gather": movement.gather, "Pad": movement.pad,
+    "Shape": movement.constant, "Constant": movement.constant, "Range": movement.constant,
+    "ConstantOfShape": movement.constant_of_shape,
 }

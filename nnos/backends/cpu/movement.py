@@ -115,10 +115,13 @@ def gather(prog, node) -> str:
 
 
 def constant(prog, node) -> str:
-    """Shape, Constant: the value the reference computes once, copied in."""
-    from ...ops.shape import _shape_value
+    """Shape, Constant, Range: the value the reference computes once, copied in."""
+    from ...ops.shape import _range_values, _shape_value
     y = node.outputs[0]
-    value = _shape_value(node, prog.type(node.inputs[0])) if node.op == "Shape" else np.asarray(node.attrs["value"])
+    if node.op == "Range":
+        value = _range_values(node, [prog.graph.consts.get(i) for i in node.inputs])
+    else:
+        value = _shape_value(node, prog.type(node.inputs[0])) if node.op == "Shape" else np.asarray(node.attrs["value"])
     if value.size == 0:
         return "        /* empty */"
     src = prog.const(f"{y}@value", value, prog.type(y).dtype)
@@ -132,3 +135,47 @@ def constant_of_shape(prog, node) -> str:
     v = literal(_fill_value(node).item(), t.dtype)
     return indent(f"for (long i = 0; i < {t.size}; i++) {prog.ptr(y)}[i] = ({storage(t.dtype)}){v};") + \
         "\n" + epilogue_pass(prog, node, y)
+
+
+def _pad_index(mode: str, p: str, n: int) -> str:
+    """A C expression: the input index that padded position ``p`` reads (constant: as is)."""
+    if mode == "edge":
+        return f"({p} < 0 ? 0 : ({p} >= {n} ? {n - 1} : {p}))"
+    if mode == "wrap":
+        return f"((({p}) % {n} + {n}) % {n})"
+    if mode == "reflect":            # numpy's reflect (the edge not repeated), period 2(n−1)
+        if n == 1:
+            return "0"
+        per = 2 * (n - 1)
+        return f"({{ long r_ = (({p}) % {per} + {per}) % {per}; r_ < {n} ? r_ : {per} - r_; }})"
+    return p
+
+
+def pad(prog, node) -> str:
+    """Pad (constant, edge, reflect, wrap; negative pads crop): each output element reads its
+    input position per axis, or the constant outside."""
+    from ...ops.shape import pad_geometry
+    x, y = node.inputs[0], node.outputs[0]
+    xs, ys = prog.type(x).shape, prog.type(y).shape
+    g = prog.graph
+    consts = [None, g.consts.get(node.inputs[1])] + [None] + [g.consts.get(node.inputs[3]) if len(node.inputs) > 3
+                                                             and node.inputs[3] else None]
+    begin, end, mode = pad_geometry(node, xs, consts)
+    if prog.type(y).size == 0:
+        return "        /* empty */"
+    dt = prog.type(y).dtype
+    st = storage(dt)
+    value = "0"
+    if mode == "constant" and len(node.inputs) > 2 and node.inputs[2]:
+        value = f"(({st} const *){prog.ptr(node.inputs[2])})[0]"
+    xst = contiguous_strides(xs)
+    lines = [f"const {st} *X = {prog.ptr(x)}; {st} *Y = {prog.ptr(y)}; long j = 0;"]
+    lines += [f"for (long o{d} = 0; o{d} < {n}; o{d}++)" for d, n in enumerate(ys)]
+    body = []
+    for d, n in enumerate(xs):
+        body.append(f"long p{d} = {_pad_index(mode, f'o{d} - {begin[d]}', n)};")
+    outside = " || ".join(f"p{d} < 0 || p{d} >= {n}" for d, n in enumerate(xs)) or "0"
+    src = " + ".join(f"p{d} * {xst[d]}" for d in range(len(xs))) or "0"
+    body.append(f"Y[j++] = ({outside}) ? ({st}){value} : X[{src}];")
+    lines.append("{ " + " ".join(body) + " }")
+    return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
