@@ -5,7 +5,8 @@
 #   ./build.sh test    install everything into .venv and run the whole suite
 #   ./build.sh quick   the suite without slow cases and without booting the image (NNOS_QUICK=1)
 #   ./build.sh lint    ruff over the whole tree (CI runs it before the suite)
-#   ./build.sh bench   the benchmarks (core vs onnxruntime; serial round trip; loop vs cyclictest)
+#   ./build.sh bench   the benchmarks (core and cpu backend vs onnxruntime and OpenVINO; serial round
+#                      trip; loop vs cyclictest)
 #   ./build.sh image [--arch amd64|arm64] [--board FILE] [--model FILE]
 #                      build the bootable disk image out/nnos-ARCH.img (root; mmdebstrap)
 #   ./build.sh boot [--arch arm64]
@@ -108,7 +109,8 @@ case "$cmd" in
            exit $rc ;;
     quick) setup; NNOS_QUICK=1 exec "$PY" -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider \
                "${QEMU_TESTS[@]/#/--ignore=}" "$@" ;;
-    bench) setup; "$PY" benchmarks/core_bench.py "$@"; "$PY" benchmarks/serial_bench.py
+    bench) setup; "$PY" -m pip install -q -e ".[test,bench]"      # OpenVINO: the cpu benchmark's second peer
+           "$PY" benchmarks/core_bench.py "$@"; "$PY" benchmarks/cpu_bench.py; "$PY" benchmarks/serial_bench.py
            "$PY" benchmarks/loop_bench.py
            exec "$PY" benchmarks/api_isolation_bench.py ;;
     image) setup; if wants_arm64 "$@"; then image_packages "${ARM64_PACKAGES[@]}"; fi
