@@ -302,6 +302,19 @@ def test_running_again_on_the_same_inputs_gives_the_same_outputs(zoo):
         verify.against_reference(plan, leaky)
 
 
+def test_a_large_plan_is_built_at_o2_with_unrolled_loops(zoo):
+    """gcc -O3 on a 1 900-line plan took 4 s; above LARGE_SOURCE_LINES the plan builds at -O2
+    -funroll-loops (the flags are part of the cache key), a small one at -O3."""
+    from nnos.backends.cpu.toolchain import LARGE_SOURCE_LINES
+    big = nnos.compile(os.path.join(ROOT, "models", "zoo", "act_s.onnx"))
+    small = nnos.compile(zoo["mlp_s"])
+    from nnos.backends.cpu import source
+    assert source(big).count("\n") >= LARGE_SOURCE_LINES > source(small).count("\n")
+    fb, fs = prepare(big, "cpu").facts["flags"], prepare(small, "cpu").facts["flags"]
+    assert "-O2" in fb and "-funroll-loops" in fb and "-O3" not in fb
+    assert "-O3" in fs and "-O2" not in fs
+
+
 def test_every_reference_op_has_a_generated_kernel():
     from nnos.backends.cpu.emitters import EMITTERS
     from nnos.ops import OPS
