@@ -1,5 +1,5 @@
 """Ops that move or reshape data without arithmetic: Reshape and friends, Transpose, Concat,
-Split, Slice, Gather, Expand, Shape, Constant, ConstantOfShape, Identity.
+Split, Slice, Gather, Expand, Shape, Constant, ConstantOfShape, Identity, Range, Pad.
 
 Inputs that define a shape (Reshape's shape, Slice's starts, ...) must be constants by the
 time types are inferred; a value known only at run time is a dynamic shape, refused.
