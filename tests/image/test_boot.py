@@ -50,9 +50,19 @@ def ticking(dev, seconds: float = 2.0) -> dict:
         killed = dev.vm.console().count("missed its watchdog") - kills
         assert killed and attempt < 2, (a, b, dev.vm.console()[-2000:])
         report_retry("image: ticking", f"the guest's loop was killed by its watchdog ({killed}×) in the window")
-        wait_until(lambda: dev.status()["loop"]["mode"] == "running", scaled(60), "the loop back after its watchdog",
+        wait_until(lambda: advancing(dev), scaled(60), "the restarted loop ticking after its watchdog",
                    1.0, context=lambda: dev.vm.console()[-2000:])
     raise AssertionError("unreachable")
+
+
+def advancing(dev, seconds: float = 1.0) -> bool:
+    """The loop ticks again: running, and its tick count rises over a short window. 'running'
+    alone is not enough after a watchdog kill — the status still shows the killed loop's last
+    report while its successor starts (seconds under TCG; a CI run measured its window there)."""
+    a = dev.status()["loop"]
+    time.sleep(seconds)
+    b = dev.status()["loop"]
+    return b["mode"] == "running" and b["ticks"] - a["ticks"] >= 0.3 * 50 * seconds
 
 
 def bound_and_ticking(dev, what: str) -> None:
