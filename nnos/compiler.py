@@ -19,6 +19,7 @@ from .ir import Graph
 from .ops import OPS
 from .passes import infer_types, optimize
 from .passes.precision import apply_precision, has_float16
+from .passes.quant import LOWERED
 from . import backends  # noqa: F401 - the self-check runs the plan through them
 from .backends import verify
 from .plan import Plan
@@ -52,7 +53,7 @@ def compile(path: str, batch: int = 1, dims: dict[str, int] | None = None, check
     ``precision``: where a float16 model is computed (passes/precision.py): "fp32-compute"
     (float16 at its inputs and outputs, float32 inside), "fp32" (float32 throughout), "model"."""
     t0 = time.perf_counter()
-    graph, info = import_onnx(path, batch=batch, dims=dims, freeze=freeze, known_ops=set(OPS) | {"Constant"})
+    graph, info = import_onnx(path, batch=batch, dims=dims, freeze=freeze, known_ops=set(OPS) | {"Constant"} | set(LOWERED))
     for name, (frame, spec) in (images or {}).items():
         graph = prepend_image(graph, name, frame, spec)
         info = dict(info, image_inputs={**info.get("image_inputs", {}), name: {k: v for k, v in spec.items()

@@ -64,7 +64,7 @@ def _ew_flops(node, in_types, out_types):
 
 # --- unary ops that map to one ufunc -------------------------------------------------------
 _UNARY = {"Sqrt": np.sqrt, "Exp": np.exp, "Log": np.log, "Neg": np.negative, "Abs": np.absolute,
-          "Reciprocal": np.reciprocal, "Tanh": np.tanh}
+          "Reciprocal": np.reciprocal, "Tanh": np.tanh, "Round": np.rint, "Floor": np.floor, "Ceil": np.ceil}
 
 
 def _unary_binder(ufunc):

@@ -1,4 +1,4 @@
-"""ReduceSum, ReduceMean, ReduceMax over constant axes (attribute, or input since opsets 13/18)."""
+"""ReduceSum, ReduceMean, ReduceMax, ReduceMin over constant axes (attribute, or input since opsets 13/18)."""
 from __future__ import annotations
 
 import numpy as np
@@ -39,12 +39,13 @@ def _bind_reduce(node, ins, outs, scratch):
     if axes is None:
         return call(np.copyto, y, x)
     kept = y.reshape(tuple(1 if i in axes else s for i, s in enumerate(x.shape)))
-    ufunc = np.maximum if node.op == "ReduceMax" else np.add
+    ufunc = {"ReduceMax": np.maximum, "ReduceMin": np.minimum}.get(node.op, np.add)
     inv = scalar(1.0 / max(1, int(np.prod([x.shape[a] for a in axes]))), y.dtype) if node.op == "ReduceMean" else None
 
     if x.size == 0:   # reducing nothing gives the identity: 0 for sums, the lowest value for max
         low = (False if y.dtype == np.bool_ else -np.inf if y.dtype.kind == "f" else np.iinfo(y.dtype).min)
-        ident = scalar(low if node.op == "ReduceMax" else 0, y.dtype)
+        high = (True if y.dtype == np.bool_ else np.inf if y.dtype.kind == "f" else np.iinfo(y.dtype).max)
+        ident = scalar({"ReduceMax": low, "ReduceMin": high}.get(node.op, 0), y.dtype)
         return call(np.copyto, y, ident)
     program = [call(ufunc.reduce, x, axis=axes, keepdims=True, out=kept)]
     if inv is not None:
@@ -52,5 +53,5 @@ def _bind_reduce(node, ins, outs, scratch):
     return program
 
 
-for _name in ("ReduceSum", "ReduceMean", "ReduceMax"):
+for _name in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin"):
     register(_name, _infer_reduce, _bind_reduce, flops=lambda n, i, o: i[0].size, const_inputs=(1,))

@@ -4,11 +4,13 @@ from .fold import fold_constants  # noqa: F401
 from .fusion import fold_batchnorm, fuse_bias, fuse_elementwise, prepack_gemm  # noqa: F401
 from .infer import infer_types  # noqa: F401
 from .patterns import fuse_gelu  # noqa: F401
+from .quant import integer_products  # noqa: F401
 
 
 def optimize(graph):
     """The default pipeline: types (folding shape subgraphs as it goes), dead code, fusions."""
     graph = infer_types(graph)
+    graph = infer_types(integer_products(graph), keep_weights=False)     # and the weights not rewritten folded
     graph = eliminate_dead(graph)
     graph = fuse_gelu(graph)
     graph = fold_batchnorm(graph)

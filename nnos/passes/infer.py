@@ -10,6 +10,7 @@ from ..limits import tensor_problem
 from ..ops import get
 from ..ops.elementwise import ONNX_TYPE
 from .fold import try_fold
+from .quant import keep_weight, lower
 
 
 def infer_node(graph: Graph, node) -> list[TensorType]:
@@ -44,14 +45,23 @@ def cast_code(node, target: TensorType) -> int:
     return ONNX_TYPE[target.dtype]
 
 
-def infer_types(graph: Graph) -> Graph:
+def infer_types(graph: Graph, keep_weights: bool = True) -> Graph:
+    """Every tensor typed, constants folded as the sweep goes. ``keep_weights``: a product's
+    8-bit weight stays DequantizeLinear(constant) for passes.quant to see (quant.keep_weight)."""
     g = graph.copy()
+    consumers = g.consumers() if keep_weights else {}
     kept = []
-    for node in g.nodes:
+    pending = list(reversed(g.nodes))
+    while pending:
+        node = pending.pop()
         if node.op == "CastLike" and len(node.inputs) == 2 and node.inputs[1] in g.types | g.consts:
             # the target's type is known here: from now on a Cast
             node = Node("Cast", node.name, node.inputs[:1], node.outputs, {"to": cast_code(node, g.type_of(node.inputs[1]))})
-        if try_fold(g, node):
+        lowered = lower(g, node)
+        if lowered is not None:
+            pending.extend(reversed(lowered))
+            continue
+        if not (keep_weights and keep_weight(g, node, consumers)) and try_fold(g, node):
             continue
         for name, t in zip(node.outputs, infer_node(g, node)):
             if name:

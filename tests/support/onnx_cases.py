@@ -12,8 +12,9 @@ from onnx import numpy_helper
 
 import nnos
 from nnos.ops import OPS
+from nnos.passes.quant import LOWERED
 
-UNSUPPORTED_DTYPES = ("BFLOAT16", "BF16", "FLOAT8", "INT4", "UINT4", "FLOAT4", "INT2", "UINT2", "E8M0", "string")
+UNSUPPORTED_DTYPES = ("BFLOAT16", "BF16", "FLOAT8", "E4M3", "E5M2", "INT4", "UINT4", "FLOAT4", "INT2", "UINT2", "E8M0", "string")
 EXCLUDED = {
     "test_batchnorm_example_training_mode": "training_mode=1: nnos compiles inference only",
     "test_batchnorm_epsilon_training_mode": "training_mode=1: nnos compiles inference only",
@@ -31,6 +32,8 @@ def excluded_reason(case):
         return "the crop size is a run-time input the pads are computed from: the output's shape would be dynamic"
     if case.name.startswith(("test_hannwindow", "test_hammingwindow", "test_blackmanwindow")):
         return "the window's size is a run-time input: the output's shape would be dynamic"
+    if "_blocked" in case.name:
+        return "blocked quantization (block_size > 0): nnos takes one scale per tensor or per axis"
     upper = case.name.upper()
     for d in UNSUPPORTED_DTYPES:
         if d.upper() in upper:
@@ -40,7 +43,7 @@ def excluded_reason(case):
 
 # ops nnos runs as the ONNX function onnx defines them by (frontend/functions.py), whose cases
 # therefore count as claimed too
-FUNCTIONS = {"Attention"}
+FUNCTIONS = {"Attention", "DynamicQuantizeLinear"}
 
 
 # cases where onnxruntime (the second oracle) disagrees with the case's own recorded outputs,
@@ -53,7 +56,7 @@ ORACLE_DIFFERS = {
 
 def _cases():
     from onnx.backend.test.loader import load_model_tests
-    claimed = set(OPS) | {"Constant"} | FUNCTIONS
+    claimed = set(OPS) | {"Constant"} | FUNCTIONS | set(LOWERED)
     out = []
     for c in load_model_tests(kind="node"):
         ops = {n.op_type for n in c.model.graph.node}

@@ -64,3 +64,13 @@ def lowest(dtype) -> str:
     if dt.kind == "b":
         return "0"
     return literal(np.iinfo(dt).min, dt)
+
+
+def highest(dtype) -> str:
+    """The identity of min: inf for floats, the largest integer, true for bool."""
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return literal(np.inf, dt)
+    if dt.kind == "b":
+        return "1"
+    return literal(np.iinfo(dt).max, dt)

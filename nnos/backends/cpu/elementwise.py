@@ -113,9 +113,11 @@ def _input_dtype(prog, op, args, out_dtype):
     return out_dtype if a == "@v" else prog.type(a).dtype
 
 
-def generic_code(prog, out: str, steps) -> str:
+def generic_code(prog, out: str, steps, strides: dict | None = None) -> str:
     """``steps``: (op, args, attrs) applied in order to one element; "@v" in args is the running
-    value (for the first step: the output's current value, when it is updated in place)."""
+    value (for the first step: the output's current value, when it is updated in place).
+    ``strides``: an operand's element strides over the output where they are not numpy's
+    broadcasting (a per-channel scale)."""
     ot = prog.type(out)
     shape, odt = ot.shape, ot.dtype
     operands = [(prog.ptr(out), contiguous_strides(shape))]
@@ -126,13 +128,19 @@ def generic_code(prog, out: str, steps) -> str:
         for a in args:
             if a and a != "@v" and a not in slot:
                 try:
-                    strides = broadcast_strides(prog.type(a).shape, shape)
+                    el = (strides or {}).get(a) or broadcast_strides(prog.type(a).shape, shape)
                 except IndexError as e:
                     raise Unsupported(f"{a} {prog.type(a)} does not broadcast to {ot}") from e
                 slot[a] = len(operands)
-                operands.append((prog.ptr(a), strides))
+                operands.append((prog.ptr(a), el))
     ct, st = compute(odt), storage(odt)
     half = odt == np.float16
+    # one-element operands (a scale, a zero point, a scalar constant) read once, before the
+    # loop: a store through a byte-sized output may alias any load, and gcc then keeps every
+    # load in the loop and does not vectorize it
+    hoisted = {a: f"h{k}" for a, k in slot.items() if prog.type(a).size == 1 and ot.size > 1}
+    decls = [f"const {compute(prog.type(a).dtype)} {h} = ({compute(prog.type(a).dtype)}){operands[slot[a]][0]}[0];"
+             for a, h in hoisted.items()]
 
     def body(idx):
         def load(a):
@@ -140,6 +148,8 @@ def generic_code(prog, out: str, steps) -> str:
                 return ""
             if a == "@v":
                 return "v"
+            if a in hoisted:
+                return hoisted[a]
             return f"(({compute(prog.type(a).dtype)}){operands[slot[a]][0]}[{idx[slot[a]]}])"
         lines = [f"{ct} v = ({ct}){operands[0][0]}[{idx[0]}];" if "@v" in steps[0][1] else f"{ct} v;"]
         for op, args, attrs in steps:
@@ -147,7 +157,8 @@ def generic_code(prog, out: str, steps) -> str:
             lines.append(f"v = {'(float)(_Float16)' if half else ''}({e});")
         lines.append(f"{operands[0][0]}[{idx[0]}] = ({st})v;")
         return "\n".join(lines)
-    return indent(nest(shape, [s for _, s in operands], body))
+    loops = nest(shape, [s for _, s in operands], body)
+    return indent("{ " + " ".join(decls) + "\n" + loops + "\n}" if decls else loops)
 
 
 # --- emitters ----------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ applies.
 from __future__ import annotations
 
 from ...ops import OPS
-from . import conv, einsum, elementwise, gemm, movement, pool, reduce, rnn, scan
+from . import conv, einsum, elementwise, gemm, movement, pool, quant, reduce, rnn, scan
 
 EMITTERS = {
     **{op: elementwise.elementwise for op, d in OPS.items() if d.pointwise},     # the reference says which
@@ -13,7 +13,7 @@ EMITTERS = {
     "Conv": conv.conv, "ConvTranspose": conv.conv_transpose,
     "GRU": rnn.rnn, "LSTM": rnn.rnn,
     "MaxPool": pool.pool, "AveragePool": pool.pool, "GlobalAveragePool": pool.global_average,
-    "ReduceSum": reduce.reduce, "ReduceMean": reduce.reduce, "ReduceMax": reduce.reduce,
+    "ReduceSum": reduce.reduce, "ReduceMean": reduce.reduce, "ReduceMax": reduce.reduce, "ReduceMin": reduce.reduce,
     "Softmax": reduce.softmax, "LogSoftmax": reduce.softmax,
     "LayerNormalization": reduce.layer_norm, "RMSNormalization": reduce.rms_norm, "BatchNormalization": reduce.batch_norm,
     **{op: movement.view for op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity")},
@@ -22,4 +22,6 @@ EMITTERS = {
     "Concat": movement.concat, "Split": movement.split, "Gather": movement.gather, "Pad": movement.pad,
     "Shape": movement.constant, "Constant": movement.constant, "Range": movement.constant,
     "ConstantOfShape": movement.constant_of_shape,
+    "QuantizeLinear": quant.quantize_linear, "DequantizeLinear": quant.quantize_linear,
+    "MatMulInteger": quant.matmul_integer, "ConvInteger": quant.conv_integer,
 }

@@ -1,4 +1,4 @@
-"""Reductions and normalisations: ReduceSum, ReduceMean, ReduceMax; Softmax and LogSoftmax
+"""Reductions and normalisations: ReduceSum, ReduceMean, ReduceMax, ReduceMin; Softmax and LogSoftmax
 over any axis; LayerNormalization; BatchNormalization (inference) — any dtype the reference
 takes, in the reference's order of operations (ops/reduce.py, ops/norm.py).
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .emit import indent
-from .ctype import compute, libm, literal, lowest, storage
+from .ctype import compute, highest, libm, literal, lowest, storage
 from .elementwise import epilogue_pass
 from .loops import broadcast_strides, contiguous_strides, nest
 
@@ -29,10 +29,10 @@ def reduce(prog, node) -> str:
     if axes is None:                          # noop_with_empty_axes: a copy
         return indent(f"memmove({prog.ptr(y)}, {prog.ptr(x)}, {yt.nbytes});" if yt.nbytes else "") + \
             "\n" + epilogue_pass(prog, node, y)
-    is_max = node.op == "ReduceMax"
+    is_max, is_min = node.op == "ReduceMax", node.op == "ReduceMin"
     boolean = dt == np.bool_
     if xt.size == 0:
-        ident = lowest(dt) if is_max else literal(0, dt)
+        ident = lowest(dt) if is_max else highest(dt) if is_min else literal(0, dt)
         code = f"for (long i = 0; i < {yt.size}; i++) {prog.ptr(y)}[i] = ({st}){ident};"
         return indent(code) + "\n" + epilogue_pass(prog, node, y)
     kept = tuple(1 if d in axes else s for d, s in enumerate(xt.shape))
@@ -40,12 +40,14 @@ def reduce(prog, node) -> str:
     own = contiguous_strides(xt.shape)
     count = int(np.prod(red, dtype=np.int64))
     if boolean:
-        combine = "acc = acc | v;"
+        combine = "acc = acc & v;" if is_min else "acc = acc | v;"
     elif is_max:
         combine = "acc = (v != v || v > acc) ? v : acc;"
+    elif is_min:
+        combine = "acc = (v != v || v < acc) ? v : acc;"
     else:
         combine = f"acc = {_round(dt, 'acc + v')};"
-    start = lowest(dt) if is_max else literal(0, dt)
+    start = lowest(dt) if is_max else highest(dt) if is_min else literal(0, dt)
     mean = node.op == "ReduceMean"
     inv = literal(1.0 / max(1, count), dt)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...ops.quant import QUANT
 from .ctype import compute, is_float, libm, literal
 
 # helpers the prelude defines for every type (GNU C: __typeof__ and statement expressions)
@@ -53,7 +54,8 @@ static inline uint64_t nnos_upow(uint64_t a, uint64_t b) {
 }
 """
 
-UNARY_FLOAT = {"Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Tanh": "tanh", "Erf": "erf", "Sin": "sin", "Cos": "cos"}
+UNARY_FLOAT = {"Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Tanh": "tanh", "Erf": "erf", "Sin": "sin", "Cos": "cos",
+               "Round": "rint", "Floor": "floor", "Ceil": "ceil"}
 
 
 def _lit(v, dt):
@@ -164,6 +166,26 @@ def _binary(sym: str, keep_type: bool = True):
     return f
 
 
+def quantize_expr(c) -> str:
+    """QuantizeLinear on C operands (scalar.OPS_C's entry): divide in the pair's type, round
+    half to even, add the zero point, saturate (NaN → the low bound, as the reference's)."""
+    x, s, z = (c.args + ["", ""])[:3]
+    cd = np.dtype(c.attrs["compute"])
+    ct = compute(cd)
+    lo, hi = (literal(v, cd) for v in QUANT[c.out])
+    half = "q_ = (float)(_Float16)q_; " if cd == np.float16 else ""
+    zp = f" + ({ct})({z})" if z else ""
+    return (f"({{ {ct} q_ = ({ct})({x}) / ({ct})({s}); {half}q_ = {libm('rint', cd)}(q_){zp}; "
+            f"q_ = q_ > {lo} ? q_ : {lo}; q_ < {hi} ? q_ : {hi}; }})")
+
+
+def dequantize_expr(c) -> str:
+    """DequantizeLinear: (float32(x) − float32(zero point)) × scale, in float32."""
+    x, s, z = (c.args + ["", ""])[:3]
+    zp = f" - (float)({z})" if z else ""
+    return f"(((float)({x}){zp}) * (float)({s}))"
+
+
 # The op → C expression table (the generic loops' and the fused chains' element form): one entry
 # per op, overridable like any dict — a new op is one line here, checked by the conformance tests.
 OPS_C = {
@@ -193,6 +215,7 @@ OPS_C = {
     "Clip": _clip,
     "Where": lambda c: f"(({c.args[0]}) ? ({c.args[1]}) : ({c.args[2]}))",
     "Cast": _cast,
+    "QuantizeLinear": quantize_expr, "DequantizeLinear": dequantize_expr,
 }
 SUPPORTED = set(OPS_C)
 

@@ -1,0 +1,184 @@
+"""The C kernels of the integer products, one per instruction set, each defined only where the
+target has its instructions (the emitters in quant.py choose with #ifdef), and how their
+constant weights are packed.
+
+- AVX-512 VNNI: ``vpdpbusd`` sums four u8 × s8 products into each int32 lane (64 multiply-adds
+  an instruction). The activation is the unsigned operand: int8 activations are flipped to
+  uint8 (+128) and the flip, like the zero point, is corrected by the weights' sums.
+- AVX2: ``vpmaddwd`` on centred int16 values (16 multiply-adds an instruction, no correction).
+Elsewhere (arm64, older x86) the emitters' generic int32 loops run.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+VNNI_HELPER = r"""
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#include <immintrin.h>
+/* y[0:n] = dot(a[0:4kq] (u8), packed b) - off * colsum: b is [n/16][kq][16][4] int8 */
+static void nnos_qrow_vnni(const uint8_t *restrict a, const int8_t *restrict b, const int32_t *restrict colsum,
+                           int32_t off, int32_t *restrict y, long kq, long n) {
+    const long nb = (n + 15) / 16, step = kq * 64;
+    const __m512i voff = _mm512_set1_epi32(off);
+    long j = 0;
+    for (; j + 4 <= nb; j += 4) {
+        const int8_t *b0 = b + j * step;
+        __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
+        for (long p = 0; p < kq; p++) {
+            int32_t a4; memcpy(&a4, a + 4 * p, 4);
+            const __m512i av = _mm512_set1_epi32(a4);
+            c0 = _mm512_dpbusd_epi32(c0, av, _mm512_loadu_si512(b0 + 64 * p));
+            c1 = _mm512_dpbusd_epi32(c1, av, _mm512_loadu_si512(b0 + step + 64 * p));
+            c2 = _mm512_dpbusd_epi32(c2, av, _mm512_loadu_si512(b0 + 2 * step + 64 * p));
+            c3 = _mm512_dpbusd_epi32(c3, av, _mm512_loadu_si512(b0 + 3 * step + 64 * p));
+        }
+        __m512i cs[4] = {c0, c1, c2, c3};
+        for (int q = 0; q < 4; q++) {
+            long col = (j + q) * 16;
+            __m512i v = _mm512_sub_epi32(cs[q], _mm512_mullo_epi32(voff, _mm512_loadu_si512(colsum + col)));
+            __mmask16 m = n - col >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - col)) - 1);
+            _mm512_mask_storeu_epi32(y + col, m, v);
+        }
+    }
+    for (; j < nb; j++) {
+        const int8_t *b0 = b + j * step;
+        __m512i c0 = _mm512_setzero_si512();
+        for (long p = 0; p < kq; p++) {
+            int32_t a4; memcpy(&a4, a + 4 * p, 4);
+            c0 = _mm512_dpbusd_epi32(c0, _mm512_set1_epi32(a4), _mm512_loadu_si512(b0 + 64 * p));
+        }
+        long col = j * 16;
+        __m512i v = _mm512_sub_epi32(c0, _mm512_mullo_epi32(voff, _mm512_loadu_si512(colsum + col)));
+        __mmask16 m = n - col >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - col)) - 1);
+        _mm512_mask_storeu_epi32(y + col, m, v);
+    }
+}
+/* four rows at once (a: rows of lda bytes, y: rows of ldy): four independent chains per block */
+static void nnos_qrows4_vnni(const uint8_t *restrict a, long lda, const int8_t *restrict b,
+                             const int32_t *restrict colsum, int32_t off, int32_t *restrict y, long ldy, long kq, long n) {
+    const long nb = (n + 15) / 16, step = kq * 64;
+    const __m512i voff = _mm512_set1_epi32(off);
+    for (long j = 0; j < nb; j++) {
+        const int8_t *b0 = b + j * step;
+        __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
+        for (long p = 0; p < kq; p++) {
+            const __m512i bv = _mm512_loadu_si512(b0 + 64 * p);
+            int32_t a0, a1, a2, a3;
+            memcpy(&a0, a + 4 * p, 4); memcpy(&a1, a + lda + 4 * p, 4);
+            memcpy(&a2, a + 2 * lda + 4 * p, 4); memcpy(&a3, a + 3 * lda + 4 * p, 4);
+            c0 = _mm512_dpbusd_epi32(c0, _mm512_set1_epi32(a0), bv);
+            c1 = _mm512_dpbusd_epi32(c1, _mm512_set1_epi32(a1), bv);
+            c2 = _mm512_dpbusd_epi32(c2, _mm512_set1_epi32(a2), bv);
+            c3 = _mm512_dpbusd_epi32(c3, _mm512_set1_epi32(a3), bv);
+        }
+        const long col = j * 16;
+        const __m512i corr = _mm512_mullo_epi32(voff, _mm512_loadu_si512(colsum + col));
+        const __mmask16 m = n - col >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - col)) - 1);
+        _mm512_mask_storeu_epi32(y + col, m, _mm512_sub_epi32(c0, corr));
+        _mm512_mask_storeu_epi32(y + ldy + col, m, _mm512_sub_epi32(c1, corr));
+        _mm512_mask_storeu_epi32(y + 2 * ldy + col, m, _mm512_sub_epi32(c2, corr));
+        _mm512_mask_storeu_epi32(y + 3 * ldy + col, m, _mm512_sub_epi32(c3, corr));
+    }
+}
+/* a convolution's 16 output pixels for every output channel: col is the pixels' windows as
+   [kq][16 pixels][4] unsigned bytes, w the weight as [m][4 kq] int8, four channels at a time;
+   y[oc * ldy + 0:16] = dot(col, w[oc]) - off * rowsum[oc], the pixels past ``mask`` not stored */
+static void nnos_qconv16_vnni(const uint8_t *restrict col, const int8_t *restrict w, const int32_t *restrict rowsum,
+                              int32_t off, int32_t *restrict y, long ldy, long kq, long m, __mmask16 mask) {
+    const long ld = 4 * kq;
+    long oc = 0;
+    for (; oc + 4 <= m; oc += 4) {
+        const int8_t *w0 = w + oc * ld;
+        __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
+        for (long p = 0; p < kq; p++) {
+            const __m512i cv = _mm512_loadu_si512(col + 64 * p);
+            int32_t a0, a1, a2, a3;
+            memcpy(&a0, w0 + 4 * p, 4); memcpy(&a1, w0 + ld + 4 * p, 4);
+            memcpy(&a2, w0 + 2 * ld + 4 * p, 4); memcpy(&a3, w0 + 3 * ld + 4 * p, 4);
+            c0 = _mm512_dpbusd_epi32(c0, cv, _mm512_set1_epi32(a0));
+            c1 = _mm512_dpbusd_epi32(c1, cv, _mm512_set1_epi32(a1));
+            c2 = _mm512_dpbusd_epi32(c2, cv, _mm512_set1_epi32(a2));
+            c3 = _mm512_dpbusd_epi32(c3, cv, _mm512_set1_epi32(a3));
+        }
+        _mm512_mask_storeu_epi32(y + oc * ldy, mask, _mm512_sub_epi32(c0, _mm512_set1_epi32(off * rowsum[oc])));
+        _mm512_mask_storeu_epi32(y + (oc + 1) * ldy, mask, _mm512_sub_epi32(c1, _mm512_set1_epi32(off * rowsum[oc + 1])));
+        _mm512_mask_storeu_epi32(y + (oc + 2) * ldy, mask, _mm512_sub_epi32(c2, _mm512_set1_epi32(off * rowsum[oc + 2])));
+        _mm512_mask_storeu_epi32(y + (oc + 3) * ldy, mask, _mm512_sub_epi32(c3, _mm512_set1_epi32(off * rowsum[oc + 3])));
+    }
+    for (; oc < m; oc++) {
+        const int8_t *w0 = w + oc * ld;
+        __m512i c0 = _mm512_setzero_si512();
+        for (long p = 0; p < kq; p++) {
+            int32_t a0; memcpy(&a0, w0 + 4 * p, 4);
+            c0 = _mm512_dpbusd_epi32(c0, _mm512_loadu_si512(col + 64 * p), _mm512_set1_epi32(a0));
+        }
+        _mm512_mask_storeu_epi32(y + oc * ldy, mask, _mm512_sub_epi32(c0, _mm512_set1_epi32(off * rowsum[oc])));
+    }
+}
+#define NNOS_HAVE_VNNI 1
+#endif
+"""
+
+AVX2_HELPER = r"""
+#if !(defined(__AVX512VNNI__) && defined(__AVX512BW__)) && defined(__AVX2__)
+#include <immintrin.h>
+/* y[0:n] = dot(a[0:2kp], b): a centred int16 values, b [n/8][kp][8][2] int16 (vpmaddwd: two
+   products summed into each int32 lane, 16 multiply-adds an instruction) */
+static void nnos_qrow_avx2(const int16_t *restrict a, const int16_t *restrict b, int32_t *restrict y, long kp, long n) {
+    const long nb = (n + 7) / 8, step = kp * 16;
+    long j = 0;
+    for (; j + 4 <= nb; j += 4) {
+        const int16_t *b0 = b + j * step;
+        __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0;
+        for (long p = 0; p < kp; p++) {
+            int32_t a2; memcpy(&a2, a + 2 * p, 4);
+            const __m256i av = _mm256_set1_epi32(a2);
+            c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(av, _mm256_loadu_si256((const __m256i *)(b0 + 16 * p))));
+            c1 = _mm256_add_epi32(c1, _mm256_madd_epi16(av, _mm256_loadu_si256((const __m256i *)(b0 + step + 16 * p))));
+            c2 = _mm256_add_epi32(c2, _mm256_madd_epi16(av, _mm256_loadu_si256((const __m256i *)(b0 + 2 * step + 16 * p))));
+            c3 = _mm256_add_epi32(c3, _mm256_madd_epi16(av, _mm256_loadu_si256((const __m256i *)(b0 + 3 * step + 16 * p))));
+        }
+        __m256i cs[4] = {c0, c1, c2, c3};
+        for (int q = 0; q < 4; q++) {
+            const long col = (j + q) * 8;
+            if (n - col >= 8) _mm256_storeu_si256((__m256i *)(y + col), cs[q]);
+            else { int32_t t[8]; _mm256_storeu_si256((__m256i *)t, cs[q]); memcpy(y + col, t, 4 * (n - col)); }
+        }
+    }
+    for (; j < nb; j++) {
+        const int16_t *b0 = b + j * step;
+        __m256i c0 = _mm256_setzero_si256();
+        for (long p = 0; p < kp; p++) {
+            int32_t a2; memcpy(&a2, a + 2 * p, 4);
+            const __m256i bv = _mm256_loadu_si256((const __m256i *)(b0 + 16 * p));
+            c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(_mm256_set1_epi32(a2), bv));
+        }
+        const long col = j * 8;
+        if (n - col >= 8) _mm256_storeu_si256((__m256i *)(y + col), c0);
+        else { int32_t t[8]; _mm256_storeu_si256((__m256i *)t, c0); memcpy(y + col, t, 4 * (n - col)); }
+    }
+}
+#define NNOS_HAVE_AVX2_INT 1
+#endif
+"""
+
+
+def pack_vnni(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[K, N] int8 → ([N/16][K/4][16][4] int8, zero-padded; int32 column sums padded to 16)."""
+    k, n = w.shape
+    kp, np_ = -(-k // 4) * 4, -(-n // 16) * 16
+    full = np.zeros((kp, np_), np.int8)
+    full[:k, :n] = w
+    packed = full.reshape(kp // 4, 4, np_ // 16, 16).transpose(2, 0, 3, 1)
+    colsum = np.zeros(np_, np.int32)
+    colsum[:n] = w.astype(np.int32).sum(axis=0)
+    return np.ascontiguousarray(packed), colsum
+
+
+def pack_pairs(w: np.ndarray) -> np.ndarray:
+    """[K, N] centred weights → [N/8][K/2][8][2] int16, zero-padded (the AVX2 row kernel's)."""
+    k, n = w.shape
+    kp, np_ = -(-k // 2) * 2, -(-n // 8) * 8
+    full = np.zeros((kp, np_), np.int16)
+    full[:k, :n] = w
+    return np.ascontiguousarray(full.reshape(kp // 2, 2, np_ // 8, 8).transpose(2, 0, 3, 1))

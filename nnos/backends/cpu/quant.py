@@ -1,0 +1,309 @@
+"""Quantized steps: QuantizeLinear and DequantizeLinear (one loop over the tensor, its scale and
+zero point read per element or per channel), and the integer products.
+
+MatMulInteger has two forms. With a constant 8-bit weight whose centred values (B − zero point)
+fit int8 — every weight onnxruntime's quantizer writes — on a CPU with AVX-512 VNNI, each row is
+one ``vpdpbusd`` chain per 16 outputs: four u8 × s8 products summed into each int32 lane per
+instruction (64 multiply-adds), the activation made unsigned by flipping its sign bit and the
+flip corrected by the weight's column sums (precomputed). Otherwise a generic loop in int32
+that gcc vectorizes. ConvInteger is a direct loop in int32 (correct, not yet fast).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...ops.conv import _geometry
+from ...ops.quant import compute_dtype
+from .ctype import storage
+from .elementwise import epilogue_pass, generic_code
+from .emit import Unsupported, indent
+from .loops import broadcast_strides, nest
+from .qkernels import AVX2_HELPER, VNNI_HELPER, pack_pairs, pack_vnni
+
+
+# --- QuantizeLinear / DequantizeLinear -----------------------------------------------------------
+def _param_strides(prog, node, name: str, shape: tuple) -> tuple | None:
+    """Per-element strides of a scale or zero point: 0 everywhere for one value, else 1 along
+    the node's axis (one value per index of it)."""
+    if not name or prog.type(name).size == 1:
+        return None if not name else (0,) * len(shape)
+    axis = int(node.attrs.get("axis", 1)) % len(shape)
+    return tuple(1 if d == axis else 0 for d in range(len(shape)))
+
+
+def quantize_linear(prog, node) -> str:
+    x, out = node.inputs[0], node.outputs[0]
+    shape = prog.type(x).shape
+    ins = list(node.inputs) + [""] * (3 - len(node.inputs))
+    strides = {n: _param_strides(prog, node, n, shape) for n in ins[1:] if n}
+    attrs = dict(node.attrs)
+    if node.op == "QuantizeLinear":
+        attrs["compute"] = compute_dtype(prog.type(x).dtype, prog.type(ins[1]).dtype).name
+    return generic_code(prog, out, [(node.op, ins, attrs)], strides) + "\n" + epilogue_pass(prog, node, out)
+
+
+# --- MatMulInteger -----------------------------------------------------------------------------
+
+
+
+def _zero(prog, name: str, index: str) -> str:
+    """A zero point's value at ``index`` (one value: index 0), as int32; "0" when absent."""
+    if not name:
+        return "0"
+    return f"(int32_t){prog.ptr(name)}[{index if prog.type(name).size != 1 else '0'}]"
+
+
+def _centred_weight(prog, node) -> np.ndarray | None:
+    """B − its zero point, when B and the zero point are constants (int32)."""
+    b = node.inputs[1]
+    zb = node.inputs[3] if len(node.inputs) > 3 else ""
+    g = prog.graph
+    if b not in g.consts or (zb and zb not in g.consts):
+        return None
+    w = g.consts[b].astype(np.int32)
+    return w - (g.consts[zb].astype(np.int32).reshape(-1) if zb else 0)
+
+
+def _vnni_rows(prog, node, w: np.ndarray, m: int, k: int, n: int) -> str:
+    a, o = node.inputs[0], node.outputs[0]
+    za = node.inputs[2] if len(node.inputs) > 2 else ""
+    packed, colsum = pack_vnni(w.astype(np.int8))
+    kq = -(-k // 4)
+    flip = prog.type(a).dtype == np.int8             # int8 activations: + 128 makes them unsigned
+    row, _ = prog.ws(kq * 4, "uint8_t")
+    _helpers(prog)
+    copy = (f"for (long p = 0; p < {k}; p++) R[p] = (uint8_t)(A[i * {k} + p] ^ 0x80);" if flip else
+            f"memcpy(R, A + i * {k}, {k});")
+    off = f"{128 if flip else 0} + {_zero(prog, za, 'i')}"
+    return "\n".join([
+        f"const {storage(prog.type(a).dtype)} *A = {prog.ptr(a)}; int32_t *Y = {prog.ptr(o)}; uint8_t *R = {row};",
+        f"memset(R, {128 if flip else 0}, {kq * 4});",
+        f"for (long i = 0; i < {m}; i++) {{",
+        f"    {copy}",
+        f"    nnos_qrow_vnni(R, {prog.const(o + ':vnni', packed, np.int8)}, {prog.const(o + ':colsum', colsum, np.int32)}, "
+        f"{off}, Y + i * {n}, {kq}, {n});",
+        "}"])
+
+
+def _by_target(vnni: str, avx2: str, generic: str) -> str:
+    """The three forms of a step, the target's chosen when the plan is compiled."""
+    return f"#if defined(NNOS_HAVE_VNNI)\n{vnni}\n#elif defined(NNOS_HAVE_AVX2_INT)\n{avx2}\n#else\n{generic}\n#endif"
+
+
+def _helpers(prog) -> None:
+    for h in (VNNI_HELPER, AVX2_HELPER):
+        if h not in prog.helpers:
+            prog.helpers.append(h)
+
+
+def _avx2_rows(prog, node, w: np.ndarray, m: int, k: int, n: int) -> str:
+    """Each row of A centred into int16, times the [K, N] weight packed in pairs."""
+    a, o = node.inputs[0], node.outputs[0]
+    za = node.inputs[2] if len(node.inputs) > 2 else ""
+    kp = -(-k // 2)
+    row, _ = prog.ws(kp * 4, "int16_t")
+    _helpers(prog)
+    return "\n".join([
+        f"const {storage(prog.type(a).dtype)} *A = {prog.ptr(a)}; int32_t *Y = {prog.ptr(o)}; int16_t *R = {row};",
+        f"R[{2 * kp - 1}] = 0; const int32_t za = {_zero(prog, za, '0')};",
+        f"for (long i = 0; i < {m}; i++) {{",
+        f"    for (long p = 0; p < {k}; p++) R[p] = (int16_t)((int32_t)A[i * {k} + p] - za);",
+        f"    nnos_qrow_avx2(R, {prog.const(o + ':pairs', pack_pairs(w), np.int16)}, Y + i * {n}, {kp}, {n});",
+        "}"])
+
+
+def _generic_rows(prog, node, m: int, k: int, n: int, w: np.ndarray | None, a_off: str, b_off: str, o_off: str) -> str:
+    """One batch entry: int32 rows accumulated in the output, zero points subtracted as read."""
+    a, b, o = node.inputs[0], node.inputs[1], node.outputs[0]
+    za = node.inputs[2] if len(node.inputs) > 2 else ""
+    zb = node.inputs[3] if len(node.inputs) > 3 else ""
+    if w is not None:
+        bexpr = f"(int32_t)Bc[p * {n} + j]"
+        bdecl = f"const int16_t *Bc = {prog.const(b + ':centred', w, np.int16)} + {b_off};"
+    else:
+        bexpr = f"((int32_t)Bb[p * {n} + j] - {_zero(prog, zb, 'j')})"
+        bdecl = f"const {storage(prog.type(b).dtype)} *Bb = {prog.ptr(b)} + {b_off};"
+    return "\n".join([
+        f"const {storage(prog.type(a).dtype)} *Ab = {prog.ptr(a)} + {a_off}; {bdecl} int32_t *Ob = {prog.ptr(o)} + {o_off};",
+        f"for (long i = 0; i < {m}; i++) {{",
+        f"    int32_t *orow = Ob + i * {n};",
+        f"    for (long j = 0; j < {n}; j++) orow[j] = 0;",
+        f"    for (long p = 0; p < {k}; p++) {{",
+        f"        const int32_t av = (int32_t)Ab[i * {k} + p] - {_zero(prog, za, 'i')};",
+        f"        for (long j = 0; j < {n}; j++) orow[j] += av * {bexpr};",
+        "    }", "}"])
+
+
+def matmul_integer(prog, node) -> str:
+    a, b, o = node.inputs[0], node.inputs[1], node.outputs[0]
+    sa, sb = list(prog.type(a).shape), list(prog.type(b).shape)
+    if len(sa) == 1:
+        sa = [1] + sa
+    if len(sb) == 1:
+        sb = sb + [1]
+    m, k, n = sa[-2], sa[-1], sb[-1]
+    w = _centred_weight(prog, node)
+    if w is not None and w.ndim == 2 and w.min() >= -128 and w.max() <= 127 and len(sa) >= 2:
+        rows = int(np.prod(sa[:-1], dtype=np.int64))          # a constant 2-D weight: every row of A alike
+        za = node.inputs[2] if len(node.inputs) > 2 else ""
+        if not za or prog.type(za).size == 1:
+            code = _by_target(_vnni_rows(prog, node, w, rows, k, n), _avx2_rows(prog, node, w, rows, k, n),
+                              _generic_rows(prog, node, rows, k, n, w, "0", "0", "0"))
+            return indent(code) + "\n" + epilogue_pass(prog, node, o)
+    batch = tuple(np.broadcast_shapes(tuple(sa[:-2]), tuple(sb[:-2])))
+    out_st = tuple(s * m * n for s in broadcast_strides(batch, batch))
+    a_st = tuple(s * m * k for s in broadcast_strides(sa[:-2], batch))
+    b_st = tuple(s * k * n for s in broadcast_strides(sb[:-2], batch))
+    code = nest(batch, [out_st, a_st, b_st], lambda idx: _generic_rows(prog, node, m, k, n, w, idx[1], idx[2], idx[0]),
+                var="b")
+    return indent(code) + "\n" + epilogue_pass(prog, node, o)
+
+
+# --- ConvInteger ---------------------------------------------------------------------------------
+def conv_integer(prog, node) -> str:
+    x, w, o = node.inputs[0], node.inputs[1], node.outputs[0]
+    xs, ws = prog.type(x).shape, prog.type(w).shape
+    if len(xs) != 4:
+        raise Unsupported(f"ConvInteger over {len(xs) - 2} spatial dims (the generated form is 2-D)")
+    kernel, strides, dil, begin, _, out = _geometry(node, xs, ws)
+    g = int(node.attrs.get("group", 1))
+    geometry = (*xs, *kernel, strides, dil, begin, out)
+    wc = _centred_conv_weight(prog, node)
+    if wc is not None and g == 1:                       # the zero point of X is one value (ops/quant.py)
+        code = _by_target(_vnni_conv(prog, node, wc, geometry), _avx2_conv(prog, node, wc, geometry),
+                          _direct_conv(prog, node, geometry, g))
+    else:
+        code = _direct_conv(prog, node, geometry, g)
+    return indent(code) + "\n" + epilogue_pass(prog, node, o)
+
+
+def _centred_conv_weight(prog, node) -> np.ndarray | None:
+    """W − its zero point (one per output channel or one), when constants whose values fit int8."""
+    w, zw = node.inputs[1], node.inputs[3] if len(node.inputs) > 3 else ""
+    g = prog.graph
+    if w not in g.consts or (zw and zw not in g.consts):
+        return None
+    wc = g.consts[w].astype(np.int32)
+    if zw:
+        wc = wc - g.consts[zw].astype(np.int32).reshape((-1,) + (1,) * (wc.ndim - 1))
+    return wc if wc.min() >= -128 and wc.max() <= 127 else None
+
+
+def _vnni_conv(prog, node, wc: np.ndarray, geometry) -> str:
+    """The input copied once into a bordered, channel-last buffer of unsigned bytes, channels
+    rounded up to whole 4-byte words (the border and the extra channels hold the zero point;
+    the extra channels' weights are 0): a window's words are ``kh × kw`` runs of ``C4 / 4``
+    words. Sixteen output pixels' windows are interleaved a word at a time ([K/4][16][4]) and
+    multiplied by every output channel's weights (K in (ky, kx, c) order) on the VNNI kernel,
+    sixteen pixels of a channel stored at once, in NCHW."""
+    n, c, h, wd, kh, kw, strides, dil, begin, out = geometry
+    x, o = node.inputs[0], node.outputs[0]
+    zx = node.inputs[2] if len(node.inputs) > 2 else ""
+    mo, c4 = wc.shape[0], -(-c // 4) * 4
+    wk = np.zeros((mo, kh, kw, c4), np.int8)
+    wk[..., :c] = wc.transpose(0, 2, 3, 1)
+    kq = kh * kw * c4 // 4
+    rowsum = wc.reshape(mo, -1).sum(axis=1).astype(np.int32)
+    flip = "^ 0x80" if prog.type(x).dtype == np.int8 else ""
+    hp = max(h + begin[0], (out[0] - 1) * strides[0] + (kh - 1) * dil[0] + 1)
+    wp = max(wd + begin[1], (out[1] - 1) * strides[1] + (kw - 1) * dil[1] + 1)
+    col, _ = prog.ws(kq * 64, "uint8_t")
+    pad, _ = prog.ws(hp * wp * c4, "uint8_t")
+    _helpers(prog)
+    off = f"({128 if flip else 0} + {_zero(prog, zx, '0')})"
+    words = kw * c4 // 4 if dil[1] == 1 else c4 // 4        # contiguous words per run
+    runs = kh if dil[1] == 1 else kh * kw
+    run_at = (f"u * {dil[0] * wp * c4}" if dil[1] == 1 else f"((u / {kw}) * {dil[0] * wp} + (u % {kw}) * {dil[1]}) * {c4}")
+    npx = out[0] * out[1]
+    return f"""const {storage(prog.type(x).dtype)} *X = {prog.ptr(x)}; int32_t *Y = {prog.ptr(o)};
+uint8_t *C = {col}; uint8_t *P = {pad}; const int32_t off = {off};
+memset(C, off, {kq * 64});
+for (long b = 0; b < {n}; b++) {{
+    memset(P, off, {hp * wp * c4});
+    for (long iy = 0; iy < {h}; iy++) for (long ix = 0; ix < {wd}; ix++) {{
+        uint8_t *ps = P + ((iy + {begin[0]}) * {wp} + ix + {begin[1]}) * {c4};
+        const {storage(prog.type(x).dtype)} *xs = X + (b * {c} * {h} + iy) * {wd} + ix;
+        for (long ic = 0; ic < {c}; ic++) ps[ic] = (uint8_t)(xs[ic * {h * wd}] {flip});
+    }}
+    for (long px0 = 0; px0 < {npx}; px0 += 16) {{
+        const long cnt = {npx} - px0 < 16 ? {npx} - px0 : 16;
+        for (long r = 0; r < cnt; r++) {{
+            const long oy = (px0 + r) / {out[1]}, ox = (px0 + r) % {out[1]};
+            const uint8_t *at = P + ((oy * {strides[0]}) * {wp} + ox * {strides[1]}) * {c4};
+            for (long u = 0; u < {runs}; u++) {{
+                const uint8_t *src = at + {run_at};
+                uint8_t *dst = C + u * {words * 64} + r * 4;
+                for (long t = 0; t < {words}; t++) memcpy(dst + t * 64, src + 4 * t, 4);
+            }}
+        }}
+        nnos_qconv16_vnni(C, {prog.const(o + ':wk', wk.reshape(mo, -1), np.int8)}, {prog.const(o + ':rowsum', rowsum, np.int32)},
+                          off, Y + b * {mo * npx} + px0, {npx}, {kq}, {mo}, (__mmask16)((1u << cnt) - 1));
+    }}
+}}"""
+
+
+def _avx2_conv(prog, node, wc: np.ndarray, geometry) -> str:
+    """The centred input (int16, zero border) once; per output pixel its window gathered into
+    a row, times the [K, M] weight packed in pairs, the M channels scattered to NCHW."""
+    n, c, h, wd, kh, kw, strides, dil, begin, out = geometry
+    x, o = node.inputs[0], node.outputs[0]
+    zx = node.inputs[2] if len(node.inputs) > 2 else ""
+    mo, k = wc.shape[0], int(np.prod(wc.shape[1:]))
+    kp = -(-k // 2)
+    hp = max(h + begin[0], (out[0] - 1) * strides[0] + (kh - 1) * dil[0] + 1)
+    wp = max(wd + begin[1], (out[1] - 1) * strides[1] + (kw - 1) * dil[1] + 1)
+    row, _ = prog.ws(kp * 4, "int16_t")
+    acc, _ = prog.ws(4 * mo, "int32_t")
+    pad, _ = prog.ws(2 * c * hp * wp, "int16_t")
+    _helpers(prog)
+    packed = prog.const(o + ":pairs", pack_pairs(wc.reshape(mo, k).T), np.int16)
+    return f"""const {storage(prog.type(x).dtype)} *X = {prog.ptr(x)}; int32_t *Y = {prog.ptr(o)};
+int16_t *R = {row}; int32_t *T = {acc}; int16_t *P = {pad}; const int32_t zx = {_zero(prog, zx, '0')};
+R[{2 * kp - 1}] = 0;
+for (long b = 0; b < {n}; b++) {{
+    memset(P, 0, {2 * c * hp * wp});
+    for (long ic = 0; ic < {c}; ic++) for (long iy = 0; iy < {h}; iy++) {{
+        const {storage(prog.type(x).dtype)} *xs = X + ((b * {c} + ic) * {h} + iy) * {wd};
+        int16_t *ps = P + (ic * {hp} + iy + {begin[0]}) * {wp} + {begin[1]};
+        for (long ix = 0; ix < {wd}; ix++) ps[ix] = (int16_t)((int32_t)xs[ix] - zx);
+    }}
+    for (long oy = 0; oy < {out[0]}; oy++) for (long ox = 0; ox < {out[1]}; ox++) {{
+        long p = 0;
+        for (long ic = 0; ic < {c}; ic++) for (long ky = 0; ky < {kh}; ky++) {{
+            const int16_t *src = P + (ic * {hp} + oy * {strides[0]} + ky * {dil[0]}) * {wp} + ox * {strides[1]};
+            for (long kx = 0; kx < {kw}; kx++) R[p++] = src[kx * {dil[1]}];
+        }}
+        nnos_qrow_avx2(R, {packed}, T, {kp}, {mo});
+        for (long oc = 0; oc < {mo}; oc++) Y[((b * {mo} + oc) * {out[0]} + oy) * {out[1]} + ox] = T[oc];
+    }}
+}}"""
+
+
+def _direct_conv(prog, node, geometry, g: int) -> str:
+    n, c, h, wd, kh, kw, strides, dil, begin, out = geometry
+    x, w, o = node.inputs[0], node.inputs[1], node.outputs[0]
+    zx = node.inputs[2] if len(node.inputs) > 2 else ""
+    zw = node.inputs[3] if len(node.inputs) > 3 else ""
+    ws, ys = prog.type(w).shape, prog.type(o).shape
+    mo, cg = ws[0], ws[1]
+    mg = mo // g
+    return f"""const {storage(prog.type(x).dtype)} *X = {prog.ptr(x)}; const {storage(prog.type(w).dtype)} *W = {prog.ptr(w)};
+int32_t *Y = {prog.ptr(o)}; const int32_t zx = {_zero(prog, zx, '0')};
+for (long b = 0; b < {n}; b++) for (long oc = 0; oc < {mo}; oc++) {{
+    const long grp = oc / {mg}; const int32_t zw = {_zero(prog, zw, 'oc')};
+    for (long oy = 0; oy < {out[0]}; oy++) for (long ox = 0; ox < {out[1]}; ox++) {{
+        int32_t acc = 0;
+        for (long ic = 0; ic < {cg}; ic++) for (long ky = 0; ky < {kh}; ky++) {{
+            const long iy = oy * {strides[0]} + ky * {dil[0]} - {begin[0]};
+            if (iy < 0 || iy >= {h}) continue;
+            for (long kx = 0; kx < {kw}; kx++) {{
+                const long ix = ox * {strides[1]} + kx * {dil[1]} - {begin[1]};
+                if (ix < 0 || ix >= {wd}) continue;
+                acc += ((int32_t)X[((b * {c} + grp * {cg} + ic) * {h} + iy) * {wd} + ix] - zx) *
+                       ((int32_t)W[((oc * {cg} + ic) * {kh} + ky) * {kw} + kx] - zw);
+            }}
+        }}
+        Y[((b * {mo} + oc) * {ys[2]} + oy) * {ys[3]} + ox] = acc;
+    }}
+}}"""
+

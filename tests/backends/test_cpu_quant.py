@@ -1,0 +1,120 @@
+"""The cpu backend's integer products (backends/cpu/quant.py, qkernels.py) on every form a target
+can pick — AVX-512 VNNI (native here when the CPU has it), AVX2 (x86-64-v3) and the generic
+int32 loops (x86-64-v2) — exactly equal to the numpy reference; onnxruntime's quantized
+models on the cpu backend (never the numpy fallback) within quantization tolerance of it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+import nnos
+from nnos.backends import prepare
+from nnos.backends.cpu.toolchain import TARGETS, cpu_features, find_compiler
+from nnos.backends.verify import TOLERANCE
+from nnos_models.zoo.build import build
+from tests.support.onnx_models import model, save, vi
+from tests.support.quantized import input_feed, ort_run, quantized
+
+pytestmark = pytest.mark.skipif(find_compiler() is None, reason="no C compiler")
+I8 = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8}
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path_factory.getbasetemp() / "cpu-cache"))
+
+
+@pytest.fixture(params=["native", "x86-64-v3", "x86-64-v2"])
+def target(request, monkeypatch):
+    name = request.param
+    if name != "native" and (TARGETS[name][0] != __import__("platform").machine() or TARGETS[name][2] - cpu_features()):
+        pytest.skip(f"this CPU cannot run {name}")
+    monkeypatch.setenv("NNOS_CPU_TARGET", name)
+    return name
+
+
+def _ints(dtype, shape, rng):
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max + 1, size=shape, dtype=np.int64).astype(dtype)
+
+
+def _exactly_as_the_reference(plan, feeds):
+    exe = prepare(plan, "cpu")
+    assert exe.backend == "cpu"
+    for k, v in feeds.items():
+        np.copyto(exe.inputs[k], v)
+    exe.run()
+    want = plan(feeds)
+    for k, v in want.items():
+        np.testing.assert_array_equal(exe.outputs[k], v, err_msg=k)
+    return exe
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 64, 256), (1, 7, 37), (5, 19, 16), (6, 33, 70)])
+@pytest.mark.parametrize("a_dt,b_dt,b_zp", [("uint8", "int8", None), ("int8", "int8", "column"),
+                                            ("uint8", "uint8", "128"), ("int8", "uint8", "wide")])
+def test_matmul_integer_with_a_constant_weight(tmp_path, target, m, k, n, a_dt, b_dt, b_zp):
+    """"wide": a uint8 weight whose centred values do not fit int8 — the generic loops."""
+    rng = np.random.default_rng(m * k + n)
+    a_dt, b_dt = np.dtype(a_dt), np.dtype(b_dt)
+    b, zps = _ints(b_dt, (k, n), rng), None
+    if b_zp == "column":
+        b, zps = b // 2, _ints(b_dt, (n,), rng) // 4
+    elif b_zp == "128":
+        b, zps = (rng.integers(-127, 128, size=(k, n)) + 128).astype(np.uint8), np.array(128, b_dt)
+    elif b_zp == "wide":
+        zps = np.array(3, b_dt)
+    inits = [("b", b), ("az", np.array(5, a_dt))] + ([("bz", zps)] if zps is not None else [])
+    node = helper.make_node("MatMulInteger", ["a", "b", "az"] + (["bz"] if zps is not None else []), ["y"])
+    mdl = model([node], [vi("a", [m, k], I8[a_dt])], [vi("y", [m, n], TensorProto.INT32)], inits, opset=13)
+    plan = nnos.compile(save(mdl, tmp_path / "m.onnx"))
+    _exactly_as_the_reference(plan, {"a": _ints(a_dt, (m, k), rng)})
+
+
+def test_matmul_integer_with_computed_operands_and_per_row_zero_points(tmp_path, target):
+    rng = np.random.default_rng(1)
+    node = helper.make_node("MatMulInteger", ["a", "b", "az", "bz"], ["y"])
+    mdl = model([node], [vi("a", [2, 3, 9], TensorProto.UINT8), vi("b", [2, 9, 5], TensorProto.INT8)],
+                [vi("y", [2, 3, 5], TensorProto.INT32)],
+                [("az", np.array([1, 200, 7], np.uint8)), ("bz", np.array([0, -3, 5, 1, 2], np.int8))], opset=13)
+    plan = nnos.compile(save(mdl, tmp_path / "m.onnx"))
+    _exactly_as_the_reference(plan, {"a": _ints(np.uint8, (2, 3, 9), rng), "b": _ints(np.int8, (2, 9, 5), rng)})
+
+
+@pytest.mark.parametrize("c,oc,hw,kernel,stride,pad,dil,group", [
+    (3, 16, 17, 5, 2, 2, 1, 1), (16, 7, 9, 3, 1, 1, 1, 1), (8, 12, 11, 3, 2, 0, 2, 1), (4, 6, 8, 3, 1, 1, 1, 2)])
+@pytest.mark.parametrize("x_dt", ["uint8", "int8"])
+def test_conv_integer_with_a_constant_weight(tmp_path, target, c, oc, hw, kernel, stride, pad, dil, group, x_dt):
+    rng = np.random.default_rng(c + oc + hw)
+    x_dt = np.dtype(x_dt)
+    w = _ints(np.int8, (oc, c // group, kernel, kernel), rng) // 2
+    node = helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["y"], kernel_shape=[kernel, kernel],
+                            strides=[stride, stride], pads=[pad] * 4, dilations=[dil, dil], group=group)
+    out = (hw + 2 * pad - dil * (kernel - 1) - 1) // stride + 1
+    mdl = model([node], [vi("x", [2, c, hw, hw], I8[x_dt])], [vi("y", [2, oc, out, out], TensorProto.INT32)],
+                [("w", w), ("xz", np.array(9, x_dt)), ("wz", _ints(np.int8, (oc,), rng) // 4)], opset=13)
+    plan = nnos.compile(save(mdl, tmp_path / "c.onnx"))
+    _exactly_as_the_reference(plan, {"x": _ints(x_dt, (2, c, hw, hw), rng)})
+
+
+@pytest.fixture(scope="module")
+def floats(tmp_path_factory):
+    return build(str(tmp_path_factory.mktemp("zoo")), ["mlp_m", "cnn_s"])
+
+
+@pytest.mark.parametrize("name", ["mlp_m", "cnn_s"])
+@pytest.mark.parametrize("variant", ["qdq_u8", "qdq_s8", "dynamic"])
+def test_quantized_models_run_on_the_cpu_backend_and_match_onnxruntime(floats, tmp_path, target, name, variant):
+    path = quantized(floats[name], str(tmp_path / f"{name}.onnx"), variant)
+    plan = nnos.compile(path)
+    exe = prepare(plan, "auto")
+    assert exe.backend == "cpu", exe.choice
+    for seed in range(2):
+        feeds = input_feed(path, seed)
+        for k, v in feeds.items():
+            np.copyto(exe.inputs[k], v)
+        exe.run()
+        for o, want in zip(plan.graph.outputs, ort_run(path, feeds)):
+            atol = TOLERANCE["quantized"] * max(1.0, float(np.max(np.abs(want))))
+            np.testing.assert_allclose(exe.outputs[o], want, rtol=0, atol=atol)

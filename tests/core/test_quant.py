@@ -1,0 +1,130 @@
+"""int8 models (ops/quant.py, passes/quant.py) on the numpy reference: onnxruntime's quantizer's
+three forms match onnxruntime running them, QDQ products become integer products, and what
+nnos cannot run the way the model says is refused at compile time, naming the node."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+import nnos
+from nnos.backends import prepare
+from nnos.backends.verify import TOLERANCE
+from nnos.errors import CompileError
+from nnos_models.zoo.build import build
+from tests.support.onnx_models import model, save, vi
+from tests.support.quantized import input_feed, ops, ort_run, quantized
+
+
+@pytest.fixture(scope="module")
+def floats(tmp_path_factory):
+    return build(str(tmp_path_factory.mktemp("zoo")), ["mlp_m", "cnn_s"])
+
+
+def _numpy_outputs(plan, feeds):
+    exe = prepare(plan, "numpy")
+    for k, v in feeds.items():
+        np.copyto(exe.inputs[k], v)
+    exe.run()
+    return [np.array(exe.outputs[o]) for o in plan.graph.outputs]
+
+
+def _within_quantization(got, want):
+    atol = TOLERANCE["quantized"] * max(1.0, float(np.max(np.abs(want))))
+    np.testing.assert_allclose(got, want, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("name", ["mlp_m", "cnn_s"])
+@pytest.mark.parametrize("variant", ["qdq_u8", "qdq_s8", "dynamic"])
+def test_onnxruntime_quantized_models_match_onnxruntime(floats, tmp_path, name, variant):
+    path = quantized(floats[name], str(tmp_path / f"{name}.onnx"), variant)
+    plan = nnos.compile(path)
+    steps = {n.op for n in plan.graph.nodes}
+    products = {"MatMulInteger"} | ({"ConvInteger"} if name == "cnn_s" else set())
+    assert products <= steps, steps                       # the products run on the 8-bit values
+    assert not steps & {"Gemm", "MatMul", "Conv"}, steps
+    assert plan.meta["self_check"]["rtol_for"] == "quantized"
+    for seed in range(3):
+        feeds = input_feed(path, seed)
+        for got, want in zip(_numpy_outputs(plan, feeds), ort_run(path, feeds)):
+            _within_quantization(got, want)
+
+
+def _qlinear_models(tmp_path):
+    """A MatMul policy and a Conv policy, each quantized to the QOperator form."""
+    rng = np.random.default_rng(3)
+    mm = model([helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+                helper.make_node("MatMul", ["r", "w2"], ["y"])],
+               [vi("x", [1, 24])], [vi("y", [1, 6])],
+               [("w1", rng.standard_normal((24, 40)).astype(np.float32) * 0.3),
+                ("w2", rng.standard_normal((40, 6)).astype(np.float32) * 0.3)], opset=13)
+    cv = model([helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+                helper.make_node("Relu", ["c"], ["y"])],
+               [vi("x", [1, 5, 9, 9])], [vi("y", [1, 7, 5, 5])],
+               [("w", rng.standard_normal((7, 5, 3, 3)).astype(np.float32) * 0.3),
+                ("b", rng.standard_normal(7).astype(np.float32))], opset=13)
+    return {"matmul": save(mm, tmp_path / "mm.onnx"), "conv": save(cv, tmp_path / "cv.onnx")}
+
+
+@pytest.mark.parametrize("which,op", [("matmul", "QLinearMatMul"), ("conv", "QLinearConv")])
+def test_qlinear_ops_are_lowered_and_match_onnxruntime(tmp_path, which, op):
+    src = _qlinear_models(tmp_path)[which]
+    path = quantized(src, str(tmp_path / "q.onnx"), "qop_u8")
+    assert op in ops(path)
+    plan = nnos.compile(path)
+    assert op not in {n.op for n in plan.graph.nodes}
+    feeds = input_feed(path, 1)
+    for got, want in zip(_numpy_outputs(plan, feeds), ort_run(path, feeds)):
+        _within_quantization(got, want)
+
+
+def test_a_dequantized_weight_of_a_float_product_is_folded(tmp_path):
+    """A weight dequantized from int8 feeding a product whose activation is float: not an
+    integer product — its DequantizeLinear is folded to a float constant, no step left."""
+    w = np.arange(-6, 6, dtype=np.int8).reshape(3, 4)
+    m = model([helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["w"]), helper.make_node("MatMul", ["x", "w"], ["y"])],
+              [vi("x", [1, 3])], [vi("y", [1, 4])],
+              [("wq", w), ("s", np.array(0.5, np.float32)), ("z", np.array(1, np.int8))], opset=13)
+    plan = nnos.compile(save(m, tmp_path / "m.onnx"))
+    assert [n.op for n in plan.graph.nodes] == ["MatMul"]
+    x = np.array([[1.0, 2.0, -1.0]], np.float32)
+    np.testing.assert_allclose(plan({"x": x})["y"], x @ ((w.astype(np.float32) - 1) * 0.5), rtol=1e-6)
+
+
+def _quantize_model(tmp_path, scale, zp=None, attrs=None, x_shape=(2, 3, 4)):
+    ins = ["x", "s"] + (["z"] if zp is not None else [])
+    inits = [("s", scale)] + ([("z", zp)] if zp is not None else [])
+    m = model([helper.make_node("QuantizeLinear", ins, ["y"], name="q", **(attrs or {}))],
+              [vi("x", list(x_shape))], [vi("y", list(x_shape), TensorProto.UINT8)], inits, opset=21)
+    return save(m, tmp_path / "q.onnx")
+
+
+@pytest.mark.parametrize("scale,zp,attrs,says", [
+    (np.ones(4, np.float32), None, {"axis": 1}, "the per-axis scale has 4 values, but axis 1"),
+    (np.ones(3, np.float32), np.zeros(2, np.uint8), {"axis": 1}, "zero point"),
+    (np.ones((3, 2), np.float32), None, {"axis": 2, "block_size": 2}, "blocked quantization (block_size=2)"),
+    (np.ones(1, np.float32), None, {"output_dtype": TensorProto.INT32}, "quantizing to int32 is not supported"),
+    (np.ones(1, np.int32), None, {}, "scale must be a float tensor"),
+])
+def test_bad_quantization_parameters_are_refused_naming_the_node(tmp_path, scale, zp, attrs, says):
+    with pytest.raises(CompileError) as e:
+        nnos.compile(_quantize_model(tmp_path, scale, zp, attrs))
+    assert "'q'" in str(e.value) and says in str(e.value), str(e.value)
+
+
+def test_per_channel_weight_scales_of_the_wrong_length_are_refused(tmp_path):
+    m = model([helper.make_node("DequantizeLinear", ["wq", "s"], ["w"], name="dq_w", axis=0),
+               helper.make_node("Conv", ["x", "w"], ["y"])],
+              [vi("x", [1, 2, 4, 4])], [vi("y", [1, 3, 2, 2])],
+              [("wq", np.ones((3, 2, 3, 3), np.int8)), ("s", np.ones(2, np.float32))], opset=13)
+    with pytest.raises(CompileError) as e:
+        nnos.compile(save(m, tmp_path / "m.onnx"))
+    assert "'dq_w'" in str(e.value) and "has 2 values, but axis 0" in str(e.value) and "has 3" in str(e.value)
+
+
+def test_quantize_rounds_half_to_even_saturates_and_sends_nan_to_the_low_bound(tmp_path):
+    x = np.array([[0.5, 1.5, 2.5, -0.5, 1000.0, -1000.0, np.nan, 3.49]], np.float32)
+    m = model([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"])], [vi("x", [1, 8])],
+              [vi("y", [1, 8], TensorProto.INT8)], [("s", np.array(1.0, np.float32)), ("z", np.array(0, np.int8))])
+    y = nnos.compile(save(m, tmp_path / "q.onnx"))({"x": x})["y"]
+    assert y.tolist() == [[0, 2, 2, 0, 127, -128, -128, 3]]
