@@ -158,6 +158,28 @@ static void nnos_qrow_avx2(const int16_t *restrict a, const int16_t *restrict b,
         else { int32_t t[8]; _mm256_storeu_si256((__m256i *)t, c0); memcpy(y + col, t, 4 * (n - col)); }
     }
 }
+/* a convolution's 8 output pixels for every output channel: col is the pixels' windows as
+   [kp][8 pixels][2] centred int16, w the weight as [m][2 kp] int16; y[oc * ldy + 0:cnt] */
+static void nnos_qconv8_avx2(const int16_t *restrict col, const int16_t *restrict w, int32_t *restrict y,
+                             long ldy, long kp, long m, long cnt) {
+    const long ld = 2 * kp;
+    for (long oc = 0; oc < m; oc += 4) {
+        const long q = m - oc < 4 ? m - oc : 4;
+        const int16_t *w0 = w + oc * ld;
+        __m256i c[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+        for (long p = 0; p < kp; p++) {
+            const __m256i cv = _mm256_loadu_si256((const __m256i *)(col + 16 * p));
+            for (long t = 0; t < 4; t++) {             /* rows past m read the zero rows packed after them */
+                int32_t a2; memcpy(&a2, w0 + t * ld + 2 * p, 4);
+                c[t] = _mm256_add_epi32(c[t], _mm256_madd_epi16(cv, _mm256_set1_epi32(a2)));
+            }
+        }
+        for (long t = 0; t < q; t++) {
+            if (cnt == 8) _mm256_storeu_si256((__m256i *)(y + (oc + t) * ldy), c[t]);
+            else { int32_t tmp[8]; _mm256_storeu_si256((__m256i *)tmp, c[t]); memcpy(y + (oc + t) * ldy, tmp, 4 * cnt); }
+        }
+    }
+}
 #define NNOS_HAVE_AVX2_INT 1
 #endif
 """

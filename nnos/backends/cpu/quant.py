@@ -243,38 +243,48 @@ for (long b = 0; b < {n}; b++) {{
 
 
 def _avx2_conv(prog, node, wc: np.ndarray, geometry) -> str:
-    """The centred input (int16, zero border) once; per output pixel its window gathered into
-    a row, times the [K, M] weight packed in pairs, the M channels scattered to NCHW."""
+    """As the VNNI form, in centred int16 (a zero border, channels rounded up to even): eight
+    pixels' windows interleaved a word (two values) at a time ([K/2][8][2]), times every output
+    channel's weights by ``vpmaddwd``, eight pixels of a channel stored at once."""
     n, c, h, wd, kh, kw, strides, dil, begin, out = geometry
     x, o = node.inputs[0], node.outputs[0]
     zx = node.inputs[2] if len(node.inputs) > 2 else ""
-    mo, k = wc.shape[0], int(np.prod(wc.shape[1:]))
-    kp = -(-k // 2)
+    mo, c2 = wc.shape[0], -(-c // 2) * 2
+    wk = np.zeros((-(-mo // 4) * 4, kh, kw, c2), np.int16)       # whole groups of four channels
+    wk[:mo, ..., :c] = wc.transpose(0, 2, 3, 1)
+    kp = kh * kw * c2 // 2
     hp = max(h + begin[0], (out[0] - 1) * strides[0] + (kh - 1) * dil[0] + 1)
     wp = max(wd + begin[1], (out[1] - 1) * strides[1] + (kw - 1) * dil[1] + 1)
-    row, _ = prog.ws(kp * 4, "int16_t")
-    acc, _ = prog.ws(4 * mo, "int32_t")
-    pad, _ = prog.ws(2 * c * hp * wp, "int16_t")
+    col, _ = prog.ws(kp * 32, "int16_t")
+    pad, _ = prog.ws(2 * hp * wp * c2, "int16_t")
     _helpers(prog)
-    packed = prog.const(o + ":pairs", pack_pairs(wc.reshape(mo, k).T), np.int16)
+    words = kw * c2 // 2 if dil[1] == 1 else c2 // 2
+    runs = kh if dil[1] == 1 else kh * kw
+    run_at = (f"u * {dil[0] * wp * c2}" if dil[1] == 1 else f"((u / {kw}) * {dil[0] * wp} + (u % {kw}) * {dil[1]}) * {c2}")
+    npx = out[0] * out[1]
     return f"""const {storage(prog.type(x).dtype)} *X = {prog.ptr(x)}; int32_t *Y = {prog.ptr(o)};
-int16_t *R = {row}; int32_t *T = {acc}; int16_t *P = {pad}; const int32_t zx = {_zero(prog, zx, '0')};
-R[{2 * kp - 1}] = 0;
+int16_t *C = {col}; int16_t *P = {pad}; const int32_t zx = {_zero(prog, zx, '0')};
+memset(C, 0, {kp * 32});
 for (long b = 0; b < {n}; b++) {{
-    memset(P, 0, {2 * c * hp * wp});
-    for (long ic = 0; ic < {c}; ic++) for (long iy = 0; iy < {h}; iy++) {{
-        const {storage(prog.type(x).dtype)} *xs = X + ((b * {c} + ic) * {h} + iy) * {wd};
-        int16_t *ps = P + (ic * {hp} + iy + {begin[0]}) * {wp} + {begin[1]};
-        for (long ix = 0; ix < {wd}; ix++) ps[ix] = (int16_t)((int32_t)xs[ix] - zx);
+    memset(P, 0, {2 * hp * wp * c2});
+    for (long iy = 0; iy < {h}; iy++) for (long ix = 0; ix < {wd}; ix++) {{
+        int16_t *ps = P + ((iy + {begin[0]}) * {wp} + ix + {begin[1]}) * {c2};
+        const {storage(prog.type(x).dtype)} *xs = X + (b * {c} * {h} + iy) * {wd} + ix;
+        for (long ic = 0; ic < {c}; ic++) ps[ic] = (int16_t)((int32_t)xs[ic * {h * wd}] - zx);
     }}
-    for (long oy = 0; oy < {out[0]}; oy++) for (long ox = 0; ox < {out[1]}; ox++) {{
-        long p = 0;
-        for (long ic = 0; ic < {c}; ic++) for (long ky = 0; ky < {kh}; ky++) {{
-            const int16_t *src = P + (ic * {hp} + oy * {strides[0]} + ky * {dil[0]}) * {wp} + ox * {strides[1]};
-            for (long kx = 0; kx < {kw}; kx++) R[p++] = src[kx * {dil[1]}];
+    for (long px0 = 0; px0 < {npx}; px0 += 8) {{
+        const long cnt = {npx} - px0 < 8 ? {npx} - px0 : 8;
+        for (long r = 0; r < cnt; r++) {{
+            const long oy = (px0 + r) / {out[1]}, ox = (px0 + r) % {out[1]};
+            const int16_t *at = P + ((oy * {strides[0]}) * {wp} + ox * {strides[1]}) * {c2};
+            for (long u = 0; u < {runs}; u++) {{
+                const int16_t *src = at + {run_at};
+                int16_t *dst = C + u * {words * 16} + r * 2;
+                for (long t = 0; t < {words}; t++) memcpy(dst + t * 16, src + 2 * t, 4);
+            }}
         }}
-        nnos_qrow_avx2(R, {packed}, T, {kp}, {mo});
-        for (long oc = 0; oc < {mo}; oc++) Y[((b * {mo} + oc) * {out[0]} + oy) * {out[1]} + ox] = T[oc];
+        nnos_qconv8_avx2(C, {prog.const(o + ':wk16', wk.reshape(wk.shape[0], -1), np.int16)}, Y + b * {mo * npx} + px0,
+                         {npx}, {kp}, {mo}, cnt);
     }}
 }}"""
 
