@@ -23,12 +23,12 @@ import numpy as np
 
 
 def input_feed(path: str, seed: int = 0) -> dict:
-    """Standard-normal values for the model's first input (symbolic dimensions as 1)."""
+    """Standard-normal values for every input of the model (symbolic dimensions as 1)."""
     import onnxruntime as ort
     s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    i = s.get_inputs()[0]
-    shape = [d if isinstance(d, int) else 1 for d in i.shape]
-    return {i.name: np.random.default_rng(seed).standard_normal(shape).astype(np.float32)}
+    rng = np.random.default_rng(seed)
+    return {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
+            for i in s.get_inputs()}
 
 
 def _reader(path: str, n: int):
