@@ -3,7 +3,7 @@ quantized forms (models/zoo/quantize.py), on nnos's cpu backend and on onnxrunti
 io-binding) — nnos int8 p50 over nnos float32 p50 (issue 18's target: ≤ 0.6 for Conv/MatMul
 models), and nnos int8 over onnxruntime running the same int8 model.
 
-    python benchmarks/int8_bench.py [--rounds 15] [--calls 300] [--models mlp_m,cnn_s,cnn_l]
+    python benchmarks/int8_bench.py [--rounds 15] [--calls 300] [--models mlp_m,cnn_s,cnn_l,res5_s,...]
                                     [--variants qdq_u8,qdq_s8,dynamic] [--json FILE]
 
 NNOS_CPU_TARGET=x86-64-v3 measures the AVX2 kernels on an AVX-512 machine (x86-64-v2: the
@@ -47,7 +47,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--calls", type=int, default=300)
-    ap.add_argument("--models", default="mlp_m,cnn_s,cnn_l")
+    ap.add_argument("--models", default="mlp_m,cnn_s,cnn_l,act_s,mbv2_s,res5_s")
     ap.add_argument("--variants", default="qdq_u8,qdq_s8,dynamic")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -55,7 +55,10 @@ def main() -> int:
     print(f"{platform.processor() or platform.machine()}; target {flags.CPU_TARGET.get() or 'native'}; "
           f"avx512_vnni={'avx512_vnni' in feats} avx2={'avx2' in feats}")
     tmp = tempfile.mkdtemp()
-    models = build(tmp, args.models.split(","))
+    names = args.models.split(",")
+    exported = [n for n in names if os.path.exists(os.path.join(ROOT, "models", "zoo", f"{n}.onnx"))]
+    models = build(tmp, [n for n in names if n not in exported])
+    models.update({n: os.path.join(ROOT, "models", "zoo", f"{n}.onnx") for n in exported})
     runs, facts = {}, {}
     for name, path in models.items():
         feeds = input_feed(path)

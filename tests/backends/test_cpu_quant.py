@@ -14,6 +14,7 @@ from nnos.backends.cpu.toolchain import TARGETS, cpu_features, find_compiler
 from nnos.backends.verify import TOLERANCE
 from nnos_models.zoo.build import build
 from tests.support.onnx_models import model, save, vi
+from tests.support.paths import ROOT
 from tests.support.quantized import input_feed, ort_run, quantized
 
 pytestmark = pytest.mark.skipif(find_compiler() is None, reason="no C compiler")
@@ -118,3 +119,21 @@ def test_quantized_models_run_on_the_cpu_backend_and_match_onnxruntime(floats, t
         for o, want in zip(plan.graph.outputs, ort_run(path, feeds)):
             atol = TOLERANCE["quantized"] * max(1.0, float(np.max(np.abs(want))))
             np.testing.assert_allclose(exe.outputs[o], want, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("name,variant", [("act_s", "dynamic"), ("act_s", "qdq_s8"), ("res5_s", "qdq_u8"),
+                                          ("mbv2_s", "qdq_u8")])
+def test_quantized_torch_exports_match_onnxruntime(tmp_path, name, variant):
+    """The zoo's torch exports (a transformer, residual and depthwise CNNs) quantized: compiled,
+    on the cpu backend, within quantization tolerance of onnxruntime."""
+    path = quantized(f"{ROOT}/models/zoo/{name}.onnx", str(tmp_path / f"{name}.onnx"), variant)
+    plan = nnos.compile(path)
+    exe = prepare(plan, "auto")
+    assert exe.backend == "cpu", exe.choice
+    feeds = input_feed(path, 4)
+    for k, v in feeds.items():
+        np.copyto(exe.inputs[k], v)
+    exe.run()
+    for o, want in zip(plan.graph.outputs, ort_run(path, feeds)):
+        atol = TOLERANCE["quantized"] * max(1.0, float(np.max(np.abs(want))))
+        np.testing.assert_allclose(exe.outputs[o], want, rtol=0, atol=atol)
