@@ -1,12 +1,13 @@
 """Quantized steps: QuantizeLinear and DequantizeLinear (one loop over the tensor, its scale and
 zero point read per element or per channel), and the integer products.
 
-MatMulInteger has two forms. With a constant 8-bit weight whose centred values (B − zero point)
-fit int8 — every weight onnxruntime's quantizer writes — on a CPU with AVX-512 VNNI, each row is
-one ``vpdpbusd`` chain per 16 outputs: four u8 × s8 products summed into each int32 lane per
-instruction (64 multiply-adds), the activation made unsigned by flipping its sign bit and the
-flip corrected by the weight's column sums (precomputed). Otherwise a generic loop in int32
-that gcc vectorizes. ConvInteger is a direct loop in int32 (correct, not yet fast).
+MatMulInteger and ConvInteger with a constant 8-bit weight whose centred values (W − zero
+point) fit int8 — every weight onnxruntime's quantizer writes — have three forms in the source,
+the target's chosen by the preprocessor (qkernels.py has the kernels): AVX-512 VNNI (a row of A,
+or sixteen pixels' windows, against the packed weight; the activation made unsigned by flipping
+its sign bit, the flip and the zero point corrected by the weight's sums), AVX2 (centred int16
+pairs), and generic int32 loops that gcc vectorizes where it can. Any other MatMulInteger
+(computed operands, per-row zero points) and a grouped ConvInteger run the generic loops only.
 """
 from __future__ import annotations
 
@@ -22,11 +23,11 @@ from .qkernels import AVX2_HELPER, VNNI_HELPER, pack_pairs, pack_vnni
 
 
 # --- QuantizeLinear / DequantizeLinear -----------------------------------------------------------
-def _param_strides(prog, node, name: str, shape: tuple) -> tuple | None:
+def _param_strides(prog, node, name: str, shape: tuple) -> tuple:
     """Per-element strides of a scale or zero point: 0 everywhere for one value, else 1 along
     the node's axis (one value per index of it)."""
-    if not name or prog.type(name).size == 1:
-        return None if not name else (0,) * len(shape)
+    if prog.type(name).size == 1:
+        return (0,) * len(shape)
     axis = int(node.attrs.get("axis", 1)) % len(shape)
     return tuple(1 if d == axis else 0 for d in range(len(shape)))
 
@@ -43,9 +44,6 @@ def quantize_linear(prog, node) -> str:
 
 
 # --- MatMulInteger -----------------------------------------------------------------------------
-
-
-
 def _zero(prog, name: str, index: str) -> str:
     """A zero point's value at ``index`` (one value: index 0), as int32; "0" when absent."""
     if not name:
