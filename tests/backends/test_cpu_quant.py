@@ -107,11 +107,16 @@ def floats(tmp_path_factory):
 @pytest.mark.parametrize("name", ["mlp_m", "cnn_s"])
 @pytest.mark.parametrize("variant", ["qdq_u8", "qdq_s8", "dynamic"])
 def test_quantized_models_run_on_the_cpu_backend_and_match_onnxruntime(floats, tmp_path, target, name, variant):
-    path = quantized(floats[name], str(tmp_path / f"{name}.onnx"), variant)
+    _on_cpu_as_onnxruntime(quantized(floats[name], str(tmp_path / f"{name}.onnx"), variant), seeds=(0, 1))
+
+
+def _on_cpu_as_onnxruntime(path: str, seeds) -> None:
+    """``path`` compiled, on the cpu backend (not the numpy fallback), within quantization
+    tolerance of onnxruntime on each seed's inputs."""
     plan = nnos.compile(path)
     exe = prepare(plan, "auto")
     assert exe.backend == "cpu", exe.choice
-    for seed in range(2):
+    for seed in seeds:
         feeds = input_feed(path, seed)
         for k, v in feeds.items():
             np.copyto(exe.inputs[k], v)
@@ -126,14 +131,4 @@ def test_quantized_models_run_on_the_cpu_backend_and_match_onnxruntime(floats, t
 def test_quantized_torch_exports_match_onnxruntime(tmp_path, name, variant):
     """The zoo's torch exports (a transformer, residual and depthwise CNNs) quantized: compiled,
     on the cpu backend, within quantization tolerance of onnxruntime."""
-    path = quantized(f"{ROOT}/models/zoo/{name}.onnx", str(tmp_path / f"{name}.onnx"), variant)
-    plan = nnos.compile(path)
-    exe = prepare(plan, "auto")
-    assert exe.backend == "cpu", exe.choice
-    feeds = input_feed(path, 4)
-    for k, v in feeds.items():
-        np.copyto(exe.inputs[k], v)
-    exe.run()
-    for o, want in zip(plan.graph.outputs, ort_run(path, feeds)):
-        atol = TOLERANCE["quantized"] * max(1.0, float(np.max(np.abs(want))))
-        np.testing.assert_allclose(exe.outputs[o], want, rtol=0, atol=atol)
+    _on_cpu_as_onnxruntime(quantized(f"{ROOT}/models/zoo/{name}.onnx", str(tmp_path / f"{name}.onnx"), variant), seeds=(4,))

@@ -206,20 +206,28 @@ def _generic_gemm(prog, node) -> str:
     return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, o)
 
 
-def _generic_matmul(prog, node) -> str:
-    a, b, o = node.inputs[0], node.inputs[1], node.outputs[0]
-    sa, sb = list(prog.type(a).shape), list(prog.type(b).shape)
+def batched(prog, node) -> tuple[int, int, int, tuple, list]:
+    """A MatMul's (m, k, n), its batch shape (numpy's broadcasting of both sides' leading
+    dimensions; a 1-D side as a row or a column) and the element strides of the output, A and B
+    over that batch — the loops every matrix product nests its rows in."""
+    sa, sb = list(prog.type(node.inputs[0]).shape), list(prog.type(node.inputs[1]).shape)
     if len(sa) == 1:
         sa = [1] + sa
     if len(sb) == 1:
         sb = sb + [1]
     m, k, n = sa[-2], sa[-1], sb[-1]
     batch = tuple(np.broadcast_shapes(tuple(sa[:-2]), tuple(sb[:-2])))
+    strides = [tuple(s * m * n for s in broadcast_strides(batch, batch)),
+               tuple(s * m * k for s in broadcast_strides(sa[:-2], batch)),
+               tuple(s * k * n for s in broadcast_strides(sb[:-2], batch))]
+    return m, k, n, batch, strides
+
+
+def _generic_matmul(prog, node) -> str:
+    a, b, o = node.inputs[0], node.inputs[1], node.outputs[0]
+    m, k, n, batch, strides = batched(prog, node)
     odt = prog.type(o).dtype
     ct, st = compute(odt), storage(odt)
-    out_st = tuple(s * m * n for s in broadcast_strides(batch, batch))
-    a_st = tuple(s * m * k for s in broadcast_strides(sa[:-2], batch))
-    b_st = tuple(s * k * n for s in broadcast_strides(sb[:-2], batch))
     finish = (lambda s: f"(float)(_Float16)({s})") if odt == np.float16 else (lambda s: s)
 
     def body(idx):
@@ -227,7 +235,7 @@ def _generic_matmul(prog, node) -> str:
                           f"const {storage(prog.type(a).dtype)} *Ab = {prog.ptr(a)} + {idx[1]};",
                           f"const {storage(prog.type(b).dtype)} *Bb = {prog.ptr(b)} + {idx[2]};",
                           _product_loops(m, n, k, "Ab", "Bb", "Ob", (k, 1), (n, 1), ct, st, finish)])
-    return indent(nest(batch, [out_st, a_st, b_st], body, var="b")) + "\n" + epilogue_pass(prog, node, o)
+    return indent(nest(batch, strides, body, var="b")) + "\n" + epilogue_pass(prog, node, o)
 
 
 def gemm_fast_ok(prog, node) -> bool:
@@ -254,12 +262,7 @@ def _batched_matmul(prog, node) -> str:
     """(…, M, K) times (…, K, N), both computed (attention's QKᵀ and AV, batched over heads):
     the fast row form once per batch entry, broadcasting either side's leading dimensions."""
     a, b, o = node.inputs[0], node.inputs[1], node.outputs[0]
-    sa, sb = prog.type(a).shape, prog.type(b).shape
-    m, k, n = sa[-2], sa[-1], sb[-1]
-    batch = tuple(np.broadcast_shapes(tuple(sa[:-2]), tuple(sb[:-2])))
-    strides = [tuple(s * m * n for s in broadcast_strides(batch, batch)),
-               tuple(s * m * k for s in broadcast_strides(sa[:-2], batch)),
-               tuple(s * k * n for s in broadcast_strides(sb[:-2], batch))]
+    m, k, n, batch, strides = batched(prog, node)
     bias, rest = _bias_epilogue(prog, node, n)
     chain = unary_chain(rest)
 

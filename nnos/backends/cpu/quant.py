@@ -18,7 +18,8 @@ from ...ops.quant import compute_dtype
 from .ctype import storage
 from .elementwise import epilogue_pass, generic_code
 from .emit import Unsupported, indent
-from .loops import broadcast_strides, nest
+from .gemm import batched
+from .loops import nest
 from .qkernels import AVX2_HELPER, VNNI_HELPER, pack_pairs, pack_vnni
 
 
@@ -133,27 +134,17 @@ def _generic_rows(prog, node, m: int, k: int, n: int, w: np.ndarray | None, a_of
 
 
 def matmul_integer(prog, node) -> str:
-    a, b, o = node.inputs[0], node.inputs[1], node.outputs[0]
-    sa, sb = list(prog.type(a).shape), list(prog.type(b).shape)
-    if len(sa) == 1:
-        sa = [1] + sa
-    if len(sb) == 1:
-        sb = sb + [1]
-    m, k, n = sa[-2], sa[-1], sb[-1]
+    a, o = node.inputs[0], node.outputs[0]
+    m, k, n, batch, strides = batched(prog, node)
     w = _centred_weight(prog, node)
-    if w is not None and w.ndim == 2 and w.min() >= -128 and w.max() <= 127 and len(sa) >= 2:
-        rows = int(np.prod(sa[:-1], dtype=np.int64))          # a constant 2-D weight: every row of A alike
+    if w is not None and w.ndim == 2 and w.min() >= -128 and w.max() <= 127:
+        rows = prog.type(a).size // k                         # a constant 2-D weight: every row of A alike
         za = node.inputs[2] if len(node.inputs) > 2 else ""
         if not za or prog.type(za).size == 1:
             code = _by_target(_vnni_rows(prog, node, w, rows, k, n), _avx2_rows(prog, node, w, rows, k, n),
                               _generic_rows(prog, node, rows, k, n, w, "0", "0", "0"))
             return indent(code) + "\n" + epilogue_pass(prog, node, o)
-    batch = tuple(np.broadcast_shapes(tuple(sa[:-2]), tuple(sb[:-2])))
-    out_st = tuple(s * m * n for s in broadcast_strides(batch, batch))
-    a_st = tuple(s * m * k for s in broadcast_strides(sa[:-2], batch))
-    b_st = tuple(s * k * n for s in broadcast_strides(sb[:-2], batch))
-    code = nest(batch, [out_st, a_st, b_st], lambda idx: _generic_rows(prog, node, m, k, n, w, idx[1], idx[2], idx[0]),
-                var="b")
+    code = nest(batch, strides, lambda idx: _generic_rows(prog, node, m, k, n, w, idx[1], idx[2], idx[0]), var="b")
     return indent(code) + "\n" + epilogue_pass(prog, node, o)
 
 
