@@ -11,6 +11,9 @@ pairs), and generic int32 loops that gcc vectorizes where it can. Any other MatM
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
 from ...ops.conv import _geometry
@@ -179,101 +182,88 @@ def _centred_conv_weight(prog, node) -> np.ndarray | None:
 
 
 def _vnni_conv(prog, node, wc: np.ndarray, geometry) -> str:
-    """The input copied once into a bordered, channel-last buffer of unsigned bytes, channels
-    rounded up to whole 4-byte words (the border and the extra channels hold the zero point;
-    the extra channels' weights are 0): a window's words are ``kh × kw`` runs of ``C4 / 4``
-    words. Sixteen output pixels' windows are interleaved a word at a time ([K/4][16][4]) and
-    multiplied by every output channel's weights (K in (ky, kx, c) order) on the VNNI kernel,
-    sixteen pixels of a channel stored at once, in NCHW."""
-    n, c, h, wd, kh, kw, strides, dil, begin, out = geometry
-    x, o = node.inputs[0], node.outputs[0]
-    zx = node.inputs[2] if len(node.inputs) > 2 else ""
-    mo, c4 = wc.shape[0], -(-c // 4) * 4
-    wk = np.zeros((mo, kh, kw, c4), np.int8)
-    wk[..., :c] = wc.transpose(0, 2, 3, 1)
-    kq = kh * kw * c4 // 4
-    rowsum = wc.reshape(mo, -1).sum(axis=1).astype(np.int32)
-    flip = "^ 0x80" if prog.type(x).dtype == np.int8 else ""
-    hp = max(h + begin[0], (out[0] - 1) * strides[0] + (kh - 1) * dil[0] + 1)
-    wp = max(wd + begin[1], (out[1] - 1) * strides[1] + (kw - 1) * dil[1] + 1)
-    col, _ = prog.ws(kq * 64, "uint8_t")
-    pad, _ = prog.ws(hp * wp * c4, "uint8_t")
-    _helpers(prog)
-    off = f"({128 if flip else 0} + {_zero(prog, zx, '0')})"
-    words = kw * c4 // 4 if dil[1] == 1 else c4 // 4        # contiguous words per run
-    runs = kh if dil[1] == 1 else kh * kw
-    run_at = (f"u * {dil[0] * wp * c4}" if dil[1] == 1 else f"((u / {kw}) * {dil[0] * wp} + (u % {kw}) * {dil[1]}) * {c4}")
-    npx = out[0] * out[1]
-    return f"""const {storage(prog.type(x).dtype)} *X = {prog.ptr(x)}; int32_t *Y = {prog.ptr(o)};
-uint8_t *C = {col}; uint8_t *P = {pad}; const int32_t off = {off};
-memset(C, off, {kq * 64});
-for (long b = 0; b < {n}; b++) {{
-    memset(P, off, {hp * wp * c4});
-    for (long iy = 0; iy < {h}; iy++) for (long ix = 0; ix < {wd}; ix++) {{
-        uint8_t *ps = P + ((iy + {begin[0]}) * {wp} + ix + {begin[1]}) * {c4};
-        const {storage(prog.type(x).dtype)} *xs = X + (b * {c} * {h} + iy) * {wd} + ix;
-        for (long ic = 0; ic < {c}; ic++) ps[ic] = (uint8_t)(xs[ic * {h * wd}] {flip});
-    }}
-    for (long px0 = 0; px0 < {npx}; px0 += 16) {{
-        const long cnt = {npx} - px0 < 16 ? {npx} - px0 : 16;
-        for (long r = 0; r < cnt; r++) {{
-            const long oy = (px0 + r) / {out[1]}, ox = (px0 + r) % {out[1]};
-            const uint8_t *at = P + ((oy * {strides[0]}) * {wp} + ox * {strides[1]}) * {c4};
-            for (long u = 0; u < {runs}; u++) {{
-                const uint8_t *src = at + {run_at};
-                uint8_t *dst = C + u * {words * 64} + r * 4;
-                for (long t = 0; t < {words}; t++) memcpy(dst + t * 64, src + 4 * t, 4);
-            }}
-        }}
-        nnos_qconv16_vnni(C, {prog.const(o + ':wk', wk.reshape(mo, -1), np.int8)}, {prog.const(o + ':rowsum', rowsum, np.int32)},
-                          off, Y + b * {mo * npx} + px0, {npx}, {kq}, {mo}, (__mmask16)((1u << cnt) - 1));
-    }}
-}}"""
+    """Unsigned bytes (the zero point in the border and the extra channels; int8 inputs
+    flipped), sixteen pixels at a time on the VNNI kernel; the zero point and the flip
+    corrected by each output channel's weight sum."""
+    x, zx = node.inputs[0], node.inputs[2] if len(node.inputs) > 2 else ""
+    flip = prog.type(x).dtype == np.int8
+    rowsum = prog.const(node.outputs[0] + ":rowsum", wc.reshape(wc.shape[0], -1).sum(axis=1), np.int32)
+    return _windowed(prog, node, wc, geometry, _Form(
+        "uint8_t", 4, 16, np.int8, f"const int32_t off = {128 if flip else 0} + {_zero(prog, zx, '0')};", "off",
+        lambda v: f"(uint8_t)({v}{' ^ 0x80' if flip else ''})",
+        lambda wk, y, ld, kq, mo: (f"nnos_qconv16_vnni(C, {wk}, {rowsum}, off, {y}, {ld}, {kq}, {mo}, "
+                                   "(__mmask16)((1u << cnt) - 1));")))
 
 
 def _avx2_conv(prog, node, wc: np.ndarray, geometry) -> str:
-    """As the VNNI form, in centred int16 (a zero border, channels rounded up to even): eight
-    pixels' windows interleaved a word (two values) at a time ([K/2][8][2]), times every output
-    channel's weights by ``vpmaddwd``, eight pixels of a channel stored at once."""
+    """Centred int16 values (0 in the border and the extra channel), eight pixels at a time on
+    the vpmaddwd kernel."""
+    zx = node.inputs[2] if len(node.inputs) > 2 else ""
+    return _windowed(prog, node, wc, geometry, _Form(
+        "int16_t", 2, 8, np.int16, f"const int32_t zx = {_zero(prog, zx, '0')};", "0",
+        lambda v: f"(int16_t)((int32_t){v} - zx)",
+        lambda wk, y, ld, kq, mo: f"nnos_qconv8_avx2(C, {wk}, {y}, {ld}, {kq}, {mo}, cnt);"))
+
+
+@dataclass(frozen=True)
+class _Form:
+    """What the VNNI and AVX2 convolutions differ in."""
+    ctype: str              # the buffers' element type
+    per_word: int           # elements in the kernels' 4-byte word
+    lanes: int              # output pixels per kernel call
+    wdtype: type            # the packed weight's element type
+    decl: str               # the C declaration of what ``convert`` and ``fill`` use
+    fill: str               # the border's (and extra channels') value
+    convert: Callable       # an input element's C expression → the buffer's value
+    kernel: Callable        # (weights, y, ld, words, out channels) → the kernel's call
+
+
+def _windowed(prog, node, wc: np.ndarray, geometry, f: _Form) -> str:
+    """The input copied once into a bordered, channel-last buffer, channels rounded up to whole
+    words (the extra channels' weights are 0): a window is ``kh`` runs of ``kw × C'`` contiguous
+    elements (``kh × kw`` runs of ``C'`` when dilated). ``lanes`` output pixels' windows are
+    interleaved a word at a time ([K'/word][lanes][word]) and multiplied by every output
+    channel's weights (K in (ky, kx, c) order) on the kernel, ``lanes`` pixels of a channel
+    stored at once, in NCHW."""
     n, c, h, wd, kh, kw, strides, dil, begin, out = geometry
     x, o = node.inputs[0], node.outputs[0]
-    zx = node.inputs[2] if len(node.inputs) > 2 else ""
-    mo, c2 = wc.shape[0], -(-c // 2) * 2
-    wk = np.zeros((-(-mo // 4) * 4, kh, kw, c2), np.int16)       # whole groups of four channels
+    mo, cw = wc.shape[0], -(-c // f.per_word) * f.per_word
+    wk = np.zeros((-(-mo // 4) * 4, kh, kw, cw), f.wdtype)        # whole groups of four channels
     wk[:mo, ..., :c] = wc.transpose(0, 2, 3, 1)
-    kp = kh * kw * c2 // 2
+    kq = kh * kw * cw // f.per_word
     hp = max(h + begin[0], (out[0] - 1) * strides[0] + (kh - 1) * dil[0] + 1)
     wp = max(wd + begin[1], (out[1] - 1) * strides[1] + (kw - 1) * dil[1] + 1)
-    col, _ = prog.ws(kp * 32, "int16_t")
-    pad, _ = prog.ws(2 * hp * wp * c2, "int16_t")
+    col, _ = prog.ws(kq * 4 * f.lanes, f.ctype)
+    pad, _ = prog.ws(hp * wp * cw * 4 // f.per_word, f.ctype)
     _helpers(prog)
-    words = kw * c2 // 2 if dil[1] == 1 else c2 // 2
+    words = (kw if dil[1] == 1 else 1) * cw // f.per_word         # contiguous words per run
     runs = kh if dil[1] == 1 else kh * kw
-    run_at = (f"u * {dil[0] * wp * c2}" if dil[1] == 1 else f"((u / {kw}) * {dil[0] * wp} + (u % {kw}) * {dil[1]}) * {c2}")
-    npx = out[0] * out[1]
+    run_at = (f"u * {dil[0] * wp * cw}" if dil[1] == 1 else f"((u / {kw}) * {dil[0] * wp} + (u % {kw}) * {dil[1]}) * {cw}")
+    npx, step = out[0] * out[1], f.lanes * f.per_word
+    call = f.kernel(prog.const(o + ":windowed", wk.reshape(wk.shape[0], -1), f.wdtype), f"Y + b * {mo * npx} + px0",
+                    npx, kq, mo)
     return f"""const {storage(prog.type(x).dtype)} *X = {prog.ptr(x)}; int32_t *Y = {prog.ptr(o)};
-int16_t *C = {col}; int16_t *P = {pad}; const int32_t zx = {_zero(prog, zx, '0')};
-memset(C, 0, {kp * 32});
+{f.ctype} *C = {col}; {f.ctype} *P = {pad}; {f.decl}
+for (long i = 0; i < {kq * step}; i++) C[i] = ({f.ctype}){f.fill};
 for (long b = 0; b < {n}; b++) {{
-    memset(P, 0, {2 * hp * wp * c2});
+    for (long i = 0; i < {hp * wp * cw}; i++) P[i] = ({f.ctype}){f.fill};
     for (long iy = 0; iy < {h}; iy++) for (long ix = 0; ix < {wd}; ix++) {{
-        int16_t *ps = P + ((iy + {begin[0]}) * {wp} + ix + {begin[1]}) * {c2};
+        {f.ctype} *ps = P + ((iy + {begin[0]}) * {wp} + ix + {begin[1]}) * {cw};
         const {storage(prog.type(x).dtype)} *xs = X + (b * {c} * {h} + iy) * {wd} + ix;
-        for (long ic = 0; ic < {c}; ic++) ps[ic] = (int16_t)((int32_t)xs[ic * {h * wd}] - zx);
+        for (long ic = 0; ic < {c}; ic++) ps[ic] = {f.convert(f"xs[ic * {h * wd}]")};
     }}
-    for (long px0 = 0; px0 < {npx}; px0 += 8) {{
-        const long cnt = {npx} - px0 < 8 ? {npx} - px0 : 8;
+    for (long px0 = 0; px0 < {npx}; px0 += {f.lanes}) {{
+        const long cnt = {npx} - px0 < {f.lanes} ? {npx} - px0 : {f.lanes};
         for (long r = 0; r < cnt; r++) {{
             const long oy = (px0 + r) / {out[1]}, ox = (px0 + r) % {out[1]};
-            const int16_t *at = P + ((oy * {strides[0]}) * {wp} + ox * {strides[1]}) * {c2};
+            const {f.ctype} *at = P + ((oy * {strides[0]}) * {wp} + ox * {strides[1]}) * {cw};
             for (long u = 0; u < {runs}; u++) {{
-                const int16_t *src = at + {run_at};
-                int16_t *dst = C + u * {words * 16} + r * 2;
-                for (long t = 0; t < {words}; t++) memcpy(dst + t * 16, src + 2 * t, 4);
+                const {f.ctype} *src = at + {run_at};
+                {f.ctype} *dst = C + u * {words * step} + r * {f.per_word};
+                for (long t = 0; t < {words}; t++) memcpy(dst + t * {step}, src + {f.per_word} * t, 4);
             }}
         }}
-        nnos_qconv8_avx2(C, {prog.const(o + ':wk16', wk.reshape(wk.shape[0], -1), np.int16)}, Y + b * {mo * npx} + px0,
-                         {npx}, {kp}, {mo}, cnt);
+        {call}
     }}
 }}"""
 
