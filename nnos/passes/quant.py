@@ -117,8 +117,8 @@ def _matmul_weight(g, node, wq, ws, wz, wd):
 
 
 def _rewrite(g: Graph, node: Node, producers) -> list[Node] | None:
-    if len(node.inputs) < 2:
-        return None
+    if len(node.inputs) < 2 or g.type_of(node.outputs[0]).dtype != np.float32:
+        return None           # a float16 product (precision "model") keeps its float16 scales and output
     act = _dq(g, producers, node.inputs[0], const=False)
     wgt = _dq(g, producers, node.inputs[1], const=True)
     if act is None or wgt is None or act[2].size != 1 or (act[3] is not None and act[3].size != 1):

@@ -128,3 +128,22 @@ def test_quantize_rounds_half_to_even_saturates_and_sends_nan_to_the_low_bound(t
               [vi("y", [1, 8], TensorProto.INT8)], [("s", np.array(1.0, np.float32)), ("z", np.array(0, np.int8))])
     y = nnos.compile(save(m, tmp_path / "q.onnx"))({"x": x})["y"]
     assert y.tolist() == [[0, 2, 2, 0, 127, -128, -128, 3]]
+
+
+def test_a_float16_qdq_product_kept_as_the_model_says(tmp_path):
+    """With --precision model a float16 QDQ product is not made an integer one: its dequantized
+    output would become float32 and change the model's output type."""
+    half = np.float16
+    m = model([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+               helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+               helper.make_node("DequantizeLinear", ["wq", "s"], ["w"]),
+               helper.make_node("MatMul", ["xd", "w"], ["y"])],
+              [vi("x", [1, 4], TensorProto.FLOAT16)], [vi("y", [1, 3], TensorProto.FLOAT16)],
+              [("s", np.array(0.125, half)), ("z", np.array(0, np.int8)),
+               ("wq", np.arange(-6, 6, dtype=np.int8).reshape(4, 3))], opset=19)
+    plan = nnos.compile(save(m, tmp_path / "m.onnx"), precision="model")
+    assert plan.graph.type_of("y").dtype == half
+    assert "MatMulInteger" not in {n.op for n in plan.graph.nodes}
+    x = np.array([[0.5, -1.0, 0.25, 2.0]], half)
+    w = np.arange(-6, 6).reshape(4, 3) * 0.125
+    np.testing.assert_allclose(plan({"x": x})["y"].astype(np.float32), x.astype(np.float32) @ w, rtol=1e-2)
