@@ -43,6 +43,17 @@ def image():
     return artifacts(ARCH)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test on a booted image shows the guest's console tail: in CI it is the only
+    record of what the device was doing."""
+    outcome = yield
+    report = outcome.get_result()
+    dev = getattr(item, "funcargs", {}).get("device")
+    if report.failed and isinstance(dev, Device):
+        report.sections.append(("guest console (last 6000 characters)", dev.vm.console()[-6000:]))
+
+
 @pytest.fixture
 def device(image, tmp_path):
     d = Device(image, str(tmp_path))

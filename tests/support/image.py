@@ -20,6 +20,9 @@ from image.vm import OUT, Vm, artifacts  # noqa: E402,F401
 ARCH = "amd64"
 BOARD = os.path.join(BOARDS, "cartpole-sim.toml")
 DISK_SIZE = 1 << 30
+# longer than anything the device itself waits for (an activation: 120 s), so that a request
+# the device gives up on is answered with its reason rather than cut off by the client
+CLIENT_TIMEOUT_S = 240.0
 
 
 class Device:
@@ -86,7 +89,7 @@ class Device:
                 token = fs.read("/nnos/token").decode().strip()
             assert token.startswith("nnos_"), token
             self._client = httpx.Client(base_url=f"http://127.0.0.1:{self.vm.api_port}",
-                                        headers={"Authorization": f"Bearer {token}"}, timeout=120)
+                                        headers={"Authorization": f"Bearer {token}"}, timeout=CLIENT_TIMEOUT_S)
         return self._client
 
     def status(self) -> dict:
@@ -101,6 +104,16 @@ class Device:
         return wait_until(now, timeout, what or "a status", 0.5, ignore=(httpx.HTTPError,),
                           context=lambda: f"{seen[0]}\n{self.vm.console()[-3000:]}")
 
+    def wait_ticking(self, timeout: float) -> dict:
+        """Until the loop is running and its tick count moves (a status can still show the
+        counters of a loop that was just killed)."""
+        first = _ticks(self.wait_status(lambda st: True, timeout, "a status"))
+        return self.wait_status(lambda st: _ticks(st) not in (None, first), timeout, "the loop ticking")
+
+
+def _ticks(st: dict):
+    return st["loop"]["ticks"] if st["loop"].get("mode") == "running" else None
+
 
 def upload_and_activate(dev, data: bytes) -> str:
     r = dev.client.post("/v1/models", content=data)
@@ -110,10 +123,16 @@ def upload_and_activate(dev, data: bytes) -> str:
         r = dev.client.post(f"/v1/models/{mid}/activate")
         # a stall of the emulated guest during probation (a tick over budget) is rolled back, as
         # it must be; that activation is asked again. Anything else is a failure.
+        # A stall long enough for the loop's watchdog kills it mid-activation: the request is lost
+        # with it (said at once), and asked again of its successor.
         detail = r.json().get("detail") if r.status_code == 409 else None
-        if not (isinstance(detail, dict) and str(detail.get("reason", "")).startswith("overrun")):
+        if isinstance(detail, dict) and str(detail.get("reason", "")).startswith("overrun"):
+            report_retry("image: upload_and_activate", f"a guest stall in probation rolled back: {detail['reason']}")
+        elif isinstance(detail, str) and "restarted before it answered" in detail:
+            report_retry("image: upload_and_activate", f"the loop was restarted mid-activation: {detail}")
+            dev.wait_ticking(120)
+        else:
             break
-        report_retry("image: upload_and_activate", f"a guest stall in probation rolled back: {detail['reason']}")
     assert r.status_code == 200, r.text
     assert r.json()["outcome"] == "active", r.text
     return mid
