@@ -77,6 +77,10 @@ LOOP_WATCHDOG_S = flag("NNOS_LOOP_WATCHDOG_S", float, 1.0, "the supervisor resta
                        "nnos.loop_watchdog_s=S on the kernel command line)")
 LOOP_BUDGET = flag("NNOS_LOOP_BUDGET", float, 0.5, "the share of the tick period a model's p99.9 may take, and "
                    "over which a tick is an overrun (the image: nnos.loop_budget=F on the kernel command line)")
+ROOT_SLOT = flag("NNOS_ROOT", str, "", "the root filesystem slot the image booted (root-a, root-b: set by its "
+                 "initramfs; empty off the image)")
+FORK_SERVER = flag("NNOS_FORK_SERVER", _bool, True, "the supervisor forks the loop from a process that has "
+                   "already imported what it needs (0: each process starts a new Python)")
 LOOP_START_GRACE_S = flag("NNOS_LOOP_START_GRACE_S", float, 30.0, "how long a starting loop may take to its "
                           "first heartbeat (imports, loading and verifying the model) before the watchdog counts")
 API_HEADER_TIMEOUT_S = flag("NNOS_API_HEADER_TIMEOUT_S", float, 10.0, "the control plane closes a connection "

@@ -5,13 +5,15 @@ once per run through ctypes with prebuilt pointers: the arena, the weight table,
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import os
 import time
 
 from ..errors import BackendError
 from .base import Arena, Executable, aligned_zeros
 from .cpu import source_and_program
 from .cpu.emit import Unsupported
-from .cpu.toolchain import ToolchainError, build, find_compiler
+from .cpu.toolchain import ToolchainError, build, find_compiler, root_slot, verification_mark
 
 
 class CpuExecutable(Executable):
@@ -51,6 +53,35 @@ def covers(plan) -> str | None:
     except Unsupported as e:
         return str(e)
     return None
+
+
+def _mark(exe: CpuExecutable) -> str | None:
+    """Where "this object ran these weights right" is remembered, for the image's own objects."""
+    if not exe.facts.get("prebuilt"):
+        return None
+    weights = hashlib.sha256()
+    for c in exe._consts:
+        weights.update(memoryview(c).cast("B"))
+    return verification_mark(exe.facts["key"], weights.hexdigest())
+
+
+def verified_before(exe: CpuExecutable) -> str | None:
+    """When the image's own object (read-only, its key checked in its bytes) was verified with
+    these weights before, from this root slot, say so: it is not verified again."""
+    mark = _mark(exe)
+    return f"once on {root_slot()} (remembered)" if mark and os.path.exists(mark) else None
+
+
+def remember_verified(exe: CpuExecutable) -> None:
+    mark = _mark(exe)
+    if mark is None:
+        return
+    try:
+        os.makedirs(os.path.dirname(mark), exist_ok=True)
+        with open(mark, "a"):
+            pass
+    except OSError:
+        pass                                            # not remembered: verified again next time
 
 
 def prepare(plan) -> CpuExecutable:

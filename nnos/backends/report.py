@@ -10,7 +10,8 @@ def one_line(exe) -> str:
     if facts.get("object"):
         origin = ("built with the image" if facts.get("prebuilt") else
                   "from the cache" if facts.get("cached") else "compiled here")
-        notes.append(f"{facts.get('target', 'native')} object {origin}, verified against numpy")
+        notes.append(f"{facts.get('target', 'native')} object {origin}, verified against numpy"
+                     + (f" {facts['verified']}" if facts.get("verified") else ""))
     notes += [f"not {n}: {w.split(': ', 1)[-1]}" for n, w in exe.choice["passed_over"].items() if n != "cuda"]
     return exe.backend + (f" ({'; '.join(notes)})" if notes else "")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import struct
 import subprocess
 import time
 
@@ -16,6 +17,7 @@ ROOT_LABELS = ("root-a", "root-b")
 MIN_GROW = 64 << 20          # grow when at least this much of the disk lies unused after it
 SECTOR = 512
 MS_NOATIME = 1024
+EXT4_MAGIC, EXT4_VALID_FS, EXT4_ERROR_FS, INCOMPAT_RECOVER = 0xEF53, 1, 2, 0x4
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -127,8 +129,38 @@ def grow(part: dict, say) -> bool:
     return True
 
 
+def needs_check(dev: str) -> str | None:
+    """Why e2fsck must run before the mount, or None when the superblock says the filesystem was
+    cleanly unmounted (the image remounts it read-only before every reboot and power-off): no
+    errors recorded, no journal to recover, no mount-count or interval check due."""
+    try:
+        with open(dev, "rb") as f:
+            f.seek(1024)
+            sb = f.read(1024)
+    except OSError as e:
+        return f"its superblock cannot be read ({e.strerror})"
+    if len(sb) < 1024 or struct.unpack_from("<H", sb, 0x38)[0] != EXT4_MAGIC:
+        return "no ext4 superblock"
+    count, most = struct.unpack_from("<hh", sb, 0x34)
+    state = struct.unpack_from("<H", sb, 0x3A)[0]
+    last, interval = struct.unpack_from("<II", sb, 0x40)
+    if state & EXT4_ERROR_FS or not state & EXT4_VALID_FS:
+        return "errors were recorded on it"
+    if struct.unpack_from("<I", sb, 0x60)[0] & INCOMPAT_RECOVER:
+        return "not cleanly unmounted: its journal needs recovery"
+    if most > 0 and count >= most:
+        return f"mounted {count} times since its last check"
+    if interval and time.time() - last >= interval:
+        return "its check interval has passed"
+    return None
+
+
 def check(dev: str) -> tuple[bool, str]:
-    """e2fsck, repairing what it can (preen, then yes). (usable, what happened)."""
+    """e2fsck, repairing what it can (preen, then yes), unless the superblock says the
+    filesystem is clean. (usable, what happened)."""
+    why = needs_check(dev)
+    if why is None:
+        return True, "clean"
     r = _run("e2fsck", "-p", dev)
     if r.returncode < 4:
         return True, "clean" if r.returncode == 0 else "repaired"
@@ -167,6 +199,9 @@ def prepare(mountpoint: str, say) -> dict:
         make_fs(part["dev"])
         created = True
     else:
+        why = needs_check(part["dev"])
+        if why:
+            say(f"data: checking {part['dev']}: {why}")
         ok, how = check(part["dev"])
         if not ok:
             recreated = how

@@ -2,9 +2,10 @@
 
 In order: mount the kernel filesystems; load the board's modules; start udev; check and mount
 the data partition (created on first boot, recreated when unreadable); restore default config;
-then exec the supervisor (`nnos up --init`), which stays PID 1: it starts the loop before
-anything optional (the network — DHCP, or static from the data partition —, the control
-plane), reaps orphans, and reboots or powers off on request. Each step is stamped on the console.
+then the supervisor (`nnos up --init`, in this same process: nnos/appliance.py), which stays
+PID 1: it starts the loop before anything optional (the network — DHCP, or static from the data
+partition —, the control plane), reaps orphans, and reboots or powers off on request. Each step
+is stamped on the console.
 
 The root filesystem is read-only (squashfs); writable places are tmpfs (/run, /tmp, /var/tmp)
 and the data partition (/data).
@@ -18,7 +19,7 @@ import sys
 import traceback
 
 from . import datapart
-from .timeline import stamp
+from ..timeline import stamp
 
 DATA = "/data"
 CONFIG = "/data/config"
@@ -177,17 +178,18 @@ def supervisor_env() -> dict:
     return env
 
 
-def exec_supervisor() -> None:
-    argv = [sys.executable, "-m", "nnos.cli", "up", "--init", "--board", os.path.join(CONFIG, "board.toml"),
-            "--default-board", DEFAULT_BOARD, "--plan", DEFAULT_PLAN, "--data", STATE]
-    say("init: starting the supervisor")
-    os.execve(sys.executable, argv, supervisor_env())
+def supervisor_command() -> tuple[list[str], dict]:
+    """How nnos.appliance starts the supervisor (`nnos up --init`): its arguments and environment."""
+    argv = ["up", "--init", "--board", os.path.join(CONFIG, "board.toml"), "--default-board", DEFAULT_BOARD,
+            "--plan", DEFAULT_PLAN, "--data", STATE]
+    return argv, supervisor_env()
 
 
-def main() -> None:
+def main() -> tuple[list[str], dict]:
+    """The boot steps (after nnos/appliance.py stamped "init: started"); returns how to start
+    the supervisor (appliance.py starts it)."""
     os.umask(0o022)
     os.environ["PATH"] = PATH
-    say(f"init: started as PID {os.getpid()}, root {os.environ.get('NNOS_ROOT', '?')}")
     try:
         mount_kernel_filesystems()
         load_modules()
@@ -205,8 +207,5 @@ def main() -> None:
         if not os.path.exists(os.path.join(CONFIG, "board.toml")):
             os.makedirs(CONFIG, exist_ok=True)
             shutil.copy(DEFAULT_BOARD, os.path.join(CONFIG, "board.toml"))
-    exec_supervisor()
-
-
-if __name__ == "__main__":
-    main()
+    say("init: starting the supervisor")
+    return supervisor_command()

@@ -20,7 +20,7 @@ import sys
 import time
 import tomllib
 
-from .timeline import stamp
+from ..timeline import stamp
 
 SYS_NET = "/sys/class/net"
 DHCP_SCRIPT = "/usr/lib/nnos/udhcpc.script"

@@ -15,6 +15,7 @@ from nnos_hardware.errors import HardwareError
 from nnos_hardware.hotplug import present
 
 from .. import flags
+from ..timeline import on_console, since_boot
 from ..frames import FrameWriter
 from ..heartbeat import Heartbeat
 from ..store import ModelStore
@@ -25,11 +26,14 @@ from .loop import Loop, LoopConfig
 
 
 DROPPED = [0]
+ON_CONSOLE = on_console()
 
 
 def log(msg: str) -> None:
-    """Never blocks the loop: stderr is non-blocking; a line that does not fit is dropped, counted."""
-    line = f"[{time.strftime('%H:%M:%S')}] {msg}\n".encode()
+    """Never blocks the loop: stderr is non-blocking; a line that does not fit is dropped, counted.
+    On the device a line of the boot timeline (seconds since boot), elsewhere the wall clock's time."""
+    when = f"nnos {since_boot():7.2f}s" if ON_CONSOLE else time.strftime("%H:%M:%S")
+    line = f"[{when}] {msg}\n".encode()
     if DROPPED[0]:
         line = f"[{DROPPED[0]} log lines dropped]\n".encode() + line
     try:

@@ -63,8 +63,10 @@ def _child_setup(spec: ProcessSpec):
 
 
 class Manager:
-    def __init__(self, ctx: Context, specs: list[ProcessSpec], log=print, stdout=None, echo: bool = True):
+    def __init__(self, ctx: Context, specs: list[ProcessSpec], log=print, stdout=None, echo: bool = True,
+                 forkserver=None):
         self.ctx, self.log, self.echo = ctx, log, echo
+        self.forkserver = forkserver                    # starts the `forked` specs (forkserver.py)
         self.procs = {s.name: Running(s) for s in specs}
         self.stopping = False
         self.stop_signal: int | None = None
@@ -130,8 +132,10 @@ class Manager:
         env.setdefault("OPENBLAS_NUM_THREADS", str(flags.BLAS_THREADS.get()))
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        r.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self.stdout, stderr=subprocess.PIPE,
-                                  preexec_fn=_child_setup(r.spec), start_new_session=True)
+        r.proc = self._forked(r.spec, cmd, env) if r.spec.forked and self.forkserver is not None else None
+        if r.proc is None:
+            r.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self.stdout, stderr=subprocess.PIPE,
+                                      preexec_fn=_child_setup(r.spec), start_new_session=True)
         threading.Thread(target=self._pump, args=(r.spec.name, r.proc.stderr), daemon=True).start()
         r.started, r.started_ns, r.ready, r.armed = now, now_ns(), False, False
         if self.ctx.run:
@@ -144,6 +148,24 @@ class Manager:
                                                                     lim["memory_mb"], loop_cpu()))
         self.log(f"supervisor: started {r.spec.name} (pid {r.proc.pid})" +
                  (f", restart #{r.restarts}" if r.restarts else ""))
+
+    def _forked(self, spec: ProcessSpec, cmd: list[str], env: dict):
+        """The process from the fork server (its imports done); None when there is none: a
+        server that failed is said once and not asked again."""
+        from .forkserver import ForkServerError, main_module
+        if main_module(cmd) is None:                    # not `python -m MODULE`: executed as it is
+            return None
+        loop = loop_cpu()
+        cpus = other_cpus(loop) if spec.off_loop_cpu and loop is not None else None
+        try:
+            pid = self.forkserver.pid
+            if not self.forkserver.alive():
+                raise ForkServerError(f"it exited (pid {pid})")
+            return self.forkserver.spawn(cmd, env, self.stdout, spec.nice, cpus)
+        except ForkServerError as e:
+            self.log(f"supervisor: fork server: {e}; {spec.name} and what follows start with a new Python")
+            self.forkserver = None
+            return None
 
     def _pump(self, name: str, stream) -> None:
         """A child's stderr: to DATA/logs/NAME.log (kept to ~1 MiB) and to ours."""
@@ -212,6 +234,9 @@ class Manager:
                 continue
             self._terminate(r)
             self.log(f"supervisor: stopped {r.spec.name} ({r.last_exit})")
+        if self.forkserver is not None:
+            self.forkserver.close()
+            self.forkserver = None
 
     def _terminate(self, r: Running) -> None:
         """SIGTERM, STOP_GRACE to exit, then SIGKILL; the process is collected."""

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 
-from ..boot.timeline import stamp
+from ..timeline import stamp
 from ..telemetry import TelemetryReader
 
 RB_AUTOBOOT = 0x01234567

@@ -72,6 +72,7 @@ class ProcessSpec:
     # {"cpu_percent", "memory_mb"}: cgroup v2 or SCHED_IDLE, off the loop's CPU
     limits: Optional[Callable[[Context], dict]] = None
     off_loop_cpu: bool = False                 # never scheduled on the loop's CPU (set before exec: every thread inherits it)
+    forked: bool = False                       # `python -m MODULE`, forked from the fork server when there is one
 
 
 def _py(*args) -> list[str]:
@@ -107,7 +108,9 @@ def simulators(ctx: Context) -> list[ProcessSpec]:
     for d in ctx.board.devices:
         if d.simulator:
             cmd = [sys.executable] + d.simulator[1:] if d.simulator[0] in ("python", "python3") else list(d.simulator)
+            # ready when its port is there: a loop started before it would open nothing and fail safe
             out.append(ProcessSpec(f"sim-{d.name}", lambda c, cmd=cmd, n=d.name: cmd + ["--port-link", c.link(n)],
+                                   ready=lambda c, n=d.name: os.path.exists(c.link(n)), forked=True,
                                    stop_order=90, nice=0))
     return out
 
@@ -167,13 +170,13 @@ def _sims(ctx: Context) -> tuple[str, ...]:
 
 
 def table(ctx: Context) -> list[ProcessSpec]:
-    """The loop first; the network only after it ticks; the legacy VM last, lowest, capped and
-    off the loop's CPU, its only channel the broker. udhcpc (network) stays in the background
-    renewing the lease, so its clean exit is the normal case."""
+    """The loop first; the network, the control plane and hotplug only after it ticks; the legacy
+    VM last, lowest, capped and off the loop's CPU, its only channel the broker. udhcpc (network)
+    stays in the background renewing the lease, so its clean exit is the normal case."""
     api = ("control-plane",) if api_enabled(ctx) else ()
     P = ProcessSpec
     return simulators(ctx) + [
-        P("loop", _loop_cmd, heartbeat="loop", watchdog_s=_loop_watchdog, ready=loop_ready, start_after=_sims(ctx),
+        P("loop", _loop_cmd, forked=True, heartbeat="loop", watchdog_s=_loop_watchdog, ready=loop_ready, start_after=_sims(ctx),
           watchdog_grace_s=flags.LOOP_START_GRACE_S.get(), stop_order=0),
         P("control-plane", _api_cmd, run_if=api_enabled, ready=api_ready, start_after=("loop",), off_loop_cpu=True,
           stop_order=30, nice=5),
@@ -182,5 +185,7 @@ def table(ctx: Context) -> list[ProcessSpec]:
         P("legacy-vm", _legacy_vm_cmd, run_if=legacy_vm_enabled, start_after=("loop", "broker") + api, heartbeat="legacy-vm",
           watchdog_s=_legacy_vm_watchdog, watchdog_grace_s=300.0, storm=(5, 120.0), limits=_legacy_vm_limits,
           stop_order=70, nice=19),
-        P("hotplug", _hotplug_cmd, run_if=usb_devices, stop_order=20, nice=5),
+        # after the loop: its first tick does not wait for udev's enumeration (the loop looks for
+        # its devices itself; the watcher's first scan tells it of any that came since)
+        P("hotplug", _hotplug_cmd, run_if=usb_devices, start_after=("loop",), stop_order=20, nice=5),
     ]

@@ -9,6 +9,8 @@ import time
 
 from nnos_hardware.board import load_board
 
+from .. import flags
+from ..timeline import on_console, stamp
 from ..fsutil import remove_run_leftovers
 from ..store import ModelStore
 from ..telemetry import TelemetryReader
@@ -22,6 +24,11 @@ DEFAULT_BOARD = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.
 
 
 def log(msg: str) -> None:
+    """On the device, a line of the boot timeline (starts, exits, restarts, watchdog kills are
+    read off one console log with their times since boot); elsewhere, the wall clock's time."""
+    if on_console():
+        stamp(msg)
+        return
     sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
     sys.stderr.flush()
 
@@ -84,7 +91,6 @@ def _provision_signature(store: ModelStore, data: bytes) -> str | None:
     """With signed models required, the default model is countersigned with the device's key
     when it is provisioned (it comes from the image or the board, not from an upload); if that
     cannot be done, provisioning is refused with the reason."""
-    from .. import flags
     if not flags.REQUIRE_SIGNED.get():
         return None
     from ..errors import NnosError
@@ -140,6 +146,26 @@ def status_line(run: str, manager: Manager | None = None) -> str:
             f"model {c['active'][:12] or '-'} | ticks {c['ticks']} | swaps {c['swaps']} | restarts {restarts}")
 
 
+def fork_server(ctx: Context, specs):
+    """The fork server for the table's `forked` processes, with their imports (numpy, the store,
+    the drivers, the loop) done here once; None when nothing is forked or it cannot start."""
+    from .forkserver import ForkServer, main_module
+    if not flags.FORK_SERVER.get():
+        return None
+    mains = {main_module(s.command(ctx)) for s in specs if s.forked and s.run_if(ctx)} - {None}
+    if not mains:
+        return None
+    if "nnos.runtime.__main__" in mains:        # the backends the loop's `auto` choice tries, and their code generators
+        from ..backends import AUTO
+        mains |= {f"nnos.backends.ops_{name}" for name in AUTO} | {"nnos.backends.cpu.codegen"}
+    preload = tuple(sorted(mains))
+    try:
+        return ForkServer(preload)
+    except (OSError, ImportError) as e:
+        log(f"supervisor: no fork server ({type(e).__name__}: {e}): processes start with a new Python")
+        return None
+
+
 def up(board_path: str, data: str, duration: float | None = None, show_status: bool = True,
        plan: str | None = None, default_board: str | None = None, init: bool = False) -> int:
     if init:
@@ -161,22 +187,23 @@ def _up(board_path, data, duration, show_status, plan, default_board, init=False
     provision(board, store, plan)
     ctx = Context(os.path.abspath(board_path), os.path.abspath(data), board, run)
     specs = table(ctx)
-    manager = Manager(ctx, specs, log=log, stdout=subprocess.DEVNULL)
+    manager = Manager(ctx, specs, log=log, stdout=subprocess.DEVNULL, forkserver=fork_server(ctx, specs))
     log(f"supervisor: board {board.name} at {board.rate_hz:g} Hz; data in {data}; "
         f"processes: {', '.join(s.name for s in specs if s.run_if(ctx))}")
     last = [0.0]
     tty = sys.stdout.isatty()
     every = 0.5 if tty else 30.0 if init else 1.0
     boot = None
+    from .pid1 import BootTimeline, reap_orphans
     if init:
-        from .. import flags
-        from .pid1 import BootTimeline, reap_orphans
         boot = BootTimeline(run, flags.API_PORT.get())
 
     def show(m):
         if boot is not None:
             boot.poll()
-            reap_orphans({r.proc.pid for r in m.procs.values() if r.proc is not None})
+        if boot is not None or m.forkserver is not None:       # PID 1, or a child subreaper
+            managed = {r.proc.pid for r in m.procs.values() if r.proc is not None}
+            reap_orphans(managed | ({m.forkserver.pid} if m.forkserver is not None else set()))
         if show_status and time.monotonic() - last[0] > every:
             last[0] = time.monotonic()
             line = status_line(run, m)
@@ -193,7 +220,7 @@ def _as_init(board_path, data, plan, default_board) -> int:
     that fails is logged and the device reboots (PID 1 must not exit: the kernel would panic)."""
     import traceback
 
-    from ..boot.timeline import stamp
+    from ..timeline import stamp
     from .pid1 import how_to_stop, power
     stamp("supervisor: started")
     try:

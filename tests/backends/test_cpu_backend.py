@@ -465,8 +465,36 @@ def test_a_portable_target_and_an_object_built_ahead_of_time(tmp_path, monkeypat
     assert exe.facts["prebuilt"], exe.facts
     assert exe.facts["target"] == name, exe.facts
     assert exe.facts["vector_floats"] == TARGETS[name][3]
-    assert not (tmp_path / "cache").exists()          # nothing compiled, nothing written
+    # nothing compiled; verified against numpy once, and that remembered in the writable cache
+    key = exe.facts["key"]
+    marks = os.listdir(tmp_path / "cache")
+    assert len(marks) == 1 and marks[0].startswith(f"verified-{key[:32]}-") and marks[0].endswith("-host"), marks
+    assert "verified" not in exe.facts
     agree(plan)
+    # the next start loads it without verifying it again (a boot's first tick does not wait for numpy)
+    import nnos.backends as backends
+
+    def refused(*a, **k):
+        raise AssertionError("verified again")
+    monkeypatch.setattr(backends, "against_reference", refused)
+    again = prepare(plan, "auto")
+    assert again.backend == "cpu" and again.facts["verified"] == "once on host (remembered)", again.facts
+    from nnos.backends.report import one_line
+    assert "object built with the image, verified against numpy once on host (remembered)" in one_line(again)
+    # the same object with other weights (another model of the same network) is verified once too
+    other = nnos.compile(zoo["cnn_s"])
+    for name, c in list(other.graph.consts.items()):
+        if c.dtype.kind == "f":
+            other.graph.consts[name] = c * np.asarray(1.01, c.dtype)
+    with pytest.raises(AssertionError, match="verified again"):
+        prepare(other, "auto")
+    # another root slot (an update) verifies it for itself; an object compiled here always is
+    monkeypatch.setenv("NNOS_ROOT", "root-b")
+    with pytest.raises(AssertionError, match="verified again"):
+        prepare(plan, "cpu")
+    monkeypatch.setenv("NNOS_CPU_PREBUILT", "")
+    with pytest.raises(AssertionError, match="verified again"):
+        prepare(plan, "cpu")
 
 
 def test_a_target_this_cpu_lacks_falls_back_with_the_reason(monkeypatch, zoo):

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from nnos.boot import datapart, network
-from nnos.boot.timeline import parse, stamp
+from nnos.timeline import parse, stamp
 
 
 def test_network_config_is_validated(tmp_path):
@@ -72,3 +72,53 @@ def test_partitions_are_found_by_gpt_name_in_sysfs(tmp_path):
     assert set(got) == {"root-a", "nnos-data"}
     assert got["nnos-data"] == {"dev": "/dev/vda2", "disk": "/dev/vda", "number": 2, "start": 22528 * 512,
                                 "size": 20480 * 512}
+
+
+def _ext4(path) -> str:
+    if shutil.which("mkfs.ext4") is None:
+        pytest.skip("no mkfs.ext4 (e2fsprogs)")
+    with open(path, "wb") as f:
+        f.truncate(32 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^metadata_csum_seed", str(path)], check=True)
+    return str(path)
+
+
+def test_a_cleanly_unmounted_data_partition_is_not_fscked_one_that_needs_it_is(tmp_path):
+    """Boots skip e2fsck when the superblock says the filesystem is clean; errors, a journal to
+    recover (a power cut), a mount count or check interval due each make it run, named."""
+    img = _ext4(tmp_path / "data.img")
+    assert datapart.needs_check(img) is None
+    assert datapart.check(img) == (True, "clean")
+    subprocess.run(["tune2fs", "-c", "3", "-C", "3", img], check=True, capture_output=True)
+    assert datapart.needs_check(img) == "mounted 3 times since its last check"
+    assert datapart.check(img)[0] and datapart.needs_check(img) is None     # e2fsck ran and reset it
+    subprocess.run(["debugfs", "-w", "-R", "ssv state 3", img], check=True, capture_output=True)
+    assert datapart.needs_check(img) == "errors were recorded on it"
+    assert datapart.check(img)[0] and datapart.needs_check(img) is None
+    subprocess.run(["debugfs", "-w", "-R", "feature needs_recovery", img], check=True, capture_output=True)
+    assert datapart.needs_check(img) == "not cleanly unmounted: its journal needs recovery"
+    with open(img, "r+b") as f:                       # not ext4 at all
+        f.seek(1024 + 0x38)
+        f.write(b"\0\0")
+    assert datapart.needs_check(img) == "no ext4 superblock"
+    assert datapart.needs_check(str(tmp_path / "missing")).startswith("its superblock cannot be read")
+
+
+def test_a_power_cut_leaves_the_journal_to_recover_and_the_check_runs(tmp_path):
+    """A copy of the partition taken while it is mounted and written is what a power cut leaves."""
+    img = _ext4(tmp_path / "data.img")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-o", "loop", img, str(mnt)], capture_output=True).returncode != 0:
+        pytest.skip("loop devices cannot be mounted here")
+    try:
+        (mnt / "model").write_bytes(b"x" * 4096)
+        os.sync()
+        shutil.copy(img, tmp_path / "cut.img")
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    assert datapart.needs_check(img) is None                # unmounted cleanly
+    cut = str(tmp_path / "cut.img")
+    assert datapart.needs_check(cut) == "not cleanly unmounted: its journal needs recovery"
+    assert datapart.check(cut) == (True, "clean")           # e2fsck replayed the journal (exit 0)
+    assert datapart.needs_check(cut) is None

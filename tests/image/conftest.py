@@ -3,14 +3,16 @@ test on its own sparse copy of the disk, grown to 1 GiB like a card larger than 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
-from tests.support.image import ARCH, BOARD, OUT, ROOT, Device, artifacts, inputs_digest
+from tests.support.image import ARCH, BOARD, OUT, ROOT, Device, artifacts, boot_times_path, inputs_digest
 
 TOOLS = ("qemu-system-x86_64", "mmdebstrap", "mksquashfs", "sfdisk", "debugfs", "mcopy")
 
@@ -41,6 +43,22 @@ def image():
             subprocess.run([sys.executable, os.path.join(ROOT, "image", "build.py"), "--arch", ARCH, "--board", BOARD],
                            check=True)
     return artifacts(ARCH)
+
+
+STARTED = time.time()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The boot times the boot test recorded in this run (never asserted)."""
+    try:
+        if os.path.getmtime(boot_times_path()) < STARTED:
+            return
+        with open(boot_times_path()) as f:
+            times = json.load(f)
+    except (OSError, ValueError):
+        return
+    for which, phases in times.items():
+        terminalreporter.write_line(f"boot times, {which} (s): " + ", ".join(f"{k} {v}" for k, v in phases.items()))
 
 
 @pytest.hookimpl(hookwrapper=True)

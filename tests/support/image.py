@@ -111,6 +111,28 @@ class Device:
         return self.wait_status(lambda st: _ticks(st) not in (None, first), timeout, "the loop ticking")
 
 
+def boot_times_path() -> str:
+    return os.path.join(OUT, f"boot-times-{ARCH}.json")
+
+
+def record_boot(which: str, t: dict) -> None:
+    """A boot's phases (seconds), kept in out/boot-times-ARCH.json and shown at the end of the
+    run (tests/image/conftest.py): recorded, never asserted — benchmarks/boot_bench.py judges
+    them against the reference."""
+    import json
+    phases = {"kernel→init": t["init: started"], "init→first tick": t["loop: first tick"] - t["init: started"]}
+    if "control plane: ready" in t:
+        phases["first tick→API ready"] = t["control plane: ready"] - t["loop: first tick"]
+    try:
+        with open(boot_times_path()) as f:
+            got = json.load(f)
+    except (OSError, ValueError):
+        got = {}
+    got[which] = {k: round(v, 2) for k, v in phases.items()}
+    with open(boot_times_path(), "w") as f:
+        json.dump(got, f, indent=1)
+
+
 def _ticks(st: dict):
     return st["loop"]["ticks"] if st["loop"].get("mode") == "running" else None
 

@@ -146,6 +146,17 @@ def _key(source: str) -> tuple[str, str, list[str], str]:
     return cc, ident, fl, key
 
 
+def root_slot() -> str:
+    """The root filesystem slot this runs from (root-a, root-b on the image; "host" elsewhere)."""
+    return flags.ROOT_SLOT.get() or "host"
+
+
+def verification_mark(key: str, weights: str) -> str:
+    """The file in the writable cache saying the object of ``key`` was verified with the weights
+    of digest ``weights`` from this slot."""
+    return os.path.join(cache_dir(), f"verified-{key[:32]}-{weights[:16]}-{root_slot()}")
+
+
 def object_path(key: str, directory: str | None = None) -> str:
     return os.path.join(directory or cache_dir(), f"plan-{key[:32]}.so")
 

@@ -1,0 +1,29 @@
+"""The image's PID 1 (/usr/sbin/nnos-init): the boot steps (nnos/boot/init.py), then the
+supervisor in this same process — one Python start-up on the way to the first tick, not two.
+
+Booted with ``nnos.importtime`` on the kernel command line, the supervisor is executed instead,
+as a new Python that reports every import's cost on the console."""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+
+def main() -> None:
+    from .timeline import stamp
+    stamp(f"init: started as PID {os.getpid()}, root {os.environ.get('NNOS_ROOT', '?')}", sys.stdout)
+    from .boot.init import main as boot
+    argv, env = boot()
+    fresh = [sys.executable, "-m", "nnos.cli", *argv]
+    if env.get("PYTHONPROFILEIMPORTTIME"):
+        os.execve(sys.executable, fresh, env)
+    os.environ.clear()
+    os.environ.update(env)           # before numpy's import: OPENBLAS_NUM_THREADS among them
+    sys.dont_write_bytecode = True
+    try:
+        from .cli import main as nnos
+        nnos(argv)                   # `up --init` does not return: it reboots or powers off
+    except BaseException:            # noqa: BLE001 - PID 1 must not exit: the kernel would panic
+        traceback.print_exc()
+    os.execve(sys.executable, fresh, env)     # a supervisor that returned all the same: a new one

@@ -1,0 +1,40 @@
+"""nnos-init's hand-over (nnos/appliance.py), off the device: the boot steps' result starts the
+supervisor in the same process, in the environment they made; a supervisor that returns is
+replaced by a fresh one (PID 1 must never exit)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.support.paths import ROOT
+
+CODE = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import nnos.boot.init as init
+import nnos.appliance as appliance
+pid = os.getpid()
+
+def boot():
+    print("boot steps", flush=True)
+    return ["flags"], dict(os.environ, NNOS_TEST_MARK="given")
+
+init.main = boot
+
+def execve(path, argv, env):
+    print("same process:", os.getpid() == pid,
+          "mark:", os.environ.get("NNOS_TEST_MARK"), "exec:", argv[1:], flush=True)
+    os._exit(7)
+appliance.os.execve = execve
+appliance.main()
+"""
+
+
+def test_the_supervisor_runs_in_the_init_process_then_a_returned_one_is_executed_anew():
+    r = subprocess.run([sys.executable, "-c", CODE, ROOT], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 7, r.stderr
+    out = r.stdout
+    assert "boot steps" in out
+    assert "NNOS_CPU_CACHE" in out                      # `nnos flags` ran here, in this process
+    assert "same process: True mark: given" in out
+    assert "exec: ['-m', 'nnos.cli', 'flags']" in out
