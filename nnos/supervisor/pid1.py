@@ -9,12 +9,12 @@ import ctypes
 import ctypes.util
 import os
 import signal
-import socket
 import subprocess
 import time
 
 from ..timeline import stamp
 from ..telemetry import TelemetryReader
+from .table import listening
 
 RB_AUTOBOOT = 0x01234567
 RB_POWER_OFF = 0x4321FEDC
@@ -66,13 +66,9 @@ class BootTimeline:
                     stamp(f"loop: first tick (model {c['active'][:12] or '-'}, mode {c['mode']})")
             except (OSError, ValueError, KeyError):
                 pass
-        if not self.api_ready:
-            try:
-                with socket.create_connection(("127.0.0.1", self.api_port), timeout=0.05):
-                    self.api_ready = True
-                    stamp(f"control plane: ready on port {self.api_port}")
-            except OSError:
-                pass
+        if not self.api_ready and listening(self.api_port):
+            self.api_ready = True
+            stamp(f"control plane: ready on port {self.api_port}")
 
 
 def power(how: str) -> None:

@@ -178,3 +178,17 @@ def test_a_process_that_stops_beating_is_killed_by_its_watchdog(tmp_path):
     assert read(run, "other") is None, "a new heartbeat has not beaten yet"
     h.beat(123)
     assert read(run, "other") == 123
+
+
+def test_a_listening_port_is_told_without_importing_the_idna_codec():
+    """The boot timeline polls the control plane's port before the first tick: a plain connect,
+    not create_connection (whose getaddrinfo imports encodings.idna, 80 ms of an emulated boot)."""
+    import subprocess
+    import sys
+    code = ("import socket, sys\nfrom nnos.supervisor.table import listening\n"
+            "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); port = s.getsockname()[1]\n"
+            "up = listening(port); s.close()\n"
+            "print(up, listening(port), 'encodings.idna' in sys.modules)")
+    from tests.support.paths import ROOT
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.stdout.split() == ["True", "False", "False"], r.stderr
