@@ -14,6 +14,7 @@ from nnos.supervisor.forkserver import ForkServer, ForkServerError
 from nnos.supervisor.manager import Manager
 from nnos.supervisor.table import Context, ProcessSpec
 from tests.support.paths import ROOT
+from tests.support.procs import gone
 from tests.support.timing import scaled, wait_until
 
 CHILD = [sys.executable, "-m", "tests.support.forked_child"]
@@ -107,14 +108,4 @@ import time; time.sleep(600)
     parent.kill()
     parent.wait()
 
-    def gone():
-        return all(_state(pid) in (None, "Z") for pid in pids)
-    wait_until(gone, 30, "the forked child and the fork server to end with their supervisor")
-
-
-def _state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
+    wait_until(lambda: all(gone(pid) for pid in pids), 30, "the forked child and the fork server to end with their supervisor")

@@ -9,6 +9,7 @@ import sys
 import time
 
 from nnos.supervisor.ownership import boot_id, end_orphans, hold_lock, record_children, start_time
+from tests.support.procs import state
 
 
 def test_a_second_holder_of_a_data_directory_is_refused_with_the_first_ones_pid(tmp_path):
@@ -73,14 +74,6 @@ time.sleep(600)
     parent.kill()
     parent.wait()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and start_time(child) is not None and _state(child) != "Z":
+    while time.monotonic() < deadline and start_time(child) is not None and state(child) != "Z":
         time.sleep(0.02)
-    assert start_time(child) is None or _state(child) == "Z", "the child outlived its supervisor"
-
-
-def _state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
+    assert start_time(child) is None or state(child) == "Z", "the child outlived its supervisor"
