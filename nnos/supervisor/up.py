@@ -10,10 +10,10 @@ import time
 from nnos_hardware.board import load_board
 
 from .. import flags
-from ..timeline import on_console, stamp
 from ..fsutil import remove_run_leftovers
 from ..store import ModelStore
 from ..telemetry import TelemetryReader
+from ..timeline import on_console, stamp
 from .manager import Manager
 from .ownership import end_orphans, hold_lock
 from .table import Context, table
