@@ -88,3 +88,9 @@ API_HEADER_TIMEOUT_S = flag("NNOS_API_HEADER_TIMEOUT_S", float, 10.0, "the contr
 REQUIRE_SIGNED = flag("NNOS_REQUIRE_SIGNED", _bool, False, "the control plane accepts only models signed by DATA/trusted_keys")
 RECORDINGS_MAX_MB = flag("NNOS_RECORDINGS_MAX_MB", float, 512.0, "the most the recordings in DATA/recordings may "
                          "take together (a recording stops when it would pass it)")
+FOXGLOVE = flag("NNOS_FOXGLOVE", _bool, False, "the supervisor runs a Foxglove WebSocket server fed from telemetry "
+                "(clients connect through the control plane: ws://HOST:PORT/v1/foxglove?token=…)")
+FOXGLOVE_PORT = flag("NNOS_FOXGLOVE_PORT", int, 8765, "the Foxglove server's port on 127.0.0.1 (the control plane "
+                     "relays /v1/foxglove to it)")
+FOXGLOVE_HZ = flag("NNOS_FOXGLOVE_HZ", float, 30.0, "how often the Foxglove server publishes each topic's newest "
+                   "message (0.1–100; whatever clients ask for)")

@@ -9,12 +9,13 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from .deps import disk_full
 from .guard import Guard, error_body
-from .routers import device, jobs, kserve, models, recordings, robot, vm
+from .routers import device, jobs, kserve, live, models, recordings, robot, vm
 from .settings import Settings
 from .state import AppState
 
@@ -30,17 +31,26 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
     app.include_router(kserve.router)
     app.include_router(device.router)
     app.include_router(device.ws_router)
+    app.include_router(live.router)
     app.include_router(vm.router)
     app.include_router(robot.router)
     app.include_router(recordings.router)
 
-    page = (Path(__file__).parent / "static" / "dashboard.html").read_text()
+    static = Path(__file__).parent / "static"
+    page = (static / "dashboard.html").read_text()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def dashboard():
-        """The dashboard: one self-contained page (no build step, no CDN). It holds no data of
-        its own; everything it shows comes from the token-protected API."""
+        """The dashboard: a page, its script and uPlot, served from the package (no build step, no
+        CDN: the device is offline). It holds no data of its own; everything it shows comes from
+        the token-protected API."""
         return page
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return Response(status_code=204)                 # no icon; not a 401 in the browser's console
+
+    app.mount("/static", StaticFiles(directory=static), name="static")
 
     app.add_middleware(Guard, token=st.token, upload_limit=settings.max_upload_bytes)
 

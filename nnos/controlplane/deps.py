@@ -22,6 +22,14 @@ def bearer_ok(authorization: str, expected: str) -> bool:
     return scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), expected.encode())
 
 
+def ws_token_ok(ws, expected: str) -> bool:
+    """A WebSocket's token: the Authorization header or, for browsers and the Foxglove app, the
+    ``token`` query parameter; checked before the upgrade is accepted."""
+    header = ws.headers.get("authorization", "")
+    given = header[7:] if header.lower().startswith("bearer ") else ws.query_params.get("token", "")
+    return secrets.compare_digest(given.strip().encode(), expected.encode())
+
+
 def require_token(req: Request) -> None:
     """Every route but health (guard.py checks it first, before any body is read)."""
     if not bearer_ok(req.headers.get("authorization", ""), req.app.state.nnos.token):

@@ -15,7 +15,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .deps import bearer_ok
 
-PUBLIC = {"/", "/v2/health/live", "/v2/health/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+STATIC = "/static/"      # the dashboard's script, styles and uPlot: code, never data
+PUBLIC = {"/", "/favicon.ico", "/v2/health/live", "/v2/health/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 JSON_LIMIT = 1 << 20                                   # every body that is not a model or a tensor
 _INFER = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$")
 
@@ -38,7 +39,8 @@ class Guard:
             return await self.app(scope, receive, send)
         path, method = scope["path"], scope["method"]
         headers = dict(scope["headers"])
-        if path not in PUBLIC and not bearer_ok(headers.get(b"authorization", b"").decode("latin-1"), self.token):
+        public = path in PUBLIC or (method == "GET" and path.startswith(STATIC))
+        if not public and not bearer_ok(headers.get(b"authorization", b"").decode("latin-1"), self.token):
             return await _refuse(send, path, 401, "unauthorized", [(b"www-authenticate", b"Bearer")])
         limit = body_limit(method, path, self.upload_limit)
         declared = headers.get(b"content-length", b"")

@@ -23,6 +23,7 @@ class AppState:
     request_id: int = 0                            # the loop socket's request counter
     jobs: dict = field(default_factory=dict)       # job id → jobs.Job (uploads and activations in progress)
     job_tasks: set = field(default_factory=set)    # their asyncio tasks, kept referenced
+    last_activation: dict | None = None            # the last activation asked of the loop, and its outcome
 
     @classmethod
     def open(cls, settings: Settings, token: str | None = None) -> "AppState":

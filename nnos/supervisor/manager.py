@@ -260,7 +260,8 @@ class Manager:
             if r.gave_up:
                 return "stopped: " + r.gave_up
             return "not running" if not r.spec.run_if(self.ctx) else "starting"
-        return {n: {"pid": r.proc.pid if r.proc else None, "state": state(r), "restarts": r.restarts,
+        return {n: {"pid": r.proc.pid if r.proc else None, "state": state(r), "enabled": r.spec.run_if(self.ctx),
+                    "restarts": r.restarts,
                     "last_exit": r.last_exit, "watchdog_kills": r.watchdog_kills, "gave_up": r.gave_up,
                     "uptime_s": round(now - r.started, 1) if r.proc else None} for n, r in self.procs.items()}
 

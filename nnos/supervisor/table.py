@@ -49,6 +49,10 @@ def legacy_vm_enabled(ctx: Context) -> bool:
     return bool(flags.LEGACY_VM.get())
 
 
+def foxglove_enabled(ctx: Context) -> bool:
+    return flags.FOXGLOVE.get()
+
+
 def usb_devices(ctx: Context) -> bool:
     """The board finds a device by its USB identity: hotplug watches for it."""
     return any(d.usb for d in ctx.board.devices)
@@ -171,6 +175,11 @@ def _hotplug_cmd(ctx: Context) -> list[str]:
     return _py("-m", "nnos.supervisor.hotplug", "--board", ctx.board_path, "--data", ctx.data)
 
 
+def _foxglove_cmd(ctx: Context) -> list[str]:
+    return _py("-m", "nnos.foxglove_server", "--run", ctx.run, "--port", str(flags.FOXGLOVE_PORT.get()),
+               "--hz", str(flags.FOXGLOVE_HZ.get()), "--name", f"nnos {ctx.board.name}")
+
+
 def _loop_watchdog(ctx: Context) -> float:
     return flags.LOOP_WATCHDOG_S.get()
 
@@ -195,6 +204,8 @@ def table(ctx: Context) -> list[ProcessSpec]:
         P("legacy-vm", _legacy_vm_cmd, run_if=legacy_vm_enabled, start_after=("loop", "broker") + api, heartbeat="legacy-vm",
           watchdog_s=_legacy_vm_watchdog, watchdog_grace_s=300.0, storm=(5, 120.0), limits=_legacy_vm_limits,
           stop_order=70, nice=19),
+        P("foxglove", _foxglove_cmd, run_if=foxglove_enabled, start_after=("loop",), off_loop_cpu=True,
+          stop_order=40, nice=10),
         # after the loop: its first tick does not wait for udev's enumeration (the loop looks for
         # its devices itself; the watcher's first scan tells it of any that came since)
         P("hotplug", _hotplug_cmd, run_if=usb_devices, start_after=("loop",), stop_order=20, nice=5),

@@ -46,7 +46,8 @@ def provision(board, store: ModelStore, plan_path: str | None = None) -> None:
         data = plan.to_bytes()
         onnx = board.model if board.model and os.path.exists(board.model) else None
         from ..backends.bench import measure
-        mid = store.put(data, {"format": fmt, "source": source, "provisioned": True,
+        mid = store.put(data, {"format": fmt, "source": source, "provisioned": True, "plan_bytes": len(data),
+                               "name": os.path.splitext(os.path.basename(source))[0],
                                "latency": measure(plan, 200), "ops": plan.meta["ops"]}, _provision_signature(store, data),
                         source=onnx)
         why = f"the active model {active[:12]} does not fit board {board.name}" if active else "the default model"

@@ -7,29 +7,9 @@ import io
 
 import pytest
 
-from tests.support.api import Api
-from tests.support.live import Live
 from tests.support.timing import scaled, wait_until
 
 mcap_reader = pytest.importorskip("mcap.reader")
-
-
-@pytest.fixture
-def beside(tmp_path):
-    made = []
-
-    def make(env=None):
-        api = Api(tmp_path / "d", env=env)
-        live = Live(tmp_path, data=tmp_path / "d")
-        stop, t = live.ticking()
-        made.append((api, live, stop, t))
-        return api, live
-    yield make
-    for api, live, stop, t in made:
-        stop.set()
-        t.join()
-        live.close()
-        api.stop()
 
 
 def test_record_list_download_delete(beside):

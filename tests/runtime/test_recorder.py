@@ -39,7 +39,7 @@ def test_every_channel_every_tick_as_mcap(tmp_path):
     for m in got["/cartpole/pole"]:
         np.testing.assert_array_equal(np.float32(m["values"]), live.fed[m["tick"]][1])
     assert [m["values"][0] for m in got["/cartpole/force"]] == [live.sent[t] for t in range(5, 205)]
-    assert got["/cartpole/force"][0]["units"] == "N" and got["/cartpole/cart"][0]["names"] == ["cart[0]", "cart[1]"]
+    assert got["/cartpole/force"][0]["units"] == "N" and got["/cartpole/cart"][0]["names"] == ["position", "velocity"]
     assert len(got["/loop"]) == 200 and {m["mode"] for m in got["/loop"]} <= {"running", "probation", "failsafe"}
     assert got["/model"][0]["text"] == live.store.state()["active"]
 

@@ -18,6 +18,28 @@ def up_with_api(tmp_path):
 
 
 @pytest.fixture
+def beside(tmp_path):
+    """make(env=None) → (api, live): a real control plane beside a loop that ticks in this
+    process, its rings in the same data directory."""
+    from tests.support.api import Api
+    from tests.support.live import Live
+    made = []
+
+    def make(env=None):
+        api = Api(tmp_path / "d", env=env)
+        live = Live(tmp_path, data=tmp_path / "d")
+        stop, t = live.ticking()
+        made.append((api, live, stop, t))
+        return api, live
+    yield make
+    for api, live, stop, t in made:
+        stop.set()
+        t.join()
+        live.close()
+        api.stop()
+
+
+@pytest.fixture
 def up(tmp_path):
     u = Up(tmp_path / "data")
     yield u

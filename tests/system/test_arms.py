@@ -84,7 +84,7 @@ def test_an_arm_under_nnos_up_is_calibrated_armed_and_tracks_its_target(tmp_path
 
 @pytest.mark.slow
 def test_the_dashboard_arms_and_disarms_and_names_the_joints(tmp_path):
-    """Headless Chromium on the so101 board: the joint names in the channel picker, the Arm and
+    """Headless Chromium on the so101 board: the joint names as the plots' series, the Arm and
     Disarm buttons."""
     import os
     from playwright.sync_api import sync_playwright
@@ -103,9 +103,11 @@ def test_the_dashboard_arms_and_disarms_and_names_the_joints(tmp_path):
             page = browser.new_page()
             page.goto(f"{url}/?token={up.token}")
             page.wait_for_function("document.body.dataset.armed === 'arm:0'", timeout=15000)
-            page.wait_for_function("document.getElementById('channel').options.length > 6", timeout=15000)
-            labels = page.evaluate("[...document.getElementById('channel').options].map(o => o.text)")
-            assert labels[0] == "in: arm.shoulder_pan" and "out: arm.gripper" in labels, labels
+            page.wait_for_function("Object.keys(window.nnos.plots).length >= 3", timeout=15000)
+            series = page.evaluate("Object.fromEntries(Object.entries(window.nnos.plots).map(([k, u]) => "
+                                   "[k, u.series.slice(1).map((s) => s.label)]))")
+            joints = [j for j in series.values() if "shoulder_pan" in j]
+            assert joints and joints[0][:2] == ["shoulder_pan", "shoulder_lift"] and "gripper" in joints[0], series
             page.click("#arm")
             page.wait_for_function("document.body.dataset.armed === 'arm:1'", timeout=15000)
             page.click("#disarm")

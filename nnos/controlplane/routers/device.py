@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import time
 
@@ -14,7 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from ...telemetry import MAX_IO
 from ...timing import percentiles
-from ..deps import ask_loop, require_token, state, telemetry
+from ..deps import ask_loop, require_token, state, telemetry, ws_token_ok
 
 router = APIRouter(tags=["device"], dependencies=[Depends(require_token)])
 
@@ -57,9 +56,15 @@ def status(st=Depends(state)):
 
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(st=Depends(state)):
+    """Prometheus text: the loop's counters, lateness quantiles, rate, uptime and what runs
+    (services/grafana/nnos.json is built on exactly these names)."""
     from prometheus_client import CollectorRegistry, Gauge, generate_latest
+    from ... import __version__
     reg = CollectorRegistry()
     v = _loop_view(st)
+    Gauge("nnos_info", "this device: nnos version and board", ["version", "board"],
+          registry=reg).labels(__version__, st.board.name).set(1)
+    Gauge("nnos_loop_rate_hz", "the board's declared loop rate", registry=reg).set(st.board.rate_hz)
     up = Gauge("nnos_loop_up", "1 when the loop is ticking", registry=reg)
     up.set(0 if v["mode"] == "down" else 1)
     if v["mode"] != "down":
@@ -69,6 +74,10 @@ def metrics(st=Depends(state)):
         g = Gauge("nnos_loop_lateness_microseconds", "tick start lateness over the last 5 s", ["quantile"], registry=reg)
         for q in ("p50", "p99", "max"):
             g.labels(q).set(v["lateness_us"][q])
+        Gauge("nnos_loop_measured_rate_hz", "ticks a second over the last 5 s", registry=reg).set(v["measured_rate_hz"] or 0)
+        Gauge("nnos_loop_uptime_seconds", "since the loop process started", registry=reg).set(v["uptime_s"] or 0)
+        Gauge("nnos_model_info", "the active model and the backend it runs on", ["model", "backend", "mode"],
+              registry=reg).labels((v["active"] or "")[:12], v["backend"] or "", v["mode"]).set(1)
     return Response(generate_latest(reg), media_type="text/plain; version=0.0.4")
 
 
@@ -131,9 +140,7 @@ async def telemetry_stream(ws: WebSocket, hz: float = 10.0):
     """Decimated tick records at ``hz`` (0.1–100) per second. The token comes as the
     Authorization header or, for browsers, the ``token`` query parameter."""
     st = ws.app.state.nnos
-    header = ws.headers.get("authorization", "")
-    given = header[7:] if header.lower().startswith("bearer ") else ws.query_params.get("token", "")
-    if not secrets.compare_digest(given.encode(), st.token.encode()):
+    if not ws_token_ok(ws, st.token):
         await ws.close(code=1008)
         return
     await ws.accept()

@@ -3,7 +3,9 @@ shadow, and /v1/rollback."""
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import time
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -14,6 +16,7 @@ from ..deps import ask_loop, require_token, state
 from ..intake import IntakeError, process
 from ..upload import receive
 
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(require_token)])
 
 
@@ -25,11 +28,15 @@ def _summary(st, mid: str) -> dict:
 
 
 @router.post("/models", status_code=201, summary="Upload an .onnx, an .onnx with external data (zip/tar), or a plan")
-async def upload(req: Request, response: Response, wait: bool = True, st=Depends(state)):
+async def upload(req: Request, response: Response, wait: bool = True, name: str = "", st=Depends(state)):
     """The body is the file itself (any Content-Type), or a multipart/form-data form whose first
     file is the model (`curl -F file=@model.onnx`). Streamed to disk under the size cap, then
     compiled, verified on sample inputs, measured on this device and stored atomically.
-    ``wait=false``: 202 at once with a job whose steps /v1/jobs/{id} reports."""
+    ``wait=false``: 202 at once with a job whose steps /v1/jobs/{id} reports. ``name``: what the
+    dashboard and listings call it (letters, digits, ``._-``, at most 64)."""
+    if name and not _NAME.fullmatch(name):
+        raise HTTPException(422, f"name must be 1–64 letters, digits, '.', '_' or '-'; got {name[:80]!r}")
+    extra = {"name": name} if name else {}
     limit = st.settings.max_upload_bytes
     declared = req.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -45,8 +52,8 @@ async def upload(req: Request, response: Response, wait: bool = True, st=Depends
         if not wait:
             kept, path = path, None                      # the job owns the file now
             response.status_code = 202
-            return jobs.start(st, "upload", lambda job: intake_and_store(st, kept, signed_by, job))
-        return await intake_and_store(st, path, signed_by, None)
+            return jobs.start(st, "upload", lambda job: intake_and_store(st, kept, signed_by, job, extra))
+        return await intake_and_store(st, path, signed_by, None, extra)
     finally:
         if path and os.path.exists(path):
             os.unlink(path)
@@ -93,7 +100,7 @@ async def intake_and_store(st, path: str, signed_by, job, extra: dict | None = N
                 raise HTTPException(e.status, e.message) from e
         if signed_by:
             report["signed_by"] = signed_by
-        report.update(extra or {})
+        report.update(extra or {}, plan_bytes=len(data))
         progress("storing")
         countersigned = None
         if signed_by:                                    # the device vouches for the plan it made
@@ -109,7 +116,10 @@ async def intake_and_store(st, path: str, signed_by, job, extra: dict | None = N
 
 @router.get("/models")
 def list_models(st=Depends(state)):
-    return {"models": [_summary(st, m) for m in st.store.ids()], **{k: st.store.state()[k] for k in ("active", "previous")}}
+    """Every stored model (its report: name, size, latency, signature), what the loop holds now
+    (``in_use``: under probation, warm, shadow) and the last activation's outcome."""
+    return {"models": [_summary(st, m) for m in st.store.ids()], **{k: st.store.state()[k] for k in ("active", "previous")},
+            "in_use": loop_holds(st), "last_activation": st.last_activation}
 
 
 @router.get("/models/{model_id}")
@@ -143,6 +153,21 @@ def loop_holds(st) -> dict:
         return {}
 
 
+async def ask_activate(st, model_id: str, probation_s: float) -> dict:
+    """The loop's answer to an activation; its outcome (or why the loop was not asked) is kept
+    as the last activation, which /v1/models and the dashboard show."""
+    last = st.last_activation = {"model": model_id, "ok": False, "outcome": "no answer", "reason": None,
+                                 "at": time.time()}
+    try:
+        reply = await run_in_threadpool(ask_loop, st, {"cmd": "activate", "model": model_id, "probation_s": probation_s},
+                                        st.settings.activate_timeout_s)
+    except HTTPException as e:
+        last["reason"] = e.detail
+        raise
+    last.update(ok=bool(reply.get("ok")), outcome=reply.get("outcome"), reason=reply.get("reason") or reply.get("error"))
+    return reply
+
+
 @router.post("/models/{model_id}/activate")
 async def activate(model_id: str, response: Response, probation_s: float = 2.0, wait: bool = True,
                    st=Depends(state)):
@@ -157,8 +182,7 @@ async def activate(model_id: str, response: Response, probation_s: float = 2.0, 
     async def go(job):
         if job is not None:
             job.step = "admission, swap and probation on the loop"
-        reply = await run_in_threadpool(ask_loop, st, {"cmd": "activate", "model": model_id,
-                                                       "probation_s": probation_s}, st.settings.activate_timeout_s)
+        reply = await ask_activate(st, model_id, probation_s)
         if not reply.get("ok"):
             raise HTTPException(409, {"outcome": reply.get("outcome"),
                                       "reason": reply.get("reason") or reply.get("error"), "latency": reply.get("latency")})
@@ -190,8 +214,7 @@ async def rollback(st=Depends(state)):
     if not prev:
         raise HTTPException(409, "no previous model to roll back to")
     signing_policy(st, prev)
-    reply = await run_in_threadpool(ask_loop, st, {"cmd": "activate", "model": prev, "probation_s": 2.0},
-                                    st.settings.activate_timeout_s)
+    reply = await ask_activate(st, prev, 2.0)
     if not reply.get("ok"):
         raise HTTPException(409, {"outcome": reply.get("outcome"), "reason": reply.get("reason") or reply.get("error")})
     return reply

@@ -69,7 +69,7 @@ def network_state() -> dict:
 async def vm(st=Depends(state)):
     reply = await run_in_threadpool(ask_supervisor, st, {"cmd": "status"})
     procs = reply.get("processes", {})
-    if "legacy-vm" not in procs:
+    if not procs.get("legacy-vm", {}).get("enabled"):           # in the table, but not set up here
         return {"configured": False, "detail": "no legacy VM on this device (NNOS_LEGACY_VM is not set)"}
     vm, broker = procs["legacy-vm"], procs.get("broker", {})
     return {"configured": True, "state": vm["state"], "pid": vm["pid"], "uptime_s": vm["uptime_s"],
