@@ -87,11 +87,10 @@ def hammer(url, token, stop, counts):
         s.close()
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=20.0)
-    a = ap.parse_args()
-    d = tempfile.mkdtemp(prefix="nnos-iso-")
+def start_up(d: str, env: dict | None = None):
+    """`nnos up` on the 1 kHz cart-pole board in ``d``, once its API answers and its loop ticks:
+    (process, url)."""
+    import httpx
     board = open(os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")).read()
     board = board.replace("rate_hz = 50", "rate_hz = 1000").replace(
         '"nnos_hardware.sim", "cartpole"]', '"nnos_hardware.sim", "cartpole", "--sensor-hz", "1000"]').replace(
@@ -101,20 +100,28 @@ def main():
     open(bpath, "w").write(board)
     port = free_port()
     up = subprocess.Popen([sys.executable, "-m", "nnos.cli", "up", "--board", bpath, "--data", d, "--no-status"],
-                          cwd=ROOT, env=dict(os.environ, NNOS_API_PORT=str(port)), stderr=subprocess.DEVNULL)
+                          cwd=ROOT, env=dict(os.environ, NNOS_API_PORT=str(port), **(env or {})), stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/v2/health/ready", timeout=1).json().get("ready") and \
+                    os.path.exists(os.path.join(d, "run", "telemetry")):
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    time.sleep(3)
+    return up, url
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=20.0)
+    a = ap.parse_args()
+    d = tempfile.mkdtemp(prefix="nnos-iso-")
+    up, url = start_up(d)
     try:
-        import httpx
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/v2/health/ready", timeout=1).json().get("ready") and \
-                        os.path.exists(os.path.join(d, "run", "telemetry")):
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        time.sleep(3)
         token = open(os.path.join(d, "token")).read().strip()
         tel = os.path.join(d, "run", "telemetry")
         quiet = window(tel, a.seconds)

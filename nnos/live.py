@@ -77,7 +77,9 @@ class Feed:
     def cameras(self) -> list[dict]:
         return [dict(f.meta, kind="sensor", range=[0, 255], units="", dtype="uint8", image="jpeg") for f in self.frames]
 
-    def poll(self, latest: bool = False) -> list[tuple[str, int, dict]]:
+    def poll(self, latest: bool = False, every: int = 1) -> list[tuple[str, int, dict]]:
+        """``every``: only ticks that are multiples of it (a live view of a fast loop: the work of
+        making messages is done for those only)."""
         recs = self.channels.since(self.after)
         self.polled = len(recs)
         if not len(recs):
@@ -85,7 +87,12 @@ class Feed:
         self.after = int(recs[-1]["tick"])
         if latest:
             recs = recs[-1:]
-        loop = {int(r["tick"]): r for r in self.tel.records(self.channels.capacity if not latest else 2)}
+        elif every > 1:
+            recs = recs[recs["tick"] % every == 0]
+            if not len(recs):
+                return []
+        span = self.after - int(recs[0]["tick"]) + 2           # the tick records of these ticks, no more
+        loop = {int(r["tick"]): r for r in self.tel.records(min(span + 8, self.channels.capacity))}
         out = []
         for r in recs:
             tick, t = int(r["tick"]), int(r["t_ns"])

@@ -135,3 +135,50 @@ def test_foxglove_server_follows_a_restarted_loop(beside, foxglove_server, tmp_p
                        "the new rings advertised")
         finally:
             second.close()
+
+
+def test_foxglove_shows_a_bound_camera_as_compressed_images(beside, foxglove_server):
+    """A camera's frame ring (as the loop writes it) becomes a foxglove.CompressedImage topic:
+    JPEG of the frame the loop read, encoded by the server's process while someone watches."""
+    import base64
+    import io
+    import threading
+    import numpy as np
+    from PIL import Image
+    from nnos.frames import FrameWriter
+    from nnos_hardware.channels import SENSOR, Channel, Sample
+    port, start = foxglove_server
+    api, live = beside(env={"NNOS_FOXGLOVE_PORT": str(port)})
+    sample = Sample(Channel("frame", SENSOR, (48, 64, 3), 0, 255, dtype=np.dtype(np.uint8)))
+    frames = FrameWriter(str(live.run / "frames-cam-frame"), {"topic": "/cam/frame"}, sample)
+    stop = threading.Event()
+
+    def camera():                                     # a 20 Hz camera: a new frame, a tick that reads it
+        k = 0
+        while not stop.wait(0.05):
+            sample.values[:] = np.uint8(k % 256)
+            sample.values[:, :32, 0] = 255            # the left half red
+            sample.count += 1
+            sample.t_host = time.monotonic()
+            frames.record(k)
+            k += 1
+    t = threading.Thread(target=camera, daemon=True)
+    t.start()
+    try:
+        start(str(live.run), hz=20)
+        with connect(_ws(api, f"/v1/foxglove?token={api.token}"), subprotocols=FOXGLOVE, max_size=None) as ws:
+            c = FoxgloveClient(ws)
+            c.until_advertised({"/cam/frame"}, scaled(15))
+            cam = next(ch for ch in c.channels.values() if ch["topic"] == "/cam/frame")
+            assert cam["schemaName"] == "foxglove.CompressedImage" and cam["encoding"] == "json"
+            subs = c.subscribe_all()
+            got = [json.loads(p) for s, _, p in c.messages(3.0) if subs[s]["topic"] == "/cam/frame"]
+    finally:
+        stop.set()
+        t.join()
+        frames.close()
+    assert 3 <= len(got) <= 3 * 5 * 1.5 + 2, f"{len(got)} images in 3 s at the server's 5 Hz image rate"
+    img = Image.open(io.BytesIO(base64.b64decode(got[-1]["data"])))
+    assert got[-1]["format"] == "jpeg" and img.format == "JPEG" and img.size == (64, 48)
+    px = np.asarray(img.convert("RGB"))
+    assert px[:, :28, 0].mean() > 240 and px[:, 36:, 0].mean() < 250, "the frame the loop read"

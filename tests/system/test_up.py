@@ -217,7 +217,7 @@ def test_dashboard_in_a_real_browser(tmp_path, up_with_api):
         page = browser.new_page(viewport={"width": 1300, "height": 1100})
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url + "/")                                            # no token: a prompt, not "-" everywhere
+        page.goto(url + "/?window=8")                                   # no token: a prompt, not "-" everywhere
         page.wait_for_function("document.body.dataset.login === '1'", timeout=wait)
         assert page.locator("#login").is_visible() and not page.locator("#main").is_visible()
         page.fill("#token", "wrong")
@@ -231,7 +231,8 @@ def test_dashboard_in_a_real_browser(tmp_path, up_with_api):
         assert plots["lateness"]["time"] and plots["lateness"]["series"] == ["lateness", "compute"]
         assert plots["/cartpole/cart"]["series"] == ["position", "velocity"] and plots["/cartpole/cart"]["y"].endswith("(m, m/s)")
         assert plots["/cartpole/force"]["series"] == ["force"] and plots["/cartpole/force"]["y"].endswith("(N)")
-        assert all(p["time"] and p["axes"] == 2 and p["points"] >= 400 for p in plots.values()), plots
+        # a fixed window of points (here 8 s): a tab left open for hours holds no more
+        assert all(p["time"] and p["axes"] == 2 and 7 * 50 <= p["points"] <= 9 * 50 for p in plots.values()), plots
         assert "Not set up" in page.locator("#vm-none").text_content() and not page.locator("#vm-start").is_visible()
         first = int(page.evaluate("document.body.dataset.lastTick"))
         shot1 = page.locator("#plot-late").screenshot()
@@ -257,6 +258,14 @@ def test_dashboard_in_a_real_browser(tmp_path, up_with_api):
         page.wait_for_function("document.body.dataset.mode === 'running'", timeout=int(scaled(60) * 1000))
         band = page.evaluate("window.nnos.state.failsafeBands[0]")
         assert band[1] >= band[0]
+        # the stream drops (the control plane is killed; the supervisor restarts it): said, then live again
+        api_pid = int(subprocess.run(["pgrep", "-f", f"nnos.controlplane --data {up.data}"],
+                                     capture_output=True, text=True).stdout.split()[0])
+        os.kill(api_pid, signal.SIGKILL)
+        page.wait_for_function("document.body.dataset.connection.startsWith('stream dropped')", timeout=wait)
+        seen = page.evaluate("window.nnos.state.points")
+        page.wait_for_function("document.body.dataset.connection === 'live'", timeout=int(scaled(60) * 1000))
+        page.wait_for_function(f"window.nnos.state.points > {seen + 50}", timeout=wait)
         art = os.environ.get("NNOS_TEST_ARTIFACTS", os.path.join(ROOT, "out", "test-artifacts"))
         os.makedirs(art, exist_ok=True)
         page.screenshot(path=os.path.join(art, "dashboard.png"), full_page=True)

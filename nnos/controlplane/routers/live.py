@@ -100,7 +100,7 @@ async def _until_closed(ws: WebSocket, closed: asyncio.Event) -> None:
 async def _send_ticks(ws: WebSocket, feed: Feed) -> None:
     c = feed.tel.counters()
     every = max(1, int(c["rate_mhz"] / 1000 / MAX_POINTS_PER_S + 0.999))
-    msg = _batch(feed.poll(), every)
+    msg = _batch(feed.poll(every=every), every)
     if msg is not None:
         msg.update(active=c["active"] or None, swaps=c["swaps"], failsafe_reason=c["failsafe_reason"] or None,
                    loop_mode=c["mode"])

@@ -4,17 +4,21 @@
 
 const $ = (id) => document.getElementById(id);
 const esc = (t) => String(t ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-const WINDOW_S = 30;              // seconds the plots keep: memory is bounded however long the tab stays open
+const params = new URLSearchParams(location.search);
+// seconds the plots keep (?window=S, 5–600): memory is bounded however long the tab stays open
+const WINDOW_S = Math.min(Math.max(+params.get("window") || 30, 5), 600);
 const COLORS = ["#6cf", "#fc6", "#9e6", "#f8a", "#c9f", "#6ec", "#fa6", "#aaa"];
 const state = { token: "", layout: null, points: 0, lastTick: null, paused: false, connection: "idle",
                 drops: 0, failsafeBands: [], swaps: [], selected: new Set() };
 const plots = {};
-window.nnos = { state, plots };
+window.nnos = { state, plots, windowS: WINDOW_S };
 
 // --- the token ------------------------------------------------------------------------------
-const params = new URLSearchParams(location.search);
 state.token = params.get("token") || sessionStorage.getItem("nnos-token") || "";
-if (params.has("token")) history.replaceState(null, "", location.pathname);   // not left in the address bar
+if (params.has("token")) {                                                     // not left in the address bar
+  params.delete("token");
+  history.replaceState(null, "", location.pathname + (params.size ? "?" + params : ""));
+}
 
 function needToken(why) {
   $("login").hidden = false; $("main").hidden = true;
@@ -213,9 +217,15 @@ function connect() {
   ws.onclose = () => {
     state.drops += 1;
     setConnection(`stream dropped at ${new Date().toLocaleTimeString()}; reconnecting…`, "bad");
-    setTimeout(() => { if (state.token) api("/v1/status").then(connect, () => {}); }, retryMs);
-    retryMs = Math.min(retryMs * 2, 10000);
+    reconnect();
   };
+}
+
+function reconnect() {      // once the API answers again (a refused token shows the prompt instead)
+  setTimeout(async () => {
+    try { await api("/v1/status"); connect(); } catch (e) { if (e.message !== "token refused") reconnect(); }
+  }, retryMs);
+  retryMs = Math.min(retryMs * 2, 10000);
 }
 
 // --- the device's state ---------------------------------------------------------------------
