@@ -233,6 +233,13 @@ def test_dashboard_in_a_real_browser(tmp_path, up_with_api):
         assert plots["/cartpole/force"]["series"] == ["force"] and plots["/cartpole/force"]["y"].endswith("(N)")
         # a fixed window of points (here 8 s): a tab left open for hours holds no more
         assert all(p["time"] and p["axes"] == 2 and 7 * 50 <= p["points"] <= 9 * 50 for p in plots.values()), plots
+        page.click("#pause")                                   # paused: the plots hold still while data comes
+        held = page.evaluate("window.nnos.plots.lateness.data[0].at(-1)")
+        seen = page.evaluate("window.nnos.state.points")
+        page.wait_for_function(f"window.nnos.state.points > {seen + 50}", timeout=wait)
+        assert page.evaluate("window.nnos.plots.lateness.data[0].at(-1)") == held
+        page.click("#pause")                                   # resumed: the newest data again
+        page.wait_for_function(f"window.nnos.plots.lateness.data[0].at(-1) > {held}", timeout=wait)
         assert "Not set up" in page.locator("#vm-none").text_content() and not page.locator("#vm-start").is_visible()
         first = int(page.evaluate("document.body.dataset.lastTick"))
         shot1 = page.locator("#plot-late").screenshot()

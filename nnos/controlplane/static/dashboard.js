@@ -159,12 +159,12 @@ function buildPlots(layout) {
 
 function redraw() {
   if (plots.lateness) {
-    plots.lateness.setData([buf.t, buf.late, buf.comp]);
+    plots.lateness.setData([buf.t.slice(), buf.late.slice(), buf.comp.slice()]);    // copies: a paused plot keeps its own
     const late = buf.late.filter((v) => v > 0.1 * plots.lateness.budget).length;
     const max = buf.late.length ? Math.max(...buf.late) : 0;
     $("late-note").textContent = `max ${max.toFixed(0)} µs; ${late} of ${buf.late.length} ticks late by over 10 % of the period`;
   }
-  for (const topic in buf.chans) if (plots[topic]) plots[topic].setData([buf.t, ...buf.chans[topic]]);
+  for (const topic in buf.chans) if (plots[topic]) plots[topic].setData([buf.t.slice(), ...buf.chans[topic].map((c) => c.slice())]);
 }
 
 function pause(on) {
