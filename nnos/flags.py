@@ -94,3 +94,33 @@ FOXGLOVE_PORT = flag("NNOS_FOXGLOVE_PORT", int, 8765, "the Foxglove server's por
                      "relays /v1/foxglove to it)")
 FOXGLOVE_HZ = flag("NNOS_FOXGLOVE_HZ", float, 30.0, "how often the Foxglove server publishes each topic's newest "
                    "message (0.1–100; whatever clients ask for)")
+
+
+def read_env_file(path: str) -> tuple[dict[str, str], list[str]]:
+    """A device's flags from a file (the image: /data/config/nnos.env): ``NAME=VALUE`` lines, ``#``
+    comments. Only flags this registry knows, each value checked by its flag's parser; the other
+    lines are left out and said, one problem a line. No file: nothing."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return {}, []
+    out, problems = {}, []
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, eq, value = line.partition("=")
+        name, value = name.strip(), value.strip().strip('"')
+        where = f"{path}:{n}"
+        if not eq or name not in REGISTRY:
+            problems.append(f"{where}: {line[:80]!r} is not NAME=VALUE of a flag `nnos flags` lists; left out")
+            continue
+        try:
+            REGISTRY[name].parse(value)
+        except ValueError:
+            problems.append(f"{where}: {name}={value!r} is invalid: expected {REGISTRY[name].parse.__name__} "
+                            f"({REGISTRY[name].help}); left out")
+            continue
+        out[name] = value
+    return out, problems

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import traceback
 
+from .. import flags
 from . import datapart
 from ..timeline import stamp
 
@@ -50,11 +51,11 @@ def mount_kernel_filesystems() -> None:
              ("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"),
              ("tmpfs", "/var/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"),
              ("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, "")]   # limits for the legacy VM
-    for source, target, fstype, flags, options in table:
+    for source, target, fstype, mount_flags, options in table:
         if os.path.ismount(target) and target in ("/dev", "/proc", "/sys"):
             continue                                  # handed over by the initramfs
         try:
-            datapart.mount(source, target, fstype, flags, options)
+            datapart.mount(source, target, fstype, mount_flags, options)
         except OSError as e:
             say(f"init: {e}")
 
@@ -175,6 +176,10 @@ def supervisor_env() -> dict:
         env.setdefault("NNOS_LEGACY_VM_KERNEL", legacy_vm_kernel())
     if os.path.exists("/dev/watchdog"):
         env.setdefault("NNOS_HW_WATCHDOG", "/dev/watchdog")
+    given, problems = flags.read_env_file(os.path.join(CONFIG, "nnos.env"))    # the device's own settings
+    for p in problems:
+        say(f"config: {p}")
+    env.update(given)
     return env
 
 
