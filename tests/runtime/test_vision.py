@@ -25,7 +25,7 @@ from nnos_models.vision.build import joints
 from tests.support.live import messages
 from tests.support.paths import BOARDS, ROOT
 from tests.support.policies import store_model
-from tests.support.timing import scaled
+from tests.support.timing import retried, scaled
 
 pytestmark = pytest.mark.xdist_group("loop")
 
@@ -68,21 +68,39 @@ class VisionRig:
             self.chans.close()
 
 
-def test_the_cnn_follows_the_disk_through_camera_preprocessing_and_chunks(tmp_path):
-    r = VisionRig(tmp_path)
+def _follow(tmp_path, attempt: list) -> dict:
+    """3 s of the vision loop: its counters, the goal it sends and the joints the latest frame asks for."""
+    attempt.append(1)
+    (tmp_path / f"try{len(attempt)}").mkdir()
+    r = VisionRig(tmp_path / f"try{len(attempt)}")
     try:
         r.loop.run(None, scaled(3.0))
-        c = r.counters()
-        assert c["inferences"] >= 20 and r.cam.stats()["frames"] >= 30, (c, r.cam.stats())
         frame = r.cam.samples["frame"]
-        want = joints(*target(frame.t_device_us / 1e6))
-        goal = r.arm.commands["goal"]
-        # the goal follows the disk seen in the latest frame (the chunk looks ≤ 10 ticks ahead,
-        # the disk moves ≤ 0.6 rad/s in pan; max_rate 2 rad/s keeps up)
-        assert np.abs(goal - want).max() < 0.06, (goal, want)
-        assert not r.loop.safety.active and c["failsafe_entries"] <= 1 + c["late_inferences"], (c, r.logs)
+        return {"c": r.counters(), "frames": r.cam.stats()["frames"], "want": joints(*target(frame.t_device_us / 1e6)),
+                "goal": r.arm.commands["goal"].copy(), "safe": not r.loop.safety.active, "logs": list(r.logs)}
     finally:
         r.close()
+
+
+def _stalled(w: dict):
+    """A goal off the disk in a window whose inferences ran late or whose ticks were missed: the
+    host stalled the worker (its chunk is older than the frame), not a fault of the binding."""
+    c = w["c"]
+    off = float(np.abs(w["goal"] - w["want"]).max())
+    if off >= 0.06 and (c["late_inferences"] or c["misses"]):
+        return f"goal {off:.3f} rad off with {c['late_inferences']} late inferences, {c['misses']} misses"
+    return None
+
+
+def test_the_cnn_follows_the_disk_through_camera_preprocessing_and_chunks(tmp_path):
+    tries = []
+    w = retried(3, "test_the_cnn_follows_the_disk", lambda: _follow(tmp_path, tries), _stalled)
+    c = w["c"]
+    assert c["inferences"] >= 20 and w["frames"] >= 30, (c, w["frames"])
+    # the goal follows the disk seen in the latest frame (the chunk looks ≤ 10 ticks ahead,
+    # the disk moves ≤ 0.6 rad/s in pan; max_rate 2 rad/s keeps up)
+    assert np.abs(w["goal"] - w["want"]).max() < 0.06, (w["goal"], w["want"], c)
+    assert w["safe"] and c["failsafe_entries"] <= 1 + c["late_inferences"], (c, w["logs"])
 
 
 def test_an_unplugged_camera_fails_safe_and_comes_back(tmp_path):
