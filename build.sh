@@ -33,6 +33,7 @@ DEBIAN_PACKAGES=(
     umockdev gir1.2-umockdev-1.0 python3-gi   # hotplug tests: udev device records in a testbed
     rt-tests stress-ng                         # loop benchmark: cyclictest as the floor, load
     chromium                                   # dashboard test: a real headless browser
+    mesa-vulkan-drivers libvulkan1 glslang-tools vulkan-validationlayers   # vulkan backend on lavapipe
 )
 
 debian_packages() {

@@ -88,6 +88,8 @@ API_HEADER_TIMEOUT_S = flag("NNOS_API_HEADER_TIMEOUT_S", float, 10.0, "the contr
 REQUIRE_SIGNED = flag("NNOS_REQUIRE_SIGNED", _bool, False, "the control plane accepts only models signed by DATA/trusted_keys")
 RECORDINGS_MAX_MB = flag("NNOS_RECORDINGS_MAX_MB", float, 512.0, "the most the recordings in DATA/recordings may "
                          "take together (a recording stops when it would pass it)")
+VULKAN_VALIDATION = flag("NNOS_VULKAN_VALIDATION", _bool, False, "the vulkan backend runs with the Khronos "
+                         "validation layer and synchronization validation (tests; slow)")
 FOXGLOVE = flag("NNOS_FOXGLOVE", _bool, False, "the supervisor runs a Foxglove WebSocket server fed from telemetry "
                 "(clients connect through the control plane: ws://HOST:PORT/v1/foxglove?token=…)")
 FOXGLOVE_PORT = flag("NNOS_FOXGLOVE_PORT", int, 8765, "the Foxglove server's port on 127.0.0.1 (the control plane "

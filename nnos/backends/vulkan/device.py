@@ -1,0 +1,184 @@
+"""A Vulkan device for compute, through the `vulkan` package (cffi over the system's loader):
+the instance (with the Khronos validation layer and synchronization validation when asked,
+every message kept), the first physical device with a compute queue, its limits, host-visible
+buffers mapped once, compute pipelines over one descriptor layout (two storage buffers), and
+one command buffer recorded once and resubmitted with a reused fence."""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import BackendError
+
+
+def vk_module():
+    try:
+        import vulkan as vk
+        vk.vkEnumerateInstanceLayerProperties()       # loads the loader: absent → OSError/ProcedureNotFound
+    except Exception as e:                            # noqa: BLE001 - any failure to load is "no Vulkan here"
+        raise BackendError(f"vulkan backend: no Vulkan loader ({type(e).__name__}: {e}); "
+                           "Debian: libvulkan1 and mesa-vulkan-drivers") from e
+    return vk
+
+
+class Device:
+    def __init__(self, validation: bool = False):
+        vk = self.vk = vk_module()
+        self.messages: list[str] = []
+        self._keep = []                               # cffi objects that must outlive their use
+        self.instance = self._instance(validation)
+        devices = vk.vkEnumeratePhysicalDevices(self.instance)
+        if not devices:
+            raise BackendError("vulkan backend: the loader found no Vulkan device")
+        self.phys = devices[0]
+        p = vk.vkGetPhysicalDeviceProperties(self.phys)
+        self.name = vk.ffi.string(p.deviceName).decode() if not isinstance(p.deviceName, str) else p.deviceName
+        lim = p.limits
+        self.limits = {"max_workgroup_invocations": lim.maxComputeWorkGroupInvocations,
+                       "max_storage_buffers_per_stage": lim.maxPerStageDescriptorStorageBuffers,
+                       "max_storage_buffer_range": lim.maxStorageBufferRange,
+                       "max_shared_memory": lim.maxComputeSharedMemorySize}
+        families = vk.vkGetPhysicalDeviceQueueFamilyProperties(self.phys)
+        self.family = next((i for i, f in enumerate(families) if f.queueFlags & vk.VK_QUEUE_COMPUTE_BIT), None)
+        if self.family is None:
+            raise BackendError(f"vulkan backend: {self.name} has no compute queue")
+        prio = vk.VkDeviceQueueCreateInfo(queueFamilyIndex=self.family, queueCount=1, pQueuePriorities=[1.0])
+        self.device = vk.vkCreateDevice(self.phys, vk.VkDeviceCreateInfo(pQueueCreateInfos=[prio]), None)
+        self.queue = vk.vkGetDeviceQueue(self.device, self.family, 0)
+        self._layouts()
+
+    def _instance(self, validation: bool):
+        vk = self.vk
+        app = vk.VkApplicationInfo(pApplicationName="nnos", apiVersion=vk.VK_MAKE_VERSION(1, 1, 0))
+        if not validation:
+            return vk.vkCreateInstance(vk.VkInstanceCreateInfo(pApplicationInfo=app), None)
+        have = [layer.layerName for layer in vk.vkEnumerateInstanceLayerProperties()]
+        if "VK_LAYER_KHRONOS_validation" not in have:
+            raise BackendError("vulkan backend: validation asked for, but VK_LAYER_KHRONOS_validation is not "
+                               "installed (Debian: vulkan-validationlayers)")
+
+        def said(severity, types, data, user):
+            self.messages.append(vk.ffi.string(data.pMessage).decode(errors="replace"))
+            return 0
+        feats = vk.VkValidationFeaturesEXT(
+            pEnabledValidationFeatures=[vk.VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT])
+        ci = vk.VkInstanceCreateInfo(pApplicationInfo=app, ppEnabledLayerNames=["VK_LAYER_KHRONOS_validation"],
+                                     ppEnabledExtensionNames=["VK_EXT_debug_utils"], pNext=feats)
+        inst = vk.vkCreateInstance(ci, None)
+        sev = vk.VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | vk.VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT
+        kinds = (vk.VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT | vk.VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT
+                 | vk.VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT)
+        dbg = vk.VkDebugUtilsMessengerCreateInfoEXT(messageSeverity=sev, messageType=kinds, pfnUserCallback=said)
+        self._keep += [said, dbg]
+        self.messenger = vk.vkGetInstanceProcAddr(inst, "vkCreateDebugUtilsMessengerEXT")(inst, dbg, None)
+        return inst
+
+    def _layouts(self) -> None:
+        vk = self.vk
+        binds = [vk.VkDescriptorSetLayoutBinding(binding=i, descriptorType=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                                 descriptorCount=1, stageFlags=vk.VK_SHADER_STAGE_COMPUTE_BIT)
+                 for i in range(2)]
+        self.set_layout = vk.vkCreateDescriptorSetLayout(
+            self.device, vk.VkDescriptorSetLayoutCreateInfo(pBindings=binds), None)
+        self.pipeline_layout = vk.vkCreatePipelineLayout(
+            self.device, vk.VkPipelineLayoutCreateInfo(pSetLayouts=[self.set_layout]), None)
+        size = vk.VkDescriptorPoolSize(type=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount=2)
+        self.pool = vk.vkCreateDescriptorPool(self.device, vk.VkDescriptorPoolCreateInfo(maxSets=1, pPoolSizes=[size]), None)
+        self.cmd_pool = vk.vkCreateCommandPool(self.device, vk.VkCommandPoolCreateInfo(queueFamilyIndex=self.family), None)
+
+    # --- memory ----------------------------------------------------------------------------------
+    def buffer(self, nbytes: int) -> tuple[object, object, np.ndarray]:
+        """A storage buffer in host-visible, coherent memory (device-local too where the device
+        has such memory: SoCs share it), mapped once: (buffer, memory, bytes as numpy)."""
+        vk = self.vk
+        nbytes = max(16, (nbytes + 15) // 16 * 16)
+        if nbytes > self.limits["max_storage_buffer_range"]:
+            raise BackendError(f"vulkan backend: a buffer of {nbytes} bytes exceeds this device's storage buffer "
+                               f"range ({self.limits['max_storage_buffer_range']} bytes)")
+        buf = vk.vkCreateBuffer(self.device, vk.VkBufferCreateInfo(size=nbytes, usage=vk.VK_BUFFER_USAGE_STORAGE_BUFFER_BIT,
+                                                                   sharingMode=vk.VK_SHARING_MODE_EXCLUSIVE), None)
+        req = vk.vkGetBufferMemoryRequirements(self.device, buf)
+        mem_type = self._memory_type(req.memoryTypeBits)
+        try:
+            mem = vk.vkAllocateMemory(self.device, vk.VkMemoryAllocateInfo(allocationSize=req.size,
+                                                                           memoryTypeIndex=mem_type), None)
+        except vk.VkErrorOutOfDeviceMemory as e:
+            raise BackendError(f"vulkan backend: out of device memory for {nbytes} bytes") from e
+        vk.vkBindBufferMemory(self.device, buf, mem, 0)
+        mapped = vk.vkMapMemory(self.device, mem, 0, req.size, 0)
+        return buf, mem, np.frombuffer(mapped, np.uint8, nbytes)
+
+    def _memory_type(self, bits: int) -> int:
+        vk = self.vk
+        props = vk.vkGetPhysicalDeviceMemoryProperties(self.phys)
+        want = vk.VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | vk.VK_MEMORY_PROPERTY_HOST_COHERENT_BIT
+        found = [i for i in range(props.memoryTypeCount)
+                 if bits & (1 << i) and props.memoryTypes[i].propertyFlags & want == want]
+        if not found:
+            raise BackendError(f"vulkan backend: {self.name} has no host-visible coherent memory for storage buffers")
+        local = [i for i in found if props.memoryTypes[i].propertyFlags & vk.VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT]
+        return (local or found)[0]
+
+    def bind(self, buffers: list) -> object:
+        """The one descriptor set: binding i → buffers[i] (whole, by its size)."""
+        vk = self.vk
+        (ds,) = vk.vkAllocateDescriptorSets(self.device, vk.VkDescriptorSetAllocateInfo(
+            descriptorPool=self.pool, pSetLayouts=[self.set_layout]))
+        infos = [vk.VkDescriptorBufferInfo(buffer=b, offset=0, range=n) for b, n in buffers]
+        writes = [vk.VkWriteDescriptorSet(dstSet=ds, dstBinding=i, descriptorCount=1,
+                                          descriptorType=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, pBufferInfo=[info])
+                  for i, info in enumerate(infos)]
+        vk.vkUpdateDescriptorSets(self.device, len(writes), writes, 0, None)
+        return ds
+
+    # --- pipelines and the command buffer ---------------------------------------------------------
+    def pipeline(self, spirv: bytes) -> object:
+        vk = self.vk
+        module = vk.vkCreateShaderModule(self.device, vk.VkShaderModuleCreateInfo(codeSize=len(spirv), pCode=spirv), None)
+        stage = vk.VkPipelineShaderStageCreateInfo(stage=vk.VK_SHADER_STAGE_COMPUTE_BIT, module=module, pName="main")
+        ci = vk.VkComputePipelineCreateInfo(stage=stage, layout=self.pipeline_layout)
+        try:
+            (p,) = vk.vkCreateComputePipelines(self.device, None, 1, [ci], None)
+        except vk.VkError as e:
+            raise BackendError(f"vulkan backend: the driver could not create a pipeline ({type(e).__name__})") from e
+        finally:
+            vk.vkDestroyShaderModule(self.device, module, None)
+        return p
+
+    def record(self, steps: list[tuple[object, int]], ds, barriers: bool = True) -> object:
+        """One command buffer: each (pipeline, workgroups) dispatched in order, a barrier after
+        each (its writes before the next reads), the last one's writes made visible to the host.
+        (``barriers=False`` only for the test that shows the validation layer catches it.)"""
+        vk = self.vk
+        (cb,) = vk.vkAllocateCommandBuffers(self.device, vk.VkCommandBufferAllocateInfo(
+            commandPool=self.cmd_pool, level=vk.VK_COMMAND_BUFFER_LEVEL_PRIMARY, commandBufferCount=1))
+        vk.vkBeginCommandBuffer(cb, vk.VkCommandBufferBeginInfo())
+        compute = vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT
+        between = vk.VkMemoryBarrier(srcAccessMask=vk.VK_ACCESS_SHADER_WRITE_BIT,
+                                     dstAccessMask=vk.VK_ACCESS_SHADER_READ_BIT | vk.VK_ACCESS_SHADER_WRITE_BIT)
+        to_host = vk.VkMemoryBarrier(srcAccessMask=vk.VK_ACCESS_SHADER_WRITE_BIT, dstAccessMask=vk.VK_ACCESS_HOST_READ_BIT)
+        for i, (pipe, groups) in enumerate(steps):
+            vk.vkCmdBindPipeline(cb, vk.VK_PIPELINE_BIND_POINT_COMPUTE, pipe)
+            vk.vkCmdBindDescriptorSets(cb, vk.VK_PIPELINE_BIND_POINT_COMPUTE, self.pipeline_layout, 0, 1, [ds], 0, None)
+            vk.vkCmdDispatch(cb, groups, 1, 1)
+            if i < len(steps) - 1 and barriers:
+                vk.vkCmdPipelineBarrier(cb, compute, compute, 0, 1, [between], 0, None, 0, None)
+        vk.vkCmdPipelineBarrier(cb, compute, vk.VK_PIPELINE_STAGE_HOST_BIT, 0, 1, [to_host], 0, None, 0, None)
+        vk.vkEndCommandBuffer(cb)
+        return cb
+
+    def submitter(self, cb):
+        """A function that submits ``cb`` and waits for it, its structures built once."""
+        vk = self.vk
+        fence = vk.vkCreateFence(self.device, vk.VkFenceCreateInfo(), None)
+        submit = vk.VkSubmitInfo(pCommandBuffers=[cb])
+        self._keep += [submit, fence]
+        device, queue = self.device, self.queue
+
+        def run():
+            try:
+                vk.vkQueueSubmit(queue, 1, [submit], fence)
+                vk.vkWaitForFences(device, 1, [fence], vk.VK_TRUE, 10_000_000_000)
+            except vk.VkErrorDeviceLost as e:
+                raise BackendError("vulkan backend: the device was lost mid-run") from e
+            vk.vkResetFences(device, 1, [fence])
+        return run

@@ -1,0 +1,102 @@
+"""The vulkan backend on Mesa's lavapipe (a conformant CPU Vulkan driver) with the Khronos
+validation layer on (synchronization validation requested): every ONNX node case whose plan
+it claims, and the bundled models, against the numpy reference; any validation message
+fails; repeated calls are bitwise identical; a plan it does not cover is refused by name.
+./build.sh installs lavapipe, the layer, glslang and the `vulkan` package."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import nnos
+from nnos.backends import ops_vulkan
+from nnos.errors import BackendError
+from tests.support.onnx_cases import CASES, case_runs, const_slots, excluded_reason
+from tests.support.paths import ROOT
+
+WHY = ops_vulkan.available()
+pytestmark = pytest.mark.skipif(WHY is not None, reason=f"no Vulkan here: {WHY}")
+MODELS = [f"{ROOT}/models/cartpole/cartpole.onnx", f"{ROOT}/models/zoo/mlp_s.onnx"]
+
+
+@pytest.fixture(autouse=True)
+def validation(monkeypatch):
+    monkeypatch.setenv("NNOS_VULKAN_VALIDATION", "1")
+
+
+def _claimed(case) -> bool:
+    """A small case whose every op (inputs as they are fed) the backend has a kernel for."""
+    if excluded_reason(case):
+        return False
+    ops = {n.op_type for n in case.model.graph.node}
+    kernels = set(ops_vulkan.kernels.UNARY) | set(ops_vulkan.kernels.BINARY) | {"Gemm", "MatMul"}
+    return ops <= kernels
+
+
+RUN = [c for c in CASES if _claimed(c)]
+
+
+def _run(plan, feeds):
+    exe = ops_vulkan.prepare(plan)
+    for k, v in feeds.items():
+        exe.inputs[k][...] = v
+    exe.run()
+    assert exe.facts["validation"] == [], exe.facts["validation"][:3]
+    return exe
+
+
+@pytest.mark.parametrize("case", RUN, ids=[c.name for c in RUN])
+def test_node_case_on_vulkan(case, tmp_path):
+    path = os.path.join(tmp_path, "model.onnx")
+    ran = 0
+    for plan, feeds, _, _ in case_runs(case, path, const_slots(case)):
+        if ops_vulkan.covers(plan):                  # e.g. a float64 or integer case: not claimed
+            continue
+        want = plan(feeds)
+        exe = _run(plan, feeds)
+        for name, ref in want.items():
+            np.testing.assert_allclose(exe.outputs[name], ref, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(ref).max())),
+                                       err_msg=name)
+        ran += 1
+    if not ran:
+        pytest.skip("no float32 data set in this case")
+
+
+@pytest.mark.parametrize("model", MODELS, ids=os.path.basename)
+def test_bundled_models_match_the_reference_and_repeat_bitwise(model):
+    plan = nnos.compile(model)
+    exe = plan.bind("vulkan")                        # through the backend interface: verified against numpy
+    assert exe.backend == "vulkan" and exe.facts["dispatches"] == len(plan.graph.nodes)
+    ref = plan.bind("numpy")
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        for k, v in exe.inputs.items():
+            x = rng.standard_normal(v.shape).astype(v.dtype)
+            v[...] = x
+            ref.inputs[k][...] = x
+        exe.run()
+        ref.run()
+        first = {k: v.copy() for k, v in exe.outputs.items()}
+        for _ in range(3):
+            exe.run()
+            for k, v in exe.outputs.items():
+                assert np.array_equal(v, first[k]), "the same inputs, the same bits"
+        for k in first:
+            np.testing.assert_allclose(first[k], ref.outputs[k], rtol=1e-5, atol=1e-6)
+    assert exe.facts["validation"] == []
+    assert exe.facts["limits"]["max_storage_buffers_per_stage"] >= 2
+
+
+def test_a_plan_it_does_not_cover_is_refused_by_name(tmp_path):
+    from onnx import helper
+    from tests.support.onnx_models import model, rand, save, vi
+    m = model([helper.make_node("Conv", ["x", "w"], ["y"])], [vi("x", [1, 2, 5, 5])], [vi("y", [1, 3, 3, 3])],
+              [("w", rand(3, 2, 3, 3))])
+    plan = nnos.compile(save(m, str(tmp_path / "conv.onnx")))
+    why = ops_vulkan.covers(plan)
+    assert why and "Conv" in why
+    with pytest.raises(BackendError, match="vulkan backend: no kernel for Conv"):
+        plan.bind("vulkan")
+    assert plan.bind("auto").backend != "vulkan"
