@@ -128,6 +128,30 @@ def cmd_bench(a):
               f"({res['iters']} calls, {res['backend']})")
 
 
+def cmd_gpu_check(a):
+    from .backends.vulkan.check import run_check, vectors
+    from .compiler import compile
+    r = run_check({path: compile(path) for path in vectors()}, a.calls)
+    if a.json:
+        print(json.dumps(r))
+    elif not r["available"]:
+        print(f"no GPU through Vulkan: {r['why']}")
+    else:
+        lim = r["limits"]
+        print(f"{r['device']} (Vulkan {r['api']}, driver {r['driver_version']:#x}): workgroups ≤ "
+              f"{lim['max_workgroup_invocations']} invocations, {lim['max_storage_buffers_per_stage']} storage buffers "
+              f"a stage, buffers ≤ {lim['max_storage_buffer_range']} bytes, shared memory {lim['max_shared_memory']} bytes")
+        for v in r["vectors"]:
+            print(f"  {v['model']}: " + (f"ok (max difference from numpy {v['max_abs_diff']:.2g})" if v["ok"]
+                                          else f"FAILED: {v.get('why') or v['max_abs_diff']}"))
+        if "replay_us" in r:
+            x, f = r["replay_us"], r["floor_us"]
+            print(f"  {r['calls']} replays: p50 {x['p50']} µs, p99 {x['p99']} µs, max {x['max']} µs; "
+                  f"the floor (submit + fence): p50 {f['p50']} µs, p99 {f['p99']} µs")
+    if r["available"] and not all(v["ok"] for v in r["vectors"]):
+        raise NnosError("a test vector failed on this GPU")
+
+
 def cmd_up(a):
     from .supervisor.up import DEFAULT_BOARD, up
     up(a.board or DEFAULT_BOARD, a.data, a.duration, not a.no_status, plan=a.plan,
@@ -230,6 +254,10 @@ def parser() -> argparse.ArgumentParser:
     b.set_defaults(fn=cmd_board)
     from .cli_robot import add_parsers as add_robot
     add_robot(sub)
+    g = sub.add_parser("gpu-check", help="the Vulkan device: driver, limits, test vectors, replay timing")
+    g.add_argument("--calls", type=int, default=10_000)
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(fn=cmd_gpu_check)
     f = sub.add_parser("flags", help="list the environment flags nnos reads")
     f.set_defaults(fn=cmd_flags)
     return p

@@ -24,6 +24,7 @@ class AppState:
     jobs: dict = field(default_factory=dict)       # job id → jobs.Job (uploads and activations in progress)
     job_tasks: set = field(default_factory=set)    # their asyncio tasks, kept referenced
     last_activation: dict | None = None            # the last activation asked of the loop, and its outcome
+    gpu: dict | None = None                        # the Vulkan device (/v1/status), found once
 
     @classmethod
     def open(cls, settings: Settings, token: str | None = None) -> "AppState":

@@ -100,3 +100,17 @@ def test_a_plan_it_does_not_cover_is_refused_by_name(tmp_path):
     with pytest.raises(BackendError, match="vulkan backend: no kernel for Conv"):
         plan.bind("vulkan")
     assert plan.bind("auto").backend != "vulkan"
+
+
+def test_gpu_check_reports_the_device_runs_the_vectors_and_times_replays():
+    import json
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "nnos.cli", "gpu-check", "--calls", "300", "--json"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["available"] and got["device"] and got["limits"]["max_workgroup_invocations"] >= 64
+    assert [v["model"] for v in got["vectors"]][:1] == ["cartpole.onnx"] and all(v["ok"] for v in got["vectors"])
+    assert got["calls"] == 300 and 0 < got["floor_us"]["p50"] <= got["floor_us"]["p99"] <= got["floor_us"]["max"]
+    assert got["replay_us"]["p50"] > 0

@@ -230,6 +230,9 @@ def test_state_without_a_loop(api):
     st = api.client.get("/v1/status").json()
     assert st["loop"]["mode"] == "down"
     assert st["board"]["name"] == "cartpole-sim"
+    from nnos.backends import ops_vulkan
+    why = ops_vulkan.available()                          # the GPU line: the device, or why there is none
+    assert st["gpu"]["available"] is (why is None) and (st["gpu"].get("device") or st["gpu"]["why"])
     m = api.client.get("/metrics")
     assert m.status_code == 200
     assert "nnos_loop_up 0.0" in m.text

@@ -51,7 +51,20 @@ def _loop_view(st) -> dict:
 @router.get("/v1/status")
 def status(st=Depends(state)):
     return {"loop": _loop_view(st), "store": {k: st.store.state()[k] for k in ("active", "previous")},
-            "board": {"name": st.board.name, "rate_hz": st.board.rate_hz}}
+            "board": {"name": st.board.name, "rate_hz": st.board.rate_hz}, "gpu": _gpu(st)}
+
+
+def _gpu(st) -> dict:
+    """The Vulkan device and driver (or why there is none), found once per control plane;
+    `nnos gpu-check` runs the test vectors and the timing."""
+    if st.gpu is None:
+        from ...backends.vulkan.check import describe
+        try:
+            st.gpu = describe()
+        except Exception as e:                        # noqa: BLE001 - a broken driver is said, never a 500
+            st.gpu = {"available": False, "why": f"{type(e).__name__}: {e}"}
+        st.gpu.pop("limits", None)
+    return st.gpu
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
