@@ -21,13 +21,15 @@ WEIGHT_ALIGN = 16               # floats
 
 
 def _weights(graph) -> tuple[np.ndarray, dict[str, int]]:
-    """Every float32 constant in one array, each at an aligned offset (in floats)."""
+    """Every float32 constant in one array, each at an aligned offset (in floats); the others
+    (Gather's indices, shapes, axes) are baked into the shaders."""
     offsets, total = {}, 0
-    for name, c in graph.consts.items():
+    consts = {n: c for n, c in graph.consts.items() if c.dtype == np.float32}
+    for name, c in consts.items():
         offsets[name] = total
         total += (c.size + WEIGHT_ALIGN - 1) // WEIGHT_ALIGN * WEIGHT_ALIGN
     blob = np.zeros(max(total, WEIGHT_ALIGN), np.float32)
-    for name, c in graph.consts.items():
+    for name, c in consts.items():
         blob[offsets[name]:offsets[name] + c.size] = c.reshape(-1)
     return blob, offsets
 

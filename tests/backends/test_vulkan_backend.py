@@ -18,7 +18,8 @@ from tests.support.paths import ROOT
 
 WHY = ops_vulkan.available()
 pytestmark = pytest.mark.skipif(WHY is not None, reason=f"no Vulkan here: {WHY}")
-MODELS = [f"{ROOT}/models/cartpole/cartpole.onnx", f"{ROOT}/models/zoo/mlp_s.onnx"]
+MODELS = [f"{ROOT}/models/cartpole/cartpole.onnx", f"{ROOT}/models/vision/follow.onnx"] + [
+    f"{ROOT}/models/zoo/{m}.onnx" for m in ("mlp_s", "res5_s", "mbv2_s", "act_s", "act_s.dynamo")]
 
 
 @pytest.fixture(autouse=True)
@@ -31,8 +32,9 @@ def _claimed(case) -> bool:
     if excluded_reason(case):
         return False
     ops = {n.op_type for n in case.model.graph.node}
-    kernels = set(ops_vulkan.kernels.UNARY) | set(ops_vulkan.kernels.BINARY) | {"Gemm", "MatMul"}
-    return ops <= kernels
+    k = ops_vulkan.kernels
+    return ops <= (k.UNARY.keys() | k.BINARY.keys() | k.COPIES | k.POOLS | k.REDUCES | {
+        "Gemm", "MatMul", "Conv", "Concat", "Transpose", "Softmax", "Clip", "LayerNormalization", "Gather"})
 
 
 RUN = [c for c in CASES if _claimed(c)]
@@ -68,10 +70,10 @@ def test_node_case_on_vulkan(case, tmp_path):
 def test_bundled_models_match_the_reference_and_repeat_bitwise(model):
     plan = nnos.compile(model)
     exe = plan.bind("vulkan")                        # through the backend interface: verified against numpy
-    assert exe.backend == "vulkan" and exe.facts["dispatches"] == len(plan.graph.nodes)
+    assert exe.backend == "vulkan" and exe.facts["dispatches"] == len(plan.graph.nodes) - len(plan.memory.skip)
     ref = plan.bind("numpy")
     rng = np.random.default_rng(1)
-    for _ in range(5):
+    for _ in range(3):
         for k, v in exe.inputs.items():
             x = rng.standard_normal(v.shape).astype(v.dtype)
             v[...] = x
@@ -84,7 +86,7 @@ def test_bundled_models_match_the_reference_and_repeat_bitwise(model):
             for k, v in exe.outputs.items():
                 assert np.array_equal(v, first[k]), "the same inputs, the same bits"
         for k in first:
-            np.testing.assert_allclose(first[k], ref.outputs[k], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(first[k], ref.outputs[k], rtol=1e-4, atol=1e-5)
     assert exe.facts["validation"] == []
     assert exe.facts["limits"]["max_storage_buffers_per_stage"] >= 2
 
@@ -92,11 +94,11 @@ def test_bundled_models_match_the_reference_and_repeat_bitwise(model):
 def test_a_plan_it_does_not_cover_is_refused_by_name(tmp_path):
     from onnx import helper
     from tests.support.onnx_models import model, rand, save, vi
-    m = model([helper.make_node("Conv", ["x", "w"], ["y"])], [vi("x", [1, 2, 5, 5])], [vi("y", [1, 3, 3, 3])],
-              [("w", rand(3, 2, 3, 3))])
+    m = model([helper.make_node("Conv", ["x", "w"], ["y"])], [vi("x", [1, 2, 5])], [vi("y", [1, 3, 3])],
+              [("w", rand(3, 2, 3))])                        # one spatial dimension: not yet
     plan = nnos.compile(save(m, str(tmp_path / "conv.onnx")))
     why = ops_vulkan.covers(plan)
-    assert why and "Conv" in why
+    assert why == "no kernel for Conv over 1 spatial dimensions (Conv_0); two only", why
     with pytest.raises(BackendError, match="vulkan backend: no kernel for Conv"):
         plan.bind("vulkan")
     assert plan.bind("auto").backend != "vulkan"
