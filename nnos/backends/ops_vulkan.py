@@ -45,20 +45,13 @@ class VulkanExecutable(Executable):
         g, mem = plan.graph, plan.memory
         self.dev = dev = Device(validation=flags.VULKAN_VALIDATION.get())
         blob, woff = _weights(g)
+        skip = set(mem.skip)
+        self.kernels = [kernels.generate(g, node, self._ref(woff)) for s, node in enumerate(g.nodes) if s not in skip]
+        kernels.check_limits(self.kernels, dev.limits, {"arena": mem.arena_bytes, "weights": blob.nbytes})
         self._arena = dev.buffer(mem.arena_bytes)
         self._weights = dev.buffer(blob.nbytes)
         self._weights[2][:blob.nbytes] = blob.view(np.uint8)
         arena = self._arena[2]
-
-        def ref(name: str) -> tuple[str, int]:
-            if name in woff:
-                return "weights", woff[name]
-            off = mem.tensors[name]
-            if off % 4:
-                raise BackendError(f"vulkan backend: tensor {name} is not 4-byte aligned in the arena")
-            return "arena", off // 4
-        skip = set(mem.skip)
-        self.kernels = [kernels.generate(g, node, ref) for s, node in enumerate(g.nodes) if s not in skip]
         self.pipes = pipes = [(dev.pipeline(kernels.spirv(k.source)), k.groups) for k in self.kernels]
         self.ds = dev.bind([(self._arena[0], self._arena[2].nbytes), (self._weights[0], self._weights[2].nbytes)])
         self._submit = dev.submitter(dev.record(pipes, self.ds)) if pipes else (lambda: None)
@@ -74,6 +67,18 @@ class VulkanExecutable(Executable):
             v.flags.writeable = False
             self.outputs[n] = v
         self.facts.update(device=dev.name, limits=dev.limits, dispatches=len(pipes), validation=dev.messages)
+
+    def _ref(self, woff: dict):
+        """Where a tensor lives for the shaders: ("weights" | "arena", offset in floats)."""
+        tensors = self.plan.memory.tensors
+
+        def ref(name: str) -> tuple[str, int]:
+            if name in woff:
+                return "weights", woff[name]
+            if tensors[name] % 4:
+                raise BackendError(f"vulkan backend: tensor {name} is not 4-byte aligned in the arena")
+            return "arena", tensors[name] // 4
+        return ref
 
     def run(self) -> None:
         self._submit()

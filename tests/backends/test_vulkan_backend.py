@@ -116,3 +116,18 @@ def test_gpu_check_reports_the_device_runs_the_vectors_and_times_replays():
     assert [v["model"] for v in got["vectors"]][:1] == ["cartpole.onnx"] and all(v["ok"] for v in got["vectors"])
     assert got["calls"] == 300 and 0 < got["floor_us"]["p50"] <= got["floor_us"]["p99"] <= got["floor_us"]["max"]
     assert got["replay_us"]["p50"] > 0
+
+
+def test_a_plan_over_the_devices_limits_is_refused_naming_the_limit():
+    from nnos.backends.vulkan.kernels import Kernel, check_limits
+    exe = ops_vulkan.prepare(nnos.compile(MODELS[0]))
+    limits = dict(exe.dev.limits)
+    check_limits(exe.kernels, limits, {"arena": 1024, "weights": 1024})              # fits
+    small = dict(limits, max_workgroup_count_x=2)                                    # a tiny GPU
+    big = Kernel("big_step", "", 64 * 3)
+    with pytest.raises(BackendError, match="step big_step needs 3 workgroups; this device's max_workgroup_count_x is 2"):
+        check_limits([big], small, {})
+    with pytest.raises(BackendError, match="the arena takes 4096 bytes; this device's max_storage_buffer_range is 1024"):
+        check_limits([], dict(limits, max_storage_buffer_range=1024), {"arena": 4096})
+    with pytest.raises(BackendError, match="the shaders need max_workgroup_invocations ≥ 64; this device has 32"):
+        check_limits([], dict(limits, max_workgroup_invocations=32), {})

@@ -36,7 +36,9 @@ class Device:
         self.limits = {"max_workgroup_invocations": lim.maxComputeWorkGroupInvocations,
                        "max_storage_buffers_per_stage": lim.maxPerStageDescriptorStorageBuffers,
                        "max_storage_buffer_range": lim.maxStorageBufferRange,
-                       "max_shared_memory": lim.maxComputeSharedMemorySize}
+                       "max_shared_memory": lim.maxComputeSharedMemorySize,
+                       "max_workgroup_count_x": lim.maxComputeWorkGroupCount[0],
+                       "max_workgroup_size_x": lim.maxComputeWorkGroupSize[0]}
         families = vk.vkGetPhysicalDeviceQueueFamilyProperties(self.phys)
         self.family = next((i for i, f in enumerate(families) if f.queueFlags & vk.VK_QUEUE_COMPUTE_BIT), None)
         if self.family is None:

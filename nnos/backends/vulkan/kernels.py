@@ -179,6 +179,22 @@ def unsupported(plan) -> str | None:
     return None
 
 
+def check_limits(kernels: list, limits: dict, buffer_bytes: dict) -> None:
+    """A plan this device cannot run as generated is refused, naming the limit it exceeds."""
+    need = {"max_workgroup_invocations": LOCAL, "max_workgroup_size_x": LOCAL, "max_storage_buffers_per_stage": 2}
+    for name, n in need.items():
+        if limits[name] < n:
+            raise BackendError(f"vulkan backend: the shaders need {name} ≥ {n}; this device has {limits[name]}")
+    for k in kernels:
+        if k.groups > limits["max_workgroup_count_x"]:
+            raise BackendError(f"vulkan backend: step {k.name} needs {k.groups} workgroups; this device's "
+                               f"max_workgroup_count_x is {limits['max_workgroup_count_x']}")
+    for what, n in buffer_bytes.items():
+        if n > limits["max_storage_buffer_range"]:
+            raise BackendError(f"vulkan backend: the {what} takes {n} bytes; this device's max_storage_buffer_range "
+                               f"is {limits['max_storage_buffer_range']}")
+
+
 def spirv(source: str) -> bytes:
     """GLSL → SPIR-V with glslangValidator (cached by the source's hash, in this process)."""
     key = hashlib.sha256(source.encode()).hexdigest()
