@@ -84,6 +84,9 @@ class VulkanExecutable(Executable):
         self._submit()
 
 
+
+
+
 def available() -> str | None:
     try:
         vk = vk_module()

@@ -131,3 +131,29 @@ def test_a_plan_over_the_devices_limits_is_refused_naming_the_limit():
         check_limits([], dict(limits, max_storage_buffer_range=1024), {"arena": 4096})
     with pytest.raises(BackendError, match="the shaders need max_workgroup_invocations ≥ 64; this device has 32"):
         check_limits([], dict(limits, max_workgroup_invocations=32), {})
+
+
+def test_a_dropped_executable_frees_its_device_but_never_under_a_live_view():
+    """Each bind makes a Vulkan device (lavapipe: worker threads); a dropped executable gives it
+    back — but not while one of its output views is still held (reading it stays safe)."""
+    import gc
+    plan = nnos.compile(MODELS[0])
+    threads = lambda: len(os.listdir("/proc/self/task"))                      # noqa: E731
+    gc.collect()
+    exe = ops_vulkan.prepare(plan)
+    exe.run()
+    one = threads()
+    del exe
+    gc.collect()
+    for _ in range(8):
+        exe = ops_vulkan.prepare(plan)
+        exe.inputs["obs"][...] = 0.5
+        exe.run()
+        kept = exe.outputs["action"]
+        want = kept.copy()
+        del exe
+        gc.collect()
+        assert np.array_equal(kept, want), "a view outlives its executable"
+        del kept
+        gc.collect()
+    assert threads() <= one, f"{threads()} threads after 8 binds dropped; {one} with one device"

@@ -5,6 +5,8 @@ buffers mapped once, compute pipelines over one descriptor layout (two storage b
 one command buffer recorded once and resubmitted with a reused fence."""
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 
 from ...errors import BackendError
@@ -25,6 +27,8 @@ class Device:
         vk = self.vk = vk_module()
         self.messages: list[str] = []
         self._keep = []                               # cffi objects that must outlive their use
+        self._owned = []                              # (destroy function, handle), destroyed in reverse by close()
+        self.device = self.messenger = None
         self.instance = self._instance(validation)
         devices = vk.vkEnumeratePhysicalDevices(self.instance)
         if not devices:
@@ -86,6 +90,31 @@ class Device:
         size = vk.VkDescriptorPoolSize(type=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount=2)
         self.pool = vk.vkCreateDescriptorPool(self.device, vk.VkDescriptorPoolCreateInfo(maxSets=1, pPoolSizes=[size]), None)
         self.cmd_pool = vk.vkCreateCommandPool(self.device, vk.VkCommandPoolCreateInfo(queueFamilyIndex=self.family), None)
+        self._owned += [(vk.vkDestroyDescriptorSetLayout, self.set_layout), (vk.vkDestroyPipelineLayout, self.pipeline_layout),
+                        (vk.vkDestroyDescriptorPool, self.pool), (vk.vkDestroyCommandPool, self.cmd_pool)]
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:                             # noqa: BLE001 - at interpreter exit the loader may be gone
+            pass
+
+    def close(self) -> None:
+        """Everything this device made, then the device and the instance (a driver's threads with them).
+        Called when nothing refers to the device any more (its mapped arrays refer to it)."""
+        vk = self.vk
+        if self.device is not None:
+            vk.vkDeviceWaitIdle(self.device)
+            for destroy, handle in reversed(self._owned):
+                destroy(self.device, handle, None)
+            vk.vkDestroyDevice(self.device, None)
+            self.device, self._owned = None, []
+        if self.messenger is not None:
+            vk.vkGetInstanceProcAddr(self.instance, "vkDestroyDebugUtilsMessengerEXT")(self.instance, self.messenger, None)
+            self.messenger = None
+        if self.instance is not None:
+            vk.vkDestroyInstance(self.instance, None)
+            self.instance = None
 
     # --- memory ----------------------------------------------------------------------------------
     def buffer(self, nbytes: int) -> tuple[object, object, np.ndarray]:
@@ -106,8 +135,13 @@ class Device:
         except vk.VkErrorOutOfDeviceMemory as e:
             raise BackendError(f"vulkan backend: out of device memory for {nbytes} bytes") from e
         vk.vkBindBufferMemory(self.device, buf, mem, 0)
+        self._owned += [(vk.vkDestroyBuffer, buf), (vk.vkFreeMemory, mem)]
         mapped = vk.vkMapMemory(self.device, mem, 0, req.size, 0)
-        return buf, mem, np.frombuffer(mapped, np.uint8, nbytes)
+        # the bytes as numpy through a ctypes array that holds this device: any view of them keeps
+        # the device (and so the mapping) alive; the device is closed when the last one goes
+        raw = (ctypes.c_uint8 * nbytes).from_address(int(vk.ffi.cast("uintptr_t", vk.ffi.from_buffer(mapped))))
+        raw.device = self
+        return buf, mem, np.frombuffer(raw, np.uint8, nbytes)
 
     def _memory_type(self, bits: int) -> int:
         vk = self.vk
@@ -144,6 +178,7 @@ class Device:
             raise BackendError(f"vulkan backend: the driver could not create a pipeline ({type(e).__name__})") from e
         finally:
             vk.vkDestroyShaderModule(self.device, module, None)
+        self._owned.append((vk.vkDestroyPipeline, p))
         return p
 
     def record(self, steps: list[tuple[object, int]], ds, barriers: bool = True) -> object:
@@ -174,6 +209,7 @@ class Device:
         wrappers convert their arguments on every call: ~50 µs a call here)."""
         vk, lib = self.vk, self.vk.lib
         fence = vk.vkCreateFence(self.device, vk.VkFenceCreateInfo(), None)
+        self._owned.append((vk.vkDestroyFence, fence))
         submit = vk.VkSubmitInfo(pCommandBuffers=[cb])
         submits = vk.ffi.new("VkSubmitInfo[1]", [submit])
         fences = vk.ffi.new("VkFence[1]", [fence])
