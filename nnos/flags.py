@@ -88,6 +88,8 @@ API_HEADER_TIMEOUT_S = flag("NNOS_API_HEADER_TIMEOUT_S", float, 10.0, "the contr
 REQUIRE_SIGNED = flag("NNOS_REQUIRE_SIGNED", _bool, False, "the control plane accepts only models signed by DATA/trusted_keys")
 RECORDINGS_MAX_MB = flag("NNOS_RECORDINGS_MAX_MB", float, 512.0, "the most the recordings in DATA/recordings may "
                          "take together (a recording stops when it would pass it)")
+VULKAN_CACHE = flag("NNOS_VULKAN_CACHE", str, "~/.cache/nnos/vulkan", "where the vulkan backend keeps generated "
+                    "SPIR-V and the driver's pipeline cache (the image: /data/nnos/cache/vulkan)")
 VULKAN_VALIDATION = flag("NNOS_VULKAN_VALIDATION", _bool, False, "the vulkan backend runs with the Khronos "
                          "validation layer and synchronization validation (tests; slow)")
 FOXGLOVE = flag("NNOS_FOXGLOVE", _bool, False, "the supervisor runs a Foxglove WebSocket server fed from telemetry "

@@ -52,7 +52,9 @@ class VulkanExecutable(Executable):
         self._weights = dev.buffer(blob.nbytes)
         self._weights[2][:blob.nbytes] = blob.view(np.uint8)
         arena = self._arena[2]
+        dev.use_pipeline_cache(kernels.cache_dir())
         self.pipes = pipes = [(dev.pipeline(kernels.spirv(k.source)), k.groups) for k in self.kernels]
+        dev.save_pipeline_cache()
         self.ds = dev.bind([(self._arena[0], self._arena[2].nbytes), (self._weights[0], self._weights[2].nbytes)])
         self._submit = dev.submitter(dev.record(pipes, self.ds)) if pipes else (lambda: None)
 

@@ -151,6 +151,7 @@ def supervisor_env() -> dict:
     env.setdefault("NNOS_API_HOST", "0.0.0.0")    # the device's control plane is for the local network
     env.setdefault("OPENBLAS_NUM_THREADS", "1")     # no BLAS thread pool: numpy imports ~3x faster
     env.setdefault("NNOS_CPU_CACHE", os.path.join(STATE, "cache", "cpu"))   # compiled plans: the root is read-only
+    env.setdefault("NNOS_VULKAN_CACHE", os.path.join(STATE, "cache", "vulkan"))   # SPIR-V, pipeline caches
     env.setdefault("NNOS_CPU_PREBUILT", PREBUILT)     # the default model's object, built with the image
     try:                                               # the CPU target the image's objects are built for
         with open(CPU_TARGET) as f:

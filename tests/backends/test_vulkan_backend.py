@@ -23,8 +23,9 @@ MODELS = [f"{ROOT}/models/cartpole/cartpole.onnx", f"{ROOT}/models/vision/follow
 
 
 @pytest.fixture(autouse=True)
-def validation(monkeypatch):
+def validation(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("NNOS_VULKAN_VALIDATION", "1")
+    monkeypatch.setenv("NNOS_VULKAN_CACHE", str(tmp_path_factory.getbasetemp() / "vulkan-cache"))
 
 
 def _claimed(case) -> bool:
@@ -157,3 +158,31 @@ def test_a_dropped_executable_frees_its_device_but_never_under_a_live_view():
         del kept
         gc.collect()
     assert threads() <= one, f"{threads()} threads after 8 binds dropped; {one} with one device"
+
+
+def test_a_second_bind_needs_no_shader_compiler_and_reuses_the_pipeline_cache(tmp_path, monkeypatch):
+    from nnos.backends.vulkan import kernels
+    monkeypatch.setenv("NNOS_VULKAN_CACHE", str(tmp_path))
+    kernels._cache.clear()                                   # as a new process: nothing compiled yet
+    plan = nnos.compile(MODELS[1])
+    ops_vulkan.prepare(plan).run()
+    caches = [n for n in os.listdir(tmp_path) if n.startswith("pipelines-")]
+    assert len(caches) == 1 and os.path.getsize(tmp_path / caches[0]) > 0
+    assert len(os.listdir(tmp_path / "spv")) == len(plan.graph.nodes) - len(plan.memory.skip)
+    kernels._cache.clear()                                   # a new process: only the disk remains
+
+    def no_compiler(source):
+        raise AssertionError("glslang was run for a shader already in the cache")
+    monkeypatch.setattr(kernels, "_glslang", no_compiler)
+    exe = ops_vulkan.prepare(plan)
+    exe.run()
+    assert exe.facts["validation"] == []
+    (tmp_path / caches[0]).write_bytes(b"\x00" * 64)          # a torn or foreign pipeline cache: dropped
+    for spv in (tmp_path / "spv").iterdir():
+        spv.write_bytes(spv.read_bytes()[:8])                    # torn SPIR-V files: compiled again
+    monkeypatch.undo()
+    monkeypatch.setenv("NNOS_VULKAN_CACHE", str(tmp_path))
+    kernels._cache.clear()
+    again = ops_vulkan.prepare(plan)
+    again.run()
+    np.testing.assert_array_equal(again.outputs["actions"], exe.outputs["actions"])

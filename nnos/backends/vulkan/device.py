@@ -6,6 +6,7 @@ one command buffer recorded once and resubmitted with a reused fence."""
 from __future__ import annotations
 
 import ctypes
+import os
 
 import numpy as np
 
@@ -28,7 +29,8 @@ class Device:
         self.messages: list[str] = []
         self._keep = []                               # cffi objects that must outlive their use
         self._owned = []                              # (destroy function, handle), destroyed in reverse by close()
-        self.device = self.messenger = None
+        self.device = self.messenger = self.pipeline_cache = None
+        self.cache_path, self.cache_loaded = None, 0
         self.instance = self._instance(validation)
         devices = vk.vkEnumeratePhysicalDevices(self.instance)
         if not devices:
@@ -44,6 +46,7 @@ class Device:
                        "max_workgroup_count_x": lim.maxComputeWorkGroupCount[0],
                        "max_workgroup_size_x": lim.maxComputeWorkGroupSize[0]}
         families = vk.vkGetPhysicalDeviceQueueFamilyProperties(self.phys)
+        self.ids = (p.vendorID, p.deviceID, p.driverVersion, bytes(p.pipelineCacheUUID).hex())
         self.family = next((i for i, f in enumerate(families) if f.queueFlags & vk.VK_QUEUE_COMPUTE_BIT), None)
         if self.family is None:
             raise BackendError(f"vulkan backend: {self.name} has no compute queue")
@@ -167,13 +170,54 @@ class Device:
         return ds
 
     # --- pipelines and the command buffer ---------------------------------------------------------
+    def use_pipeline_cache(self, directory: str) -> None:
+        """The driver's pipeline cache for this device and driver, from ``directory`` (a boot
+        does not rebuild what the last one built); data the driver does not accept is dropped."""
+        vk = self.vk
+        vendor, device, driver, uuid = self.ids
+        self.cache_path = os.path.join(directory, f"pipelines-{vendor:04x}-{device:04x}-{driver:x}-{uuid}.bin")
+        try:
+            with open(self.cache_path, "rb") as f:
+                data = f.read()
+        except OSError:
+            data = b""
+        try:
+            blob = vk.ffi.from_buffer(data)
+            info = vk.VkPipelineCacheCreateInfo(initialDataSize=len(data), pInitialData=blob) if data else \
+                vk.VkPipelineCacheCreateInfo()
+            self.pipeline_cache = vk.vkCreatePipelineCache(self.device, info, None)
+            self.cache_loaded = len(data)
+        except vk.VkError:
+            self.pipeline_cache = vk.vkCreatePipelineCache(self.device, vk.VkPipelineCacheCreateInfo(), None)
+        self._owned.append((vk.vkDestroyPipelineCache, self.pipeline_cache))
+
+    def save_pipeline_cache(self) -> int:
+        """The pipeline cache back to its file when it grew (atomically); its size in bytes."""
+        vk, ffi = self.vk, self.vk.ffi
+        if self.pipeline_cache is None:
+            return 0
+        size = ffi.new("size_t*")
+        vk.lib.vkGetPipelineCacheData(self.device, self.pipeline_cache, size, ffi.NULL)
+        buf = ffi.new("char[]", size[0])
+        if vk.lib.vkGetPipelineCacheData(self.device, self.pipeline_cache, size, buf) != vk.VK_SUCCESS:
+            return 0
+        if size[0] > self.cache_loaded:
+            from ...fsutil import atomic_write
+            try:
+                os.makedirs(os.path.dirname(self.cache_path), exist_ok=True)
+                atomic_write(self.cache_path, bytes(ffi.buffer(buf, size[0])))
+                self.cache_loaded = size[0]
+            except OSError:
+                pass                                  # a read-only or full data partition: rebuilt next boot
+        return size[0]
+
     def pipeline(self, spirv: bytes) -> object:
         vk = self.vk
         module = vk.vkCreateShaderModule(self.device, vk.VkShaderModuleCreateInfo(codeSize=len(spirv), pCode=spirv), None)
         stage = vk.VkPipelineShaderStageCreateInfo(stage=vk.VK_SHADER_STAGE_COMPUTE_BIT, module=module, pName="main")
         ci = vk.VkComputePipelineCreateInfo(stage=stage, layout=self.pipeline_layout)
         try:
-            (p,) = vk.vkCreateComputePipelines(self.device, None, 1, [ci], None)
+            (p,) = vk.vkCreateComputePipelines(self.device, self.pipeline_cache, 1, [ci], None)
         except vk.VkError as e:
             raise BackendError(f"vulkan backend: the driver could not create a pipeline ({type(e).__name__})") from e
         finally:

@@ -195,11 +195,37 @@ def check_limits(kernels: list, limits: dict, buffer_bytes: dict) -> None:
                                f"is {limits['max_storage_buffer_range']}")
 
 
+def cache_dir() -> str:
+    from ... import flags
+    return os.path.expanduser(flags.VULKAN_CACHE.get())
+
+
 def spirv(source: str) -> bytes:
-    """GLSL → SPIR-V with glslangValidator (cached by the source's hash, in this process)."""
+    """GLSL → SPIR-V with glslangValidator, kept by the source's hash in this process and in
+    NNOS_VULKAN_CACHE (a plan bound again, or after a reboot, needs no shader compiler)."""
     key = hashlib.sha256(source.encode()).hexdigest()
     if key in _cache:
         return _cache[key]
+    path = os.path.join(cache_dir(), "spv", f"{key}.spv")
+    try:
+        with open(path, "rb") as f:
+            code = f.read()
+        if len(code) >= 20 and code[:4] == b"\x03\x02\x23\x07":      # SPIR-V's magic number: a whole file
+            _cache[key] = code
+            return code
+    except OSError:
+        pass
+    _cache[key] = code = _glslang(source)
+    try:
+        from ...fsutil import atomic_write
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, code)
+    except OSError:
+        pass                                          # a read-only or full cache: compiled again next time
+    return code
+
+
+def _glslang(source: str) -> bytes:
     with tempfile.TemporaryDirectory(prefix="nnos-glsl-") as d:
         src, out = os.path.join(d, "k.comp"), os.path.join(d, "k.spv")
         with open(src, "w") as f:
@@ -212,8 +238,7 @@ def spirv(source: str) -> bytes:
         if r.returncode != 0:
             raise BackendError(f"vulkan backend: a generated shader did not compile: {r.stdout[-500:]}")
         with open(out, "rb") as f:
-            _cache[key] = f.read()
-    return _cache[key]
+            return f.read()
 
 
 _cache: dict[str, bytes] = {}
