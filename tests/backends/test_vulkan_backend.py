@@ -186,3 +186,19 @@ def test_a_second_bind_needs_no_shader_compiler_and_reuses_the_pipeline_cache(tm
     again = ops_vulkan.prepare(plan)
     again.run()
     np.testing.assert_array_equal(again.outputs["actions"], exe.outputs["actions"])
+
+
+def test_each_devices_validation_messages_are_its_own():
+    """The vulkan package keeps one callback for the whole process; a message still reaches the
+    device that made it, not the newest one."""
+    plan = nnos.compile(MODELS[0])
+    first, second = ops_vulkan.prepare(plan), ops_vulkan.prepare(plan)
+    dev = first.dev
+    vk = dev.vk
+    (cb,) = vk.vkAllocateCommandBuffers(dev.device, vk.VkCommandBufferAllocateInfo(
+        commandPool=dev.cmd_pool, level=vk.VK_COMMAND_BUFFER_LEVEL_PRIMARY, commandBufferCount=1))
+    vk.vkBeginCommandBuffer(cb, vk.VkCommandBufferBeginInfo())
+    vk.vkCmdDispatch(cb, 1, 1, 1)                                     # no pipeline bound: an error
+    vk.vkEndCommandBuffer(cb)
+    assert any("VUID-vkCmdDispatch" in m for m in first.facts["validation"]), first.facts["validation"]
+    assert second.facts["validation"] == []

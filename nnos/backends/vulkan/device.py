@@ -6,7 +6,9 @@ one command buffer recorded once and resubmitted with a reused fence."""
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
+import weakref
 
 import numpy as np
 
@@ -23,6 +25,19 @@ def vk_module():
     return vk
 
 
+_keys = itertools.count(1)
+_listening: dict[int, weakref.ref] = {}               # messenger key → its device
+
+
+def _said(severity, types, data, user) -> int:
+    """A validation message, to the device whose messenger reported it."""
+    import vulkan as vk
+    dev = _listening.get(int(vk.ffi.cast("uintptr_t", user)), lambda: None)()
+    if dev is not None:
+        dev.messages.append(vk.ffi.string(data.pMessage).decode(errors="replace"))
+    return 0
+
+
 class Device:
     def __init__(self, validation: bool = False):
         vk = self.vk = vk_module()
@@ -30,7 +45,7 @@ class Device:
         self._keep = []                               # cffi objects that must outlive their use
         self._owned = []                              # (destroy function, handle), destroyed in reverse by close()
         self.device = self.messenger = self.pipeline_cache = None
-        self.cache_path, self.cache_loaded = None, 0
+        self.cache_path, self.cache_loaded, self._key = None, 0, None
         self.instance = self._instance(validation)
         devices = vk.vkEnumeratePhysicalDevices(self.instance)
         if not devices:
@@ -64,10 +79,6 @@ class Device:
         if "VK_LAYER_KHRONOS_validation" not in have:
             raise BackendError("vulkan backend: validation asked for, but VK_LAYER_KHRONOS_validation is not "
                                "installed (Debian: vulkan-validationlayers)")
-
-        def said(severity, types, data, user):
-            self.messages.append(vk.ffi.string(data.pMessage).decode(errors="replace"))
-            return 0
         feats = vk.VkValidationFeaturesEXT(
             pEnabledValidationFeatures=[vk.VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT])
         ci = vk.VkInstanceCreateInfo(pApplicationInfo=app, ppEnabledLayerNames=["VK_LAYER_KHRONOS_validation"],
@@ -76,8 +87,13 @@ class Device:
         sev = vk.VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | vk.VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT
         kinds = (vk.VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT | vk.VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT
                  | vk.VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT)
-        dbg = vk.VkDebugUtilsMessengerCreateInfoEXT(messageSeverity=sev, messageType=kinds, pfnUserCallback=said)
-        self._keep += [said, dbg]
+        # the package keeps one Python callback per callback type for the whole process: every
+        # device's messenger calls the same function, which hands each message to its device
+        key = self._key = next(_keys)
+        _listening[key] = weakref.ref(self)           # weak: a device is still closed when it is dropped
+        dbg = vk.VkDebugUtilsMessengerCreateInfoEXT(messageSeverity=sev, messageType=kinds, pfnUserCallback=_said,
+                                                    pUserData=vk.ffi.cast("void *", key))
+        self._keep.append(dbg)
         self.messenger = vk.vkGetInstanceProcAddr(inst, "vkCreateDebugUtilsMessengerEXT")(inst, dbg, None)
         return inst
 
@@ -115,6 +131,7 @@ class Device:
         if self.messenger is not None:
             vk.vkGetInstanceProcAddr(self.instance, "vkDestroyDebugUtilsMessengerEXT")(self.instance, self.messenger, None)
             self.messenger = None
+            _listening.pop(self._key, None)
         if self.instance is not None:
             vk.vkDestroyInstance(self.instance, None)
             self.instance = None

@@ -152,7 +152,7 @@ def softmax(step, node) -> str:
     x = node.inputs[0]
     base = " + ".join(f"c{d} * {st[d]}u" for d in range(len(step.shape)) if d != axis) or "0u"
     row = f"({base}) + r * {st[axis]}u"
-    return (f"uint b = {base};\n    float m = -3.4e38;\n"
+    return (f"float m = {NEG_INF};\n"
             f"    for (uint r = 0u; r < {n}u; r++) {{ m = max(m, {step.at(x, row)}); }}\n"
             f"    float s = 0.0;\n    for (uint r = 0u; r < {n}u; r++) {{ s += exp({step.at(x, row)} - m); }}\n"
             f"    v = exp({step.at(x, 'idx')} - m) / s;")
@@ -218,7 +218,7 @@ def gemm(step, node) -> str:
     if len(sa) != 2 or len(sb) != 2:
         raise BackendError(f"vulkan backend: {node.name}: only 2-D products (got {list(sa)} × {list(sb)})")
     k = sa[0] if ta else sa[1]
-    ai = "k * {m}u + c0".format(m=sa[1]) if ta else f"c0 * {sa[1]}u + k"
+    ai = f"k * {sa[1]}u + c0" if ta else f"c0 * {sa[1]}u + k"
     bi = f"c1 * {sb[1]}u + k" if tb else f"k * {sb[1]}u + c1"
     body = (f"float acc = 0.0;\n    for (uint k = 0u; k < {k}u; k++) {{ acc += {step.at(a, ai)} * {step.at(b, bi)}; }}\n"
             f"    v = {alpha!r} * acc;")

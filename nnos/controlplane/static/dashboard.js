@@ -97,11 +97,10 @@ function bands() {          // [start, end] times of failsafe periods in the win
   const out = [];
   for (let i = 0; i < buf.mode.length; i++) {
     if (buf.mode[i] !== "failsafe") continue;
-    if (out.length && out[out.length - 1].open) out[out.length - 1][1] = buf.t[i];
-    else out.push(Object.assign([buf.t[i], buf.t[i]], { open: true }));
-    if (buf.mode[i + 1] !== "failsafe") out[out.length - 1].open = false;
+    if (i > 0 && buf.mode[i - 1] === "failsafe") out[out.length - 1][1] = buf.t[i];
+    else out.push([buf.t[i], buf.t[i]]);
   }
-  return out.map(([a, b]) => [a, b]);
+  return out;
 }
 
 // --- plots ----------------------------------------------------------------------------------
@@ -180,9 +179,14 @@ $("picker").onchange = (ev) => {
 };
 window.addEventListener("resize", () => { for (const k in plots) plots[k].setSize({ width: plots[k].root.parentNode.clientWidth, height: 200 }); });
 
-function onLayout(m) {
+function onLayout(m) {       // on every (re)connection and after a loop restart
+  const channels = (l) => JSON.stringify(l.channels.map((c) => [c.topic, c.names, c.units]));
+  const same = state.layout && channels(state.layout) === channels(m);
   state.layout = m;
   $("board").textContent = m.board;
+  setConnection("live", "live");
+  lastSwaps = m.swaps;                      // a restarted loop counts its swaps from 0
+  if (same) return;                         // the same channels: the plots keep their history
   if (state.selected.size === 0) {          // a sensor and an actuator to start with
     for (const kind of ["sensor", "actuator"]) {
       const c = m.channels.find((x) => x.kind === kind);
