@@ -9,8 +9,9 @@ const params = new URLSearchParams(location.search);
 const WINDOW_S = Math.min(Math.max(+params.get("window") || 30, 5), 600);
 const COLORS = ["#6cf", "#fc6", "#9e6", "#f8a", "#c9f", "#6ec", "#fa6", "#aaa"];
 const state = { token: "", layout: null, points: 0, lastTick: null, paused: false, connection: "idle",
-                drops: 0, failsafeBands: [], swaps: [], selected: new Set() };
+                drops: 0, failsafeBands: [], swaps: [], selected: new Set(), staleRefusals: 0 };
 const plots = {};
+const say = (e) => { if (!e.stale) $("msg").textContent = String(e.message || e); };
 window.nnos = { state, plots, windowS: WINDOW_S };
 
 // --- the token ------------------------------------------------------------------------------
@@ -39,8 +40,13 @@ function useToken(t) {
 $("login-form").onsubmit = (ev) => { ev.preventDefault(); useToken($("token").value); };
 
 async function api(path, opts = {}) {
-  const r = await fetch(path, { ...opts, headers: { ...(opts.headers || {}), Authorization: "Bearer " + state.token } });
+  const token = state.token;
+  const r = await fetch(path, { ...opts, headers: { ...(opts.headers || {}), Authorization: "Bearer " + token } });
   const body = await r.json().catch(() => ({}));
+  if (r.status === 401 && token !== state.token) {   // asked with a token replaced since: not this one's answer
+    state.staleRefusals += 1; document.body.dataset.staleRefusals = String(state.staleRefusals);
+    throw Object.assign(new Error("answered for a token no longer in use"), { stale: true });
+  }
   if (r.status === 401) {
     needToken("The device refused that token. Paste the current one (it changes only when the file is replaced).");
     throw new Error("token refused");
@@ -227,7 +233,7 @@ function connect() {
 
 function reconnect() {      // once the API answers again (a refused token shows the prompt instead)
   setTimeout(async () => {
-    try { await api("/v1/status"); connect(); } catch (e) { if (e.message !== "token refused") reconnect(); }
+    try { await api("/v1/status"); connect(); } catch (e) { if (e.message !== "token refused" && !e.stale) reconnect(); }
   }, retryMs);
   retryMs = Math.min(retryMs * 2, 10000);
 }
@@ -245,7 +251,7 @@ async function refresh() {
     $("failsafe").textContent = l.failsafe ? "FAILSAFE: " + l.failsafe_reason : "";
     for (const k of ["active", "previous"]) $(k).textContent = (l[k] || "-").slice(0, 12);
     document.body.dataset.active = l.active || "";
-  } catch (e) { $("msg").textContent = String(e.message || e); }
+  } catch (e) { say(e); }
 }
 
 function modelRow(m, inUse) {
@@ -305,7 +311,7 @@ async function refreshVm() {
 async function refreshSlow() {
   if (!state.token) return;
   for (const f of [refreshModels, refreshArms, refreshRecordings, refreshVm]) {
-    try { await f(); } catch (e) { $("msg").textContent = String(e.message || e); }
+    try { await f(); } catch (e) { say(e); }
   }
 }
 
@@ -335,7 +341,7 @@ document.addEventListener("click", async (ev) => {
   const run = key ? () => ACTIONS[key](t.dataset[key]) : BUTTONS[t.id];
   if (!run || t.tagName !== "BUTTON") return;
   t.disabled = true;
-  try { await run(); } catch (e) { $("msg").textContent = String(e.message || e); }
+  try { await run(); } catch (e) { say(e); }
   t.disabled = false;
   refresh(); refreshSlow();
 });
