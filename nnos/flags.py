@@ -55,8 +55,8 @@ CPU_TARGET = flag("NNOS_CPU_TARGET", str, "", "the CPU the cpu backend compiles 
                   "target: x86-64-v2, x86-64-v3, x86-64-v4, armv8-a (the image: its build's target)")
 CPU_VECTOR = flag("NNOS_CPU_VECTOR", int, 0, "floats per vector in the cpu backend's code (0: this CPU's best; "
                   "4 or 8 to run the SSE/NEON or AVX2 forms here)")
-BACKEND = flag("NNOS_BACKEND", str, "auto", "the backend the loop runs plans on: auto (cuda, then cpu, then numpy), "
-               "cpu or numpy")
+BACKEND = flag("NNOS_BACKEND", str, "auto", "the backend the loop runs plans on: auto (the fastest of cuda, vulkan, "
+               "cpu and numpy, measured when a plan is bound), or one by name")
 SELF_CHECK = flag("NNOS_SELF_CHECK", _bool, True, "compile checks plan == direct and save/load round trip")
 QUICK = flag("NNOS_QUICK", _bool, False, "tests: skip the slow real-model and image cases")
 LEGACY_VM = flag("NNOS_LEGACY_VM", str, "", "directory with the legacy VM's vmlinuz and initrd.img "
@@ -90,6 +90,8 @@ RECORDINGS_MAX_MB = flag("NNOS_RECORDINGS_MAX_MB", float, 512.0, "the most the r
                          "take together (a recording stops when it would pass it)")
 VULKAN_CACHE = flag("NNOS_VULKAN_CACHE", str, "~/.cache/nnos/vulkan", "where the vulkan backend keeps generated "
                     "SPIR-V and the driver's pipeline cache (the image: /data/nnos/cache/vulkan)")
+VULKAN_CPU = flag("NNOS_VULKAN_CPU", _bool, False, "auto measures a Vulkan device that is the CPU itself (lavapipe) "
+                  "too; by default it leaves such plans to the cpu backend")
 VULKAN_VALIDATION = flag("NNOS_VULKAN_VALIDATION", _bool, False, "the vulkan backend runs with the Khronos "
                          "validation layer and synchronization validation (tests; slow)")
 FOXGLOVE = flag("NNOS_FOXGLOVE", _bool, False, "the supervisor runs a Foxglove WebSocket server fed from telemetry "

@@ -1,11 +1,13 @@
 """Backends bind a whole plan and return an Executable (base.py): write inputs, call run(),
 read outputs. Each is one module ``ops_<name>.py`` here, found by its name.
 
-``prepare(plan, "auto")`` tries the backends in ``AUTO`` order and says why it chose what it
-chose (``exe.choice``): a backend that cannot run a plan here (no compiler, an op without a
-generated kernel, a compile error, an unwritable cache) is passed over with its reason, never
-an error — unless it was asked for by name. A compiled backend is verified against the numpy
-reference before it is returned (verify.py).
+``prepare(plan, "auto")`` builds every backend in ``AUTO`` that can run the plan here, each
+verified, and measures them: the fastest runs it (choose.py; ``exe.choice`` says every
+candidate's p50/p99 and why the winner won). A backend that cannot run a plan here (no device,
+no compiler, an op without a generated kernel, a compile error, an unwritable cache; a Vulkan
+device that is the CPU itself) is passed over with its reason, never an error — unless it was
+asked for by name. A compiled backend is verified against the numpy reference before it is
+returned (verify.py).
 """
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ from types import ModuleType
 from ..errors import BackendError
 from ..plan.plan import use_backends
 from .base import Executable  # noqa: F401 - the interface, for type hints elsewhere
+from .choose import fastest
 from .verify import against_reference
 
-AUTO = ("cuda", "cpu", "numpy")          # what auto tries, fastest first
+AUTO = ("cuda", "vulkan", "cpu", "numpy")          # what auto measures
 NAMES = ("auto",) + tuple(sorted(m.name[4:] for m in pkgutil.iter_modules(__path__) if m.name.startswith("ops_")))
 
 
@@ -51,16 +54,17 @@ def prepare(plan, backend: str = "numpy") -> Executable:
         exe = _build(plan, backend)
         exe.choice = {"backend": exe.backend, "asked": backend, "passed_over": {}}
         return exe
-    passed = {}
+    built, passed = {}, {}
     for name in AUTO:
+        left_out = getattr(module(name), "left_out_of_auto", lambda: None)()
+        if left_out:
+            passed[name] = left_out
+            continue
         try:
-            exe = _build(plan, name)
+            built[name] = _build(plan, name)
         except BackendError as e:
             passed[name] = str(e)
-            continue
-        exe.choice = {"backend": exe.backend, "asked": "auto", "passed_over": passed}
-        return exe
-    raise BackendError(f"no backend can run this plan: {passed}")
+    return fastest(built, passed, plan)
 
 
 def available() -> dict[str, str | None]:
@@ -69,13 +73,15 @@ def available() -> dict[str, str | None]:
 
 
 def coverage(plan) -> dict:
-    """Which backend auto would choose for ``plan`` here, and why not the others (no compile:
+    """Which backends auto would measure for ``plan`` here, and why not the others (no compile:
     a generator decides whether it covers every step)."""
     out = {}
     for name in AUTO:
-        why = module(name).available() or module(name).covers(plan)
+        mod = module(name)
+        why = mod.available() or getattr(mod, "left_out_of_auto", lambda: None)() or mod.covers(plan)
         out[name] = {"runs_here": why is None, "why_not": why}
-    out["auto"] = next(n for n in AUTO if out[n]["runs_here"])
+    out["candidates"] = [n for n in AUTO if out[n]["runs_here"]]
+    out["auto"] = "the fastest of " + ", ".join(out["candidates"]) + ", measured when the plan is bound"
     return out
 
 

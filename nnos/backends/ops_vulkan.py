@@ -2,12 +2,14 @@
 call. Every step is a compute shader generated from the plan (vulkan/kernels.py); the arena
 and the weights are two storage buffers in host-visible memory (device-local where the device
 has it: on the SoCs nnos is for, GPU and CPU share it), so the inputs and outputs are views
-of the mapped arena — no copies. Asked for by name (``plan.bind("vulkan")``); auto does not
-choose it yet (the measured choice is issue 19's next step).
+of the mapped arena — no copies. Asked for by name (``plan.bind("vulkan")``) or measured by
+auto against the others (a CPU Vulkan device such as lavapipe only with NNOS_VULKAN_CPU=1).
 ``NNOS_VULKAN_VALIDATION=1`` turns on the Khronos validation layer with synchronization
 validation; its messages are in ``exe.facts["validation"]``.
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -15,23 +17,7 @@ from .. import flags
 from ..errors import BackendError
 from .base import Executable
 from .vulkan import kernels
-from .vulkan.device import Device, vk_module
-
-WEIGHT_ALIGN = 16               # floats
-
-
-def _weights(graph) -> tuple[np.ndarray, dict[str, int]]:
-    """Every float32 constant in one array, each at an aligned offset (in floats); the others
-    (Gather's indices, shapes, axes) are baked into the shaders."""
-    offsets, total = {}, 0
-    consts = {n: c for n, c in graph.consts.items() if c.dtype == np.float32}
-    for name, c in consts.items():
-        offsets[name] = total
-        total += (c.size + WEIGHT_ALIGN - 1) // WEIGHT_ALIGN * WEIGHT_ALIGN
-    blob = np.zeros(max(total, WEIGHT_ALIGN), np.float32)
-    for name, c in consts.items():
-        blob[offsets[name]:offsets[name] + c.size] = c.reshape(-1)
-    return blob, offsets
+from .vulkan.device import Device, best_device, kind_name, vk_module
 
 
 class VulkanExecutable(Executable):
@@ -44,9 +30,12 @@ class VulkanExecutable(Executable):
             raise BackendError(f"vulkan backend: {why}")
         g, mem = plan.graph, plan.memory
         self.dev = dev = Device(validation=flags.VULKAN_VALIDATION.get())
-        blob, woff = _weights(g)
-        skip = set(mem.skip)
-        self.kernels = [kernels.generate(g, node, self._ref(woff)) for s, node in enumerate(g.nodes) if s not in skip]
+        blob, woff = kernels.weight_blob(g)
+        skip, ref = set(mem.skip), kernels.locate(plan, woff)
+        try:
+            self.kernels = [kernels.generate(g, node, ref) for s, node in enumerate(g.nodes) if s not in skip]
+        except BackendError as e:
+            raise BackendError(f"vulkan backend: {e}") from e
         kernels.check_limits(self.kernels, dev.limits, {"arena": mem.arena_bytes, "weights": blob.nbytes})
         self._arena = dev.buffer(mem.arena_bytes)
         self._weights = dev.buffer(blob.nbytes)
@@ -68,41 +57,43 @@ class VulkanExecutable(Executable):
             v = view(n).view()
             v.flags.writeable = False
             self.outputs[n] = v
-        self.facts.update(device=dev.name, limits=dev.limits, dispatches=len(pipes), validation=dev.messages)
-
-    def _ref(self, woff: dict):
-        """Where a tensor lives for the shaders: ("weights" | "arena", offset in floats)."""
-        tensors = self.plan.memory.tensors
-
-        def ref(name: str) -> tuple[str, int]:
-            if name in woff:
-                return "weights", woff[name]
-            if tensors[name] % 4:
-                raise BackendError(f"vulkan backend: tensor {name} is not 4-byte aligned in the arena")
-            return "arena", tensors[name] // 4
-        return ref
+        self.facts.update(device=dev.name, kind=dev.kind, limits=dev.limits, dispatches=len(pipes), validation=dev.messages)
 
     def run(self) -> None:
         self._submit()
 
 
-
-
-
-def available() -> str | None:
+@functools.lru_cache(maxsize=1)
+def _device_kind() -> tuple[str | None, str]:
+    """(why Vulkan cannot run here or None, the best device's type), asked once a process."""
     try:
         vk = vk_module()
         inst = vk.vkCreateInstance(vk.VkInstanceCreateInfo(), None)
         try:
-            if not vk.vkEnumeratePhysicalDevices(inst):
-                return "the Vulkan loader found no device"
+            devices = vk.vkEnumeratePhysicalDevices(inst)
+            if not devices:
+                return "vulkan backend: the Vulkan loader found no device", ""
+            return None, kind_name(vk, best_device(vk, devices))
         finally:
             vk.vkDestroyInstance(inst, None)
     except BackendError as e:
-        return str(e)
+        return str(e), ""
     except Exception as e:                         # noqa: BLE001 - a broken driver is "not here"
-        return f"Vulkan did not start: {type(e).__name__}: {e}"
-    return None
+        return f"vulkan backend: Vulkan did not start: {type(e).__name__}: {e}", ""
+
+
+def available() -> str | None:
+    return _device_kind()[0]
+
+
+def left_out_of_auto() -> str | None:
+    """Why auto does not measure it here: not available, or its only device is the CPU itself
+    (Mesa's lavapipe: the cpu backend runs the same plan on the same cores without the detour)."""
+    why, kind = _device_kind()
+    if why or kind != "cpu" or flags.VULKAN_CPU.get():
+        return why
+    return "vulkan backend: the only Vulkan device is a CPU implementation (lavapipe); auto leaves plans to the " \
+           "cpu backend (NNOS_VULKAN_CPU=1 measures it too)"
 
 
 def covers(plan) -> str | None:

@@ -12,8 +12,15 @@ def one_line(exe) -> str:
                   "from the cache" if facts.get("cached") else "compiled here")
         notes.append(f"{facts.get('target', 'native')} object {origin}, verified against numpy"
                      + (f" {facts['verified']}" if facts.get("verified") else ""))
-    notes += [f"not {n}: {w.split(': ', 1)[-1]}" for n, w in exe.choice["passed_over"].items() if n != "cuda"]
+    if len(exe.choice.get("measured") or {}) > 1:
+        notes.append("auto: " + exe.choice["why"])
+    notes += [f"not {n}: {w.split(': ', 1)[-1]}" for n, w in exe.choice["passed_over"].items() if not _absent(w)]
     return exe.backend + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _absent(why: str) -> bool:
+    """A backend whose software or device this machine does not have at all: not worth a line."""
+    return any(s in why for s in ("CuPy is not usable", "no Vulkan loader", "found no device", "CPU implementation"))
 
 
 def lines(exe) -> list[str]:
@@ -24,4 +31,5 @@ def lines(exe) -> list[str]:
     if "compile_s" in facts:
         head += (f": compiled in {facts['compile_s']} s{' (cached)' if facts.get('cached') else ''}, "
                  f"{facts['vector_floats']}-float vectors")
-    return [head] + [f"  not {name}: {why}" for name, why in choice["passed_over"].items()]
+    measured = [f"  measured {n}: p50 {f['p50_us']:g} µs, p99 {f['p99_us']:g} µs" for n, f in choice.get("measured", {}).items()]
+    return [head] + measured + [f"  not {name}: {why}" for name, why in choice["passed_over"].items()]

@@ -460,8 +460,8 @@ def test_a_portable_target_and_an_object_built_ahead_of_time(tmp_path, monkeypat
     monkeypatch.setenv("NNOS_CPU_TARGET", name)
     monkeypatch.setenv("NNOS_CPU_PREBUILT", str(pre))
     monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path / "cache"))
-    exe = prepare(plan, "auto")
-    assert exe.backend == "cpu", exe.facts
+    exe = prepare(plan, "cpu")
+    assert exe.backend == "cpu", exe.choice
     assert exe.facts["prebuilt"], exe.facts
     assert exe.facts["target"] == name, exe.facts
     assert exe.facts["vector_floats"] == TARGETS[name][3]
@@ -477,7 +477,7 @@ def test_a_portable_target_and_an_object_built_ahead_of_time(tmp_path, monkeypat
     def refused(*a, **k):
         raise AssertionError("verified again")
     monkeypatch.setattr(backends, "against_reference", refused)
-    again = prepare(plan, "auto")
+    again = prepare(plan, "cpu")
     assert again.backend == "cpu" and again.facts["verified"] == "once on host (remembered)", again.facts
     from nnos.backends.report import one_line
     assert "object built with the image, verified against numpy once on host (remembered)" in one_line(again)

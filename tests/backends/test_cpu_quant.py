@@ -114,7 +114,7 @@ def _on_cpu_as_onnxruntime(path: str, seeds) -> None:
     """``path`` compiled, on the cpu backend (not the numpy fallback), within quantization
     tolerance of onnxruntime on each seed's inputs."""
     plan = nnos.compile(path)
-    exe = prepare(plan, "auto")
+    exe = prepare(plan, "cpu")
     assert exe.backend == "cpu", exe.choice
     for seed in seeds:
         feeds = input_feed(path, seed)

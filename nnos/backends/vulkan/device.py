@@ -38,6 +38,20 @@ def _said(severity, types, data, user) -> int:
     return 0
 
 
+KINDS = ("discrete", "integrated", "virtual", "cpu", "other")       # preferred first
+
+
+def kind_name(vk, phys) -> str:
+    t = vk.vkGetPhysicalDeviceProperties(phys).deviceType
+    return {vk.VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: "discrete", vk.VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: "integrated",
+            vk.VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: "virtual", vk.VK_PHYSICAL_DEVICE_TYPE_CPU: "cpu"}.get(t, "other")
+
+
+def best_device(vk, devices):
+    """A GPU before a CPU implementation (a board with both a GPU driver and lavapipe)."""
+    return min(devices, key=lambda d: KINDS.index(kind_name(vk, d)))
+
+
 class Device:
     def __init__(self, validation: bool = False):
         vk = self.vk = vk_module()
@@ -50,7 +64,8 @@ class Device:
         devices = vk.vkEnumeratePhysicalDevices(self.instance)
         if not devices:
             raise BackendError("vulkan backend: the loader found no Vulkan device")
-        self.phys = devices[0]
+        self.phys = best_device(vk, devices)
+        self.kind = kind_name(vk, self.phys)
         p = vk.vkGetPhysicalDeviceProperties(self.phys)
         self.name = vk.ffi.string(p.deviceName).decode() if not isinstance(p.deviceName, str) else p.deviceName
         lim = p.limits

@@ -57,6 +57,16 @@ def conv(step, node) -> str:
     (kh, kw), (sh, sw), (dh, dw), (ph, pw), _, _ = _geometry(node, xs, ws)
     g = int(node.attrs.get("group", 1))
     cg, mg, (c, h, wd) = ws[1], ws[0] // g, xs[1:]
+    taps = step.reduction("r", cg * kh * kw)
+    if step.lanes > 1:                  # the lanes share the taps: one flat loop over (ci, u, t)
+        body = (f"float acc = 0.0;\n    uint g = c1 / {mg}u;\n"
+                f"    {taps} {{\n      uint ci = r / {kh * kw}u, u = (r / {kw}u) % {kh}u, t = r % {kw}u;\n"
+                f"      int ih = int(c2 * {sh}u + u * {dh}u) - {ph};\n      int iw = int(c3 * {sw}u + t * {dw}u) - {pw};\n"
+                f"      if (ih < 0 || ih >= {h} || iw < 0 || iw >= {wd}) continue;\n"
+                f"      acc += {step.at(x, f'((c0 * {c}u + g * {cg}u + ci) * {h}u + uint(ih)) * {wd}u + uint(iw)')}"
+                f" * {step.at(w, f'((c1 * {cg}u + ci) * {kh}u + u) * {kw}u + t')};\n    }}\n"
+                f"    {step.gathered('acc')}\n    v = acc;")
+        return body + (f"\n    v += {step.at(node.inputs[2], 'c1')};" if len(node.inputs) > 2 and node.inputs[2] else "")
     body = (f"float acc = 0.0;\n    uint g = c1 / {mg}u;\n"
             f"    for (uint ci = 0u; ci < {cg}u; ci++) {{\n"
             f"      for (uint u = 0u; u < {kh}u; u++) {{\n"
@@ -171,8 +181,8 @@ def batched_matmul(step, node) -> str:
         return " + ".join([f"c{d} * {s * plane}u" for d, s in enumerate(st) if s] or ["0u"])
     ai = f"{base(sa)} + c{r - 2} * {k}u + kk"
     bi = f"{base(sb)} + kk * {sb[-1]}u + c{r - 1}"
-    return (f"float acc = 0.0;\n    for (uint kk = 0u; kk < {k}u; kk++) {{ acc += {step.at(a, ai)} * {step.at(b, bi)}; }}\n"
-            "    v = acc;")
+    return (f"float acc = 0.0;\n    {step.reduction('kk', k)} {{ acc += {step.at(a, ai)} * {step.at(b, bi)}; }}\n"
+            f"    {step.gathered('acc')}\n    v = acc;")
 
 
 def layernorm(step, node) -> str:
@@ -201,13 +211,13 @@ def gather(step, node) -> str:
     axis = int(node.attrs.get("axis", 0)) % len(xs)
     ind = np.asarray(step.graph.consts[idx]).reshape(-1) % xs[axis]
     ishape = step.graph.type_of(idx).shape
-    table = "uint[](" + ", ".join(f"{int(i)}u" for i in ind) + ")" if ind.size > 1 else None
+    table = step.dialect.table("picks", [int(i) for i in ind]) + "\n    " if ind.size > 1 else ""
     flat = " + ".join(f"c{axis + d} * {st}u" for d, st in enumerate(strides(ishape))) or "0u"
-    pick = f"{table}[{flat}]" if table else f"{int(ind[0]) if ind.size else 0}u"
+    pick = f"picks[{flat}]" if table else f"{int(ind[0]) if ind.size else 0}u"
     st = strides(xs)
     terms = [f"c{d} * {st[d]}u" for d in range(axis)] + [f"({pick}) * {st[axis]}u"]
     terms += [f"c{d + len(ishape) - 1} * {st[d]}u" for d in range(axis + 1, len(xs))]
-    return f"v = {step.at(x, ' + '.join(terms))};"
+    return f"{table}v = {step.at(x, ' + '.join(terms))};"
 
 
 def gemm(step, node) -> str:
@@ -216,12 +226,12 @@ def gemm(step, node) -> str:
     alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
     sa, sb = step.graph.type_of(a).shape, step.graph.type_of(b).shape
     if len(sa) != 2 or len(sb) != 2:
-        raise BackendError(f"vulkan backend: {node.name}: only 2-D products (got {list(sa)} × {list(sb)})")
+        raise BackendError(f"{node.name}: only 2-D products (got {list(sa)} × {list(sb)})")
     k = sa[0] if ta else sa[1]
     ai = f"k * {sa[1]}u + c0" if ta else f"c0 * {sa[1]}u + k"
     bi = f"c1 * {sb[1]}u + k" if tb else f"k * {sb[1]}u + c1"
-    body = (f"float acc = 0.0;\n    for (uint k = 0u; k < {k}u; k++) {{ acc += {step.at(a, ai)} * {step.at(b, bi)}; }}\n"
-            f"    v = {alpha!r} * acc;")
+    body = (f"float acc = 0.0;\n    {step.reduction('k', k)} {{ acc += {step.at(a, ai)} * {step.at(b, bi)}; }}\n"
+            f"    {step.gathered('acc')}\n    v = {alpha!r} * acc;")
     if len(node.inputs) > 2 and node.inputs[2]:
         body += f"\n    v += {beta!r} * {step.load(node.inputs[2])};"
     return body

@@ -8,6 +8,9 @@ pooling, reductions, Softmax, LayerNormalization, Concat, Transpose, Gather with
 elementwise ops with numpy broadcasting (Gelu and Erf too), copies (Reshape, Flatten, Squeeze,
 Unsqueeze, Identity when not a view), and fused epilogues. ``unsupported(plan)`` names the first
 step outside that, so the backend can be passed over.
+
+The step bodies are the C that GLSL and CUDA C share; a dialect wraps them (``GLSL`` here, one
+shader a step; the cuda backend's in cuda/source.py, one module for the plan).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from . import glsl
 from .glsl import BINARY, UNARY, bcast, unary
 
 LOCAL = 64                      # invocations per workgroup (v3dv allows 256; every target ≥ 128)
+WEIGHT_ALIGN = 16               # floats
 COPIES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
 POOLS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"}
 REDUCES = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin"}
@@ -39,19 +43,51 @@ float erf_(float x) {{                      // Abramowitz & Stegun 7.1.26: |erro
 """
 
 
+class Glsl:
+    """Each step its own compute shader: ``main`` over the arena and the weights buffers."""
+
+    def lanes(self, reduction: int) -> int:
+        """Invocations that share one output element's reduction (1: each computes its own)."""
+        return 1
+
+    def function(self, index: int, count: int, inner: str, lanes: int = 1) -> str:
+        return (HEADER + "void main() {\n    uint idx = gl_GlobalInvocationID.x;\n"
+                f"    if (idx >= {count}u) return;\n{inner}}}\n")
+
+    def table(self, name: str, values: list[int]) -> str:
+        return f"const uint {name}[{len(values)}] = uint[](" + ", ".join(f"{v}u" for v in values) + ");"
+
+
+GLSL = Glsl()
+
+
 class Kernel:
-    def __init__(self, name: str, source: str, count: int):
-        self.name, self.source, self.count = name, source, count
-        self.groups = (count + LOCAL - 1) // LOCAL
+    def __init__(self, name: str, source: str, count: int, lanes: int = 1, work: int = 0):
+        self.name, self.source, self.count, self.lanes = name, source, count, lanes
+        self.groups = (count * lanes + LOCAL - 1) // LOCAL
+        self.work = work or count              # multiply-adds (or elements), roughly: what fits one block
 
 
 class Step:
     """The code of one step: where each tensor lives (``ref``), coordinates of the output element."""
 
-    def __init__(self, ref, graph, out: str):
-        self.ref, self.graph = ref, graph
+    def __init__(self, ref, graph, out: str, dialect=GLSL, index: int = 0):
+        self.ref, self.graph, self.dialect, self.index = ref, graph, dialect, index
         self.shape = tuple(graph.type_of(out).shape)
         self.out = out
+        self.lanes, self.per_item = 1, 1
+
+    def reduction(self, var: str, n: int) -> str:
+        """The loop over one output element's reduction: all of it here, or this lane's share
+        when ``lanes`` invocations share it (``lane`` is the invocation's place among them)."""
+        self.lanes, self.per_item = self.dialect.lanes(n), n
+        if self.lanes == 1:
+            return f"for (uint {var} = 0u; {var} < {n}u; {var}++)"
+        return f"for (uint {var} = lane; {var} < {n}u; {var} += {self.lanes}u)"
+
+    def gathered(self, acc: str) -> str:
+        """After a shared reduction: the lanes' partial sums added into lane 0's ``acc``; the others stop."""
+        return "" if self.lanes == 1 else self.dialect.lane_sum(acc, self.lanes)
 
     def at(self, name: str, index: str) -> str:
         buf, off = self.ref(name)
@@ -82,20 +118,21 @@ class Step:
                 a, b = ("v", other) if e.pos == 0 else (other, "v")
                 lines.append(f"{{ float a = {a}; float b = {b}; v = {BINARY[e.op]}; }}")
             else:
-                raise BackendError(f"vulkan backend: no kernel for the fused {e.op} of {node.name}")
+                raise BackendError(f"no kernel for the fused {e.op} of {node.name}")
         return "\n    ".join(lines)
 
     def kernel(self, name: str, body: str, node) -> Kernel:
         count = int(np.prod(self.shape)) if self.shape else 1
-        src = (HEADER + "void main() {\n    uint idx = gl_GlobalInvocationID.x;\n"
-               f"    if (idx >= {count}u) return;\n    {self.coords()}\n    float v;\n    {body}\n"
-               f"    {self.epilogue(node)}\n    {self.at(self.out, 'idx')} = v;\n}}\n")
-        return Kernel(name, src, count)
+        inner = (f"    {self.coords()}\n    float v;\n    {body}\n"
+                 f"    {self.epilogue(node)}\n    {self.at(self.out, 'idx')} = v;\n")
+        source = self.dialect.function(self.index, count, inner, self.lanes)
+        return Kernel(name, source, count, self.lanes, count * self.per_item)
 
 
-def generate(graph, node, ref) -> Kernel:
-    """The shader of one step (``ref(name)`` → ("arena" | "weights", offset in floats))."""
-    step = Step(ref, graph, node.outputs[0])
+def generate(graph, node, ref, dialect=GLSL, index: int = 0) -> Kernel:
+    """The code of one step (``ref(name)`` → ("arena" | "weights", offset in floats)): a whole
+    shader in GLSL, the step's function in another dialect (``index`` names it)."""
+    step = Step(ref, graph, node.outputs[0], dialect, index)
     if node.op == "Gemm" or (node.op == "MatMul" and len(step.shape) == 2):
         body = glsl.gemm(step, node)
     elif node.op == "MatMul":
@@ -126,7 +163,7 @@ def generate(graph, node, ref) -> Kernel:
     elif node.op in COPIES:
         body = f"v = {step.at(node.inputs[0], 'idx')};"
     else:
-        raise BackendError(f"vulkan backend: no kernel for {node.op} ({node.name})")
+        raise BackendError(f"no kernel for {node.op} ({node.name})")
     return step.kernel(node.name, body, node)
 
 
@@ -161,6 +198,33 @@ def _why_not(g, node) -> str | None:
     return None
 
 
+def weight_blob(graph) -> tuple[np.ndarray, dict[str, int]]:
+    """Every float32 constant in one array, each at an aligned offset (in floats); the others
+    (Gather's indices, shapes, axes) are baked into the code."""
+    offsets, total = {}, 0
+    consts = {n: c for n, c in graph.consts.items() if c.dtype == np.float32}
+    for name, c in consts.items():
+        offsets[name] = total
+        total += (c.size + WEIGHT_ALIGN - 1) // WEIGHT_ALIGN * WEIGHT_ALIGN
+    blob = np.zeros(max(total, WEIGHT_ALIGN), np.float32)
+    for name, c in consts.items():
+        blob[offsets[name]:offsets[name] + c.size] = c.reshape(-1)
+    return blob, offsets
+
+
+def locate(plan, woff: dict):
+    """``ref(name)``: where a tensor lives for the kernels, ("weights" | "arena", offset in floats)."""
+    tensors = plan.memory.tensors
+
+    def ref(name: str) -> tuple[str, int]:
+        if name in woff:
+            return "weights", woff[name]
+        if tensors[name] % 4:
+            raise BackendError(f"tensor {name} is not 4-byte aligned in the arena")
+        return "arena", tensors[name] // 4
+    return ref
+
+
 def unsupported(plan) -> str | None:
     """Why this backend cannot run ``plan`` (the first step or tensor outside it), or None."""
     g = plan.graph
@@ -170,7 +234,7 @@ def unsupported(plan) -> str | None:
         if 0 in t.shape:
             return f"tensor {name} has no elements"
         if t.dtype != np.float32 and not (name in params and name in g.consts):
-            return f"tensor {name} is {t.dtype}; the vulkan backend runs float32 plans"
+            return f"tensor {name} is {t.dtype}; the generated kernels run float32 plans"
     skip = set(plan.memory.skip)
     for s, node in enumerate(g.nodes):
         why = None if s in skip else _why_not(g, node)
