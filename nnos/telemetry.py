@@ -25,7 +25,7 @@ RECORD = np.dtype([
 ])
 COUNTERS = ["ticks", "misses", "late_ticks", "failsafe_entries", "swaps", "rollbacks", "overruns",
             "heartbeat_ns", "started_ns", "rate_mhz", "period_ns", "budget_ns", "mode", "pid",
-            "restarts", "shadow_ticks", "inferences", "late_inferences", "inference_ns"]
+            "restarts", "shadow_ticks", "inferences", "late_inferences", "inference_ns", "accelerator_lost"]
 HEADER = np.dtype([("magic", "<u8"), ("capacity", "<u8"), ("last", "<u8"),
                    ("counters", "<i8", (len(COUNTERS),)),
                    ("active", "S64"), ("previous", "S64"), ("candidate", "S64"), ("shadow", "S64"),

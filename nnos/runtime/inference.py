@@ -17,6 +17,7 @@ import threading
 
 import numpy as np
 
+from ..errors import BackendError
 from ..timing import latency_figures, now_ns
 from . import realtime
 
@@ -33,6 +34,7 @@ class Worker:
         self.next_tick = 0                 # the tick the next inference is due
         self.started_tick = 0              # ... and the one the running one read its inputs at
         self.late_counted = False
+        self.error = None                  # a backend's failure (its device lost), for the loop to act on
         self.thread = threading.Thread(target=self._main, name=f"infer-{name[:8]}", daemon=True)
         self.thread.start()
 
@@ -59,7 +61,10 @@ class Worker:
             if not self.alive:
                 break
             t = now_ns()
-            self.run()
+            try:
+                self.run()
+            except BackendError as e:
+                self.error = e
             self.took_ns = now_ns() - t
             self.done = True
 
@@ -73,6 +78,10 @@ def worker(slot) -> Worker:
 def step(loop, slot, every: int) -> bool:
     """This tick's part of asynchronous inference; True when a finished chunk is not finite."""
     w, bad = worker(slot), False
+    if w.done and w.error is not None:             # its device is gone: the spare takes over
+        w.busy = w.done = False
+        loop.accelerator_lost(slot, w.error)
+        return True
     if w.done:
         w.busy = w.done = False
         loop.tel.add("inferences")

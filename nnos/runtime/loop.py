@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import flags
+from ..errors import BackendError
 from ..telemetry import MODE, TelemetryWriter
 from ..timing import DEFAULT_SLACK_MARGIN_NS, NS_PER_S, RateKeeper, now_ns, period_ns
 from . import inference, requests
@@ -130,8 +131,12 @@ class Loop(ModelJobs, Arming):
         if slot is not None and self.board.infer_every > 1:
             bad_output = inference.step(self, slot, self.board.infer_every)
         elif slot is not None:
-            slot.run()
-            bad_output = not slot.outputs_finite()
+            try:
+                slot.run()
+                bad_output = not slot.outputs_finite()
+            except BackendError as e:          # the accelerator is gone: this tick fails safe
+                why = self.accelerator_lost(slot, e)
+                fault = fault or why
         t2 = now_ns()
         slot, fault, overrun = self._judge(slot, fault, bad_output, t2 - t0)
         if slot is not None and self.board.infer_every > 1 and not slot.binder.queues_ready():
@@ -149,6 +154,21 @@ class Loop(ModelJobs, Arming):
         if self.shadow is not None:
             self._run_shadow()
         self._record(slot, late_ns, t0, t1, t2, overrun)
+
+    def accelerator_lost(self, slot, e: Exception) -> str:
+        """``slot``'s device failed mid-run (lost, reset, out of memory): its spare — the same
+        model on the CPU, bound when it was admitted — runs from the next tick. Said once;
+        returns this tick's fault."""
+        spare, why = slot.spare, str(e)
+        if spare is None:
+            return why
+        for name in ("active", "fallback", "pending"):
+            if getattr(self, name) is slot:
+                setattr(self, name, spare)
+        self.tel.add("accelerator_lost")
+        self.log(f"loop: {why}; model {slot.id[:12]} runs on the {spare.backend} backend from the next tick")
+        self._publish_models()
+        return why
 
     def _swap_if_pending(self) -> None:
         """A hitless swap at the tick boundary: the admitted model runs from this tick, the

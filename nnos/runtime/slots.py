@@ -47,12 +47,18 @@ def prebuild(plan, plan_path: str, backend: str):
         yield
 
 
+ACCELERATORS = ("cuda", "vulkan")         # a device that can be lost mid-run
+
+
 class Slot:
     def __init__(self, model_id: str, plan, board, devices, backend: str = "numpy"):
         board.check_plan(plan)               # bindings must fit: refuses with FILE:LINE otherwise
         self.id, self.plan = model_id, plan
         self.exe = plan.bind(backend)
         self.backend = self.exe.backend
+        # on an accelerator, the same model bound on the CPU beside it, verified, ready: a lost
+        # device is replaced at the next tick (the loop's accelerator_lost), never recompiled then
+        self.spare = _spare(model_id, plan, board, devices) if self.backend in ACCELERATORS else None
         self.passed_over = self.exe.choice["passed_over"]
         self.backend_report = one_line(self.exe)
         self.binder = Binder(board, devices, self.exe.inputs, self.exe.outputs, push_each_tick=board.infer_every == 1)
@@ -71,6 +77,8 @@ class Slot:
         """The slot is let go: its inference worker, if any, ends."""
         if self.worker is not None:
             self.worker.stop()
+        if self.spare is not None:
+            self.spare.close()
 
     def outputs_finite(self) -> bool:
         for f in self._finite:
@@ -78,6 +86,14 @@ class Slot:
             if s != s:              # NaN (inf·0 is NaN too)
                 return False
         return True
+
+
+def _spare(model_id: str, plan, board, devices) -> Slot:
+    from ..errors import BackendError
+    try:
+        return Slot(model_id, plan, board, devices, "cpu")
+    except BackendError:
+        return Slot(model_id, plan, board, devices, "numpy")
 
 
 def measure(slot: Slot, runs: int = 1000, warmup: int = 50):
