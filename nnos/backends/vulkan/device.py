@@ -97,7 +97,7 @@ class Device:
         feats = vk.VkValidationFeaturesEXT(
             pEnabledValidationFeatures=[vk.VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT])
         ci = vk.VkInstanceCreateInfo(pApplicationInfo=app, ppEnabledLayerNames=["VK_LAYER_KHRONOS_validation"],
-                                     ppEnabledExtensionNames=["VK_EXT_debug_utils"], pNext=feats)
+                                     ppEnabledExtensionNames=["VK_EXT_debug_utils", "VK_EXT_validation_features"], pNext=feats)
         inst = vk.vkCreateInstance(ci, None)
         sev = vk.VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | vk.VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT
         kinds = (vk.VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT | vk.VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT
@@ -160,7 +160,9 @@ class Device:
         if nbytes > self.limits["max_storage_buffer_range"]:
             raise BackendError(f"vulkan backend: a buffer of {nbytes} bytes exceeds this device's storage buffer "
                                f"range ({self.limits['max_storage_buffer_range']} bytes)")
-        buf = vk.vkCreateBuffer(self.device, vk.VkBufferCreateInfo(size=nbytes, usage=vk.VK_BUFFER_USAGE_STORAGE_BUFFER_BIT,
+        usage = (vk.VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | vk.VK_BUFFER_USAGE_TRANSFER_SRC_BIT
+                 | vk.VK_BUFFER_USAGE_TRANSFER_DST_BIT)
+        buf = vk.vkCreateBuffer(self.device, vk.VkBufferCreateInfo(size=nbytes, usage=usage,
                                                                    sharingMode=vk.VK_SHARING_MODE_EXCLUSIVE), None)
         req = vk.vkGetBufferMemoryRequirements(self.device, buf)
         mem_type = self._memory_type(req.memoryTypeBits)
