@@ -1,5 +1,6 @@
-"""The image's Python packages: nnos's runtime dependencies, pinned to the versions installed in
-the environment that runs this (the one the test suite uses), as a requirements file.
+"""The image's Python packages: nnos's runtime dependencies and the extras in EXTRAS, pinned to
+the versions installed in the environment that runs this (the one the test suite uses), as a
+requirements file.
 
     python3 requirements.py > requirements.txt
 """
@@ -14,16 +15,19 @@ except ImportError:                                   # pip always carries a cop
     from pip._vendor.packaging.requirements import Requirement
 
 
+EXTRAS = ("vulkan",)            # nnos's extras the image carries: the vulkan backend's bindings
+
+
 def closure(root: str = "nnos") -> dict[str, str]:
     pinned: dict[str, str] = {}
     todo = [root]
-    env = {"extra": ""}
     while todo:
         name = todo.pop()
         dist = metadata.distribution(name)
         for spec in dist.requires or []:
             req = Requirement(spec)
-            if req.marker is not None and not req.marker.evaluate(env):
+            extras = EXTRAS if name == root else ("",)
+            if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in extras):
                 continue
             key = req.name.lower().replace("_", "-")
             if key not in pinned:

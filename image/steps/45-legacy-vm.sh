@@ -13,8 +13,9 @@ for m in "$ROOTFS"/usr/lib/*-linux-gnu/qemu/*.so; do
 done
 # what only those modules linked (qemu-system-common depends on them for its UI, audio, spice,
 # smartcard and USB redirection modules); step 50's ELF check proves nothing else needed them
+# (libdrm2 stays: Mesa's Vulkan drivers need it)
 ui_only="libspice-server1 libgstreamer1.0-0 libgstreamer-plugins-base1.0-0 iso-codes liborc-0.4-0 libopus0
-         libasound2 libasound2-data libepoxy0 libgbm1 libdrm2 libdrm-common libwayland-server0 libbrlapi0.8
+         libasound2 libasound2-data libepoxy0 libgbm1 libwayland-server0 libbrlapi0.8
          libcacard0 libnss3 libnspr4 libpcsclite1 libsndio7.0 libusbredirparser1 libunwind8 libdw1"
 installed=$(for p in $ui_only; do chroot "$ROOTFS" dpkg-query -W -f='${Package}\n' "$p" 2>/dev/null || true; done)
 [ -z "$installed" ] || chroot "$ROOTFS" dpkg --purge --force-depends $installed >/dev/null

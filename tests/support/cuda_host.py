@@ -47,7 +47,8 @@ class HostModule:
 
     def __init__(self, plan, directory: str):
         blob, woff = kernels.weight_blob(plan.graph)
-        src, ks, launches = source.module(plan, kernels.locate(plan, woff))
+        src, ks, launches = source.module(plan, kernels.locate(plan, woff), source.HostBlock())
+        self.device_source = source.module(plan, kernels.locate(plan, woff))[0]        # what a GPU gets
         # a kernel a step: every block and thread in turn; the one-block plan: one thread that
         # walks every step's outputs in order (its barriers hold trivially)
         launch = "\n".join(

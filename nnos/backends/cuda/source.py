@@ -61,30 +61,42 @@ class CudaC:
 class CudaBlock(CudaC):
     """A small plan as one kernel of one thread block: each step a loop of the block's threads
     over its outputs, a barrier after it — one launch instead of one per step, where a launch
-    costs more than the work (an MLP policy)."""
+    costs more than the work (an MLP policy). A long reduction is a warp's, as in CudaC (the
+    block and every step's count × 32 are whole warps: a warp is in or out of a round together)."""
+
+    def lane_sum(self, acc: str, lanes: int) -> str:
+        return super().lane_sum(acc, lanes).replace("return;", "continue;")
+
+    def function(self, index: int, count: int, inner: str, lanes: int = 1) -> str:
+        body = _FLOAT.sub(r"\1f", inner).replace("\n    ", "\n      ")
+        if lanes == 1:
+            return (f"  for (uint idx = threadIdx.x; idx < {count}u; idx += blockDim.x) {{  // step {index}\n"
+                    f"  {body}  }}\n  __syncthreads();\n")
+        return (f"  for (uint tid = threadIdx.x; tid < {count * lanes}u; tid += blockDim.x) {{  // step {index}\n"
+                f"      uint idx = tid / {lanes}u, lane = tid % {lanes}u;\n  {body}  }}\n  __syncthreads();\n")
+
+
+class HostBlock(CudaBlock):
+    """CudaBlock with every reduction a thread's own: what tests/support/cuda_host.py runs one
+    thread at a time (a warp's shuffles cannot be taken in order there)."""
 
     def lanes(self, reduction: int) -> int:
         return 1
 
-    def function(self, index: int, count: int, inner: str, lanes: int = 1) -> str:
-        body = _FLOAT.sub(r"\1f", inner).replace("\n    ", "\n      ")
-        return (f"  for (uint idx = threadIdx.x; idx < {count}u; idx += blockDim.x) {{  // step {index}\n"
-                f"  {body}  }}\n  __syncthreads();\n")
-
 
 CUDA_C, CUDA_BLOCK = CudaC(), CudaBlock()
-BLOCK = 256                     # threads of the one block
+BLOCK = 1024                    # threads of the one block (32 warps)
 ONE_BLOCK_WORK = 65536          # multiply-adds a plan may take to run as one block
 
 
-def module(plan, ref) -> tuple[str, list, list]:
+def module(plan, ref, block=CUDA_BLOCK) -> tuple[str, list, list]:
     """The module's source, its kernels (the plan's steps less the views) and the launches
     [(function, blocks, threads)] in order: one block for a small plan, else a kernel a step."""
     g, skip = plan.graph, set(plan.memory.skip)
     steps = [node for s, node in enumerate(g.nodes) if s not in skip]
     ks = [kernels.generate(g, node, ref, CUDA_C, i) for i, node in enumerate(steps)]
     if 1 < len(ks) and sum(k.work for k in ks) <= ONE_BLOCK_WORK:
-        ks = [kernels.generate(g, node, ref, CUDA_BLOCK, i) for i, node in enumerate(steps)]
+        ks = [kernels.generate(g, node, ref, block, i) for i, node in enumerate(steps)]
         src = (HEADER + f'extern "C" __global__ void __launch_bounds__({BLOCK}) k0(float* arena, '
                "const float* __restrict__ weights) {\n" + "".join(k.source for k in ks) + "}\n")
         return src, ks, [("k0", 1, BLOCK)]

@@ -1,0 +1,29 @@
+"""The image carries the vulkan backend: the loader, Mesa's drivers (lavapipe here, in qemu), the
+shader compiler and the bindings. Asked for in the data partition's config, the loop runs the
+default model on the vulkan backend inside the booted image — the shaders generated and compiled
+on the device, kept in its cache — and the status names the Vulkan device."""
+from __future__ import annotations
+
+import pytest
+
+from tests.support.timing import scaled
+
+
+@pytest.mark.slow
+def test_the_loop_runs_the_default_model_on_vulkan_in_the_image(image, device):
+    dev = device
+    dev.boot()
+    dev.kill()
+    with dev.datafs() as fs:
+        fs.write("/config/nnos.env", b"NNOS_BACKEND=vulkan\n")
+        fs.commit()
+    dev.boot()
+    st = dev.wait_ticking(scaled(240))
+    loop = st["loop"]
+    assert loop["backend"].startswith("vulkan"), (loop["backend"], dev.vm.console()[-3000:])
+    assert loop["mode"] == "running", loop
+    gpu = st["gpu"]
+    assert gpu["available"] and "llvmpipe" in gpu["device"], gpu
+    first = loop["ticks"]
+    st = dev.wait_status(lambda s: s["loop"]["ticks"] >= first + 100, scaled(60), "100 more ticks on vulkan")
+    assert st["loop"]["backend"].startswith("vulkan") and not st["loop"]["failsafe"], st["loop"]
