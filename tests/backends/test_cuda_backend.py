@@ -49,7 +49,8 @@ def test_generated_cuda_c_computes_the_bundled_models_on_the_host(model, tmp_pat
     steps = len(plan.graph.nodes) - len(plan.memory.skip)
     small = os.path.basename(model) in ("cartpole.onnx", "mlp_s.onnx")       # one block; the others a kernel a step
     assert host.source.count("__global__") == (1 if small else steps)
-    assert host.source.count("__syncthreads()") == (steps if small else 0)
+    assert host.source.count("__syncthreads()") == (steps + 1 if small else 0)      # + after its input copies
+    assert ("host_out[" in host.source) == small                                      # its own output copies
     if "mlp_s" in model:                           # on a GPU its long rows are a warp's (checked there)
         assert "continue;" in host.device_source and "lane = tid % 32u" in host.device_source
     rng = np.random.default_rng(3)

@@ -49,15 +49,16 @@ class HostModule:
         blob, woff = kernels.weight_blob(plan.graph)
         src, ks, launches = source.module(plan, kernels.locate(plan, woff), source.HostBlock())
         self.device_source = source.module(plan, kernels.locate(plan, woff))[0]        # what a GPU gets
-        # a kernel a step: every block and thread in turn; the one-block plan: one thread that
-        # walks every step's outputs in order (its barriers hold trivially)
+        # a kernel a step: every block and thread in turn; the one-block plan (its copies to and
+        # from the pinned host buffers inside it): one thread that walks every step's outputs in
+        # order (its barriers hold trivially)
+        self.inside = any(own for _, _, _, own in launches)
         launch = "\n".join(
-            f'extern "C" void launch{i}(float* a, const float* w) {{ for (unsigned b = 0; b < {blocks}u; b++)'
-            f" for (int t = {threads - 1}; t >= 0; t--) {{ blockIdx.x = b; threadIdx.x = t; blockDim.x = {threads};"
-            f" {name}(a, w); }} }}" if len(launches) > 1 or len(ks) == 1 else
-            f'extern "C" void launch{i}(float* a, const float* w) {{ blockIdx.x = 0; threadIdx.x = 0; blockDim.x = 1;'
-            f" {name}(a, w); }}"
-            for i, (name, blocks, threads) in enumerate(launches))
+            f'extern "C" void launch{i}(float* a, const float* w, const float* hi, float* ho) {{ '
+            + (f"blockIdx.x = 0; threadIdx.x = 0; blockDim.x = 1; {name}(a, w, hi, ho); }}" if own else
+               f"for (unsigned b = 0; b < {blocks}u; b++) for (int t = {threads - 1}; t >= 0; t--) {{ blockIdx.x = b;"
+               f" threadIdx.x = t; blockDim.x = {threads}; {name}(a, w); }} }}")
+            for i, (name, blocks, threads, own) in enumerate(launches))
         path = os.path.join(directory, "module.cpp")
         with open(path, "w") as f:
             f.write(PRELUDE + src + launch)
@@ -72,16 +73,19 @@ class HostModule:
     def __call__(self, feeds: dict) -> dict:
         g, mem = self.plan.graph, self.plan.memory
         arena = np.zeros(mem.arena_bytes // 4 + 16, np.float32)
-        raw = arena.view(np.uint8)
-        for name, x in feeds.items():
-            off = mem.tensors[name]
-            raw[off:off + x.nbytes] = np.ascontiguousarray(x, np.float32).view(np.uint8).reshape(-1)
-        a = arena.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-        w = self.weights.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        ins = [(mem.tensors[n], g.types[n].nbytes) for n in g.inputs]
+        outs = [(mem.tensors[n], g.types[n].nbytes) for n in g.outputs]
+        (in_at, in_size), (out_at, out_size) = source.staging(ins), source.staging(outs)
+        host_in, host_out = np.zeros(in_size // 4, np.float32), np.zeros(out_size // 4, np.float32)
+        for (name, x), (off, n), start in zip(feeds.items(), ins, in_at):
+            data = np.ascontiguousarray(x, np.float32).view(np.uint8).reshape(-1)
+            (host_in.view(np.uint8)[start:start + n] if self.inside else arena.view(np.uint8)[off:off + n])[...] = data
+        f32 = ctypes.POINTER(ctypes.c_float)
+        args = [v.ctypes.data_as(f32) for v in (arena, self.weights, host_in, host_out)]
         for i in range(self.count):
-            getattr(self.so, f"launch{i}")(a, w)
+            getattr(self.so, f"launch{i}")(*args)
         out = {}
-        for name in g.outputs:
-            t, off = g.types[name], mem.tensors[name]
-            out[name] = raw[off:off + t.nbytes].view(t.dtype).reshape(t.shape).copy()
+        for name, (off, n), start in zip(g.outputs, outs, out_at):
+            raw = host_out.view(np.uint8)[start:start + n] if self.inside else arena.view(np.uint8)[off:off + n]
+            out[name] = raw.view(g.types[name].dtype).reshape(g.types[name].shape).copy()
         return out

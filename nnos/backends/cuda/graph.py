@@ -7,9 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import BackendError
-
-ALIGN = 256                     # bytes: each input and output in the pinned buffers
-
+from .source import staging
 
 def cupy_module():
     try:
@@ -37,7 +35,7 @@ class PlanGraph:
         try:
             self.facts = describe(cp)
             self.module = cp.RawModule(code=source, options=("--std=c++17",)) if launches else None
-            fns = [(self.module.get_function(name), blocks, threads) for name, blocks, threads in launches]
+            fns = [(self.module.get_function(name), blocks, threads, inside) for name, blocks, threads, inside in launches]
             self.arena = cp.zeros(max(arena_bytes, 4) // 4 + 1, cp.float32)
             self.weights = cp.asarray(weights)
             self.stream = cp.cuda.Stream(non_blocking=True)
@@ -55,30 +53,38 @@ class PlanGraph:
 
     def _pinned(self, regions: list, kind: int) -> tuple[np.ndarray, list]:
         """One pinned host buffer for ``regions`` ([(arena byte offset, nbytes)]): the bytes as
-        numpy, and each region's copy (destination, source, nbytes, kind)."""
-        cp, starts, total = self.cp, [], 0
-        for _, n in regions:
-            starts.append(total)
-            total += (n + ALIGN - 1) // ALIGN * ALIGN
-        self._mem = getattr(self, "_mem", []) + [cp.cuda.alloc_pinned_memory(max(total, ALIGN))]
-        mem = self._mem[-1]
-        host = np.frombuffer(mem, np.uint8, max(total, ALIGN))
+        numpy, and each region's (start, copy: destination, source, nbytes, kind)."""
+        cp = self.cp
+        starts, total = staging(regions)
+        mem = cp.cuda.alloc_pinned_memory(total)
+        self._mem = getattr(self, "_mem", []) + [mem]
+        host = np.frombuffer(mem, np.uint8, total)
         base, copies = self.arena.data.ptr, []
         for (off, n), start in zip(regions, starts):
             gpu, cpu = base + off, mem.ptr + start
             copies.append((gpu, cpu, n, kind) if kind == cp.cuda.runtime.memcpyHostToDevice else (cpu, gpu, n, kind))
         return host, list(zip(starts, copies))
 
+    def _device_pointer(self, host: np.ndarray) -> np.uint64:
+        """Where the GPU sees a pinned host buffer (the same address under unified addressing)."""
+        ptr = host.ctypes.data
+        try:
+            return np.uint64(self.cp.cuda.runtime.hostGetDevicePointer(ptr, 0))
+        except Exception:                              # noqa: BLE001 - older CuPy: UVA's address is the host's
+            return np.uint64(ptr)
+
     def _capture(self, fns: list, copy_in: list, copy_out: list):
         cp, s = self.cp, self.stream
         memcpy = cp.cuda.runtime.memcpyAsync
+        inside = any(f[3] for f in fns)                # the kernel copies for itself: no copy nodes
+        host = (self._device_pointer(self.host_in), self._device_pointer(self.host_out))
         s.begin_capture()
         try:
-            for _, (dst, src, n, kind) in copy_in:
+            for _, (dst, src, n, kind) in [] if inside else copy_in:
                 memcpy(dst, src, n, kind, s.ptr)
-            for fn, blocks, threads in fns:
-                fn((blocks,), (threads,), (self.arena, self.weights), stream=s)
-            for _, (dst, src, n, kind) in copy_out:
+            for fn, blocks, threads, own in fns:
+                fn((blocks,), (threads,), (self.arena, self.weights) + (host if own else ()), stream=s)
+            for _, (dst, src, n, kind) in [] if inside else copy_out:
                 memcpy(dst, src, n, kind, s.ptr)
         finally:
             graph = s.end_capture()

@@ -89,15 +89,44 @@ BLOCK = 1024                    # threads of the one block (32 warps)
 ONE_BLOCK_WORK = 65536          # multiply-adds a plan may take to run as one block
 
 
+ALIGN = 256                     # bytes: each input and output in the pinned host buffers
+
+
+def staging(regions: list) -> tuple[list, int]:
+    """Where each of ``regions`` ([(arena byte offset, nbytes)]) lies in its pinned host buffer:
+    the starts, and the buffer's size."""
+    starts, total = [], 0
+    for _, n in regions:
+        starts.append(total)
+        total += (n + ALIGN - 1) // ALIGN * ALIGN
+    return starts, max(total, ALIGN)
+
+
+def _copies(regions: list, into_arena: bool) -> str:
+    """The block's own copies between the pinned host buffers (mapped: the GPU reads and writes
+    them over the bus) and the arena, a float at a time by every thread."""
+    lines = []
+    for (off, n), start in zip(regions, staging(regions)[0]):
+        a, h = f"arena[{off // 4}u + i]", f"host_{'in' if into_arena else 'out'}[{start // 4}u + i]"
+        lines.append(f"  for (uint i = threadIdx.x; i < {n // 4}u; i += blockDim.x) "
+                     f"{a if into_arena else h} = {h if into_arena else a};\n")
+    return "".join(lines) + ("  __syncthreads();\n" if into_arena else "")
+
+
 def module(plan, ref, block=CUDA_BLOCK) -> tuple[str, list, list]:
     """The module's source, its kernels (the plan's steps less the views) and the launches
-    [(function, blocks, threads)] in order: one block for a small plan, else a kernel a step."""
-    g, skip = plan.graph, set(plan.memory.skip)
+    [(function, blocks, threads, copies inside)] in order: a small plan is one block that also
+    reads its inputs from and writes its outputs to the pinned host buffers (one graph node);
+    a larger one a kernel a step, the copies beside them in the graph."""
+    g, skip, mem = plan.graph, set(plan.memory.skip), plan.memory
     steps = [node for s, node in enumerate(g.nodes) if s not in skip]
     ks = [kernels.generate(g, node, ref, CUDA_C, i) for i, node in enumerate(steps)]
     if 1 < len(ks) and sum(k.work for k in ks) <= ONE_BLOCK_WORK:
         ks = [kernels.generate(g, node, ref, block, i) for i, node in enumerate(steps)]
+        ins = [(mem.tensors[n], g.types[n].nbytes) for n in g.inputs]
+        outs = [(mem.tensors[n], g.types[n].nbytes) for n in g.outputs]
         src = (HEADER + f'extern "C" __global__ void __launch_bounds__({BLOCK}) k0(float* arena, '
-               "const float* __restrict__ weights) {\n" + "".join(k.source for k in ks) + "}\n")
-        return src, ks, [("k0", 1, BLOCK)]
-    return HEADER + "\n".join(k.source for k in ks), ks, [(f"k{i}", k.groups, LOCAL) for i, k in enumerate(ks)]
+               "const float* __restrict__ weights, const float* __restrict__ host_in, float* __restrict__ host_out) {\n"
+               + _copies(ins, True) + "".join(k.source for k in ks) + _copies(outs, False) + "}\n")
+        return src, ks, [("k0", 1, BLOCK, True)]
+    return HEADER + "\n".join(k.source for k in ks), ks, [(f"k{i}", k.groups, LOCAL, False) for i, k in enumerate(ks)]
