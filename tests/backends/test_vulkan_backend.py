@@ -79,6 +79,7 @@ def test_bundled_models_match_the_reference_and_repeat_bitwise(model):
             np.testing.assert_allclose(first[k], ref.outputs[k], rtol=1e-4, atol=1e-5)
     assert exe.facts["validation"] == []
     assert exe.facts["limits"]["max_storage_buffers_per_stage"] >= 2
+    assert isinstance(exe.facts["limits"]["float16"], bool) and isinstance(exe.facts["limits"]["int8"], bool)
 
 
 def test_a_plan_it_does_not_cover_is_refused_by_name(tmp_path):

@@ -75,6 +75,7 @@ class Device:
                        "max_shared_memory": lim.maxComputeSharedMemorySize,
                        "max_workgroup_count_x": lim.maxComputeWorkGroupCount[0],
                        "max_workgroup_size_x": lim.maxComputeWorkGroupSize[0]}
+        self.limits.update(self._narrow_types())
         families = vk.vkGetPhysicalDeviceQueueFamilyProperties(self.phys)
         self.ids = (p.vendorID, p.deviceID, p.driverVersion, bytes(p.pipelineCacheUUID).hex())
         self.family = next((i for i, f in enumerate(families) if f.queueFlags & vk.VK_QUEUE_COMPUTE_BIT), None)
@@ -84,6 +85,21 @@ class Device:
         self.device = vk.vkCreateDevice(self.phys, vk.VkDeviceCreateInfo(pQueueCreateInfos=[prio]), None)
         self.queue = vk.vkGetDeviceQueue(self.device, self.family, 0)
         self._layouts()
+
+    def _narrow_types(self) -> dict:
+        """Whether shaders can compute in float16 and int8 and keep them in storage buffers
+        (Pi 5's v3dv: no float16), read once at bind."""
+        vk = self.vk
+        f16 = vk.VkPhysicalDeviceShaderFloat16Int8Features()
+        s16 = vk.VkPhysicalDevice16BitStorageFeatures(pNext=f16)
+        s8 = vk.VkPhysicalDevice8BitStorageFeatures(pNext=s16)
+        f2 = vk.VkPhysicalDeviceFeatures2(pNext=s8)
+        try:
+            vk.vkGetPhysicalDeviceFeatures2(self.phys, f2)
+        except Exception:                              # noqa: BLE001 - a Vulkan 1.0 driver: neither
+            return {"float16": False, "int8": False}
+        return {"float16": bool(f16.shaderFloat16 and s16.storageBuffer16BitAccess),
+                "int8": bool(f16.shaderInt8 and s8.storageBuffer8BitAccess)}
 
     def _instance(self, validation: bool):
         vk = self.vk
