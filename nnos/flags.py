@@ -92,6 +92,9 @@ VULKAN_CACHE = flag("NNOS_VULKAN_CACHE", str, "~/.cache/nnos/vulkan", "where the
                     "SPIR-V and the driver's pipeline cache (the image: /data/nnos/cache/vulkan)")
 VULKAN_CPU = flag("NNOS_VULKAN_CPU", _bool, False, "auto measures a Vulkan device that is the CPU itself (lavapipe) "
                   "too; by default it leaves such plans to the cpu backend")
+VULKAN_STAGING = flag("NNOS_VULKAN_STAGING", _bool, False, "the vulkan backend keeps the arena in device-local "
+                      "memory and copies inputs and outputs through a staging buffer even where the GPU's memory "
+                      "is host-visible (it always does where it is not: a discrete GPU without a BAR)")
 VULKAN_VALIDATION = flag("NNOS_VULKAN_VALIDATION", _bool, False, "the vulkan backend runs with the Khronos "
                          "validation layer and synchronization validation (tests; slow)")
 FOXGLOVE = flag("NNOS_FOXGLOVE", _bool, False, "the supervisor runs a Foxglove WebSocket server fed from telemetry "

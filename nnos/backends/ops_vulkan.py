@@ -17,7 +17,7 @@ from .. import flags
 from ..errors import BackendError
 from .base import Executable
 from .vulkan import kernels
-from .vulkan.device import Device, best_device, kind_name, vk_module
+from .vulkan.device import Device, best_device, buffer_size, kind_name, vk_module
 
 
 class VulkanExecutable(Executable):
@@ -37,27 +37,55 @@ class VulkanExecutable(Executable):
         except BackendError as e:
             raise BackendError(f"vulkan backend: {e}") from e
         kernels.check_limits(self.kernels, dev.limits, {"arena": mem.arena_bytes, "weights": blob.nbytes})
-        self._arena = dev.buffer(mem.arena_bytes)
-        self._weights = dev.buffer(blob.nbytes)
-        self._weights[2][:blob.nbytes] = blob.view(np.uint8)
-        arena = self._arena[2]
+        staged = flags.VULKAN_STAGING.get() or not dev.shares_memory()
+        self._arena = dev.buffer(mem.arena_bytes, "device" if staged else "shared")
+        self._weights = self._upload(blob) if staged else dev.buffer(blob.nbytes)
+        if not staged:
+            self._weights[2][:blob.nbytes] = blob.view(np.uint8)
         dev.use_pipeline_cache(kernels.cache_dir())
         self.pipes = pipes = [(dev.pipeline(kernels.spirv(k.source)), k.groups) for k in self.kernels]
         dev.save_pipeline_cache()
-        self.ds = dev.bind([(self._arena[0], self._arena[2].nbytes), (self._weights[0], self._weights[2].nbytes)])
-        self._submit = dev.submitter(dev.record(pipes, self.ds)) if pipes else (lambda: None)
-
-        def view(name):
-            t = g.types[name]
-            off = mem.tensors[name]
-            return arena[off:off + t.nbytes].view(t.dtype).reshape(t.shape)
-        self.inputs = {n: view(n) for n in g.inputs}
+        self.ds = dev.bind([(self._arena[0], buffer_size(mem.arena_bytes)), (self._weights[0], buffer_size(blob.nbytes))])
+        if staged:                          # a discrete GPU's own memory: the copies are in the command buffer
+            host, copy_in, copy_out = self._staging()
+            cb = dev.record(pipes, self.ds, copy_in=copy_in, copy_out=copy_out)
+        else:                               # shared memory: the inputs and outputs are views of the arena
+            host, cb = self._arena[2], dev.record(pipes, self.ds) if pipes else None
+        self._submit = dev.submitter(cb) if cb is not None else (lambda: None)
+        self.inputs = {n: self._view(host, self._at[n] if staged else mem.tensors[n], n) for n in g.inputs}
         self.outputs = {}
         for n in g.outputs:
-            v = view(n).view()
+            v = self._view(host, self._at[n] if staged else mem.tensors[n], n).view()
             v.flags.writeable = False
             self.outputs[n] = v
-        self.facts.update(device=dev.name, kind=dev.kind, limits=dev.limits, dispatches=len(pipes), validation=dev.messages)
+        self.facts.update(device=dev.name, kind=dev.kind, limits=dev.limits, dispatches=len(pipes),
+                          validation=dev.messages, staged=staged)
+
+    def _view(self, host: np.ndarray, offset: int, name: str) -> np.ndarray:
+        t = self.plan.graph.types[name]
+        return host[offset:offset + t.nbytes].view(t.dtype).reshape(t.shape)
+
+    def _upload(self, blob: np.ndarray):
+        """The weights into device-local memory through a staging buffer, once."""
+        dev = self.dev
+        weights, stage = dev.buffer(blob.nbytes, "device"), dev.buffer(blob.nbytes, "host")
+        stage[2][:blob.nbytes] = blob.view(np.uint8)
+        dev.copy_now(stage[0], weights[0], [(0, 0, blob.nbytes)])
+        return weights
+
+    def _staging(self):
+        """One host buffer for the inputs and outputs (each 256-byte aligned), and the copies
+        between it and the arena: (its bytes, copy in, copy out)."""
+        g, mem = self.plan.graph, self.plan.memory
+        self._at, total = {}, 0
+        for n in list(g.inputs) + [o for o in g.outputs if o not in g.inputs]:
+            self._at[n] = total
+            total += (g.types[n].nbytes + 255) // 256 * 256
+        stage = self.dev.buffer(max(total, 256), "host")
+        arena = self._arena[0]
+        copy_in = (stage[0], arena, [(self._at[n], mem.tensors[n], g.types[n].nbytes) for n in g.inputs])
+        copy_out = (arena, stage[0], [(mem.tensors[n], self._at[n], g.types[n].nbytes) for n in g.outputs])
+        return stage[2], copy_in, copy_out
 
     def run(self) -> None:
         self._submit()

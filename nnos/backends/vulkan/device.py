@@ -52,6 +52,11 @@ def best_device(vk, devices):
     return min(devices, key=lambda d: KINDS.index(kind_name(vk, d)))
 
 
+def buffer_size(nbytes: int) -> int:
+    """What a buffer of ``nbytes`` is made with (16-byte multiples, never empty)."""
+    return max(16, (nbytes + 15) // 16 * 16)
+
+
 class Device:
     def __init__(self, validation: bool = False):
         vk = self.vk = vk_module()
@@ -168,11 +173,14 @@ class Device:
             self.instance = None
 
     # --- memory ----------------------------------------------------------------------------------
-    def buffer(self, nbytes: int) -> tuple[object, object, np.ndarray]:
-        """A storage buffer in host-visible, coherent memory (device-local too where the device
-        has such memory: SoCs share it), mapped once: (buffer, memory, bytes as numpy)."""
+    def buffer(self, nbytes: int, where: str = "shared") -> tuple[object, object, np.ndarray | None]:
+        """A storage buffer, mapped once when the host can see it: (buffer, memory, bytes as numpy
+        or None). ``where``: "shared" — host-visible and coherent, device-local too where the
+        device has such memory (SoCs share it; a discrete GPU's BAR); "device" — device-local,
+        not mapped (a discrete GPU's own memory, filled by copies); "host" — host-visible,
+        cached where it can be (the staging buffer the copies go through)."""
         vk = self.vk
-        nbytes = max(16, (nbytes + 15) // 16 * 16)
+        nbytes = buffer_size(nbytes)
         if nbytes > self.limits["max_storage_buffer_range"]:
             raise BackendError(f"vulkan backend: a buffer of {nbytes} bytes exceeds this device's storage buffer "
                                f"range ({self.limits['max_storage_buffer_range']} bytes)")
@@ -180,15 +188,18 @@ class Device:
                  | vk.VK_BUFFER_USAGE_TRANSFER_DST_BIT)
         buf = vk.vkCreateBuffer(self.device, vk.VkBufferCreateInfo(size=nbytes, usage=usage,
                                                                    sharingMode=vk.VK_SHARING_MODE_EXCLUSIVE), None)
+        self._owned.append((vk.vkDestroyBuffer, buf))
         req = vk.vkGetBufferMemoryRequirements(self.device, buf)
-        mem_type = self._memory_type(req.memoryTypeBits)
+        mem_type = self.memory_type(req.memoryTypeBits, where)
         try:
             mem = vk.vkAllocateMemory(self.device, vk.VkMemoryAllocateInfo(allocationSize=req.size,
                                                                            memoryTypeIndex=mem_type), None)
         except vk.VkErrorOutOfDeviceMemory as e:
             raise BackendError(f"vulkan backend: out of device memory for {nbytes} bytes") from e
         vk.vkBindBufferMemory(self.device, buf, mem, 0)
-        self._owned += [(vk.vkDestroyBuffer, buf), (vk.vkFreeMemory, mem)]
+        self._owned.append((vk.vkFreeMemory, mem))
+        if where == "device":
+            return buf, mem, None
         mapped = vk.vkMapMemory(self.device, mem, 0, req.size, 0)
         # the bytes as numpy through a ctypes array that holds this device: any view of them keeps
         # the device (and so the mapping) alive; the device is closed when the last one goes
@@ -196,16 +207,35 @@ class Device:
         raw.device = self
         return buf, mem, np.frombuffer(raw, np.uint8, nbytes)
 
-    def _memory_type(self, bits: int) -> int:
+    def memory_type(self, bits: int, where: str = "shared") -> int:
         vk = self.vk
         props = vk.vkGetPhysicalDeviceMemoryProperties(self.phys)
+        flags = [props.memoryTypes[i].propertyFlags if bits & (1 << i) else 0 for i in range(props.memoryTypeCount)]
+        local, cached = vk.VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, vk.VK_MEMORY_PROPERTY_HOST_CACHED_BIT
+        if where == "device":
+            found = [i for i, f in enumerate(flags) if f & local]
+            if not found:
+                raise BackendError(f"vulkan backend: {self.name} has no device-local memory for storage buffers")
+            return found[0]
         want = vk.VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | vk.VK_MEMORY_PROPERTY_HOST_COHERENT_BIT
-        found = [i for i in range(props.memoryTypeCount)
-                 if bits & (1 << i) and props.memoryTypes[i].propertyFlags & want == want]
+        found = [i for i, f in enumerate(flags) if f & want == want]
         if not found:
             raise BackendError(f"vulkan backend: {self.name} has no host-visible coherent memory for storage buffers")
-        local = [i for i in found if props.memoryTypes[i].propertyFlags & vk.VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT]
-        return (local or found)[0]
+        prefer = [i for i in found if flags[i] & (local if where == "shared" else cached)]
+        return (prefer or found)[0]
+
+    def shares_memory(self) -> bool:
+        """Whether the GPU's own memory is host-visible (an SoC's, or a discrete GPU's BAR): the
+        inputs and outputs can then be views of the arena, with no copies."""
+        vk = self.vk
+        props = vk.vkGetPhysicalDeviceMemoryProperties(self.phys)
+        want = (vk.VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | vk.VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT
+                | vk.VK_MEMORY_PROPERTY_HOST_COHERENT_BIT)
+        return any(props.memoryTypes[i].propertyFlags & want == want for i in range(props.memoryTypeCount))
+
+    def copy_now(self, src, dst, regions: list) -> None:
+        """Copies between buffers, submitted and waited for (the weights' one upload)."""
+        self.submitter(self.record([], None, copy_in=(src, dst, regions)))()
 
     def bind(self, buffers: list) -> object:
         """The one descriptor set: binding i → buffers[i] (whole, by its size)."""
@@ -275,27 +305,47 @@ class Device:
         self._owned.append((vk.vkDestroyPipeline, p))
         return p
 
-    def record(self, steps: list[tuple[object, int]], ds, barriers: bool = True) -> object:
-        """One command buffer: each (pipeline, workgroups) dispatched in order, a barrier after
-        each (its writes before the next reads), the last one's writes made visible to the host.
-        (``barriers=False`` only for the test that shows the validation layer catches it.)"""
+    def record(self, steps: list[tuple[object, int]], ds, barriers: bool = True, copy_in=None, copy_out=None) -> object:
+        """One command buffer: ``copy_in`` (src, dst, [(src offset, dst offset, size)]) first,
+        each (pipeline, workgroups) dispatched in order with a barrier after each (its writes
+        before the next reads), ``copy_out`` after them, the last writes made visible to the
+        host. (``barriers=False`` only for the test that looks for them.)"""
         vk = self.vk
         (cb,) = vk.vkAllocateCommandBuffers(self.device, vk.VkCommandBufferAllocateInfo(
             commandPool=self.cmd_pool, level=vk.VK_COMMAND_BUFFER_LEVEL_PRIMARY, commandBufferCount=1))
         vk.vkBeginCommandBuffer(cb, vk.VkCommandBufferBeginInfo())
-        compute = vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT
-        between = vk.VkMemoryBarrier(srcAccessMask=vk.VK_ACCESS_SHADER_WRITE_BIT,
-                                     dstAccessMask=vk.VK_ACCESS_SHADER_READ_BIT | vk.VK_ACCESS_SHADER_WRITE_BIT)
-        to_host = vk.VkMemoryBarrier(srcAccessMask=vk.VK_ACCESS_SHADER_WRITE_BIT, dstAccessMask=vk.VK_ACCESS_HOST_READ_BIT)
+        compute, transfer = vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, vk.VK_PIPELINE_STAGE_TRANSFER_BIT
+        write, read = vk.VK_ACCESS_SHADER_WRITE_BIT, vk.VK_ACCESS_SHADER_READ_BIT
+        last = compute, write                                 # the stage and access the host waits on
+
+        def barrier(src, dst, src_access, dst_access):
+            vk.vkCmdPipelineBarrier(cb, src, dst, 0, 1, [vk.VkMemoryBarrier(srcAccessMask=src_access,
+                                                                            dstAccessMask=dst_access)], 0, None, 0, None)
+        if copy_in:
+            self._copy(cb, *copy_in)
+            barrier(transfer, compute if steps else transfer, vk.VK_ACCESS_TRANSFER_WRITE_BIT,
+                    read | write if steps else vk.VK_ACCESS_TRANSFER_READ_BIT)
+            last = transfer, vk.VK_ACCESS_TRANSFER_WRITE_BIT
         for i, (pipe, groups) in enumerate(steps):
             vk.vkCmdBindPipeline(cb, vk.VK_PIPELINE_BIND_POINT_COMPUTE, pipe)
             vk.vkCmdBindDescriptorSets(cb, vk.VK_PIPELINE_BIND_POINT_COMPUTE, self.pipeline_layout, 0, 1, [ds], 0, None)
             vk.vkCmdDispatch(cb, groups, 1, 1)
             if i < len(steps) - 1 and barriers:
-                vk.vkCmdPipelineBarrier(cb, compute, compute, 0, 1, [between], 0, None, 0, None)
-        vk.vkCmdPipelineBarrier(cb, compute, vk.VK_PIPELINE_STAGE_HOST_BIT, 0, 1, [to_host], 0, None, 0, None)
+                barrier(compute, compute, write, read | write)
+            last = compute, write
+        if copy_out:
+            barrier(last[0], transfer, last[1], vk.VK_ACCESS_TRANSFER_READ_BIT)
+            self._copy(cb, *copy_out)
+            last = transfer, vk.VK_ACCESS_TRANSFER_WRITE_BIT
+        barrier(last[0], vk.VK_PIPELINE_STAGE_HOST_BIT, last[1], vk.VK_ACCESS_HOST_READ_BIT)
         vk.vkEndCommandBuffer(cb)
         return cb
+
+    def _copy(self, cb, src, dst, regions: list) -> None:
+        vk = self.vk
+        if regions:
+            vk.vkCmdCopyBuffer(cb, src, dst, len(regions), [vk.VkBufferCopy(srcOffset=a, dstOffset=b, size=n)
+                                                            for a, b, n in regions])
 
     def submitter(self, cb):
         """A function that submits ``cb`` and waits for it: its submit structure, fence and the
