@@ -130,6 +130,8 @@ def main(argv=None) -> int:
                     "initramfs-modules.txt, overlay/ and numbered steps/ for a specific board")
     ap.add_argument("--cpu-target", help="the CPU the cpu backend's objects are built for on the device "
                     "(x86-64-v2 … v4, armv8-a; default: x86-64-v2 on amd64, armv8-a on arm64)")
+    ap.add_argument("--suite", default="bookworm", choices=("bookworm", "trixie"),
+                    help="the Debian release (trixie: Mesa 25 and a 6.12 kernel, for the Pi 5's and RK3588's GPUs)")
     ap.add_argument("--out", default=os.path.join(REPO, "out"))
     ap.add_argument("--only", help="run only the steps whose names start with these (comma separated)")
     a = ap.parse_args(argv)
@@ -150,7 +152,7 @@ def main(argv=None) -> int:
                WORK=work, ROOTFS=os.path.join(work, "rootfs"), CACHE=os.path.join(REPO, "out", "cache"),
                HW_DIR=os.path.abspath(a.hw) if a.hw else "", **merge_lists(work, os.path.abspath(a.hw) if a.hw else None),
                BOARD=os.path.abspath(a.board), MODEL=os.path.abspath(a.model) if a.model else "",
-               HOST_PY=sys.executable, CPU_TARGET=a.cpu_target or "", LC_ALL="C.UTF-8",
+               HOST_PY=sys.executable, CPU_TARGET=a.cpu_target or "", LC_ALL="C.UTF-8", SUITE=a.suite,
                SOURCE_DATE_EPOCH=os.environ.get("SOURCE_DATE_EPOCH", "1764028800"))
     chosen = steps(a.hw)
     if a.only:

@@ -40,8 +40,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def artifacts(arch: str) -> dict:
-    base = os.path.join(OUT, f"nnos-{arch}")
+def artifacts(arch: str, out: str = OUT) -> dict:
+    base = os.path.join(out, f"nnos-{arch}")
     paths = {k: f"{base}.{k}" for k in ("img", "vmlinuz", "initrd.img", "cmdline")}
     missing = [p for p in paths.values() if not os.path.exists(p)]
     if missing:
@@ -132,8 +132,10 @@ class Qmp:
 class Vm:
     def __init__(self, image: str, arch: str = "amd64", workdir: str | None = None, uefi: bool = False,
                  memory_mb: int = 1024, cpus: int = 2, api_port: int | None = None, accel: str | None = None,
-                 cmdline_extra: str = ""):
-        self.arch, self.image, self.uefi = arch, image, uefi
+                 cmdline_extra: str = "", built: dict | None = None):
+        """``built``: the image's kernel, initrd and command line (artifacts(); another build's
+        for an image built elsewhere, such as --suite trixie's)."""
+        self.arch, self.image, self.uefi, self.built = arch, image, uefi, built
         self.workdir = workdir or os.path.join(OUT, f"vm-{arch}-{os.getpid()}")
         os.makedirs(self.workdir, exist_ok=True)
         self.console_path = os.path.join(self.workdir, "console.log")
@@ -169,7 +171,7 @@ class Vm:
             cmd += ["-drive", f"if=pflash,format=raw,readonly=on,file={FIRMWARE[a]}",
                     "-drive", f"if=pflash,format=raw,file={vars_path}"]
         else:
-            art = artifacts(a)
+            art = self.built or artifacts(a)
             with open(art["cmdline"]) as f:
                 cmdline = f.read().strip() + (" " + self.cmdline_extra if self.cmdline_extra else "")
             cmd += ["-kernel", art["vmlinuz"], "-initrd", art["initrd.img"], "-append", cmdline]

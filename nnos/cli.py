@@ -93,8 +93,8 @@ def cmd_inspect(a):
           f"lower bound {mem['lower_bound_bytes']:,} B   (+ {mem['workspace_bytes']:,} B kept scratch)")
     print("ops        " + ", ".join(f"{k}×{v}" for k, v in meta["ops"].items()))
     be = rep["backends"]
-    print(f"backend    {be['auto']} (auto: cuda, then cpu, then numpy)" +
-          "".join(f"; not {n}: {be[n]['why_not']}" for n in ("cuda", "cpu") if not be[n]["runs_here"]))
+    print(f"backends   auto measures {', '.join(be['candidates'])} when the plan is bound" +
+          "".join(f"; not {n}: {be[n]['why_not']}" for n in ("cuda", "vulkan", "cpu") if not be[n]["runs_here"]))
     for w in meta["warnings"]:
         print(f"WARNING    {w}")
 
@@ -211,7 +211,7 @@ def parser() -> argparse.ArgumentParser:
                    help="a float16 model: auto computes in float32 inside, float16 at its inputs and outputs; "
                         "fp32 takes and gives float32 too; fp16 computes as the model says (slow on CPUs)")
     c.add_argument("--backend", default="auto", choices=backends.NAMES,
-                   help="build and self-check this backend here (auto: cuda, then cpu, then numpy)")
+                   help="build and self-check this backend here (auto: the fastest measured here)")
     c.set_defaults(fn=cmd_compile)
     i = sub.add_parser("inspect", help="show a plan's steps, cost and memory")
     i.add_argument("plan")

@@ -58,6 +58,8 @@ CPU_VECTOR = flag("NNOS_CPU_VECTOR", int, 0, "floats per vector in the cpu backe
 BACKEND = flag("NNOS_BACKEND", str, "auto", "the backend the loop runs plans on: auto (the fastest of cuda, vulkan, "
                "cpu and numpy, measured when a plan is bound), or one by name")
 SELF_CHECK = flag("NNOS_SELF_CHECK", _bool, True, "compile checks plan == direct and save/load round trip")
+IMAGE_SUITES = flag("NNOS_IMAGE_SUITES", str, "bookworm", "tests/image: the Debian suites whose images are built "
+                    "and booted (comma separated; trixie adds a build and a boot: ~8 min)")
 QUICK = flag("NNOS_QUICK", _bool, False, "tests: skip the slow real-model and image cases")
 LEGACY_VM = flag("NNOS_LEGACY_VM", str, "", "directory with the legacy VM's vmlinuz and initrd.img "
                  "(./build.sh legacy-vm makes out/legacy-vm); empty: no legacy VM")

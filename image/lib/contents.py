@@ -23,7 +23,7 @@ def main(work: str, rootfs: str, board: str, model: str) -> dict:
         parts = json.load(f)
     with open(os.path.join(work, "plan_id")) as f:
         plan_id = f.read().strip()
-    dirs = ["usr/lib/modules", "usr/local/lib", "usr/lib/python3.11", "usr/lib/x86_64-linux-gnu",
+    dirs = ["usr/lib/modules", "usr/local/lib", "usr/lib/python3.11", "usr/lib/python3.13", "usr/lib/x86_64-linux-gnu",
             "usr/lib/aarch64-linux-gnu", "usr/share", "usr/bin", "usr/sbin", "usr/lib/udev", "etc", "var"]
     largest = {d: du(os.path.join(rootfs, d)) for d in dirs if os.path.exists(os.path.join(rootfs, d))}
     kernel = sorted(os.listdir(os.path.join(rootfs, "usr/lib/modules")))

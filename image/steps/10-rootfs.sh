@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian bookworm root filesystem (minbase + packages.txt + the hardware hook's, no recommends) and the kernel, unpacked with dpkg -x
+# Debian $SUITE (bookworm by default; trixie for the boards whose GPUs need Mesa 25) root filesystem (minbase + packages.txt + the hardware hook's, no recommends) and the kernel, unpacked with dpkg -x
 # so that no initramfs generator runs (nnos builds its own, step 60). Cached in $CACHE by the hash
 # of the package lists: a rebuild with unchanged lists takes seconds.
 set -euo pipefail
@@ -7,8 +7,8 @@ pkgs() { sed -e 's/#.*//' "$PACKAGES" | awk -v a="[$ARCH]" 'NF && ($2 == "" || $
 kernel_meta=$(awk -v a="$ARCH" '$1 == a {print $2}' "$IMAGE_DIR/kernel.txt")
 grub_pkg=$(awk -v a="$ARCH" '$1 == a {print $3}' "$IMAGE_DIR/kernel.txt")
 [ -n "$kernel_meta" ] || { echo "no kernel for $ARCH in kernel.txt" >&2; exit 1; }
-key=$(cat "$PACKAGES" "$IMAGE_DIR/kernel.txt" "$0" | sha256sum | cut -c1-16)
-tarball=$CACHE/rootfs-$ARCH-$key.tar
+key=$( (echo "$SUITE"; cat "$PACKAGES" "$IMAGE_DIR/kernel.txt" "$0") | sha256sum | cut -c1-16)
+tarball=$CACHE/rootfs-$SUITE-$ARCH-$key.tar
 mkdir -p "$CACHE"
 if [ "$ARCH" != "$(dpkg --print-architecture)" ]; then
     # foreign packages' maintainer scripts run through qemu-user (binfmt)
@@ -17,7 +17,7 @@ if [ "$ARCH" != "$(dpkg --print-architecture)" ]; then
     arch-test "$ARCH" >/dev/null || { echo "cannot run $ARCH binaries here (qemu-user-static + binfmt-support)" >&2; exit 1; }
 fi
 if [ ! -s "$tarball" ]; then
-    echo "mmdebstrap: bookworm $ARCH minbase + $(pkgs)"
+    echo "mmdebstrap: $SUITE $ARCH minbase + $(pkgs)"
     mmdebstrap --variant=minbase --architectures="$ARCH" --include="$(pkgs)" \
         --aptopt='Apt::Install-Recommends "false"' \
         --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
@@ -26,10 +26,10 @@ if [ ! -s "$tarball" ]; then
         --customize-hook="chroot \"\$1\" sh -c 'cd /tmp && apt-get download -q \$(apt-cache depends $kernel_meta | awk \"/Depends: linux-image-[0-9]/{print \\\$2}\")'" \
         --customize-hook="chroot \"\$1\" sh -c 'cd /tmp && apt-get download -q $grub_pkg'" \
         --customize-hook='mkdir -p "$1"/usr/lib/nnos-build; for d in "$1"/tmp/grub-*.deb; do dpkg -x "$d" "$1"/usr/lib/nnos-build/grub; rm "$d"; done' \
-        --customize-hook='for d in "$1"/tmp/linux-image-*.deb; do echo "kernel: $(basename "$d")"; x=$(mktemp -d); dpkg -x "$d" "$x"; cp -a "$x"/lib/. "$1"/usr/lib/; cp -a "$x"/boot/. "$1"/boot/; rm -rf "$x" "$d"; done' \
-        bookworm "$tarball.part.tar" "deb http://deb.debian.org/debian bookworm main" \
-        "deb http://deb.debian.org/debian bookworm-updates main" \
-        "deb http://deb.debian.org/debian-security bookworm-security main"
+        --customize-hook='for d in "$1"/tmp/linux-image-*.deb; do echo "kernel: $(basename "$d")"; x=$(mktemp -d); dpkg -x "$d" "$x"; for l in lib usr/lib; do [ ! -d "$x/$l" ] || cp -a "$x/$l"/. "$1"/usr/lib/; done; cp -a "$x"/boot/. "$1"/boot/; rm -rf "$x" "$d"; done' \
+        "$SUITE" "$tarball.part.tar" "deb http://deb.debian.org/debian $SUITE main" \
+        "deb http://deb.debian.org/debian $SUITE-updates main" \
+        "deb http://deb.debian.org/debian-security $SUITE-security main"
     mv "$tarball.part.tar" "$tarball"
 else
     echo "root filesystem from cache: $(basename "$tarball")"

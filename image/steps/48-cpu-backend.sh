@@ -11,12 +11,13 @@ case $ARCH in
     amd64) target=${CPU_TARGET:-x86-64-v2}; triple=x86_64-linux-gnu; bu=binutils-x86-64-linux-gnu ;;  # numpy needs v2 too
     arm64) target=${CPU_TARGET:-armv8-a}; triple=aarch64-linux-gnu; bu=binutils-aarch64-linux-gnu ;;
 esac
-gccdir=$ROOTFS/usr/lib/gcc/$triple/12
+v=$(ls "$ROOTFS/usr/lib/gcc/$triple" | sort -n | tail -1)       # 12 on bookworm, 14 on trixie
+gccdir=$ROOTFS/usr/lib/gcc/$triple/$v
 # programs: the driver, the assembler and the linker (and the names they are called by)
-for p in gcc-12 cpp-12 binutils "$bu" gcc cpp; do
+for p in gcc-$v cpp-$v cpp-$v-$triple gcc-$v-$triple binutils "$bu" gcc cpp; do
     for f in $(cat "$ROOTFS"/var/lib/dpkg/info/$p{,:$ARCH}.list 2>/dev/null | grep '^/usr/bin/'); do
         case $(basename "$f") in
-            gcc|gcc-12|cc|c99-gcc|$triple-gcc|$triple-gcc-12|as|$triple-as|ld|ld.bfd|$triple-ld|$triple-ld.bfd) ;;
+            gcc|gcc-$v|cc|c99-gcc|$triple-gcc|$triple-gcc-$v|as|$triple-as|ld|ld.bfd|$triple-ld|$triple-ld.bfd) ;;
             *) rm -f "$ROOTFS$f" ;;
         esac
     done
@@ -53,7 +54,7 @@ chroot "$ROOTFS" env -i PATH=/usr/bin:/bin PYTHONDONTWRITEBYTECODE=1 OPENBLAS_NU
 rm -rf "$ROOTFS/tmp/plancheck.npz" "$ROOTFS/tmp/plancheck.py" "$ROOTFS/tmp/nnos-cpu-cache"
 # what the compiler adds: its packages' files still present, unpacked and as squashfs (zstd 15)
 "$HOST_PY" "$IMAGE_DIR/lib/pkgsize.py" "$ROOTFS" "$WORK/compiler.json" \
-    gcc gcc-12 cpp cpp-12 binutils binutils-common "$bu" libbinutils libctf0 \
-    libctf-nobfd0 libgprofng0 libjansson4 libgcc-12-dev libcc1-0 libisl23 libmpc3 libmpfr6 libc6-dev libc-dev-bin \
+    gcc gcc-$v cpp cpp-$v binutils binutils-common "$bu" libbinutils libctf0 \
+    libctf-nobfd0 libgprofng0 libjansson4 libgcc-$v-dev libcc1-0 libisl23 libmpc3 libmpfr6 libc6-dev libc-dev-bin \
     linux-libc-dev libcrypt-dev libnsl-dev rpcsvc-proto libtirpc-dev libasan8 liblsan0 libtsan2 libubsan1 \
     libhwasan0 libitm1 libatomic1 libquadmath0 libgomp1

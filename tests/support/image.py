@@ -41,7 +41,7 @@ class Device:
         # an emulated device's ticks stall past half a 20 ms period even on an idle host (CI saw
         # 10.5, 13 and 16 ms in three probations in a row): the loop's budget there is 90 %
         extra.append("nnos.loop_budget=0.90")
-        self.vm = Vm(self.disk, ARCH, workdir=workdir, uefi=uefi, cmdline_extra=" ".join(extra))
+        self.vm = Vm(self.disk, ARCH, workdir=workdir, uefi=uefi, cmdline_extra=" ".join(extra), built=image)
         self.mark = 0
         self._client: httpx.Client | None = None
 
