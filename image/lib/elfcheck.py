@@ -95,6 +95,8 @@ def missing(root: str) -> list[tuple[str, str]]:
                         if "$ORIGIN" in p else os.path.join(root, p.lstrip("/")) for p in search]
                 if any(path.endswith(k) for k in ALLOWED):
                     continue
+                if ".so" in name and d not in dirs:   # a private library directory (systemd's): its
+                    here.append(d)                 # siblings load through the executable's RUNPATH
                 for lib in needed:
                     if not any(os.path.exists(os.path.join(x, lib)) for x in here + dirs):
                         out.append((os.path.relpath(path, root), lib))

@@ -9,6 +9,8 @@ modules.dep lines are "kernel/a.ko: kernel/b.ko kernel/c.ko" (b, c needed by a).
 """
 from __future__ import annotations
 
+import gzip
+import lzma
 import os
 import shutil
 import sys
@@ -57,7 +59,8 @@ def prune(rootfs: str, keep_file: str) -> None:
     kdir = kernel_dir(rootfs)
     deps = read_deps(kdir)
     prefixes = ["kernel/" + p for p in read_list(keep_file)]
-    wanted = [m for m in deps if any(m == p or (p.endswith("/") and m.startswith(p)) for p in prefixes)]
+    plain = {m: m[:m.index(".ko") + 3] for m in deps}            # kernel/x.ko.xz is kernel/x.ko's
+    wanted = [m for m in deps if any(plain[m] == p or (p.endswith("/") and m.startswith(p)) for p in prefixes)]
     keep = set(closure(wanted, deps))
     removed = size = 0
     for m in deps:
@@ -72,20 +75,35 @@ def prune(rootfs: str, keep_file: str) -> None:
     print(f"kernel modules: kept {len(keep)}, removed {removed} ({size / 2**20:.0f} MiB)")
 
 
+def module_file(m: str) -> str:
+    """A module's file name as the initramfs keeps it: name.ko (a kernel that compresses its
+    modules, as Debian 13's does with xz, has them unpacked here: busybox's insmod reads plain ones)."""
+    base = os.path.basename(m)
+    return base[:base.index(".ko") + 3]
+
+
 def initramfs(rootfs: str, list_file: str, dest: str) -> None:
     kdir = kernel_dir(rootfs)
     deps = read_deps(kdir)
-    by_name = {os.path.basename(m)[:-3].replace("-", "_"): m for m in deps}
+    by_name = {module_file(m)[:-3].replace("-", "_"): m for m in deps}
     names = read_list(list_file)
     wanted = [by_name[n] for n in names if n in by_name]
     skipped = [n for n in names if n not in by_name]
     order = closure(wanted, deps)
     os.makedirs(os.path.join(dest, "lib", "modules"), exist_ok=True)
     for m in order:
-        shutil.copy2(os.path.join(kdir, m), os.path.join(dest, "lib", "modules", os.path.basename(m)))
+        src, dst = os.path.join(kdir, m), os.path.join(dest, "lib", "modules", module_file(m))
+        if m.endswith(".ko"):
+            shutil.copy2(src, dst)
+        else:
+            opener = {".xz": lzma.open, ".gz": gzip.open}.get(os.path.splitext(m)[1])
+            if opener is None:
+                raise SystemExit(f"module {m}: a compression this build cannot unpack")
+            with opener(src) as f, open(dst, "wb") as out:
+                shutil.copyfileobj(f, out)
     with open(os.path.join(dest, "modules.order"), "w") as f:
-        f.write("".join(os.path.basename(m) + "\n" for m in order))
-    print(f"initramfs modules: {len(order)} ({', '.join(os.path.basename(m)[:-3] for m in order)}); "
+        f.write("".join(module_file(m) + "\n" for m in order))
+    print(f"initramfs modules: {len(order)} ({', '.join(module_file(m)[:-3] for m in order)}); "
           f"not modules in this kernel: {', '.join(skipped) or 'none'}")
 
 
