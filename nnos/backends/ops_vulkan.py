@@ -38,9 +38,11 @@ class VulkanExecutable(Executable):
             raise BackendError(f"vulkan backend: {e}") from e
         kernels.check_limits(self.kernels, dev.limits, {"arena": mem.arena_bytes, "weights": blob.nbytes})
         staged = flags.VULKAN_STAGING.get() or not dev.shares_memory()
-        self._arena = dev.buffer(mem.arena_bytes, "device" if staged else "shared")
+        # the arena starts zeroed (Vulkan memory starts undefined: a freed device's bytes, NaNs)
+        self._arena = self._upload(np.zeros(mem.arena_bytes, np.uint8)) if staged else dev.buffer(mem.arena_bytes)
         self._weights = self._upload(blob) if staged else dev.buffer(blob.nbytes)
         if not staged:
+            self._arena[2][...] = 0
             self._weights[2][:blob.nbytes] = blob.view(np.uint8)
         dev.use_pipeline_cache(kernels.cache_dir())
         self.pipes = pipes = [(dev.pipeline(kernels.spirv(k.source)), k.groups) for k in self.kernels]
@@ -66,12 +68,13 @@ class VulkanExecutable(Executable):
         return host[offset:offset + t.nbytes].view(t.dtype).reshape(t.shape)
 
     def _upload(self, blob: np.ndarray):
-        """The weights into device-local memory through a staging buffer, once."""
-        dev = self.dev
-        weights, stage = dev.buffer(blob.nbytes, "device"), dev.buffer(blob.nbytes, "host")
-        stage[2][:blob.nbytes] = blob.view(np.uint8)
-        dev.copy_now(stage[0], weights[0], [(0, 0, blob.nbytes)])
-        return weights
+        """``blob``'s bytes in a new device-local buffer, through a staging buffer, once."""
+        dev, data = self.dev, blob.view(np.uint8).reshape(-1)
+        target, stage = dev.buffer(data.nbytes, "device"), dev.buffer(data.nbytes, "host")
+        stage[2][...] = 0
+        stage[2][:data.nbytes] = data
+        dev.copy_now(stage[0], target[0], [(0, 0, stage[2].nbytes)])
+        return target
 
     def _staging(self):
         """One host buffer for the inputs and outputs (each 256-byte aligned), and the copies
@@ -82,6 +85,7 @@ class VulkanExecutable(Executable):
             self._at[n] = total
             total += (g.types[n].nbytes + 255) // 256 * 256
         stage = self.dev.buffer(max(total, 256), "host")
+        stage[2][...] = 0
         arena = self._arena[0]
         copy_in = (stage[0], arena, [(self._at[n], mem.tensors[n], g.types[n].nbytes) for n in g.inputs])
         copy_out = (arena, stage[0], [(mem.tensors[n], self._at[n], g.types[n].nbytes) for n in g.outputs])

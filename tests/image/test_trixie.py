@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from nnos import flags
-from tests.support.image import ARCH, BOARD, OUT, ROOT, Device, artifacts, inputs_digest
+from tests.support.image import ARCH, BOARD, OUT, ROOT, Device, artifacts, boot_on_backend, inputs_digest
 from tests.support.timing import scaled
 
 pytestmark = pytest.mark.skipif("trixie" not in flags.IMAGE_SUITES.get().split(","),
@@ -43,12 +43,7 @@ def test_the_trixie_image_boots_and_runs_the_loop_on_vulkan(trixie, tmp_path):
         assert "Linux version 6.12" in console or "6.12." in console, console[:2000]
         st = dev.wait_ticking(scaled(240))
         assert st["loop"]["mode"] == "running", st["loop"]
-        dev.kill()
-        with dev.datafs() as fs:
-            fs.write("/config/nnos.env", b"NNOS_BACKEND=vulkan\n")
-            fs.commit()
-        dev.boot()
-        st = dev.wait_ticking(scaled(240))
+        st = boot_on_backend(dev, "vulkan")
         assert st["loop"]["backend"].startswith("vulkan"), (st["loop"]["backend"], dev.vm.console()[-3000:])
         assert st["gpu"]["available"] and "llvmpipe" in st["gpu"]["device"], st["gpu"]
         first = st["loop"]["ticks"]

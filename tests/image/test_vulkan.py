@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.image import boot_on_backend
 from tests.support.timing import scaled
 
 
@@ -13,12 +14,7 @@ from tests.support.timing import scaled
 def test_the_loop_runs_the_default_model_on_vulkan_in_the_image(image, device):
     dev = device
     dev.boot()
-    dev.kill()
-    with dev.datafs() as fs:
-        fs.write("/config/nnos.env", b"NNOS_BACKEND=vulkan\n")
-        fs.commit()
-    dev.boot()
-    st = dev.wait_ticking(scaled(240))
+    st = boot_on_backend(dev, "vulkan")
     loop = st["loop"]
     assert loop["backend"].startswith("vulkan"), (loop["backend"], dev.vm.console()[-3000:])
     assert loop["mode"] == "running", loop

@@ -111,6 +111,17 @@ class Device:
         return self.wait_status(lambda st: _ticks(st) not in (None, first), timeout, "the loop ticking")
 
 
+def boot_on_backend(dev: Device, backend: str) -> dict:
+    """``dev`` powered off, NNOS_BACKEND=``backend`` written into its data partition's nnos.env,
+    booted again: its status once the loop ticks."""
+    dev.kill()
+    with dev.datafs() as fs:
+        fs.write("/config/nnos.env", f"NNOS_BACKEND={backend}\n".encode())
+        fs.commit()
+    dev.boot()
+    return dev.wait_ticking(scaled(240))
+
+
 def boot_times_path() -> str:
     return os.path.join(OUT, f"boot-times-{ARCH}.json")
 
