@@ -21,10 +21,10 @@ def timed(exes: dict, plan) -> dict:
             np.copyto(exe.inputs[name], v)
         exe.run()                                     # warm: caches, clocks, a first-call upload
     times = {name: [] for name in exes}
-    for _ in range(ROUNDS):
+    for r in range(1, ROUNDS + 1):
         for name, exe in exes.items():
             run, start, out = exe.run, now_ns(), times[name]
-            while len(out) < MIN_CALLS * (_ + 1) or now_ns() - start < ROUND_NS:
+            while len(out) < MIN_CALLS * r or now_ns() - start < ROUND_NS:
                 t0 = now_ns()
                 run()
                 out.append(now_ns() - t0)

@@ -162,9 +162,11 @@ class Loop(ModelJobs, Arming):
         spare, why = slot.spare, str(e)
         if spare is None:
             return why
-        for name in ("active", "fallback", "pending"):
+        for name in ("active", "fallback", "pending", "shadow"):
             if getattr(self, name) is slot:
                 setattr(self, name, spare)
+        slot.spare = None
+        slot.close()                           # its inference worker, if any, ends; the spare lives on
         self.tel.add("accelerator_lost")
         self.log(f"loop: {why}; model {slot.id[:12]} runs on the {spare.backend} backend from the next tick")
         self._publish_models()

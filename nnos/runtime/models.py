@@ -13,7 +13,7 @@ import numpy as np
 
 from nnos_hardware.errors import HardwareError
 
-from ..errors import NnosError
+from ..errors import BackendError, NnosError
 from ..timing import period_ns
 from . import inference
 from .actuators import Actuators
@@ -182,7 +182,11 @@ class ModelJobs:
         """In the tick, after the actuators are written: the shadow model on the same inputs."""
         sh, act = self.shadow, self.active
         sh.binder.read_inputs()
-        sh.run()
+        try:
+            sh.run()
+        except BackendError as e:              # its device is gone: the shadow goes on on its spare
+            self.accelerator_lost(sh, e)
+            return
         self.tel.add("shadow_ticks")
         if act is None:
             return

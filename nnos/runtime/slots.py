@@ -12,6 +12,7 @@ import numpy as np
 from nnos_hardware.binding import Binder
 
 from .. import backends  # noqa: F401 - a slot binds its plan through them
+from ..errors import BackendError
 from ..backends.report import one_line
 from ..timing import latency_figures, now_ns
 from .realtime import cpus_not_mine
@@ -89,7 +90,6 @@ class Slot:
 
 
 def _spare(model_id: str, plan, board, devices) -> Slot:
-    from ..errors import BackendError
     try:
         return Slot(model_id, plan, board, devices, "cpu")
     except BackendError:

@@ -39,7 +39,8 @@ def test_a_lost_device_fails_one_tick_safe_then_the_cpu_spare_runs(tmp_path, mon
     loop.load_initial()
     try:
         gpu = loop.active
-        assert gpu.backend == "vulkan" and gpu.spare.backend == "cpu", "the spare is bound when the model is"
+        spare = gpu.spare
+        assert gpu.backend == "vulkan" and spare.backend == "cpu", "the spare is bound when the model is"
         loop.run(None, scaled(0.5))
         before = {k: int(tel.c[i]) for k, i in tel.idx.items()}
         lose_device(gpu.exe)
@@ -49,7 +50,7 @@ def test_a_lost_device_fails_one_tick_safe_then_the_cpu_spare_runs(tmp_path, mon
     finally:
         loop.shutdown()
         tel.close()
-    assert loop.active is gpu.spare and loop.active.backend == "cpu"
+    assert loop.active is spare and gpu.spare is None, "the spare runs; the lost slot is let go"
     assert after["accelerator_lost"] == 1 and before["accelerator_lost"] == 0
     assert after["failsafe_entries"] - before["failsafe_entries"] == 1, (before, after)   # the one tick
     assert after["ticks"] - before["ticks"] >= 100 * 1.0 * 0.5                               # it kept ticking
@@ -58,3 +59,35 @@ def test_a_lost_device_fails_one_tick_safe_then_the_cpu_spare_runs(tmp_path, mon
                      f"{gpu.id[:12]} runs on the cpu backend from the next tick",
                      "loop: FAILSAFE: vulkan backend: the device was lost mid-run"], said
     assert shown.startswith("cpu"), shown
+
+
+def test_a_shadow_that_loses_its_device_goes_on_on_its_spare(tmp_path, monkeypatch):
+    """A shadow run on the accelerator: its lost device never reaches the actuators or the loop
+    (no failsafe); the shadow goes on on its CPU spare, and the lost slot is closed."""
+    from nnos.runtime.slots import Slot
+    monkeypatch.setenv("NNOS_VULKAN_CACHE", str(tmp_path / "vk"))
+    board = board_at(tmp_path, 100)
+    dev = SimulatedDevice("cartpole", board.devices[0].channels, keep_sent=64,
+                          source=lambda t: {"cart": [0.1, 0.0], "pole": [0.05, 0.0]})
+    dev.open()
+    store = ModelStore(str(tmp_path / "data"))
+    tel = TelemetryWriter(str(tmp_path / "t.tel"), capacity=4096)
+    said = []
+    loop = Loop(board, {"cartpole": dev}, store, tel, LoopConfig(backend="cpu", probation_s=0.2), log=said.append)
+    mid = store_model(store, board.model)
+    store.activate(mid, "test")
+    loop.load_initial()
+    try:
+        gpu = Slot(mid, store.load(mid), board, {"cartpole": dev}, "vulkan")
+        loop.shadow = gpu
+        loop._reset_divergence()
+        lose_device(gpu.exe)
+        loop.run(None, scaled(1.0))
+        c = {k: int(tel.c[i]) for k, i in tel.idx.items()}
+    finally:
+        loop.shutdown()
+        tel.close()
+    assert loop.shadow is not gpu and loop.shadow.backend == "cpu" and gpu.spare is None
+    assert c["accelerator_lost"] == 1 and c["failsafe_entries"] == 0, c
+    assert c["shadow_ticks"] >= 100 * 1.0 * 0.5 - 1, c
+    assert not any("FAILSAFE" in s for s in said), said

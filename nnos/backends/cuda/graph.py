@@ -9,6 +9,7 @@ import numpy as np
 from ...errors import BackendError
 from .source import staging
 
+
 def cupy_module():
     try:
         import cupy
@@ -59,6 +60,7 @@ class PlanGraph:
         mem = cp.cuda.alloc_pinned_memory(total)
         self._mem = getattr(self, "_mem", []) + [mem]
         host = np.frombuffer(mem, np.uint8, total)
+        host[...] = 0                                  # pinned memory starts undefined, as Vulkan's does
         base, copies = self.arena.data.ptr, []
         for (off, n), start in zip(regions, starts):
             gpu, cpu = base + off, mem.ptr + start

@@ -25,8 +25,6 @@ __device__ __forceinline__ float sign(float x) { return x > 0.0f ? 1.0f : (x < 0
 __device__ __forceinline__ float erf_(float x) { return erff(x); }
 """
 _FLOAT = re.compile(r"(?<![\w.])(\d+\.\d*(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+)(?![\w.])")
-
-
 WARP = 32
 SPLIT = 64                      # a reduction this long is shared by a warp (an output element a warp)
 
@@ -87,8 +85,6 @@ class HostBlock(CudaBlock):
 CUDA_C, CUDA_BLOCK = CudaC(), CudaBlock()
 BLOCK = 1024                    # threads of the one block (32 warps)
 ONE_BLOCK_WORK = 65536          # multiply-adds a plan may take to run as one block
-
-
 ALIGN = 256                     # bytes: each input and output in the pinned host buffers
 
 
