@@ -36,6 +36,11 @@ def cmd_compile(a):
         images = load_board(a.board).plan_images()
     plan = compile(a.model, batch=a.batch, dims=_dims(a.dim), check=not a.no_check, images=images,
                    precision=PRECISION[a.precision])
+    if a.kernels:                              # generated here, kept in the plan: the device needs no compiler
+        from .backends.vulkan.kernels import embed
+        n = embed(plan)
+        print(f"kernels: {n} SPIR-V modules kept in the plan "
+              f"({sum(map(len, plan.kernels['vulkan'].values())):,} B)")
     plan.save(a.output)
     say_backend(plan, a.backend)
     m = plan.memory
@@ -66,6 +71,7 @@ def inspect_report(plan) -> dict:
         "meta": plan.meta,
         "memory": {k: getattr(m, k) for k in ("arena_bytes", "naive_bytes", "lower_bound_bytes", "workspace_bytes")},
         "backends": coverage(plan),
+        "kernels": {b: {"modules": len(k), "bytes": sum(map(len, k.values()))} for b, k in plan.kernels.items()},
     }
 
 
@@ -92,6 +98,8 @@ def cmd_inspect(a):
     print(f"arena      {mem['arena_bytes']:,} B   naive sum {mem['naive_bytes']:,} B   "
           f"lower bound {mem['lower_bound_bytes']:,} B   (+ {mem['workspace_bytes']:,} B kept scratch)")
     print("ops        " + ", ".join(f"{k}×{v}" for k, v in meta["ops"].items()))
+    for b, k in rep["kernels"].items():
+        print(f"kernels    {b}: {k['modules']} modules generated at compile time ({k['bytes']:,} B)")
     be = rep["backends"]
     print(f"backends   auto measures {', '.join(be['candidates'])} when the plan is bound" +
           "".join(f"; not {n}: {be[n]['why_not']}" for n in ("cuda", "vulkan", "cpu") if not be[n]["runs_here"]))
@@ -212,6 +220,8 @@ def parser() -> argparse.ArgumentParser:
                         "fp32 takes and gives float32 too; fp16 computes as the model says (slow on CPUs)")
     c.add_argument("--backend", default="auto", choices=backends.NAMES,
                    help="build and self-check this backend here (auto: the fastest measured here)")
+    c.add_argument("--kernels", choices=["vulkan"],
+                   help="also compile the vulkan backend's shaders now and keep the SPIR-V in the plan")
     c.set_defaults(fn=cmd_compile)
     i = sub.add_parser("inspect", help="show a plan's steps, cost and memory")
     i.add_argument("plan")

@@ -11,7 +11,9 @@ if [ -z "$model" ]; then
 fi
 [ -f "$model" ] || { echo "no default model: the board names none and --model was not given" >&2; exit 1; }
 cp "$model" "$share/models/default.onnx"
-"$(dirname "$HOST_PY")/nnos" compile "$model" -o "$share/default.plan"
+# with its vulkan shaders generated and compiled here (SPIR-V kept in the plan: the device
+# compiles none for its default model)
+"$(dirname "$HOST_PY")/nnos" compile "$model" -o "$share/default.plan" --kernels vulkan
 # every shipped board, with its model pointing at the shipped default model
 for b in "$REPO"/hardware/boards/*.toml "$BOARD"; do
     sed -E 's|^model *=.*|model = "/usr/share/nnos/models/default.onnx"|' "$b" > "$share/boards/$(basename "$b")"

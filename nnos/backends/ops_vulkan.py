@@ -17,7 +17,7 @@ from .. import flags
 from ..errors import BackendError
 from .base import Executable
 from .vulkan import kernels
-from .vulkan.device import Device, best_device, buffer_size, kind_name, vk_module
+from .vulkan.device import Device, best_device, buffer_size, instance, kind_name, vk_module
 
 
 class VulkanExecutable(Executable):
@@ -30,12 +30,7 @@ class VulkanExecutable(Executable):
             raise BackendError(f"vulkan backend: {why}")
         g, mem = plan.graph, plan.memory
         self.dev = dev = Device(validation=flags.VULKAN_VALIDATION.get())
-        blob, woff = kernels.weight_blob(g)
-        skip, ref = set(mem.skip), kernels.locate(plan, woff)
-        try:
-            self.kernels = [kernels.generate(g, node, ref) for s, node in enumerate(g.nodes) if s not in skip]
-        except BackendError as e:
-            raise BackendError(f"vulkan backend: {e}") from e
+        self.kernels, blob = kernels.plan_kernels(plan)
         kernels.check_limits(self.kernels, dev.limits, {"arena": mem.arena_bytes, "weights": blob.nbytes})
         staged = flags.VULKAN_STAGING.get() or not dev.shares_memory()
         # the arena starts zeroed (Vulkan memory starts undefined: a freed device's bytes, NaNs)
@@ -45,7 +40,8 @@ class VulkanExecutable(Executable):
             self._arena[2][...] = 0
             self._weights[2][:blob.nbytes] = blob.view(np.uint8)
         dev.use_pipeline_cache(kernels.cache_dir())
-        self.pipes = pipes = [(dev.pipeline(kernels.spirv(k.source)), k.groups) for k in self.kernels]
+        own = plan.kernels.get("vulkan")
+        self.pipes = pipes = [(dev.pipeline(kernels.spirv(k.source, own)), k.groups) for k in self.kernels]
         dev.save_pipeline_cache()
         self.ds = dev.bind([(self._arena[0], buffer_size(mem.arena_bytes)), (self._weights[0], buffer_size(blob.nbytes))])
         if staged:                          # a discrete GPU's own memory: the copies are in the command buffer
@@ -61,7 +57,9 @@ class VulkanExecutable(Executable):
             v.flags.writeable = False
             self.outputs[n] = v
         self.facts.update(device=dev.name, kind=dev.kind, limits=dev.limits, dispatches=len(pipes),
-                          validation=dev.messages, staged=staged)
+                          validation=dev.messages, staged=staged,
+                          spirv="the plan's own" if own and all(kernels.source_key(k.source) in own for k in self.kernels)
+                          else "compiled on this device")
 
     def _view(self, host: np.ndarray, offset: int, name: str) -> np.ndarray:
         t = self.plan.graph.types[name]
@@ -100,14 +98,10 @@ def _device_kind() -> tuple[str | None, str]:
     """(why Vulkan cannot run here or None, the best device's type), asked once a process."""
     try:
         vk = vk_module()
-        inst = vk.vkCreateInstance(vk.VkInstanceCreateInfo(), None)
-        try:
-            devices = vk.vkEnumeratePhysicalDevices(inst)
-            if not devices:
-                return "vulkan backend: the Vulkan loader found no device", ""
-            return None, kind_name(vk, best_device(vk, devices))
-        finally:
-            vk.vkDestroyInstance(inst, None)
+        devices = vk.vkEnumeratePhysicalDevices(instance())
+        if not devices:
+            return "vulkan backend: the Vulkan loader found no device", ""
+        return None, kind_name(vk, best_device(vk, devices))
     except BackendError as e:
         return str(e), ""
     except Exception as e:                         # noqa: BLE001 - a broken driver is "not here"

@@ -12,6 +12,8 @@ def one_line(exe) -> str:
                   "from the cache" if facts.get("cached") else "compiled here")
         notes.append(f"{facts.get('target', 'native')} object {origin}, verified against numpy"
                      + (f" {facts['verified']}" if facts.get("verified") else ""))
+    if facts.get("spirv"):
+        notes.append(f"SPIR-V {facts['spirv']}")
     if len(exe.choice.get("measured") or {}) > 1:
         notes.append("auto: " + exe.choice["why"])
     notes += [f"not {n}: {w.split(': ', 1)[-1]}" for n, w in exe.choice["passed_over"].items() if not _absent(w)]

@@ -140,6 +140,9 @@ def process(path: str, board, settings, progress=lambda step: None) -> tuple[byt
                     plan = Plan.from_bytes(f.read())
             except NnosError as e:
                 raise IntakeError(400, f"not a valid plan: {e}") from e
+            if plan.kernels:                 # generated code is never taken from an upload: made here again
+                report["kernels_dropped"] = {b: len(k) for b, k in plan.kernels.items()}
+                plan.kernels = {}
         else:
             model = path
             if kind in ("zip", "tar"):

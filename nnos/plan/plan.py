@@ -45,6 +45,10 @@ class Plan:
         self.graph, self.memory, self.meta = graph, memory, meta
         self._exe = None
         self.compile_seconds: float | None = None      # set by compile(); not part of the file
+        # code a backend generated from this plan, kept with it (backend → source sha256 →
+        # binary: the vulkan backend's SPIR-V, so a device needs no shader compiler). Only ever
+        # filled by nnos itself: the control plane drops it from an uploaded plan.
+        self.kernels: dict[str, dict[str, bytes]] = {}
 
     # --- signature ------------------------------------------------------------------------
     @property
@@ -100,6 +104,9 @@ class Plan:
             },
             "memory": self.memory.to_json(),
         }
+        if self.kernels:
+            header["kernels"] = {b: {h: np.frombuffer(code, np.uint8) for h, code in sorted(k.items())}
+                                 for b, k in sorted(self.kernels.items())}
         return artifact.write(header, g.consts)
 
     def save(self, path: str) -> None:
@@ -118,6 +125,7 @@ class Plan:
 
 
 def _from_header(header: dict, weights: dict) -> Plan:
+    kernels = _kernels(header.get("kernels", {}))
     gj = header["graph"]
     nodes = []
     for n in gj["nodes"]:
@@ -147,7 +155,27 @@ def _from_header(header: dict, weights: dict) -> Plan:
             raise PlanFormatError(f"tensor {name!r} has neither a weight nor an arena slot")
     if len(memory.scratch) != len(nodes):
         raise PlanFormatError("memory plan and schedule differ in length")
-    return Plan(graph, memory, header["meta"])
+    plan = Plan(graph, memory, header["meta"])
+    plan.kernels = kernels
+    return plan
+
+
+def _kernels(section) -> dict[str, dict[str, bytes]]:
+    """The generated-code section: backend → {source sha256 (64 hex digits) → bytes}."""
+    if not isinstance(section, dict):
+        raise PlanFormatError(f"plan 'kernels' must be an object, got {type(section).__name__}")
+    out = {}
+    for backend, table in section.items():
+        if not isinstance(table, dict):
+            raise PlanFormatError(f"plan kernels of {backend!r} must be an object (source hash → code)")
+        out[backend] = {}
+        for key, code in table.items():
+            if (len(key) != 64 or key.strip("0123456789abcdef") or not isinstance(code, np.ndarray)
+                    or code.dtype != np.uint8 or code.ndim != 1):
+                raise PlanFormatError(f"plan kernel {backend}/{str(key)[:70]!r}: expected a sha256 key and a "
+                                      f"uint8 array, got {type(code).__name__}")
+            out[backend][key] = code.tobytes()
+    return out
 
 
 def load(path: str) -> Plan:

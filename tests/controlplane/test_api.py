@@ -134,6 +134,15 @@ def test_upload_a_compiled_plan(api, tmp_path):
     assert _upload(api, data)["report"]["format"] == "plan"
 
 
+def test_generated_code_in_an_uploaded_plan_is_dropped(api):
+    """SPIR-V (or any generated code) in an uploaded plan is never kept: a device makes its own."""
+    plan = nnos.compile(POLICY)
+    plan.kernels = {"vulkan": {"0" * 64: b"\x03\x02\x23\x07" + b"\xff" * 60}}   # nothing nnos made
+    got = _upload(api, plan.to_bytes())
+    assert got["report"]["kernels_dropped"] == {"vulkan": 1}, got["report"]
+    assert ModelStore(api.data).load(got["id"]).kernels == {}
+
+
 @pytest.mark.parametrize("what,payload,status,message", [       # ids by name: xdist workers must agree
     pytest.param("random bytes", np.random.default_rng(3).bytes(3000), 422, "not a readable ONNX model", id="random"),
     pytest.param("empty", b"", 400, "empty upload", id="empty"),

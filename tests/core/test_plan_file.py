@@ -148,6 +148,11 @@ def _crafted(plan, edit):
     ("a weight entry that is a string", lambda h: h.__setitem__("weights", {"w": "x"}), "must be an object"),
     ("a malformed embedded array", lambda h: h["meta"].__setitem__("x", {"__ndarray__": "float32", "shape": [3],
                                                                          "data": "%%%"}), "embedded array"),
+    ("kernels as a list", lambda h: h.__setitem__("kernels", [1]), "'kernels' must be an object"),
+    ("a kernel keyed by a name", lambda h: h.__setitem__("kernels", {"vulkan": {"../x": {
+        "__ndarray__": "uint8", "shape": [4], "data": "AwIjBw=="}}}), "expected a sha256 key"),
+    ("a kernel of floats", lambda h: h.__setitem__("kernels", {"vulkan": {"a" * 64: {
+        "__ndarray__": "float32", "shape": [1], "data": "AAAAAA=="}}}), "uint8 array"),
     ("an embedded array of negative shape", lambda h: h["meta"].__setitem__("x", {"__ndarray__": "float32",
                                                                                    "shape": [-1], "data": ""}),
      "negative"),
@@ -156,6 +161,17 @@ def test_crafted_headers_are_refused_before_anything_is_allocated(plan, what, ed
     # regression (hardening): crafted headers with a valid checksum gave tracebacks (and a 500)
     with pytest.raises(nnos.PlanFormatError, match=needle):
         nnos.Plan.from_bytes(_crafted(plan, edit))
+
+
+def test_generated_kernels_are_kept_with_the_plan(plan):
+    """A backend's generated code (the vulkan backend's SPIR-V) travels in the plan file."""
+    plan.kernels = {"vulkan": {"ab" * 32: b"\x03\x02\x23\x07" + bytes(range(20))}}
+    try:
+        back = nnos.Plan.from_bytes(plan.to_bytes())
+    finally:
+        plan.kernels = {}
+    assert back.kernels == {"vulkan": {"ab" * 32: b"\x03\x02\x23\x07" + bytes(range(20))}}
+    assert nnos.Plan.from_bytes(plan.to_bytes()).kernels == {}
 
 
 def test_deep_json_header_is_refused():

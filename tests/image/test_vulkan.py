@@ -1,7 +1,8 @@
 """The image carries the vulkan backend: the loader, Mesa's drivers (lavapipe here, in qemu), the
 shader compiler and the bindings. Asked for in the data partition's config, the loop runs the
-default model on the vulkan backend inside the booted image — the shaders generated and compiled
-on the device, kept in its cache — and the status names the Vulkan device."""
+default model on the vulkan backend inside the booted image — with the SPIR-V the image build
+generated and kept in the default plan, no shader compiled on the device — and the status names
+the Vulkan device."""
 from __future__ import annotations
 
 import pytest
@@ -18,6 +19,7 @@ def test_the_loop_runs_the_default_model_on_vulkan_in_the_image(image, device):
     loop = st["loop"]
     assert loop["backend"].startswith("vulkan"), (loop["backend"], dev.vm.console()[-3000:])
     assert loop["mode"] == "running", loop
+    assert "SPIR-V the plan's own" in loop["backend"], loop["backend"]
     gpu = st["gpu"]
     assert gpu["available"] and "llvmpipe" in gpu["device"], gpu
     first = loop["ticks"]

@@ -6,7 +6,6 @@ one command buffer recorded once and resubmitted with a reused fence."""
 from __future__ import annotations
 
 import ctypes
-import itertools
 import os
 import weakref
 
@@ -25,17 +24,54 @@ def vk_module():
     return vk
 
 
-_keys = itertools.count(1)
-_listening: dict[int, weakref.ref] = {}               # messenger key → its device
+_devices: "weakref.WeakSet[Device]" = weakref.WeakSet()      # live devices, for their messages
+_instances: dict[bool, tuple] = {}                 # validation? → (VkInstance, its messenger or None)
 
 
 def _said(severity, types, data, user) -> int:
-    """A validation message, to the device whose messenger reported it."""
+    """A validation message, to the device it names (by its VkDevice, queue or command buffer
+    handle among the message's objects), else to every live device."""
     import vulkan as vk
-    dev = _listening.get(int(vk.ffi.cast("uintptr_t", user)), lambda: None)()
-    if dev is not None:
-        dev.messages.append(vk.ffi.string(data.pMessage).decode(errors="replace"))
+    text = vk.ffi.string(data.pMessage).decode(errors="replace")
+    handles = {int(data.pObjects[i].objectHandle) for i in range(data.objectCount)}
+    live = list(_devices)
+    named = [d for d in live if d.handles & handles]
+    for dev in named or live:
+        dev.messages.append(text)
     return 0
+
+
+def instance(validation: bool = False):
+    """The process's one VkInstance (one with the validation layer, one without), made on first
+    use and kept: NVIDIA's driver refuses vkCreateInstance after 30 in a process, destroyed or
+    not (VK_ERROR_INCOMPATIBLE_DRIVER, measured on an H200), and a loop binds again at every
+    activation, shadow and measurement."""
+    if validation not in _instances:
+        vk = vk_module()
+        app = vk.VkApplicationInfo(pApplicationName="nnos", apiVersion=vk.VK_MAKE_VERSION(1, 1, 0))
+        if not validation:
+            _instances[False] = (vk.vkCreateInstance(vk.VkInstanceCreateInfo(pApplicationInfo=app), None), None)
+        else:
+            _instances[True] = _validated(vk, app)
+    return _instances[validation][0]
+
+
+def _validated(vk, app) -> tuple:
+    have = [layer.layerName for layer in vk.vkEnumerateInstanceLayerProperties()]
+    if "VK_LAYER_KHRONOS_validation" not in have:
+        raise BackendError("vulkan backend: validation asked for, but VK_LAYER_KHRONOS_validation is not "
+                           "installed (Debian: vulkan-validationlayers)")
+    feats = vk.VkValidationFeaturesEXT(
+        pEnabledValidationFeatures=[vk.VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT])
+    ci = vk.VkInstanceCreateInfo(pApplicationInfo=app, ppEnabledLayerNames=["VK_LAYER_KHRONOS_validation"],
+                                 ppEnabledExtensionNames=["VK_EXT_debug_utils", "VK_EXT_validation_features"], pNext=feats)
+    inst = vk.vkCreateInstance(ci, None)
+    sev = vk.VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | vk.VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT
+    kinds = (vk.VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT | vk.VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT
+             | vk.VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT)
+    dbg = vk.VkDebugUtilsMessengerCreateInfoEXT(messageSeverity=sev, messageType=kinds, pfnUserCallback=_said)
+    messenger = vk.vkGetInstanceProcAddr(inst, "vkCreateDebugUtilsMessengerEXT")(inst, dbg, None)
+    return inst, (messenger, dbg)
 
 
 KINDS = ("discrete", "integrated", "virtual", "cpu", "other")       # preferred first
@@ -63,9 +99,10 @@ class Device:
         self.messages: list[str] = []
         self._keep = []                               # cffi objects that must outlive their use
         self._owned = []                              # (destroy function, handle), destroyed in reverse by close()
-        self.device = self.messenger = self.pipeline_cache = None
-        self.cache_path, self.cache_loaded, self._key = None, 0, None
-        self.instance = self._instance(validation)
+        self.device = self.pipeline_cache = None
+        self.cache_path, self.cache_loaded = None, 0
+        self.handles: set[int] = set()               # its VkDevice, queue, command buffers: whose messages
+        self.instance = instance(validation)
         devices = vk.vkEnumeratePhysicalDevices(self.instance)
         if not devices:
             raise BackendError("vulkan backend: the loader found no Vulkan device")
@@ -89,6 +126,8 @@ class Device:
         prio = vk.VkDeviceQueueCreateInfo(queueFamilyIndex=self.family, queueCount=1, pQueuePriorities=[1.0])
         self.device = vk.vkCreateDevice(self.phys, vk.VkDeviceCreateInfo(pQueueCreateInfos=[prio]), None)
         self.queue = vk.vkGetDeviceQueue(self.device, self.family, 0)
+        self.handles |= {self._handle(self.device), self._handle(self.queue)}
+        _devices.add(self)
         self._layouts()
 
     def _narrow_types(self) -> dict:
@@ -106,32 +145,8 @@ class Device:
         return {"float16": bool(f16.shaderFloat16 and s16.storageBuffer16BitAccess),
                 "int8": bool(f16.shaderInt8 and s8.storageBuffer8BitAccess)}
 
-    def _instance(self, validation: bool):
-        vk = self.vk
-        app = vk.VkApplicationInfo(pApplicationName="nnos", apiVersion=vk.VK_MAKE_VERSION(1, 1, 0))
-        if not validation:
-            return vk.vkCreateInstance(vk.VkInstanceCreateInfo(pApplicationInfo=app), None)
-        have = [layer.layerName for layer in vk.vkEnumerateInstanceLayerProperties()]
-        if "VK_LAYER_KHRONOS_validation" not in have:
-            raise BackendError("vulkan backend: validation asked for, but VK_LAYER_KHRONOS_validation is not "
-                               "installed (Debian: vulkan-validationlayers)")
-        feats = vk.VkValidationFeaturesEXT(
-            pEnabledValidationFeatures=[vk.VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT])
-        ci = vk.VkInstanceCreateInfo(pApplicationInfo=app, ppEnabledLayerNames=["VK_LAYER_KHRONOS_validation"],
-                                     ppEnabledExtensionNames=["VK_EXT_debug_utils", "VK_EXT_validation_features"], pNext=feats)
-        inst = vk.vkCreateInstance(ci, None)
-        sev = vk.VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | vk.VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT
-        kinds = (vk.VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT | vk.VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT
-                 | vk.VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT)
-        # the package keeps one Python callback per callback type for the whole process: every
-        # device's messenger calls the same function, which hands each message to its device
-        key = self._key = next(_keys)
-        _listening[key] = weakref.ref(self)           # weak: a device is still closed when it is dropped
-        dbg = vk.VkDebugUtilsMessengerCreateInfoEXT(messageSeverity=sev, messageType=kinds, pfnUserCallback=_said,
-                                                    pUserData=vk.ffi.cast("void *", key))
-        self._keep.append(dbg)
-        self.messenger = vk.vkGetInstanceProcAddr(inst, "vkCreateDebugUtilsMessengerEXT")(inst, dbg, None)
-        return inst
+    def _handle(self, obj) -> int:
+        return int(self.vk.ffi.cast("uintptr_t", obj))
 
     def _layouts(self) -> None:
         vk = self.vk
@@ -155,8 +170,9 @@ class Device:
             pass
 
     def close(self) -> None:
-        """Everything this device made, then the device and the instance (a driver's threads with them).
-        Called when nothing refers to the device any more (its mapped arrays refer to it)."""
+        """Everything this device made, then the device (a driver's threads with it; the
+        process's instance stays). Called when nothing refers to the device any more (its mapped
+        arrays refer to it)."""
         vk = self.vk
         if self.device is not None:
             vk.vkDeviceWaitIdle(self.device)
@@ -164,13 +180,7 @@ class Device:
                 destroy(self.device, handle, None)
             vk.vkDestroyDevice(self.device, None)
             self.device, self._owned = None, []
-        if self.messenger is not None:
-            vk.vkGetInstanceProcAddr(self.instance, "vkDestroyDebugUtilsMessengerEXT")(self.instance, self.messenger, None)
-            self.messenger = None
-            _listening.pop(self._key, None)
-        if self.instance is not None:
-            vk.vkDestroyInstance(self.instance, None)
-            self.instance = None
+        _devices.discard(self)
 
     # --- memory ----------------------------------------------------------------------------------
     def buffer(self, nbytes: int, where: str = "shared") -> tuple[object, object, np.ndarray | None]:
@@ -339,6 +349,7 @@ class Device:
             last = transfer, vk.VK_ACCESS_TRANSFER_WRITE_BIT
         barrier(last[0], vk.VK_PIPELINE_STAGE_HOST_BIT, last[1], vk.VK_ACCESS_HOST_READ_BIT)
         vk.vkEndCommandBuffer(cb)
+        self.handles.add(self._handle(cb))
         return cb
 
     def _copy(self, cb, src, dst, regions: list) -> None:

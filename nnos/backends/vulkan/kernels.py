@@ -259,22 +259,57 @@ def check_limits(kernels: list, limits: dict, buffer_bytes: dict) -> None:
                                f"is {limits['max_storage_buffer_range']}")
 
 
+def plan_kernels(plan) -> tuple[list[Kernel], np.ndarray]:
+    """Every step's kernel (the steps the memory plan skips have none) and the weights blob."""
+    g, skip = plan.graph, set(plan.memory.skip)
+    blob, woff = weight_blob(g)
+    ref = locate(plan, woff)
+    try:
+        return [generate(g, node, ref) for s, node in enumerate(g.nodes) if s not in skip], blob
+    except BackendError as e:
+        raise BackendError(f"vulkan backend: {e}") from e
+
+
+def embed(plan) -> int:
+    """Compile every step's shader now and keep the SPIR-V in the plan (``plan.kernels["vulkan"]``,
+    saved with it): a device binding it needs no shader compiler. Returns how many."""
+    why = unsupported(plan)
+    if why:
+        raise BackendError(f"vulkan backend: {why}")
+    table = {}
+    for k in plan_kernels(plan)[0]:
+        table[source_key(k.source)] = spirv(k.source)
+    plan.kernels["vulkan"] = table
+    return len(table)
+
+
+def source_key(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
 def cache_dir() -> str:
     from ... import flags
     return os.path.expanduser(flags.VULKAN_CACHE.get())
 
 
-def spirv(source: str) -> bytes:
-    """GLSL → SPIR-V with glslangValidator, kept by the source's hash in this process and in
-    NNOS_VULKAN_CACHE (a plan bound again, or after a reboot, needs no shader compiler)."""
-    key = hashlib.sha256(source.encode()).hexdigest()
+def spirv(source: str, embedded: dict[str, bytes] | None = None) -> bytes:
+    """GLSL → SPIR-V: the plan's own (``embedded``, made by ``embed`` when it was compiled), else
+    glslangValidator's, kept by the source's hash in this process and in NNOS_VULKAN_CACHE (a
+    plan bound again, or after a reboot, needs no shader compiler)."""
+    key = source_key(source)
+    code = (embedded or {}).get(key)
+    if code is not None:
+        if len(code) < 20 or len(code) % 4 or code[:4] != SPIRV_MAGIC:
+            raise BackendError(f"vulkan backend: the plan's SPIR-V for {key[:12]} is not a SPIR-V module "
+                               f"({len(code)} bytes starting {code[:4].hex()})")
+        return code
     if key in _cache:
         return _cache[key]
     path = os.path.join(cache_dir(), "spv", f"{key}.spv")
     try:
         with open(path, "rb") as f:
             code = f.read()
-        if len(code) >= 20 and code[:4] == b"\x03\x02\x23\x07":      # SPIR-V's magic number: a whole file
+        if len(code) >= 20 and code[:4] == SPIRV_MAGIC:                # a whole file
             _cache[key] = code
             return code
     except OSError:
@@ -306,3 +341,4 @@ def _glslang(source: str) -> bytes:
 
 
 _cache: dict[str, bytes] = {}
+SPIRV_MAGIC = b"\x03\x02\x23\x07"               # 0x07230203, little-endian
