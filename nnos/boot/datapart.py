@@ -63,7 +63,12 @@ def disk_size(disk: str) -> int:
 
 
 def _run(*cmd, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, input=stdin, capture_output=True, text=True)
+    """A tool's result; one that is not installed is a failed result (127), never an exception
+    that would cost the data partition."""
+    try:
+        return subprocess.run(cmd, input=stdin, capture_output=True, text=True)
+    except FileNotFoundError:
+        return subprocess.CompletedProcess(cmd, 127, "", f"{cmd[0]}: not installed")
 
 
 def table_entry(disk: str, name: str) -> tuple[int, int, int]:
@@ -110,23 +115,61 @@ def create(say) -> dict:
 
 
 def grow(part: dict, say) -> bool:
-    """Extend the data partition (the last one) and its filesystem to the end of the disk."""
+    """Extend the data partition (the last one) to the end of the disk, and its filesystem to
+    the partition (also when an earlier boot grew the partition but not the filesystem)."""
     free = disk_size(part["disk"]) - (part["start"] + part["size"]) - 34 * SECTOR     # GPT backup
-    if free < MIN_GROW:
+    if free >= MIN_GROW:
+        _run("sfdisk", "--relocate", "gpt-bak-std", part["disk"])
+        r = _run("sfdisk", "--no-reread", "--no-tell-kernel", "-N", str(part["number"]), part["disk"], stdin=", +\n")
+        if r.returncode != 0:
+            say(f"data: could not grow the partition: {r.stderr.strip()}")
+            return False
+        # the kernel told the partition's new size (BLKPG, as resizepart does; Debian 13 has no
+        # resizepart): the disk cannot be re-read while root is mounted from it
+        r = _run("partx", "--update", "--nr", str(part["number"]), part["disk"])
+        if r.returncode != 0:
+            say(f"data: grew the partition, but the kernel was not told its size: {r.stderr.strip()}; "
+                "the filesystem grows at the next boot")
+            return False
+        say(f"data: partition grown by {free >> 20} MiB to fill the disk")
+    return grow_fs(part["dev"], say) or free >= MIN_GROW
+
+
+def grow_fs(dev: str, say) -> bool:
+    """resize2fs when the filesystem is smaller than its partition (by at least MIN_GROW)."""
+    size = fs_bytes(dev)
+    if size is None or partition_bytes(dev) - size < MIN_GROW:
         return False
-    _run("sfdisk", "--relocate", "gpt-bak-std", part["disk"])
-    r = _run("sfdisk", "--no-reread", "--no-tell-kernel", "-N", str(part["number"]), part["disk"], stdin=", +\n")
+    r = _run("resize2fs", dev)
     if r.returncode != 0:
-        say(f"data: could not grow the partition: {r.stderr.strip()}")
+        say(f"data: the filesystem was not grown to its partition: {r.stderr.strip()}")
         return False
-    new = _run("partx", "-g", "-o", "SECTORS", "--nr", str(part["number"]), part["disk"]).stdout.strip()
-    _run("resizepart", part["disk"], str(part["number"]), new)
-    r = _run("resize2fs", part["dev"])
-    if r.returncode != 0:
-        say(f"data: grew the partition but not its filesystem: {r.stderr.strip()}")
-        return False
-    say(f"data: grown by {free >> 20} MiB to fill the disk")
+    say(f"data: filesystem grown from {size >> 20} to {(fs_bytes(dev) or 0) >> 20} MiB")
     return True
+
+
+def fs_bytes(dev: str) -> int | None:
+    """The size of the ext4 filesystem on ``dev`` (its superblock's block count), None if none."""
+    try:
+        with open(dev, "rb") as f:
+            f.seek(1024)
+            sb = f.read(1024)
+    except OSError:
+        return None
+    if len(sb) < 1024 or struct.unpack_from("<H", sb, 0x38)[0] != EXT4_MAGIC:
+        return None
+    lo, hi = struct.unpack_from("<I", sb, 0x04)[0], struct.unpack_from("<I", sb, 0x150)[0]
+    incompat_64bit = struct.unpack_from("<I", sb, 0x60)[0] & 0x80
+    return (lo + (hi << 32 if incompat_64bit else 0)) << (10 + struct.unpack_from("<I", sb, 0x18)[0])
+
+
+def partition_bytes(dev: str) -> int:
+    """What the kernel holds ``dev`` to be now (after a BLKPG resize: sysfs's size is current)."""
+    try:
+        with open(dev, "rb") as f:
+            return f.seek(0, os.SEEK_END)
+    except OSError:
+        return 0
 
 
 def needs_check(dev: str) -> str | None:

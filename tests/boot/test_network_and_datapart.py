@@ -104,6 +104,23 @@ def test_a_cleanly_unmounted_data_partition_is_not_fscked_one_that_needs_it_is(t
     assert datapart.needs_check(str(tmp_path / "missing")).startswith("its superblock cannot be read")
 
 
+def test_a_filesystem_smaller_than_its_partition_is_grown_and_a_missing_tool_is_said(tmp_path):
+    """Regression (Debian 13 has no resizepart: the data partition fell back to RAM): a filesystem
+    an earlier boot did not grow is grown to its partition; a tool that is not installed is a
+    failed step, never an exception."""
+    img = _ext4(tmp_path / "data.img")
+    assert datapart.fs_bytes(img) == 32 << 20
+    said = []
+    assert not datapart.grow_fs(img, said.append)                    # as large as its partition
+    os.truncate(img, 128 << 20)
+    subprocess.run(["e2fsck", "-fy", img], check=True, capture_output=True)    # offline resize asks for it
+    assert datapart.grow_fs(img, said.append), said
+    assert datapart.fs_bytes(img) == 128 << 20 and said == ["data: filesystem grown from 32 to 128 MiB"]
+    assert datapart.fs_bytes(str(tmp_path / "missing")) is None
+    r = datapart._run("nnos-no-such-tool", "x")
+    assert r.returncode == 127 and "not installed" in r.stderr
+
+
 def test_a_power_cut_leaves_the_journal_to_recover_and_the_check_runs(tmp_path):
     """A copy of the partition taken while it is mounted and written is what a power cut leaves."""
     img = _ext4(tmp_path / "data.img")

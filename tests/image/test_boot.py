@@ -142,7 +142,7 @@ def test_boots_to_the_network_keeps_the_chosen_model_across_a_reboot_and_survive
     dev.vm.wait_for(r"network: eth0 10\.0\.2\.15/24 \(DHCP\)", 30)        # after the loop, in the background
     console = dev.vm.console()
     assert "data: first boot: making the data filesystem" in console
-    assert "data: grown by" in console
+    assert "data: partition grown by" in console and "data: filesystem grown from" in console
     assert console.index("started loop") < console.index("started network")     # optional things after the loop
     # the default model, compiled at build time, runs; the robot balances; nothing failed safe
     st = dev.status()

@@ -1,9 +1,9 @@
 """The image built on Debian 13 (trixie: Mesa 25 and a 6.12 kernel, what the Pi 5's and RK3588's
 GPUs need): it boots to the network, its Python 3.13 runs nnos, and the loop runs the default
 model on the vulkan backend there too. Asked for with NNOS_IMAGE_SUITES=bookworm,trixie (it
-builds a second image: minutes). Open (benchmarks/RESULTS.md): on trixie the loop misses its
-watchdog under TCG and the host does not read back the guest's data partition; this test fails
-there until both are understood."""
+builds a second image: minutes). Regression: trixie's util-linux has no resizepart, and growing
+the data partition failed into a RAM-only data directory (nothing kept, nothing for the host to
+read back); it is grown with partx now, and the filesystem follows its partition."""
 from __future__ import annotations
 
 import os
@@ -41,6 +41,7 @@ def test_the_trixie_image_boots_and_runs_the_loop_on_vulkan(trixie, tmp_path):
         dev.boot()
         console = dev.vm.console()
         assert "Linux version 6.12" in console or "6.12." in console, console[:2000]
+        assert "RAM-only" not in console and "data: partition grown" in console, console[:3000]
         st = dev.wait_ticking(scaled(240))
         assert st["loop"]["mode"] == "running", st["loop"]
         st = boot_on_backend(dev, "vulkan")
