@@ -12,7 +12,7 @@ from nnos.telemetry import TelemetryReader, TelemetryWriter
 from nnos_hardware.board import load_board
 from nnos_hardware.devices import SimulatedDevice
 from nnos_hardware.errors import ConfigError
-from tests.support.action_chunks import chunk_policy, slow_chunk_policy
+from tests.support.action_chunks import chunk_policy, slow_chunk_policy, slower_than
 from tests.support.policies import board_at, store_model
 from tests.support.timing import scaled
 
@@ -49,7 +49,8 @@ class Rig:
 
 
 def test_a_policy_slower_than_a_tick_drives_a_100_hz_loop_from_its_queue(tmp_path):
-    board = chunk_board(tmp_path, slow_chunk_policy(str(tmp_path / "slow.onnx"), K))
+    # well over a tick's budget here (CI: the two-layer policy took 4.2 ms on a fast host)
+    board = chunk_board(tmp_path, slower_than(str(tmp_path / "slow.onnx"), K, 0.7 * 1000 / RATE))
     r = Rig(tmp_path, board)
     r.store.activate(store_model(r.store, board.model), "test")
     r.loop.load_initial()
