@@ -134,6 +134,8 @@ def main(argv=None) -> int:
                     help="the Debian release (trixie: Mesa 25 and a 6.12 kernel, for the Pi 5's and RK3588's GPUs)")
     ap.add_argument("--out", default=os.path.join(REPO, "out"))
     ap.add_argument("--only", help="run only the steps whose names start with these (comma separated)")
+    ap.add_argument("--signing-key", metavar="DIR", help="sign the update bundle with DIR/key.pem and DIR/cert.pem; "
+                    "the image trusts DIR/ca.pem (default: a development CA made once on this machine)")
     a = ap.parse_args(argv)
     if a.cpu_target:
         sys.path.insert(0, REPO)
@@ -148,11 +150,18 @@ def main(argv=None) -> int:
             raise SystemExit(f"missing build tool {tool!r}: run ./build.sh image (it installs them)")
     work = os.path.join(a.out, f"work-{a.arch}")
     os.makedirs(work, exist_ok=True)
+    sys.path.insert(0, os.path.join(HERE, "lib"))
+    from rauc_keys import signing_dir
+    signing, dev_keys = signing_dir(a.signing_key)
+    if dev_keys:
+        log(f"WARNING: update bundles are signed with the development key in {signing} (made on this machine, "
+            "kept out of git): devices built now accept bundles built here only; pass --signing-key for a product")
     env = dict(os.environ, ARCH=a.arch, QEMU_ARCH=ARCHES[a.arch], REPO=REPO, IMAGE_DIR=HERE, OUT=os.path.abspath(a.out),
                WORK=work, ROOTFS=os.path.join(work, "rootfs"), CACHE=os.path.join(REPO, "out", "cache"),
                HW_DIR=os.path.abspath(a.hw) if a.hw else "", **merge_lists(work, os.path.abspath(a.hw) if a.hw else None),
                BOARD=os.path.abspath(a.board), MODEL=os.path.abspath(a.model) if a.model else "",
                HOST_PY=sys.executable, CPU_TARGET=a.cpu_target or "", LC_ALL="C.UTF-8", SUITE=a.suite,
+               SIGNING_DIR=signing,
                SOURCE_DATE_EPOCH=os.environ.get("SOURCE_DATE_EPOCH", "1764028800"))
     chosen = steps(a.hw)
     if a.only:

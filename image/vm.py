@@ -184,6 +184,11 @@ class Vm:
         for p in (self.console_path, self.qmp_path):
             if os.path.exists(p):
                 os.unlink(p)
+        if self.uefi and self.cmdline_extra:            # GRUB appends NNOS_EXTRA to the kernel's arguments
+            sys.path.insert(0, HERE)
+            import bootenv
+            if bootenv.read(self.image).get("NNOS_EXTRA") != self.cmdline_extra:
+                bootenv.write(self.image, NNOS_EXTRA=self.cmdline_extra)
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=open(os.path.join(self.workdir, "qemu.stderr"), "wb"))
         self.qmp = Qmp(self.qmp_path)

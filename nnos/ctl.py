@@ -63,6 +63,8 @@ def run(a) -> None:
                     _show(c.get("/v1/calibration"))
             elif a.action == "vm":
                 _vm(c, a.arg, a.rest)
+            elif a.action == "update":
+                _update(c, a.arg, a.rest)
             elif a.action == "logs":
                 r = c.get("/v1/logs", params={"process": a.arg or "loop"})
                 if r.status_code < 400:
@@ -73,6 +75,38 @@ def run(a) -> None:
         raise NnosError(f"cannot reach the control plane: {e}") from e
     except OSError as e:
         raise NnosError(f"{a.arg}: {e.strerror}") from e
+
+
+def _update(c, bundle: str | None, rest: list[str]) -> None:
+    """`nnos ctl update [BUNDLE [now]]`: the update state, or install BUNDLE (streamed; the job's
+    steps shown as they change), rebooting into it when ``now`` is given."""
+    import time
+    if not bundle:
+        _show(c.get("/v1/system/update"))
+        return
+    with open(bundle, "rb") as f:
+        r = c.post("/v1/system/update", content=f, params={"reboot": "now" if "now" in rest else "later"})
+    if r.status_code != 202:
+        _show(r)
+    import httpx
+    job, last = r.json()["job"], None
+    while True:
+        try:
+            j = c.get(f"/v1/jobs/{job}").json()
+        except httpx.HTTPError:
+            if last == "rebooting":                 # it went down to boot the new slot, as asked
+                print("update: the device is rebooting into the new slot; `nnos ctl update` shows its probation")
+                return
+            raise
+        if j["step"] != last:
+            print(f"update: {j['step']}", flush=True)
+            last = j["step"]
+        if j["state"] != "running":
+            break
+        time.sleep(1.0)
+    if j["state"] == "failed":
+        raise NnosError(f"update failed: {j['error']['detail']}")
+    print(json.dumps(j["result"], indent=1))
 
 
 def _model_id(c, given: str | None) -> str:
@@ -129,12 +163,13 @@ def _vm(c, arg: str | None, rest: list[str]) -> None:
 
 def add_parser(sub) -> None:
     c = sub.add_parser("ctl", help="talk to the control plane (status, models, push, activate, rollback, logs, "
-                       "arm, disarm, calibration, vm)")
+                       "arm, disarm, calibration, vm, update)")
     c.add_argument("action", choices=["status", "models", "push", "activate", "rollback", "logs", "arm", "disarm",
-                                      "calibration", "vm"])
+                                      "calibration", "vm", "update"])
     c.add_argument("arg", nargs="?", help=f"push: FILE; activate: MODEL_ID; logs: PROCESS; arm/disarm: [DEVICE]; "
-                   f"calibration: [FILE to store]; vm: {VM_USAGE}")
-    c.add_argument("rest", nargs="*", help="vm: network on|off, settings KEY=VALUE..., accept/reject PROPOSAL")
+                   f"calibration: [FILE to store]; vm: {VM_USAGE}; update: [BUNDLE]")
+    c.add_argument("rest", nargs="*", help="vm: network on|off, settings KEY=VALUE..., accept/reject PROPOSAL; "
+                   "update BUNDLE now: reboot into it once installed")
     c.add_argument("--url")
     c.add_argument("--token")
     c.add_argument("--timeout", type=float, default=180.0)

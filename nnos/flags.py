@@ -60,6 +60,8 @@ BACKEND = flag("NNOS_BACKEND", str, "auto", "the backend the loop runs plans on:
 SELF_CHECK = flag("NNOS_SELF_CHECK", _bool, True, "compile checks plan == direct and save/load round trip")
 IMAGE_SUITES = flag("NNOS_IMAGE_SUITES", str, "bookworm", "tests/image: the Debian suites whose images are built "
                     "and booted (comma separated; trixie adds a build and a boot: ~8 min)")
+IMAGE_UPDATE_TEST = flag("NNOS_IMAGE_UPDATE_TEST", _bool, False, "tests/image: run the update test (A→B→A over "
+                         "the API through GRUB; minutes, and open: see tests/image/test_update.py)")
 QUICK = flag("NNOS_QUICK", _bool, False, "tests: skip the slow real-model and image cases")
 LEGACY_VM = flag("NNOS_LEGACY_VM", str, "", "directory with the legacy VM's vmlinuz and initrd.img "
                  "(./build.sh legacy-vm makes out/legacy-vm); empty: no legacy VM")
@@ -77,6 +79,11 @@ MAX_ARENA_BYTES = flag("NNOS_MAX_ARENA_BYTES", int, 1 << 30, "the most bytes a p
 LOOP_WATCHDOG_S = flag("NNOS_LOOP_WATCHDOG_S", float, 1.0, "the supervisor restarts a loop whose heartbeat is older "
                        "than this (an emulated device, much slower than the hardware, needs more; the image: "
                        "nnos.loop_watchdog_s=S on the kernel command line)")
+UPDATE_PROBATION_S = flag("NNOS_UPDATE_PROBATION_S", float, 60.0, "after an update, the new slot is kept only once "
+                          "the loop has ticked this long without a failsafe and the control plane answered")
+UPDATE_DEADLINE_S = flag("NNOS_UPDATE_DEADLINE_S", float, 600.0, "a new slot not healthy this long after its boot is "
+                         "marked bad and the device goes back to the other slot")
+MAX_BUNDLE_BYTES = flag("NNOS_MAX_BUNDLE_BYTES", int, 2 << 30, "the largest update bundle POST /v1/system/update takes")
 LOOP_BUDGET = flag("NNOS_LOOP_BUDGET", float, 0.5, "the share of the tick period a model's p99.9 may take, and "
                    "over which a tick is an overrun (the image: nnos.loop_budget=F on the kernel command line)")
 ROOT_SLOT = flag("NNOS_ROOT", str, "", "the root filesystem slot the image booted (root-a, root-b: set by its "

@@ -24,7 +24,7 @@ if [ ! -s "$tarball" ]; then
         --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
         --dpkgopt='path-include=/usr/share/doc/*/copyright' \
         --customize-hook="chroot \"\$1\" sh -c 'cd /tmp && apt-get download -q \$(apt-cache depends $kernel_meta | awk \"/Depends: linux-image-[0-9]/{print \\\$2}\")'" \
-        --customize-hook="chroot \"\$1\" sh -c 'cd /tmp && apt-get download -q $grub_pkg'" \
+        --customize-hook="chroot \"\$1\" sh -c 'cd /tmp && apt-get download -q $grub_pkg grub-common'" \
         --customize-hook='mkdir -p "$1"/usr/lib/nnos-build; for d in "$1"/tmp/grub-*.deb; do dpkg -x "$d" "$1"/usr/lib/nnos-build/grub; rm "$d"; done' \
         --customize-hook='for d in "$1"/tmp/linux-image-*.deb; do echo "kernel: $(basename "$d")"; x=$(mktemp -d); dpkg -x "$d" "$x"; for l in lib usr/lib; do [ ! -d "$x/$l" ] || cp -a "$x/$l"/. "$1"/usr/lib/; done; cp -a "$x"/boot/. "$1"/boot/; rm -rf "$x" "$d"; done' \
         "$SUITE" "$tarball.part.tar" "deb http://deb.debian.org/debian $SUITE main" \

@@ -14,6 +14,10 @@ python3 "$IMAGE_DIR/lib/modules.py" initramfs "$ROOTFS" "$INITRAMFS_MODULES" "$i
 (cd "$ir" && find . -print0 | sort -z | cpio --null -o -H newc --quiet --reproducible) | gzip -9n > "$boot/initrd.img"
 cp "$ROOTFS"/boot/config-* "$boot/config"
 rm -rf "$ROOTFS"/boot/*
+# a copy inside the root filesystem too: an update bundle is the root filesystem alone, and RAUC's
+# post-install handler puts the new slot's kernel and initramfs on the boot partition from there
+install -d "$ROOTFS/usr/lib/nnos/boot"
+cp "$boot/vmlinuz" "$boot/initrd.img" "$ROOTFS/usr/lib/nnos/boot/"
 echo "kernel $(du -h "$boot/vmlinuz" | cut -f1), initramfs $(du -h "$boot/initrd.img" | cut -f1)"
 # the GRUB EFI modules (unpacked in step 10) are build input, not part of the root filesystem
 rm -rf "$WORK/grub"

@@ -20,27 +20,68 @@ search --no-floppy --label NNOSBOOT --set=root
 configfile /nnos/grub.cfg
 CFG
 cat > "$boot/grub.cfg" <<CFG
-# nnos boot config: the root slot to boot (an update rewrites this file to switch slots)
+# nnos boot config: the root slot comes from GRUB's environment (/nnos/grubenv), which RAUC's grub
+# backend edits: ORDER (the slot to try first), per slot OK (1: bootable) and TRY (boots since it
+# was last marked good; nnos marks a healthy boot good). A slot is skipped after NNOS_TRIES boots
+# (default 3) that were never marked good, and the next in ORDER boots. NNOS_EXTRA: extra kernel
+# arguments for this device (image/bootenv.py writes them offline).
 set timeout=0
-set default=0
+set ORDER="A B"
+set A_OK=1
+set A_TRY=0
+set B_OK=0
+set B_TRY=0
+set NNOS_TRIES=3
+load_env --file /nnos/grubenv
+function next_try {
+    if [ "\$1" = 0 ]; then n=1; elif [ "\$1" = 1 ]; then n=2; elif [ "\$1" = 2 ]; then n=3; elif [ "\$1" = 3 ]; then n=4
+    elif [ "\$1" = 4 ]; then n=5; elif [ "\$1" = 5 ]; then n=6; elif [ "\$1" = 6 ]; then n=7; else n=9; fi
+}
+set slot=
+for s in \$ORDER; do
+    if [ -z "\$slot" -a "\$s" = A -a "\$A_OK" = 1 ]; then
+        if [ "\$A_TRY" -lt "\$NNOS_TRIES" ]; then slot=A; fi
+    fi
+    if [ -z "\$slot" -a "\$s" = B -a "\$B_OK" = 1 ]; then
+        if [ "\$B_TRY" -lt "\$NNOS_TRIES" ]; then slot=B; fi
+    fi
+done
+if [ -z "\$slot" ]; then
+    echo "nnos: no slot has boot attempts left: booting the first bootable one"
+    for s in \$ORDER; do
+        if [ -z "\$slot" -a "\$s" = A -a "\$A_OK" = 1 ]; then slot=A; fi
+        if [ -z "\$slot" -a "\$s" = B -a "\$B_OK" = 1 ]; then slot=B; fi
+    done
+    if [ -z "\$slot" ]; then slot=A; fi
+fi
+if [ "\$slot" = A ]; then next_try "\$A_TRY"; A_TRY=\$n; default=0; else next_try "\$B_TRY"; B_TRY=\$n; default=1; fi
+save_env --file /nnos/grubenv A_TRY B_TRY
+echo "nnos: booting slot \$slot (try A \$A_TRY, B \$B_TRY of \$NNOS_TRIES)"
 menuentry "nnos (slot a)" {
-    linux /nnos/a/vmlinuz $cmdline
+    linux /nnos/a/vmlinuz $cmdline rauc.slot=A \$NNOS_EXTRA
     initrd /nnos/a/initrd.img
 }
 menuentry "nnos (slot b)" {
-    linux /nnos/b/vmlinuz ${cmdline/root-a/root-b}
+    linux /nnos/b/vmlinuz ${cmdline/root-a/root-b} rauc.slot=B \$NNOS_EXTRA
     initrd /nnos/b/initrd.img
 }
 CFG
+# GRUB's environment block: 1024 bytes, slot A good and first, B empty until an update writes it
+"$HOST_PY" - "$boot/grubenv" <<'PY'
+import sys
+body = "# GRUB Environment Block\n" + "".join(f"{k}={v}\n" for k, v in
+       (("ORDER", "A B"), ("A_OK", 1), ("A_TRY", 0), ("B_OK", 0), ("B_TRY", 0), ("NNOS_TRIES", 3)))
+open(sys.argv[1], "w").write(body + "#" * (1024 - len(body)))
+PY
 grub-mkstandalone -d "$WORK/grub/usr/lib/grub/$efi_target" -O "$efi_target" -o "$boot/$efi_name" \
-    --modules="part_gpt fat search search_label configfile linux normal echo gzio" \
+    --modules="part_gpt fat search search_label configfile linux normal echo gzio loadenv test" \
     --locales= --fonts= --themes= "boot/grub/grub.cfg=$boot/grub-embedded.cfg"
 esp=$WORK/esp.img
 rm -f "$esp"
 mkfs.vfat -C -F 32 -n NNOSBOOT "$esp" $((40 * 1024)) >/dev/null
 mmd -i "$esp" ::/EFI ::/EFI/BOOT ::/nnos ::/nnos/a ::/nnos/b
 mcopy -i "$esp" "$boot/$efi_name" ::/EFI/BOOT/
-mcopy -i "$esp" "$boot/grub.cfg" ::/nnos/
+mcopy -i "$esp" "$boot/grub.cfg" "$boot/grubenv" ::/nnos/
 mcopy -i "$esp" "$boot/vmlinuz" "$boot/initrd.img" "$boot/cmdline" ::/nnos/a/
 # hook point: files a board's firmware reads from the boot partition's root (Raspberry Pi:
 # config.txt, cmdline.txt, device trees), put in $WORK/boot-extra by a hardware hook's step

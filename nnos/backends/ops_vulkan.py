@@ -17,7 +17,7 @@ from .. import flags
 from ..errors import BackendError
 from .base import Executable
 from .vulkan import kernels
-from .vulkan.device import Device, best_device, buffer_size, instance, kind_name, vk_module
+from .vulkan.device import Device, best_device, buffer_size, kind_name, vk_module
 
 
 class VulkanExecutable(Executable):
@@ -98,10 +98,14 @@ def _device_kind() -> tuple[str | None, str]:
     """(why Vulkan cannot run here or None, the best device's type), asked once a process."""
     try:
         vk = vk_module()
-        devices = vk.vkEnumeratePhysicalDevices(instance())
-        if not devices:
-            return "vulkan backend: the Vulkan loader found no device", ""
-        return None, kind_name(vk, best_device(vk, devices))
+        inst = vk.vkCreateInstance(vk.VkInstanceCreateInfo(), None)     # a look only: its driver threads go with it
+        try:
+            devices = vk.vkEnumeratePhysicalDevices(inst)
+            if not devices:
+                return "vulkan backend: the Vulkan loader found no device", ""
+            return None, kind_name(vk, best_device(vk, devices))
+        finally:
+            vk.vkDestroyInstance(inst, None)
     except BackendError as e:
         return str(e), ""
     except Exception as e:                         # noqa: BLE001 - a broken driver is "not here"

@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from .deps import disk_full
 from .guard import Guard, error_body
-from .routers import device, jobs, kserve, live, models, recordings, robot, vm
+from .routers import device, jobs, kserve, live, models, recordings, robot, system, vm
 from .settings import Settings
 from .state import AppState
 
@@ -35,6 +35,7 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
     app.include_router(vm.router)
     app.include_router(robot.router)
     app.include_router(recordings.router)
+    app.include_router(system.router)
 
     static = Path(__file__).parent / "static"
     page = (static / "dashboard.html").read_text()

@@ -73,3 +73,12 @@ def telemetry(st) -> TelemetryReader | None:
         return TelemetryReader(st.settings.telemetry)
     except (OSError, ValueError):
         return None
+
+
+def ask_init(action: str) -> None:
+    """Ask PID 1 (the supervisor as init) to reboot or power off; 409 where it is not init."""
+    import signal
+    if os.getppid() != 1 or os.environ.get("NNOS_INIT") != "1":
+        raise HTTPException(409, "the supervisor is not this machine's init (nnos up --init): "
+                                 "reboot or power off the host the usual way")
+    os.kill(1, signal.SIGTERM if action == "reboot" else signal.SIGUSR2)

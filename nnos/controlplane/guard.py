@@ -13,6 +13,7 @@ import re
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .. import flags
 from .deps import bearer_ok
 
 STATIC = "/static/"      # the dashboard's script, styles and uPlot: code, never data
@@ -24,6 +25,8 @@ _INFER = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$")
 def body_limit(method: str, path: str, upload_limit: int) -> int:
     if method == "POST" and (path == "/v1/models" or _INFER.match(path)):
         return upload_limit
+    if method == "POST" and path == "/v1/system/update":
+        return flags.MAX_BUNDLE_BYTES.get()          # a whole root filesystem
     return JSON_LIMIT
 
 

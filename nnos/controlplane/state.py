@@ -25,6 +25,8 @@ class AppState:
     job_tasks: set = field(default_factory=set)    # their asyncio tasks, kept referenced
     last_activation: dict | None = None            # the last activation asked of the loop, and its outcome
     gpu: dict | None = None                        # the Vulkan device (/v1/status), found once
+    update_job: object = None                      # the system update in progress (jobs.Job), one at a time
+    update_booted: dict = field(default_factory=dict)   # what RAUC says of the booted slot, asked once
 
     @classmethod
     def open(cls, settings: Settings, token: str | None = None) -> "AppState":

@@ -15,6 +15,10 @@ from typing import Callable, Optional
 
 from .. import flags, heartbeat
 
+from ..update.rauc import SYSTEM_CONF as RAUC_CONF   # an image with update slots (image/steps/46-update.sh)
+
+BUS_SOCKET = "/run/dbus/system_bus_socket"
+
 
 @dataclass
 class Context:
@@ -47,6 +51,16 @@ def on_device(ctx: Context) -> bool:
 
 def legacy_vm_enabled(ctx: Context) -> bool:
     return bool(flags.LEGACY_VM.get())
+
+
+def updates_enabled(ctx: Context) -> bool:
+    """An image with update slots (RAUC's system config), on the device."""
+    return on_device(ctx) and os.path.exists(RAUC_CONF)
+
+
+def update_gate_enabled(ctx: Context) -> bool:
+    """The health-gated commit asks the control plane: both must run."""
+    return updates_enabled(ctx) and api_enabled(ctx)
 
 
 def foxglove_enabled(ctx: Context) -> bool:
@@ -180,6 +194,22 @@ def _foxglove_cmd(ctx: Context) -> list[str]:
                "--hz", str(flags.FOXGLOVE_HZ.get()), "--name", f"nnos {ctx.board.name}")
 
 
+def _dbus_cmd(ctx: Context) -> list[str]:
+    return _py("-m", "nnos.update.services", "dbus", "--data", ctx.data)
+
+
+def bus_ready(ctx: Context) -> bool:
+    return os.path.exists(BUS_SOCKET)
+
+
+def _rauc_cmd(ctx: Context) -> list[str]:
+    return _py("-m", "nnos.update.services", "rauc")
+
+
+def _update_health_cmd(ctx: Context) -> list[str]:
+    return _py("-m", "nnos.update.health", "--data", ctx.data)
+
+
 def _loop_watchdog(ctx: Context) -> float:
     return flags.LOOP_WATCHDOG_S.get()
 
@@ -209,4 +239,11 @@ def table(ctx: Context) -> list[ProcessSpec]:
         # after the loop: its first tick does not wait for udev's enumeration (the loop looks for
         # its devices itself; the watcher's first scan tells it of any that came since)
         P("hotplug", _hotplug_cmd, run_if=usb_devices, start_after=("loop",), stop_order=20, nice=5),
+        # updates: the system bus, RAUC's service (idle CPU and I/O priority: an install takes what
+        # the loop leaves), and once a boot the health-gated commit of the booted slot
+        P("dbus", _dbus_cmd, run_if=updates_enabled, start_after=("loop",), ready=bus_ready, off_loop_cpu=True,
+          stop_order=87, nice=10),
+        P("rauc", _rauc_cmd, run_if=updates_enabled, start_after=("dbus",), off_loop_cpu=True, stop_order=86, nice=19),
+        P("update-health", _update_health_cmd, run_if=update_gate_enabled, start_after=("rauc",) + api,
+          restart="on-failure", off_loop_cpu=True, stop_order=85, nice=10),
     ]

@@ -67,8 +67,8 @@ def pytest_runtest_makereport(item, call):
     record of what the device was doing."""
     outcome = yield
     report = outcome.get_result()
-    dev = getattr(item, "funcargs", {}).get("device")
-    if report.failed and isinstance(dev, Device):
+    dev = next((v for v in getattr(item, "funcargs", {}).values() if isinstance(v, Device)), None)
+    if report.failed and dev is not None:
         report.sections.append(("guest console (last 6000 characters)", dev.vm.console()[-6000:]))
 
 

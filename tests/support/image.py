@@ -29,15 +29,19 @@ class Device:
     """One booted image: the VM, its disk, and an API client with the token from its data
     partition."""
 
-    def __init__(self, image: dict, workdir: str, uefi: bool = False, legacy_vm: bool = False):
+    def __init__(self, image: dict, workdir: str, uefi: bool = False, legacy_vm: bool = False,
+                 watchdog_s: float = 1.0):
         """``legacy_vm``: run the image's legacy VM (on by default on a device; off in the tests
-        that are not about it: a guest emulated inside the emulated device only slows them)."""
+        that are not about it: a guest emulated inside the emulated device only slows them).
+        ``watchdog_s``: the loop's watchdog period before scaling (a test that fails a probation
+        on any loop restart gives the emulated device's stalls more room)."""
         self.disk = os.path.join(workdir, "disk.img")
         subprocess.run(["cp", "--sparse=always", image["img"], self.disk], check=True)
         os.truncate(self.disk, DISK_SIZE)
         # the emulated device is far slower than hardware, and slower still on a loaded host: the
         # loop's watchdog period follows this machine's measured factor (1 s when idle)
-        extra = [f"nnos.loop_watchdog_s={max(1.0, scaled(1.0)):.1f}"] + ([] if legacy_vm else ["nnos.legacy_vm=off"])
+        extra = [f"nnos.loop_watchdog_s={max(watchdog_s, scaled(watchdog_s)):.1f}"]
+        extra += [] if legacy_vm else ["nnos.legacy_vm=off"]
         # an emulated device's ticks stall past half a 20 ms period even on an idle host (CI saw
         # 10.5, 13 and 16 ms in three probations in a row): the loop's budget there is 90 %
         extra.append("nnos.loop_budget=0.90")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import time
 
 import numpy as np
@@ -13,7 +12,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from ...telemetry import MAX_IO
 from ...timing import percentiles
-from ..deps import ask_loop, require_token, state, telemetry, ws_token_ok
+from ..deps import ask_init, ask_loop, require_token, state, telemetry, ws_token_ok
+from .system import summary as update_summary
 
 router = APIRouter(tags=["device"], dependencies=[Depends(require_token)])
 
@@ -51,7 +51,8 @@ def _loop_view(st) -> dict:
 @router.get("/v1/status")
 def status(st=Depends(state)):
     return {"loop": _loop_view(st), "store": {k: st.store.state()[k] for k in ("active", "previous")},
-            "board": {"name": st.board.name, "rate_hz": st.board.rate_hz}, "gpu": _gpu(st)}
+            "board": {"name": st.board.name, "rate_hz": st.board.rate_hz}, "gpu": _gpu(st),
+            "update": update_summary(st)}
 
 
 def _gpu(st) -> dict:
@@ -192,11 +193,9 @@ def power(action: str):
     partition and restarts or halts. Only on the appliance, where the supervisor is init."""
     if action not in ("reboot", "poweroff"):
         raise HTTPException(404, f"unknown device action {action!r}; expected reboot or poweroff")
-    if os.getppid() != 1 or os.environ.get("NNOS_INIT") != "1":
-        raise HTTPException(409, "the supervisor is not this machine's init (nnos up --init): "
-                                 "reboot or power off the host the usual way")
-    os.kill(1, signal.SIGTERM if action == "reboot" else signal.SIGUSR2)
+    ask_init(action)
     return JSONResponse({"ok": True, "action": action}, status_code=202)
+
 
 
 def _default_fits(board, at: str) -> str | None:

@@ -1,0 +1,109 @@
+"""RAUC's command line as functions: the booted slot and both slots' state, a bundle's
+information, an install (with its progress), marking the booted slot good or bad. Each failure is
+an UpdateError that says what RAUC said."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+from ..errors import NnosError
+
+SYSTEM_CONF = "/etc/rauc/system.conf"
+KEYRING = "/etc/rauc/keyring.pem"
+
+
+class UpdateError(NnosError):
+    pass
+
+
+def available(conf: str = SYSTEM_CONF) -> str | None:
+    """Why updates cannot run here, or None."""
+    if not os.path.exists(conf):
+        return f"no RAUC system config ({conf}): this is not an nnos image with update slots"
+    if _which("rauc") is None:
+        return "rauc is not installed"
+    return None
+
+
+def _which(name: str) -> str | None:
+    import shutil
+    return shutil.which(name)
+
+
+def _rauc(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["rauc", *args], capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError as e:
+        raise UpdateError("rauc is not installed") from e
+    except subprocess.TimeoutExpired as e:
+        raise UpdateError(f"rauc {args[0]} did not answer within {timeout:.0f} s") from e
+
+
+def said(r: subprocess.CompletedProcess) -> str:
+    """RAUC's own reason (its LastError when it gives one), without its log prefixes."""
+    lines = [re.sub(r"^rauc-(Message|Critical|Warning)[^:]*: [\d:.]+: ", "", ln).strip()
+             for ln in (r.stderr + r.stdout).splitlines()]
+    last = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("LastError:")]
+    if last:
+        return last[-1]
+    lines = [ln for ln in lines if ln and not re.match(r"(\d+%|installing|Installing)", ln)] or lines
+    return "; ".join(ln for ln in lines[-3:] if ln) or f"exit {r.returncode}"
+
+
+def status() -> dict:
+    """{"compatible", "booted" (A/B), "boot_primary", "slots": {A: {"device", "state", "boot_status",
+    "version", ...}, B: ...}} from `rauc status`."""
+    r = _rauc("status", "--detailed", "--output-format=json")
+    if r.returncode != 0:
+        raise UpdateError(f"rauc status failed: {said(r)}")
+    raw = json.loads(r.stdout)
+    slots = {}
+    for entry in raw.get("slots", []):
+        for name, s in entry.items():
+            status_ = s.get("slot_status") or {}
+            bundle = status_.get("bundle") or {}
+            slots[s.get("bootname") or name] = {
+                "name": name, "device": s.get("device"), "state": s.get("state"),
+                "boot_status": s.get("boot_status"), "version": bundle.get("version"),
+                "installed": (status_.get("installed") or {}).get("timestamp"),
+                "status": status_.get("status")}
+    return {"compatible": raw.get("compatible"), "booted": raw.get("booted"),
+            "boot_primary": raw.get("boot_primary"), "slots": slots}
+
+
+def info(bundle: str, keyring: str = KEYRING) -> dict:
+    """A bundle's compatible string and version, its signature checked against ``keyring``."""
+    r = _rauc("info", "--output-format=json", f"--keyring={keyring}", bundle, timeout=300)
+    if r.returncode != 0:
+        raise UpdateError(f"the bundle was refused: {said(r)}")
+    return json.loads(r.stdout)
+
+
+def install(bundle: str, progress=lambda pct, what: None, timeout: float = 1800.0) -> None:
+    """Install ``bundle`` into the slot not booted (RAUC's service does the work, at its own
+    priority); ``progress(percent, message)`` as RAUC reports it."""
+    try:
+        p = subprocess.Popen(["rauc", "install", "--progress", bundle], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, bufsize=1)
+    except FileNotFoundError as e:
+        raise UpdateError("rauc is not installed") from e
+    out = []
+    for line in p.stdout:
+        out.append(line.rstrip())
+        m = re.search(r"(\d+)%\s*(.*)", line)
+        if m:
+            progress(int(m.group(1)), m.group(2).strip())
+    rc = p.wait(timeout)
+    if rc != 0:
+        raise UpdateError(f"rauc install failed: {said(subprocess.CompletedProcess(p.args, rc, '', chr(10).join(out)))}")
+
+
+def mark(how: str, which: str = "booted") -> str:
+    """``good``, ``bad`` or ``active`` for the ``booted`` slot or the ``other`` one (RAUC's grub
+    backend: good sets OK=1 and resets TRY, bad sets OK=0, active puts it first in ORDER)."""
+    r = _rauc("status", f"mark-{how}", which)
+    if r.returncode != 0:
+        raise UpdateError(f"rauc status mark-{how} {which} failed: {said(r)}")
+    return said(r)

@@ -1,0 +1,67 @@
+"""Update bundles with the real tools: image/bundle.py makes a signed verity bundle with RAUC from
+a root filesystem; the device's client (nnos.update.rauc.info) accepts it against the keyring
+that signed it, and refuses one signed by another key, a truncated one and one that is not a
+bundle at all, saying why."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nnos.update import rauc
+from tests.support.paths import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "image"))
+sys.path.insert(0, os.path.join(ROOT, "image", "lib"))
+
+from bundle import make  # noqa: E402
+from rauc_keys import make_dev_keys  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bundles")
+    root = d / "root"
+    (root / "etc" / "nnos").mkdir(parents=True)
+    (root / "etc" / "nnos" / "release").write_text("VERSION=9.9.9+test\n")
+    (root / "payload").write_bytes(os.urandom(256 << 10))          # squashfs over RAUC's 4 KiB floor
+    sqfs = d / "root.sqfs"
+    subprocess.run(["mksquashfs", str(root), str(sqfs), "-noappend", "-quiet", "-no-progress"], check=True)
+    ours, theirs = make_dev_keys(str(d / "ours")), make_dev_keys(str(d / "theirs"), "someone else")
+    bundle = d / "good.raucb"
+    make(str(sqfs), "nnos-amd64-test", "9.9.9+test", ours, str(bundle))
+    other = d / "other.raucb"
+    make(str(sqfs), "nnos-amd64-test", "9.9.9+test", theirs, str(other))
+    return {"bundle": str(bundle), "other": str(other), "ours": ours, "theirs": theirs, "dir": d}
+
+
+def test_a_bundle_made_here_is_a_signed_verity_bundle_of_its_root(made):
+    got = rauc.info(made["bundle"], keyring=os.path.join(made["ours"], "ca.pem"))
+    assert got["compatible"] == "nnos-amd64-test" and got["version"] == "9.9.9+test"
+    text = subprocess.run(["rauc", "info", f"--keyring={made['ours']}/ca.pem", made["bundle"]],
+                          capture_output=True, text=True, check=True).stdout
+    assert "Bundle Format: \tverity" in text, text
+    assert [i["filename"] for i in (list(x.values())[0] for x in got["images"])] == ["root.img"], got
+
+
+def test_a_bundle_signed_by_another_key_is_refused_by_name(made):
+    with pytest.raises(rauc.UpdateError, match="the bundle was refused: .*(signature|certificate|verif)"):
+        rauc.info(made["other"], keyring=os.path.join(made["ours"], "ca.pem"))
+
+
+@pytest.mark.parametrize("what", ["truncated", "not a bundle"])
+def test_a_damaged_bundle_is_refused(made, what):
+    data = open(made["bundle"], "rb").read()
+    bad = made["dir"] / f"{what.replace(' ', '-')}.raucb"
+    bad.write_bytes(data[: len(data) // 2] if what == "truncated" else os.urandom(64 << 10))
+    with pytest.raises(rauc.UpdateError, match="the bundle was refused"):
+        rauc.info(str(bad), keyring=os.path.join(made["ours"], "ca.pem"))
+
+
+def test_the_signing_keys_are_checked_before_a_build(tmp_path):
+    from rauc_keys import signing_dir
+    with pytest.raises(SystemExit, match="missing .*cert.pem"):
+        (tmp_path / "key.pem").write_text("x")
+        signing_dir(str(tmp_path))
