@@ -4,7 +4,7 @@
 set -euo pipefail
 boot=$WORK/boot
 cmdline="nnos.root=root-a $(awk -v a="$ARCH" '$1 == a {$1=$2=$3=""; print}' "$IMAGE_DIR/kernel.txt" | xargs) net.ifnames=0 quiet panic=10"
-echo "$cmdline" > "$boot/cmdline"
+echo "$cmdline rauc.slot=A" > "$boot/cmdline"        # qemu -kernel boots (the tests) boot slot A
 rm -f "$WORK/root.sqfs"
 # zstd 15: ~10 % smaller than 6 for ~20 s more build time; decompression is as fast
 mksquashfs "$ROOTFS" "$WORK/root.sqfs" -comp zstd -Xcompression-level 15 -b 256K -noappend -quiet -no-progress >/dev/null

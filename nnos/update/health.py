@@ -70,6 +70,9 @@ def gate(data: str, status, probation_s: float, deadline_s: float, say=print, re
     """This boot's verdict: "good", "committed" (an already kept slot), "rolled back".
     ``probation_s``: unless the update asked for its own."""
     booted = rauc.status()["booted"]
+    if booted is None:                        # booted without the boot loader's rauc.slot=: no slot to judge
+        say("update: RAUC cannot tell which slot booted (no rauc.slot= on the kernel command line): no health gate")
+        return "not judged"
     rec = record.load(data)
     pending = rec is not None and rec["state"] in ("installed", "probation")
     if pending and rec.get("to", {}).get("slot") != booted:
