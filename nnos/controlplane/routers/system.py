@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -124,17 +125,16 @@ async def update(req: Request, reboot: str = "later", probation_s: float | None 
             raise HTTPException(507, f"the data partition has {free} bytes free; the bundle needs {declared}")
     folder = os.path.join(st.settings.data, "updates")
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, "incoming.raucb")
+    fd, path = tempfile.mkstemp(prefix="incoming-", suffix=".raucb", dir=folder)     # one file an upload
     try:
-        with open(path, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             size = await receive(req, f, limit)
+        if size == 0:
+            raise HTTPException(400, "empty upload: send the bundle file as the request body")
+        refuse_now(st)                          # nothing started while the body arrived
     except BaseException:
         _unlink(path)
         raise
-    if size == 0:
-        _unlink(path)
-        raise HTTPException(400, "empty upload: send the bundle file as the request body")
-    refuse_now(st)                              # nothing started while the body arrived
     body = jobs.start(st, "update", lambda job: _install(st, path, reboot, probation_s, job))
     st.update_job = st.jobs[body["job"]]         # the next request sees it at once
     return body
