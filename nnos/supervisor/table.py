@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .. import flags, heartbeat
-
 from ..update.rauc import SYSTEM_CONF as RAUC_CONF   # an image with update slots (image/steps/46-update.sh)
 
 BUS_SOCKET = "/run/dbus/system_bus_socket"

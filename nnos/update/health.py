@@ -85,7 +85,7 @@ def gate(data: str, status, probation_s: float, deadline_s: float, say=print, re
         healthy_for(0, status, deadline_s)
         rauc.mark("good")
         return "committed"
-    probation_s = float(rec.get("probation_s") or probation_s)          # as the update asked, else the flag
+    probation_s = probation_of(rec, probation_s)
     record.change(data, "probation", probation_s=probation_s, booted_at=time.time())
     say(f"update: slot {booted} ({rec['to'].get('version')}) on probation for {probation_s:.0f} s")
     try:
@@ -100,6 +100,11 @@ def gate(data: str, status, probation_s: float, deadline_s: float, say=print, re
     record.change(data, "good", at=time.time())
     say(f"update: slot {booted} ({rec['to'].get('version')}) is good: kept")
     return "good"
+
+
+def probation_of(rec: dict, default: float) -> float:
+    """The probation the update asked for (0 included), else ``default``."""
+    return default if rec.get("probation_s") is None else float(rec["probation_s"])
 
 
 def main(argv=None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nnos.update import record
-from nnos.update.health import Unhealthy, healthy_for
+from nnos.update.health import Unhealthy, healthy_for, probation_of
 
 
 class Device:
@@ -68,3 +68,10 @@ def test_the_record_moves_through_its_states_and_says_why(tmp_path):
         "rolled back because the loop failed safe: device lost (0.2 into slot B)"
     (tmp_path / record.NAME).write_text("{torn")
     assert record.load(data) is None                      # a torn record is no record
+
+
+def test_the_probation_an_update_asked_for_is_kept_even_zero():
+    # regression: probation_s=0 from the API fell back to the 60 s default
+    assert probation_of({"probation_s": 0}, 60.0) == 0.0
+    assert probation_of({"probation_s": 20}, 60.0) == 20.0
+    assert probation_of({"probation_s": None}, 60.0) == probation_of({}, 60.0) == 60.0
