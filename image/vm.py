@@ -22,6 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 OUT = os.path.join(REPO, "out")
 QEMU = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
+SERVED_ADDRESS = "10.0.2.100"                      # where a guest fetches the ``served`` folder's files
 MACHINE = {"amd64": ["-machine", "q35"], "arm64": ["-machine", "virt", "-cpu", "cortex-a72"]}
 FIRMWARE = {"amd64": "/usr/share/OVMF/OVMF_CODE.fd", "arm64": "/usr/share/AAVMF/AAVMF_CODE.fd"}
 STAMP = re.compile(r"\[nnos\s+(\d+\.\d+)s\] (.*)")
@@ -132,15 +133,17 @@ class Qmp:
 class Vm:
     def __init__(self, image: str, arch: str = "amd64", workdir: str | None = None, uefi: bool = False,
                  memory_mb: int = 1024, cpus: int = 2, api_port: int | None = None, accel: str | None = None,
-                 cmdline_extra: str = "", built: dict | None = None):
+                 cmdline_extra: str = "", built: dict | None = None, served: str | None = None):
         """``built``: the image's kernel, initrd and command line (artifacts(); another build's
-        for an image built elsewhere, such as --suite trixie's)."""
+        for an image built elsewhere, such as --suite trixie's). ``served``: a folder whose
+        files the guest can fetch at http://10.0.2.100/NAME (each connection answered by
+        image/lib/http_once.py through qemu's guestfwd: no host port)."""
         self.arch, self.image, self.uefi, self.built = arch, image, uefi, built
         self.workdir = workdir or os.path.join(OUT, f"vm-{arch}-{os.getpid()}")
         os.makedirs(self.workdir, exist_ok=True)
         self.console_path = os.path.join(self.workdir, "console.log")
         self.qmp_path = os.path.join(self.workdir, "qmp.sock")
-        self.memory_mb, self.cpus, self.cmdline_extra = memory_mb, cpus, cmdline_extra
+        self.memory_mb, self.cpus, self.cmdline_extra, self.served = memory_mb, cpus, cmdline_extra, served
         self.api_port = api_port or free_port()
         self.accel = accel or ("kvm" if kvm_works(arch) else "tcg")
         self.proc: subprocess.Popen | None = None
@@ -159,7 +162,7 @@ class Vm:
                "-chardev", f"file,id=con,path={self.console_path}", "-serial", "chardev:con",
                "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
                "-drive", f"file={self.image},format=raw,if=virtio,cache=writeback,discard=unmap",
-               "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.api_port}-:8080",
+               "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.api_port}-:8080" + self._guestfwd(),
                "-device", "virtio-net-pci,netdev=n0", "-device", "qemu-xhci,id=xhci",
                "-device", "virtio-rng-pci"]
         if a == "amd64":
@@ -176,6 +179,13 @@ class Vm:
                 cmdline = f.read().strip() + (" " + self.cmdline_extra if self.cmdline_extra else "")
             cmd += ["-kernel", art["vmlinuz"], "-initrd", art["initrd.img"], "-append", cmdline]
         return cmd
+
+    def _guestfwd(self) -> str:
+        if not self.served:
+            return ""
+        if "," in self.served or " " in self.served:
+            raise VmError(f"a served folder's path may hold no comma or space: {self.served!r}")
+        return f",guestfwd=tcp:{SERVED_ADDRESS}:80-cmd:{sys.executable} {HERE}/lib/http_once.py {self.served}"
 
     # --- life cycle ----------------------------------------------------------------------------
     def start(self) -> "Vm":

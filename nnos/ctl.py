@@ -64,7 +64,7 @@ def run(a) -> None:
             elif a.action == "vm":
                 _vm(c, a.arg, a.rest)
             elif a.action == "update":
-                _update(c, a.arg, a.rest)
+                _update(c, a.arg, a.rest, max(a.timeout, 600.0))
             elif a.action == "logs":
                 r = c.get("/v1/logs", params={"process": a.arg or "loop"})
                 if r.status_code < 400:
@@ -77,26 +77,32 @@ def run(a) -> None:
         raise NnosError(f"{a.arg}: {e.strerror}") from e
 
 
-def _update(c, bundle: str | None, rest: list[str]) -> None:
-    """`nnos ctl update [BUNDLE [now]]`: the update state, or install BUNDLE (streamed; the job's
-    steps shown as they change), rebooting into it when ``now`` is given."""
+def _update(c, bundle: str | None, rest: list[str], wait_s: float = 600.0) -> None:
+    """`nnos ctl update [BUNDLE|URL [now]]`: the update state, or install BUNDLE (streamed; the
+    job's steps shown as they change) or the one at URL (the device fetches it from its local
+    network); with ``now`` the device reboots into it, and this waits (``wait_s``) until it
+    answers again from the slot it booted."""
     import time
     if not bundle:
         _show(c.get("/v1/system/update"))
         return
-    with open(bundle, "rb") as f:
-        r = c.post("/v1/system/update", content=f, params={"reboot": "now" if "now" in rest else "later"})
+    now = "now" in rest
+    params = {"reboot": "now" if now else "later"}
+    if bundle.startswith(("http://", "https://")):         # the device fetches it (its local network)
+        r = c.post("/v1/system/update", params={**params, "url": bundle})
+    else:
+        with open(bundle, "rb") as f:
+            r = c.post("/v1/system/update", content=f, params=params)
     if r.status_code != 202:
         _show(r)
     import httpx
-    job, last = r.json()["job"], None
+    job, last = r.json()["job"], ""
     while True:
         try:
             j = c.get(f"/v1/jobs/{job}").json()
         except httpx.HTTPError:
-            if last == "rebooting":                 # it went down to boot the new slot, as asked
-                print("update: the device is rebooting into the new slot; `nnos ctl update` shows its probation")
-                return
+            if now and last.startswith(("installing", "rebooting")):   # it went down to boot the new slot
+                return _after_reboot(c, wait_s)
             raise
         if j["step"] != last:
             print(f"update: {j['step']}", flush=True)
@@ -107,6 +113,32 @@ def _update(c, bundle: str | None, rest: list[str]) -> None:
     if j["state"] == "failed":
         raise NnosError(f"update failed: {j['error']['detail']}")
     print(json.dumps(j["result"], indent=1))
+    if now:
+        _after_reboot(c, wait_s)
+
+
+def _after_reboot(c, wait_s: float) -> None:
+    """Wait until the rebooted device answers; say which slot it booted and where the update stands."""
+    import time
+
+    import httpx
+    print("update: the device is rebooting into the new slot", flush=True)
+    deadline, seen_down = time.monotonic() + wait_s, False
+    while time.monotonic() < deadline:
+        try:
+            u = c.get("/v1/system/update", timeout=10).json()
+        except httpx.HTTPError:
+            seen_down = True
+            time.sleep(2.0)
+            continue
+        if not seen_down:                           # still the old boot, going down
+            time.sleep(1.0)
+            continue
+        print(f"update: booted slot {u.get('slot')} ({u.get('version')}): {u.get('last_update')}")
+        if u.get("state") in ("rolled back", "failed"):
+            raise NnosError(f"update {u['state']}: {u.get('last_update')}")
+        return
+    raise NnosError(f"the device did not answer within {wait_s:.0f} s of its reboot: `nnos ctl update` shows the outcome later")
 
 
 def _model_id(c, given: str | None) -> str:
@@ -167,7 +199,7 @@ def add_parser(sub) -> None:
     c.add_argument("action", choices=["status", "models", "push", "activate", "rollback", "logs", "arm", "disarm",
                                       "calibration", "vm", "update"])
     c.add_argument("arg", nargs="?", help=f"push: FILE; activate: MODEL_ID; logs: PROCESS; arm/disarm: [DEVICE]; "
-                   f"calibration: [FILE to store]; vm: {VM_USAGE}; update: [BUNDLE]")
+                   f"calibration: [FILE to store]; vm: {VM_USAGE}; update: [BUNDLE or URL]")
     c.add_argument("rest", nargs="*", help="vm: network on|off, settings KEY=VALUE..., accept/reject PROPOSAL; "
                    "update BUNDLE now: reboot into it once installed")
     c.add_argument("--url")

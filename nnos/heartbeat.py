@@ -39,13 +39,42 @@ class Heartbeat:
         self._map.close()
 
 
+class Reader:
+    """The watcher's side: the beat file mapped once, read from memory like the writer writes it.
+    (Read with read(2), a tmpfs file whose page a writer's mapping held a beat was seen to read
+    back as zeros now and then in a qemu TCG guest: killing a healthy loop. Both sides map it.)"""
+
+    def __init__(self, run: str, name: str):
+        self.path = path(run, name)
+        self._map: mmap.mmap | None = None
+
+    def read(self) -> int | None:
+        """The last beat (monotonic ns), or None when there is none yet."""
+        if self._map is None:
+            try:
+                fd = os.open(self.path, os.O_RDONLY)
+            except OSError:
+                return None
+            try:
+                if os.fstat(fd).st_size < _NS.size:
+                    return None
+                self._map = mmap.mmap(fd, _NS.size, prot=mmap.PROT_READ)
+            except (OSError, ValueError):
+                return None
+            finally:
+                os.close(fd)
+        return _NS.unpack_from(self._map, 0)[0] or None
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+
 def read(run: str, name: str) -> int | None:
-    """The last beat (monotonic ns), or None when there is none yet."""
+    """The last beat (monotonic ns), or None when there is none yet (once; a watcher keeps a Reader)."""
+    r = Reader(run, name)
     try:
-        with open(path(run, name), "rb") as f:
-            data = f.read(_NS.size)
-    except OSError:
-        return None
-    if len(data) < _NS.size:
-        return None
-    return _NS.unpack(data)[0] or None
+        return r.read()
+    finally:
+        r.close()

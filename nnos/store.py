@@ -9,6 +9,9 @@ at any instant leaves a store that loads.
                                 .tar): when nnos's plan format changes, the plan is recompiled
                                 from it at the supervisor's start, never lost
     DATA/state.json             {"active", "previous", "history": [...]}
+    DATA/superseded.json        {old id: new id}: plans recompiled after a system update whose
+                                old files (and the pointers to them) stay until the updated
+                                slot is kept, so that the slot rolled back to finds its plans
 """
 from __future__ import annotations
 
@@ -144,7 +147,9 @@ class ModelStore:
             st = {}
         except json.JSONDecodeError as e:      # cannot happen with atomic writes; say so if it does
             raise StoreError(f"{self.state_path} is not valid JSON: {e}") from e
-        return {"active": st.get("active"), "previous": st.get("previous"), "history": st.get("history", [])}
+        m = self.superseded()
+        return {"active": m.get(st.get("active"), st.get("active")), "previous": m.get(st.get("previous"), st.get("previous")),
+                "history": st.get("history", [])}
 
     def activate(self, mid: str, reason: str = "activated") -> dict:
         if not os.path.exists(self._path(mid)):
@@ -172,6 +177,8 @@ class ModelStore:
         return st
 
     def _write_state(self, st: dict) -> None:
+        back = {new: old for old, new in self.superseded().items()}     # the file keeps the old ids
+        st = {**st, "active": back.get(st["active"], st["active"]), "previous": back.get(st["previous"], st["previous"])}
         atomic_write(self.state_path, json.dumps(st, indent=1).encode())
 
     def source_path(self, mid: str) -> str | None:
@@ -188,8 +195,13 @@ class ModelStore:
                     out.append(mid)
         return out
 
-    def replace(self, old: str, new: str, why: str) -> None:
-        """``new`` takes ``old``'s place in the pointers (active, previous) and ``old`` goes."""
+    def replace(self, old: str, new: str, why: str, keep_old: bool = False) -> None:
+        """``new`` takes ``old``'s place in the pointers (active, previous) and ``old`` goes —
+        or, ``keep_old``, stays with the pointers on disk until ``commit_superseded``."""
+        if keep_old:
+            atomic_write(self._superseded_path, json.dumps({**self.superseded(), old: new}).encode())
+            self._log(self.state(), "replace", new, f"{why} (was {old}, kept until this nnos is kept)")
+            return
         st = self.state()
         changed = False
         for k in ("active", "previous"):
@@ -199,6 +211,41 @@ class ModelStore:
             self._log(st, "replace", new, f"{why} (was {old})")
         for ext in (".nnos", ".json", ".sig", ".src"):
             _unlink(self._path(old, ext))
+
+    @property
+    def _superseded_path(self) -> str:
+        return os.path.join(self.data_dir, "superseded.json")
+
+    def superseded(self) -> dict[str, str]:
+        """Old id → the plan recompiled from it in this nnos's format, while the old one is kept."""
+        try:
+            with open(self._superseded_path) as f:
+                m = json.load(f)
+        except FileNotFoundError:
+            return {}
+        except json.JSONDecodeError as e:
+            raise StoreError(f"{self._superseded_path} is not valid JSON: {e}") from e
+        return {old: new for old, new in m.items() if ID.match(old) and ID.match(str(new)) and self._current(new)}
+
+    def commit_superseded(self) -> list[str]:
+        """The recompiled plans take their old ones' places for good and the old files go (the
+        updated slot was kept). Safe to cut at any point: each state on disk loads the same."""
+        m = self.superseded()
+        if not m and not os.path.exists(self._superseded_path):
+            return []
+        atomic_write(self.state_path, json.dumps(self.state(), indent=1).encode())    # the new ids
+        _unlink(self._superseded_path)
+        for old in m:
+            for ext in (".nnos", ".json", ".sig", ".src"):
+                _unlink(self._path(old, ext))
+        return list(m)
+
+    def _current(self, mid: str) -> bool:
+        try:
+            with open(self._path(mid), "rb") as f:
+                return format_version(f.read(64)) == FORMAT_VERSION
+        except (OSError, PlanFormatError):
+            return False
 
     def plan_path(self, mid: str) -> str:
         return self._path(mid)

@@ -44,6 +44,8 @@ class Running:
     watchdog_s: float | None = None                 # the spec's, read at its start
     started_ns: int = 0
     armed: bool = False                             # the watchdog: a heartbeat was seen since the start
+    beat_ns: int = 0                                # the newest heartbeat seen since the start
+    beats: heartbeat.Reader | None = None           # its heartbeat file, mapped
 
 
 def _child_setup(spec: ProcessSpec):
@@ -95,10 +97,13 @@ class Manager:
         s = r.spec
         if r.proc is None or not r.watchdog_s or not s.heartbeat:
             return
-        hb = heartbeat.read(self.ctx.run, s.heartbeat)
-        hb = hb if hb and hb >= r.started_ns else None   # one from before this start does not count
-        r.armed = r.armed or hb is not None
-        age = (now_ns() - hb) / NS_PER_S if hb else None
+        if r.beats is None:
+            r.beats = heartbeat.Reader(self.ctx.run, s.heartbeat)
+        hb = r.beats.read()
+        if hb and hb >= r.started_ns:                   # one from before this start does not count
+            r.beat_ns = max(r.beat_ns, hb)
+        r.armed = r.armed or r.beat_ns > 0
+        age = (now_ns() - r.beat_ns) / NS_PER_S if r.beat_ns else None
         if (r.armed or now - r.started > s.watchdog_grace_s) and (age is None or age > r.watchdog_s):
             self.log(f"supervisor: {s.name} (pid {r.proc.pid}) missed its watchdog "
                      f"({'no heartbeat' if age is None else f'{age:.2f} s'} > {r.watchdog_s} s): killing it")
@@ -137,7 +142,10 @@ class Manager:
             r.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self.stdout, stderr=subprocess.PIPE,
                                       preexec_fn=_child_setup(r.spec), start_new_session=True)
         threading.Thread(target=self._pump, args=(r.spec.name, r.proc.stderr), daemon=True).start()
-        r.started, r.started_ns, r.ready, r.armed = now, now_ns(), False, False
+        r.started, r.started_ns, r.ready, r.armed, r.beat_ns = now, now_ns(), False, False, 0
+        if r.beats is not None:                         # mapped again: the file may be a new one
+            r.beats.close()
+            r.beats = None
         if self.ctx.run:
             record_children(self.ctx.run, {n: x.proc.pid for n, x in self.procs.items() if x.proc is not None})
         r.watchdog_s = r.spec.watchdog_s(self.ctx) if callable(r.spec.watchdog_s) else r.spec.watchdog_s

@@ -16,7 +16,7 @@ from ..telemetry import TelemetryReader
 from ..timeline import on_console, stamp
 from .manager import Manager
 from .ownership import end_orphans, hold_lock
-from .table import Context, table
+from .table import Context, table, updates_enabled
 from .upgrade import recompile_outdated
 
 DEFAULT_BOARD = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -184,9 +184,12 @@ def _up(board_path, data, duration, show_status, plan, default_board, init=False
     cleaned = store.clean() + remove_run_leftovers(run)
     if cleaned:
         log(f"supervisor: removed {cleaned} leftovers of killed processes from {data}")
-    recompile_outdated(store, board, log)
-    provision(board, store, plan)
     ctx = Context(os.path.abspath(board_path), os.path.abspath(data), board, run)
+    slots = updates_enabled(ctx)                 # the old plans stay until an updated slot is kept
+    recompile_outdated(store, board, log, keep_old=slots)
+    if not slots:
+        store.commit_superseded()
+    provision(board, store, plan)
     specs = table(ctx)
     manager = Manager(ctx, specs, log=log, stdout=subprocess.DEVNULL, forkserver=fork_server(ctx, specs))
     log(f"supervisor: board {board.name} at {board.rate_hz:g} Hz; data in {data}; "

@@ -2,7 +2,9 @@
 recompiled from the source the store kept, through the same intake as an upload (compile,
 verify, check against the board, measure), and takes its old place (active, previous). A
 model whose source was not kept (it was uploaded as a plan) or no longer compiles stays as it
-was and is named in the log: nothing is deleted that cannot be made again."""
+was and is named in the log: nothing is deleted that cannot be made again. On a device with
+update slots the old plans stay too, until the updated slot is kept (nnos.update.health): a
+rollback's older nnos still finds its own."""
 from __future__ import annotations
 
 from ..plan.artifact import FORMAT_VERSION
@@ -10,15 +12,17 @@ from ..signing import SignatureError, countersign
 from ..store import ModelStore
 
 
-def recompile_outdated(store: ModelStore, board, log) -> dict[str, str | None]:
-    """Old id → new id (None: left as it was, with the reason logged)."""
+def recompile_outdated(store: ModelStore, board, log, keep_old: bool = False) -> dict[str, str | None]:
+    """Old id → new id (None: left as it was, with the reason logged). ``keep_old``: the old
+    plans stay (``store.superseded()``) until ``store.commit_superseded()``."""
     done: dict[str, str | None] = {}
-    if not store.outdated():
+    waiting = store.superseded()                  # recompiled at an earlier boot of this slot
+    if not [m for m in store.outdated() if m not in waiting]:
         return done
     from ..controlplane.intake import IntakeError, process      # the compiler: loaded only when needed
     from ..controlplane.settings import Settings
     settings = Settings(data=store.data_dir, board_path="")
-    for mid in store.outdated():
+    for mid in [m for m in store.outdated() if m not in waiting]:
         src = store.source_path(mid)
         done[mid] = None
         if src is None:
@@ -32,7 +36,7 @@ def recompile_outdated(store: ModelStore, board, log) -> dict[str, str | None]:
             continue
         new = store.put(data, {**(store.report(mid) or {}), **report, "recompiled_from": mid},
                         _signature(store, mid, data), source=src)
-        store.replace(mid, new, f"recompiled for plan format {FORMAT_VERSION} from its stored source")
+        store.replace(mid, new, f"recompiled for plan format {FORMAT_VERSION} from its stored source", keep_old)
         done[mid] = new
         log(f"supervisor: model {mid[:12]} recompiled for plan format {FORMAT_VERSION} as {new[:12]}")
     return done

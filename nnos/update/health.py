@@ -21,6 +21,7 @@ import time
 import urllib.request
 
 from .. import flags
+from ..store import ModelStore, StoreError
 from ..timeline import stamp
 from . import rauc, record
 
@@ -73,6 +74,8 @@ def gate(data: str, status, probation_s: float, deadline_s: float, say=print, re
     if booted is None:                        # booted without the boot loader's rauc.slot=: no slot to judge
         say("update: RAUC cannot tell which slot booted (no rauc.slot= on the kernel command line): no health gate")
         return "not judged"
+    if record.interrupted(data):
+        say(f"update: {record.summary(record.load(data))}")
     rec = record.load(data)
     pending = rec is not None and rec["state"] in ("installed", "probation")
     if pending and rec.get("to", {}).get("slot") != booted:
@@ -84,6 +87,7 @@ def gate(data: str, status, probation_s: float, deadline_s: float, say=print, re
     if not pending or rec.get("to", {}).get("slot") != booted:
         healthy_for(0, status, deadline_s)
         rauc.mark("good")
+        drop_old_plans(data, say)
         return "committed"
     probation_s = probation_of(rec, probation_s)
     record.change(data, "probation", probation_s=probation_s, booted_at=time.time())
@@ -98,8 +102,20 @@ def gate(data: str, status, probation_s: float, deadline_s: float, say=print, re
         return "rolled back"
     rauc.mark("good")
     record.change(data, "good", at=time.time())
+    drop_old_plans(data, say)
     say(f"update: slot {booted} ({rec['to'].get('version')}) is good: kept")
     return "good"
+
+
+def drop_old_plans(data: str, say) -> None:
+    """This slot is kept: plans recompiled for its nnos replace the old ones for good."""
+    try:
+        gone = ModelStore(data).commit_superseded()
+    except (OSError, StoreError) as e:
+        say(f"update: the old plans could not be removed yet ({e}); they are kept")
+        return
+    if gone:
+        say(f"update: {len(gone)} plan(s) of the old format removed: their recompiled ones are kept")
 
 
 def probation_of(rec: dict, default: float) -> float:
@@ -122,6 +138,7 @@ def main(argv=None) -> int:
             time.sleep(1)
     verdict = gate(a.data, lambda: ask_status(a.port, token), flags.UPDATE_PROBATION_S.get(),
                    flags.UPDATE_DEADLINE_S.get(), say=stamp)
+    record.judge(os.path.join(a.data, "run"), verdict)
     stamp(f"update: this boot is {verdict}")
     return 0
 

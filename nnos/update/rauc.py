@@ -81,6 +81,20 @@ def info(bundle: str, keyring: str = KEYRING) -> dict:
     return json.loads(r.stdout)
 
 
+def too_big(info_: dict, slot: dict) -> str | None:
+    """Why the bundle's images do not fit the slot (its block device), or None: said before a
+    byte is written, not after RAUC ran out of room."""
+    need = sum(int(v.get("size") or 0) for image in info_.get("images", []) for v in image.values())
+    try:
+        with open(slot["device"], "rb") as f:
+            room = f.seek(0, os.SEEK_END)
+    except (OSError, TypeError, KeyError) as e:
+        return f"the slot's device {slot.get('device')!r} cannot be measured: {e}"
+    if need > room:
+        return f"the bundle's root filesystem is {need} bytes; the slot ({slot['device']}) holds {room}"
+    return None
+
+
 def install(bundle: str, progress=lambda pct, what: None, timeout: float = 1800.0) -> None:
     """Install ``bundle`` into the slot not booted (RAUC's service does the work, at its own
     priority); ``progress(percent, message)`` as RAUC reports it."""
@@ -106,4 +120,5 @@ def mark(how: str, which: str = "booted") -> str:
     r = _rauc("status", f"mark-{how}", which)
     if r.returncode != 0:
         raise UpdateError(f"rauc status mark-{how} {which} failed: {said(r)}")
+    os.sync()              # GRUB's environment on the disk now: a power cut next must not undo it
     return said(r)

@@ -53,3 +53,44 @@ def summary(rec: dict | None) -> str | None:
     if rec["state"] == "probation":
         return f"on probation: {what} must run healthy for {rec.get('probation_s', '?')} s before it is kept"
     return f"{rec['state']}: {what}"
+
+
+# --- this boot's verdict ------------------------------------------------------------------------
+VERDICT = "update-verdict"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+def boot_id(path_: str = BOOT_ID) -> str:
+    try:
+        with open(path_) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def judge(run: str, verdict: str, boot: str | None = None) -> None:
+    """The health gate's verdict on this boot ("committed", "good", "rolled back"), in RUN."""
+    os.makedirs(run, exist_ok=True)
+    body = {"boot_id": boot_id() if boot is None else boot, "verdict": verdict, "at": time.time()}
+    atomic_write(os.path.join(run, VERDICT), json.dumps(body).encode())
+
+
+def judged(run: str, boot: str | None = None) -> str | None:
+    """This boot's verdict, or None while the health gate has not given one (a verdict of an
+    earlier boot does not count)."""
+    try:
+        with open(os.path.join(run, VERDICT)) as f:
+            body = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return body.get("verdict") if body.get("boot_id") == (boot_id() if boot is None else boot) else None
+
+
+def interrupted(data: str) -> dict | None:
+    """An install that never finished (the power went, the device rebooted): failed, with why —
+    RAUC had taken the slot out of the boot order before it wrote it, so nothing boots it."""
+    rec = load(data)
+    if rec is None or rec["state"] != "installing":
+        return None
+    return change(data, "failed", why=f"the install into slot {rec.get('to', {}).get('slot', '?')} was cut off "
+                                       "(a power cut or reboot during it); the slot was not used", at=time.time())

@@ -1,17 +1,20 @@
 """Updates in the field, in qemu through the EFI firmware and GRUB (the boot loader picks the
 slot): a signed bundle uploaded over the API is installed by RAUC into slot B while the loop
-ticks, the device reboots into it, the new slot passes its probation and is kept — and the same
-back to A. Bundles signed by another key, truncated or not bundles at all are refused with the
-reason, and nothing changes.
+ticks, the device reboots into it, the new slot passes its probation and is kept — and back to A
+with the CLI, the device fetching the bundle from a server on its network. Bundles signed by
+another key or truncated are refused with the reason, and nothing changes. A power cut in the
+middle of an install still boots A and says so; one during B's first boot leaves A's attempts
+as they were (B, installed from the dashboard, boots again and is kept). A bundle whose nnos
+crashes at start is booted N times, then the device is back on A with the reason.
 
-Asked for with NNOS_IMAGE_UPDATE_TEST=1 (not yet in CI): open (benchmarks/RESULTS.md, issue 20)
-— booted through OVMF and GRUB under TCG, the guest's loop goes without a heartbeat for over 5 s
-now and then (never seen booted with -kernel); a new slot whose loop its watchdog kills fails its
-probation and is rolled back, as it must, so the update is asked again (a reported retry)."""
+Asked for with NNOS_IMAGE_UPDATE_TEST=1 (≈ 20 min: not in CI's 30-minute budget). A new slot
+whose loop its watchdog kills fails its probation and is rolled back, as it must; should an
+emulated device stall that long, the update is asked again (a reported host-stall retry)."""
 from __future__ import annotations
 
-import glob
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -20,46 +23,56 @@ import pytest
 
 from nnos import flags
 
+from tests.support.bundles import FAST, changed_root, nnos_file, same_root, work
 from tests.support.image import OUT, ROOT, Device
+from image.vm import SERVED_ADDRESS
 from tests.support.timing import report_retry, scaled, wait_until
 
 sys.path.insert(0, os.path.join(ROOT, "image"))
-sys.path.insert(0, os.path.join(ROOT, "image", "lib"))
 
-from bundle import make  # noqa: E402
-from rauc_keys import make_dev_keys, signing_dir  # noqa: E402
+import bootenv  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not flags.IMAGE_UPDATE_TEST.get(), reason="NNOS_IMAGE_UPDATE_TEST=1 asks for it")
 PROBATION_S = 20
 # a new slot whose loop is restarted by its watchdog fails its probation, as it must; the emulated
 # device's first boot of a slot stalls for more than a second now and then (TCG): room for that
 WATCHDOG_S = 5.0
+CRASH = """
+
+def _up(*args, **kwargs):                   # tests/image/test_update.py: an nnos that crashes at start
+    raise RuntimeError("this nnos crashes at start (a test bundle)")
+"""
 
 
 @pytest.fixture(scope="module")
 def bundles(image, tmp_path_factory):
-    """The image's own bundle (what slot A holds), the same root as a newer version, and the same
-    signed by a key the device does not trust."""
-    d = tmp_path_factory.mktemp("bundles")
-    own = glob.glob(os.path.join(OUT, "nnos-*-amd64.raucb"))
-    assert len(own) == 1, own
-    root = os.path.join(OUT, "work-amd64", "root.sqfs")
-    with open(os.path.join(OUT, "work-amd64", "compatible")) as f:
-        compatible = f.read().strip()
-    with open(os.path.join(OUT, "work-amd64", "version")) as f:
-        version = f.read().strip()
-    newer = str(d / "newer.raucb")
-    make(root, compatible, version + ".b", signing_dir(None)[0], newer)
-    stranger = str(d / "stranger.raucb")
-    make(root, compatible, version + ".x", make_dev_keys(str(d / "keys"), "a stranger"), stranger)
-    return {"own": own[0], "newer": newer, "stranger": stranger, "version": version}
+    """The image's own bundle (what slot A holds), the same root as a newer version, the same
+    signed by a key the device does not trust, and a newer one whose nnos crashes at start."""
+    d = str(tmp_path_factory.mktemp("bundles"))
+    version = work(OUT)["version"]
+    built = os.path.join(OUT, f"nnos-{version.split('+')[0]}-amd64.raucb")
+    assert os.path.exists(built), os.listdir(OUT)
+    own = os.path.join(d, os.path.basename(built))            # served to the device from here too
+    shutil.copyfile(built, own)
+    return {"own": own, "folder": d, "version": version, "newer": same_root(OUT, d, version + ".b"),
+            "stranger": same_root(OUT, d, version + ".x", stranger=True),
+            "other arch": same_root(OUT, d, version + ".arm64", compatible="nnos-arm64-cartpole-sim"),
+            "crashing": changed_root(OUT, d, version + ".crash",
+                                     {"supervisor/up.py": nnos_file(OUT, "supervisor/up.py") + CRASH}),
+            "oversize": changed_root(OUT, d, version + ".big", {"supervisor/up.py": nnos_file(OUT, "supervisor/up.py")}, FAST)}
 
 
 @pytest.fixture
-def efi_device(image, tmp_path):
-    d = Device(image, str(tmp_path), uefi=True, watchdog_s=WATCHDOG_S)
+def efi_device(image, bundles, tmp_path):
+    d = Device(image, str(tmp_path), uefi=True, watchdog_s=WATCHDOG_S, served=bundles["folder"])
     yield d
     d.close()
+
+
+def judged(dev: Device, slot: str) -> dict:
+    """The status once the health gate judged this boot of ``slot`` (updates wait for that)."""
+    return dev.wait_status(lambda s: s["update"]["available"] and s["update"]["slot"] == slot
+                           and s["update"]["this_boot"], scaled(120), f"slot {slot} judged")
 
 
 def post_bundle(dev: Device, path: str, **params) -> httpx.Response:
@@ -102,6 +115,7 @@ def _install_and_boot(dev: Device, path: str, slot: str, cli: bool) -> dict:
         r = subprocess.run([sys.executable, "-m", "nnos.cli", "ctl", "update", path, "now", "--url", str(dev.client.base_url),
                             "--token", token], capture_output=True, text=True, timeout=scaled(900))
         assert r.returncode == 0 and "installing" in r.stdout, (r.stdout[-2000:], r.stderr[-2000:])
+        assert "downloading" in r.stdout or not path.startswith("http"), r.stdout[-2000:]
     else:
         r = post_bundle(dev, path, reboot="now", probation_s=PROBATION_S)
         assert r.status_code == 202, r.text
@@ -115,10 +129,12 @@ def _install_and_boot(dev: Device, path: str, slot: str, cli: bool) -> dict:
 @pytest.mark.slow
 def test_a_to_b_and_back_with_bad_bundles_refused(bundles, efi_device):
     dev = efi_device.boot(timeout=300)
-    st = dev.wait_status(lambda s: s["update"]["available"] and s["update"]["slot"] == "A", scaled(60), "updates")
+    st = judged(dev, "A")
     assert st["update"]["version"] == bundles["version"], st["update"]
     for what, path, why in (("another key", bundles["stranger"], "refused"),
-                            ("truncated", _truncated(bundles["own"], dev), "refused")):
+                            ("truncated", _truncated(bundles["own"], dev), "refused"),
+                            ("another architecture", bundles["other arch"], "the bundle is for 'nnos-arm64-cartpole-sim'"),
+                            ("larger than the slot", bundles["oversize"], "does not fit slot B")):
         r = post_bundle(dev, path)
         assert r.status_code == 202, r.text
         job = wait_job(dev, r.json()["job"], scaled(300))
@@ -129,7 +145,8 @@ def test_a_to_b_and_back_with_bad_bundles_refused(bundles, efi_device):
     st = update_to(dev, bundles["newer"], "B", bundles["version"] + ".b")
     assert "good" in st["update"]["last_update"], st["update"]
     assert st["loop"]["ticks"] > 0 and not st["loop"]["failsafe"] and ticks > 0
-    st = update_to(dev, bundles["own"], "A", bundles["version"], cli=True)
+    # back to A with the CLI, the device fetching the bundle from a server on its network
+    st = update_to(dev, f"http://{SERVED_ADDRESS}/{os.path.basename(bundles['own'])}", "A", bundles["version"], cli=True)
     slots = dev.client.get("/v1/system/update").json()["slots"]
     assert slots["A"]["boot_status"] == "good" and slots["B"]["version"] == bundles["version"] + ".b", slots
 
@@ -139,3 +156,101 @@ def _truncated(path: str, dev: Device) -> str:
     with open(path, "rb") as src, open(out, "wb") as dst:
         dst.write(src.read(os.path.getsize(path) // 2))
     return out
+
+
+@pytest.mark.slow
+def test_power_cuts_during_the_install_and_during_the_new_slots_first_boot(bundles, efi_device):
+    dev = efi_device.boot(timeout=300)
+    judged(dev, "A")
+    # the power goes in the middle of the install: slot A boots, the update failed and says why
+    r = post_bundle(dev, bundles["newer"])
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    wait_until(lambda: _percent(dev.client.get(f"/v1/jobs/{job}").json()) >= 20, scaled(300),
+               "the install a fifth done", 0.3, ignore=(httpx.HTTPError,))
+    dev.kill()
+    env = bootenv.read(dev.disk)
+    assert env["B_OK"] == "0", env                               # RAUC took B out before writing it
+    dev.boot(timeout=300)
+    st = judged(dev, "A")
+    assert st["update"]["state"] == "failed" and "cut off" in st["update"]["last_update"], st["update"]
+    assert "booting slot A" in dev.vm.console()
+    # the power goes during slot B's first boot: A's attempts are untouched; B boots again, is kept
+    a_try = bootenv.read(dev.disk)["A_TRY"]
+    dev.mark = len(dev.vm.console())
+    install_from_the_dashboard(dev, bundles["newer"])            # this time as a person would
+    dev.vm.wait_for(r"nnos: booting slot B", scaled(900), after=dev.mark)
+    dev.vm.wait_for(r"initramfs: started", scaled(120), after=dev.mark)
+    dev.kill()
+    env = bootenv.read(dev.disk)
+    assert env["B_TRY"] == "1" and env["A_TRY"] == a_try and env["ORDER"].startswith("B"), env
+    dev.boot(timeout=300)
+    st = dev.wait_status(lambda s: s["update"]["state"] in ("good", "rolled back"), scaled(PROBATION_S + 240),
+                         "slot B's probation")
+    assert st["update"]["slot"] == "B" and st["update"]["state"] == "good", st["update"]
+    dev.kill()
+    env = bootenv.read(dev.disk)
+    assert env["B_TRY"] == "0" and env["A_TRY"] == a_try, env    # a good boot reset B's; A's untouched
+
+
+@pytest.mark.slow
+def test_a_bundle_whose_nnos_crashes_at_start_comes_back_on_the_old_slot_with_the_reason(bundles, efi_device):
+    dev = efi_device.boot(timeout=300)
+    judged(dev, "A")
+    dev.mark = len(dev.vm.console())
+    r = post_bundle(dev, bundles["crashing"], reboot="now", probation_s=PROBATION_S)
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+
+    def installed():                                                    # a failed install fails here, at once
+        if "init: reboot" in dev.vm.console()[dev.mark:]:
+            return "rebooting"
+        j = dev.client.get(f"/v1/jobs/{job}").json()
+        assert j["state"] != "failed", j
+        return None
+    wait_until(installed, scaled(600), "the crashing bundle installed", 1.0, ignore=(httpx.HTTPError,))
+    dev.vm.wait_for(r"nnos: booting slot A", scaled(1500), after=dev.mark)
+    dev.wait_boot(timeout=300)
+    st = judged(dev, "A")
+    console = dev.vm.console()[dev.mark:]
+    assert len(re.findall(r"nnos: booting slot B", console)) == 3, console[-4000:]    # NNOS_TRIES
+    assert "this nnos crashes at start" in console
+    upd = st["update"]
+    assert upd["state"] == "rolled back" and "did not come up healthy within its boot attempts" in upd["last_update"], upd
+    slots = dev.client.get("/v1/system/update").json()["slots"]
+    assert slots["B"]["boot_status"] == "bad" and slots["A"]["state"] == "booted", slots
+
+
+def install_from_the_dashboard(dev: Device, bundle: str) -> None:
+    """The dashboard's System panel in headless Chromium: the bundle chosen, "reboot into it"
+    ticked, Install; the page shows the install's steps until the device reboots."""
+    from playwright.sync_api import sync_playwright
+    exe = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(p)), None)
+    if exe is None:
+        pytest.skip("chromium is not installed (./build.sh installs it)")
+    token = dev.client.headers["Authorization"].split()[1]
+    wait = int(scaled(60) * 1000)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{dev.client.base_url}/?token={token}")
+        page.wait_for_function("document.body.dataset.update && document.body.dataset.update !== 'unavailable'"
+                               " && document.getElementById('upd-boot').textContent === 'committed'", timeout=wait)
+        assert page.locator("#upd-slot").text_content() == "A"
+        page.set_input_files("#upd-file", bundle)
+        page.check("#upd-reboot")
+        page.click("#upd-install")
+        page.wait_for_function("document.getElementById('upd-progress').textContent.startsWith('installing ')",
+                               timeout=int(scaled(600) * 1000))
+        page.wait_for_function("document.getElementById('upd-progress').textContent.endsWith('rebooting…')",
+                               timeout=int(scaled(600) * 1000))
+        assert errors == [], errors
+        browser.close()
+
+
+def _percent(job: dict) -> int:
+    assert job["state"] == "running", job
+    m = re.match(r"installing (\d+)%", job.get("step") or "")
+    return int(m.group(1)) if m else 0

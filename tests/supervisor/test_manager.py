@@ -192,3 +192,36 @@ def test_a_listening_port_is_told_without_importing_the_idna_codec():
     from tests.support.paths import ROOT
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.stdout.split() == ["True", "False", "False"], r.stderr
+
+
+def test_a_heartbeat_read_back_as_zero_between_beats_is_not_a_missed_one(tmp_path):
+    """Regression (qemu TCG guests, issue 20): the loop's beat file read back as zeros now and
+    then while the loop beat every tick, and the armed watchdog killed a healthy loop at once
+    ("no heartbeat"). Only a beat older than the period kills; an odd read is not a beat."""
+    import os
+    import sys
+
+    from nnos.heartbeat import path, read
+    from tests.support.timing import wait_until
+    run = str(tmp_path / "run")
+    child = [sys.executable, "-c", "import sys, time; from nnos.heartbeat import Heartbeat; h = Heartbeat(sys.argv[1], "
+             "'beater'); [(h.beat(), time.sleep(0.02)) for _ in range(100000)]", run]
+    ctx = Context("", str(tmp_path), None, run)
+    said = []
+    spec = ProcessSpec("beater", lambda c: child, heartbeat="beater", watchdog_s=30.0, watchdog_grace_s=60.0)
+    m = Manager(ctx, [spec], log=said.append, echo=False)
+    try:
+        m.reconcile()
+        wait_until(lambda: read(run, "beater"), 20, "the first heartbeat")
+        m.reconcile()                                          # armed
+        fd = os.open(path(run, "beater"), os.O_WRONLY)
+        try:
+            for _ in range(20):
+                os.pwrite(fd, bytes(8), 0)                     # what the guest's watcher saw
+                m.reconcile()
+        finally:
+            os.close(fd)
+        assert not any("missed its watchdog" in s for s in said), said
+        assert m.procs["beater"].watchdog_kills == 0
+    finally:
+        m.stop()

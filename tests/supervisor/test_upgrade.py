@@ -76,3 +76,39 @@ def test_an_upload_keeps_its_source_and_a_delete_removes_it(tmp_path):
     store.delete(mid)
     assert store.source_path(mid) is None
     assert not store.outdated()
+
+
+def test_on_a_device_with_update_slots_the_old_plan_stays_until_the_slot_is_kept(tmp_path):
+    # issue 20 item 5: a rollback's older nnos must still find the plans it reads
+    store = ModelStore(str(tmp_path))
+    kept = old_format(store, POLICY)
+    other = store.put(nnos.compile(POLICY, check=False).to_bytes())
+    (tmp_path / "state.json").write_text(json.dumps({"active": kept, "previous": None, "history": []}))
+
+    new = recompile_outdated(store, load_board(BOARD), print, keep_old=True)[kept]
+
+    assert store.state()["active"] == new                         # this nnos runs the recompiled plan
+    on_disk = json.loads((tmp_path / "state.json").read_text())
+    assert on_disk["active"] == kept                               # the file an older nnos reads
+    assert os.path.exists(store.plan_path(kept)) and store.source_path(kept)
+    assert recompile_outdated(store, load_board(BOARD), print, keep_old=True) == {}, "not again at the next boot"
+    store.activate(other)                                          # a change on probation keeps the old ids on disk
+    assert store.state()["previous"] == new
+    assert json.loads((tmp_path / "state.json").read_text())["previous"] == kept
+    store.rollback()
+    assert json.loads((tmp_path / "state.json").read_text())["active"] == kept
+
+    assert store.commit_superseded() == [kept]                     # the slot is kept
+    assert json.loads((tmp_path / "state.json").read_text())["active"] == new == store.state()["active"]
+    assert not os.path.exists(store.plan_path(kept)) and not os.path.exists(tmp_path / "superseded.json")
+    assert store.outdated() == [] and store.commit_superseded() == []
+
+
+def test_a_mapping_to_a_plan_that_is_gone_is_no_mapping(tmp_path):
+    store = ModelStore(str(tmp_path))
+    kept = old_format(store, POLICY)
+    (tmp_path / "state.json").write_text(json.dumps({"active": kept, "previous": None, "history": []}))
+    (tmp_path / "superseded.json").write_text(json.dumps({kept: "0" * 64}))
+    assert store.superseded() == {} and store.state()["active"] == kept
+    assert store.commit_superseded() == []
+    assert os.path.exists(store.plan_path(kept)), "the only plan is never removed"

@@ -30,11 +30,12 @@ class Device:
     partition."""
 
     def __init__(self, image: dict, workdir: str, uefi: bool = False, legacy_vm: bool = False,
-                 watchdog_s: float = 1.0):
+                 watchdog_s: float = 1.0, served: str | None = None):
         """``legacy_vm``: run the image's legacy VM (on by default on a device; off in the tests
         that are not about it: a guest emulated inside the emulated device only slows them).
         ``watchdog_s``: the loop's watchdog period before scaling (a test that fails a probation
-        on any loop restart gives the emulated device's stalls more room)."""
+        on any loop restart gives the emulated device's stalls more room). ``served``: a folder
+        whose files the device can fetch at http://10.0.2.100/NAME (image/vm.py)."""
         self.disk = os.path.join(workdir, "disk.img")
         subprocess.run(["cp", "--sparse=always", image["img"], self.disk], check=True)
         os.truncate(self.disk, DISK_SIZE)
@@ -45,7 +46,8 @@ class Device:
         # an emulated device's ticks stall past half a 20 ms period even on an idle host (CI saw
         # 10.5, 13 and 16 ms in three probations in a row): the loop's budget there is 90 %
         extra.append("nnos.loop_budget=0.90")
-        self.vm = Vm(self.disk, ARCH, workdir=workdir, uefi=uefi, cmdline_extra=" ".join(extra), built=image)
+        self.vm = Vm(self.disk, ARCH, workdir=workdir, uefi=uefi, cmdline_extra=" ".join(extra), built=image,
+                     served=served)
         self.mark = 0
         self._client: httpx.Client | None = None
 

@@ -254,6 +254,8 @@ def test_dashboard_in_a_real_browser(tmp_path, up_with_api):
         page.click("#pause")                                   # resumed: the newest data again
         page.wait_for_function(f"window.nnos.plots.lateness.data[0].at(-1) > {held}", timeout=wait)
         assert "Not set up" in page.locator("#vm-none").text_content() and not page.locator("#vm-start").is_visible()
+        page.wait_for_function("document.body.dataset.update === 'unavailable'", timeout=wait)   # no update slots
+        assert "not possible here" in page.locator("#upd-none").text_content() and not page.locator("#upd-install").is_visible()
         first = int(page.evaluate("document.body.dataset.lastTick"))
         shot1 = page.locator("#plot-late").screenshot()
         page.wait_for_function(f"+document.body.dataset.lastTick > {first + 20}", timeout=wait)

@@ -65,3 +65,14 @@ def test_the_signing_keys_are_checked_before_a_build(tmp_path):
     with pytest.raises(SystemExit, match="missing .*cert.pem"):
         (tmp_path / "key.pem").write_text("x")
         signing_dir(str(tmp_path))
+
+
+def test_a_bundle_larger_than_the_slot_is_refused_before_a_byte_is_written(tmp_path):
+    from nnos.update.rauc import too_big
+    slot = tmp_path / "root-b"
+    slot.write_bytes(bytes(4096))
+    info = {"images": [{"rootfs": {"filename": "root.img", "size": 4096}}]}
+    assert too_big(info, {"device": str(slot)}) is None
+    info["images"][0]["rootfs"]["size"] = 4097
+    assert too_big(info, {"device": str(slot)}) == f"the bundle's root filesystem is 4097 bytes; the slot ({slot}) holds 4096"
+    assert "cannot be measured" in too_big(info, {"device": str(tmp_path / "missing")})

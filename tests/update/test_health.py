@@ -75,3 +75,23 @@ def test_the_probation_an_update_asked_for_is_kept_even_zero():
     assert probation_of({"probation_s": 0}, 60.0) == 0.0
     assert probation_of({"probation_s": 20}, 60.0) == 20.0
     assert probation_of({"probation_s": None}, 60.0) == probation_of({}, 60.0) == 60.0
+
+
+def test_a_verdict_counts_for_its_own_boot_only(tmp_path):
+    run = str(tmp_path / "run")
+    assert record.judged(run, boot="b1") is None
+    record.judge(run, "committed", boot="b1")
+    assert record.judged(run, boot="b1") == "committed"
+    assert record.judged(run, boot="b2") is None                 # the next boot is judged again
+    assert len(record.boot_id()) == 36                           # this kernel's boot id
+
+
+def test_an_install_cut_off_is_failed_with_why_at_the_next_boot(tmp_path):
+    data = str(tmp_path)
+    assert record.interrupted(data) is None
+    record.save(data, {"state": "installing", "to": {"slot": "B", "version": "0.2"}})
+    rec = record.interrupted(data)
+    assert rec["state"] == "failed" and "cut off" in rec["why"] and "slot B" in rec["why"], rec
+    assert record.interrupted(data) is None                      # said once
+    record.change(data, "installed")
+    assert record.interrupted(data) is None                      # a finished install is not touched

@@ -16,6 +16,7 @@ from ...update import rauc, record
 from . import jobs
 from .models import loop_holds
 from ..deps import ask_init, ask_loop, require_token, state
+from ..fetch import checked, fetch
 from ..upload import receive
 
 router = APIRouter(prefix="/v1/system", tags=["system"], dependencies=[Depends(require_token)])
@@ -55,7 +56,8 @@ def booted_bundle(st) -> str | None:
 
 def summary(st) -> dict:
     """The update part of /v1/status: the booted slot, its version (the bundle's, once it came
-    from one), the last update."""
+    from one), the last update, the health gate's verdict on this boot (``this_boot``: None
+    until it gave one; updates wait for it)."""
     rec = record.load(st.settings.data)
     job = st.update_job
     rel = release()
@@ -63,6 +65,7 @@ def summary(st) -> dict:
     return {**rel, **({"version": bundle} if bundle else {}), "available": rauc.available() is None,
             "last_update": record.summary(rec),
             "state": rec["state"] if rec else None, "on_probation": bool(rec and rec["state"] == "probation"),
+            "this_boot": record.judged(st.settings.run),
             "installing": job.view() if job is not None and job.state == "running" else None}
 
 
@@ -89,6 +92,9 @@ def refuse_now(st) -> None:
     rec = record.load(st.settings.data)
     if rec and rec["state"] == "probation":
         raise HTTPException(409, "this slot is itself on probation after an update; wait until it is kept")
+    if record.judged(st.settings.run) is None:
+        raise HTTPException(409, "this boot is not judged yet: the booted slot is marked good once the loop "
+                                 "ticks and the API answers (a minute at most); try again then")
     try:
         loop = ask_loop(st, {"cmd": "status"}, 5.0)
     except HTTPException:
@@ -103,13 +109,14 @@ def refuse_now(st) -> None:
 
 @router.post("/update", status_code=202, summary="Install a signed RAUC bundle into the other root slot")
 async def update(req: Request, reboot: str = "later", probation_s: float | None = None,
-                 st=Depends(state)):
+                 url: str | None = None, st=Depends(state)):
     """The body is the bundle (`nnos-<version>-<arch>.raucb`), streamed to the data partition
-    under NNOS_MAX_BUNDLE_BYTES; then checked (signature, compatible) and installed by RAUC into
-    the slot not booted, as a job (/v1/jobs/{id}: its steps and percentages). ``reboot=now``
-    reboots into it when the install succeeds (actuators to their failsafe first); ``later``
-    waits for POST /v1/system/reboot. ``probation_s``: how long the new slot must run healthy
-    before it is kept (default NNOS_UPDATE_PROBATION_S)."""
+    under NNOS_MAX_BUNDLE_BYTES — or ``url``, where the device fetches it from (its local
+    network only); then checked (signature, compatible) and installed by RAUC into the slot not
+    booted, as a job (/v1/jobs/{id}: its steps and percentages). ``reboot=now`` reboots into it
+    when the install succeeds (actuators to their failsafe first); ``later`` waits for POST
+    /v1/system/reboot. ``probation_s``: how long the new slot must run healthy before it is
+    kept (default NNOS_UPDATE_PROBATION_S)."""
     if reboot not in ("now", "later"):
         raise HTTPException(422, f"reboot must be 'now' or 'later', got {reboot[:20]!r}")
     if probation_s is not None and not 0 <= probation_s <= 3600:
@@ -117,17 +124,20 @@ async def update(req: Request, reboot: str = "later", probation_s: float | None 
     refuse_now(st)
     limit = flags.MAX_BUNDLE_BYTES.get()
     declared = req.headers.get("content-length")
+    if url is not None:
+        if declared not in (None, "0"):
+            raise HTTPException(422, "send the bundle as the body or give its url, not both")
+        await checked(url)                        # off the local network: refused now, not in the job
+        return _start(st, _incoming(st), lambda job, path: _fetch_and_install(st, url, path, reboot, probation_s, job))
     if declared and declared.isdigit():
         if int(declared) > limit:
             raise HTTPException(413, f"bundle of {declared} bytes exceeds the {limit}-byte limit (NNOS_MAX_BUNDLE_BYTES)")
         free = shutil.disk_usage(st.settings.data).free
         if int(declared) > free:
             raise HTTPException(507, f"the data partition has {free} bytes free; the bundle needs {declared}")
-    folder = os.path.join(st.settings.data, "updates")
-    os.makedirs(folder, exist_ok=True)
-    fd, path = tempfile.mkstemp(prefix="incoming-", suffix=".raucb", dir=folder)     # one file an upload
+    path = _incoming(st)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(path, "wb") as f:
             size = await receive(req, f, limit)
         if size == 0:
             raise HTTPException(400, "empty upload: send the bundle file as the request body")
@@ -135,9 +145,36 @@ async def update(req: Request, reboot: str = "later", probation_s: float | None 
     except BaseException:
         _unlink(path)
         raise
-    body = jobs.start(st, "update", lambda job: _install(st, path, reboot, probation_s, job))
+    return _start(st, path, lambda job, path: _install(st, path, reboot, probation_s, job))
+
+
+def _incoming(st) -> str:
+    """A new file for one bundle in DATA/updates (one file an upload: two never share one)."""
+    folder = os.path.join(st.settings.data, "updates")
+    os.makedirs(folder, exist_ok=True)
+    fd, path = tempfile.mkstemp(prefix="incoming-", suffix=".raucb", dir=folder)
+    os.close(fd)
+    return path
+
+
+def _start(st, path: str, work) -> dict:
+    body = jobs.start(st, "update", lambda job: work(job, path))
     st.update_job = st.jobs[body["job"]]         # the next request sees it at once
     return body
+
+
+async def _fetch_and_install(st, url: str, path: str, reboot: str, probation_s: float | None, job) -> dict:
+    def progress(done: int, total: int | None) -> None:
+        job.step = f"downloading {done >> 20} of {total >> 20} MiB" if total else f"downloading {done >> 20} MiB"
+    job.step = f"downloading {url[:200]}"
+    try:
+        with open(path, "wb") as f:
+            await fetch(url, f, flags.MAX_BUNDLE_BYTES.get(), progress)
+    except BaseException:
+        st.update_job = None
+        _unlink(path)
+        raise
+    return await _install(st, path, reboot, probation_s, job)
 
 
 async def _install(st, path: str, reboot: str, probation_s: float | None, job) -> dict:
@@ -153,6 +190,9 @@ async def _install(st, path: str, reboot: str, probation_s: float | None, job) -
             raise HTTPException(422, f"the bundle is for {info.get('compatible')!r}; this device is "
                                      f"{have.get('compatible')!r}")
         target = "B" if have.get("booted") == "A" else "A"
+        big = await run_in_threadpool(rauc.too_big, info, have["slots"].get(target) or {})
+        if big:
+            raise HTTPException(422, f"the bundle does not fit slot {target}: {big}")
         rec = record.save(data, {"state": "installing", "from": {"slot": have.get("booted"), "version": release().get("version")},
                                  "to": {"slot": target, "version": info.get("version")}, "started_at": time.time(),
                                  "probation_s": probation_s})

@@ -9,7 +9,7 @@ const params = new URLSearchParams(location.search);
 const WINDOW_S = Math.min(Math.max(+params.get("window") || 30, 5), 600);
 const COLORS = ["#6cf", "#fc6", "#9e6", "#f8a", "#c9f", "#6ec", "#fa6", "#aaa"];
 const state = { token: "", layout: null, points: 0, lastTick: null, paused: false, connection: "idle",
-                drops: 0, failsafeBands: [], swaps: [], selected: new Set(), staleRefusals: 0 };
+                drops: 0, failsafeBands: [], swaps: [], selected: new Set(), staleRefusals: 0, updateJob: null };
 const plots = {};
 const say = (e) => { if (!e.stale) $("msg").textContent = String(e.message || e); };
 window.nnos = { state, plots, windowS: WINDOW_S };
@@ -308,9 +308,43 @@ async function refreshVm() {
   document.body.dataset.proposals = String(ps.length);
 }
 
+async function refreshUpdate() {          // the root slots: which runs, the last update, installs
+  const u = await api("/v1/system/update");
+  $("upd").hidden = !u.available; $("upd-none").hidden = u.available;
+  document.body.dataset.update = u.available ? (u.state || "none") : "unavailable";
+  if (!u.available) { $("upd-none").textContent = "System updates are not possible here (no update slots)."; return; }
+  $("upd-slot").textContent = u.slot || "-"; $("upd-version").textContent = u.version || "-";
+  $("upd-boot").textContent = u.this_boot || "not judged yet";
+  $("upd-last").textContent = u.last_update || "none";
+  $("upd-release").textContent = u.compatible || "";
+  if (u.installing && !state.updateJob) $("upd-progress").textContent = u.installing.step || "installing";
+}
+
+async function installUpdate() {          // the bundle streamed as the body; its job followed to the end
+  const f = $("upd-file").files[0];
+  if (!f) throw new Error("choose a bundle (.raucb) first");
+  const reboot = $("upd-reboot").checked ? "now" : "later";
+  $("upd-progress").textContent = `uploading ${(f.size / 1e6).toFixed(0)} MB…`;
+  const job = await api(`/v1/system/update?reboot=${reboot}`, { method: "POST", body: f,
+                                                                headers: { "Content-Type": "application/octet-stream" } });
+  state.updateJob = job.job;
+  for (;;) {
+    const j = await api(`/v1/jobs/${job.job}`).catch(() => null);   // a reboot takes the API away
+    if (j === null) { $("upd-progress").textContent = "rebooting…"; break; }
+    const to = j.result && j.result.installed;
+    $("upd-progress").textContent = j.state === "running" ? j.step : j.state === "done"
+      ? `installed ${to.version} into slot ${to.slot}; ${j.result.reboot === "now" ? "rebooting…" : j.result.reboot}`
+      : `failed: ${j.error.detail}`;
+    document.body.dataset.updateJob = j.state;
+    if (j.state !== "running") break;
+    await new Promise((ok) => setTimeout(ok, 1000));
+  }
+  state.updateJob = null;
+}
+
 async function refreshSlow() {
   if (!state.token) return;
-  for (const f of [refreshModels, refreshArms, refreshRecordings, refreshVm]) {
+  for (const f of [refreshModels, refreshArms, refreshRecordings, refreshVm, refreshUpdate]) {
     try { await f(); } catch (e) { say(e); }
   }
 }
@@ -331,6 +365,8 @@ const BUTTONS = {
   arm: async () => { $("msg").textContent = "armed: " + ((await post("/v1/arm")).armed || []).join(", "); },
   disarm: async () => { $("msg").textContent = "disarmed: " + ((await post("/v1/disarm")).disarmed || []).join(", "); },
   record: async () => { $("msg").textContent = `recording ${(await post("/v1/recordings", { seconds: 10 })).id}`; },
+  "upd-install": installUpdate,
+  reboot: async () => { $("upd-progress").textContent = "reboot: " + JSON.stringify(await post("/v1/system/reboot")); },
   "vm-start": () => post("/v1/vm/start"), "vm-stop": () => post("/v1/vm/stop"),
   "vm-cut": () => post("/v1/vm/network", { enabled: false }), "vm-restore": () => post("/v1/vm/network", { enabled: true }),
 };
