@@ -14,11 +14,18 @@ from websockets.sync.client import connect
 from nnos_hardware.board import load_board
 from nnos_models.arms.build import POLICIES
 from tests.support.arms import board_text, calibration_doc, goal_jumps, read_trace
-from tests.support.timing import scaled, wait_until
+from tests.support.timing import retried, scaled, wait_until
 from tests.support.up import Up, free_port, running
 
 pytestmark = pytest.mark.xdist_group("system")
 TICK = 2 * np.pi / 4096
+
+
+def _misses_in(up: Up, ticks: int) -> int:
+    """The loop's missed ticks over its next ``ticks`` ticks."""
+    first = up.wait_for(lambda c, recs: True, scaled(10))[0]
+    last = up.wait_for(lambda c, recs: c["ticks"] >= first["ticks"] + ticks, scaled(30))[0]
+    return last["misses"] - first["misses"]
 
 
 def _near(target, tol):
@@ -63,7 +70,11 @@ def test_an_arm_under_nnos_up_is_calibrated_armed_and_tracks_its_target(tmp_path
         assert np.abs(np.diff(pos, axis=0)).max() <= step + 3 * TICK, "never faster than max_rate"
         dist = np.abs(pos - target).max(axis=1)
         assert (np.diff(dist) <= 2 * TICK).all(), "every tick at least as close to the target (no overshoot)"
-        assert c["misses"] == 0 or c["misses"] < c["ticks"] // 1000, c
+        # the rate holds while it drives the arm: no missed tick in 1000 (regression, CI: 1 miss
+        # in the first 219 ticks on a loaded host failed the old "< ticks // 1000" at once)
+        missed = retried(3, f"test_an_arm_under_nnos_up[{name}]", lambda: _misses_in(up, 1000),
+                         lambda m: m and f"{m} missed ticks in 1000 (a host stall)")
+        assert missed == 0, f"{missed} missed ticks in 1000 ticks, three windows in a row"
         with connect(url.replace("http", "ws") + "/v1/telemetry?hz=20",
                      additional_headers={"Authorization": f"Bearer {up.token}"}) as ws:
             msg = json.loads(ws.recv(timeout=10))
