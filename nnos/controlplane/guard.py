@@ -30,6 +30,13 @@ def body_limit(method: str, path: str, upload_limit: int) -> int:
     return JSON_LIMIT
 
 
+def limit_name(method: str, path: str) -> str:
+    """Where a route's limit is set, for the refusal's message."""
+    if method == "POST" and path == "/v1/system/update":
+        return " (NNOS_MAX_BUNDLE_BYTES)"
+    return " (the upload limit)" if method == "POST" and (path == "/v1/models" or _INFER.match(path)) else ""
+
+
 class Guard:
     """ASGI middleware: 401 before the body for every non-public route without the token;
     413 once a body passes its route's limit (declared or streamed)."""
@@ -49,7 +56,7 @@ class Guard:
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             return await _refuse(send, path, 413, f"a body of {int(declared)} bytes exceeds this route's "
-                                            f"{limit}-byte limit")
+                                            f"{limit}-byte limit{limit_name(method, path)}")
         seen, started, refused = 0, False, False
 
         async def limited():

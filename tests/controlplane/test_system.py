@@ -35,3 +35,13 @@ def test_no_token_no_update_and_no_reboot(api):
         bare.close()
     r = api.client.post("/v1/system/reboot")
     assert r.status_code == 409 and "not this machine's init" in r.json()["detail"], r.text
+
+
+def test_a_bundle_declared_over_the_limit_is_refused_from_its_headers(api):
+    import socket
+    token = api.client.headers["Authorization"]
+    with socket.create_connection(("127.0.0.1", api.port), timeout=30) as s:
+        s.sendall(f"POST /v1/system/update HTTP/1.1\r\nHost: device\r\nAuthorization: {token}\r\n"
+                  f"Content-Length: {3 << 30}\r\n\r\n".encode())            # no body follows
+        answer = b"".join(iter(lambda: s.recv(65536), b"")).decode(errors="replace")     # until it closes
+    assert answer.startswith("HTTP/1.1 413") and "NNOS_MAX_BUNDLE_BYTES" in answer, answer

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -119,9 +120,15 @@ def _install_and_boot(dev: Device, path: str, slot: str, cli: bool) -> dict:
     else:
         r = post_bundle(dev, path, reboot="now", probation_s=PROBATION_S)
         assert r.status_code == 202, r.text
+        second = dev.client.post("/v1/system/update", content=b"x")          # refused before its body is read
+        assert second.status_code == 409 and "already installing" in second.json()["detail"], second.text
     dev.vm.wait_for(r"init: reboot", scaled(600), after=dev.mark)
     dev.vm.wait_for(r"nnos: booting slot " + slot, scaled(120), after=dev.mark)
     dev.wait_boot(timeout=300)
+    if not cli:                                    # just up: the new slot is not kept yet
+        early = dev.client.post("/v1/system/update", content=b"x")
+        why = early.json().get("detail", "")
+        assert early.status_code == 409 and ("probation" in why or "not judged" in why), early.text
     return dev.wait_status(lambda s: s["update"]["state"] in ("good", "rolled back", "failed"),
                            scaled(PROBATION_S + 240), "the new slot's probation")
 
@@ -139,6 +146,11 @@ def test_a_to_b_and_back_with_bad_bundles_refused(bundles, efi_device):
         assert r.status_code == 202, r.text
         job = wait_job(dev, r.json()["job"], scaled(300))
         assert job["state"] == "failed" and job["error"]["status"] == 422 and why in job["error"]["detail"], (what, job)
+    # declared larger than NNOS_MAX_BUNDLE_BYTES, then than the data partition's free space:
+    # answered from the headers alone, before a byte of body
+    assert _declared(dev, 3 << 30).startswith("HTTP/1.1 413"), "over the bundle limit"
+    answer = _declared(dev, 1 << 30)
+    assert answer.startswith("HTTP/1.1 507") and "bytes free" in answer, answer
     slots = dev.client.get("/v1/system/update").json()["slots"]
     assert slots["B"]["version"] is None and slots["A"]["state"] == "booted", slots      # nothing changed
     ticks = dev.status()["loop"]["ticks"]
@@ -149,6 +161,15 @@ def test_a_to_b_and_back_with_bad_bundles_refused(bundles, efi_device):
     st = update_to(dev, f"http://{SERVED_ADDRESS}/{os.path.basename(bundles['own'])}", "A", bundles["version"], cli=True)
     slots = dev.client.get("/v1/system/update").json()["slots"]
     assert slots["A"]["boot_status"] == "good" and slots["B"]["version"] == bundles["version"] + ".b", slots
+
+
+def _declared(dev: Device, length: int) -> str:
+    """The answer to an update whose headers declare ``length`` bytes, none of them sent."""
+    token = dev.client.headers["Authorization"]
+    with socket.create_connection(("127.0.0.1", dev.vm.api_port), timeout=scaled(60)) as s:
+        s.sendall(f"POST /v1/system/update HTTP/1.1\r\nHost: device\r\nAuthorization: {token}\r\n"
+                  f"Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\n".encode())
+        return b"".join(iter(lambda: s.recv(65536), b"")).decode(errors="replace")      # until it closes
 
 
 def _truncated(path: str, dev: Device) -> str:

@@ -147,20 +147,24 @@ def test_cgroup_v2_limits_hand_the_controllers_down(tmp_path):
         p.wait()
 
 
+def _beater(tmp_path, beats: str, watchdog_s: float, grace_s: float):
+    """A manager of one child that beats under the name "beater" (``beats``: its Python, with ``h``
+    its Heartbeat), and the run directory and the manager's log."""
+    import sys
+    run = str(tmp_path / "run")
+    child = [sys.executable, "-c", "import sys, time; from nnos.heartbeat import Heartbeat; "
+             f"h = Heartbeat(sys.argv[1], 'beater'); {beats}", run]
+    said = []
+    spec = ProcessSpec("beater", lambda c: child, heartbeat="beater", watchdog_s=watchdog_s, watchdog_grace_s=grace_s)
+    return Manager(Context("", str(tmp_path), None, run), [spec], log=said.append, echo=False), run, said
+
+
 def test_a_process_that_stops_beating_is_killed_by_its_watchdog(tmp_path):
     """The one heartbeat convention (nnos/heartbeat.py): the child beats under its name for a
     while, then hangs; the manager kills it once the beat is older than its watchdog period."""
-    import sys
-
     from nnos.heartbeat import Heartbeat, read
     from tests.support.timing import wait_until
-    run = str(tmp_path / "run")
-    child = [sys.executable, "-c", "import sys, time; from nnos.heartbeat import Heartbeat; h = Heartbeat(sys.argv[1], "
-             "'beater'); [(h.beat(), time.sleep(0.05)) for _ in range(10)]; time.sleep(60)", run]
-    ctx = Context("", str(tmp_path), None, run)
-    said = []
-    spec = ProcessSpec("beater", lambda c: child, heartbeat="beater", watchdog_s=1.0, watchdog_grace_s=30.0)
-    m = Manager(ctx, [spec], log=said.append, echo=False)
+    m, run, said = _beater(tmp_path, "[(h.beat(), time.sleep(0.05)) for _ in range(10)]; time.sleep(60)", 1.0, 30.0)
     try:
         m.reconcile()
         first = m.status()["beater"]["pid"]
@@ -199,17 +203,10 @@ def test_a_heartbeat_read_back_as_zero_between_beats_is_not_a_missed_one(tmp_pat
     then while the loop beat every tick, and the armed watchdog killed a healthy loop at once
     ("no heartbeat"). Only a beat older than the period kills; an odd read is not a beat."""
     import os
-    import sys
 
     from nnos.heartbeat import path, read
     from tests.support.timing import wait_until
-    run = str(tmp_path / "run")
-    child = [sys.executable, "-c", "import sys, time; from nnos.heartbeat import Heartbeat; h = Heartbeat(sys.argv[1], "
-             "'beater'); [(h.beat(), time.sleep(0.02)) for _ in range(100000)]", run]
-    ctx = Context("", str(tmp_path), None, run)
-    said = []
-    spec = ProcessSpec("beater", lambda c: child, heartbeat="beater", watchdog_s=30.0, watchdog_grace_s=60.0)
-    m = Manager(ctx, [spec], log=said.append, echo=False)
+    m, run, said = _beater(tmp_path, "[(h.beat(), time.sleep(0.02)) for _ in range(100000)]", 30.0, 60.0)
     try:
         m.reconcile()
         wait_until(lambda: read(run, "beater"), 20, "the first heartbeat")
