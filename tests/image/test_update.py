@@ -2,12 +2,14 @@
 slot): a signed bundle uploaded over the API is installed by RAUC into slot B while the loop
 ticks, the device reboots into it, the new slot passes its probation and is kept — and back to A
 with the CLI, the device fetching the bundle from a server on its network. Bundles signed by
-another key or truncated are refused with the reason, and nothing changes. A power cut in the
-middle of an install still boots A and says so; one during B's first boot leaves A's attempts
-as they were (B, installed from the dashboard, boots again and is kept). A bundle whose nnos
-crashes at start is booted N times, then the device is back on A with the reason.
+another key, truncated, for another architecture or larger than the slot are refused with the
+reason, and nothing changes; so are a second update while one installs and bodies declared over
+the limit or the free space. A power cut in the middle of an install still boots A and says
+so; one during B's first boot leaves A's attempts as they were (B, installed from the dashboard,
+boots again and is kept). A bundle whose nnos crashes at start is booted N times, then the
+device is back on A with the reason.
 
-Asked for with NNOS_IMAGE_UPDATE_TEST=1 (≈ 20 min: not in CI's 30-minute budget). A new slot
+Asked for with NNOS_IMAGE_UPDATE_TEST=1 (≈ 25 min: not in CI's 30-minute budget). A new slot
 whose loop its watchdog kills fails its probation and is rolled back, as it must; should an
 emulated device stall that long, the update is asked again (a reported host-stall retry)."""
 from __future__ import annotations
@@ -48,7 +50,8 @@ def _up(*args, **kwargs):                   # tests/image/test_update.py: an nno
 @pytest.fixture(scope="module")
 def bundles(image, tmp_path_factory):
     """The image's own bundle (what slot A holds), the same root as a newer version, the same
-    signed by a key the device does not trust, and a newer one whose nnos crashes at start."""
+    signed by a key the device does not trust or made for another architecture, a newer one
+    whose nnos crashes at start, and one squashed too loosely to fit a root slot."""
     d = str(tmp_path_factory.mktemp("bundles"))
     version = work(OUT)["version"]
     built = os.path.join(OUT, f"nnos-{version.split('+')[0]}-amd64.raucb")
