@@ -3,7 +3,10 @@
     python3 image/bundle.py --rootfs-image out/work-amd64/root.sqfs --compatible nnos-amd64-cartpole-sim \\
         --version 0.1.0+20261204 --signing-key DIR --out nnos-0.1.0-amd64.raucb
 
-DIR holds key.pem, cert.pem and ca.pem (image/lib/rauc_keys.py). The bundle carries the image
+DIR holds key.pem, cert.pem and ca.pem (image/lib/rauc_keys.py). ``--casync`` also writes the
+chunked form (``rauc convert``): NAME-casync.raucb, an index bundle of a few hundred KiB, and
+NAME-casync.castr/, its chunk store; serve both side by side and a device given the index
+bundle's URL fetches only the chunks its booted slot does not hold. The bundle carries the image
 alone; the device's own /etc/rauc/system.conf says where it goes (the root slot not booted) and
 its post-install handler puts the new kernel on the boot partition. ``rauc info`` checks it
 against the keyring after it is made.
@@ -49,6 +52,21 @@ def make(rootfs_image: str, compatible: str, version: str, signing: str, out: st
     return got
 
 
+def convert(bundle: str, signing: str, out: str) -> str:
+    """The casync form of ``bundle`` at ``out`` (its chunk store beside it: OUT minus .raucb plus
+    .castr); the store's path."""
+    store = out[: -len(".raucb")] + ".castr" if out.endswith(".raucb") else out + ".castr"
+    for old in (out, store):
+        subprocess.run(["rm", "-rf", old], check=True)
+    r = subprocess.run(["rauc", "convert", f"--cert={signing}/cert.pem", f"--key={signing}/key.pem",
+                        f"--keyring={signing}/ca.pem", f"--signing-keyring={signing}/ca.pem", bundle, out],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"rauc convert failed: {r.stderr.strip() or r.stdout.strip()}")
+    print(f"casync bundle {out}: {os.path.getsize(out) >> 10} KiB; its chunk store {store}")
+    return store
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rootfs-image", required=True, help="the root filesystem as squashfs")
@@ -56,8 +74,11 @@ def main(argv=None) -> int:
     ap.add_argument("--version", required=True)
     ap.add_argument("--signing-key", required=True, metavar="DIR", help="key.pem, cert.pem, ca.pem")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--casync", action="store_true", help="also write OUT-casync.raucb and its chunk store")
     a = ap.parse_args(argv)
     make(a.rootfs_image, a.compatible, a.version, a.signing_key, a.out)
+    if a.casync:
+        convert(a.out, a.signing_key, a.out[: -len(".raucb")] + "-casync.raucb")
     return 0
 
 

@@ -137,13 +137,15 @@ class Vm:
         """``built``: the image's kernel, initrd and command line (artifacts(); another build's
         for an image built elsewhere, such as --suite trixie's). ``served``: a folder whose
         files the guest can fetch at http://10.0.2.100/NAME (each connection answered by
-        image/lib/http_once.py through qemu's guestfwd: no host port)."""
+        image/lib/http_once.py through qemu's guestfwd: no host port); each answer is a line
+        of ``served_log`` (what the guest downloaded)."""
         self.arch, self.image, self.uefi, self.built = arch, image, uefi, built
         self.workdir = workdir or os.path.join(OUT, f"vm-{arch}-{os.getpid()}")
         os.makedirs(self.workdir, exist_ok=True)
         self.console_path = os.path.join(self.workdir, "console.log")
         self.qmp_path = os.path.join(self.workdir, "qmp.sock")
         self.memory_mb, self.cpus, self.cmdline_extra, self.served = memory_mb, cpus, cmdline_extra, served
+        self.served_log = os.path.join(self.workdir, "served.log")
         self.api_port = api_port or free_port()
         self.accel = accel or ("kvm" if kvm_works(arch) else "tcg")
         self.proc: subprocess.Popen | None = None
@@ -183,9 +185,11 @@ class Vm:
     def _guestfwd(self) -> str:
         if not self.served:
             return ""
-        if "," in self.served or " " in self.served:
-            raise VmError(f"a served folder's path may hold no comma or space: {self.served!r}")
-        return f",guestfwd=tcp:{SERVED_ADDRESS}:80-cmd:{sys.executable} {HERE}/lib/http_once.py {self.served}"
+        for path in (self.served, self.served_log):
+            if "," in path or " " in path:
+                raise VmError(f"a served folder's path and the VM's work folder may hold no comma or space: {path!r}")
+        return (f",guestfwd=tcp:{SERVED_ADDRESS}:80-cmd:{sys.executable} {HERE}/lib/http_once.py "
+                f"{self.served} {self.served_log}")
 
     # --- life cycle ----------------------------------------------------------------------------
     def start(self) -> "Vm":

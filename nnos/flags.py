@@ -83,6 +83,8 @@ UPDATE_PROBATION_S = flag("NNOS_UPDATE_PROBATION_S", float, 60.0, "after an upda
                           "the loop has ticked this long without a failsafe and the control plane answered")
 UPDATE_DEADLINE_S = flag("NNOS_UPDATE_DEADLINE_S", float, 600.0, "a new slot not healthy this long after its boot is "
                          "marked bad and the device goes back to the other slot")
+RAUC_CONF = flag("NNOS_RAUC_CONF", str, "/etc/rauc/system.conf", "RAUC's system config: an image with update "
+                 "slots has one (image/steps/46-update.sh); updates are refused where it is missing")
 MAX_BUNDLE_BYTES = flag("NNOS_MAX_BUNDLE_BYTES", int, 2 << 30, "the largest update bundle POST /v1/system/update takes")
 LOOP_BUDGET = flag("NNOS_LOOP_BUDGET", float, 0.5, "the share of the tick period a model's p99.9 may take, and "
                    "over which a tick is an overrun (the image: nnos.loop_budget=F on the kernel command line)")

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .. import flags, heartbeat
-from ..update.rauc import SYSTEM_CONF as RAUC_CONF   # an image with update slots (image/steps/46-update.sh)
 
 BUS_SOCKET = "/run/dbus/system_bus_socket"
 
@@ -54,7 +53,7 @@ def legacy_vm_enabled(ctx: Context) -> bool:
 
 def updates_enabled(ctx: Context) -> bool:
     """An image with update slots (RAUC's system config), on the device."""
-    return on_device(ctx) and os.path.exists(RAUC_CONF)
+    return on_device(ctx) and os.path.exists(flags.RAUC_CONF.get())
 
 
 def update_gate_enabled(ctx: Context) -> bool:

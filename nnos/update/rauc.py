@@ -7,10 +7,11 @@ import json
 import os
 import re
 import subprocess
+from urllib.parse import urlsplit
 
+from .. import flags
 from ..errors import NnosError
 
-SYSTEM_CONF = "/etc/rauc/system.conf"
 KEYRING = "/etc/rauc/keyring.pem"
 
 
@@ -18,8 +19,9 @@ class UpdateError(NnosError):
     pass
 
 
-def available(conf: str = SYSTEM_CONF) -> str | None:
+def available() -> str | None:
     """Why updates cannot run here, or None."""
+    conf = flags.RAUC_CONF.get()
     if not os.path.exists(conf):
         return f"no RAUC system config ({conf}): this is not an nnos image with update slots"
     if _which("rauc") is None:
@@ -34,11 +36,17 @@ def _which(name: str) -> str | None:
 
 def _rauc(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(["rauc", *args], capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(["rauc", *_conf(), *args], capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError as e:
         raise UpdateError("rauc is not installed") from e
     except subprocess.TimeoutExpired as e:
         raise UpdateError(f"rauc {args[0]} did not answer within {timeout:.0f} s") from e
+
+
+def _conf() -> list[str]:
+    """RAUC's own default is the image's config; another (NNOS_RAUC_CONF) is passed on."""
+    conf = flags.RAUC_CONF.get()
+    return [] if conf == flags.RAUC_CONF.default else [f"--conf={conf}"]
 
 
 def said(r: subprocess.CompletedProcess) -> str:
@@ -95,11 +103,35 @@ def too_big(info_: dict, slot: dict) -> str | None:
     return None
 
 
+def chunked(info_: dict) -> bool:
+    """A casync bundle (``rauc convert``): its images are indexes (.caibx, .caidx) whose chunks
+    live in a store beside the bundle, fetched as RAUC installs it."""
+    return any(str(v.get("filename", "")).endswith((".caibx", ".caidx"))
+               for image in info_.get("images", []) for v in image.values())
+
+
+def source(info_: dict, path: str, url: str | None) -> str:
+    """What ``rauc install`` is given: the bundle's file, or — for a casync bundle — the URL it
+    came from, so that RAUC finds its chunk store beside it (``NAME.castr/`` for
+    ``NAME.raucb``) and fetches only the chunks the booted slot does not already hold."""
+    if not chunked(info_):
+        return path
+    if url is None:
+        raise UpdateError("this is a casync bundle: it holds only an index of the root filesystem, whose chunks "
+                          "are fetched from a store beside it; install it by URL (?url=…/NAME.raucb, with "
+                          "NAME.castr/ served next to it), not as an upload")
+    if urlsplit(url).query or not urlsplit(url).path.endswith(".raucb"):
+        raise UpdateError(f"a casync bundle's URL must end in .raucb with no query (its store is found beside "
+                          f"it as NAME.castr/), got {url[:200]!r}")
+    return url
+
+
 def install(bundle: str, progress=lambda pct, what: None, timeout: float = 1800.0) -> None:
-    """Install ``bundle`` into the slot not booted (RAUC's service does the work, at its own
-    priority); ``progress(percent, message)`` as RAUC reports it."""
+    """Install ``bundle`` (a file, or a casync bundle's URL: source()) into the slot not
+    booted (RAUC's service does the work, at its own priority); ``progress(percent, message)``
+    as RAUC reports it."""
     try:
-        p = subprocess.Popen(["rauc", "install", "--progress", bundle], stdout=subprocess.PIPE,
+        p = subprocess.Popen(["rauc", *_conf(), "install", "--progress", bundle], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, bufsize=1)
     except FileNotFoundError as e:
         raise UpdateError("rauc is not installed") from e

@@ -7,7 +7,8 @@ reason, and nothing changes; so are a second update while one installs and bodie
 the limit or the free space. A power cut in the middle of an install still boots A and says
 so; one during B's first boot leaves A's attempts as they were (B, installed from the dashboard,
 boots again and is kept). A bundle whose nnos crashes at start is booted N times, then the
-device is back on A with the reason.
+device is back on A with the reason. A casync bundle of a release that changes every nnos file
+is installed from its URL, the device downloading under a fifth of the full bundle.
 
 Asked for with NNOS_IMAGE_UPDATE_TEST=1 (≈ 25 min: not in CI's 30-minute budget). A new slot
 whose loop its watchdog kills fails its probation and is rolled back, as it must; should an
@@ -26,7 +27,7 @@ import pytest
 
 from nnos import flags
 
-from tests.support.bundles import FAST, changed_root, nnos_file, same_root, work
+from tests.support.bundles import FAST, SITE, changed_root, nnos_file, same_root, work
 from tests.support.image import OUT, ROOT, Device
 from image.vm import SERVED_ADDRESS
 from tests.support.timing import report_retry, scaled, wait_until
@@ -64,6 +65,29 @@ def bundles(image, tmp_path_factory):
             "crashing": changed_root(OUT, d, version + ".crash",
                                      {"supervisor/up.py": nnos_file(OUT, "supervisor/up.py") + CRASH}),
             "oversize": changed_root(OUT, d, version + ".big", {"supervisor/up.py": nnos_file(OUT, "supervisor/up.py")}, FAST)}
+
+
+@pytest.fixture(scope="module")
+def chunked(bundles):
+    """A release that changes every one of nnos's files (a line added to each, a new version in
+    nnos/__init__.py) as a full bundle and in casync's form: an index bundle and its chunk
+    store, served side by side."""
+    from bundle import convert
+    from rauc_keys import signing_dir
+    site = os.path.join(work(OUT)["rootfs"], SITE, "nnos")
+    files = {}
+    for folder, _, names in os.walk(site):
+        for name in names:
+            if name.endswith(".py"):
+                rel = os.path.relpath(os.path.join(folder, name), site)
+                files[rel] = nnos_file(OUT, rel) + "\n# release 0.1.0.post1\n"
+    files["__init__.py"] = files["__init__.py"].replace('__version__ = "0.1.0"', '__version__ = "0.1.0.post1"')
+    assert '"0.1.0.post1"' in files["__init__.py"], "nnos/__init__.py names no version to change"
+    version = bundles["version"] + ".c"
+    plain = changed_root(OUT, bundles["folder"], version, files)
+    index = os.path.join(bundles["folder"], f"{version}-casync.raucb")
+    store = convert(plain, signing_dir(None)[0], index)
+    return {"plain": plain, "index": index, "store": store, "version": version, "files": len(files)}
 
 
 @pytest.fixture
@@ -278,3 +302,35 @@ def _percent(job: dict) -> int:
     assert job["state"] == "running", job
     m = re.match(r"installing (\d+)%", job.get("step") or "")
     return int(m.group(1)) if m else 0
+
+
+@pytest.mark.slow
+def test_a_casync_update_fetches_only_the_chunks_that_changed(bundles, chunked, efi_device):
+    """A release changing every nnos file, as a casync bundle: uploaded, it is refused (its chunks
+    are found beside its URL); given by URL, RAUC fetches the index bundle and only the chunks
+    slot A does not hold (the booted slot is casync's seed) — the bytes the device downloaded,
+    counted where they are served, are under a fifth of the full bundle's — and B boots the new
+    nnos and is kept."""
+    dev = efi_device.boot(timeout=300)
+    judged(dev, "A")
+    r = post_bundle(dev, chunked["index"])
+    assert r.status_code == 202, r.text
+    job = wait_job(dev, r.json()["job"], scaled(300))
+    assert job["state"] == "failed" and "install it by URL" in job["error"]["detail"], job
+    with open(dev.vm.served_log, "w"):
+        pass                                                        # count from here
+    url = f"http://{SERVED_ADDRESS}/{os.path.basename(chunked['index'])}"
+    st = update_to(dev, url, "B", chunked["version"], cli=True)
+    assert dev.client.get("/v2").json()["version"] == "0.1.0.post1"        # the new nnos runs
+    with open(dev.vm.served_log) as f:
+        served = [line.split(" ", 2) for line in f.read().splitlines()]
+    assert served and all(code == "200" for code, _, _ in served), served[:20]
+    fetched = sum(int(n) for _, n, _ in served)
+    got = sum(1 for _, _, path in served if path.endswith(".cacnk"))
+    store = sum(len(names) for _, _, names in os.walk(chunked["store"]))
+    full = os.path.getsize(chunked["plain"])
+    print(f"casync update of {chunked['files']} changed nnos files: downloaded {fetched} bytes in {len(served)} "
+          f"requests ({got} of {store} chunks) = {100 * fetched / full:.1f} % of the full bundle's {full} bytes")
+    assert fetched <= full // 5 and 0 < got < store // 5, (fetched, full, got, store)
+    assert sum(1 for _, _, path in served if path.endswith(".raucb")) >= 1           # the index bundle, by RAUC
+    assert st["loop"]["ticks"] > 0 and not st["loop"]["failsafe"]

@@ -76,3 +76,37 @@ def test_a_bundle_larger_than_the_slot_is_refused_before_a_byte_is_written(tmp_p
     info["images"][0]["rootfs"]["size"] = 4097
     assert too_big(info, {"device": str(slot)}) == f"the bundle's root filesystem is 4097 bytes; the slot ({slot}) holds 4096"
     assert "cannot be measured" in too_big(info, {"device": str(tmp_path / "missing")})
+
+
+@pytest.fixture(scope="module")
+def chunked(made):
+    """A bundle and its casync form (rauc convert): an index bundle and its chunk store."""
+    from bundle import convert
+    d = made["dir"]
+    root = d / "big-root"
+    root.mkdir()
+    (root / "payload").write_bytes(os.urandom(16 << 20))         # an index bundle over RAUC's 4 KiB floor
+    sqfs = d / "big.sqfs"
+    subprocess.run(["mksquashfs", str(root), str(sqfs), "-noappend", "-quiet", "-no-progress"], check=True)
+    plain = str(d / "big.raucb")
+    make(str(sqfs), "nnos-amd64-test", "9.9.10", made["ours"], plain)
+    index = str(d / "big-casync.raucb")
+    store = convert(plain, made["ours"], index)
+    return {"plain": plain, "index": index, "store": store}
+
+
+def test_a_casync_bundle_is_installed_from_its_url_only(made, chunked):
+    keyring = os.path.join(made["ours"], "ca.pem")
+    plain, index = rauc.info(chunked["plain"], keyring=keyring), rauc.info(chunked["index"], keyring=keyring)
+    assert not rauc.chunked(plain) and rauc.chunked(index), index
+    assert os.path.getsize(chunked["index"]) < os.path.getsize(chunked["plain"]) // 20
+    assert os.path.isdir(chunked["store"]) and any(n.endswith(".cacnk") for _, _, ns in os.walk(chunked["store"]) for n in ns)
+    assert rauc.source(plain, "/data/updates/x.raucb", None) == "/data/updates/x.raucb"
+    assert rauc.source(plain, "/data/updates/x.raucb", "http://10.0.0.2/big.raucb") == "/data/updates/x.raucb"
+    url = "http://10.0.0.2:8000/releases/big-casync.raucb"
+    assert rauc.source(index, "/data/updates/x.raucb", url) == url
+    with pytest.raises(rauc.UpdateError, match=r"casync bundle: .*install it by URL \(\?url=…/NAME.raucb, with NAME.castr/"):
+        rauc.source(index, "/data/updates/x.raucb", None)
+    for bad in ("http://10.0.0.2/big-casync.raucb?v=2", "http://10.0.0.2/download/7"):
+        with pytest.raises(rauc.UpdateError, match="must end in .raucb with no query"):
+            rauc.source(index, "/data/updates/x.raucb", bad)

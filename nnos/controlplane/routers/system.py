@@ -100,7 +100,7 @@ def refuse_now(st) -> None:
     except HTTPException:
         loop = {}
     if loop.get("failsafe"):
-        raise HTTPException(409, f"the loop is in failsafe ({loop.get('failsafe_reason') or 'see /v1/status'}): "
+        raise HTTPException(409, f"the loop is in failsafe ({loop.get('reason') or 'see /v1/status'}): "
                                  "an update waits until it runs normally")
     held = loop_holds(st)
     if any("probation" in str(v) for v in held.values()):
@@ -113,7 +113,7 @@ async def update(req: Request, reboot: str = "later", probation_s: float | None 
     """The body is the bundle (`nnos-<version>-<arch>.raucb`), streamed to the data partition
     under NNOS_MAX_BUNDLE_BYTES — or ``url``, where the device fetches it from (its local
     network only); then checked (signature, compatible) and installed by RAUC into the slot not
-    booted, as a job (/v1/jobs/{id}: its steps and percentages). ``reboot=now`` reboots into it
+    booted (a casync bundle from its URL: RAUC fetches only the chunks the booted slot lacks), as a job (/v1/jobs/{id}: its steps and percentages). ``reboot=now`` reboots into it
     when the install succeeds (actuators to their failsafe first); ``later`` waits for POST
     /v1/system/reboot. ``probation_s``: how long the new slot must run healthy before it is
     kept (default NNOS_UPDATE_PROBATION_S)."""
@@ -174,10 +174,12 @@ async def _fetch_and_install(st, url: str, path: str, reboot: str, probation_s: 
         st.update_job = None
         _unlink(path)
         raise
-    return await _install(st, path, reboot, probation_s, job)
+    return await _install(st, path, reboot, probation_s, job, url=(await checked(url))[0])
 
 
-async def _install(st, path: str, reboot: str, probation_s: float | None, job) -> dict:
+async def _install(st, path: str, reboot: str, probation_s: float | None, job, url: str | None = None) -> dict:
+    """Check the bundle at ``path`` and have RAUC install it; a casync bundle is installed from
+    ``url`` (the checked address it was fetched from), its chunks fetched by RAUC."""
     data = st.settings.data
     try:
         job.step = "checking the bundle"
@@ -193,6 +195,10 @@ async def _install(st, path: str, reboot: str, probation_s: float | None, job) -
         big = await run_in_threadpool(rauc.too_big, info, have["slots"].get(target) or {})
         if big:
             raise HTTPException(422, f"the bundle does not fit slot {target}: {big}")
+        try:
+            given = rauc.source(info, path, url)
+        except rauc.UpdateError as e:
+            raise HTTPException(422, str(e)) from e
         rec = record.save(data, {"state": "installing", "from": {"slot": have.get("booted"), "version": release().get("version")},
                                  "to": {"slot": target, "version": info.get("version")}, "started_at": time.time(),
                                  "probation_s": probation_s})
@@ -202,7 +208,7 @@ async def _install(st, path: str, reboot: str, probation_s: float | None, job) -
         job.step = f"installing into slot {target}"
         t0 = time.monotonic()
         try:
-            await run_in_threadpool(rauc.install, path, progress)
+            await run_in_threadpool(rauc.install, given, progress)
         except rauc.UpdateError as e:
             record.change(data, "failed", why=str(e), at=time.time())
             raise HTTPException(422, str(e)) from e
