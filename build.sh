@@ -34,6 +34,7 @@ DEBIAN_PACKAGES=(
     rt-tests stress-ng                         # loop benchmark: cyclictest as the floor, load
     chromium                                   # dashboard test: a real headless browser
     mesa-vulkan-drivers libvulkan1 glslang-tools vulkan-validationlayers   # vulkan backend on lavapipe
+    prometheus prometheus-alertmanager ansible-core    # the fleet: services/prometheus and services/ansible
 )
 
 debian_packages() {

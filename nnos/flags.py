@@ -83,6 +83,14 @@ UPDATE_PROBATION_S = flag("NNOS_UPDATE_PROBATION_S", float, 60.0, "after an upda
                           "the loop has ticked this long without a failsafe and the control plane answered")
 UPDATE_DEADLINE_S = flag("NNOS_UPDATE_DEADLINE_S", float, 600.0, "a new slot not healthy this long after its boot is "
                          "marked bad and the device goes back to the other slot")
+def address_ranges(s: str) -> tuple:
+    """Comma-separated networks (10.77.0.0/16, 127.0.0.1, fd00::/8)."""
+    import ipaddress
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in s.split(",") if part.strip())
+
+
+SCRAPE_FROM = flag("NNOS_SCRAPE_FROM", address_ranges, (), "the address ranges /metrics answers (comma-separated "
+                   "networks, e.g. the Prometheus server's 10.0.5.0/24; empty: any address that has a token)")
 RAUC_CONF = flag("NNOS_RAUC_CONF", str, "/etc/rauc/system.conf", "RAUC's system config: an image with update "
                  "slots has one (image/steps/46-update.sh); updates are refused where it is missing")
 MAX_BUNDLE_BYTES = flag("NNOS_MAX_BUNDLE_BYTES", int, 2 << 30, "the largest update bundle POST /v1/system/update takes")

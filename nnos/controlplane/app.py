@@ -12,10 +12,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from .. import __version__
+from .. import __version__, flags
 from .deps import disk_full
 from .guard import Guard, error_body
-from .routers import device, jobs, kserve, live, models, recordings, robot, system, vm
+from .routers import device, jobs, kserve, live, metrics, models, recordings, robot, system, vm
 from .settings import Settings
 from .state import AppState
 
@@ -30,6 +30,7 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(kserve.router)
     app.include_router(device.router)
+    app.include_router(metrics.router)
     app.include_router(device.ws_router)
     app.include_router(live.router)
     app.include_router(vm.router)
@@ -53,7 +54,8 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=static), name="static")
 
-    app.add_middleware(Guard, token=st.token, upload_limit=settings.max_upload_bytes)
+    app.add_middleware(Guard, token=st.token, upload_limit=settings.max_upload_bytes, scrape_token=st.scrape_token,
+                       scrape_from=flags.SCRAPE_FROM.get())
 
     @app.exception_handler(OSError)
     async def storage(request: Request, exc: OSError):

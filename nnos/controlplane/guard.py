@@ -7,6 +7,7 @@ the OpenAPI schema); this is the gate that runs first.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 
@@ -37,12 +38,35 @@ def limit_name(method: str, path: str) -> str:
     return " (the upload limit)" if method == "POST" and (path == "/v1/models" or _INFER.match(path)) else ""
 
 
-class Guard:
-    """ASGI middleware: 401 before the body for every non-public route without the token;
-    413 once a body passes its route's limit (declared or streamed)."""
+def scrape_refusal(client: str | None, ranges: tuple) -> str | None:
+    """Why /metrics is not answered to ``client`` (NNOS_SCRAPE_FROM), or None."""
+    if not ranges:
+        return None
+    try:
+        addr = ipaddress.ip_address((client or "").split("%")[0])
+        addr = addr.ipv4_mapped or addr if isinstance(addr, ipaddress.IPv6Address) else addr
+    except ValueError:
+        addr = None
+    if addr is not None and any(addr in net for net in ranges if net.version == addr.version):
+        return None
+    return (f"scrapes are answered from {', '.join(map(str, ranges))} only (NNOS_SCRAPE_FROM); "
+            f"{client or 'an unknown address'} is not in it")
 
-    def __init__(self, app, token: str, upload_limit: int):
+
+class Guard:
+    """ASGI middleware: 401 before the body for every non-public route without the token (the
+    scrape token opens GET /metrics alone); 403 for /metrics from outside NNOS_SCRAPE_FROM; 413
+    once a body passes its route's limit (declared or streamed)."""
+
+    def __init__(self, app, token: str, upload_limit: int, scrape_token: str = "", scrape_from: tuple = ()):
         self.app, self.token, self.upload_limit = app, token, upload_limit
+        self.scrape_token, self.scrape_from = scrape_token, scrape_from
+
+    def _authorized(self, method: str, path: str, authorization: str) -> bool:
+        if bearer_ok(authorization, self.token):
+            return True
+        return bool(self.scrape_token) and method == "GET" and path == "/metrics" and \
+            bearer_ok(authorization, self.scrape_token)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -50,7 +74,11 @@ class Guard:
         path, method = scope["path"], scope["method"]
         headers = dict(scope["headers"])
         public = path in PUBLIC or (method == "GET" and path.startswith(STATIC))
-        if not public and not bearer_ok(headers.get(b"authorization", b"").decode("latin-1"), self.token):
+        if path == "/metrics":
+            why = scrape_refusal((scope.get("client") or (None,))[0], self.scrape_from)
+            if why:
+                return await _refuse(send, path, 403, why)
+        if not public and not self._authorized(method, path, headers.get(b"authorization", b"").decode("latin-1")):
             return await _refuse(send, path, 401, "unauthorized", [(b"www-authenticate", b"Bearer")])
         limit = body_limit(method, path, self.upload_limit)
         declared = headers.get(b"content-length", b"")

@@ -37,9 +37,10 @@ class Settings:
         return os.path.join(self.data, "logs")
 
 
-def ensure_token(data: str) -> tuple[str, bool]:
-    """The API token: made at first start (secrets), kept with mode 0600. Returns (token, new)."""
-    path = os.path.join(data, "token")
+def ensure_token(data: str, name: str = "token", prefix: str = "nnos_") -> tuple[str, bool]:
+    """The API token (or the read-only scrape token: ``scrape_token``): made at first start
+    (secrets), kept with mode 0600. Returns (token, new)."""
+    path = os.path.join(data, name)
     try:
         with open(path) as f:
             token = f.read().strip()
@@ -47,7 +48,7 @@ def ensure_token(data: str) -> tuple[str, bool]:
             return token, False
     except FileNotFoundError:
         pass
-    token = "nnos_" + secrets.token_urlsafe(32)    # never starts with '-' (a CLI would read an option)
+    token = prefix + secrets.token_urlsafe(32)    # never starts with '-' (a CLI would read an option)
     os.makedirs(data, exist_ok=True)
     atomic_write(path, (token + "\n").encode(), mode=0o600)
     return token, True

@@ -27,8 +27,10 @@ class AppState:
     gpu: dict | None = None                        # the Vulkan device (/v1/status), found once
     update_job: object = None                      # the system update in progress (jobs.Job), one at a time
     update_booted: dict = field(default_factory=dict)   # what RAUC says of the booted slot, asked once
+    scrape_token: str = ""                         # opens /metrics and nothing else (Prometheus)
 
     @classmethod
     def open(cls, settings: Settings, token: str | None = None) -> "AppState":
         return cls(settings=settings, token=token or ensure_token(settings.data)[0],
-                   store=ModelStore(settings.data), board=load_board(settings.board_path))
+                   store=ModelStore(settings.data), board=load_board(settings.board_path),
+                   scrape_token=ensure_token(settings.data, "scrape_token", "nnos_scrape_")[0])

@@ -16,8 +16,8 @@ import ctypes
 import os
 import subprocess
 import sys
-import uuid
 
+from ..identity import device_id
 from ..timeline import stamp
 
 BOOT_LABEL = "boot"                     # the boot partition's GPT name (image/lib/disk.py)
@@ -26,17 +26,8 @@ MS_REMOUNT = 32
 
 
 def machine_id(data: str, run_path: str = "/run/nnos-machine-id") -> str:
-    """The device's machine id, kept in the data partition; /var/lib/dbus/machine-id links here."""
-    path = os.path.join(data, "machine-id")
-    try:
-        with open(path) as f:
-            mid = f.read().strip()
-    except OSError:
-        mid = ""
-    if len(mid) != 32:
-        mid = uuid.uuid4().hex
-        from ..fsutil import atomic_write
-        atomic_write(path, (mid + "\n").encode())
+    """The device's id as the machine id; /var/lib/dbus/machine-id links to ``run_path``."""
+    mid = device_id(data)
     with open(run_path, "w") as f:
         f.write(mid + "\n")
     return mid

@@ -1,4 +1,4 @@
-"""Device state: /v1/status, /metrics (Prometheus), /v1/devices, /v1/logs, /v1/config."""
+"""Device state: /v1/status, /v1/devices, /v1/logs, /v1/config."""
 from __future__ import annotations
 
 import asyncio
@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse
 
 from ...telemetry import MAX_IO
 from ...timing import percentiles
@@ -18,7 +18,7 @@ from .system import summary as update_summary
 router = APIRouter(tags=["device"], dependencies=[Depends(require_token)])
 
 
-def _loop_view(st) -> dict:
+def loop_view(st) -> dict:
     r = telemetry(st)
     if r is None:
         return {"mode": "down", "detail": "the loop has not started"}
@@ -50,7 +50,7 @@ def _loop_view(st) -> dict:
 
 @router.get("/v1/status")
 def status(st=Depends(state)):
-    return {"loop": _loop_view(st), "store": {k: st.store.state()[k] for k in ("active", "previous")},
+    return {"loop": loop_view(st), "store": {k: st.store.state()[k] for k in ("active", "previous")},
             "board": {"name": st.board.name, "rate_hz": st.board.rate_hz}, "gpu": _gpu(st),
             "update": update_summary(st)}
 
@@ -66,33 +66,6 @@ def _gpu(st) -> dict:
             st.gpu = {"available": False, "why": f"{type(e).__name__}: {e}"}
         st.gpu.pop("limits", None)
     return st.gpu
-
-
-@router.get("/metrics", response_class=PlainTextResponse)
-def metrics(st=Depends(state)):
-    """Prometheus text: the loop's counters, lateness quantiles, rate, uptime and what runs
-    (services/grafana/nnos.json is built on exactly these names)."""
-    from prometheus_client import CollectorRegistry, Gauge, generate_latest
-    from ... import __version__
-    reg = CollectorRegistry()
-    v = _loop_view(st)
-    Gauge("nnos_info", "this device: nnos version and board", ["version", "board"],
-          registry=reg).labels(__version__, st.board.name).set(1)
-    Gauge("nnos_loop_rate_hz", "the board's declared loop rate", registry=reg).set(st.board.rate_hz)
-    up = Gauge("nnos_loop_up", "1 when the loop is ticking", registry=reg)
-    up.set(0 if v["mode"] == "down" else 1)
-    if v["mode"] != "down":
-        for key in ("ticks", "misses", "overruns", "swaps", "rollbacks", "failsafe_entries"):
-            Gauge(f"nnos_loop_{key}", f"loop counter: {key}", registry=reg).set(v[key])
-        Gauge("nnos_loop_failsafe", "1 while in failsafe", registry=reg).set(1 if v["failsafe"] else 0)
-        g = Gauge("nnos_loop_lateness_microseconds", "tick start lateness over the last 5 s", ["quantile"], registry=reg)
-        for q in ("p50", "p99", "max"):
-            g.labels(q).set(v["lateness_us"][q])
-        Gauge("nnos_loop_measured_rate_hz", "ticks a second over the last 5 s", registry=reg).set(v["measured_rate_hz"] or 0)
-        Gauge("nnos_loop_uptime_seconds", "since the loop process started", registry=reg).set(v["uptime_s"] or 0)
-        Gauge("nnos_model_info", "the active model and the backend it runs on", ["model", "backend", "mode"],
-              registry=reg).labels((v["active"] or "")[:12], v["backend"] or "", v["mode"]).set(1)
-    return Response(generate_latest(reg), media_type="text/plain; version=0.0.4")
 
 
 @router.get("/v1/devices")

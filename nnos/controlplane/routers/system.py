@@ -113,8 +113,9 @@ async def update(req: Request, reboot: str = "later", probation_s: float | None 
     """The body is the bundle (`nnos-<version>-<arch>.raucb`), streamed to the data partition
     under NNOS_MAX_BUNDLE_BYTES — or ``url``, where the device fetches it from (its local
     network only); then checked (signature, compatible) and installed by RAUC into the slot not
-    booted (a casync bundle from its URL: RAUC fetches only the chunks the booted slot lacks), as a job (/v1/jobs/{id}: its steps and percentages). ``reboot=now`` reboots into it
-    when the install succeeds (actuators to their failsafe first); ``later`` waits for POST
+    booted (a casync bundle from its URL: RAUC fetches only the chunks the booted slot lacks),
+    as a job (/v1/jobs/{id}: its steps and percentages). ``reboot=now`` reboots into it when
+    the install succeeds (actuators to their failsafe first); ``later`` waits for POST
     /v1/system/reboot. ``probation_s``: how long the new slot must run healthy before it is
     kept (default NNOS_UPDATE_PROBATION_S)."""
     if reboot not in ("now", "later"):
