@@ -13,6 +13,8 @@
 #                      boot the image in qemu and run the boot tests (arm64: boot to the first tick)
 #   ./build.sh vm      boot the image in qemu with its console here (control plane on 127.0.0.1:8080)
 #   ./build.sh legacy-vm   build the legacy VM's guest (cloud kernel + busybox agents) in out/legacy-vm
+#   ./build.sh fleet N  N simulated devices, each in its own network namespace, and Prometheus
+#                      scraping them; prints an Ansible inventory (root; Ctrl-C stops it all)
 #   ./build.sh flash /dev/sdX [--force]
 #                      write the image to a card, checked against mounted/system/oversized disks
 set -euo pipefail
@@ -123,6 +125,7 @@ case "$cmd" in
            else exec "$PY" -m pytest -q -p no:cacheprovider tests/image "$@"; fi ;;
     vm)    setup; exec "$PY" image/vm.py "$@" ;;
     legacy-vm) setup; exec "$PY" services/legacy-vm/build.py "$@" ;;
+    fleet) setup; as_root "$PY" services/fleet/fleet.py up "$@" ;;
     flash) setup; as_root "$PY" image/flash.py "$@" ;;
     lint)  setup; exec "$VENV/bin/ruff" check "$ROOT" ;;
     setup) setup ;;

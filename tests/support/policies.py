@@ -26,9 +26,12 @@ def board_at(tmp_path, rate_hz=50, failsafe=""):
     return load_board(str(p))
 
 
-def policy_variant(tmp_path, name, scale=1.0, nan=False, slow=0):
+def policy_variant(tmp_path, name, scale=1.0, nan=False, slow=0, nan_below=0.0):
     """The cart-pole policy with its last layer scaled (another model), made to output NaN,
-    or made slow (``slow`` extra 256×256 matmuls per call)."""
+    or made slow (``slow`` extra 256×256 matmuls per call). ``nan_below``: NaN while any
+    observation's magnitude is under it — finite on the standard-normal sample inputs an upload
+    is checked on (their smallest is 0.19), NaN on a balanced cart-pole's small observations: a
+    model that passes intake and trips its probation in the loop."""
     m = onnx.load(os.path.join(ROOT, "models", "cartpole", "cartpole.onnx"))
     for init in m.graph.initializer:
         if init.name == "W2":
@@ -52,6 +55,17 @@ def policy_variant(tmp_path, name, scale=1.0, nan=False, slow=0):
         out = next(n for n in m.graph.node if "action" in n.output)
         out.output[0] = "action_pre"
         m.graph.node.append(helper.make_node("Add", ["action_pre", "z"], ["action"]))
+    if nan_below:
+        out = next(n for n in m.graph.node if "action" in n.output)
+        out.output[0] = "action_ok"
+        m.graph.initializer.extend([numpy_helper.from_array(np.float32(nan_below), "nan_below"),
+                                    numpy_helper.from_array(np.float32(0), "zero")])
+        m.graph.node.extend([helper.make_node("Abs", ["obs"], ["obs_abs"]),
+                             helper.make_node("Sub", ["obs_abs", "nan_below"], ["margin"]),
+                             helper.make_node("Sqrt", ["margin"], ["root"]),       # NaN under the bound
+                             helper.make_node("ReduceSum", ["root"], ["root_sum"], keepdims=1),
+                             helper.make_node("Mul", ["root_sum", "zero"], ["nan_or_zero"]),
+                             helper.make_node("Add", ["action_ok", "nan_or_zero"], ["action"])])
     path = str(tmp_path / f"{name}.onnx")
     onnx.save(m, path)
     return path
