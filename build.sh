@@ -98,7 +98,8 @@ demo() {
     exec "$VENV/bin/nnos" up --board "$ROOT/hardware/boards/cartpole-sim.toml" --data "$ROOT/nnos-data" "$@"
 }
 
-QEMU_TESTS=(tests/image tests/legacy/test_guest.py tests/legacy/test_guest_network.py)     # the tests that boot qemu guests
+# the tests that take the whole machine, run one at a time after the rest: qemu guests, a fleet of eight devices
+QEMU_TESTS=(tests/image tests/legacy/test_guest.py tests/legacy/test_guest_network.py tests/services/test_fleet.py)
 
 cmd=${1:-help}
 shift || true

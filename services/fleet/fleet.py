@@ -222,7 +222,7 @@ def main(argv=None) -> int:
         for d in fleet.devices:
             print(f"{d.name}  {d.url}  data {d.data}")
         print(f"prometheus {fleet.prometheus_url or '(not installed)'}   inventory {inv}")
-        print("ansible-playbook -i", inv, "services/ansible/rollout_model.yml -e model=PATH   # Ctrl-C here stops the fleet")
+        print("ansible-playbook -i", inv, "services/ansible/rollout.yml -e model=PATH   # Ctrl-C here stops the fleet")
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     except FleetError as e:
         print(f"fleet: {e}", file=sys.stderr)

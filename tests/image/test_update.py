@@ -27,7 +27,7 @@ import pytest
 
 from nnos import flags
 
-from tests.support.bundles import FAST, SITE, changed_root, nnos_file, same_root, work
+from tests.support.bundles import CRASH, FAST, SITE, changed_root, nnos_file, same_root, work
 from tests.support.image import OUT, ROOT, Device
 from image.vm import SERVED_ADDRESS
 from tests.support.timing import report_retry, scaled, wait_until
@@ -41,11 +41,6 @@ PROBATION_S = 20
 # a new slot whose loop is restarted by its watchdog fails its probation, as it must; the emulated
 # device's first boot of a slot stalls for more than a second now and then (TCG): room for that
 WATCHDOG_S = 5.0
-CRASH = """
-
-def _up(*args, **kwargs):                   # tests/image/test_update.py: an nnos that crashes at start
-    raise RuntimeError("this nnos crashes at start (a test bundle)")
-"""
 
 
 @pytest.fixture(scope="module")

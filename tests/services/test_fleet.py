@@ -22,7 +22,7 @@ import pytest
 from nnos.update import record
 from tests.support.paths import ROOT
 from tests.support.policies import policy_variant
-from tests.support.timing import scaled, wait_until
+from tests.support.timing import report_retry, scaled, wait_until
 
 sys.path.insert(0, os.path.join(ROOT, "services", "fleet"))
 
@@ -31,7 +31,7 @@ import fleet as fleet_mod  # noqa: E402
 pytestmark = [pytest.mark.xdist_group("system"),
               pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ansible-playbook") or not shutil.which("prometheus"),
                                  reason="needs root (network namespaces), ansible-core and prometheus (./build.sh setup)")]
-PLAYBOOK = os.path.join(ROOT, "services", "ansible", "rollout_model.yml")
+PLAYBOOK = os.path.join(ROOT, "services", "ansible", "rollout.yml")
 N = 8
 
 
@@ -52,16 +52,34 @@ def models(tmp_path_factory):
             "v3": policy_variant(d, "v3", scale=0.95), "bad": policy_variant(d, "bad", nan_below=0.1)}
 
 
+# A host stall (this machine, not the model) can overrun a tick in probation and roll a good model
+# back, or miss ticks; the alerts that follow would hold every later rollout to this fleet for
+# minutes. The tests accept those two (as an operator would with ignore_alerts), retry a rollout
+# a stall rolled back (reported), and leave every other alert in force (the alert test's is one).
+IGNORE = json.dumps({"ignore_alerts": ["NnosDeviceDown", "NnosModelRolledBack", "NnosLoopMisses"]})
+
+
 def playbook(inventory: str, model: str, *extra: str, lock: str = "") -> tuple[int, str, dict]:
-    """ansible-playbook's exit status, output and recap {host: {ok, changed, failed, ...}}."""
+    """ansible-playbook's exit status, output and recap {host: {ok, changed, failed, ...}} — the
+    changes summed over the attempts a host stall made it repeat."""
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "services", "ansible", "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    args = ["ansible-playbook", "-i", inventory, PLAYBOOK, "-e", f"model={model}", "-e", "probation_s=1",
+    args = ["ansible-playbook", "-i", inventory, PLAYBOOK, "-e", f"model={model}", "-e", "probation_s=1", "-e", IGNORE,
             "-e", f"lock={lock or os.path.join(os.path.dirname(inventory), 'rollout.lock')}", *extra]
-    r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=scaled(900))
-    out = r.stdout + r.stderr
-    recap = {m.group(1): dict(re.findall(r"(\w+)=(\d+)", m.group(2)))
-             for m in re.finditer(r"^(\S+)\s+: (ok=.*)$", out, re.M)}
-    return r.returncode, out, {h: {k: int(v) for k, v in c.items()} for h, c in recap.items()}
+    changed: dict = {}
+    for attempt in range(3):
+        r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=scaled(900))
+        out = r.stdout + r.stderr
+        recap = {m.group(1): {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+                 for m in re.finditer(r"^(\S+)\s+: (ok=.*)$", out, re.M)}
+        for host, counts in recap.items():
+            changed[host] = changed.get(host, 0) + counts["changed"]
+        stall = re.search(r"was rolled back: overrun: tick took \d+ µs", out)
+        if r.returncode == 0 or stall is None or attempt == 2:
+            break
+        report_retry("fleet rollout", f"a probation rolled back by a host stall: {stall.group(0)}")
+    for host, counts in recap.items():
+        counts["changed"] = changed[host]
+    return r.returncode, out, recap
 
 
 def actives(f) -> dict:
@@ -88,7 +106,7 @@ def test_a_good_model_reaches_every_device_canary_first(fleet, models):
     v1 = ids.pop()
     assert actives(fleet) == {d.name: v1 for d in fleet.devices}, out[-3000:]
     assert all(recap[d.name]["changed"] == 1 and recap[d.name]["failed"] == 0 for d in fleet.devices), recap
-    batches = re.findall(r"PLAY \[Roll the model out, canary first\].*?(?=PLAY \[|\Z)", out, re.S)
+    batches = re.findall(r"PLAY \[Roll it out, canary first\].*?(?=PLAY \[|\Z)", out, re.S)
     assert len(batches) == 2 and set(re.findall(r"\[(dev\d+)\]", batches[0])) == {"dev1"}, out[-4000:]
     at = {d.name: fleet_mod.get_json(d.url + "/v1/models", d.token)["last_activation"]["at"] for d in fleet.devices}
     assert at["dev1"] < min(v for k, v in at.items() if k != "dev1"), at
@@ -124,7 +142,7 @@ def test_a_second_rollout_while_one_runs_is_refused(fleet, models):
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "services", "ansible", "ansible.cfg"))
     lock = os.path.join(fleet.workdir, "rollout.lock")
     first = subprocess.Popen(["ansible-playbook", "-i", inventory(fleet), PLAYBOOK, "-e", f"model={models['v2']}",
-                              "-e", "soak_s=600", "-e", f"lock={lock}"], env=env,
+                              "-e", "soak_s=600", "-e", IGNORE, "-e", f"lock={lock}"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: os.path.exists(lock), scaled(60), "the first rollout's lock", 0.1)

@@ -21,6 +21,12 @@ from rauc_keys import make_dev_keys, signing_dir  # noqa: E402
 SITE = "usr/local/lib/python3.11/dist-packages"
 IMAGE = ["-comp", "zstd", "-Xcompression-level", "15", "-b", "256K"]
 FAST = ["-comp", "lz4"]
+# appended to supervisor/up.py: an nnos that crashes at start (its slot fails every boot attempt)
+CRASH = """
+
+def _up(*args, **kwargs):                   # an update test's bundle: an nnos that crashes at start
+    raise RuntimeError("this nnos crashes at start (a test bundle)")
+"""
 
 
 def work(out: str, arch: str = "amd64") -> dict:

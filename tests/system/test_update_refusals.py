@@ -1,14 +1,19 @@
 """An update waits while the robot is not in a state to take one, said by `nnos up` itself (its
 real loop, control plane and RAUC client, NNOS_RAUC_CONF naming a system config as an image has
-one): before this boot is judged, while the loop is in failsafe (the robot stopped answering),
-while a model is on probation — each a 409 naming why, nothing stored — and, once none holds,
+one): before this boot is judged, while the loop is in failsafe (the robot stopped answering;
+also when it stops while a bundle downloads from a URL: asked again after the download), while a
+model is on probation — each a 409 naming why, nothing stored — and, once none holds,
 the bundle goes on to RAUC's check (this one, not a bundle, is refused there)."""
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import signal
 import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -48,6 +53,29 @@ def device(tmp_path):
         u.stop()
 
 
+@contextlib.contextmanager
+def slow_server(size: int, seconds: float):
+    """A URL on 127.0.0.1 whose body of ``size`` bytes takes ``seconds`` to arrive."""
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            for _ in range(16):
+                self.wfile.write(b"\0" * (size // 16))
+                self.wfile.flush()
+                time.sleep(seconds / 16)
+
+        def log_message(self, *args):
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/nnos-next.raucb"
+    finally:
+        server.shutdown()
+
+
 def refused(c, data: str, why: str) -> None:
     r = c.post("/v1/system/update", content=b"\0" * (64 << 10))
     assert r.status_code == 409 and why in r.json()["detail"], r.text
@@ -71,6 +99,20 @@ def test_an_update_waits_for_a_judged_boot_a_running_loop_and_no_model_on_probat
         assert "see /v1/status" not in c.post("/v1/system/update", content=b"x").json()["detail"]   # the reason itself
     finally:
         os.kill(sim, signal.SIGCONT)
+    up.wait_for(lambda cnt, recs: cnt["mode"] == "running", scaled(60))
+    # fetched from a URL: asked again once the download ends — the robot stopped answering meanwhile
+    with slow_server(64 << 10, seconds=2.0) as url:
+        r = c.post("/v1/system/update", params={"url": url})
+        assert r.status_code == 202, r.text
+        os.kill(sim, signal.SIGSTOP)
+        try:
+            done = wait_until(lambda: (j := c.get(f"/v1/jobs/{r.json()['job']}").json())["state"] != "running" and j,
+                              scaled(60), "the URL update's end", 0.1)
+        finally:
+            os.kill(sim, signal.SIGCONT)
+    assert done["state"] == "failed" and done["error"]["status"] == 409, done
+    assert "the loop is in failsafe" in done["error"]["detail"], done
+    assert glob.glob(os.path.join(up.data, "updates", "*")) == []
     up.wait_for(lambda cnt, recs: cnt["mode"] == "running", scaled(60))
     # a model on probation: an update waits for its activation to end
     for attempt in range(3):

@@ -82,12 +82,13 @@ def get_update(st=Depends(state)):
     return out
 
 
-def refuse_now(st) -> None:
-    """409 when an update must wait: one already installing, the loop failing safe, a model on probation."""
+def refuse_now(st, own_job=None) -> None:
+    """409 when an update must wait: one already installing (other than ``own_job``, the job
+    asking again after its download), the loop failing safe, a model on probation."""
     why = rauc.available()
     if why:
         raise HTTPException(409, f"updates are not possible here: {why}")
-    if st.update_job is not None and st.update_job.state == "running":
+    if st.update_job is not None and st.update_job.state == "running" and st.update_job is not own_job:
         raise HTTPException(409, f"an update is already installing (job {st.update_job.id}); wait for it")
     rec = record.load(st.settings.data)
     if rec and rec["state"] == "probation":
@@ -171,6 +172,7 @@ async def _fetch_and_install(st, url: str, path: str, reboot: str, probation_s: 
     try:
         with open(path, "wb") as f:
             await fetch(url, f, flags.MAX_BUNDLE_BYTES.get(), progress)
+        refuse_now(st, own_job=job)             # what changed while it downloaded (a failsafe, a probation)
     except BaseException:
         st.update_job = None
         _unlink(path)
