@@ -157,12 +157,13 @@ def test_a_second_rollout_while_one_runs_is_refused(fleet, models):
 
 def test_a_firing_alert_stops_a_rollout_before_it_changes_anything(fleet, models):
     dev = fleet.devices[4]
+
+    def firing():
+        with urllib.request.urlopen(fleet.prometheus_url + "/api/v1/alerts", timeout=5) as r:
+            alerts = json.loads(r.read())["data"]["alerts"]
+        return any(a["labels"]["alertname"] == "NnosUpdateRolledBack" and a["state"] == "firing" for a in alerts)
     record.save(dev.data, {"state": "rolled back", "why": "slot B did not come up healthy", "from": {}, "to": {}})
     try:
-        def firing():
-            with urllib.request.urlopen(fleet.prometheus_url + "/api/v1/alerts", timeout=5) as r:
-                alerts = json.loads(r.read())["data"]["alerts"]
-            return any(a["labels"]["alertname"] == "NnosUpdateRolledBack" and a["state"] == "firing" for a in alerts)
         wait_until(firing, scaled(90), "the update-rolled-back alert", 0.5, ignore=(OSError,))
         before = actives(fleet)
         rc, out, recap = playbook(inventory(fleet), models["v3"])
@@ -170,6 +171,9 @@ def test_a_firing_alert_stops_a_rollout_before_it_changes_anything(fleet, models
         assert actives(fleet) == before and model_id(fleet.devices[0], models["v3"]) is None
     finally:
         os.unlink(record.path(dev.data))
+        # resolved in Prometheus too before the next test's rollout asks it (a scrape and an
+        # evaluation later)
+        wait_until(lambda: not firing(), scaled(90), "the update-rolled-back alert resolved", 0.5, ignore=(OSError,))
 
 
 def test_a_wrong_token_and_a_device_that_does_not_answer_are_named(fleet, models, tmp_path):
