@@ -28,7 +28,11 @@ from ansible_collections.nnos.fleet.plugins.module_utils.nnos_api import ApiErro
 
 
 def kept(update: dict, version: str) -> bool:
-    return update.get("version") == version and update.get("state") in (None, "good") and update.get("this_boot") == "good"
+    """The booted slot runs ``version`` and was kept: its update passed (or it was flashed so),
+    and this boot was not rolled back — "good" on the boot that kept it, "committed" on later
+    ones (a device rebooted since is not updated again)."""
+    return (update.get("version") == version and update.get("state") in (None, "good")
+            and update.get("this_boot") in ("good", "committed"))
 
 
 def install(m, p) -> str:
