@@ -54,7 +54,7 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=static), name="static")
 
-    app.add_middleware(Guard, token=st.token, upload_limit=settings.max_upload_bytes, scrape_token=st.scrape_token,
+    app.add_middleware(Guard, token=st.token, upload_limit=settings.max_upload_bytes, scrape_token=lambda: st.scrape_token,
                        scrape_from=flags.SCRAPE_FROM.get())
 
     @app.exception_handler(OSError)

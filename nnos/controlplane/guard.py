@@ -58,15 +58,16 @@ class Guard:
     scrape token opens GET /metrics alone); 403 for /metrics from outside NNOS_SCRAPE_FROM; 413
     once a body passes its route's limit (declared or streamed)."""
 
-    def __init__(self, app, token: str, upload_limit: int, scrape_token: str = "", scrape_from: tuple = ()):
+    def __init__(self, app, token: str, upload_limit: int, scrape_token=lambda: "", scrape_from: tuple = ()):
+        """``scrape_token``: a function that gives the scrape token in force (PUT /v1/system/scrape-token changes it)."""
         self.app, self.token, self.upload_limit = app, token, upload_limit
         self.scrape_token, self.scrape_from = scrape_token, scrape_from
 
     def _authorized(self, method: str, path: str, authorization: str) -> bool:
         if bearer_ok(authorization, self.token):
             return True
-        return bool(self.scrape_token) and method == "GET" and path == "/metrics" and \
-            bearer_ok(authorization, self.scrape_token)
+        scrape = self.scrape_token()
+        return bool(scrape) and method == "GET" and path == "/metrics" and bearer_ok(authorization, scrape)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -74,12 +75,12 @@ class Guard:
         path, method = scope["path"], scope["method"]
         headers = dict(scope["headers"])
         public = path in PUBLIC or (method == "GET" and path.startswith(STATIC))
-        if path == "/metrics":
+        if not public and not self._authorized(method, path, headers.get(b"authorization", b"").decode("latin-1")):
+            return await _refuse(send, path, 401, "unauthorized", [(b"www-authenticate", b"Bearer")])
+        if path == "/metrics":          # (after the token: who is refused learns the ranges only with one)
             why = scrape_refusal((scope.get("client") or (None,))[0], self.scrape_from)
             if why:
                 return await _refuse(send, path, 403, why)
-        if not public and not self._authorized(method, path, headers.get(b"authorization", b"").decode("latin-1")):
-            return await _refuse(send, path, 401, "unauthorized", [(b"www-authenticate", b"Bearer")])
         limit = body_limit(method, path, self.upload_limit)
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:

@@ -75,6 +75,9 @@ def test_scrapes_only_from_the_ranges_the_device_is_told(tmp_path, ranges, answe
             assert r.json()["detail"] == ("scrapes are answered from 10.0.0.0/8, fd00::/8 only (NNOS_SCRAPE_FROM); "
                                           "127.0.0.1 is not in it"), r.text
             assert a.client.get("/v1/status").status_code == 200      # the rest of the API is not limited
+            # without a token: 401, and the ranges are not told
+            bare = httpx.get(a.url + "/metrics", timeout=30)
+            assert bare.status_code == 401 and "10.0.0.0" not in bare.text, bare.text
     finally:
         a.stop()
 
@@ -86,3 +89,37 @@ def test_the_device_id_is_made_once_and_a_damaged_one_replaced(tmp_path):
     second = device_id(str(tmp_path))
     assert second != first and device_id(str(tmp_path)) == second
     assert sorted(os.listdir(tmp_path)) == ["machine-id"]                      # no temporary left
+
+
+def test_the_fleet_sets_the_scrape_token_over_the_api(api):
+    """PUT /v1/system/scrape-token (the API token): the new token opens /metrics at once, the old
+    one no longer does; the file keeps it (mode 0600); setting it again changes nothing; GET says
+    its sha256, never the token."""
+    import hashlib
+    old = open(os.path.join(api.data, "scrape_token")).read().strip()
+    new = "nnos_scrape_fleet-" + "x" * 24
+    r = api.client.put("/v1/system/scrape-token", json={"token": new})
+    assert r.status_code == 200 and r.json() == {"set": True, "sha256": hashlib.sha256(new.encode()).hexdigest(),
+                                                 "changed": True}, r.text
+    assert api.client.put("/v1/system/scrape-token", json={"token": new}).json()["changed"] is False
+    assert new not in api.client.get("/v1/system/scrape-token").text
+    assert api.client.get("/v1/system/scrape-token").json()["sha256"] == hashlib.sha256(new.encode()).hexdigest()
+    assert open(os.path.join(api.data, "scrape_token")).read().strip() == new
+    assert oct(os.stat(os.path.join(api.data, "scrape_token")).st_mode & 0o777) == "0o600"
+    scrape = lambda tok: httpx.get(api.url + "/metrics", headers={"Authorization": f"Bearer {tok}"}, timeout=30)  # noqa: E731
+    assert scrape(new).status_code == 200 and scrape(old).status_code == 401
+    # it opens nothing else, and only the API token may set it
+    r = httpx.put(api.url + "/v1/system/scrape-token", json={"token": "nnos_scrape_" + "y" * 30},
+                  headers={"Authorization": f"Bearer {new}"}, timeout=30)
+    assert r.status_code == 401, r.text
+
+
+@pytest.mark.parametrize("body, why", [({"token": "short"}, "at least 24"),
+                                       ({"token": "nnos scrape " + "z" * 24}, "bearer token"),
+                                       ({"token": "nnos_scrape_" + "\u00e9" * 24}, "bearer token"), ({}, "token"),
+                                       ("API", "differ from the API token")])
+def test_a_bad_scrape_token_is_refused_and_the_old_one_kept(api, body, why):
+    before = open(os.path.join(api.data, "scrape_token")).read()
+    r = api.client.put("/v1/system/scrape-token", json={"token": api.token} if body == "API" else body)
+    assert r.status_code == 422 and why in r.text, r.text
+    assert open(os.path.join(api.data, "scrape_token")).read() == before

@@ -6,20 +6,25 @@ token (DATA/scrape_token), from NNOS_SCRAPE_FROM's address ranges only where it 
 (guard.py checks both before the route runs)."""
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 import shutil
 import time
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from ... import __version__
+from ...fsutil import atomic_write
 from ...update import record
 from ...identity import device_id
-from ..deps import bearer_ok, state
+from ..deps import bearer_ok, require_token, state
 from .device import loop_view
 from .system import release
 
 router = APIRouter(tags=["device"])
+TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")             # a bearer token's characters (RFC 6750)
 COUNTERS = ("ticks", "misses", "overruns", "swaps", "rollbacks", "failsafe_entries")
 
 
@@ -81,3 +86,30 @@ def _update(st, gauge) -> None:
     gauge("nnos_update_rolled_back", "1 when the last system update was rolled back", 1 if state_ == "rolled back" else 0)
     gauge("nnos_update_failed", "1 when the last system update failed to install", 1 if state_ == "failed" else 0)
     gauge("nnos_update_on_probation", "1 while a newly booted slot is on probation", 1 if state_ == "probation" else 0)
+
+
+def _scrape_view(st) -> dict:
+    tok = st.scrape_token
+    return {"set": bool(tok), "sha256": hashlib.sha256(tok.encode()).hexdigest() if tok else None}
+
+
+@router.get("/v1/system/scrape-token", dependencies=[Depends(require_token)])
+def scrape_token(st=Depends(state)):
+    """Whether the device has a scrape token, and its sha256 (never the token: a fleet's tooling
+    compares it with the one Prometheus holds)."""
+    return _scrape_view(st)
+
+
+@router.put("/v1/system/scrape-token", dependencies=[Depends(require_token)])
+def set_scrape_token(token: str = Body(..., embed=True, min_length=24, max_length=256), st=Depends(state)):
+    """The fleet's read-only scrape token (Prometheus's credentials_file holds the same): kept
+    in DATA/scrape_token (mode 0600, written whole or not at all), in force for the next scrape."""
+    if not TOKEN68.fullmatch(token):
+        raise HTTPException(422, "a scrape token is a bearer token: letters, digits and -._~+/ (then '=' padding) only")
+    if bearer_ok(f"Bearer {token}", st.token):
+        raise HTTPException(422, "the scrape token must differ from the API token (it opens /metrics alone)")
+    changed = token != st.scrape_token
+    if changed:
+        atomic_write(os.path.join(st.settings.data, "scrape_token"), (token + "\n").encode(), mode=0o600)
+        st.scrape_token = token
+    return {**_scrape_view(st), "changed": changed}
