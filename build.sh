@@ -37,6 +37,7 @@ DEBIAN_PACKAGES=(
     chromium                                   # dashboard test: a real headless browser
     mesa-vulkan-drivers libvulkan1 glslang-tools vulkan-validationlayers   # vulkan backend on lavapipe
     prometheus prometheus-alertmanager ansible-core    # the fleet: services/prometheus and services/ansible
+    avahi-daemon faketime                      # the fleet: mDNS announcements; a device whose clock is off
 )
 
 debian_packages() {

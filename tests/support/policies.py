@@ -26,9 +26,9 @@ def board_at(tmp_path, rate_hz=50, failsafe=""):
     return load_board(str(p))
 
 
-def policy_variant(tmp_path, name, scale=1.0, nan=False, slow=0, nan_below=0.0):
+def policy_variant(tmp_path, name, scale=1.0, nan=False, slow=0, nan_below=0.0, width=256):
     """The cart-pole policy with its last layer scaled (another model), made to output NaN,
-    or made slow (``slow`` extra 256×256 matmuls per call). ``nan_below``: NaN while any
+    or made slow (``slow`` extra ``width``×``width`` matmuls per call). ``nan_below``: NaN while any
     observation's magnitude is under it — finite on the standard-normal sample inputs an upload
     is checked on (their smallest is 0.19), NaN on a balanced cart-pole's small observations: a
     model that passes intake and trips its probation in the loop."""
@@ -40,16 +40,16 @@ def policy_variant(tmp_path, name, scale=1.0, nan=False, slow=0, nan_below=0.0):
                 w = w * np.float32("nan")
             init.CopyFrom(numpy_helper.from_array(w.astype(np.float32), "W2"))
     for i in range(slow):
-        big = numpy_helper.from_array(np.full((256, 256), 1e-3, np.float32), f"big{i}")
+        big = numpy_helper.from_array(np.full((width, width), 1e-3, np.float32), f"big{i}")
         m.graph.initializer.append(big)
         src = "obs" if i == 0 else f"s{i - 1}"
         if i == 0:
-            m.graph.initializer.append(numpy_helper.from_array(np.zeros((4, 256), np.float32), "pad"))
+            m.graph.initializer.append(numpy_helper.from_array(np.zeros((4, width), np.float32), "pad"))
             m.graph.node.append(helper.make_node("MatMul", ["obs", "pad"], ["p0"]))
             src = "p0"
         m.graph.node.append(helper.make_node("MatMul", [src, f"big{i}"], [f"s{i}"]))
     if slow:
-        m.graph.initializer.append(numpy_helper.from_array(np.zeros((256, 1), np.float32), "sink"))
+        m.graph.initializer.append(numpy_helper.from_array(np.zeros((width, 1), np.float32), "sink"))
         m.graph.node.append(helper.make_node("MatMul", [f"s{slow - 1}", "sink"], ["z"]))
         m.graph.node[-1].output[0] = "z"
         out = next(n for n in m.graph.node if "action" in n.output)
