@@ -100,7 +100,8 @@ demo() {
 }
 
 # the tests that take the whole machine, run one at a time after the rest: qemu guests, a fleet of eight devices
-QEMU_TESTS=(tests/image tests/legacy/test_guest.py tests/legacy/test_guest_network.py tests/services/test_fleet.py)
+QEMU_TESTS=(tests/image tests/legacy/test_guest.py tests/legacy/test_guest_network.py tests/services/test_fleet.py
+            tests/services/test_fleet_versions.py)
 
 cmd=${1:-help}
 shift || true

@@ -1,7 +1,7 @@
 """Make a signed RAUC update bundle (verity format) from a root filesystem squashfs.
 
     python3 image/bundle.py --rootfs-image out/work-amd64/root.sqfs --compatible nnos-amd64-cartpole-sim \\
-        --version 0.1.0+20261204 --signing-key DIR --out nnos-0.1.0-amd64.raucb
+        --version 0.2.0+20261204 --signing-key DIR --out nnos-0.2.0-amd64.raucb
 
 DIR holds key.pem, cert.pem and ca.pem (image/lib/rauc_keys.py). ``--casync`` also writes the
 chunked form (``rauc convert``): NAME-casync.raucb, an index bundle of a few hundred KiB, and

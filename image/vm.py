@@ -133,12 +133,16 @@ class Qmp:
 class Vm:
     def __init__(self, image: str, arch: str = "amd64", workdir: str | None = None, uefi: bool = False,
                  memory_mb: int = 1024, cpus: int = 2, api_port: int | None = None, accel: str | None = None,
-                 cmdline_extra: str = "", built: dict | None = None, served: str | None = None):
+                 cmdline_extra: str = "", built: dict | None = None, served: str | None = None,
+                 api_host: str = "127.0.0.1", lan: bool = False):
         """``built``: the image's kernel, initrd and command line (artifacts(); another build's
         for an image built elsewhere, such as --suite trixie's). ``served``: a folder whose
         files the guest can fetch at http://10.0.2.100/NAME (each connection answered by
         image/lib/http_once.py through qemu's guestfwd: no host port); each answer is a line
-        of ``served_log`` (what the guest downloaded)."""
+        of ``served_log`` (what the guest downloaded). ``api_host``: the host address the
+        control plane is forwarded from (a fleet's device: its network namespace's). ``lan``: the
+        guest's packets may leave the virtual network for the host's (the namespace's LAN: a
+        client there is answered at its own address, which qemu's restrict=on would drop)."""
         self.arch, self.image, self.uefi, self.built = arch, image, uefi, built
         self.workdir = workdir or os.path.join(OUT, f"vm-{arch}-{os.getpid()}")
         os.makedirs(self.workdir, exist_ok=True)
@@ -146,7 +150,7 @@ class Vm:
         self.qmp_path = os.path.join(self.workdir, "qmp.sock")
         self.memory_mb, self.cpus, self.cmdline_extra, self.served = memory_mb, cpus, cmdline_extra, served
         self.served_log = os.path.join(self.workdir, "served.log")
-        self.api_port = api_port or free_port()
+        self.api_port, self.api_host, self.lan = api_port or free_port(), api_host, lan
         self.accel = accel or ("kvm" if kvm_works(arch) else "tcg")
         self.proc: subprocess.Popen | None = None
         self.qmp: Qmp | None = None
@@ -159,12 +163,13 @@ class Vm:
         # numpy's wheels need x86-64-v2 at least (SSE4.2, POPCNT): qemu's default qemu64 CPU
         # lacks them, so TCG gets "max" (all it emulates, AVX2 included) and KVM the host's
         cpu = (["-cpu", "host" if self.accel == "kvm" else "max"] if a == "amd64" else [])
+        net = f"user,id=n0,restrict={'off' if self.lan else 'on'},hostfwd=tcp:{self.api_host}:{self.api_port}-:8080"
         cmd = [QEMU[a], *MACHINE[a], *cpu, "-accel", self.accel, "-m", str(self.memory_mb), "-smp", str(self.cpus),
                "-nodefaults", "-display", "none", "-monitor", "none",
                "-chardev", f"file,id=con,path={self.console_path}", "-serial", "chardev:con",
                "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
                "-drive", f"file={self.image},format=raw,if=virtio,cache=writeback,discard=unmap",
-               "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.api_port}-:8080" + self._guestfwd(),
+               "-netdev", net + self._guestfwd(),
                "-device", "virtio-net-pci,netdev=n0", "-device", "qemu-xhci,id=xhci",
                "-device", "virtio-rng-pci"]
         if a == "amd64":
@@ -296,16 +301,22 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="build.sh vm", description="Boot the built image in qemu; console on stdout.")
     ap.add_argument("--arch", default="amd64", choices=sorted(QEMU))
     ap.add_argument("--uefi", action="store_true", help="boot through the EFI firmware and GRUB, not -kernel")
-    ap.add_argument("--port", type=int, default=8080, help="host port (127.0.0.1) for the control plane")
+    ap.add_argument("--port", type=int, default=8080, help="host port for the control plane")
+    ap.add_argument("--host", default="127.0.0.1", help="host address for the control plane (default 127.0.0.1)")
     ap.add_argument("--disk", help="the disk to run (default: a copy of out/nnos-ARCH.img in out/)")
+    ap.add_argument("--workdir", help="for the console log, QMP socket and EFI variables (default: out/)")
+    ap.add_argument("--extra", default="", help="kernel command line additions (nnos.loop_watchdog_s=5 …)")
+    ap.add_argument("--lan", action="store_true", help="the guest reaches the host's networks (a fleet's device in its "
+                    "namespace: clients off 127.0.0.1 are answered)")
     a = ap.parse_args(argv)
     src = artifacts(a.arch)["img"]
     disk = a.disk or os.path.join(OUT, f"vm-{a.arch}.img")
     if not a.disk and not os.path.exists(disk):
         subprocess.run(["cp", "--sparse=always", src, disk], check=True)
         os.truncate(disk, max(os.path.getsize(disk), 2 << 30))
-    vm = Vm(disk, a.arch, uefi=a.uefi, api_port=a.port)
-    print(f"qemu ({vm.accel}): disk {disk}; control plane on http://127.0.0.1:{a.port}/", file=sys.stderr)
+    vm = Vm(disk, a.arch, workdir=a.workdir, uefi=a.uefi, api_port=a.port, api_host=a.host, cmdline_extra=a.extra,
+            lan=a.lan)
+    print(f"qemu ({vm.accel}): disk {disk}; control plane on http://{a.host}:{a.port}/", file=sys.stderr)
     vm.start()
     pos = 0
     try:
@@ -322,5 +333,15 @@ def main(argv=None) -> int:
     return 0
 
 
+def _stop_on_term() -> None:
+    """SIGTERM (a fleet stopping its devices) ends the VM as Ctrl-C does."""
+    import signal
+
+    def raise_interrupt(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, raise_interrupt)
+
+
 if __name__ == "__main__":
+    _stop_on_term()
     sys.exit(main())

@@ -4,7 +4,7 @@
     out = plan({"obs": obs})                 # dict of arrays in, dict of arrays out
     plan.save("policy.nnos")
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .errors import (BackendError, CompileError, ModelError, NnosError,  # noqa: E402,F401
                      PlanCallError, PlanFormatError)

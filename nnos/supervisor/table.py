@@ -65,6 +65,11 @@ def foxglove_enabled(ctx: Context) -> bool:
     return flags.FOXGLOVE.get()
 
 
+def mdns_enabled(ctx: Context) -> bool:
+    """Announced on the local network (the data partition's nnos.env: NNOS_MDNS=1), with an API to find."""
+    return flags.MDNS.get() and api_enabled(ctx)
+
+
 def usb_devices(ctx: Context) -> bool:
     """The board finds a device by its USB identity: hotplug watches for it."""
     return any(d.usb for d in ctx.board.devices)
@@ -192,6 +197,11 @@ def _foxglove_cmd(ctx: Context) -> list[str]:
                "--hz", str(flags.FOXGLOVE_HZ.get()), "--name", f"nnos {ctx.board.name}")
 
 
+def _mdns_cmd(ctx: Context) -> list[str]:
+    return _py("-m", "nnos.supervisor.mdns", "--data", ctx.data, "--run", ctx.run,
+               "--port", str(flags.API_PORT.get()), "--board", ctx.board.name)
+
+
 def _dbus_cmd(ctx: Context) -> list[str]:
     return _py("-m", "nnos.update.services", "dbus", "--data", ctx.data)
 
@@ -234,6 +244,9 @@ def table(ctx: Context) -> list[ProcessSpec]:
           stop_order=70, nice=19),
         P("foxglove", _foxglove_cmd, run_if=foxglove_enabled, start_after=("loop",), off_loop_cpu=True,
           stop_order=40, nice=10),
+        # once the API answers: nothing is announced that is not there yet (avahi-daemon, in its own mount namespace)
+        P("mdns", _mdns_cmd, run_if=mdns_enabled, start_after=("loop",) + api, off_loop_cpu=True, restart="on-failure",
+          storm=(3, 60.0), stop_order=35, nice=10),
         # after the loop: its first tick does not wait for udev's enumeration (the loop looks for
         # its devices itself; the watcher's first scan tells it of any that came since)
         P("hotplug", _hotplug_cmd, run_if=usb_devices, start_after=("loop",), stop_order=20, nice=5),

@@ -25,6 +25,7 @@ import sys
 import httpx
 import pytest
 
+import nnos
 from nnos import flags
 
 from tests.support.bundles import CRASH, FAST, SITE, changed_root, nnos_file, same_root, work
@@ -38,6 +39,7 @@ import bootenv  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not flags.IMAGE_UPDATE_TEST.get(), reason="NNOS_IMAGE_UPDATE_TEST=1 asks for it")
 PROBATION_S = 20
+POST = nnos.__version__ + ".post1"       # the casync test's release: every nnos file changed
 # a new slot whose loop is restarted by its watchdog fails its probation, as it must; the emulated
 # device's first boot of a slot stalls for more than a second now and then (TCG): room for that
 WATCHDOG_S = 5.0
@@ -75,9 +77,9 @@ def chunked(bundles):
         for name in names:
             if name.endswith(".py"):
                 rel = os.path.relpath(os.path.join(folder, name), site)
-                files[rel] = nnos_file(OUT, rel) + "\n# release 0.1.0.post1\n"
-    files["__init__.py"] = files["__init__.py"].replace('__version__ = "0.1.0"', '__version__ = "0.1.0.post1"')
-    assert '"0.1.0.post1"' in files["__init__.py"], "nnos/__init__.py names no version to change"
+                files[rel] = nnos_file(OUT, rel) + f"\n# release {POST}\n"
+    files["__init__.py"] = files["__init__.py"].replace(f'__version__ = "{nnos.__version__}"', f'__version__ = "{POST}"')
+    assert f'"{POST}"' in files["__init__.py"], "nnos/__init__.py names no version to change"
     version = bundles["version"] + ".c"
     plain = changed_root(OUT, bundles["folder"], version, files)
     index = os.path.join(bundles["folder"], f"{version}-casync.raucb")
@@ -316,7 +318,7 @@ def test_a_casync_update_fetches_only_the_chunks_that_changed(bundles, chunked, 
         pass                                                        # count from here
     url = f"http://{SERVED_ADDRESS}/{os.path.basename(chunked['index'])}"
     st = update_to(dev, url, "B", chunked["version"], cli=True)
-    assert dev.client.get("/v2").json()["version"] == "0.1.0.post1"        # the new nnos runs
+    assert dev.client.get("/v2").json()["version"] == POST                 # the new nnos runs
     with open(dev.vm.served_log) as f:
         served = [line.split(" ", 2) for line in f.read().splitlines()]
     assert served and all(code == "200" for code, _, _ in served), served[:20]

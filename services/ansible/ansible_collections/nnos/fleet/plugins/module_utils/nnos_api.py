@@ -14,12 +14,29 @@ class ApiError(Exception):
         self.status, self.offline, self.detail = status, offline, detail
 
 
+# what the collection uses that not every nnos has: the first version with it
+SINCE = {"scrape token": "0.2.0", "upload hashes": "0.2.0"}
+
+
+def lacks(url: str, version: str | None, feature: str) -> str:
+    """What to say of a device on an nnos too old for ``feature``."""
+    return (f"{url} runs nnos {version or '(unknown)'}, which has no {feature} (nnos {SINCE[feature]} or later); "
+            f"update it first (rollout.yml -e bundle=…)")
+
+
+def version_of(url: str, token: str, timeout: float = 30.0) -> str | None:
+    try:
+        return call(url, token, path="/v2", timeout=timeout).get("version")
+    except ApiError:
+        return None
+
+
 def call(url: str, token: str, method: str = "GET", path: str = "/", body: bytes | None = None,
-         timeout: float = 30.0, params: str = ""):
+         timeout: float = 30.0, params: str = "", content_type: str = "application/octet-stream"):
     """The JSON answer of ``method path`` on the device at ``url``; ApiError naming the device and
     what went wrong (offline: it did not answer at all)."""
     req = urllib.request.Request(url.rstrip("/") + path + (f"?{params}" if params else ""), data=body, method=method,
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"})
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": content_type})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read() or b"null")

@@ -26,7 +26,7 @@ import hashlib
 import urllib.parse
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.nnos.fleet.plugins.module_utils.nnos_api import ApiError, call
+from ansible_collections.nnos.fleet.plugins.module_utils.nnos_api import ApiError, call, lacks, version_of
 
 
 def sha256(path: str) -> str:
@@ -81,8 +81,8 @@ def main():
             params = urllib.parse.urlencode({"name": p["name"]}) if p["name"] else ""
             mid = call(p["url"], p["token"], "POST", "/v1/models", body, timeout=p["timeout"], params=params)["id"]
             if "upload_sha256" not in (call(p["url"], p["token"], path=f"/v1/models/{mid}").get("report") or {}):
-                warnings.append(f"{p['url']}: this nnos records no upload hashes (an older version): the model is "
-                                "uploaded again on every run")
+                warnings.append(lacks(p["url"], version_of(p["url"], p["token"]), "upload hashes")
+                                + ": the model is uploaded again on every run")
         out = activate(p, mid)
     except ApiError as e:
         m.fail_json(msg=str(e), status=e.status, offline=e.offline)
