@@ -13,8 +13,10 @@
 #                      boot the image in qemu and run the boot tests (arm64: boot to the first tick)
 #   ./build.sh vm      boot the image in qemu with its console here (control plane on 127.0.0.1:8080)
 #   ./build.sh legacy-vm   build the legacy VM's guest (cloud kernel + busybox agents) in out/legacy-vm
-#   ./build.sh fleet N  N simulated devices, each in its own network namespace, and Prometheus
-#                      scraping them; prints an Ansible inventory (root; Ctrl-C stops it all)
+#   ./build.sh fleet N [--images K] [--mdns]
+#                      N simulated devices (the last K: the built image in qemu), each in its own
+#                      network namespace, and Prometheus scraping them; prints an Ansible
+#                      inventory (root; Ctrl-C stops it all)
 #   ./build.sh flash /dev/sdX [--force]
 #                      write the image to a card, checked against mounted/system/oversized disks
 set -euo pipefail
