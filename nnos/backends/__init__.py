@@ -55,7 +55,12 @@ def prepare(plan, backend: str = "numpy") -> Executable:
         exe.choice = {"backend": exe.backend, "asked": backend, "passed_over": {}}
         return exe
     built, passed = {}, {}
+    again = _recall(plan, built, passed)
+    if again is not None:
+        return again
     for name in AUTO:
+        if name in built or name in passed:
+            continue
         left_out = getattr(module(name), "left_out_of_auto", lambda: None)()
         if left_out:
             passed[name] = left_out
@@ -64,7 +69,35 @@ def prepare(plan, backend: str = "numpy") -> Executable:
             built[name] = _build(plan, name)
         except BackendError as e:
             passed[name] = str(e)
-    return fastest(built, passed, plan)
+    exe = fastest(built, passed, plan)
+    if "cpu" in built:
+        module("cpu").remember_choice(built["cpu"], exe.choice)
+    return exe
+
+
+def _recall(plan, built: dict, passed: dict) -> Executable | None:
+    """For the image's own cpu object, verified on this slot: auto's choice as measured there once
+    (ops_cpu.remembered_choice), that backend built again without probing or measuring the
+    others — a boot's first tick waits for neither (a Vulkan probe alone is seconds under
+    emulation). None: measure."""
+    cpu = module("cpu")
+    if cpu.available():
+        return None
+    try:
+        built["cpu"] = _build(plan, "cpu")
+    except BackendError as e:
+        passed["cpu"] = str(e)
+        return None
+    choice = cpu.remembered_choice(built["cpu"])
+    if choice is None:
+        return None
+    name = choice["backend"]
+    try:
+        exe = built["cpu"] if name == "cpu" else _build(plan, name)
+    except BackendError:
+        return None                                     # gone since (a driver): measured again
+    exe.choice = {**choice, "why": f"{choice.get('why', '')}; measured once on this slot, remembered"}
+    return exe
 
 
 def available() -> dict[str, str | None]:

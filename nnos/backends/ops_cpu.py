@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import time
 
+from .. import flags
 from ..errors import BackendError
+from ..fsutil import atomic_write
 from .base import Arena, Executable, aligned_zeros
 from .cpu import source_and_program
 from .cpu.emit import Unsupported
@@ -82,6 +85,43 @@ def remember_verified(exe: CpuExecutable) -> None:
             pass
     except OSError:
         pass                                            # not remembered: verified again next time
+
+
+def hardware() -> dict:
+    """What could change auto's choice while the slot stays: the GPUs' device nodes, and the flag
+    that lets auto measure a Vulkan device that is the CPU itself."""
+    def names(folder: str, prefix: str = "") -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(folder) if n.startswith(prefix))
+        except OSError:
+            return []
+    return {"dri": names("/dev/dri"), "nvidia": names("/dev", "nvidia"), "vulkan_cpu": flags.VULKAN_CPU.get()}
+
+
+def remembered_choice(exe: CpuExecutable) -> dict | None:
+    """auto's choice for the image's own object, measured once on this slot with this hardware
+    (remember_choice), or None: measure again."""
+    mark = _mark(exe)
+    try:
+        with open(mark + ".auto.json") as f:
+            rec = json.load(f)
+    except (TypeError, OSError, ValueError):
+        return None
+    choice = rec.get("choice") if isinstance(rec, dict) else None
+    ok = rec.get("hardware") == hardware() and isinstance(choice, dict) and isinstance(choice.get("backend"), str)
+    return choice if ok else None
+
+
+def remember_choice(exe: CpuExecutable, choice: dict) -> None:
+    """Kept beside the mark that says the object was verified (only then): a boot's first tick
+    then waits for neither the other backends' probes nor the measurement."""
+    mark = _mark(exe)
+    if mark is None or not os.path.exists(mark):
+        return
+    try:
+        atomic_write(mark + ".auto.json", json.dumps({"hardware": hardware(), "choice": choice}).encode())
+    except (OSError, TypeError, ValueError):
+        pass                                            # not remembered: measured again next time
 
 
 def prepare(plan) -> CpuExecutable:

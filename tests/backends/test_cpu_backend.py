@@ -642,3 +642,56 @@ def test_policy_heads_softmax_clip_leaky_relu(tmp_path):
     out = run_cpu_in_child(plan, feeds)
     assert np.isnan(out["XC"][0, 0])
     assert np.isnan(out["P"][0]).all()           # NaN passes Clip and Softmax
+
+
+def test_auto_remembers_its_choice_for_the_images_object_once_verified(tmp_path, monkeypatch, zoo):
+    """The image's own object, verified once on this slot: auto measures once and remembers its
+    choice beside that mark; the next start takes it without probing or measuring the others
+    (a boot's first tick waits for neither); other hardware (a GPU's device node) or another slot
+    measures again."""
+    import subprocess
+    import sys
+    import nnos.backends as backends
+    from nnos.backends import ops_cpu
+    plan = nnos.compile(zoo["mlp_s"])
+    plan.save(str(tmp_path / "p.nnos"))
+    pre = tmp_path / "prebuilt"
+    r = subprocess.run([sys.executable, "-m", "nnos.backends.cpu", "build", str(tmp_path / "p.nnos")],
+                       capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, NNOS_CPU_CACHE=str(pre)))
+    assert r.returncode == 0, r.stderr
+    monkeypatch.setenv("NNOS_CPU_PREBUILT", str(pre))
+    monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path / "cache"))
+    first = prepare(plan, "auto")
+    assert first.choice["measured"] and "remembered" not in first.choice["why"], first.choice
+    assert [n for n in os.listdir(tmp_path / "cache") if n.endswith(".auto.json")], os.listdir(tmp_path / "cache")
+
+    def measured(*a, **k):
+        raise AssertionError("measured again")
+    monkeypatch.setattr(backends, "fastest", measured)
+    monkeypatch.setattr(backends, "against_reference", measured)
+    again = prepare(plan, "auto")
+    assert again.backend == first.backend and again.choice["measured"] == first.choice["measured"]
+    assert again.choice["why"].endswith("; measured once on this slot, remembered"), again.choice
+    again.run()
+    ref = prepare(plan, "numpy")
+    ref.run()
+    for k in ref.outputs:
+        np.testing.assert_allclose(again.outputs[k], ref.outputs[k], rtol=1e-4, atol=1e-5)
+    # a GPU that was not there, or another root slot: measured again
+    monkeypatch.setattr(ops_cpu, "hardware", lambda: {"dri": ["renderD128"], "nvidia": [], "vulkan_cpu": False})
+    with pytest.raises(AssertionError, match="measured again"):
+        prepare(plan, "auto")
+    monkeypatch.undo()
+    monkeypatch.setenv("NNOS_CPU_PREBUILT", str(pre))
+    monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NNOS_ROOT", "root-b")
+    monkeypatch.setattr(backends, "fastest", measured)
+    with pytest.raises(AssertionError, match="measured again"):
+        prepare(plan, "auto")
+    # a damaged record is no choice: measured again
+    monkeypatch.delenv("NNOS_ROOT")
+    for name in os.listdir(tmp_path / "cache"):
+        if name.endswith(".auto.json"):
+            (tmp_path / "cache" / name).write_text("{not json")
+    with pytest.raises(AssertionError, match="measured again"):
+        prepare(plan, "auto")
