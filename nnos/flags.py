@@ -120,10 +120,10 @@ FOXGLOVE = flag("NNOS_FOXGLOVE", _bool, False, "the supervisor runs a Foxglove W
                 "(clients connect through the control plane: ws://HOST:PORT/v1/foxglove?token=…)")
 FOXGLOVE_PORT = flag("NNOS_FOXGLOVE_PORT", int, 8765, "the Foxglove server's port on 127.0.0.1 (the control plane "
                      "relays /v1/foxglove to it)")
-MDNS = flag("NNOS_MDNS", _bool, False, "the device announces its API as _nnos._tcp over mDNS/DNS-SD (avahi-daemon, "
-            "in its own mount namespace; off by default)")
 FOXGLOVE_HZ = flag("NNOS_FOXGLOVE_HZ", float, 30.0, "how often the Foxglove server publishes each topic's newest "
                    "message (0.1–100; whatever clients ask for)")
+MDNS = flag("NNOS_MDNS", _bool, False, "the device announces its API as _nnos._tcp over mDNS/DNS-SD (avahi-daemon, "
+            "in its own mount namespace; off by default)")
 
 
 def read_env_file(path: str) -> tuple[dict[str, str], list[str]]:

@@ -89,7 +89,7 @@ def _recall(plan, built: dict, passed: dict) -> Executable | None:
         passed["cpu"] = str(e)
         return None
     choice = cpu.remembered_choice(built["cpu"])
-    if choice is None:
+    if choice is None or choice["backend"] not in AUTO:     # (never one auto would not choose: null)
         return None
     name = choice["backend"]
     try:

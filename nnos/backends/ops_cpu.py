@@ -102,10 +102,12 @@ def remembered_choice(exe: CpuExecutable) -> dict | None:
     """auto's choice for the image's own object, measured once on this slot with this hardware
     (remember_choice), or None: measure again."""
     mark = _mark(exe)
+    if mark is None:
+        return None
     try:
         with open(mark + ".auto.json") as f:
             rec = json.load(f)
-    except (TypeError, OSError, ValueError):
+    except (OSError, ValueError):
         return None
     choice = rec.get("choice") if isinstance(rec, dict) else None
     ok = rec.get("hardware") == hardware() and isinstance(choice, dict) and isinstance(choice.get("backend"), str)

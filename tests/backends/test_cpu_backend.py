@@ -6,6 +6,7 @@ error, an unwritable cache, a foreign object in the cache, an op without a kerne
 reason and the numpy backend."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -688,10 +689,11 @@ def test_auto_remembers_its_choice_for_the_images_object_once_verified(tmp_path,
     monkeypatch.setattr(backends, "fastest", measured)
     with pytest.raises(AssertionError, match="measured again"):
         prepare(plan, "auto")
-    # a damaged record is no choice: measured again
+    # a damaged record, or one naming a backend auto never chooses, is no choice: measured again
     monkeypatch.delenv("NNOS_ROOT")
-    for name in os.listdir(tmp_path / "cache"):
-        if name.endswith(".auto.json"):
-            (tmp_path / "cache" / name).write_text("{not json")
-    with pytest.raises(AssertionError, match="measured again"):
-        prepare(plan, "auto")
+    records = [tmp_path / "cache" / n for n in os.listdir(tmp_path / "cache") if n.endswith(".auto.json")]
+    for text in ("{not json", json.dumps({"hardware": ops_cpu.hardware(), "choice": {"backend": "null", "why": "x"}})):
+        for path in records:
+            path.write_text(text)
+        with pytest.raises(AssertionError, match="measured again"):
+            prepare(plan, "auto")
