@@ -117,6 +117,9 @@ def watched(tmp_path, devices: list, dead: bool = False):
                                        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                        f"--web.listen-address=127.0.0.1:{prom_port}", "--rules.alert.resend-delay=2s"],
                                       stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "w")))
+        # Until its storage is open Prometheus answers every query "Service Unavailable" (503).
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{prom_port}/-/ready", timeout=2).status_code == 200, scaled(60),
+                   "Prometheus ready", 0.2, ignore=(httpx.HTTPError,))
         yield f"http://127.0.0.1:{prom_port}"
     finally:
         for p in procs:
