@@ -1,23 +1,23 @@
 """The board's ``driver`` names and the device each one builds (the board's TOML is data; this
-table is the one place a driver name becomes a class)."""
+table is the one place a driver name becomes a class). Each driver's module is imported when a
+board uses it: the loop's start on the boot path pays for its own devices only."""
 from __future__ import annotations
 
 from ..device import Device
-from ..recording import ReplayDevice
-from .camera import CameraDevice
-from .nnos_serial import NnosSerialDevice
-from .servo_bus import ServoBusDevice
 
 
 def _serial(cfg, path: str | None) -> Device:
+    from .nnos_serial import NnosSerialDevice
     return NnosSerialDevice(cfg.name, path or cfg.path or "", expected=cfg.channels)
 
 
 def _replay(cfg, path: str | None) -> Device:
+    from ..recording import ReplayDevice
     return ReplayDevice(cfg.name, path or cfg.recording, loop=True)
 
 
 def _servo_bus(cfg, path: str | None) -> Device:
+    from .servo_bus import ServoBusDevice
     return ServoBusDevice(cfg.name, path or cfg.path or "", cfg.driver, cfg.servo_models,
                           dict(zip(cfg.joint_names, cfg.servo_ids)), cfg.baudrate, channels=cfg.channels,
                           fast_sync_read=cfg.fast_sync_read)
@@ -25,6 +25,7 @@ def _servo_bus(cfg, path: str | None) -> Device:
 
 def _v4l2(cfg, path: str | None) -> Device:
     from ..v4l2 import V4L2Stream, find
+    from .camera import CameraDevice
 
     def opener(spec):              # found again at every open: a camera plugged back in may be another node
         node = path or cfg.path or find(cfg.name, cfg.usb)
@@ -34,6 +35,7 @@ def _v4l2(cfg, path: str | None) -> Device:
 
 def _synthetic_camera(cfg, path: str | None) -> Device:
     from ..sim.camera import SyntheticStream, SyntheticWorld
+    from .camera import CameraDevice
     world = SyntheticWorld()
     dev = CameraDevice(cfg.name, cfg.camera, cfg.channels,
                        lambda spec: SyntheticStream(cfg.name, world, spec.width, spec.height, spec.fps, spec.format))
