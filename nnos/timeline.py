@@ -15,8 +15,13 @@ def since_boot() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-def stamp(event: str, stream=None) -> None:
-    line = f"[nnos {since_boot():7.2f}s] {event}\n"
+def stamp(event: str, stream=None, monotonic_ns: int | None = None) -> None:
+    """One line of the timeline, at now or at ``monotonic_ns`` (a CLOCK_MONOTONIC time another
+    process recorded: the loop's first tick, noticed later by the supervisor)."""
+    at = since_boot()
+    if monotonic_ns is not None:
+        at -= time.monotonic() - monotonic_ns / 1e9      # BOOTTIME runs ahead of MONOTONIC only by suspends
+    line = f"[nnos {at:7.2f}s] {event}\n"
     stream = stream or sys.stderr
     try:
         stream.write(line)

@@ -59,11 +59,15 @@ class BootTimeline:
                 r = TelemetryReader(os.path.join(self.run, "telemetry"))
                 try:
                     c = r.counters()
+                    first = r.records(c["ticks"]) if 0 < c["ticks"] < r.capacity - 1 else None
                 finally:
                     r.close()
                 if c["ticks"] > 0:
                     self.first_tick = True
-                    stamp(f"loop: first tick (model {c['active'][:12] or '-'}, mode {c['mode']})")
+                    # at the tick's own time (its record), not when this poll saw it: the
+                    # supervisor is busy starting the processes that wait for the first tick
+                    at = int(first["t_ns"][0]) if first is not None and len(first) else None
+                    stamp(f"loop: first tick (model {c['active'][:12] or '-'}, mode {c['mode']})", monotonic_ns=at)
             except (OSError, ValueError, KeyError):
                 pass
         if not self.api_ready and listening(self.api_port):
