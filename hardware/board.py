@@ -165,36 +165,50 @@ class Board:
 
 # --- loading --------------------------------------------------------------------------------
 class _Lines:
-    """Finds the line of a key inside the n-th [[table]] of a TOML text (tomllib keeps none)."""
+    """Finds the line of a key inside the n-th [[table]] of a TOML text (tomllib keeps none).
+    The text is read once into its table headers and keys: a board is checked key by key, and
+    each check names its line."""
+
+    HEADER = re.compile(r"\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    KEY = re.compile(r"\s*([A-Za-z0-9_\-\"']+)\s*=")
 
     def __init__(self, path: str, text: str):
-        self.path, self.lines = path, text.splitlines()
+        self.path = path
+        self.headers: list[tuple[int, str, bool]] = []        # (line index, table name, [[array]])
+        self.keys: dict[str, list[int]] = {}                  # key -> the line indices it is set on
+        for i, line in enumerate(text.splitlines()):
+            if line.lstrip().startswith("["):
+                m = self.HEADER.match(line)
+                self.headers.append((i, m.group(2) if m else "", bool(m) and m.group(1) == "[["))
+                continue
+            m = self.KEY.match(line)
+            if m:
+                self.keys.setdefault(m.group(1).strip("\"'"), []).append(i)
+        self.n = len(text.splitlines())
 
     def at(self, table: str | None, index: int = 0, key: str | None = None, sub: tuple | None = None) -> str:
-        count, start = -1, 0
+        start = 0
         if table is not None:
-            for i, line in enumerate(self.lines):
-                if re.match(rf"\s*\[\[?\s*{re.escape(table)}\s*\]\]?\s*(#.*)?$", line):
-                    count += 1
-                    if count == index:
-                        start = i
-                        break
+            found = [i for i, name, _ in self.headers if name == table]
+            if index < len(found):
+                start = found[index]
         if sub is not None:                                 # (subtable, index) inside this one
             count = -1
-            for i in range(start + 1, len(self.lines)):
-                if re.match(rf"\s*\[\[\s*{re.escape(table + '.' + sub[0])}\s*\]\]", self.lines[i]):
+            for i, name, array in self.headers:
+                if i <= start:
+                    continue
+                if array and name == f"{table}.{sub[0]}":
                     count += 1
                     if count == sub[1]:
                         start = i
                         break
-                elif re.match(rf"\s*\[\[?\s*{re.escape(table)}\s*\]\]?", self.lines[i]):
+                elif name == table:
                     break
         if key is not None:
-            for i in range(start, len(self.lines)):
-                if i > start and re.match(r"\s*\[", self.lines[i]):
-                    break
-                if re.match(rf"\s*{re.escape(key)}\s*=", self.lines[i]):
-                    return f"{self.path}:{i + 1}"
+            end = next((i for i, _, _ in self.headers if i > start), self.n)
+            line = next((i for i in self.keys.get(key, ()) if start <= i < end), None)
+            if line is not None:
+                return f"{self.path}:{line + 1}"
         return f"{self.path}:{start + 1}"
 
 
