@@ -13,13 +13,23 @@ a board may still declare it (to set stale_ms), and then it must agree.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .channels import SENSOR, Channel
-from .devices.camera import CameraSpec
 
 FORMATS = ("auto", "YUYV", "MJPG", "RGB3")
 CAMERAS = ("v4l2", "synthetic-camera")
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    width: int
+    height: int
+    fps: float
+    format: str = "auto"          # YUYV | MJPG | RGB3 | auto (MJPG, else YUYV, else RGB3)
+    buffers: int = 4              # kernel buffers (mmap)
 
 
 def check_camera(cfg, d: dict, at, need) -> None:

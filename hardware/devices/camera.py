@@ -13,23 +13,14 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
 
 import numpy as np
 
+from ..camera_config import CameraSpec
 from ..channels import Channel
 from ..device import Device
 from ..errors import DeviceError, HardwareError, TransportError
 from ..protocol.pixels import Decoder, FrameError
-
-
-@dataclass(frozen=True)
-class CameraSpec:
-    width: int
-    height: int
-    fps: float
-    format: str = "auto"          # YUYV | MJPG | RGB3 | auto (MJPG, else YUYV, else RGB3)
-    buffers: int = 4              # kernel buffers (mmap)
 
 
 class CameraDevice(Device):

@@ -43,9 +43,20 @@ def _synthetic_camera(cfg, path: str | None) -> Device:
     return dev
 
 
+# The modules each driver's device needs, imported when a board uses it; the supervisor's fork
+# server imports a board's ahead of forking its loop (nnos/supervisor/up.py).
+MODULES = {"nnos-serial": ("nnos_hardware.devices.nnos_serial",), "replay": ("nnos_hardware.recording",),
+           "feetech": ("nnos_hardware.devices.servo_bus",), "dynamixel": ("nnos_hardware.devices.servo_bus",),
+           "v4l2": ("nnos_hardware.devices.camera", "nnos_hardware.v4l2"),
+           "synthetic-camera": ("nnos_hardware.devices.camera", "nnos_hardware.sim.camera")}
 DRIVERS = {"nnos-serial": _serial, "replay": _replay, "feetech": _servo_bus, "dynamixel": _servo_bus,
            "v4l2": _v4l2, "synthetic-camera": _synthetic_camera}
 SERVO_BUSES = ("feetech", "dynamixel")
+
+
+def modules_for(board) -> set[str]:
+    """The driver modules ``board``'s devices need."""
+    return {m for cfg in board.devices for m in MODULES[cfg.driver]}
 
 
 def make_device(cfg, path: str | None = None) -> Device:

@@ -101,6 +101,10 @@ class ForkServer:
     def __init__(self, preload: tuple[str, ...]):
         for name in preload:
             importlib.import_module(name)
+        try:
+            import setproctitle  # noqa: F401 - every process it starts names itself (_name): imported once, here
+        except ImportError:
+            pass
         self.preload = preload
         self.supervisor = os.getpid()
         self.subreaper = self.supervisor != 1            # PID 1 is every orphan's parent anyway

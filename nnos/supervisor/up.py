@@ -157,8 +157,11 @@ def fork_server(ctx: Context, specs):
     if not mains:
         return None
     if "nnos.runtime.__main__" in mains:        # the backends the loop's `auto` choice tries, and their code generators
+        from nnos_hardware.devices.factory import modules_for
+
         from ..backends import AUTO
         mains |= {f"nnos.backends.ops_{name}" for name in AUTO} | {"nnos.backends.cpu.codegen"}
+        mains |= modules_for(ctx.board)           # the board's device drivers (pyserial, …)
     preload = tuple(sorted(mains))
     try:
         return ForkServer(preload)
