@@ -52,10 +52,11 @@ def models(tmp_path_factory):
             "v3": policy_variant(d, "v3", scale=0.95), "bad": policy_variant(d, "bad", nan_below=0.1)}
 
 
-# A host stall (this machine, not the model) can overrun a tick in probation and roll a good model
-# back, or miss ticks; the alerts that follow would hold every later rollout to this fleet for
-# minutes. The tests accept those two (as an operator would with ignore_alerts), retry a rollout
-# a stall rolled back (reported), and leave every other alert in force (the alert test's is one).
+# A host stall (this machine, not the model) can overrun a tick in probation or starve a simulated
+# device's process until its sensor is stale, and roll a good model back, or miss ticks; the
+# alerts that follow would hold every later rollout to this fleet for minutes. The tests accept
+# those two (as an operator would with ignore_alerts), retry a rollout a stall rolled back
+# (reported), and leave every other alert in force (the alert test's is one).
 IGNORE = json.dumps({"ignore_alerts": ["NnosDeviceDown", "NnosModelRolledBack", "NnosLoopMisses"]})
 
 
@@ -73,7 +74,8 @@ def playbook(inventory: str, model: str, *extra: str, lock: str = "") -> tuple[i
                  for m in re.finditer(r"^(\S+)\s+: (ok=.*)$", out, re.M)}
         for host, counts in recap.items():
             changed[host] = changed.get(host, 0) + counts["changed"]
-        stall = re.search(r"was rolled back: overrun: tick took \d+ µs", out)
+        # a stalled loop overruns its tick; a stalled simulator leaves its sensor stale
+        stall = re.search(r"was rolled back: (overrun: tick took \d+ µs|sensor \S+ stale \(no reading for [\d.]+ s)", out)
         if r.returncode == 0 or stall is None or attempt == 2:
             break
         report_retry("fleet rollout", f"a probation rolled back by a host stall: {stall.group(0)}")
