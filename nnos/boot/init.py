@@ -73,16 +73,16 @@ def load_modules() -> None:
 
 
 def start_udev() -> None:
+    """udevd, for hotplug. Its coldplug (an event for every device already there, loading their
+    drivers' modules) is the supervisor's `coldplug` process, after the loop's first tick: run
+    here, its workers took the CPU from the supervisor's imports (3 s of an emulated boot). The
+    modules the loop needs before its first tick are loaded by name (load_modules, and the
+    board's `modules`)."""
     udevd = next((p for p in UDEVD if os.path.exists(p)), None)
     if udevd is None:
         say("init: no udevd in this image: no hotplug")
         return
     subprocess.run([udevd, "--daemon"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # coldplug in the background: modules for what is already there (NIC, USB, watchdog) load
-    # while the supervisor starts; the exit status is collected by the supervisor's reaper
-    subprocess.Popen(["sh", "-c", "udevadm trigger --type=subsystems --action=add; "
-                                  "udevadm trigger --type=devices --action=add"],
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def ram_data(why: str) -> None:
@@ -191,13 +191,19 @@ def supervisor_command() -> tuple[list[str], dict]:
     return argv, supervisor_env()
 
 
-def main() -> tuple[list[str], dict]:
-    """The boot steps (after nnos/appliance.py stamped "init: started"); returns how to start
-    the supervisor (appliance.py starts it)."""
+def early() -> None:
+    """What everything else needs: the kernel's filesystems (/proc, /sys, /dev, …)."""
     os.umask(0o022)
     os.environ["PATH"] = PATH
     try:
         mount_kernel_filesystems()
+    except Exception:                                  # noqa: BLE001 - PID 1 must reach the supervisor
+        say("init: mounting the kernel filesystems failed:\n" + traceback.format_exc())
+
+
+def steps() -> None:
+    """The boot steps after ``early``: modules, udev, the data partition, defaults."""
+    try:
         load_modules()
         start_udev()
         info = mount_data()
@@ -207,11 +213,53 @@ def main() -> tuple[list[str], dict]:
         set_hostname()
     except Exception:                                  # noqa: BLE001 - PID 1 must reach the supervisor
         say("init: a boot step failed; starting the supervisor anyway:\n" + traceback.format_exc())
-        if not os.path.ismount(DATA):
-            ram_data("not mounted")
-        os.makedirs(STATE, exist_ok=True)
-        if not os.path.exists(os.path.join(CONFIG, "board.toml")):
-            os.makedirs(CONFIG, exist_ok=True)
-            shutil.copy(DEFAULT_BOARD, os.path.join(CONFIG, "board.toml"))
+        fallback()
+
+
+def fallback() -> None:
+    """What the supervisor cannot start without, however the boot steps ended."""
+    if not os.path.ismount(DATA):
+        ram_data("not mounted")
+    os.makedirs(STATE, exist_ok=True)
+    if not os.path.exists(os.path.join(CONFIG, "board.toml")):
+        os.makedirs(CONFIG, exist_ok=True)
+        shutil.copy(DEFAULT_BOARD, os.path.join(CONFIG, "board.toml"))
+
+
+def main(beside=None) -> tuple[list[str], dict]:
+    """The boot steps (after nnos/appliance.py stamped "init: started"); returns how to start
+    the supervisor (appliance.py starts it). ``beside``: work for this process while a child
+    runs the steps after ``early`` (the supervisor's imports: under emulation both vCPUs work,
+    and the steps' 1.5 s leave the way to the first tick). The child shares this process's
+    mounts and host name; what it starts (udevd) is PID 1's to reap."""
+    early()
+    if beside is None:
+        steps()
+    else:
+        _steps_beside(beside)
     say("init: starting the supervisor")
     return supervisor_command()
+
+
+def _steps_beside(work) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except OSError as e:
+        say(f"init: no process for the boot steps ({e.strerror}): one after the other")
+        steps()
+        work()
+        return
+    if pid == 0:
+        try:
+            steps()
+        finally:
+            os._exit(0)
+    try:
+        work()
+    finally:
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            say(f"init: the boot steps' process ended with status {status}")
+            fallback()

@@ -184,6 +184,16 @@ def _network_cmd(ctx: Context) -> list[str]:
     return _py("-m", "nnos.boot.network", "--config", network_config(ctx))
 
 
+def coldplug_needed(ctx: Context) -> bool:
+    """On the device, where nnos-init started udevd."""
+    import shutil
+    return on_device(ctx) and shutil.which("udevadm") is not None
+
+
+def _coldplug_cmd(ctx: Context) -> list[str]:
+    return ["sh", "-c", "udevadm trigger --type=subsystems --action=add && udevadm trigger --type=devices --action=add"]
+
+
 def _broker_cmd(ctx: Context) -> list[str]:
     return _py("-m", "nnos.legacy.broker", "--data", ctx.data, "--socket", legacy_socket(ctx))
 
@@ -247,6 +257,11 @@ def table(ctx: Context) -> list[ProcessSpec]:
         # once the API answers: nothing is announced that is not there yet (avahi-daemon, in its own mount namespace)
         P("mdns", _mdns_cmd, run_if=mdns_enabled, start_after=("loop",) + api, off_loop_cpu=True, restart="on-failure",
           storm=(3, 60.0), stop_order=35, nice=10),
+        # udev's coldplug (the drivers of what is plugged in: the NIC, USB, cameras) once the loop
+        # ticks: nnos-init starts udevd only, so its workers do not compete with the way to the
+        # first tick; the devices it brings are hotplug's to tell the loop of
+        P("coldplug", _coldplug_cmd, run_if=coldplug_needed, restart="never", start_after=("loop",), stop_order=90,
+          nice=5),
         # after the loop: its first tick does not wait for udev's enumeration (the loop looks for
         # its devices itself; the watcher's first scan tells it of any that came since)
         P("hotplug", _hotplug_cmd, run_if=usb_devices, start_after=("loop",), stop_order=20, nice=5),

@@ -15,8 +15,10 @@ import nnos.boot.init as init
 import nnos.appliance as appliance
 pid = os.getpid()
 
-def boot():
+def boot(beside=None):
     print("boot steps", flush=True)
+    beside()
+    print("imported beside them:", "numpy" in sys.modules and "nnos.supervisor.up" in sys.modules, flush=True)
     return ["flags"], dict(os.environ, NNOS_TEST_MARK="given")
 
 init.main = boot
@@ -35,6 +37,7 @@ def test_the_supervisor_runs_in_the_init_process_then_a_returned_one_is_executed
     assert r.returncode == 7, r.stderr
     out = r.stdout
     assert "boot steps" in out
+    assert "imported beside them: True" in out          # the supervisor's imports, while a child runs the steps
     assert "NNOS_CPU_CACHE" in out                      # `nnos flags` ran here, in this process
     assert "same process: True mark: given" in out
     assert "exec: ['-m', 'nnos.cli', 'flags']" in out

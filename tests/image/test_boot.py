@@ -144,6 +144,9 @@ def test_boots_to_the_network_keeps_the_chosen_model_across_a_reboot_and_survive
     assert "data: first boot: making the data filesystem" in console
     assert "data: partition grown by" in console and "data: filesystem grown from" in console
     assert console.index("started loop") < console.index("started network")     # optional things after the loop
+    # udev's coldplug (the NIC's driver among what it loads) only once the loop ticks
+    coldplug = next(at for at, ev in events + dev.vm.timeline() if ev.startswith("supervisor: started coldplug"))
+    assert t["loop: first tick"] < coldplug, (t, coldplug)
     # the default model, compiled at build time, runs; the robot balances; nothing failed safe
     st = dev.status()
     assert st["loop"]["active"] == st["store"]["active"] == manifest()["plan_id"], st

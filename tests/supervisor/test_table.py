@@ -1,0 +1,40 @@
+"""The process table's order on the way to the first tick (nnos/supervisor/table.py)."""
+from __future__ import annotations
+
+import os
+
+from nnos_hardware.board import load_board
+from nnos.supervisor.table import Context, table
+from tests.support.paths import ROOT
+
+BOARD = os.path.join(ROOT, "hardware", "boards", "cartpole-sim.toml")
+
+
+def specs(tmp_path, monkeypatch, on_device: bool) -> dict:
+    if on_device:
+        monkeypatch.setenv("NNOS_INIT", "1")
+    else:
+        monkeypatch.delenv("NNOS_INIT", raising=False)
+    ctx = Context(BOARD, str(tmp_path), load_board(BOARD), str(tmp_path / "run"))
+    return {s.name: (s, s.run_if(ctx), s.command(ctx)) for s in table(ctx)}
+
+
+def test_udev_coldplug_runs_on_the_device_once_the_loop_ticks(tmp_path, monkeypatch):
+    """nnos-init starts udevd only; the coldplug (its workers load every present device's
+    drivers, seconds of CPU under emulation) waits for the loop, runs once, and never on a laptop."""
+    spec, run, cmd = specs(tmp_path, monkeypatch, on_device=True)["coldplug"]
+    assert "loop" in spec.start_after and spec.restart == "never"
+    assert cmd[:2] == ["sh", "-c"] and "udevadm trigger --type=devices --action=add" in cmd[2]
+    import shutil
+    assert run == (shutil.which("udevadm") is not None)
+    assert specs(tmp_path, monkeypatch, on_device=False)["coldplug"][1] is False
+
+
+def test_nnos_init_no_longer_triggers_the_coldplug_itself(monkeypatch):
+    import nnos.boot.init as init
+    started = []
+    monkeypatch.setattr(init.subprocess, "run", lambda cmd, **kw: started.append(cmd))
+    monkeypatch.setattr(init.subprocess, "Popen", lambda cmd, **kw: started.append(cmd))
+    monkeypatch.setattr(init.os.path, "exists", lambda p: p in init.UDEVD)
+    init.start_udev()
+    assert started == [[init.UDEVD[0], "--daemon"]], started
