@@ -229,9 +229,9 @@ def fallback() -> None:
 def main(beside=None) -> tuple[list[str], dict]:
     """The boot steps (after nnos/appliance.py stamped "init: started"); returns how to start
     the supervisor (appliance.py starts it). ``beside``: work for this process while a child
-    runs the steps after ``early`` (the supervisor's imports: under emulation both vCPUs work,
-    and the steps' 1.5 s leave the way to the first tick). The child shares this process's
-    mounts and host name; what it starts (udevd) is PID 1's to reap."""
+    runs the steps after ``early`` (the supervisor's imports: under emulation this took ≈ 0.6 s
+    of the steps' 1.3 s off the way to the first tick, benchmarks/RESULTS.md). The child shares
+    this process's mounts and host name; what it starts (udevd) is PID 1's to reap."""
     early()
     if beside is None:
         steps()

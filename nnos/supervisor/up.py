@@ -2,6 +2,7 @@
 and show a live one-line status."""
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -161,7 +162,11 @@ def fork_server(ctx: Context, specs):
 
         from ..backends import AUTO
         mains |= {f"nnos.backends.ops_{name}" for name in AUTO} | {"nnos.backends.cpu.codegen"}
-        mains |= modules_for(ctx.board)           # the board's device drivers (pyserial, …)
+        for name in sorted(modules_for(ctx.board)):     # the board's device drivers (pyserial, …)
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass                              # the loop says what is missing when it makes the device
     preload = tuple(sorted(mains))
     try:
         return ForkServer(preload)

@@ -38,3 +38,24 @@ def test_nnos_init_no_longer_triggers_the_coldplug_itself(monkeypatch):
     monkeypatch.setattr(init.os.path, "exists", lambda p: p in init.UDEVD)
     init.start_udev()
     assert started == [[init.UDEVD[0], "--daemon"]], started
+
+
+def test_the_fork_server_imports_the_boards_drivers_and_starts_without_one_that_fails(tmp_path, monkeypatch):
+    """The loop's drivers are imported before its fork (pyserial's import is 0.13 s of an emulated
+    boot); a driver module that does not import leaves the loop to say so, not the fork server
+    to fail (which would start every process with a new Python)."""
+    import sys
+
+    from nnos_hardware.devices import factory
+    from nnos.supervisor.up import fork_server
+    monkeypatch.setitem(factory.MODULES, "nnos-serial",
+                        ("nnos_hardware.devices.nnos_serial", "nnos_hardware.no_such_driver"))
+    monkeypatch.delenv("NNOS_INIT", raising=False)
+    ctx = Context(BOARD, str(tmp_path), load_board(BOARD), str(tmp_path / "run"))
+    server = fork_server(ctx, table(ctx))
+    try:
+        assert server is not None and server.alive()
+        assert "nnos_hardware.devices.nnos_serial" in sys.modules
+    finally:
+        if server is not None:
+            server.close()
