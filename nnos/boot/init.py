@@ -252,10 +252,12 @@ def _steps_beside(work) -> None:
         work()
         return
     if pid == 0:
+        code = 1                                       # steps() says and handles its errors; anything else: 1
         try:
             steps()
+            code = 0
         finally:
-            os._exit(0)
+            os._exit(code)
     try:
         work()
     finally:

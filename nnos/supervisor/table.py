@@ -191,7 +191,7 @@ def coldplug_needed(ctx: Context) -> bool:
 
 
 def _coldplug_cmd(ctx: Context) -> list[str]:
-    return ["sh", "-c", "udevadm trigger --type=subsystems --action=add && udevadm trigger --type=devices --action=add"]
+    return ["sh", "-c", "udevadm trigger --type=subsystems --action=add; udevadm trigger --type=devices --action=add"]
 
 
 def _broker_cmd(ctx: Context) -> list[str]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.support.paths import ROOT
 
 CODE = r"""
@@ -26,6 +28,8 @@ def wait_for(path):
 def steps():
     if how == "die":
         os.kill(os.getpid(), signal.SIGKILL)
+    if how == "exit":                               # not an Exception: steps() does not catch it
+        raise SystemExit(3)
     saw = wait_for(f"{tmp}/imports-began")         # only if both run at once
     open(f"{tmp}/steps-done", "w").write(f"{os.getpid()} {saw}")
 
@@ -57,8 +61,9 @@ def test_the_boot_steps_run_in_a_child_at_the_same_time_as_the_imports(tmp_path)
     assert "fallback" not in out
 
 
-def test_a_boot_steps_process_that_dies_leaves_the_supervisor_its_fallback(tmp_path):
-    out = run(tmp_path, "die")
+@pytest.mark.parametrize("how", ["die", "exit"])
+def test_a_boot_steps_process_that_dies_leaves_the_supervisor_its_fallback(tmp_path, how):
+    out = run(tmp_path, how)
     assert "the boot steps' process ended with status" in out, out
     assert "fallback" in out
     assert "init: starting the supervisor" in out
