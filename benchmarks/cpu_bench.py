@@ -8,7 +8,8 @@ empty C function) and this core's FMA peak (a generated loop of independent vect
 Models: the generated zoo (models/zoo/build.py) and the committed torch exports
 (models/zoo/export.py: act_s in both exporters' form, mbv2_s, res5_s). The ratio that counts
 (issue 18) is nnos cpu p50 over the fastest peer at the same CPU count — 1 thread: nnos runs a
-plan on the one CPU the loop owns; the all-core peers are shown beside it. Targets: every model
+plan on the one CPU the loop owns; and every core (`cpuN`: the plan's large steps on a team of
+worker threads, a board's model_cpus) against the peers' all-core defaults (/peer*). Targets: every model
 ≤ 1.0, the MLP/GRU policies ≤ 0.25, act_s ≤ 0.9; compile ≤ 2 s; p99 ≤ 1.5 × p50 at idle — the
 last measured solo too: each model alone, pinned and SCHED_FIFO as the loop runs it, beside
 onnxruntime's and a calibrated spin loop's of the same length (the machine's own tail).
@@ -134,24 +135,25 @@ def solo(fns: dict, calls: int) -> dict:
 
 def _table(runners: dict, samples: dict, results: dict) -> None:
     """p50 per runner, and nnos cpu over the fastest peer at 1 thread and at all cores."""
-    cols = ["cpu", "numpy", "ort1", "ort1_run", "ort", "ov1", "ov"]
+    cols = ["cpu", "cpuN", "numpy", "ort1", "ort1_run", "ort", "ov1", "ov"]
     print(f"{'model':<13}" + "".join(f"{c:>10}" for c in cols) + f"{'cpu p99':>9}{'/peer1':>8}{'target':>8}"
-          f"{'/peer*':>8}{'GFLOP/s':>8}{'compile':>8}   (µs p50; ov: OpenVINO; 1: one thread)")
+          f"{'/peer*':>8}{'GFLOP/s':>8}{'compile':>8}   (µs p50; ov: OpenVINO; 1: one thread; cpuN: nnos, all cores)")
     for n in runners:
         st = {k: np.concatenate(v) for k, v in samples[n].items()}
         p50 = {k: float(np.percentile(v, 50)) for k, v in st.items()}
         p99 = float(np.percentile(st["cpu"], 99))
         one = min(p50[k] for k in ("ort1", "ov1") if k in p50)
         every = min(p50[k] for k in ("ort1", "ov1", "ort", "ov") if k in p50)
+        mine = min(p50["cpu"], p50.get("cpuN", p50["cpu"]))      # nnos at the peers' CPU count (its best)
         m = results["models"][n]
         target = TARGETS.get(n, 1.0)
         m.update(p50_us={k: round(v, 2) for k, v in p50.items()}, cpu_p99_us=round(p99, 2),
                  ratio_to_fastest_1thread_peer=round(p50["cpu"] / one, 3),
-                 ratio_to_fastest_peer_any_threads=round(p50["cpu"] / every, 3),
+                 ratio_to_fastest_peer_any_threads=round(mine / every, 3),
                  gflops=round(m["flops"] / p50["cpu"] / 1e3, 1), p99_over_p50=round(p99 / p50["cpu"], 2), target=target)
         ok = "✓" if p50["cpu"] / one <= target else "✗"
         print(f"{n:<13}" + "".join(f"{p50[c]:>10.1f}" if c in p50 else f"{'-':>10}" for c in cols) +
-              f"{p99:>9.1f}{p50['cpu'] / one:>8.3f}{target:>7}{ok}{p50['cpu'] / every:>8.3f}{m['gflops']:>8.1f}"
+              f"{p99:>9.1f}{p50['cpu'] / one:>8.3f}{target:>7}{ok}{mine / every:>8.3f}{m['gflops']:>8.1f}"
               f"{m['compile_s']:>7.2f}s")
 
 
@@ -197,6 +199,12 @@ def main() -> int:
                 for k, v in feeds.items():
                     np.copyto(exe.inputs[k], v)
             runners[name] = {"cpu": cpu.run, "numpy": ref.run, **peers.runners(paths[name], feeds)}
+            if (os.cpu_count() or 1) > 1:          # nnos on every core, as the peers' defaults: a team (cpu/team.py)
+                team = prepare(plan, "cpu")
+                if team.use_cpus([-1] * ((os.cpu_count() or 1) - 1)).startswith(f"{os.cpu_count()} CPUs"):
+                    for k, v in feeds.items():
+                        np.copyto(team.inputs[k], v)
+                    runners[name]["cpuN"] = team.run
             results["models"][name] = {"compile_s": round(compile_s, 3), "flops": plan.meta["cost"]["flops"]}
         samples = {n: {k: [] for k in r} for n, r in runners.items()}
         for _ in range(a.rounds):

@@ -8,6 +8,11 @@ Prints lateness p50/p99/p99.9/max (µs) and whole-period misses (lateness ≥ on
 cyclictest, its histogram overflows at one period), and the ratio of nnos's p99 to
 cyclictest's. The loop sleeps to 60 µs before each deadline and spins the rest (NNOS_SPIN_US);
 NNOS_SPIN_US=0 measures plain sleeping. Targets (issue 4): at 1 kHz p99 within 2× of cyclictest's, zero misses.
+
+    python benchmarks/loop_bench.py --team cnn_l [--seconds 20]
+
+runs a larger model at 100 Hz with the board's model_cpus = 1 and 2 instead (issue 18: its large
+steps split with a worker thread on the other CPU): the loop's lateness and the model's time.
 """
 from __future__ import annotations
 
@@ -37,17 +42,20 @@ from nnos.runtime import realtime as rt
 from nnos.runtime.loop import Loop, LoopConfig
 from nnos.store import ModelStore
 from nnos.telemetry import TelemetryWriter, TelemetryReader
-rate, seconds, data, model = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4]
+rate, seconds, data, model, cpus = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 setup = rt.setup(cpu=1)
-chans = [Channel("obs", "sensor", (8,), -10, 10), Channel("u", "actuator", (2,), -10, 10)]
-dev = SimulatedDevice("d", chans, source=lambda t: {"obs": np.float32([0.1] * 8)}, keep_sent=0)
-dev.open()
-one = np.ones(8, np.float32)
-board = Board("bench", "bench", rate, [DeviceConfig("d", "nnos-serial", chans, {"obs": 1e9})],
-              [InputBinding("obs", [("d", "obs")], one, 0 * one)],
-              [OutputBinding("action", "d", "u", np.ones(2, np.float32), np.zeros(2, np.float32), -10, 10)])
-store = ModelStore(data)
 plan = nnos.compile(model, check=False)
+x, y = plan.inputs[0], plan.outputs[0]          # the board: the model's first input and output as channels
+ni, no = int(np.prod(x.shape)), int(np.prod(y.shape))
+chans = [Channel("obs", "sensor", (ni,), -10, 10), Channel("u", "actuator", (no,), -1e6, 1e6)]
+dev = SimulatedDevice("d", chans, source=lambda t: {"obs": np.full(ni, 0.1, np.float32)}, keep_sent=0)
+dev.open()
+one = np.ones(ni, np.float32)
+board = Board("bench", "bench", rate, [DeviceConfig("d", "nnos-serial", chans, {"obs": 1e9})],
+              [InputBinding(x.name, [("d", "obs")], one, 0 * one)],
+              [OutputBinding(y.name, "d", "u", np.ones(no, np.float32), np.zeros(no, np.float32), -1e6, 1e6)],
+              model_cpus=cpus)
+store = ModelStore(data)
 mid = store.put(plan.to_bytes()); store.activate(mid)
 tel = TelemetryWriter(data + "/tel", capacity=max(1024, int(rate * seconds) + 16))
 loop = Loop(board, {"d": dev}, store, tel, LoopConfig(), log=lambda m: None)
@@ -56,7 +64,8 @@ loop.run(None, seconds)
 r = TelemetryReader(data + "/tel")
 recs = r.records(10**8)
 print(json.dumps({"setup": setup, "late_us": (recs["lateness_ns"] / 1000).tolist(), "misses": r.counters()["misses"],
-                  "failsafe": r.counters()["failsafe_entries"]}))
+                  "failsafe": r.counters()["failsafe_entries"], "compute_us": (recs["compute_ns"] / 1000).tolist(),
+                  "backend": loop.active.backend_report}))
 """.replace("ROOT", repr(ROOT))
 
 
@@ -65,15 +74,16 @@ def stats(late_us, misses):
     return {**percentiles(a, (50, 99, 99.9)), "max": float(a.max()), "n": int(a.size), "misses": int(misses)}
 
 
-def run_nnos(rate, seconds, model):
+def run_nnos(rate, seconds, model, cpus=1):
     with tempfile.TemporaryDirectory() as d:
-        out = subprocess.run([sys.executable, "-c", LOOP, str(rate), str(seconds), d, model],
+        out = subprocess.run([sys.executable, "-c", LOOP, str(rate), str(seconds), d, model, str(cpus)],
                              capture_output=True, text=True, timeout=seconds * 3 + 60)
         if out.returncode:
             raise SystemExit(out.stderr[-3000:])
         r = json.loads(out.stdout.strip().splitlines()[-1])
     s = stats(r["late_us"], r["misses"])
-    s["setup"] = r["setup"]
+    s["setup"], s["backend"], s["failsafe"] = r["setup"], r["backend"], r["failsafe"]
+    s["compute"] = percentiles(np.asarray(r["compute_us"], np.float64), (50, 99))
     return s
 
 
@@ -113,7 +123,11 @@ def with_load(fn, *args):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--team", metavar="MODEL", help="instead: the loop at 100 Hz running a zoo MODEL (cnn_l, res5_s, "
+                    "...) on 1 CPU and on 2 (the board's model_cpus), idle and loaded, interleaved")
     a = ap.parse_args()
+    if a.team:
+        return team(a.team, a.seconds)
     from nnos_models.zoo.build import build
     model = build(tempfile.mkdtemp(), ["mlp_s"])["mlp_s"]
     results = {}
@@ -130,6 +144,26 @@ def main():
     print("setup:", json.dumps(results["100Hz-idle"]["nnos"]["setup"]))
     print(json.dumps({k: {p: {m: v for m, v in x.items() if m != "setup"} for p, x in r.items()}
                       for k, r in results.items()}))
+
+
+def team(name: str, seconds: float) -> None:
+    """The loop's lateness and its model's time per tick with model_cpus 1 and 2 (cpu/team.py):
+    the workers run beside the loop on the other CPU; does the loop's own timing suffer?"""
+    from nnos_models.zoo.build import build
+    exported = os.path.join(ROOT, "models", "zoo", name + ".onnx")
+    model = exported if os.path.exists(exported) else build(tempfile.mkdtemp(), [name])[name]
+    results = {}
+    for rnd in range(2):
+        for load in ("idle", "loaded"):
+            for cpus in (1, 2):
+                run = (lambda f, *x: f(*x)) if load == "idle" else with_load
+                nn = run(run_nnos, 100, seconds, model, cpus)
+                results.setdefault(f"{load}-{cpus}cpu", []).append(nn)
+                print(f"round {rnd} {load:6} model_cpus {cpus}: lateness p50 {nn['p50']:6.1f} p99 {nn['p99']:6.1f} "
+                      f"p99.9 {nn['p999']:7.1f} max {nn['max']:8.1f} µs, misses {nn['misses']}, failsafe "
+                      f"{nn['failsafe']}; model p50 {nn['compute']['p50']:7.1f} p99 {nn['compute']['p99']:7.1f} µs "
+                      f"({nn['backend']})", flush=True)
+    print(json.dumps({k: [{m: v for m, v in x.items() if m != "setup"} for x in r] for k, r in results.items()}))
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ class Board:
     description: str = ""
     infer_every: int = 1                            # the policy runs every k ticks (asynchronously when k > 1)
     modules: list[str] = field(default_factory=list)  # kernel modules the loop loads first (kmod.py)
+    model_cpus: int = 1                             # CPUs the model's large steps may use (the loop's + workers)
 
     def device(self, name: str) -> DeviceConfig:
         return next(d for d in self.devices if d.name == name)
@@ -214,7 +215,7 @@ class _Lines:
 
 KEYS = {
     "top level": {"board", "devices", "inputs", "outputs", "failsafe"},
-    "board": {"name", "description", "rate_hz", "model", "infer_every", "infer_hz", "modules"},
+    "board": {"name", "description", "rate_hz", "model", "infer_every", "infer_hz", "modules", "model_cpus"},
     "devices": {"name", "driver", "path", "usb", "simulator", "recording", "channels", "ids", "names", "servo",
                 "baudrate", "arm_on_start", "fast_sync_read", "camera", "stale_ms"},
     "channels": {"name", "kind", "shape", "range", "units", "safe", "stale_ms", "rate_hz", "out_of_range",
@@ -313,8 +314,14 @@ def load_board(path: str) -> Board:
     modules = b.get("modules", [])
     _need(isinstance(modules, list) and all(isinstance(m, str) and NAME.fullmatch(m) for m in modules),
           L.at("board", key="modules"), f"modules must be a list of kernel module names (e.g. [\"vivid\"]), got {modules!r}")
+    cpus = b.get("model_cpus", 1)
+    _need(isinstance(cpus, int) and not isinstance(cpus, bool) and 1 <= cpus <= 16, L.at("board", key="model_cpus"),
+          f"model_cpus must be a whole number of CPUs from 1 (the loop's own) to 16, got {cpus!r}")
+    _need(cpus == 1 or every == 1, L.at("board", key="model_cpus"),
+          f"model_cpus = {cpus} splits a policy run on the loop's own thread; with infer_every = {every} the policy "
+          f"already runs on a worker beside the loop, on the CPUs the loop does not own: remove model_cpus")
     return Board(b["name"], path, float(rate), devices, inputs, outputs, model, failsafe, b.get("description", ""),
-                 every, modules)
+                 every, modules, cpus)
 
 
 def _model_path(model: str | None, board_path: str) -> str | None:

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import time
+import weakref
 
 from .. import flags
 from ..errors import BackendError
@@ -16,6 +17,7 @@ from ..fsutil import atomic_write
 from .base import Arena, Executable, aligned_zeros
 from .cpu import source_and_program
 from .cpu.emit import Unsupported
+from .cpu.team import MAX_THREADS
 from .cpu.toolchain import ToolchainError, build, find_compiler, root_slot, verification_mark
 
 
@@ -42,6 +44,43 @@ class CpuExecutable(Executable):
 
     def run(self) -> None:
         self._fn(*self._args)
+
+    def use_cpus(self, cpus: list[int]) -> str:
+        """Run the plan's large steps on a team (cpu/team.py): the calling thread and one worker
+        thread pinned to each of ``cpus``, started now and woken once per run. [] goes back to
+        one thread. What it did, in words."""
+        self.close()
+        start = getattr(self._lib, "nnos_team_start", None)
+        if not cpus:
+            return "1 CPU"
+        if start is None:
+            return "1 CPU (no step of this plan is large enough to split)"
+        cpus = list(cpus)[:MAX_THREADS - 1]
+        team = aligned_zeros(self._lib.nnos_team_bytes())
+        start.restype, start.argtypes = ctypes.c_int, (ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)
+        ids = (ctypes.c_int * len(cpus))(*cpus)
+        rc = start(team.ctypes.data, len(cpus) + 1, ctypes.addressof(ids))
+        if rc:
+            raise BackendError(f"could not start {len(cpus)} worker threads for the plan: {os.strerror(rc)}")
+        stop = self._lib.nnos_team_stop
+        stop.restype, stop.argtypes = None, (ctypes.c_void_p,)
+        fn = self._lib.nnos_run_team
+        fn.restype, fn.argtypes = None, (ctypes.c_void_p,) * 4
+        self._team = weakref.finalize(self, stop, team.ctypes.data)    # the workers end with the object
+        self._team_buffer = team
+        self._fn, self._args = fn, (team.ctypes.data, *self._args)
+        self.facts["cpus"] = [None, *cpus]
+        where = ", ".join(str(c) if c >= 0 else "any" for c in cpus)
+        return f"{len(cpus) + 1} CPUs (workers on CPU {where})"
+
+    def close(self) -> None:
+        """The worker threads, if any, stop and are joined; the plan runs on one thread again."""
+        team = getattr(self, "_team", None)
+        if team is not None and team.alive:
+            team()
+            self._fn, self._args = self._lib.nnos_run, self._args[1:]
+        self._team = None
+        self.facts.pop("cpus", None)
 
 
 def available() -> str | None:

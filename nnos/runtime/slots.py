@@ -5,6 +5,7 @@ shadow slot beside it. ``admission`` measures a slot on this device and decides 
 the tick budget, with the figures."""
 from __future__ import annotations
 
+import os
 from functools import partial
 
 import numpy as np
@@ -61,7 +62,8 @@ class Slot:
         # device is replaced at the next tick (the loop's accelerator_lost), never recompiled then
         self.spare = _spare(model_id, plan, board, devices) if self.backend in ACCELERATORS else None
         self.passed_over = self.exe.choice["passed_over"]
-        self.backend_report = one_line(self.exe)
+        self.cpus = model_cpus(self.exe, board.model_cpus)
+        self.backend_report = one_line(self.exe) + (f"; {self.cpus}" if board.model_cpus > 1 else "")
         self.binder = Binder(board, devices, self.exe.inputs, self.exe.outputs, push_each_tick=board.infer_every == 1)
         self.outputs = [v.reshape(-1) for v in self.exe.outputs.values()]
         self.inputs = [v.reshape(-1) for v in self.exe.inputs.values()]
@@ -75,9 +77,10 @@ class Slot:
         self.first_output = self.exe.outputs[board.outputs[0].tensor].reshape(-1) if board.outputs else self.outputs[0]
 
     def close(self) -> None:
-        """The slot is let go: its inference worker, if any, ends."""
+        """The slot is let go: its inference worker and its plan's worker threads, if any, end."""
         if self.worker is not None:
             self.worker.stop()
+        getattr(self.exe, "close", lambda: None)()
         if self.spare is not None:
             self.spare.close()
 
@@ -87,6 +90,25 @@ class Slot:
             if s != s:              # NaN (inf·0 is NaN too)
                 return False
         return True
+
+
+def model_cpus(exe, wanted: int) -> str:
+    """The board's ``model_cpus``: the plan's large steps split between the calling thread (the
+    loop's, on its own CPU) and worker threads pinned to the next CPUs the loop does not own.
+    What was done, in words (the loop's backend line)."""
+    if wanted <= 1:
+        return "1 CPU"
+    use = getattr(exe, "use_cpus", None)
+    if use is None:
+        return f"1 CPU (the {exe.backend} backend runs a plan on one thread)"
+    if len(os.sched_getaffinity(0)) > 1:            # the loop is not pinned (no real-time set-up): nor are they
+        return use([-1] * (wanted - 1)) + " (not pinned: the loop is not)"
+    others = sorted(cpus_not_mine() - os.sched_getaffinity(0))
+    if not others:
+        return f"1 CPU (model_cpus = {wanted}, but no CPU is free beside the loop's)"
+    said = use(others[:wanted - 1])
+    short = f" of the {wanted} asked for" if len(others) < wanted - 1 else ""
+    return said + short
 
 
 def _spare(model_id: str, plan, board, devices) -> Slot:

@@ -54,6 +54,8 @@ def _line_of(path, needle):
     ("clamp = [-10.0, 10.0]", "clamp = [-20.0, 10.0]", "must lie inside channel cartpole.force's range",
      "clamp = [-20.0"),
     ("rate_hz = 50", "rate_hz = 5000", "rate_hz must be a number from 1 to 1000", "rate_hz = 5000"),
+    ("rate_hz = 50", "rate_hz = 50\nmodel_cpus = 0", "model_cpus must be a whole number of CPUs from 1", "model_cpus = 0"),
+    ("rate_hz = 50", "rate_hz = 50\nmodel_cpus = 2.5", "got 2.5", "model_cpus = 2.5"),
     ('driver = "nnos-serial"', 'driver = "canbus"', "driver must be one of", 'driver = "canbus"'),
     # regression (hardening): unknown keys were ignored, so a typo silently changed nothing
     ('driver = "nnos-serial"', 'driver = "nnos-serial"\nbaud_rate = 1000000',
@@ -115,3 +117,16 @@ def test_scale_and_offset_lengths(tmp_path):
     b = load_board(path).inputs[0]
     assert np.allclose(b.scale, 2)
     assert np.allclose(b.offset, [0, 0, 0.5, 0])
+
+
+def test_model_cpus_defaults_to_the_loops_own_and_is_read(tmp_path):
+    assert load_board(BOARD).model_cpus == 1
+    assert load_board(_variant(tmp_path, "rate_hz = 50", "rate_hz = 50\nmodel_cpus = 3")).model_cpus == 3
+
+
+def test_model_cpus_with_an_asynchronous_policy_is_refused(tmp_path):
+    path = _write(tmp_path, open(os.path.join(ROOT, "hardware", "boards", "vision_so101.toml")).read()
+                  .replace("infer_every = 3", "infer_every = 3\nmodel_cpus = 2", 1))
+    with pytest.raises(ConfigError, match="with infer_every = 3 the policy already runs on a worker beside the loop") as e:
+        load_board(path)
+    assert str(e.value).startswith(f"{path}:{_line_of(path, 'model_cpus = 2')}:"), str(e.value)

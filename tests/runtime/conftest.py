@@ -17,8 +17,9 @@ from tests.support.policies import board_at, policy_variant, store_model  # noqa
 class Rig:
     """A Loop over a SimulatedDevice whose sensors follow ``self.state`` (no physics)."""
 
-    def __init__(self, tmp_path, rate_hz=50, failsafe="", budget=0.5, probation_s=0.2, active=True):
-        self.board = board_at(tmp_path, rate_hz, failsafe)
+    def __init__(self, tmp_path, rate_hz=50, failsafe="", budget=0.5, probation_s=0.2, active=True, model=None,
+                 model_cpus=1):
+        self.board = board_at(tmp_path, rate_hz, failsafe, model_cpus)
         self.dev = SimulatedDevice("cartpole", self.board.devices[0].channels)
         self.dev.open()
         self.state = np.array([0.0, 0.0, 0.02, 0.0])
@@ -26,7 +27,7 @@ class Rig:
         self.store = ModelStore(str(tmp_path / "data"))
         self.logs = []
         if active:
-            mid = store_model(self.store, self.board.model)
+            mid = store_model(self.store, model or self.board.model)
             self.store.activate(mid, "test")
         self.tel = TelemetryWriter(str(tmp_path / "telemetry"), capacity=16384)
         self.loop = Loop(self.board, {"cartpole": self.dev}, self.store, self.tel,

@@ -593,3 +593,24 @@ def test_a_reloaded_board_brings_its_new_max_rate_into_force(rig):
     forces = np.array([c["force"][0] for _, c in r.dev.sent])
     assert np.abs(np.diff(forces)).max() > 0.4, "the policy did push"
     assert np.abs(np.diff(forces)).max() <= 0.5 + 1e-5
+
+
+def test_a_board_with_model_cpus_runs_its_policy_on_a_team(rig, tmp_path, monkeypatch):
+    """model_cpus = 2: the policy's large products split with a worker thread (started when the
+    slot is bound, ended with it); the actuator gets bitwise what one CPU computes."""
+    import os
+    monkeypatch.setenv("NNOS_BACKEND", "cpu")
+    slow = policy_variant(tmp_path, "slow", slow=2)
+    before = set(os.listdir("/proc/self/task"))
+    one, two = rig(model=slow), rig(model=slow, model_cpus=2)
+    assert one.loop.active.cpus == "1 CPU"
+    assert two.loop.active.cpus.startswith("2 CPUs"), two.loop.active.cpus
+    assert "2 CPUs" in two.loop.active.backend_report
+    assert len(set(os.listdir("/proc/self/task")) - before) == 1
+    for i in range(20):
+        for r in (one, two):
+            r.state[:] = [0.01 * i, -0.02 * i, 0.03, 0.01 * i]
+            r.ticks(1)
+        assert two.force == one.force and not two.loop.safety.active and not one.loop.safety.active, i
+    two.loop.active.close()
+    assert set(os.listdir("/proc/self/task")) - before == set()

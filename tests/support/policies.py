@@ -16,8 +16,8 @@ from tests.support.paths import BOARDS, ROOT
 BOARD = os.path.join(BOARDS, "cartpole-sim.toml")
 
 
-def board_at(tmp_path, rate_hz=50, failsafe=""):
-    text = open(BOARD).read().replace("rate_hz = 50", f"rate_hz = {rate_hz}")
+def board_at(tmp_path, rate_hz=50, failsafe="", model_cpus=1):
+    text = open(BOARD).read().replace("rate_hz = 50", f"rate_hz = {rate_hz}\nmodel_cpus = {model_cpus}")
     text = text.replace('model = "models/cartpole/cartpole.onnx"', f'model = "{ROOT}/models/cartpole/cartpole.onnx"')
     if failsafe:
         text += "\n[failsafe]\n" + failsafe + "\n"

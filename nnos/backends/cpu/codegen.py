@@ -20,6 +20,7 @@ from .emit import Unsupported
 from .emitters import EMITTERS
 from .gemm import gemm_fast_ok
 from .prelude import PRELUDE
+from .team import RUNTIME, SPLIT_WORK, wrap
 
 
 class Program:
@@ -33,6 +34,17 @@ class Program:
         self.helpers: list[str] = []                  # static C functions some kernels share
         self.blocked: dict[str, tuple] = {}           # tensors kept channel-blocked: name -> NCHW shape
         self.blocked_flat: dict[str, tuple] = {}      # flattened views of those: name -> the (C, H, W) they flatten
+        self.split = False                            # the step being generated runs on every thread
+
+    # --- a step on several threads (team.py) ----------------------------------------------------
+    def share(self, work: int, total: int, lo: str = "lo", hi: str = "hi") -> str | None:
+        """When a step of ``work`` multiply-adds splits ``total`` units (output channel blocks,
+        rows) among the threads: the C that declares this thread's range [lo, hi), and the step
+        runs on every thread; else None (one thread, the whole range)."""
+        if work < SPLIT_WORK or total < 2:
+            return None
+        self.split = True
+        return f"NNOS_SHARE({lo}, {hi}, {total});"
 
     # --- operands ----------------------------------------------------------------------------
     def const(self, key: str, array: np.ndarray, dtype=np.float32) -> str:
@@ -83,14 +95,18 @@ def generate(plan, vw: int) -> tuple[str, Program]:
         emit = EMITTERS.get(node.op)
         if emit is None:
             raise Unsupported(f"step {s} {node.op} ({node.name!r}): no generated kernel for {node.op} yet")
+        prog.split = False
         try:
             code = emit(prog, node)
         except Unsupported as e:
             raise Unsupported(f"step {s} {node.op} ({node.name!r}): {e}") from e
-        blocks.append(f"    /* step {s}: {node.op} {node.name} */\n    {{\n{code}\n    }}")
-    src = (f"#define NNOS_VW {vw}\n{PRELUDE}\n" + "".join(prog.helpers) +
+        blocks.append((f"    /* step {s}: {node.op} {node.name} */\n    {{\n{code}\n    }}", prog.split))
+    head = f"#define NNOS_VW {vw}\n{PRELUDE}\n"
+    if any(split for _, split in blocks):          # a team of threads may run it (team.py)
+        return "#define _GNU_SOURCE\n" + head + RUNTIME + "".join(prog.helpers) + wrap(blocks), prog
+    src = (head + "".join(prog.helpers) +
            "void nnos_run(char *restrict arena, void *const *restrict w, char *restrict ws) {\n"
-           "    (void)arena; (void)w; (void)ws;\n" + "\n".join(blocks) + "\n}\n")
+           "    (void)arena; (void)w; (void)ws;\n" + "\n".join(code for code, _ in blocks) + "\n}\n")
     return src, prog
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .ctype import compute, storage
 from .depthwise import depthwise, is_depthwise
-from .emit import indent
+from .emit import after_split, indent
 from .elementwise import apply, epilogue_pass, unary_chain
 from .loops import counters, row_major, window_taps
 
@@ -78,24 +78,39 @@ def _fast_conv(prog, node, geometry) -> str:
     if padded:
         pad, _ = prog.ws(c * hp * wp * 4)
         lines.append(f"float *XP = {pad};")
+    nbk = 2 if ocb % 2 == 0 else 1                   # output-channel blocks sharing each input broadcast
+    # on a team (team.py): each thread its own output-channel blocks, or rows when there are few
+    by_blocks = groups == 1 and ocb // nbk >= 4
+    split = prog.share(nb * oc * oh * ow * cg * kh * kw, ocb // nbk if by_blocks else oh) if groups == 1 else None
+    ob_range, oy_range = (0, ocb), (0, oh)
+    if split and by_blocks:
+        ob_range = (f"lo * {nbk}", f"hi * {nbk}")
+    elif split:
+        oy_range = ("lo", "hi")
     lines.append(f"for (int n = 0; n < {nb}; n++) {{")
     lines.append(f"    const float *xn = X + n * {c * h * wd}; float *yn = Y + n * {oc * oh * ow};")
+    rows = c // vw if xb else c
+    if padded:
+        lines.append(f"    {{ NNOS_SHARE(plo, phi, {rows});" if split else f"    {{ const int plo = 0, phi = {rows};")
     if padded and xb:
-        lines.append(f"    for (int cb = 0; cb < {c // vw}; cb++) for (int r = 0; r < {h}; r++)")
+        lines.append(f"    for (int cb = plo; cb < phi; cb++) for (int r = 0; r < {h}; r++)")
         lines.append(f"        memcpy(XP + ((cb * {hp} + r + {begin[0]}) * {wp} + {begin[1]}) * {vw}, "
-                     f"xn + (cb * {h} + r) * {wd * vw}, {wd * vw * 4});")
+                     f"xn + (cb * {h} + r) * {wd * vw}, {wd * vw * 4}); }}")
     elif padded:
-        lines.append(f"    for (int cc = 0; cc < {c}; cc++) for (int r = 0; r < {h}; r++)")
+        lines.append(f"    for (int cc = plo; cc < phi; cc++) for (int r = 0; r < {h}; r++)")
         lines.append(f"        memcpy(XP + (cc * {hp} + r + {begin[0]}) * {wp} + {begin[1]}, "
-                     f"xn + (cc * {h} + r) * {wd}, {wd * 4});")
+                     f"xn + (cc * {h} + r) * {wd}, {wd * 4}); }}")
+    if padded and split:
+        lines.append("    NNOS_SYNC();")
+    if split:
+        lines.append(f"    {split}")
     lines.append(f"    const float *src = {'XP' if padded else 'xn'};")
-    nbk = 2 if ocb % 2 == 0 else 1                   # output-channel blocks sharing each input broadcast
     wsz = cg * kh * kw * vw
-    lines.append(f"    for (int gi = 0; gi < {groups}; gi++) for (int ob = 0; ob < {ocb}; ob += {nbk}) {{")
+    lines.append(f"    for (int gi = 0; gi < {groups}; gi++) for (int ob = {ob_range[0]}; ob < {ob_range[1]}; ob += {nbk}) {{")
     for b in range(nbk):
         lines.append(f"        const float *wb{b} = Wp + (gi * {ocb} + ob + {b}) * {wsz}; "
                      f"vf bias{b} = vload(Bp + (gi * {ocb} + ob + {b}) * {vw});")
-    lines.append(f"        for (int oy = 0; oy < {oh}; oy++) {{")
+    lines.append(f"        for (int oy = {oy_range[0]}; oy < {oy_range[1]}; oy++) {{")
     # output pixels per register block: as many as the registers allow, split evenly along the row
     pmax = 12 if vw == 16 else 6
     p = -(-ow // -(-ow // pmax))
@@ -109,8 +124,11 @@ def _fast_conv(prog, node, geometry) -> str:
         lines.append(f"            {{ const int ox0 = {full * p};")
         lines.append(indent(_conv_block(ow % p, nbk, geo, chain, xb, yb, ocg), 16))
         lines.append("            }")
-    lines += ["        }", "    }", "}"]
-    return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y, in_registers=True)
+    lines += ["        }", "    }"]
+    if split and nb > 1:
+        lines.append("    NNOS_SYNC();")                 # every thread done with XP before the next image's copy
+    lines.append("}")
+    return indent("\n".join(lines)) + "\n" + after_split(prog, epilogue_pass(prog, node, y, in_registers=True))
 
 
 def _conv_block(p, nbk, geo, chain, xb=False, yb=False, ocg=0) -> str:

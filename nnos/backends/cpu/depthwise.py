@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .emit import indent
+from .emit import after_split, indent
 from .elementwise import apply, epilogue_pass, unary_chain
 
 
@@ -22,13 +22,21 @@ def is_depthwise(prog, node, geometry) -> bool:
     return groups > 1 and groups == xs[1] == ws_[0] and ws_[1] == 1
 
 
-def _copy_in(xb: bool, c: int, h: int, wd: int, hp: int, wp: int, top: int, left: int, vw: int) -> list[str]:
-    """The input into the blocked, bordered workspace XP."""
+def _copy_in(xb: bool, c: int, h: int, wd: int, hp: int, wp: int, top: int, left: int, vw: int,
+             split: bool) -> list[str]:
+    """The input into the blocked, bordered workspace XP (on a team: each thread its share of
+    the channels, then a barrier)."""
+    rows = c // vw if xb else c
+    share = f"NNOS_SHARE(plo, phi, {rows});" if split else f"const int plo = 0, phi = {rows};"
+    return ["{ " + share] + _copy_rows(xb, c, h, wd, hp, wp, top, left, vw) + ["}"] + (["NNOS_SYNC();"] if split else [])
+
+
+def _copy_rows(xb: bool, c: int, h: int, wd: int, hp: int, wp: int, top: int, left: int, vw: int) -> list[str]:
     if xb:
-        return [f"for (int cb = 0; cb < {c // vw}; cb++) for (int r = 0; r < {h}; r++)",
+        return [f"for (int cb = plo; cb < phi; cb++) for (int r = 0; r < {h}; r++)",
                 f"    memcpy(XP + ((cb * {hp} + r + {top}) * {wp} + {left}) * {vw}, xn + (cb * {h} + r) * {wd * vw}, "
                 f"{wd * vw * 4});"]
-    return [f"for (int cc = 0; cc < {c}; cc++) for (int r = 0; r < {h}; r++) {{",
+    return [f"for (int cc = plo; cc < phi; cc++) for (int r = 0; r < {h}; r++) {{",
             f"    float *d = XP + ((cc / {vw} * {hp} + r + {top}) * {wp} + {left}) * {vw} + cc % {vw}; "
             f"const float *s = xn + (cc * {h} + r) * {wd};",
             f"    for (int q = 0; q < {wd}; q++) d[q * {vw}] = s[q];",
@@ -82,13 +90,19 @@ def depthwise(prog, node, geometry) -> str:
              f"const float *Bd = {prog.const(bname + f'@dwbias{vw}', bias)};",
              f"for (int n = 0; n < {nb}; n++) {{",
              f"    const float *xn = X + n * {c * h * wd}; float *yn = Y + n * {c * oh * ow};"]
-    lines += ["    " + line for line in _copy_in(xb, c, h, wd, hp, wp, begin[0], begin[1], vw)]
+    by_blocks = cb_n >= 4                                     # on a team: channel blocks, or rows when few
+    split = prog.share(nb * c * oh * ow * kh * kw, cb_n if by_blocks else oh)
+    lines += ["    " + line for line in _copy_in(xb, c, h, wd, hp, wp, begin[0], begin[1], vw, bool(split))]
+    cb_range, oy_range = ((0, cb_n), (0, oh)) if not split else (("lo", "hi"), (0, oh)) if by_blocks else \
+        ((0, cb_n), ("lo", "hi"))
+    if split:
+        lines.append(f"    {split}")
     pmax = 8 if vw == 16 else 6                               # accumulators + the weight + a load
     p = -(-ow // -(-ow // pmax))
     full = ow // p
     geo = (kh, kw, hp, wp, strides[0], strides[1], dil[0], dil[1], oh, ow, vw)
-    lines.append(f"    for (int cb = 0; cb < {cb_n}; cb++) {{ vf bias = vload(Bd + cb * {vw});")
-    lines.append(f"        for (int oy = 0; oy < {oh}; oy++) {{")
+    lines.append(f"    for (int cb = {cb_range[0]}; cb < {cb_range[1]}; cb++) {{ vf bias = vload(Bd + cb * {vw});")
+    lines.append(f"        for (int oy = {oy_range[0]}; oy < {oy_range[1]}; oy++) {{")
     if full:
         lines.append(f"            for (int ox0 = 0; ox0 < {full * p}; ox0 += {p}) {{")
         lines.append(indent("\n".join(_block(p, geo, chain, yb, c)), 16))
@@ -97,5 +111,8 @@ def depthwise(prog, node, geometry) -> str:
         lines.append(f"            {{ const int ox0 = {full * p};")
         lines.append(indent("\n".join(_block(ow % p, geo, chain, yb, c)), 16))
         lines.append("            }")
-    lines += ["        }", "    }", "}"]
-    return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y, in_registers=True)
+    lines += ["        }", "    }"]
+    if split and nb > 1:
+        lines.append("    NNOS_SYNC();")                 # every thread done with XP before the next image's copy
+    lines.append("}")
+    return indent("\n".join(lines)) + "\n" + after_split(prog, epilogue_pass(prog, node, y, in_registers=True))

@@ -8,3 +8,11 @@ class Unsupported(Exception):
 
 def indent(code: str, n: int = 8) -> str:
     return "\n".join((" " * n + line) if line.strip() else line for line in code.strip("\n").splitlines())
+
+
+def after_split(prog, code: str) -> str:
+    """What follows a step's split part (an epilogue over its whole output): after every thread
+    is done, on thread 0 alone; unchanged when the step did not split."""
+    if not prog.split or not code.strip():
+        return code
+    return f"        NNOS_SYNC();\n        if (tid == 0) {{\n{code}\n        }}"

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .emit import Unsupported, indent
+from .emit import Unsupported, after_split, indent
 from .ctype import compute, literal, storage
 from .elementwise import apply, epilogue_pass, unary_chain
 from .loops import broadcast_strides, nest
@@ -24,28 +24,39 @@ def _f32(prog, *names) -> bool:
 
 
 def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None, bias_rows: bool,
-          chain: list[str], packed: tuple[str, np.ndarray] | None = None) -> str:
+          chain: list[str], packed: tuple[str, np.ndarray] | None = None, batch: int = 1) -> str:
     """o[m×n] = a[m×k] · b[k×n] (+ bias: n values, or m×n when bias_rows), activations applied.
     ``packed`` (key, array): constant weights, repacked per column block so that each pass over
-    K streams one contiguous block (a large layer is bound by reading its weights)."""
+    K streams one contiguous block (a large layer is bound by reading its weights). On a team
+    (team.py) each thread computes its own rows, or with few rows its own column groups (the
+    last thread the columns after them); ``batch``: how many such products the step runs."""
     vw = prog.vw
-    lines = [f"const float *A = {a}; const float *B = {b}; float *O = {o};"]
-    if bias:
-        lines.append(f"const float *C = {bias};")
-    lines.append(f"for (int m = 0; m < {m}; m++) {{")
-    lines.append(f"    const float *ar = A + m * {k}; float *orow = O + m * {n};")
-    if bias:
-        lines.append(f"    const float *crow = C{' + m * %d' % n if bias_rows else ''};")
     nvec = n // vw
     groups = nvec // 4                 # full groups of four vectors: one loop, not unrolled code
     rest = nvec % 4
     bw = 4 * vw
+    by_rows = m >= 4 or groups < 2
+    split = prog.share(batch * m * n * k, m if by_rows else groups)
+    m_range, g_range, last = (0, m), (0, groups), ""
+    if split and by_rows:
+        m_range = ("lo", "hi")
+    elif split:
+        g_range, last = ("lo", "hi"), "if (tid == nt - 1) "
+    lines = [f"const float *A = {a}; const float *B = {b}; float *O = {o};"]
+    if split:
+        lines.append(split)
+    if bias:
+        lines.append(f"const float *C = {bias};")
+    lines.append(f"for (int m = {m_range[0]}; m < {m_range[1]}; m++) {{")
+    lines.append(f"    const float *ar = A + m * {k}; float *orow = O + m * {n};")
+    if bias:
+        lines.append(f"    const float *crow = C{' + m * %d' % n if bias_rows else ''};")
     if groups:
         if packed is not None:         # [group][K][4·VW], contiguous per group
             arr = packed[1][:k, :groups * bw].reshape(k, groups, bw).transpose(1, 0, 2)
             blocks = prog.const(f"{packed[0]}@groups{bw}", arr)
         init = [f"vload(crow + g * {bw} + {i * vw})" if bias else "vsplat(0.0f)" for i in range(4)]
-        lines.append(f"    for (int g = 0; g < {groups}; g++) {{")
+        lines.append(f"    for (int g = {g_range[0]}; g < {g_range[1]}; g++) {{")
         row = f"{blocks} + (size_t)g * {k * bw}" if packed is not None else f"B + g * {bw}"
         lines.append(indent(_accumulate(4, init, k, row, bw if packed is not None else n, vw), 8))
         for i in range(4):
@@ -54,7 +65,7 @@ def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None
     col = groups * bw
     if rest:
         init = [f"vload(crow + {col + i * vw})" if bias else "vsplat(0.0f)" for i in range(rest)]
-        lines.append("    {")
+        lines.append(f"    {last}{{")
         if packed is not None:
             block = prog.const(f"{packed[0]}@cols{col}+{rest * vw}", packed[1][:k, col:col + rest * vw])
             lines.append(indent(_accumulate(rest, init, k, block, rest * vw, vw), 8))
@@ -66,7 +77,8 @@ def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None
         col += rest * vw
     if col < n:                        # fewer columns than a vector: a row of partial sums over K
         rem = n - col
-        lines.append(f"    {{ float s[{rem}]; for (int j = 0; j < {rem}; j++) s[j] = {f'crow[{col} + j]' if bias else '0.0f'};")
+        first = f"crow[{col} + j]" if bias else "0.0f"
+        lines.append(f"    {last}{{ float s[{rem}]; for (int j = 0; j < {rem}; j++) s[j] = {first};")
         lines.append(f"      for (int kk = 0; kk < {k}; kk++) {{ const float x = ar[kk]; const float *br = B + kk * {n} + {col};")
         lines.append(f"        for (int j = 0; j < {rem}; j++) s[j] += x * br[j]; }}")
         lines.append(f"      for (int j = 0; j < {rem}; j++) orow[{col} + j] = {apply(chain, 's[j]', False)}; }}")
@@ -124,7 +136,7 @@ def _fast_gemm(prog, node) -> str:
         else:                                 # a constant that broadcasts: expanded once
             bias, rows = prog.const(c + "@full", np.broadcast_to(prog.graph.consts[c], (m, n))), True
     return _rows(prog, prog.tensor(a), bexpr, prog.tensor(o), m, k, n, bias, rows, chain, packed) + \
-        "\n" + epilogue_pass(prog, node, o, in_registers=True)
+        "\n" + after_split(prog, epilogue_pass(prog, node, o, in_registers=True))
 
 
 def _blocked_rows(b: np.ndarray, chw: tuple, vw: int) -> np.ndarray:
@@ -156,7 +168,7 @@ def _fast_matmul(prog, node) -> str:
     packed = (b, prog.graph.consts[b]) if b in prog.graph.consts else None
     return _rows(prog, prog.tensor(a), prog.tensor(b), prog.tensor(o), m, k, n, bias, False, unary_chain(rest),
                  packed) + \
-        "\n" + epilogue_pass(prog, rest, o, in_registers=True)
+        "\n" + after_split(prog, epilogue_pass(prog, rest, o, in_registers=True))
 
 
 def _product_loops(m: int, n: int, k: int, a: str, b: str, o: str, a_st: tuple, b_st: tuple, ct: str, st: str,
@@ -268,8 +280,9 @@ def _batched_matmul(prog, node) -> str:
 
     def body(idx):
         return _rows(prog, f"{prog.tensor(a)} + {idx[1]}", f"{prog.tensor(b)} + {idx[2]}",
-                     f"{prog.tensor(o)} + {idx[0]}", m, k, n, bias, False, chain)
-    return indent(nest(batch, strides, body, var="b")) + "\n" + epilogue_pass(prog, rest, o, in_registers=True)
+                     f"{prog.tensor(o)} + {idx[0]}", m, k, n, bias, False, chain, batch=int(np.prod(batch)))
+    return indent(nest(batch, strides, body, var="b")) + "\n" + \
+        after_split(prog, epilogue_pass(prog, rest, o, in_registers=True))
 
 
 def matmul(prog, node) -> str:

@@ -100,7 +100,7 @@ def flags_for(features: set[str], native: bool = True, march: str | None = None)
     # value is rounded at every assignment and cast, as numpy rounds after every op
     out = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast",
            "-fno-semantic-interposition", "-fwrapv", "-fexcess-precision=standard",
-           "-Wno-unused-variable", "-Wno-unused-function"]
+           "-Wno-unused-variable", "-Wno-unused-function", "-pthread"]
     if march:
         out.append(f"-march={march}")
         if march == "x86-64-v4":
