@@ -45,27 +45,34 @@ from nnos.telemetry import TelemetryWriter, TelemetryReader
 rate, seconds, data, model, cpus = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 setup = rt.setup(cpu=1)
 plan = nnos.compile(model, check=False)
-x, y = plan.inputs[0], plan.outputs[0]          # the board: the model's first input and output as channels
-ni, no = int(np.prod(x.shape)), int(np.prod(y.shape))
-chans = [Channel("obs", "sensor", (ni,), -10, 10), Channel("u", "actuator", (no,), -1e6, 1e6)]
-dev = SimulatedDevice("d", chans, source=lambda t: {"obs": np.full(ni, 0.1, np.float32)}, keep_sent=0)
+# the board: each of the model's inputs a sensor channel, each output an actuator channel
+ins = {f"in{i}": (t.name, int(np.prod(t.shape))) for i, t in enumerate(plan.inputs)}
+outs = {f"out{i}": (t.name, int(np.prod(t.shape))) for i, t in enumerate(plan.outputs)}
+chans = [Channel(c, "sensor", (n,), -10, 10) for c, (_, n) in ins.items()] + \
+    [Channel(c, "actuator", (n,), -1e6, 1e6) for c, (_, n) in outs.items()]
+dev = SimulatedDevice("d", chans, source=lambda t: {c: np.full(n, 0.1, np.float32) for c, (_, n) in ins.items()},
+                      keep_sent=0)
 dev.open()
-one = np.ones(ni, np.float32)
-board = Board("bench", "bench", rate, [DeviceConfig("d", "nnos-serial", chans, {"obs": 1e9})],
-              [InputBinding(x.name, [("d", "obs")], one, 0 * one)],
-              [OutputBinding(y.name, "d", "u", np.ones(no, np.float32), np.zeros(no, np.float32), -1e6, 1e6)],
+board = Board("bench", "bench", rate, [DeviceConfig("d", "nnos-serial", chans, {c: 1e9 for c in ins})],
+              [InputBinding(x, [("d", c)], np.ones(n, np.float32), np.zeros(n, np.float32)) for c, (x, n) in ins.items()],
+              [OutputBinding(y, "d", c, np.ones(n, np.float32), np.zeros(n, np.float32), -1e6, 1e6)
+               for c, (y, n) in outs.items()],
               model_cpus=cpus)
 store = ModelStore(data)
 mid = store.put(plan.to_bytes()); store.activate(mid)
 tel = TelemetryWriter(data + "/tel", capacity=max(1024, int(rate * seconds) + 16))
-loop = Loop(board, {"d": dev}, store, tel, LoopConfig(), log=lambda m: None)
+logs = []
+loop = Loop(board, {"d": dev}, store, tel, LoopConfig(), log=logs.append)
 loop.load_initial()
+if loop.active is None:
+    raise SystemExit("no model runs: " + " / ".join(logs[-5:]))
+backend = loop.active.backend_report
 loop.run(None, seconds)
 r = TelemetryReader(data + "/tel")
 recs = r.records(10**8)
 print(json.dumps({"setup": setup, "late_us": (recs["lateness_ns"] / 1000).tolist(), "misses": r.counters()["misses"],
                   "failsafe": r.counters()["failsafe_entries"], "compute_us": (recs["compute_ns"] / 1000).tolist(),
-                  "backend": loop.active.backend_report}))
+                  "backend": backend}))
 """.replace("ROOT", repr(ROOT))
 
 

@@ -20,7 +20,7 @@ from tests.support.paths import ROOT
 from tests.support.timing import wait_until
 
 pytestmark = pytest.mark.skipif(find_compiler() is None, reason="no C compiler here")
-EXPORTED = ("act_s", "mbv2_s", "res5_s")
+EXPORTED = ("act_s", "act_s.dynamo", "mbv2_s", "res5_s")
 
 
 @pytest.fixture(autouse=True)

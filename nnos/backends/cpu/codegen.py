@@ -1,4 +1,5 @@
-"""A plan → one C function: ``void nnos_run(char *arena, void *const *w, char *ws)``.
+"""A plan → one C entry point: ``void nnos_run(char *arena, void *const *w, char *ws)``, which
+calls each step's own function in order.
 
 Every tensor is a pointer at its memory-plan offset in the arena; every weight (or a repacked
 copy the backend made at bind time: conv weights in output-channel vector blocks, recurrent
@@ -20,7 +21,7 @@ from .emit import Unsupported
 from .emitters import EMITTERS
 from .gemm import gemm_fast_ok
 from .prelude import PRELUDE
-from .team import RUNTIME, SPLIT_WORK, wrap
+from .team import OPAQUE, RUNTIME, SPLIT_WORK, wrap
 
 
 class Program:
@@ -100,14 +101,22 @@ def generate(plan, vw: int) -> tuple[str, Program]:
             code = emit(prog, node)
         except Unsupported as e:
             raise Unsupported(f"step {s} {node.op} ({node.name!r}): {e}") from e
-        blocks.append((f"    /* step {s}: {node.op} {node.name} */\n    {{\n{code}\n    }}", prog.split))
+        blocks.append((s, f"/* step {s}: {node.op} {node.name} */", code, prog.split))
     head = f"#define NNOS_VW {vw}\n{PRELUDE}\n"
-    if any(split for _, split in blocks):          # a team of threads may run it (team.py)
+    if any(split for *_, split in blocks):          # a team of threads may run it (team.py)
         return "#define _GNU_SOURCE\n" + head + RUNTIME + "".join(prog.helpers) + wrap(blocks), prog
-    src = (head + "".join(prog.helpers) +
-           "void nnos_run(char *restrict arena, void *const *restrict w, char *restrict ws) {\n"
-           "    (void)arena; (void)w; (void)ws;\n" + "\n".join(code for code, _ in blocks) + "\n}\n")
-    return src, prog
+    return head + "".join(prog.helpers) + serial(blocks), prog
+
+
+def serial(blocks: list) -> str:
+    """The steps, each its own function (gcc's time grows faster than a function's size: one
+    function per step keeps a large plan's build short — act_s 1.9 → 1.35 s), called in order
+    by ``nnos_run``; opaque to gcc's analysis across calls (team.OPAQUE)."""
+    args = "char *restrict arena, void *const *restrict w, char *restrict ws"
+    steps = [f"{note}\nstatic {OPAQUE} void nnos_step_{s}({args}) {{\n"
+             f"    (void)arena; (void)w; (void)ws;\n{code}\n}}\n" for s, note, code, _ in blocks]
+    calls = "".join(f"    nnos_step_{s}(arena, w, ws);\n" for s, *_ in blocks)
+    return "".join(steps) + f"void nnos_run({args}) {{\n{calls}}}\n"
 
 
 def choose_layouts(prog, skip: set) -> None:

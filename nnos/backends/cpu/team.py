@@ -51,8 +51,8 @@ struct nnos_team {
     nnos_member member[NNOS_MAX_THREADS];
 };
 
-static void nnos_body(char *restrict arena, void *const *restrict w, char *restrict ws, int tid, int nt,
-                      nnos_team *team);
+static __attribute__((noipa)) void nnos_body(char *restrict arena, void *const *restrict w, char *restrict ws,
+                                             int tid, int nt, nnos_team *team);
 
 static void nnos_futex_wake(int *word) { syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0); }
 
@@ -154,19 +154,27 @@ void nnos_run_team(nnos_team *t, char *arena, void *const *w, char *ws) {
 """ % {"max": MAX_THREADS, "spin_ns": SPIN_NS}
 
 
-def wrap(blocks: list[tuple[str, bool]]) -> str:
-    """The plan's steps as ``nnos_body``: a split step run by every thread, any other step by
-    thread 0; a barrier wherever the threads change hands, and one at the end (a run returns
-    when every thread is done)."""
-    out, last_split = [], None
-    for code, split in blocks:
+# every step a function gcc neither inlines nor analyses across calls: gcc 12.2 at -O1/-O2 dropped
+# the call to a transpose's step function (act_s.dynamo's step 33) as if it did nothing (its IPA
+# summaries, ipa-modref with ipa-pure-const: both off, or noipa, keep it) — see test_cpu_team.py
+OPAQUE = "__attribute__((noipa))"
+ARGS = "char *restrict arena, void *const *restrict w, char *restrict ws, int tid, int nt, nnos_team *team"
+
+
+def wrap(blocks: list[tuple]) -> str:
+    """The plan's steps, each its own function (as codegen.serial), and ``nnos_body`` calling
+    them: a split step on every thread, any other step on thread 0; a barrier wherever the
+    threads change hands, and one at the end (a run returns when every thread is done)."""
+    steps, calls, last_split = [], [], None
+    for s, note, code, split in blocks:
+        steps.append(f"{note}\nstatic {OPAQUE} void nnos_step_{s}({ARGS}) {{\n"
+                     f"    (void)arena; (void)w; (void)ws; (void)tid; (void)nt; (void)team;\n{code}\n}}\n")
         if last_split is not None and (split or last_split):
-            out.append("    NNOS_SYNC();")
-        out.append(code if split else f"    if (tid == 0) {{\n{code}\n    }}")
+            calls.append("    NNOS_SYNC();")
+        call = f"nnos_step_{s}(arena, w, ws, tid, nt, team);"
+        calls.append(f"    {call}" if split else f"    if (tid == 0) {call}")
         last_split = split
-    out.append("    NNOS_SYNC();")
-    return ("static void nnos_body(char *restrict arena, void *const *restrict w, char *restrict ws, int tid, int nt,\n"
-            "                      nnos_team *team) {\n"
-            "    (void)arena; (void)w; (void)ws; (void)tid; (void)nt; (void)team;\n" + "\n".join(out) + "\n}\n"
+    calls.append("    NNOS_SYNC();")
+    return ("".join(steps) + f"static {OPAQUE} void nnos_body({ARGS}) {{\n" + "\n".join(calls) + "\n}\n"
             "void nnos_run(char *restrict arena, void *const *restrict w, char *restrict ws) {\n"
             "    nnos_body(arena, w, ws, 0, 1, 0);\n}\n")
