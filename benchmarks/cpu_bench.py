@@ -210,6 +210,7 @@ def main() -> int:
         for _ in range(a.rounds):
             for n, r in runners.items():
                 for k, fn in r.items():
+                    time.sleep(0.02)             # the last runner's worker threads stop spinning (ort's, OV's, nnos's)
                     for _ in range(5):
                         fn()
                     samples[n][k].append(timed(fn, max(5, a.calls // (1 + results["models"][n]["flops"] // 2_000_000))))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .emit import indent
+from .emit import after_split, indent
 from .ctype import compute, highest, libm, literal, lowest, storage
 from .elementwise import epilogue_pass
 from .loops import broadcast_strides, contiguous_strides, nest
@@ -78,7 +78,7 @@ def softmax(prog, node) -> str:
     if xt.size == 0:
         return "        /* empty */"
     if dt == np.float32 and inner == 1 and not log:
-        return _softmax_rows(prog, x, y, outer, n) + "\n" + epilogue_pass(prog, node, y)
+        return _softmax_rows(prog, x, y, outer, n) + "\n" + after_split(prog, epilogue_pass(prog, node, y))
     lines = [f"const {st} *X = {prog.ptr(x)}; {st} *Y = {prog.ptr(y)};",
              f"for (long o = 0; o < {outer}; o++) for (long q = 0; q < {inner}; q++) {{",
              f"    const {st} *xr = X + o * {n * inner} + q; {st} *yr = Y + o * {n * inner} + q;",
@@ -102,10 +102,13 @@ def softmax(prog, node) -> str:
 def _softmax_rows(prog, x: str, y: str, rows: int, n: int) -> str:
     """float32 Softmax over contiguous rows (attention's scores): the max, exp(x − max) and its
     sum, then a scale by 1/sum, each a pass of vectors (vexp) with a scalar tail; a NaN on the
-    row wins the max, so the whole row is NaN, as in the reference."""
+    row wins the max, so the whole row is NaN, as in the reference. On a team, each thread its
+    own rows (an exp costs about what eight multiply-adds do)."""
+    split = prog.share(rows * n * 8, rows)
     return indent("\n".join([
         f"const float *X = {prog.tensor(x)}; float *Y = {prog.tensor(y)};",
-        f"for (long o = 0; o < {rows}; o++) {{",
+        *([split] if split else []),
+        f"for (long o = {'lo' if split else 0}; o < {'hi' if split else rows}; o++) {{",
         f"    const float *xr = X + o * {n}; float *yr = Y + o * {n}; long i = 0; float m = xr[0];",
         "    vf mv = vsplat(xr[0]);",
         f"    for (; i + VW <= {n}; i += VW) {{ vf v = vload(xr + i); mv = vsel((v > mv) | (v != v), v, mv); }}",
@@ -138,7 +141,8 @@ def layer_norm(prog, node, centred: bool = True) -> str:
     n = int(np.prod(shape[axis:], dtype=np.int64))
     dt = xt.dtype
     if _rows_ok(prog, node, shape, axis, [scale, bias]) and not mean_out and not inv_out:
-        return _norm_rows(prog, node, x, scale, bias, y, rows, n, centred) + "\n" + epilogue_pass(prog, node, y)
+        return _norm_rows(prog, node, x, scale, bias, y, rows, n, centred) + "\n" + \
+            after_split(prog, epilogue_pass(prog, node, y))
     ct, st = compute(dt), storage(dt)
     r = lambda v: _round(dt, v)   # noqa: E731
     eps = literal(node.attrs.get("epsilon", 1e-5), dt)
@@ -185,14 +189,17 @@ def _rows_ok(prog, node, shape, axis: int, params: list[str]) -> bool:
 
 def _norm_rows(prog, node, x: str, scale: str, bias: str, y: str, rows: int, n: int, centred: bool) -> str:
     """LayerNormalization (or RMSNormalization, not centred) of float32 rows: the mean and the
-    mean square each one pass of vectors, then (x − m)·(1/σ)·scale (+ bias) in one more."""
+    mean square each one pass of vectors, then (x − m)·(1/σ)·scale (+ bias) in one more. On a
+    team, each thread its own rows."""
     eps = literal(node.attrs.get("epsilon", 1e-5), np.float32)
     add = " + vload(Bn + i)" if bias else ""
     sadd = " + Bn[i]" if bias else ""
+    split = prog.share(rows * n * 4, rows)
     return indent("\n".join([
         f"const float *X = {prog.tensor(x)}; float *Y = {prog.tensor(y)}; const float *Sc = {prog.tensor(scale)};",
         f"const float *Bn = {prog.tensor(bias) if bias else 'NULL'}; (void)Bn;",
-        f"for (long o = 0; o < {rows}; o++) {{",
+        *([split] if split else []),
+        f"for (long o = {'lo' if split else 0}; o < {'hi' if split else rows}; o++) {{",
         f"    const float *xr = X + o * {n}; float *yr = Y + o * {n}; long i = 0; vf sv = vsplat(0.0f); float s = 0.0f;",
         *([f"    for (; i + VW <= {n}; i += VW) sv += vload(xr + i);",
            f"    for (; i < {n}; i++) s += xr[i];",
