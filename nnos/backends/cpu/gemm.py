@@ -31,6 +31,8 @@ def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None
     (team.py) each thread computes its own rows, or with few rows its own column groups (the
     last thread the columns after them); ``batch``: how many such products the step runs."""
     vw = prog.vw
+    if 4 <= n < vw:
+        return _narrow_rows(prog, a, b, o, m, k, n, bias, bias_rows, chain, batch)
     nvec = n // vw
     groups = nvec // 4                 # full groups of four vectors: one loop, not unrolled code
     rest = nvec % 4
@@ -84,6 +86,51 @@ def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None
         lines.append(f"      for (int j = 0; j < {rem}; j++) orow[{col} + j] = {apply(chain, 's[j]', False)}; }}")
     lines.append("}")
     return indent("\n".join(lines))
+
+
+def _narrow_rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None, bias_rows: bool,
+                 chain: list[str], batch: int) -> str:
+    """o = a·b with fewer columns than a vector (4 ≤ n < VW: an attention head of 8): the columns
+    in vectors of 8 and 4 floats (then single ones), four rows at a time — four independent
+    chains of FMAs sharing each load of b's row. Each sum runs over K in order, as the row form's."""
+    chunks, col = [], 0
+    for width in (8, 4):
+        while n - col >= width and width <= prog.vw:
+            chunks.append((col, width))
+            col += width
+    chunks += [(c, 1) for c in range(col, n)]
+    # on a team each thread its own blocks of four rows, the last one the rows after them: every row
+    # in the block it has on one thread, so the sums are bitwise one thread's
+    split = prog.share(batch * m * n * k, m // 4)
+    lines = [f"const float *A = {a}; const float *B = {b}; float *O = {o};",
+             split or f"const int lo = 0, hi = {m // 4};"]
+    if bias:
+        lines.append(f"const float *C = {bias};")
+    lines += ["for (int m0 = 4 * lo; m0 < 4 * hi; m0 += 4) {",
+              indent(_narrow_block(4, k, n, chunks, bias, bias_rows, chain), 4), "}"]
+    if m % 4:
+        lines += [f"{'if (tid == nt - 1) ' if split else ''}for (int m0 = {m - m % 4}; m0 < {m}; m0++) {{",
+                  indent(_narrow_block(1, k, n, chunks, bias, bias_rows, chain), 4), "}"]
+    return indent("\n".join(lines))
+
+
+def _narrow_block(rows: int, k: int, n: int, chunks: list, bias, bias_rows: bool, chain: list[str]) -> str:
+    lines = []
+    for col, width in chunks:
+        t, load = {8: ("vf8", "vload8"), 4: ("vf4", "vload4"), 1: ("float", "*")}[width]
+        first = (lambda r: f"{load}(C + (m0 + {r}) * {n} + {col})" if bias_rows else f"{load}(C + {col})") if bias \
+            else (lambda r: f"({t}){{0}}" if width > 1 else "0.0f")
+        lines.append("{ " + " ".join(f"{t} acc{r} = {first(r)};" for r in range(rows)))
+        lines.append(f"  for (int kk = 0; kk < {k}; kk++) {{ {t} bv = {load}(B + kk * {n} + {col});")
+        lines.append("    " + " ".join(f"acc{r} += A[(m0 + {r}) * {k} + kk] * bv;" for r in range(rows)) + " }")
+        for r in range(rows):
+            if width == 1:
+                lines.append(f"  O[(m0 + {r}) * {n} + {col}] = {apply(chain, f'acc{r}', False)};")
+                continue
+            lines.append(f"  {{ float t[{width}]; memcpy(t, &acc{r}, sizeof t); for (int j = 0; j < {width}; j++) "
+                         f"O[(m0 + {r}) * {n} + {col} + j] = {apply(chain, 't[j]', False)}; }}")
+        lines.append("}")
+    return "\n".join(lines)
 
 
 def _accumulate(nv: int, init: list[str], k: int, row0: str, ld: int, vw: int) -> str:

@@ -20,6 +20,11 @@ PRELUDE = r"""
 typedef float vf __attribute__((vector_size(VW * 4)));
 typedef int32_t vi __attribute__((vector_size(VW * 4)));
 
+/* narrower vectors for products with fewer columns than a vector (attention's small heads) */
+typedef float vf8 __attribute__((vector_size(32)));
+typedef float vf4 __attribute__((vector_size(16)));
+static inline vf8 vload8(const float *p) { vf8 v; memcpy(&v, p, sizeof v); return v; }
+static inline vf4 vload4(const float *p) { vf4 v; memcpy(&v, p, sizeof v); return v; }
 static inline vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 /* an explicit initializer, not {0} + x: gcc then broadcasts straight from memory (one load
