@@ -26,6 +26,31 @@ typedef float vf4 __attribute__((vector_size(16)));
 static inline vf8 vload8(const float *p) { vf8 v; memcpy(&v, p, sizeof v); return v; }
 static inline vf4 vload4(const float *p) { vf4 v; memcpy(&v, p, sizeof v); return v; }
 static inline vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+typedef int32_t vi8 __attribute__((vector_size(32)));
+typedef int32_t vi4 __attribute__((vector_size(16)));
+/* a vector's lanes summed (or their max: a NaN lane may be lost, callers let NaN through their
+   sums) by halving it: log2(VW) dependent steps, not VW */
+static inline vf4 vhalves4(const void *v, int bytes, int max) {
+    vf8 a8, b8; vf4 a, b;
+    if (bytes == 64) {
+        memcpy(&a8, v, 32); memcpy(&b8, (const char *)v + 32, 32);
+        vi8 m8 = b8 > a8; a8 = max ? (vf8)((m8 & (vi8)b8) | (~m8 & (vi8)a8)) : a8 + b8;
+    } else if (bytes == 32) {
+        memcpy(&a8, v, 32);
+    }
+    if (bytes >= 32) {
+        memcpy(&a, &a8, 16); memcpy(&b, (const char *)&a8 + 16, 16);
+        vi4 m4 = b > a; return max ? (vf4)((m4 & (vi4)b) | (~m4 & (vi4)a)) : a + b;
+    }
+    memcpy(&a, v, 16);
+    return a;
+}
+static inline float vhsum(vf v) { vf4 s = vhalves4(&v, sizeof v, 0); return (s[0] + s[2]) + (s[1] + s[3]); }
+static inline float vhmax(vf v) {
+    vf4 s = vhalves4(&v, sizeof v, 1);
+    float a = s[0] > s[2] ? s[0] : s[2], b = s[1] > s[3] ? s[1] : s[3];
+    return a > b ? a : b;
+}
 static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 /* an explicit initializer, not {0} + x: gcc then broadcasts straight from memory (one load
    µop, no shuffle), which is what keeps a convolution's inner loop at one FMA per cycle */
