@@ -296,18 +296,12 @@ def test_a_nan_in_is_a_nan_out(zoo):
 
 
 def test_one_native_call_per_run_and_no_allocation(zoo):
-    import tracemalloc
+    from tests.support.alloc import peak_bytes
     plan = nnos.compile(zoo["mlp_s"])
     exe = prepare(plan, "cpu")
     assert exe.backend == "cpu"
     assert exe.facts["vector_floats"] in (4, 8, 16)
-    for _ in range(100):
-        exe.run()
-    tracemalloc.start()
-    for _ in range(2000):
-        exe.run()
-    cur, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    peak = peak_bytes(exe.run, 2000)
     assert peak < 2048, peak
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import os
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ import nnos
 from nnos.backends import prepare
 from nnos.backends.cpu.toolchain import find_compiler
 from nnos.runtime.slots import model_cpus
+from tests.support.alloc import peak_bytes
 from tests.support.paths import ROOT
 from tests.support.timing import wait_until
 
@@ -79,13 +79,7 @@ def test_workers_start_once_pinned_run_without_allocating_and_end_with_the_team(
     worker = started.pop()
     if cpu >= 0:
         assert status(worker, "Cpus_allowed_list") == str(cpu)
-    for _ in range(50):
-        exe.run()
-    tracemalloc.start()
-    for _ in range(500):
-        exe.run()
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    peak = peak_bytes(exe.run, 500, warmup=50)
     assert peak < 2048, peak
     assert tasks() - before == {worker}                # the same worker, woken per run
     exe.use_cpus([cpu])                                # a new team replaces the old one
