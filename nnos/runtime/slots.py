@@ -101,8 +101,10 @@ def model_cpus(exe, wanted: int) -> str:
     use = getattr(exe, "use_cpus", None)
     if use is None:
         return f"1 CPU (the {exe.backend} backend runs a plan on one thread)"
-    if len(os.sched_getaffinity(0)) > 1:            # the loop is not pinned (no real-time set-up): nor are they
-        return use([-1] * (wanted - 1)) + " (not pinned: the loop is not)"
+    mine = len(os.sched_getaffinity(0))
+    if mine > 1:                                    # the loop is not pinned (no real-time set-up): nor are they,
+        workers = min(wanted, mine) - 1             # and never more threads than CPUs (they spin at barriers)
+        return use([-1] * workers) + " (not pinned: the loop is not)"
     others = sorted(cpus_not_mine() - os.sched_getaffinity(0))
     if not others:
         return f"1 CPU (model_cpus = {wanted}, but no CPU is free beside the loop's)"

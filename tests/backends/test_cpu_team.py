@@ -128,6 +128,10 @@ def test_the_boards_model_cpus_on_the_loops_thread(zoo):
     if len(mine) > 1:
         assert model_cpus(exe, 2) == "2 CPUs (workers on CPU any) (not pinned: the loop is not)"
         exe.close()
+        # never more threads than this process has CPUs: a thread waiting at a barrier spins
+        said = model_cpus(exe, len(mine) + 3)
+        assert said.startswith(f"{len(mine)} CPUs"), said
+        exe.close()
         loop_cpu = max(mine)
         os.sched_setaffinity(0, {loop_cpu})
         try:
