@@ -33,8 +33,10 @@ rm -rf "$ROOTFS"/usr/lib/$triple/gprofng "$ROOTFS"/usr/lib/$triple/bfd-plugins
 # the kernel's API headers: the C library's own reach the top-level ones, never the subsystems'
 find "$ROOTFS/usr/include/linux" -mindepth 1 -type d -prune -exec rm -rf {} +
 rm -rf "$ROOTFS"/usr/include/{drm,rdma,sound,mtd,misc,xen,video,scsi,rpcsvc,tirpc,netpacket,protocols}
-for a in "$ROOTFS"/usr/lib/$triple/*.a; do       # static C libraries: plans are shared objects
-    case $(basename "$a") in libc_nonshared.a|libm.a|libmvec.a) ;; *) rm -f "$a" ;; esac
+# static C libraries: plans are shared objects (libpthread.a: glibc's empty stub, what -pthread links
+# to since the threads moved into libc; a plan that splits its steps over a team uses them)
+for a in "$ROOTFS"/usr/lib/$triple/*.a; do
+    case $(basename "$a") in libc_nonshared.a|libm.a|libmvec.a|libpthread.a) ;; *) rm -f "$a" ;; esac
 done
 echo "$target" > "$ROOTFS/etc/nnos/cpu-target"
 mount -t proc proc "$ROOTFS/proc"            # the target is checked against /proc/cpuinfo

@@ -21,33 +21,40 @@ typedef float vf __attribute__((vector_size(VW * 4)));
 typedef int32_t vi __attribute__((vector_size(VW * 4)));
 
 /* narrower vectors for products with fewer columns than a vector (attention's small heads) */
+#if VW >= 8
 typedef float vf8 __attribute__((vector_size(32)));
-typedef float vf4 __attribute__((vector_size(16)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
 static inline vf8 vload8(const float *p) { vf8 v; memcpy(&v, p, sizeof v); return v; }
+#endif
+typedef float vf4 __attribute__((vector_size(16)));
+typedef int32_t vi4 __attribute__((vector_size(16)));
 static inline vf4 vload4(const float *p) { vf4 v; memcpy(&v, p, sizeof v); return v; }
 static inline vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
-typedef int32_t vi8 __attribute__((vector_size(32)));
-typedef int32_t vi4 __attribute__((vector_size(16)));
 /* a vector's lanes summed (or their max: a NaN lane may be lost, callers let NaN through their
    sums) by halving it: log2(VW) dependent steps, not VW */
-static inline vf4 vhalves4(const void *v, int bytes, int max) {
-    vf8 a8, b8; vf4 a, b;
-    if (bytes == 64) {
-        memcpy(&a8, v, 32); memcpy(&b8, (const char *)v + 32, 32);
-        vi8 m8 = b8 > a8; a8 = max ? (vf8)((m8 & (vi8)b8) | (~m8 & (vi8)a8)) : a8 + b8;
-    } else if (bytes == 32) {
-        memcpy(&a8, v, 32);
-    }
-    if (bytes >= 32) {
-        memcpy(&a, &a8, 16); memcpy(&b, (const char *)&a8 + 16, 16);
-        vi4 m4 = b > a; return max ? (vf4)((m4 & (vi4)b) | (~m4 & (vi4)a)) : a + b;
-    }
-    memcpy(&a, v, 16);
+static inline vf4 vhalves4(vf v, int max) {
+#if VW == 16
+    vf8 a8, b8;
+    memcpy(&a8, &v, 32); memcpy(&b8, (const char *)&v + 32, 32);
+    { vi8 m8 = b8 > a8; a8 = max ? (vf8)((m8 & (vi8)b8) | (~m8 & (vi8)a8)) : a8 + b8; }
+#elif VW == 8
+    vf8 a8;
+    memcpy(&a8, &v, 32);
+#endif
+#if VW >= 8
+    vf4 a, b;
+    memcpy(&a, &a8, 16); memcpy(&b, (const char *)&a8 + 16, 16);
+    vi4 m4 = b > a;
+    return max ? (vf4)((m4 & (vi4)b) | (~m4 & (vi4)a)) : a + b;
+#else
+    vf4 a;
+    memcpy(&a, &v, 16);
     return a;
+#endif
 }
-static inline float vhsum(vf v) { vf4 s = vhalves4(&v, sizeof v, 0); return (s[0] + s[2]) + (s[1] + s[3]); }
+static inline float vhsum(vf v) { vf4 s = vhalves4(v, 0); return (s[0] + s[2]) + (s[1] + s[3]); }
 static inline float vhmax(vf v) {
-    vf4 s = vhalves4(&v, sizeof v, 1);
+    vf4 s = vhalves4(v, 1);
     float a = s[0] > s[2] ? s[0] : s[2], b = s[1] > s[3] ? s[1] : s[3];
     return a > b ? a : b;
 }
