@@ -66,8 +66,8 @@ class CpuExecutable(Executable):
         stop.restype, stop.argtypes = None, (ctypes.c_void_p,)
         fn = self._lib.nnos_run_team
         fn.restype, fn.argtypes = None, (ctypes.c_void_p,) * 4
-        self._team = weakref.finalize(self, stop, team.ctypes.data)    # the workers end with the object
-        self._team_buffer = team
+        # the workers end with the object; the finalizer holds the team's memory until they have
+        self._team = weakref.finalize(self, _stop_team, stop, team)
         self._fn, self._args = fn, (team.ctypes.data, *self._args)
         self.facts["cpus"] = [None, *cpus]
         where = ", ".join(str(c) if c >= 0 else "any" for c in cpus)
@@ -81,6 +81,10 @@ class CpuExecutable(Executable):
             self._fn, self._args = self._lib.nnos_run, self._args[1:]
         self._team = None
         self.facts.pop("cpus", None)
+
+
+def _stop_team(stop, team) -> None:
+    stop(team.ctypes.data)
 
 
 def available() -> str | None:

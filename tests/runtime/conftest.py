@@ -57,8 +57,12 @@ class Rig:
 def rig(tmp_path):
     made = []
 
-    def make(**kw):
-        made.append(Rig(tmp_path, **kw))
+    def make(folder: str = "", **kw):
+        """A rig in tmp_path, or in its own sub-folder (its board, store and telemetry apart
+        from another rig's)."""
+        path = tmp_path / folder if folder else tmp_path
+        path.mkdir(exist_ok=True)
+        made.append(Rig(path, **kw))
         return made[-1]
     yield make
     for r in made:

@@ -602,7 +602,7 @@ def test_a_board_with_model_cpus_runs_its_policy_on_a_team(rig, tmp_path, monkey
     monkeypatch.setenv("NNOS_BACKEND", "cpu")
     slow = policy_variant(tmp_path, "slow", slow=2)
     before = set(os.listdir("/proc/self/task"))
-    one, two = rig(model=slow), rig(model=slow, model_cpus=2)
+    one, two = rig("one", model=slow), rig("two", model=slow, model_cpus=2)
     assert one.loop.active.cpus == "1 CPU"
     assert two.loop.active.cpus.startswith("2 CPUs"), two.loop.active.cpus
     assert "2 CPUs" in two.loop.active.backend_report

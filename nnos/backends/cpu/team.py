@@ -3,12 +3,12 @@ object, started once when the plan is bound (pinned to the CPUs the board gives 
 beside the loop's own), woken once per run, never allocating while it runs.
 
 Every thread runs the same plan function, ``nnos_body(…, tid, nt, team)``: a step that splits
-(a large convolution or matrix product: ``Program.share``) gives each thread its own range of
-output channels or rows — the same arithmetic in the same order as on one thread, so the
-outputs are bitwise the ones one thread computes; every other step runs on thread 0 alone. A
-barrier separates steps where the threads change hands (``NNOS_SYNC``). Waiting spins for up to
-a millisecond, then sleeps on a futex: between a loop's ticks the workers sleep.
-``nnos_run`` (one thread) is unchanged for a plan with no step worth splitting.
+(a large convolution, matrix product, Softmax or LayerNorm: ``Program.share``) gives each thread
+its own range of output channels or rows — the same arithmetic in the same order as on one
+thread, so the outputs are bitwise the ones one thread computes; every other step runs on
+thread 0 alone. A barrier separates steps where the threads change hands (``NNOS_SYNC``).
+Waiting spins for up to a millisecond, then sleeps on a futex: between a loop's ticks the
+workers sleep. A plan with no step worth splitting carries none of this (codegen.serial).
 """
 from __future__ import annotations
 
@@ -23,11 +23,10 @@ RUNTIME = r"""
 #include <limits.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #define NNOS_MAX_THREADS %(max)d
-#include <time.h>
-
 #define NNOS_SPIN_NS %(spin_ns)d
 #if defined(__x86_64__) || defined(__i386__)
 #define NNOS_RELAX() __builtin_ia32_pause()
