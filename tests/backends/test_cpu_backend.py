@@ -231,6 +231,27 @@ def test_depthwise_conv(tmp_path, c, hw, kernel, stride, dil, blocked):
     agree(plan)
 
 
+@pytest.mark.parametrize("vw", [4, 8, 16])
+@pytest.mark.parametrize("group", [1, 20])
+def test_nchw_tiles_move_by_vector_transposes(tmp_path, monkeypatch, vw, group):
+    """A convolution between NCHW tensors (a graph's input and output) moves its tiles with
+    in-register transposes (prelude's vtranspose): a depthwise one reads its input that way, both
+    store their output that way. 20 channels leave a part-filled last block at 8 and 16 lanes, a
+    width of 21 a row's tail at every width; both still one value at a time."""
+    if vw == 16 and prog_width() < 16:
+        pytest.skip("this CPU has no 16-float vectors")
+    monkeypatch.setenv("NNOS_CPU_VECTOR", str(vw))
+    nodes = [helper.make_node("Conv", ["X", "W", "B"], ["Y"], kernel_shape=[3, 3], pads=[1] * 4, group=group)]
+    inits = [("W", rand(20, 20 // group, 3, 3, seed=11) * 0.3), ("B", rand(20, seed=12))]
+    m = model(nodes, [vi("X", [2, 20, 9, 21])], [vi("Y", [2, 20, 9, 21])], inits)
+    plan = nnos.compile(save(m, tmp_path / "nchw.onnx"))
+    from nnos.backends.cpu import source
+    src = source(plan)
+    assert f"#define NNOS_VW {vw}" in src and "vtranspose(t);" in src
+    assert ("vload(s + " in src) == (group > 1)                  # the depthwise input's transpose
+    agree(plan)
+
+
 def test_a_residual_add_after_a_depthwise_conv(tmp_path):
     """An epilogue that reads another tensor (the block's input) is applied after the kernel."""
     nodes = [helper.make_node("Conv", ["X", "Wd"], ["D"], kernel_shape=[3, 3], pads=[1] * 4, group=16),

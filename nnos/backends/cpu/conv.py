@@ -17,7 +17,7 @@ import numpy as np
 
 from .ctype import compute, storage
 from .depthwise import depthwise, is_depthwise
-from .emit import after_split, indent
+from .emit import after_split, indent, store_transposed
 from .elementwise import apply, epilogue_pass, unary_chain
 from .loops import counters, row_major, window_taps
 
@@ -162,15 +162,10 @@ def _conv_block(p, nbk, geo, chain, xb=False, yb=False, ocg=0) -> str:
                 lines.append(f"vstore(yn + (((ob + {b}) * {oh} + oy) * {ow} + ox0 + {i}) * {vw}, "
                              f"{apply(chain, a, True)});")
             continue
-        lines.append("{")
-        lines.append(f"    float tile[{p}][{vw}];")
-        for i, a in enumerate(acc[b]):
-            lines.append(f"    vstore(tile[{i}], {apply(chain, a, True)});")
         # channel by channel, a run of neighbouring pixels each
-        lines.append(f"    int nj = {ocg} - (ob + {b}) * {vw} < {vw} ? {ocg} - (ob + {b}) * {vw} : {vw};")
-        lines.append(f"    for (int j = 0; j < nj; j++) {{ float *yr = yn + (gi * {ocg} + (ob + {b}) * {vw} + j) * "
-                     f"{oh * ow} + oy * {ow} + ox0;")
-        lines.append(f"        for (int i = 0; i < {p}; i++) yr[i] = tile[i][j]; }}")
+        lines.append(f"{{ float *yr = yn + (gi * {ocg} + (ob + {b}) * {vw}) * {oh * ow} + oy * {ow} + ox0;")
+        lines += store_transposed([apply(chain, a, True) for a in acc[b]], vw, lambda j: f"yr + {j} * {oh * ow}",
+                                  None if ocg % vw == 0 else f"{ocg} - (ob + {b}) * {vw}")
         lines.append("}")
     return "\n".join(lines)
 

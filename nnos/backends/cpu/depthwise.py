@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .emit import after_split, indent
+from .emit import after_split, indent, store_transposed
 from .elementwise import apply, epilogue_pass, unary_chain
 
 
@@ -26,7 +26,7 @@ def _copy_in(xb: bool, c: int, h: int, wd: int, hp: int, wp: int, top: int, left
              split: bool) -> list[str]:
     """The input into the blocked, bordered workspace XP (on a team: each thread its share of
     the channels, then a barrier)."""
-    rows = c // vw if xb else c
+    rows = c // vw if xb else -(-c // vw)
     share = f"NNOS_SHARE(plo, phi, {rows});" if split else f"const int plo = 0, phi = {rows};"
     return ["{ " + share] + _copy_rows(xb, c, h, wd, hp, wp, top, left, vw) + ["}"] + (["NNOS_SYNC();"] if split else [])
 
@@ -36,11 +36,28 @@ def _copy_rows(xb: bool, c: int, h: int, wd: int, hp: int, wp: int, top: int, le
         return [f"for (int cb = plo; cb < phi; cb++) for (int r = 0; r < {h}; r++)",
                 f"    memcpy(XP + ((cb * {hp} + r + {top}) * {wp} + {left}) * {vw}, xn + (cb * {h} + r) * {wd * vw}, "
                 f"{wd * vw * 4});"]
-    return [f"for (int cc = plo; cc < phi; cc++) for (int r = 0; r < {h}; r++) {{",
-            f"    float *d = XP + ((cc / {vw} * {hp} + r + {top}) * {wp} + {left}) * {vw} + cc % {vw}; "
-            f"const float *s = xn + (cc * {h} + r) * {wd};",
-            f"    for (int q = 0; q < {wd}; q++) d[q * {vw}] = s[q];",
-            "}"]
+    return [f"for (int cb = plo; cb < phi; cb++) for (int r = 0; r < {h}; r++) {{",
+            f"    float *d = XP + ((cb * {hp} + r + {top}) * {wp} + {left}) * {vw}; "
+            f"const float *s = xn + (cb * {vw * h} + r) * {wd};"] + _transpose_in(c, h, wd, vw) + ["}"]
+
+
+def _transpose_in(c: int, h: int, wd: int, vw: int) -> list[str]:
+    """Row r of channel block cb from NCHW (channel j's row at s + j·H·W) to pixel-major d: VW
+    pixels of the block's VW channels at a time transposed in registers; the last pixels of a
+    row and a block short of channels one value at a time."""
+    whole, plane = wd // vw * vw, h * wd
+    scalar = (f"for (int q = {{lo}}; q < {wd}; q++) for (int j = 0; j < {{nj}}; j++) "
+              f"d[q * {vw} + j] = s[j * {plane} + q];")
+    lines = []
+    if c % vw:
+        lines.append(f"    if (cb == {c // vw}) {{ {scalar.format(lo=0, nj=c % vw)} continue; }}")
+    if whole:
+        lines += [f"    for (int q0 = 0; q0 < {whole}; q0 += {vw}) {{",
+                  f"        vf t[{vw}] = {{{', '.join(f'vload(s + {j * plane} + q0)' for j in range(vw))}}}; vtranspose(t);",
+                  "        " + " ".join(f"vstore(d + (q0 + {i}) * {vw}, t[{i}]);" for i in range(vw)), "    }"]
+    if wd % vw:
+        lines.append("    " + scalar.format(lo=whole, nj=vw))
+    return lines
 
 
 def _block(p: int, geo: tuple, chain, yb: bool, c: int) -> list[str]:
@@ -58,11 +75,10 @@ def _block(p: int, geo: tuple, chain, yb: bool, c: int) -> list[str]:
         lines += [f"vstore(yn + ((cb * {oh} + oy) * {ow} + ox0 + {i}) * {vw}, {apply(chain, f'a{i}', True)});"
                   for i in range(p)]
         return lines
-    lines.append(f"{{ float tile[{p}][{vw}];")
-    lines += [f"  vstore(tile[{i}], {apply(chain, f'a{i}', True)});" for i in range(p)]
-    lines.append(f"  int nj = {c} - cb * {vw} < {vw} ? {c} - cb * {vw} : {vw};")
-    lines.append(f"  for (int j = 0; j < nj; j++) {{ float *yr = yn + (cb * {vw} + j) * {oh * ow} + oy * {ow} + ox0;")
-    lines.append(f"    for (int i = 0; i < {p}; i++) yr[i] = tile[i][j]; }} }}")
+    lines.append(f"{{ float *yr = yn + cb * {vw * oh * ow} + oy * {ow} + ox0;")
+    lines += store_transposed([apply(chain, f"a{i}", True) for i in range(p)], vw, lambda j: f"yr + {j} * {oh * ow}",
+                              None if c % vw == 0 else f"{c} - cb * {vw}")
+    lines.append("}")
     return lines
 
 

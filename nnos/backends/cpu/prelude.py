@@ -71,6 +71,7 @@ static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 static inline vf vsplat(float x) { return VB(x); }
 static inline vf vbcast(const float *p) { float x = *p; return VB(x); }
 static inline vf vsel(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
+{VTRANSPOSE}
 
 static inline vf vrelu(vf x) { return vsel(x < 0.0f, vsplat(0.0f), x); }
 {VTANH}
@@ -161,8 +162,34 @@ def _tanh(t: str, name: str, clamp: str) -> str:
 }}"""
 
 
+def _transpose() -> str:
+    """vtranspose(r): VW vectors transposed in place (lane j of r[i] becomes lane i of r[j]) in
+    log2(VW) rounds, each interleaving r[i] with r[i + VW/2] (two-source shuffles: vpermt2ps,
+    unpck/perm on AVX2, zip on NEON) — how a tile moves between NCHW rows and channel-blocked
+    pixels with whole-vector loads and stores instead of VW² scalar ones."""
+    out = []
+    for n in (16, 8, 4):
+        half = n // 2
+        lo = ", ".join(f"{i}, {i + n}" for i in range(half))
+        hi = ", ".join(f"{i}, {i + n}" for i in range(half, n))
+        body = [f"    const vi lo = {{{lo}}}, hi = {{{hi}}};",
+                "    vf " + ", ".join(f"t{i}" for i in range(n)) + ";"]
+        src = [f"r[{i}]" for i in range(n)]
+        for _ in range(n.bit_length() - 1):
+            for i in range(half):
+                body.append(f"    t{2 * i} = __builtin_shuffle({src[i]}, {src[i + half]}, lo); "
+                            f"t{2 * i + 1} = __builtin_shuffle({src[i]}, {src[i + half]}, hi);")
+            body.append("    " + " ".join(f"r[{i}] = t{i};" for i in range(n)))
+            src = [f"r[{i}]" for i in range(n)]
+        head = (f"#{'if' if n == 16 else 'elif'} VW == {n}\n"
+                "static inline __attribute__((always_inline)) void vtranspose(vf *r) {\n")
+        out.append(head + "\n".join(body) + "\n}")
+    return "\n".join(out) + "\n#endif"
+
+
 from .scalar import SCALAR_PRELUDE  # noqa: E402
 
+PRELUDE = PRELUDE.replace("{VTRANSPOSE}", _transpose())
 PRELUDE = PRELUDE.replace("{VTANH}", _tanh("vf", "vtanh", "vsel(x > c, vsplat(c), vsel(x < -c, vsplat(-c), x))")).replace(
     "{STANH}", _tanh("float", "stanh", "x > c ? c : (x < -c ? -c : x)")) + SCALAR_PRELUDE
 
