@@ -84,7 +84,10 @@ def test_matmul_integer_with_computed_operands_and_per_row_zero_points(tmp_path,
 
 
 @pytest.mark.parametrize("c,oc,hw,kernel,stride,pad,dil,group", [
-    (3, 16, 17, 5, 2, 2, 1, 1), (16, 7, 9, 3, 1, 1, 1, 1), (8, 12, 11, 3, 2, 0, 2, 1), (4, 6, 8, 3, 1, 1, 1, 2)])
+    (3, 16, 17, 5, 2, 2, 1, 1), (16, 7, 9, 3, 1, 1, 1, 1), (8, 12, 11, 3, 2, 0, 2, 1), (4, 6, 8, 3, 1, 1, 1, 2),
+    (8, 20, 8, 1, 1, 0, 1, 1),       # 1×1 (qpack.pointwise): whole words, whole groups of 16 and 8 pixels
+    (7, 5, 9, 1, 1, 0, 1, 1),        # 1×1: a part-filled word, a part-filled last group of pixels
+    (6, 9, 7, 1, 2, 0, 1, 1)])       # 1×1 at stride 2: the windowed form
 @pytest.mark.parametrize("x_dt", ["uint8", "int8"])
 def test_conv_integer_with_a_constant_weight(tmp_path, target, c, oc, hw, kernel, stride, pad, dil, group, x_dt):
     rng = np.random.default_rng(c + oc + hw)
@@ -96,6 +99,8 @@ def test_conv_integer_with_a_constant_weight(tmp_path, target, c, oc, hw, kernel
     mdl = model([node], [vi("x", [2, c, hw, hw], I8[x_dt])], [vi("y", [2, oc, out, out], TensorProto.INT32)],
                 [("w", w), ("xz", np.array(9, x_dt)), ("wz", _ints(np.int8, (oc,), rng) // 4)], opset=13)
     plan = nnos.compile(save(mdl, tmp_path / "c.onnx"))
+    from nnos.backends.cpu import source
+    assert ("__builtin_shuffle(r0, r1" in source(plan)) == (kernel == stride == 1 and group == 1)
     _exactly_as_the_reference(plan, {"x": _ints(x_dt, (2, c, hw, hw), rng)})
 
 

@@ -11,9 +11,6 @@ pairs), and generic int32 loops that gcc vectorizes where it can. Any other MatM
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 
 from ...ops.conv import _geometry
@@ -24,6 +21,7 @@ from .emit import Unsupported, indent
 from .gemm import batched
 from .loops import nest
 from .qkernels import AVX2_HELPER, VNNI_HELPER, pack_pairs, pack_vnni
+from .qpack import Form, avx2_pointwise, vnni_pointwise, windowed
 
 
 # --- QuantizeLinear / DequantizeLinear -----------------------------------------------------------
@@ -162,6 +160,7 @@ def conv_integer(prog, node) -> str:
     geometry = (*xs, *kernel, strides, dil, begin, out)
     wc = _centred_conv_weight(prog, node)
     if wc is not None and g == 1:                       # the zero point of X is one value (ops/quant.py)
+        _helpers(prog)
         code = _by_target(_vnni_conv(prog, node, wc, geometry), _avx2_conv(prog, node, wc, geometry),
                           _direct_conv(prog, node, geometry, g))
     else:
@@ -188,84 +187,22 @@ def _vnni_conv(prog, node, wc: np.ndarray, geometry) -> str:
     x, zx = node.inputs[0], node.inputs[2] if len(node.inputs) > 2 else ""
     flip = prog.type(x).dtype == np.int8
     rowsum = prog.const(node.outputs[0] + ":rowsum", wc.reshape(wc.shape[0], -1).sum(axis=1), np.int32)
-    return _windowed(prog, node, wc, geometry, _Form(
+    return windowed(prog, node, wc, geometry, Form(
         "uint8_t", 4, 16, np.int8, f"const int32_t off = {128 if flip else 0} + {_zero(prog, zx, '0')};", "off",
         lambda v: f"(uint8_t)({v}{' ^ 0x80' if flip else ''})",
         lambda wk, y, ld, kq, mo: (f"nnos_qconv16_vnni(C, {wk}, {rowsum}, off, {y}, {ld}, {kq}, {mo}, "
-                                   "(__mmask16)((1u << cnt) - 1));")))
+                                   "(__mmask16)((1u << cnt) - 1));"),
+        lambda xt, c, npx: vnni_pointwise(xt, flip, c, npx)))
 
 
 def _avx2_conv(prog, node, wc: np.ndarray, geometry) -> str:
     """Centred int16 values (0 in the border and the extra channel), eight pixels at a time on
     the vpmaddwd kernel."""
     zx = node.inputs[2] if len(node.inputs) > 2 else ""
-    return _windowed(prog, node, wc, geometry, _Form(
+    return windowed(prog, node, wc, geometry, Form(
         "int16_t", 2, 8, np.int16, f"const int32_t zx = {_zero(prog, zx, '0')};", "0",
         lambda v: f"(int16_t)((int32_t){v} - zx)",
-        lambda wk, y, ld, kq, mo: f"nnos_qconv8_avx2(C, {wk}, {y}, {ld}, {kq}, {mo}, cnt);"))
-
-
-@dataclass(frozen=True)
-class _Form:
-    """What the VNNI and AVX2 convolutions differ in."""
-    ctype: str              # the buffers' element type
-    per_word: int           # elements in the kernels' 4-byte word
-    lanes: int              # output pixels per kernel call
-    wdtype: type            # the packed weight's element type
-    decl: str               # the C declaration of what ``convert`` and ``fill`` use
-    fill: str               # the border's (and extra channels') value
-    convert: Callable       # an input element's C expression → the buffer's value
-    kernel: Callable        # (weights, y, ld, words, out channels) → the kernel's call
-
-
-def _windowed(prog, node, wc: np.ndarray, geometry, f: _Form) -> str:
-    """The input copied once into a bordered, channel-last buffer, channels rounded up to whole
-    words (the extra channels' weights are 0): a window is ``kh`` runs of ``kw × C'`` contiguous
-    elements (``kh × kw`` runs of ``C'`` when dilated). ``lanes`` output pixels' windows are
-    interleaved a word at a time ([K'/word][lanes][word]) and multiplied by every output
-    channel's weights (K in (ky, kx, c) order) on the kernel, ``lanes`` pixels of a channel
-    stored at once, in NCHW."""
-    n, c, h, wd, kh, kw, strides, dil, begin, out = geometry
-    x, o = node.inputs[0], node.outputs[0]
-    mo, cw = wc.shape[0], -(-c // f.per_word) * f.per_word
-    wk = np.zeros((-(-mo // 4) * 4, kh, kw, cw), f.wdtype)        # whole groups of four channels
-    wk[:mo, ..., :c] = wc.transpose(0, 2, 3, 1)
-    kq = kh * kw * cw // f.per_word
-    hp = max(h + begin[0], (out[0] - 1) * strides[0] + (kh - 1) * dil[0] + 1)
-    wp = max(wd + begin[1], (out[1] - 1) * strides[1] + (kw - 1) * dil[1] + 1)
-    col, _ = prog.ws(kq * 4 * f.lanes, f.ctype)
-    pad, _ = prog.ws(hp * wp * cw * 4 // f.per_word, f.ctype)
-    _helpers(prog)
-    words = (kw if dil[1] == 1 else 1) * cw // f.per_word         # contiguous words per run
-    runs = kh if dil[1] == 1 else kh * kw
-    run_at = (f"u * {dil[0] * wp * cw}" if dil[1] == 1 else f"((u / {kw}) * {dil[0] * wp} + (u % {kw}) * {dil[1]}) * {cw}")
-    npx, step = out[0] * out[1], f.lanes * f.per_word
-    call = f.kernel(prog.const(o + ":windowed", wk.reshape(wk.shape[0], -1), f.wdtype), f"Y + b * {mo * npx} + px0",
-                    npx, kq, mo)
-    return f"""const {storage(prog.type(x).dtype)} *X = {prog.ptr(x)}; int32_t *Y = {prog.ptr(o)};
-{f.ctype} *C = {col}; {f.ctype} *P = {pad}; {f.decl}
-for (long i = 0; i < {kq * step}; i++) C[i] = ({f.ctype}){f.fill};
-for (long b = 0; b < {n}; b++) {{
-    for (long i = 0; i < {hp * wp * cw}; i++) P[i] = ({f.ctype}){f.fill};
-    for (long iy = 0; iy < {h}; iy++) for (long ix = 0; ix < {wd}; ix++) {{
-        {f.ctype} *ps = P + ((iy + {begin[0]}) * {wp} + ix + {begin[1]}) * {cw};
-        const {storage(prog.type(x).dtype)} *xs = X + (b * {c} * {h} + iy) * {wd} + ix;
-        for (long ic = 0; ic < {c}; ic++) ps[ic] = {f.convert(f"xs[ic * {h * wd}]")};
-    }}
-    for (long px0 = 0; px0 < {npx}; px0 += {f.lanes}) {{
-        const long cnt = {npx} - px0 < {f.lanes} ? {npx} - px0 : {f.lanes};
-        for (long r = 0; r < cnt; r++) {{
-            const long oy = (px0 + r) / {out[1]}, ox = (px0 + r) % {out[1]};
-            const {f.ctype} *at = P + ((oy * {strides[0]}) * {wp} + ox * {strides[1]}) * {cw};
-            for (long u = 0; u < {runs}; u++) {{
-                const {f.ctype} *src = at + {run_at};
-                {f.ctype} *dst = C + u * {words * step} + r * {f.per_word};
-                for (long t = 0; t < {words}; t++) memcpy(dst + t * {step}, src + {f.per_word} * t, 4);
-            }}
-        }}
-        {call}
-    }}
-}}"""
+        lambda wk, y, ld, kq, mo: f"nnos_qconv8_avx2(C, {wk}, {y}, {ld}, {kq}, {mo}, cnt);", avx2_pointwise))
 
 
 def _direct_conv(prog, node, geometry, g: int) -> str:
