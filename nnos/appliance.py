@@ -22,8 +22,8 @@ def main() -> None:
     os.environ.update(env)
     sys.dont_write_bytecode = True
     try:
-        from .cli import main as nnos
-        nnos(argv)                   # `up --init` does not return: it reboots or powers off
+        from .supervisor.up import main as up
+        up(argv[1:])                 # `up --init` does not return: it reboots or powers off; not the CLI's parser
     except BaseException:            # noqa: BLE001 - PID 1 must not exit: the kernel would panic
         traceback.print_exc()
     os.execve(sys.executable, fresh, env)     # a supervisor that returned all the same: a new one
@@ -47,7 +47,7 @@ def _imports() -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     sys.dont_write_bytecode = True
     try:
-        from . import cli  # noqa: F401
+        from . import backends  # noqa: F401
         from .runtime import __main__  # noqa: F401
         from .supervisor import up  # noqa: F401
     except BaseException:            # noqa: BLE001 - said again, and handled, where it is imported for use

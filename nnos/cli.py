@@ -11,7 +11,6 @@ import numpy as np
 from nnos_hardware.errors import HardwareError
 
 from . import backends  # every plan the CLI loads binds through them
-from . import flags
 from .errors import NnosError
 
 
@@ -239,14 +238,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=cmd_bench)
     u = sub.add_parser("up", help="start the supervisor: the loop and everything around it")
-    u.add_argument("--board", help="board config (default: the simulated cart-pole)")
-    u.add_argument("--data", default=flags.DATA.get(), help="data directory (NNOS_DATA)")
-    u.add_argument("--duration", type=float, help="stop after this many seconds")
-    u.add_argument("--no-status", action="store_true", help="no live status line")
-    u.add_argument("--plan", help="compiled plan to provision on first start (default: compile the board's model)")
-    u.add_argument("--default-board", help="board config to restore when --board is missing or invalid")
-    u.add_argument("--init", action="store_true", help="run as the device's PID 1: reap orphans, boot timeline, "
-                   "reboot/power off on SIGTERM/SIGUSR2")
+    from .supervisor.up import arguments as up_arguments
+    up_arguments(u)
     u.set_defaults(fn=cmd_up)
     k = sub.add_parser("keygen", help="make an Ed25519 key pair for signing models")
     k.add_argument("--out", required=True)

@@ -175,6 +175,32 @@ def fork_server(ctx: Context, specs):
         return None
 
 
+def arguments(p) -> None:
+    """`nnos up`'s arguments, for the CLI's subcommand and for ``main``."""
+    p.add_argument("--board", help="board config (default: the simulated cart-pole)")
+    p.add_argument("--data", default=flags.DATA.get(), help="data directory (NNOS_DATA)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--no-status", action="store_true", help="no live status line")
+    p.add_argument("--plan", help="compiled plan to provision on first start (default: compile the board's model)")
+    p.add_argument("--default-board", help="board config to restore when --board is missing or invalid")
+    p.add_argument("--init", action="store_true", help="run as the device's PID 1: reap orphans, boot timeline, "
+                   "reboot/power off on SIGTERM/SIGUSR2")
+
+
+def main(argv: list[str]) -> int:
+    """`nnos up ARGV` with a parser of its own: how nnos-init starts the supervisor without
+    building the whole CLI's (every subcommand's parser and its help: ≈ 0.25 s of an emulated
+    boot, benchmarks/RESULTS.md, issue 21)."""
+    import argparse
+
+    from .. import backends  # noqa: F401 - the plans it provisions bind through them
+    p = argparse.ArgumentParser(prog="nnos up")
+    arguments(p)
+    a = p.parse_args(argv)
+    return up(a.board or DEFAULT_BOARD, a.data, a.duration, not a.no_status, plan=a.plan,
+              default_board=a.default_board, init=a.init)
+
+
 def up(board_path: str, data: str, duration: float | None = None, show_status: bool = True,
        plan: str | None = None, default_board: str | None = None, init: bool = False) -> int:
     if init:
