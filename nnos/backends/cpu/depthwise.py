@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .emit import after_split, indent, store_transposed
+from .emit import after_split, indent, row_blocks, store_transposed
 from .elementwise import apply, epilogue_pass, unary_chain
 
 
@@ -114,19 +114,10 @@ def depthwise(prog, node, geometry) -> str:
     if split:
         lines.append(f"    {split}")
     pmax = 8 if vw == 16 else 6                               # accumulators + the weight + a load
-    p = -(-ow // -(-ow // pmax))
-    full = ow // p
     geo = (kh, kw, hp, wp, strides[0], strides[1], dil[0], dil[1], oh, ow, vw)
     lines.append(f"    for (int cb = {cb_range[0]}; cb < {cb_range[1]}; cb++) {{ vf bias = vload(Bd + cb * {vw});")
     lines.append(f"        for (int oy = {oy_range[0]}; oy < {oy_range[1]}; oy++) {{")
-    if full:
-        lines.append(f"            for (int ox0 = 0; ox0 < {full * p}; ox0 += {p}) {{")
-        lines.append(indent("\n".join(_block(p, geo, chain, yb, c)), 16))
-        lines.append("            }")
-    if ow % p:
-        lines.append(f"            {{ const int ox0 = {full * p};")
-        lines.append(indent("\n".join(_block(ow % p, geo, chain, yb, c)), 16))
-        lines.append("            }")
+    lines += ["            " + line for line in row_blocks(ow, pmax, lambda n: _block(n, geo, chain, yb, c), even=False)]
     lines += ["        }", "    }"]
     if split and nb > 1:
         lines.append("    NNOS_SYNC();")                 # every thread done with XP before the next image's copy
