@@ -1,11 +1,18 @@
 """The cpu backend on another architecture, under emulation: inside an image's root filesystem
 (e.g. the arm64 one `./build.sh image --arch arm64` leaves in out/work-arm64/rootfs, run through
-qemu-user), with that image's own Python, numpy and gcc, every zoo model and a set of graphs
-covering each op family is compiled to C for that CPU and checked against the numpy reference.
+qemu-user), with that image's own Python, numpy and gcc, every zoo model (the committed exports
+too: act_s, mbv2_s, res5_s, ...) and a set of graphs covering each op family is compiled to C
+for that CPU and checked against the numpy reference; each plan with steps split over a team
+(a board's model_cpus, cpu/team.py) is also run on two threads and checked bitwise against one.
 
-    python benchmarks/cpu_cross_check.py out/work-arm64/rootfs [--target armv8-a] [--json FILE]
+    python benchmarks/cpu_cross_check.py out/work-arm64/rootfs [--target armv8-a] [--peer] [--json FILE]
 
-A correctness run, not a timing one (qemu-user's times say nothing about a real core).
+--peer: onnxruntime for that architecture (its wheel fetched from PyPI by the host's pip into the
+root filesystem's /tmp, removed after) runs the zoo models in the same emulator, interleaved with
+nnos, one thread each: the ratio nnos p50 / onnxruntime p50 (issue 18's arm64 figure). Times
+under qemu-user say nothing absolute about a real core; the ratio is what is reported. (Without
+/sys in the chroot onnxruntime's cpuinfo cannot list the CPUs and says so; mounted, it crashed
+under qemu-user reading the host's. Its float kernels are NEON either way.)
 """
 from __future__ import annotations
 
@@ -30,7 +37,53 @@ from graphs import GRAPHS
 from nnos_models.zoo.build import build
 out = {"machine": platform.machine(), "numpy": np.__version__, "cases": {}}
 paths = build("/tmp/nnos-check/zoo")
+exported = "/tmp/nnos-check/exported"
+paths.update({f[:-5]: os.path.join(exported, f) for f in sorted(os.listdir(exported)) if f.endswith(".onnx")})
+zoo = set(paths)
 paths.update({name: make("/tmp/nnos-check/" + name + ".onnx") for name, make in GRAPHS.items()})
+try:
+    import onnxruntime as ort
+    out["onnxruntime"] = ort.__version__
+except ImportError:
+    ort = None
+
+
+def team(exe, plan):
+    """Two threads (a worker on CPU 0) against one: bitwise, or None when no step splits."""
+    feeds = sample_inputs(plan, seed=7)
+    for k, v in feeds.items():
+        np.copyto(exe.inputs[k], v)
+    exe.run()
+    one = {k: v.copy() for k, v in exe.outputs.items()}
+    line = exe.use_cpus([0])
+    if "2 CPUs" not in line:
+        return None
+    same = True
+    for _ in range(20):
+        exe.run()
+        same = same and all(np.array_equal(exe.outputs[k], one[k]) for k in one)
+    exe.use_cpus([])
+    return same
+
+
+def versus_peer(exe, plan, path, rounds=5, calls=20):
+    """nnos p50 / onnxruntime p50, one thread each, interleaved in rounds."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    feeds = sample_inputs(plan, seed=0)
+    for k, v in feeds.items():
+        np.copyto(exe.inputs[k], v)
+    times = {"nnos": [], "ort": []}
+    for _ in range(rounds):
+        for who, call in (("nnos", exe.run), ("ort", lambda: sess.run(None, feeds))):
+            call()
+            for _ in range(calls):
+                t = time.perf_counter()
+                call()
+                times[who].append(time.perf_counter() - t)
+    p50 = {k: float(np.median(v)) for k, v in times.items()}
+    return p50["nnos"] / p50["ort"], p50
 for name, path in paths.items():
     t0 = time.time()
     try:
@@ -54,10 +107,19 @@ for name, path in paths.items():
             else:
                 worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - w))) if w.size else 0.0)
     ok = worst != float("inf")
-    out["cases"][name] = {"ok": ok, "max_abs_error": worst, "vector_floats": exe.facts["vector_floats"],
-                          "target": exe.facts["target"], "compile_s": round(time.time() - t0, 1)}
+    case = {"ok": ok, "max_abs_error": worst, "vector_floats": exe.facts["vector_floats"],
+            "target": exe.facts["target"], "compile_s": round(time.time() - t0, 1)}
+    shared = team(exe, plan)
+    if shared is not None:
+        case["team_bitwise"] = shared
+        case["ok"] = ok = ok and shared
+    note = "" if shared is None else ("; two threads bitwise one" if shared else "; two threads DIFFER from one")
+    if ort is not None and name in zoo:
+        case["nnos_over_ort"], case["p50_s"] = versus_peer(exe, plan, path)
+        note += f"; nnos/onnxruntime {case['nnos_over_ort']:.3f}"
+    out["cases"][name] = case
     print(f"{name:<14} {'ok' if ok else 'DIFFERS'}  max abs error {worst:.2g}  "
-          f"({exe.facts['target']}, {exe.facts['vector_floats']}-float vectors, {time.time() - t0:.1f} s)", flush=True)
+          f"({exe.facts['target']}, {exe.facts['vector_floats']}-float vectors, {time.time() - t0:.1f} s{note})", flush=True)
 json.dump(out, open("/tmp/nnos-check/result.json", "w"), indent=1)
 sys.exit(0 if all(c["ok"] for c in out["cases"].values()) else 1)
 '''
@@ -137,10 +199,21 @@ GRAPHS = {"lstm_bidir": lstm, "mobile_block": mobile, "attention": attention, "s
 '''
 
 
+def peer_wheel(rootfs: str, target: str) -> None:
+    """onnxruntime's wheel for the root filesystem's architecture and Python, unpacked by the
+    host's pip into ``target`` (nothing runs emulated; numpy is the image's own)."""
+    machine = "aarch64" if os.path.isdir(os.path.join(rootfs, "usr", "lib", "aarch64-linux-gnu")) else "x86_64"
+    plats = [f"--platform=manylinux_2_28_{machine}", f"--platform=manylinux_2_27_{machine}",
+             f"--platform=manylinux2014_{machine}"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--only-binary=:all:", "--target", target,
+                    "--python-version", "3.11", "--implementation", "cp", *plats, "onnxruntime"], check=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("rootfs")
     ap.add_argument("--target", default="armv8-a")
+    ap.add_argument("--peer", action="store_true", help="time the zoo against onnxruntime in the same emulator")
     ap.add_argument("--json")
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -151,11 +224,15 @@ def main() -> int:
     for name, text in (("inside.py", INSIDE), ("graphs.py", GRAPHS)):
         with open(os.path.join(work, name), "w") as f:
             f.write(text)
+    zoo = os.path.join(ROOT, "models", "zoo")               # the committed exports (the image leaves them out)
+    shutil.copytree(zoo, os.path.join(work, "exported"), ignore=lambda d, names: [n for n in names if not n.endswith(".onnx")])
+    if a.peer:
+        peer_wheel(a.rootfs, os.path.join(work, "peer"))
     proc = os.path.join(a.rootfs, "proc")
     subprocess.run(["mount", "-t", "proc", "proc", proc], check=True)
     try:
         env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "PYTHONDONTWRITEBYTECODE": "1", "OPENBLAS_NUM_THREADS": "1",
-               "NNOS_CPU_TARGET": a.target, "NNOS_CPU_CACHE": "/tmp/nnos-check/cache"}
+               "NNOS_CPU_TARGET": a.target, "NNOS_CPU_CACHE": "/tmp/nnos-check/cache", "PYTHONPATH": "/tmp/nnos-check/peer"}
         chroot = shutil.which("chroot") or "/usr/sbin/chroot"
         r = subprocess.run([chroot, a.rootfs, "/usr/bin/python3", "/tmp/nnos-check/inside.py"], env=env)
         with open(os.path.join(work, "result.json")) as f:
@@ -168,6 +245,10 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     ok = sum(c["ok"] for c in result["cases"].values())
     print(f"{result['machine']}: {ok}/{len(result['cases'])} models match the numpy reference (numpy {result['numpy']})")
+    ratios = {k: c["nnos_over_ort"] for k, c in result["cases"].items() if "nnos_over_ort" in c}
+    if ratios:
+        print(f"nnos p50 / onnxruntime {result.get('onnxruntime')} p50, one thread each, the same emulator: " +
+              ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
     return r.returncode
 
 
