@@ -104,6 +104,32 @@ def test_conv_integer_with_a_constant_weight(tmp_path, target, c, oc, hw, kernel
     _exactly_as_the_reference(plan, {"x": _ints(x_dt, (2, c, hw, hw), rng)})
 
 
+@pytest.mark.parametrize("q_dt,axis", [("uint8", None), ("int8", None), ("int8", 1)])
+@pytest.mark.parametrize("also_read", [False, True])
+def test_a_quantize_dequantize_pair_runs_as_one_step(tmp_path, target, q_dt, axis, also_read):
+    """A QDQ model's rounding of a float tensor (QuantizeLinear, then DequantizeLinear by the same
+    scale and zero point) is one loop, bitwise the reference's two steps: over its whole range,
+    saturating both ways, NaN to the low bound; per tensor or per channel. Not when the
+    quantized tensor is read elsewhere too (here: a graph output)."""
+    q_dt = np.dtype(q_dt)
+    c = 5
+    scale = np.array(0.05, np.float32) if axis is None else np.linspace(0.01, 0.2, c).astype(np.float32)
+    zp = np.array(3, q_dt) if axis is None else (np.arange(c) - 2).astype(q_dt)
+    kw = {} if axis is None else {"axis": axis}
+    nodes = [helper.make_node("Mul", ["x", "two"], ["m"]),
+             helper.make_node("QuantizeLinear", ["m", "s", "z"], ["q"], **kw),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"], **kw),
+             helper.make_node("Relu", ["d"], ["y"])]
+    outs = [vi("y", [2, c, 7])] + ([vi("q", [2, c, 7], I8[q_dt])] if also_read else [])
+    mdl = model(nodes, [vi("x", [2, c, 7])], outs, [("two", np.array(2, np.float32)), ("s", scale), ("z", zp)])
+    plan = nnos.compile(save(mdl, tmp_path / "qdq.onnx"))
+    from nnos.backends.cpu import source
+    assert (": DequantizeLinear" in source(plan)) == also_read           # a step of its own
+    x = np.random.default_rng(3).standard_normal((2, c, 7)).astype(np.float32) * 8
+    x[0, 0, :3] = [np.nan, 1e6, -1e6]
+    _exactly_as_the_reference(plan, {"x": x})
+
+
 @pytest.fixture(scope="module")
 def floats(tmp_path_factory):
     return build(str(tmp_path_factory.mktemp("zoo")), ["mlp_m", "cnn_s"])

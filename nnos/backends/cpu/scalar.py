@@ -172,7 +172,7 @@ def quantize_expr(c) -> str:
     x, s, z = (c.args + ["", ""])[:3]
     cd = np.dtype(c.attrs["compute"])
     ct = compute(cd)
-    lo, hi = (literal(v, cd) for v in QUANT[c.out])
+    lo, hi = (literal(v, cd) for v in QUANT[np.dtype(c.attrs.get("quantized", c.out))])   # its own type, in a chain
     half = "q_ = (float)(_Float16)q_; " if cd == np.float16 else ""
     zp = f" + ({ct})({z})" if z else ""
     return (f"({{ {ct} q_ = ({ct})({x}) / ({ct})({s}); {half}q_ = {libm('rint', cd)}(q_){zp}; "
