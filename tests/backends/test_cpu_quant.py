@@ -100,7 +100,9 @@ def test_conv_integer_with_a_constant_weight(tmp_path, target, c, oc, hw, kernel
                 [("w", w), ("xz", np.array(9, x_dt)), ("wz", _ints(np.int8, (oc,), rng) // 4)], opset=13)
     plan = nnos.compile(save(mdl, tmp_path / "c.onnx"))
     from nnos.backends.cpu import source
-    assert ("__builtin_shuffle(r0, r1" in source(plan)) == (kernel == stride == 1 and group == 1)
+    src, pointwise = source(plan), kernel == stride == 1 and group == 1
+    assert (" *P = " in src) == (group == 1 and not pointwise)          # a channel-last copy: windows need one
+    assert ("__builtin_shuffle(r0, r1" in src) == (group == 1)          # rows interleaved in registers either way
     _exactly_as_the_reference(plan, {"x": _ints(x_dt, (2, c, hw, hw), rng)})
 
 

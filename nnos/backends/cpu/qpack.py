@@ -3,7 +3,8 @@
 each pixel's side by side), multiplied by every output channel's packed weights.
 
 - ``windowed`` (any kernel, stride, padding, dilation): the image copied once into a bordered,
-  channel-last buffer, then each pixel's window a few contiguous runs of it.
+  channel-last buffer (``lanes`` pixels of a row at a time interleaved as below, each pixel's
+  word then stored in its place), then each pixel's window a few contiguous runs of it.
 - ``pointwise`` (1×1 at stride 1, no padding): straight from NCHW — channel rows of ``lanes``
   pixels loaded as whole vectors and interleaved in registers (two-source byte or half-word
   shuffles: vpermt2b/vpunpck on x86), without the channel-last copy and its scalar store per
@@ -32,7 +33,7 @@ class Form:
     fill: str               # the border's (and extra channels') value
     convert: Callable       # an input element's C expression → the buffer's value
     kernel: Callable        # (weights, y, ld, words, out channels) → the kernel's call
-    pointwise: Callable     # (input C type, channels, pixels) → a 1×1 convolution's block from NCHW
+    pointwise: Callable     # (input C type, channels, plane, [store]) → ``lanes`` pixels' words from NCHW
 
 
 def windowed(prog, node, wc: np.ndarray, geometry, f: Form) -> str:
@@ -60,15 +61,25 @@ def windowed(prog, node, wc: np.ndarray, geometry, f: Form) -> str:
     if (kh, kw, *strides, *begin, *out) == (1, 1, 1, 1, 0, 0, h, wd):
         return _pointwise(prog, node, (n, c, npx), col, kq * step, f, call)
     pad, _ = prog.ws(hp * wp * cw * 4 // f.per_word, f.ctype)
-    return f"""const {storage(prog.type(x).dtype)} *X = {prog.ptr(x)}; int32_t *Y = {prog.ptr(o)};
+    xt = storage(prog.type(x).dtype)
+    scatter = (f"for (int r_ = 0; r_ < {f.lanes}; r_++) "       # each pixel's word to its place in the channel-last copy
+               f"memcpy(ps + r_ * {cw} + t * {f.per_word}, (const char *)o + r_ * 4, 4);")
+    return f"""const {xt} *X = {prog.ptr(x)}; int32_t *Y = {prog.ptr(o)};
 {f.ctype} *C = {col}; {f.ctype} *P = {pad}; {f.decl}
 for (long i = 0; i < {kq * step}; i++) C[i] = ({f.ctype}){f.fill};
 for (long b = 0; b < {n}; b++) {{
     for (long i = 0; i < {hp * wp * cw}; i++) P[i] = ({f.ctype}){f.fill};
-    for (long iy = 0; iy < {h}; iy++) for (long ix = 0; ix < {wd}; ix++) {{
-        {f.ctype} *ps = P + ((iy + {begin[0]}) * {wp} + ix + {begin[1]}) * {cw};
-        const {storage(prog.type(x).dtype)} *xs = X + (b * {c} * {h} + iy) * {wd} + ix;
-        for (long ic = 0; ic < {c}; ic++) ps[ic] = {f.convert(f"xs[ic * {h * wd}]")};
+    const {xt} *xb = X + b * {c * h * wd};
+    for (long iy = 0; iy < {h}; iy++) {{
+        long ix = 0;
+        for (; ix + {f.lanes} <= {wd}; ix += {f.lanes}) {{
+            const long px0 = iy * {wd} + ix; {f.ctype} *ps = P + ((iy + {begin[0]}) * {wp} + ix + {begin[1]}) * {cw};
+{indent(f.pointwise(xt, c, h * wd, scatter), 12)}
+        }}
+        for (; ix < {wd}; ix++) {{
+            {f.ctype} *ps = P + ((iy + {begin[0]}) * {wp} + ix + {begin[1]}) * {cw};
+            for (long ic = 0; ic < {c}; ic++) ps[ic] = {f.convert(f"xb[(ic * {h} + iy) * {wd} + ix]")};
+        }}
     }}
     for (long px0 = 0; px0 < {npx}; px0 += {f.lanes}) {{
         const long cnt = {npx} - px0 < {f.lanes} ? {npx} - px0 : {f.lanes};
@@ -127,8 +138,9 @@ def _rows(c: int, word: int, load, fill: str) -> list[str]:
     return lines
 
 
-def vnni_pointwise(xtype: str, flip: bool, c: int, npx: int) -> str:
-    """Sixteen pixels × four channels a word: four rows of 16 bytes to 64 interleaved bytes."""
+def vnni_pointwise(xtype: str, flip: bool, c: int, npx: int, store: str = "memcpy(C + t * 64, o, 64);") -> str:
+    """Sixteen pixels × four channels a word: four rows of 16 bytes (from ``xb + channel · npx +
+    px0``) to 64 interleaved bytes ``o``, which ``store`` puts where they go (word ``t``)."""
     conv = " ^ (vb16){0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80}" \
         if flip else ""
 
@@ -138,22 +150,23 @@ def vnni_pointwise(xtype: str, flip: bool, c: int, npx: int) -> str:
     mix = ("{ vb16 a = __builtin_shuffle(r0, r1, lo8), b = __builtin_shuffle(r0, r1, hi8), "
            "e = __builtin_shuffle(r2, r3, lo8), f = __builtin_shuffle(r2, r3, hi8); "
            "vb16 o[4] = {__builtin_shuffle(a, e, lo16), __builtin_shuffle(a, e, hi16), "
-           "__builtin_shuffle(b, f, lo16), __builtin_shuffle(b, f, hi16)}; memcpy(C + t * 64, o, 64); }")
+           f"__builtin_shuffle(b, f, lo16), __builtin_shuffle(b, f, hi16)}}; {store} }}")
     head = ["typedef uint8_t vb16 __attribute__((vector_size(16)));",
             f"const vb16 lo8 = {{{_LO8}}}, hi8 = {{{_HI8}}}, lo16 = {{{_LO16}}}, hi16 = {{{_HI16}}};",
             "vb16 r0, r1, r2, r3;"]
     return "\n".join(head + _rows(c, 4, load, fill)).replace("INTERLEAVE", mix)
 
 
-def avx2_pointwise(xtype: str, c: int, npx: int) -> str:
-    """Eight pixels × two channels a word: two rows of 8 centred int16 values to 16 interleaved."""
+def avx2_pointwise(xtype: str, c: int, npx: int, store: str = "memcpy(C + t * 16, o, 32);") -> str:
+    """Eight pixels × two channels a word: two rows of 8 centred int16 values to 16 interleaved
+    ``o``, which ``store`` puts where they go (word ``t``)."""
     src = "vs8" if xtype == "int8_t" else "vu8"
 
     def load(ch: str) -> str:
         return (f"({{ {src} v_; memcpy(&v_, xb + ({ch}) * {npx} + px0, 8); "
                 f"__builtin_convertvector(v_, vh8) - (int16_t)zx; }})")
     mix = ("{ vh8 o[2] = {__builtin_shuffle(r0, r1, (vh8){0, 8, 1, 9, 2, 10, 3, 11}), "
-           "__builtin_shuffle(r0, r1, (vh8){4, 12, 5, 13, 6, 14, 7, 15})}; memcpy(C + t * 16, o, 32); }")
+           f"__builtin_shuffle(r0, r1, (vh8){{4, 12, 5, 13, 6, 14, 7, 15}})}}; {store} }}")
     head = ["typedef int16_t vh8 __attribute__((vector_size(16)));",
             "typedef uint8_t vu8 __attribute__((vector_size(8))); typedef int8_t vs8 __attribute__((vector_size(8)));",
             "vh8 r0, r1;"]

@@ -229,7 +229,7 @@ def _vnni_conv(prog, node, wc: np.ndarray, geometry) -> str:
         lambda v: f"(uint8_t)({v}{' ^ 0x80' if flip else ''})",
         lambda wk, y, ld, kq, mo: (f"nnos_qconv16_vnni(C, {wk}, {rowsum}, off, {y}, {ld}, {kq}, {mo}, "
                                    "(__mmask16)((1u << cnt) - 1));"),
-        lambda xt, c, npx: vnni_pointwise(xt, flip, c, npx)))
+        lambda xt, c, npx, *store: vnni_pointwise(xt, flip, c, npx, *store)))
 
 
 def _avx2_conv(prog, node, wc: np.ndarray, geometry) -> str:
