@@ -60,7 +60,8 @@ def qdq_pairs(prog, skip: set) -> dict[int, object]:
             continue
         x, y, out = q.inputs[0], q.outputs[0], dq.outputs[0]
         same_params = list(q.inputs[1:3]) == list(dq.inputs[1:3]) and q.attrs.get("axis", 1) == dq.attrs.get("axis", 1)
-        if (y in g.outputs or consumers.get(y) != [dq] or dq.inputs[0] != y or not same_params
+        users = consumers.get(y, [])
+        if (y in g.outputs or len(users) != 1 or users[0] is not dq or dq.inputs[0] != y or not same_params
                 or g.type_of(x).dtype != np.float32 or g.type_of(out).dtype != np.float32 or x in g.consts):
             continue
         a, b, n = mem.tensors[x], mem.tensors[out], g.type_of(x).size * 4
