@@ -694,6 +694,25 @@ def test_policy_heads_softmax_clip_leaky_relu(tmp_path):
     assert np.isnan(out["P"][0]).all()           # NaN passes Clip and Softmax
 
 
+@pytest.mark.parametrize("shape", [(3, 5, 37), (2, 4, 65, 65), (1, 3, 5)])
+def test_softmax_rows_in_groups(tmp_path, shape):
+    """Attention's softmax over contiguous rows, four rows interleaved at a time and the rest
+    one by one (15 rows: three groups and three alone; 520 rows of 65: vectors and a tail, on a
+    team when the host has one; 3 rows: no group); a NaN makes its own row NaN, none other."""
+    m = model([helper.make_node("Softmax", ["X"], ["Y"], axis=-1)], [vi("X", list(shape))], [vi("Y", list(shape))])
+    plan = nnos.compile(save(m, tmp_path / "softmax.onnx"))
+    got = agree(plan, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got["Y"].sum(axis=-1), 1.0, rtol=1e-5)
+    feeds = feeds_for(plan)
+    rows = feeds["X"].reshape(-1, shape[-1])
+    nan_rows = sorted({1, len(rows) - 1})                    # one inside a group, the last alone
+    for r in nan_rows:
+        rows[r, shape[-1] // 2] = np.nan
+    out = run_cpu_in_child(plan, feeds)["Y"].reshape(len(rows), -1)
+    assert [r for r in range(len(rows)) if np.isnan(out[r]).all()] == nan_rows
+    assert not np.isnan(np.delete(out, nan_rows, axis=0)).any()
+
+
 def test_auto_remembers_its_choice_for_the_images_object_once_verified(tmp_path, monkeypatch, zoo):
     """The image's own object, verified once on this slot: auto measures once and remembers its
     choice beside that mark; the next start takes it without probing or measuring the others

@@ -99,29 +99,46 @@ def softmax(prog, node) -> str:
     return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
 
 
+ROWS = 4      # softmax rows a group interleaves: each row's passes are a chain of dependent steps
+
+
+def _softmax_group(n: int, rows: int) -> list[str]:
+    """``rows`` rows from row ``o`` on, their passes interleaved statement by statement (a
+    short row's max, exp and sum are one long dependency chain; its neighbours' hide it)."""
+    def each(c: str) -> str:          # "@": the row's number in the group
+        return " ".join(c.replace("@", str(r)) for r in range(rows))
+    return [
+        "{ " + each(f"const float *x@ = X + (o + @) * {n}; float *y@ = Y + (o + @) * {n};"),
+        "  long i = 0; " + each("vf m@ = vsplat(x@[0]);"),
+        f"  for (; i + VW <= {n}; i += VW) {{ "
+        + each("vf v@ = vload(x@ + i); m@ = vsel((v@ > m@) | (v@ != v@), v@, m@);") + " }",
+        "  " + each("float M@ = x@[0]; { float v = vhmax(m@); M@ = (v != v || v > M@) ? v : M@; }"),
+        f"  for (long j = i; j < {n}; j++) {{ " + each("{ float v = x@[j]; M@ = (v != v || v > M@) ? v : M@; }") + " }",
+        "  " + each("vf s@ = vsplat(0.0f), mm@ = vsplat(M@);"),
+        f"  for (i = 0; i + VW <= {n}; i += VW) {{ "
+        + each("vf e@ = vexp(vload(x@ + i) - mm@); vstore(y@ + i, e@); s@ += e@;") + " }",
+        "  " + each("float S@ = vhsum(s@);"),
+        f"  for (long j = i; j < {n}; j++) {{ " + each("{ float e = expf(x@[j] - M@); y@[j] = e; S@ += e; }") + " }",
+        "  " + each("float inv@ = 1.0f / S@; vf iv@ = vsplat(inv@);"),
+        f"  for (i = 0; i + VW <= {n}; i += VW) {{ " + each("vstore(y@ + i, vload(y@ + i) * iv@);") + " }",
+        f"  for (long j = i; j < {n}; j++) {{ " + each("y@[j] *= inv@;") + " } }"]
+
+
 def _softmax_rows(prog, x: str, y: str, rows: int, n: int) -> str:
     """float32 Softmax over contiguous rows (attention's scores): the max, exp(x − max) and its
-    sum, then a scale by 1/sum, each a pass of vectors (vexp) with a scalar tail; a NaN on the
-    row wins the max, so the whole row is NaN, as in the reference. On a team, each thread its
-    own rows (an exp costs about what eight multiply-adds do)."""
+    sum, then a scale by 1/sum, each a pass of vectors (vexp) with a scalar tail, ROWS rows at
+    a time; a NaN on the row wins the max, so the whole row is NaN, as in the reference. On a
+    team, each thread its own rows (an exp costs about what eight multiply-adds do)."""
     split = prog.share(rows * n * 8, rows)
+    lo, hi = ("lo", "hi") if split else ("0", str(rows))
     return indent("\n".join([
         f"const float *X = {prog.tensor(x)}; float *Y = {prog.tensor(y)};",
         *([split] if split else []),
-        f"for (long o = {'lo' if split else 0}; o < {'hi' if split else rows}; o++) {{",
-        f"    const float *xr = X + o * {n}; float *yr = Y + o * {n}; long i = 0; float m = xr[0];",
-        "    vf mv = vsplat(xr[0]);",
-        f"    for (; i + VW <= {n}; i += VW) {{ vf v = vload(xr + i); mv = vsel((v > mv) | (v != v), v, mv); }}",
-        "    { float v = vhmax(mv); m = (v != v || v > m) ? v : m; }",
-        f"    for (; i < {n}; i++) {{ float v = xr[i]; m = (v != v || v > m) ? v : m; }}",
-        "    vf sv = vsplat(0.0f), mm = vsplat(m);",
-        f"    for (i = 0; i + VW <= {n}; i += VW) {{ vf e = vexp(vload(xr + i) - mm); vstore(yr + i, e); sv += e; }}",
-        "    float s = vhsum(sv);",
-        f"    for (; i < {n}; i++) {{ float e = expf(xr[i] - m); yr[i] = e; s += e; }}",
-        "    float inv = 1.0f / s; vf iv = vsplat(inv);",
-        f"    for (i = 0; i + VW <= {n}; i += VW) vstore(yr + i, vload(yr + i) * iv);",
-        f"    for (; i < {n}; i++) yr[i] *= inv;",
-        "}"]))
+        f"long o = {lo};",
+        f"for (; o + {ROWS} <= {hi}; o += {ROWS})",
+        *_softmax_group(n, ROWS),
+        f"for (; o < {hi}; o++)",
+        *_softmax_group(n, 1)]))
 
 
 def rms_norm(prog, node) -> str:
