@@ -258,3 +258,63 @@ def _bind_conv_integer(node, ins, outs, scratch):
 
 register("ConvInteger", _infer_conv_integer, _bind_conv_integer, scratch=_conv_integer_scratch,
          flops=lambda n, i, o: 2 * o[0].size * int(np.prod(i[1].shape[1:])))
+
+
+# --- nnos.QuantizeDequantize ----------------------------------------------------------------
+# nnos's own op, never in a model (the frontend refuses the name): passes/qdq.py makes it of a
+# QuantizeLinear whose only reader is a DequantizeLinear by the same scale and zero point — a
+# QDQ model's rounding of a float tensor to its 8-bit grid. Elementwise, so the fusion pass
+# chains it with the ops around it. Its scale and zero point broadcast against x as numpy's
+# do (per channel: a (C, 1, 1) constant); the zero point's type, also the attribute ``to``
+# (ONNX's code), is the grid's:
+#     y = (saturate(round_half_even(x / scale) + zero_point) - zero_point) * scale     (float32)
+# exactly QuantizeLinear then DequantizeLinear: the quantized value is an integer float32 holds.
+FAKE_QUANT = "nnos.QuantizeDequantize"
+
+
+def grid_dtype(attrs: dict) -> np.dtype:
+    """The 8-bit type a rounding's ``to`` names (void when it names none)."""
+    return np.dtype(_ONNX_CAST.get(int(attrs.get("to", 0)), "void"))
+
+
+def _check_grid(node, zp: TensorType) -> None:
+    dt = grid_dtype(node.attrs)
+    if zp.dtype not in EIGHT_BIT or dt != zp.dtype:
+        raise node.fail(f"the zero point {zp} must be {_names(EIGHT_BIT)} and match to={node.attrs.get('to')} ({dt})")
+    return dt
+
+
+def _infer_fake_quant(node, in_types, consts):
+    if len(in_types) != 3 or any(t is None for t in in_types):
+        raise node.fail(f"{FAKE_QUANT} takes x, a scale and a zero point, got {len(in_types)} inputs")
+    x, scale, zp = in_types
+    _check_grid(node, zp)
+    if consts[1] is None or consts[2] is None:
+        raise node.fail(f"{FAKE_QUANT} takes a constant scale and zero point")
+    if x.dtype != np.float32 or scale.dtype != np.float32:
+        raise node.fail(f"{FAKE_QUANT} takes float32 x and scale, got {x} and {scale}")
+    for what, t in (("scale", scale), ("zero point", zp)):
+        try:
+            shape = np.broadcast_shapes(x.shape, t.shape)
+        except ValueError:
+            shape = None
+        if shape != x.shape:
+            raise node.fail(f"the {what} {t} does not broadcast to x {x}")
+    return [x]
+
+
+def _fake_quant_scratch(node, in_types, out_types):
+    return [(in_types[0], False)]
+
+
+def _bind_fake_quant(node, ins, outs, scratch):
+    x, y, t = ins[0], outs[0], scratch[0]
+    scale, zp = (full_shape(p, x.shape)[0] if p.size != 1 else p.reshape(()) for p in ins[1:3])
+    lo, hi = (np.array(v, np.float32) for v in QUANT[ins[2].dtype])
+    return [call(np.divide, x, scale, out=t), call(np.rint, t, out=t), call(np.add, t, zp, out=t, casting="unsafe"),
+            call(np.fmax, t, lo, out=t), call(np.fmin, t, hi, out=t),            # NaN → lo, as QuantizeLinear's
+            call(np.subtract, t, zp, out=t, dtype=np.float32), call(np.multiply, t, scale, out=y)]
+
+
+register(FAKE_QUANT, _infer_fake_quant, _bind_fake_quant, scratch=_fake_quant_scratch,
+         flops=lambda n, i, o: 6 * o[0].size, elementwise=True)

@@ -110,9 +110,10 @@ def test_conv_integer_with_a_constant_weight(tmp_path, target, c, oc, hw, kernel
 @pytest.mark.parametrize("also_read", [False, True])
 def test_a_quantize_dequantize_pair_runs_as_one_step(tmp_path, target, q_dt, axis, also_read):
     """A QDQ model's rounding of a float tensor (QuantizeLinear, then DequantizeLinear by the same
-    scale and zero point) is one loop, bitwise the reference's two steps: over its whole range,
-    saturating both ways, NaN to the low bound; per tensor or per channel. Not when the
-    quantized tensor is read elsewhere too (here: a graph output)."""
+    scale and zero point) is one elementwise op chained into the loop of the ops around it
+    (passes/qdq.py), bitwise the reference's two steps: over its whole range, saturating both
+    ways, NaN to the low bound; per tensor (the vector form) or per channel (the generic one).
+    Not when the quantized tensor is read elsewhere too (here: a graph output)."""
     q_dt = np.dtype(q_dt)
     c = 5
     scale = np.array(0.05, np.float32) if axis is None else np.linspace(0.01, 0.2, c).astype(np.float32)
@@ -126,10 +127,42 @@ def test_a_quantize_dequantize_pair_runs_as_one_step(tmp_path, target, q_dt, axi
     mdl = model(nodes, [vi("x", [2, c, 7])], outs, [("two", np.array(2, np.float32)), ("s", scale), ("z", zp)])
     plan = nnos.compile(save(mdl, tmp_path / "qdq.onnx"))
     from nnos.backends.cpu import source
-    assert (": DequantizeLinear" in source(plan)) == also_read           # a step of its own
+    src = source(plan)
+    assert (": DequantizeLinear" in src) == also_read                    # a step of its own
+    assert ("vfakeq(v, " in src) == (axis is None and not also_read)     # in registers, between Mul and Relu
     x = np.random.default_rng(3).standard_normal((2, c, 7)).astype(np.float32) * 8
     x[0, 0, :3] = [np.nan, 1e6, -1e6]
     _exactly_as_the_reference(plan, {"x": x})
+
+
+def test_a_gelu_between_roundings_is_one_vector_loop(tmp_path, target):
+    """An exported GELU in a QDQ model: a rounding after each of its ops (Div, Erf, Add, Mul,
+    Mul), and after the Reshape before it too (a rounding of values already on their grid,
+    dropped). One loop of vectors; within one step of the last grid of the reference (its
+    erf and the backend's differ in the last bits, which a rounding may carry a step)."""
+    grid = [("s", np.array(0.03, np.float32)), ("z", np.array(128, np.uint8))]
+
+    def rounded(op, ins, out):               # op, then its rounding: QuantizeLinear, DequantizeLinear
+        return [helper.make_node(op, ins, [f"{out}_f"]), helper.make_node("QuantizeLinear", [f"{out}_f", "s", "z"], [f"{out}_q"]),
+                helper.make_node("DequantizeLinear", [f"{out}_q", "s", "z"], [out])]
+    nodes = (rounded("Identity", ["in"], "x0") + [helper.make_node("Reshape", ["x0", "shape"], ["x1"])]
+             + rounded("Identity", ["x1"], "x") + rounded("Div", ["x", "sqrt2"], "d") + rounded("Erf", ["d"], "e")
+             + rounded("Add", ["e", "one"], "a") + rounded("Mul", ["x", "a"], "m") + rounded("Mul", ["m", "half"], "y"))
+    consts = grid + [("sqrt2", np.array(2 ** 0.5, np.float32)), ("one", np.array(1, np.float32)),
+                     ("half", np.array(0.5, np.float32)), ("shape", np.array([2, 100], np.int64))]
+    mdl = model(nodes, [vi("in", [2, 4, 25])], [vi("y", [2, 100])], consts)
+    plan = nnos.compile(save(mdl, tmp_path / "gelu_qdq.onnx"))
+    from nnos.backends.cpu import source
+    from nnos.ops.quant import FAKE_QUANT
+    chain = [[n.op] + [e.op for e in n.epilogue] for n in plan.graph.nodes]
+    assert ["Div", FAKE_QUANT, "Erf", FAKE_QUANT, "Add", FAKE_QUANT, "Mul", FAKE_QUANT, "Mul", FAKE_QUANT] in chain, chain
+    assert sum(FAKE_QUANT in c for c in chain) == 2, chain                # the input's rounding, then the GELU's loop
+    assert source(plan).count("vfakeq(v, ") >= 5
+    exe = prepare(plan, "cpu")
+    x = np.random.default_rng(7).standard_normal((2, 4, 25)).astype(np.float32) * 3
+    np.copyto(exe.inputs["in"], x)
+    exe.run()
+    np.testing.assert_allclose(exe.outputs["y"], plan({"in": x})["y"], rtol=0, atol=0.03 * 1.01)
 
 
 @pytest.fixture(scope="module")

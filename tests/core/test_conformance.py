@@ -21,7 +21,7 @@ from tests.support.onnx_cases import (CASES, array_of, case_runs, const_slots, e
 
 def test_every_claimed_op_has_cases():
     covered = {n.op_type for c in CASES for n in c.model.graph.node}
-    missing = set(OPS) - covered
+    missing = {op for op in set(OPS) - covered if not op.startswith("nnos.")}    # nnos's own: passes make them (test_quant)
     assert not missing, f"claimed ops without an ONNX node test case: {sorted(missing)}"
 
 

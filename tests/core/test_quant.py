@@ -147,3 +147,102 @@ def test_a_float16_qdq_product_kept_as_the_model_says(tmp_path):
     x = np.array([[0.5, -1.0, 0.25, 2.0]], half)
     w = np.arange(-6, 6).reshape(4, 3) * 0.125
     np.testing.assert_allclose(plan({"x": x})["y"].astype(np.float32), x.astype(np.float32) @ w, rtol=1e-2)
+
+
+# --- a QDQ model's roundings (passes/qdq.py) ------------------------------------------------------
+def _qdq_graph(*, grids=("a", "a"), moves=("Reshape", "Transpose"), per_channel=False, also_read=False):
+    """x → Mul → Q/DQ (grid 0) → moves → Q/DQ (grid 1) → Relu → y: a QDQ export's rounding
+    after a float op and again after each op that only moves values."""
+    from nnos.ir import Graph, Node, TensorType
+    from nnos.passes import infer_types
+    params = {"a": (np.float32(0.05), np.uint8(3)), "b": (np.float32(0.07), np.uint8(3)),
+              "c": (np.float32(0.05), np.int8(3))}
+    consts = {"two": np.float32(2), "shape": np.array([2, 3, 4], np.int64)}
+    for k, (s, z) in params.items():
+        consts[f"s_{k}"], consts[f"z_{k}"] = np.array(s), np.array(z)
+    if per_channel:
+        consts["s_a"], consts["z_a"] = np.linspace(0.02, 0.1, 3).astype(np.float32), np.arange(3).astype(np.uint8)
+    nodes, t = [Node("Mul", "m", ["x", "two"], ["m"])], "m"
+    for k, grid in enumerate(grids):
+        axis = {"axis": 1} if per_channel else {}
+        nodes += [Node("QuantizeLinear", f"q{k}", [t, f"s_{grid}", f"z_{grid}"], [f"q{k}"], axis),
+                  Node("DequantizeLinear", f"dq{k}", [f"q{k}", f"s_{grid}", f"z_{grid}"], [f"d{k}"], axis)]
+        t = f"d{k}"
+        if k == 0:
+            for j, op in enumerate(moves):
+                ins = [t, "shape"] if op == "Reshape" else [t, t] if op == "Concat" else [t]
+                attrs = {"perm": [0, 1, 2]} if op == "Transpose" else {"axis": 1} if op == "Concat" else {}
+                nodes.append(Node(op, f"mv{j}", ins, [f"mv{j}"], attrs))
+                t = f"mv{j}"
+    nodes.append(Node("Relu", "r", [t], ["y"]))
+    outputs = ["y"] + (["q0"] if also_read else [])
+    return infer_types(Graph("g", ["x"], outputs, nodes, {"x": TensorType(np.dtype(np.float32), (2, 3, 4))}, consts))
+
+
+def _feeds():
+    x = np.random.default_rng(5).standard_normal((2, 3, 4)).astype(np.float32) * 6
+    x[0, 0, :3] = [np.nan, 1e6, -1e6]                  # NaN to the low bound, saturation both ways
+    return {"x": x}
+
+
+def _same_outputs(a, b):
+    from nnos.compiler import run_direct
+    ya, yb = run_direct(a, _feeds()), run_direct(b, _feeds())
+    for k in ya:
+        np.testing.assert_array_equal(ya[k], yb[k], err_msg=k)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_a_quantize_dequantize_pair_becomes_one_elementwise_rounding(per_channel):
+    from nnos.ops.quant import FAKE_QUANT
+    from nnos.passes import fake_quantize
+    g = _qdq_graph(moves=(), per_channel=per_channel)
+    f = fake_quantize(g)
+    assert [n.op for n in f.nodes] == ["Mul", FAKE_QUANT, FAKE_QUANT, "Relu"]
+    fq = f.nodes[1]
+    assert fq.attrs == {"to": TensorProto.UINT8} and fq.outputs == ["d0"]
+    assert f.consts[fq.inputs[1]].shape == ((3, 1) if per_channel else ())     # broadcasts against x
+    _same_outputs(g, f)                                                         # bitwise the two steps
+
+
+def test_a_pair_stays_when_the_8_bit_tensor_is_read_elsewhere_or_the_grids_differ():
+    from nnos.passes import fake_quantize
+    g = _qdq_graph(moves=(), also_read=True)
+    assert [n.op for n in fake_quantize(g).nodes][:3] == ["Mul", "QuantizeLinear", "DequantizeLinear"]
+    g = _qdq_graph(moves=())
+    g.nodes[2].inputs[1] = "s_b"                                                # DQ by another scale
+    assert [n.op for n in fake_quantize(g).nodes][:3] == ["Mul", "QuantizeLinear", "DequantizeLinear"]
+
+
+@pytest.mark.parametrize("moves", [("Reshape", "Transpose"), ("Concat",), ()])
+def test_a_rounding_of_values_already_on_its_grid_goes(moves):
+    from nnos.ops.quant import FAKE_QUANT
+    from nnos.passes import drop_requantize, fake_quantize
+    g = _qdq_graph(moves=moves)
+    f = drop_requantize(fake_quantize(g))
+    assert [n.op for n in f.nodes].count(FAKE_QUANT) == 1
+    assert f.nodes[-1].inputs == [f.nodes[-2].outputs[0]]                       # Relu reads the moved values
+    _same_outputs(g, f)
+
+
+@pytest.mark.parametrize("grids,per_channel", [(("a", "b"), False), (("a", "c"), False), (("a", "a"), True)])
+def test_a_rounding_to_another_grid_stays(grids, per_channel):
+    """Another scale, another type (int8 beside uint8, same zero point), or per-channel grids
+    (a move may carry a channel's values to another channel)."""
+    from nnos.ops.quant import FAKE_QUANT
+    from nnos.passes import drop_requantize, fake_quantize
+    g = _qdq_graph(grids=grids, per_channel=per_channel, moves=("Transpose",) if per_channel else ("Reshape",))
+    f = drop_requantize(fake_quantize(g))
+    assert [n.op for n in f.nodes].count(FAKE_QUANT) == 2
+    _same_outputs(g, f)
+
+
+def test_a_model_may_not_use_nnos_own_ops(tmp_path):
+    """nnos.QuantizeDequantize is made by a pass, never read from a model (the ONNX checker
+    knows no such op)."""
+    from nnos.errors import ModelError
+    m = model([helper.make_node("nnos.QuantizeDequantize", ["x", "s", "z"], ["y"], name="fq", to=2)],
+              [vi("x", [4])], [vi("y", [4])], [("s", np.array(0.1, np.float32)), ("z", np.array(0, np.uint8))])
+    with pytest.raises(ModelError) as e:
+        nnos.compile(save(m, tmp_path / "fq.onnx"))
+    assert "No Op registered for nnos.QuantizeDequantize" in str(e.value), str(e.value)

@@ -11,7 +11,6 @@ does not cover raise Unsupported naming them (the caller falls back to numpy).
 """
 from __future__ import annotations
 
-from functools import partial
 
 import numpy as np
 
@@ -23,7 +22,6 @@ from .emit import Unsupported
 from .emitters import EMITTERS
 from .gemm import gemm_fast_ok
 from .prelude import PRELUDE
-from .quant import qdq_pairs, quantize_dequantize
 from .team import OPAQUE, RUNTIME, SPLIT_WORK, wrap
 
 
@@ -92,13 +90,11 @@ def generate(plan, vw: int) -> tuple[str, Program]:
     prog = Program(plan, vw)
     skip = set(prog.mem.skip)
     choose_layouts(prog, skip)
-    pairs = qdq_pairs(prog, skip)                     # a QuantizeLinear and the DequantizeLinear after it: one step
-    skip |= {s + 1 for s in pairs}
     blocks = []
     for s, node in enumerate(prog.graph.nodes):
         if s in skip:
             continue
-        emit = EMITTERS.get(node.op) if s not in pairs else partial(quantize_dequantize, dq=pairs[s])
+        emit = EMITTERS.get(node.op)
         if emit is None:
             raise Unsupported(f"step {s} {node.op} ({node.name!r}): no generated kernel for {node.op} yet")
         prog.split = False

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...ops.quant import FAKE_QUANT, QUANT, grid_dtype
 from .emit import Unsupported, indent
 from .ctype import compute, literal, storage
 from .loops import broadcast_strides, contiguous_strides, nest
@@ -57,7 +58,11 @@ def _vector_ok(prog, steps, out: str) -> bool:
         return False
     n = t.size
     for op, args, attrs in steps:
-        if not (activation(op, attrs) or op in VECTOR_BINARY or op in ("LeakyRelu", "Clip")):
+        if op == FAKE_QUANT:                 # one constant scale and zero point: literals
+            if not all(a in prog.graph.consts and prog.type(a).size == 1 for a in args[1:]):
+                return False
+            args = args[:1]
+        elif not (activation(op, attrs) or op in VECTOR_BINARY or op in ("LeakyRelu", "Clip")):
             return False
         if op in VECTOR_BINARY and len([a for a in args if a]) != 2:
             return False
@@ -79,6 +84,8 @@ def _vector_expr(prog, op: str, args: list[str], n: int, vector: bool, attrs: di
         return f"vload({prog.tensor(a)} + i)" if vector else f"{prog.tensor(a)}[i]"
     if activation(op, attrs):
         return f"{ACTIVATIONS[activation(op, attrs)][0 if vector else 1]}({load(args[0])})"
+    if op == FAKE_QUANT:
+        return _fake_quantize(prog, args, load(args[0]), attrs, vector)
     if op == "LeakyRelu":
         a = float(np.float32(attrs.get("alpha", 0.01)))
         return f"{'vleaky' if vector else 'sleaky'}({load(args[0])}, {a!r}f)"
@@ -90,6 +97,14 @@ def _vector_expr(prog, op: str, args: list[str], n: int, vector: bool, attrs: di
             v = f"{'vminnan' if vector else 'sminnan'}({v}, {load(args[2])})"
         return _clip(v, attrs.get("min"), attrs.get("max"), vector)
     return f"({load(args[0])} {VECTOR_BINARY[op]} {load(args[1])})"
+
+
+def _fake_quantize(prog, args: list[str], value: str, attrs: dict, vector: bool) -> str:
+    """A rounding to the grid of one constant scale and zero point (the prelude's vfakeq)."""
+    scale, zp = (prog.graph.consts[a].reshape(()) for a in args[1:3])
+    lo, hi = QUANT[grid_dtype(attrs)]
+    bounds = ", ".join(literal(float(b) - float(zp), np.float32) for b in (lo, hi))
+    return f"{'vfakeq' if vector else 'sfakeq'}({value}, {literal(scale, np.float32)}, {bounds})"
 
 
 def _vector_code(prog, out: str, steps, chain_in_registers: list[str] | None = None) -> str:

@@ -135,6 +135,22 @@ static inline vf verf(vf x) {
     r = vsel(x < 0.0f, -r, r);
     return vsel(t <= 0.9277f, p, vsel(x != x, x, r));
 }
+/* QuantizeLinear then DequantizeLinear by one scale s: with lo, hi the type's bounds minus the
+   zero point, (clamp(rint(x / s), lo, hi)) * s — clamped before rounding (the bounds are
+   integers: the same value), NaN to lo, as QuantizeLinear sends it to the low bound; rint by
+   adding and subtracting 1.5·2^23 (round half to even, exact for |v| ≤ 2^22) */
+static inline vf vfakeq(vf x, float s, float lo, float hi) {
+    vf t = x / s;
+    t = vsel(t >= lo, t, vsplat(lo));
+    t = vsel(t > hi, vsplat(hi), t);
+    return ((t + 12582912.0f) - 12582912.0f) * s;
+}
+static inline float sfakeq(float x, float s, float lo, float hi) {
+    float t = x / s;
+    t = t >= lo ? t : lo;
+    t = t > hi ? hi : t;
+    return ((t + 12582912.0f) - 12582912.0f) * s;
+}
 static inline vf vgelu(vf x) { return 0.5f * x * (1.0f + verf(x * 0.7071067811865476f)); }
 static inline float sgelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
 /* 0.5·x·(1 + tanh(y)) = x / (1 + exp(−2y)): exactly −0 far below zero, as the reference's */

@@ -45,44 +45,6 @@ def quantize_linear(prog, node) -> str:
     return generic_code(prog, out, [(node.op, ins, attrs)], strides) + "\n" + epilogue_pass(prog, node, out)
 
 
-def qdq_pairs(prog, skip: set) -> dict[int, object]:
-    """QuantizeLinear steps whose output only the next step reads, a DequantizeLinear by the same
-    scale and zero point: a QDQ model's rounding of a float tensor to its int8 grid (act_s's
-    QDQ form has one after nearly every float op). Q's step → the DequantizeLinear it absorbs:
-    one pass, float in and float out, bitwise the two steps' result (the same expressions; the
-    quantized value is exact in float). Only where the DequantizeLinear's output does not
-    partly overlap Q's input in the arena (read and written in one loop, element by element)."""
-    g, nodes, mem = prog.graph, prog.graph.nodes, prog.mem
-    consumers = g.consumers()
-    pairs = {}
-    for s, (q, dq) in enumerate(zip(nodes, nodes[1:])):
-        if q.op != "QuantizeLinear" or dq.op != "DequantizeLinear" or s in skip or s + 1 in skip or q.epilogue:
-            continue
-        x, y, out = q.inputs[0], q.outputs[0], dq.outputs[0]
-        same_params = list(q.inputs[1:3]) == list(dq.inputs[1:3]) and q.attrs.get("axis", 1) == dq.attrs.get("axis", 1)
-        users = consumers.get(y, [])
-        if (y in g.outputs or len(users) != 1 or users[0] is not dq or dq.inputs[0] != y or not same_params
-                or g.type_of(x).dtype != np.float32 or g.type_of(out).dtype != np.float32 or x in g.consts):
-            continue
-        a, b, n = mem.tensors[x], mem.tensors[out], g.type_of(x).size * 4
-        if a == b or a + n <= b or b + n <= a:
-            pairs[s] = dq
-    return pairs
-
-
-def quantize_dequantize(prog, q, dq) -> str:
-    """A pair of qdq_pairs in one loop: the QuantizeLinear's expression, then the
-    DequantizeLinear's on its value, stored as the DequantizeLinear's output."""
-    x, out = q.inputs[0], dq.outputs[0]
-    shape = prog.type(x).shape
-    ins = list(q.inputs) + [""] * (3 - len(q.inputs))
-    strides = {n: _param_strides(prog, q, n, shape) for n in ins[1:] if n}
-    qattrs = dict(q.attrs, compute=compute_dtype(prog.type(x).dtype, prog.type(ins[1]).dtype).name,
-                  quantized=prog.type(q.outputs[0]).dtype.name)
-    chain = [("QuantizeLinear", ins, qattrs), ("DequantizeLinear", ["@v", *ins[1:]], dict(dq.attrs))]
-    return generic_code(prog, out, chain, strides) + "\n" + epilogue_pass(prog, dq, out)
-
-
 # --- MatMulInteger -----------------------------------------------------------------------------
 def _zero(prog, name: str, index: str) -> str:
     """A zero point's value at ``index`` (one value: index 0), as int32; "0" when absent."""

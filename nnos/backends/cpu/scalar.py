@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...ops.quant import QUANT
+from ...ops.quant import FAKE_QUANT, QUANT, grid_dtype
 from .ctype import compute, is_float, libm, literal
 
 # helpers the prelude defines for every type (GNU C: __typeof__ and statement expressions)
@@ -186,6 +186,15 @@ def dequantize_expr(c) -> str:
     return f"(((float)({x}){zp}) * (float)({s}))"
 
 
+def fake_quantize_expr(c) -> str:
+    """nnos.QuantizeDequantize: QuantizeLinear's expression and DequantizeLinear's on its value,
+    the grid the zero point's type (``to``), in float32 (the quantized value is an integer in it)."""
+    x, s, z = c.args
+    lo, hi = (literal(v, np.float32) for v in QUANT[grid_dtype(c.attrs)])
+    return (f"({{ float s_ = (float)({s}), z_ = (float)({z}); float q_ = rintf((float)({x}) / s_) + z_; "
+            f"q_ = q_ > {lo} ? q_ : {lo}; q_ = q_ < {hi} ? q_ : {hi}; (q_ - z_) * s_; }})")
+
+
 # The op → C expression table (the generic loops' and the fused chains' element form): one entry
 # per op, overridable like any dict — a new op is one line here, checked by the conformance tests.
 OPS_C = {
@@ -215,7 +224,7 @@ OPS_C = {
     "Clip": _clip,
     "Where": lambda c: f"(({c.args[0]}) ? ({c.args[1]}) : ({c.args[2]}))",
     "Cast": _cast,
-    "QuantizeLinear": quantize_expr, "DequantizeLinear": dequantize_expr,
+    "QuantizeLinear": quantize_expr, "DequantizeLinear": dequantize_expr, FAKE_QUANT: fake_quantize_expr,
 }
 SUPPORTED = set(OPS_C)
 
