@@ -135,6 +135,28 @@ def test_a_quantize_dequantize_pair_runs_as_one_step(tmp_path, target, q_dt, axi
     _exactly_as_the_reference(plan, {"x": x})
 
 
+@pytest.mark.parametrize("axis", [None, 1])
+def test_a_dequantize_and_its_chain_are_one_loop(tmp_path, target, axis):
+    """An integer product's DequantizeLinear (per tensor or per channel), then the bias, a ReLU
+    and the rounding to the next grid: one loop over the int32 values, exactly the reference."""
+    c, rng = 6, np.random.default_rng(11)
+    scale = np.array(0.002, np.float32) if axis is None else np.linspace(0.001, 0.004, c).astype(np.float32)
+    kw = {} if axis is None else {"axis": axis}
+    nodes = [helper.make_node("DequantizeLinear", ["acc", "s"], ["d"], **kw), helper.make_node("Add", ["d", "b"], ["a"]),
+             helper.make_node("Relu", ["a"], ["r"]), helper.make_node("QuantizeLinear", ["r", "gs", "gz"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "gs", "gz"], ["y"])]
+    mdl = model(nodes, [vi("acc", [1, c, 9, 9], TensorProto.INT32)], [vi("y", [1, c, 9, 9])],
+                [("s", scale), ("b", rng.standard_normal((c, 1, 1)).astype(np.float32)),
+                 ("gs", np.array(0.02, np.float32)), ("gz", np.array(0, np.uint8))])
+    plan = nnos.compile(save(mdl, tmp_path / "dq_chain.onnx"))
+    from nnos.backends.cpu import source
+    from nnos.ops.quant import FAKE_QUANT
+    assert [[n.op] + [e.op for e in n.epilogue] for n in plan.graph.nodes] == [["DequantizeLinear", "Add", "Relu", FAKE_QUANT]]
+    assert source(plan).count("for (long i0 = 0;") == 1                 # one loop nest
+    acc = rng.integers(-3000, 3000, size=(1, c, 9, 9)).astype(np.int32)
+    _exactly_as_the_reference(plan, {"acc": acc})
+
+
 def test_a_gelu_between_roundings_is_one_vector_loop(tmp_path, target):
     """An exported GELU in a QDQ model: a rounding after each of its ops (Div, Erf, Add, Mul,
     Mul), and after the Reshape before it too (a rounding of values already on their grid,

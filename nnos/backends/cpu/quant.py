@@ -42,7 +42,8 @@ def quantize_linear(prog, node) -> str:
     attrs = dict(node.attrs)
     if node.op == "QuantizeLinear":
         attrs["compute"] = compute_dtype(prog.type(x).dtype, prog.type(ins[1]).dtype).name
-    return generic_code(prog, out, [(node.op, ins, attrs)], strides) + "\n" + epilogue_pass(prog, node, out)
+    links = [(e.op, e.inputs_with("@v"), e.attrs) for e in node.epilogue]
+    return generic_code(prog, out, [(node.op, ins, attrs)] + links, strides)      # the chain in the same loop
 
 
 # --- MatMulInteger -----------------------------------------------------------------------------
