@@ -246,3 +246,29 @@ def test_a_model_may_not_use_nnos_own_ops(tmp_path):
     with pytest.raises(ModelError) as e:
         nnos.compile(save(m, tmp_path / "fq.onnx"))
     assert "No Op registered for nnos.QuantizeDequantize" in str(e.value), str(e.value)
+
+
+def test_a_weight_two_products_share_makes_both_integer(tmp_path):
+    """torch's export makes one initializer of two equal weights (a transformer's layers start as
+    copies): the second product reads Identity(the first's dequantized weight), which the
+    quantizer rounds again as an activation. Both products become integer ones; the plan's
+    outputs are the model's own."""
+    rng = np.random.default_rng(2)
+    wq = rng.integers(-127, 128, size=(16, 8)).astype(np.int8)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"]),
+             helper.make_node("MatMul", ["xd", "w"], ["h"]),
+             helper.make_node("Identity", ["w"], ["w2"]),
+             helper.make_node("QuantizeLinear", ["w2", "w2s", "w2z"], ["w2q"]),
+             helper.make_node("DequantizeLinear", ["w2q", "w2s", "w2z"], ["w2d"]),
+             helper.make_node("MatMul", ["xd", "w2d"], ["h2"]),
+             helper.make_node("Add", ["h", "h2"], ["y"])]
+    m = model(nodes, [vi("x", [3, 16])], [vi("y", [3, 8])],
+              [("xs", np.array(0.05, np.float32)), ("xz", np.array(128, np.uint8)), ("wq", wq),
+               ("ws", np.array(0.01, np.float32)), ("w2s", np.array(0.01, np.float32)), ("w2z", np.array(128, np.uint8))])
+    path = save(m, tmp_path / "shared.onnx")
+    plan = nnos.compile(path)
+    assert [n.op for n in plan.graph.nodes].count("MatMulInteger") == 2
+    x = np.random.default_rng(3).standard_normal((3, 16)).astype(np.float32)
+    _within_quantization(plan({"x": x})["y"], ort_run(path, {"x": x})[0])
