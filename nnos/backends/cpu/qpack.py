@@ -60,8 +60,10 @@ def windowed(prog, node, wc: np.ndarray, geometry, f: Form) -> str:
                     npx, kq, mo)
     if (kh, kw, *strides, *begin, *out) == (1, 1, 1, 1, 0, 0, h, wd):
         return _pointwise(prog, node, (n, c, npx), col, kq * step, f, call)
-    pad, _ = prog.ws(hp * wp * cw * 4 // f.per_word, f.ctype)
+    pad, _ = prog.ws(hp * wp * cw * 4 // f.per_word + 64, f.ctype)      # + a vector: _gather's may read past
     xt = storage(prog.type(x).dtype)
+    fast = _gather(f, geometry, wp, cw, run_at)
+    whole = f"if (cnt == {f.lanes}) {{\n{indent(fast, 12)}\n        }} else " if fast else ""
     scatter = (f"for (int r_ = 0; r_ < {f.lanes}; r_++) "       # each pixel's word to its place in the channel-last copy
                f"memcpy(ps + r_ * {cw} + t * {f.per_word}, (const char *)o + r_ * 4, 4);")
     return f"""const {xt} *X = {prog.ptr(x)}; int32_t *Y = {prog.ptr(o)};
@@ -83,7 +85,7 @@ for (long b = 0; b < {n}; b++) {{
     }}
     for (long px0 = 0; px0 < {npx}; px0 += {f.lanes}) {{
         const long cnt = {npx} - px0 < {f.lanes} ? {npx} - px0 : {f.lanes};
-        for (long r = 0; r < cnt; r++) {{
+        {whole}for (long r = 0; r < cnt; r++) {{
             const long oy = (px0 + r) / {out[1]}, ox = (px0 + r) % {out[1]};
             const {f.ctype} *at = P + ((oy * {strides[0]}) * {wp} + ox * {strides[1]}) * {cw};
             for (long u = 0; u < {runs}; u++) {{
@@ -95,6 +97,32 @@ for (long b = 0; b < {n}; b++) {{
         {call}
     }}
 }}"""
+
+
+def _gather(f: Form, geometry, wp: int, cw: int, run_at: str) -> str:
+    """A whole group's block when its pixels are consecutive pixels of one output row with one
+    word each (an image's few channels: cnn_s's first convolution) at stride 1 or 2: for each
+    word of a run, its ``lanes`` pixels' words one vector load (stride 2: the even words of two
+    vectors, a two-source shuffle) and one store — not ``lanes`` scalar 4-byte copies (400 a
+    group). Empty when this does not apply."""
+    n, c, h, wd, kh, kw, strides, dil, begin, out = geometry
+    lanes, pw = f.lanes, f.per_word
+    if cw != pw or dil[1] != 1 or strides[1] not in (1, 2) or out[1] % lanes:
+        return ""
+    if strides[1] == 1:
+        load = "vw v; memcpy(&v, src, sizeof v);"
+    else:
+        even = ", ".join(str(2 * i) for i in range(lanes))
+        load = (f"vw a, b; memcpy(&a, src, sizeof a); memcpy(&b, src + {lanes * pw}, sizeof b); "
+                f"vw v = __builtin_shuffle(a, b, (vw){{{even}}});")
+    return f"""typedef uint32_t vw __attribute__((vector_size({4 * lanes})));
+const {f.ctype} *at = P + ((px0 / {out[1]}) * {strides[0]} * {wp} + (px0 % {out[1]}) * {strides[1]}) * {cw};
+for (long u = 0; u < {kh}; u++)
+    for (long t = 0; t < {kw}; t++) {{
+        const {f.ctype} *src = at + {run_at} + t * {pw};
+        {load}
+        memcpy(C + (u * {kw} + t) * {lanes * pw}, &v, sizeof v);
+    }}"""
 
 
 def _pointwise(prog, node, dims: tuple, col: str, size: int, f: Form, call: str) -> str:
