@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BackendError
+from ..ops.quant import FAKE_QUANT
 from ..plan.sample import run_direct, sample_inputs
 
 
@@ -27,7 +28,7 @@ class VerifyError(BackendError):
 # u = 2**-11; the reference rounds every op's result to float16 where a fused kernel keeps the
 # chain in float32, so each op between an input and an output may differ by one rounding:
 # 1e-2 is 20 u, a dozen rounded layers with margin (a wrong kernel is off by far more).
-# "quantized": a graph that quantizes (QuantizeLinear) may round a value on the other side of
+# "quantized": a graph that quantizes (QuantizeLinear, nnos.QuantizeDequantize) may round a value on the other side of
 # a half-way point than the reference when a fused kernel sums in another order (or an integer
 # product replaces the model's float one: passes/quant.py) — one step of that tensor's scale.
 # An 8-bit output's step is 1/127 of its largest magnitude (symmetric) to 1/255 of its range:
@@ -36,7 +37,9 @@ TOLERANCE = {"float64": 1e-4, "float32": 1e-4, "float16": 1e-2, "quantized": 1 /
 
 
 def quantizes(graph) -> bool:
-    return any(n.op == "QuantizeLinear" or any(e.op == "QuantizeLinear" for e in n.epilogue) for n in graph.nodes)
+    """Whether the plan rounds to an 8-bit grid (a last-bit difference may move a value a step)."""
+    rounding = ("QuantizeLinear", FAKE_QUANT)
+    return any(n.op in rounding or any(e.op in rounding for e in n.epilogue) for n in graph.nodes)
 
 
 def tolerance(graph) -> tuple[float, str]:

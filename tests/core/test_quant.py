@@ -272,3 +272,14 @@ def test_a_weight_two_products_share_makes_both_integer(tmp_path):
     assert [n.op for n in plan.graph.nodes].count("MatMulInteger") == 2
     x = np.random.default_rng(3).standard_normal((3, 16)).astype(np.float32)
     _within_quantization(plan({"x": x})["y"], ort_run(path, {"x": x})[0])
+
+
+def test_a_plan_whose_roundings_all_became_one_op_is_checked_as_quantized():
+    """Every Q → DQ pair made nnos.QuantizeDequantize: the plan still rounds to 8-bit grids, so a
+    backend is checked against the reference within quantization tolerance (a last-bit
+    difference before a rounding may move a value one step), not float32's."""
+    from nnos.backends.verify import tolerance
+    from nnos.passes import fake_quantize
+    g = fake_quantize(_qdq_graph(moves=()))
+    assert "QuantizeLinear" not in [n.op for n in g.nodes]
+    assert tolerance(g)[1] == "quantized"
