@@ -126,6 +126,43 @@ def test_products_narrower_than_a_vector(tmp_path, qs, ks):
     team.close()
 
 
+@pytest.mark.parametrize("target", ["native", "x86-64-v3", "x86-64-v2"])
+@pytest.mark.parametrize("hw,pad,batch,winograd", [(12, 1, 1, 2), (10, 0, 2, 2), (9, 1, 1, 0)])
+def test_3x3_convolutions_by_winograd(tmp_path, monkeypatch, target, hw, pad, batch, winograd):
+    """A residual block's two 3×3 convolutions at stride 1 (act_s's backbone): F(2×2, 3×3) from an
+    NCHW input into a channel-blocked output (ReLU in registers), then from that into NCHW with
+    the residual Add and ReLU after; padded and not, two images; an odd output size takes the
+    direct form. Within float32 tolerance of the reference on 16-, 8- and 4-float vectors, and
+    a team's tile rows bitwise one thread's."""
+    from nnos.backends.cpu import source
+    from nnos.backends.cpu.toolchain import TARGETS, cpu_features
+    if target != "native":
+        if TARGETS[target][0] != os.uname().machine or TARGETS[target][2] - cpu_features():
+            pytest.skip(f"this CPU cannot run {target}")
+        monkeypatch.setenv("NNOS_CPU_TARGET", target)
+    c, out = 32, hw + 2 * pad - 2
+    nodes = [helper.make_node("Conv", ["X", "W1", "b1"], ["A"], kernel_shape=[3, 3], pads=[pad] * 4),
+             helper.make_node("Relu", ["A"], ["A1"]),
+             helper.make_node("Conv", ["A1", "W2", "b2"], ["B"], kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Slice", ["X", "s0", "s1", "ax"], ["Xc"]),
+             helper.make_node("Add", ["B", "Xc"], ["C"]), helper.make_node("Relu", ["C"], ["Y"])]
+    inits = [("W1", rand(c, c, 3, 3, seed=1) * 0.2), ("b1", rand(c, seed=2)), ("W2", rand(c, c, 3, 3, seed=3) * 0.2),
+             ("b2", rand(c, seed=4)), ("s0", np.array([0, 0], np.int64)), ("s1", np.array([out, out], np.int64)),
+             ("ax", np.array([2, 3], np.int64))]
+    m = model(nodes, [vi("X", [batch, c, hw, hw])], [vi("Y", [batch, c, out, out])], inits)
+    plan = nnos.compile(save(m, tmp_path / "res.onnx"))
+    assert source(plan).count("vf m15 = vload(Ms") == winograd
+    one = agree(plan, atol=1e-4)                # outputs of a few units: float32's rounding of their sums
+    team = prepare(plan, "cpu")
+    team.use_cpus([-1])
+    feeds = feeds_for(plan)
+    for k, v in feeds.items():
+        np.copyto(team.inputs[k], v)
+    team.run()
+    assert all(np.array_equal(team.outputs[k], one[k]) for k in one)
+    team.close()
+
+
 def prog_width() -> int:
     from nnos.backends.cpu import width
     return width()

@@ -20,6 +20,7 @@ from .depthwise import depthwise, is_depthwise
 from .emit import after_split, indent, row_blocks, store_transposed
 from .elementwise import apply, epilogue_pass, unary_chain
 from .loops import counters, row_major, window_taps
+from .winograd import winograd, winograd_ok
 
 
 def conv_ok(prog, node) -> bool:
@@ -210,6 +211,8 @@ def conv(prog, node) -> str:
     geometry = _fast_geometry(prog, node)
     if geometry is not None and is_depthwise(prog, node, geometry):
         return depthwise(prog, node, geometry)
+    if geometry is not None and winograd_ok(prog, node, geometry):
+        return winograd(prog, node, geometry)
     if geometry is not None:
         return _fast_conv(prog, node, geometry)
     return _generic_conv(prog, node)
