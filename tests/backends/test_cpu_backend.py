@@ -127,13 +127,13 @@ def test_products_narrower_than_a_vector(tmp_path, qs, ks):
 
 
 @pytest.mark.parametrize("target", ["native", "x86-64-v3", "x86-64-v2"])
-@pytest.mark.parametrize("hw,pad,batch,winograd", [(12, 1, 1, 2), (10, 0, 2, 2), (9, 1, 1, 0)])
+@pytest.mark.parametrize("hw,pad,batch,winograd", [(12, 1, 1, 2), (10, 0, 2, 2), (9, 1, 1, 2), (4, 0, 1, 0)])
 def test_3x3_convolutions_by_winograd(tmp_path, monkeypatch, target, hw, pad, batch, winograd):
     """A residual block's two 3×3 convolutions at stride 1 (act_s's backbone): F(2×2, 3×3) from an
     NCHW input into a channel-blocked output (ReLU in registers), then from that into NCHW with
-    the residual Add and ReLU after; padded and not, two images; an odd output size takes the
-    direct form. Within float32 tolerance of the reference on 16-, 8- and 4-float vectors, and
-    a team's tile rows bitwise one thread's."""
+    the residual Add and ReLU after; padded and not, two images; an odd output size (a last
+    tile row and column half outside); 2×2 outputs (one tile: the direct form). Within float32 tolerance of the reference
+    on 16-, 8- and 4-float vectors, and a team's tile rows bitwise one thread's."""
     from nnos.backends.cpu import source
     from nnos.backends.cpu.toolchain import TARGETS, cpu_features
     if target != "native":

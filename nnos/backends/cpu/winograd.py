@@ -26,12 +26,14 @@ G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
 
 def winograd_ok(prog, node, geometry) -> bool:
-    """3×3, stride 1, undilated, one group, whole vectors of input and output channels, an even
-    output, and at least a vector's worth of channels each way."""
+    """3×3, stride 1, undilated, one group, whole vectors of input and output channels, and an
+    output the 2×2 tiles cover with at most half as much again (an odd size: a last tile row or
+    column half outside, computed and not stored)."""
     xs, ws_, kernel, strides, dil, begin, end, out = geometry
     vw = prog.vw
+    covered = 4 * -(-out[0] // 2) * -(-out[1] // 2)
     return (int(node.attrs.get("group", 1)) == 1 and tuple(kernel) == (3, 3) and tuple(strides) == (1, 1)
-            and tuple(dil) == (1, 1) and out[0] % 2 == 0 and out[1] % 2 == 0 and out[1] >= 4
+            and tuple(dil) == (1, 1) and out[1] >= 4 and 2 * covered <= 3 * out[0] * out[1]
             and xs[1] % vw == 0 and ws_[0] % vw == 0)
 
 
@@ -115,21 +117,24 @@ def _output_transform(node, geometry, ob: int, tw: int, vw: int, blocked: bool) 
         lines.append(f"        vf s0{j} = m{j} + m{4 + j} + m{8 + j}, s1{j} = m{4 + j} - m{8 + j} - m{12 + j};")
     ys = {(a, 0): f"s{a}0 + s{a}1 + s{a}2 + bias" for a in range(2)}
     ys.update({(a, 1): f"s{a}1 - s{a}2 - s{a}3 + bias" for a in range(2)})
+    row = 2 * tw                                       # Ys's row: whole tiles
     for (a, b), e in ys.items():
         value = apply(chain, f"({e})", True)
         if blocked:
-            lines.append(f"        vstore(yn + ((ob * {oh} + 2 * ty + {a}) * {ow} + 2 * tx + {b}) * {vw}, {value});")
+            inside = " && ".join([f"2 * ty + {a} < {oh}"] * (a and oh % 2) + [f"2 * tx + {b} < {ow}"] * (b and ow % 2))
+            store = f"vstore(yn + ((ob * {oh} + 2 * ty + {a}) * {ow} + 2 * tx + {b}) * {vw}, {value});"
+            lines.append(f"        if ({inside}) {store}" if inside else f"        {store}")
         else:
-            lines.append(f"        vstore(Ys + ({a * ow} + 2 * tx + {b}) * {vw}, {value});")
+            lines.append(f"        vstore(Ys + ({a * row} + 2 * tx + {b}) * {vw}, {value});")
     lines.append("    }")
     if not blocked:
-        for a in range(2):
-            lines.append(f"    for (int col = 0; col < {ow}; col += {vw}) {{")
-            lines.append(f"        const int n = {ow} - col < {vw} ? {ow} - col : {vw};")
-            lines.append(f"        vf t[{vw}]; for (int k = 0; k < {vw}; k++) t[k] = vload(Ys + ({a * ow} + col + k) * {vw});")
-            lines.append(f"        vtranspose(t); for (int j = 0; j < {vw}; j++) "
-                         f"memcpy(yn + ((ob * {vw} + j) * {oh} + 2 * ty + {a}) * {ow} + col, &t[j], n * 4);")
-            lines.append("    }")
+        rows = f"(2 * ty + 1 < {oh} ? 2 : 1)" if oh % 2 else "2"
+        lines += [f"    for (int a = 0; a < {rows}; a++) for (int col = 0; col < {ow}; col += {vw}) {{",
+                  f"        const int n = {ow} - col < {vw} ? {ow} - col : {vw};",
+                  f"        vf t[{vw}]; for (int k = 0; k < {vw}; k++) t[k] = vload(Ys + (a * {row} + col + k) * {vw});",
+                  f"        vtranspose(t); for (int j = 0; j < {vw}; j++) "
+                  f"memcpy(yn + ((ob * {vw} + j) * {oh} + 2 * ty + a) * {ow} + col, &t[j], n * 4);",
+                  "    }"]
     return lines + ["}"]
 
 
@@ -140,16 +145,16 @@ def winograd(prog, node, geometry) -> str:
     oc = ws_[0]
     oh, ow = out
     vw = prog.vw
-    cb, ob, tw = c // vw, oc // vw, ow // 2
-    hp, wp = h + begin[0] + end[0], wd + begin[1] + end[1]
+    cb, ob, th, tw = c // vw, oc // vw, -(-oh // 2), -(-ow // 2)
+    hp, wp = 2 * th + 2, 2 * tw + 2                  # the padded image, a last half-outside tile's window too
     nbk = 2 if ob % 2 == 0 else 1
     bias = np.zeros(oc, np.float32)
     if len(node.inputs) > 2 and node.inputs[2]:
         bias[:] = prog.graph.consts[node.inputs[2]].reshape(oc)
     bname = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else node.inputs[1] + "@nobias"
-    split = prog.share(nb * oc * oh * ow * c * 9, oh // 2)
+    split = prog.share(nb * oc * oh * ow * c * 9, th)
     copies = MAX_THREADS if split else 1                                   # a tile row's scratch per thread
-    vsz, msz, ysz = 16 * cb * tw * vw, 16 * ob * tw * vw, (2 * ow + vw) * vw
+    vsz, msz, ysz = 16 * cb * tw * vw, 16 * ob * tw * vw, (4 * tw + vw) * vw
     xbuf, _ = prog.ws(cb * hp * wp * vw * 4)
     scratch, _ = prog.ws((vsz + msz + ysz) * 4 * copies)
     own = f"{scratch} + (long)tid * {vsz + msz + ysz}" if split else scratch
@@ -164,7 +169,7 @@ def winograd(prog, node, geometry) -> str:
                                                   "rlo; r < rhi" if split else f"0; r < {h}")]
     if split:
         lines += ["    }", "    NNOS_SYNC();", f"    {split}"]
-    lines.append(f"    for (int ty = {'lo' if split else 0}; ty < {'hi' if split else oh // 2}; ty++) {{")
+    lines.append(f"    for (int ty = {'lo' if split else 0}; ty < {'hi' if split else th}; ty++) {{")
     lines += [f"        for (int cb = 0; cb < {cb}; cb++) for (int tx = 0; tx < {tw}; tx++) {{"]
     lines += ["            " + line for line in _input_transform(cb, hp, wp, tw, vw)] + ["        }"]
     lines += ["        " + line for line in _products(c, ob, nbk, tw, vw)]
