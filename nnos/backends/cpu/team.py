@@ -50,9 +50,6 @@ struct nnos_team {
     nnos_member member[NNOS_MAX_THREADS];
 };
 
-static __attribute__((noipa)) void nnos_body(char *restrict arena, void *const *restrict w, char *restrict ws,
-                                             int tid, int nt, nnos_team *team);
-
 static void nnos_futex_wake(int *word) { syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0); }
 
 static long nnos_now_ns(void) {
@@ -98,6 +95,9 @@ static void nnos_sync(nnos_team *t) {
 }
 #define NNOS_SYNC() do { if (nt > 1) nnos_sync(team); } while (0)
 #define NNOS_SHARE(lo, hi, total) const int lo = (int)((long)(total) * tid / nt), hi = (int)((long)(total) * (tid + 1) / nt)
+%(owner)s
+static __attribute__((noipa)) void nnos_body(char *restrict arena, void *const *restrict w, char *restrict ws,
+                                             int tid, int nt, nnos_team *team);
 
 static void *nnos_worker(void *arg) {
     nnos_member *m = arg;
@@ -150,7 +150,10 @@ void nnos_run_team(nnos_team *t, char *arena, void *const *w, char *ws) {
     if (t->nt > 1) nnos_bump(t, &t->gen);
     nnos_body(arena, w, ws, 0, t->nt, t);
 }
-""" % {"max": MAX_THREADS, "spin_ns": SPIN_NS}
+%(end)s
+""" % {"max": MAX_THREADS, "spin_ns": SPIN_NS, "owner": "/* nnos:owner { */", "end": "/* } nnos:owner */"}
+# (toolchain.units: a unit of steps alone leaves out what is between the owner marks: the
+# workers and the exported entry points, which the unit with nnos_run defines)
 
 
 # every step a function gcc neither inlines nor analyses across calls: gcc 12.2 at -O1/-O2 dropped

@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 
 from ... import flags, fsutil
+from .units import cpus, units
 from ...errors import BackendError
 
 
@@ -242,21 +243,45 @@ def _compile(cc: str, source: str, fl: list[str], out: str, d: str) -> None:
     except OSError as e:
         raise ToolchainError(f"the compiled-plan cache {d} is not writable: {e.strerror}") from e
     with tmpdir as tmp:
-        src = os.path.join(tmp, "plan.c")
+        srcs = []
         try:
-            with open(src, "w") as f:
-                f.write(source)
+            for k, text in enumerate(units(source, min(2, cpus()))):
+                srcs.append(os.path.join(tmp, f"plan{k}.c"))
+                with open(srcs[-1], "w") as f:
+                    f.write(text)
         except OSError as e:
             raise ToolchainError(f"the compiled-plan cache {d}: cannot write the source: {e.strerror}") from e
         try:
-            r = subprocess.run([cc, *fl, src, "-o", out, "-lm"], capture_output=True, text=True,
-                               timeout=flags.CC_TIMEOUT_S.get())
-            if r.returncode != 0 and "-march=native" in fl:      # a compiler that does not know this CPU
-                portable = [x for x in fl if x not in ("-march=native", "-mprefer-vector-width=512")]
-                r = subprocess.run([cc, *portable, src, "-o", out, "-lm"], capture_output=True, text=True,
-                                   timeout=flags.CC_TIMEOUT_S.get())
+            rc, err = _gcc(cc, fl, srcs, out)
+            if rc != 0 and "-march=native" in fl:      # a compiler that does not know this CPU
+                rc, err = _gcc(cc, [x for x in fl if x not in ("-march=native", "-mprefer-vector-width=512")], srcs, out)
         except (OSError, subprocess.TimeoutExpired) as e:
             raise ToolchainError(f"{cc} failed to run: {e}") from e
-        if r.returncode != 0:
-            err = r.stderr.strip().splitlines()
-            raise ToolchainError(f"{cc} refused the generated plan ({r.returncode}): " + " | ".join(err[:8]))
+        if rc != 0:
+            raise ToolchainError(f"{cc} refused the generated plan ({rc}): " + " | ".join(err.strip().splitlines()[:8]))
+
+
+def _gcc(cc: str, fl: list[str], srcs: list[str], out: str) -> tuple[int, str]:
+    """One source straight to the object; several (units.py) compiled at once, then linked."""
+    timeout = flags.CC_TIMEOUT_S.get()
+    if len(srcs) == 1:
+        r = subprocess.run([cc, *fl, srcs[0], "-o", out, "-lm"], capture_output=True, text=True, timeout=timeout)
+        return r.returncode, r.stderr
+    objs = [s[:-2] + ".o" for s in srcs]
+    compile_fl = [x for x in fl if x != "-shared"]
+    procs = [subprocess.Popen([cc, *compile_fl, "-c", s, "-o", o], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) for s, o in zip(srcs, objs)]
+    results = []
+    for p in procs:
+        try:
+            _, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        results.append((p.returncode, err))
+    for rc, err in results:
+        if rc != 0:
+            return rc, err
+    r = subprocess.run([cc, *fl, *objs, "-o", out, "-lm"], capture_output=True, text=True, timeout=timeout)
+    return r.returncode, r.stderr
