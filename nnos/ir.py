@@ -106,6 +106,14 @@ class Graph:
                       for n in self.nodes],
                      dict(self.types), dict(self.consts))
 
+    def fresh(self, base: str) -> str:
+        """A tensor name no constant or typed tensor has yet: ``base``, else ``base_1``, …"""
+        name, i = base, 0
+        while name in self.consts or name in self.types:
+            i += 1
+            name = f"{base}_{i}"
+        return name
+
     def type_of(self, name: str) -> TensorType:
         if name in self.consts:
             c = self.consts[name]

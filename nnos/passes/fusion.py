@@ -24,14 +24,6 @@ def _sole_consumer(graph: Graph, name: str, consumers) -> Node | None:
     return users[0]
 
 
-def _fresh(graph: Graph, base: str) -> str:
-    name, i = base, 0
-    while name in graph.consts or name in graph.types:
-        i += 1
-        name = f"{base}_{i}"
-    return name
-
-
 def _replace(graph: Graph, old: Node, new: Node | None, drop: Node):
     """Put ``new`` where ``old`` was, and remove ``drop``."""
     graph.nodes = [new if n is old else n for n in graph.nodes if n is not drop and (n is not old or new)]
@@ -71,7 +63,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
             if node.op == "Gemm" and has_bias and np.shape(old_b) not in ((), (1,), (len(a),), (1, len(a))):
                 continue
             new_b = np.asarray(old_b).reshape(-1) * a + b if has_bias else b
-            wn, bn_ = _fresh(g, node.inputs[1] + "_bn"), _fresh(g, bn.outputs[0] + "_bias")
+            wn, bn_ = g.fresh(node.inputs[1] + "_bn"), g.fresh(bn.outputs[0] + "_bias")
             g.consts[wn] = contiguous(w2.astype(dtype))
             g.consts[bn_] = contiguous(np.broadcast_to(new_b, a.shape).astype(dtype))
             attrs = dict(node.attrs)
@@ -117,7 +109,7 @@ def prepack_gemm(graph: Graph) -> Graph:
             continue
         w = g.consts[node.inputs[1]]
         w = w.T if node.attrs.get("transB", 0) else w
-        wn = _fresh(g, node.inputs[1] + "_packed")
+        wn = g.fresh(node.inputs[1] + "_packed")
         g.consts[wn] = contiguous((w.astype(np.float64) * alpha).astype(w.dtype)) if alpha != 1.0 \
             else contiguous(w)
         inputs = [node.inputs[0], wn]
@@ -125,7 +117,7 @@ def prepack_gemm(graph: Graph) -> Graph:
             c = node.inputs[2]
             if beta != 1.0:
                 cv = g.consts[c]
-                c = _fresh(g, c + "_scaled")
+                c = g.fresh(c + "_scaled")
                 g.consts[c] = contiguous((cv.astype(np.float64) * beta).astype(cv.dtype))
             inputs.append(c)
         attrs = {k: v for k, v in node.attrs.items() if k == "transA"}

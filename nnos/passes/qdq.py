@@ -31,14 +31,6 @@ MOVES = {"Reshape": (0,), "Flatten": (0,), "Squeeze": (0,), "Unsqueeze": (0,), "
 F32 = np.dtype(np.float32)
 
 
-def _fresh(g: Graph, base: str) -> str:
-    name, i = base, 0
-    while name in g.consts or name in g.types:
-        i += 1
-        name = f"{base}_{i}"
-    return name
-
-
 def _params(g: Graph, node: Node) -> tuple[np.ndarray, np.ndarray] | None:
     """A QuantizeLinear's or DequantizeLinear's constant scale and zero point (the zero point's
     type the grid's: absent, 0 of the quantized type), or None."""
@@ -87,7 +79,7 @@ def _broadcast(g: Graph, q: Node, value: np.ndarray, base: str) -> str:
     else:
         axis = int(q.attrs.get("axis", 1)) % rank
         shaped = value.reshape((-1,) + (1,) * (rank - 1 - axis))
-    name = _fresh(g, base)
+    name = g.fresh(base)
     g.consts[name] = contiguous(shaped)
     return name
 

@@ -44,6 +44,17 @@ def feeds_for(plan, seed=0):
     return {t.name: np.random.default_rng(seed).standard_normal(t.shape).astype(t.dtype) for t in plan.inputs}
 
 
+def team_as_one(plan, one: dict) -> None:
+    """The plan on a team (every CPU) computes bitwise what one thread did on feeds_for(plan)."""
+    team = prepare(plan, "cpu")
+    team.use_cpus([-1])
+    for k, v in feeds_for(plan).items():
+        np.copyto(team.inputs[k], v)
+    team.run()
+    assert all(np.array_equal(team.outputs[k], one[k]) for k in one)
+    team.close()
+
+
 def agree(plan, rtol=1e-4, atol=1e-5, seed=0):
     feeds = feeds_for(plan, seed)
     want = {k: np.array(v) for k, v in plan(feeds).items()}
@@ -115,15 +126,7 @@ def test_products_narrower_than_a_vector(tmp_path, qs, ks):
     src = source(plan)
     if ks[-1] < prog_width():
         assert "vload4(B + kk *" in src or "vload8(B + kk *" in src
-    one = agree(plan)
-    team = prepare(plan, "cpu")
-    team.use_cpus([-1])
-    feeds = feeds_for(plan)
-    for k, v in feeds.items():
-        np.copyto(team.inputs[k], v)
-    team.run()
-    assert all(np.array_equal(team.outputs[k], one[k]) for k in one)
-    team.close()
+    team_as_one(plan, agree(plan))
 
 
 @pytest.mark.parametrize("target", ["native", "x86-64-v3", "x86-64-v2"])
@@ -152,15 +155,7 @@ def test_3x3_convolutions_by_winograd(tmp_path, monkeypatch, target, hw, pad, ba
     m = model(nodes, [vi("X", [batch, c, hw, hw])], [vi("Y", [batch, c, out, out])], inits)
     plan = nnos.compile(save(m, tmp_path / "res.onnx"))
     assert source(plan).count("vf m15 = vload(Ms") == winograd
-    one = agree(plan, atol=1e-4)                # outputs of a few units: float32's rounding of their sums
-    team = prepare(plan, "cpu")
-    team.use_cpus([-1])
-    feeds = feeds_for(plan)
-    for k, v in feeds.items():
-        np.copyto(team.inputs[k], v)
-    team.run()
-    assert all(np.array_equal(team.outputs[k], one[k]) for k in one)
-    team.close()
+    team_as_one(plan, agree(plan, atol=1e-4))   # outputs of a few units: float32's rounding of their sums
 
 
 def prog_width() -> int:
