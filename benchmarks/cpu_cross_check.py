@@ -5,7 +5,11 @@ too: act_s, mbv2_s, res5_s, ...) and a set of graphs covering each op family is 
 for that CPU and checked against the numpy reference; each plan with steps split over a team
 (a board's model_cpus, cpu/team.py) is also run on two threads and checked bitwise against one.
 
-    python benchmarks/cpu_cross_check.py out/work-arm64/rootfs [--target armv8-a] [--peer] [--json FILE]
+    python benchmarks/cpu_cross_check.py out/work-arm64/rootfs [--target armv8-a] [--peer] [--tree] [--json FILE]
+
+--tree: this working tree's nnos package instead of the one the image was built with (copied
+into the root filesystem's /tmp, first on its path): a change to the backend checked on that
+architecture without building the image again.
 
 --peer: onnxruntime for that architecture (its wheel fetched from PyPI by the host's pip into the
 root filesystem's /tmp, removed after) runs the zoo models in the same emulator, interleaved with
@@ -35,7 +39,7 @@ from nnos.compiler import sample_inputs
 sys.path.insert(0, "/tmp/nnos-check")
 from graphs import GRAPHS
 from nnos_models.zoo.build import build
-out = {"machine": platform.machine(), "numpy": np.__version__, "cases": {}}
+out = {"machine": platform.machine(), "numpy": np.__version__, "nnos": os.path.dirname(nnos.__file__), "cases": {}}
 paths = build("/tmp/nnos-check/zoo")
 exported = "/tmp/nnos-check/exported"
 paths.update({f[:-5]: os.path.join(exported, f) for f in sorted(os.listdir(exported)) if f.endswith(".onnx")})
@@ -214,6 +218,7 @@ def main() -> int:
     ap.add_argument("rootfs")
     ap.add_argument("--target", default="armv8-a")
     ap.add_argument("--peer", action="store_true", help="time the zoo against onnxruntime in the same emulator")
+    ap.add_argument("--tree", action="store_true", help="this working tree's nnos, not the image's")
     ap.add_argument("--json")
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -228,11 +233,15 @@ def main() -> int:
     shutil.copytree(zoo, os.path.join(work, "exported"), ignore=lambda d, names: [n for n in names if not n.endswith(".onnx")])
     if a.peer:
         peer_wheel(a.rootfs, os.path.join(work, "peer"))
+    if a.tree:
+        shutil.copytree(os.path.join(ROOT, "nnos"), os.path.join(work, "tree", "nnos"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
     proc = os.path.join(a.rootfs, "proc")
     subprocess.run(["mount", "-t", "proc", "proc", proc], check=True)
     try:
         env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "PYTHONDONTWRITEBYTECODE": "1", "OPENBLAS_NUM_THREADS": "1",
-               "NNOS_CPU_TARGET": a.target, "NNOS_CPU_CACHE": "/tmp/nnos-check/cache", "PYTHONPATH": "/tmp/nnos-check/peer"}
+               "NNOS_CPU_TARGET": a.target, "NNOS_CPU_CACHE": "/tmp/nnos-check/cache",
+               "PYTHONPATH": "/tmp/nnos-check/tree:/tmp/nnos-check/peer"}
         chroot = shutil.which("chroot") or "/usr/sbin/chroot"
         r = subprocess.run([chroot, a.rootfs, "/usr/bin/python3", "/tmp/nnos-check/inside.py"], env=env)
         with open(os.path.join(work, "result.json")) as f:
@@ -244,7 +253,8 @@ def main() -> int:
             json.dump(result, f, indent=1)
     shutil.rmtree(work, ignore_errors=True)
     ok = sum(c["ok"] for c in result["cases"].values())
-    print(f"{result['machine']}: {ok}/{len(result['cases'])} models match the numpy reference (numpy {result['numpy']})")
+    print(f"{result['machine']}: {ok}/{len(result['cases'])} models match the numpy reference (numpy {result['numpy']}, "
+          f"nnos from {result.get('nnos')})")
     ratios = {k: c["nnos_over_ort"] for k, c in result["cases"].items() if "nnos_over_ort" in c}
     if ratios:
         print(f"nnos p50 / onnxruntime {result.get('onnxruntime')} p50, one thread each, the same emulator: " +
