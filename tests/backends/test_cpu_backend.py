@@ -130,26 +130,30 @@ def test_products_narrower_than_a_vector(tmp_path, qs, ks):
 
 
 @pytest.mark.parametrize("target", ["native", "x86-64-v3", "x86-64-v2"])
-@pytest.mark.parametrize("hw,pad,batch,winograd", [(12, 1, 1, 2), (10, 0, 2, 2), (9, 1, 1, 2), (4, 0, 1, 0)])
-def test_3x3_convolutions_by_winograd(tmp_path, monkeypatch, target, hw, pad, batch, winograd):
-    """A residual block's two 3×3 convolutions at stride 1 (act_s's backbone): F(2×2, 3×3) from an
-    NCHW input into a channel-blocked output (ReLU in registers), then from that into NCHW with
-    the residual Add and ReLU after; padded and not, two images; an odd output size (a last
-    tile row and column half outside); 2×2 outputs (one tile: the direct form). Within float32 tolerance of the reference
-    on 16-, 8- and 4-float vectors, and a team's tile rows bitwise one thread's."""
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("hw,same,batch,winograd", [(12, True, 1, 2), (10, False, 2, 2), (9, True, 1, 2), (0, False, 1, 0)])
+def test_convolutions_by_winograd(tmp_path, monkeypatch, target, k, hw, same, batch, winograd):
+    """A residual block's two k×k convolutions at stride 1 (act_s's 3×3, res5_s's 5×5):
+    F(2×2, k×k) from an NCHW input into a channel-blocked output (ReLU in registers), then from
+    that into NCHW with the residual Add and ReLU after; padded ("same") and not, two images; an
+    odd output size (a last tile row and column half outside); 2×2 outputs (one tile: the direct
+    form). Within float32 tolerance of the reference on 16-, 8- and 4-float vectors, and a
+    team's tile rows bitwise one thread's."""
     from nnos.backends.cpu import source
     from nnos.backends.cpu.toolchain import TARGETS, cpu_features
     if target != "native":
         if TARGETS[target][0] != os.uname().machine or TARGETS[target][2] - cpu_features():
             pytest.skip(f"this CPU cannot run {target}")
         monkeypatch.setenv("NNOS_CPU_TARGET", target)
-    c, out = 32, hw + 2 * pad - 2
-    nodes = [helper.make_node("Conv", ["X", "W1", "b1"], ["A"], kernel_shape=[3, 3], pads=[pad] * 4),
+    c, pad = 32, k // 2 if same else 0
+    hw = hw or k + 1                            # 0: 2×2 outputs
+    out = hw + 2 * pad - k + 1
+    nodes = [helper.make_node("Conv", ["X", "W1", "b1"], ["A"], kernel_shape=[k, k], pads=[pad] * 4),
              helper.make_node("Relu", ["A"], ["A1"]),
-             helper.make_node("Conv", ["A1", "W2", "b2"], ["B"], kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Conv", ["A1", "W2", "b2"], ["B"], kernel_shape=[k, k], pads=[k // 2] * 4),
              helper.make_node("Slice", ["X", "s0", "s1", "ax"], ["Xc"]),
              helper.make_node("Add", ["B", "Xc"], ["C"]), helper.make_node("Relu", ["C"], ["Y"])]
-    inits = [("W1", rand(c, c, 3, 3, seed=1) * 0.2), ("b1", rand(c, seed=2)), ("W2", rand(c, c, 3, 3, seed=3) * 0.2),
+    inits = [("W1", rand(c, c, k, k, seed=1) * 0.6 / k), ("b1", rand(c, seed=2)), ("W2", rand(c, c, k, k, seed=3) * 0.6 / k),
              ("b2", rand(c, seed=4)), ("s0", np.array([0, 0], np.int64)), ("s1", np.array([out, out], np.int64)),
              ("ax", np.array([2, 3], np.int64))]
     m = model(nodes, [vi("X", [batch, c, hw, hw])], [vi("Y", [batch, c, out, out])], inits)

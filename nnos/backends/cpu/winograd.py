@@ -1,20 +1,26 @@
-"""3×3 convolutions at stride 1 by Winograd's F(2×2, 3×3): 16 multiply-adds per input and
-output channel for each 2×2 block of outputs, where the direct form takes 36.
+"""3×3 and 5×5 convolutions at stride 1 by Winograd's F(2×2, r×r): (r + 1)² multiply-adds per
+input and output channel for each 2×2 block of outputs, where the direct form takes 4r²
+(3×3: 16 for 36; 5×5: 36 for 100).
 
-    V = Bᵀ d B      each 4×4 input tile d, a vector of VW channels per value
-    M = Σ_c U ⊙ V   16 products of [tiles × C] by [C × C_out]; U = G g Gᵀ, the weights
+    V = Bᵀ d B      each (r+1)² input tile d, a vector of VW channels per value
+    M = Σ_c U ⊙ V   (r+1)² products of [tiles × C] by [C × C_out]; U = G g Gᵀ, the weights
                     transformed once, here
     Y = Aᵀ M A      the tile's 2×2 outputs, then the bias and the chain in registers
 
-A row of tiles at a time, its V and M small enough for the first-level cache: the image is
-copied once into a zero-bordered, channel-blocked workspace (an NCHW input transposed VW
-channels by VW pixels in registers), each tile row transformed, multiplied (each V value
-broadcast against a vector of output channels, a register block of tiles per weight load)
-and transformed back; an NCHW output is stored a transposed row of VW pixels at a time. The
-values differ from the direct sum in the last bits (the transforms add and subtract before
-the products). On a team, each thread its own tile rows.
+The matrices are Toom-Cook's for the points 0, ±1 (r = 3) and 0, ±1, ±2 (r = 5) and infinity,
+made exactly (fractions) by ``matrices``. A row of tiles at a time, its V and M small enough
+for the first- or second-level cache: the image is copied once into a zero-bordered,
+channel-blocked workspace (an NCHW input transposed VW channels by VW pixels in registers),
+each tile row transformed, multiplied (each V value broadcast against a vector of output
+channels, a register block of tiles per weight load) and transformed back; an NCHW output is
+stored a transposed row of VW pixels at a time. The values differ from the direct sum in the
+last bits (the transforms add and subtract before the products; 5×5's coefficients up to 5
+lose a little more). On a team, each thread its own tile rows.
 """
 from __future__ import annotations
+
+import functools
+from fractions import Fraction
 
 import numpy as np
 
@@ -22,27 +28,75 @@ from .emit import after_split, indent, row_blocks
 from .elementwise import apply, epilogue_pass, unary_chain
 from .team import MAX_THREADS
 
-G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+POINTS = {3: (0, 1, -1), 5: (0, 1, -1, 2, -2)}
+
+
+def _product(p: list, q: list) -> list:
+    out = [Fraction(0)] * (len(p) + len(q) - 1)
+    for i, x in enumerate(p):
+        for j, y in enumerate(q):
+            out[i + j] += x * y
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def matrices(r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Aᵀ [2 × n], G [n × r], Bᵀ [n × n]) of F(2, r), n = r + 1: Aᵀ evaluates at the points,
+    G interpolates (Lagrange, exact fractions), Bᵀ holds the node polynomials' coefficients."""
+    a = [Fraction(p) for p in POINTS[r]]
+    n = r + 1
+    at = [[x ** i for x in a] + [Fraction(i == 1)] for i in range(2)]
+    g, bt = [], []
+    for j, x in enumerate(a):
+        f, poly = Fraction(1), [Fraction(1)]
+        for k, y in enumerate(a):
+            if k != j:
+                f *= x - y
+                poly = _product(poly, [-y, Fraction(1)])
+        g.append([x ** k / f for k in range(r)])
+        bt.append(poly + [Fraction(0)] * (n - len(poly)))
+    g.append([Fraction(k == r - 1) for k in range(r)])
+    whole = [Fraction(1)]
+    for y in a:
+        whole = _product(whole, [-y, Fraction(1)])
+    bt.append(whole)
+    return tuple(np.array(m, dtype=np.float64) for m in (at, g, bt))
+
+
+def _combine(coefs, names) -> str:
+    """Σ coef·name as C over vectors, zero terms left out (±1 without a multiply)."""
+    terms = []
+    for c, v in zip(coefs, names):
+        if c == 0:
+            continue
+        sign = "-" if c < 0 else "+"
+        mag = abs(float(c))
+        terms.append(f"{sign} {v}" if mag == 1 else f"{sign} {mag!r}f * {v}")
+    if not terms:
+        return "vsplat(0.0f)"
+    text = " ".join(terms)
+    return text[2:] if text.startswith("+ ") else "-" + text[2:]
 
 
 def winograd_ok(prog, node, geometry) -> bool:
-    """3×3, stride 1, undilated, one group, whole vectors of input and output channels, and an
-    output the 2×2 tiles cover with at most half as much again (an odd size: a last tile row or
-    column half outside, computed and not stored)."""
+    """3×3 or 5×5, stride 1, undilated, one group, whole vectors of input and output channels,
+    and an output the 2×2 tiles cover with at most half as much again (an odd size: a last tile
+    row or column half outside, computed and not stored)."""
     xs, ws_, kernel, strides, dil, begin, end, out = geometry
     vw = prog.vw
     covered = 4 * -(-out[0] // 2) * -(-out[1] // 2)
-    return (int(node.attrs.get("group", 1)) == 1 and tuple(kernel) == (3, 3) and tuple(strides) == (1, 1)
+    return (int(node.attrs.get("group", 1)) == 1 and tuple(kernel) in ((3, 3), (5, 5)) and tuple(strides) == (1, 1)
             and tuple(dil) == (1, 1) and out[1] >= 4 and 2 * covered <= 3 * out[0] * out[1]
             and xs[1] % vw == 0 and ws_[0] % vw == 0)
 
 
 def _weights(prog, node, vw: int) -> str:
     """U[pos][out block][c][lane] = (G g Gᵀ)[pos] of output channel block·VW + lane, input c."""
-    w = prog.graph.consts[node.inputs[1]].astype(np.float64)              # [C_out][C][3][3]
-    u = np.einsum("ai,ocij,bj->abco", G, w, G)                            # [4][4][C][C_out]
+    w = prog.graph.consts[node.inputs[1]].astype(np.float64)              # [C_out][C][r][r]
+    _, g, _ = matrices(w.shape[2])
+    u = np.einsum("ai,ocij,bj->abco", g, w, g)                            # [n][n][C][C_out]
     oc, c = w.shape[:2]
-    u = u.reshape(16, c, oc // vw, vw).transpose(0, 2, 1, 3)              # [pos][ob][c][lane]
+    u = u.reshape(-1, c, oc // vw, vw).transpose(0, 2, 1, 3)              # [pos][ob][c][lane]
     return prog.const(node.inputs[1] + f"@winograd{vw}", np.ascontiguousarray(u.astype(np.float32)))
 
 
@@ -63,23 +117,24 @@ def _copy_in(nchw: bool, c: int, h: int, wd: int, hp: int, wp: int, begin, vw: i
             "}"]
 
 
-def _input_transform(nblocks: int, hp: int, wp: int, tw: int, vw: int) -> list[str]:
-    """Bᵀ d B of tile (ty, tx) of block cb: 16 loads, 32 adds, 16 stores into Vs[pos][cb][tx]."""
-    d = [[f"d{i}{j}" for j in range(4)] for i in range(4)]
-    t = [[f"t{i}{j}" for j in range(4)] for i in range(4)]
+def _input_transform(r: int, nblocks: int, hp: int, wp: int, tw: int, vw: int) -> list[str]:
+    """Bᵀ d B of tile (ty, tx) of block cb: n² loads, the sums of Bᵀ's rows, n² stores into
+    Vs[pos][cb][tx]."""
+    _, _, bt = matrices(r)
+    n = r + 1
+    d = [[f"d{i}_{j}" for j in range(n)] for i in range(n)]
     lines = [f"const float *x = XB + ((cb * {hp} + 2 * ty) * {wp} + 2 * tx) * {vw};",
-             " ".join(f"vf {d[i][j]} = vload(x + {(i * wp + j) * vw});" for i in range(4) for j in range(4))]
-    for j in range(4):
-        lines.append(f"vf {t[0][j]} = {d[0][j]} - {d[2][j]}, {t[1][j]} = {d[1][j]} + {d[2][j]}, "
-                     f"{t[2][j]} = {d[2][j]} - {d[1][j]}, {t[3][j]} = {d[1][j]} - {d[3][j]};")
-    for i in range(4):
-        v = [f"{t[i][0]} - {t[i][2]}", f"{t[i][1]} + {t[i][2]}", f"{t[i][2]} - {t[i][1]}", f"{t[i][1]} - {t[i][3]}"]
-        lines.append(" ".join(f"vstore(Vs + (({4 * i + j} * {nblocks} + cb) * {tw} + tx) * {vw}, {v[j]});"
-                              for j in range(4)))
+             " ".join(f"vf {d[i][j]} = vload(x + {(i * wp + j) * vw});" for i in range(n) for j in range(n))]
+    for j in range(n):
+        lines.append("vf " + ", ".join(f"t{i}_{j} = {_combine(bt[i], [d[k][j] for k in range(n)])}" for i in range(n)) + ";")
+    for i in range(n):
+        v = [_combine(bt[j], [f"t{i}_{k}" for k in range(n)]) for j in range(n)]
+        lines.append(" ".join(f"vstore(Vs + (({n * i + j} * {nblocks} + cb) * {tw} + tx) * {vw}, {v[j]});"
+                              for j in range(n)))
     return lines
 
 
-def _products(c: int, ob: int, nbk: int, tw: int, vw: int) -> list[str]:
+def _products(npos: int, c: int, ob: int, nbk: int, tw: int, vw: int) -> list[str]:
     """M[pos][ob][tx] = Σ_c V[pos][c][tx] · U[pos][ob][c], a register block of tiles at a time."""
     cb = c // vw
 
@@ -96,7 +151,7 @@ def _products(c: int, ob: int, nbk: int, tw: int, vw: int) -> list[str]:
         for b in range(nbk):
             lines.append(" ".join(f"vstore(mp + ({b * tw} + ox0 + {i}) * {vw}, {a});" for i, a in enumerate(acc[b])))
         return lines
-    lines = [f"for (int pos = 0; pos < 16; pos++) for (int ob = 0; ob < {ob}; ob += {nbk}) {{",
+    lines = [f"for (int pos = 0; pos < {npos}; pos++) for (int ob = 0; ob < {ob}; ob += {nbk}) {{",
              "    " + " ".join(f"const float *u{b} = U + ((pos * {ob} + ob + {b}) * {c}) * {vw};" for b in range(nbk)),
              f"    const float *vp = Vs + pos * {cb * tw * vw}; float *mp = Ms + (pos * {ob} + ob) * {tw * vw};"]
     lines += ["    " + line for line in row_blocks(tw, 12 if vw == 16 else 6, block, even=True)]
@@ -109,14 +164,16 @@ def _output_transform(node, geometry, ob: int, tw: int, vw: int, blocked: bool) 
     xs, ws_, kernel, strides, dil, begin, end, out = geometry
     oh, ow = out
     chain = unary_chain(node)
-    m = [f"m{p}" for p in range(16)]
+    at, _, _ = matrices(kernel[0])
+    n = kernel[0] + 1
+    m = [f"m{p}" for p in range(n * n)]
     lines = [f"for (int ob = 0; ob < {ob}; ob++) {{", f"    vf bias = vload(Bp + ob * {vw});",
              f"    for (int tx = 0; tx < {tw}; tx++) {{",
-             "        " + " ".join(f"vf {m[p]} = vload(Ms + (({p} * {ob} + ob) * {tw} + tx) * {vw});" for p in range(16))]
-    for j in range(4):
-        lines.append(f"        vf s0{j} = m{j} + m{4 + j} + m{8 + j}, s1{j} = m{4 + j} - m{8 + j} - m{12 + j};")
-    ys = {(a, 0): f"s{a}0 + s{a}1 + s{a}2 + bias" for a in range(2)}
-    ys.update({(a, 1): f"s{a}1 - s{a}2 - s{a}3 + bias" for a in range(2)})
+             "        " + " ".join(f"vf {m[p]} = vload(Ms + (({p} * {ob} + ob) * {tw} + tx) * {vw});" for p in range(n * n))]
+    for j in range(n):
+        lines.append("        vf " + ", ".join(f"s{a}_{j} = {_combine(at[a], [m[k * n + j] for k in range(n)])}"
+                                                for a in range(2)) + ";")
+    ys = {(a, b): f"{_combine(at[b], [f's{a}_{k}' for k in range(n)])} + bias" for a in range(2) for b in range(2)}
     row = 2 * tw                                       # Ys's row: whole tiles
     for (a, b), e in ys.items():
         value = apply(chain, f"({e})", True)
@@ -145,16 +202,18 @@ def winograd(prog, node, geometry) -> str:
     oc = ws_[0]
     oh, ow = out
     vw = prog.vw
+    r = kernel[0]
+    npos = (r + 1) ** 2
     cb, ob, th, tw = c // vw, oc // vw, -(-oh // 2), -(-ow // 2)
-    hp, wp = 2 * th + 2, 2 * tw + 2                  # the padded image, a last half-outside tile's window too
+    hp, wp = 2 * th + r - 1, 2 * tw + r - 1          # the padded image, a last half-outside tile's window too
     nbk = 2 if ob % 2 == 0 else 1
     bias = np.zeros(oc, np.float32)
     if len(node.inputs) > 2 and node.inputs[2]:
         bias[:] = prog.graph.consts[node.inputs[2]].reshape(oc)
     bname = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else node.inputs[1] + "@nobias"
-    split = prog.share(nb * oc * oh * ow * c * 9, th)
+    split = prog.share(nb * oc * oh * ow * c * r * r, th)
     copies = MAX_THREADS if split else 1                                   # a tile row's scratch per thread
-    vsz, msz, ysz = 16 * cb * tw * vw, 16 * ob * tw * vw, (4 * tw + vw) * vw
+    vsz, msz, ysz = npos * cb * tw * vw, npos * ob * tw * vw, (4 * tw + vw) * vw
     xbuf, _ = prog.ws(cb * hp * wp * vw * 4)
     scratch, _ = prog.ws((vsz + msz + ysz) * 4 * copies)
     own = f"{scratch} + (long)tid * {vsz + msz + ysz}" if split else scratch
@@ -171,8 +230,8 @@ def winograd(prog, node, geometry) -> str:
         lines += ["    }", "    NNOS_SYNC();", f"    {split}"]
     lines.append(f"    for (int ty = {'lo' if split else 0}; ty < {'hi' if split else th}; ty++) {{")
     lines += [f"        for (int cb = 0; cb < {cb}; cb++) for (int tx = 0; tx < {tw}; tx++) {{"]
-    lines += ["            " + line for line in _input_transform(cb, hp, wp, tw, vw)] + ["        }"]
-    lines += ["        " + line for line in _products(c, ob, nbk, tw, vw)]
+    lines += ["            " + line for line in _input_transform(r, cb, hp, wp, tw, vw)] + ["        }"]
+    lines += ["        " + line for line in _products(npos, c, ob, nbk, tw, vw)]
     lines += ["        " + line for line in _output_transform(node, geometry, ob, tw, vw, y in prog.blocked)]
     lines += ["    }"]
     if split:
