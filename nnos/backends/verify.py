@@ -28,9 +28,10 @@ class VerifyError(BackendError):
 # u = 2**-11; the reference rounds every op's result to float16 where a fused kernel keeps the
 # chain in float32, so each op between an input and an output may differ by one rounding:
 # 1e-2 is 20 u, a dozen rounded layers with margin (a wrong kernel is off by far more).
-# "quantized": a graph that quantizes (QuantizeLinear, nnos.QuantizeDequantize) may round a value on the other side of
-# a half-way point than the reference when a fused kernel sums in another order (or an integer
-# product replaces the model's float one: passes/quant.py) — one step of that tensor's scale.
+# "quantized": a graph that quantizes (QuantizeLinear, nnos.QuantizeDequantize) may round a
+# value on the other side of a half-way point than the reference when a fused kernel sums in
+# another order (or an integer product replaces the model's float one: passes/quant.py) — one
+# step of that tensor's scale.
 # An 8-bit output's step is 1/127 of its largest magnitude (symmetric) to 1/255 of its range:
 # 1/32 allows four such steps reaching an output, and a wrong kernel is off by far more.
 TOLERANCE = {"float64": 1e-4, "float32": 1e-4, "float16": 1e-2, "quantized": 1 / 32}

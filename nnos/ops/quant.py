@@ -261,7 +261,7 @@ register("ConvInteger", _infer_conv_integer, _bind_conv_integer, scratch=_conv_i
 
 
 # --- nnos.QuantizeDequantize ----------------------------------------------------------------
-# nnos's own op, never in a model (the frontend refuses the name): passes/qdq.py makes it of a
+# nnos's own op, never in a model (ONNX's checker knows no such op): passes/qdq.py makes it of a
 # QuantizeLinear whose only reader is a DequantizeLinear by the same scale and zero point — a
 # QDQ model's rounding of a float tensor to its 8-bit grid. Elementwise, so the fusion pass
 # chains it with the ops around it. Its scale and zero point broadcast against x as numpy's
@@ -281,7 +281,6 @@ def _check_grid(node, zp: TensorType) -> None:
     dt = grid_dtype(node.attrs)
     if zp.dtype not in EIGHT_BIT or dt != zp.dtype:
         raise node.fail(f"the zero point {zp} must be {_names(EIGHT_BIT)} and match to={node.attrs.get('to')} ({dt})")
-    return dt
 
 
 def _infer_fake_quant(node, in_types, consts):

@@ -11,7 +11,6 @@ does not cover raise Unsupported naming them (the caller falls back to numpy).
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from ...ir import Graph

@@ -152,7 +152,7 @@ void nnos_run_team(nnos_team *t, char *arena, void *const *w, char *ws) {
 }
 %(end)s
 """ % {"max": MAX_THREADS, "spin_ns": SPIN_NS, "owner": "/* nnos:owner { */", "end": "/* } nnos:owner */"}
-# (toolchain.units: a unit of steps alone leaves out what is between the owner marks: the
+# (cpu/units.py: a unit of steps alone leaves out what is between the owner marks: the
 # workers and the exported entry points, which the unit with nnos_run defines)
 
 

@@ -18,8 +18,8 @@ import subprocess
 import tempfile
 
 from ... import flags, fsutil
-from .units import cpus, units
 from ...errors import BackendError
+from .units import cpus, units
 
 
 class ToolchainError(BackendError):
