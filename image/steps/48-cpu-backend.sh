@@ -46,7 +46,7 @@ rm -rf "$prebuilt"
 install -d "$prebuilt"
 chroot "$ROOTFS" env -i PATH=/usr/bin:/bin PYTHONDONTWRITEBYTECODE=1 OPENBLAS_NUM_THREADS=1 HOME=/root \
     NNOS_CPU_TARGET="$target" NNOS_CPU_CACHE=/usr/lib/nnos/cpu \
-    /usr/bin/python3 -m nnos.backends.cpu build /usr/share/nnos/default.plan
+    /usr/bin/python3 -m nnos.backends.cpu build /usr/share/nnos/default.plan --record
 # the object against the reference of step 40, on the cpu backend, from the prebuilt directory
 cp "$WORK/plancheck.npz" "$ROOTFS/tmp/plancheck.npz"
 cp "$IMAGE_DIR/lib/plancheck.py" "$ROOTFS/tmp/plancheck.py"

@@ -15,10 +15,10 @@ from .. import flags
 from ..errors import BackendError
 from ..fsutil import atomic_write
 from .base import Arena, Executable, aligned_zeros
-from .cpu import source_and_program
+from .cpu import record, source_and_program, width
 from .cpu.emit import Unsupported
 from .cpu.team import MAX_THREADS
-from .cpu.toolchain import ToolchainError, build, find_compiler, root_slot, verification_mark
+from .cpu.toolchain import ToolchainError, build, carries, find_compiler, load, root_slot, target, verification_mark
 
 
 class CpuExecutable(Executable):
@@ -27,14 +27,12 @@ class CpuExecutable(Executable):
     def __init__(self, plan):
         super().__init__(plan)
         t0 = time.perf_counter()
-        src, prog = source_and_program(plan)
-        lib, facts = build(src)
-        self.facts = dict(facts, vector_floats=prog.vw, compile_s=round(time.perf_counter() - t0, 3),
-                          source_lines=src.count("\n"))
+        lib, facts, vw, workspace, consts = _recorded(plan) or _generated(plan)
+        self.facts = dict(facts, vector_floats=vw, compile_s=round(time.perf_counter() - t0, 3))
         self.arena = Arena(plan, extra=64)              # generated loops may read a vector past the end
-        self.workspace = aligned_zeros(max(prog.workspace, 64))
-        self._consts = prog.consts                       # kept alive: the table points into them
-        self._table = (ctypes.c_void_p * max(1, len(prog.consts)))(*[c.ctypes.data for c in prog.consts])
+        self.workspace = aligned_zeros(max(workspace, 64))
+        self._consts = consts                            # kept alive: the table points into them
+        self._table = (ctypes.c_void_p * max(1, len(consts)))(*[c.ctypes.data for c in consts])
         fn = lib.nnos_run
         fn.restype = None
         fn.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
@@ -81,6 +79,30 @@ class CpuExecutable(Executable):
             self._fn, self._args = self._lib.nnos_run, self._args[1:]
         self._team = None
         self.facts.pop("cpus", None)
+
+
+def _generated(plan) -> tuple:
+    """(object, facts, vector width, workspace bytes, w[] table): the plan's C generated, and
+    its object compiled or found in a cache."""
+    src, prog = source_and_program(plan)
+    lib, facts = build(src)
+    return lib, dict(facts, source_lines=src.count("\n")), prog.vw, prog.workspace, prog.consts
+
+
+def _recorded(plan) -> tuple | None:
+    """The same from a prebuilt object's record (cpu/record.py), without generating the C; None
+    when there is no usable one."""
+    name, _ = target()
+    vw = width()
+    found = record.find(plan, name, vw)
+    if found is None:
+        return None
+    rec, path, consts = found
+    key = rec["facts"]["key"]
+    if not carries(path, key):
+        return None
+    facts = dict(rec["facts"], object=path, cached=True, prebuilt=True, program="recorded with the object")
+    return load(path, key), facts, vw, rec["workspace"], consts
 
 
 def _stop_team(stop, team) -> None:

@@ -12,7 +12,6 @@ only; nothing in it is executed (no pickle).
 """
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import json
@@ -27,7 +26,7 @@ from ..limits import MAX_HEADER_BYTES, tensor_problem
 MAGIC = b"NNOSPLAN"
 FORMAT_VERSION = 2        # 2: no bias-row Gemms, no constant cells in the memory plan
 _PREFIX = struct.Struct("<8sIIQ")
-_DIGEST = 32
+DIGEST_BYTES = 32
 
 
 def sniff(head: bytes) -> str:
@@ -57,6 +56,7 @@ def _align(n: int, a: int = 64) -> int:
 
 def encode_value(v):
     """Attributes to JSON; arrays become tagged base64."""
+    import base64
     if isinstance(v, np.ndarray):
         return {"__ndarray__": v.dtype.name, "shape": list(v.shape),
                 "data": base64.b64encode(contiguous(v).tobytes()).decode()}
@@ -76,6 +76,7 @@ def decode_value(v):
         dt = _dtype(v["__ndarray__"])
         shape = _shape(v.get("shape"), "an embedded array")
         try:
+            import base64
             data = base64.b64decode(v["data"], validate=True)
             return np.frombuffer(data, dtype=dt).reshape(shape).copy()
         except (KeyError, TypeError, ValueError, binascii.Error) as e:
@@ -126,7 +127,7 @@ def write(header: dict, weights: dict[str, np.ndarray]) -> bytes:
 
 
 def read(data: bytes) -> tuple[dict, dict[str, np.ndarray]]:
-    if len(data) < _PREFIX.size + _DIGEST:
+    if len(data) < _PREFIX.size + DIGEST_BYTES:
         raise PlanFormatError(f"file is {len(data)} bytes: too short to be an nnos plan (truncated?)")
     magic, version, _, hlen = _PREFIX.unpack_from(data, 0)
     if magic != MAGIC:
@@ -134,7 +135,7 @@ def read(data: bytes) -> tuple[dict, dict[str, np.ndarray]]:
     if version != FORMAT_VERSION:
         raise PlanFormatError(f"plan format version {version}, this nnos reads version {FORMAT_VERSION}: "
                               "recompile the plan from its ONNX model")
-    body, digest = data[:-_DIGEST], data[-_DIGEST:]
+    body, digest = data[:-DIGEST_BYTES], data[-DIGEST_BYTES:]
     if hashlib.sha256(body).digest() != digest:
         raise PlanFormatError("checksum mismatch: the plan file is truncated or was modified")
     start = _align(_PREFIX.size + hlen)

@@ -49,6 +49,7 @@ class Plan:
         # binary: the vulkan backend's SPIR-V, so a device needs no shader compiler). Only ever
         # filled by nnos itself: the control plane drops it from an uploaded plan.
         self.kernels: dict[str, dict[str, bytes]] = {}
+        self.digest: str | None = None                 # read from a file: its sha256 (the file's own last 32 bytes)
 
     # --- signature ------------------------------------------------------------------------
     @property
@@ -117,7 +118,9 @@ class Plan:
     def from_bytes(data: bytes) -> "Plan":
         header, weights = artifact.read(data)
         try:
-            return _from_header(header, weights)
+            plan = _from_header(header, weights)
+            plan.digest = bytes(data[-artifact.DIGEST_BYTES:]).hex()
+            return plan
         except PlanFormatError:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as e:

@@ -4,7 +4,6 @@ that calls it is ``nnos.backends.ops_cpu``."""
 from __future__ import annotations
 
 from ... import flags
-from .codegen import generate
 from .emit import Unsupported
 from .toolchain import target
 
@@ -17,7 +16,10 @@ def width() -> int:
 
 
 def source_and_program(plan):
-    """The generated C of ``plan`` on this machine, and its program (weight table, workspace)."""
+    """The generated C of ``plan`` on this machine, and its program (weight table, workspace).
+    (The generator is imported here, not with the package: a boot that loads the image's object
+    by its record, record.py, never needs it.)"""
+    from .codegen import generate
     return generate(plan, width())
 
 

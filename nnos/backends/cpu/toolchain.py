@@ -12,10 +12,7 @@ import ctypes
 import functools
 import hashlib
 import os
-import platform
-import shutil
 import subprocess
-import tempfile
 
 from ... import flags, fsutil
 from ...errors import BackendError
@@ -27,6 +24,7 @@ class ToolchainError(BackendError):
 
 
 def find_compiler() -> str | None:
+    import shutil
     want = flags.CC.get()
     if want:
         return shutil.which(want)
@@ -76,8 +74,8 @@ def target() -> tuple[str, int]:
     if name not in TARGETS:
         raise ToolchainError(f"NNOS_CPU_TARGET={name!r}: expected native or one of {', '.join(TARGETS)}")
     machine, _, needs, vw = TARGETS[name]
-    if platform.machine() != machine:
-        raise ToolchainError(f"NNOS_CPU_TARGET={name} is for {machine}; this machine is {platform.machine()}")
+    if os.uname().machine != machine:
+        raise ToolchainError(f"NNOS_CPU_TARGET={name} is for {machine}; this machine is {os.uname().machine}")
     missing = needs - cpu_features()
     if missing:
         raise ToolchainError(f"this CPU lacks what target {name} needs: {', '.join(sorted(missing))}")
@@ -143,7 +141,7 @@ def _key(source: str) -> tuple[str, str, list[str], str]:
     fl = flags_for(feats) if name == "native" else flags_for(feats, march=TARGETS[name][1])
     fl = [x for f in fl for x in (optimization(source) if f == "-O3" else [f])]
     what = " ".join(sorted(feats)) if name == "native" else f"target {name}"
-    key = hashlib.sha256("\0".join([source, ident, " ".join(fl), platform.machine(), what]).encode()).hexdigest()
+    key = hashlib.sha256("\0".join([source, ident, " ".join(fl), os.uname().machine, what]).encode()).hexdigest()
     return cc, ident, fl, key
 
 
@@ -178,7 +176,7 @@ def is_cached(source: str) -> bool:
         return False
 
 
-def _carries(path: str, key: str) -> bool:
+def carries(path: str, key: str) -> bool:
     """The object at ``path`` holds ``key`` (read from its bytes, before anything loads it: a
     stale, foreign or half-written file is never dlopen'ed)."""
     try:
@@ -200,7 +198,7 @@ def build(source: str) -> tuple[ctypes.CDLL, dict]:
     path, prebuilt = _find(key)
     facts = {"compiler": ident, "flags": fl, "key": key, "object": path, "cached": os.path.exists(path),
              "prebuilt": prebuilt, "target": target()[0]}
-    if facts["cached"] and not _carries(path, key):
+    if facts["cached"] and not carries(path, key):
         if prebuilt:
             raise ToolchainError(f"the prebuilt object {path} is not the one this plan needs (a stale or foreign "
                                 "object); it was not loaded")
@@ -213,6 +211,7 @@ def build(source: str) -> tuple[ctypes.CDLL, dict]:
     if not facts["cached"]:
         try:
             os.makedirs(d, exist_ok=True)
+            import tempfile
             fd, tmp_so = tempfile.mkstemp(prefix=".plan-", suffix=".so", dir=d)
             os.close(fd)
         except OSError as e:
@@ -227,6 +226,11 @@ def build(source: str) -> tuple[ctypes.CDLL, dict]:
         finally:
             if os.path.exists(tmp_so):
                 os.unlink(tmp_so)
+    return load(path, key), facts
+
+
+def load(path: str, key: str) -> ctypes.CDLL:
+    """The object at ``path``, loaded, and checked to be the one of ``key``."""
     try:
         lib = ctypes.CDLL(path)
         got = (ctypes.c_char * 65).in_dll(lib, "nnos_key").value       # a char array, not a pointer
@@ -234,10 +238,11 @@ def build(source: str) -> tuple[ctypes.CDLL, dict]:
         raise ToolchainError(f"the compiled plan {path} does not load: {e}") from e
     if got.decode(errors="replace") != key:
         raise ToolchainError(f"the compiled plan {path} is not the one this plan needs (a stale or foreign object)")
-    return lib, facts
+    return lib
 
 
 def _compile(cc: str, source: str, fl: list[str], out: str, d: str) -> None:
+    import tempfile
     try:
         tmpdir = tempfile.TemporaryDirectory(dir=d)
     except OSError as e:
