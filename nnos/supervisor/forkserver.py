@@ -96,9 +96,12 @@ def main_module(cmd: list[str]) -> str | None:
 
 
 class ForkServer:
-    """Start it while the process is one thread, after importing ``preload``."""
+    """Start it while the process is one thread, after importing ``preload``. ``later``: what
+    the server imports once it has started a module (module → names): what a restart of it may
+    need and its first start did not (the loop's code generator, for a model without a prebuilt
+    object), kept off the way to that first start."""
 
-    def __init__(self, preload: tuple[str, ...]):
+    def __init__(self, preload: tuple[str, ...], later: dict[str, tuple[str, ...]] | None = None):
         for name in preload:
             importlib.import_module(name)
         try:
@@ -116,7 +119,7 @@ class ForkServer:
         pid = os.fork()
         if pid == 0:
             ours.close()
-            _serve(theirs, self.supervisor)              # never returns
+            _serve(theirs, self.supervisor, dict(later or {}))   # never returns
         theirs.close()
         self.sock, self.pid = ours, pid
 
@@ -173,7 +176,7 @@ def _prctl(option: int, value) -> None:
 
 
 # --- in the server ---------------------------------------------------------------------------------
-def _serve(sock: socket.socket, supervisor: int) -> None:
+def _serve(sock: socket.socket, supervisor: int, later: dict[str, tuple[str, ...]]) -> None:
     """One request at a time, until the supervisor closes its end (or dies)."""
     code = 0
     try:
@@ -199,10 +202,19 @@ def _serve(sock: socket.socket, supervisor: int) -> None:
             finally:
                 for fd in fds:
                     os.close(fd)
+            _import_quietly(later.pop(json.loads(msg).get("module"), ()))
     except BaseException:                                # noqa: BLE001 - a child must never return into the supervisor
         traceback.print_exc()
         code = 1
     os._exit(code)
+
+
+def _import_quietly(names) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass                                         # the process that needs it says what is missing
 
 
 def _start(req: dict, fds: list[int], supervisor: int) -> int:

@@ -157,11 +157,16 @@ def fork_server(ctx: Context, specs):
     mains = {main_module(s.command(ctx)) for s in specs if s.forked and s.run_if(ctx)} - {None}
     if not mains:
         return None
-    if "nnos.runtime.__main__" in mains:        # the backends the loop's `auto` choice tries, and their code generators
+    later = {}
+    if "nnos.runtime.__main__" in mains:
         from nnos_hardware.devices.factory import modules_for
 
         from ..backends import AUTO
-        mains |= {f"nnos.backends.ops_{name}" for name in AUTO} | {"nnos.backends.cpu.codegen"}
+        # the cpu backend, which loads the image's object by its record; what auto's measurement
+        # and a model without a prebuilt object need (the other backends, the code generator)
+        # once the loop has started (RESULTS.md, issue 21: ≈ 0.25 s of an emulated boot)
+        mains |= {"nnos.backends.ops_cpu", "nnos.backends.ops_numpy"}
+        later["nnos.runtime"] = tuple(f"nnos.backends.ops_{name}" for name in AUTO) + ("nnos.backends.cpu.codegen",)
         for name in sorted(modules_for(ctx.board)):     # the board's device drivers (pyserial, …)
             try:
                 importlib.import_module(name)
@@ -169,7 +174,7 @@ def fork_server(ctx: Context, specs):
                 pass                              # the loop says what is missing when it makes the device
     preload = tuple(sorted(mains))
     try:
-        return ForkServer(preload)
+        return ForkServer(preload, later)
     except (OSError, ImportError) as e:
         log(f"supervisor: no fork server ({type(e).__name__}: {e}): processes start with a new Python")
         return None

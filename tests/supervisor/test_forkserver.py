@@ -42,6 +42,23 @@ def test_a_forked_process_is_our_child_set_up_as_popen_would(server):
     assert seen["cmdline"] == " ".join(CHILD + ["3"])       # in ps: the command it stands for
 
 
+def test_what_a_restart_needs_is_imported_after_the_first_start():
+    """``later``: imported by the server once it has started that module (the loop's code
+    generator: off the way to the first tick, there for a restart)."""
+    assert "colorsys" not in sys.modules
+    fs = ForkServer(("numpy",), later={"tests.support.forked_child": ("colorsys", "no_such_module_here")})
+    try:
+        seen = []
+        for _ in range(2):
+            p = fs.spawn(CHILD + ["0"], dict(os.environ, FORKED_CHILD_WATCH="colorsys"), subprocess.DEVNULL)
+            seen.append(json.loads(p.stderr.readline())["watched"])
+            assert p.wait(scaled(30)) == 0
+        assert seen == [False, True]                        # a module that does not import is left to its user
+        assert "colorsys" not in sys.modules                # in the server, not the supervisor
+    finally:
+        fs.close()
+
+
 def test_a_forked_process_is_signalled_and_reaped_like_any_child(server):
     p = server.spawn(CHILD + ["sleep"], dict(os.environ), subprocess.DEVNULL)
     try:
