@@ -229,9 +229,9 @@ KEYS = {
 def _known(table: dict, kind: str, where) -> None:
     """Refuse a key the board format does not have (a typo would otherwise be ignored), with
     the nearest known key as a hint. ``where(key)`` gives its FILE:LINE."""
-    import difflib
     for k in table:
         if k not in KEYS[kind]:
+            import difflib
             near = difflib.get_close_matches(k, sorted(KEYS[kind]), 1, 0.5)
             hint = f"; did you mean {near[0]!r}?" if near else ""
             raise ConfigError(where(k), f"unknown key {k!r} at the {kind}{hint} (known: {', '.join(sorted(KEYS[kind]))})"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 
 NAME = re.compile(r"[a-z0-9_-]{1,64}")
@@ -25,6 +24,7 @@ def load(names: list[str], log) -> list[str]:
     for name in names:
         if loaded(name):
             continue
+        import shutil
         modprobe = shutil.which("modprobe") or "/sbin/modprobe"
         try:
             r = subprocess.run([modprobe, name], capture_output=True, text=True, timeout=60)

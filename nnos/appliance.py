@@ -5,6 +5,7 @@ Booted with ``nnos.importtime`` on the kernel command line, the supervisor is ex
 as a new Python that reports every import's cost on the console."""
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import traceback
@@ -46,9 +47,12 @@ def _imports() -> None:
         return
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     sys.dont_write_bytecode = True
+    gc.disable()                     # what imports make stays: a collector pass would find nothing to free
     try:
         from . import backends  # noqa: F401
         from .runtime import __main__  # noqa: F401
         from .supervisor import up  # noqa: F401
     except BaseException:            # noqa: BLE001 - said again, and handled, where it is imported for use
         traceback.print_exc()
+    finally:
+        gc.enable()

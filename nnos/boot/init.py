@@ -13,7 +13,6 @@ and the data partition (/data).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import traceback
@@ -223,6 +222,7 @@ def fallback() -> None:
     os.makedirs(STATE, exist_ok=True)
     if not os.path.exists(os.path.join(CONFIG, "board.toml")):
         os.makedirs(CONFIG, exist_ok=True)
+        import shutil
         shutil.copy(DEFAULT_BOARD, os.path.join(CONFIG, "board.toml"))
 
 

@@ -5,12 +5,12 @@ reference (numpy.einsum into the planned output) and the cpu backend's loop nest
 letters; each letter's size is checked across the inputs (1 broadcasts inside an ellipsis)."""
 from __future__ import annotations
 
-import string
-
 import numpy as np
 
 from ..ir import TensorType
 from .registry import call, register
+
+LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"     # string.ascii_letters
 
 
 def normalise(node, shapes: list[tuple[int, ...]]) -> tuple[list[str], str, dict[str, int]]:
@@ -20,12 +20,12 @@ def normalise(node, shapes: list[tuple[int, ...]]) -> tuple[list[str], str, dict
     terms = lhs.split(",")
     if len(terms) != len(shapes):
         raise node.fail(f"equation {eq!r} has {len(terms)} input terms for {len(shapes)} inputs")
-    used = set(eq) & set(string.ascii_letters)
-    spare = [c for c in string.ascii_uppercase + string.ascii_lowercase if c not in used]
+    used = set(eq) & set(LETTERS)
+    spare = [c for c in LETTERS.upper() + LETTERS if c not in used]
     ell_rank = 0
     for t, s in zip(terms, shapes):
         bare = t.replace("...", "")
-        if not set(bare) <= set(string.ascii_letters) or t.count("...") > 1:
+        if not set(bare) <= set(LETTERS) or t.count("...") > 1:
             raise node.fail(f"equation {eq!r}: term {t!r} is not letters with at most one '...'")
         if "..." not in t and len(bare) != len(s):
             raise node.fail(f"equation {eq!r}: term {t!r} names {len(bare)} axes of a rank-{len(s)} input")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import socket
 import time
 
@@ -85,7 +84,7 @@ def request(path: str, msg: dict, timeout: float = 30.0) -> dict:
     # the reply address is in Linux's abstract namespace: no file to leave behind, and no limit
     # from the run directory's length (a socket path holds 107 bytes; a deep data directory's
     # "…/run/client-<pid>-<random>.sock" went past it)
-    client = f"\0nnos-client-{os.getpid()}-{secrets.token_hex(6)}"
+    client = f"\0nnos-client-{os.getpid()}-{os.urandom(6).hex()}"
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
         s.bind(client)

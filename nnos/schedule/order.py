@@ -1,13 +1,12 @@
 """A deterministic topological order: Kahn's algorithm, ties broken by the original position."""
 from __future__ import annotations
 
-import heapq
-
 from ..errors import CompileError
 from ..ir import Graph
 
 
 def schedule(graph: Graph) -> Graph:
+    import heapq                   # here: a plan's loading imports this module, never runs it
     g = graph.copy()
     producer = {o: i for i, n in enumerate(g.nodes) for o in n.outputs if o}
     deps = [{producer[i] for i in n.all_inputs() if i in producer} for n in g.nodes]

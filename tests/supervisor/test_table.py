@@ -59,3 +59,39 @@ def test_the_fork_server_imports_the_boards_drivers_and_starts_without_one_that_
     finally:
         if server is not None:
             server.close()
+
+
+BOOT_PATH = r"""
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+import nnos.appliance as appliance
+appliance._imports()                                   # PID 1's, beside the boot steps
+from nnos_hardware.board import load_board
+from nnos.supervisor.table import Context, table
+from nnos.supervisor.up import fork_server
+ctx = Context(sys.argv[2], sys.argv[3], load_board(sys.argv[2]), os.path.join(sys.argv[3], "run"))
+server = fork_server(ctx, table(ctx))                  # its preload is imported here, then it forks
+from nnos_hardware.sim import cartpole
+cartpole.CartPole(cartpole.Config(noise=0.01)).reading()   # the simulator, before its port exists
+heavy = [m for m in sys.argv[4].split(",") if m in sys.modules]
+server.close()
+print(json.dumps(heavy))
+"""
+
+
+def test_nothing_heavy_on_the_way_to_the_first_tick(tmp_path):
+    """What the first tick does not need is not imported before it (each measured under TCG,
+    benchmarks/RESULTS.md, issue 21): the code generator and the GPU backends (the image's
+    object loads by its record; they come once the loop has started), numpy.random (the
+    simulator's noise: 0.26 s before its port exists), tempfile and shutil (0.1 s), onnx, the
+    CLI, difflib (a typo's hint), secrets, fractions (Winograd's matrices)."""
+    import json
+    import subprocess
+    import sys
+    heavy = ["nnos.backends.cpu.codegen", "nnos.backends.ops_cuda", "nnos.backends.ops_vulkan", "numpy.random",
+             "tempfile", "shutil", "onnx", "nnos.cli", "difflib", "secrets", "fractions"]
+    r = subprocess.run([sys.executable, "-c", BOOT_PATH, ROOT, BOARD, str(tmp_path), ",".join(heavy)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120,
+                       env={k: v for k, v in os.environ.items() if k != "NNOS_INIT"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1]) == []
