@@ -8,7 +8,8 @@ def one_line(exe) -> str:
     why the backends before it did not run it."""
     facts, notes = exe.facts, []
     if facts.get("object"):
-        origin = ("built with the image" if facts.get("prebuilt") else
+        origin = ("built with the image" + (" (its program recorded: no C generated)" if facts.get("program") else "")
+                  if facts.get("prebuilt") else
                   "from the cache" if facts.get("cached") else "compiled here")
         notes.append(f"{facts.get('target', 'native')} object {origin}, verified against numpy"
                      + (f" {facts['verified']}" if facts.get("verified") else ""))

@@ -97,9 +97,10 @@ def main_module(cmd: list[str]) -> str | None:
 
 class ForkServer:
     """Start it while the process is one thread, after importing ``preload``. ``later``: what
-    the server imports once it has started a module (module → names): what a restart of it may
-    need and its first start did not (the loop's code generator, for a model without a prebuilt
-    object), kept off the way to that first start."""
+    the server imports once a process it started from a module is up (module → names,
+    ``settled``): what a restart of it may need and its first start did not (the loop's code
+    generator, for a model without a prebuilt object), kept off the way to that first start and
+    off the CPU while it starts."""
 
     def __init__(self, preload: tuple[str, ...], later: dict[str, tuple[str, ...]] | None = None):
         for name in preload:
@@ -108,7 +109,7 @@ class ForkServer:
             import setproctitle  # noqa: F401 - every process it starts names itself (_name): imported once, here
         except ImportError:
             pass
-        self.preload = preload
+        self.preload, self.later = preload, dict(later or {})
         self.supervisor = os.getpid()
         self.subreaper = self.supervisor != 1            # PID 1 is every orphan's parent anyway
         if self.subreaper:
@@ -119,7 +120,7 @@ class ForkServer:
         pid = os.fork()
         if pid == 0:
             ours.close()
-            _serve(theirs, self.supervisor, dict(later or {}))   # never returns
+            _serve(theirs, self.supervisor, dict(self.later))   # never returns
         theirs.close()
         self.sock, self.pid = ours, pid
 
@@ -133,6 +134,16 @@ class ForkServer:
         if done:
             self.pid = None
         return self.pid is not None
+
+    def settled(self, cmd: list[str]) -> None:
+        """The process started with ``cmd`` is up: the server imports what ``later`` names for its
+        module (once; no answer is sent)."""
+        if len(cmd) < 3 or self.later.pop(cmd[2], None) is None:
+            return
+        try:
+            self.sock.send(json.dumps({"settled": cmd[2]}).encode())
+        except OSError:
+            pass                                         # gone: the next start says so
 
     def spawn(self, cmd: list[str], env: dict, stdout, nice: int = 0, cpus=None) -> ForkedProcess:
         """``cmd`` is ``[python, "-m", MODULE, *args]``; stdin is /dev/null, stdout ``stdout``
@@ -195,14 +206,17 @@ def _serve(sock: socket.socket, supervisor: int, later: dict[str, tuple[str, ...
             msg, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 3)
             if not msg:
                 break
+            req = json.loads(msg)
+            if "settled" in req:
+                _import_quietly(later.pop(req["settled"], ()))
+                continue
             try:
-                sock.send(json.dumps({"pid": _start(json.loads(msg), fds, supervisor)}).encode())
+                sock.send(json.dumps({"pid": _start(req, fds, supervisor)}).encode())
             except OSError as e:
                 sock.send(json.dumps({"error": str(e)}).encode())
             finally:
                 for fd in fds:
                     os.close(fd)
-            _import_quietly(later.pop(json.loads(msg).get("module"), ()))
     except BaseException:                                # noqa: BLE001 - a child must never return into the supervisor
         traceback.print_exc()
         code = 1

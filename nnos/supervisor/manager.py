@@ -127,6 +127,8 @@ class Manager:
             return False
         if r.spec.ready is not None and not r.ready:
             r.ready = bool(r.spec.ready(self.ctx))
+            if r.ready and r.spec.forked and self.forkserver is not None:
+                self.forkserver.settled(r.spec.command(self.ctx))     # what its restart needs, now
         return r.spec.ready is None or r.ready
 
     def _start(self, r: Running, now: float) -> None:

@@ -164,7 +164,7 @@ def fork_server(ctx: Context, specs):
         from ..backends import AUTO
         # the cpu backend, which loads the image's object by its record; what auto's measurement
         # and a model without a prebuilt object need (the other backends, the code generator)
-        # once the loop has started (RESULTS.md, issue 21: ≈ 0.25 s of an emulated boot)
+        # once the loop ticks (RESULTS.md, issue 21: ≈ 0.25 s of an emulated boot)
         mains |= {"nnos.backends.ops_cpu", "nnos.backends.ops_numpy"}
         later["nnos.runtime"] = tuple(f"nnos.backends.ops_{name}" for name in AUTO) + ("nnos.backends.cpu.codegen",)
         for name in sorted(modules_for(ctx.board)):     # the board's device drivers (pyserial, …)

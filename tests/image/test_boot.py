@@ -150,9 +150,11 @@ def test_boots_to_the_network_keeps_the_chosen_model_across_a_reboot_and_survive
     # the default model, compiled at build time, runs; the robot balances; nothing failed safe
     st = dev.status()
     assert st["loop"]["active"] == st["store"]["active"] == manifest()["plan_id"], st
-    # on the cpu backend, from the object built with the image, verified against numpy before it ran
+    # on the cpu backend, from the object built with the image and its recorded program (no C
+    # generated on the device), verified against numpy before it ran
     target = manifest()["cpu_backend"]["target"]
-    assert st["loop"]["backend"].startswith(f"cpu ({target} object built with the image, verified against numpy"), st
+    assert st["loop"]["backend"].startswith(f"cpu ({target} object built with the image (its program recorded: "
+                                            "no C generated), verified against numpy"), st
     steady(dev, "first boot")
     # a second model over the API, then a reboot: the choice is on the data partition
     mid = upload_and_activate(dev, variant(1.01))
