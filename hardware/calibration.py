@@ -11,11 +11,11 @@ its checksum over the canonical JSON of everything else, so a torn or edited fil
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
 
+from nnos.digest import sha256
 from nnos.fsutil import atomic_write
 
 from .errors import ConfigError
@@ -49,7 +49,7 @@ def servo_devices(board) -> list:
 
 def _digest(doc: dict) -> str:
     body = {k: v for k, v in doc.items() if k != "sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _int(value, what: str) -> int:

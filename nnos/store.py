@@ -15,12 +15,12 @@ at any instant leaves a store that loads.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import time
 
+from .digest import sha256
 from .errors import NnosError, PlanFormatError
 from .fsutil import atomic_write, remove_stale_temps
 from .plan import Plan
@@ -66,7 +66,7 @@ class ModelStore:
         (signed models) and the file at ``source`` it was compiled from; returns the model id
         (sha256 of the bytes)."""
         Plan.from_bytes(data)                              # refuses anything that is not a plan
-        mid = hashlib.sha256(data).hexdigest()
+        mid = sha256(data).hexdigest()
         path, rpath = self._path(mid), self._path(mid, ".json")
         existed = os.path.exists(path)
         # whole or not at all: the report first, then the plan, whose presence makes it stored
@@ -107,7 +107,7 @@ class ModelStore:
                 data = f.read()
         except FileNotFoundError as e:
             raise StoreError(f"no model {mid} in {self.models}") from e
-        if hashlib.sha256(data).hexdigest() != mid:
+        if sha256(data).hexdigest() != mid:
             raise StoreError(f"model {mid}: file content does not match its id (corrupted on disk)")
         return data
 

@@ -5,13 +5,13 @@ once per run through ctypes with prebuilt pointers: the arena, the weight table,
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import os
 import time
 import weakref
 
 from .. import flags
+from ..digest import sha256
 from ..errors import BackendError
 from ..fsutil import atomic_write
 from .base import Arena, Executable, aligned_zeros
@@ -127,7 +127,7 @@ def _mark(exe: CpuExecutable) -> str | None:
     """Where "this object ran these weights right" is remembered, for the image's own objects."""
     if not exe.facts.get("prebuilt"):
         return None
-    weights = hashlib.sha256()
+    weights = sha256(size=sum(c.nbytes for c in exe._consts))
     for c in exe._consts:
         weights.update(memoryview(c).cast("B"))
     return verification_mark(exe.facts["key"], weights.hexdigest())

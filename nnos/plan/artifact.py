@@ -13,12 +13,12 @@ only; nothing in it is executed (no pickle).
 from __future__ import annotations
 
 import binascii
-import hashlib
 import json
 import struct
 
 import numpy as np
 
+from ..digest import sha256
 from ..errors import PlanFormatError
 from ..ir import SUPPORTED_DTYPES, contiguous
 from ..limits import MAX_HEADER_BYTES, tensor_problem
@@ -122,7 +122,7 @@ def write(header: dict, weights: dict[str, np.ndarray]) -> bytes:
     for name, arr in weights.items():
         o = start + table[name]["offset"]
         buf[o:o + arr.nbytes] = contiguous(arr).tobytes()
-    buf += hashlib.sha256(buf).digest()
+    buf += sha256(buf).digest()
     return bytes(buf)
 
 
@@ -136,7 +136,7 @@ def read(data: bytes) -> tuple[dict, dict[str, np.ndarray]]:
         raise PlanFormatError(f"plan format version {version}, this nnos reads version {FORMAT_VERSION}: "
                               "recompile the plan from its ONNX model")
     body, digest = data[:-DIGEST_BYTES], data[-DIGEST_BYTES:]
-    if hashlib.sha256(body).digest() != digest:
+    if sha256(body).digest() != digest:
         raise PlanFormatError("checksum mismatch: the plan file is truncated or was modified")
     start = _align(_PREFIX.size + hlen)
     if start > len(body) or hlen > MAX_HEADER_BYTES:

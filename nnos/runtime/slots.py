@@ -27,8 +27,10 @@ def prebuild(plan, plan_path: str, backend: str):
     the binding to report (and auto to fall back from)."""
     if backend not in ("auto", "cpu"):
         return
-    from ..backends.cpu import Unsupported, source
+    from ..backends.cpu import Unsupported, recorded, source
     from ..backends.cpu.toolchain import is_cached
+    if recorded(plan):                         # the image's own: nothing to generate (0.45 s of an emulated boot)
+        return
     try:
         if is_cached(source(plan)):            # the usual case: the control plane's intake built it
             return

@@ -1,5 +1,6 @@
 """A prebuilt object's program (nnos/backends/cpu/record.py): the image's default model loads
-its object without generating the C again — the code generator never imported — and computes
+its object without generating the C again — the code generator never imported, by the loop's
+prebuild or by the binding — and computes
 bitwise what the generated path computes; a record that does not fit is passed over, never
 used."""
 from __future__ import annotations
@@ -25,7 +26,9 @@ import json, sys
 import numpy as np
 from nnos.backends import prepare
 from nnos.plan import load
+from nnos.runtime.slots import prebuild
 plan = load(sys.argv[1])
+list(prebuild(plan, sys.argv[1], "auto"))      # the loop's, before it binds a model: nothing to build
 exe = prepare(plan, "cpu")
 x = np.random.default_rng(0).standard_normal(plan.inputs[0].shape).astype(np.float32)
 exe.inputs[plan.inputs[0].name][...] = x

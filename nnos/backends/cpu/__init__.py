@@ -23,6 +23,17 @@ def source_and_program(plan):
     return generate(plan, width())
 
 
+def recorded(plan) -> bool:
+    """Whether ``plan``'s object was built ahead of time with its program recorded (record.py):
+    binding it then generates and compiles nothing."""
+    from . import record
+    from .toolchain import ToolchainError
+    try:
+        return record.find(plan, target()[0], width()) is not None
+    except (ToolchainError, Unsupported):
+        return False
+
+
 def source(plan) -> str:
     """The generated C of ``plan`` on this machine."""
     return source_and_program(plan)[0]

@@ -12,12 +12,12 @@ from a file (its digest says which) and only for a named target; anything that d
 the key — is passed over, and the C is generated as before (which finds the same object)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
 import numpy as np
 
+from ...digest import sha256
 from ...fsutil import atomic_write
 from ..base import aligned_zeros
 from .toolchain import object_path, prebuilt_dirs
@@ -47,7 +47,7 @@ def save(plan, prog, facts: dict, directory: str) -> str | None:
         table.append({"offset": off, "dtype": a.dtype.str, "shape": list(a.shape)})
     base = os.path.join(directory, _name(digest, facts["target"]))
     rec = {"version": VERSION, "plan": digest, "steps": len(plan.graph.nodes), "arena": plan.memory.arena_bytes,
-           "vw": prog.vw, "workspace": prog.workspace, "consts": table, "blob": hashlib.sha256(blob).hexdigest(),
+           "vw": prog.vw, "workspace": prog.workspace, "consts": table, "blob": sha256(blob).hexdigest(),
            "facts": {k: facts[k] for k in ("compiler", "flags", "key", "target", "source_lines") if k in facts}}
     atomic_write(base + ".bin", bytes(blob))            # the blob first: a record never names a missing one
     atomic_write(base + ".json", json.dumps(rec).encode())
@@ -79,7 +79,7 @@ def _load(base: str, plan, digest: str, vw: int) -> tuple[dict, list[np.ndarray]
     try:
         same = (rec["version"] == VERSION and rec["plan"] == digest and rec["vw"] == vw
                 and rec["steps"] == len(plan.graph.nodes) and rec["arena"] == plan.memory.arena_bytes
-                and rec["blob"] == hashlib.sha256(blob).hexdigest())
+                and rec["blob"] == sha256(blob).hexdigest())
         if not same:
             return None
         aligned = aligned_zeros(len(blob))            # repacked weights are read by aligned vector loads

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
 import subprocess
 
 from ... import flags, fsutil
+from ...digest import sha256
 from ...errors import BackendError
 from .units import cpus, units
 
@@ -141,7 +141,7 @@ def _key(source: str) -> tuple[str, str, list[str], str]:
     fl = flags_for(feats) if name == "native" else flags_for(feats, march=TARGETS[name][1])
     fl = [x for f in fl for x in (optimization(source) if f == "-O3" else [f])]
     what = " ".join(sorted(feats)) if name == "native" else f"target {name}"
-    key = hashlib.sha256("\0".join([source, ident, " ".join(fl), os.uname().machine, what]).encode()).hexdigest()
+    key = sha256("\0".join([source, ident, " ".join(fl), os.uname().machine, what]).encode()).hexdigest()
     return cc, ident, fl, key
 
 
