@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .channels import ACTUATOR, DTYPES, FAILSAFE_MODES, SENSOR, Channel
-from .devices.factory import DRIVERS, SERVO_BUSES
+from .devices.factory import CAMERAS, DRIVERS, SERVO_BUSES
 from .errors import ConfigError
-from .camera_config import CAMERAS, check_camera
-from .servo_config import check_servo_bus
 
 MIN_RATE, MAX_RATE = 1, 1000
 
@@ -377,9 +375,12 @@ def _device(d, i, L) -> DeviceConfig:
     _need(driver in CAMERAS or not camera_keys, L.at("devices", i, camera_keys[0] if camera_keys else None),
           f"device {d['name']!r}: {', '.join(camera_keys)} {'belongs' if len(camera_keys) == 1 else 'belong'} "
           f"to a camera (driver {' or '.join(CAMERAS)})")
+    # each kind's checks (and its register tables, its camera formats) imported by a board that has one
     if servo:
+        from .servo_config import check_servo_bus
         check_servo_bus(cfg, d, lambda key=None: L.at("devices", i, key), _need)
     if driver in CAMERAS:
+        from .camera_config import check_camera
         check_camera(cfg, d, lambda key=None: L.at("devices", i, key), _need)
     return cfg
 

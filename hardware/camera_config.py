@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .channels import SENSOR, Channel
+from .devices.factory import CAMERAS  # noqa: F401 - the camera drivers, named with the others
 
 FORMATS = ("auto", "YUYV", "MJPG", "RGB3")
-CAMERAS = ("v4l2", "synthetic-camera")
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ MODULES = {"nnos-serial": ("nnos_hardware.devices.nnos_serial",), "replay": ("nn
 DRIVERS = {"nnos-serial": _serial, "replay": _replay, "feetech": _servo_bus, "dynamixel": _servo_bus,
            "v4l2": _v4l2, "synthetic-camera": _synthetic_camera}
 SERVO_BUSES = ("feetech", "dynamixel")
+CAMERAS = ("v4l2", "synthetic-camera")
 
 
 def modules_for(board) -> set[str]:

@@ -12,7 +12,6 @@ from nnos_hardware import kmod
 from nnos_hardware.board import load_board
 from nnos_hardware.devices.factory import make_devices
 from nnos_hardware.errors import HardwareError
-from nnos_hardware.hotplug import present
 
 from .. import flags
 from ..timeline import on_console, since_boot
@@ -95,6 +94,7 @@ def main(argv=None) -> int:
     if any(d.usb and d.name not in overrides for d in board.devices):
         # plugged in before this loop started (a restart, a crash): no add event will come for it
         try:
+            from nnos_hardware.hotplug import present
             found = present(board)
             overrides.update({k: v for k, v in found.items() if k not in overrides})
             for name, node in found.items():

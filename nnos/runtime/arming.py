@@ -4,7 +4,6 @@ by its failsafe rule at the board's rate (ramps reach their safe values), then t
 A mixin of the Loop (self.devices, self.io, self.act, self.store, self.log, self.period)."""
 from __future__ import annotations
 
-from nnos_hardware import calibration
 from nnos_hardware.errors import DeviceError, HardwareError
 
 from ..timing import NS_PER_S, RateKeeper
@@ -28,6 +27,7 @@ class Arming:
 
     def apply_calibration(self) -> list[str]:
         """The data partition's calibration onto the servo buses (refused for an armed one)."""
+        from nnos_hardware import calibration          # servo buses only: not on a first tick's way
         found = calibration.load(self.store.data_dir, self.board, lambda d: self.devices[d.name].table.resolution)
         for name, joints in found.items():
             if self.devices[name].armed:

@@ -121,15 +121,19 @@ class Manager:
         return s.run_if(self.ctx) and all(self._up(n) for n in s.start_after)
 
     def _up(self, name: str) -> bool:
-        """Running (for 0.3 s at least) and, when its spec says how to tell, serving."""
+        """Serving, when its spec says how to tell; else running for 0.3 s at least (all there is
+        to go by: a process that fails at once is not taken for up). A simulator ready at once
+        lets the loop start at once (0.3 s of an emulated boot's way to the first tick)."""
         r = self.procs.get(name)
-        if r is None or r.proc is None or time.monotonic() - r.started <= 0.3:
+        if r is None or r.proc is None:
             return False
-        if r.spec.ready is not None and not r.ready:
+        if r.spec.ready is None:
+            return time.monotonic() - r.started > 0.3
+        if not r.ready:
             r.ready = bool(r.spec.ready(self.ctx))
             if r.ready and r.spec.forked and self.forkserver is not None:
                 self.forkserver.settled(r.spec.command(self.ctx))     # what its restart needs, now
-        return r.spec.ready is None or r.ready
+        return r.ready
 
     def _start(self, r: Running, now: float) -> None:
         cmd = r.spec.command(self.ctx)

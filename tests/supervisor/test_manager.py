@@ -118,6 +118,27 @@ def test_what_starts_after_waits_until_it_is_ready(tmp_path):
         m.stop()
 
 
+def test_one_that_says_it_is_ready_is_not_also_waited_out(tmp_path):
+    """Readiness is what a dependent waits for (a simulator's port: the loop starts at once);
+    only a process with no way to tell must have run 0.3 s first."""
+    ctx = Context("", str(tmp_path), None, str(tmp_path / "run"))
+    for ready, waited in ((lambda c: True, False), (None, True)):
+        server = ProcessSpec("server", lambda c: ["sleep", "30"], ready=ready)
+        client = ProcessSpec("client", lambda c: ["sleep", "30"], start_after=("server",))
+        m = Manager(ctx, [server, client], log=lambda m: None, echo=False)
+        try:
+            t0 = time.monotonic()
+            m.reconcile()                                   # starts the server
+            m.reconcile()                                   # the client: at once if the server said it is ready
+            started = m.status()["client"]["pid"] is not None
+            if waited:                                      # (unless the host stalled past the 0.3 s meanwhile)
+                assert not started or time.monotonic() - t0 > 0.3, m.status()
+            else:
+                assert started, m.status()
+        finally:
+            m.stop()
+
+
 def test_cgroup_v2_limits_hand_the_controllers_down(tmp_path):
     """Against a directory laid out like /sys/fs/cgroup (the real one is exercised on the image)."""
     import os

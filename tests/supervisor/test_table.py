@@ -84,12 +84,15 @@ def test_nothing_heavy_on_the_way_to_the_first_tick(tmp_path):
     benchmarks/RESULTS.md, issue 21): the code generator and the GPU backends (the image's
     object loads by its record; they come once the loop has started), numpy.random (the
     simulator's noise: 0.26 s before its port exists), tempfile and shutil (0.1 s), onnx, the
-    CLI, difflib (a typo's hint), secrets, fractions (Winograd's matrices), hashlib (OpenSSL: nnos.digest)."""
+    CLI, difflib (a typo's hint), secrets, fractions (Winograd's matrices), hashlib (OpenSSL:
+    nnos.digest); what only servo buses, cameras and USB devices need, on a board without them."""
     import json
     import subprocess
     import sys
     heavy = ["nnos.backends.cpu.codegen", "nnos.backends.ops_cuda", "nnos.backends.ops_vulkan", "numpy.random",
-             "tempfile", "shutil", "onnx", "nnos.cli", "difflib", "secrets", "fractions", "hashlib"]
+             "tempfile", "shutil", "onnx", "nnos.cli", "difflib", "secrets", "fractions", "hashlib",
+             "nnos_hardware.servo_config", "nnos_hardware.registers", "nnos_hardware.camera_config",
+             "nnos_hardware.calibration", "nnos_hardware.hotplug"]
     r = subprocess.run([sys.executable, "-c", BOOT_PATH, ROOT, BOARD, str(tmp_path), ",".join(heavy)],
                        capture_output=True, text=True, cwd=ROOT, timeout=120,
                        env={k: v for k, v in os.environ.items() if k != "NNOS_INIT"})
