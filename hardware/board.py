@@ -22,6 +22,7 @@ MIN_RATE, MAX_RATE = 1, 1000
 
 @dataclass
 class DeviceConfig:
+    """One device of a board: its driver, channels and driver options."""
     name: str
     driver: str
     channels: list[Channel]
@@ -41,6 +42,7 @@ class DeviceConfig:
 
 @dataclass
 class InputBinding:
+    """Which channels feed a model input, scaled and offset."""
     tensor: str
     channels: list[tuple[str, str]]                 # (device, channel), concatenated in order
     scale: np.ndarray
@@ -51,6 +53,7 @@ class InputBinding:
 
 @dataclass
 class OutputBinding:
+    """Which actuator channel a model output drives, scaled and offset."""
     tensor: str
     device: str
     channel: str
@@ -66,6 +69,7 @@ class OutputBinding:
 
 @dataclass
 class Board:
+    """A board config: its rate, devices, model, bindings and failsafe rules."""
     name: str
     path: str
     rate_hz: float

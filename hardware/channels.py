@@ -20,6 +20,7 @@ DTYPES = ("float32", "int16", "uint16", "int32", "uint8")
 
 @dataclass(frozen=True)
 class Channel:
+    """One sensor or actuator channel of a device: shape, dtype, range and limits."""
     name: str
     kind: str                          # SENSOR or ACTUATOR
     shape: tuple[int, ...]

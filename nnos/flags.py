@@ -13,6 +13,7 @@ REGISTRY: dict[str, "Flag"] = {}
 
 @dataclass(frozen=True)
 class Flag(Generic[T]):
+    """One environment flag: its name, parser, default and what it does."""
     name: str
     parse: Callable[[str], T]
     default: T

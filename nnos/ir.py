@@ -25,6 +25,7 @@ def contiguous(a) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TensorType:
+    """A tensor's element type and static shape."""
     dtype: np.dtype
     shape: tuple[int, ...]
 
@@ -70,6 +71,7 @@ class Epilogue:
 
 @dataclass
 class Node:
+    """One op of the graph: its input and output tensor names, attributes and fused epilogue."""
     op: str
     name: str
     inputs: list[str]
@@ -92,6 +94,7 @@ class Node:
 
 @dataclass
 class Graph:
+    """A model as typed tensors, constants and nodes in topological order."""
     name: str
     inputs: list[str]
     outputs: list[str]

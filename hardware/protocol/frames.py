@@ -73,6 +73,7 @@ class ChannelInfo:
 
 @dataclass
 class Frame:
+    """One frame of nnos serial v1: its type, sequence number and payload."""
     type: int
     seq: int
     payload: bytes = b""

@@ -18,6 +18,7 @@ MAX_ENCODED = MAX_FRAME + MAX_FRAME // 254 + 2
 
 @dataclass
 class LinkStats:
+    """A link's counters: frames and bytes each way, and what was dropped or lost."""
     frames_in: int = 0
     frames_out: int = 0
     bytes_in: int = 0

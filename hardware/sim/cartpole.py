@@ -47,6 +47,7 @@ def failed(state) -> bool:
 
 @dataclass
 class Config:
+    """The simulated cart-pole's rates, noise and physics."""
     sensor_hz: float = 50.0
     physics_hz: float = 1000.0
     noise: float = 0.0            # std of Gaussian sensor noise (same units as each reading)

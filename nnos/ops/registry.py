@@ -30,6 +30,7 @@ FlopsFn = Callable[[Node, list, list], int]
 
 @dataclass(frozen=True)
 class OpDef:
+    """How one ONNX op is typed, bound to buffers, sized and costed."""
     name: str
     infer: InferFn
     bind: BindFn

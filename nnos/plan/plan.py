@@ -22,6 +22,7 @@ from . import artifact
 
 @dataclass(frozen=True)
 class TensorSpec:
+    """A plan input's or output's name, shape and dtype."""
     name: str
     shape: tuple[int, ...]
     dtype: np.dtype

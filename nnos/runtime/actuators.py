@@ -18,6 +18,7 @@ from nnos_hardware.channels import ACTUATOR
 
 @dataclass
 class _Channel:
+    """One driven actuator channel and the rules that limit it."""
     device: str
     name: str
     mode: str

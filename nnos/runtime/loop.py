@@ -60,6 +60,7 @@ class Throttle:
 
 @dataclass
 class LoopConfig:
+    """The loop's admission, probation, backend and timing settings."""
     budget_fraction: float = 0.5        # a model's p99.9 must fit in this share of the period
     probation_s: float = 2.0
     admission_runs: int = 1000

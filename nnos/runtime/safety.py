@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 @dataclass
 class SafetyConfig:
+    """When failsafe is entered and left."""
     exit: str = "auto"              # "auto" | "manual"
     good_ticks: int = 25            # consecutive good ticks before an automatic exit
     overrun_streak: int = 5         # consecutive overruns that trip failsafe

@@ -18,6 +18,7 @@ SMALL = 4096
 
 @dataclass(frozen=True)
 class Buffer:
+    """A buffer's size in bytes and the steps between which it is live."""
     size: int    # bytes
     start: int   # first step that writes it (-1: before the first step)
     end: int     # last step that reads it

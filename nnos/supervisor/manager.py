@@ -28,6 +28,7 @@ LOG_MAX = 1 << 20
 
 @dataclass
 class Running:
+    """A process of the table as it runs: its process, start time and restarts."""
     spec: ProcessSpec
     proc: subprocess.Popen | None = None
     started: float = 0.0

@@ -20,6 +20,7 @@ BUS_SOCKET = "/run/dbus/system_bus_socket"
 
 @dataclass
 class Context:
+    """What the table's predicates and commands read: the board, its file, the data and run directories."""
     board_path: str
     data: str
     board: object
@@ -77,6 +78,7 @@ def usb_devices(ctx: Context) -> bool:
 
 @dataclass(frozen=True)
 class ProcessSpec:
+    """One line of the process table: a name, a command and when it runs and restarts."""
     name: str
     command: Callable[[Context], list[str]]
     run_if: Callable[[Context], bool] = always
