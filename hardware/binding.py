@@ -14,7 +14,6 @@ import numpy as np
 from .action_queue import ActionQueue
 from .board import Board
 from .device import Device
-from .preprocess import Preprocess
 
 
 def _affine(src, scale, offset, dst) -> list:
@@ -42,6 +41,7 @@ class Binder:
                 self.reads.append(partial(_new_frame, devices[dev].latest(ch), inputs[b.tensor].reshape(-1, 3), [-1]))
                 continue
             if b.image is not None:                 # a camera frame, pre-processed into the tensor
+                from .preprocess import Preprocess  # a board with a camera's: off the others' boot path
                 dev, ch = b.channels[0]
                 sample = devices[dev].latest(ch)
                 im = b.image
