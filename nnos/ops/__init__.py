@@ -1,3 +1,3 @@
-"""Operator definitions. Importing this package registers every op in ``registry.OPS``."""
-from . import activations, conv, einsum, elementwise, linalg, norm, pool, quant, reduce, rnn, scan, shape  # noqa: F401
-from .registry import OPS, OpDef, evaluate, get  # noqa: F401
+"""Operator definitions. Each op module registers its ops in ``registry.OPS`` when imported;
+``OPS`` imports an op's module the first time the op is looked up (``registry.MODULES``)."""
+from .registry import MODULES, OPS, OpDef, evaluate, get  # noqa: F401

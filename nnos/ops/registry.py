@@ -13,6 +13,7 @@ bind time (transposed or combined weights). Writable inputs change from call to 
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Optional
@@ -43,7 +44,73 @@ class OpDef:
     view: bool = False                   # output is its first input's bytes under another shape
 
 
-OPS: dict[str, OpDef] = {}
+# The module of this package that registers each op, imported the first time one of its ops is
+# looked up: a plan loads the modules of its own ops (a cart-pole's Gemm and Tanh: 2 of 12 on
+# the way to its first tick), asking for all of them (iterating OPS) loads every one.
+# tests/core/test_registry.py checks this table against what each module registers.
+MODULES = {
+    "activations": ("Cos", "Erf", "Gelu", "Mish", "Sin"),
+    "conv": ("Conv", "ConvTranspose"),
+    "einsum": ("Einsum",),
+    "elementwise": ("Abs", "Add", "And", "Cast", "CastLike", "Ceil", "Clip", "Div", "Elu", "Equal", "Exp", "Floor",
+                    "Greater", "GreaterOrEqual", "HardSigmoid", "HardSwish", "LeakyRelu", "Less", "LessOrEqual", "Log",
+                    "Max", "Min", "Mod", "Mul", "Neg", "Not", "Or", "Pow", "Reciprocal", "Relu", "Round", "Sigmoid",
+                    "Softplus", "Sqrt", "Sub", "Tanh", "Where", "Xor"),
+    "linalg": ("Gemm", "MatMul"),
+    "norm": ("BatchNormalization", "LayerNormalization", "LogSoftmax", "RMSNormalization", "Softmax"),
+    "pool": ("AveragePool", "GlobalAveragePool", "MaxPool"),
+    "quant": ("ConvInteger", "DequantizeLinear", "MatMulInteger", "QuantizeLinear", "nnos.QuantizeDequantize"),
+    "reduce": ("ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum"),
+    "rnn": ("GRU", "LSTM"),
+    "scan": ("CumSum", "Trilu"),
+    "shape": ("Concat", "Constant", "ConstantOfShape", "Expand", "Flatten", "Gather", "Identity", "Pad", "Range",
+              "Reshape", "Shape", "Slice", "Split", "Squeeze", "Transpose", "Unsqueeze"),
+}
+
+
+class Registry:
+    """Op name → OpDef, its module imported when one of its ops is first asked for (MODULES)."""
+
+    def __init__(self, modules: dict[str, tuple[str, ...]]):
+        self.defs: dict[str, OpDef] = {}
+        self.where = {op: module for module, ops in modules.items() for op in ops}
+        self.complete = False
+
+    def __setitem__(self, name: str, op: OpDef) -> None:
+        self.defs[name] = op
+
+    def _load(self, name) -> dict[str, OpDef]:
+        if name not in self.defs and name in self.where:
+            importlib.import_module(f"{__package__}.{self.where[name]}")
+        return self.defs
+
+    def _all(self) -> dict[str, OpDef]:
+        if not self.complete:
+            for module in sorted(set(self.where.values())):
+                importlib.import_module(f"{__package__}.{module}")
+            self.complete = True
+        return self.defs
+
+    def __getitem__(self, name: str) -> OpDef:
+        return self._load(name)[name]
+
+    def __contains__(self, name) -> bool:
+        return name in self._load(name)
+
+    def get(self, name: str, default=None):
+        return self._load(name).get(name, default)
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def items(self):
+        return self._all().items()
+
+
+OPS = Registry(MODULES)
 
 
 def register(name: str, infer: InferFn, bind: BindFn, **kw) -> OpDef:
