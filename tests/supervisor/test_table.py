@@ -98,7 +98,8 @@ def test_nothing_heavy_on_the_way_to_the_first_tick(tmp_path):
     heavy = ["nnos.backends.cpu.codegen", "nnos.backends.ops_cuda", "nnos.backends.ops_vulkan", "numpy.random",
              "tempfile", "shutil", "onnx", "nnos.cli", "difflib", "secrets", "fractions", "hashlib",
              "nnos_hardware.servo_config", "nnos_hardware.registers", "nnos_hardware.camera_config",
-             "nnos_hardware.calibration", "nnos_hardware.hotplug", "nnos_hardware.preprocess"]
+             "nnos_hardware.calibration", "nnos_hardware.hotplug", "nnos_hardware.preprocess",
+             "nnos.ops.conv", "nnos.ops.quant", "nnos.ops.rnn"]
     r = subprocess.run([sys.executable, "-c", BOOT_PATH, ROOT, BOARD, str(tmp_path), ",".join(heavy)],
                        capture_output=True, text=True, cwd=ROOT, timeout=120,
                        env={k: v for k, v in os.environ.items() if k != "NNOS_INIT"})
