@@ -8,7 +8,6 @@ from __future__ import annotations
 import gc
 import os
 import sys
-import traceback
 
 
 def main() -> None:
@@ -26,6 +25,7 @@ def main() -> None:
         from .supervisor.up import main as up
         up(argv[1:])                 # `up --init` does not return: it reboots or powers off; not the CLI's parser
     except BaseException:            # noqa: BLE001 - PID 1 must not exit: the kernel would panic
+        import traceback
         traceback.print_exc()
     os.execve(sys.executable, fresh, env)     # a supervisor that returned all the same: a new one
 
@@ -53,6 +53,7 @@ def _imports() -> None:
         from .runtime import __main__  # noqa: F401
         from .supervisor import up  # noqa: F401
     except BaseException:            # noqa: BLE001 - said again, and handled, where it is imported for use
+        import traceback
         traceback.print_exc()
     finally:
         gc.enable()

@@ -4,6 +4,7 @@ parser (not the CLI's: building that was ≈ 0.25 s of an emulated boot); a supe
 returns is replaced by a fresh one (PID 1 must never exit)."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -49,3 +50,16 @@ def test_the_supervisor_runs_in_the_init_process_then_a_returned_one_is_executed
     assert "supervisor: b.toml d None None True pid True mark: given cli: False" in out   # here, in this process
     assert "same process: True mark: given" in out
     assert "exec: ['-m', 'nnos.cli', 'up', '--init', '--board', 'b.toml', '--data', 'd']" in out
+
+
+def test_init_stamps_its_start_before_importing_anything_else():
+    """"init: started" is stamped as the boot benchmark's reference stamps it: after Python's own
+    start-up and nnos's few lines to write it (nnos, its errors, appliance, timeline; gc is
+    built in), nothing else imported — so init → first tick counts the same work for both."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); before = set(sys.modules)\n"
+            "import nnos.appliance; from nnos.timeline import stamp; stamp('init: started')\n"
+            "new = sorted(set(sys.modules) - before); import json; print(json.dumps(new))")
+    r = subprocess.run([sys.executable, "-I", "-c", code, ROOT], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "init: started" in r.stderr
+    assert json.loads(r.stdout) == ["gc", "nnos", "nnos.appliance", "nnos.errors", "nnos.timeline"]
