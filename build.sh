@@ -58,7 +58,7 @@ debian_packages() {
 }
 
 # building and booting the image (no recommends: qemu's would pull in a desktop)
-IMAGE_PACKAGES=(mmdebstrap squashfs-tools dosfstools mtools fdisk e2fsprogs cpio kmod grub-common
+IMAGE_PACKAGES=(mmdebstrap squashfs-tools dosfstools mtools fdisk e2fsprogs cpio lz4 kmod grub-common
                 qemu-system-x86 qemu-utils ovmf arch-test busybox-static
                 iproute2 nftables          # the legacy VM's network namespace and its rules
                 rauc casync openssl)       # update bundles: made, signed and checked (image/bundle.py)

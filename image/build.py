@@ -145,7 +145,7 @@ def main(argv=None) -> int:
                              f"{', '.join(n for n, t in TARGETS.items() if t[0] == ARCHES[a.arch])} for {a.arch}")
     if os.geteuid() != 0:
         raise SystemExit("the image build needs root (mmdebstrap, chroot, device nodes in the root filesystem)")
-    for tool in ("mmdebstrap", "mksquashfs", "sfdisk", "mkfs.ext4", "mkfs.vfat", "mcopy", "cpio", "depmod"):
+    for tool in ("mmdebstrap", "mksquashfs", "sfdisk", "mkfs.ext4", "mkfs.vfat", "mcopy", "cpio", "lz4", "depmod"):
         if shutil.which(tool) is None:
             raise SystemExit(f"missing build tool {tool!r}: run ./build.sh image (it installs them)")
     work = os.path.join(a.out, f"work-{a.arch}")

@@ -31,6 +31,9 @@ DEFAULT_PLAN = "/usr/share/nnos/default.plan"
 LEGACY_VM = "/usr/lib/nnos/legacy-vm"     # the legacy VM's initramfs (image step 45)
 BOOT = "/boot"                            # the boot partition, read-only: the legacy VM's kernel
 BOARD_MODULES = "/etc/nnos/modules"   # modules this image loads before the supervisor (watchdog, ...)
+# the data and boot partitions' filesystems: not in the initramfs (image/initramfs-modules.txt),
+# whose every module is on the way to the first tick; here they load beside PID 1's imports
+FILESYSTEMS = ("ext4", "vfat", "nls_cp437", "nls_ascii")
 UDEVD = ("/usr/lib/systemd/systemd-udevd", "/lib/systemd/systemd-udevd")
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -60,15 +63,16 @@ def mount_kernel_filesystems() -> None:
 
 
 def load_modules() -> None:
+    """The partitions' filesystems and the board's modules (its watchdog, ...)."""
+    names = list(FILESYSTEMS)
     try:
         with open(BOARD_MODULES) as f:
-            names = [line.split("#")[0].strip() for line in f if line.split("#")[0].strip()]
+            names += [line.split("#")[0].strip() for line in f if line.split("#")[0].strip()]
     except FileNotFoundError:
-        return
-    if names:
-        r = subprocess.run(["modprobe", "-a", "-q", *names], capture_output=True, text=True)
-        if r.returncode != 0 and r.stderr.strip():      # -q: modules this kernel lacks stay quiet
-            say(f"init: some of the board's modules did not load ({', '.join(names)}): {r.stderr.strip()}")
+        pass
+    r = subprocess.run(["modprobe", "-a", "-q", *names], capture_output=True, text=True)
+    if r.returncode != 0 and r.stderr.strip():          # -q: modules this kernel lacks stay quiet
+        say(f"init: some of the modules did not load ({', '.join(names)}): {r.stderr.strip()}")
 
 
 def start_udev() -> None:

@@ -67,3 +67,33 @@ def test_a_boot_steps_process_that_dies_leaves_the_supervisor_its_fallback(tmp_p
     assert "the boot steps' process ended with status" in out, out
     assert "fallback" in out
     assert "init: starting the supervisor" in out
+
+
+LOAD = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import nnos.boot.init as init
+init.BOARD_MODULES = sys.argv[2]
+init.load_modules()
+"""
+
+
+@pytest.mark.parametrize("board_modules", ["i6300esb  # the watchdog\n", None])
+def test_the_partitions_filesystems_load_in_the_boot_steps(tmp_path, board_modules):
+    """ext4 and vfat are not in the initramfs (on the way to the first tick): the boot steps load
+    them, beside PID 1's imports, before the data partition is mounted — with the board's modules,
+    or alone when it has none. (A modprobe on PATH that records what it was asked for.)"""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "modprobe").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/asked\n')
+    (bin_dir / "modprobe").chmod(0o755)
+    listed = tmp_path / "modules"
+    if board_modules is not None:
+        listed.write_text(board_modules)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-c", LOAD, ROOT, str(listed)], capture_output=True, text=True,
+                       timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    asked = (tmp_path / "asked").read_text().split()
+    assert asked[:6] == ["-a", "-q", "ext4", "vfat", "nls_cp437", "nls_ascii"]
+    assert asked[6:] == (["i6300esb"] if board_modules else [])
