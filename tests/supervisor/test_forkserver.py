@@ -45,20 +45,21 @@ def test_a_forked_process_is_our_child_set_up_as_popen_would(server):
 def test_what_a_restart_needs_is_imported_once_the_first_start_is_up():
     """``later``: imported by the server once a process started from that module is up
     (``settled``: the loop's code generator, off the way to its first tick and off the CPU while
-    it starts; there for a restart)."""
-    assert "colorsys" not in sys.modules
-    fs = ForkServer(("numpy",), later={"tests.support.forked_child": ("colorsys", "no_such_module_here")})
+    it starts; there for a restart). The module watched is one nothing else in the suite imports
+    (colorsys was, by PIL, on the same worker)."""
+    assert "tabnanny" not in sys.modules
+    fs = ForkServer(("numpy",), later={"tests.support.forked_child": ("tabnanny", "no_such_module_here")})
     cmd = CHILD + ["0"]
     try:
         seen = []
         for settle in (False, True, False):
-            p = fs.spawn(cmd, dict(os.environ, FORKED_CHILD_WATCH="colorsys"), subprocess.DEVNULL)
+            p = fs.spawn(cmd, dict(os.environ, FORKED_CHILD_WATCH="tabnanny"), subprocess.DEVNULL)
             seen.append(json.loads(p.stderr.readline())["watched"])
             assert p.wait(scaled(30)) == 0
             if settle:
                 fs.settled(cmd)
         assert seen == [False, False, True]                 # a module that does not import is left to its user
-        assert "colorsys" not in sys.modules                # in the server, not the supervisor
+        assert "tabnanny" not in sys.modules                # in the server, not the supervisor
         fs.settled(cmd)                                     # once: nothing more is sent
         p = fs.spawn(cmd, dict(os.environ), subprocess.DEVNULL)
         assert p.wait(scaled(30)) == 0
