@@ -1,5 +1,5 @@
 """sha256, as hashlib computes it, without loading OpenSSL for small inputs: hashlib's import
-loads libcrypto (0.1 s of an emulated boot: benchmarks/RESULTS.md, issue 21) while the
+loads libcrypto (0.17 s of an emulated boot: benchmarks/RESULTS.md, issue 21) while the
 interpreter's own sha256 is built in; inputs of LARGE bytes or more go to OpenSSL's, several
 times faster on them (SHA extensions)."""
 from __future__ import annotations

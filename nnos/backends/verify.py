@@ -38,7 +38,7 @@ TOLERANCE = {"float64": 1e-4, "float32": 1e-4, "float16": 1e-2, "quantized": 1 /
 
 def quantizes(graph) -> bool:
     """Whether the plan rounds to an 8-bit grid (a last-bit difference may move a value a step)."""
-    from ..ops.quant import FAKE_QUANT          # the quantization ops' module: with a plan that has them
+    from ..ops.quant import FAKE_QUANT          # here: verifying a plan, not on a boot's way to its first tick
     rounding = ("QuantizeLinear", FAKE_QUANT)
     return any(n.op in rounding or any(e.op in rounding for e in n.epilogue) for n in graph.nodes)
 

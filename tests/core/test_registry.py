@@ -1,14 +1,12 @@
 """The op registry loads an op's module when the op is first looked up (registry.MODULES)."""
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from nnos.ops import MODULES, OPS
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.support.paths import ROOT
 
 # In a new interpreter: import one op module (or look one op up) and say what is registered
 # and which op modules are imported.
@@ -20,7 +18,7 @@ what, name = sys.argv[2], sys.argv[3]
 if what == "module":
     importlib.import_module("nnos.ops." + name)
 else:
-    found = name in OPS
+    OPS.get(name)
 modules = sorted(m for m in sys.modules if m.startswith("nnos.ops.") and m != "nnos.ops.registry")
 print(json.dumps({"registered": sorted(OPS.defs), "modules": modules}))
 """
