@@ -151,13 +151,30 @@ def status_line(run: str, manager: Manager | None = None) -> str:
 def fork_server(ctx: Context, specs):
     """The fork server for the table's `forked` processes, with their imports (numpy, the store,
     the drivers, the loop) done here once; None when nothing is forked or it cannot start."""
-    from .forkserver import ForkServer, main_module
+    from .forkserver import ForkServer
     if not flags.FORK_SERVER.get():
         return None
-    mains = {main_module(s.command(ctx)) for s in specs if s.forked and s.run_if(ctx)} - {None}
-    if not mains:
+    preload, later, drivers = forked_modules(ctx, specs)
+    if not preload:
         return None
-    later = {}
+    for name in drivers:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass                              # the loop says what is missing when it makes the device
+    try:
+        return ForkServer(preload, later)
+    except (OSError, ImportError) as e:
+        log(f"supervisor: no fork server ({type(e).__name__}: {e}): processes start with a new Python")
+        return None
+
+
+def forked_modules(ctx: Context, specs) -> tuple[tuple[str, ...], dict, list[str]]:
+    """What the fork server imports before its first start (``preload``), what once the loop
+    is up (``later``), and the board's device drivers (pyserial, …), imported beside them."""
+    from .forkserver import main_module
+    mains = {main_module(s.command(ctx)) for s in specs if s.forked and s.run_if(ctx)} - {None}
+    later, drivers = {}, []
     if "nnos.runtime.__main__" in mains:
         from nnos_hardware.devices.factory import modules_for
 
@@ -167,17 +184,8 @@ def fork_server(ctx: Context, specs):
         # once the loop ticks (RESULTS.md, issue 21: ≈ 0.25 s of an emulated boot)
         mains |= {"nnos.backends.ops_cpu", "nnos.backends.ops_numpy"}
         later["nnos.runtime"] = tuple(f"nnos.backends.ops_{name}" for name in AUTO) + ("nnos.backends.cpu.codegen",)
-        for name in sorted(modules_for(ctx.board)):     # the board's device drivers (pyserial, …)
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                pass                              # the loop says what is missing when it makes the device
-    preload = tuple(sorted(mains))
-    try:
-        return ForkServer(preload, later)
-    except (OSError, ImportError) as e:
-        log(f"supervisor: no fork server ({type(e).__name__}: {e}): processes start with a new Python")
-        return None
+        drivers = sorted(modules_for(ctx.board))
+    return tuple(sorted(mains)), later, drivers
 
 
 def arguments(p) -> None:

@@ -142,6 +142,8 @@ def test_boots_to_the_network_keeps_the_chosen_model_across_a_reboot_and_survive
     dev.vm.wait_for(r"network: eth0 10\.0\.2\.15/24 \(DHCP\)", 30)        # after the loop, in the background
     console = dev.vm.console()
     assert "data: first boot: making the data filesystem" in console
+    # dataclasses' methods on the way to the first tick, compiled at image build (nnos/gencache.py)
+    assert re.search(r"init: generated code: [1-9]\d* from the image's record, 0 compiled", console), console
     assert "data: partition grown by" in console and "data: filesystem grown from" in console
     assert console.index("started loop") < console.index("started network")     # optional things after the loop
     # udev's coldplug (the NIC's driver among what it loads) only once the loop ticks

@@ -1,0 +1,94 @@
+"""The code Python generates at import, compiled once: the methods `dataclasses` writes for each
+class (``__init__``, ``__repr__``, ``__eq__``, a frozen class's ``__setattr__``, …) are source
+text it compiles with ``exec`` every time the class is created — on the appliance's way to its
+first tick, 24 classes, 96 compilations: ≈ 30 % of nnos's own import time, most of a third of a
+second of an emulated boot (benchmarks/RESULTS.md, issue 21).
+
+The image records those code objects once, with its own Python (image step 50: ``python3 -m
+nnos.appliance record``), and PID 1 installs the record before it imports anything else: a
+text seen when recording runs from the record, any other compiles as before. Entries are keyed
+by the exact text, so a hit is the very code that text compiles to. The file is marshal's (what
+.pyc files hold) with the interpreter's magic number in front, written by nnos at image build
+into the read-only root and never from an upload; one from another Python, or unreadable, is
+ignored and said so.
+"""
+from __future__ import annotations
+
+import builtins
+import marshal
+import sys
+
+import _frozen_importlib_external
+
+from .errors import NnosError
+
+MAGIC = _frozen_importlib_external.MAGIC_NUMBER      # the bytecode format: a .pyc's first 4 bytes
+
+
+class GenCacheError(NnosError):
+    pass
+
+
+class CodeCache:
+    """``exec`` for ``dataclasses``: source text → its code object, from the record when there."""
+
+    def __init__(self, codes: dict | None = None, recording: bool = False):
+        self.codes = dict(codes or {})
+        self.recording = recording
+        self.used: dict[str, object] = {}
+        self.hits = self.misses = 0
+
+    def exec(self, source, globals=None, locals=None):  # noqa: A002 - exec's own signature
+        if not isinstance(source, str):
+            return builtins.exec(source, globals, locals)
+        code = self.codes.get(source)
+        if code is None:
+            self.misses += 1
+            code = compile(source, "<string>", "exec")
+        else:
+            self.hits += 1
+        if self.recording:
+            self.used[source] = code
+        return builtins.exec(code, globals, locals)
+
+    def to_bytes(self) -> bytes:
+        return MAGIC + marshal.dumps(self.used)
+
+
+def read(path: str) -> dict:
+    """The record at ``path``: {source text: code}."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise GenCacheError(f"generated-code record {path}: {e.strerror or e}") from e
+    if data[:len(MAGIC)] != MAGIC:
+        raise GenCacheError(f"generated-code record {path}: made by another Python (magic {data[:4].hex()}, "
+                            f"this one {MAGIC.hex()})")
+    try:
+        codes = marshal.loads(data[len(MAGIC):])
+    except (EOFError, ValueError, TypeError) as e:
+        raise GenCacheError(f"generated-code record {path}: unreadable ({e})") from e
+    if not isinstance(codes, dict) or not all(isinstance(k, str) and hasattr(v, "co_code") for k, v in codes.items()):
+        raise GenCacheError(f"generated-code record {path}: expected a table of source text → code, "
+                            f"got {type(codes).__name__}")
+    return codes
+
+
+def install(codes: dict | None = None, recording: bool = False) -> CodeCache:
+    """From now on in this process, dataclasses compile through a ``CodeCache`` of ``codes``."""
+    import dataclasses
+    cache = CodeCache(codes, recording)
+    dataclasses.exec = cache.exec            # its module global shadows the builtin it calls
+    return cache
+
+
+def uninstall() -> None:
+    import dataclasses
+    dataclasses.__dict__.pop("exec", None)
+
+
+def installed() -> CodeCache | None:
+    dataclasses = sys.modules.get("dataclasses")
+    method = getattr(dataclasses, "exec", None) if dataclasses is not None else None
+    return getattr(method, "__self__", None)
