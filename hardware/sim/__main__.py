@@ -5,7 +5,7 @@ In lockstep mode with --episodes, one JSON line per episode follows, then a summ
 """
 from __future__ import annotations
 
-import argparse
+from nnos.cmdline import Parser
 import json
 import os
 import signal
@@ -180,7 +180,7 @@ def run_servo_bus(a) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m nnos_hardware.sim")
+    p = Parser(prog="python -m nnos_hardware.sim")
     sub = p.add_subparsers(dest="robot", required=True)
     c = sub.add_parser("cartpole", help="cart-pole with a force actuator")
     c.add_argument("--lockstep", action="store_true", help="each sensor frame waits for the host's command")

@@ -6,7 +6,6 @@ disk when the disk is larger than the image that was flashed onto it.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import struct
 import subprocess
@@ -19,7 +18,9 @@ SECTOR = 512
 MS_NOATIME = 1024
 EXT4_MAGIC, EXT4_VALID_FS, EXT4_ERROR_FS, INCOMPAT_RECOVER = 0xEF53, 1, 2, 0x4
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# the C library Python runs on, as dlopen(NULL) finds it: ctypes.util.find_library runs ldconfig
+# (gcc when that fails) and imports shutil, ≈ 0.1 s at the very start of an emulated boot
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class DataPartitionError(Exception):

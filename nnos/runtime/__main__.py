@@ -1,7 +1,6 @@
 """python -m nnos.runtime --board FILE --data DIR: the loop process (started by `nnos up`)."""
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -14,6 +13,7 @@ from nnos_hardware.devices.factory import make_devices
 from nnos_hardware.errors import HardwareError
 
 from .. import flags
+from ..cmdline import Parser
 from ..timeline import on_console, since_boot
 from ..frames import FrameWriter
 from ..heartbeat import Heartbeat
@@ -74,7 +74,7 @@ def frame_writers(run: str, board, devices) -> list:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nnos.runtime")
+    ap = Parser(prog="python -m nnos.runtime")
     ap.add_argument("--board", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--device", action="append", default=[], metavar="NAME=PATH", help="where a device is")

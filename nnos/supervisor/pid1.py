@@ -6,7 +6,6 @@ signals busybox's and sysvinit's tools send to init) or when the supervisor itse
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import subprocess
@@ -81,7 +80,7 @@ def power(how: str) -> None:
     os.sync()
     subprocess.run(["mount", "-o", "remount,ro", "/data"], capture_output=True)
     os.sync()
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)          # the C library Python runs on (nnos/boot/datapart.py)
     libc.reboot(RB_POWER_OFF if how == "power off" else RB_AUTOBOOT)
     while True:                                       # not reached; PID 1 must never exit
         time.sleep(1)

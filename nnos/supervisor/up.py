@@ -204,10 +204,10 @@ def main(argv: list[str]) -> int:
     """`nnos up ARGV` with a parser of its own: how nnos-init starts the supervisor without
     building the whole CLI's (every subcommand's parser and its help: ≈ 0.25 s of an emulated
     boot, benchmarks/RESULTS.md, issue 21)."""
-    import argparse
+    from ..cmdline import Parser
 
     from .. import backends  # noqa: F401 - the plans it provisions bind through them
-    p = argparse.ArgumentParser(prog="nnos up")
+    p = Parser(prog="nnos up")
     arguments(p)
     a = p.parse_args(argv)
     return up(a.board or DEFAULT_BOARD, a.data, a.duration, not a.no_status, plan=a.plan,
