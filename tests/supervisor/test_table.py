@@ -71,6 +71,11 @@ from nnos.supervisor.table import Context, table
 from nnos.supervisor.up import fork_server
 ctx = Context(sys.argv[2], sys.argv[3], load_board(sys.argv[2]), os.path.join(sys.argv[3], "run"))
 server = fork_server(ctx, table(ctx))                  # its preload is imported here, then it forks
+from nnos.fsutil import remove_run_leftovers           # the supervisor's set-up
+from nnos.store import ModelStore
+os.makedirs(ctx.run, exist_ok=True)
+remove_run_leftovers(ctx.run) + ModelStore(sys.argv[3]).clean()
+[s.run_if(ctx) for s in table(ctx)]
 from nnos_hardware.sim import cartpole
 cartpole.CartPole(cartpole.Config(noise=0.01)).reading()   # the simulator, before its port exists
 heavy = [m for m in sys.argv[4].split(",") if m in sys.modules]
@@ -87,7 +92,8 @@ def test_nothing_heavy_on_the_way_to_the_first_tick(tmp_path):
     """What the first tick does not need is not imported before it (each measured under TCG,
     benchmarks/RESULTS.md, issue 21): the code generator and the GPU backends (the image's
     object loads by its record; they come once the loop has started), numpy.random (the
-    simulator's noise: 0.26 s before its port exists), tempfile and shutil (0.1 s), onnx, the
+    simulator's noise: 0.26 s before its port exists), tempfile and shutil (0.1 s; also not
+    from the supervisor's set-up: its leftovers' sweep, udevadm looked up), onnx, the
     CLI, difflib (a typo's hint), secrets, fractions (Winograd's matrices), hashlib (OpenSSL:
     nnos.digest); what only servo buses, cameras and USB devices need, on a board without them.
     A dataclass on the way has its own docstring: without one, dataclass makes one from
