@@ -2,7 +2,9 @@
 class (``__init__``, ``__repr__``, ``__eq__``, a frozen class's ``__setattr__``, …) are source
 text it compiles with ``exec`` every time the class is created — on the appliance's way to its
 first tick, 24 classes, 96 compilations: ≈ 30 % of nnos's own import time, most of a third of a
-second of an emulated boot (benchmarks/RESULTS.md, issue 21).
+second of an emulated boot (benchmarks/RESULTS.md, issue 21) — and each named tuple's
+``__new__`` is a lambda `collections` compiles with ``eval`` (13 on the way, numpy's and the
+standard library's).
 
 The image records those code objects once, with its own Python (image step 50: ``python3 -m
 nnos.appliance record``), and PID 1 installs the record before it imports anything else: a
@@ -30,33 +32,41 @@ class GenCacheError(NnosError):
 
 
 class CodeCache:
-    """``exec`` for ``dataclasses``: source text → its code object, from the record when there."""
+    """``exec`` for ``dataclasses`` and ``eval`` for ``collections``: (mode, source text) → its
+    code object, from the record when there."""
 
     def __init__(self, codes: dict | None = None, recording: bool = False):
         self.codes = dict(codes or {})
         self.recording = recording
-        self.used: dict[str, object] = {}
+        self.used: dict[tuple[str, str], object] = {}
         self.hits = self.misses = 0
 
     def exec(self, source, globals=None, locals=None):  # noqa: A002 - exec's own signature
+        return builtins.exec(self._code(source, "exec"), globals, locals)
+
+    def eval(self, source, globals=None, locals=None):  # noqa: A002 - eval's own signature
+        return builtins.eval(self._code(source, "eval"), globals, locals)
+
+    def _code(self, source, mode: str):
         if not isinstance(source, str):
-            return builtins.exec(source, globals, locals)
-        code = self.codes.get(source)
+            return source
+        key = (mode, source)
+        code = self.codes.get(key)
         if code is None:
             self.misses += 1
-            code = compile(source, "<string>", "exec")
+            code = compile(source, "<string>", mode)
         else:
             self.hits += 1
         if self.recording:
-            self.used[source] = code
-        return builtins.exec(code, globals, locals)
+            self.used[key] = code
+        return code
 
     def to_bytes(self) -> bytes:
         return MAGIC + marshal.dumps(self.used)
 
 
 def read(path: str) -> dict:
-    """The record at ``path``: {source text: code}."""
+    """The record at ``path``: {(mode, source text): code}."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -69,23 +79,33 @@ def read(path: str) -> dict:
         codes = marshal.loads(data[len(MAGIC):])
     except (EOFError, ValueError, TypeError) as e:
         raise GenCacheError(f"generated-code record {path}: unreadable ({e})") from e
-    if not isinstance(codes, dict) or not all(isinstance(k, str) and hasattr(v, "co_code") for k, v in codes.items()):
-        raise GenCacheError(f"generated-code record {path}: expected a table of source text → code, "
+    if not isinstance(codes, dict) or not all(_entry(k, v) for k, v in codes.items()):
+        raise GenCacheError(f"generated-code record {path}: expected a table of (mode, source text) → code, "
                             f"got {type(codes).__name__}")
     return codes
 
 
+def _entry(key, code) -> bool:
+    return (isinstance(key, tuple) and len(key) == 2 and key[0] in ("exec", "eval") and isinstance(key[1], str)
+            and hasattr(code, "co_code"))
+
+
 def install(codes: dict | None = None, recording: bool = False) -> CodeCache:
-    """From now on in this process, dataclasses compile through a ``CodeCache`` of ``codes``."""
+    """From now on in this process, dataclasses and named tuples compile through a ``CodeCache``
+    of ``codes`` (a module global shadows the builtin its module calls)."""
+    import collections
     import dataclasses
     cache = CodeCache(codes, recording)
-    dataclasses.exec = cache.exec            # its module global shadows the builtin it calls
+    dataclasses.exec = cache.exec
+    collections.eval = cache.eval
     return cache
 
 
 def uninstall() -> None:
+    import collections
     import dataclasses
     dataclasses.__dict__.pop("exec", None)
+    collections.__dict__.pop("eval", None)
 
 
 def installed() -> CodeCache | None:

@@ -17,7 +17,10 @@ from tests.support.paths import ROOT
 
 MODULE = '''
 from __future__ import annotations
+from collections import namedtuple
 from dataclasses import dataclass, field
+
+Point = namedtuple("Point", "x y")      # its __new__: a lambda collections compiles with eval
 
 @dataclass(frozen=True)
 class Spec:
@@ -50,6 +53,7 @@ except dataclasses.FrozenInstanceError as e:
     frozen = type(e).__name__
 out = {"repr": [repr(a), repr(j1), repr(j2)], "eq": a == b, "hash": hash(a) == hash(b), "frozen": frozen,
        "fresh default": gcmod.Job(5).items, "order": sorted([j1, j2]) == [j2, j1],
+       "tuple": [repr(gcmod.Point(1, y=2)), gcmod.Point(1, 2) == (1, 2)],
        "hits": cache.hits, "misses": cache.misses}
 if mode == "record":
     open(path, "wb").write(cache.to_bytes())
@@ -71,13 +75,14 @@ def test_recorded_methods_run_in_a_later_process_exactly_as_compiled_ones(tmp_pa
     assert made["hits"] == 0 and made["misses"] >= 8      # __init__, __repr__, __eq__, __setattr__, …
     used = run(tmp_path, "use", record)
     assert used["misses"] == 0 and used["hits"] == made["misses"]
-    for key in ("repr", "eq", "hash", "frozen", "fresh default", "order"):
+    for key in ("repr", "eq", "hash", "frozen", "fresh default", "order", "tuple"):
         assert used[key] == made[key], key
     assert used["frozen"] == "FrozenInstanceError" and used["fresh default"] == [] and used["order"]
+    assert used["tuple"] == ["Point(x=1, y=2)", True]
 
 
 def test_a_text_the_record_lacks_is_compiled(tmp_path):
-    cache = gencache.CodeCache({"x = 1": compile("x = 1", "<string>", "exec")})
+    cache = gencache.CodeCache({("exec", "x = 1"): compile("x = 1", "<string>", "exec")})
     ns = {}
     cache.exec("x = 1", {}, ns)
     cache.exec("y = 2", {}, ns)
@@ -87,8 +92,10 @@ def test_a_text_the_record_lacks_is_compiled(tmp_path):
 @pytest.mark.parametrize("damage, said", [
     (lambda data: b"\x00\x00\r\n" + data[4:], "made by another Python"),
     (lambda data: data[:len(data) // 2], "unreadable"),
-    (lambda data: gencache.MAGIC + __import__("marshal").dumps([1, 2]), "expected a table of source text"),
-    (lambda data: gencache.MAGIC + __import__("marshal").dumps({"x": 1}), "expected a table of source text"),
+    (lambda data: gencache.MAGIC + __import__("marshal").dumps([1, 2]), "expected a table of"),
+    (lambda data: gencache.MAGIC + __import__("marshal").dumps({("exec", "x"): 1}), "expected a table of"),
+    (lambda data: gencache.MAGIC + __import__("marshal").dumps({"x = 1": compile("x = 1", "<s>", "exec")}),
+     "expected a table of"),
 ])
 def test_a_record_from_another_python_or_damaged_is_refused_with_the_reason(tmp_path, damage, said):
     good = gencache.CodeCache({}, recording=True)
