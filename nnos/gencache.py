@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import builtins
 import marshal
-import sys
 
 import _frozen_importlib_external
 
@@ -99,16 +98,3 @@ def install(codes: dict | None = None, recording: bool = False) -> CodeCache:
     dataclasses.exec = cache.exec
     collections.eval = cache.eval
     return cache
-
-
-def uninstall() -> None:
-    import collections
-    import dataclasses
-    dataclasses.__dict__.pop("exec", None)
-    collections.__dict__.pop("eval", None)
-
-
-def installed() -> CodeCache | None:
-    dataclasses = sys.modules.get("dataclasses")
-    method = getattr(dataclasses, "exec", None) if dataclasses is not None else None
-    return getattr(method, "__self__", None)

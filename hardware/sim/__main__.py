@@ -5,7 +5,6 @@ In lockstep mode with --episodes, one JSON line per episode follows, then a summ
 """
 from __future__ import annotations
 
-from nnos.cmdline import Parser
 import json
 import os
 import signal
@@ -15,6 +14,7 @@ import tty
 
 import numpy as np
 
+from nnos.cmdline import Parser
 from nnos.timing import percentiles
 
 from ..transport import FdTransport

@@ -81,7 +81,7 @@ def test_recorded_methods_run_in_a_later_process_exactly_as_compiled_ones(tmp_pa
     assert used["tuple"] == ["Point(x=1, y=2)", True]
 
 
-def test_a_text_the_record_lacks_is_compiled(tmp_path):
+def test_a_text_the_record_lacks_is_compiled():
     cache = gencache.CodeCache({("exec", "x = 1"): compile("x = 1", "<string>", "exec")})
     ns = {}
     cache.exec("x = 1", {}, ns)
