@@ -145,6 +145,10 @@ def test_boots_to_the_network_keeps_the_chosen_model_across_a_reboot_and_survive
     # dataclasses' methods on the way to the first tick, compiled at image build (nnos/gencache.py)
     assert re.search(r"init: generated code: [1-9]\d* from the image's record, 0 compiled", console), console
     assert "data: partition grown by" in console and "data: filesystem grown from" in console
+    # the initramfs stops loading disk controllers once the root slot's partition is there (the
+    # virtio disk's, early in the list); the rest load with the coldplug, after the first tick
+    loaded = re.search(r"initramfs: modules: (\d+) of (\d+) loaded", console)
+    assert loaded and 0 < int(loaded[1]) < int(loaded[2]), console[:3000]
     assert console.index("started loop") < console.index("started network")     # optional things after the loop
     # udev's coldplug (the NIC's driver among what it loads) only once the loop ticks
     coldplug = next(at for at, ev in events + dev.vm.timeline() if ev.startswith("supervisor: started coldplug"))
