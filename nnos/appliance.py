@@ -91,16 +91,18 @@ def record(path: str, board_path: str) -> int:
         importlib.import_module(name)
     from nnos_hardware.board import load_board
 
+    from .supervisor.forkserver import title_setter
     from .supervisor.table import Context, table
     from .supervisor.up import forked_modules
     with tempfile.TemporaryDirectory() as data:
         ctx = Context(board_path, data, load_board(board_path), os.path.join(data, "run"))
         preload, _, drivers = forked_modules(ctx, table(ctx))
-    for name in (*preload, *drivers, "setproctitle"):
+    for name in (*preload, *drivers):
         try:
             importlib.import_module(name)
         except ImportError as e:
             print(f"record: {name} not imported ({e}): the fork server does without it too", file=sys.stderr)
+    title_setter()
     atomic_write(path, cache.to_bytes())
     print(f"record: {len(cache.used)} generated methods of PID 1's imports in {path} "
           f"({os.path.getsize(path)} bytes)")

@@ -105,10 +105,7 @@ class ForkServer:
     def __init__(self, preload: tuple[str, ...], later: dict[str, tuple[str, ...]] | None = None):
         for name in preload:
             importlib.import_module(name)
-        try:
-            import setproctitle  # noqa: F401 - every process it starts names itself (_name): imported once, here
-        except ImportError:
-            pass
+        title_setter()                      # every process it starts names itself (_name): loaded once, here
         self.preload, self.later = preload, dict(later or {})
         self.supervisor = os.getpid()
         self.subreaper = self.supervisor != 1            # PID 1 is every orphan's parent anyway
@@ -291,12 +288,41 @@ def _stdio() -> None:
 def _name(module: str, title: str) -> None:
     """Its command line in ps and /proc (the command it would have been executed with), and its
     name in top: the module's, cut to 15 bytes."""
-    try:
-        import setproctitle
-        setproctitle.setproctitle(title)
-    except ImportError:
-        pass                                             # ps shows the supervisor's command line
+    set_title = title_setter()
+    if set_title is not None:                            # without it ps shows the supervisor's command line
+        set_title(title)
     _prctl(PR_SET_NAME, module.removesuffix(".__main__").encode()[-15:])
+
+
+_TITLE: list = []
+
+
+def title_setter():
+    """setproctitle's C function, loaded from its extension module without running the
+    package's __init__, which imports logging (≈ 40 ms of an emulated boot, benchmarks/RESULTS.md,
+    issue 21) for messages it logs only when the extension is missing; None without it."""
+    if not _TITLE:
+        _TITLE.append(_loadtitle_setter())
+    return _TITLE[0]
+
+
+def _loadtitle_setter():
+    import importlib.machinery
+    import importlib.util
+    package = importlib.util.find_spec("setproctitle")          # found, not imported
+    for folder in (package.submodule_search_locations or []) if package is not None else []:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = os.path.join(folder, "_setproctitle" + suffix)
+            if not os.path.exists(path):
+                continue
+            try:
+                spec = importlib.util.spec_from_file_location("setproctitle._setproctitle", path)
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+            except ImportError:
+                return None
+            return module.setproctitle
+    return None
 
 
 def _run(module: str) -> int:

@@ -134,3 +134,17 @@ import time; time.sleep(600)
     parent.wait()
 
     wait_until(lambda: all(gone(pid) for pid in pids), 30, "the forked child and the fork server to end with their supervisor")
+
+
+def test_the_process_title_is_set_without_importing_logging():
+    """setproctitle's package __init__ imports logging (≈ 40 ms of an emulated boot) for messages
+    it logs only when its C module is missing: the server loads the C module alone. Checked in a
+    new Python, where nothing else has imported logging."""
+    code = ("import sys\n"
+            "from nnos.supervisor.forkserver import title_setter\n"
+            "title_setter()('nnos titled process')\n"
+            "print(open('/proc/self/cmdline').read().rstrip('\\0 '), 'logging' in sys.modules, "
+            "'setproctitle' in sys.modules, sep='|')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=scaled(60))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().split("|") == ["nnos titled process", "False", "False"]
