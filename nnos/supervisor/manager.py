@@ -23,6 +23,9 @@ from .table import Context, ProcessSpec
 
 BACKOFF_START, BACKOFF_MAX, HEALTHY_AFTER = 0.5, 10.0, 30.0
 STOP_GRACE = 5.0
+PERIOD = 0.05               # between reconciles
+READY_POLL = 0.005          # between looks at the readiness of a process another's start waits on
+READY_POLL_FOR = 2.0        # ... in the first seconds after it started
 LOG_MAX = 1 << 20
 
 
@@ -235,11 +238,34 @@ class Manager:
                     server.reply(addr, dict(self.answer(msg), id=msg.get("id")))
                 if on_tick:
                     on_tick(self)
-                time.sleep(0.05)
+                self._pause(PERIOD)
         finally:
             if server is not None:
                 server.close()
             self.stop()
+
+    def _pause(self, period: float) -> None:
+        """Until the next reconcile; sooner once a process another's start waits on is ready
+        (the loop starts the moment its simulator serves, not up to a period later: on the way
+        to the first tick). Only that readiness is looked at, not the whole table."""
+        end = time.monotonic() + period
+        awaited = self._awaited()
+        while awaited and time.monotonic() + READY_POLL < end:
+            time.sleep(READY_POLL)
+            if any(w.spec.ready(self.ctx) for w in awaited):
+                return
+        time.sleep(max(0.0, end - time.monotonic()))
+
+    def _awaited(self) -> list[Running]:
+        """Processes started in the last READY_POLL_FOR seconds, not yet ready, that a process
+        not yet started waits on."""
+        if self.stopping:
+            return []
+        now = time.monotonic()
+        names = {n for r in self.procs.values() if r.proc is None and r.gave_up is None for n in r.spec.start_after}
+        return [w for w in map(self.procs.get, sorted(names))
+                if w is not None and w.proc is not None and w.spec.ready is not None and not w.ready
+                and now - w.started < READY_POLL_FOR]
 
     def stop(self) -> None:
         """Stop in order: the loop first (it writes safe values on SIGTERM), then the rest."""

@@ -139,6 +139,33 @@ def test_one_that_says_it_is_ready_is_not_also_waited_out(tmp_path):
             m.stop()
 
 
+def test_the_pause_between_reconciles_ends_when_an_awaited_process_is_ready(tmp_path):
+    """Between reconciles, only the readiness of a process that another's start waits on is
+    looked at, every few ms: the dependent (the loop, after its simulator) starts as soon as the
+    next reconcile can, not a whole period later. Nothing awaited: the pause is the period."""
+    ctx = Context("", str(tmp_path), None, str(tmp_path / "run"))
+    looks = []
+    server = ProcessSpec("server", lambda c: ["sleep", "30"], ready=lambda c: looks.append(1) or len(looks) >= 3)
+    client = ProcessSpec("client", lambda c: ["sleep", "30"], start_after=("server",))
+    m = Manager(ctx, [server, client], log=lambda m: None, echo=False)
+    try:
+        m.reconcile()                                       # the server starts; the client waits on it
+        looks.clear()
+        assert [w.spec.name for w in m._awaited()] == ["server"]
+        t0 = time.monotonic()
+        m._pause(30.0)
+        assert len(looks) == 3, looks                       # returned at the look that found it ready
+        assert time.monotonic() - t0 < 20, "the pause ran its whole period"
+        m.reconcile()
+        assert m.status()["client"]["pid"] is not None
+        assert m._awaited() == []                           # nothing waits any more: a plain pause
+        t0 = time.monotonic()
+        m._pause(0.2)
+        assert time.monotonic() - t0 >= 0.2
+    finally:
+        m.stop()
+
+
 def test_cgroup_v2_limits_hand_the_controllers_down(tmp_path):
     """Against a directory laid out like /sys/fs/cgroup (the real one is exercised on the image)."""
     import os
