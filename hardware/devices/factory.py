@@ -44,9 +44,11 @@ def _synthetic_camera(cfg, path: str | None) -> Device:
 
 
 # The modules each driver's device needs, imported when a board uses it; the supervisor's fork
-# server imports a board's ahead of forking its loop (nnos/supervisor/up.py).
-MODULES = {"nnos-serial": ("nnos_hardware.devices.nnos_serial",), "replay": ("nnos_hardware.recording",),
-           "feetech": ("nnos_hardware.devices.servo_bus",), "dynamixel": ("nnos_hardware.devices.servo_bus",),
+# server imports a board's ahead of forking its loop (nnos/supervisor/up.py). pyserial is
+# imported by the transport when it opens a port: named here, it is not imported by the loop on
+# its way to the first tick (30 ms of an emulated boot).
+MODULES = {"nnos-serial": ("nnos_hardware.devices.nnos_serial", "serial"), "replay": ("nnos_hardware.recording",),
+           "feetech": ("nnos_hardware.devices.servo_bus", "serial"), "dynamixel": ("nnos_hardware.devices.servo_bus", "serial"),
            "v4l2": ("nnos_hardware.devices.camera", "nnos_hardware.v4l2"),
            "synthetic-camera": ("nnos_hardware.devices.camera", "nnos_hardware.sim.camera")}
 DRIVERS = {"nnos-serial": _serial, "replay": _replay, "feetech": _servo_bus, "dynamixel": _servo_bus,

@@ -39,3 +39,21 @@ def test_each_board_imports_only_its_drivers_and_names_all_it_needs():
         seen |= set(got["named"])
     assert {"nnos_hardware.devices.nnos_serial", "nnos_hardware.devices.servo_bus",
             "nnos_hardware.devices.camera"} <= seen, seen
+    assert "serial" in seen, seen                         # pyserial: imported at a port's open, named ahead
+
+
+def test_a_serial_device_opens_without_importing_anything_not_named():
+    """The loop opens its devices after the fork server imported the named modules: opening a
+    serial port (a pty here) imports nothing more (pyserial was imported at the open, on the way
+    to the first tick)."""
+    code = ("import json, os, sys\n"
+            "from nnos_hardware.devices.factory import MODULES\n"
+            "from nnos_hardware.transport import SerialTransport\n"
+            "for m in MODULES['nnos-serial']: __import__(m)\n"
+            "master, slave = os.openpty()\n"
+            "before = set(sys.modules)\n"
+            "t = SerialTransport(os.ttyname(slave), 115200)\n"
+            "print(json.dumps(sorted(set(sys.modules) - before)))\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [], r.stdout
