@@ -40,7 +40,7 @@ def main(rootfs: str, out: str, packages: list[str]) -> int:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             os.link(rootfs + p, dst)
         sq = os.path.join(tmp, "part.sqfs")
-        subprocess.run(["mksquashfs", tree, sq, "-comp", "zstd", "-Xcompression-level", "15", "-b", "256K",
+        subprocess.run(["mksquashfs", tree, sq, "-comp", "zstd", "-Xcompression-level", "15", "-b", "256K", "-no-fragments",
                         "-noappend", "-quiet", "-no-progress"], check=True, stdout=subprocess.DEVNULL)
         squashed = os.path.getsize(sq)
     found = [p for p in packages if files_of(rootfs, p)]

@@ -19,7 +19,7 @@ from bundle import make  # noqa: E402
 from rauc_keys import make_dev_keys, signing_dir  # noqa: E402
 
 SITE = "usr/local/lib/python3.11/dist-packages"
-IMAGE = ["-comp", "zstd", "-Xcompression-level", "15", "-b", "256K"]
+IMAGE = ["-comp", "zstd", "-Xcompression-level", "15", "-b", "256K", "-no-fragments"]   # as image step 70
 FAST = ["-comp", "lz4"]
 # appended to supervisor/up.py: an nnos that crashes at start (its slot fails every boot attempt)
 CRASH = """
