@@ -302,11 +302,11 @@ def title_setter():
     package's __init__, which imports logging (≈ 40 ms of an emulated boot, benchmarks/RESULTS.md,
     issue 21) for messages it logs only when the extension is missing; None without it."""
     if not _TITLE:
-        _TITLE.append(_loadtitle_setter())
+        _TITLE.append(_load_title_setter())
     return _TITLE[0]
 
 
-def _loadtitle_setter():
+def _load_title_setter():
     import importlib.machinery
     import importlib.util
     package = importlib.util.find_spec("setproctitle")          # found, not imported
