@@ -7,6 +7,12 @@ copy), so each tap of each output pixel is one vector load times one weight vect
 stride, with no bounds checks. A register block of output pixels along the row shares each
 weight load. The output is stored whole vectors when it stays blocked (codegen.choose_layouts),
 else channel by channel; channels past the last whole vector are zero lanes, never stored.
+
+From NCHW to NCHW at stride 1 (a QDQ model's depthwise convolution, between a DequantizeLinear
+and a QuantizeLinear, or one after any op that is not a convolution) the pixels of a row are the
+lanes instead (``_along_rows``): each channel's plane is copied row by row into a zero-bordered
+plane, each tap is one load times the tap's weight splat, and rows are stored as they are — no
+transposes on the way in or out. The sums are the channel-lane form's, in the same order.
 """
 from __future__ import annotations
 
@@ -89,6 +95,8 @@ def depthwise(prog, node, geometry) -> str:
     kh, kw = kernel
     oh, ow = out
     vw = prog.vw
+    if x not in prog.blocked and y not in prog.blocked and tuple(strides) == (1, 1) and ow >= vw:
+        return _along_rows(prog, node, geometry)
     cb_n = -(-c // vw)
     wt = np.zeros((cb_n * vw, kh, kw), np.float32)
     wt[:c] = prog.graph.consts[w].astype(np.float32).reshape(c, kh, kw)
@@ -123,3 +131,75 @@ def depthwise(prog, node, geometry) -> str:
         lines.append("    NNOS_SYNC();")                 # every thread done with XP before the next image's copy
     lines.append("}")
     return indent("\n".join(lines)) + "\n" + after_split(prog, epilogue_pass(prog, node, y, in_registers=True))
+
+
+def _along_rows(prog, node, geometry) -> str:
+    """NCHW in and out, stride 1, rows of at least a vector: vectors of a row's pixels (module
+    docstring), in tiles of up to 4 rows × 2 vectors whose sums are independent (one sum's taps
+    are a chain of dependent multiply-adds). A row's last vector may reach past the row (into the
+    border, the next row, or the plane's slack): those lanes are computed and not stored."""
+    x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    xs, _, (kh, kw), _, dil, begin, end, (oh, ow) = geometry
+    nb, c, h, wd = xs
+    vw = prog.vw
+    hp, wp = h + begin[0] + end[0], wd + begin[1] + end[1]
+    taps = prog.graph.consts[w].astype(np.float32).reshape(c, kh * kw)
+    bias = np.zeros(c, np.float32)
+    if len(node.inputs) > 2 and node.inputs[2]:
+        bias[:] = prog.graph.consts[node.inputs[2]].reshape(c)
+    bname = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else w + "@nobias"
+    xp, _ = prog.ws((c * hp * wp + vw) * 4)                   # its border stays zero: only the inside is written
+    split = prog.share(nb * c * oh * ow * kh * kw, c)
+    offsets = [ky * dil[0] * wp + kx * dil[1] for ky in range(kh) for kx in range(kw)]
+    tile = _RowTile(offsets, wp, ow, vw, unary_chain(node))
+    lines = [f"const float *X = {prog.tensor(x)}; float *Y = {prog.tensor(y)}; float *XP = {xp};",
+             f"const float *Wd = {prog.const(w + '@dwrows', taps)}; const float *Bd = {prog.const(bname + '@dwrowsbias', bias)};",
+             split or f"const int lo = 0, hi = {c};",
+             f"for (int n = 0; n < {nb}; n++) for (int ch = lo; ch < hi; ch++) {{",
+             f"    const float *xc = X + (n * {c} + ch) * {h * wd}; float *yc = Y + (n * {c} + ch) * {oh * ow};",
+             f"    float *pc = XP + ch * {hp * wp}; const vf b = vsplat(Bd[ch]);",
+             f"    for (int r = 0; r < {h}; r++) memcpy(pc + (r + {begin[0]}) * {wp} + {begin[1]}, xc + r * {wd}, {wd * 4});",
+             "    " + " ".join(f"const vf k{t} = vsplat(Wd[ch * {kh * kw} + {t}]);" for t in range(kh * kw))]
+    lines += ["    " + line for line in _blocks("oy0", oh, min(4, oh), lambda rows: tile.row(rows))]
+    lines.append("}")
+    return indent("\n".join(lines)) + "\n" + after_split(prog, epilogue_pass(prog, node, y, in_registers=True))
+
+
+def _blocks(var: str, total: int, size: int, body) -> list[str]:
+    """``var`` from 0 to ``total`` in blocks of ``size``, then one block of what is left:
+    ``body(n)`` is the C (a list of lines) for a block of n."""
+    lines, whole = [], total // size * size
+    if whole:
+        lines += [f"for (int {var} = 0; {var} < {whole}; {var} += {size}) {{"] + ["    " + x for x in body(size)] + ["}"]
+    if total % size:
+        lines += [f"{{ const int {var} = {whole};"] + ["    " + x for x in body(total % size)] + ["}"]
+    return lines
+
+
+class _RowTile:
+    """The C of a tile: ``rows`` output rows from oy0 × ``vecs`` vectors from ox0."""
+
+    def __init__(self, offsets: list[int], wp: int, ow: int, vw: int, chain):
+        self.offsets, self.wp, self.ow, self.vw, self.chain = offsets, wp, ow, vw, chain
+
+    def row(self, rows: int) -> list[str]:
+        """Rows oy0 … oy0 + rows − 1, along their width: pairs of vectors, one, a part-filled one."""
+        nvec, tail = self.ow // self.vw, self.ow % self.vw
+        lines = _blocks("ox0", nvec * self.vw, min(2, nvec) * self.vw,
+                        lambda width: self.tile(rows, width // self.vw, self.vw))
+        if tail:
+            lines += [f"{{ const int ox0 = {nvec * self.vw};"] + ["    " + x for x in self.tile(rows, 1, tail)] + ["}"]
+        return lines
+
+    def tile(self, rows: int, vecs: int, stored: int) -> list[str]:
+        sums = [(r, v, f"a{r}_{v}") for r in range(rows) for v in range(vecs)]
+        lines = [f"const float *xr = pc + oy0 * {self.wp} + ox0;", " ".join(f"vf {a} = b;" for *_, a in sums)]
+        lines += [" ".join(f"{a} += vload(xr + {r * self.wp + v * self.vw + off}) * k{t};" for r, v, a in sums)
+                  for t, off in enumerate(self.offsets)]
+        for r, v, a in sums:
+            at = f"yc + (oy0 + {r}) * {self.ow} + ox0 + {v * self.vw}"
+            if stored == self.vw:
+                lines.append(f"vstore({at}, {apply(self.chain, a, True)});")
+            else:
+                lines.append(f"{{ const vf t = {apply(self.chain, a, True)}; memcpy({at}, &t, {stored * 4}); }}")
+        return lines
