@@ -271,13 +271,13 @@ def test_depthwise_conv(tmp_path, c, hw, kernel, stride, dil, blocked):
 @pytest.mark.parametrize("group", [1, 20])
 def test_nchw_tiles_move_by_vector_transposes(tmp_path, monkeypatch, vw, group):
     """A convolution between NCHW tensors (a graph's input and output) moves its tiles with
-    in-register transposes (prelude's vtranspose): a depthwise one at stride 2 reads its input
+    in-register transposes (prelude's vtranspose): a depthwise one at stride 3 reads its input
     that way, both store their output that way. 20 channels leave a part-filled last block at 8
     and 16 lanes, a width of 21 a row's tail at every width; both still one value at a time."""
     if vw == 16 and prog_width() < 16:
         pytest.skip("this CPU has no 16-float vectors")
     monkeypatch.setenv("NNOS_CPU_VECTOR", str(vw))
-    stride = 2 if group > 1 else 1                 # at stride 1 a depthwise one goes along rows (below)
+    stride = 3 if group > 1 else 1                 # at stride 1 or 2 a depthwise one goes along rows (below)
     nodes = [helper.make_node("Conv", ["X", "W", "B"], ["Y"], kernel_shape=[3, 3], pads=[1] * 4, group=group,
                               strides=[stride, stride])]
     inits = [("W", rand(20, 20 // group, 3, 3, seed=11) * 0.3), ("B", rand(20, seed=12))]
@@ -291,28 +291,33 @@ def test_nchw_tiles_move_by_vector_transposes(tmp_path, monkeypatch, vw, group):
 
 
 @pytest.mark.parametrize("vw", [4, 8, 16])
-@pytest.mark.parametrize("c,h,wd,kernel,dil,batch", [
-    (20, 9, 21, 3, 1, 2),        # a row's tail at every width, two images
-    (6, 8, 16, 5, 1, 1),         # 5×5, rows of whole vectors at 4, 8 and 16 lanes
-    (5, 7, 12, 3, 2, 1),         # dilated; at 16 lanes a row shorter than a vector: the channel-lane form
+@pytest.mark.parametrize("c,h,wd,kernel,stride,dil,batch", [
+    (20, 9, 21, 3, 1, 1, 2),     # a row's tail at every width, two images
+    (6, 8, 16, 5, 1, 1, 1),      # 5×5, rows of whole vectors at 4, 8 and 16 lanes
+    (5, 7, 12, 3, 1, 2, 1),      # dilated; at 16 lanes a row shorter than a vector: the channel-lane form
+    (20, 11, 33, 3, 2, 1, 2),    # stride 2: the even lanes of two loads; 17 a row, a tail at every width
+    (6, 10, 32, 5, 2, 1, 1),     # 5×5 at stride 2, rows of whole vectors at 4, 8 and 16 lanes
 ])
-def test_a_depthwise_conv_between_nchw_tensors_goes_along_rows(tmp_path, monkeypatch, vw, c, h, wd, kernel, dil, batch):
-    """NCHW in and out at stride 1 (a QDQ model's depthwise convolution between its roundings):
-    a vector of a row's pixels at a time, no transposes; ReLU6 in registers; on a team of every
-    CPU bitwise what one thread computes."""
+def test_a_depthwise_conv_between_nchw_tensors_goes_along_rows(tmp_path, monkeypatch, vw, c, h, wd, kernel, stride,
+                                                               dil, batch):
+    """NCHW in and out at stride 1 or 2 (a QDQ model's depthwise convolution between its
+    roundings): vectors of a row's pixels at a time, no transposes; ReLU6 in registers; on a team
+    of every CPU bitwise what one thread computes."""
     if vw == 16 and prog_width() < 16:
         pytest.skip("this CPU has no 16-float vectors")
     monkeypatch.setenv("NNOS_CPU_VECTOR", str(vw))
     pad = dil * (kernel // 2)
+    oh, ow = (h - 1) // stride + 1, (wd - 1) // stride + 1
     nodes = [helper.make_node("Conv", ["X", "W", "B"], ["D"], kernel_shape=[kernel, kernel], pads=[pad] * 4,
-                              dilations=[dil, dil], group=c), _clip6("D", "Y")]
+                              strides=[stride, stride], dilations=[dil, dil], group=c), _clip6("D", "Y")]
     inits = [("W", rand(c, 1, kernel, kernel, seed=13) * 0.3), ("B", rand(c, seed=14)), ("zero", np.float32(0)),
              ("six", np.float32(6))]
-    m = model(nodes, [vi("X", [batch, c, h, wd])], [vi("Y", [batch, c, h, wd])], inits)
+    m = model(nodes, [vi("X", [batch, c, h, wd])], [vi("Y", [batch, c, oh, ow])], inits)
     plan = nnos.compile(save(m, tmp_path / "dwrows.onnx"))
     from nnos.backends.cpu import source
     src = source(plan)
-    rows = wd >= vw
+    rows = ow >= vw
+    assert ("nnos_evens(xr + " in src) == (rows and stride == 2)
     assert ("const vf k0 = vsplat(" in src) == rows                       # the taps' weights, splat
     assert ("vtranspose(t);" in src) == (not rows)
     assert "vminnan(vmaxnan(" in src                                        # ReLU6 fused

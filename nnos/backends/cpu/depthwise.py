@@ -8,11 +8,12 @@ stride, with no bounds checks. A register block of output pixels along the row s
 weight load. The output is stored whole vectors when it stays blocked (codegen.choose_layouts),
 else channel by channel; channels past the last whole vector are zero lanes, never stored.
 
-From NCHW to NCHW at stride 1 (a QDQ model's depthwise convolution, between a DequantizeLinear
-and a QuantizeLinear, or one after any op that is not a convolution) the pixels of a row are the
+From NCHW to NCHW (a QDQ model's depthwise convolution, between a DequantizeLinear and a
+QuantizeLinear, or one after any op that is not a convolution) the pixels of a row are the
 lanes instead (``_along_rows``): each channel's plane is copied row by row into a zero-bordered
-plane, each tap is one load times the tap's weight splat, and rows are stored as they are — no
-transposes on the way in or out. The sums are the channel-lane form's, in the same order.
+plane, each tap is one load (at stride 2: the even lanes of two) times the tap's weight splat,
+and rows are stored as they are — no transposes on the way in or out. The sums are the
+channel-lane form's, in the same order.
 """
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ def depthwise(prog, node, geometry) -> str:
     kh, kw = kernel
     oh, ow = out
     vw = prog.vw
-    if x not in prog.blocked and y not in prog.blocked and tuple(strides) == (1, 1) and ow >= vw:
+    if x not in prog.blocked and y not in prog.blocked and tuple(strides) in ((1, 1), (2, 2)) and ow >= vw:
         return _along_rows(prog, node, geometry)
     cb_n = -(-c // vw)
     wt = np.zeros((cb_n * vw, kh, kw), np.float32)
@@ -134,12 +135,13 @@ def depthwise(prog, node, geometry) -> str:
 
 
 def _along_rows(prog, node, geometry) -> str:
-    """NCHW in and out, stride 1, rows of at least a vector: vectors of a row's pixels (module
+    """NCHW in and out, stride 1 or 2, rows of at least a vector: vectors of a row's pixels (module
     docstring), in tiles of up to 4 rows × 2 vectors whose sums are independent (one sum's taps
     are a chain of dependent multiply-adds). A row's last vector may reach past the row (into the
     border, the next row, or the plane's slack): those lanes are computed and not stored."""
     x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
-    xs, _, (kh, kw), _, dil, begin, end, (oh, ow) = geometry
+    xs, _, (kh, kw), strides, dil, begin, end, (oh, ow) = geometry
+    stride = strides[0]
     nb, c, h, wd = xs
     vw = prog.vw
     hp, wp = h + begin[0] + end[0], wd + begin[1] + end[1]
@@ -148,10 +150,12 @@ def _along_rows(prog, node, geometry) -> str:
     if len(node.inputs) > 2 and node.inputs[2]:
         bias[:] = prog.graph.consts[node.inputs[2]].reshape(c)
     bname = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else w + "@nobias"
-    xp, _ = prog.ws((c * hp * wp + vw) * 4)                   # its border stays zero: only the inside is written
+    xp, _ = prog.ws((c * hp * wp + 2 * vw) * 4)               # its border stays zero: only the inside is written
     split = prog.share(nb * c * oh * ow * kh * kw, c)
     offsets = [ky * dil[0] * wp + kx * dil[1] for ky in range(kh) for kx in range(kw)]
-    tile = _RowTile(offsets, wp, ow, vw, unary_chain(node))
+    if stride == 2 and evens(vw) not in prog.helpers:
+        prog.helpers.append(evens(vw))
+    tile = _RowTile(offsets, wp, ow, vw, stride, unary_chain(node))
     lines = [f"const float *X = {prog.tensor(x)}; float *Y = {prog.tensor(y)}; float *XP = {xp};",
              f"const float *Wd = {prog.const(w + '@dwrows', taps)}; const float *Bd = {prog.const(bname + '@dwrowsbias', bias)};",
              split or f"const int lo = 0, hi = {c};",
@@ -176,11 +180,19 @@ def _blocks(var: str, total: int, size: int, body) -> list[str]:
     return lines
 
 
+def evens(vw: int) -> str:
+    """A stride-2 tap: the even lanes of the 2·VW values from p (gcc: vpermt2ps, uzp1, shufps)."""
+    mask = ", ".join(str(2 * i) for i in range(vw))
+    return (f"static inline vf nnos_evens(const float *p) {{ return __builtin_shuffle(vload(p), vload(p + {vw}), "
+            f"(vi){{{mask}}}); }}\n")
+
+
 class _RowTile:
     """The C of a tile: ``rows`` output rows from oy0 × ``vecs`` vectors from ox0."""
 
-    def __init__(self, offsets: list[int], wp: int, ow: int, vw: int, chain):
-        self.offsets, self.wp, self.ow, self.vw, self.chain = offsets, wp, ow, vw, chain
+    def __init__(self, offsets: list[int], wp: int, ow: int, vw: int, stride: int, chain):
+        self.offsets, self.wp, self.ow, self.vw, self.stride, self.chain = offsets, wp, ow, vw, stride, chain
+        self.load = "vload" if stride == 1 else "nnos_evens"
 
     def row(self, rows: int) -> list[str]:
         """Rows oy0 … oy0 + rows − 1, along their width: pairs of vectors, one, a part-filled one."""
@@ -193,8 +205,9 @@ class _RowTile:
 
     def tile(self, rows: int, vecs: int, stored: int) -> list[str]:
         sums = [(r, v, f"a{r}_{v}") for r in range(rows) for v in range(vecs)]
-        lines = [f"const float *xr = pc + oy0 * {self.wp} + ox0;", " ".join(f"vf {a} = b;" for *_, a in sums)]
-        lines += [" ".join(f"{a} += vload(xr + {r * self.wp + v * self.vw + off}) * k{t};" for r, v, a in sums)
+        s = self.stride
+        lines = [f"const float *xr = pc + oy0 * {s * self.wp} + ox0 * {s};", " ".join(f"vf {a} = b;" for *_, a in sums)]
+        lines += [" ".join(f"{a} += {self.load}(xr + {(r * self.wp + v * self.vw) * s + off}) * k{t};" for r, v, a in sums)
                   for t, off in enumerate(self.offsets)]
         for r, v, a in sums:
             at = f"yc + (oy0 + {r}) * {self.ow} + ox0 + {v * self.vw}"
