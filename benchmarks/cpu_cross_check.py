@@ -174,6 +174,16 @@ def mobile(path):
                   ("W3", r(5, 16, seed=7)), ("b3", r(5, seed=8))])
 
 
+def depthwise_rows(path):
+    """Depthwise convolutions between NCHW tensors at stride 1 and 2: the row form (cpu/depthwise.py)."""
+    nodes = [helper.make_node("Conv", ["X", "W1", "b1"], ["A"], kernel_shape=[3, 3], pads=[1] * 4, group=6),
+             helper.make_node("Clip", ["A", "lo", "hi"], ["A1"]),
+             helper.make_node("Conv", ["A1", "W2"], ["Y"], kernel_shape=[5, 5], pads=[2] * 4, strides=[2, 2], group=6)]
+    return _save(path, nodes, [vi("X", [2, 6, 11, 13])], [vi("Y", [2, 6, 6, 7])],
+                 [("W1", r(6, 1, 3, 3, seed=1)), ("b1", r(6, seed=2)), ("lo", np.zeros((), np.float32)),
+                  ("hi", np.full((), 6, np.float32)), ("W2", r(6, 1, 5, 5, seed=3))])
+
+
 def attention(path):
     nodes = [helper.make_node("MatMul", ["X", "Wq"], ["Q"]), helper.make_node("MatMul", ["X", "Wk"], ["K"]),
              helper.make_node("Transpose", ["K"], ["KT"], perm=[0, 2, 1]),
@@ -199,7 +209,8 @@ def shapes(path):
                   ("ax", np.array([1, 2], np.int64)), ("z", np.zeros((1,), np.float32)), ("WT", r(4, 2, 3, 3, seed=5))])
 
 
-GRAPHS = {"lstm_bidir": lstm, "mobile_block": mobile, "attention": attention, "shape_ops": shapes}
+GRAPHS = {"lstm_bidir": lstm, "mobile_block": mobile, "depthwise_rows": depthwise_rows, "attention": attention,
+          "shape_ops": shapes}
 '''
 
 
