@@ -324,12 +324,17 @@ def test_a_depthwise_conv_between_nchw_tensors_goes_along_rows(tmp_path, monkeyp
     team_as_one(plan, agree(plan))
 
 
-def test_a_residual_add_after_a_depthwise_conv(tmp_path):
-    """An epilogue that reads another tensor (the block's input) is applied after the kernel."""
+@pytest.mark.parametrize("hw", [(7, 7), (9, 21)])
+def test_a_residual_add_after_a_depthwise_conv(tmp_path, hw):
+    """An epilogue that reads another tensor (the block's input) is applied after the kernel:
+    the channel-lane form (rows of 7) and the row form (rows of 21)."""
     nodes = [helper.make_node("Conv", ["X", "Wd"], ["D"], kernel_shape=[3, 3], pads=[1] * 4, group=16),
              helper.make_node("Add", ["D", "X"], ["Y"])]
-    m = model(nodes, [vi("X", [2, 16, 7, 7])], [vi("Y", [2, 16, 7, 7])], [("Wd", rand(16, 1, 3, 3, seed=8))])
-    agree(nnos.compile(save(m, tmp_path / "dwres.onnx")))
+    m = model(nodes, [vi("X", [2, 16, *hw])], [vi("Y", [2, 16, *hw])], [("Wd", rand(16, 1, 3, 3, seed=8))])
+    plan = nnos.compile(save(m, tmp_path / "dwres.onnx"))
+    from nnos.backends.cpu import source
+    assert ("const vf k0 = vsplat(" in source(plan)) == (hw[1] >= prog_width())
+    agree(plan)
 
 
 @pytest.mark.parametrize("c,oc,hw,kernel,stride,pad,dil,batch", [
