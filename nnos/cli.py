@@ -126,7 +126,17 @@ def cmd_run(a):
 
 def cmd_bench(a):
     from .plan import load
-    from .backends.bench import bench
+    from .backends.bench import bench, step_times
+    if a.steps:
+        rows = step_times(load(a.plan), a.iters)
+        if a.json:
+            print(json.dumps(rows))
+            return
+        print(f"{a.plan}: each step on the cpu backend, one thread, mean of {a.iters} calls; slowest first")
+        for r in rows:
+            shape = "×".join(str(d) for d in r["shape"])
+            print(f"  {r['us']:9.2f} µs {100 * r['share']:5.1f} %  step {r['step']:<4} {r['op']:<28} {shape:<16} {r['name']}")
+        return
     res = bench(load(a.plan), a.iters, backend=a.backend)
     if a.json:
         print(json.dumps(res))
@@ -236,6 +246,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--iters", type=int, default=2000)
     b.add_argument("--backend", default="auto", choices=backends.NAMES)
     b.add_argument("--json", action="store_true")
+    b.add_argument("--steps", action="store_true", help="each step's time on the cpu backend (one thread), slowest first")
     b.set_defaults(fn=cmd_bench)
     u = sub.add_parser("up", help="start the supervisor: the loop and everything around it")
     from .supervisor.up import arguments as up_arguments

@@ -27,6 +27,26 @@ def bench(plan, iters: int, warmup: int = 200, backend: str = "numpy") -> dict:
     return {"backend": exe.backend, "iters": iters, **figures}
 
 
+def step_times(plan, iters: int, warmup: int = 50) -> list[dict]:
+    """Each step's mean µs over ``iters`` calls after ``warmup``, on the cpu backend on one
+    thread (cpu/profile.py), slowest first: its index, op (with the ops fused into it), name,
+    output shape, µs and share of the steps' sum."""
+    from .ops_cpu import CpuExecutable
+    exe = CpuExecutable(plan, profile=True)
+    for name, v in sample_inputs(plan).items():
+        np.copyto(exe.inputs[name], v)
+    exe.step_times(warmup)
+    times = exe.step_times(iters)
+    total = sum(t for _, t in times) or 1.0
+    g, rows = plan.graph, []
+    for s, t in times:
+        node = g.nodes[s]
+        rows.append({"step": s, "op": "+".join([node.op] + [e.op for e in node.epilogue]), "name": node.name,
+                     "shape": list(g.type_of(node.outputs[0]).shape), "us": round(t / 1000, 3),
+                     "share": round(t / total, 4)})
+    return sorted(rows, key=lambda r: -r["us"])
+
+
 def measure(plan, runs: int = 1000) -> dict:
     """What a stored model's report says of its speed: measured on the backend the loop runs."""
     r = bench(plan, runs, warmup=50, backend=flags.BACKEND.get())

@@ -10,6 +10,8 @@ import os
 import time
 import weakref
 
+import numpy as np
+
 from .. import flags
 from ..digest import sha256
 from ..errors import BackendError
@@ -17,6 +19,7 @@ from ..fsutil import atomic_write
 from .base import Arena, Executable, aligned_zeros
 from .cpu import record, source_and_program, width
 from .cpu.emit import Unsupported
+from .cpu.profile import profiled
 from .cpu.team import MAX_THREADS
 from .cpu.toolchain import ToolchainError, build, carries, find_compiler, load, root_slot, target, verification_mark
 
@@ -24,10 +27,13 @@ from .cpu.toolchain import ToolchainError, build, carries, find_compiler, load, 
 class CpuExecutable(Executable):
     backend = "cpu"
 
-    def __init__(self, plan):
+    def __init__(self, plan, profile: bool = False):
+        """``profile``: an object that can also time each step (cpu/profile.py; ``step_times``)."""
         super().__init__(plan)
         t0 = time.perf_counter()
-        lib, facts, vw, workspace, consts = _recorded(plan) or _generated(plan)
+        lib, facts, vw, workspace, consts = _generated(plan, profile) if profile else \
+            _recorded(plan) or _generated(plan)
+        self._steps = facts.pop("profiled_steps", [])
         self.facts = dict(facts, vector_floats=vw, compile_s=round(time.perf_counter() - t0, 3))
         self.arena = Arena(plan, extra=64)              # generated loops may read a vector past the end
         self.workspace = aligned_zeros(max(workspace, 64))
@@ -42,6 +48,18 @@ class CpuExecutable(Executable):
 
     def run(self) -> None:
         self._fn(*self._args)
+
+    def step_times(self, calls: int) -> list[tuple[int, float]]:
+        """(step index, mean ns) for each step the object runs, over ``calls`` runs on one
+        thread; only for an object made with ``profile``."""
+        fn = getattr(self._lib, "nnos_profile", None)
+        if fn is None:
+            raise BackendError("this cpu object was not built to time its steps (CpuExecutable(plan, profile=True))")
+        fn.restype, fn.argtypes = None, (ctypes.c_void_p,) * 4
+        ns = np.zeros(len(self._steps), np.int64)
+        for _ in range(calls):
+            fn(*self._args[-3:], ns.ctypes.data)
+        return [(s, float(t) / calls) for s, t in zip(self._steps, ns)]
 
     def use_cpus(self, cpus: list[int]) -> str:
         """Run the plan's large steps on a team (cpu/team.py): the calling thread and one worker
@@ -81,12 +99,17 @@ class CpuExecutable(Executable):
         self.facts.pop("cpus", None)
 
 
-def _generated(plan) -> tuple:
+def _generated(plan, profile: bool = False) -> tuple:
     """(object, facts, vector width, workspace bytes, w[] table): the plan's C generated, and
-    its object compiled or found in a cache."""
+    its object compiled or found in a cache (``profile``: with nnos_profile, cpu/profile.py;
+    the steps it times in facts' "profiled_steps")."""
     src, prog = source_and_program(plan)
+    steps = None
+    if profile:
+        src, steps = profiled(src)
     lib, facts = build(src)
-    return lib, dict(facts, source_lines=src.count("\n")), prog.vw, prog.workspace, prog.consts
+    facts = dict(facts, source_lines=src.count("\n"), **({"profiled_steps": steps} if profile else {}))
+    return lib, facts, prog.vw, prog.workspace, prog.consts
 
 
 def _recorded(plan) -> tuple | None:
