@@ -87,6 +87,9 @@ def test_matmul_integer_with_computed_operands_and_per_row_zero_points(tmp_path,
     (3, 16, 17, 5, 2, 2, 1, 1), (16, 7, 9, 3, 1, 1, 1, 1), (8, 12, 11, 3, 2, 0, 2, 1), (4, 6, 8, 3, 1, 1, 1, 2),
     (8, 20, 8, 1, 1, 0, 1, 1),       # 1×1 (qpack.pointwise): whole words, whole groups of 16 and 8 pixels
     (7, 5, 9, 1, 1, 0, 1, 1),        # 1×1: a part-filled word, a part-filled last group of pixels
+    (64, 9, 33, 1, 1, 0, 1, 1),      # 1×1, VNNI's tiles of 16 groups (the last short), a last group of one
+                                     # pixel, a last group of one output channel
+    (16, 6, 20, 3, 1, 1, 1, 1),      # 3×3, VNNI's tiles of 7 groups: 25 groups, the last of 16 pixels
     (6, 9, 7, 1, 2, 0, 1, 1),        # 1×1 at stride 2: the windowed form
     (3, 16, 64, 5, 2, 2, 1, 1),      # an image's channels, rows of whole groups: a word's pixels a vector (stride 2)
     (2, 8, 34, 3, 1, 0, 1, 1)])      # … at stride 1, a part-filled word
@@ -107,6 +110,7 @@ def test_conv_integer_with_a_constant_weight(tmp_path, target, c, oc, hw, kernel
     assert ("__builtin_shuffle(r0, r1" in src) == (group == 1)          # rows interleaved in registers either way
     whole_rows = c <= 4 and group == dil == 1 and stride in (1, 2) and out % 16 == 0 and not pointwise
     assert ("typedef uint32_t vw" in src) == whole_rows                 # qpack._gather (VNNI's block)
+    assert ("nnos_qconv16_vnni_rows(CA, " in src) == (group == 1)      # VNNI: a tile of groups a call
     _exactly_as_the_reference(plan, {"x": _ints(x_dt, (2, c, hw, hw), rng)})
 
 

@@ -115,6 +115,40 @@ static void nnos_qconv16_vnni(const uint8_t *restrict col, const int8_t *restric
         _mm512_mask_storeu_epi32(y + oc * ldy, mask, _mm512_sub_epi32(c0, _mm512_set1_epi32(off * rowsum[oc])));
     }
 }
+/* nb consecutive groups of 16 pixels (col: [nb][kq][16][4], a tile of a 1×1 convolution's plane,
+   in the first-level cache): each four output channels over every group, each channel's row
+   written along — not one 64-byte store to each of m rows a plane apart per group (rows 4 KB
+   apart share a cache set, and each is its own prefetch stream: int8 mbv2_s's 16 → 64
+   convolution took 22 µs, its float32 one 12); the last group's pixels past ``last`` not stored */
+static void nnos_qconv16_vnni_rows(const uint8_t *restrict col, long nb, const int8_t *restrict w,
+                                   const int32_t *restrict rowsum, int32_t off, int32_t *restrict y, long ldy,
+                                   long kq, long m, __mmask16 last) {
+    const long ld = 4 * kq;
+    for (long oc = 0; oc < m; oc += 4) {
+        const long q = m - oc < 4 ? m - oc : 4;                  /* rows past m: the zero rows packed after them */
+        const int8_t *w0 = w + oc * ld;
+        __m512i corr[4];
+        for (long t = 0; t < 4; t++) corr[t] = _mm512_set1_epi32(t < q ? off * rowsum[oc + t] : 0);
+        for (long g = 0; g < nb; g++) {
+            const uint8_t *cg = col + g * 64 * kq;
+            __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
+            for (long p = 0; p < kq; p++) {
+                const __m512i cv = _mm512_loadu_si512(cg + 64 * p);
+                int32_t a0, a1, a2, a3;
+                memcpy(&a0, w0 + 4 * p, 4); memcpy(&a1, w0 + ld + 4 * p, 4);
+                memcpy(&a2, w0 + 2 * ld + 4 * p, 4); memcpy(&a3, w0 + 3 * ld + 4 * p, 4);
+                c0 = _mm512_dpbusd_epi32(c0, cv, _mm512_set1_epi32(a0));
+                c1 = _mm512_dpbusd_epi32(c1, cv, _mm512_set1_epi32(a1));
+                c2 = _mm512_dpbusd_epi32(c2, cv, _mm512_set1_epi32(a2));
+                c3 = _mm512_dpbusd_epi32(c3, cv, _mm512_set1_epi32(a3));
+            }
+            const __mmask16 mk = g == nb - 1 ? last : (__mmask16)0xFFFF;
+            int32_t *yg = y + oc * ldy + g * 16;
+            const __m512i cs[4] = {c0, c1, c2, c3};
+            for (long t = 0; t < q; t++) _mm512_mask_storeu_epi32(yg + t * ldy, mk, _mm512_sub_epi32(cs[t], corr[t]));
+        }
+    }
+}
 #define NNOS_HAVE_VNNI 1
 #endif
 """

@@ -34,6 +34,7 @@ class Form:
     convert: Callable       # an input element's C expression → the buffer's value
     kernel: Callable        # (weights, y, ld, words, out channels) → the kernel's call
     pointwise: Callable     # (input C type, channels, plane, [store]) → ``lanes`` pixels' words from NCHW
+    rows: Callable | None = None   # (weights, y, ld = plane, words, out channels) → a 1×1's call for a tile of groups
 
 
 def windowed(prog, node, wc: np.ndarray, geometry, f: Form) -> str:
@@ -51,24 +52,38 @@ def windowed(prog, node, wc: np.ndarray, geometry, f: Form) -> str:
     kq = kh * kw * cw // f.per_word
     hp = max(h + begin[0], (out[0] - 1) * strides[0] + (kh - 1) * dil[0] + 1)
     wp = max(wd + begin[1], (out[1] - 1) * strides[1] + (kw - 1) * dil[1] + 1)
-    col, _ = prog.ws(kq * 4 * f.lanes, f.ctype)
     words = (kw if dil[1] == 1 else 1) * cw // f.per_word         # contiguous words per run
     runs = kh if dil[1] == 1 else kh * kw
     run_at = (f"u * {dil[0] * wp * cw}" if dil[1] == 1 else f"((u / {kw}) * {dil[0] * wp} + (u % {kw}) * {dil[1]}) * {cw}")
     npx, step = out[0] * out[1], f.lanes * f.per_word
-    call = f.kernel(prog.const(o + ":windowed", wk.reshape(wk.shape[0], -1), f.wdtype), f"Y + b * {mo * npx} + px0",
-                    npx, kq, mo)
+    weights = prog.const(o + ":windowed", wk.reshape(wk.shape[0], -1), f.wdtype)
+    size = kq * step
+    if f.rows is not None:                       # a tile of groups' blocks (16 KB), then one call for the tile
+        tile = max(1, min(-(-npx // f.lanes), 16384 // size))
+        call = f.rows(weights, f"Y + b * {mo * npx} + t0 * {f.lanes}", npx, kq, mo)
+    else:
+        tile, call = 0, f.kernel(weights, f"Y + b * {mo * npx} + px0", npx, kq, mo)
+    col, _ = prog.ws(max(tile, 1) * kq * 4 * f.lanes, f.ctype)     # bytes: a group's block is kq words a pixel
     if (kh, kw, *strides, *begin, *out) == (1, 1, 1, 1, 0, 0, h, wd):
-        return _pointwise(prog, node, (n, c, npx), col, kq * step, f, call)
+        return _pointwise(prog, node, (n, c, npx), col, size, f, call, tile)
     pad, _ = prog.ws(hp * wp * cw * 4 // f.per_word + 64, f.ctype)      # + a vector: _gather's may read past
     xt = storage(prog.type(x).dtype)
     fast = _gather(f, geometry, wp, cw, run_at)
-    whole = f"if (cnt == {f.lanes}) {{\n{indent(fast, 12)}\n        }} else " if fast else ""
+    whole = f"if (cnt == {f.lanes}) {{\n{indent(fast, 4)}\n}} else " if fast else ""
     scatter = (f"for (int r_ = 0; r_ < {f.lanes}; r_++) "       # each pixel's word to its place in the channel-last copy
                f"memcpy(ps + r_ * {cw} + t * {f.per_word}, (const char *)o + r_ * 4, 4);")
+    block = f"""{whole}for (long r = 0; r < cnt; r++) {{
+    const long oy = (px0 + r) / {out[1]}, ox = (px0 + r) % {out[1]};
+    const {f.ctype} *at = P + ((oy * {strides[0]}) * {wp} + ox * {strides[1]}) * {cw};
+    for (long u = 0; u < {runs}; u++) {{
+        const {f.ctype} *src = at + {run_at};
+        {f.ctype} *dst = C + u * {words * step} + r * {f.per_word};
+        for (long t = 0; t < {words}; t++) memcpy(dst + t * {step}, src + {f.per_word} * t, 4);
+    }}
+}}"""
     return f"""const {xt} *X = {prog.ptr(x)}; int32_t *Y = {prog.ptr(o)};
-{f.ctype} *C = {col}; {f.ctype} *P = {pad}; {f.decl}
-for (long i = 0; i < {kq * step}; i++) C[i] = ({f.ctype}){f.fill};
+{f.ctype} *const CA = {col}; {f.ctype} *P = {pad}; {f.decl}
+for (long i = 0; i < {size}; i++) CA[i] = ({f.ctype}){f.fill};
 for (long b = 0; b < {n}; b++) {{
     for (long i = 0; i < {hp * wp * cw}; i++) P[i] = ({f.ctype}){f.fill};
     const {xt} *xb = X + b * {c * h * wd};
@@ -83,19 +98,31 @@ for (long b = 0; b < {n}; b++) {{
             for (long ic = 0; ic < {c}; ic++) ps[ic] = {f.convert(f"xb[(ic * {h} + iy) * {wd} + ix]")};
         }}
     }}
-    for (long px0 = 0; px0 < {npx}; px0 += {f.lanes}) {{
-        const long cnt = {npx} - px0 < {f.lanes} ? {npx} - px0 : {f.lanes};
-        {whole}for (long r = 0; r < cnt; r++) {{
-            const long oy = (px0 + r) / {out[1]}, ox = (px0 + r) % {out[1]};
-            const {f.ctype} *at = P + ((oy * {strides[0]}) * {wp} + ox * {strides[1]}) * {cw};
-            for (long u = 0; u < {runs}; u++) {{
-                const {f.ctype} *src = at + {run_at};
-                {f.ctype} *dst = C + u * {words * step} + r * {f.per_word};
-                for (long t = 0; t < {words}; t++) memcpy(dst + t * {step}, src + {f.per_word} * t, 4);
-            }}
-        }}
-        {call}
+{indent(_groups(f.ctype, npx, f.lanes, size, tile, block, call), 4)}
+}}"""
+
+
+def _groups(ctype: str, npx: int, lanes: int, size: int, tile: int, block: str, call: str) -> str:
+    """The loop over groups of ``lanes`` output pixels: ``block`` builds group px0's block at C
+    (``cnt`` of its pixels real), ``call`` runs the kernel — per group, or (``tile``) per tile of
+    that many groups built side by side from CA (``tn`` groups, ``mk`` the last one's pixels)."""
+    if not tile:
+        return f"""for (long px0 = 0; px0 < {npx}; px0 += {lanes}) {{
+    const long cnt = {npx} - px0 < {lanes} ? {npx} - px0 : {lanes};
+    {ctype} *C = CA;
+{indent(block, 4)}
+    {call}
+}}"""
+    groups, last = -(-npx // lanes), npx - (-(-npx // lanes) - 1) * lanes
+    return f"""for (long t0 = 0; t0 < {groups}; t0 += {tile}) {{
+    const long tn = {groups} - t0 < {tile} ? {groups} - t0 : {tile};
+    const __mmask16 mk = t0 + tn == {groups} ? (__mmask16)((1u << {last}) - 1) : (__mmask16)0xFFFF;
+    for (long g = 0; g < tn; g++) {{
+        const long px0 = (t0 + g) * {lanes}, cnt = {npx} - px0 < {lanes} ? {npx} - px0 : {lanes};
+        {ctype} *C = CA + g * {size};
+{indent(block, 8)}
     }}
+    {call}
 }}"""
 
 
@@ -125,26 +152,24 @@ for (long u = 0; u < {kh}; u++)
     }}"""
 
 
-def _pointwise(prog, node, dims: tuple, col: str, size: int, f: Form, call: str) -> str:
+def _pointwise(prog, node, dims: tuple, col: str, size: int, f: Form, call: str, tile: int) -> str:
     """A 1×1 convolution at stride 1: each group of pixels' block built straight from NCHW
-    (qpack.py), the last part-filled group one value at a time."""
+    (qpack.py), the last part-filled group one value at a time (its channels past the last
+    whole word the fill)."""
     x, o = node.inputs[0], node.outputs[0]
     n, c, npx = dims
     xt = storage(prog.type(x).dtype)
-    pw, lanes = f.per_word, f.lanes
+    pw, lanes, cw = f.per_word, f.lanes, -(-c // f.per_word) * f.per_word
+    block = f"""if (cnt == {lanes}) {{
+{indent(f.pointwise(xt, c, npx), 4)}
+}} else for (long r = 0; r < cnt; r++) for (long ic = 0; ic < {cw}; ic++)
+    C[ic / {pw} * {lanes * pw} + r * {pw} + ic % {pw}] =
+        ic < {c} ? {f.convert(f"xb[ic * {npx} + px0 + r]")} : ({f.ctype}){f.fill};"""
     return f"""const {xt} *X = {prog.ptr(x)}; int32_t *Y = {prog.ptr(o)};
-{f.ctype} *C = {col}; {f.decl}
-for (long i = 0; i < {size}; i++) C[i] = ({f.ctype}){f.fill};
+{f.ctype} *const CA = {col}; {f.decl}
 for (long b = 0; b < {n}; b++) {{
     const {xt} *xb = X + b * {c * npx};
-    for (long px0 = 0; px0 < {npx}; px0 += {lanes}) {{
-        const long cnt = {npx} - px0 < {lanes} ? {npx} - px0 : {lanes};
-        if (cnt == {lanes}) {{
-{indent(f.pointwise(xt, c, npx), 12)}
-        }} else for (long r = 0; r < cnt; r++) for (long ic = 0; ic < {c}; ic++)
-            C[ic / {pw} * {lanes * pw} + r * {pw} + ic % {pw}] = {f.convert(f"xb[ic * {npx} + px0 + r]")};
-        {call}
-    }}
+{indent(_groups(f.ctype, npx, lanes, size, tile, block, call), 4)}
 }}"""
 
 

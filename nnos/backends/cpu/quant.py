@@ -193,7 +193,8 @@ def _vnni_conv(prog, node, wc: np.ndarray, geometry) -> str:
         lambda v: f"(uint8_t)({v}{' ^ 0x80' if flip else ''})",
         lambda wk, y, ld, kq, mo: (f"nnos_qconv16_vnni(C, {wk}, {rowsum}, off, {y}, {ld}, {kq}, {mo}, "
                                    "(__mmask16)((1u << cnt) - 1));"),
-        lambda xt, c, npx, *store: vnni_pointwise(xt, flip, c, npx, *store)))
+        lambda xt, c, npx, *store: vnni_pointwise(xt, flip, c, npx, *store),
+        lambda wk, y, npx, kq, mo: f"nnos_qconv16_vnni_rows(CA, tn, {wk}, {rowsum}, off, {y}, {npx}, {kq}, {mo}, mk);"))
 
 
 def _avx2_conv(prog, node, wc: np.ndarray, geometry) -> str:
