@@ -115,8 +115,8 @@ static void nnos_qconv16_vnni(const uint8_t *restrict col, const int8_t *restric
         _mm512_mask_storeu_epi32(y + oc * ldy, mask, _mm512_sub_epi32(c0, _mm512_set1_epi32(off * rowsum[oc])));
     }
 }
-/* nb consecutive groups of 16 pixels (col: [nb][kq][16][4], a tile of a 1×1 convolution's plane,
-   in the first-level cache): each four output channels over every group, each channel's row
+/* nb consecutive groups of 16 pixels (col: [nb][kq][16][4], a tile of a convolution's groups, in
+   the first-level cache): each four output channels over every group, each channel's row
    written along — not one 64-byte store to each of m rows a plane apart per group (rows 4 KB
    apart share a cache set, and each is its own prefetch stream: int8 mbv2_s's 16 → 64
    convolution took 22 µs, its float32 one 12); the last group's pixels past ``last`` not stored */

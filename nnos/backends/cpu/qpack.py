@@ -9,7 +9,10 @@ each pixel's side by side), multiplied by every output channel's packed weights.
   pixels loaded as whole vectors and interleaved in registers (two-source byte or half-word
   shuffles: vpermt2b/vpunpck on x86), without the channel-last copy and its scalar store per
   value (mbv2_s int8 322 → 254 µs, AVX-512).
-Channels past the last (a part-filled word) hold the form's fill value.
+Channels past the last (a part-filled word) hold the form's fill value. On VNNI a tile of
+groups' blocks (16 KB) is built first and the kernel runs each four output channels over the
+whole tile (``_groups``), so each output row is written along rather than one 16-pixel store to
+every row, a plane apart, per group.
 """
 from __future__ import annotations
 
