@@ -80,41 +80,6 @@ static void nnos_qrows4_vnni(const uint8_t *restrict a, long lda, const int8_t *
         _mm512_mask_storeu_epi32(y + 3 * ldy + col, m, _mm512_sub_epi32(c3, corr));
     }
 }
-/* a convolution's 16 output pixels for every output channel: col is the pixels' windows as
-   [kq][16 pixels][4] unsigned bytes, w the weight as [m][4 kq] int8, four channels at a time;
-   y[oc * ldy + 0:16] = dot(col, w[oc]) - off * rowsum[oc], the pixels past ``mask`` not stored */
-static void nnos_qconv16_vnni(const uint8_t *restrict col, const int8_t *restrict w, const int32_t *restrict rowsum,
-                              int32_t off, int32_t *restrict y, long ldy, long kq, long m, __mmask16 mask) {
-    const long ld = 4 * kq;
-    long oc = 0;
-    for (; oc + 4 <= m; oc += 4) {
-        const int8_t *w0 = w + oc * ld;
-        __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
-        for (long p = 0; p < kq; p++) {
-            const __m512i cv = _mm512_loadu_si512(col + 64 * p);
-            int32_t a0, a1, a2, a3;
-            memcpy(&a0, w0 + 4 * p, 4); memcpy(&a1, w0 + ld + 4 * p, 4);
-            memcpy(&a2, w0 + 2 * ld + 4 * p, 4); memcpy(&a3, w0 + 3 * ld + 4 * p, 4);
-            c0 = _mm512_dpbusd_epi32(c0, cv, _mm512_set1_epi32(a0));
-            c1 = _mm512_dpbusd_epi32(c1, cv, _mm512_set1_epi32(a1));
-            c2 = _mm512_dpbusd_epi32(c2, cv, _mm512_set1_epi32(a2));
-            c3 = _mm512_dpbusd_epi32(c3, cv, _mm512_set1_epi32(a3));
-        }
-        _mm512_mask_storeu_epi32(y + oc * ldy, mask, _mm512_sub_epi32(c0, _mm512_set1_epi32(off * rowsum[oc])));
-        _mm512_mask_storeu_epi32(y + (oc + 1) * ldy, mask, _mm512_sub_epi32(c1, _mm512_set1_epi32(off * rowsum[oc + 1])));
-        _mm512_mask_storeu_epi32(y + (oc + 2) * ldy, mask, _mm512_sub_epi32(c2, _mm512_set1_epi32(off * rowsum[oc + 2])));
-        _mm512_mask_storeu_epi32(y + (oc + 3) * ldy, mask, _mm512_sub_epi32(c3, _mm512_set1_epi32(off * rowsum[oc + 3])));
-    }
-    for (; oc < m; oc++) {
-        const int8_t *w0 = w + oc * ld;
-        __m512i c0 = _mm512_setzero_si512();
-        for (long p = 0; p < kq; p++) {
-            int32_t a0; memcpy(&a0, w0 + 4 * p, 4);
-            c0 = _mm512_dpbusd_epi32(c0, _mm512_loadu_si512(col + 64 * p), _mm512_set1_epi32(a0));
-        }
-        _mm512_mask_storeu_epi32(y + oc * ldy, mask, _mm512_sub_epi32(c0, _mm512_set1_epi32(off * rowsum[oc])));
-    }
-}
 /* nb consecutive groups of 16 pixels (col: [nb][kq][16][4], a tile of a convolution's groups, in
    the first-level cache): each four output channels over every group, each channel's row
    written along — not one 64-byte store to each of m rows a plane apart per group (rows 4 KB

@@ -35,7 +35,7 @@ class Form:
     decl: str               # the C declaration of what ``convert`` and ``fill`` use
     fill: str               # the border's (and extra channels') value
     convert: Callable       # an input element's C expression → the buffer's value
-    kernel: Callable        # (weights, y, ld, words, out channels) → the kernel's call
+    kernel: Callable | None  # (weights, y, ld, words, out channels) → the kernel's call for one group
     pointwise: Callable     # (input C type, channels, plane, [store]) → ``lanes`` pixels' words from NCHW
     rows: Callable | None = None   # (weights, y, ld = plane, words, out channels) → a 1×1's call for a tile of groups
 

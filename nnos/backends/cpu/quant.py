@@ -183,16 +183,15 @@ def _centred_conv_weight(prog, node) -> np.ndarray | None:
 
 def _vnni_conv(prog, node, wc: np.ndarray, geometry) -> str:
     """Unsigned bytes (the zero point in the border and the extra channels; int8 inputs
-    flipped), sixteen pixels at a time on the VNNI kernel; the zero point and the flip
-    corrected by each output channel's weight sum."""
+    flipped), groups of sixteen pixels, a tile of groups a call, on the VNNI kernel
+    (qpack._groups); the zero point and the flip corrected by each output channel's weight sum."""
     x, zx = node.inputs[0], node.inputs[2] if len(node.inputs) > 2 else ""
     flip = prog.type(x).dtype == np.int8
     rowsum = prog.const(node.outputs[0] + ":rowsum", wc.reshape(wc.shape[0], -1).sum(axis=1), np.int32)
     return windowed(prog, node, wc, geometry, Form(
         "uint8_t", 4, 16, np.int8, f"const int32_t off = {128 if flip else 0} + {_zero(prog, zx, '0')};", "off",
         lambda v: f"(uint8_t)({v}{' ^ 0x80' if flip else ''})",
-        lambda wk, y, ld, kq, mo: (f"nnos_qconv16_vnni(C, {wk}, {rowsum}, off, {y}, {ld}, {kq}, {mo}, "
-                                   "(__mmask16)((1u << cnt) - 1));"),
+        None,                                                                    # no kernel for one group: ``rows``
         lambda xt, c, npx, *store: vnni_pointwise(xt, flip, c, npx, *store),
         lambda wk, y, npx, kq, mo: f"nnos_qconv16_vnni_rows(CA, tn, {wk}, {rowsum}, off, {y}, {npx}, {kq}, {mo}, mk);"))
 
