@@ -19,7 +19,6 @@ from ..fsutil import atomic_write
 from .base import Arena, Executable, aligned_zeros
 from .cpu import record, source_and_program, width
 from .cpu.emit import Unsupported
-from .cpu.profile import profiled
 from .cpu.team import MAX_THREADS
 from .cpu.toolchain import ToolchainError, build, carries, find_compiler, load, root_slot, target, verification_mark
 
@@ -105,7 +104,8 @@ def _generated(plan, profile: bool = False) -> tuple:
     the steps it times in facts' "profiled_steps")."""
     src, prog = source_and_program(plan)
     steps = None
-    if profile:
+    if profile:                                  # a diagnostic build: off the loop's way to its first tick
+        from .cpu.profile import profiled
         src, steps = profiled(src)
     lib, facts = build(src)
     facts = dict(facts, source_lines=src.count("\n"), **({"profiled_steps": steps} if profile else {}))

@@ -37,7 +37,7 @@ class Form:
     convert: Callable       # an input element's C expression → the buffer's value
     kernel: Callable | None  # (weights, y, ld, words, out channels) → the kernel's call for one group
     pointwise: Callable     # (input C type, channels, plane, [store]) → ``lanes`` pixels' words from NCHW
-    rows: Callable | None = None   # (weights, y, ld = plane, words, out channels) → a 1×1's call for a tile of groups
+    rows: Callable | None = None   # (weights, y, ld = plane, words, out channels) → the call for a tile of groups
 
 
 def windowed(prog, node, wc: np.ndarray, geometry, f: Form) -> str:
