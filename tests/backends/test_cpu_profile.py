@@ -60,6 +60,36 @@ def test_the_profiled_object_runs_every_step_and_computes_the_same(tmp_path, c, 
         plain.step_times(1)
 
 
+def test_a_plan_built_as_two_units_is_profiled_whole(tmp_path, monkeypatch):
+    """A plan of MIN_STEPS steps or more compiles as two translation units (cpu/units.py):
+    nnos_profile, after nnos_run, is in the last one and calls the first one's steps too."""
+    from nnos.backends.cpu import toolchain, units
+    built = []
+    monkeypatch.setattr(toolchain, "cpus", lambda: 2)
+    monkeypatch.setattr(toolchain, "units", lambda src, n: built.append(units.units(src, n)) or built[-1])
+    layers = units.MIN_STEPS + 2
+    nodes, inits, x = [], [], "X"
+    for k in range(layers):
+        nodes += [helper.make_node("Conv", [x, f"W{k}"], [f"C{k}"], kernel_shape=[3, 3], pads=[1] * 4),
+                  helper.make_node("Relu", [f"C{k}"], [f"R{k}" if k < layers - 1 else "Y"])]
+        inits.append((f"W{k}", rand(4, 4, 3, 3, seed=k) * 0.3))
+        x = f"R{k}"
+    plan = nnos.compile(save(model(nodes, [vi("X", [1, 4, 8, 8])], [vi("Y", [1, 4, 8, 8])], inits),
+                             tmp_path / "deep.onnx"))
+    src = source(plan)
+    xs = np.random.default_rng(1).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    plain, profiled = prepare(plan, "cpu"), CpuExecutable(plan, profile=True)
+    for exe in (plain, profiled):
+        np.copyto(exe.inputs["X"], xs)
+    plain.run()
+    times = profiled.step_times(3)
+    assert [s for s, _ in times] == [int(m.group(1)) for m in STEP.finditer(src)] and len(times) >= layers
+    assert np.array_equal(profiled.outputs["Y"], plain.outputs["Y"])
+    profiled_units = [u for u in built if any("nnos_profile(" in text for text in u)]
+    assert profiled_units and len(profiled_units[-1]) == 2                  # compiled as two units
+    assert "nnos_profile(" in profiled_units[-1][-1]                        # the entry point in the last
+
+
 def test_nnos_bench_steps_lists_each_step_slowest_first(tmp_path):
     plan = conv_plan(tmp_path, 8, 12)
     path = tmp_path / "p.nnos"
