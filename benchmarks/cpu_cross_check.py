@@ -106,7 +106,8 @@ for name, path in paths.items():
         exe.run()
         for k, w in want.items():
             got = exe.outputs[k]
-            if not np.allclose(got, w, rtol=1e-4, atol=1e-5, equal_nan=True):
+            atol = 1 if w.dtype.kind in "iu" else 1e-5        # integers: a quantization step (a tie rounded apart)
+            if not np.allclose(got, w, rtol=1e-4, atol=atol, equal_nan=True):
                 worst = float("inf")
             else:
                 worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - w))) if w.size else 0.0)
@@ -184,6 +185,21 @@ def depthwise_rows(path):
                   ("hi", np.full((), 6, np.float32)), ("W2", r(6, 1, 5, 5, seed=3))])
 
 
+def depthwise_quantized(path):
+    """Depthwise convolutions whose only reader is a QuantizeLinear: the rows stored as its bytes
+    (cpu/qstore.py), at stride 1 with rows of two vectors (uint8) and at stride 2 (int8)."""
+    nodes = [helper.make_node("Conv", ["X", "W1", "b1"], ["A"], kernel_shape=[3, 3], pads=[1] * 4, group=5),
+             helper.make_node("Clip", ["A", "lo", "hi"], ["A1"]),
+             helper.make_node("QuantizeLinear", ["A1", "s", "z"], ["Y1"]),
+             helper.make_node("Conv", ["X", "W2"], ["A2"], kernel_shape=[3, 3], pads=[1] * 4, strides=[2, 2], group=5),
+             helper.make_node("QuantizeLinear", ["A2", "s2", "z2"], ["Y2"])]
+    return _save(path, nodes, [vi("X", [1, 5, 7, 37])],
+                 [vi("Y1", [1, 5, 7, 37], TensorProto.UINT8), vi("Y2", [1, 5, 4, 19], TensorProto.INT8)],
+                 [("W1", r(5, 1, 3, 3, seed=1)), ("b1", r(5, seed=2)), ("lo", np.zeros((), np.float32)),
+                  ("hi", np.full((), 6, np.float32)), ("s", np.float32(6 / 255)), ("z", np.uint8(0)),
+                  ("W2", r(5, 1, 3, 3, seed=3)), ("s2", np.float32(0.05)), ("z2", np.int8(-5))])
+
+
 def attention(path):
     nodes = [helper.make_node("MatMul", ["X", "Wq"], ["Q"]), helper.make_node("MatMul", ["X", "Wk"], ["K"]),
              helper.make_node("Transpose", ["K"], ["KT"], perm=[0, 2, 1]),
@@ -209,8 +225,8 @@ def shapes(path):
                   ("ax", np.array([1, 2], np.int64)), ("z", np.zeros((1,), np.float32)), ("WT", r(4, 2, 3, 3, seed=5))])
 
 
-GRAPHS = {"lstm_bidir": lstm, "mobile_block": mobile, "depthwise_rows": depthwise_rows, "attention": attention,
-          "shape_ops": shapes}
+GRAPHS = {"lstm_bidir": lstm, "mobile_block": mobile, "depthwise_rows": depthwise_rows,
+          "depthwise_quantized": depthwise_quantized, "attention": attention, "shape_ops": shapes}
 '''
 
 

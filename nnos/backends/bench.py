@@ -30,7 +30,8 @@ def bench(plan, iters: int, warmup: int = 200, backend: str = "numpy") -> dict:
 def step_times(plan, iters: int, warmup: int = 50) -> list[dict]:
     """Each step's mean µs over ``iters`` calls after ``warmup``, on the cpu backend on one
     thread (cpu/profile.py), slowest first: its index, op (with the ops fused into it), name,
-    output shape, µs and share of the steps' sum."""
+    output shape, µs and share of the steps' sum. A step that stores the next step's
+    QuantizeLinear bytes (cpu/qstore.py) is one row, "+QuantizeLinear"."""
     from .ops_cpu import CpuExecutable
     exe = CpuExecutable(plan, profile=True)
     for name, v in sample_inputs(plan).items():
@@ -41,7 +42,8 @@ def step_times(plan, iters: int, warmup: int = 50) -> list[dict]:
     g, rows = plan.graph, []
     for s, t in times:
         node = g.nodes[s]
-        rows.append({"step": s, "op": "+".join([node.op] + [e.op for e in node.epilogue]), "name": node.name,
+        ops = [node.op] + [e.op for e in node.epilogue] + (["QuantizeLinear"] if s in exe.absorbed else [])
+        rows.append({"step": s, "op": "+".join(ops), "name": node.name,
                      "shape": list(g.type_of(node.outputs[0]).shape), "us": round(t / 1000, 3),
                      "share": round(t / total, 4)})
     return sorted(rows, key=lambda r: -r["us"])

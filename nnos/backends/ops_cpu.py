@@ -33,6 +33,7 @@ class CpuExecutable(Executable):
         lib, facts, vw, workspace, consts = _generated(plan, profile) if profile else \
             _recorded(plan) or _generated(plan)
         self._steps = facts.pop("profiled_steps", [])
+        self.absorbed = facts.pop("absorbed_steps", {})   # step → a QuantizeLinear step it also runs (qstore)
         self.facts = dict(facts, vector_floats=vw, compile_s=round(time.perf_counter() - t0, 3))
         self.arena = Arena(plan, extra=64)              # generated loops may read a vector past the end
         self.workspace = aligned_zeros(max(workspace, 64))
@@ -108,7 +109,8 @@ def _generated(plan, profile: bool = False) -> tuple:
         from .cpu.profile import profiled
         src, steps = profiled(src)
     lib, facts = build(src)
-    facts = dict(facts, source_lines=src.count("\n"), **({"profiled_steps": steps} if profile else {}))
+    facts = dict(facts, source_lines=src.count("\n"),
+                 **({"profiled_steps": steps, "absorbed_steps": prog.absorbed} if profile else {}))
     return lib, facts, prog.vw, prog.workspace, prog.consts
 
 

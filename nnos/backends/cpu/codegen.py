@@ -17,10 +17,12 @@ from ...ir import Graph
 from .conv import conv_ok
 from .ctype import storage
 from .elementwise import unary_chain
-from .emit import Unsupported
+from .emit import Unsupported, after_split
 from .emitters import EMITTERS
 from .gemm import gemm_fast_ok
 from .prelude import PRELUDE
+from .qstore import QStore, choose as choose_quantized_stores
+from .quant import quantize_linear
 from .team import OPAQUE, RUNTIME, SPLIT_WORK, wrap
 
 
@@ -36,6 +38,9 @@ class Program:
         self.blocked: dict[str, tuple] = {}           # tensors kept channel-blocked: name -> NCHW shape
         self.blocked_flat: dict[str, tuple] = {}      # flattened views of those: name -> the (C, H, W) they flatten
         self.split = False                            # the step being generated runs on every thread
+        self.qstores: dict[str, QStore] = {}          # outputs stored quantized by their producer (qstore.py)
+        self.qtaken: set[str] = set()                 # those whose kernel quantizes in registers
+        self.absorbed: dict[int, int] = {}            # step → the QuantizeLinear step it also runs
 
     # --- a step on several threads (team.py) ----------------------------------------------------
     def share(self, work: int, total: int, lo: str = "lo", hi: str = "hi") -> str | None:
@@ -46,6 +51,14 @@ class Program:
             return None
         self.split = True
         return f"NNOS_SHARE({lo}, {hi}, {total});"
+
+    def quantized_store(self, name: str) -> QStore | None:
+        """For a kernel that can quantize in registers: how to store tensor ``name`` when its
+        QuantizeLinear's output is to be stored instead (qstore.py); None to store it as it is."""
+        q = self.qstores.get(name)
+        if q is not None:
+            self.qtaken.add(name)
+        return q
 
     # --- operands ----------------------------------------------------------------------------
     def const(self, key: str, array: np.ndarray, dtype=np.float32) -> str:
@@ -89,6 +102,7 @@ def generate(plan, vw: int) -> tuple[str, Program]:
     prog = Program(plan, vw)
     skip = set(prog.mem.skip)
     choose_layouts(prog, skip)
+    prog.qstores = choose_quantized_stores(prog, skip)
     blocks = []
     for s, node in enumerate(prog.graph.nodes):
         if s in skip:
@@ -101,7 +115,14 @@ def generate(plan, vw: int) -> tuple[str, Program]:
             code = emit(prog, node)
         except Unsupported as e:
             raise Unsupported(f"step {s} {node.op} ({node.name!r}): {e}") from e
-        blocks.append((s, f"/* step {s}: {node.op} {node.name} */", code, prog.split))
+        note = f"/* step {s}: {node.op} {node.name} */"
+        q = prog.qstores.get(node.outputs[0]) if node.outputs else None
+        if q is not None:
+            note = f"/* step {s}: {node.op} {node.name}, stored as step {q.step}'s QuantizeLinear */"
+            prog.absorbed[s] = q.step
+            if node.outputs[0] not in prog.qtaken:      # the kernel stored float32: quantize it here
+                code += "\n" + after_split(prog, quantize_linear(prog, prog.graph.nodes[q.step]))
+        blocks.append((s, note, code, prog.split))
     head = f"#define NNOS_VW {vw}\n{PRELUDE}\n"
     if any(split for *_, split in blocks):          # a team of threads may run it (team.py)
         return "#define _GNU_SOURCE\n" + head + RUNTIME + "".join(prog.helpers) + wrap(blocks), prog

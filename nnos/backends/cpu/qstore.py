@@ -1,0 +1,93 @@
+"""Quantizing stores: a step whose float32 output only a QuantizeLinear reads, the very next
+step, stores the quantized bytes itself — the QDQ form's depthwise convolution writes uint8,
+not a float tensor four times its size that the next step reads once.
+
+``choose`` finds those pairs; a kernel that can quantize in registers asks ``Program.
+quantized_store`` for its output and stores through ``QStore.store``; for one that does not
+ask, codegen runs the QuantizeLinear's own loop at the end of the same step. Either way the
+QuantizeLinear's step runs as nothing. The values are QuantizeLinear's exactly (the same
+division, rounding half to even and saturation), so the object's outputs are bitwise the
+unfused ones.
+
+Writing the quantized tensor during the producer's step is safe when its arena bytes overlap
+nothing that step reads: the memory plan only promised them free from the QuantizeLinear's
+step on, and the only tensors that die between the two are the producer's operands.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...ops.quant import QUANT
+from .ctype import literal
+
+
+@dataclass(frozen=True)
+class QStore:
+    out: str            # the QuantizeLinear's output tensor
+    step: int           # the QuantizeLinear's step
+    scale: float
+    zero: int
+    lo: int             # the type's bounds
+    hi: int
+
+    def store(self, at: str, value: str, n: int | str) -> str:
+        """C that stores the ``n`` first lanes of vector ``value`` quantized at ``at``."""
+        return (f"vquant_store({at}, {value}, {literal(self.scale, np.float32)}, "
+                f"{literal(self.lo - self.zero, np.float32)}, {literal(self.hi - self.zero, np.float32)}, "
+                f"{literal(self.zero, np.float32)}, {n});")
+
+
+def _scalar(graph, name: str):
+    return graph.consts[name].reshape(()) if name in graph.consts and graph.consts[name].size == 1 else None
+
+
+def _quantizer(graph, node) -> tuple | None:
+    """(scale, zero point, type) of a QuantizeLinear by one constant float32 scale to uint8 or int8."""
+    if node.op != "QuantizeLinear" or node.epilogue or len(node.inputs) < 2:
+        return None
+    s = _scalar(graph, node.inputs[1])
+    zname = node.inputs[2] if len(node.inputs) > 2 else ""
+    z = _scalar(graph, zname) if zname else np.uint8(0)
+    out = np.dtype(graph.type_of(node.outputs[0]).dtype)
+    if s is None or z is None or s.dtype != np.float32 or out not in (np.dtype(np.uint8), np.dtype(np.int8)):
+        return None
+    if graph.type_of(node.inputs[0]).dtype != np.float32 or not np.isfinite(s) or s == 0:
+        return None
+    return float(s), int(z), out
+
+
+def _span(prog, name: str) -> tuple[int, int] | None:
+    if name in prog.graph.consts or name not in prog.mem.tensors:
+        return None
+    off = prog.mem.tensors[name]
+    return off, off + prog.graph.type_of(name).nbytes
+
+
+def _disjoint(prog, out: str, reads: list[str]) -> bool:
+    a = _span(prog, out)
+    return a is not None and all(b is None or b[1] <= a[0] or a[1] <= b[0] for b in map(lambda n: _span(prog, n), reads))
+
+
+def choose(prog, skip: set) -> dict[str, QStore]:
+    """The float32 tensors whose producer stores their QuantizeLinear's output instead, by
+    name; each such QuantizeLinear's step added to ``skip``."""
+    g, chosen = prog.graph, {}
+    consumers = g.consumers()
+    live = [s for s in range(len(g.nodes)) if s not in skip]
+    for s, nxt in zip(live, live[1:]):
+        node, q = g.nodes[s], g.nodes[nxt]
+        if len(node.outputs) != 1 or node.outputs[0] in g.outputs or q.inputs[0] != node.outputs[0]:
+            continue
+        params = _quantizer(g, q)
+        if params is None or len(consumers.get(node.outputs[0], [])) != 1:
+            continue
+        reads = list(node.inputs) + [i for e in node.epilogue for i in e.operands]
+        if not _disjoint(prog, q.outputs[0], [r for r in reads if r]):
+            continue
+        scale, zero, dt = params
+        lo, hi = QUANT[dt]
+        chosen[node.outputs[0]] = QStore(q.outputs[0], nxt, scale, zero, int(lo), int(hi))
+        skip.add(nxt)
+    return chosen
