@@ -17,12 +17,11 @@ from ...ir import Graph
 from .conv import conv_ok
 from .ctype import storage
 from .elementwise import unary_chain
-from .emit import Unsupported, after_split
+from .emit import Unsupported
 from .emitters import EMITTERS
 from .gemm import gemm_fast_ok
 from .prelude import PRELUDE
-from .qstore import QStore, choose as choose_quantized_stores
-from .quant import quantize_linear
+from .qstore import HELPER as QSTORE_HELPER, QStore, choose as choose_quantized_stores
 from .team import OPAQUE, RUNTIME, SPLIT_WORK, wrap
 
 
@@ -38,8 +37,8 @@ class Program:
         self.blocked: dict[str, tuple] = {}           # tensors kept channel-blocked: name -> NCHW shape
         self.blocked_flat: dict[str, tuple] = {}      # flattened views of those: name -> the (C, H, W) they flatten
         self.split = False                            # the step being generated runs on every thread
-        self.qstores: dict[str, QStore] = {}          # outputs stored quantized by their producer (qstore.py)
-        self.qtaken: set[str] = set()                 # those whose kernel quantizes in registers
+        self.qstores: dict[str, QStore] = {}          # outputs their producer may store quantized (qstore.py)
+        self.qtaken: set[str] = set()                 # those whose kernel did, in registers
         self.absorbed: dict[int, int] = {}            # step → the QuantizeLinear step it also runs
 
     # --- a step on several threads (team.py) ----------------------------------------------------
@@ -58,6 +57,8 @@ class Program:
         q = self.qstores.get(name)
         if q is not None:
             self.qtaken.add(name)
+            if QSTORE_HELPER not in self.helpers:
+                self.helpers.append(QSTORE_HELPER)
         return q
 
     # --- operands ----------------------------------------------------------------------------
@@ -116,12 +117,12 @@ def generate(plan, vw: int) -> tuple[str, Program]:
         except Unsupported as e:
             raise Unsupported(f"step {s} {node.op} ({node.name!r}): {e}") from e
         note = f"/* step {s}: {node.op} {node.name} */"
-        q = prog.qstores.get(node.outputs[0]) if node.outputs else None
-        if q is not None:
+        q = prog.qstores.pop(node.outputs[0], None) if node.outputs else None
+        if q is not None and node.outputs[0] in prog.qtaken:
             note = f"/* step {s}: {node.op} {node.name}, stored as step {q.step}'s QuantizeLinear */"
             prog.absorbed[s] = q.step
-            if node.outputs[0] not in prog.qtaken:      # the kernel stored float32: quantize it here
-                code += "\n" + after_split(prog, quantize_linear(prog, prog.graph.nodes[q.step]))
+        elif q is not None:                               # the kernel stored float32: the QuantizeLinear runs
+            skip.discard(q.step)
         blocks.append((s, note, code, prog.split))
     head = f"#define NNOS_VW {vw}\n{PRELUDE}\n"
     if any(split for *_, split in blocks):          # a team of threads may run it (team.py)

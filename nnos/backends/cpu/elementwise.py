@@ -128,17 +128,14 @@ def _input_dtype(prog, op, args, out_dtype):
     return out_dtype if a == "@v" else prog.type(a).dtype
 
 
-def generic_code(prog, out: str, steps, strides: dict | None = None, quantized=None) -> str:
+def generic_code(prog, out: str, steps, strides: dict | None = None) -> str:
     """``steps``: (op, args, attrs) applied in order to one element; "@v" in args is the running
     value (for the first step: the output's current value, when it is updated in place).
     ``strides``: an operand's element strides over the output where they are not numpy's
-    broadcasting (a per-channel scale). ``quantized`` (a qstore.QStore): the value is stored
-    as its QuantizeLinear's output instead of ``out``."""
+    broadcasting (a per-channel scale)."""
     ot = prog.type(out)
     shape, odt = ot.shape, ot.dtype
-    if quantized and "@v" in steps[0][1]:
-        raise Unsupported(f"{out}: a chain applied in place cannot store its QuantizeLinear's bytes")
-    operands = [(prog.ptr(quantized.out if quantized else out), contiguous_strides(shape))]
+    operands = [(prog.ptr(out), contiguous_strides(shape))]
     slot = {}
     for op, args, _ in steps:
         if op not in SUPPORTED:
@@ -173,15 +170,9 @@ def generic_code(prog, out: str, steps, strides: dict | None = None, quantized=N
         for op, args, attrs in steps:
             e = expr(op, [load(a) for a in args], _input_dtype(prog, op, args, odt), odt, attrs)
             lines.append(f"v = {'(float)(_Float16)' if half else ''}({e});")
-        if quantized:
-            qt = prog.type(quantized.out).dtype
-            q = expr("QuantizeLinear", ["v", literal(quantized.scale, np.float32), str(quantized.zero)], odt, qt,
-                     {"compute": odt.name})
-            lines.append(f"{operands[0][0]}[{idx[0]}] = ({storage(qt)}){q};")
-        else:
-            lines.append(f"{operands[0][0]}[{idx[0]}] = ({st})v;")
+        lines.append(f"{operands[0][0]}[{idx[0]}] = ({st})v;")
         return "\n".join(lines)
-    loops = nest(shape, [s for _, s in operands], body, independent=quantized is not None)   # qstore: disjoint
+    loops = nest(shape, [s for _, s in operands], body)
     return indent("{ " + " ".join(decls) + "\n" + loops + "\n}" if decls else loops)
 
 

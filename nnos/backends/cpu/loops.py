@@ -47,11 +47,9 @@ def _simplify(shape, strides_list):
 
 
 def nest(shape: Sequence[int], strides: Sequence[Sequence[int]], body: Callable[[list[str]], str],
-         var: str = "i", independent: bool = False) -> str:
+         var: str = "i") -> str:
     """Loops over ``shape``; ``body`` receives one index expression per operand (in the order
-    of ``strides``) and returns the C statements of one element. ``independent``: the caller
-    knows the stores alias no load (the innermost loop is marked so: gcc -O2 then vectorizes
-    a byte store that it would otherwise keep scalar)."""
+    of ``strides``) and returns the C statements of one element."""
     if int(np.prod(shape, dtype=np.int64)) == 0:
         return "/* empty */"
     dims = _simplify(shape, strides)
@@ -61,8 +59,7 @@ def nest(shape: Sequence[int], strides: Sequence[Sequence[int]], body: Callable[
         idx.append(" + ".join(terms) if terms else "0")
     lines, pad = [], ""
     for d, (n, _) in enumerate(dims):
-        mark = '_Pragma("GCC ivdep") ' if independent and d == len(dims) - 1 else ""
-        lines.append(f"{pad}{mark}for (long {var}{d} = 0; {var}{d} < {n}; {var}{d}++)")
+        lines.append(f"{pad}for (long {var}{d} = 0; {var}{d} < {n}; {var}{d}++)")
         pad += "    "
     inner = body(idx)
     if not dims:

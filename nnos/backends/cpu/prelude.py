@@ -151,18 +151,6 @@ static inline float sfakeq(float x, float s, float lo, float hi) {
     t = t > hi ? hi : t;
     return ((t + 12582912.0f) - 12582912.0f) * s;
 }
-/* QuantizeLinear of each lane to n bytes (uint8, or int8's bit pattern): x / s clamped to the
-   type's bounds less the zero point (lo, hi), rounded half to even, plus the zero point z —
-   the scalar quantize's value exactly, NaN to the low bound (qstore.py) */
-typedef uint8_t vu8 __attribute__((vector_size(VW)));
-static inline void vquant_store(void *dst, vf x, float s, float lo, float hi, float z, int n) {
-    vf t = x / s;
-    t = vsel(t >= lo, t, vsplat(lo));
-    t = vsel(t > hi, vsplat(hi), t);
-    t = ((t + 12582912.0f) - 12582912.0f) + z;
-    vu8 b = __builtin_convertvector(__builtin_convertvector(t, vi), vu8);
-    memcpy(dst, &b, n);
-}
 static inline vf vgelu(vf x) { return 0.5f * x * (1.0f + verf(x * 0.7071067811865476f)); }
 static inline float sgelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
 /* 0.5·x·(1 + tanh(y)) = x / (1 + exp(−2y)): exactly −0 far below zero, as the reference's */

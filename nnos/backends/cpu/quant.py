@@ -43,8 +43,7 @@ def quantize_linear(prog, node) -> str:
     if node.op == "QuantizeLinear":
         attrs["compute"] = compute_dtype(prog.type(x).dtype, prog.type(ins[1]).dtype).name
     links = [(e.op, e.inputs_with("@v"), e.attrs) for e in node.epilogue]
-    return generic_code(prog, out, [(node.op, ins, attrs)] + links, strides,       # the chain in the same loop
-                        quantized=prog.quantized_store(out) if prog.type(out).dtype == np.float32 else None)
+    return generic_code(prog, out, [(node.op, ins, attrs)] + links, strides)      # the chain in the same loop
 
 
 # --- MatMulInteger -----------------------------------------------------------------------------
