@@ -90,6 +90,8 @@ def test_matmul_integer_with_computed_operands_and_per_row_zero_points(tmp_path,
     (64, 9, 33, 1, 1, 0, 1, 1),      # 1×1, VNNI's tiles of 16 groups (the last short), a last group of one
                                      # pixel, a last group of one output channel
     (16, 6, 20, 3, 1, 1, 1, 1),      # 3×3, VNNI's tiles of 7 groups: 25 groups, the last of 16 pixels
+    (32, 5, 9, 5, 1, 2, 1, 1),       # 5×5 over 32 channels: 12.8 KB a group, VNNI's tiles of two (a pair a
+                                     # call), the last group of one pixel
     (6, 9, 7, 1, 2, 0, 1, 1),        # 1×1 at stride 2: the windowed form
     (3, 16, 64, 5, 2, 2, 1, 1),      # an image's channels, rows of whole groups: a word's pixels a vector (stride 2)
     (2, 8, 34, 3, 1, 0, 1, 1)])      # … at stride 1, a part-filled word

@@ -84,7 +84,12 @@ static void nnos_qrows4_vnni(const uint8_t *restrict a, long lda, const int8_t *
    the first-level cache): each four output channels over every group, each channel's row
    written along — not one 64-byte store to each of m rows a plane apart per group (rows 4 KB
    apart share a cache set, and each is its own prefetch stream: int8 mbv2_s's 16 → 64
-   convolution took 22 µs, its float32 one 12); the last group's pixels past ``last`` not stored */
+   convolution took 22 µs, its float32 one 12); the last group's pixels past ``last`` not stored.
+   Two groups at a time: eight independent sums, each four broadcast weights used twice (four
+   sums were a chain of dependent vpdpbusd, bound by its latency) */
+static inline void nnos_qstore4(int32_t *yg, long ldy, long q, __mmask16 mk, const __m512i *cs, const __m512i *corr) {
+    for (long t = 0; t < q; t++) _mm512_mask_storeu_epi32(yg + t * ldy, mk, _mm512_sub_epi32(cs[t], corr[t]));
+}
 static void nnos_qconv16_vnni_rows(const uint8_t *restrict col, long nb, const int8_t *restrict w,
                                    const int32_t *restrict rowsum, int32_t off, int32_t *restrict y, long ldy,
                                    long kq, long m, __mmask16 last) {
@@ -94,7 +99,27 @@ static void nnos_qconv16_vnni_rows(const uint8_t *restrict col, long nb, const i
         const int8_t *w0 = w + oc * ld;
         __m512i corr[4];
         for (long t = 0; t < 4; t++) corr[t] = _mm512_set1_epi32(t < q ? off * rowsum[oc + t] : 0);
-        for (long g = 0; g < nb; g++) {
+        long g = 0;
+        for (; g + 2 <= nb; g += 2) {
+            const uint8_t *cg = col + g * 64 * kq;
+            __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, d0 = c0, d1 = c0, d2 = c0, d3 = c0;
+            for (long p = 0; p < kq; p++) {
+                const __m512i cv = _mm512_loadu_si512(cg + 64 * p), dv = _mm512_loadu_si512(cg + 64 * (kq + p));
+                int32_t a0, a1, a2, a3;
+                memcpy(&a0, w0 + 4 * p, 4); memcpy(&a1, w0 + ld + 4 * p, 4);
+                memcpy(&a2, w0 + 2 * ld + 4 * p, 4); memcpy(&a3, w0 + 3 * ld + 4 * p, 4);
+                const __m512i b0 = _mm512_set1_epi32(a0), b1 = _mm512_set1_epi32(a1);
+                const __m512i b2 = _mm512_set1_epi32(a2), b3 = _mm512_set1_epi32(a3);
+                c0 = _mm512_dpbusd_epi32(c0, cv, b0); d0 = _mm512_dpbusd_epi32(d0, dv, b0);
+                c1 = _mm512_dpbusd_epi32(c1, cv, b1); d1 = _mm512_dpbusd_epi32(d1, dv, b1);
+                c2 = _mm512_dpbusd_epi32(c2, cv, b2); d2 = _mm512_dpbusd_epi32(d2, dv, b2);
+                c3 = _mm512_dpbusd_epi32(c3, cv, b3); d3 = _mm512_dpbusd_epi32(d3, dv, b3);
+            }
+            const __m512i cs[4] = {c0, c1, c2, c3}, ds[4] = {d0, d1, d2, d3};
+            nnos_qstore4(y + oc * ldy + g * 16, ldy, q, (__mmask16)0xFFFF, cs, corr);
+            nnos_qstore4(y + oc * ldy + g * 16 + 16, ldy, q, g + 2 == nb ? last : (__mmask16)0xFFFF, ds, corr);
+        }
+        if (g < nb) {                                              /* an odd last group */
             const uint8_t *cg = col + g * 64 * kq;
             __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
             for (long p = 0; p < kq; p++) {
@@ -107,10 +132,8 @@ static void nnos_qconv16_vnni_rows(const uint8_t *restrict col, long nb, const i
                 c2 = _mm512_dpbusd_epi32(c2, cv, _mm512_set1_epi32(a2));
                 c3 = _mm512_dpbusd_epi32(c3, cv, _mm512_set1_epi32(a3));
             }
-            const __mmask16 mk = g == nb - 1 ? last : (__mmask16)0xFFFF;
-            int32_t *yg = y + oc * ldy + g * 16;
             const __m512i cs[4] = {c0, c1, c2, c3};
-            for (long t = 0; t < q; t++) _mm512_mask_storeu_epi32(yg + t * ldy, mk, _mm512_sub_epi32(cs[t], corr[t]));
+            nnos_qstore4(y + oc * ldy + g * 16, ldy, q, last, cs, corr);
         }
     }
 }

@@ -62,7 +62,8 @@ def windowed(prog, node, wc: np.ndarray, geometry, f: Form) -> str:
     weights = prog.const(o + ":windowed", wk.reshape(wk.shape[0], -1), f.wdtype)
     size = kq * step
     if f.rows is not None:                       # a tile of groups' blocks (16 KB), then one call for the tile
-        tile = max(1, min(-(-npx // f.lanes), 16384 // size))
+        # (at least two groups up to 32 KB: the kernel takes groups in pairs)
+        tile = max(1, min(-(-npx // f.lanes), max(16384, min(2 * size, 32768)) // size))
         call = f.rows(weights, f"Y + b * {mo * npx} + t0 * {f.lanes}", npx, kq, mo)
     else:
         tile, call = 0, f.kernel(weights, f"Y + b * {mo * npx} + px0", npx, kq, mo)
