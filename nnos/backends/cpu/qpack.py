@@ -4,7 +4,10 @@ each pixel's side by side), multiplied by every output channel's packed weights.
 
 - ``windowed`` (any kernel, stride, padding, dilation): the image copied once into a bordered,
   channel-last buffer (``lanes`` pixels of a row at a time interleaved as below, each pixel's
-  word then stored in its place), then each pixel's window a few contiguous runs of it.
+  word then stored in its place), then each pixel's window a few contiguous runs of it — or,
+  for a group of consecutive pixels of one output row, whole runs of ``lanes`` words: one
+  vector load a word (a pixel of one word, ``_gather``), or each window row's pixels transposed
+  once into a row per word (several, at stride 1: ``_transposed``).
 - ``pointwise`` (1×1 at stride 1, no padding): straight from NCHW — channel rows of ``lanes``
   pixels loaded as whole vectors and interleaved in registers (two-source byte or half-word
   shuffles: vpermt2b/vpunpck on x86), without the channel-last copy and its scalar store per
@@ -72,7 +75,7 @@ def windowed(prog, node, wc: np.ndarray, geometry, f: Form) -> str:
         return _pointwise(prog, node, (n, c, npx), col, size, f, call, tile)
     pad, _ = prog.ws(hp * wp * cw * 4 // f.per_word + 64, f.ctype)      # + a vector: _gather's may read past
     xt = storage(prog.type(x).dtype)
-    fast = _gather(f, geometry, wp, cw, run_at)
+    fast = _gather(f, geometry, wp, cw, run_at) or _transposed(prog, f, geometry, wp, cw)
     whole = f"if (cnt == {f.lanes}) {{\n{indent(fast, 4)}\n}} else " if fast else ""
     scatter = (f"for (int r_ = 0; r_ < {f.lanes}; r_++) "       # each pixel's word to its place in the channel-last copy
                f"memcpy(ps + r_ * {cw} + t * {f.per_word}, (const char *)o + r_ * 4, 4);")
@@ -154,6 +157,30 @@ for (long u = 0; u < {kh}; u++)
         {load}
         memcpy(C + (u * {kw} + t) * {lanes * pw}, &v, sizeof v);
     }}"""
+
+
+def _transposed(prog, f: Form, geometry, wp: int, cw: int) -> str:
+    """A whole group's block when its pixels are consecutive pixels of one output row at stride 1
+    with several words each: for each window row, the ``lanes + kw − 1`` pixels it covers
+    transposed once into one row per word of a pixel (T[j][p]: word j of pixel p), so that word
+    j of tap kx for all ``lanes`` pixels is the run T[j][kx …] — one copy of ``lanes`` words,
+    not ``lanes`` copies of one (int8 res5_s's 16-channel 5×5: 320 of them a window row). Empty
+    when this does not apply."""
+    n, c, h, wd, kh, kw, strides, dil, begin, out = geometry
+    lanes, words = f.lanes, cw // f.per_word                      # a pixel's words (4 bytes each)
+    if words < 2 or dil[1] != 1 or strides[1] != 1 or out[1] % lanes:
+        return ""
+    span = lanes + kw - 1
+    t, _ = prog.ws(words * span * 4, "uint32_t")
+    step = lanes * f.per_word                                    # a word's row in the block, in elements
+    return f"""const uint32_t *at = (const uint32_t *)(P + ((px0 / {out[1]}) * {strides[0]} * {wp} + px0 % {out[1]}) * {cw});
+uint32_t *const T = {t};
+for (long u = 0; u < {kh}; u++) {{
+    const uint32_t *src = at + u * {dil[0] * wp * words};
+    for (long p = 0; p < {span}; p++) for (long j = 0; j < {words}; j++) T[j * {span} + p] = src[p * {words} + j];
+    for (long kx = 0; kx < {kw}; kx++) for (long j = 0; j < {words}; j++)
+        memcpy(C + ((u * {kw} + kx) * {words} + j) * {step}, T + j * {span} + kx, {4 * lanes});
+}}"""
 
 
 def _pointwise(prog, node, dims: tuple, col: str, size: int, f: Form, call: str, tile: int) -> str:
