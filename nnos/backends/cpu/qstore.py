@@ -27,14 +27,23 @@ from .ctype import literal
 # a helper in the source of a plan that uses it (prelude's size decides gcc's -O level: toolchain)
 HELPER = r"""/* QuantizeLinear of each lane to n bytes (uint8, or int8's bit pattern): x / s clamped to the
    type's bounds less the zero point (lo, hi), rounded half to even, plus the zero point z —
-   the scalar quantize's value exactly, NaN to the low bound */
-typedef uint8_t vu8 __attribute__((vector_size(VW)));
+   the scalar quantize's value exactly, NaN to the low bound; each lane's low byte picked by a
+   byte shuffle below 16 lanes (AVX2 has no vpmovdb: gcc narrowed a vector one lane at a time
+   through general registers, and int8 mbv2_s's quantized depthwise steps were slower than the
+   float store and QuantizeLinear they replaced) */
 static inline void vquant_store(void *dst, vf x, float s, float lo, float hi, float z, int n) {
     vf t = x / s;
     t = vsel(t >= lo, t, vsplat(lo));
     t = vsel(t > hi, vsplat(hi), t);
     t = ((t + 12582912.0f) - 12582912.0f) + z;
+#if VW == 16
+    typedef uint8_t vu8 __attribute__((vector_size(VW)));
     vu8 b = __builtin_convertvector(__builtin_convertvector(t, vi), vu8);
+#else
+    typedef uint8_t vb4 __attribute__((vector_size(VW * 4)));
+    vb4 b = __builtin_shuffle((vb4)__builtin_convertvector(t, vi), (vb4){0, 4, 8, 12, 16 % (VW * 4), 20 % (VW * 4),
+                                                                          24 % (VW * 4), 28 % (VW * 4)});
+#endif
     memcpy(dst, &b, n);
 }
 """
