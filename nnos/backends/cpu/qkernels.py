@@ -84,7 +84,7 @@ static void nnos_qrows4_vnni(const uint8_t *restrict a, long lda, const int8_t *
    the first-level cache): each four output channels over every group, each channel's row
    written along — not one 64-byte store to each of m rows a plane apart per group (rows 4 KB
    apart share a cache set, and each is its own prefetch stream: int8 mbv2_s's 16 → 64
-   convolution took 22 µs, its float32 one 12); the last group's pixels past ``last`` not stored.
+   convolution took 22 µs, its float32 one 12); the last group's pixels past ``lastn`` not stored.
    Two groups at a time: eight independent sums, each four broadcast weights used twice (four
    sums were a chain of dependent vpdpbusd, bound by its latency) */
 static inline void nnos_qstore4(int32_t *yg, long ldy, long q, __mmask16 mk, const __m512i *cs, const __m512i *corr) {
@@ -92,8 +92,9 @@ static inline void nnos_qstore4(int32_t *yg, long ldy, long q, __mmask16 mk, con
 }
 static void nnos_qconv16_vnni_rows(const uint8_t *restrict col, long nb, const int8_t *restrict w,
                                    const int32_t *restrict rowsum, int32_t off, int32_t *restrict y, long ldy,
-                                   long kq, long m, __mmask16 last) {
+                                   long kq, long m, long lastn) {
     const long ld = 4 * kq;
+    const __mmask16 last = (__mmask16)((1u << lastn) - 1);
     for (long oc = 0; oc < m; oc += 4) {
         const long q = m - oc < 4 ? m - oc : 4;                  /* rows past m: the zero rows packed after them */
         const int8_t *w0 = w + oc * ld;
@@ -180,25 +181,53 @@ static void nnos_qrow_avx2(const int16_t *restrict a, const int16_t *restrict b,
         else { int32_t t[8]; _mm256_storeu_si256((__m256i *)t, c0); memcpy(y + col, t, 4 * (n - col)); }
     }
 }
-/* a convolution's 8 output pixels for every output channel: col is the pixels' windows as
-   [kp][8 pixels][2] centred int16, w the weight as [m][2 kp] int16; y[oc * ldy + 0:cnt] */
-static void nnos_qconv8_avx2(const int16_t *restrict col, const int16_t *restrict w, int32_t *restrict y,
-                             long ldy, long kp, long m, long cnt) {
+/* the AVX2 form of nnos_qconv16_vnni_rows: nb groups of 8 pixels (col: [nb][kp][8][2] centred
+   int16, a tile in the first-level cache), each four output channels over every group, two
+   groups at a time (eight sums); the last group's pixels past ``lastn`` not stored */
+static inline void nnos_qstore8(int32_t *y, long ldy, long q, long cnt, const __m256i *cs) {
+    for (long t = 0; t < q; t++) {
+        if (cnt == 8) _mm256_storeu_si256((__m256i *)(y + t * ldy), cs[t]);
+        else { int32_t tmp[8]; _mm256_storeu_si256((__m256i *)tmp, cs[t]); memcpy(y + t * ldy, tmp, 4 * cnt); }
+    }
+}
+static void nnos_qconv8_avx2_rows(const int16_t *restrict col, long nb, const int16_t *restrict w,
+                                  int32_t *restrict y, long ldy, long kp, long m, long lastn) {
     const long ld = 2 * kp;
     for (long oc = 0; oc < m; oc += 4) {
-        const long q = m - oc < 4 ? m - oc : 4;
+        const long q = m - oc < 4 ? m - oc : 4;           /* rows past m: the zero rows packed after them */
         const int16_t *w0 = w + oc * ld;
-        __m256i c[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-        for (long p = 0; p < kp; p++) {
-            const __m256i cv = _mm256_loadu_si256((const __m256i *)(col + 16 * p));
-            for (long t = 0; t < 4; t++) {             /* rows past m read the zero rows packed after them */
-                int32_t a2; memcpy(&a2, w0 + t * ld + 2 * p, 4);
-                c[t] = _mm256_add_epi32(c[t], _mm256_madd_epi16(cv, _mm256_set1_epi32(a2)));
+        long g = 0;
+        for (; g + 2 <= nb; g += 2) {
+            const int16_t *cg = col + g * 16 * kp;
+            __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0, d0 = c0, d1 = c0, d2 = c0, d3 = c0;
+            for (long p = 0; p < kp; p++) {
+                const __m256i cv = _mm256_loadu_si256((const __m256i *)(cg + 16 * p));
+                const __m256i dv = _mm256_loadu_si256((const __m256i *)(cg + 16 * (kp + p)));
+                int32_t a0, a1, a2, a3;
+                memcpy(&a0, w0 + 2 * p, 4); memcpy(&a1, w0 + ld + 2 * p, 4);
+                memcpy(&a2, w0 + 2 * ld + 2 * p, 4); memcpy(&a3, w0 + 3 * ld + 2 * p, 4);
+                const __m256i b0 = _mm256_set1_epi32(a0), b1 = _mm256_set1_epi32(a1);
+                const __m256i b2 = _mm256_set1_epi32(a2), b3 = _mm256_set1_epi32(a3);
+                c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(cv, b0)); d0 = _mm256_add_epi32(d0, _mm256_madd_epi16(dv, b0));
+                c1 = _mm256_add_epi32(c1, _mm256_madd_epi16(cv, b1)); d1 = _mm256_add_epi32(d1, _mm256_madd_epi16(dv, b1));
+                c2 = _mm256_add_epi32(c2, _mm256_madd_epi16(cv, b2)); d2 = _mm256_add_epi32(d2, _mm256_madd_epi16(dv, b2));
+                c3 = _mm256_add_epi32(c3, _mm256_madd_epi16(cv, b3)); d3 = _mm256_add_epi32(d3, _mm256_madd_epi16(dv, b3));
             }
+            const __m256i cs[4] = {c0, c1, c2, c3}, ds[4] = {d0, d1, d2, d3};
+            nnos_qstore8(y + oc * ldy + g * 8, ldy, q, 8, cs);
+            nnos_qstore8(y + oc * ldy + g * 8 + 8, ldy, q, g + 2 == nb ? lastn : 8, ds);
         }
-        for (long t = 0; t < q; t++) {
-            if (cnt == 8) _mm256_storeu_si256((__m256i *)(y + (oc + t) * ldy), c[t]);
-            else { int32_t tmp[8]; _mm256_storeu_si256((__m256i *)tmp, c[t]); memcpy(y + (oc + t) * ldy, tmp, 4 * cnt); }
+        if (g < nb) {                                      /* an odd last group */
+            const int16_t *cg = col + g * 16 * kp;
+            __m256i c[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+            for (long p = 0; p < kp; p++) {
+                const __m256i cv = _mm256_loadu_si256((const __m256i *)(cg + 16 * p));
+                for (long t = 0; t < 4; t++) {
+                    int32_t a2; memcpy(&a2, w0 + t * ld + 2 * p, 4);
+                    c[t] = _mm256_add_epi32(c[t], _mm256_madd_epi16(cv, _mm256_set1_epi32(a2)));
+                }
+            }
+            nnos_qstore8(y + oc * ldy + g * 8, ldy, q, lastn, c);
         }
     }
 }

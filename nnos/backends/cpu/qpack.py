@@ -15,7 +15,7 @@ each pixel's side by side), multiplied by every output channel's packed weights.
 Channels past the last (a part-filled word) hold the form's fill value. On VNNI a tile of
 groups' blocks (16 KB) is built first and the kernel runs each four output channels over the
 whole tile (``_groups``), so each output row is written along rather than one 16-pixel store to
-every row, a plane apart, per group.
+every row, a plane apart, per group (VNNI and AVX2 alike).
 """
 from __future__ import annotations
 
@@ -38,9 +38,8 @@ class Form:
     decl: str               # the C declaration of what ``convert`` and ``fill`` use
     fill: str               # the border's (and extra channels') value
     convert: Callable       # an input element's C expression → the buffer's value
-    kernel: Callable | None  # (weights, y, ld, words, out channels) → the kernel's call for one group
     pointwise: Callable     # (input C type, channels, plane, [store]) → ``lanes`` pixels' words from NCHW
-    rows: Callable | None = None   # (weights, y, ld = plane, words, out channels) → the call for a tile of groups
+    rows: Callable          # (weights, y, ld = plane, words, out channels) → the kernel's call for a tile of groups
 
 
 def windowed(prog, node, wc: np.ndarray, geometry, f: Form) -> str:
@@ -64,13 +63,12 @@ def windowed(prog, node, wc: np.ndarray, geometry, f: Form) -> str:
     npx, step = out[0] * out[1], f.lanes * f.per_word
     weights = prog.const(o + ":windowed", wk.reshape(wk.shape[0], -1), f.wdtype)
     size = kq * step
-    if f.rows is not None:                       # a tile of groups' blocks (16 KB), then one call for the tile
-        # (at least two groups up to 32 KB: the kernel takes groups in pairs)
-        tile = max(1, min(-(-npx // f.lanes), max(16384, min(2 * size, 32768)) // size))
-        call = f.rows(weights, f"Y + b * {mo * npx} + t0 * {f.lanes}", npx, kq, mo)
-    else:
-        tile, call = 0, f.kernel(weights, f"Y + b * {mo * npx} + px0", npx, kq, mo)
-    col, _ = prog.ws(max(tile, 1) * kq * 4 * f.lanes, f.ctype)     # bytes: a group's block is kq words a pixel
+    # a tile of groups' blocks (16 KB; at least two groups up to 32 KB: the kernels take groups in
+    # pairs), then one call for the tile
+    block = kq * 4 * f.lanes                     # bytes: a group's block is kq words a pixel
+    tile = max(1, min(-(-npx // f.lanes), max(16384, min(2 * block, 32768)) // block))
+    call = f.rows(weights, f"Y + b * {mo * npx} + t0 * {f.lanes}", npx, kq, mo)
+    col, _ = prog.ws(tile * block, f.ctype)
     if (kh, kw, *strides, *begin, *out) == (1, 1, 1, 1, 0, 0, h, wd):
         return _pointwise(prog, node, (n, c, npx), col, size, f, call, tile)
     pad, _ = prog.ws(hp * wp * cw * 4 // f.per_word + 64, f.ctype)      # + a vector: _gather's may read past
@@ -111,19 +109,12 @@ for (long b = 0; b < {n}; b++) {{
 
 def _groups(ctype: str, npx: int, lanes: int, size: int, tile: int, block: str, call: str) -> str:
     """The loop over groups of ``lanes`` output pixels: ``block`` builds group px0's block at C
-    (``cnt`` of its pixels real), ``call`` runs the kernel — per group, or (``tile``) per tile of
-    that many groups built side by side from CA (``tn`` groups, ``mk`` the last one's pixels)."""
-    if not tile:
-        return f"""for (long px0 = 0; px0 < {npx}; px0 += {lanes}) {{
-    const long cnt = {npx} - px0 < {lanes} ? {npx} - px0 : {lanes};
-    {ctype} *C = CA;
-{indent(block, 4)}
-    {call}
-}}"""
+    (``cnt`` of its pixels real), ``call`` runs the kernel per tile of ``tile`` groups built side
+    by side from CA (``tn`` groups, ``mk`` the last one's pixels)."""
     groups, last = -(-npx // lanes), npx - (-(-npx // lanes) - 1) * lanes
     return f"""for (long t0 = 0; t0 < {groups}; t0 += {tile}) {{
     const long tn = {groups} - t0 < {tile} ? {groups} - t0 : {tile};
-    const __mmask16 mk = t0 + tn == {groups} ? (__mmask16)((1u << {last}) - 1) : (__mmask16)0xFFFF;
+    const long mk = t0 + tn == {groups} ? {last} : {lanes};
     for (long g = 0; g < tn; g++) {{
         const long px0 = (t0 + g) * {lanes}, cnt = {npx} - px0 < {lanes} ? {npx} - px0 : {lanes};
         {ctype} *C = CA + g * {size};

@@ -191,7 +191,6 @@ def _vnni_conv(prog, node, wc: np.ndarray, geometry) -> str:
     return windowed(prog, node, wc, geometry, Form(
         "uint8_t", 4, 16, np.int8, f"const int32_t off = {128 if flip else 0} + {_zero(prog, zx, '0')};", "off",
         lambda v: f"(uint8_t)({v}{' ^ 0x80' if flip else ''})",
-        None,                                                                    # no kernel for one group: ``rows``
         lambda xt, c, npx, *store: vnni_pointwise(xt, flip, c, npx, *store),
         lambda wk, y, npx, kq, mo: f"nnos_qconv16_vnni_rows(CA, tn, {wk}, {rowsum}, off, {y}, {npx}, {kq}, {mo}, mk);"))
 
@@ -203,7 +202,8 @@ def _avx2_conv(prog, node, wc: np.ndarray, geometry) -> str:
     return windowed(prog, node, wc, geometry, Form(
         "int16_t", 2, 8, np.int16, f"const int32_t zx = {_zero(prog, zx, '0')};", "0",
         lambda v: f"(int16_t)((int32_t){v} - zx)",
-        lambda wk, y, ld, kq, mo: f"nnos_qconv8_avx2(C, {wk}, {y}, {ld}, {kq}, {mo}, cnt);", avx2_pointwise))
+        avx2_pointwise,
+        lambda wk, y, npx, kq, mo: f"nnos_qconv8_avx2_rows(CA, tn, {wk}, {y}, {npx}, {kq}, {mo}, mk);"))
 
 
 def _direct_conv(prog, node, geometry, g: int) -> str:
