@@ -96,7 +96,8 @@ def test_matmul_integer_with_computed_operands_and_per_row_zero_points(tmp_path,
     (3, 16, 64, 5, 2, 2, 1, 1),      # an image's channels, rows of whole groups: a word's pixels a vector (stride 2)
     (2, 8, 34, 3, 1, 0, 1, 1),       # … at stride 1, a part-filled word
     (16, 6, 16, 5, 1, 2, 1, 1),      # 5×5 at stride 1, rows of whole groups, words a pixel: window rows transposed
-    (6, 5, 32, 3, 1, 1, 1, 1)])      # … 3×3, a part-filled last word
+    (6, 5, 32, 3, 1, 1, 1, 1),       # … 3×3, a part-filled last word
+    (16, 6, 32, 3, 2, 1, 1, 1)])     # … at stride 2: each parity of the window row's pixels transposed
 @pytest.mark.parametrize("x_dt", ["uint8", "int8"])
 def test_conv_integer_with_a_constant_weight(tmp_path, target, c, oc, hw, kernel, stride, pad, dil, group, x_dt):
     rng = np.random.default_rng(c + oc + hw)
@@ -115,8 +116,9 @@ def test_conv_integer_with_a_constant_weight(tmp_path, target, c, oc, hw, kernel
     whole_rows = c <= 4 and group == dil == 1 and stride in (1, 2) and out % 16 == 0 and not pointwise
     assert ("typedef uint32_t vw" in src) == whole_rows                 # qpack._gather (VNNI's block)
     assert ("nnos_qconv16_vnni_rows(CA, " in src) == (group == 1)      # VNNI: a tile of groups a call
-    rows_of_words = (c > 4 and out % 16 == 0) or (c > 2 and out % 8 == 0)     # VNNI's 16 pixels, AVX2's 8
-    transposed = group == 1 and not pointwise and stride == dil == 1 and rows_of_words
+    least = 2 if stride == 1 else 4                                    # words a pixel: 4 bytes VNNI, 2 int16 AVX2
+    rows_of_words = (-(-c // 4) >= least and out % 16 == 0) or (-(-c // 2) >= least and out % 8 == 0)
+    transposed = group == 1 and not pointwise and stride in (1, 2) and dil == 1 and rows_of_words
     assert ("uint32_t *const T = " in src) == transposed                # qpack._transposed
     _exactly_as_the_reference(plan, {"x": _ints(x_dt, (2, c, hw, hw), rng)})
 

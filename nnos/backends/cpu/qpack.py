@@ -71,7 +71,8 @@ def windowed(prog, node, wc: np.ndarray, geometry, f: Form) -> str:
     col, _ = prog.ws(tile * block, f.ctype)
     if (kh, kw, *strides, *begin, *out) == (1, 1, 1, 1, 0, 0, h, wd):
         return _pointwise(prog, node, (n, c, npx), col, size, f, call, tile)
-    pad, _ = prog.ws(hp * wp * cw * 4 // f.per_word + 64, f.ctype)      # + a vector: _gather's may read past
+    pad, _ = prog.ws(hp * wp * cw * 4 // f.per_word + 64 + cw * 4, f.ctype)   # + a vector and a pixel: _gather's
+                                                                              # and _transposed's may read past
     xt = storage(prog.type(x).dtype)
     fast = _gather(f, geometry, wp, cw, run_at) or _transposed(prog, f, geometry, wp, cw)
     whole = f"if (cnt == {f.lanes}) {{\n{indent(fast, 4)}\n}} else " if fast else ""
@@ -151,26 +152,29 @@ for (long u = 0; u < {kh}; u++)
 
 
 def _transposed(prog, f: Form, geometry, wp: int, cw: int) -> str:
-    """A whole group's block when its pixels are consecutive pixels of one output row at stride 1
-    with several words each: for each window row, the ``lanes + kw − 1`` pixels it covers
-    transposed once into one row per word of a pixel (T[j][p]: word j of pixel p), so that word
-    j of tap kx for all ``lanes`` pixels is the run T[j][kx …] — one copy of ``lanes`` words,
-    not ``lanes`` copies of one (int8 res5_s's 16-channel 5×5: 320 of them a window row). Empty
-    when this does not apply."""
+    """A whole group's block when its pixels are consecutive pixels of one output row with
+    several words each: for each window row, the pixels it covers transposed once into a row
+    per word of a pixel and per pixel parity at stride 2 (T[par][j][p]: word j of pixel
+    s·p + par), so that word j of tap kx for all ``lanes`` pixels is the run T[kx mod s][j][kx / s …]
+    — one copy of ``lanes`` words, not ``lanes`` copies of one (int8 res5_s's 16-channel 5×5:
+    320 of them a window row). At stride 2 from four words a pixel (two: measured slower than the
+    copies, AVX2's 3-channel first layers). Empty when this does not apply."""
     n, c, h, wd, kh, kw, strides, dil, begin, out = geometry
-    lanes, words = f.lanes, cw // f.per_word                      # a pixel's words (4 bytes each)
-    if words < 2 or dil[1] != 1 or strides[1] != 1 or out[1] % lanes:
+    lanes, words, s = f.lanes, cw // f.per_word, strides[1]      # a pixel's words (4 bytes each)
+    if words < (2 if s == 1 else 4) or dil[1] != 1 or s not in (1, 2) or out[1] % lanes:
         return ""
-    span = lanes + kw - 1
-    t, _ = prog.ws(words * span * 4, "uint32_t")
-    step = lanes * f.per_word                                    # a word's row in the block, in elements
-    return f"""const uint32_t *at = (const uint32_t *)(P + ((px0 / {out[1]}) * {strides[0]} * {wp} + px0 % {out[1]}) * {cw});
+    span = lanes + (kw - 1) // s                 # a row of T (it may read s − 1 pixels past the window: P's slack)
+    t, _ = prog.ws(s * words * span * 4, "uint32_t")
+    step = lanes * f.per_word                    # a word's row in the block, in elements
+    row = f"(px0 / {out[1]}) * {strides[0]} * {wp} + px0 % {out[1]} * {s}"
+    return f"""const uint32_t *at = (const uint32_t *)(P + ({row}) * {cw});
 uint32_t *const T = {t};
 for (long u = 0; u < {kh}; u++) {{
     const uint32_t *src = at + u * {dil[0] * wp * words};
-    for (long p = 0; p < {span}; p++) for (long j = 0; j < {words}; j++) T[j * {span} + p] = src[p * {words} + j];
+    for (long p = 0; p < {span}; p++) for (long q = 0; q < {s}; q++) for (long j = 0; j < {words}; j++)
+        T[(q * {words} + j) * {span} + p] = src[(p * {s} + q) * {words} + j];
     for (long kx = 0; kx < {kw}; kx++) for (long j = 0; j < {words}; j++)
-        memcpy(C + ((u * {kw} + kx) * {words} + j) * {step}, T + j * {span} + kx, {4 * lanes});
+        memcpy(C + ((u * {kw} + kx) * {words} + j) * {step}, T + ((kx % {s}) * {words} + j) * {span} + kx / {s}, {4 * lanes});
 }}"""
 
 
