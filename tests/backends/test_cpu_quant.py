@@ -70,6 +70,8 @@ def test_matmul_integer_with_a_constant_weight(tmp_path, target, m, k, n, a_dt, 
     node = helper.make_node("MatMulInteger", ["a", "b", "az"] + (["bz"] if zps is not None else []), ["y"])
     mdl = model([node], [vi("a", [m, k], I8[a_dt])], [vi("y", [m, n], TensorProto.INT32)], inits, opset=13)
     plan = nnos.compile(save(mdl, tmp_path / "m.onnx"))
+    from nnos.backends.cpu import source
+    assert ("nnos_qrows4_vnni(R, " in source(plan)) == (m >= 4 and b_zp != "wide")     # VNNI: four rows a call
     _exactly_as_the_reference(plan, {"a": _ints(a_dt, (m, k), rng)})
 
 

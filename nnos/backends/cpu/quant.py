@@ -66,24 +66,34 @@ def _centred_weight(prog, node) -> np.ndarray | None:
 
 
 def _vnni_rows(prog, node, w: np.ndarray, m: int, k: int, n: int) -> str:
+    """Each row of A as unsigned bytes (int8 flipped), on the VNNI row kernel; with one zero
+    point for every row, four rows a call (nnos_qrows4_vnni: four independent sums a column
+    block — one row's were a chain of dependent vpdpbusd when the columns are few)."""
     a, o = node.inputs[0], node.outputs[0]
     za = node.inputs[2] if len(node.inputs) > 2 else ""
     packed, colsum = pack_vnni(w.astype(np.int8))
     kq = -(-k // 4)
     flip = prog.type(a).dtype == np.int8             # int8 activations: + 128 makes them unsigned
-    row, _ = prog.ws(kq * 4, "uint8_t")
+    fours = m // 4 * 4 if not za or prog.type(za).size == 1 else 0
+    rows, _ = prog.ws(4 * kq * 4, "uint8_t")
     _helpers(prog)
-    copy = (f"for (long p = 0; p < {k}; p++) R[p] = (uint8_t)(A[i * {k} + p] ^ 0x80);" if flip else
-            f"memcpy(R, A + i * {k}, {k});")
+    wk, cs = prog.const(o + ':vnni', packed, np.int8), prog.const(o + ':colsum', colsum, np.int32)
+
+    def copy(r: str) -> str:
+        dst = f"R + ({r}) * {kq * 4}"
+        if flip:
+            return f"for (long p = 0; p < {k}; p++) ({dst})[p] = (uint8_t)(A[(i + {r}) * {k} + p] ^ 0x80);"
+        return f"memcpy({dst}, A + (i + {r}) * {k}, {k});"
     off = f"{128 if flip else 0} + {_zero(prog, za, 'i')}"
-    return "\n".join([
-        f"const {storage(prog.type(a).dtype)} *A = {prog.ptr(a)}; int32_t *Y = {prog.ptr(o)}; uint8_t *R = {row};",
-        f"memset(R, {128 if flip else 0}, {kq * 4});",
-        f"for (long i = 0; i < {m}; i++) {{",
-        f"    {copy}",
-        f"    nnos_qrow_vnni(R, {prog.const(o + ':vnni', packed, np.int8)}, {prog.const(o + ':colsum', colsum, np.int32)}, "
-        f"{off}, Y + i * {n}, {kq}, {n});",
-        "}"])
+    lines = [f"const {storage(prog.type(a).dtype)} *A = {prog.ptr(a)}; int32_t *Y = {prog.ptr(o)}; uint8_t *R = {rows};",
+             f"memset(R, {128 if flip else 0}, {4 * kq * 4});", "long i = 0;"]
+    if fours:
+        lines += [f"for (; i < {fours}; i += 4) {{",
+                  "    " + " ".join(copy(str(r)) for r in range(4)),
+                  f"    nnos_qrows4_vnni(R, {kq * 4}, {wk}, {cs}, {off}, Y + i * {n}, {n}, {kq}, {n});", "}"]
+    lines += [f"for (; i < {m}; i++) {{", f"    {copy('0')}",
+              f"    nnos_qrow_vnni(R, {wk}, {cs}, {off}, Y + i * {n}, {kq}, {n});", "}"]
+    return "\n".join(lines)
 
 
 def _by_target(vnni: str, avx2: str, generic: str) -> str:
