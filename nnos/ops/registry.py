@@ -57,6 +57,7 @@ MODULES = {
                     "Max", "Min", "Mod", "Mul", "Neg", "Not", "Or", "Pow", "Reciprocal", "Relu", "Round", "Sigmoid",
                     "Softplus", "Sqrt", "Sub", "Tanh", "Where", "Xor"),
     "linalg": ("Gemm", "MatMul"),
+    "lookup": ("nnos.Lookup",),
     "norm": ("BatchNormalization", "LayerNormalization", "LogSoftmax", "RMSNormalization", "Softmax"),
     "pool": ("AveragePool", "GlobalAveragePool", "MaxPool"),
     "quant": ("ConvInteger", "DequantizeLinear", "MatMulInteger", "QuantizeLinear", "nnos.QuantizeDequantize"),

@@ -3,6 +3,7 @@ from .dce import eliminate_dead  # noqa: F401
 from .fold import fold_constants  # noqa: F401
 from .fusion import fold_batchnorm, fuse_bias, fuse_elementwise, prepack_gemm  # noqa: F401
 from .infer import infer_types  # noqa: F401
+from .lookup import tabulate  # noqa: F401
 from .patterns import fuse_gelu  # noqa: F401
 from .qdq import drop_requantize, fake_quantize  # noqa: F401
 from .quant import integer_products  # noqa: F401
@@ -14,6 +15,7 @@ def optimize(graph):
     graph = infer_types(_integer_products(graph), keep_weights=False)    # and the weights not rewritten folded
     graph = eliminate_dead(graph)
     graph = eliminate_dead(drop_requantize(fake_quantize(graph)))      # a QDQ model's roundings: fewer, fusable
+    graph = tabulate(graph)                                            # and functions of their values as tables
     graph = fuse_gelu(graph)
     graph = fold_batchnorm(graph)
     graph = fuse_bias(graph)

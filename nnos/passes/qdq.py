@@ -50,7 +50,7 @@ def _params(g: Graph, node: Node) -> tuple[np.ndarray, np.ndarray] | None:
     return scale, zp
 
 
-def _same(a, b) -> bool:
+def same_grid(a, b) -> bool:
     return a is not None and b is not None and all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(a, b))
 
 
@@ -63,7 +63,7 @@ def _pair(g: Graph, q: Node, consumers) -> tuple[Node, np.ndarray, np.ndarray] |
     if y in g.outputs or len(users) != 1 or users[0].op != "DequantizeLinear" or users[0].inputs[0] != y:
         return None
     dq, params = users[0], _params(g, q)
-    if g.type_of(dq.outputs[0]).dtype != F32 or not _same(params, _params(g, dq)):
+    if g.type_of(dq.outputs[0]).dtype != F32 or not same_grid(params, _params(g, dq)):
         return None
     if params[0].size != 1 and q.attrs.get("axis", 1) != dq.attrs.get("axis", 1):
         return None
@@ -105,7 +105,7 @@ def fake_quantize(graph: Graph) -> Graph:
     return g
 
 
-def _grid(g: Graph, node: Node):
+def grid_of(g: Graph, node: Node):
     """The per-tensor grid a DequantizeLinear or a rounding puts its output on, or None."""
     if node.op == "DequantizeLinear" and g.type_of(node.inputs[0]).dtype in EIGHT_BIT \
             and g.type_of(node.outputs[0]).dtype == F32:
@@ -117,6 +117,19 @@ def _grid(g: Graph, node: Node):
     return params if params is not None and params[0].size == 1 else None
 
 
+def carry(on: dict, node: Node, grid) -> None:
+    """Note in ``on`` (tensor → grid) the grid of ``node``'s output: its own (``grid``, from
+    ``grid_of``), or its data inputs' common grid when it only moves or selects values."""
+    if grid is not None:
+        on[node.outputs[0]] = grid
+    elif node.op in MOVES:
+        which = MOVES[node.op]
+        data = [i for k, i in enumerate(node.inputs) if i and (which is None or k in which)]
+        grids = [on.get(i) for i in data]
+        if data and all(same_grid(grids[0], x) for x in grids):
+            on.update({o: grids[0] for o in node.outputs[:1 if node.op == "MaxPool" else None] if o})
+
+
 def drop_requantize(graph: Graph) -> Graph:
     """Each rounding whose input is already on its grid, removed (its readers read the input)."""
     g = graph.copy()
@@ -125,19 +138,12 @@ def drop_requantize(graph: Graph) -> Graph:
     nodes = []
     for node in g.nodes:
         node.inputs = [renamed.get(i, i) for i in node.inputs]
-        grid = _grid(g, node)
-        if node.op == FAKE_QUANT and grid is not None and _same(on.get(node.inputs[0]), grid) \
+        grid = grid_of(g, node)
+        if node.op == FAKE_QUANT and grid is not None and same_grid(on.get(node.inputs[0]), grid) \
                 and node.outputs[0] not in g.outputs:
             renamed[node.outputs[0]] = node.inputs[0]
             continue
-        if grid is not None:
-            on[node.outputs[0]] = grid
-        elif node.op in MOVES:
-            which = MOVES[node.op]
-            data = [i for k, i in enumerate(node.inputs) if i and (which is None or k in which)]
-            grids = [on.get(i) for i in data]
-            if data and all(_same(grids[0], x) for x in grids):
-                on.update({o: grids[0] for o in node.outputs[:1 if node.op == "MaxPool" else None] if o})
+        carry(on, node, grid)
         nodes.append(node)
     g.nodes = nodes
     return g

@@ -2,10 +2,13 @@
 onnxruntime running them."""
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper
 
 from nnos_models.zoo.quantize import input_feed, quantized  # noqa: F401
+from tests.support.onnx_models import model, save, vi
 
 
 def ops(path: str) -> set:
@@ -14,3 +17,36 @@ def ops(path: str) -> set:
 
 def ort_run(path: str, feeds: dict) -> list:
     return ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+GRIDS = {"uint8": (TensorProto.UINT8, np.uint8(128)), "int8": (TensorProto.INT8, np.int8(-3))}
+
+
+def rounded(nodes: list, inits: list, t: str, k: int, dtype: str, scale: float) -> str:
+    """``t`` rounded to a grid as a QDQ export rounds it: QuantizeLinear then DequantizeLinear."""
+    _, zp = GRIDS[dtype]
+    inits += [(f"s{k}", np.array(scale, np.float32)), (f"z{k}", np.array(zp))]
+    nodes += [helper.make_node("QuantizeLinear", [t, f"s{k}", f"z{k}"], [f"q{k}"]),
+              helper.make_node("DequantizeLinear", [f"q{k}", f"s{k}", f"z{k}"], [f"d{k}"])]
+    return f"d{k}"
+
+
+def qdq_gelu(path, dtype: str = "uint8", shape=(2, 5, 40), per_channel: bool = False) -> str:
+    """x rounded, then torch's exported GELU with a rounding after each op: Div(√2), Erf, Add 1,
+    Mul by the rounded x, Mul ½."""
+    nodes, inits = [], [("sqrt2", np.array(1.4142135, np.float32)), ("one", np.array(1, np.float32)),
+                        ("half", np.array(0.5, np.float32))]
+    x = rounded(nodes, inits, "x", 0, dtype, 0.04)
+    if per_channel:                             # a per-channel grid: a table per channel, not made
+        inits[-2:] = [("s0", np.linspace(0.02, 0.06, shape[1]).astype(np.float32)), ("z0", np.full(shape[1], GRIDS[dtype][1]))]
+        for n in nodes:
+            n.attribute.append(helper.make_attribute("axis", 1))
+    nodes.append(helper.make_node("Div", [x, "sqrt2"], ["a"]))
+    nodes.append(helper.make_node("Erf", ["a"], ["e"]))
+    e = rounded(nodes, inits, "e", 1, dtype, 0.008)
+    nodes.append(helper.make_node("Add", [e, "one"], ["p"]))
+    p = rounded(nodes, inits, "p", 2, dtype, 0.008)
+    nodes.append(helper.make_node("Mul", [x, p], ["m"]))
+    m = rounded(nodes, inits, "m", 3, dtype, 0.05)
+    nodes.append(helper.make_node("Mul", [m, "half"], ["y"]))
+    return save(model(nodes, [vi("x", list(shape))], [vi("y", list(shape))], inits), path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...ops.lookup import LOOKUP
 from ...ops.quant import FAKE_QUANT, QUANT, grid_dtype
 from .emit import Unsupported, indent
 from .ctype import compute, literal, storage
@@ -62,6 +63,10 @@ def _vector_ok(prog, steps, out: str) -> bool:
             if not all(a in prog.graph.consts and prog.type(a).size == 1 for a in args[1:]):
                 return False
             args = args[:1]
+        elif op == LOOKUP:                   # a constant scale (a literal) and table (a pointer)
+            if not all(a in prog.graph.consts for a in args[1:]):
+                return False
+            args = args[:1]
         elif not (activation(op, attrs) or op in VECTOR_BINARY or op in ("LeakyRelu", "Clip")):
             return False
         if op in VECTOR_BINARY and len([a for a in args if a]) != 2:
@@ -86,6 +91,8 @@ def _vector_expr(prog, op: str, args: list[str], n: int, vector: bool, attrs: di
         return f"{ACTIVATIONS[activation(op, attrs)][0 if vector else 1]}({load(args[0])})"
     if op == FAKE_QUANT:
         return _fake_quantize(prog, args, load(args[0]), attrs, vector)
+    if op == LOOKUP:
+        return _lookup(prog, args, load(args[0]), attrs, vector)
     if op == "LeakyRelu":
         a = float(np.float32(attrs.get("alpha", 0.01)))
         return f"{'vleaky' if vector else 'sleaky'}({load(args[0])}, {a!r}f)"
@@ -105,6 +112,15 @@ def _fake_quantize(prog, args: list[str], value: str, attrs: dict, vector: bool)
     lo, hi = QUANT[grid_dtype(attrs)]
     bounds = ", ".join(literal(float(b) - float(zp), np.float32) for b in (lo, hi))
     return f"{'vfakeq' if vector else 'sfakeq'}({value}, {literal(scale, np.float32)}, {bounds})"
+
+
+def _lookup(prog, args: list[str], value: str, attrs: dict, vector: bool) -> str:
+    """nnos.Lookup: the table's entry at the value's grid index (the prelude's vlookup)."""
+    lo = int(attrs["lo"])
+    hi = lo + prog.type(args[2]).size - 1
+    scale = literal(prog.graph.consts[args[1]].reshape(()), np.float32)
+    bounds = f"{literal(lo, np.float32)}, {literal(hi, np.float32)}"
+    return f"{'vlookup' if vector else 'slookup'}({value}, {scale}, {bounds}, {prog.tensor(args[2])})"
 
 
 def _vector_code(prog, out: str, steps, chain_in_registers: list[str] | None = None) -> str:
@@ -132,15 +148,19 @@ def generic_code(prog, out: str, steps, strides: dict | None = None) -> str:
     """``steps``: (op, args, attrs) applied in order to one element; "@v" in args is the running
     value (for the first step: the output's current value, when it is updated in place).
     ``strides``: an operand's element strides over the output where they are not numpy's
-    broadcasting (a per-channel scale)."""
+    broadcasting (a per-channel scale). From a lookup on, a chain goes in a second, vector pass:
+    gcc does not vectorize a loop with a table read at -O2, and a large plan's is -O2."""
+    cut = next((k for k, step in enumerate(steps) if step[0] == LOOKUP and k > 0), None)
+    if cut is not None and _vector_ok(prog, steps[cut:], out):
+        return generic_code(prog, out, steps[:cut], strides) + "\n" + _vector_code(prog, out, steps[cut:])
     ot = prog.type(out)
     shape, odt = ot.shape, ot.dtype
     operands = [(prog.ptr(out), contiguous_strides(shape))]
     slot = {}
     for op, args, _ in steps:
-        if op not in SUPPORTED:
+        if op not in SUPPORTED and op != LOOKUP:
             raise Unsupported(f"elementwise {op} has no generated form")
-        for a in args:
+        for a in (args[:1] if op == LOOKUP else args):        # a lookup's scale and table: constants
             if a and a != "@v" and a not in slot:
                 try:
                     el = (strides or {}).get(a) or broadcast_strides(prog.type(a).shape, shape)
@@ -168,7 +188,10 @@ def generic_code(prog, out: str, steps, strides: dict | None = None) -> str:
             return f"(({compute(prog.type(a).dtype)}){operands[slot[a]][0]}[{idx[slot[a]]}])"
         lines = [f"{ct} v = ({ct}){operands[0][0]}[{idx[0]}];" if "@v" in steps[0][1] else f"{ct} v;"]
         for op, args, attrs in steps:
-            e = expr(op, [load(a) for a in args], _input_dtype(prog, op, args, odt), odt, attrs)
+            if op == LOOKUP:
+                e = _lookup(prog, args, load(args[0]), attrs, False)
+            else:
+                e = expr(op, [load(a) for a in args], _input_dtype(prog, op, args, odt), odt, attrs)
             lines.append(f"v = {'(float)(_Float16)' if half else ''}({e});")
         lines.append(f"{operands[0][0]}[{idx[0]}] = ({st})v;")
         return "\n".join(lines)

@@ -17,6 +17,9 @@ PRELUDE = r"""
 #define NNOS_VW 8
 #endif
 #define VW NNOS_VW
+#if (VW == 16 && defined(__AVX512F__)) || (VW == 8 && defined(__AVX2__))
+#include <immintrin.h>
+#endif
 typedef float vf __attribute__((vector_size(VW * 4)));
 typedef int32_t vi __attribute__((vector_size(VW * 4)));
 
@@ -150,6 +153,32 @@ static inline float sfakeq(float x, float s, float lo, float hi) {
     t = t >= lo ? t : lo;
     t = t > hi ? hi : t;
     return ((t + 12582912.0f) - 12582912.0f) * s;
+}
+/* nnos.Lookup: a table's entry at each value's grid index — x / s rounded half to even, clamped
+   to [lo, hi] (NaN → lo, as the reference's fmax), less lo; clamped before rounding as vfakeq */
+static inline vi vgridindex(vf x, float s, float lo, float hi) {
+    vf t = x / s;
+    t = vsel(t >= lo, t, vsplat(lo));
+    t = vsel(t > hi, vsplat(hi), t);
+    return __builtin_convertvector(((t + 12582912.0f) - 12582912.0f) - lo, vi);
+}
+static inline vf vlookup(vf x, float s, float lo, float hi, const float *table) {
+    vi k = vgridindex(x, s, lo, hi);
+#if VW == 16 && defined(__AVX512F__)
+    return (vf)_mm512_i32gather_ps((__m512i)k, table, 4);
+#elif VW == 8 && defined(__AVX2__)
+    return (vf)_mm256_i32gather_ps(table, (__m256i)k, 4);
+#else
+    vf r;
+    for (int l = 0; l < VW; l++) r[l] = table[k[l]];
+    return r;
+#endif
+}
+static inline float slookup(float x, float s, float lo, float hi, const float *table) {
+    float t = x / s;
+    t = t >= lo ? t : lo;
+    t = t > hi ? hi : t;
+    return table[(int)(((t + 12582912.0f) - 12582912.0f) - lo)];
 }
 static inline vf vgelu(vf x) { return 0.5f * x * (1.0f + verf(x * 0.7071067811865476f)); }
 static inline float sgelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
