@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir import Graph
-from .conv import conv_ok
+from .conv import conv_ok, stays_nchw
 from .ctype import storage
 from .elementwise import unary_chain
 from .emit import Unsupported
@@ -146,7 +146,9 @@ def choose_layouts(prog, skip: set) -> None:
     those only other convolutions read (or a Flatten that only Gemms read, whose weight rows
     are then permuted to match), that are not graph outputs and whose channels fill whole
     vectors. A blocked output is stored with whole-vector stores; an NCHW one needs a scalar
-    store per channel and pixel, which dominated the first layer of cnn_s."""
+    store per channel and pixel, which dominated the first layer of cnn_s. Between a 1×1
+    convolution and a depthwise one a tensor stays NCHW: both have row forms that beat the
+    blocked ones there (conv.stays_nchw)."""
     g, vw = prog.graph, prog.vw
     consumers = g.consumers()
     index = {id(n): s for s, n in enumerate(g.nodes)}
@@ -158,6 +160,8 @@ def choose_layouts(prog, skip: set) -> None:
         if y in g.outputs or shape[1] % vw:
             continue
         flats, ok = [], True
+        if any(c.op == "Conv" and stays_nchw(prog, node, c) for c in consumers.get(y, [])):
+            continue
         for c in consumers.get(y, []):
             if c.op == "Conv" and conv_ok(prog, c) and c.inputs[0] == y and y not in c.inputs[1:]:
                 continue
