@@ -200,6 +200,23 @@ def depthwise_quantized(path):
                   ("W2", r(5, 1, 3, 3, seed=3)), ("s2", np.float32(0.05)), ("z2", np.int8(-5))])
 
 
+def gelu_table(path):
+    """A QDQ GELU (a rounding after each op) and an Erf with a per-channel bias after it: both
+    functions of one 8-bit grid's values, tables (passes/lookup.py) read a vector at a time and,
+    before the bias, an element at a time in the DequantizeLinear's loop."""
+    def rounded(t, k):
+        return [helper.make_node("QuantizeLinear", [t, "s", "z"], [f"q{k}"]),
+                helper.make_node("DequantizeLinear", [f"q{k}", "s", "z"], [f"d{k}"])]
+    nodes = (rounded("X", 0) + [helper.make_node("Div", ["d0", "sqrt2"], ["a"]), helper.make_node("Erf", ["a"], ["e"])]
+             + rounded("e", 1) + [helper.make_node("Add", ["d1", "one"], ["p"])] + rounded("p", 2)
+             + [helper.make_node("Mul", ["d0", "d2"], ["m"])] + rounded("m", 3)
+             + [helper.make_node("Mul", ["d3", "half"], ["Y1"]), helper.make_node("Erf", ["d0"], ["f"]),
+                helper.make_node("Add", ["f", "b"], ["Y2"])])
+    return _save(path, nodes, [vi("X", [2, 3, 29])], [vi("Y1", [2, 3, 29]), vi("Y2", [2, 3, 29])],
+                 [("s", np.float32(0.03)), ("z", np.uint8(128)), ("sqrt2", np.float32(2 ** 0.5)),
+                  ("one", np.float32(1)), ("half", np.float32(0.5)), ("b", r(29, seed=1))])
+
+
 def attention(path):
     nodes = [helper.make_node("MatMul", ["X", "Wq"], ["Q"]), helper.make_node("MatMul", ["X", "Wk"], ["K"]),
              helper.make_node("Transpose", ["K"], ["KT"], perm=[0, 2, 1]),
@@ -226,7 +243,8 @@ def shapes(path):
 
 
 GRAPHS = {"lstm_bidir": lstm, "mobile_block": mobile, "depthwise_rows": depthwise_rows,
-          "depthwise_quantized": depthwise_quantized, "attention": attention, "shape_ops": shapes}
+          "depthwise_quantized": depthwise_quantized, "gelu_table": gelu_table, "attention": attention,
+          "shape_ops": shapes}
 '''
 
 

@@ -60,8 +60,9 @@ def _region(g: Graph, t: str, start: int, claimed: set) -> list[Node]:
 
 
 def _closed(g: Graph, region: list[Node], consumers) -> tuple[list[Node], str] | None:
-    """The largest part of ``region`` that ends in one tensor and whose other outputs only it
-    reads: (its nodes, that tensor)."""
+    """A part of ``region`` that ends in one tensor and whose other outputs only it reads — the
+    nodes that tensor needs, ending at the region's last node that has such a part: (its nodes,
+    that tensor)."""
     for end in reversed(region):
         part, need = [], {end.outputs[0]}
         for node in reversed(region):
@@ -104,18 +105,21 @@ def tabulate(graph: Graph) -> Graph:
         if g.type_of(t).dtype != F32 or grid[0].dtype != F32:
             continue
         region = _region(g, t, position.get(t, -1) + 1, claimed)
-        found = _closed(g, region, consumers) if region else None
-        if found is None or sum(COST.get(n.op, 1) for n in found[0]) < WORTH:
-            continue
-        part, out = found
-        made = _table(g, t, grid, part, out)
-        if made is None:
-            continue
-        table, lo = made
-        s, tab = g.fresh(f"{out}/lookup_scale"), g.fresh(f"{out}/lookup_table")
-        g.consts[s] = contiguous(np.asarray(grid[0], F32).reshape(()))
-        g.consts[tab] = table
-        claimed.update(id(n) for n in part)
-        put[id(part[-1])] = Node(LOOKUP, part[-1].name, [t, s, tab], [out], {"lo": lo})
+        while region:                          # each closed part: a GELU, and an Erf beside it
+            found = _closed(g, region, consumers)
+            if found is None:
+                break
+            part, out = found
+            taken = {id(n) for n in part}
+            region = [n for n in region if id(n) not in taken]
+            made = _table(g, t, grid, part, out) if sum(COST.get(n.op, 1) for n in part) >= WORTH else None
+            if made is None:
+                continue
+            table, lo = made
+            s, tab = g.fresh(f"{out}/lookup_scale"), g.fresh(f"{out}/lookup_table")
+            g.consts[s] = contiguous(np.asarray(grid[0], F32).reshape(()))
+            g.consts[tab] = table
+            claimed.update(id(n) for n in part)
+            put[id(part[-1])] = Node(LOOKUP, part[-1].name, [t, s, tab], [out], {"lo": lo})
     g.nodes = [put.get(id(n), n) for n in g.nodes if id(n) not in claimed or id(n) in put]
     return g

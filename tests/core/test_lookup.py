@@ -63,6 +63,23 @@ def test_a_chain_s_part_that_is_a_function_of_the_grid_is_tabulated_and_the_rest
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
 
 
+def test_two_functions_of_one_grid_are_two_tables(tmp_path, monkeypatch):
+    """The rounded x feeds a GELU and, beside it, a Tanh that is a graph output: two tables."""
+    nodes, inits = [], [("sqrt2", np.array(1.4142135, np.float32)), ("one", np.array(1, np.float32))]
+    x = rounded(nodes, inits, "x", 0, "uint8", 0.04)
+    nodes += [helper.make_node("Div", [x, "sqrt2"], ["a"]), helper.make_node("Erf", ["a"], ["e"]),
+              helper.make_node("Add", ["e", "one"], ["p"]), helper.make_node("Mul", [x, "p"], ["y"]),
+              helper.make_node("Tanh", [x], ["t"])]
+    path = save(model(nodes, [vi("x", SHAPE)], [vi("y", SHAPE), vi("t", SHAPE)], inits), tmp_path / "two.onnx")
+    plan = nnos.compile(path)
+    ops = [op for n in plan.graph.nodes for op in [n.op] + [e.op for e in n.epilogue]]
+    assert ops.count(LOOKUP) == 2 and not {"Erf", "Tanh", "Div"} & set(ops), ops
+    feeds, before = _feeds(), _untabulated(path, monkeypatch)
+    got, want = plan(feeds), before(feeds)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
 @pytest.mark.parametrize("case", ["relu", "per_channel_grid", "float_input"])
 def test_what_is_not_worth_a_table_or_not_one_grid_s_function_stays(tmp_path, case):
     if case == "per_channel_grid":
