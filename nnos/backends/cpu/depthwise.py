@@ -172,11 +172,20 @@ def _along_rows(prog, node, geometry) -> str:
              f"for (int n = 0; n < {nb}; n++) for (int ch = lo; ch < hi; ch++) {{",
              f"    const float *xc = X + (n * {c} + ch) * {h * wd}; {yt} *yc = Y + (n * {c} + ch) * {oh * ow};",
              f"    float *pc = XP + ch * {hp * wp}; const vf b = vsplat(Bd[ch]);",
-             f"    for (int r = 0; r < {h}; r++) memcpy(pc + (r + {begin[0]}) * {wp} + {begin[1]}, xc + r * {wd}, {wd * 4});",
+             f"    for (int r = 0; r < {h}; r++) {{ float *d = pc + (r + {begin[0]}) * {wp} + {begin[1]}; "
+             f"const float *s = xc + r * {wd}; {_row_copy(wd, vw)} }}",
              "    " + " ".join(f"const vf k{t} = vsplat(Wd[ch * {kh * kw} + {t}]);" for t in range(kh * kw))]
     lines += ["    " + line for line in _blocks("oy0", oh, min(4, oh), lambda rows: tile.row(rows))]
     lines.append("}")
     return indent("\n".join(lines)) + "\n" + after_split(prog, epilogue_pass(prog, node, y, in_registers=True))
+
+
+def _row_copy(n: int, vw: int) -> str:
+    """C copying ``n`` floats from s to d a vector at a time (gcc expands a memcpy of a row
+    into 16-byte moves: a quarter of an AVX2 step's time), the rest by memcpy."""
+    whole = n // vw * vw
+    code = f"for (int k = 0; k < {whole}; k += {vw}) vstore(d + k, vload(s + k));" if whole else ""
+    return code + (f" memcpy(d + {whole}, s + {whole}, {(n - whole) * 4});" if n % vw else "")
 
 
 def _blocks(var: str, total: int, size: int, body) -> list[str]:
