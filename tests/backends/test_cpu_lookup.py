@@ -17,17 +17,14 @@ from nnos.backends import prepare
 from nnos.backends.cpu import source, width
 from nnos.backends.cpu.toolchain import find_compiler
 from nnos.ops.lookup import LOOKUP
+from tests.support.executables import outputs
 from tests.support.onnx_models import model, save, vi
 from tests.support.paths import ROOT
 from tests.support.quantized import input_feed, qdq_gelu, quantized, rounded
 
-pytestmark = pytest.mark.skipif(find_compiler() is None, reason="no C compiler here")
+pytestmark = [pytest.mark.skipif(find_compiler() is None, reason="no C compiler here"),
+              pytest.mark.usefixtures("cpu_cache")]
 SHAPE = (3, 7, 11)              # 231 values: a part-filled last vector at every width
-
-
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path_factory.getbasetemp() / "cpu-cache"))
 
 
 def _feeds(shape) -> dict:
@@ -40,11 +37,8 @@ def _bitwise_the_reference(plan, feeds: dict) -> None:
     exe = prepare(plan, "cpu")
     assert exe.backend == "cpu"
     try:
-        for k, v in feeds.items():
-            np.copyto(exe.inputs[k], v)
-        exe.run()
-        want = plan(feeds)
-        for k, v in exe.outputs.items():
+        got, want = outputs(exe, feeds), plan(feeds)
+        for k, v in got.items():
             np.testing.assert_array_equal(v, want[k], err_msg=k)
     finally:
         exe.close()

@@ -16,37 +16,27 @@ import nnos
 from nnos.backends import prepare
 from nnos.backends.cpu import source, width
 from nnos.backends.cpu.toolchain import find_compiler
+from tests.support.executables import outputs
 from tests.support.onnx_models import assert_close, model, rand, save, vi
 from tests.support.paths import ROOT
 
-pytestmark = pytest.mark.skipif(find_compiler() is None, reason="no C compiler here")
+pytestmark = [pytest.mark.skipif(find_compiler() is None, reason="no C compiler here"),
+              pytest.mark.usefixtures("cpu_cache")]
 MARK = "const float *wb = Wp + ob * "          # the pointwise form's weight block, in the source
-
-
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path_factory.getbasetemp() / "cpu-cache"))
-
-
-def _run(exe, feeds: dict) -> dict:
-    for k, v in feeds.items():
-        np.copyto(exe.inputs[k], v)
-    exe.run()
-    return {k: np.array(v) for k, v in exe.outputs.items()}
 
 
 def _check(plan, feeds: dict) -> None:
     """Within float32's tolerance of the reference; a team computes bitwise what one thread does."""
     one = prepare(plan, "cpu")
     assert one.backend == "cpu"
-    got = _run(one, feeds)
+    got = outputs(one, feeds)
     one.close()
     want = plan(feeds)
     for k in want:
         assert_close(got[k], want[k])
     team = prepare(plan, "cpu")
     team.use_cpus([-1])
-    together = _run(team, feeds)
+    together = outputs(team, feeds)
     team.close()
     for k in got:
         np.testing.assert_array_equal(together[k], got[k], err_msg=k)

@@ -19,24 +19,14 @@ from nnos.backends.bench import step_times
 from nnos.backends.cpu import codegen, source, width
 from nnos.backends.cpu.toolchain import TARGETS, cpu_features, find_compiler
 from nnos.backends.ops_cpu import CpuExecutable
+from tests.support.executables import outputs
 from tests.support.onnx_models import model, rand, save, vi
 from tests.support.paths import ROOT
 from tests.support.quantized import input_feed, quantized
 
-pytestmark = pytest.mark.skipif(find_compiler() is None, reason="no C compiler here")
+pytestmark = [pytest.mark.skipif(find_compiler() is None, reason="no C compiler here"),
+              pytest.mark.usefixtures("cpu_cache")]
 Q8 = {"uint8": (TensorProto.UINT8, np.uint8(128)), "int8": (TensorProto.INT8, np.int8(-3))}
-
-
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path_factory.getbasetemp() / "cpu-cache"))
-
-
-def _outputs(exe, feeds: dict) -> dict:
-    for k, v in feeds.items():
-        np.copyto(exe.inputs[k], v)
-    exe.run()
-    return {k: np.array(v) for k, v in exe.outputs.items()}
 
 
 def _unfused(plan, feeds: dict, monkeypatch) -> dict:
@@ -46,7 +36,7 @@ def _unfused(plan, feeds: dict, monkeypatch) -> dict:
         assert "stored as step" not in source(plan)
         exe = CpuExecutable(plan)
         try:
-            return _outputs(exe, feeds)
+            return outputs(exe, feeds)
         finally:
             exe.close()
 
@@ -56,14 +46,14 @@ def _same_as_unfused(plan, feeds: dict, monkeypatch) -> dict:
     bitwise the unfused object's, and a team of every CPU computes what one thread did."""
     exe = prepare(plan, "cpu")
     assert exe.backend == "cpu"
-    got = _outputs(exe, feeds)
+    got = outputs(exe, feeds)
     exe.close()
     want = _unfused(plan, feeds, monkeypatch)
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
     team = prepare(plan, "cpu")
     team.use_cpus([-1])
-    together = _outputs(team, feeds)
+    together = outputs(team, feeds)
     team.close()
     assert all(np.array_equal(together[k], got[k]) for k in got)
     return got
@@ -138,14 +128,14 @@ def test_a_producer_that_cannot_quantize_keeps_the_quantizelinear_step(tmp_path,
 def test_a_float_tensor_read_by_more_than_its_quantizelinear_is_stored(tmp_path, second_reader):
     nodes = [helper.make_node("Conv", ["X", "W"], ["D"], kernel_shape=[3, 3], pads=[1] * 4, group=4),
              helper.make_node("QuantizeLinear", ["D", "s", "z"], ["Y"])]
-    outputs = [vi("Y", [1, 4, 8, 40], TensorProto.UINT8)]
+    outs = [vi("Y", [1, 4, 8, 40], TensorProto.UINT8)]
     if second_reader == "graph output":
-        outputs.append(vi("D", [1, 4, 8, 40]))
+        outs.append(vi("D", [1, 4, 8, 40]))
     else:
         nodes.append(helper.make_node("Relu", ["D"], ["E"]))
-        outputs.append(vi("E", [1, 4, 8, 40]))
+        outs.append(vi("E", [1, 4, 8, 40]))
     inits = [("W", rand(4, 1, 3, 3, seed=6)), ("s", np.float32(0.05)), ("z", np.uint8(128))]
-    plan = nnos.compile(save(model(nodes, [vi("X", [1, 4, 8, 40])], outputs, inits, opset=13), tmp_path / "two.onnx"))
+    plan = nnos.compile(save(model(nodes, [vi("X", [1, 4, 8, 40])], outs, inits, opset=13), tmp_path / "two.onnx"))
     src = source(plan)
     assert "stored as step" not in src and _step_of(src, "QuantizeLinear")
     exe = prepare(plan, "cpu")

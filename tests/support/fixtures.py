@@ -63,3 +63,10 @@ def pytest_terminal_summary(terminalreporter):
     tr.write_sep("-", f"host stalls: {len(rows)} retried window(s); machine factor now {factor():.1f}")
     for r in rows:
         tr.write_line(f"retried {r['test']}: {r['why']}")
+
+
+@pytest.fixture
+def cpu_cache(tmp_path_factory, monkeypatch):
+    """The cpu backend's object cache in this session's temporary directory, not the user's
+    (``pytestmark = pytest.mark.usefixtures("cpu_cache")``)."""
+    monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path_factory.getbasetemp() / "cpu-cache"))
