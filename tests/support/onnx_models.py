@@ -31,5 +31,3 @@ def assert_close(got, ref, rtol=1e-5):
     ref = np.asarray(ref)
     atol = rtol * max(1.0, float(np.max(np.abs(ref)))) if ref.size else 0
     np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol)
-
-
