@@ -15,7 +15,7 @@ from nnos.backends.verify import TOLERANCE
 from nnos_models.zoo.build import build
 from tests.support.onnx_models import model, save, vi
 from tests.support.paths import ROOT
-from tests.support.quantized import input_feed, ort_run, quantized
+from tests.support.quantized import input_feed, reference_outputs, quantized
 
 pytestmark = pytest.mark.skipif(find_compiler() is None, reason="no C compiler")
 I8 = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8}
@@ -222,7 +222,8 @@ def test_quantized_models_run_on_the_cpu_backend_and_match_onnxruntime(floats, t
 
 def _on_cpu_as_onnxruntime(path: str, seeds) -> None:
     """``path`` compiled, on the cpu backend (not the numpy fallback), within quantization
-    tolerance of onnxruntime on each seed's inputs."""
+    tolerance of the reference (onnxruntime, or onnx.reference for the integer operators:
+    tests/support/quantized.py) on each seed's inputs."""
     plan = nnos.compile(path)
     exe = prepare(plan, "cpu")
     assert exe.backend == "cpu", exe.choice
@@ -231,7 +232,7 @@ def _on_cpu_as_onnxruntime(path: str, seeds) -> None:
         for k, v in feeds.items():
             np.copyto(exe.inputs[k], v)
         exe.run()
-        for o, want in zip(plan.graph.outputs, ort_run(path, feeds)):
+        for o, want in zip(plan.graph.outputs, reference_outputs(path, feeds)):
             atol = TOLERANCE["quantized"] * max(1.0, float(np.max(np.abs(want))))
             np.testing.assert_allclose(exe.outputs[o], want, rtol=0, atol=atol)
 

@@ -1,5 +1,6 @@
 """int8 models (ops/quant.py, passes/quant.py) on the numpy reference: onnxruntime's quantizer's
-three forms match onnxruntime running them, QDQ products become integer products, and what
+three forms match onnxruntime running them (its integer kernels' operators: ONNX's reference
+evaluator, tests/support/quantized.py), QDQ products become integer products, and what
 nnos cannot run the way the model says is refused at compile time, naming the node."""
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from nnos.backends.verify import TOLERANCE
 from nnos.errors import CompileError
 from nnos_models.zoo.build import build
 from tests.support.onnx_models import model, save, vi
-from tests.support.quantized import input_feed, ops, ort_run, quantized
+from tests.support.quantized import input_feed, ops, reference_outputs, quantized
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def test_onnxruntime_quantized_models_match_onnxruntime(floats, tmp_path, name, 
     assert plan.meta["self_check"]["rtol_for"] == "quantized"
     for seed in range(3):
         feeds = input_feed(path, seed)
-        for got, want in zip(_numpy_outputs(plan, feeds), ort_run(path, feeds)):
+        for got, want in zip(_numpy_outputs(plan, feeds), reference_outputs(path, feeds)):
             _within_quantization(got, want)
 
 
@@ -67,14 +68,14 @@ def _qlinear_models(tmp_path):
 
 
 @pytest.mark.parametrize("which,op", [("matmul", "QLinearMatMul"), ("conv", "QLinearConv")])
-def test_qlinear_ops_are_lowered_and_match_onnxruntime(tmp_path, which, op):
+def test_qlinear_ops_are_lowered_and_match_the_onnx_reference(tmp_path, which, op):
     src = _qlinear_models(tmp_path)[which]
     path = quantized(src, str(tmp_path / "q.onnx"), "qop_u8")
     assert op in ops(path)
     plan = nnos.compile(path)
     assert op not in {n.op for n in plan.graph.nodes}
     feeds = input_feed(path, 1)
-    for got, want in zip(_numpy_outputs(plan, feeds), ort_run(path, feeds)):
+    for got, want in zip(_numpy_outputs(plan, feeds), reference_outputs(path, feeds)):
         _within_quantization(got, want)
 
 
@@ -271,7 +272,7 @@ def test_a_weight_two_products_share_makes_both_integer(tmp_path):
     plan = nnos.compile(path)
     assert [n.op for n in plan.graph.nodes].count("MatMulInteger") == 2
     x = np.random.default_rng(3).standard_normal((3, 16)).astype(np.float32)
-    _within_quantization(plan({"x": x})["y"], ort_run(path, {"x": x})[0])
+    _within_quantization(plan({"x": x})["y"], reference_outputs(path, {"x": x})[0])
 
 
 def test_a_plan_whose_roundings_all_became_one_op_is_checked_as_quantized():

@@ -15,8 +15,30 @@ def ops(path: str) -> set:
     return {n.op_type for n in onnx.load(path).graph.node}
 
 
-def ort_run(path: str, feeds: dict) -> list:
-    return ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)
+# operators onnxruntime runs with its own integer kernels, whatever its optimization level
+INTEGER_KERNELS = {"QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger"}
+
+
+def reference_outputs(path: str, feeds: dict) -> list:
+    """The reference a quantized model is held to: onnxruntime running the graph's operators as
+    written (no graph optimizations) or, where the graph holds operators onnxruntime computes
+    with its own integer kernels, the ONNX project's reference evaluator (onnx.reference, at
+    opset 21, where its QuantizeLinear and DequantizeLinear are defined). On x86 without VNNI
+    (AVX2) onnxruntime's int8 kernels, and its fusion of QDQ groups into them, add pairs of
+    u8 × s8 products with vpmaddubsw, saturating at int16 (its own advice there is 7-bit
+    weights, reduce_range): on an AVX2-only EPYC (Zen 3) a QLinearMatMul came out 11
+    quantization steps from the exact products, mlp_m's qdq_u8 form 4, while nnos's reference,
+    onnx.reference and onnxruntime unoptimized agreed bit for bit."""
+    if ops(path) & INTEGER_KERNELS:
+        from onnx import version_converter
+        from onnx.reference import ReferenceEvaluator
+        m = onnx.load(path)
+        if max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) < 21:
+            m = version_converter.convert_version(m, 21)
+        return ReferenceEvaluator(m).run(None, feeds)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
 GRIDS = {"uint8": (TensorProto.UINT8, np.uint8(128)), "int8": (TensorProto.INT8, np.int8(-3))}
