@@ -24,11 +24,12 @@ def reference_outputs(path: str, feeds: dict) -> list:
     written (no graph optimizations) or, where the graph holds operators onnxruntime computes
     with its own integer kernels, the ONNX project's reference evaluator (onnx.reference, at
     opset 21, where its QuantizeLinear and DequantizeLinear are defined). On x86 without VNNI
-    (AVX2) onnxruntime's int8 kernels, and its fusion of QDQ groups into them, add pairs of
-    u8 × s8 products with vpmaddubsw, saturating at int16 (its own advice there is 7-bit
-    weights, reduce_range): on an AVX2-only EPYC (Zen 3) a QLinearMatMul came out 11
-    quantization steps from the exact products, mlp_m's qdq_u8 form 4, while nnos's reference,
-    onnx.reference and onnxruntime unoptimized agreed bit for bit."""
+    (AVX2) onnxruntime's int8 kernels, and its fusion of QDQ groups into them, are not exact
+    (its u8 × s8 kernels add pairs of products with vpmaddubsw, which saturates at int16; its
+    own advice there is 7-bit weights, reduce_range): on an AVX2-only EPYC (Zen 3) a
+    QLinearMatMul came out 11 quantization steps from the exact products, mlp_m's fused qdq_u8
+    form 4, while nnos's reference, onnx.reference and onnxruntime unoptimized agreed bit for
+    bit."""
     if ops(path) & INTEGER_KERNELS:
         from onnx import version_converter
         from onnx.reference import ReferenceEvaluator
