@@ -296,6 +296,14 @@ def test_dashboard_in_a_real_browser(tmp_path, up_with_api):
         page.wait_for_function("window.nnos.state.swaps.length >= 1", timeout=wait)
         page.wait_for_function("document.getElementById('last-activation').textContent.includes('variant — active')",
                                timeout=wait)
+        # regression: a background refresh's error replaced the activation's outcome in #msg;
+        # now it has its own line, cleared when that refresh succeeds again
+        page.route("**/v1/status", lambda route: route.abort())
+        page.wait_for_function("document.getElementById('refresh-error').textContent.startsWith('status: ')",
+                               timeout=wait)
+        assert page.locator("#msg").text_content() == "active"
+        page.unroute("**/v1/status")
+        page.wait_for_function("document.getElementById('refresh-error').textContent === ''", timeout=wait)
         # a forced failsafe: the robot stops answering (SIGSTOP), then comes back
         sim = int(subprocess.run(["pgrep", "-f", f"hardware.sim cartpole --port-link {up.data}"],
                                  capture_output=True, text=True).stdout.split()[0])

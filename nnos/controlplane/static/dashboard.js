@@ -9,9 +9,17 @@ const params = new URLSearchParams(location.search);
 const WINDOW_S = Math.min(Math.max(+params.get("window") || 30, 5), 600);
 const COLORS = ["#6cf", "#fc6", "#9e6", "#f8a", "#c9f", "#6ec", "#fa6", "#aaa"];
 const state = { token: "", layout: null, points: 0, lastTick: null, paused: false, connection: "idle",
-                drops: 0, failsafeBands: [], swaps: [], selected: new Set(), staleRefusals: 0, updateJob: null };
+                drops: 0, failsafeBands: [], swaps: [], selected: new Set(), staleRefusals: 0, updateJob: null,
+                refreshErrors: {} };
 const plots = {};
+// an action's outcome stays in #msg until the next action; a background refresh's error (the API
+// restarting, a reboot) is shown in #refresh-error, per refresher, until that refresher succeeds
 const say = (e) => { if (!e.stale) $("msg").textContent = String(e.message || e); };
+function refreshed(name, e) {
+  if (e && e.stale) return;
+  if (e) state.refreshErrors[name] = String(e.message || e); else delete state.refreshErrors[name];
+  $("refresh-error").textContent = Object.entries(state.refreshErrors).map(([k, m]) => `${k}: ${m}`).join(" · ");
+}
 window.nnos = { state, plots, windowS: WINDOW_S };
 
 // --- the token ------------------------------------------------------------------------------
@@ -251,7 +259,8 @@ async function refresh() {
     $("failsafe").textContent = l.failsafe ? "FAILSAFE: " + l.failsafe_reason : "";
     for (const k of ["active", "previous"]) $(k).textContent = (l[k] || "-").slice(0, 12);
     document.body.dataset.active = l.active || "";
-  } catch (e) { say(e); }
+    refreshed("status");
+  } catch (e) { refreshed("status", e); }
 }
 
 function modelRow(m, inUse) {
@@ -344,8 +353,10 @@ async function installUpdate() {          // the bundle streamed as the body; it
 
 async function refreshSlow() {
   if (!state.token) return;
-  for (const f of [refreshModels, refreshArms, refreshRecordings, refreshVm, refreshUpdate]) {
-    try { await f(); } catch (e) { say(e); }
+  const panels = { models: refreshModels, arms: refreshArms, recordings: refreshRecordings, vm: refreshVm,
+                   update: refreshUpdate };
+  for (const [name, f] of Object.entries(panels)) {
+    try { await f(); refreshed(name); } catch (e) { refreshed(name, e); }
   }
 }
 
