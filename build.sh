@@ -114,8 +114,9 @@ case "$cmd" in
     test)  setup
            if [ $# -gt 0 ]; then exec "$PY" -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider "$@"; fi
            rc=0
-           "$PY" -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider "${QEMU_TESTS[@]/#/--ignore=}" || rc=$?
-           "$PY" -m pytest -q -p no:cacheprovider "${QEMU_TESTS[@]}" || rc=$?
+           # each phase names its slowest tests (where the suite's time goes, on CI's machine too)
+           "$PY" -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider --durations=15 "${QEMU_TESTS[@]/#/--ignore=}" || rc=$?
+           "$PY" -m pytest -q -p no:cacheprovider --durations=0 "${QEMU_TESTS[@]}" || rc=$?
            exit $rc ;;
     quick) setup; NNOS_QUICK=1 exec "$PY" -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider \
                "${QEMU_TESTS[@]/#/--ignore=}" "$@" ;;
