@@ -28,21 +28,40 @@ def channels() -> list[fr.ChannelInfo]:
     ]
 
 
+def _accelerations(force, th_dot, ct, st):
+    """(ẍ, θ̈) from the force and the pole's state: numbers or numpy arrays alike."""
+    total = M_CART + M_POLE
+    tmp = (force + M_POLE * HALF_LENGTH * th_dot * th_dot * st) / total
+    th_acc = (GRAVITY * st - ct * tmp) / (HALF_LENGTH * (4.0 / 3.0 - M_POLE * ct * ct / total))
+    return tmp - M_POLE * HALF_LENGTH * th_acc * ct / total, th_acc
+
+
 def step(state: np.ndarray, force: float, dt: float) -> None:
     """Advance ``state`` = [x, ẋ, θ, θ̇] in place by ``dt`` seconds under ``force`` newtons."""
     x, x_dot, th, th_dot = state
-    total = M_CART + M_POLE
-    ct, st = math.cos(th), math.sin(th)
-    tmp = (force + M_POLE * HALF_LENGTH * th_dot * th_dot * st) / total
-    th_acc = (GRAVITY * st - ct * tmp) / (HALF_LENGTH * (4.0 / 3.0 - M_POLE * ct * ct / total))
-    x_acc = tmp - M_POLE * HALF_LENGTH * th_acc * ct / total
+    x_acc, th_acc = _accelerations(force, th_dot, math.cos(th), math.sin(th))
     x_dot += dt * x_acc
     th_dot += dt * th_acc
     state[0], state[1], state[2], state[3] = x + dt * x_dot, x_dot, th + dt * th_dot, th_dot
 
 
+def step_many(states: np.ndarray, force: np.ndarray, dt: float) -> None:
+    """step() for N cart-poles side by side: ``states`` [N, 4] in place, ``force`` [N] newtons."""
+    x, x_dot, th, th_dot = states.T
+    x_acc, th_acc = _accelerations(force, th_dot, np.cos(th), np.sin(th))
+    x_dot = x_dot + dt * x_acc
+    th_dot = th_dot + dt * th_acc
+    states[:, 0], states[:, 2] = x + dt * x_dot, th + dt * th_dot
+    states[:, 1], states[:, 3] = x_dot, th_dot
+
+
 def failed(state) -> bool:
     return abs(state[0]) > X_LIMIT or abs(state[2]) > THETA_LIMIT
+
+
+def failed_many(states: np.ndarray) -> np.ndarray:
+    """failed() of each row of ``states`` [N, 4]."""
+    return (np.abs(states[:, 0]) > X_LIMIT) | (np.abs(states[:, 2]) > THETA_LIMIT)
 
 
 @dataclass

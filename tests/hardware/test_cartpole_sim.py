@@ -77,17 +77,21 @@ def test_silent_host_puts_the_actuator_in_failsafe():
     dev.close()
 
 
+EPISODES = 30
+
+
 @pytest.mark.slow
 def test_trained_policy_balances_through_the_serial_simulator():
-    """100 episodes of 60 s simulated time at 50 Hz from random starts (fixed seed), each tick
-    a real round trip over the pty: sensor frame → plan → actuator frame."""
+    """30 episodes of 60 s simulated time at 50 Hz from random starts (fixed seed), each tick
+    a real round trip over the pty: sensor frame → plan → actuator frame (90 000 of them; the
+    training script checks 100 episodes in its own numpy simulation)."""
     board = load_board(BOARD)
     plan = nnos.compile(board.model)
     board.check_plan(plan)
     cfg = board.devices[0]
     # lockstep has no real time: the device-side watchdog waits as long as this machine's load
     # may hold the host (a loaded run had one failsafe entry at the fixed 0.5 s)
-    proc, port = start_simulator(cfg.simulator + ["--lockstep", "--episodes", "100", "--duration", "60",
+    proc, port = start_simulator(cfg.simulator + ["--lockstep", "--episodes", str(EPISODES), "--duration", "60",
                                                   "--seed", "2026", "--noise", "0.002",
                                                   "--host-timeout", f"{scaled(2.0):.1f}"], "cartpole")
     exe = plan.bind()
@@ -117,13 +121,13 @@ def test_trained_policy_balances_through_the_serial_simulator():
     episodes = [x for x in lines if "episode" in x]
     done = lines[-1]
     assert done["done"]
-    assert done["episodes"] == 100
-    assert len(episodes) == 100
-    assert done["ok"] >= 95, [e for e in episodes if not e["ok"]][:5]
+    assert done["episodes"] == EPISODES
+    assert len(episodes) == EPISODES
+    assert done["ok"] >= 0.95 * EPISODES, [e for e in episodes if not e["ok"]][:5]
     assert all(e["ticks"] == 3000 for e in episodes if e["ok"])
     assert done["failsafe_entries"] == 0
     assert done["refused"] == 0
-    assert ticks >= 95 * 3000
+    assert ticks >= 0.95 * EPISODES * 3000
 
 
 def test_a_fallen_pole_is_stood_up_again_so_readings_stay_in_range():
