@@ -140,7 +140,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     # the products here are small (512 × 32): BLAS's threads only wait on each other, and on a
-    # busy machine spin against its other work (one thread: 2× faster idle, more when loaded)
+    # busy machine spin against its other work (one thread: 40 → 22 s with a qemu guest beside it)
     from threadpoolctl import threadpool_limits
     with threadpool_limits(1):
         train(a.out, a.seed)
