@@ -19,6 +19,7 @@ import importlib
 import json
 import os
 import runpy
+import select
 import signal
 import socket
 import subprocess
@@ -33,6 +34,9 @@ PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 MAX_REQUEST = 1 << 20
+# the starts that follow the loop's (the control plane, the network, …) come first: what
+# ``later`` names is imported once no start has been asked for this long
+IDLE_S = 0.5
 RESET_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD,
                  signal.SIGALRM, signal.SIGQUIT)
 
@@ -199,13 +203,18 @@ def _serve(sock: socket.socket, supervisor: int, later: dict[str, tuple[str, ...
         os.closerange(3, sock.fileno())                  # the supervisor's lock, logs, sockets
         os.closerange(sock.fileno() + 1, 1 << 16)
         atexit._clear()
+        pending: list[str] = []                          # what `settled` asked for, not yet imported
         while True:
+            if pending and not _asked(sock, IDLE_S):
+                _import_quietly(pending[:1])             # one module at a time, while no start waits
+                del pending[:1]
+                continue
             msg, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 3)
             if not msg:
                 break
             req = json.loads(msg)
             if "settled" in req:
-                _import_quietly(later.pop(req["settled"], ()))
+                pending += later.pop(req["settled"], ())
                 continue
             try:
                 sock.send(json.dumps({"pid": _start(req, fds, supervisor)}).encode())
@@ -218,6 +227,11 @@ def _serve(sock: socket.socket, supervisor: int, later: dict[str, tuple[str, ...
         traceback.print_exc()
         code = 1
     os._exit(code)
+
+
+def _asked(sock: socket.socket, within: float) -> bool:
+    """A request (or the supervisor's close) arrives within ``within`` seconds."""
+    return bool(select.select([sock], [], [], within)[0])
 
 
 def _import_quietly(names) -> None:

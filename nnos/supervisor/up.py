@@ -171,9 +171,12 @@ def fork_server(ctx: Context, specs):
 
 def forked_modules(ctx: Context, specs) -> tuple[tuple[str, ...], dict, list[str]]:
     """What the fork server imports before its first start (``preload``), what once the loop
-    is up (``later``), and the board's device drivers (pyserial, …), imported beside them."""
+    is up (``later``), and the board's device drivers (pyserial, …), imported beside them.
+    Only the way to the first tick is preloaded (the loop, the simulators): a process forked
+    after it (the control plane: FastAPI) imports its own modules in its own process."""
     from .forkserver import main_module
-    mains = {main_module(s.command(ctx)) for s in specs if s.forked and s.run_if(ctx)} - {None}
+    mains = {main_module(s.command(ctx)) for s in specs
+             if s.forked and s.run_if(ctx) and not after_loop(s, specs)} - {None}
     later, drivers = {}, []
     if "nnos.runtime.__main__" in mains:
         from nnos_hardware.devices.factory import modules_for
@@ -186,6 +189,20 @@ def forked_modules(ctx: Context, specs) -> tuple[tuple[str, ...], dict, list[str
         later["nnos.runtime"] = tuple(f"nnos.backends.ops_{name}" for name in AUTO) + ("nnos.backends.cpu.codegen",)
         drivers = sorted(modules_for(ctx.board))
     return tuple(sorted(mains)), later, drivers
+
+
+def after_loop(spec, specs) -> bool:
+    """``spec`` waits for the loop, itself or through what it starts after."""
+    by_name = {s.name: s for s in specs}
+    seen, todo = set(), list(spec.start_after)
+    while todo:
+        name = todo.pop()
+        if name == "loop":
+            return True
+        if name not in seen and name in by_name:
+            seen.add(name)
+            todo += by_name[name].start_after
+    return False
 
 
 def arguments(p) -> None:

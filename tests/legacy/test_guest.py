@@ -127,7 +127,10 @@ def _qemu_pid(sock: str) -> int | None:
 
 
 def _broker_pid(data: str) -> int | None:
-    return _find_pid(lambda cmd: cmd[1:5] == [b"-m", b"nnos.legacy.broker", b"--data", data.encode()])
+    """The broker is forked by the supervisor's fork server: its command line in /proc is the
+    title it was given, the command it stands for as one string."""
+    want = b" ".join([b"-m", b"nnos.legacy.broker", b"--data", data.encode()]) + b" "
+    return _find_pid(lambda cmd: want in b" ".join(cmd).strip(b"\0 ") + b" ")
 
 
 def test_nnos_up_starts_the_vm_last_limited_and_the_loop_outlives_it(guest, tmp_path):

@@ -42,27 +42,33 @@ def test_a_forked_process_is_our_child_set_up_as_popen_would(server):
     assert seen["cmdline"] == " ".join(CHILD + ["3"])       # in ps: the command it stands for
 
 
-def test_what_a_restart_needs_is_imported_once_the_first_start_is_up():
+def test_what_a_restart_needs_is_imported_once_the_first_start_is_up_and_starts_come_first(monkeypatch):
     """``later``: imported by the server once a process started from that module is up
     (``settled``: the loop's code generator, off the way to its first tick and off the CPU while
-    it starts; there for a restart). The module watched is one nothing else in the suite imports
-    (colorsys was, by PIL, on the same worker)."""
+    it starts; there for a restart), and only once no start has been asked for IDLE_S: the
+    starts that follow the loop's (the control plane, the network) never wait on that import.
+    The module watched is one nothing else in the suite imports (colorsys was, by PIL, on the
+    same worker)."""
+    import nnos.supervisor.forkserver as forkserver
     assert "tabnanny" not in sys.modules
+    idle = scaled(1.0)
+    monkeypatch.setattr(forkserver, "IDLE_S", idle)          # the server reads it after its fork
     fs = ForkServer(("numpy",), later={"tests.support.forked_child": ("tabnanny", "no_such_module_here")})
     cmd = CHILD + ["0"]
+
+    def watched() -> bool:
+        p = fs.spawn(cmd, dict(os.environ, FORKED_CHILD_WATCH="tabnanny"), subprocess.DEVNULL)
+        seen = json.loads(p.stderr.readline())["watched"]
+        assert p.wait(scaled(30)) == 0
+        return seen
     try:
-        seen = []
-        for settle in (False, True, False):
-            p = fs.spawn(cmd, dict(os.environ, FORKED_CHILD_WATCH="tabnanny"), subprocess.DEVNULL)
-            seen.append(json.loads(p.stderr.readline())["watched"])
-            assert p.wait(scaled(30)) == 0
-            if settle:
-                fs.settled(cmd)
-        assert seen == [False, False, True]                 # a module that does not import is left to its user
+        assert watched() is False                           # before it settled
+        fs.settled(cmd)
+        assert watched() is False                           # asked at once: served before the import
+        wait_until(watched, 30, "the server to import what `later` names once idle", every=2 * idle)
         assert "tabnanny" not in sys.modules                # in the server, not the supervisor
         fs.settled(cmd)                                     # once: nothing more is sent
-        p = fs.spawn(cmd, dict(os.environ), subprocess.DEVNULL)
-        assert p.wait(scaled(30)) == 0
+        assert watched() is True                            # a module that does not import is left to its user
     finally:
         fs.close()
 
