@@ -245,10 +245,11 @@ def _sims(ctx: Context) -> tuple[str, ...]:
 def table(ctx: Context) -> list[ProcessSpec]:
     """The loop first; the network, the control plane and hotplug only after it ticks; the legacy
     VM last, lowest, capped and off the loop's CPU, its only channel the broker. udhcpc (network)
-    stays in the background renewing the lease, so its clean exit is the normal case. Every
-    Python service but the legacy VM is forked: what starts after the first tick then pays no
-    Python start-up or numpy import of its own (≈ 3 s each of an emulated boot), and imports the
-    rest itself (up.py: only the way to the first tick is imported before it)."""
+    stays in the background renewing the lease, so its clean exit is the normal case. The
+    control plane and the network are forked too: no Python start-up or numpy import of their
+    own (≈ 3 s each of an emulated boot; they import the rest themselves, up.py). The legacy
+    VM, its broker and the update services are executed: forked, the image's legacy VM guest
+    never reached its broker (the cause not found yet)."""
     api = ("control-plane",) if api_enabled(ctx) else ()
     P = ProcessSpec
     return simulators(ctx) + [
@@ -258,16 +259,15 @@ def table(ctx: Context) -> list[ProcessSpec]:
           stop_order=30, nice=5, forked=True),
         P("network", _network_cmd, run_if=on_device, restart="on-failure", start_after=("loop",), stop_order=80, nice=5,
           forked=True),
-        P("broker", _broker_cmd, run_if=legacy_vm_enabled, start_after=("loop",), off_loop_cpu=True, stop_order=60, nice=10,
-          forked=True),
+        P("broker", _broker_cmd, run_if=legacy_vm_enabled, start_after=("loop",), off_loop_cpu=True, stop_order=60, nice=10),
         P("legacy-vm", _legacy_vm_cmd, run_if=legacy_vm_enabled, start_after=("loop", "broker") + api, heartbeat="legacy-vm",
           watchdog_s=_legacy_vm_watchdog, watchdog_grace_s=300.0, storm=(5, 120.0), limits=_legacy_vm_limits,
           stop_order=70, nice=19),
         P("foxglove", _foxglove_cmd, run_if=foxglove_enabled, start_after=("loop",), off_loop_cpu=True,
-          stop_order=40, nice=10, forked=True),
+          stop_order=40, nice=10),
         # once the API answers: nothing is announced that is not there yet (avahi-daemon, in its own mount namespace)
         P("mdns", _mdns_cmd, run_if=mdns_enabled, start_after=("loop",) + api, off_loop_cpu=True, restart="on-failure",
-          storm=(3, 60.0), stop_order=35, nice=10, forked=True),
+          storm=(3, 60.0), stop_order=35, nice=10),
         # udev's coldplug (the drivers of what is plugged in: the NIC, USB, cameras) once the loop
         # ticks: nnos-init starts udevd only, so its workers do not compete with the way to the
         # first tick; the devices it brings are hotplug's to tell the loop of
@@ -275,13 +275,12 @@ def table(ctx: Context) -> list[ProcessSpec]:
           nice=5),
         # after the loop: its first tick does not wait for udev's enumeration (the loop looks for
         # its devices itself; the watcher's first scan tells it of any that came since)
-        P("hotplug", _hotplug_cmd, run_if=usb_devices, start_after=("loop",), stop_order=20, nice=5, forked=True),
+        P("hotplug", _hotplug_cmd, run_if=usb_devices, start_after=("loop",), stop_order=20, nice=5),
         # updates: the system bus, RAUC's service (idle CPU and I/O priority: an install takes what
         # the loop leaves), and once a boot the health-gated commit of the booted slot
         P("dbus", _dbus_cmd, run_if=updates_enabled, start_after=("loop",), ready=bus_ready, off_loop_cpu=True,
-          stop_order=87, nice=10, forked=True),
-        P("rauc", _rauc_cmd, run_if=updates_enabled, start_after=("dbus",), off_loop_cpu=True, stop_order=86, nice=19,
-          forked=True),
+          stop_order=87, nice=10),
+        P("rauc", _rauc_cmd, run_if=updates_enabled, start_after=("dbus",), off_loop_cpu=True, stop_order=86, nice=19),
         P("update-health", _update_health_cmd, run_if=update_gate_enabled, start_after=("rauc",) + api,
-          restart="on-failure", off_loop_cpu=True, stop_order=85, nice=10, forked=True),
+          restart="on-failure", off_loop_cpu=True, stop_order=85, nice=10),
     ]

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import urllib.parse
 import urllib.request
@@ -18,6 +16,7 @@ import pytest
 
 from tests.support.paths import ROOT
 from tests.support.policies import policy_variant
+from tests.support.rollout import playbook
 from tests.support.timing import scaled, wait_until
 
 sys.path.insert(0, os.path.join(ROOT, "services", "fleet"))
@@ -53,16 +52,12 @@ def test_an_image_in_the_fleet_is_scraped_and_takes_a_rollout(fleet, tmp_path):
     # (an empty label is no label in Prometheus)
     assert "slot" not in info["dev1"] and info["dev1"]["device_id"] != info["dev2"]["device_id"], info
     model = policy_variant(tmp_path, "v1", scale=0.97)
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "services", "ansible", "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    ignore = json.dumps({"ignore_alerts": ["NnosDeviceDown", "NnosModelRolledBack", "NnosLoopMisses"]})
-    r = subprocess.run(["ansible-playbook", "-i", os.path.join(fleet.workdir, "inventory.json"),
-                        os.path.join(ROOT, "services", "ansible", "rollout.yml"), "-e", f"model={model}",
-                        "-e", "probation_s=5", "-e", ignore, "-e", f"lock={tmp_path / 'lock'}"],
-                       capture_output=True, text=True, env=env, timeout=scaled(1200))
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out[-4000:]
-    recap = {m.group(1): m.group(2) for m in re.finditer(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", out, re.M)}
-    assert recap["dev1"] == "1" and recap["dev2"] == "1", out[-3000:]
+    # a stall of the emulated device in its probation rolls the model back: run again, reported
+    # (CI saw a 52.9 ms tick on the image)
+    rc, out, recap = playbook(os.path.join(fleet.workdir, "inventory.json"), model, lock=str(tmp_path / "lock"),
+                              probation_s=5)
+    assert rc == 0, out[-4000:]
+    assert recap["dev1"]["changed"] == 1 and recap["dev2"]["changed"] == 1, out[-3000:]
     actives = {d.name: fleet_mod.get_json(d.url + "/v1/status", d.token, timeout=30)["store"]["active"] for d in fleet.devices}
     reports = [fleet_mod.get_json(f"{d.url}/v1/models/{actives[d.name]}", d.token, timeout=30)["report"] for d in fleet.devices]
     digest = __import__("hashlib").sha256(open(model, "rb").read()).hexdigest()

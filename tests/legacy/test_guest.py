@@ -127,8 +127,8 @@ def _qemu_pid(sock: str) -> int | None:
 
 
 def _broker_pid(data: str) -> int | None:
-    """The broker is forked by the supervisor's fork server: its command line in /proc is the
-    title it was given, the command it stands for as one string."""
+    """Executed or forked by the supervisor's fork server (then its command line in /proc is
+    the title it was given: the command it stands for as one string)."""
     want = b" ".join([b"-m", b"nnos.legacy.broker", b"--data", data.encode()]) + b" "
     return _find_pid(lambda cmd: want in b" ".join(cmd).strip(b"\0 ") + b" ")
 

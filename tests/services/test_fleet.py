@@ -22,7 +22,8 @@ import pytest
 from nnos.update import record
 from tests.support.paths import ROOT
 from tests.support.policies import policy_variant
-from tests.support.timing import report_retry, scaled, wait_until
+from tests.support.rollout import IGNORE, PLAYBOOK, playbook
+from tests.support.timing import scaled, wait_until
 
 sys.path.insert(0, os.path.join(ROOT, "services", "fleet"))
 
@@ -31,7 +32,6 @@ import fleet as fleet_mod  # noqa: E402
 pytestmark = [pytest.mark.xdist_group("system"),
               pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ansible-playbook") or not shutil.which("prometheus"),
                                  reason="needs root (network namespaces), ansible-core and prometheus (./build.sh setup)")]
-PLAYBOOK = os.path.join(ROOT, "services", "ansible", "rollout.yml")
 N = 8
 
 
@@ -50,38 +50,6 @@ def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
     return {"v1": policy_variant(d, "v1", scale=0.97), "v2": policy_variant(d, "v2", scale=0.96),
             "v3": policy_variant(d, "v3", scale=0.95), "bad": policy_variant(d, "bad", nan_below=0.1)}
-
-
-# A host stall (this machine, not the model) can overrun a tick in probation or starve a simulated
-# device's process until its sensor is stale, and roll a good model back, or miss ticks; the
-# alerts that follow would hold every later rollout to this fleet for minutes. The tests accept
-# those two (as an operator would with ignore_alerts), retry a rollout a stall rolled back
-# (reported), and leave every other alert in force (the alert test's is one).
-IGNORE = json.dumps({"ignore_alerts": ["NnosDeviceDown", "NnosModelRolledBack", "NnosLoopMisses"]})
-
-
-def playbook(inventory: str, model: str, *extra: str, lock: str = "") -> tuple[int, str, dict]:
-    """ansible-playbook's exit status, output and recap {host: {ok, changed, failed, ...}} — the
-    changes summed over the attempts a host stall made it repeat."""
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "services", "ansible", "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    args = ["ansible-playbook", "-i", inventory, PLAYBOOK, "-e", f"model={model}", "-e", "probation_s=1", "-e", IGNORE,
-            "-e", f"lock={lock or os.path.join(os.path.dirname(inventory), 'rollout.lock')}", *extra]
-    changed: dict = {}
-    for attempt in range(3):
-        r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=scaled(900))
-        out = r.stdout + r.stderr
-        recap = {m.group(1): {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
-                 for m in re.finditer(r"^(\S+)\s+: (ok=.*)$", out, re.M)}
-        for host, counts in recap.items():
-            changed[host] = changed.get(host, 0) + counts["changed"]
-        # a stalled loop overruns its tick; a stalled simulator leaves its sensor stale
-        stall = re.search(r"was rolled back: (overrun: tick took \d+ µs|sensor \S+ stale \(no reading for [\d.]+ s)", out)
-        if r.returncode == 0 or stall is None or attempt == 2:
-            break
-        report_retry("fleet rollout", f"a probation rolled back by a host stall: {stall.group(0)}")
-    for host, counts in recap.items():
-        counts["changed"] = changed[host]
-    return r.returncode, out, recap
 
 
 def actives(f) -> dict:
