@@ -104,17 +104,30 @@ def steady(dev, when: str, windows: int = 3) -> dict:
     else:
         raise AssertionError(f"{when}: failsafe in every window: {b}\n" + "\n".join(failsafes(dev)))
     entries = failsafes(dev)
-    other = [line for line in entries if not _brief_stale(line)]
-    assert not other, f"{when}: failsafe for a reason other than a host stall: {other}"
+    bound = brief(dev)
+    other = [line for line in entries if not _stale_within(line, bound)]
+    assert not other, f"{when}: failsafe for a reason other than a host stall (bound {bound:.2f} s): {other}"
     if entries:
         from tests.support.timing import report_retry
-        report_retry(f"image: {when}", f"{len(entries)} brief stale-sensor failsafe line(s): {entries[0][-90:]}")
+        report_retry(f"image: {when}", f"{len(entries)} brief stale-sensor failsafe line(s), bound {bound:.2f} s: "
+                                       f"{entries[0][-90:]}")
     return b
 
 
-def _brief_stale(line: str) -> bool:
+KERNEL_TO_INITRAMFS_S = 2.6     # amd64 under TCG on a quiet host (benchmarks/RESULTS.md, issue 21)
+
+
+def brief(dev) -> float:
+    """The longest sensor silence read as a host stall: 1 s, times how much slower than a quiet
+    host's this boot's kernel reached its initramfs (12.5 s in one loaded CI hour, 2-3 s usually),
+    so the bound follows the guest's measured speed rather than a fixed window."""
+    reached = order(dev.vm.timeline()).get("initramfs: started", KERNEL_TO_INITRAMFS_S)
+    return max(1.0, reached / KERNEL_TO_INITRAMFS_S)
+
+
+def _stale_within(line: str, bound: float) -> bool:
     m = re.search(r"stale \(no reading for (\d+\.\d+) s", line)
-    return bool(m) and float(m.group(1)) < 1.0
+    return bool(m) and float(m.group(1)) < bound
 
 
 def failsafes(dev) -> list[str]:
