@@ -82,6 +82,22 @@ def test_gemm(tmp_path, m, k, n, bias, act):
     agree(plan)
 
 
+@pytest.mark.parametrize("m,bias", [(2, "vec"), (3, "full"), (3, None)])
+def test_a_small_batch_takes_its_rows_in_pairs(tmp_path, m, bias):
+    """A batch of 2 or 3 rows split by column groups reads each weight once for two rows (gemm.py
+    _pair_groups), the odd row by itself: both against the reference, and a team's bitwise one
+    thread's (136 columns: two groups or more of four vectors at 8 and 16 floats, and a tail;
+    K = 128: enough work that the team splits it, team.SPLIT_WORK)."""
+    k, n = 128, 136
+    inits, ins = [("W", rand(k, n, seed=1))], ["A", "W"]
+    if bias:
+        inits.append(("C", rand(*((n,) if bias == "vec" else (m, n)), seed=2)))
+        ins.append("C")
+    nodes = [helper.make_node("Gemm", ins, ["G"]), helper.make_node("Relu", ["G"], ["Y"])]
+    plan = nnos.compile(save(model(nodes, [vi("A", [m, k])], [vi("Y", [m, n])], inits), tmp_path / "g.onnx"))
+    team_as_one(plan, agree(plan))
+
+
 def test_matmul_and_elementwise(tmp_path):
     nodes = [helper.make_node("MatMul", ["A", "W"], ["M"]), helper.make_node("Add", ["M", "B"], ["S"]),
              helper.make_node("Mul", ["S", "B"], ["P"]), helper.make_node("Sub", ["P", "M"], ["D"]),

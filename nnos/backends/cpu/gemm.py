@@ -49,18 +49,26 @@ def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None
         lines.append(split)
     if bias:
         lines.append(f"const float *C = {bias};")
+    if groups:
+        if packed is not None:         # [group][K][4·VW], contiguous per group
+            arr = packed[1][:k, :groups * bw].reshape(k, groups, bw).transpose(1, 0, 2)
+            blocks = prog.const(f"{packed[0]}@groups{bw}", arr)
+        row = f"{blocks} + (size_t)g * {k * bw}" if packed is not None else f"B + g * {bw}"
+        ld = bw if packed is not None else n
+    # a few rows split by columns (a batch of 2 or 3): the column groups of two rows at a time, so
+    # each pass reads its weights once for both; on a team each thread does the same for its own
+    # groups, so every row's sums are bitwise one thread's
+    pairs = 2 * (m // 2) if groups and not by_rows else 0
+    if pairs:
+        lines.append(_pair_groups(m, k, n, bw, vw, g_range, row, ld, bias, bias_rows, chain))
     lines.append(f"for (int m = {m_range[0]}; m < {m_range[1]}; m++) {{")
     lines.append(f"    const float *ar = A + m * {k}; float *orow = O + m * {n};")
     if bias:
         lines.append(f"    const float *crow = C{' + m * %d' % n if bias_rows else ''};")
     if groups:
-        if packed is not None:         # [group][K][4·VW], contiguous per group
-            arr = packed[1][:k, :groups * bw].reshape(k, groups, bw).transpose(1, 0, 2)
-            blocks = prog.const(f"{packed[0]}@groups{bw}", arr)
         init = [f"vload(crow + g * {bw} + {i * vw})" if bias else "vsplat(0.0f)" for i in range(4)]
-        lines.append(f"    for (int g = {g_range[0]}; g < {g_range[1]}; g++) {{")
-        row = f"{blocks} + (size_t)g * {k * bw}" if packed is not None else f"B + g * {bw}"
-        lines.append(indent(_accumulate(4, init, k, row, bw if packed is not None else n, vw), 8))
+        lines.append(f"    {f'if (m >= {pairs}) ' if pairs else ''}for (int g = {g_range[0]}; g < {g_range[1]}; g++) {{")
+        lines.append(indent(_accumulate(4, init, k, row, ld, vw), 8))
         for i in range(4):
             lines.append(f"        vstore(orow + g * {bw} + {i * vw}, {apply(chain, f'acc{i}', True)});")
         lines.append("    }")
@@ -86,6 +94,25 @@ def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None
         lines.append(f"      for (int j = 0; j < {rem}; j++) orow[{col} + j] = {apply(chain, 's[j]', False)}; }}")
     lines.append("}")
     return indent("\n".join(lines))
+
+
+def _pair_groups(m: int, k: int, n: int, bw: int, vw: int, g_range: tuple, row: str, ld: int, bias: str | None,
+                 bias_rows: bool, chain: list[str]) -> str:
+    """Rows 0 … 2·(m//2) − 1 over the column groups in ``g_range``, two rows a pass: each vector
+    of B loaded once feeds both rows' FMA chains (eight chains: latency-bound no more)."""
+    lines = [f"for (int m = 0; m + 1 < {m}; m += 2) {{",
+             f"    const float *ar0 = A + m * {k}, *ar1 = ar0 + {k}; float *orow0 = O + m * {n}, *orow1 = orow0 + {n};"]
+    if bias:
+        lines.append(f"    const float *crow0 = C + {'m * %d' % n if bias_rows else '0'}, "
+                     f"*crow1 = crow0 + {n if bias_rows else 0};")
+    lines.append(f"    for (int g = {g_range[0]}; g < {g_range[1]}; g++) {{")
+    init = [[f"vload(crow{r} + g * {bw} + {i * vw})" if bias else "vsplat(0.0f)" for i in range(4)] for r in range(2)]
+    lines.append(indent(_accumulate_rows(4, init, k, row, ld, vw), 8))
+    for r in range(2):
+        for i in range(4):
+            lines.append(f"        vstore(orow{r} + g * {bw} + {i * vw}, {apply(chain, f'acc{r}_{i}', True)});")
+    lines += ["    }", "}"]
+    return "\n".join(lines)
 
 
 def _narrow_rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None, bias_rows: bool,
@@ -158,6 +185,20 @@ def _accumulate(nv: int, init: list[str], k: int, row0: str, ld: int, vw: int) -
     lines.append("}")
     for s in range(1, sets):
         lines.append(" ".join(f"acc{i} += acc{i}_{s};" for i in range(nv)))
+    return "\n".join(lines)
+
+
+def _accumulate_rows(nv: int, inits: list[list[str]], k: int, row0: str, ld: int, vw: int) -> str:
+    """acc{r}_0..acc{r}_{nv-1} = inits[r] + Σ_kk ar{r}[kk] · row(kk)[i·VW …] for each row r at
+    once: one load of the weights for every row. Each sum runs over K in order."""
+    rows = range(len(inits))
+    lines = [" ".join(f"vf acc{r}_{i} = {inits[r][i]};" for r in rows for i in range(nv)),
+             f"for (int kk = 0; kk < {k}; kk++) {{",
+             f"    const float *br = {row0} + (size_t)kk * {ld};",
+             "    " + " ".join(f"vf x{r} = vsplat(ar{r}[kk]);" for r in rows)]
+    for i in range(nv):
+        lines.append(f"    {{ vf w = vload(br + {i * vw}); " + " ".join(f"acc{r}_{i} += x{r} * w;" for r in rows) + " }")
+    lines.append("}")
     return "\n".join(lines)
 
 
