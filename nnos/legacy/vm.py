@@ -26,7 +26,7 @@ MACHINES = {"x86_64": ("qemu-system-x86_64", ["-machine", "pc"], "ttyS0"),
 # under TCG) and, on a PC, ACPI (its interpreter and the PCI interrupt links, 0.5 s; the guest
 # has one CPU and nothing to power-manage, and is stopped by ending qemu). Without ACPI's MSI
 # set-up the virtio devices use INTx: pci=nomsi says so rather than warn. Measured under TCG on
-# the host: the guest's kernel up 2.9-3.1 s -> 2.0-2.1 s (benchmarks/RESULTS.md, the legacy
+# the host: the guest's kernel up 2.9-4.5 s -> 2.0-2.1 s (benchmarks/RESULTS.md, the legacy
 # VM's boot inside the image).
 KERNEL_ARGS = {"x86_64": ["cryptomgr.notests", "acpi=off", "pci=nomsi"], "aarch64": ["cryptomgr.notests"]}
 
