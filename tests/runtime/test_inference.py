@@ -3,6 +3,8 @@ worker every k ticks while the loop executes its queued actions at the full rate
 measures it against k ticks; a swap stays hitless; the board refuses what cannot work."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -12,9 +14,9 @@ from nnos.telemetry import TelemetryReader, TelemetryWriter
 from nnos_hardware.board import load_board
 from nnos_hardware.devices import SimulatedDevice
 from nnos_hardware.errors import ConfigError
-from tests.support.action_chunks import chunk_policy, slow_chunk_policy, slower_than
+from tests.support.action_chunks import chunk_policy, numpy_ms, slow_chunk_policy, slower_than
 from tests.support.policies import board_at, store_model
-from tests.support.timing import scaled
+from tests.support.timing import retried, scaled
 
 K, EVERY, RATE = 8, 4, 100
 
@@ -75,37 +77,64 @@ def test_a_policy_slower_than_a_tick_drives_a_100_hz_loop_from_its_queue(tmp_pat
         r.close()
 
 
-def test_admission_measures_against_k_ticks_and_the_swap_is_hitless(tmp_path):
-    """A policy of four 512³ products (≥ 12 ms here, idle) is refused at infer_every = 1 (one
-    tick's budget: 5 ms at 100 Hz) and admitted at 20 (100 ms; chunks of 40 last until the next
-    one, however late up to 20 ticks); the swap
-    to it happens without a failsafe tick (its first chunk was computed before it)."""
-    fast = chunk_policy(str(tmp_path / "fast.onnx"), 40)
-    slow = slow_chunk_policy(str(tmp_path / "slow.onnx"), 40, layers=4)
-    board = chunk_board(tmp_path, fast, every=20)
-    r = Rig(tmp_path, board)
+def _admitted_swap(tmp_path, fast: str, slow: str, every: int, attempt: list) -> tuple[list, int, int]:
+    """One try of the swap to the slow policy at infer_every = ``every``: its answers, and the
+    failsafe entries before and after it."""
+    attempt[0] += 1
+    r = Rig(tmp_path, chunk_board(tmp_path, fast, every=every), store_dir=f"data{every}-{attempt[0]}")
     r.store.activate(store_model(r.store, fast), "test")
     r.loop.load_initial()
     answers = []
-    r.loop.on_answer = lambda addr, msg: answers.append(msg)
+    r.loop.on_answer = lambda addr, msg: (answers.append(msg), setattr(r.loop, "stop", True))
     try:
         r.loop.run(None, scaled(1.0))
         entries = r.counters()["failsafe_entries"]
         r.loop.handle({"cmd": "activate", "model": store_model(r.store, slow), "id": 1}, "addr")
-        r.loop.run(None, scaled(8.0))
-        assert answers and answers[-1]["outcome"] == "active", answers
-        assert r.counters()["failsafe_entries"] == entries, "the swap to an asynchronous policy had a failsafe tick"
+        r.loop.run(None, scaled(30.0))               # until it answers
+        r.loop.stop = False
+        r.loop.run(None, scaled(1.0))                # and a second of ticks on the new model
+        return answers, entries, r.counters()["failsafe_entries"]
     finally:
         r.close()
+
+
+def test_admission_measures_against_k_ticks_and_the_swap_is_hitless(tmp_path):
+    """A policy of four 512³ products (≥ 12 ms here, idle) is refused at infer_every = 1 (one
+    tick's budget: 5 ms at 100 Hz) and admitted at 20 (100 ms; chunks of 40 last until the next
+    one, however late up to 20 ticks); the swap to it happens without a failsafe tick (its first
+    chunk was computed before it).
+    On a loaded host (CI: p50 54.6 ms, max 134 ms) the budget keeps 8× the model's best time
+    measured here: infer_every grows past 20, its chunks with it; and a refusal whose median is
+    over twice that best time is a host stall, retried and reported."""
+    slow = slow_chunk_policy(str(tmp_path / "slow.onnx"), 40, layers=4)
+    best_ms = numpy_ms(slow)
+    every = max(20, math.ceil(8 * best_ms / (1000 / RATE / 2)))
+    fast = chunk_policy(str(tmp_path / "fast.onnx"), 2 * every)
+    slow = slow_chunk_policy(str(tmp_path / "slow.onnx"), 2 * every, layers=4)
+
+    def stalled(result) -> str:
+        answers = result[0]
+        if not answers or answers[-1]["outcome"] != "refused" or "latency" not in answers[-1]:
+            return ""
+        p50_ms = answers[-1]["latency"]["p50_us"] / 1000
+        if p50_ms <= 2 * best_ms:
+            return ""
+        return f"admission measured p50 {p50_ms:.1f} ms against {best_ms:.1f} ms best here: {answers[-1]['reason']}"
+
+    attempt = [0]
+    answers, before, after = retried(3, "test_admission_measures_against_k_ticks_and_the_swap_is_hitless",
+                                     lambda: _admitted_swap(tmp_path, fast, slow, every, attempt), stalled)
+    assert answers and answers[-1]["outcome"] == "active", answers
+    assert after == before, "the swap to an asynchronous policy had a failsafe tick"
     one = chunk_board(tmp_path, slow, every=1)
     r = Rig(tmp_path, one, store_dir="data1")
     r.store.activate(store_model(r.store, fast), "test")
     r.loop.load_initial()
     answers = []
-    r.loop.on_answer = lambda addr, msg: answers.append(msg)
+    r.loop.on_answer = lambda addr, msg: (answers.append(msg), setattr(r.loop, "stop", True))
     try:
         r.loop.handle({"cmd": "activate", "model": store_model(r.store, slow), "id": 1}, "addr")
-        r.loop.run(None, scaled(8.0))
+        r.loop.run(None, scaled(30.0))               # until it answers
         assert answers and answers[-1]["outcome"] == "refused" and "too slow" in answers[-1]["reason"], answers
     finally:
         r.close()

@@ -57,24 +57,31 @@ def slow_chunk_policy(path: str, k: int, n_in: int = 4, size: int = 512, layers:
     return path
 
 
+def numpy_ms(path: str) -> float:
+    """The least a call of the model at ``path`` takes on the numpy backend here (ms, best of 5):
+    a busy host only adds to it."""
+    import time
+
+    import nnos
+    exe = nnos.compile(path).bind("numpy")
+    exe.run()
+    took = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        exe.run()
+        took.append((time.perf_counter() - t0) * 1000)
+    return min(took)
+
+
 def slower_than(path: str, k: int, ms: float) -> str:
     """``slow_chunk_policy`` with as many layers as it takes to run longer than ``ms`` on this
     machine (numpy, measured): a fast host made the two-layer one quicker than a tick's budget."""
     import math
-    import time
 
-    import nnos
     layers = 2
     while True:
         slow_chunk_policy(path, k, layers=layers)
-        exe = nnos.compile(path).bind("numpy")
-        exe.run()
-        took = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            exe.run()
-            took.append((time.perf_counter() - t0) * 1000)
-        took_ms = min(took)                   # the least a call takes: a busy host only adds to it
+        took_ms = numpy_ms(path)
         if took_ms > ms or layers >= 64:
             return path
         layers = min(64, math.ceil(layers * 1.3 * ms / max(took_ms, 0.01)))
