@@ -59,7 +59,7 @@ def kvm_works(arch: str) -> bool:
     cmd = [QEMU[arch], *MACHINE[arch], "-accel", "kvm", "-m", "256", "-nodefaults", "-display", "none", "-no-reboot",
            "-serial", "stdio", "-kernel", a["vmlinuz"], "-initrd", a["initrd.img"],
            "-append", "console=ttyS0 panic=-1 nnos.root=none"]
-    return kvm.works(os.path.join(OUT, "cache", f"kvm-probe-{arch}"), cmd, b"initramfs: started")
+    return kvm.works(os.path.join(OUT, "cache", f"kvm-probe-{arch}"), cmd, b"initramfs: started", first_s=20.0)
 
 
 class Qmp:

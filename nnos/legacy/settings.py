@@ -10,6 +10,8 @@ is set aside and the defaults used, said in the log).
     cpu_percent    int    its CPU cap (cgroup v2 cpu.max; a share of one CPU)
     memory_mb      int    its guest RAM (qemu -m); the host cap adds qemu's own overhead
     watchdog_s     int    restarted when the guest sends nothing for this long (it pings every quarter)
+    start_grace_s  int    how long after a start its first ping may take (a guest under TCG inside
+                          an emulated device needs minutes)
 
 Changes apply at the VM's next start, except ``network``, which is switched at once.
 """
@@ -25,7 +27,8 @@ from ..fsutil import atomic_write
 FILE = "legacy-vm.json"
 AGENTS = ("telemetry", "update", "probe", "ping", "hog", "hostile")
 DEFAULTS = {"network": False, "agents": ["telemetry", "update"], "telemetry_url": "", "offer_url": "",
-            "probe_urls": [], "interval_s": 60, "cpu_percent": 25, "memory_mb": 128, "watchdog_s": 120}
+            "probe_urls": [], "interval_s": 60, "cpu_percent": 25, "memory_mb": 128, "watchdog_s": 120,
+            "start_grace_s": 300}
 _URL = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/[!-~]*)?$")    # printable, no spaces or commas in the host
 
 
@@ -67,6 +70,7 @@ def validate(s: dict) -> dict:
     _int("cpu_percent", out["cpu_percent"], 1, 100)
     _int("memory_mb", out["memory_mb"], 48, 4096)
     _int("watchdog_s", out["watchdog_s"], 10, 3600)
+    _int("start_grace_s", out["start_grace_s"], 30, 3600)
     return out
 
 

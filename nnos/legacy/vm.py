@@ -58,15 +58,18 @@ def command(kernel: str, initrd: str, socket_path: str, agents: tuple[str, ...] 
     return cmd
 
 
-def kvm_works(kernel: str, initrd: str, timeout_s: float = 20.0) -> bool:
+def kvm_works(kernel: str, initrd: str, report=None) -> bool:
     """Boot the guest with KVM to its "ready" line, once per host boot (cached in /run, or the
-    temp directory): /dev/kvm can exist and still hang guests, as on some CI machines."""
+    temp directory): /dev/kvm can exist and still hang guests, as on some CI machines. Its
+    kernel is not quiet: the probe tells a slow guest from a hung one by its console."""
     cache = os.path.join("/run" if os.access("/run", os.W_OK) else tempfile.gettempdir(), "nnos-legacy-kvm")
     sock = os.path.join(tempfile.gettempdir(), f"nnos-kvm-probe-{os.getpid()}.sock")
     cmd = command(kernel, initrd, sock, (), accel="kvm")
     cmd[cmd.index("-serial") + 1] = "stdio"
+    append = cmd.index("-append") + 1
+    cmd[append] = " ".join(w for w in cmd[append].split() if w != "quiet")
     try:
-        return kvm.works(cache, cmd, b"legacy-vm: ready", timeout_s)
+        return kvm.works(cache, cmd, b"legacy-vm: ready", report=report)
     finally:
         if os.path.exists(sock):
             os.unlink(sock)
@@ -93,7 +96,7 @@ def main(argv=None) -> int:
             say(f"network namespace {netns.NS}, outside network {'on' if s['network'] else 'off'}")
         except netns.NetworkError as e:
             say(f"no network: {e}")
-    accel = "kvm" if kvm_works(a.kernel, a.initrd) else "tcg"
+    accel = "kvm" if kvm_works(a.kernel, a.initrd, lambda how: say(f"KVM probe: {how}")) else "tcg"
     say(f"accelerator {accel}")
     cmd = prefix + command(a.kernel, a.initrd, a.socket, tuple(s["agents"]), memory_mb=s["memory_mb"], accel=accel,
                            console=a.console, settings=vm_settings.kernel_settings(s), network=bool(prefix))

@@ -46,6 +46,7 @@ class Running:
     held: bool = False                              # stopped on request: not started until asked
     ready: bool = False                             # its spec's ready() was seen true since it started
     watchdog_s: float | None = None                 # the spec's, read at its start
+    watchdog_grace_s: float = 0.0                   # the same
     started_ns: int = 0
     armed: bool = False                             # the watchdog: a heartbeat was seen since the start
     beat_ns: int = 0                                # the newest heartbeat seen since the start
@@ -108,7 +109,7 @@ class Manager:
             r.beat_ns = max(r.beat_ns, hb)
         r.armed = r.armed or r.beat_ns > 0
         age = (now_ns() - r.beat_ns) / NS_PER_S if r.beat_ns else None
-        if (r.armed or now - r.started > s.watchdog_grace_s) and (age is None or age > r.watchdog_s):
+        if (r.armed or now - r.started > r.watchdog_grace_s) and (age is None or age > r.watchdog_s):
             self.log(f"supervisor: {s.name} (pid {r.proc.pid}) missed its watchdog "
                      f"({'no heartbeat' if age is None else f'{age:.2f} s'} > {r.watchdog_s} s): killing it")
             r.watchdog_kills += 1
@@ -159,6 +160,8 @@ class Manager:
         if self.ctx.run:
             record_children(self.ctx.run, {n: x.proc.pid for n, x in self.procs.items() if x.proc is not None})
         r.watchdog_s = r.spec.watchdog_s(self.ctx) if callable(r.spec.watchdog_s) else r.spec.watchdog_s
+        grace = r.spec.watchdog_grace_s
+        r.watchdog_grace_s = grace(self.ctx) if callable(grace) else grace
         if r.spec.limits:
             from .limits import apply
             lim = r.spec.limits(self.ctx) if callable(r.spec.limits) else r.spec.limits

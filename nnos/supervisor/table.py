@@ -84,7 +84,7 @@ class ProcessSpec:
     run_if: Callable[[Context], bool] = always
     heartbeat: Optional[str] = None            # the name it beats under (nnos/heartbeat.py); None: no watchdog
     watchdog_s: Optional[float | Callable[[Context], float]] = None  # (read when it starts)
-    watchdog_grace_s: float = 5.0              # for its first heartbeat after a start
+    watchdog_grace_s: float | Callable[[Context], float] = 5.0   # for its first heartbeat after a start (read then)
     restart: str = "always"                # "always" | "on-failure" | "never"
     stop_order: int = 50
     start_after: tuple[str, ...] = ()
@@ -163,6 +163,11 @@ def _legacy_vm_cmd(ctx: Context) -> list[str]:
 def _legacy_vm_watchdog(ctx: Context) -> float:
     from ..legacy import settings
     return float(settings.load(ctx.data)["watchdog_s"])
+
+
+def _legacy_vm_grace(ctx: Context) -> float:
+    from ..legacy import settings
+    return float(settings.load(ctx.data)["start_grace_s"])
 
 
 def _legacy_vm_limits(ctx: Context) -> dict:
@@ -263,7 +268,7 @@ def table(ctx: Context) -> list[ProcessSpec]:
           forked=True),
         P("broker", _broker_cmd, run_if=legacy_vm_enabled, start_after=("loop",), off_loop_cpu=True, stop_order=60, nice=10),
         P("legacy-vm", _legacy_vm_cmd, run_if=legacy_vm_enabled, start_after=("loop", "broker") + api, heartbeat="legacy-vm",
-          watchdog_s=_legacy_vm_watchdog, watchdog_grace_s=300.0, storm=(5, 120.0), limits=_legacy_vm_limits,
+          watchdog_s=_legacy_vm_watchdog, watchdog_grace_s=_legacy_vm_grace, storm=(5, 120.0), limits=_legacy_vm_limits,
           stop_order=70, nice=19),
         P("foxglove", _foxglove_cmd, run_if=foxglove_enabled, start_after=("loop",), off_loop_cpu=True,
           stop_order=40, nice=10),

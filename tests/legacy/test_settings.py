@@ -23,7 +23,8 @@ def test_defaults_then_saved_changes(tmp_path):
 
 @pytest.mark.parametrize("bad", [{"network": "yes"}, {"agents": "telemetry"}, {"interval_s": 10 ** 6},
                                  {"telemetry_url": "http://x/ y"}, {"offer_url": "file:///etc/passwd"},
-                                 {"probe_urls": ["http://a,b/"]}, {"memory_mb": 1}, {"cpu_percent": True}, {"x": 1}])
+                                 {"probe_urls": ["http://a,b/"]}, {"memory_mb": 1}, {"cpu_percent": True}, {"x": 1},
+                                 {"start_grace_s": 5}])
 def test_bad_settings_name_what_is_wrong(tmp_path, bad):
     with pytest.raises(settings.SettingsError) as e:
         settings.save(str(tmp_path), **bad)

@@ -232,6 +232,31 @@ def test_a_process_that_stops_beating_is_killed_by_its_watchdog(tmp_path):
     assert read(run, "other") == 123
 
 
+def test_a_start_grace_read_from_settings_at_each_start(tmp_path):
+    """The grace for a first heartbeat may be a function of the context (the legacy VM's comes
+    from its settings): read at each start; a child silent past it is killed."""
+    from tests.support.timing import wait_until
+    graces = iter([0.5, 2.5])
+    m, run, said = _beater(tmp_path, "time.sleep(60)", 1.0, lambda ctx: next(graces))
+    try:
+        m.reconcile()
+        first = m.status()["beater"]["pid"]
+        assert m.procs["beater"].watchdog_grace_s == 0.5
+
+        def killed():
+            m.reconcile()
+            return any("missed its watchdog (no heartbeat" in s for s in said)
+        wait_until(killed, 20, "the watchdog after the grace")
+
+        def restarted():
+            m.reconcile()
+            return m.status()["beater"]["pid"] not in (None, first)
+        wait_until(restarted, 20, "the restart")
+        assert m.procs["beater"].watchdog_grace_s == 2.5
+    finally:
+        m.stop()
+
+
 def test_a_listening_port_is_told_without_importing_the_idna_codec():
     """The boot timeline polls the control plane's port before the first tick: a plain connect,
     not create_connection (whose getaddrinfo imports encodings.idna, 80 ms of an emulated boot)."""

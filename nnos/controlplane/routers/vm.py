@@ -48,6 +48,7 @@ class SettingsChange(BaseModel):
     cpu_percent: Optional[int] = None
     memory_mb: Optional[int] = None
     watchdog_s: Optional[int] = None
+    start_grace_s: Optional[int] = None
     network: Optional[bool] = Field(None, description="not here: POST /v1/vm/network")
 
 
