@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import binascii
 import enum
+import math
 import struct
 from dataclasses import dataclass, field
 
@@ -64,7 +65,7 @@ class ChannelInfo:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return int(math.prod(self.shape))
 
     @property
     def nbytes(self) -> int:

@@ -40,6 +40,20 @@ def test_dynamics_match_the_reference_equations():
     assert s[3] == pytest.approx(0.02 * th_acc)
 
 
+def test_a_sensor_period_is_its_physics_steps_bit_for_bit():
+    """advance() runs its substeps on Python floats (a third of the time of numpy scalars): the
+    same doubles, so the trajectory is the array step()'s to the last bit, forces clipped."""
+    sim = cartpole.CartPole(cartpole.Config(seed=5))
+    state = sim.state.copy()
+    rng = np.random.default_rng(1)
+    for force in rng.uniform(-15.0, 15.0, 500):
+        sim.advance(force)
+        for _ in range(20):                              # physics 1000 Hz, sensors 50 Hz
+            cartpole.step(state, float(np.clip(force, -cartpole.FORCE_MAX, cartpole.FORCE_MAX)), 1.0 / 1000)
+        assert sim.state.tobytes() == state.tobytes()
+    assert cartpole.failed(state)                        # far from rest: the forces were random
+
+
 def test_sim_prints_its_port_and_streams_at_its_rate():
     board = load_board(BOARD)
     proc, port = start_simulator(["python", "-m", "nnos_hardware.sim", "cartpole", "--sensor-hz", "100"], "cartpole")
