@@ -2,7 +2,7 @@
 N boots of the reference: qemu start → kernel → initramfs → init → first tick → control plane
 ready → HTTP answered, plus the image's size and build time (from its manifest).
 
-    python benchmarks/boot_bench.py [--arch amd64|arm64] [--runs 3] [--uefi] [--timeline]
+    python benchmarks/boot_bench.py [--arch amd64|arm64] [--runs 3] [--uefi] [--timeline] [--cpu]
 
 The reference is measured in the same run on the same image: its root filesystem with PID 1
 one Python that imports numpy and ticks (image/overlay/usr/lib/nnos/reference-init, booted with
@@ -30,6 +30,7 @@ from image.datafs import DataFs  # noqa: E402
 from image.vm import OUT, Vm, artifacts, kvm_works  # noqa: E402
 
 TIMELINE = False
+CPU = False
 REFERENCE = "nnos.init=/usr/lib/nnos/reference-init"
 EVENTS = {"initramfs": "initramfs: started", "init": "init: started", "supervisor": "supervisor: started",
           "first_tick": "loop: first tick", "api_ready": "control plane: ready"}
@@ -44,6 +45,8 @@ def one_boot(vm: Vm, api: bool, mark: int = 0, timeout: float = 600, reference: 
     want = {k: v for k, v in EVENTS.items() if k not in skip}
     if reference:                   # its own stamp: an nnos boot in its place fails here, not in the figures
         want["first_tick"] = "loop: first tick (reference)"
+    elif api and CPU:               # nnos.bootcpu: its report's last line
+        want["cpu"] = "boot cpu: first tick"
     api = api and not reference
     while time.monotonic() < end and len(host) < len(want) + api:
         text = vm.console()[mark:]
@@ -73,6 +76,8 @@ def one_boot(vm: Vm, api: bool, mark: int = 0, timeout: float = 600, reference: 
 def phases(b: dict, started: float) -> dict:
     if TIMELINE:
         print("\n".join(f"  {t:7.2f}  {ev}" for t, ev in b["events"]), file=sys.stderr)
+    elif CPU:
+        print("\n".join(f"  {ev}" for _, ev in b["events"] if ev.startswith("boot cpu: ")), file=sys.stderr)
     g = b["guest"]
     kernel_host = b["host"]["initramfs"] - g["initramfs"]     # host clock when the kernel began
     out = {"qemu→kernel": kernel_host - started, "kernel→initramfs": g["initramfs"],
@@ -100,7 +105,8 @@ def boots(a, art, tmp: str, i: int) -> tuple[dict, dict, dict]:
     subprocess.run(["cp", "--sparse=always", art["img"], disk], check=True)
     os.truncate(disk, 1 << 30)
     memory = 1024 if a.arch == "amd64" else 1536
-    vm = Vm(disk, a.arch, workdir=os.path.join(tmp, f"vm{i}"), uefi=a.uefi, memory_mb=memory)
+    vm = Vm(disk, a.arch, workdir=os.path.join(tmp, f"vm{i}"), uefi=a.uefi, memory_mb=memory,
+            cmdline_extra="nnos.bootcpu" if a.cpu else "")
     try:
         started = time.monotonic()
         vm.start()
@@ -128,9 +134,11 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--uefi", action="store_true")
     ap.add_argument("--timeline", action="store_true", help="print each boot's console timeline")
+    ap.add_argument("--cpu", action="store_true", help="boot nnos with nnos.bootcpu: print where the CPUs went "
+                    "between the first tick and the control plane's readiness")
     a = ap.parse_args(argv)
-    global TIMELINE
-    TIMELINE = a.timeline
+    global TIMELINE, CPU
+    TIMELINE, CPU = a.timeline, a.cpu
     art = artifacts(a.arch)
     runs = {"first boot": [], "second boot": [], "reference": []}
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:

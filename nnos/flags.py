@@ -117,6 +117,8 @@ VULKAN_STAGING = flag("NNOS_VULKAN_STAGING", _bool, False, "the vulkan backend k
                       "is host-visible (it always does where it is not: a discrete GPU without a BAR)")
 VULKAN_VALIDATION = flag("NNOS_VULKAN_VALIDATION", _bool, False, "the vulkan backend runs with the Khronos "
                          "validation layer and synchronization validation (tests; slow)")
+BOOT_CPU = flag("NNOS_BOOT_CPU", _bool, False, "PID 1 stamps on the console the CPU time each process used between "
+                "the first tick and the control plane's readiness (the image: nnos.bootcpu on the kernel command line)")
 FOXGLOVE = flag("NNOS_FOXGLOVE", _bool, False, "the supervisor runs a Foxglove WebSocket server fed from telemetry "
                 "(clients connect through the control plane: ws://HOST:PORT/v1/foxglove?token=…)")
 FOXGLOVE_PORT = flag("NNOS_FOXGLOVE_PORT", int, 8765, "the Foxglove server's port on 127.0.0.1 (the control plane "

@@ -168,6 +168,8 @@ def supervisor_env() -> dict:
         args = []
     if "nnos.importtime" in args:                   # boot diagnostics: every import's cost
         env["PYTHONPROFILEIMPORTTIME"] = "1"
+    if "nnos.bootcpu" in args:                      # boot diagnostics: the CPUs' time after the first tick
+        env["NNOS_BOOT_CPU"] = "1"
     for arg in args:                                # an emulated device is slower than the hardware
         if arg.startswith("nnos.loop_watchdog_s="):
             env["NNOS_LOOP_WATCHDOG_S"] = arg.split("=", 1)[1]

@@ -12,6 +12,7 @@ import subprocess
 import time
 
 from ..timeline import stamp
+from . import bootcpu
 from ..telemetry import TelemetryReader
 from .table import listening
 
@@ -38,13 +39,16 @@ def reap_orphans(managed: set[int]) -> int:
 
 
 class BootTimeline:
-    """Stamps 'first tick' and 'control plane ready' once each."""
+    """Stamps 'first tick' and 'control plane ready' once each; with ``cpu``, also where the CPUs
+    went between the two (bootcpu.py)."""
 
-    def __init__(self, run: str, api_port: int):
+    def __init__(self, run: str, api_port: int, cpu: bool = False):
         self.run, self.api_port = run, api_port
         self.first_tick = False
         self.api_ready = api_port <= 0
         self.next_check = 0.0
+        self.cpu = cpu
+        self.cpu_at_tick: dict | None = None
 
     def poll(self) -> None:
         if self.first_tick and self.api_ready:
@@ -67,11 +71,16 @@ class BootTimeline:
                     # supervisor is busy starting the processes that wait for the first tick
                     at = int(first["t_ns"][0]) if first is not None and len(first) else None
                     stamp(f"loop: first tick (model {c['active'][:12] or '-'}, mode {c['mode']})", monotonic_ns=at)
+                    if self.cpu:
+                        self.cpu_at_tick = bootcpu.snapshot()
             except (OSError, ValueError, KeyError):
                 pass
         if not self.api_ready and listening(self.api_port):
             self.api_ready = True
             stamp(f"control plane: ready on port {self.api_port}")
+            if self.cpu_at_tick is not None:
+                for line in bootcpu.report(self.cpu_at_tick, bootcpu.snapshot(), "first tick to control plane ready"):
+                    stamp(line)
 
 
 def power(how: str) -> None:

@@ -264,7 +264,7 @@ def _up(board_path, data, duration, show_status, plan, default_board, init=False
     boot = None
     from .pid1 import BootTimeline, reap_orphans
     if init:
-        boot = BootTimeline(run, flags.API_PORT.get())
+        boot = BootTimeline(run, flags.API_PORT.get(), cpu=flags.BOOT_CPU.get())
 
     def show(m):
         if boot is not None:

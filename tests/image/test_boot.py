@@ -153,6 +153,11 @@ def test_boots_to_the_network_keeps_the_chosen_model_across_a_reboot_and_survive
     assert t["initramfs: started"] < t["init: started"] < t["loop: first tick"] < t["control plane: ready"], t
     record_boot("first boot", t)                        # recorded, not asserted: benchmarks/boot_bench.py judges them
     dev.vm.wait_for(r"network: eth0 10\.0\.2\.15/24 \(DHCP\)", 30)        # after the loop, in the background
+    # nnos.bootcpu: the CPU each process used from the first tick to the control plane's
+    # readiness, once it answers — the control plane's own start-up among them
+    dev.vm.wait_for(r"boot cpu: first tick to control plane ready, the CPUs' seconds: user", 30)
+    report = [ev for _, ev in dev.vm.timeline() if ev.startswith("boot cpu: ")]
+    assert any(re.match(r"boot cpu: \d+\.\d\d s \S*controlplane \(pid \d+, nice 5\)", ev) for ev in report), report
     console = dev.vm.console()
     assert "data: first boot: making the data filesystem" in console
     # dataclasses' methods on the way to the first tick, compiled at image build (nnos/gencache.py)

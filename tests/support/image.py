@@ -46,6 +46,9 @@ class Device:
         # an emulated device's ticks stall past half a 20 ms period even on an idle host (CI saw
         # 10.5, 13 and 16 ms in three probations in a row): the loop's budget there is 90 %
         extra.append("nnos.loop_budget=0.90")
+        # where the CPUs went from the first tick to the control plane's readiness, on the console
+        # of every boot (a failed test shows the console's tail)
+        extra.append("nnos.bootcpu")
         self.vm = Vm(self.disk, ARCH, workdir=workdir, uefi=uefi, cmdline_extra=" ".join(extra), built=image,
                      served=served)
         self.mark = 0
