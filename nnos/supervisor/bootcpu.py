@@ -52,8 +52,8 @@ def snapshot(proc: str = "/proc") -> dict:
 
 
 def report(before: dict, after: dict, what: str, top: int = 8) -> list[str]:
-    """The console lines for the time between two snapshots: the machine's, then the ``top``
-    processes by CPU seconds (a process that started in between counts from its start)."""
+    """The console lines for the time between two snapshots: the ``top`` processes by CPU
+    seconds (a process that started in between counts from its start), then the CPUs' time."""
     rows = []
     for key, u in after.items():
         if key == "machine":
