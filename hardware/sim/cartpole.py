@@ -96,7 +96,7 @@ class CartPole:
         n = max(1, round(self.cfg.physics_hz / self.cfg.sensor_hz))
         dt = 1.0 / (n * self.cfg.sensor_hz)
         f = float(np.clip(force, -FORCE_MAX, FORCE_MAX))
-        # the substeps on Python floats (the same IEEE doubles as numpy's scalars, 4-5× less
+        # the substeps on Python floats (the same IEEE doubles as numpy's scalars, a third of the
         # time: a simulator under emulation shares the device's CPUs with what it simulates for)
         state = self.state.tolist()
         for _ in range(n):

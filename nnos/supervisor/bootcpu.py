@@ -1,8 +1,8 @@
 """Where the CPUs went between two moments of a boot (boot diagnostics: ``nnos.bootcpu`` on the
 kernel command line). PID 1 takes a snapshot of every process's CPU time at the first tick and
-another once the control plane answers, and stamps the difference on the console: the processes that used the
-most, then the CPUs' time by kind (user, nice, system, idle, iowait) — what the control plane's
-start-up shared the CPUs with.
+another once the control plane answers, and stamps the difference on the console: the processes
+that used the most, then the CPUs' time by kind (user, nice, system, idle, iowait) — what the
+control plane's start-up shared the CPUs with.
 
 Each process's time is its own (utime + stime) and its exited children's that it collected
 (cutime + cstime: udevd's workers, a shell's commands); a process is known by its pid and start

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 from nnos.supervisor import bootcpu
 from nnos.supervisor.pid1 import BootTimeline
@@ -76,19 +77,29 @@ def test_a_reused_pid_is_a_new_process(tmp_path):
 
 
 def test_the_timeline_reports_once_the_control_plane_answers_only_when_asked(tmp_path, capsys):
+    """The snapshot is taken at the loop's first tick (seen in its telemetry) only with ``cpu``;
+    the report follows 'control plane: ready' only then."""
     import socket
+
+    import numpy as np
+    from nnos.telemetry import TelemetryWriter
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
     port = server.getsockname()[1]
     try:
         for cpu in (False, True):
-            timeline = BootTimeline(str(tmp_path), api_port=port, cpu=cpu)
-            timeline.cpu_at_tick = bootcpu.snapshot() if cpu else None      # as at a first tick
-            timeline.first_tick = True
+            run = tmp_path / str(cpu)
+            run.mkdir()
+            tel = TelemetryWriter(str(run / "telemetry"))
+            tel.add("ticks")
+            tel.record(0, time.monotonic_ns(), 0, 0, 0, 0, 1, 0, np.zeros(1, np.float32), np.zeros(1, np.float32))
+            timeline = BootTimeline(str(run), api_port=port, cpu=cpu)
             timeline.poll()
+            tel.close()
             err = capsys.readouterr().err
-            assert "control plane: ready" in err
+            assert "loop: first tick" in err and "control plane: ready" in err, err
+            assert (timeline.cpu_at_tick is not None) == cpu
             assert ("boot cpu: first tick to control plane ready, the CPUs' seconds: " in err) == cpu, err
     finally:
         server.close()
