@@ -17,6 +17,7 @@ from tests.support.image import ARCH, BOARD, OUT, ROOT, Device, artifacts, boot_
 TOOLS = ("qemu-system-x86_64", "mmdebstrap", "mksquashfs", "sfdisk", "debugfs", "mcopy")
 
 
+@pytest.hookimpl(tryfirst=True)       # before pytest-xdist's worker adds the group to each node id
 def pytest_collection_modifyitems(items):
     here = os.path.dirname(os.path.abspath(__file__))
     for item in items:
