@@ -274,14 +274,16 @@ def test_power_cuts_during_upload_and_running_leave_the_last_committed_model(ima
         ids = {m["id"] for m in dev.client.get("/v1/models").json()["models"]}
         assert committed in ids
         assert all(dev.client.get(f"/v1/models/{m}").status_code == 200 for m in ids)
-        assert ticking(dev)["mode"] == "running"
+        # running, with no failsafe but a brief stale sensor (a host stall; a loaded host's
+        # guest failed a bare check of the mode just after its boot)
+        steady(dev, f"after power cut {i + 1}")
     # and in the middle of plain running
     time.sleep(rng.uniform(0.5, 3.0))
     dev.kill()
     dev.boot()
     st = dev.status()
     assert st["loop"]["active"] == committed, st
-    assert st["loop"]["mode"] == "running", st
+    steady(dev, "after the power cut while running")
 
 
 def test_unreadable_or_missing_data_partition_is_recreated_with_defaults(image, device):
