@@ -1,7 +1,8 @@
 """nnos's PID 1 on the appliance (/sbin/nnos-init, started by the initramfs's switch_root).
 
 In order: mount the kernel filesystems; load the board's modules; start udev; check and mount
-the data partition (created on first boot, recreated when unreadable); restore default config;
+the data partition (created on first boot, recreated when unreadable); import the config put on
+the boot partition (bootconfig.py); restore default config;
 then the supervisor (`nnos up --init`, in this same process: nnos/appliance.py), which stays
 PID 1: it starts the loop before anything optional (the network — DHCP, or static from the data
 partition —, the control plane), reaps orphans, and reboots or powers off on request. Each step
@@ -30,6 +31,7 @@ DEFAULT_BOARD = "/etc/nnos/board.toml"
 DEFAULT_PLAN = "/usr/share/nnos/default.plan"
 LEGACY_VM = "/usr/lib/nnos/legacy-vm"     # the legacy VM's initramfs (image step 45)
 BOOT = "/boot"                            # the boot partition, read-only: the legacy VM's kernel
+BOOT_CONFIG = "/boot/nnos/config"         # config a builder put there before a boot (bootconfig.py)
 BOARD_MODULES = "/etc/nnos/modules"   # modules this image loads before the supervisor (watchdog, ...)
 # the data and boot partitions' filesystems: not in the initramfs (image/initramfs-modules.txt),
 # whose every module is on the way to the first tick; here they load beside PID 1's imports
@@ -117,6 +119,17 @@ def legacy_vm_kernel() -> str:
     """This slot's kernel on the boot partition (the one the root's modules belong to)."""
     slot = os.environ.get("NNOS_ROOT", "root-a").rpartition("-")[2]
     return os.path.join(BOOT, "nnos", slot, "vmlinuz")
+
+
+def import_boot_config() -> None:
+    """The config files put on the boot partition since the last boot, into the data partition's
+    (a bad one refused and said): before the defaults, which fill in only what is still missing."""
+    from . import bootconfig
+    try:
+        os.makedirs(CONFIG, exist_ok=True)
+        bootconfig.take(BOOT_CONFIG, CONFIG, say)
+    except OSError as e:
+        say(f"config: the boot partition's config was not imported: {e}")
 
 
 def restore_defaults() -> None:
@@ -214,6 +227,7 @@ def steps() -> None:
         info = mount_data()
         say(f"data: {info['dev'] or 'tmpfs'} mounted on {DATA}")
         mount_boot()
+        import_boot_config()
         restore_defaults()
         set_hostname()
     except Exception:                                  # noqa: BLE001 - PID 1 must reach the supervisor

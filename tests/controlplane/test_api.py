@@ -252,6 +252,25 @@ def test_state_without_a_loop(api):
     assert r.status_code == 404
 
 
+def test_the_status_says_what_became_of_the_boot_partitions_config(api, tmp_path):
+    """The outcome init recorded for each file a builder put on the boot partition (nnos/boot/
+    bootconfig.py, beside the board config): a headless device's only way to say it refused one."""
+    assert api.client.get("/v1/status").json()["boot_config"] == {}
+    from nnos.boot import bootconfig
+    (tmp_path / "hostname").write_text("arm-3\n")
+    (tmp_path / "network.toml").write_text('gateway = "10.0.0.1"\n')
+    config = os.path.dirname(api.board)
+    try:
+        bootconfig.take(str(tmp_path), config, lambda msg: None)
+        got = api.client.get("/v1/status").json()["boot_config"]
+        assert got["hostname"] == {"result": "imported", "why": None}, got
+        assert got["network.toml"]["result"] == "refused", got
+        assert "a gateway needs a static address" in got["network.toml"]["why"], got
+    finally:
+        for name in (bootconfig.RECORD, "hostname"):
+            os.unlink(os.path.join(config, name))
+
+
 def test_long_operations_report_progress(api):
     r = api.client.post("/v1/models", params={"wait": "false"}, content=open(POLICY, "rb").read())
     assert r.status_code == 202

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import time
 
 import httpx
@@ -38,6 +39,7 @@ def test_who_the_device_is_its_update_its_room_and_its_clock(api):
     assert value == 1 and re.fullmatch(r"[0-9a-f]{32}", info["device_id"]), info
     assert info["device_id"] == open(os.path.join(api.data, "machine-id")).read().strip() == device_id(api.data)
     assert info["board"] == "cartpole-sim" and info["version"], info
+    assert info["hostname"] == socket.gethostname(), info          # on the image: the boot partition's hostname
     assert one(got, "nnos_update_rolled_back")[1] == 0
     size, free = one(got, "nnos_data_size_bytes")[1], one(got, "nnos_data_free_bytes")[1]
     assert 0 < free <= size

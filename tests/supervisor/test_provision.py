@@ -2,9 +2,12 @@
 own default model when the board was changed to one the active model cannot drive."""
 from __future__ import annotations
 
+import pytest
+
 from nnos.store import ModelStore
 from nnos.supervisor import up
 from nnos_hardware.board import load_board
+from nnos_hardware.errors import ConfigError
 from tests.support.paths import BOARDS, ROOT
 from tests.support.policies import board_at
 
@@ -33,3 +36,21 @@ def test_a_bundled_model_is_found_from_a_board_outside_the_tree(tmp_path):
     p.write_text(open(f"{BOARDS}/vision_so101.toml").read())
     board = load_board(str(p))
     assert board.model.endswith("vision/follow.onnx") and open(board.model, "rb").read(4)
+
+
+def test_an_unreadable_board_is_set_aside_and_the_default_restored(tmp_path, capsys):
+    """The board in the data partition's config, broken (by hand, or by a card's config before
+    boot-partition import checked it): the supervisor starts on the image's default, keeps the
+    bad one beside it and says both."""
+    default = tmp_path / "default.toml"
+    default.write_text(open(f"{BOARDS}/cartpole-sim.toml").read())
+    board = tmp_path / "board.toml"
+    board.write_text('[board]\nname = "x"\nrate_hz = "fast"\n')
+    got = up.load_or_restore(str(board), str(default))
+    assert got.name == "cartpole-sim" and board.read_text() == default.read_text()
+    assert (tmp_path / "board.toml.bad").read_text() == '[board]\nname = "x"\nrate_hz = "fast"\n'
+    said = capsys.readouterr().err
+    assert "rate_hz must be a number" in said and f"board config restored from {default}" in said
+    board.write_text("[board\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):      # no default to restore: the error stands
+        up.load_or_restore(str(board), None)

@@ -52,7 +52,21 @@ def loop_view(st) -> dict:
 def status(st=Depends(state)):
     return {"loop": loop_view(st), "store": {k: st.store.state()[k] for k in ("active", "previous")},
             "board": {"name": st.board.name, "rate_hz": st.board.rate_hz}, "gpu": _gpu(st),
-            "update": update_summary(st)}
+            "update": update_summary(st), "boot_config": _boot_config(st)}
+
+
+def _boot_config(st) -> dict:
+    """What init made of the config files put on the boot partition, per file: imported, refused
+    or unknown, and why (kept beside the board config as boot-config.json by
+    nnos/boot/bootconfig.py); {} when none were ever put there."""
+    import json
+    try:
+        with open(os.path.join(os.path.dirname(os.path.abspath(st.settings.board_path)), "boot-config.json")) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return {name: {"result": r.get("result"), "why": r.get("why")} for name, r in record.items()
+            if isinstance(r, dict)} if isinstance(record, dict) else {}
 
 
 def _gpu(st) -> dict:

@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import time
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
@@ -72,9 +73,10 @@ def metrics(st=Depends(state)):
 def _identity(st, gauge) -> None:
     rel = release()
     gauge("nnos_info", "this device: nnos version and board", 1, {"version": __version__, "board": st.board.name})
-    gauge("nnos_device_info", "who this device is: a stable id (kept in its data partition), its board, nnos "
-          "version, root slot and the compatible string of its image", 1,
-          {"device_id": device_id(st.settings.data), "board": st.board.name, "version": __version__,
+    gauge("nnos_device_info", "who this device is: a stable id (kept in its data partition), its host name, its "
+          "board, nnos version, root slot and the compatible string of its image", 1,
+          {"device_id": device_id(st.settings.data), "hostname": socket.gethostname(), "board": st.board.name,
+           "version": __version__,
            "release": rel.get("version", ""), "slot": rel.get("slot", ""), "compatible": rel.get("compatible", "")})
     active = st.store.state().get("active") or ""
     gauge("nnos_store_active_info", "the model the store has active (full id)", 1, {"model": active})
