@@ -17,8 +17,9 @@
 #                      N simulated devices (the last K: the built image in qemu), each in its own
 #                      network namespace, and Prometheus scraping them; prints an Ansible
 #                      inventory (root; Ctrl-C stops it all)
-#   ./build.sh flash /dev/sdX [--force]
-#                      write the image to a card, checked against mounted/system/oversized disks
+#   ./build.sh flash /dev/sdX [--config DIR] [--force]
+#                      write the image to a card, checked against mounted/system/oversized disks;
+#                      DIR's board.toml, network.toml, nnos.env, hostname: its first boot's config
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD

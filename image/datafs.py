@@ -6,7 +6,8 @@ the API token, the store, config files — without mounting and without loop dev
     python3 image/datafs.py DISK put /config/network.toml ./network.toml
 
 Used by the boot tests (to read the token the device made, and to damage the partition on
-purpose) and to pre-seed a card before its first boot.
+purpose). A fresh card has no data partition until its first boot: config for that boot goes on
+the boot partition (image/bootconfig.py).
 """
 from __future__ import annotations
 

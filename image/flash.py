@@ -1,9 +1,11 @@
-"""Write the image to a card or disk: `./build.sh flash /dev/sdX [--image FILE] [--force]`.
+"""Write the image to a card or disk: `./build.sh flash /dev/sdX [--image FILE] [--config DIR] [--force]`.
 
 Refuses, before writing a byte: something that is not a block device; a disk with any mounted
 partition (or in use: opened O_EXCL); the disk holding this machine's root filesystem; a disk
-larger than --max-gb (an external drive, not a card) unless --force. Then writes, syncs, drops
-the cached pages and reads everything back to compare.
+larger than --max-gb (an external drive, not a card) unless --force; a --config file the device
+would refuse. Then writes, syncs, drops the cached pages and reads everything back to compare,
+and puts --config's files (board.toml, network.toml, nnos.env, hostname) on the card's boot
+partition, imported at its first boot (image/bootconfig.py).
 """
 from __future__ import annotations
 
@@ -14,12 +16,39 @@ import stat
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))      # bootconfig.py, beside this
+
 CHUNK = 4 << 20
 DEFAULT_MAX_GB = 256
 
 
 class FlashError(Exception):
     pass
+
+
+def read_config(folder: str) -> dict[str, bytes]:
+    """The files of ``folder`` for the card's boot partition, each checked as the device will."""
+    from bootconfig import BootConfigToolError, check_file
+    try:
+        names = sorted(n for n in os.listdir(folder) if not n.startswith("."))
+    except OSError as e:
+        raise FlashError(f"--config {folder}: {e.strerror}") from e
+    out = {}
+    for name in names:
+        with open(os.path.join(folder, name), "rb") as f:
+            out[name] = f.read()
+        try:
+            check_file(name, out[name])
+        except BootConfigToolError as e:
+            raise FlashError(f"--config {folder}: {e}; nothing was written") from e
+    return out
+
+
+def put_config(dev: str, config: dict[str, bytes], say) -> None:
+    from bootconfig import write
+    for name, data in config.items():
+        write(dev, name, data, checked=False)            # checked before the card was written
+        say(f"flash: {name} put on the boot partition: imported at the first boot")
 
 
 def _sysfs(dev: str) -> str:
@@ -102,8 +131,10 @@ def check_target(dev: str, image_size: int, max_bytes: int, force: bool) -> int:
     return size
 
 
-def flash(image: str, dev: str, max_bytes: int = DEFAULT_MAX_GB << 30, force: bool = False, say=print) -> str:
-    """Write ``image`` to ``dev`` and verify it; returns the sha256 of what was written."""
+def flash(image: str, dev: str, max_bytes: int = DEFAULT_MAX_GB << 30, force: bool = False, say=print,
+          config: dict[str, bytes] | None = None) -> str:
+    """Write ``image`` to ``dev`` and verify it, then put ``config`` (read_config) on its boot
+    partition; returns the sha256 of what was written."""
     image_size = os.path.getsize(image)
     check_target(dev, image_size, max_bytes, force)
     try:
@@ -140,6 +171,8 @@ def flash(image: str, dev: str, max_bytes: int = DEFAULT_MAX_GB << 30, force: bo
     if back.hexdigest() != h.hexdigest():
         raise FlashError(f"{dev}: read back differs from the image: the card may be failing or fake")
     say(f"flash: verified ({h.hexdigest()[:16]}); {dev} is ready to boot")
+    if config:
+        put_config(dev, config, say)
     return h.hexdigest()
 
 
@@ -150,9 +183,11 @@ def main(argv=None) -> int:
                                                      "out", "nnos-amd64.img"))
     ap.add_argument("--max-gb", type=float, default=DEFAULT_MAX_GB)
     ap.add_argument("--force", action="store_true", help="write to a device larger than --max-gb")
+    ap.add_argument("--config", metavar="DIR", help="board.toml, network.toml, nnos.env, hostname for the first boot")
     a = ap.parse_args(argv)
     try:
-        flash(a.image, a.device, int(a.max_gb * (1 << 30)), a.force)
+        config = read_config(a.config) if a.config else None
+        flash(a.image, a.device, int(a.max_gb * (1 << 30)), a.force, config=config)
     except FlashError as e:
         print(f"flash: {e}", file=sys.stderr)
         return 2

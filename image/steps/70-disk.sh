@@ -88,7 +88,9 @@ grub-mkstandalone -d "$WORK/grub/usr/lib/grub/$efi_target" -O "$efi_target" -o "
 esp=$WORK/esp.img
 rm -f "$esp"
 mkfs.vfat -C -F 32 -n NNOSBOOT "$esp" $((40 * 1024)) >/dev/null
-mmd -i "$esp" ::/EFI ::/EFI/BOOT ::/nnos ::/nnos/a ::/nnos/b
+mmd -i "$esp" ::/EFI ::/EFI/BOOT ::/nnos ::/nnos/a ::/nnos/b ::/nnos/config
+# config a builder puts here before a boot is imported into the data partition (nnos/boot/bootconfig.py)
+mcopy -i "$esp" "$IMAGE_DIR/boot-config.txt" ::/nnos/config/README.txt
 mcopy -i "$esp" "$boot/$efi_name" ::/EFI/BOOT/
 mcopy -i "$esp" "$boot/grub.cfg" "$boot/grubenv" ::/nnos/
 mcopy -i "$esp" "$boot/vmlinuz" "$boot/initrd.img" "$boot/cmdline" ::/nnos/a/

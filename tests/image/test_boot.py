@@ -1,6 +1,6 @@
 """The image, booted in qemu: straight to the network driving the (simulated) robot, the API
 with the token the device made, a model choice that survives a reboot, hotplug of a USB serial
-adapter, power cuts, and damaged storage."""
+adapter, power cuts, damaged storage, and config put on the boot partition before a boot."""
 from __future__ import annotations
 
 import json
@@ -18,8 +18,11 @@ from onnx import numpy_helper
 
 from tests.support.image import ARCH, OUT, ROOT, Device, record_boot, upload_and_activate
 
+from image import bootconfig  # noqa: E402 - tests.support.image puts the repository on the path
+
 POLICY = os.path.join(ROOT, "models", "cartpole", "cartpole.onnx")
 USB_BOARD = os.path.join(ROOT, "hardware", "boards", "cartpole-usb.toml")
+BAD_BOARD = b'[board]\nname = "x"\nrate_hz = "fast"\n'
 
 
 def variant(scale: float) -> bytes:
@@ -309,22 +312,30 @@ def test_unreadable_or_missing_data_partition_is_recreated_with_defaults(image, 
     assert dev.status()["loop"]["active"] == manifest()["plan_id"]
 
 
-def test_config_on_the_data_partition_bad_board_and_static_network(image, device):
+def test_config_put_on_the_boot_partition_before_the_first_boot(image, device):
+    """A builder's card: a static address, a host name and a broken board put on the boot
+    partition before it ever booted. One boot: the network and the name are taken, the board is
+    refused with its reason (the device runs on the image's default) — on the console and in
+    the status, which is all a headless device has to say it."""
     dev = device
-    dev.boot()
-    dev.kill()
-    with dev.datafs() as fs:
-        fs.write("/config/board.toml", b"[board]\nname = \"x\"\nrate_hz = \"fast\"\n")
-        # qemu's user network answers DHCP with 10.0.2.15; the same address set statically
-        fs.write("/config/network.toml", b'address = "10.0.2.15/24"\ngateway = "10.0.2.2"\n')
-        fs.commit()
+    # qemu's user network answers DHCP with 10.0.2.15; the same address set statically
+    dev.put_boot_config("network.toml", b'address = "10.0.2.15/24"\ngateway = "10.0.2.2"\n')
+    dev.put_boot_config("hostname", b"arm-3\n")
+    with pytest.raises(bootconfig.BootConfigToolError, match="rate_hz must be a number"):
+        dev.put_boot_config("board.toml", BAD_BOARD)                # the tool says it first
+    dev.put_boot_config("board.toml", BAD_BOARD, checked=False)
     dev.boot()
     console = dev.vm.console()
-    assert "rate_hz must be a number" in console
-    assert "board config restored" in console
-    assert dev.status()["board"]["name"] == "cartpole-sim"          # the API answers over it
+    assert "config: /boot/nnos/config/board.toml refused: " in console, console[-3000:]
+    assert "rate_hz must be a number" in console and "network.toml imported from the boot partition" in console
+    st = dev.status()
+    assert st["board"]["name"] == "cartpole-sim"                     # the image's default
+    got = st["boot_config"]
+    assert got["board.toml"]["result"] == "refused" and "rate_hz must be a number" in got["board.toml"]["why"], got
+    assert got["network.toml"] == got["hostname"] == {"result": "imported", "why": None}, got
     dev.vm.wait_for(r"network: eth0 10\.0\.2\.15/24 \(static\)", 30)
     assert "(DHCP)" not in dev.vm.console()
+    assert 'hostname="arm-3"' in dev.client.get("/metrics").text
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """./build.sh flash on real block devices (loop devices over files): writes, syncs, verifies,
-and refuses the dangerous targets before writing a byte."""
+puts the first boot's config on the card's boot partition, and refuses the dangerous targets
+(and config the device would refuse) before writing a byte."""
 from __future__ import annotations
 
 import os
@@ -8,7 +9,8 @@ import subprocess
 
 import pytest
 
-from image.flash import FlashError, flash, root_disk_sysfs
+from image import bootconfig
+from image.flash import FlashError, flash, main, read_config, root_disk_sysfs
 
 MiB = 1 << 20
 
@@ -83,3 +85,54 @@ def test_refuses_dangerous_targets_before_writing(tmp_path, loops):
         if os.path.exists(node):
             with pytest.raises(FlashError, match="root filesystem|is mounted"):
                 flash(str(image), node)
+
+
+def gpt_with_a_boot_partition(path) -> bytes:
+    """A small disk laid out as the image's: GPT, a FAT partition named "boot" with nnos/config/."""
+    fat = str(path) + ".fat"
+    subprocess.run(["mkfs.vfat", "-C", "-n", "NNOSBOOT", fat, str(8 * 1024)], check=True, capture_output=True)
+    subprocess.run(["mmd", "-i", fat, "::/nnos", "::/nnos/config"], check=True)
+    with open(path, "wb") as f:
+        f.truncate(12 * MiB)
+    subprocess.run(["sfdisk", "-q", str(path)], check=True, text=True, capture_output=True,
+                   input='label: gpt\nstart=2048, size=16384, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="boot"\n')
+    with open(path, "r+b") as f, open(fat, "rb") as src:
+        f.seek(MiB)
+        f.write(src.read())
+    return open(path, "rb").read()
+
+
+def test_the_first_boots_config_goes_on_the_cards_boot_partition(tmp_path, loops):
+    image = tmp_path / "nnos.img"
+    gpt_with_a_boot_partition(image)
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "network.toml").write_bytes(b'address = "192.168.7.50/24"\n')
+    (config / "hostname").write_bytes(b"arm-3\n")
+    dev = loops(str(tmp_path / "card"), 16 * MiB)
+    said = []
+    flash(str(image), dev, say=said.append, config=read_config(str(config)))
+    assert bootconfig.listdir(dev) == ["hostname", "network.toml"]
+    assert bootconfig.read(dev, "hostname") == b"arm-3\n"
+    assert bootconfig.read(dev, "network.toml") == b'address = "192.168.7.50/24"\n'
+    assert "flash: network.toml put on the boot partition: imported at the first boot" in said, said
+
+
+def test_config_the_device_would_refuse_stops_the_flash_before_a_byte(tmp_path, loops, capsys):
+    image = tmp_path / "nnos.img"
+    gpt_with_a_boot_partition(image)
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "hostname").write_bytes(b"arm-3\n")
+    (config / "network.toml").write_bytes(b'gateway = "10.0.0.1"\n')
+    card = tmp_path / "card"
+    dev = loops(str(card), 16 * MiB)
+    with pytest.raises(FlashError, match="a gateway needs a static address; nothing was written"):
+        read_config(str(config))
+    assert main([dev, "--image", str(image), "--config", str(config)]) == 2
+    assert "network.toml would be refused by the device" in capsys.readouterr().err
+    (config / "network.toml").unlink()
+    (config / "board.toml.txt").write_bytes(b"")
+    assert main([dev, "--image", str(image), "--config", str(config)]) == 2
+    assert "board.toml.txt: not a config file nnos reads" in capsys.readouterr().err
+    assert open(card, "rb").read() == bytes(16 * MiB)                 # nothing written

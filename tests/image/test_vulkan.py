@@ -1,5 +1,6 @@
 """The image carries the vulkan backend: the loader, Mesa's drivers (lavapipe here, in qemu), the
-shader compiler and the bindings. Asked for in the data partition's config, the loop runs the
+shader compiler and the bindings. Asked for in the config put on the boot partition before the
+first boot (imported into the data partition's nnos.env), the loop runs the
 default model on the vulkan backend inside the booted image — with the SPIR-V the image build
 generated and kept in the default plan, no shader compiled on the device — and the status names
 the Vulkan device."""
@@ -7,15 +8,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.image import boot_on_backend
 from tests.support.timing import scaled
 
 
 @pytest.mark.slow
 def test_the_loop_runs_the_default_model_on_vulkan_in_the_image(image, device):
     dev = device
+    dev.put_boot_config("nnos.env", b"NNOS_BACKEND=vulkan\n")
     dev.boot()
-    st = boot_on_backend(dev, "vulkan")
+    assert "config: nnos.env imported from the boot partition" in dev.vm.console(), dev.vm.console()[-3000:]
+    st = dev.wait_ticking(scaled(240))
     loop = st["loop"]
     assert loop["backend"].startswith("vulkan"), (loop["backend"], dev.vm.console()[-3000:])
     assert loop["mode"] == "running", loop

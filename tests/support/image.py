@@ -14,6 +14,7 @@ from tests.support.timing import factor, report_retry, scaled, wait_until
 sys.path.insert(0, ROOT)
 
 from image.build import inputs_digest  # noqa: E402,F401 - the image fixture's rebuild check
+from image import bootconfig  # noqa: E402
 from image.datafs import DataFs  # noqa: E402
 from image.vm import OUT, Vm, artifacts  # noqa: E402,F401
 
@@ -90,6 +91,11 @@ class Device:
         fs = DataFs(self.disk)
         fs.fsck()
         return fs
+
+    def put_boot_config(self, name: str, data: bytes, checked: bool = True) -> None:
+        """A config file on the boot partition (the device off), as a builder puts one on a card:
+        imported at the next boot. ``checked=False`` puts one the tool would refuse."""
+        bootconfig.write(self.disk, name, data, checked=checked)
 
     @property
     def client(self) -> httpx.Client:
