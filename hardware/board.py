@@ -261,6 +261,37 @@ def _range(value, where, what="range"):
 
 
 def load_board(path: str) -> Board:
+    doc, L = _parse(path)
+    b = doc["board"]
+    rate = b.get("rate_hz")
+    _need(isinstance(rate, (int, float)) and MIN_RATE <= rate <= MAX_RATE, L.at("board", key="rate_hz"),
+          f"rate_hz must be a number from {MIN_RATE} to {MAX_RATE}, got {rate!r}")
+    devices = [_device(d, i, L) for i, d in enumerate(doc.get("devices", []))]
+    names = [d.name for d in devices]
+    for i, n in enumerate(names):
+        _need(names.index(n) == i, L.at("devices", i, "name"), f"device name {n!r} is used twice")
+    chans = {(d.name, c.name): c for d in devices for c in d.channels}
+    inputs = [_input(x, i, L, chans) for i, x in enumerate(doc.get("inputs", []))]
+    outputs = [_output(x, i, L, chans) for i, x in enumerate(doc.get("outputs", []))]
+    failsafe = doc.get("failsafe", {})
+    model = _model_path(b.get("model"), path)
+    every = _infer_every(b, L, rate, outputs)
+    from .kmod import NAME
+    modules = b.get("modules", [])
+    _need(isinstance(modules, list) and all(isinstance(m, str) and NAME.fullmatch(m) for m in modules),
+          L.at("board", key="modules"), f"modules must be a list of kernel module names (e.g. [\"vivid\"]), got {modules!r}")
+    cpus = b.get("model_cpus", 1)
+    _need(isinstance(cpus, int) and not isinstance(cpus, bool) and 1 <= cpus <= 16, L.at("board", key="model_cpus"),
+          f"model_cpus must be a whole number of CPUs from 1 (the loop's own) to 16, got {cpus!r}")
+    _need(cpus == 1 or every == 1, L.at("board", key="model_cpus"),
+          f"model_cpus = {cpus} splits a policy run on the loop's own thread; with infer_every = {every} the policy "
+          f"already runs on a worker beside the loop, on the CPUs the loop does not own: remove model_cpus")
+    return Board(b["name"], path, float(rate), devices, inputs, outputs, model, failsafe, b.get("description", ""),
+                 every, modules, cpus)
+
+
+def _parse(path: str) -> tuple[dict, "_Lines"]:
+    """The board file as TOML, its tables' shapes and keys checked; and where each key is."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -283,20 +314,13 @@ def load_board(path: str) -> Board:
         for i, t in enumerate(doc.get(kind, [])):
             _need(isinstance(t, dict), L.at(kind, i), f"each [[{kind}]] entry must be a table")
             _known(t, kind, lambda k, i=i, kind=kind: L.at(kind, i, k))
-    rate = b.get("rate_hz")
-    _need(isinstance(rate, (int, float)) and MIN_RATE <= rate <= MAX_RATE, L.at("board", key="rate_hz"),
-          f"rate_hz must be a number from {MIN_RATE} to {MAX_RATE}, got {rate!r}")
-    devices = [_device(d, i, L) for i, d in enumerate(doc.get("devices", []))]
-    names = [d.name for d in devices]
-    for i, n in enumerate(names):
-        _need(names.index(n) == i, L.at("devices", i, "name"), f"device name {n!r} is used twice")
-    chans = {(d.name, c.name): c for d in devices for c in d.channels}
-    inputs = [_input(x, i, L, chans) for i, x in enumerate(doc.get("inputs", []))]
-    outputs = [_output(x, i, L, chans) for i, x in enumerate(doc.get("outputs", []))]
-    failsafe = doc.get("failsafe", {})
-    model = _model_path(b.get("model"), path)
+    return doc, L
+
+
+def _infer_every(b: dict, L: "_Lines", rate: float, outputs: list) -> int:
+    """Ticks between inferences: infer_every, or infer_hz said as a rate (rate_hz / infer_hz)."""
     every = b.get("infer_every", 1)
-    if "infer_hz" in b:                           # the same, said as a rate: rate_hz / infer_hz ticks
+    if "infer_hz" in b:
         hz = b["infer_hz"]
         at = L.at("board", key="infer_hz")
         _need("infer_every" not in b, at, "give infer_every or infer_hz, not both")
@@ -312,18 +336,7 @@ def load_board(path: str) -> Board:
           f"infer_every = {every} needs every output to be an action chunk (chunk = \"replace\" or \"ensemble\"): "
           f"between inferences the loop executes queued actions; not chunks: "
           f"{', '.join(o.tensor for o in outputs if not o.chunk)}")
-    from .kmod import NAME
-    modules = b.get("modules", [])
-    _need(isinstance(modules, list) and all(isinstance(m, str) and NAME.fullmatch(m) for m in modules),
-          L.at("board", key="modules"), f"modules must be a list of kernel module names (e.g. [\"vivid\"]), got {modules!r}")
-    cpus = b.get("model_cpus", 1)
-    _need(isinstance(cpus, int) and not isinstance(cpus, bool) and 1 <= cpus <= 16, L.at("board", key="model_cpus"),
-          f"model_cpus must be a whole number of CPUs from 1 (the loop's own) to 16, got {cpus!r}")
-    _need(cpus == 1 or every == 1, L.at("board", key="model_cpus"),
-          f"model_cpus = {cpus} splits a policy run on the loop's own thread; with infer_every = {every} the policy "
-          f"already runs on a worker beside the loop, on the CPUs the loop does not own: remove model_cpus")
-    return Board(b["name"], path, float(rate), devices, inputs, outputs, model, failsafe, b.get("description", ""),
-                 every, modules, cpus)
+    return every
 
 
 def _model_path(model: str | None, board_path: str) -> str | None:

@@ -217,6 +217,38 @@ def cmd_flags(a):
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nnos", description="Compile ONNX networks into static plans and run them.")
     sub = p.add_subparsers(dest="cmd", required=True)
+    plan_parsers(sub)
+    u = sub.add_parser("up", help="start the supervisor: the loop and everything around it")
+    from .supervisor.up import arguments as up_arguments
+    up_arguments(u)
+    u.set_defaults(fn=cmd_up)
+    k = sub.add_parser("keygen", help="make an Ed25519 key pair for signing models")
+    k.add_argument("--out", required=True)
+    k.set_defaults(fn=cmd_keygen)
+    sg = sub.add_parser("sign", help="sign a model file (writes FILE.sig)")
+    sg.add_argument("file")
+    sg.add_argument("--key", required=True)
+    sg.set_defaults(fn=cmd_sign)
+    from .ctl import add_parser as add_ctl
+    add_ctl(sub)
+    b = sub.add_parser("board", help="check a board config (and its binding to a model) without starting anything")
+    b.add_argument("action", choices=["check"])
+    b.add_argument("file")
+    b.add_argument("--model", help="an .onnx or plan to check the bindings against (default: the board's model)")
+    b.set_defaults(fn=cmd_board)
+    from .cli_robot import add_parsers as add_robot
+    add_robot(sub)
+    g = sub.add_parser("gpu-check", help="the Vulkan device: driver, limits, test vectors, replay timing")
+    g.add_argument("--calls", type=int, default=10_000)
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(fn=cmd_gpu_check)
+    f = sub.add_parser("flags", help="list the environment flags nnos reads")
+    f.set_defaults(fn=cmd_flags)
+    return p
+
+
+def plan_parsers(sub) -> None:
+    """The commands on models and plans: compile, inspect, run, bench."""
     c = sub.add_parser("compile", help="ONNX model -> plan file")
     c.add_argument("model")
     c.add_argument("-o", "--output", required=True)
@@ -248,33 +280,6 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.add_argument("--steps", action="store_true", help="each step's time on the cpu backend (one thread), slowest first")
     b.set_defaults(fn=cmd_bench)
-    u = sub.add_parser("up", help="start the supervisor: the loop and everything around it")
-    from .supervisor.up import arguments as up_arguments
-    up_arguments(u)
-    u.set_defaults(fn=cmd_up)
-    k = sub.add_parser("keygen", help="make an Ed25519 key pair for signing models")
-    k.add_argument("--out", required=True)
-    k.set_defaults(fn=cmd_keygen)
-    sg = sub.add_parser("sign", help="sign a model file (writes FILE.sig)")
-    sg.add_argument("file")
-    sg.add_argument("--key", required=True)
-    sg.set_defaults(fn=cmd_sign)
-    from .ctl import add_parser as add_ctl
-    add_ctl(sub)
-    b = sub.add_parser("board", help="check a board config (and its binding to a model) without starting anything")
-    b.add_argument("action", choices=["check"])
-    b.add_argument("file")
-    b.add_argument("--model", help="an .onnx or plan to check the bindings against (default: the board's model)")
-    b.set_defaults(fn=cmd_board)
-    from .cli_robot import add_parsers as add_robot
-    add_robot(sub)
-    g = sub.add_parser("gpu-check", help="the Vulkan device: driver, limits, test vectors, replay timing")
-    g.add_argument("--calls", type=int, default=10_000)
-    g.add_argument("--json", action="store_true")
-    g.set_defaults(fn=cmd_gpu_check)
-    f = sub.add_parser("flags", help="list the environment flags nnos reads")
-    f.set_defaults(fn=cmd_flags)
-    return p
 
 
 def main(argv=None) -> int:

@@ -137,6 +137,48 @@ def _fix_dims(value_info, batch: int, dims: dict[str, int], batch_param: list,
     return tuple(shape)
 
 
+def _inputs(g, consts: dict, batch: int, dims: dict, freeze: dict, fixed: list) -> tuple[dict, list[str]]:
+    """The graph's inputs with static types ({name: TensorType}, names in order); a frozen one
+    becomes a constant in ``consts``, as does an initializer listed as an input (old exporters)."""
+    types: dict[str, TensorType] = {}
+    batch_param: list = []
+    inputs = []
+    for vi in g.input:
+        if not vi.type.HasField("tensor_type"):
+            kind = vi.type.WhichOneof("value") or "untyped"
+            raise ModelError(f"input {vi.name!r} is of kind {kind!r}; nnos supports tensor inputs only")
+        if vi.name in freeze:
+            dt = _dtype(vi.type.tensor_type.elem_type, f"input {vi.name!r}")
+            consts[vi.name] = contiguous(np.asarray(freeze.pop(vi.name), dtype=dt))
+            continue
+        if vi.name in consts:
+            continue   # an initializer listed as input (old exporters): a constant on the device
+        dt = _dtype(vi.type.tensor_type.elem_type, f"input {vi.name!r}")
+        types[vi.name] = TensorType(dt, _fix_dims(vi, batch, dims, batch_param, fixed))
+        inputs.append(vi.name)
+    if freeze:
+        raise ModelError(f"cannot freeze {sorted(freeze)}: no graph input has that name; "
+                         f"inputs are {[vi.name for vi in g.input]}")
+    return types, inputs
+
+
+def _nodes(g, consts: dict) -> list[Node]:
+    """The graph's nodes as IR nodes; Constant nodes' values go into ``consts``."""
+    nodes = []
+    for i, n in enumerate(g.node):
+        name = n.name or f"{n.op_type}_{i}"
+        if n.domain not in ("", "ai.onnx"):
+            raise ModelError(f"node {name!r} (op {n.op_type}) is in domain {n.domain!r}; "
+                             "nnos supports the default ONNX domain only")
+        n.name = name
+        attrs = _attrs(n)
+        if n.op_type == "Constant":
+            consts[n.output[0]] = _constant_value(n, attrs)
+            continue
+        nodes.append(Node(n.op_type, name, list(n.input), list(n.output), attrs))
+    return nodes
+
+
 def import_onnx(path: str, batch: int = 1, dims: dict[str, int] | None = None,
                 freeze: dict[str, np.ndarray] | None = None, known_ops: set | None = None) -> tuple[Graph, dict]:
     """Read an ONNX model into a Graph with static input types and constant weights.
@@ -162,39 +204,9 @@ def import_onnx(path: str, batch: int = 1, dims: dict[str, int] | None = None,
         n.name = n.name or f"{n.op_type}_{i}"
     g = (model if known_ops is None else expand(model, known_ops, opset)).graph
     consts = {t.name: _array(t, f"initializer {t.name!r}") for t in g.initializer}
-    types: dict[str, TensorType] = {}
-    batch_param: list = []
     fixed: list[str] = []
-    inputs = []
-    freeze = dict(freeze or {})
-    for vi in g.input:
-        if not vi.type.HasField("tensor_type"):
-            kind = vi.type.WhichOneof("value") or "untyped"
-            raise ModelError(f"input {vi.name!r} is of kind {kind!r}; nnos supports tensor inputs only")
-        if vi.name in freeze:
-            dt = _dtype(vi.type.tensor_type.elem_type, f"input {vi.name!r}")
-            consts[vi.name] = contiguous(np.asarray(freeze.pop(vi.name), dtype=dt))
-            continue
-        if vi.name in consts:
-            continue   # an initializer listed as input (old exporters): a constant on the device
-        dt = _dtype(vi.type.tensor_type.elem_type, f"input {vi.name!r}")
-        types[vi.name] = TensorType(dt, _fix_dims(vi, batch, dims or {}, batch_param, fixed))
-        inputs.append(vi.name)
-    if freeze:
-        raise ModelError(f"cannot freeze {sorted(freeze)}: no graph input has that name; "
-                         f"inputs are {[vi.name for vi in g.input]}")
-    nodes = []
-    for i, n in enumerate(g.node):
-        name = n.name or f"{n.op_type}_{i}"
-        if n.domain not in ("", "ai.onnx"):
-            raise ModelError(f"node {name!r} (op {n.op_type}) is in domain {n.domain!r}; "
-                             "nnos supports the default ONNX domain only")
-        n.name = name
-        attrs = _attrs(n)
-        if n.op_type == "Constant":
-            consts[n.output[0]] = _constant_value(n, attrs)
-            continue
-        nodes.append(Node(n.op_type, name, list(n.input), list(n.output), attrs))
+    types, inputs = _inputs(g, consts, batch, dims or {}, dict(freeze or {}), fixed)
+    nodes = _nodes(g, consts)
     outputs = [o.name for o in g.output]
     info = {"source_sha256": hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest(),
             "opset": source_opset, "producer": f"{model.producer_name} {model.producer_version}".strip(),

@@ -61,6 +61,24 @@ def _conv_scratch(node, in_types, out_types):
     return scratch
 
 
+def _depthwise_steps(src, wd, yv, tv, kernel, out, strides, dilations) -> list:
+    """One image's depthwise convolution: per kernel tap, its window times that tap's weight per
+    channel, summed into ``yv`` (``tv``: the product before the sum)."""
+    steps = []
+    c = src.shape[0]
+    for j, off in enumerate(kernel_offsets(kernel)):
+        tap = window_view(src, (c,), kernel, out, strides, dilations, offset=off)
+        wj = wd[:, j].reshape((wd.shape[0],) + (1,) * len(kernel))
+        if is_const(wd):                    # run-time weights keep numpy's broadcasting
+            wj = full_shape(wj, yv.shape)[0]
+        if j == 0:
+            steps.append((np.multiply, tap, wj, yv))
+        else:
+            steps.append((np.multiply, tap, wj, tv))
+            steps.append((np.add, yv, tv, yv))
+    return steps
+
+
 def _bind_conv(node, ins, outs, scratch):
     x, w, y = ins[0], ins[1], outs[0]
     b = ins[2] if len(ins) > 2 else None
@@ -94,18 +112,7 @@ def _bind_conv(node, ins, outs, scratch):
             src = pad
         yi = y[i].reshape(m, -1)
         if depthwise:
-            wd = w.reshape(m, -1)
-            yv, tv = y[i], work
-            for j, off in enumerate(kernel_offsets(kernel)):
-                tap = window_view(src, (c,), kernel, out, strides, dilations, offset=off)
-                wj = wd[:, j].reshape((m,) + (1,) * len(kernel))
-                if is_const(wd):                    # run-time weights keep numpy's broadcasting
-                    wj = full_shape(wj, yv.shape)[0]
-                if j == 0:
-                    steps.append((np.multiply, tap, wj, yv))
-                else:
-                    steps.append((np.multiply, tap, wj, tv))
-                    steps.append((np.add, yv, tv, yv))
+            steps += _depthwise_steps(src, w.reshape(m, -1), y[i], work, kernel, out, strides, dilations)
             continue
         for gi in range(g):
             part = src[gi * cg:(gi + 1) * cg]

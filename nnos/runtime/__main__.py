@@ -73,6 +73,45 @@ def frame_writers(run: str, board, devices) -> list:
     return out
 
 
+def with_present(board, overrides: dict[str, str]) -> dict[str, str]:
+    """``overrides`` (NAME → path) and where the board's USB devices already are: plugged in
+    before this loop started (a restart, a crash), no add event will come for them."""
+    if not any(d.usb and d.name not in overrides for d in board.devices):
+        return overrides
+    try:
+        from nnos_hardware.hotplug import present
+        found = present(board)
+    except Exception as e:                        # no udev here: hotplug events will say where it is
+        log(f"loop: cannot look for USB devices at start ({type(e).__name__}: {e}); waiting for hotplug")
+        return overrides
+    for name, node in found.items():
+        log(f"loop: device {name} is present at {node}")
+    return {**found, **overrides}
+
+
+def open_devices(devices: dict) -> list[str]:
+    """Open each device; the names of those not there yet (the loop reconnects them)."""
+    lost = []
+    for name, dev in devices.items():
+        try:
+            dev.open()
+            log(f"loop: device {name} open ({getattr(dev, 'device_id', '') or type(dev).__name__})"
+                + (f"; {dev.latency_note}" if getattr(dev, "latency_note", "") else ""))
+        except HardwareError as e:
+            log(f"loop: device {name} not available yet: {e}")
+            lost.append(name)
+    return lost
+
+
+def stopped(loop, tel) -> None:
+    """What the loop left the actuators at, and its counters."""
+    rules = ", ".join(f"{c.device}.{c.name}: {c.mode}" for c in loop.act.channels)
+    log(f"loop: stopped; actuators by their failsafe rules ({rules}); torque off where a device has it")
+    c = {k: int(tel.c[i]) for k, i in tel.idx.items()}
+    log(f"loop: {c['ticks']} ticks, {c['misses']} missed, {c['failsafe_entries']} failsafe entries, "
+        f"{c['swaps']} swaps, {c['rollbacks']} rollbacks")
+
+
 def main(argv=None) -> int:
     ap = Parser(prog="python -m nnos.runtime")
     ap.add_argument("--board", required=True)
@@ -90,27 +129,8 @@ def main(argv=None) -> int:
     board = load_board(a.board)
     kmod.load(board.modules, log)
     paths = run_paths(a.data)
-    overrides = dict(d.split("=", 1) for d in a.device)
-    if any(d.usb and d.name not in overrides for d in board.devices):
-        # plugged in before this loop started (a restart, a crash): no add event will come for it
-        try:
-            from nnos_hardware.hotplug import present
-            found = present(board)
-            overrides.update({k: v for k, v in found.items() if k not in overrides})
-            for name, node in found.items():
-                log(f"loop: device {name} is present at {node}")
-        except Exception as e:                    # no udev here: hotplug events will say where it is
-            log(f"loop: cannot look for USB devices at start ({type(e).__name__}: {e}); waiting for hotplug")
-    devices = make_devices(board, overrides)
-    lost = []
-    for name, dev in devices.items():
-        try:
-            dev.open()
-            log(f"loop: device {name} open ({getattr(dev, 'device_id', '') or type(dev).__name__})"
-                + (f"; {dev.latency_note}" if getattr(dev, "latency_note", "") else ""))
-        except HardwareError as e:
-            log(f"loop: device {name} not available yet: {e}")
-            lost.append(name)
+    devices = make_devices(board, with_present(board, dict(d.split("=", 1) for d in a.device)))
+    lost = open_devices(devices)
     tel = TelemetryWriter(paths["telemetry"])
     tel.set("pid", os.getpid())
     server = ControlServer(paths["socket"])
@@ -138,11 +158,7 @@ def main(argv=None) -> int:
         loop.run(server, a.duration)
     finally:
         loop.shutdown()
-        rules = ", ".join(f"{c.device}.{c.name}: {c.mode}" for c in loop.act.channels)
-        log(f"loop: stopped; actuators by their failsafe rules ({rules}); torque off where a device has it")
-        c = {k: int(tel.c[i]) for k, i in tel.idx.items()}
-        log(f"loop: {c['ticks']} ticks, {c['misses']} missed, {c['failsafe_entries']} failsafe entries, "
-            f"{c['swaps']} swaps, {c['rollbacks']} rollbacks")
+        stopped(loop, tel)
         server.close()
         tel.close()
         chans.close()
