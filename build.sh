@@ -19,7 +19,7 @@
 #                      inventory (root; Ctrl-C stops it all)
 #   ./build.sh flash /dev/sdX [--config DIR] [--force]
 #                      write the image to a card, checked against mounted/system/oversized disks;
-#                      DIR's board.toml, network.toml, nnos.env, hostname: its first boot's config
+#                      DIR's board.toml, network.toml, nnos.env, hostname, token: its first boot's config
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD

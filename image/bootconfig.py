@@ -8,13 +8,16 @@ it, so a mistake shows now rather than on a console nobody watches.
     python3 image/bootconfig.py DISK put network.toml ./static.toml
     python3 image/bootconfig.py DISK cat board.toml
     python3 image/bootconfig.py DISK rm board.toml
+    python3 image/bootconfig.py DISK new-token [token|scrape_token]   # made here, put there, printed
 
-Files: board.toml, network.toml, nnos.env, hostname (docs in image/README.md). A card can also
-be written by hand: mount its NNOSBOOT partition and copy the files into nnos/config/.
+Files: board.toml, network.toml, nnos.env, hostname; token and scrape_token, the device's API and
+read-only scrape tokens, known before it boots (docs in image/README.md). A card can also be
+written by hand: mount its NNOSBOOT partition and copy the files into nnos/config/.
 """
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -24,10 +27,10 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))            # the checks are the device's own
 from datafs import DataFsError, partition  # noqa: E402
 
-from nnos.boot.bootconfig import CHECKS, BootConfigError, check  # noqa: E402
+from nnos.boot.bootconfig import CHECKS, SECRETS, BootConfigError, check  # noqa: E402
 
 FOLDER = "::/nnos/config"
-ARGS = {"put": 4, "cat": 3, "rm": 3}                 # how many arguments each command takes, DISK included
+ARGS = {"put": (4,), "cat": (3,), "rm": (3,), "new-token": (2, 3)}   # each command's argument count, DISK included
 
 
 class BootConfigToolError(Exception):
@@ -89,13 +92,22 @@ def _missing_folder(disk: str) -> bool:
     return r.returncode != 0
 
 
+def new_token(disk: str, name: str = "token") -> str:
+    """A fresh token as the control plane makes them, put on the boot partition; returned."""
+    if name not in SECRETS:
+        raise BootConfigToolError(f"{name}: not a token file; expected one of {', '.join(SECRETS)}")
+    token = SECRETS[name] + secrets.token_urlsafe(32)
+    write(disk, name, (token + "\n").encode())
+    return token
+
+
 def remove(disk: str, name: str) -> None:
     _mtools("mdel", f"{FOLDER}/{name}", disk=disk)
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or (len(argv) > 1 and ARGS.get(argv[1]) != len(argv)):
+    if not argv or (len(argv) > 1 and len(argv) not in ARGS.get(argv[1], ())):
         print(__doc__)
         return 2
     disk = argv[0]
@@ -106,6 +118,8 @@ def main(argv=None) -> int:
             with open(argv[3], "rb") as f:
                 write(disk, argv[2], f.read())
             print(f"{argv[2]}: on {disk}'s boot partition; imported at its next boot")
+        elif argv[1] == "new-token":
+            print(new_token(disk, *argv[2:]))
         elif argv[1] == "cat":
             sys.stdout.buffer.write(read(disk, argv[2]))
         else:

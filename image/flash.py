@@ -4,8 +4,8 @@ Refuses, before writing a byte: something that is not a block device; a disk wit
 partition (or in use: opened O_EXCL); the disk holding this machine's root filesystem; a disk
 larger than --max-gb (an external drive, not a card) unless --force; a --config file the device
 would refuse. Then writes, syncs, drops the cached pages and reads everything back to compare,
-and puts --config's files (board.toml, network.toml, nnos.env, hostname) on the card's boot
-partition, imported at its first boot (image/bootconfig.py).
+and puts --config's files (board.toml, network.toml, nnos.env, hostname, token, scrape_token) on
+the card's boot partition, imported at its first boot (image/bootconfig.py).
 """
 from __future__ import annotations
 
@@ -183,7 +183,8 @@ def main(argv=None) -> int:
                                                      "out", "nnos-amd64.img"))
     ap.add_argument("--max-gb", type=float, default=DEFAULT_MAX_GB)
     ap.add_argument("--force", action="store_true", help="write to a device larger than --max-gb")
-    ap.add_argument("--config", metavar="DIR", help="board.toml, network.toml, nnos.env, hostname for the first boot")
+    ap.add_argument("--config", metavar="DIR",
+                    help="board.toml, network.toml, nnos.env, hostname, token, scrape_token for the first boot")
     a = ap.parse_args(argv)
     try:
         config = read_config(a.config) if a.config else None

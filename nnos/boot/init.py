@@ -127,7 +127,7 @@ def import_boot_config() -> None:
     from . import bootconfig
     try:
         os.makedirs(CONFIG, exist_ok=True)
-        bootconfig.take(BOOT_CONFIG, CONFIG, say)
+        bootconfig.take(BOOT_CONFIG, CONFIG, say, state=STATE)
     except OSError as e:
         say(f"config: the boot partition's config was not imported: {e}")
 

@@ -119,3 +119,44 @@ def test_init_imports_before_the_defaults_fill_in_the_rest(dirs, tmp_path, monke
     assert b'name = "from-the-card"' in (config / "board.toml").read_bytes()
     out = capsys.readouterr().out
     assert "board.toml imported from the boot partition" in out and "restored from the image's default" not in out
+
+
+def test_the_tokens_go_to_the_control_planes_folder_private_and_never_shown(dirs, tmp_path):
+    """A builder (or a fleet) picks the device's API and scrape tokens before its first boot, so
+    it knows them without reading the device's ext4 partition."""
+    from nnos.controlplane.settings import ensure_token
+    source, config = dirs
+    state = tmp_path / "data" / "nnos"
+    token, scrape = "nnos_" + "A1b2-_" * 7, "nnos_scrape_" + "z" * 40
+    (source / "token").write_text(token + "\r\n")                # an editor's line end
+    (source / "scrape_token").write_text(scrape)
+    said = []
+    record = bootconfig.take(str(source), str(config), said.append, state=str(state))
+    assert record["token"]["result"] == record["scrape_token"]["result"] == "imported", record
+    assert (state / "token").read_text() == token + "\n" and (state / "scrape_token").read_text() == scrape + "\n"
+    assert oct(os.stat(state / "token").st_mode & 0o777) == "0o600"
+    assert not (config / "token").exists()
+    assert ensure_token(str(state)) == (token, False)              # what the control plane answers to
+    assert ensure_token(str(state), "scrape_token", "nnos_scrape_") == (scrape, False)
+    shown = json.dumps(record) + "".join(said)
+    assert token not in shown and scrape not in shown
+
+
+@pytest.mark.parametrize("name, token, why", [
+    ("token", "nnos_" + "x" * 31, "not a token"),                          # < 192 bits
+    ("token", "apikey_" + "x" * 40, "not a token"),
+    ("token", "nnos_" + "x" * 30 + " " + "y" * 10, "not a token"),
+    ("token", "nnos_scrape_" + "x" * 40, "a scrape token, not an API token"),
+    ("scrape_token", "nnos_" + "x" * 40, "not a scrape token"),
+], ids=["short", "prefix", "space", "scrape-as-api", "api-as-scrape"])
+def test_a_weak_or_misplaced_token_is_refused_without_being_quoted(dirs, tmp_path, name, token, why):
+    source, config = dirs
+    state = tmp_path / "data" / "nnos"
+    state.mkdir()
+    (state / name).write_text("nnos_the_devices_own\n")
+    (source / name).write_text(token)
+    said = []
+    record = bootconfig.take(str(source), str(config), said.append, state=str(state))
+    assert record[name]["result"] == "refused" and why in record[name]["why"], record
+    assert token not in json.dumps(record) + "".join(said)
+    assert (state / name).read_text() == "nnos_the_devices_own\n"

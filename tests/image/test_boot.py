@@ -313,10 +313,10 @@ def test_unreadable_or_missing_data_partition_is_recreated_with_defaults(image, 
 
 
 def test_config_put_on_the_boot_partition_before_the_first_boot(image, device):
-    """A builder's card: a static address, a host name and a broken board put on the boot
-    partition before it ever booted. One boot: the network and the name are taken, the board is
-    refused with its reason (the device runs on the image's default) — on the console and in
-    the status, which is all a headless device has to say it."""
+    """A builder's card: a static address, a host name, an API token and a broken board put on
+    the boot partition before it ever booted. One boot: the network, the name and the token are
+    taken, the board is refused with its reason (the device runs on the image's default) — on
+    the console and in the status, which is all a headless device has to say it."""
     dev = device
     # qemu's user network answers DHCP with 10.0.2.15; the same address set statically
     dev.put_boot_config("network.toml", b'address = "10.0.2.15/24"\ngateway = "10.0.2.2"\n')
@@ -324,8 +324,11 @@ def test_config_put_on_the_boot_partition_before_the_first_boot(image, device):
     with pytest.raises(bootconfig.BootConfigToolError, match="rate_hz must be a number"):
         dev.put_boot_config("board.toml", BAD_BOARD)                # the tool says it first
     dev.put_boot_config("board.toml", BAD_BOARD, checked=False)
+    token = bootconfig.new_token(dev.disk)                          # the API token, known before the boot
     dev.boot()
     console = dev.vm.console()
+    assert token not in console
+    assert dev.client.headers["Authorization"] == f"Bearer {token}"   # what the device keeps is the one given
     assert "config: /boot/nnos/config/board.toml refused: " in console, console[-3000:]
     assert "rate_hz must be a number" in console and "network.toml imported from the boot partition" in console
     st = dev.status()

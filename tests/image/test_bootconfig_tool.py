@@ -41,6 +41,14 @@ def test_put_list_read_and_remove_on_the_boot_partition(disk, tmp_path):
     assert bootconfig.read(disk, "hostname") == b"arm-4\n"
     assert tool(disk, "rm", "hostname").returncode == 0
     assert bootconfig.listdir(disk) == ["README.txt", "board.toml"]
+    # a token made here and put there: the builder knows it before the device ever booted
+    r = tool(disk, "new-token")
+    token = r.stdout.decode().strip()
+    assert r.returncode == 0 and token.startswith("nnos_") and len(token) >= 5 + 43, r
+    assert bootconfig.read(disk, "token") == (token + "\n").encode()
+    scrape = bootconfig.new_token(disk, "scrape_token")
+    assert scrape.startswith("nnos_scrape_") and bootconfig.read(disk, "scrape_token").strip() == scrape.encode()
+    assert tool(disk, "new-token", "board.toml").returncode == 1
 
 
 def test_what_the_device_would_refuse_is_refused_here(disk, tmp_path):
