@@ -218,11 +218,10 @@ def test_boots_to_the_network_keeps_the_chosen_model_across_a_reboot_and_survive
 
 
 def test_hotplugged_usb_serial_adapter_is_bound_by_identity(image, device, tmp_path):
-    dev = device.boot()
-    with open(USB_BOARD) as f:
-        r = dev.client.put("/v1/config", params={"at": "next-start"}, content=f.read())
-    assert r.status_code == 200, r.text
-    dev.reboot()
+    dev = device
+    with open(USB_BOARD, "rb") as f:                  # the board, on the card before its first boot
+        dev.put_boot_config("board.toml", f.read())
+    dev.boot()
     # the board wants a USB adapter that is not there: failsafe, and the API says why
     st = dev.wait_status(lambda s: s["loop"]["mode"] == "failsafe", 30, "in failsafe without the adapter")
     assert st["board"]["name"] == "cartpole-usb", st
