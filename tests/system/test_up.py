@@ -220,8 +220,9 @@ PLOTS = """Object.fromEntries(Object.entries(window.nnos.plots).map(([k, u]) => 
 def test_dashboard_in_a_real_browser(tmp_path, up_with_api):
     """Headless Chromium (Debian's, driven by Playwright) against a running `nnos up`: the page
     asks for the token, plots 10 s of data with uPlot (time axes, channels named from the board,
-    units), marks a model swap and a forced failsafe, and the activate button works. Checked
-    through the page's own state (window.nnos); the screenshot is kept as a test artifact."""
+    units), marks a model swap and a forced failsafe, says which boot-partition config the device
+    refused, and the activate button works. Checked through the page's own state (window.nnos);
+    the screenshot is kept as a test artifact."""
     import httpx
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
@@ -232,6 +233,11 @@ def test_dashboard_in_a_real_browser(tmp_path, up_with_api):
     variant = policy_variant(tmp_path, "v", scale=0.95)
     mid = httpx.post(url + "/v1/models?name=variant", content=open(variant, "rb").read(),
                      headers={"Authorization": f"Bearer {token}"}, timeout=120).json()["id"]
+    from nnos.boot import bootconfig
+    card = tmp_path / "card"                      # what init made of a card's config: a network it refused
+    card.mkdir()
+    (card / "network.toml").write_text('gateway = "10.0.0.1"\n')
+    bootconfig.take(str(card), os.path.dirname(up.board_path), lambda msg: None)
     exe = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else "/usr/bin/chromium-browser"
     wait = int(scaled(30) * 1000)
     with sync_playwright() as p:
@@ -263,6 +269,8 @@ def test_dashboard_in_a_real_browser(tmp_path, up_with_api):
         page.wait_for_function(f"+(document.body.dataset.staleRefusals || 0) >= {len(late)}", timeout=wait)
         page.unroute("**/v1/**")
         assert late and page.locator("#main").is_visible() and page.evaluate("document.body.dataset.login") == "0"
+        bootcfg = page.locator("#bootcfg").text_content()
+        assert "network.toml: " in bootcfg and "a gateway needs a static address" in bootcfg, bootcfg
         page.wait_for_function("window.nnos.state.points >= 10 * 50 * 0.9", timeout=int(scaled(60) * 1000))   # 10 s
         plots = page.evaluate(PLOTS)
         assert plots["lateness"]["time"] and plots["lateness"]["series"] == ["lateness", "compute"]

@@ -250,13 +250,17 @@ function reconnect() {      // once the API answers again (a refused token shows
 async function refresh() {
   if (!state.token) return;
   try {
-    const l = (await api("/v1/status")).loop;
+    const st = await api("/v1/status"), l = st.loop;
     $("mode").textContent = l.mode; $("mode").className = l.mode;
     document.body.dataset.mode = l.mode;
     $("rate").textContent = l.measured_rate_hz ?? "-";
     $("late").textContent = l.lateness_us ? l.lateness_us.p99.toFixed(0) : "-";
     $("ticks").textContent = l.ticks ?? "-";
     $("failsafe").textContent = l.failsafe ? "FAILSAFE: " + l.failsafe_reason : "";
+    // config put on the boot partition that the device refused: a headless device's only way to say it
+    const refused = Object.entries(st.boot_config || {}).filter(([, r]) => r.result !== "imported");
+    $("bootcfg").textContent = refused.length ? "boot partition config not taken: " +
+      refused.map(([name, r]) => `${name}: ${r.why}`).join(" · ") : "";
     for (const k of ["active", "previous"]) $(k).textContent = (l[k] || "-").slice(0, 12);
     document.body.dataset.active = l.active || "";
     refreshed("status");
