@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -117,8 +116,9 @@ class ImageDevice(Device):
     """The built image (out/nnos-amd64.img, `./build.sh image`) booted in qemu inside the
     namespace, its API forwarded from the namespace's address: a device as it ships, its data
     partition on its own sparse copy of the disk, on the fleet's LAN (the namespace has no route
-    beyond the bridge). The fleet's scrape token is given to it over the
-    API once it answers, as services/ansible/scrape_token.yml does."""
+    beyond the bridge). Its card is prepared as a fleet flashes its cards: its API token (made
+    here, kept beside the disk) and the fleet's scrape token on the boot partition, imported at
+    its first boot (image/bootconfig.py)."""
     DISK_SIZE = 1 << 30
     EXTRA = "nnos.legacy_vm=off nnos.loop_watchdog_s=5 nnos.loop_budget=0.90"     # an emulated device's stalls
 
@@ -131,36 +131,17 @@ class ImageDevice(Device):
                 raise FleetError(f"an image device needs the built image ({image}): ./build.sh image")
             subprocess.run(["cp", "--sparse=always", image, disk], check=True)
             os.truncate(disk, self.DISK_SIZE)
+            self.prepare_card(disk)
         cmd = [sys.executable, os.path.join(ROOT, "image", "vm.py"), "--disk", disk, "--host", self.address,
                "--port", str(PORT), "--workdir", self.data, "--extra", self.EXTRA, "--lan"]
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, *cmd], cwd=ROOT, stderr=subprocess.STDOUT,
                                      stdout=open(os.path.join(self.data, "console.log"), "a"), start_new_session=True)
-        self._token = None
 
-    @property
-    def token(self) -> str:
-        """From its data partition, read beside the running guest once the guest's journal has
-        it on the disk (ext4 commits every 5 s)."""
-        if getattr(self, "_token", None) is None:
-            sys.path.insert(0, ROOT)
-            from image.datafs import DataFs, DataFsError
-            deadline = time.monotonic() + 60
-            while self._token is None:
-                fs = DataFs(os.path.join(self.data, "disk.img"))
-                fs.fsck()
-                try:
-                    with fs:
-                        self._token = fs.read("/nnos/token").decode().strip() or None
-                except DataFsError:
-                    if time.monotonic() > deadline:
-                        raise
-                if self._token is None:
-                    time.sleep(1)
-        return self._token
-
-    def provision(self) -> None:
-        body = json.dumps({"token": self.scrape_token}).encode()
-        req = urllib.request.Request(self.url + "/v1/system/scrape-token", data=body, method="PUT",
-                                     headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            r.read()
+    def prepare_card(self, disk: str) -> None:
+        """The tokens on the card's boot partition; the API token's copy where Device.token reads it."""
+        sys.path.insert(0, ROOT)
+        from image import bootconfig
+        token = bootconfig.new_token(disk)
+        bootconfig.write(disk, "scrape_token", (self.scrape_token + "\n").encode())
+        with open(os.open(os.path.join(self.data, "token"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(token + "\n")

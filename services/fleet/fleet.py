@@ -60,9 +60,6 @@ class Fleet:
             if time.monotonic() > deadline:
                 raise FleetError(f"not ready within {timeout:.0f} s: {', '.join(d.name for d in self.devices if not d.ready())}")
             time.sleep(0.5)
-        for d in self.devices:
-            if isinstance(d, ImageDevice):
-                d.provision()
         self.write_inventory()
         return self
 

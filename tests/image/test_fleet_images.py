@@ -1,6 +1,7 @@
 """`./build.sh fleet N --images K` with a real image: a fleet of one `nnos up` device and one
-built image booted in qemu, each in its own network namespace on the fleet's bridge. The image
-is given the fleet's scrape token over its API; Prometheus scrapes both (the image says its root
+built image booted in qemu, each in its own network namespace on the fleet's bridge. The image's
+card carries its API token and the fleet's scrape token on its boot partition, as a fleet flashes
+its cards; Prometheus scrapes both (the image says its root
 slot and release, the simulated device has none); a model rolls out to both with Ansible, canary
 first, and both run it."""
 from __future__ import annotations
