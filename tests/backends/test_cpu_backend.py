@@ -488,6 +488,29 @@ def test_no_compiler(monkeypatch, zoo):
         prepare(plan, "cpu")
 
 
+def test_the_compiler_is_found_as_shutil_finds_it_without_importing_it(tmp_path, monkeypatch):
+    """find_compiler runs on a device's way to its first tick (auto asks every backend whether
+    it can run): shutil.which's answers, without shutil's import."""
+    import shutil
+    import subprocess
+    import sys
+    from nnos.backends.cpu.toolchain import which
+    exe = tmp_path / "bin" / "mycc"
+    exe.parent.mkdir()
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    (tmp_path / "bin" / "notexec").write_text("")
+    (tmp_path / "bin" / "adir").mkdir()
+    monkeypatch.setenv("PATH", f"/nonexistent:{tmp_path / 'bin'}:/usr/bin")
+    for name in ("mycc", "notexec", "adir", "sh", "no-such-cc", str(exe), str(tmp_path / "bin" / "notexec"),
+                 "/nonexistent/cc"):
+        assert which(name) == shutil.which(name), name
+    code = ("import sys; from nnos.backends.cpu.toolchain import find_compiler; find_compiler(); "
+            "print('shutil' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "False", r.stdout
+
+
 def test_a_compiler_error_is_reported(tmp_path, monkeypatch, zoo):
     fake = tmp_path / "badcc"
     fake.write_text("#!/bin/sh\n[ \"$1\" = --version ] && { echo 'badcc 1.0'; exit 0; }\n"

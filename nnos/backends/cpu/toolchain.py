@@ -24,11 +24,25 @@ class ToolchainError(BackendError):
 
 
 def find_compiler() -> str | None:
-    import shutil
     want = flags.CC.get()
     if want:
-        return shutil.which(want)
-    return next((p for p in (shutil.which(c) for c in ("gcc", "cc", "clang")) if p), None)
+        return which(want)
+    return next((p for p in (which(c) for c in ("gcc", "cc", "clang")) if p), None)
+
+
+def which(name: str) -> str | None:
+    """An executable on PATH (or ``name`` itself when it has a directory), as shutil.which finds
+    it, without shutil's import (bz2, lzma, fnmatch: 0.05 s of an emulated arm64 boot's imports,
+    where auto asks the backends whether they can run; benchmarks/RESULTS.md, issue 21)."""
+    def runnable(path: str) -> bool:
+        return os.path.isfile(path) and os.access(path, os.X_OK)
+    if os.path.dirname(name):
+        return name if runnable(name) else None
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(d or os.curdir, name)
+        if runnable(path):
+            return path
+    return None
 
 
 @functools.lru_cache(maxsize=1)
