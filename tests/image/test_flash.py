@@ -102,13 +102,20 @@ def gpt_with_a_boot_partition(path) -> bytes:
     return open(path, "rb").read()
 
 
-def test_the_first_boots_config_goes_on_the_cards_boot_partition(tmp_path, loops):
+def image_and_config(tmp_path, files: dict[str, bytes]):
+    """A small image laid out as nnos's, and a --config folder holding ``files``."""
     image = tmp_path / "nnos.img"
     gpt_with_a_boot_partition(image)
     config = tmp_path / "config"
     config.mkdir()
-    (config / "network.toml").write_bytes(b'address = "192.168.7.50/24"\n')
-    (config / "hostname").write_bytes(b"arm-3\n")
+    for name, data in files.items():
+        (config / name).write_bytes(data)
+    return image, config
+
+
+def test_the_first_boots_config_goes_on_the_cards_boot_partition(tmp_path, loops):
+    image, config = image_and_config(tmp_path, {"network.toml": b'address = "192.168.7.50/24"\n',
+                                                "hostname": b"arm-3\n"})
     dev = loops(str(tmp_path / "card"), 16 * MiB)
     said = []
     flash(str(image), dev, say=said.append, config=read_config(str(config)))
@@ -119,12 +126,7 @@ def test_the_first_boots_config_goes_on_the_cards_boot_partition(tmp_path, loops
 
 
 def test_config_the_device_would_refuse_stops_the_flash_before_a_byte(tmp_path, loops, capsys):
-    image = tmp_path / "nnos.img"
-    gpt_with_a_boot_partition(image)
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "hostname").write_bytes(b"arm-3\n")
-    (config / "network.toml").write_bytes(b'gateway = "10.0.0.1"\n')
+    image, config = image_and_config(tmp_path, {"hostname": b"arm-3\n", "network.toml": b'gateway = "10.0.0.1"\n'})
     card = tmp_path / "card"
     dev = loops(str(card), 16 * MiB)
     with pytest.raises(FlashError, match="a gateway needs a static address; nothing was written"):
