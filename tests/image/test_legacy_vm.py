@@ -51,8 +51,8 @@ def test_the_image_runs_its_legacy_vm_capped_and_switchable(image, tmp_path):
             assert "legacy-vm: KVM probe: not tried: this machine is emulated by QEMU without KVM" in guest_log()
         assert vm["state"] == "running", vm
         assert vm["network"] == "off"                                              # off by default
+        mark = len(d.vm.console())                   # first: a failsafe counted in `after` is said after it
         before = d.status()["loop"]
-        mark = len(d.vm.console())
         r = c.post("/v1/vm/network", json={"enabled": True})
         assert r.status_code == 200, r.text
         assert r.json()["network"] == "on", r.text       # veth + nftables on the device
@@ -65,9 +65,11 @@ def test_the_image_runs_its_legacy_vm_capped_and_switchable(image, tmp_path):
             # a whole CPU is the simulator starved on this host (a real robot is not a process of
             # the device): reported, not failed, once the loop has left failsafe by the board's
             # automatic rule; any other failsafe fails the test
+            assert after["pid"] == before["pid"], (before, after, d.vm.console()[mark:][-3000:])   # no restart
             entries = re.findall(r"loop: FAILSAFE: (.*)", d.vm.console()[mark:])
             entries += [after["failsafe_reason"]] if after.get("failsafe_reason") else []
-            assert entries and all(re.match(r"sensor cartpole\.\w+ stale", e) for e in entries), entries
+            assert entries and all(re.match(r"sensor cartpole\.\w+ stale", e) for e in entries), \
+                (entries, before, after, d.vm.console()[mark:][-3000:])
             report_retry("legacy vm: the simulator starved while the network switched", "; ".join(entries)[:200])
             after = d.wait_status(lambda s: s["loop"]["mode"] == "running", 60, "failsafe left")["loop"]
         assert after["mode"] == "running"
