@@ -8,12 +8,11 @@ Prometheus), so that it knows them without reading the device's ext4 data partit
 At every boot, init brings each of those files whose content is not the one it last found there
 into the data partition (config into /data/config, where the device keeps its own; the tokens
 into /data/nnos, mode 0600, never shown): checked first as its reader will read it, then written
-atomically. A file that fails its check is refused,
-named with the reason on the console and in the status, and the config it would have replaced
-is kept. A file is taken once per content, so config changed since (over the API) stays until
-the file on the boot partition changes again; a file removed from there leaves the device's
-copy alone. What happened to each file is kept beside the config (RECORD), and the control
-plane's status shows it."""
+atomically. A file that fails its check is refused, named with the reason on the console and in
+the status, and the config it would have replaced is kept. A file is taken once per content, so
+config changed since (over the API) stays until the file on the boot partition changes again; a
+file removed from there leaves the device's copy alone. What happened to each file is kept beside
+the config (RECORD), and the control plane's status shows it."""
 from __future__ import annotations
 
 import hashlib
@@ -99,6 +98,9 @@ def check(name: str, data: bytes, folder: str, shown_as: str) -> None:
         CHECKS[name](candidate)
     except BootConfigError as e:
         raise BootConfigError(str(e).replace(candidate, shown_as)) from e
+    except (ValueError, OSError) as e:       # e.g. UTF-16 text, as some editors save it
+        raise BootConfigError(f"{shown_as}: cannot be read as UTF-8 text ({type(e).__name__}: "
+                              f"{str(e).replace(candidate, shown_as)}); save it as UTF-8") from e
     finally:
         if os.path.exists(candidate):
             os.unlink(candidate)
@@ -108,9 +110,11 @@ def read_record(config: str) -> dict:
     try:
         with open(os.path.join(config, RECORD)) as f:
             record = json.load(f)
-        return record if isinstance(record, dict) else {}
     except (OSError, ValueError):
         return {}
+    if not isinstance(record, dict):
+        return {}
+    return {name: r for name, r in record.items() if isinstance(r, dict)}    # a damaged entry: seen anew
 
 
 def take(source: str, config: str, say, state: str | None = None) -> dict:

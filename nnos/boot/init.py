@@ -128,8 +128,8 @@ def import_boot_config() -> None:
     try:
         os.makedirs(CONFIG, exist_ok=True)
         bootconfig.take(BOOT_CONFIG, CONFIG, say, state=STATE)
-    except OSError as e:
-        say(f"config: the boot partition's config was not imported: {e}")
+    except Exception as e:                             # noqa: BLE001 - the defaults, host name and run folder still come
+        say(f"config: the boot partition's config was not imported: {type(e).__name__}: {e}")
 
 
 def restore_defaults() -> None:

@@ -69,8 +69,9 @@ def test_every_kind_of_file_is_imported_once_and_the_devices_later_changes_kept(
     ("hostname", b"my robot\n", "is not a host name"),
     ("hostname", b"-arm\n", "is not a host name"),
     ("board.toml.txt", BOARD, "not a config file nnos reads; expected one of board.toml, network.toml"),
+    ("nnos.env", "NNOS_FOXGLOVE=1\n".encode("utf-16"), "cannot be read as UTF-8 text"),    # Notepad's "Unicode"
 ], ids=["board-type", "board-toml", "network-address", "network-gateway", "env-value", "env-flag", "hostname-space",
-        "hostname-dash", "editor-suffix"])
+        "hostname-dash", "editor-suffix", "env-utf16"])
 def test_a_bad_file_is_refused_with_its_reason_and_the_devices_own_kept(dirs, name, data, why):
     source, config = dirs
     real = name.removesuffix(".txt")
@@ -160,3 +161,25 @@ def test_a_weak_or_misplaced_token_is_refused_without_being_quoted(dirs, tmp_pat
     assert record[name]["result"] == "refused" and why in record[name]["why"], record
     assert token not in json.dumps(record) + "".join(said)
     assert (state / name).read_text() == "nnos_the_devices_own\n"
+
+
+def test_a_damaged_record_entry_is_seen_anew(dirs):
+    """A record edited by hand or damaged: its odd entries are forgotten, the files taken again."""
+    source, config = dirs
+    (config / bootconfig.RECORD).write_text('{"hostname": "x", "network.toml": [1]}')
+    (source / "hostname").write_bytes(b"arm-3\n")
+    record, said = take(source, config)
+    assert record["hostname"]["result"] == "imported" and "network.toml" not in record, record
+    assert json.loads((config / bootconfig.RECORD).read_text()) == record
+
+
+def test_an_import_that_fails_leaves_init_the_steps_after_it(tmp_path, monkeypatch, capsys):
+    """Whatever goes wrong reading the boot partition, PID 1 goes on to the defaults, the host
+    name and the run folder (a boot step's exception would skip them all)."""
+    def broken(*a, **k):
+        raise RuntimeError("the card's folder is odd")
+    monkeypatch.setattr(bootconfig, "take", broken)
+    monkeypatch.setattr(init, "CONFIG", str(tmp_path / "config"))
+    init.import_boot_config()
+    assert "config: the boot partition's config was not imported: RuntimeError: the card's folder is odd" \
+        in capsys.readouterr().out
