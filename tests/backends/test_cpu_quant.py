@@ -125,6 +125,34 @@ def test_conv_integer_with_a_constant_weight(tmp_path, target, c, oc, hw, kernel
     _exactly_as_the_reference(plan, {"x": _ints(x_dt, (2, c, hw, hw), rng)})
 
 
+@pytest.mark.parametrize("q_dt,zp", [("uint8", 128), ("uint8", 0), ("int8", -3)])
+@pytest.mark.parametrize("shape", [(2, 5, 37), (1, 7)])      # whole vectors and a part-filled last; fewer than one
+@pytest.mark.parametrize("scale", [0.25, 0.0371])            # ties exactly half-way (a power of two); any other
+def test_a_quantizelinear_is_one_vector_loop_exactly_the_reference(tmp_path, target, q_dt, zp, shape, scale):
+    """A QuantizeLinear by one scale and zero point stores whole vectors of bytes (qstore.py's
+    vquant_store: minps/maxps and cvtps2dq on AVX-512 and AVX2, vector extensions elsewhere),
+    bitwise the reference: ties to even, saturation both ways, NaN to the low bound, infinities
+    and a huge value, the last vector's tail."""
+    q_dt = np.dtype(q_dt)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"])]
+    mdl = model(nodes, [vi("x", list(shape))], [vi("q", list(shape), I8[q_dt])],
+                [("s", np.array(scale, np.float32)), ("z", np.array(zp, q_dt))])
+    plan = nnos.compile(save(mdl, tmp_path / "q.onnx"))
+    from nnos.backends.cpu import source
+    assert "vquant_store(y + i, vload(x + i)" in source(plan)
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(shape) * 60 * scale).astype(np.float32)
+    flat = x.reshape(-1)
+    ties = (np.arange(flat.size, dtype=np.float32) - flat.size // 2 + 0.5) * np.float32(scale)
+    flat[::2] = ties[::2]                                    # k + ½ steps: even and odd k
+    flat[:5] = [np.nan, np.inf, -np.inf, 1e30, -1e30]
+    exe = _exactly_as_the_reference(plan, {"x": x})
+    got = exe.outputs["q"].reshape(-1)
+    info = np.iinfo(q_dt)
+    assert got[0] == info.min and got[1] == info.max and got[2] == info.min       # the cases were there
+    exe.close()
+
+
 @pytest.mark.parametrize("q_dt,axis", [("uint8", None), ("int8", None), ("int8", 1)])
 @pytest.mark.parametrize("also_read", [False, True])
 def test_a_quantize_dequantize_pair_runs_as_one_step(tmp_path, target, q_dt, axis, also_read):

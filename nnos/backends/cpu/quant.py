@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ops.conv import _geometry
-from ...ops.quant import compute_dtype
+from ...ops.quant import QUANT, compute_dtype
 from .ctype import storage
 from .elementwise import epilogue_pass, generic_code
 from .emit import Unsupported, indent
@@ -22,6 +22,7 @@ from .gemm import batched
 from .loops import nest
 from .qkernels import AVX2_HELPER, VNNI_HELPER, pack_pairs, pack_vnni
 from .qpack import Form, avx2_pointwise, vnni_pointwise, windowed
+from .qstore import HELPER as QSTORE_HELPER, QStore, quantizer
 
 
 # --- QuantizeLinear / DequantizeLinear -----------------------------------------------------------
@@ -35,6 +36,9 @@ def _param_strides(prog, node, name: str, shape: tuple) -> tuple:
 
 
 def quantize_linear(prog, node) -> str:
+    fast = _vector_quantize(prog, node)
+    if fast is not None:
+        return fast
     x, out = node.inputs[0], node.outputs[0]
     shape = prog.type(x).shape
     ins = list(node.inputs) + [""] * (3 - len(node.inputs))
@@ -44,6 +48,29 @@ def quantize_linear(prog, node) -> str:
         attrs["compute"] = compute_dtype(prog.type(x).dtype, prog.type(ins[1]).dtype).name
     links = [(e.op, e.inputs_with("@v"), e.attrs) for e in node.epilogue]
     return generic_code(prog, out, [(node.op, ins, attrs)] + links, strides)      # the chain in the same loop
+
+
+def _vector_quantize(prog, node) -> str | None:
+    """A QuantizeLinear of float32 by one constant scale and zero point to 8 bits: whole vectors
+    quantized in registers (qstore.py's store, the scalar loop's values exactly). The scalar
+    loop's rintf and byte store kept gcc to a few lanes at a time: 16 384 values took 1.8 µs,
+    three times the dequantizing step before it (int8 cnn_s on AVX-512)."""
+    params = quantizer(prog.graph, node)
+    if params is None:
+        return None
+    scale, zero, dt = params
+    lo, hi = QUANT[dt]
+    q = QStore(node.outputs[0], -1, scale, zero, int(lo), int(hi))
+    if QSTORE_HELPER not in prog.helpers:
+        prog.helpers.append(QSTORE_HELPER)
+    n = prog.type(node.inputs[0]).size
+    x, y = prog.ptr(node.inputs[0]), prog.ptr(node.outputs[0])
+    return "\n".join([
+        f"{{ const float *x = {x}; uint8_t *y = (uint8_t *){y}; long i = 0;",
+        f"    for (; i + VW <= {n}; i += VW) {q.store('y + i', 'vload(x + i)', 'VW')}",
+        f"    if (i < {n}) {{ float t[VW] = {{0}}; memcpy(t, x + i, ({n} - i) * sizeof *t); "
+        f"{q.store('y + i', 'vload(t)', f'{n} - i')} }}",
+        "}"])
 
 
 # --- MatMulInteger -----------------------------------------------------------------------------
