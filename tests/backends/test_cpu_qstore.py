@@ -106,13 +106,14 @@ def test_a_depthwise_conv_stores_its_quantizelinear_s_bytes(tmp_path, monkeypatc
 
 
 def test_a_producer_that_cannot_quantize_keeps_the_quantizelinear_step(tmp_path, monkeypatch):
-    """DequantizeLinear (a scale per channel) + Add → QuantizeLinear: the generic loops store
-    float32 (see qstore.py), and the QuantizeLinear runs as its own step."""
+    """DequantizeLinear (a scale and a non-zero zero point per channel) + Add → QuantizeLinear:
+    the generic loops store float32 (see qstore.py), and the QuantizeLinear runs as its own
+    step. (With no zero point, the channel-row form quantizes: test_cpu_quant.py.)"""
     rng = np.random.default_rng(2)
     nodes = [helper.make_node("DequantizeLinear", ["X", "xs", "xz"], ["F"], axis=1),
              helper.make_node("Add", ["F", "bias"], ["G"]),
              helper.make_node("QuantizeLinear", ["G", "s", "z"], ["Y"])]
-    inits = [("xs", (rng.random(12) * 0.1 + 0.01).astype(np.float32)), ("xz", np.zeros(12, np.int32)),
+    inits = [("xs", (rng.random(12) * 0.1 + 0.01).astype(np.float32)), ("xz", (np.arange(12) - 6).astype(np.int32)),
              ("bias", rand(12, 1, 1, seed=5)), ("s", np.float32(0.03)), ("z", np.uint8(100))]
     m = model(nodes, [vi("X", [1, 12, 5, 7], TensorProto.INT32)], [vi("Y", [1, 12, 5, 7], TensorProto.UINT8)],
               inits, opset=13)

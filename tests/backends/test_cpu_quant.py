@@ -182,26 +182,53 @@ def test_a_quantize_dequantize_pair_runs_as_one_step(tmp_path, target, q_dt, axi
     _exactly_as_the_reference(plan, {"x": x})
 
 
-@pytest.mark.parametrize("axis", [None, 1])
-def test_a_dequantize_and_its_chain_are_one_loop(tmp_path, target, axis):
-    """An integer product's DequantizeLinear (per tensor or per channel), then the bias, a ReLU
-    and the rounding to the next grid: one loop over the int32 values, exactly the reference."""
-    c, rng = 6, np.random.default_rng(11)
+def _dequantize_chain(c: int, axis, rng, then: str):
+    """DequantizeLinear of int32 sums (per tensor or per channel), the bias, a ReLU, then: the
+    rounding to the next grid ("rounding"), that and a residual Add of a second input
+    ("residual"), or a QuantizeLinear whose bytes are the output ("quantize")."""
     scale = np.array(0.002, np.float32) if axis is None else np.linspace(0.001, 0.004, c).astype(np.float32)
     kw = {} if axis is None else {"axis": axis}
     nodes = [helper.make_node("DequantizeLinear", ["acc", "s"], ["d"], **kw), helper.make_node("Add", ["d", "b"], ["a"]),
-             helper.make_node("Relu", ["a"], ["r"]), helper.make_node("QuantizeLinear", ["r", "gs", "gz"], ["q"]),
-             helper.make_node("DequantizeLinear", ["q", "gs", "gz"], ["y"])]
-    mdl = model(nodes, [vi("acc", [1, c, 9, 9], TensorProto.INT32)], [vi("y", [1, c, 9, 9])],
-                [("s", scale), ("b", rng.standard_normal((c, 1, 1)).astype(np.float32)),
-                 ("gs", np.array(0.02, np.float32)), ("gz", np.array(0, np.uint8))])
-    plan = nnos.compile(save(mdl, tmp_path / "dq_chain.onnx"))
+             helper.make_node("Relu", ["a"], ["r"]), helper.make_node("QuantizeLinear", ["r", "gs", "gz"], ["q"])]
+    inputs, out = [vi("acc", [2, c, 9, 9], TensorProto.INT32)], vi("y", [2, c, 9, 9])
+    if then == "quantize":
+        nodes[-1].output[0], out = "y", vi("y", [2, c, 9, 9], TensorProto.UINT8)
+    else:
+        nodes.append(helper.make_node("DequantizeLinear", ["q", "gs", "gz"], ["y" if then == "rounding" else "f"]))
+    if then == "residual":
+        nodes.append(helper.make_node("Add", ["f", "skip"], ["y"]))
+        inputs.append(vi("skip", [2, c, 9, 9]))
+    inits = [("s", scale), ("b", rng.standard_normal((c, 1, 1)).astype(np.float32)),
+             ("gs", np.array(0.02, np.float32)), ("gz", np.array(0, np.uint8))]
+    return model(nodes, inputs, [out], inits)
+
+
+@pytest.mark.parametrize("axis", [None, 1])
+@pytest.mark.parametrize("then", ["rounding", "residual", "quantize"])
+def test_a_dequantize_and_its_chain_are_one_vector_loop(tmp_path, target, axis, then):
+    """An integer product's DequantizeLinear and its chain (bias, ReLU, rounding, a residual):
+    one vector loop over each channel's row of int32 sums, and where a QuantizeLinear is its
+    only reader, that loop stores the bytes (the QuantizeLinear's step runs as nothing);
+    exactly the reference (two images: the channel is the row's index modulo C), sums past
+    2**24 (rounded to float) and saturation included."""
+    c, rng = 6, np.random.default_rng(11)
+    plan = nnos.compile(save(_dequantize_chain(c, axis, rng, then), tmp_path / "dq_chain.onnx"))
     from nnos.backends.cpu import source
     from nnos.ops.quant import FAKE_QUANT
-    assert [[n.op] + [e.op for e in n.epilogue] for n in plan.graph.nodes] == [["DequantizeLinear", "Add", "Relu", FAKE_QUANT]]
-    assert source(plan).count("for (long i0 = 0;") == 1                 # one loop nest
-    acc = rng.integers(-3000, 3000, size=(1, c, 9, 9)).astype(np.int32)
-    _exactly_as_the_reference(plan, {"acc": acc})
+    ops = [[n.op] + [e.op for e in n.epilogue] for n in plan.graph.nodes]
+    chain = ["DequantizeLinear", "Add", "Relu"] + {"rounding": [FAKE_QUANT], "residual": [FAKE_QUANT, "Add"],
+                                                   "quantize": []}[then]
+    assert ops == [chain] + ([["QuantizeLinear"]] if then == "quantize" else [])
+    src = source(plan)
+    assert src.count("const long o = ch * 81;") == 1 and "for (long i0 = 0;" not in src     # the one loop
+    assert ("stored as step 1's QuantizeLinear" in src) == (then == "quantize")
+    acc = rng.integers(-3000, 3000, size=(2, c, 9, 9)).astype(np.int32)
+    acc[0, 0, 0, :4] = [2 ** 24 + 1, -(2 ** 25) - 3, 2 ** 31 - 1, -(2 ** 31)]
+    feeds = {"acc": acc} | ({"skip": rng.standard_normal((2, c, 9, 9)).astype(np.float32)} if then == "residual" else {})
+    exe = _exactly_as_the_reference(plan, feeds)
+    if then == "quantize":
+        assert exe.outputs["y"].max() == 255 and exe.outputs["y"].min() == 0
+    exe.close()
 
 
 def test_a_gelu_between_roundings_is_one_vector_loop(tmp_path, monkeypatch, target):

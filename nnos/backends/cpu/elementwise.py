@@ -79,11 +79,14 @@ def _vector_ok(prog, steps, out: str) -> bool:
     return True
 
 
-def _vector_expr(prog, op: str, args: list[str], n: int, vector: bool, attrs: dict) -> str:
-    """One op on the running value "@v" or tensors of the output's size (or one element)."""
+def vector_expr(prog, op: str, args: list[str], n: int, vector: bool, attrs: dict, operand=None) -> str:
+    """One op on the running value "@v" or tensors of the output's size (or one element);
+    ``operand(name, vector)``, when given, says how to read every other argument."""
     def load(a):
         if a == "@v":
             return "v"
+        if operand is not None:
+            return operand(a, vector)
         if prog.type(a).size == 1 and n != 1:
             return f"vsplat({prog.tensor(a)}[0])" if vector else f"{prog.tensor(a)}[0]"
         return f"vload({prog.tensor(a)} + i)" if vector else f"{prog.tensor(a)}[i]"
@@ -128,8 +131,8 @@ def _vector_code(prog, out: str, steps, chain_in_registers: list[str] | None = N
     reads_v = any("@v" in args for _, args, _ in steps[:1])
     vec, sca = ["vf v = vload(O + i);"] if reads_v else ["vf v;"], ["float v = O[i];"] if reads_v else ["float v;"]
     for op, args, attrs in steps:
-        vec.append(f"v = {_vector_expr(prog, op, args, n, True, attrs)};")
-        sca.append(f"v = {_vector_expr(prog, op, args, n, False, attrs)};")
+        vec.append(f"v = {vector_expr(prog, op, args, n, True, attrs)};")
+        sca.append(f"v = {vector_expr(prog, op, args, n, False, attrs)};")
     vstore = f"vstore(O + i, {apply(chain_in_registers, 'v', True)});"
     sstore = f"O[i] = {apply(chain_in_registers, 'v', False)};"
     return indent("\n".join([f"{{ float *O = {prog.tensor(out)}; long i = 0;",

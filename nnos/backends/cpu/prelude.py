@@ -141,24 +141,52 @@ static inline vf verf(vf x) {
    zero point, (clamp(rint(x / s), lo, hi)) * s — clamped before rounding (the bounds are
    integers: the same value), NaN to lo, as QuantizeLinear sends it to the low bound; rint by
    adding and subtracting 1.5·2^23 (round half to even, exact for |v| ≤ 2^22) */
-static inline vf vfakeq(vf x, float s, float lo, float hi) {
-    vf t = x / s;
+/* t clamped to [lo, hi], NaN to lo: on x86 maxps and minps (maxps returns its second operand
+   for a NaN; gcc lowered the selects below to mask moves and xors, the QuantizeLinears of int8
+   models' roundings ran at half the speed) */
+static inline vf vclampq(vf t, float lo, float hi) {
+#if VW == 16 && defined(__AVX512F__)
+    return (vf)_mm512_min_ps(_mm512_max_ps((__m512)t, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
+#elif VW == 8 && defined(__AVX2__)
+    return (vf)_mm256_min_ps(_mm256_max_ps((__m256)t, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
+#else
     t = vsel(t >= lo, t, vsplat(lo));
-    t = vsel(t > hi, vsplat(hi), t);
-    return ((t + 12582912.0f) - 12582912.0f) * s;
+    return vsel(t > hi, vsplat(hi), t);
+#endif
+}
+/* a value as computed: a product kept out of a fused multiply-add with what is added to it next
+   (the source is compiled with -ffp-contract=fast; the reference rounds the product first —
+   a residual Add after a rounding differed from it by an ulp) */
+static inline vf vkeep(vf v) {
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__("" : "+x"(v));
+#elif defined(__aarch64__)
+    __asm__("" : "+w"(v));
+#endif
+    return v;
+}
+static inline float skeep(float v) {
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__("" : "+x"(v));
+#elif defined(__aarch64__)
+    __asm__("" : "+w"(v));
+#endif
+    return v;
+}
+static inline vf vfakeq(vf x, float s, float lo, float hi) {
+    vf t = vclampq(x / s, lo, hi);
+    return vkeep(((t + 12582912.0f) - 12582912.0f) * s);
 }
 static inline float sfakeq(float x, float s, float lo, float hi) {
     float t = x / s;
     t = t >= lo ? t : lo;
     t = t > hi ? hi : t;
-    return ((t + 12582912.0f) - 12582912.0f) * s;
+    return skeep(((t + 12582912.0f) - 12582912.0f) * s);
 }
 /* nnos.Lookup: a table's entry at each value's grid index — x / s rounded half to even, clamped
    to [lo, hi] (NaN → lo, as the reference's fmax), less lo; clamped before rounding as vfakeq */
 static inline vi vgridindex(vf x, float s, float lo, float hi) {
-    vf t = x / s;
-    t = vsel(t >= lo, t, vsplat(lo));
-    t = vsel(t > hi, vsplat(hi), t);
+    vf t = vclampq(x / s, lo, hi);
     return __builtin_convertvector(((t + 12582912.0f) - 12582912.0f) - lo, vi);
 }
 static inline vf vlookup(vf x, float s, float lo, float hi, const float *table) {

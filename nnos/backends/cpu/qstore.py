@@ -26,28 +26,23 @@ from .ctype import literal
 
 # a helper in the source of a plan that uses it (prelude's size decides gcc's -O level: toolchain)
 HELPER = r"""/* QuantizeLinear of each lane to n bytes (uint8, or int8's bit pattern): x / s clamped to the
-   type's bounds less the zero point (lo, hi), rounded half to even, plus the zero point z —
-   the scalar quantize's value exactly, NaN to the low bound (maxps returns its second operand
-   for a NaN). On x86 the clamp is minps/maxps and the rounding cvtps2dq's (the default mode,
-   to nearest even), narrowed by vpmovdb or a byte shuffle: gcc lowered the vector-extension
-   form's selects to mask moves and xors, and a QuantizeLinear of 16 384 floats took 1.4 µs
-   (AVX-512) and 3.1 µs (AVX2) where these take 0.85 and 1.9. Elsewhere the same steps in
-   vector extensions, each lane's low byte picked by a byte shuffle below 16 lanes. */
+   type's bounds less the zero point (lo, hi; the prelude's vclampq: NaN to lo), rounded half to
+   even, plus the zero point z — the scalar quantize's value exactly. On x86 rounded by cvtps2dq
+   (the default mode, to nearest even) and narrowed by vpmovdb or a byte shuffle: a
+   QuantizeLinear of 16 384 floats took 1.4 µs (AVX-512) and 3.1 µs (AVX2) in the vector-
+   extension form below, 0.85 and 1.9 µs so. Elsewhere each lane's low byte is picked by a byte
+   shuffle below 16 lanes. */
 static inline void vquant_store(void *dst, vf x, float s, float lo, float hi, float z, int n) {
-    vf t = x / s;
+    vf t = vclampq(x / s, lo, hi);
 #if VW == 16 && defined(__AVX512F__)
-    __m512 c = _mm512_min_ps(_mm512_max_ps((__m512)t, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
-    __m128i b = _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(c), _mm512_set1_epi32((int)z)));
+    __m128i b = _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32((__m512)t), _mm512_set1_epi32((int)z)));
     if (n == 16) _mm_storeu_si128((__m128i *)dst, b); else memcpy(dst, &b, n);
 #elif VW == 8 && defined(__AVX2__)
-    __m256 c = _mm256_min_ps(_mm256_max_ps((__m256)t, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
-    __m256i i = _mm256_add_epi32(_mm256_cvtps_epi32(c), _mm256_set1_epi32((int)z));
+    __m256i i = _mm256_add_epi32(_mm256_cvtps_epi32((__m256)t), _mm256_set1_epi32((int)z));
     __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));   /* fits: −128..255 */
     __m128i b = _mm_shuffle_epi8(w, _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1));
     if (n == 8) _mm_storel_epi64((__m128i *)dst, b); else memcpy(dst, &b, n);
 #else
-    t = vsel(t >= lo, t, vsplat(lo));
-    t = vsel(t > hi, vsplat(hi), t);
     t = ((t + 12582912.0f) - 12582912.0f) + z;
 #if VW == 16
     typedef uint8_t vu8 __attribute__((vector_size(VW)));
