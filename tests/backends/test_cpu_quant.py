@@ -231,6 +231,24 @@ def test_a_dequantize_and_its_chain_are_one_vector_loop(tmp_path, target, axis, 
     exe.close()
 
 
+def test_a_product_s_dequantize_adds_its_bias_along_the_last_axis_in_the_vector_loop(tmp_path, target):
+    """A MatMulInteger's sums [N, T, D] dequantized, a bias of D added (one row for every N and
+    T), rounded: the channel-row form reads the bias as a row; exactly the reference."""
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("DequantizeLinear", ["acc", "s"], ["d"]), helper.make_node("Add", ["d", "b"], ["a"]),
+             helper.make_node("QuantizeLinear", ["a", "gs", "gz"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "gs", "gz"], ["y"])]
+    mdl = model(nodes, [vi("acc", [2, 5, 37], TensorProto.INT32)], [vi("y", [2, 5, 37])],
+                [("s", np.array(0.003, np.float32)), ("b", rng.standard_normal(37).astype(np.float32)),
+                 ("gs", np.array(0.05, np.float32)), ("gz", np.array(-4, np.int8))])
+    plan = nnos.compile(save(mdl, tmp_path / "dq_row.onnx"))
+    from nnos.backends.cpu import source
+    src = source(plan)
+    assert src.count("const long o = ch * 37;") == 1 and "for (long i0 = 0;" not in src
+    acc = rng.integers(-5000, 5000, size=(2, 5, 37)).astype(np.int32)
+    _exactly_as_the_reference(plan, {"acc": acc}).close()
+
+
 def test_a_gelu_between_roundings_is_one_vector_loop(tmp_path, monkeypatch, target):
     """An exported GELU in a QDQ model: a rounding after each of its ops (Div, Erf, Add, Mul,
     Mul), and after the Reshape before it too (a rounding of values already on their grid,
