@@ -282,6 +282,33 @@ def test_a_gelu_between_roundings_is_one_vector_loop(tmp_path, monkeypatch, targ
     np.testing.assert_allclose(exe.outputs["y"], plan({"in": x})["y"], rtol=0, atol=0.03 * 1.01)
 
 
+def test_a_dequantized_gelu_s_table_is_a_second_vector_pass(tmp_path, target):
+    """A product's sums dequantized, its bias added and rounded, then a GELU rounded after each
+    op (made a table of the grid: nnos.Lookup): the channel-row loop up to the lookup, then the
+    lookup as a vector pass over the floats; exactly the reference."""
+    rng = np.random.default_rng(8)
+    grid = [("s", np.array(0.03, np.float32)), ("z", np.array(128, np.uint8))]
+
+    def rounded(op, ins, out):
+        return [helper.make_node(op, ins, [f"{out}_f"]), helper.make_node("QuantizeLinear", [f"{out}_f", "s", "z"], [f"{out}_q"]),
+                helper.make_node("DequantizeLinear", [f"{out}_q", "s", "z"], [out])]
+    nodes = ([helper.make_node("DequantizeLinear", ["acc", "as"], ["d0"])] + rounded("Add", ["d0", "b"], "x")
+             + rounded("Div", ["x", "sqrt2"], "d") + rounded("Erf", ["d"], "e") + rounded("Add", ["e", "one"], "a")
+             + rounded("Mul", ["x", "a"], "m") + rounded("Mul", ["m", "half"], "y"))
+    consts = grid + [("as", np.array(0.001, np.float32)), ("b", rng.standard_normal(37).astype(np.float32)),
+                     ("sqrt2", np.array(2 ** 0.5, np.float32)), ("one", np.array(1, np.float32)),
+                     ("half", np.array(0.5, np.float32))]
+    mdl = model(nodes, [vi("acc", [2, 5, 37], TensorProto.INT32)], [vi("y", [2, 5, 37])], consts)
+    plan = nnos.compile(save(mdl, tmp_path / "dq_gelu.onnx"))
+    from nnos.backends.cpu import source
+    from nnos.ops.lookup import LOOKUP
+    assert [n.op for n in plan.graph.nodes] == ["DequantizeLinear"] and LOOKUP in [e.op for e in plan.graph.nodes[0].epilogue]
+    src = source(plan)
+    assert "const long o = ch * 37;" in src and "vlookup(" in src and "for (long i0 = 0;" not in src
+    acc = rng.integers(-3000, 3000, size=(2, 5, 37)).astype(np.int32)
+    _exactly_as_the_reference(plan, {"acc": acc}).close()
+
+
 @pytest.fixture(scope="module")
 def floats(tmp_path_factory):
     return build(str(tmp_path_factory.mktemp("zoo")), ["mlp_m", "cnn_s"])

@@ -53,7 +53,7 @@ def apply(chain: list | None, value: str, vector: bool) -> str:
 
 
 # --- the vector form ---------------------------------------------------------------------------------
-def _vector_ok(prog, steps, out: str) -> bool:
+def vector_ok(prog, steps, out: str) -> bool:
     t = prog.type(out)
     if t.dtype != np.float32:
         return False
@@ -126,7 +126,7 @@ def _lookup(prog, args: list[str], value: str, attrs: dict, vector: bool) -> str
     return f"{'vlookup' if vector else 'slookup'}({value}, {scale}, {bounds}, {prog.tensor(args[2])})"
 
 
-def _vector_code(prog, out: str, steps, chain_in_registers: list[str] | None = None) -> str:
+def vector_code(prog, out: str, steps, chain_in_registers: list[str] | None = None) -> str:
     n = prog.type(out).size
     reads_v = any("@v" in args for _, args, _ in steps[:1])
     vec, sca = ["vf v = vload(O + i);"] if reads_v else ["vf v;"], ["float v = O[i];"] if reads_v else ["float v;"]
@@ -154,8 +154,8 @@ def generic_code(prog, out: str, steps, strides: dict | None = None) -> str:
     broadcasting (a per-channel scale). From a lookup on, a chain goes in a second, vector pass:
     gcc does not vectorize a loop with a table read at -O2, and a large plan's is -O2."""
     cut = next((k for k, step in enumerate(steps) if step[0] == LOOKUP and k > 0), None)
-    if cut is not None and _vector_ok(prog, steps[cut:], out):
-        return generic_code(prog, out, steps[:cut], strides) + "\n" + _vector_code(prog, out, steps[cut:])
+    if cut is not None and vector_ok(prog, steps[cut:], out):
+        return generic_code(prog, out, steps[:cut], strides) + "\n" + vector_code(prog, out, steps[cut:])
     ot = prog.type(out)
     shape, odt = ot.shape, ot.dtype
     operands = [(prog.ptr(out), contiguous_strides(shape))]
@@ -208,11 +208,11 @@ def elementwise(prog, node) -> str:
     o = node.outputs[0]
     head = [(node.op, list(node.inputs), node.attrs)]
     links = [(e.op, e.inputs_with("@v"), e.attrs) for e in node.epilogue]
-    if _vector_ok(prog, head + links, o):
+    if vector_ok(prog, head + links, o):
         chain = unary_chain(node)
         if chain is not None:
-            return _vector_code(prog, o, head, chain)
-        return _vector_code(prog, o, head + links)
+            return vector_code(prog, o, head, chain)
+        return vector_code(prog, o, head + links)
     return generic_code(prog, o, head + links)
 
 
@@ -223,6 +223,6 @@ def epilogue_pass(prog, node, out: str, in_registers: bool = False) -> str:
     if not node.epilogue or (in_registers and unary_chain(node) is not None):
         return ""
     links = [(e.op, e.inputs_with("@v"), e.attrs) for e in node.epilogue]
-    if _vector_ok(prog, links, out):
-        return _vector_code(prog, out, links)
+    if vector_ok(prog, links, out):
+        return vector_code(prog, out, links)
     return generic_code(prog, out, links)

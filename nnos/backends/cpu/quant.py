@@ -14,9 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from ...ops.conv import _geometry
+from ...ops.lookup import LOOKUP
 from ...ops.quant import FAKE_QUANT, QUANT, compute_dtype
 from .ctype import storage
-from .elementwise import VECTOR_BINARY, vector_expr, epilogue_pass, generic_code
+from .elementwise import VECTOR_BINARY, epilogue_pass, generic_code, vector_code, vector_expr, vector_ok
 from .emit import Unsupported, indent
 from .gemm import batched
 from .loops import nest
@@ -93,11 +94,10 @@ def _operand_kind(prog, name: str, shape: tuple) -> str | None:
     return None
 
 
-def _dequantize_operands(prog, node, shape: tuple) -> dict | None:
+def _dequantize_operands(prog, node, shape: tuple, chain: list) -> dict | None:
     """The kinds of a DequantizeLinear's scale and its chain's operands, or None when one is not
-    a kind the channel-row form reads (or the zero point is not a constant 0). Not a chain with
-    a lookup (a QDQ model's GELU): in this loop its gathers took 6.4 µs of int8 act_s's first
-    feed-forward, where the generic loop and a vector pass for the lookup took 4.9."""
+    a kind the channel-row form reads (or the zero point is not a constant 0); ``chain``: the
+    links of the node's epilogue this loop applies."""
     zero = node.inputs[2] if len(node.inputs) > 2 else ""
     if zero and not (zero in prog.graph.consts and not prog.graph.consts[zero].any()):
         return None
@@ -107,7 +107,7 @@ def _dequantize_operands(prog, node, shape: tuple) -> dict | None:
                      or scale not in prog.graph.consts or prog.type(scale).dtype != np.float32):
         return None
     kinds = {scale: "channel" if per_axis else _operand_kind(prog, scale, shape)}
-    for e in node.epilogue:
+    for e in chain:
         if not (e.op in VECTOR_BINARY or activation(e.op, e.attrs) or e.op in ("Clip", "LeakyRelu", FAKE_QUANT)):
             return None
         if e.op == FAKE_QUANT:                         # its scale and zero point: literals (elementwise.py)
@@ -124,6 +124,9 @@ def _vector_dequantize(prog, node) -> str | None:
     """A DequantizeLinear of an integer product's int32 sums and its chain (the bias, a ReLU, a
     rounding, a residual) over one channel's row at a time, a vector at once; stored as the
     next step's QuantizeLinear's bytes when that is the float tensor's only reader (qstore.py).
+    From a lookup on (a QDQ model's GELU), the chain is a second pass over the floats, as in
+    the generic form: in this loop its gathers took 6.4 µs of int8 act_s's first feed-forward,
+    the generic loop and that pass 4.9.
     The generic loop stored floats that the QuantizeLinear read back: int8 cnn_s's first layer
     spent 0.55 + 0.8 µs there."""
     x, out = node.inputs[0], node.outputs[0]
@@ -132,8 +135,10 @@ def _vector_dequantize(prog, node) -> str | None:
     if node.op != "DequantizeLinear" or prog.type(x).dtype != np.int32 or ot.dtype != np.float32 or len(shape) < 3:
         return None
     rows = int(np.prod(shape[2:]))
-    kinds = _dequantize_operands(prog, node, shape)
-    if kinds is None or rows < prog.vw:
+    cut = next((k for k, e in enumerate(node.epilogue) if e.op == LOOKUP), len(node.epilogue))
+    kinds = _dequantize_operands(prog, node, shape, node.epilogue[:cut])
+    links = [(e.op, e.inputs_with("@v"), e.attrs) for e in node.epilogue]
+    if kinds is None or rows < prog.vw or (cut < len(links) and not vector_ok(prog, links[cut:], out)):
         return None
     names = {a: f"p{k}" for k, a in enumerate(kinds)}
 
@@ -145,14 +150,13 @@ def _vector_dequantize(prog, node) -> str | None:
         at = "0" if kind == "one" else f"ch % {shape[1]}"
         return f"vsplat({p}[{at}])" if vector else f"{p}[{at}]"
 
-    links = [(e.op, e.inputs_with("@v"), e.attrs) for e in node.epilogue]
     vec = ["vf v = vkeep(__builtin_convertvector(({ vi t_; memcpy(&t_, X + o + i, sizeof t_); t_; }), vf) * "
            + operand(node.inputs[1], True) + ");"]                       # the product rounded, as the reference's
     sca = [f"float v = skeep((float)X[o + i] * {operand(node.inputs[1], False)});"]
-    for op, args, attrs in links:
+    for op, args, attrs in links[:cut]:
         vec.append(f"v = {vector_expr(prog, op, args, ot.size, True, attrs, operand)};")
         sca.append(f"v = {vector_expr(prog, op, args, ot.size, False, attrs, operand)};")
-    q = prog.quantized_store(out)
+    q = prog.quantized_store(out) if cut == len(links) else None
     if q is None:
         vstore, sstore = "vstore(O + o + i, v);", "O[o + i] = v;"
         dst = f"float *O = {prog.ptr(out)};"
@@ -166,7 +170,7 @@ def _vector_dequantize(prog, node) -> str | None:
         f"        const long o = ch * {rows}; long i = 0;",
         f"        for (; i + VW <= {rows}; i += VW) {{ {' '.join(vec)} {vstore} }}",
         f"        for (; i < {rows}; i++) {{ {' '.join(sca)} {sstore} }}",
-        "    }", "}"])
+        "    }", "}"]) + ("\n" + vector_code(prog, out, links[cut:]) if cut < len(links) else "")
 
 
 # --- MatMulInteger -----------------------------------------------------------------------------
