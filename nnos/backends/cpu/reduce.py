@@ -37,6 +37,9 @@ def reduce(prog, node) -> str:
         return indent(code) + "\n" + epilogue_pass(prog, node, y)
     kept = tuple(1 if d in axes else s for d, s in enumerate(xt.shape))
     red = tuple(s if d in axes else 1 for d, s in enumerate(xt.shape))
+    fast = _vector_extreme(prog, node, kept, red) if (is_max or is_min) and dt == np.float32 else None
+    if fast is not None:
+        return indent(fast) + "\n" + epilogue_pass(prog, node, y)
     own = contiguous_strides(xt.shape)
     count = int(np.prod(red, dtype=np.int64))
     if boolean:
@@ -58,6 +61,33 @@ def reduce(prog, node) -> str:
                           f"{prog.ptr(y)}[{idx[0]}] = ({st})({result});"])
     code = nest(kept, [contiguous_strides(kept), own], outer)
     return indent(code) + "\n" + epilogue_pass(prog, node, y)
+
+
+def _vector_extreme(prog, node, kept: tuple, red: tuple) -> str | None:
+    """ReduceMax or ReduceMin of float32 over trailing axes (a contiguous block a result): four
+    vectors of running extremes, then their lanes, then the block's tail — NaN propagating as
+    the scalar loop's (a NaN seen stays). The scalar loop took 19 µs for 65 536 values: a
+    dynamically quantized model computes the range of every activation it quantizes."""
+    outer, count = int(np.prod(kept)), int(np.prod(red))
+    last_kept = max((d for d, k in enumerate(kept) if k > 1), default=-1)
+    trailing = last_kept < min((d for d, r in enumerate(red) if r > 1), default=len(red))
+    if not trailing or count < 4 * prog.vw:
+        return None
+    cmp = ">" if node.op == "ReduceMax" else "<"
+    start = lowest(np.float32) if node.op == "ReduceMax" else highest(np.float32)
+    pick = f"(v != v || v {cmp} a) ? v : a"
+    return "\n".join([
+        f"const float *X = {prog.ptr(node.inputs[0])}; float *Y = {prog.ptr(node.outputs[0])};",
+        f"for (long o = 0; o < {outer}; o++) {{",
+        f"    const float *xb = X + o * {count}; vf m[4]; long i = 0;",
+        f"    for (int k = 0; k < 4; k++) m[k] = vsplat({start});",
+        f"    for (; i + 4 * VW <= {count}; i += 4 * VW)",
+        "        for (int k = 0; k < 4; k++) { vf v = vload(xb + i + k * VW); "
+        f"m[k] = vsel((v != v) | (v {cmp} m[k]), v, m[k]); }}",
+        f"    float a = {start};",
+        f"    for (int k = 0; k < 4; k++) for (int l = 0; l < VW; l++) {{ float v = m[k][l]; a = {pick}; }}",
+        f"    for (; i < {count}; i++) {{ float v = xb[i]; a = {pick}; }}",
+        "    Y[o] = a;", "}"])
 
 
 def softmax(prog, node) -> str:

@@ -1,0 +1,79 @@
+"""ReduceMax and ReduceMin of float32 over trailing axes on the cpu backend (cpu/reduce.py):
+four vectors of running extremes, then their lanes, then the tail — exactly the reference,
+a NaN anywhere (in the vector body, in the tail) propagating, infinities kept; a reduction
+that is not over trailing axes keeps the scalar loop. On every target the machine can run."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+import nnos
+from nnos.backends import prepare
+from nnos.backends.cpu import source
+from nnos.backends.cpu.toolchain import TARGETS, cpu_features, find_compiler
+from tests.support.onnx_models import model, save, vi
+
+pytestmark = pytest.mark.skipif(find_compiler() is None, reason="no C compiler here")
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path_factory.getbasetemp() / "cpu-cache"))
+
+
+@pytest.fixture(params=["native", "x86-64-v3", "x86-64-v2"])
+def target(request, monkeypatch):
+    name = request.param
+    if name != "native" and (TARGETS[name][0] != __import__("platform").machine() or TARGETS[name][2] - cpu_features()):
+        pytest.skip(f"this CPU cannot run {name}")
+    monkeypatch.setenv("NNOS_CPU_TARGET", name)
+    return name
+
+
+def _plan(tmp_path, op: str, shape: list, axes: list, keepdims: int):
+    out = [1 if d in axes else s for d, s in enumerate(shape)] if keepdims else \
+        [s for d, s in enumerate(shape) if d not in axes]
+    node = helper.make_node(op, ["x"], ["y"], axes=axes, keepdims=keepdims)
+    return nnos.compile(save(model([node], [vi("x", shape)], [vi("y", out)], [], opset=13), tmp_path / "r.onnx"))
+
+
+def _run(plan, x):
+    exe = prepare(plan, "cpu")
+    assert exe.backend == "cpu"
+    np.copyto(exe.inputs["x"], x)
+    exe.run()
+    got = exe.outputs["y"].copy()
+    exe.close()
+    return got
+
+
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin"])
+@pytest.mark.parametrize("shape,axes,keepdims", [
+    ([2, 16, 33, 3], [0, 1, 2, 3], 0),     # everything to one value (a dynamic quantization's range)
+    ([3, 5, 7, 21], [2, 3], 1),            # each channel's plane: 147 values, a tail after the vectors
+    ([4, 200], [1], 0),
+])
+def test_trailing_extremes_are_vectors_and_exactly_the_reference(tmp_path, target, op, shape, axes, keepdims):
+    plan = _plan(tmp_path, op, shape, axes, keepdims)
+    assert "vf m[4];" in source(plan)
+    rng = np.random.default_rng(len(shape) + len(axes))
+    x = (rng.standard_normal(shape) * 100).astype(np.float32)
+    np.testing.assert_array_equal(_run(plan, x), plan({"x": x})["y"])
+    blocks = x.reshape(-1, int(np.prod([shape[a] for a in axes])))
+    blocks[0, 5] = np.nan                  # in the first vectors
+    blocks[-1, -1] = np.nan                # in the last block's tail
+    blocks[1 % len(blocks), 7] = np.inf
+    blocks[1 % len(blocks), 9] = -np.inf
+    got, want = _run(plan, x), plan({"x": x})["y"]
+    np.testing.assert_array_equal(got, want)
+    flat = got.reshape(-1)
+    assert np.isnan(flat[0]) and np.isnan(flat[-1])
+
+
+def test_a_reduction_over_a_middle_axis_keeps_the_scalar_loop(tmp_path, target):
+    plan = _plan(tmp_path, "ReduceMax", [3, 100, 5], [1], 0)      # 100 ≥ four vectors on any target
+    assert "vf m[4];" not in source(plan)
+    x = np.random.default_rng(2).standard_normal((3, 100, 5)).astype(np.float32)
+    x[1, 3, 2] = np.nan
+    np.testing.assert_array_equal(_run(plan, x), plan({"x": x})["y"])
