@@ -125,6 +125,42 @@ def test_conv_integer_with_a_constant_weight(tmp_path, target, c, oc, hw, kernel
     _exactly_as_the_reference(plan, {"x": _ints(x_dt, (2, c, hw, hw), rng)})
 
 
+@pytest.mark.parametrize("c,hw,kernel,stride,pad,dil", [
+    (6, 33, 3, 1, 1, 1),       # rows of whole vectors and a tail
+    (5, 17, 3, 2, 1, 1),       # stride 2 (two loads' even lanes), a row of 9: eight lanes and a tail
+    (4, 20, 5, 2, 2, 1),       # 5×5 at stride 2
+    (3, 12, 3, 1, 2, 2),       # dilated
+    (2, 11, 7, 3, 3, 1),       # stride 3 (lanes one by one), rows of 4
+    (3, 6, 3, 1, 0, 1),        # rows of 4
+    (2, 40, 17, 1, 8, 1)])     # 289 taps: past 258, a sum may not be a float exactly: the generic loops
+@pytest.mark.parametrize("x_dt,w_dt", [("uint8", "int8"), ("int8", "uint8")])
+def test_a_depthwise_conv_integer_sums_in_floats_exactly(tmp_path, target, c, hw, kernel, stride, pad, dil, x_dt, w_dt):
+    """A depthwise ConvInteger with a constant weight sums its centred products as floats (each
+    sum of up to 258 of them below 2**24: exact), a row's outputs a vector at a time: exactly
+    the reference at the extremes of both types (|x − zx| and |w − zw| up to 255), two images."""
+    rng = np.random.default_rng(c * hw + kernel)
+    x_dt, w_dt = np.dtype(x_dt), np.dtype(w_dt)
+    w = _ints(w_dt, (c, 1, kernel, kernel), rng)
+    info = np.iinfo(w_dt)
+    w[0] = info.max                                  # against a zero point at the other end: 255 apart
+    wz = np.full(c, info.min, w_dt)
+    wz[1:] = _ints(w_dt, (c - 1,), rng)
+    xz = np.iinfo(x_dt).max
+    node = helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["y"], kernel_shape=[kernel, kernel],
+                            strides=[stride, stride], pads=[pad] * 4, dilations=[dil, dil], group=c)
+    out = (hw + 2 * pad - dil * (kernel - 1) - 1) // stride + 1
+    mdl = model([node], [vi("x", [2, c, hw, hw], I8[x_dt])], [vi("y", [2, c, out, out], TensorProto.INT32)],
+                [("w", w), ("xz", np.array(xz, x_dt)), ("wz", wz)], opset=13)
+    plan = nnos.compile(save(mdl, tmp_path / "dw.onnx"))
+    from nnos.backends.cpu import source
+    assert ("(float)((int32_t)xc[" in source(plan)) == (kernel * kernel <= 258)
+    x = _ints(x_dt, (2, c, hw, hw), rng)
+    x[0, 0] = np.iinfo(x_dt).min                     # 255 from its zero point, against channel 0's weights
+    exe = _exactly_as_the_reference(plan, {"x": x})
+    assert np.abs(exe.outputs["y"]).max() > 255 * 255      # sums past one product's reach were there
+    exe.close()
+
+
 @pytest.mark.parametrize("q_dt,zp", [("uint8", 128), ("uint8", 0), ("int8", -3)])
 @pytest.mark.parametrize("shape", [(2, 5, 37), (1, 7)])      # whole vectors and a part-filled last; fewer than one
 @pytest.mark.parametrize("scale", [0.25, 0.0371])            # ties exactly half-way (a power of two); any other
