@@ -189,6 +189,27 @@ def test_a_quantizelinear_is_one_vector_loop_exactly_the_reference(tmp_path, tar
     exe.close()
 
 
+@pytest.mark.parametrize("q_dt", ["uint8", "int8"])
+def test_a_quantizelinear_by_a_computed_scale_is_one_vector_loop(tmp_path, target, q_dt):
+    """A QuantizeLinear whose scale and zero point are computed at run time (a dynamically
+    quantized model's; here graph inputs): the same vector loop, bitwise the reference over
+    several scales and zero points, with ties, saturation, NaN and infinities."""
+    q_dt = np.dtype(q_dt)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"])]
+    mdl = model(nodes, [vi("x", [3, 7, 11]), vi("s", []), vi("z", [], I8[q_dt])], [vi("q", [3, 7, 11], I8[q_dt])], [])
+    plan = nnos.compile(save(mdl, tmp_path / "qs.onnx"))
+    from nnos.backends.cpu import source
+    assert "vquant_store(y + i, vload(x + i), s_, lo_, hi_, z_, VW)" in source(plan)
+    rng = np.random.default_rng(9)
+    info = np.iinfo(q_dt)
+    for scale, zp in [(0.25, info.min), (0.0371, (int(info.min) + int(info.max)) // 2), (3.0, info.max)]:
+        x = (rng.standard_normal((3, 7, 11)) * 150 * scale).astype(np.float32)
+        flat = x.reshape(-1)
+        flat[1::3] = ((np.arange(flat.size)[1::3] - 100 + 0.5) * np.float32(scale)).astype(np.float32)   # ties
+        flat[:4] = [np.nan, np.inf, -np.inf, 1e30]
+        _exactly_as_the_reference(plan, {"x": x, "s": np.array(scale, np.float32), "z": np.array(zp, q_dt)}).close()
+
+
 @pytest.mark.parametrize("q_dt,axis", [("uint8", None), ("int8", None), ("int8", 1)])
 @pytest.mark.parametrize("also_read", [False, True])
 def test_a_quantize_dequantize_pair_runs_as_one_step(tmp_path, target, q_dt, axis, also_read):
@@ -265,6 +286,27 @@ def test_a_dequantize_and_its_chain_are_one_vector_loop(tmp_path, target, axis, 
     if then == "quantize":
         assert exe.outputs["y"].max() == 255 and exe.outputs["y"].min() == 0
     exe.close()
+
+
+def test_a_dynamic_product_s_cast_and_its_chain_are_one_vector_loop(tmp_path, target):
+    """A dynamically quantized product's sums cast to float, times the scale computed at run time
+    (here an input), plus a bias per channel, clipped: the channel-row loop, exactly the
+    reference (the product rounded before the add, as numpy's)."""
+    from onnx import TensorProto as T
+    rng = np.random.default_rng(12)
+    nodes = [helper.make_node("Cast", ["acc"], ["f"], to=T.FLOAT), helper.make_node("Mul", ["f", "s"], ["m"]),
+             helper.make_node("Add", ["m", "b"], ["a"]), helper.make_node("Clip", ["a", "lo", "hi"], ["y"])]
+    mdl = model(nodes, [vi("acc", [2, 6, 9, 9], T.INT32), vi("s", [])], [vi("y", [2, 6, 9, 9])],
+                [("b", rng.standard_normal((6, 1, 1)).astype(np.float32)), ("lo", np.array(0, np.float32)),
+                 ("hi", np.array(6, np.float32))])
+    plan = nnos.compile(save(mdl, tmp_path / "cast_chain.onnx"))
+    from nnos.backends.cpu import source
+    src = source(plan)
+    assert src.count("const long o = ch * 81;") == 1 and "for (long i0 = 0;" not in src
+    acc = rng.integers(-40000, 40000, size=(2, 6, 9, 9)).astype(np.int32)
+    acc[0, 0, 0, :2] = [2 ** 24 + 1, -(2 ** 31)]
+    for scale in (1.3e-4, 7.77e-5):
+        _exactly_as_the_reference(plan, {"acc": acc, "s": np.array(scale, np.float32)}).close()
 
 
 def test_a_product_s_dequantize_adds_its_bias_along_the_last_axis_in_the_vector_loop(tmp_path, target):

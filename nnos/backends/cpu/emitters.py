@@ -22,6 +22,6 @@ EMITTERS = {
     "Concat": movement.concat, "Split": movement.split, "Gather": movement.gather, "Pad": movement.pad,
     "Shape": movement.constant, "Constant": movement.constant, "Range": movement.constant,
     "ConstantOfShape": movement.constant_of_shape,
-    "QuantizeLinear": quant.quantize_linear, "DequantizeLinear": quant.quantize_linear,
+    "QuantizeLinear": quant.quantize_linear, "DequantizeLinear": quant.quantize_linear, "Cast": quant.cast,
     "MatMulInteger": quant.matmul_integer, "ConvInteger": quant.conv_integer,
 }

@@ -78,7 +78,7 @@ def _scalar(graph, name: str):
     return graph.consts[name].reshape(()) if name in graph.consts and graph.consts[name].size == 1 else None
 
 
-def quantizer(graph, node) -> tuple | None:
+def _quantizer(graph, node) -> tuple | None:
     """(scale, zero point, type) of a QuantizeLinear by one constant float32 scale to uint8 or int8."""
     if node.op != "QuantizeLinear" or node.epilogue or len(node.inputs) < 2:
         return None
@@ -116,7 +116,7 @@ def choose(prog, skip: set) -> dict[str, QStore]:
         node, q = g.nodes[s], g.nodes[nxt]
         if len(node.outputs) != 1 or node.outputs[0] in g.outputs or q.inputs[0] != node.outputs[0]:
             continue
-        params = quantizer(g, q)
+        params = _quantizer(g, q)
         if params is None or len(consumers.get(node.outputs[0], [])) != 1:
             continue
         reads = list(node.inputs) + [i for e in node.epilogue for i in e.operands]

@@ -17,14 +17,14 @@ from ...ops.conv import _geometry
 from ...ops.lookup import LOOKUP
 from ...ops.quant import FAKE_QUANT, QUANT, compute_dtype
 from .ctype import storage
-from .elementwise import VECTOR_BINARY, epilogue_pass, generic_code, vector_code, vector_expr, vector_ok
+from .elementwise import VECTOR_BINARY, elementwise, epilogue_pass, generic_code, vector_code, vector_expr, vector_ok
 from .emit import Unsupported, indent
 from .gemm import batched
 from .loops import nest
 from .prelude import activation
 from .qkernels import AVX2_HELPER, VNNI_HELPER, pack_pairs, pack_vnni
 from .qpack import Form, avx2_pointwise, vnni_pointwise, windowed
-from .qstore import HELPER as QSTORE_HELPER, QStore, quantizer
+from .qstore import HELPER as QSTORE_HELPER
 
 
 # --- QuantizeLinear / DequantizeLinear -----------------------------------------------------------
@@ -53,25 +53,31 @@ def quantize_linear(prog, node) -> str:
 
 
 def _vector_quantize(prog, node) -> str | None:
-    """A QuantizeLinear of float32 by one constant scale and zero point to 8 bits: whole vectors
-    quantized in registers (qstore.py's store, the scalar loop's values exactly). The scalar
-    loop's rintf and byte store kept gcc to a few lanes at a time: 16 384 values took 1.8 µs,
-    three times the dequantizing step before it (int8 cnn_s on AVX-512)."""
-    params = quantizer(prog.graph, node)
-    if params is None:
+    """A QuantizeLinear of float32 by one scale and zero point to 8 bits — constants, or values
+    computed in the step before (a dynamically quantized model's) — whole vectors quantized in
+    registers (qstore.py's vquant_store, the scalar loop's values exactly). The scalar loop's
+    rintf and byte store kept gcc to a few lanes at a time: 16 384 values took 1.8 µs, three
+    times the dequantizing step before it (int8 cnn_s on AVX-512)."""
+    x, out = node.inputs[0], node.outputs[0]
+    scale = node.inputs[1] if len(node.inputs) > 1 else ""
+    zero = node.inputs[2] if len(node.inputs) > 2 else ""
+    dt = np.dtype(prog.type(out).dtype)
+    if (node.op != "QuantizeLinear" or node.epilogue or not scale or dt not in (np.dtype(np.uint8), np.dtype(np.int8))
+            or prog.type(x).dtype != np.float32 or prog.type(scale).dtype != np.float32 or prog.type(scale).size != 1
+            or (zero and (prog.type(zero).size != 1 or np.dtype(prog.type(zero).dtype) != dt))):
         return None
-    scale, zero, dt = params
     lo, hi = QUANT[dt]
-    q = QStore(node.outputs[0], -1, scale, zero, int(lo), int(hi))
     if QSTORE_HELPER not in prog.helpers:
         prog.helpers.append(QSTORE_HELPER)
-    n = prog.type(node.inputs[0]).size
-    x, y = prog.ptr(node.inputs[0]), prog.ptr(node.outputs[0])
+    n = prog.type(x).size
+    z = f"(float){prog.ptr(zero)}[0]" if zero else "0.0f"
+    store = "vquant_store(y + i, {v}, s_, lo_, hi_, z_, {n});"
     return "\n".join([
-        f"{{ const float *x = {x}; uint8_t *y = (uint8_t *){y}; long i = 0;",
-        f"    for (; i + VW <= {n}; i += VW) {q.store('y + i', 'vload(x + i)', 'VW')}",
+        f"{{ const float *x = {prog.ptr(x)}; uint8_t *y = (uint8_t *){prog.ptr(out)}; long i = 0;",
+        f"    const float s_ = {prog.ptr(scale)}[0], z_ = {z}, lo_ = {float(lo)!r}f - z_, hi_ = {float(hi)!r}f - z_;",
+        f"    for (; i + VW <= {n}; i += VW) {store.format(v='vload(x + i)', n='VW')}",
         f"    if (i < {n}) {{ float t[VW] = {{0}}; memcpy(t, x + i, ({n} - i) * sizeof *t); "
-        f"{q.store('y + i', 'vload(t)', f'{n} - i')} }}",
+        f"{store.format(v='vload(t)', n=f'{n} - i')} }}",
         "}"])
 
 
@@ -94,10 +100,7 @@ def _operand_kind(prog, name: str, shape: tuple) -> str | None:
     return None
 
 
-def _dequantize_operands(prog, node, shape: tuple, chain: list) -> dict | None:
-    """The kinds of a DequantizeLinear's scale and its chain's operands, or None when one is not
-    a kind the channel-row form reads (or the zero point is not a constant 0); ``chain``: the
-    links of the node's epilogue this loop applies."""
+def _dequantize_scale(prog, node, shape: tuple) -> dict | None:
     zero = node.inputs[2] if len(node.inputs) > 2 else ""
     if zero and not (zero in prog.graph.consts and not prog.graph.consts[zero].any()):
         return None
@@ -106,7 +109,16 @@ def _dequantize_operands(prog, node, shape: tuple, chain: list) -> dict | None:
     if per_axis and (int(node.attrs.get("axis", 1)) % len(shape) != 1 or prog.type(scale).size != shape[1]
                      or scale not in prog.graph.consts or prog.type(scale).dtype != np.float32):
         return None
-    kinds = {scale: "channel" if per_axis else _operand_kind(prog, scale, shape)}
+    return {scale: "channel" if per_axis else _operand_kind(prog, scale, shape)}
+
+
+def _dequantize_operands(prog, node, shape: tuple, chain: list) -> dict | None:
+    """The kinds of a DequantizeLinear's scale and its chain's operands, or None when one is not
+    a kind the channel-row form reads (or the zero point is not a constant 0); ``chain``: the
+    links of the node's epilogue this loop applies."""
+    kinds = {} if node.op == "Cast" else _dequantize_scale(prog, node, shape)
+    if kinds is None:
+        return None
     for e in chain:
         if not (e.op in VECTOR_BINARY or activation(e.op, e.attrs) or e.op in ("Clip", "LeakyRelu", FAKE_QUANT)):
             return None
@@ -121,18 +133,19 @@ def _dequantize_operands(prog, node, shape: tuple, chain: list) -> dict | None:
 
 
 def _vector_dequantize(prog, node) -> str | None:
-    """A DequantizeLinear of an integer product's int32 sums and its chain (the bias, a ReLU, a
-    rounding, a residual) over one channel's row at a time, a vector at once; stored as the
-    next step's QuantizeLinear's bytes when that is the float tensor's only reader (qstore.py).
-    From a lookup on (a QDQ model's GELU), the chain is a second pass over the floats, as in
-    the generic form: in this loop its gathers took 6.4 µs of int8 act_s's first feed-forward,
-    the generic loop and that pass 4.9.
-    The generic loop stored floats that the QuantizeLinear read back: int8 cnn_s's first layer
-    spent 0.55 + 0.8 µs there."""
+    """A DequantizeLinear (or a dynamically quantized model's Cast) of an integer product's
+    int32 sums and its chain (the bias, a ReLU, a rounding, a residual) over one channel's row
+    at a time, a vector at once; stored as the next step's QuantizeLinear's bytes when that is
+    the float tensor's only reader (qstore.py). The generic loop stored floats that the
+    QuantizeLinear read back: int8 cnn_s's first layer spent 0.55 + 0.8 µs there. Each
+    product is rounded before the next add, as the reference's (vkeep). From a lookup on (a
+    QDQ model's GELU), the chain is a second pass over the floats, as in the generic form: in
+    this loop its gathers took 6.4 µs of int8 act_s's first feed-forward, that pass 4.9."""
     x, out = node.inputs[0], node.outputs[0]
     ot = prog.type(out)
     shape = tuple(ot.shape)
-    if node.op != "DequantizeLinear" or prog.type(x).dtype != np.int32 or ot.dtype != np.float32 or len(shape) < 3:
+    if node.op not in ("DequantizeLinear", "Cast") or prog.type(x).dtype != np.int32 or ot.dtype != np.float32 \
+            or len(shape) < 3:
         return None
     rows = int(np.prod(shape[2:]))
     cut = next((k for k, e in enumerate(node.epilogue) if e.op == LOOKUP), len(node.epilogue))
@@ -150,12 +163,15 @@ def _vector_dequantize(prog, node) -> str | None:
         at = "0" if kind == "one" else f"ch % {shape[1]}"
         return f"vsplat({p}[{at}])" if vector else f"{p}[{at}]"
 
-    vec = ["vf v = vkeep(__builtin_convertvector(({ vi t_; memcpy(&t_, X + o + i, sizeof t_); t_; }), vf) * "
-           + operand(node.inputs[1], True) + ");"]                       # the product rounded, as the reference's
-    sca = [f"float v = skeep((float)X[o + i] * {operand(node.inputs[1], False)});"]
+    vec = ["vf v = __builtin_convertvector(({ vi t_; memcpy(&t_, X + o + i, sizeof t_); t_; }), vf);"]
+    sca = ["float v = (float)X[o + i];"]
+    if node.op == "DequantizeLinear":
+        vec.append(f"v = vkeep(v * {operand(node.inputs[1], True)});")
+        sca.append(f"v = skeep(v * {operand(node.inputs[1], False)});")
     for op, args, attrs in links[:cut]:
-        vec.append(f"v = {vector_expr(prog, op, args, ot.size, True, attrs, operand)};")
-        sca.append(f"v = {vector_expr(prog, op, args, ot.size, False, attrs, operand)};")
+        keep = ("vkeep", "skeep") if op == "Mul" else ("", "")
+        vec.append(f"v = {keep[0]}({vector_expr(prog, op, args, ot.size, True, attrs, operand)});")
+        sca.append(f"v = {keep[1]}({vector_expr(prog, op, args, ot.size, False, attrs, operand)});")
     q = prog.quantized_store(out) if cut == len(links) else None
     if q is None:
         vstore, sstore = "vstore(O + o + i, v);", "O[o + i] = v;"
@@ -171,6 +187,12 @@ def _vector_dequantize(prog, node) -> str | None:
         f"        for (; i + VW <= {rows}; i += VW) {{ {' '.join(vec)} {vstore} }}",
         f"        for (; i < {rows}; i++) {{ {' '.join(sca)} {sstore} }}",
         "    }", "}"]) + ("\n" + vector_code(prog, out, links[cut:]) if cut < len(links) else "")
+
+
+def cast(prog, node) -> str:
+    """Cast: an integer product's sums to float32 in the channel-row form, else elementwise."""
+    fast = _vector_dequantize(prog, node)
+    return fast if fast is not None else elementwise(prog, node)
 
 
 # --- MatMulInteger -----------------------------------------------------------------------------
