@@ -165,7 +165,7 @@ def _along_rows(prog, node, geometry) -> str:
     q = prog.quantized_store(y) if chain is not None and fits else None
     yt = "uint8_t" if q else "float"                        # int8's bytes too: the value is stored as its bit pattern
     out = f"{yt} *Y = {f'(uint8_t *){prog.ptr(q.out)}' if q else prog.tensor(y)};"
-    tile = _RowTile(offsets, wp, ow, vw, stride, chain, q)
+    tile = RowTile(offsets, wp, ow, vw, stride, chain, q)
     lines = [f"const float *X = {prog.tensor(x)}; {out} float *XP = {xp};",
              f"const float *Wd = {prog.const(w + '@dwrows', taps)}; const float *Bd = {prog.const(bname + '@dwrowsbias', bias)};",
              split or f"const int lo = 0, hi = {c};",
@@ -175,7 +175,7 @@ def _along_rows(prog, node, geometry) -> str:
              f"    for (int r = 0; r < {h}; r++) {{ float *d = pc + (r + {begin[0]}) * {wp} + {begin[1]}; "
              f"const float *s = xc + r * {wd}; {_row_copy(wd, vw)} }}",
              "    " + " ".join(f"const vf k{t} = vsplat(Wd[ch * {kh * kw} + {t}]);" for t in range(kh * kw))]
-    lines += ["    " + line for line in _blocks("oy0", oh, min(4, oh), lambda rows: tile.row(rows))]
+    lines += ["    " + line for line in blocks("oy0", oh, min(4, oh), lambda rows: tile.row(rows))]
     lines.append("}")
     return indent("\n".join(lines)) + "\n" + after_split(prog, epilogue_pass(prog, node, y, in_registers=True))
 
@@ -188,7 +188,7 @@ def _row_copy(n: int, vw: int) -> str:
     return code + (f" memcpy(d + {whole}, s + {whole}, {(n - whole) * 4});" if n % vw else "")
 
 
-def _blocks(var: str, total: int, size: int, body) -> list[str]:
+def blocks(var: str, total: int, size: int, body) -> list[str]:
     """``var`` from 0 to ``total`` in blocks of ``size``, then one block of what is left:
     ``body(n)`` is the C (a list of lines) for a block of n."""
     lines, whole = [], total // size * size
@@ -206,18 +206,21 @@ def evens(vw: int) -> str:
             f"(vi){{{mask}}}); }}\n")
 
 
-class _RowTile:
-    """The C of a tile: ``rows`` output rows from oy0 × ``vecs`` vectors from ox0."""
+class RowTile:
+    """The C of a tile: ``rows`` output rows from oy0 × ``vecs`` vectors from ox0 (the names it
+    expects: pc the plane, yc the output, b the sums' start, k0… the taps' splats)."""
 
-    def __init__(self, offsets: list[int], wp: int, ow: int, vw: int, stride: int, chain, quantized=None):
+    def __init__(self, offsets: list[int], wp: int, ow: int, vw: int, stride: int, chain, quantized=None,
+                 integer: bool = False):
         self.offsets, self.wp, self.ow, self.vw, self.stride, self.chain = offsets, wp, ow, vw, stride, chain
         self.quantized = quantized                   # a qstore.QStore: the rows stored as its bytes
+        self.integer = integer                       # sums of integers (quant.py's depthwise ConvInteger): int32
         self.load = "vload" if stride == 1 else "nnos_evens"
 
     def row(self, rows: int) -> list[str]:
         """Rows oy0 … oy0 + rows − 1, along their width: pairs of vectors, one, a part-filled one."""
         nvec, tail = self.ow // self.vw, self.ow % self.vw
-        lines = _blocks("ox0", nvec * self.vw, min(2, nvec) * self.vw,
+        lines = blocks("ox0", nvec * self.vw, max(1, min(2, nvec)) * self.vw,      # none in a row narrower than a vector
                         lambda width: self.tile(rows, width // self.vw, self.vw))
         if tail:
             lines += [f"{{ const int ox0 = {nvec * self.vw};"] + ["    " + x for x in self.tile(rows, 1, tail)] + ["}"]
@@ -233,6 +236,8 @@ class _RowTile:
             at = f"yc + (oy0 + {r}) * {self.ow} + ox0 + {v * self.vw}"
             if self.quantized:
                 lines.append(self.quantized.store(at, apply(self.chain, a, True), stored))
+            elif self.integer:
+                lines.append(f"{{ const vi t = __builtin_convertvector({a}, vi); memcpy({at}, &t, {stored * 4}); }}")
             elif stored == self.vw:
                 lines.append(f"vstore({at}, {apply(self.chain, a, True)});")
             else:

@@ -18,6 +18,7 @@ from ...ops.lookup import LOOKUP
 from ...ops.quant import FAKE_QUANT, QUANT, compute_dtype
 from .ctype import storage
 from .elementwise import VECTOR_BINARY, elementwise, epilogue_pass, generic_code, vector_code, vector_expr, vector_ok
+from .depthwise import RowTile, blocks, evens
 from .emit import Unsupported, indent
 from .gemm import batched
 from .loops import nest
@@ -329,67 +330,46 @@ def conv_integer(prog, node) -> str:
 
 
 def _depthwise_conv(prog, node, geometry, g: int) -> str | None:
-    """A depthwise ConvInteger (one input channel a group) with a constant weight, in float32 —
-    exactly: each product of centred 8-bit values is at most 255², so a sum of up to 258 of
-    them stays below 2²⁴, where every integer is a float. Each channel's plane centred into a
-    bordered float buffer (the border zeroed once a step), then a vector of a row's outputs at a
-    time, tap by tap (stride 2: two loads' even lanes). The generic loops' bounds checks per tap took 217 µs for a
-    64 × 32 × 32 3×3 step of dynamically quantized mbv2_s."""
+    """A depthwise ConvInteger (one input channel a group) at stride 1 or 2 with a constant
+    weight, in float32 — exactly: each product of centred 8-bit values is at most 255², so a
+    sum of up to 258 of them stays below 2²⁴, where every integer is a float. Each channel's
+    plane centred into a bordered float buffer (the border zeroed once a step), then the float
+    depthwise form's tiles of rows × vectors (depthwise.RowTile), stored as int32. The generic
+    loops' bounds checks per tap took 217 µs for a 64 × 32 × 32 3×3 step of dynamically
+    quantized mbv2_s."""
     n, c, h, wd, kh, kw, strides, dil, begin, out = geometry
     x, w, o = node.inputs[0], node.inputs[1], node.outputs[0]
     zx = node.inputs[2] if len(node.inputs) > 2 else ""
     zw = node.inputs[3] if len(node.inputs) > 3 else ""
     consts = prog.graph.consts
-    if g != c or prog.type(w).shape[0] != c or w not in consts or (zw and zw not in consts) or kh * kw > 258:
+    if g != c or prog.type(w).shape[0] != c or w not in consts or (zw and zw not in consts) or kh * kw > 258 \
+            or strides[0] != strides[1] or strides[0] not in (1, 2):
         return None
     wc = consts[w].astype(np.int32)
     if zw:
         wc = wc - consts[zw].astype(np.int32).reshape((-1,) + (1,) * (wc.ndim - 1))
     if np.abs(wc).max(initial=0) > 255:
         return None
-    hp = (out[0] - 1) * strides[0] + (kh - 1) * dil[0] + 1          # the rows and columns the taps reach
-    wp = (out[1] - 1) * strides[1] + (kw - 1) * dil[1] + 1
+    s, vw = strides[0], prog.vw
+    hp = (out[0] - 1) * s + (kh - 1) * dil[0] + 1          # the rows and columns the taps reach
+    wp = (out[1] - 1) * s + (kw - 1) * dil[1] + 1
     ny, nx = min(h, hp - begin[0]), min(wd, wp - begin[1])
-    plane, _ = prog.ws((hp * wp + 2 * prog.vw) * 4)                # + two vectors: a stride-2 load's last
-    wf = prog.const(w + ":depthwise-float", wc.reshape(c, kh * kw).astype(np.float32))
+    plane, _ = prog.ws((hp * wp + 2 * vw) * 4)             # + two vectors: a tile's last vector reads past
+    if s == 2 and evens(vw) not in prog.helpers:
+        prog.helpers.append(evens(vw))
     xt = storage(prog.type(x).dtype)
-    lanes = next((n_ for n_ in (prog.vw, 8, 4) if n_ <= prog.vw and n_ <= out[1]), 4)   # a narrow row: 8 or 4
-    vf, vi, vload = ("vf", "vi", "vload") if lanes == prog.vw else (f"vf{lanes}", f"vi{lanes}", f"vload{lanes}")
-    s1 = strides[1]
-    if s1 == 1:
-        load = f"{vload}(r)"
-    elif s1 == 2:
-        even = ", ".join(str(2 * i) for i in range(lanes))
-        load = f"__builtin_shuffle({vload}(r), {vload}(r + {lanes}), ({vi}){{{even}}})"
-    else:
-        load = f"({{ {vf} t_; for (int l = 0; l < {lanes}; l++) t_[l] = r[l * {s1}]; t_; }})"
-    tap = f"P + (oy * {strides[0]} + ky * {dil[0]}) * {wp} + kx * {dil[1]} + ox * {s1}"
-    return f"""const {xt} *X = {prog.ptr(x)}; int32_t *Y = {prog.ptr(o)};
-const int32_t zx = {_zero(prog, zx, '0')}; float *P = {plane};
-memset(P, 0, {(hp * wp + 2 * prog.vw) * 4});              /* the border: each channel writes the inside only */
-for (long bc = 0; bc < {n * c}; bc++) {{
-    const {xt} *xc = X + bc * {h * wd}; const float *wk = {wf} + (bc % {c}) * {kh * kw};
-    int32_t *yc = Y + bc * {out[0] * out[1]};
-    for (long y = 0; y < {ny}; y++) {{
-        const {xt} *src = xc + y * {wd}; float *dst = P + (y + {begin[0]}) * {wp} + {begin[1]};
-        for (long xx = 0; xx < {nx}; xx++) dst[xx] = (float)((int32_t)src[xx] - zx);
-    }}
-    for (long oy = 0; oy < {out[0]}; oy++) {{
-        long ox = 0;
-        for (; ox + {lanes} <= {out[1]}; ox += {lanes}) {{
-            {vf} acc = {{0}};
-            for (long ky = 0; ky < {kh}; ky++) for (long kx = 0; kx < {kw}; kx++) {{
-                const float *r = {tap}; acc += {load} * wk[ky * {kw} + kx];
-            }}
-            {vi} iv = __builtin_convertvector(acc, {vi}); memcpy(yc + oy * {out[1]} + ox, &iv, sizeof iv);
-        }}
-        for (; ox < {out[1]}; ox++) {{
-            float a = 0.0f;
-            for (long ky = 0; ky < {kh}; ky++) for (long kx = 0; kx < {kw}; kx++) a += ({tap})[0] * wk[ky * {kw} + kx];
-            yc[oy * {out[1]} + ox] = (int32_t)a;
-        }}
-    }}
-}}"""
+    tile = RowTile([ky * dil[0] * wp + kx * dil[1] for ky in range(kh) for kx in range(kw)], wp, out[1], vw, s,
+                   None, integer=True)
+    lines = [f"const {xt} *X = {prog.ptr(x)}; int32_t *Y = {prog.ptr(o)}; const int32_t zx = {_zero(prog, zx, '0')};",
+             f"float *pc = {plane}; const float *Wd = {prog.const(w + ':depthwise-float', wc.reshape(c, kh * kw))};",
+             f"const vf b = vsplat(0.0f); memset(pc, 0, {(hp * wp + 2 * vw) * 4});",
+             f"for (long bc = 0; bc < {n * c}; bc++) {{",
+             f"    const {xt} *xc = X + bc * {h * wd}; int32_t *yc = Y + bc * {out[0] * out[1]};",
+             f"    for (long y = 0; y < {ny}; y++) {{ float *d = pc + (y + {begin[0]}) * {wp} + {begin[1]}; "
+             f"for (long xx = 0; xx < {nx}; xx++) d[xx] = (float)((int32_t)xc[y * {wd} + xx] - zx); }}",
+             "    " + " ".join(f"const vf k{t} = vsplat(Wd[(bc % {c}) * {kh * kw} + {t}]);" for t in range(kh * kw))]
+    lines += ["    " + line for line in blocks("oy0", out[0], min(4, out[0]), tile.row)]
+    return "\n".join(lines + ["}"])
 
 
 def _centred_conv_weight(prog, node) -> np.ndarray | None:
