@@ -10,29 +10,16 @@ from onnx import TensorProto, helper
 
 import nnos
 from nnos.backends import prepare
-from nnos.backends.cpu.toolchain import TARGETS, cpu_features, find_compiler
+from nnos.backends.cpu.toolchain import find_compiler
 from nnos.backends.verify import TOLERANCE
 from nnos_models.zoo.build import build
 from tests.support.onnx_models import model, save, vi
 from tests.support.paths import ROOT
 from tests.support.quantized import input_feed, reference_outputs, quantized
 
-pytestmark = pytest.mark.skipif(find_compiler() is None, reason="no C compiler")
+pytestmark = [pytest.mark.skipif(find_compiler() is None, reason="no C compiler"),
+              pytest.mark.usefixtures("cpu_cache")]
 I8 = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8}
-
-
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path_factory.getbasetemp() / "cpu-cache"))
-
-
-@pytest.fixture(params=["native", "x86-64-v3", "x86-64-v2"])
-def target(request, monkeypatch):
-    name = request.param
-    if name != "native" and (TARGETS[name][0] != __import__("platform").machine() or TARGETS[name][2] - cpu_features()):
-        pytest.skip(f"this CPU cannot run {name}")
-    monkeypatch.setenv("NNOS_CPU_TARGET", name)
-    return name
 
 
 def _ints(dtype, shape, rng):
@@ -55,7 +42,7 @@ def _exactly_as_the_reference(plan, feeds):
 @pytest.mark.parametrize("m,k,n", [(1, 64, 256), (1, 7, 37), (5, 19, 16), (6, 33, 70)])
 @pytest.mark.parametrize("a_dt,b_dt,b_zp", [("uint8", "int8", None), ("int8", "int8", "column"),
                                             ("uint8", "uint8", "128"), ("int8", "uint8", "wide")])
-def test_matmul_integer_with_a_constant_weight(tmp_path, target, m, k, n, a_dt, b_dt, b_zp):
+def test_matmul_integer_with_a_constant_weight(tmp_path, cpu_target, m, k, n, a_dt, b_dt, b_zp):
     """"wide": a uint8 weight whose centred values do not fit int8 — the generic loops."""
     rng = np.random.default_rng(m * k + n)
     a_dt, b_dt = np.dtype(a_dt), np.dtype(b_dt)
@@ -75,7 +62,7 @@ def test_matmul_integer_with_a_constant_weight(tmp_path, target, m, k, n, a_dt, 
     _exactly_as_the_reference(plan, {"a": _ints(a_dt, (m, k), rng)})
 
 
-def test_matmul_integer_with_computed_operands_and_per_row_zero_points(tmp_path, target):
+def test_matmul_integer_with_computed_operands_and_per_row_zero_points(tmp_path, cpu_target):
     rng = np.random.default_rng(1)
     node = helper.make_node("MatMulInteger", ["a", "b", "az", "bz"], ["y"])
     mdl = model([node], [vi("a", [2, 3, 9], TensorProto.UINT8), vi("b", [2, 9, 5], TensorProto.INT8)],
@@ -101,7 +88,7 @@ def test_matmul_integer_with_computed_operands_and_per_row_zero_points(tmp_path,
     (6, 5, 32, 3, 1, 1, 1, 1),       # … 3×3, a part-filled last word
     (16, 6, 32, 3, 2, 1, 1, 1)])     # … at stride 2: each parity of the window row's pixels transposed
 @pytest.mark.parametrize("x_dt", ["uint8", "int8"])
-def test_conv_integer_with_a_constant_weight(tmp_path, target, c, oc, hw, kernel, stride, pad, dil, group, x_dt):
+def test_conv_integer_with_a_constant_weight(tmp_path, cpu_target, c, oc, hw, kernel, stride, pad, dil, group, x_dt):
     rng = np.random.default_rng(c + oc + hw)
     x_dt = np.dtype(x_dt)
     w = _ints(np.int8, (oc, c // group, kernel, kernel), rng) // 2
@@ -134,7 +121,7 @@ def test_conv_integer_with_a_constant_weight(tmp_path, target, c, oc, hw, kernel
     (3, 6, 3, 1, 0, 1),        # rows of 4
     (2, 40, 17, 1, 8, 1)])     # 289 taps: past 258, a sum may not be a float exactly: the generic loops
 @pytest.mark.parametrize("x_dt,w_dt", [("uint8", "int8"), ("int8", "uint8")])
-def test_a_depthwise_conv_integer_sums_in_floats_exactly(tmp_path, target, c, hw, kernel, stride, pad, dil, x_dt, w_dt):
+def test_a_depthwise_conv_integer_sums_in_floats_exactly(tmp_path, cpu_target, c, hw, kernel, stride, pad, dil, x_dt, w_dt):
     """A depthwise ConvInteger with a constant weight sums its centred products as floats (each
     sum of up to 258 of them below 2**24: exact), a row's outputs a vector at a time: exactly
     the reference at the extremes of both types (|x − zx| and |w − zw| up to 255), two images."""
@@ -164,7 +151,7 @@ def test_a_depthwise_conv_integer_sums_in_floats_exactly(tmp_path, target, c, hw
 @pytest.mark.parametrize("q_dt,zp", [("uint8", 128), ("uint8", 0), ("int8", -3)])
 @pytest.mark.parametrize("shape", [(2, 5, 37), (1, 7)])      # whole vectors and a part-filled last; fewer than one
 @pytest.mark.parametrize("scale", [0.25, 0.0371])            # ties exactly half-way (a power of two); any other
-def test_a_quantizelinear_is_one_vector_loop_exactly_the_reference(tmp_path, target, q_dt, zp, shape, scale):
+def test_a_quantizelinear_is_one_vector_loop_exactly_the_reference(tmp_path, cpu_target, q_dt, zp, shape, scale):
     """A QuantizeLinear by one scale and zero point stores whole vectors of bytes (qstore.py's
     vquant_store: minps/maxps and cvtps2dq on AVX-512 and AVX2, vector extensions elsewhere),
     bitwise the reference: ties to even, saturation both ways, NaN to the low bound, infinities
@@ -190,7 +177,7 @@ def test_a_quantizelinear_is_one_vector_loop_exactly_the_reference(tmp_path, tar
 
 
 @pytest.mark.parametrize("q_dt", ["uint8", "int8"])
-def test_a_quantizelinear_by_a_computed_scale_is_one_vector_loop(tmp_path, target, q_dt):
+def test_a_quantizelinear_by_a_computed_scale_is_one_vector_loop(tmp_path, cpu_target, q_dt):
     """A QuantizeLinear whose scale and zero point are computed at run time (a dynamically
     quantized model's; here graph inputs): the same vector loop, bitwise the reference over
     several scales and zero points, with ties, saturation, NaN and infinities."""
@@ -212,7 +199,7 @@ def test_a_quantizelinear_by_a_computed_scale_is_one_vector_loop(tmp_path, targe
 
 @pytest.mark.parametrize("q_dt,axis", [("uint8", None), ("int8", None), ("int8", 1)])
 @pytest.mark.parametrize("also_read", [False, True])
-def test_a_quantize_dequantize_pair_runs_as_one_step(tmp_path, target, q_dt, axis, also_read):
+def test_a_quantize_dequantize_pair_runs_as_one_step(tmp_path, cpu_target, q_dt, axis, also_read):
     """A QDQ model's rounding of a float tensor (QuantizeLinear, then DequantizeLinear by the same
     scale and zero point) is one elementwise op chained into the loop of the ops around it
     (passes/qdq.py), bitwise the reference's two steps: over its whole range, saturating both
@@ -262,7 +249,7 @@ def _dequantize_chain(c: int, axis, rng, then: str):
 
 @pytest.mark.parametrize("axis", [None, 1])
 @pytest.mark.parametrize("then", ["rounding", "residual", "quantize"])
-def test_a_dequantize_and_its_chain_are_one_vector_loop(tmp_path, target, axis, then):
+def test_a_dequantize_and_its_chain_are_one_vector_loop(tmp_path, cpu_target, axis, then):
     """An integer product's DequantizeLinear and its chain (bias, ReLU, rounding, a residual):
     one vector loop over each channel's row of int32 sums, and where a QuantizeLinear is its
     only reader, that loop stores the bytes (the QuantizeLinear's step runs as nothing);
@@ -288,7 +275,7 @@ def test_a_dequantize_and_its_chain_are_one_vector_loop(tmp_path, target, axis, 
     exe.close()
 
 
-def test_a_dynamic_product_s_cast_and_its_chain_are_one_vector_loop(tmp_path, target):
+def test_a_dynamic_product_s_cast_and_its_chain_are_one_vector_loop(tmp_path, cpu_target):
     """A dynamically quantized product's sums cast to float, times the scale computed at run time
     (here an input), plus a bias per channel, clipped: the channel-row loop, exactly the
     reference (the product rounded before the add, as numpy's)."""
@@ -309,7 +296,7 @@ def test_a_dynamic_product_s_cast_and_its_chain_are_one_vector_loop(tmp_path, ta
         _exactly_as_the_reference(plan, {"acc": acc, "s": np.array(scale, np.float32)}).close()
 
 
-def test_a_product_s_dequantize_adds_its_bias_along_the_last_axis_in_the_vector_loop(tmp_path, target):
+def test_a_product_s_dequantize_adds_its_bias_along_the_last_axis_in_the_vector_loop(tmp_path, cpu_target):
     """A MatMulInteger's sums [N, T, D] dequantized, a bias of D added (one row for every N and
     T), rounded: the channel-row form reads the bias as a row; exactly the reference."""
     rng = np.random.default_rng(4)
@@ -327,7 +314,7 @@ def test_a_product_s_dequantize_adds_its_bias_along_the_last_axis_in_the_vector_
     _exactly_as_the_reference(plan, {"acc": acc}).close()
 
 
-def test_a_gelu_between_roundings_is_one_vector_loop(tmp_path, monkeypatch, target):
+def test_a_gelu_between_roundings_is_one_vector_loop(tmp_path, monkeypatch, cpu_target):
     """An exported GELU in a QDQ model: a rounding after each of its ops (Div, Erf, Add, Mul,
     Mul), and after the Reshape before it too (a rounding of values already on their grid,
     dropped). One loop of vectors; within one step of the last grid of the reference (its
@@ -360,7 +347,7 @@ def test_a_gelu_between_roundings_is_one_vector_loop(tmp_path, monkeypatch, targ
     np.testing.assert_allclose(exe.outputs["y"], plan({"in": x})["y"], rtol=0, atol=0.03 * 1.01)
 
 
-def test_a_dequantized_gelu_s_table_is_a_second_vector_pass(tmp_path, target):
+def test_a_dequantized_gelu_s_table_is_a_second_vector_pass(tmp_path, cpu_target):
     """A product's sums dequantized, its bias added and rounded, then a GELU rounded after each
     op (made a table of the grid: nnos.Lookup): the channel-row loop up to the lookup, then the
     lookup as a vector pass over the floats; exactly the reference."""
@@ -394,7 +381,7 @@ def floats(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["mlp_m", "cnn_s"])
 @pytest.mark.parametrize("variant", ["qdq_u8", "qdq_s8", "dynamic"])
-def test_quantized_models_run_on_the_cpu_backend_and_match_onnxruntime(floats, tmp_path, target, name, variant):
+def test_quantized_models_run_on_the_cpu_backend_and_match_onnxruntime(floats, tmp_path, cpu_target, name, variant):
     _on_cpu_as_onnxruntime(quantized(floats[name], str(tmp_path / f"{name}.onnx"), variant), seeds=(0, 1))
 
 

@@ -11,24 +11,11 @@ from onnx import helper
 import nnos
 from nnos.backends import prepare
 from nnos.backends.cpu import source
-from nnos.backends.cpu.toolchain import TARGETS, cpu_features, find_compiler
+from nnos.backends.cpu.toolchain import find_compiler
 from tests.support.onnx_models import model, save, vi
 
-pytestmark = pytest.mark.skipif(find_compiler() is None, reason="no C compiler here")
-
-
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("NNOS_CPU_CACHE", str(tmp_path_factory.getbasetemp() / "cpu-cache"))
-
-
-@pytest.fixture(params=["native", "x86-64-v3", "x86-64-v2"])
-def target(request, monkeypatch):
-    name = request.param
-    if name != "native" and (TARGETS[name][0] != __import__("platform").machine() or TARGETS[name][2] - cpu_features()):
-        pytest.skip(f"this CPU cannot run {name}")
-    monkeypatch.setenv("NNOS_CPU_TARGET", name)
-    return name
+pytestmark = [pytest.mark.skipif(find_compiler() is None, reason="no C compiler here"),
+              pytest.mark.usefixtures("cpu_cache")]
 
 
 def _plan(tmp_path, op: str, shape: list, axes: list, keepdims: int):
@@ -54,7 +41,7 @@ def _run(plan, x):
     ([3, 5, 7, 21], [2, 3], 1),            # each channel's plane: 147 values, a tail after the vectors
     ([4, 200], [1], 0),
 ])
-def test_trailing_extremes_are_vectors_and_exactly_the_reference(tmp_path, target, op, shape, axes, keepdims):
+def test_trailing_extremes_are_vectors_and_exactly_the_reference(tmp_path, cpu_target, op, shape, axes, keepdims):
     plan = _plan(tmp_path, op, shape, axes, keepdims)
     assert "vf m[4];" in source(plan)
     rng = np.random.default_rng(len(shape) + len(axes))
@@ -71,7 +58,7 @@ def test_trailing_extremes_are_vectors_and_exactly_the_reference(tmp_path, targe
     assert np.isnan(flat[0]) and np.isnan(flat[-1])
 
 
-def test_a_reduction_over_a_middle_axis_keeps_the_scalar_loop(tmp_path, target):
+def test_a_reduction_over_a_middle_axis_keeps_the_scalar_loop(tmp_path, cpu_target):
     plan = _plan(tmp_path, "ReduceMax", [3, 100, 5], [1], 0)      # 100 ≥ four vectors on any target
     assert "vf m[4];" not in source(plan)
     x = np.random.default_rng(2).standard_normal((3, 100, 5)).astype(np.float32)

@@ -65,6 +65,20 @@ def pytest_terminal_summary(terminalreporter):
         tr.write_line(f"retried {r['test']}: {r['why']}")
 
 
+@pytest.fixture(params=["native", "x86-64-v3", "x86-64-v2"])
+def cpu_target(request, monkeypatch):
+    """Each CPU target the cpu backend can compile for that this machine runs (native, AVX2
+    code, the generic loops), as NNOS_CPU_TARGET; the others skipped."""
+    import platform
+
+    from nnos.backends.cpu.toolchain import TARGETS, cpu_features
+    name = request.param
+    if name != "native" and (TARGETS[name][0] != platform.machine() or TARGETS[name][2] - cpu_features()):
+        pytest.skip(f"this CPU cannot run {name}")
+    monkeypatch.setenv("NNOS_CPU_TARGET", name)
+    return name
+
+
 @pytest.fixture
 def cpu_cache(tmp_path_factory, monkeypatch):
     """The cpu backend's object cache in this session's temporary directory, not the user's
