@@ -157,7 +157,10 @@ def _ask(r, tmp_path, msg, after=0.0, timeout=60.0):
 
 def test_admission_refuses_a_slow_model_with_figures(rig, tmp_path):
     r = rig(rate_hz=1000, budget=0.2)                          # budget 200 µs
-    slow = store_model(r.store, policy_variant(tmp_path, "slow", slow=60))
+    # 60 products by 512 × 512 weights: 63 MB read a call, past any CPU's caches (p50 1.1 ms on
+    # a Zen 5). At 256 × 256 (15.7 MB) its 32 MiB L3 held them: p50 155 µs, p99.9 235 µs, at
+    # times under the budget — admitted, then rolled back (CI failed so)
+    slow = store_model(r.store, policy_variant(tmp_path, "slow", slow=60, width=512))
     reply = _ask(r, tmp_path, {"cmd": "activate", "model": slow, "id": 1})
     assert not reply["ok"]
     assert reply["outcome"] == "refused"
