@@ -114,16 +114,16 @@ def test_conv_integer_with_a_constant_weight(tmp_path, cpu_target, c, oc, hw, ke
 
 @pytest.mark.parametrize("c,hw,kernel,stride,pad,dil", [
     (6, 33, 3, 1, 1, 1),       # rows of whole vectors and a tail
-    (5, 17, 3, 2, 1, 1),       # stride 2 (two loads' even lanes), a row of 9: eight lanes and a tail
+    (5, 17, 3, 2, 1, 1),       # stride 2 (two loads' even lanes), a row of 9: a part-stored vector
     (4, 20, 5, 2, 2, 1),       # 5×5 at stride 2
     (3, 12, 3, 1, 2, 2),       # dilated
-    (2, 11, 7, 3, 3, 1),       # stride 3 (lanes one by one), rows of 4
-    (3, 6, 3, 1, 0, 1),        # rows of 4
+    (2, 11, 7, 3, 3, 1),       # stride 3: the generic loops
+    (3, 6, 3, 1, 0, 1),        # rows of 4: a part-stored vector
     (2, 40, 17, 1, 8, 1)])     # 289 taps: past 258, a sum may not be a float exactly: the generic loops
 @pytest.mark.parametrize("x_dt,w_dt", [("uint8", "int8"), ("int8", "uint8")])
 def test_a_depthwise_conv_integer_sums_in_floats_exactly(tmp_path, cpu_target, c, hw, kernel, stride, pad, dil, x_dt, w_dt):
-    """A depthwise ConvInteger with a constant weight sums its centred products as floats (each
-    sum of up to 258 of them below 2**24: exact), a row's outputs a vector at a time: exactly
+    """A depthwise ConvInteger with a constant weight at stride 1 or 2 sums its centred products
+    as floats (each sum of up to 258 of them below 2**24: exact) in the depthwise row tiles: exactly
     the reference at the extremes of both types (|x − zx| and |w − zw| up to 255), two images."""
     rng = np.random.default_rng(c * hw + kernel)
     x_dt, w_dt = np.dtype(x_dt), np.dtype(w_dt)

@@ -1,13 +1,17 @@
 """Quantized steps: QuantizeLinear and DequantizeLinear (one loop over the tensor, its scale and
-zero point read per element or per channel), and the integer products.
+zero point read per element or per channel), and the integer products. A QuantizeLinear by one
+scale and zero point is a vector loop (qstore.py's store); an integer product's DequantizeLinear
+(or Cast) and its chain run by channel rows, storing the next QuantizeLinear's bytes.
 
 MatMulInteger and ConvInteger with a constant 8-bit weight whose centred values (W − zero
 point) fit int8 — every weight onnxruntime's quantizer writes — have three forms in the source,
 the target's chosen by the preprocessor (qkernels.py has the kernels): AVX-512 VNNI (a row of A,
 or sixteen pixels' windows, against the packed weight; the activation made unsigned by flipping
 its sign bit, the flip and the zero point corrected by the weight's sums), AVX2 (centred int16
-pairs), and generic int32 loops that gcc vectorizes where it can. Any other MatMulInteger
-(computed operands, per-row zero points) and a grouped ConvInteger run the generic loops only.
+pairs), and generic int32 loops that gcc vectorizes where it can. A depthwise ConvInteger at
+stride 1 or 2 with a constant weight sums in floats, exactly, through the float depthwise row
+tiles. Any other MatMulInteger (computed operands, per-row zero points) and any other grouped
+ConvInteger run the generic loops only.
 """
 from __future__ import annotations
 
