@@ -398,7 +398,7 @@ def _vnni_conv(prog, node, wc: np.ndarray, geometry) -> str:
     return windowed(prog, node, wc, geometry, Form(
         "uint8_t", 4, 16, np.int8, f"const int32_t off = {128 if flip else 0} + {_zero(prog, zx, '0')};", "off",
         lambda v: f"(uint8_t)({v}{' ^ 0x80' if flip else ''})",
-        lambda xt, c, npx, *store: vnni_pointwise(xt, flip, c, npx, *store),
+        lambda xt, c, npx, **kw: vnni_pointwise(xt, flip, c, npx, **kw),
         lambda wk, y, npx, kq, mo: f"nnos_qconv16_vnni_rows(CA, tn, {wk}, {rowsum}, off, {y}, {npx}, {kq}, {mo}, mk);"))
 
 
