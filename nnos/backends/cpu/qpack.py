@@ -76,10 +76,7 @@ def windowed(prog, node, wc: np.ndarray, geometry, f: Form) -> str:
     xt = storage(prog.type(x).dtype)
     fast = _gather(f, geometry, wp, cw, run_at) or _transposed(prog, f, geometry, wp, cw)
     whole = f"if (cnt == {f.lanes}) {{\n{indent(fast, 4)}\n}} else " if fast else ""
-    vectors = ", ".join(f"o{i}" for i in range(f.lanes // 4))    # the pointwise form's 16-byte results
-    scatter = (f"{{ const __typeof__(o0) o[] = {{{vectors}}}; for (int r_ = 0; r_ < {f.lanes}; r_++) "
-               f"memcpy(ps + r_ * {cw} + t * {f.per_word}, (const char *)o + r_ * 4, 4); }}")  # each pixel's word to
-                                                                                              # its place
+    scatter = _scatter(f, cw)
     block = f"""{whole}for (long r = 0; r < cnt; r++) {{
     const long oy = (px0 + r) / {out[1]}, ox = (px0 + r) % {out[1]};
     const {f.ctype} *at = P + ((oy * {strides[0]}) * {wp} + ox * {strides[1]}) * {cw};
@@ -108,6 +105,18 @@ for (long b = 0; b < {n}; b++) {{
     }}
 {indent(_groups(f.ctype, npx, f.lanes, size, tile, block, call), 4)}
 }}"""
+
+
+def _scatter(f: Form, cw: int) -> str:
+    """Where the pointwise form's 16-byte results ``o0`` … go in the channel-last copy: each
+    pixel's word to its place — or, with one word a pixel, the results stored whole (gcc had
+    merged the pixels' copies into one 64-byte load of the results' array on the stack, which
+    waited on the stores that filled it: int8 cnn_s's first layer)."""
+    vectors = [f"o{i}" for i in range(f.lanes // 4)]             # four pixels' words each
+    if cw == f.per_word:
+        return " ".join(f"memcpy(ps + {4 * f.per_word * i}, &{v}, 16);" for i, v in enumerate(vectors))
+    return (f"{{ const __typeof__(o0) o[] = {{{', '.join(vectors)}}}; for (int r_ = 0; r_ < {f.lanes}; r_++) "
+            f"memcpy(ps + r_ * {cw} + t * {f.per_word}, (const char *)o + r_ * 4, 4); }}")
 
 
 def _groups(ctype: str, npx: int, lanes: int, size: int, tile: int, block: str, call: str) -> str:
