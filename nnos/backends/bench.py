@@ -42,7 +42,7 @@ def step_times(plan, iters: int, warmup: int = 50) -> list[dict]:
     g, rows = plan.graph, []
     for s, t in times:
         node = g.nodes[s]
-        ops = [node.op] + [e.op for e in node.epilogue] + (["QuantizeLinear"] if s in exe.absorbed else [])
+        ops = [op for t in [s] + exe.absorbed.get(s, []) for op in [g.nodes[t].op] + [e.op for e in g.nodes[t].epilogue]]
         rows.append({"step": s, "op": "+".join(ops), "name": node.name,
                      "shape": list(g.type_of(node.outputs[0]).shape), "us": round(t / 1000, 3),
                      "share": round(t / total, 4)})

@@ -5,8 +5,8 @@
   the ONNX reference computes it: ``rint(acc * (a_scale * b_scale / y_scale)) + y_zero_point``,
   saturated (a DequantizeLinear by that multiplier, then a QuantizeLinear by 1).
 - ``integer_products``: the QDQ form (``quantize_static``'s default) — a MatMul, Gemm or 2-D
-  ungrouped Conv (the products nnos has integer kernels for; a depthwise one stays a float
-  convolution of the dequantized values, which is the model's own definition)
+  Conv, ungrouped or depthwise (the products nnos has integer kernels for; another grouped one
+  stays a float convolution of the dequantized values, which is the model's own definition)
   whose activation is DequantizeLinear(8-bit tensor) and whose weight is DequantizeLinear(8-bit
   constant) — becomes the integer product of the 8-bit values, dequantized once by the product
   of the scales (per output channel where the weight's scale is), then the float bias. The
@@ -129,8 +129,9 @@ def _rewrite(g: Graph, node: Node, producers) -> list[Node] | None:
         w = g.consts[wq]
         if ws.size != 1 and _weight_axis(wd, w.ndim) != 0:
             return None
-        if int(node.attrs.get("group", 1)) != 1 or w.ndim != 4:
-            return None           # grouped/depthwise and 1-D/3-D: the float kernels on the dequantized values
+        group = int(node.attrs.get("group", 1))
+        if w.ndim != 4 or (group != 1 and not (group == w.shape[0] and w.shape[1] == 1)):
+            return None           # grouped (not depthwise) and 1-D/3-D: the float kernels on the dequantized values
         attrs = {k: v for k, v in node.attrs.items() if k in _CONV_ATTRS}
         prod = Node("ConvInteger", f"{p}/conv", [xq, wq, _zp(g, p, xz, "x"), _zp(g, p, wz, "w")], [f"{p}/acc"], attrs)
         axis, bias = 1, node.inputs[2] if len(node.inputs) > 2 else ""

@@ -21,6 +21,7 @@ from .emit import Unsupported
 from .emitters import EMITTERS
 from .gemm import gemm_fast_ok
 from .prelude import PRELUDE
+from .qdepthwise import choose as choose_chains
 from .qstore import HELPER as QSTORE_HELPER, QStore, choose as choose_quantized_stores
 from .team import OPAQUE, RUNTIME, SPLIT_WORK, wrap
 
@@ -39,7 +40,10 @@ class Program:
         self.split = False                            # the step being generated runs on every thread
         self.qstores: dict[str, QStore] = {}          # outputs their producer may store quantized (qstore.py)
         self.qtaken: set[str] = set()                 # those whose kernel did, in registers
-        self.absorbed: dict[int, int] = {}            # step → the QuantizeLinear step it also runs
+        self.chains: dict[str, int] = {}              # ConvInteger outputs → the DequantizeLinear step after
+                                                      # them that their kernel may run too (qdepthwise.py)
+        self.chains_taken: set[str] = set()           # those whose kernel did
+        self.absorbed: dict[int, list[int]] = {}      # step → the steps it also runs
 
     # --- a step on several threads (team.py) ----------------------------------------------------
     def share(self, work: int, total: int, lo: str = "lo", hi: str = "hi") -> str | None:
@@ -60,6 +64,12 @@ class Program:
             if QSTORE_HELPER not in self.helpers:
                 self.helpers.append(QSTORE_HELPER)
         return q
+
+    def dequantizing_chain(self, name: str):
+        """For a ConvInteger kernel that can run the DequantizeLinear step after it: that step's
+        node (the kernel adds ``name`` to ``chains_taken`` when it does), else None."""
+        step = self.chains.get(name)
+        return None if step is None else self.graph.nodes[step]
 
     # --- operands ----------------------------------------------------------------------------
     def const(self, key: str, array: np.ndarray, dtype=np.float32) -> str:
@@ -104,6 +114,7 @@ def generate(plan, vw: int) -> tuple[str, Program]:
     skip = set(prog.mem.skip)
     choose_layouts(prog, skip)
     prog.qstores = choose_quantized_stores(prog, skip)
+    prog.chains = choose_chains(prog, skip)
     blocks = []
     for s, node in enumerate(prog.graph.nodes):
         if s in skip:
@@ -116,18 +127,36 @@ def generate(plan, vw: int) -> tuple[str, Program]:
             code = emit(prog, node)
         except Unsupported as e:
             raise Unsupported(f"step {s} {node.op} ({node.name!r}): {e}") from e
-        note = f"/* step {s}: {node.op} {node.name} */"
-        q = prog.qstores.pop(node.outputs[0], None) if node.outputs else None
-        if q is not None and node.outputs[0] in prog.qtaken:
-            note = f"/* step {s}: {node.op} {node.name}, stored as step {q.step}'s QuantizeLinear */"
-            prog.absorbed[s] = q.step
-        elif q is not None:                               # the kernel stored float32: the QuantizeLinear runs
-            skip.discard(q.step)
+        runs = _absorbed(prog, node.outputs[0] if node.outputs else "", skip)
+        if runs:
+            prog.absorbed[s] = runs
+        also = "".join(f", stored as step {t}'s QuantizeLinear" if prog.graph.nodes[t].op == "QuantizeLinear"
+                       else f", with step {t}'s {prog.graph.nodes[t].op}" for t in runs)
+        note = f"/* step {s}: {node.op} {node.name}{also} */"
         blocks.append((s, note, code, prog.split))
     head = f"#define NNOS_VW {vw}\n{PRELUDE}\n"
     if any(split for *_, split in blocks):          # a team of threads may run it (team.py)
         return "#define _GNU_SOURCE\n" + head + RUNTIME + "".join(prog.helpers) + wrap(blocks), prog
     return head + "".join(prog.helpers) + serial(blocks), prog
+
+
+def _absorbed(prog, out: str, skip: set) -> list[int]:
+    """The steps the kernel just generated for tensor ``out`` also ran (the DequantizeLinear
+    after it, the QuantizeLinear whose bytes it stored); those it did not run go back into the
+    plan's order."""
+    runs = []
+    chain = prog.chains.pop(out, None)
+    if chain is not None and out in prog.chains_taken:
+        runs.append(chain)
+        out = prog.graph.nodes[chain].outputs[0]            # its QuantizeLinear's bytes may be stored too
+    elif chain is not None:
+        skip.discard(chain)
+    q = prog.qstores.pop(out, None)
+    if q is not None and out in prog.qtaken:
+        runs.append(q.step)
+    elif q is not None:                                     # float32 was stored: the QuantizeLinear runs
+        skip.discard(q.step)
+    return runs
 
 
 def serial(blocks: list) -> str:

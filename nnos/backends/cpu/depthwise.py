@@ -211,10 +211,11 @@ class RowTile:
     expects: pc the plane, yc the output, b the sums' start, k0… the taps' splats)."""
 
     def __init__(self, offsets: list[int], wp: int, ow: int, vw: int, stride: int, chain, quantized=None,
-                 integer: bool = False):
+                 integer: bool = False, finish=None):
         self.offsets, self.wp, self.ow, self.vw, self.stride, self.chain = offsets, wp, ow, vw, stride, chain
         self.quantized = quantized                   # a qstore.QStore: the rows stored as its bytes
-        self.integer = integer                       # sums of integers (quant.py's depthwise ConvInteger): int32
+        self.integer = integer                       # sums of integers (qdepthwise.py's ConvInteger): int32
+        self.finish = finish                         # a sum's C expression → the value stored (else the chain's)
         self.load = "vload" if stride == 1 else "nnos_evens"
 
     def row(self, rows: int) -> list[str]:
@@ -234,12 +235,13 @@ class RowTile:
                   for t, off in enumerate(self.offsets)]
         for r, v, a in sums:
             at = f"yc + (oy0 + {r}) * {self.ow} + ox0 + {v * self.vw}"
+            value = self.finish(a) if self.finish else apply(self.chain, a, True)
             if self.quantized:
-                lines.append(self.quantized.store(at, apply(self.chain, a, True), stored))
+                lines.append(self.quantized.store(at, value, stored))
             elif self.integer:
                 lines.append(f"{{ const vi t = __builtin_convertvector({a}, vi); memcpy({at}, &t, {stored * 4}); }}")
             elif stored == self.vw:
-                lines.append(f"vstore({at}, {apply(self.chain, a, True)});")
+                lines.append(f"vstore({at}, {value});")
             else:
-                lines.append(f"{{ const vf t = {apply(self.chain, a, True)}; memcpy({at}, &t, {stored * 4}); }}")
+                lines.append(f"{{ const vf t = {value}; memcpy({at}, &t, {stored * 4}); }}")
         return lines

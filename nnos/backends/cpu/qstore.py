@@ -100,7 +100,7 @@ def _span(prog, name: str) -> tuple[int, int] | None:
     return off, off + prog.graph.type_of(name).nbytes
 
 
-def _disjoint(prog, out: str, reads: list[str]) -> bool:
+def disjoint(prog, out: str, reads: list[str]) -> bool:
     a = _span(prog, out)
     return a is not None and all(b is None or b[1] <= a[0] or a[1] <= b[0] for b in map(lambda n: _span(prog, n), reads))
 
@@ -120,7 +120,7 @@ def choose(prog, skip: set) -> dict[str, QStore]:
         if params is None or len(consumers.get(node.outputs[0], [])) != 1:
             continue
         reads = list(node.inputs) + [i for e in node.epilogue for i in e.operands]
-        if not _disjoint(prog, q.outputs[0], [r for r in reads if r]):
+        if not disjoint(prog, q.outputs[0], [r for r in reads if r]):
             continue
         scale, zero, dt = params
         lo, hi = QUANT[dt]

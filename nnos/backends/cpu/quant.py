@@ -9,9 +9,9 @@ the target's chosen by the preprocessor (qkernels.py has the kernels): AVX-512 V
 or sixteen pixels' windows, against the packed weight; the activation made unsigned by flipping
 its sign bit, the flip and the zero point corrected by the weight's sums), AVX2 (centred int16
 pairs), and generic int32 loops that gcc vectorizes where it can. A depthwise ConvInteger at
-stride 1 or 2 with a constant weight sums in floats, exactly, through the float depthwise row
-tiles. Any other MatMulInteger (computed operands, per-row zero points) and any other grouped
-ConvInteger run the generic loops only.
+stride 1 or 2 with a constant weight sums in floats, exactly, and may run the DequantizeLinear
+chain after it too (qdepthwise.py). Any other MatMulInteger (computed operands, per-row zero
+points) and any other grouped ConvInteger run the generic loops only.
 """
 from __future__ import annotations
 
@@ -22,12 +22,12 @@ from ...ops.lookup import LOOKUP
 from ...ops.quant import FAKE_QUANT, QUANT, compute_dtype
 from .ctype import storage
 from .elementwise import VECTOR_BINARY, elementwise, epilogue_pass, generic_code, vector_code, vector_expr, vector_ok
-from .depthwise import RowTile, blocks, evens
 from .emit import Unsupported, indent
 from .gemm import batched
 from .loops import nest
 from .prelude import activation
 from .qkernels import AVX2_HELPER, VNNI_HELPER, pack_pairs, pack_vnni
+from .qdepthwise import depthwise_conv
 from .qpack import Form, avx2_pointwise, vnni_pointwise, windowed
 from .qstore import HELPER as QSTORE_HELPER
 
@@ -329,51 +329,34 @@ def conv_integer(prog, node) -> str:
         code = _by_target(_vnni_conv(prog, node, wc, geometry), _avx2_conv(prog, node, wc, geometry),
                           _direct_conv(prog, node, geometry, g))
     else:
-        code = _depthwise_conv(prog, node, geometry, g) or _direct_conv(prog, node, geometry, g)
+        zx = _zero(prog, node.inputs[2] if len(node.inputs) > 2 else "", "0")
+        code = depthwise_conv(prog, node, geometry, g, zx, _chain_after(prog, o)) or _direct_conv(prog, node, geometry, g)
     return indent(code) + "\n" + epilogue_pass(prog, node, o)
 
 
-def _depthwise_conv(prog, node, geometry, g: int) -> str | None:
-    """A depthwise ConvInteger (one input channel a group) at stride 1 or 2 with a constant
-    weight, in float32 — exactly: each product of centred 8-bit values is at most 255², so a
-    sum of up to 258 of them stays below 2²⁴, where every integer is a float. Each channel's
-    plane centred into a bordered float buffer (the border zeroed once a step), then the float
-    depthwise form's tiles of rows × vectors (depthwise.RowTile), stored as int32. The generic
-    loops' bounds checks per tap took 217 µs for a 64 × 32 × 32 3×3 step of dynamically
-    quantized mbv2_s."""
-    n, c, h, wd, kh, kw, strides, dil, begin, out = geometry
-    x, w, o = node.inputs[0], node.inputs[1], node.outputs[0]
-    zx = node.inputs[2] if len(node.inputs) > 2 else ""
-    zw = node.inputs[3] if len(node.inputs) > 3 else ""
-    consts = prog.graph.consts
-    if g != c or prog.type(w).shape[0] != c or w not in consts or (zw and zw not in consts) or kh * kw > 258 \
-            or strides[0] != strides[1] or strides[0] not in (1, 2):
+def _chain_after(prog, name: str):
+    """The DequantizeLinear after ConvInteger output ``name`` that the depthwise form may run too
+    (qdepthwise.choose; its scale and its chain's operands one value or one per channel, no
+    lookup): (its node, the C declarations of those operands, a sum's expression → the value
+    the DequantizeLinear's chain makes of it, each product rounded before the next add as the
+    reference's: vkeep); None when there is none."""
+    d = prog.dequantizing_chain(name)
+    if d is None or any(e.op == LOOKUP for e in d.epilogue):
         return None
-    wc = consts[w].astype(np.int32)
-    if zw:
-        wc = wc - consts[zw].astype(np.int32).reshape((-1,) + (1,) * (wc.ndim - 1))
-    if np.abs(wc).max(initial=0) > 255:
+    shape = tuple(prog.type(d.outputs[0]).shape)
+    kinds = _dequantize_operands(prog, d, shape, d.epilogue)
+    if kinds is None or any(k not in ("one", "channel") for k in kinds.values()):
         return None
-    s, vw = strides[0], prog.vw
-    hp = (out[0] - 1) * s + (kh - 1) * dil[0] + 1          # the rows and columns the taps reach
-    wp = (out[1] - 1) * s + (kw - 1) * dil[1] + 1
-    ny, nx = min(h, hp - begin[0]), min(wd, wp - begin[1])
-    plane, _ = prog.ws((hp * wp + 2 * vw) * 4)             # + two vectors: a tile's last vector reads past
-    if s == 2 and evens(vw) not in prog.helpers:
-        prog.helpers.append(evens(vw))
-    xt = storage(prog.type(x).dtype)
-    tile = RowTile([ky * dil[0] * wp + kx * dil[1] for ky in range(kh) for kx in range(kw)], wp, out[1], vw, s,
-                   None, integer=True)
-    lines = [f"const {xt} *X = {prog.ptr(x)}; int32_t *Y = {prog.ptr(o)}; const int32_t zx = {_zero(prog, zx, '0')};",
-             f"float *pc = {plane}; const float *Wd = {prog.const(w + ':depthwise-float', wc.reshape(c, kh * kw))};",
-             f"const vf b = vsplat(0.0f); memset(pc, 0, {(hp * wp + 2 * vw) * 4});",
-             f"for (long bc = 0; bc < {n * c}; bc++) {{",
-             f"    const {xt} *xc = X + bc * {h * wd}; int32_t *yc = Y + bc * {out[0] * out[1]};",
-             f"    for (long y = 0; y < {ny}; y++) {{ float *d = pc + (y + {begin[0]}) * {wp} + {begin[1]}; "
-             f"for (long xx = 0; xx < {nx}; xx++) d[xx] = (float)((int32_t)xc[y * {wd} + xx] - zx); }}",
-             "    " + " ".join(f"const vf k{t} = vsplat(Wd[(bc % {c}) * {kh * kw} + {t}]);" for t in range(kh * kw))]
-    lines += ["    " + line for line in blocks("oy0", out[0], min(4, out[0]), tile.row)]
-    return "\n".join(lines + ["}"])
+    names = {a: f"p{k}" for k, a in enumerate(kinds)}
+
+    def operand(a, vector):
+        return f"vsplat({names[a]}[{'0' if kinds[a] == 'one' else f'bc % {shape[1]}'}])"
+    steps = [f"v = vkeep(v * {operand(d.inputs[1], True)});"]
+    for e in d.epilogue:
+        expr = vector_expr(prog, e.op, e.inputs_with("@v"), prog.type(d.outputs[0]).size, True, e.attrs, operand)
+        steps.append(f"v = {'vkeep' if e.op == 'Mul' else ''}({expr});")
+    decls = " ".join(f"const float *{names[a]} = {prog.ptr(a)};" for a in kinds)
+    return d, decls, lambda a: f"({{ vf v = {a}; {' '.join(steps)} v; }})"
 
 
 def _centred_conv_weight(prog, node) -> np.ndarray | None:
