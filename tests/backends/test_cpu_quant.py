@@ -78,14 +78,18 @@ def test_matmul_integer_with_computed_operands_and_per_row_zero_points(tmp_path,
     (7, 5, 9, 1, 1, 0, 1, 1),        # 1×1: a part-filled word, a part-filled last group of pixels
     (64, 9, 33, 1, 1, 0, 1, 1),      # 1×1, VNNI's tiles of 16 groups (the last short), a last group of one
                                      # pixel, a last group of one output channel
-    (16, 6, 20, 3, 1, 1, 1, 1),      # 3×3, VNNI's tiles of 7 groups: 25 groups, the last of 16 pixels
+    (16, 6, 20, 3, 1, 1, 1, 1),      # 3×3 at stride 1, rows of 20: VNNI's direct form (qdirect.py), a group of
+                                     # each of two rows, a row's last group of 4 pixels
+    (8, 5, 17, 3, 1, 1, 1, 1),       # … rows of 17, an odd last row alone, a row's last group of one pixel
+    (16, 6, 20, 3, 1, 1, 2, 1),      # dilated: VNNI's tiles of 7 groups, 21 groups, the last of 4 pixels
     (32, 5, 9, 5, 1, 2, 1, 1),       # 5×5 over 32 channels: 12.8 KB a group, VNNI's tiles of two (a pair a
                                      # call), the last group of one pixel
     (6, 9, 7, 1, 2, 0, 1, 1),        # 1×1 at stride 2: the windowed form
     (3, 16, 64, 5, 2, 2, 1, 1),      # an image's channels, rows of whole groups: a word's pixels a vector (stride 2)
     (2, 8, 34, 3, 1, 0, 1, 1),       # … at stride 1, a part-filled word
     (16, 6, 16, 5, 1, 2, 1, 1),      # 5×5 at stride 1, rows of whole groups, words a pixel: window rows transposed
-    (6, 5, 32, 3, 1, 1, 1, 1),       # … 3×3, a part-filled last word
+                                     # (AVX2), VNNI's direct form
+    (6, 5, 32, 3, 1, 1, 1, 1),       # … 3×3, a part-filled last word; VNNI: two groups along a row
     (16, 6, 32, 3, 2, 1, 1, 1)])     # … at stride 2: each parity of the window row's pixels transposed
 @pytest.mark.parametrize("x_dt", ["uint8", "int8"])
 def test_conv_integer_with_a_constant_weight(tmp_path, cpu_target, c, oc, hw, kernel, stride, pad, dil, group, x_dt):
@@ -104,9 +108,11 @@ def test_conv_integer_with_a_constant_weight(tmp_path, cpu_target, c, oc, hw, ke
     assert ("__builtin_shuffle(r0, r1" in src) == (group == 1)          # rows interleaved in registers either way
     whole_rows = c <= 4 and group == dil == 1 and stride in (1, 2) and out % 16 == 0 and not pointwise
     assert ("typedef uint32_t vw" in src) == whole_rows                 # qpack._gather (VNNI's block)
-    assert ("nnos_qconv16_vnni_rows(CA, " in src) == (group == 1)      # VNNI: a tile of groups a call
+    direct = group == 1 and not pointwise and stride == dil == 1 and -(-c // 4) >= 2 and out >= 16
+    assert ("nnos_qconv16_vnni_direct(P, " in src) == direct           # VNNI: operands straight from the padding
+    assert ("nnos_qconv16_vnni_rows(CA, " in src) == (group == 1 and not direct)   # VNNI: a tile of groups a call
     least = 2 if stride == 1 else 4                                    # words a pixel: 4 bytes VNNI, 2 int16 AVX2
-    rows_of_words = (-(-c // 4) >= least and out % 16 == 0) or (-(-c // 2) >= least and out % 8 == 0)
+    rows_of_words = (not direct and -(-c // 4) >= least and out % 16 == 0) or (-(-c // 2) >= least and out % 8 == 0)
     transposed = group == 1 and not pointwise and stride in (1, 2) and dil == 1 and rows_of_words
     assert ("uint32_t *const T = " in src) == transposed                # qpack._transposed
     _exactly_as_the_reference(plan, {"x": _ints(x_dt, (2, c, hw, hw), rng)})

@@ -138,6 +138,65 @@ static void nnos_qconv16_vnni_rows(const uint8_t *restrict col, long nb, const i
         }
     }
 }
+/* the direct form of a stride-1 convolution (qdirect.py): no window copies — the input padded in
+   words, [words][hp][wp] (four channels' bytes a word), so that word j of tap (ky, kx) of sixteen
+   consecutive output pixels of a row is one 64-byte load; K = kh·kw·words steps, each four
+   output channels' broadcast weights (w as the windowed form's: [m][kh][kw][words] words) over
+   two groups of sixteen pixels (eight sums), a row's last group masked */
+static inline void nnos_qdirect_sums(const uint8_t *restrict src, long plane, long wp, long words, long kh, long kw,
+                                     const int8_t *restrict w0, long ld, __m512i *c, __m512i *d, long second, int two) {
+    for (long ky = 0; ky < kh; ky++) for (long kx = 0; kx < kw; kx++) for (long j = 0; j < words; j++) {
+        const uint8_t *at = src + (j * plane + ky * wp + kx) * 4;
+        const long p = (ky * kw + kx) * words + j;
+        int32_t a0, a1, a2, a3;
+        memcpy(&a0, w0 + 4 * p, 4); memcpy(&a1, w0 + ld + 4 * p, 4);
+        memcpy(&a2, w0 + 2 * ld + 4 * p, 4); memcpy(&a3, w0 + 3 * ld + 4 * p, 4);
+        const __m512i b0 = _mm512_set1_epi32(a0), b1 = _mm512_set1_epi32(a1);
+        const __m512i b2 = _mm512_set1_epi32(a2), b3 = _mm512_set1_epi32(a3);
+        const __m512i cv = _mm512_loadu_si512(at);
+        c[0] = _mm512_dpbusd_epi32(c[0], cv, b0); c[1] = _mm512_dpbusd_epi32(c[1], cv, b1);
+        c[2] = _mm512_dpbusd_epi32(c[2], cv, b2); c[3] = _mm512_dpbusd_epi32(c[3], cv, b3);
+        if (two) {
+            const __m512i dv = _mm512_loadu_si512(at + second);
+            d[0] = _mm512_dpbusd_epi32(d[0], dv, b0); d[1] = _mm512_dpbusd_epi32(d[1], dv, b1);
+            d[2] = _mm512_dpbusd_epi32(d[2], dv, b2); d[3] = _mm512_dpbusd_epi32(d[3], dv, b3);
+        }
+    }
+}
+static void nnos_qconv16_vnni_direct(const uint8_t *restrict P, long hp, long wp, long words, long kh, long kw,
+                                     const int8_t *restrict w, const int32_t *restrict rowsum, int32_t off,
+                                     int32_t *restrict y, long oh, long ow, long m) {
+    const long ld = kh * kw * words * 4, plane = hp * wp, ldy = oh * ow;
+    for (long oc = 0; oc < m; oc += 4) {
+        const long q = m - oc < 4 ? m - oc : 4;                  /* rows past m: the zero rows packed after them */
+        const int8_t *w0 = w + oc * ld;
+        __m512i corr[4];
+        for (long t = 0; t < 4; t++) corr[t] = _mm512_set1_epi32(t < q ? off * rowsum[oc + t] : 0);
+        const long dy = ow >= 32 ? 1 : 2;                         /* narrow rows: a group of each of two rows */
+        for (long oy = 0; oy < oh; oy += dy) {
+            int32_t *yr = y + oc * ldy + oy * ow;
+            const uint8_t *src = P + oy * wp * 4;
+            long ox = 0;
+            if (dy == 1) for (; ox + 32 <= ow; ox += 32) {
+                __m512i c[4], d[4];
+                for (int t = 0; t < 4; t++) c[t] = d[t] = _mm512_setzero_si512();
+                nnos_qdirect_sums(src + ox * 4, plane, wp, words, kh, kw, w0, ld, c, d, 64, 1);
+                nnos_qstore4(yr + ox, ldy, q, (__mmask16)0xFFFF, c, corr);
+                nnos_qstore4(yr + ox + 16, ldy, q, (__mmask16)0xFFFF, d, corr);
+            }
+            for (; ox < ow; ox += 16) {
+                const int two = dy == 2 && oy + 1 < oh;
+                const long n = ow - ox < 16 ? ow - ox : 16;
+                const __mmask16 mk = (__mmask16)((1u << n) - 1);
+                __m512i c[4], d[4];
+                for (int t = 0; t < 4; t++) c[t] = d[t] = _mm512_setzero_si512();
+                nnos_qdirect_sums(src + ox * 4, plane, wp, words, kh, kw, w0, ld, c, d, wp * 4, two);
+                nnos_qstore4(yr + ox, ldy, q, mk, c, corr);
+                if (two) nnos_qstore4(yr + ow + ox, ldy, q, mk, d, corr);
+            }
+        }
+    }
+}
 #define NNOS_HAVE_VNNI 1
 #endif
 """

@@ -382,7 +382,9 @@ def _vnni_conv(prog, node, wc: np.ndarray, geometry) -> str:
         "uint8_t", 4, 16, np.int8, f"const int32_t off = {128 if flip else 0} + {_zero(prog, zx, '0')};", "off",
         lambda v: f"(uint8_t)({v}{' ^ 0x80' if flip else ''})",
         lambda xt, c, npx, **kw: vnni_pointwise(xt, flip, c, npx, **kw),
-        lambda wk, y, npx, kq, mo: f"nnos_qconv16_vnni_rows(CA, tn, {wk}, {rowsum}, off, {y}, {npx}, {kq}, {mo}, mk);"))
+        lambda wk, y, npx, kq, mo: f"nnos_qconv16_vnni_rows(CA, tn, {wk}, {rowsum}, off, {y}, {npx}, {kq}, {mo}, mk);",
+        lambda wk, y, hp, wp, words, kh, kw, oh, ow, mo:
+            f"nnos_qconv16_vnni_direct(P, {hp}, {wp}, {words}, {kh}, {kw}, {wk}, {rowsum}, off, {y}, {oh}, {ow}, {mo});"))
 
 
 def _avx2_conv(prog, node, wc: np.ndarray, geometry) -> str:
