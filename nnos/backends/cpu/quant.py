@@ -110,11 +110,16 @@ def _dequantize_scale(prog, node, shape: tuple) -> dict | None:
     if zero and not (zero in prog.graph.consts and not prog.graph.consts[zero].any()):
         return None
     scale = node.inputs[1]
-    per_axis = prog.type(scale).size != 1
-    if per_axis and (int(node.attrs.get("axis", 1)) % len(shape) != 1 or prog.type(scale).size != shape[1]
-                     or scale not in prog.graph.consts or prog.type(scale).dtype != np.float32):
+    if prog.type(scale).size == 1:
+        return {scale: _operand_kind(prog, scale, shape)}
+    axis, size = int(node.attrs.get("axis", 1)) % len(shape), prog.type(scale).size
+    if scale not in prog.graph.consts or prog.type(scale).dtype != np.float32:
         return None
-    return {scale: "channel" if per_axis else _operand_kind(prog, scale, shape)}
+    if axis == 1 and size == shape[1]:
+        return {scale: "channel"}
+    if axis == 2 == len(shape) - 1 and size == shape[2]:       # a MatMul's per-column scales: along each row
+        return {scale: "row"}
+    return None
 
 
 def _dequantize_operands(prog, node, shape: tuple, chain: list) -> dict | None:
