@@ -200,6 +200,25 @@ def depthwise_quantized(path):
                   ("W2", r(5, 1, 3, 3, seed=3)), ("s2", np.float32(0.05)), ("z2", np.int8(-5))])
 
 
+def qdq_depthwise(path):
+    """A QDQ model's depthwise convolutions (3×3 at stride 1 with rows of two vectors and more,
+    5×5 at stride 2): depthwise ConvIntegers whose steps run the DequantizeLinear, bias, ReLU and
+    QuantizeLinear after them (cpu/qdepthwise.py; the exact float form off AVX-512 VBMI)."""
+    def dq(name, scale, zp, out, **kw):
+        return helper.make_node("DequantizeLinear", [name, scale, zp], [out], **kw)
+    nodes = [dq("X", "s", "z", "x"), dq("W1", "ws1", "wz", "w1", axis=0), dq("W2", "ws2", "wz", "w2", axis=0),
+             helper.make_node("Conv", ["x", "w1", "b"], ["a"], kernel_shape=[3, 3], pads=[1] * 4, group=6),
+             helper.make_node("Relu", ["a"], ["r"]), helper.make_node("QuantizeLinear", ["r", "s", "z"], ["Y1"]),
+             helper.make_node("Conv", ["x", "w2"], ["c"], kernel_shape=[5, 5], pads=[2] * 4, strides=[2, 2], group=6),
+             helper.make_node("QuantizeLinear", ["c", "s", "z"], ["Y2"])]
+    rng = np.random.default_rng(7)
+    return _save(path, nodes, [vi("X", [1, 6, 9, 37], TensorProto.UINT8)],
+                 [vi("Y1", [1, 6, 9, 37], TensorProto.UINT8), vi("Y2", [1, 6, 5, 19], TensorProto.UINT8)],
+                 [("s", np.float32(0.04)), ("z", np.uint8(20)), ("wz", np.zeros(6, np.int8)), ("b", r(6, seed=4)),
+                  ("W1", rng.integers(-128, 128, (6, 1, 3, 3)).astype(np.int8)), ("ws1", np.full(6, 0.01, np.float32)),
+                  ("W2", rng.integers(-128, 128, (6, 1, 5, 5)).astype(np.int8)), ("ws2", np.full(6, 0.007, np.float32))])
+
+
 def gelu_table(path):
     """A QDQ GELU (a rounding after each op) and an Erf with a per-channel bias after it: both
     functions of one 8-bit grid's values, tables (passes/lookup.py) read a vector at a time and,
@@ -243,7 +262,8 @@ def shapes(path):
 
 
 GRAPHS = {"lstm_bidir": lstm, "mobile_block": mobile, "depthwise_rows": depthwise_rows,
-          "depthwise_quantized": depthwise_quantized, "gelu_table": gelu_table, "attention": attention,
+          "depthwise_quantized": depthwise_quantized, "qdq_depthwise": qdq_depthwise, "gelu_table": gelu_table,
+          "attention": attention,
           "shape_ops": shapes}
 '''
 
