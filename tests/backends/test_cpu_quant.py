@@ -90,7 +90,10 @@ def test_matmul_integer_with_computed_operands_and_per_row_zero_points(tmp_path,
     (16, 6, 16, 5, 1, 2, 1, 1),      # 5×5 at stride 1, rows of whole groups, words a pixel: window rows transposed
                                      # (AVX2), VNNI's direct form
     (6, 5, 32, 3, 1, 1, 1, 1),       # … 3×3, a part-filled last word; VNNI: two groups along a row
-    (16, 6, 32, 3, 2, 1, 1, 1)])     # … at stride 2: each parity of the window row's pixels transposed
+    (16, 6, 32, 3, 2, 1, 1, 1),      # … at stride 2: each parity of the window row's pixels transposed (AVX2);
+                                     # VNNI's direct form by column parity, the padding's left column odd
+    (8, 5, 37, 3, 2, 1, 1, 1),       # … rows of 37 (a last 5 pixels one at a time), output rows of 19
+    (16, 6, 32, 5, 2, 2, 1, 1)])     # … 5×5, the padding's left column even
 @pytest.mark.parametrize("x_dt", ["uint8", "int8"])
 def test_conv_integer_with_a_constant_weight(tmp_path, cpu_target, c, oc, hw, kernel, stride, pad, dil, group, x_dt):
     rng = np.random.default_rng(c + oc + hw)
@@ -108,7 +111,7 @@ def test_conv_integer_with_a_constant_weight(tmp_path, cpu_target, c, oc, hw, ke
     assert ("__builtin_shuffle(r0, r1" in src) == (group == 1)          # rows interleaved in registers either way
     whole_rows = c <= 4 and group == dil == 1 and stride in (1, 2) and out % 16 == 0 and not pointwise
     assert ("typedef uint32_t vw" in src) == whole_rows                 # qpack._gather (VNNI's block)
-    direct = group == 1 and not pointwise and stride == dil == 1 and -(-c // 4) >= 2 and out >= 16
+    direct = group == 1 and not pointwise and stride in (1, 2) and dil == 1 and -(-c // 4) >= 2 and out >= 16
     assert ("nnos_qconv16_vnni_direct(P, " in src) == direct           # VNNI: operands straight from the padding
     assert ("nnos_qconv16_vnni_rows(CA, " in src) == (group == 1 and not direct)   # VNNI: a tile of groups a call
     least = 2 if stride == 1 else 4                                    # words a pixel: 4 bytes VNNI, 2 int16 AVX2

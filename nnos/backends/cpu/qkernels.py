@@ -138,15 +138,17 @@ static void nnos_qconv16_vnni_rows(const uint8_t *restrict col, long nb, const i
         }
     }
 }
-/* the direct form of a stride-1 convolution (qdirect.py): no window copies — the input padded in
-   words, [words][hp][wp] (four channels' bytes a word), so that word j of tap (ky, kx) of sixteen
-   consecutive output pixels of a row is one 64-byte load; K = kh·kw·words steps, each four
-   output channels' broadcast weights (w as the windowed form's: [m][kh][kw][words] words) over
-   two groups of sixteen pixels (eight sums), a row's last group masked */
-static inline void nnos_qdirect_sums(const uint8_t *restrict src, long plane, long wp, long words, long kh, long kw,
-                                     const int8_t *restrict w0, long ld, __m512i *c, __m512i *d, long second, int two) {
+/* the direct form of a convolution at stride s = 1 or 2 (qdirect.py): no window copies — the input
+   padded in words by column parity, [words][s][hp][wq] (four channels' bytes a word; column x of
+   a row at parity x mod s, index x / s), so that word j of tap (ky, kx) of sixteen consecutive
+   output pixels of a row is one 64-byte load; K = kh·kw·words steps, each four output channels'
+   broadcast weights (w as the windowed form's: [m][kh][kw][words] words) over two groups of
+   sixteen pixels (eight sums: along a row, or one of each of two rows), a row's last masked */
+static inline void nnos_qdirect_sums(const uint8_t *restrict src, long plane, long wq, long s, long words, long kh,
+                                     long kw, const int8_t *restrict w0, long ld, __m512i *c, __m512i *d, long second,
+                                     int two) {
     for (long ky = 0; ky < kh; ky++) for (long kx = 0; kx < kw; kx++) for (long j = 0; j < words; j++) {
-        const uint8_t *at = src + (j * plane + ky * wp + kx) * 4;
+        const uint8_t *at = src + ((j * s + kx % s) * plane + ky * wq + kx / s) * 4;
         const long p = (ky * kw + kx) * words + j;
         int32_t a0, a1, a2, a3;
         memcpy(&a0, w0 + 4 * p, 4); memcpy(&a1, w0 + ld + 4 * p, 4);
@@ -163,10 +165,10 @@ static inline void nnos_qdirect_sums(const uint8_t *restrict src, long plane, lo
         }
     }
 }
-static void nnos_qconv16_vnni_direct(const uint8_t *restrict P, long hp, long wp, long words, long kh, long kw,
+static void nnos_qconv16_vnni_direct(const uint8_t *restrict P, long hp, long wq, long s, long words, long kh, long kw,
                                      const int8_t *restrict w, const int32_t *restrict rowsum, int32_t off,
                                      int32_t *restrict y, long oh, long ow, long m) {
-    const long ld = kh * kw * words * 4, plane = hp * wp, ldy = oh * ow;
+    const long ld = kh * kw * words * 4, plane = hp * wq, ldy = oh * ow;
     for (long oc = 0; oc < m; oc += 4) {
         const long q = m - oc < 4 ? m - oc : 4;                  /* rows past m: the zero rows packed after them */
         const int8_t *w0 = w + oc * ld;
@@ -175,12 +177,12 @@ static void nnos_qconv16_vnni_direct(const uint8_t *restrict P, long hp, long wp
         const long dy = ow >= 32 ? 1 : 2;                         /* narrow rows: a group of each of two rows */
         for (long oy = 0; oy < oh; oy += dy) {
             int32_t *yr = y + oc * ldy + oy * ow;
-            const uint8_t *src = P + oy * wp * 4;
+            const uint8_t *src = P + oy * s * wq * 4;
             long ox = 0;
             if (dy == 1) for (; ox + 32 <= ow; ox += 32) {
                 __m512i c[4], d[4];
                 for (int t = 0; t < 4; t++) c[t] = d[t] = _mm512_setzero_si512();
-                nnos_qdirect_sums(src + ox * 4, plane, wp, words, kh, kw, w0, ld, c, d, 64, 1);
+                nnos_qdirect_sums(src + ox * 4, plane, wq, s, words, kh, kw, w0, ld, c, d, 64, 1);
                 nnos_qstore4(yr + ox, ldy, q, (__mmask16)0xFFFF, c, corr);
                 nnos_qstore4(yr + ox + 16, ldy, q, (__mmask16)0xFFFF, d, corr);
             }
@@ -190,7 +192,7 @@ static void nnos_qconv16_vnni_direct(const uint8_t *restrict P, long hp, long wp
                 const __mmask16 mk = (__mmask16)((1u << n) - 1);
                 __m512i c[4], d[4];
                 for (int t = 0; t < 4; t++) c[t] = d[t] = _mm512_setzero_si512();
-                nnos_qdirect_sums(src + ox * 4, plane, wp, words, kh, kw, w0, ld, c, d, wp * 4, two);
+                nnos_qdirect_sums(src + ox * 4, plane, wq, s, words, kh, kw, w0, ld, c, d, s * wq * 4, two);
                 nnos_qstore4(yr + ox, ldy, q, mk, c, corr);
                 if (two) nnos_qstore4(yr + ow + ox, ldy, q, mk, d, corr);
             }

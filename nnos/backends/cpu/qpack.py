@@ -8,8 +8,8 @@ each pixel's side by side), multiplied by every output channel's packed weights.
   for a group of consecutive pixels of one output row, whole runs of ``lanes`` words: one
   vector load a word (a pixel of one word, ``_gather``), or each window row's pixels transposed
   once into a row per word (several, at stride 1: ``_transposed``).
-- VNNI at stride 1 with two words a pixel or more and output rows of a group at least: no
-  blocks — the kernel loads its operands from the input padded in words (qdirect.py; int8
+- VNNI at stride 1 or 2 with two words a pixel or more and output rows of a group at least:
+  no blocks — the kernel loads its operands from the input padded in words (qdirect.py; int8
   res5_s's 5×5 convolutions 23.6 → 14.3 µs).
 - ``pointwise`` (1×1 at stride 1, no padding): straight from NCHW — channel rows of ``lanes``
   pixels loaded as whole vectors and interleaved in registers (two-source byte or half-word
@@ -44,7 +44,7 @@ class Form:
     convert: Callable       # an input element's C expression → the buffer's value
     pointwise: Callable     # (input C type, channels, plane, store=, each=) → ``lanes`` pixels' words from NCHW
     rows: Callable          # (weights, y, ld = plane, words, out channels) → the kernel's call for a tile of groups
-    direct: Callable | None = None   # (weights, y, hp, wp, words, kh, kw, oh, ow, out channels) → qdirect's call
+    direct: Callable | None = None   # (weights, y, hp, wq, s, words, kh, kw, oh, ow, out channels) → qdirect's call
 
 
 def windowed(prog, node, wc: np.ndarray, geometry, f: Form) -> str:
@@ -75,8 +75,8 @@ def windowed(prog, node, wc: np.ndarray, geometry, f: Form) -> str:
     call = f.rows(weights, f"Y + b * {mo * npx} + t0 * {f.lanes}", npx, kq, mo)
     pointwise = (kh, kw, *strides, *begin, *out) == (1, 1, 1, 1, 0, 0, h, wd)
     if not pointwise and f.direct is not None and qdirect.applies(geometry, cw // f.per_word, f.lanes):
-        return qdirect.direct(prog, node, geometry, cw // f.per_word, f, lambda y, hp_, wp_: f.direct(
-            weights, y, hp_, wp_, cw // f.per_word, kh, kw, out[0], out[1], mo))
+        return qdirect.direct(prog, node, geometry, cw // f.per_word, f, lambda y, hp_, wq, s: f.direct(
+            weights, y, hp_, wq, s, cw // f.per_word, kh, kw, out[0], out[1], mo))
     col, _ = prog.ws(tile * block, f.ctype)
     if pointwise:
         return _pointwise(prog, node, (n, c, npx), col, size, f, call, tile)

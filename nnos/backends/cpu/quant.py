@@ -388,8 +388,8 @@ def _vnni_conv(prog, node, wc: np.ndarray, geometry) -> str:
         lambda v: f"(uint8_t)({v}{' ^ 0x80' if flip else ''})",
         lambda xt, c, npx, **kw: vnni_pointwise(xt, flip, c, npx, **kw),
         lambda wk, y, npx, kq, mo: f"nnos_qconv16_vnni_rows(CA, tn, {wk}, {rowsum}, off, {y}, {npx}, {kq}, {mo}, mk);",
-        lambda wk, y, hp, wp, words, kh, kw, oh, ow, mo:
-            f"nnos_qconv16_vnni_direct(P, {hp}, {wp}, {words}, {kh}, {kw}, {wk}, {rowsum}, off, {y}, {oh}, {ow}, {mo});"))
+        lambda wk, y, hp, wq, s, words, kh, kw, oh, ow, mo:
+            f"nnos_qconv16_vnni_direct(P, {hp}, {wq}, {s}, {words}, {kh}, {kw}, {wk}, {rowsum}, off, {y}, {oh}, {ow}, {mo});"))
 
 
 def _avx2_conv(prog, node, wc: np.ndarray, geometry) -> str:
