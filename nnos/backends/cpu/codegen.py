@@ -22,6 +22,7 @@ from .emitters import EMITTERS
 from .gemm import gemm_fast_ok
 from .prelude import PRELUDE
 from .qdepthwise import choose as choose_chains
+from .reduce import choose_ranges
 from .qstore import HELPER as QSTORE_HELPER, QStore, choose as choose_quantized_stores
 from .team import OPAQUE, RUNTIME, SPLIT_WORK, wrap
 
@@ -40,9 +41,10 @@ class Program:
         self.split = False                            # the step being generated runs on every thread
         self.qstores: dict[str, QStore] = {}          # outputs their producer may store quantized (qstore.py)
         self.qtaken: set[str] = set()                 # those whose kernel did, in registers
-        self.chains: dict[str, int] = {}              # ConvInteger outputs → the DequantizeLinear step after
-                                                      # them that their kernel may run too (qdepthwise.py)
-        self.chains_taken: set[str] = set()           # those whose kernel did
+        self.after: dict[str, int] = {}               # outputs → the next step their kernel may run too: a
+                                                      # ConvInteger's DequantizeLinear (qdepthwise.py), a
+                                                      # ReduceMin's ReduceMax of the same values (reduce.py)
+        self.after_taken: set[str] = set()            # those whose kernel did
         self.absorbed: dict[int, list[int]] = {}      # step → the steps it also runs
 
     # --- a step on several threads (team.py) ----------------------------------------------------
@@ -65,10 +67,10 @@ class Program:
                 self.helpers.append(QSTORE_HELPER)
         return q
 
-    def dequantizing_chain(self, name: str):
-        """For a ConvInteger kernel that can run the DequantizeLinear step after it: that step's
-        node (the kernel adds ``name`` to ``chains_taken`` when it does), else None."""
-        step = self.chains.get(name)
+    def step_after(self, name: str):
+        """For a kernel that can run the next step too (``after``): that step's node (the kernel
+        adds ``name`` to ``after_taken`` when it does), else None."""
+        step = self.after.get(name)
         return None if step is None else self.graph.nodes[step]
 
     # --- operands ----------------------------------------------------------------------------
@@ -114,7 +116,7 @@ def generate(plan, vw: int) -> tuple[str, Program]:
     skip = set(prog.mem.skip)
     choose_layouts(prog, skip)
     prog.qstores = choose_quantized_stores(prog, skip)
-    prog.chains = choose_chains(prog, skip)
+    prog.after = choose_chains(prog, skip) | choose_ranges(prog, skip)
     blocks = []
     for s, node in enumerate(prog.graph.nodes):
         if s in skip:
@@ -141,12 +143,12 @@ def generate(plan, vw: int) -> tuple[str, Program]:
 
 
 def _absorbed(prog, out: str, skip: set) -> list[int]:
-    """The steps the kernel just generated for tensor ``out`` also ran (the DequantizeLinear
-    after it, the QuantizeLinear whose bytes it stored); those it did not run go back into the
-    plan's order."""
+    """The steps the kernel just generated for tensor ``out`` also ran (the next step: ``after``;
+    the QuantizeLinear whose bytes it stored); those it did not run go back into the plan's
+    order."""
     runs = []
-    chain = prog.chains.pop(out, None)
-    if chain is not None and out in prog.chains_taken:
+    chain = prog.after.pop(out, None)
+    if chain is not None and out in prog.after_taken:
         runs.append(chain)
         out = prog.graph.nodes[chain].outputs[0]            # its QuantizeLinear's bytes may be stored too
     elif chain is not None:

@@ -72,7 +72,7 @@ def _output(prog, node, finish) -> tuple[str, str, object]:
         return f"int32_t *Y = {prog.ptr(o)};", "int32_t", None
     d, decls, _ = finish
     q = prog.quantized_store(d.outputs[0])
-    prog.chains_taken.add(o)
+    prog.after_taken.add(o)
     if q is not None:
         return f"uint8_t *Y = (uint8_t *){prog.ptr(q.out)}; {decls}", "uint8_t", q
     return f"float *Y = {prog.ptr(d.outputs[0])}; {decls}", "float", None

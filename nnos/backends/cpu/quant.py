@@ -345,7 +345,7 @@ def _chain_after(prog, name: str):
     lookup): (its node, the C declarations of those operands, a sum's expression → the value
     the DequantizeLinear's chain makes of it, each product rounded before the next add as the
     reference's: vkeep); None when there is none."""
-    d = prog.dequantizing_chain(name)
+    d = prog.step_after(name)
     if d is None or any(e.op == LOOKUP for e in d.epilogue):
         return None
     shape = tuple(prog.type(d.outputs[0]).shape)

@@ -37,9 +37,13 @@ def reduce(prog, node) -> str:
         return indent(code) + "\n" + epilogue_pass(prog, node, y)
     kept = tuple(1 if d in axes else s for d, s in enumerate(xt.shape))
     red = tuple(s if d in axes else 1 for d, s in enumerate(xt.shape))
-    fast = _vector_extreme(prog, node, kept, red) if (is_max or is_min) and dt == np.float32 else None
+    also = prog.step_after(y)
+    fast = _vector_extreme(prog, node, kept, red, also) if (is_max or is_min) and dt == np.float32 else None
     if fast is not None:
-        return indent(fast) + "\n" + epilogue_pass(prog, node, y)
+        if also is None:
+            return indent(fast) + "\n" + epilogue_pass(prog, node, y)
+        prog.after_taken.add(y)
+        return indent(fast) + "\n" + epilogue_pass(prog, node, y) + "\n" + epilogue_pass(prog, also, also.outputs[0])
     own = contiguous_strides(xt.shape)
     count = int(np.prod(red, dtype=np.int64))
     if boolean:
@@ -63,31 +67,62 @@ def reduce(prog, node) -> str:
     return indent(code) + "\n" + epilogue_pass(prog, node, y)
 
 
-def _vector_extreme(prog, node, kept: tuple, red: tuple) -> str | None:
+def choose_ranges(prog, skip: set) -> dict[str, int]:
+    """A ReduceMin and a ReduceMax (either first) of the same float32 values over the same axes,
+    one the very next step of the other — a dynamically quantized model's range of each
+    activation it quantizes: the first's output → the second's step (added to ``skip``), which
+    the first's kernel runs in the same pass over the values (``_vector_extreme``; codegen puts
+    it back when the kernel did not). The second's epilogue (its scale: Max, Sub of the first's
+    result, Div) runs after the first's, which writes what it reads."""
+    g, chosen = prog.graph, {}
+    live = [s for s in range(len(g.nodes)) if s not in skip]
+    for s, nxt in zip(live, live[1:]):
+        a, b = g.nodes[s], g.nodes[nxt]
+        if {a.op, b.op} != {"ReduceMin", "ReduceMax"} or a.inputs != b.inputs or a.attrs != b.attrs:
+            continue
+        if prog.type(a.inputs[0]).dtype != np.float32 or prog.type(a.outputs[0]) != prog.type(b.outputs[0]):
+            continue
+        chosen[a.outputs[0]] = nxt
+        skip.add(nxt)
+    return chosen
+
+
+def _vector_extreme(prog, node, kept: tuple, red: tuple, also=None) -> str | None:
     """ReduceMax or ReduceMin of float32 over trailing axes (a contiguous block a result): four
     vectors of running extremes, then their lanes, then the block's tail — NaN propagating as
     the scalar loop's (a NaN seen stays). The scalar loop took 19 µs for 65 536 values: a
-    dynamically quantized model computes the range of every activation it quantizes."""
+    dynamically quantized model computes the range of every activation it quantizes — with
+    ``also`` (choose_ranges) its other extreme in the same pass: the values read once, not twice
+    X."""
     outer, count = int(np.prod(kept)), int(np.prod(red))
     last_kept = max((d for d, k in enumerate(kept) if k > 1), default=-1)
     trailing = last_kept < min((d for d, r in enumerate(red) if r > 1), default=len(red))
     if not trailing or count < 4 * prog.vw:
         return None
-    cmp = ">" if node.op == "ReduceMax" else "<"
-    start = lowest(np.float32) if node.op == "ReduceMax" else highest(np.float32)
-    pick = f"(v != v || v {cmp} a) ? v : a"
-    return "\n".join([
-        f"const float *X = {prog.ptr(node.inputs[0])}; float *Y = {prog.ptr(node.outputs[0])};",
-        f"for (long o = 0; o < {outer}; o++) {{",
-        f"    const float *xb = X + o * {count}; vf m[4]; long i = 0;",
-        f"    for (int k = 0; k < 4; k++) m[k] = vsplat({start});",
-        f"    for (; i + 4 * VW <= {count}; i += 4 * VW)",
-        "        for (int k = 0; k < 4; k++) { vf v = vload(xb + i + k * VW); "
-        f"m[k] = vsel((v != v) | (v {cmp} m[k]), v, m[k]); }}",
-        f"    float a = {start};",
-        f"    for (int k = 0; k < 4; k++) for (int l = 0; l < VW; l++) {{ float v = m[k][l]; a = {pick}; }}",
-        f"    for (; i < {count}; i++) {{ float v = xb[i]; a = {pick}; }}",
-        "    Y[o] = a;", "}"])
+    ends = [(node.op, node.outputs[0])] + ([(also.op, also.outputs[0])] if also is not None else [])
+    lines = [f"const float *X = {prog.ptr(node.inputs[0])};",
+             f"for (long o = 0; o < {outer}; o++) {{",
+             f"    const float *xb = X + o * {count}; long i = 0;"]
+    for e, (op, _) in enumerate(ends):
+        lines.append(f"    vf m{e}[4]; for (int k = 0; k < 4; k++) m{e}[k] = vsplat({_start(op)});")
+    update = " ".join(f"m{e}[k] = vsel((v != v) | (v {_cmp(op)} m{e}[k]), v, m{e}[k]);" for e, (op, _) in enumerate(ends))
+    lines += [f"    for (; i + 4 * VW <= {count}; i += 4 * VW)",
+              f"        for (int k = 0; k < 4; k++) {{ vf v = vload(xb + i + k * VW); {update} }}"]
+    for e, (op, y) in enumerate(ends):
+        pick = f"(v != v || v {_cmp(op)} a) ? v : a"
+        lines += [f"    {{ float a = {_start(op)};",
+                  f"      for (int k = 0; k < 4; k++) for (int l = 0; l < VW; l++) {{ float v = m{e}[k][l]; a = {pick}; }}",
+                  f"      for (long j = i; j < {count}; j++) {{ float v = xb[j]; a = {pick}; }}",
+                  f"      {prog.ptr(y)}[o] = a; }}"]
+    return "\n".join(lines + ["}"])
+
+
+def _cmp(op: str) -> str:
+    return ">" if op == "ReduceMax" else "<"
+
+
+def _start(op: str) -> str:
+    return lowest(np.float32) if op == "ReduceMax" else highest(np.float32)
 
 
 def softmax(prog, node) -> str:
