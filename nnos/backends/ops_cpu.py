@@ -33,7 +33,7 @@ class CpuExecutable(Executable):
         lib, facts, vw, workspace, consts = _generated(plan, profile) if profile else \
             _recorded(plan) or _generated(plan)
         self._steps = facts.pop("profiled_steps", [])
-        self.absorbed = facts.pop("absorbed_steps", {})   # step → the steps it also runs (qstore, qdepthwise)
+        self.absorbed = facts.pop("absorbed_steps", {})   # step → the steps it also runs (codegen._absorbed)
         self.facts = dict(facts, vector_floats=vw, compile_s=round(time.perf_counter() - t0, 3))
         self.arena = Arena(plan, extra=64)              # generated loops may read a vector past the end
         self.workspace = aligned_zeros(max(workspace, 64))
