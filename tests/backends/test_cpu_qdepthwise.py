@@ -15,15 +15,10 @@ from nnos.backends import prepare
 from nnos.backends.cpu import source
 from nnos.backends.cpu.toolchain import cpu_features, find_compiler
 from tests.support.onnx_models import model, save, vi
+from tests.support.quantized import I8, ints
 
 pytestmark = [pytest.mark.skipif(find_compiler() is None, reason="no C compiler"),
               pytest.mark.usefixtures("cpu_cache")]
-I8 = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8}
-
-
-def _ints(dtype, shape, rng):
-    info = np.iinfo(dtype)
-    return rng.integers(info.min, info.max + 1, size=shape, dtype=np.int64).astype(dtype)
 
 
 def _run(plan, feeds, cpu_target):
@@ -60,7 +55,7 @@ def test_a_depthwise_conv_integer_in_bytes(tmp_path, cpu_target, c, hw, kernel, 
     — exactly the reference, two images, the inputs at both ends of their type."""
     rng = np.random.default_rng(c * hw + kernel)
     x_dt, w_dt = np.dtype(x_dt), np.dtype(w_dt)
-    w = _ints(w_dt, (c, 1, kernel, kernel), rng)
+    w = ints(w_dt, (c, 1, kernel, kernel), rng)
     w[0] = np.iinfo(w_dt).min                        # −128 (int8) or 0 − 128: the most negative centred weight
     inits = [("w", w), ("xz", np.array(7 if x_dt == np.uint8 else -5, x_dt))]
     names = ["x", "w", "xz"]
@@ -75,7 +70,7 @@ def test_a_depthwise_conv_integer_in_bytes(tmp_path, cpu_target, c, hw, kernel, 
     plan = nnos.compile(save(mdl, tmp_path / "dw.onnx"))
     src = source(plan)
     assert ("#if defined(NNOS_DW_VNNI)" in src) == src.startswith("#define NNOS_VW 16\n")   # 16-float vectors' form
-    x = _ints(x_dt, (2, c, hw, hw), rng)
+    x = ints(x_dt, (2, c, hw, hw), rng)
     x[0, 0] = np.iinfo(x_dt).max                     # against channel 0's −128s
     exe = _run(plan, {"x": x}, cpu_target)
     assert np.abs(exe.outputs["y"]).max() > 128 * 128 * kernel
@@ -86,7 +81,7 @@ def test_weights_past_int8_or_dilated_taps_keep_the_exact_float_form(tmp_path, c
     """A centred weight of 255 does not fit the byte form's int8, nor does a dilated window its
     runs of four taps: the exact float form alone, still the reference."""
     rng = np.random.default_rng(3)
-    w = _ints(np.dtype(np.uint8), (3, 1, 3, 3), rng)
+    w = ints(np.dtype(np.uint8), (3, 1, 3, 3), rng)
     w[0, 0, 0, 0] = 255
     for dil, wz in ((1, 0), (2, 128)):
         node = helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["y"], kernel_shape=[3, 3], pads=[2] * 4,
@@ -96,7 +91,7 @@ def test_weights_past_int8_or_dilated_taps_keep_the_exact_float_form(tmp_path, c
                     [("w", w), ("xz", np.array(3, np.uint8)), ("wz", np.full(3, wz, np.uint8))], opset=13)
         plan = nnos.compile(save(mdl, tmp_path / f"dw{dil}.onnx"))
         assert "NNOS_DW_VNNI" not in source(plan) and "(float)((int32_t)xc[y * " in source(plan)
-        _run(plan, {"x": _ints(np.dtype(np.uint8), (1, 3, 12, 12), rng)}, cpu_target).close()
+        _run(plan, {"x": ints(np.dtype(np.uint8), (1, 3, 12, 12), rng)}, cpu_target).close()
 
 
 def _qdq_depthwise(c: int, kernel: int, stride: int, then: str, rng):
@@ -120,7 +115,7 @@ def _qdq_depthwise(c: int, kernel: int, stride: int, then: str, rng):
         nodes.append(helper.make_node("Add", ["r", "skip"], ["y"]))
         inputs.append(vi("skip", [2, c, out_hw, out_hw]))
     inits = [("xs", np.array(0.03, np.float32)), ("xz", np.array(9, np.uint8)),
-             ("wq", _ints(np.dtype(np.int8), (c, 1, kernel, kernel), rng)),
+             ("wq", ints(np.dtype(np.int8), (c, 1, kernel, kernel), rng)),
              ("ws", rng.uniform(0.002, 0.02, c).astype(np.float32)), ("wz", np.zeros(c, np.int8)),
              ("b", rng.standard_normal(c).astype(np.float32)),
              ("ys", np.array(0.05, np.float32)), ("yz", np.array(0, np.uint8))]
@@ -144,7 +139,7 @@ def test_a_qdq_depthwise_conv_runs_its_dequantize_chain(tmp_path, cpu_target, ke
     src = source(plan)
     assert ("'s DequantizeLinear" in src) == (then != "residual")
     assert ("stored as step" in src) == (then == "quantize")
-    feeds = {"xq": _ints(np.dtype(np.uint8), (2, c, 16, 16), rng)}
+    feeds = {"xq": ints(np.dtype(np.uint8), (2, c, 16, 16), rng)}
     if then == "residual":
         feeds["skip"] = rng.standard_normal((2, c, out_hw, out_hw)).astype(np.float32)
     exe = _run(plan, feeds, cpu_target)

@@ -15,16 +15,10 @@ from nnos.backends.verify import TOLERANCE
 from nnos_models.zoo.build import build
 from tests.support.onnx_models import model, save, vi
 from tests.support.paths import ROOT
-from tests.support.quantized import input_feed, reference_outputs, quantized
+from tests.support.quantized import I8, input_feed, ints, reference_outputs, quantized
 
 pytestmark = [pytest.mark.skipif(find_compiler() is None, reason="no C compiler"),
               pytest.mark.usefixtures("cpu_cache")]
-I8 = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8}
-
-
-def _ints(dtype, shape, rng):
-    info = np.iinfo(dtype)
-    return rng.integers(info.min, info.max + 1, size=shape, dtype=np.int64).astype(dtype)
 
 
 def _exactly_as_the_reference(plan, feeds):
@@ -46,9 +40,9 @@ def test_matmul_integer_with_a_constant_weight(tmp_path, cpu_target, m, k, n, a_
     """"wide": a uint8 weight whose centred values do not fit int8 — the generic loops."""
     rng = np.random.default_rng(m * k + n)
     a_dt, b_dt = np.dtype(a_dt), np.dtype(b_dt)
-    b, zps = _ints(b_dt, (k, n), rng), None
+    b, zps = ints(b_dt, (k, n), rng), None
     if b_zp == "column":
-        b, zps = b // 2, _ints(b_dt, (n,), rng) // 4
+        b, zps = b // 2, ints(b_dt, (n,), rng) // 4
     elif b_zp == "128":
         b, zps = (rng.integers(-127, 128, size=(k, n)) + 128).astype(np.uint8), np.array(128, b_dt)
     elif b_zp == "wide":
@@ -59,7 +53,7 @@ def test_matmul_integer_with_a_constant_weight(tmp_path, cpu_target, m, k, n, a_
     plan = nnos.compile(save(mdl, tmp_path / "m.onnx"))
     from nnos.backends.cpu import source
     assert ("nnos_qrows4_vnni(R, " in source(plan)) == (m >= 4 and b_zp != "wide")     # VNNI: four rows a call
-    _exactly_as_the_reference(plan, {"a": _ints(a_dt, (m, k), rng)})
+    _exactly_as_the_reference(plan, {"a": ints(a_dt, (m, k), rng)})
 
 
 def test_matmul_integer_with_computed_operands_and_per_row_zero_points(tmp_path, cpu_target):
@@ -69,7 +63,7 @@ def test_matmul_integer_with_computed_operands_and_per_row_zero_points(tmp_path,
                 [vi("y", [2, 3, 5], TensorProto.INT32)],
                 [("az", np.array([1, 200, 7], np.uint8)), ("bz", np.array([0, -3, 5, 1, 2], np.int8))], opset=13)
     plan = nnos.compile(save(mdl, tmp_path / "m.onnx"))
-    _exactly_as_the_reference(plan, {"a": _ints(np.uint8, (2, 3, 9), rng), "b": _ints(np.int8, (2, 9, 5), rng)})
+    _exactly_as_the_reference(plan, {"a": ints(np.uint8, (2, 3, 9), rng), "b": ints(np.int8, (2, 9, 5), rng)})
 
 
 @pytest.mark.parametrize("c,oc,hw,kernel,stride,pad,dil,group", [
@@ -98,12 +92,12 @@ def test_matmul_integer_with_computed_operands_and_per_row_zero_points(tmp_path,
 def test_conv_integer_with_a_constant_weight(tmp_path, cpu_target, c, oc, hw, kernel, stride, pad, dil, group, x_dt):
     rng = np.random.default_rng(c + oc + hw)
     x_dt = np.dtype(x_dt)
-    w = _ints(np.int8, (oc, c // group, kernel, kernel), rng) // 2
+    w = ints(np.int8, (oc, c // group, kernel, kernel), rng) // 2
     node = helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["y"], kernel_shape=[kernel, kernel],
                             strides=[stride, stride], pads=[pad] * 4, dilations=[dil, dil], group=group)
     out = (hw + 2 * pad - dil * (kernel - 1) - 1) // stride + 1
     mdl = model([node], [vi("x", [2, c, hw, hw], I8[x_dt])], [vi("y", [2, oc, out, out], TensorProto.INT32)],
-                [("w", w), ("xz", np.array(9, x_dt)), ("wz", _ints(np.int8, (oc,), rng) // 4)], opset=13)
+                [("w", w), ("xz", np.array(9, x_dt)), ("wz", ints(np.int8, (oc,), rng) // 4)], opset=13)
     plan = nnos.compile(save(mdl, tmp_path / "c.onnx"))
     from nnos.backends.cpu import source
     src, pointwise = source(plan), kernel == stride == 1 and group == 1
@@ -118,7 +112,7 @@ def test_conv_integer_with_a_constant_weight(tmp_path, cpu_target, c, oc, hw, ke
     rows_of_words = (not direct and -(-c // 4) >= least and out % 16 == 0) or (-(-c // 2) >= least and out % 8 == 0)
     transposed = group == 1 and not pointwise and stride in (1, 2) and dil == 1 and rows_of_words
     assert ("uint32_t *const T = " in src) == transposed                # qpack._transposed
-    _exactly_as_the_reference(plan, {"x": _ints(x_dt, (2, c, hw, hw), rng)})
+    _exactly_as_the_reference(plan, {"x": ints(x_dt, (2, c, hw, hw), rng)})
 
 
 @pytest.mark.parametrize("c,hw,kernel,stride,pad,dil", [
@@ -136,11 +130,11 @@ def test_a_depthwise_conv_integer_sums_in_floats_exactly(tmp_path, cpu_target, c
     the reference at the extremes of both types (|x − zx| and |w − zw| up to 255), two images."""
     rng = np.random.default_rng(c * hw + kernel)
     x_dt, w_dt = np.dtype(x_dt), np.dtype(w_dt)
-    w = _ints(w_dt, (c, 1, kernel, kernel), rng)
+    w = ints(w_dt, (c, 1, kernel, kernel), rng)
     info = np.iinfo(w_dt)
     w[0] = info.max                                  # against a zero point at the other end: 255 apart
     wz = np.full(c, info.min, w_dt)
-    wz[1:] = _ints(w_dt, (c - 1,), rng)
+    wz[1:] = ints(w_dt, (c - 1,), rng)
     xz = np.iinfo(x_dt).max
     node = helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["y"], kernel_shape=[kernel, kernel],
                             strides=[stride, stride], pads=[pad] * 4, dilations=[dil, dil], group=c)
@@ -150,7 +144,7 @@ def test_a_depthwise_conv_integer_sums_in_floats_exactly(tmp_path, cpu_target, c
     plan = nnos.compile(save(mdl, tmp_path / "dw.onnx"))
     from nnos.backends.cpu import source
     assert ("(float)((int32_t)xc[y * " in source(plan)) == (kernel * kernel <= 258 and stride < 3)
-    x = _ints(x_dt, (2, c, hw, hw), rng)
+    x = ints(x_dt, (2, c, hw, hw), rng)
     x[0, 0] = np.iinfo(x_dt).min                     # 255 from its zero point, against channel 0's weights
     exe = _exactly_as_the_reference(plan, {"x": x})
     assert np.abs(exe.outputs["y"]).max() > 255 * 255      # sums past one product's reach were there

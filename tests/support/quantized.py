@@ -1,5 +1,5 @@
 """Quantized models as onnxruntime's quantizer writes them (models/zoo/quantize.py), and
-onnxruntime running them."""
+onnxruntime running them; random integers over a whole 8-bit type."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,6 +9,15 @@ from onnx import TensorProto, helper
 
 from nnos_models.zoo.quantize import input_feed, quantized  # noqa: F401
 from tests.support.onnx_models import model, save, vi
+
+
+# an 8-bit ONNX type by numpy dtype, and random integers over a whole integer type
+I8 = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8}
+
+
+def ints(dtype, shape, rng):
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max + 1, size=shape, dtype=np.int64).astype(dtype)
 
 
 def ops(path: str) -> set:
