@@ -118,12 +118,19 @@ def _fake_quantize(prog, args: list[str], value: str, attrs: dict, vector: bool)
 
 
 def _lookup(prog, args: list[str], value: str, attrs: dict, vector: bool) -> str:
-    """nnos.Lookup: the table's entry at the value's grid index (the prelude's vlookup)."""
-    lo = int(attrs["lo"])
-    hi = lo + prog.type(args[2]).size - 1
+    """nnos.Lookup: the table's entry at the value's grid index (the prelude's vlookup; a table
+    of at most 256 entries padded to 256 for its permutes)."""
+    lo, size = int(attrs["lo"]), prog.type(args[2]).size
+    hi = lo + size - 1
     scale = literal(prog.graph.consts[args[1]].reshape(()), np.float32)
     bounds = f"{literal(lo, np.float32)}, {literal(hi, np.float32)}"
-    return f"{'vlookup' if vector else 'slookup'}({value}, {scale}, {bounds}, {prog.tensor(args[2])})"
+    if not vector:
+        return f"slookup({value}, {scale}, {bounds}, {prog.tensor(args[2])})"
+    if size > 256:
+        return f"vlookup({value}, {scale}, {bounds}, {prog.tensor(args[2])}, {size})"
+    padded = np.zeros(256, np.float32)
+    padded[:size] = prog.graph.consts[args[2]].reshape(-1)
+    return f"vlookup({value}, {scale}, {bounds}, {prog.const(args[2] + ':lookup256', padded)}, 256)"
 
 
 def vector_code(prog, out: str, steps, chain_in_registers: list[str] | None = None) -> str:
