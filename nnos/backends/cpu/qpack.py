@@ -120,7 +120,7 @@ def _scatter(f: Form, cw: int) -> str:
     """Where the pointwise form's 16-byte results ``o0`` … go in the channel-last copy: each
     pixel's word to its place — or, with one word a pixel, the results stored whole (gcc had
     merged the pixels' copies into one 64-byte load of the results' array on the stack, which
-    waited on the stores that filled it: int8 cnn_s's first layer)."""
+    waited on the stores that filled it: int8 mbv2_s's first layer 3.05 → 2.21 µs)."""
     vectors = [f"o{i}" for i in range(f.lanes // 4)]             # four pixels' words each
     if cw == f.per_word:
         return " ".join(f"memcpy(ps + {4 * f.per_word * i}, &{v}, 16);" for i, v in enumerate(vectors))
