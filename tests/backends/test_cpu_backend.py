@@ -126,22 +126,30 @@ def test_batched_matmul_of_computed_operands(tmp_path, qs, ks):
 
 
 @pytest.mark.parametrize("qs,ks", [
-    ([4, 65, 65], [4, 65, 8]),               # AV with heads of 8: vectors of 8, blocks of four rows and a tail row
+    ([4, 65, 65], [4, 65, 8]),               # AV with heads of 8: vectors of 8, blocks of eight rows and a tail row
+    ([4, 20, 65], [4, 65, 8]),               # the decoder's: two blocks and a tail block of four rows
+    ([2, 11, 9], [2, 9, 8]),                 # a tail block of three rows: a pair stored as one vector, one alone
     ([3, 7, 5], [3, 5, 7]),                  # seven columns: a vector of 4 and three single ones
     ([2, 9, 6], [2, 6, 4]),                  # four columns
 ])
-def test_products_narrower_than_a_vector(tmp_path, qs, ks):
+def test_products_narrower_than_a_vector(tmp_path, cpu_target, qs, ks):
     """A product with 4 ≤ N < the vector width (an attention head of 8 under AVX-512) in narrower
-    vectors, four rows at a time (it ran as scalar loops: 18 % of act_s); on one CPU and on a
-    team, bitwise the same."""
+    vectors, eight rows at a time (it ran as scalar loops: 18 % of act_s; four rows at a time
+    were chains of FMAs waiting on each other), the rows after the last block one block; an
+    8-column chunk stored as a vector (AVX2), or two rows' as one (AVX-512); on one CPU and on
+    a team, bitwise the same."""
     from nnos.backends.cpu import source
     nodes = [helper.make_node("Relu", ["Q"], ["Qr"]), helper.make_node("MatMul", ["Qr", "K"], ["S"]),
              helper.make_node("Tanh", ["S"], ["Y"])]
     m = model(nodes, [vi("Q", qs), vi("K", ks)], [vi("Y", qs[:-1] + ks[-1:])], [])
     plan = nnos.compile(save(m, tmp_path / "narrow.onnx"))
     src = source(plan)
-    if ks[-1] < prog_width():
+    vw = prog_width()
+    if ks[-1] < vw:
         assert "vload4(B + kk *" in src or "vload8(B + kk *" in src
+        assert "acc7 += A[(m0 + 7) *" in src                      # eight rows a block
+    if ks[-1] == 8 and vw in (8, 16):                              # stored as vectors, the Tanh in registers
+        assert ("vtanh(__builtin_shufflevector(acc0, acc1," if vw == 16 else "vtanh(acc0)") in src
     team_as_one(plan, agree(plan))
 
 
@@ -184,11 +192,13 @@ def prog_width() -> int:
 
 
 @pytest.mark.parametrize("op,attrs", [("Exp", {}), ("Erf", {}), ("Gelu", {}), ("Gelu", {"approximate": "tanh"})])
-def test_vector_exp_erf_and_gelu_over_their_whole_range(tmp_path, op, attrs):
+def test_vector_exp_erf_and_gelu_over_their_whole_range(tmp_path, cpu_target, op, attrs):
     """The prelude's vexp and verf (polynomials, not libm) over ±100, the overflow and underflow
-    edges, infinities and NaN: within 4 float32 ulp of numpy's (float64 for erf), NaN kept."""
+    edges, infinities and NaN: within 4 float32 ulp of numpy's (float64 for erf), NaN kept — on
+    each target (AVX-512's masked moves and AVX2's blends for exp's edges and the selects)."""
     import math
-    x = np.concatenate([np.linspace(-100, 100, 8000), np.linspace(-5, 5, 8000), [88.72, 88.73, -87.33, -87.34],
+    edges = [88.72, 88.73, 88.72283935546875, -87.33, -87.34, -87.3365478515625]     # vexp's clamps at the last two
+    x = np.concatenate([np.linspace(-100, 100, 8000), np.linspace(-5, 5, 8000), edges,
                         [np.inf, -np.inf, np.nan, 0.0, -0.0, 1e-30, -1e-30, 3.9, 4.1]]).astype(np.float32)
     x = np.concatenate([x, np.zeros((-len(x)) % 16, np.float32)]).reshape(1, -1)
     m = model([helper.make_node(op, ["X"], ["Y"], **attrs)], [vi("X", list(x.shape))], [vi("Y", list(x.shape))], [],

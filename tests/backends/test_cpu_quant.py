@@ -229,6 +229,46 @@ def test_a_quantize_dequantize_pair_runs_as_one_step(tmp_path, cpu_target, q_dt,
     _exactly_as_the_reference(plan, {"x": x})
 
 
+@pytest.mark.parametrize("case", ["narrow", "rows", "softmax"])
+def test_a_rounding_after_a_product_or_a_softmax_runs_in_registers(tmp_path, cpu_target, case):
+    """A QDQ model's attention rounds its float products and softmax to a grid: that rounding
+    (one constant scale and zero point) is applied in registers by the kernel that computes the
+    value — the narrow product (heads of 8 columns), the row form (a tail of 5 columns), the softmax's
+    last pass — not a second pass over the output. The products are of small integers (exact
+    sums in any order), so bitwise the reference; the softmax (its exp a polynomial) within one
+    step of the grid, and nearly every value exactly."""
+    from nnos.backends.cpu import source
+    scale, zp = (np.array(8.0, np.float32), np.array(128, np.uint8)) if case != "softmax" else \
+        (np.array(1 / 255, np.float32), np.array(0, np.uint8))
+    qdq = [helper.make_node("QuantizeLinear", ["v", "s", "z"], ["q"]),
+           helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    rng = np.random.default_rng(5)
+    if case == "softmax":
+        shape = [2, 4, 13, 65]
+        nodes = [helper.make_node("Softmax", ["a"], ["v"], axis=-1)] + qdq
+        ins, feeds = [vi("a", shape)], {"a": (rng.standard_normal(shape) * 3).astype(np.float32)}
+    else:
+        qs, ks = ([3, 65, 65], [3, 65, 8]) if case == "narrow" else ([2, 11, 40], [2, 40, 37])
+        shape = qs[:-1] + ks[-1:]
+        nodes = [helper.make_node("Relu", ["a"], ["ar"]), helper.make_node("Relu", ["b"], ["br"]),
+                 helper.make_node("MatMul", ["ar", "br"], ["v"])] + qdq
+        ins = [vi("a", qs), vi("b", ks)]
+        feeds = {"a": rng.integers(-2, 9, qs).astype(np.float32), "b": rng.integers(-2, 9, ks).astype(np.float32)}
+    plan = nnos.compile(save(model(nodes, ins, [vi("y", shape)], [("s", scale), ("z", zp)]), tmp_path / "r.onnx"))
+    src = source(plan)
+    assert "fakeq(" in src and "vfakeq(v, " not in src                # in registers, no pass of its own
+    if case != "softmax":
+        _exactly_as_the_reference(plan, feeds)
+        return
+    exe = prepare(plan, "cpu")
+    for k, v in feeds.items():
+        np.copyto(exe.inputs[k], v)
+    exe.run()
+    got, want = exe.outputs["y"], plan(feeds)["y"]
+    assert np.abs(got - want).max() <= scale * 1.0001
+    assert np.mean(got == want) > 0.999
+
+
 def _dequantize_chain(c: int, axis, rng, then: str):
     """DequantizeLinear of int32 sums (per tensor or per channel), the bias, a ReLU, then: the
     rounding to the next grid ("rounding"), that and a residual Add of a second input

@@ -184,7 +184,7 @@ def choose_layouts(prog, skip: set) -> None:
     consumers = g.consumers()
     index = {id(n): s for s, n in enumerate(g.nodes)}
     for node in g.nodes:
-        if node.op != "Conv" or not conv_ok(prog, node) or unary_chain(node) is None:
+        if node.op != "Conv" or not conv_ok(prog, node) or unary_chain(prog, node) is None:
             continue
         y = node.outputs[0]
         shape = tuple(g.type_of(y).shape)

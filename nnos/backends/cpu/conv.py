@@ -83,7 +83,7 @@ def _fast_conv(prog, node, geometry) -> str:
     wexpr = prog.const(w + f"@conv{vw}", packed)
     bname = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else w + "@nobias"
     bexpr = prog.const(bname + f"@convbias{vw}", bias)
-    chain = unary_chain(node)
+    chain = unary_chain(prog, node)
     hp, wp = h + begin[0] + end[0], wd + begin[1] + end[1]
     padded = any(begin) or any(end)
     xb, yb = x in prog.blocked, y in prog.blocked       # channel-blocked input / output

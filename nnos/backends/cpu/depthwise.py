@@ -110,7 +110,7 @@ def depthwise(prog, node, geometry) -> str:
     hp, wp = h + begin[0] + end[0], wd + begin[1] + end[1]
     xb, yb = x in prog.blocked, y in prog.blocked
     xp, _ = prog.ws(cb_n * vw * hp * wp * 4)                  # its border stays zero: only the inside is written
-    chain = unary_chain(node)
+    chain = unary_chain(prog, node)
     lines = [f"const float *X = {prog.tensor(x)}; float *Y = {prog.tensor(y)}; float *XP = {xp};",
              f"const float *Wd = {prog.const(w + f'@dw{vw}', packed)}; "
              f"const float *Bd = {prog.const(bname + f'@dwbias{vw}', bias)};",
@@ -156,7 +156,7 @@ def _along_rows(prog, node, geometry) -> str:
     offsets = [ky * dil[0] * wp + kx * dil[1] for ky in range(kh) for kx in range(kw)]
     if stride == 2 and evens(vw) not in prog.helpers:
         prog.helpers.append(evens(vw))
-    chain = unary_chain(node)
+    chain = unary_chain(prog, node)
     # quantized in registers where a tile has sums enough to hide the division (stride 2: twice
     # the loads; two vectors a row): one vector a row at stride 1 measured slower than the
     # QuantizeLinear's own pass (int8 mbv2_s: 10.7 against 7.2 + 2.8 µs); a residual epilogue

@@ -22,14 +22,34 @@ from .scalar import SUPPORTED, expr
 VECTOR_BINARY = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}
 
 
-def unary_chain(node) -> list[str] | None:
-    """The node's epilogue as activation names when every link is one a kernel can apply to a
-    value in registers before storing it; None when some link needs another operand (then the
-    kernel stores plainly and ``epilogue_pass`` applies the chain)."""
-    if all((activation(e.op, e.attrs) or e.op == "Clip") and not e.operands for e in node.epilogue):
-        return [(e.op, e.attrs.get("min"), e.attrs.get("max")) if e.op == "Clip" else activation(e.op, e.attrs)
-                for e in node.epilogue]
-    return None
+def unary_chain(prog, node) -> list | None:
+    """The node's epilogue as what a kernel can apply to a value in registers before storing
+    it: activation names, Clip's constant bounds, and roundings to the grid of one constant
+    scale and zero point (a QDQ model's QuantizeLinear → DequantizeLinear pairs); None when some
+    link needs another operand (then the kernel stores plainly and ``epilogue_pass`` applies
+    the chain)."""
+    chain = []
+    for e in node.epilogue:
+        if e.op == FAKE_QUANT and _scalar_consts(prog, e.operands[:2]):
+            chain.append((FAKE_QUANT, *_fakeq_terms(prog, e.operands[:2], e.attrs)))
+        elif e.op == "Clip" and not e.operands:
+            chain.append((e.op, e.attrs.get("min"), e.attrs.get("max")))
+        elif activation(e.op, e.attrs) and not e.operands:
+            chain.append(activation(e.op, e.attrs))
+        else:
+            return None
+    return chain
+
+
+def _scalar_consts(prog, names: list[str]) -> bool:
+    return len(names) == 2 and all(a in prog.graph.consts and prog.type(a).size == 1 for a in names)
+
+
+def _fakeq_terms(prog, args: list[str], attrs: dict) -> tuple[str, str, str]:
+    """vfakeq's scale and the grid's bounds less the zero point, as C literals."""
+    scale, zp = (prog.graph.consts[a].reshape(()) for a in args)
+    lo, hi = QUANT[grid_dtype(attrs)]
+    return (literal(scale, np.float32), *(literal(float(b) - float(zp), np.float32) for b in (lo, hi)))
 
 
 def _clip(value: str, lo, hi, vector: bool) -> str:
@@ -45,7 +65,9 @@ def _clip(value: str, lo, hi, vector: bool) -> str:
 
 def apply(chain: list | None, value: str, vector: bool) -> str:
     for op in chain or []:
-        if isinstance(op, tuple):
+        if isinstance(op, tuple) and op[0] == FAKE_QUANT:
+            value = f"{'vfakeq' if vector else 'sfakeq'}({value}, {', '.join(op[1:])})"
+        elif isinstance(op, tuple):
             value = _clip(value, op[1], op[2], vector)
         else:
             value = f"{ACTIVATIONS[op][0 if vector else 1]}({value})"
@@ -111,10 +133,7 @@ def vector_expr(prog, op: str, args: list[str], n: int, vector: bool, attrs: dic
 
 def _fake_quantize(prog, args: list[str], value: str, attrs: dict, vector: bool) -> str:
     """A rounding to the grid of one constant scale and zero point (the prelude's vfakeq)."""
-    scale, zp = (prog.graph.consts[a].reshape(()) for a in args[1:3])
-    lo, hi = QUANT[grid_dtype(attrs)]
-    bounds = ", ".join(literal(float(b) - float(zp), np.float32) for b in (lo, hi))
-    return f"{'vfakeq' if vector else 'sfakeq'}({value}, {literal(scale, np.float32)}, {bounds})"
+    return f"{'vfakeq' if vector else 'sfakeq'}({value}, {', '.join(_fakeq_terms(prog, args[1:3], attrs))})"
 
 
 def _lookup(prog, args: list[str], value: str, attrs: dict, vector: bool) -> str:
@@ -216,7 +235,7 @@ def elementwise(prog, node) -> str:
     head = [(node.op, list(node.inputs), node.attrs)]
     links = [(e.op, e.inputs_with("@v"), e.attrs) for e in node.epilogue]
     if vector_ok(prog, head + links, o):
-        chain = unary_chain(node)
+        chain = unary_chain(prog, node)
         if chain is not None:
             return vector_code(prog, o, head, chain)
         return vector_code(prog, o, head + links)
@@ -226,8 +245,8 @@ def elementwise(prog, node) -> str:
 def epilogue_pass(prog, node, out: str, in_registers: bool = False) -> str:
     """The node's epilogue chain over its output, in place; empty when there is none, or when
     the kernel applied it in registers (``in_registers``: a vector kernel that called ``apply``
-    with ``unary_chain(node)``)."""
-    if not node.epilogue or (in_registers and unary_chain(node) is not None):
+    with ``unary_chain(prog, node)``)."""
+    if not node.epilogue or (in_registers and unary_chain(prog, node) is not None):
         return ""
     links = [(e.op, e.inputs_with("@v"), e.attrs) for e in node.epilogue]
     if vector_ok(prog, links, out):

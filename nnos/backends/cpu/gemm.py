@@ -115,49 +115,80 @@ def _pair_groups(m: int, k: int, n: int, bw: int, vw: int, g_range: tuple, row: 
     return "\n".join(lines)
 
 
+NARROW_ROWS = 8     # rows a narrow block computes: eight independent chains of FMAs (four left them latency-bound)
+
+
 def _narrow_rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None, bias_rows: bool,
                  chain: list[str], batch: int) -> str:
     """o = a·b with fewer columns than a vector (4 ≤ n < VW: an attention head of 8): the columns
-    in vectors of 8 and 4 floats (then single ones), four rows at a time — four independent
-    chains of FMAs sharing each load of b's row. Each sum runs over K in order, as the row form's."""
+    in vectors of 8 and 4 floats (then single ones), NARROW_ROWS rows at a time — independent
+    chains of FMAs sharing each load of b's row; the rows after the last full block are one
+    block of their own. Each sum runs over K in order, as the row form's."""
     chunks, col = [], 0
     for width in (8, 4):
         while n - col >= width and width <= prog.vw:
             chunks.append((col, width))
             col += width
     chunks += [(c, 1) for c in range(col, n)]
-    # on a team each thread its own blocks of four rows, the last one the rows after them: every row
+    r = NARROW_ROWS
+    # on a team each thread its own blocks of rows, the last one the rows after them: every row
     # in the block it has on one thread, so the sums are bitwise one thread's
-    split = prog.share(batch * m * n * k, m // 4)
+    split = prog.share(batch * m * n * k, m // r)
     lines = [f"const float *A = {a}; const float *B = {b}; float *O = {o};",
-             split or f"const int lo = 0, hi = {m // 4};"]
+             split or f"const int lo = 0, hi = {m // r};"]
     if bias:
         lines.append(f"const float *C = {bias};")
-    lines += ["for (int m0 = 4 * lo; m0 < 4 * hi; m0 += 4) {",
-              indent(_narrow_block(4, k, n, chunks, bias, bias_rows, chain), 4), "}"]
-    if m % 4:
-        lines += [f"{'if (tid == nt - 1) ' if split else ''}for (int m0 = {m - m % 4}; m0 < {m}; m0++) {{",
-                  indent(_narrow_block(1, k, n, chunks, bias, bias_rows, chain), 4), "}"]
+    block = _NarrowBlock(k, n, chunks, bias, bias_rows, chain, prog.vw)
+    lines += [f"for (int m0 = {r} * lo; m0 < {r} * hi; m0 += {r}) {{", indent(block.code(r), 4), "}"]
+    if m % r:
+        lines += [f"{'if (tid == nt - 1) ' if split else ''}{{ const int m0 = {m - m % r};",
+                  indent(block.code(m % r), 4), "}"]
     return indent("\n".join(lines))
 
 
-def _narrow_block(rows: int, k: int, n: int, chunks: list, bias, bias_rows: bool, chain: list[str]) -> str:
-    lines = []
-    for col, width in chunks:
-        t, load = {8: ("vf8", "vload8"), 4: ("vf4", "vload4"), 1: ("float", "*")}[width]
-        first = (lambda r: f"{load}(C + (m0 + {r}) * {n} + {col})" if bias_rows else f"{load}(C + {col})") if bias \
-            else (lambda r: f"({t}){{0}}" if width > 1 else "0.0f")
-        lines.append("{ " + " ".join(f"{t} acc{r} = {first(r)};" for r in range(rows)))
-        lines.append(f"  for (int kk = 0; kk < {k}; kk++) {{ {t} bv = {load}(B + kk * {n} + {col});")
-        lines.append("    " + " ".join(f"acc{r} += A[(m0 + {r}) * {k} + kk] * bv;" for r in range(rows)) + " }")
-        for r in range(rows):
+class _NarrowBlock:
+    """The C of one block of rows: per chunk of columns, the rows' accumulators over K, then
+    their stores with the chain applied — as whole vectors where a chunk is a vector wide, or
+    two rows' chunks of half a vector are one (the rows of an 8-column output are adjacent)."""
+
+    def __init__(self, k: int, n: int, chunks: list, bias, bias_rows: bool, chain, vw: int):
+        self.k, self.n, self.chunks, self.bias, self.bias_rows, self.chain, self.vw = \
+            k, n, chunks, bias, bias_rows, chain, vw
+
+    def code(self, rows: int) -> str:
+        lines = []
+        for col, width in self.chunks:
+            t, load = {8: ("vf8", "vload8"), 4: ("vf4", "vload4"), 1: ("float", "*")}[width]
+            lines.append("{ " + " ".join(f"{t} acc{r} = {self._first(r, col, width, t, load)};" for r in range(rows)))
+            lines.append(f"  for (int kk = 0; kk < {self.k}; kk++) {{ {t} bv = {load}(B + kk * {self.n} + {col});")
+            lines.append("    " + " ".join(f"acc{r} += A[(m0 + {r}) * {self.k} + kk] * bv;" for r in range(rows)) + " }")
+            lines += self._stores(rows, col, width)
+            lines.append("}")
+        return "\n".join(lines)
+
+    def _first(self, r: int, col: int, width: int, t: str, load: str) -> str:
+        if not self.bias:
+            return f"({t}){{0}}" if width > 1 else "0.0f"
+        return f"{load}(C + (m0 + {r}) * {self.n} + {col})" if self.bias_rows else f"{load}(C + {col})"
+
+    def _stores(self, rows: int, col: int, width: int) -> list[str]:
+        n, chain, vw = self.n, self.chain, self.vw
+        out, r = [], 0
+        while r < rows:
+            at = f"O + (m0 + {r}) * {n} + {col}"
             if width == 1:
-                lines.append(f"  O[(m0 + {r}) * {n} + {col}] = {apply(chain, f'acc{r}', False)};")
-                continue
-            lines.append(f"  {{ float t[{width}]; memcpy(t, &acc{r}, sizeof t); for (int j = 0; j < {width}; j++) "
-                         f"O[(m0 + {r}) * {n} + {col} + j] = {apply(chain, 't[j]', False)}; }}")
-        lines.append("}")
-    return "\n".join(lines)
+                out.append(f"  O[(m0 + {r}) * {n} + {col}] = {apply(chain, f'acc{r}', False)};")
+            elif width == vw:
+                out.append(f"  vstore({at}, {apply(chain, f'acc{r}', True)});")
+            elif 2 * width == vw and n == width and r + 1 < rows:
+                pair = f"__builtin_shufflevector(acc{r}, acc{r + 1}, {', '.join(map(str, range(vw)))})"
+                out.append(f"  vstore({at}, {apply(chain, pair, True)});")
+                r += 1
+            else:
+                out.append(f"  {{ float t[{width}]; memcpy(t, &acc{r}, sizeof t); for (int j = 0; j < {width}; j++) "
+                           f"({at})[j] = {apply(chain, 't[j]', False)}; }}")
+            r += 1
+        return out
 
 
 def _accumulate(nv: int, init: list[str], k: int, row0: str, ld: int, vw: int) -> str:
@@ -206,7 +237,7 @@ def _fast_gemm(prog, node) -> str:
     a, b, o = node.inputs[0], node.inputs[1], node.outputs[0]
     m, k = prog.type(a).shape
     _, n = prog.type(b).shape
-    chain = unary_chain(node)
+    chain = unary_chain(prog, node)
     bexpr, packed = prog.tensor(b), None
     if b in prog.graph.consts:
         packed = (b, prog.graph.consts[b])
@@ -254,7 +285,7 @@ def _fast_matmul(prog, node) -> str:
     m = prog.type(a).size // k
     bias, rest = _bias_epilogue(prog, node, n)
     packed = (b, prog.graph.consts[b]) if b in prog.graph.consts else None
-    return _rows(prog, prog.tensor(a), prog.tensor(b), prog.tensor(o), m, k, n, bias, False, unary_chain(rest),
+    return _rows(prog, prog.tensor(a), prog.tensor(b), prog.tensor(o), m, k, n, bias, False, unary_chain(prog, rest),
                  packed) + \
         "\n" + after_split(prog, epilogue_pass(prog, rest, o, in_registers=True))
 
@@ -364,7 +395,7 @@ def _batched_matmul(prog, node) -> str:
     a, b, o = node.inputs[0], node.inputs[1], node.outputs[0]
     m, k, n, batch, strides = batched(prog, node)
     bias, rest = _bias_epilogue(prog, node, n)
-    chain = unary_chain(rest)
+    chain = unary_chain(prog, rest)
 
     def body(idx):
         return _rows(prog, f"{prog.tensor(a)} + {idx[1]}", f"{prog.tensor(b)} + {idx[2]}",

@@ -74,7 +74,7 @@ def pointwise(prog, node, geometry) -> str:
     r, pmax = _block_shape(vw)
     nblk = -(-oc // r)
     wexpr, bexpr = _packed(prog, node, oc, c, r)
-    chain = unary_chain(node)
+    chain = unary_chain(prog, node)
     split = prog.share(nb * oc * hw * c, nblk)
     lines = [f"const float *X = {prog.tensor(node.inputs[0])}; float *Y = {prog.tensor(node.outputs[0])};",
              f"const float *Wp = {wexpr}; const float *Bp = {bexpr};",

@@ -73,7 +73,13 @@ static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 #endif
 static inline vf vsplat(float x) { return VB(x); }
 static inline vf vbcast(const float *p) { float x = *p; return VB(x); }
+/* m's lanes all ones or all zeros (comparisons): a where set, else b; on AVX2 one blend (the
+   and/andnot/or it was lowered to: three) */
+#if VW == 8 && defined(__AVX2__)
+static inline vf vsel(vi m, vf a, vf b) { return (vf)_mm256_blendv_ps((__m256)b, (__m256)a, (__m256)m); }
+#else
 static inline vf vsel(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
+#endif
 {VTRANSPOSE}
 
 static inline vf vrelu(vf x) { return vsel(x < 0.0f, vsplat(0.0f), x); }
@@ -96,9 +102,11 @@ static inline float ssigmoid(float x) { return 0.5f + 0.5f * stanh(0.5f * x); }
    nearest by adding 1.5·2^23 (n is then the float's low mantissa bits: no conversions); 2^n
    applied in two halves so n = 128 (x up to ln FLT_MAX) stays finite; below −87.34 (denormal
    results) 0 */
+static inline vf vexp_special(vf x, vf y, float hi, float lo);
+static inline vf vclampq(vf t, float lo, float hi);
 static inline vf vexp(vf x) {
     const float hi = 88.72283935546875f, lo = -87.3365478515625f, magic = 12582912.0f;
-    vf c = vsel(x > hi, vsplat(hi), vsel(x < lo, vsplat(lo), x));
+    vf c = vclampq(x, lo, hi);                     /* NaN → lo: its result is replaced below */
     vf t = c * 1.44269504088896341f + magic;
     vf n = t - magic;
     vf g = c - n * 0.693359375f + n * 2.12194440e-4f;
@@ -110,8 +118,20 @@ static inline vf vexp(vf x) {
     y = y * g * g + g + 1.0f;
     vi ni = (vi)t - 0x4B400000, h = ni >> 1;
     y = y * (vf)((h + 127) << 23) * (vf)((ni - h + 127) << 23);
+    return vexp_special(x, y, hi, lo);
+}
+/* exp's results outside the range: ∞ above it, 0 below it, NaN for NaN — on AVX-512 three
+   masked moves of compares' masks (the selects were lowered to two xors each) */
+static inline vf vexp_special(vf x, vf y, float hi, float lo) {
+#if VW == 16 && defined(__AVX512F__)
+    __m512 v = (__m512)x, r = (__m512)y;
+    r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(v, _mm512_set1_ps(hi), _CMP_GT_OQ), _mm512_set1_ps(__builtin_inff()));
+    r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(v, _mm512_set1_ps(lo), _CMP_LT_OQ), _mm512_setzero_ps());
+    return (vf)_mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), v);
+#else
     y = vsel(x > hi, vsplat(__builtin_inff()), vsel(x < lo, vsplat(0.0f), y));
     return vsel(x != x, x, y);
+#endif
 }
 /* erf: x·P(x²) for |x| ≤ 0.9277, else ±(1 − exp(Q(|x|))) with |x| clamped at 4 (erf rounds to
    1 there); P, Q least-squares fits on Chebyshev nodes, ≤ 2.4 ulp against float64 erf */

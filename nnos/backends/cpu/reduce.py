@@ -8,7 +8,7 @@ import numpy as np
 
 from .emit import after_split, indent
 from .ctype import compute, highest, libm, literal, lowest, storage
-from .elementwise import epilogue_pass
+from .elementwise import apply, epilogue_pass, unary_chain
 from .loops import broadcast_strides, contiguous_strides, nest
 
 
@@ -143,7 +143,9 @@ def softmax(prog, node) -> str:
     if xt.size == 0:
         return "        /* empty */"
     if dt == np.float32 and inner == 1 and not log:
-        return _softmax_rows(prog, x, y, outer, n) + "\n" + after_split(prog, epilogue_pass(prog, node, y))
+        chain = unary_chain(prog, node)
+        return _softmax_rows(prog, x, y, outer, n, chain) + "\n" + \
+            after_split(prog, epilogue_pass(prog, node, y, in_registers=True))
     lines = [f"const {st} *X = {prog.ptr(x)}; {st} *Y = {prog.ptr(y)};",
              f"for (long o = 0; o < {outer}; o++) for (long q = 0; q < {inner}; q++) {{",
              f"    const {st} *xr = X + o * {n * inner} + q; {st} *yr = Y + o * {n * inner} + q;",
@@ -167,9 +169,12 @@ def softmax(prog, node) -> str:
 ROWS = 4      # softmax rows a group interleaves: each row's passes are a chain of dependent steps
 
 
-def _softmax_group(n: int, rows: int) -> list[str]:
+def _softmax_group(n: int, rows: int, chain) -> list[str]:
     """``rows`` rows from row ``o`` on, their passes interleaved statement by statement (a
-    short row's max, exp and sum are one long dependency chain; its neighbours' hide it)."""
+    short row's max, exp and sum are one long dependency chain; its neighbours' hide it); the
+    epilogue ``chain`` applied in the last pass. The values after the last whole vector are a
+    scalar tail: a row's extra vector (overlapping, or masked) cost more than its scalar exp,
+    the vector units being what the passes wait on (a 65-long row: 8.2 against 7.4 µs)."""
     def each(c: str) -> str:          # "@": the row's number in the group
         return " ".join(c.replace("@", str(r)) for r in range(rows))
     return [
@@ -185,11 +190,12 @@ def _softmax_group(n: int, rows: int) -> list[str]:
         "  " + each("float S@ = vhsum(s@);"),
         f"  for (long j = i; j < {n}; j++) {{ " + each("{ float e = expf(x@[j] - M@); y@[j] = e; S@ += e; }") + " }",
         "  " + each("float inv@ = 1.0f / S@; vf iv@ = vsplat(inv@);"),
-        f"  for (i = 0; i + VW <= {n}; i += VW) {{ " + each("vstore(y@ + i, vload(y@ + i) * iv@);") + " }",
-        f"  for (long j = i; j < {n}; j++) {{ " + each("y@[j] *= inv@;") + " } }"]
+        f"  for (i = 0; i + VW <= {n}; i += VW) {{ "
+        + each(f"vstore(y@ + i, {apply(chain, 'vload(y@ + i) * iv@', True)});") + " }",
+        f"  for (long j = i; j < {n}; j++) {{ " + each(f"y@[j] = {apply(chain, 'y@[j] * inv@', False)};") + " } }"]
 
 
-def _softmax_rows(prog, x: str, y: str, rows: int, n: int) -> str:
+def _softmax_rows(prog, x: str, y: str, rows: int, n: int, chain) -> str:
     """float32 Softmax over contiguous rows (attention's scores): the max, exp(x − max) and its
     sum, then a scale by 1/sum, each a pass of vectors (vexp) with a scalar tail, ROWS rows at
     a time; a NaN on the row wins the max, so the whole row is NaN, as in the reference. On a
@@ -201,9 +207,9 @@ def _softmax_rows(prog, x: str, y: str, rows: int, n: int) -> str:
         *([split] if split else []),
         f"long o = {lo};",
         f"for (; o + {ROWS} <= {hi}; o += {ROWS})",
-        *_softmax_group(n, ROWS),
+        *_softmax_group(n, ROWS, chain),
         f"for (; o < {hi}; o++)",
-        *_softmax_group(n, 1)]))
+        *_softmax_group(n, 1, chain)]))
 
 
 def rms_norm(prog, node) -> str:

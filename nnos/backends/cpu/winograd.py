@@ -158,12 +158,12 @@ def _products(npos: int, c: int, ob: int, nbk: int, tw: int, vw: int) -> list[st
     return lines + ["}"]
 
 
-def _output_transform(node, geometry, ob: int, tw: int, vw: int, blocked: bool) -> list[str]:
+def _output_transform(prog, node, geometry, ob: int, tw: int, vw: int, blocked: bool) -> list[str]:
     """Aᵀ M A of each tile, + bias, the chain in registers; stored blocked, or through Ys and
     a transpose a row of VW pixels at a time into NCHW."""
     xs, ws_, kernel, strides, dil, begin, end, out = geometry
     oh, ow = out
-    chain = unary_chain(node)
+    chain = unary_chain(prog, node)
     at, _, _ = matrices(kernel[0])
     n = kernel[0] + 1
     m = [f"m{p}" for p in range(n * n)]
@@ -232,7 +232,7 @@ def winograd(prog, node, geometry) -> str:
     lines += [f"        for (int cb = 0; cb < {cb}; cb++) for (int tx = 0; tx < {tw}; tx++) {{"]
     lines += ["            " + line for line in _input_transform(r, cb, hp, wp, tw, vw)] + ["        }"]
     lines += ["        " + line for line in _products(npos, c, ob, nbk, tw, vw)]
-    lines += ["        " + line for line in _output_transform(node, geometry, ob, tw, vw, y in prog.blocked)]
+    lines += ["        " + line for line in _output_transform(prog, node, geometry, ob, tw, vw, y in prog.blocked)]
     lines += ["    }"]
     if split:
         lines.append("    NNOS_SYNC();")                     # XB is rewritten for the next image
