@@ -153,6 +153,28 @@ def test_products_narrower_than_a_vector(tmp_path, cpu_target, qs, ks):
     team_as_one(plan, agree(plan))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "uint8", "int64"])
+@pytest.mark.parametrize("shape,perm,runs", [([3, 65, 32], [1, 0, 2], True),       # attention's heads: runs of 32
+                                             ([65, 4, 8], [1, 0, 2], True),        # runs of 8
+                                             ([5, 6, 3], [1, 0, 2], False),        # runs of 3: element by element
+                                             ([4, 8, 65], [0, 2, 1], False)])      # the last axis moves
+def test_a_transpose_keeping_the_last_axis_copies_runs(tmp_path, dtype, shape, perm, runs):
+    """A transpose whose innermost axis stays innermost copies each run with one memcpy of a
+    constant size (vector moves); shorter runs, or a moved last axis, element by element —
+    bitwise numpy's transpose either way, for any element size."""
+    from onnx import TensorProto
+    from nnos.backends.cpu import source
+    t = {"float32": TensorProto.FLOAT, "uint8": TensorProto.UINT8, "int64": TensorProto.INT64}[dtype]
+    out = [shape[p] for p in perm]
+    m = model([helper.make_node("Transpose", ["X"], ["Y"], perm=perm)], [vi("X", shape, t)], [vi("Y", out, t)], [])
+    plan = nnos.compile(save(m, tmp_path / "t.onnx"))
+    body = source(plan)
+    body = body[body.index("/* step 0"):]
+    assert ("memcpy(" in body) == runs
+    x = (np.arange(np.prod(shape)) % 251).astype(dtype).reshape(shape)
+    assert np.array_equal(run_cpu_in_child(plan, {"X": x})["Y"], x.transpose(perm))
+
+
 @pytest.mark.parametrize("target", ["native", "x86-64-v3", "x86-64-v2"])
 @pytest.mark.parametrize("k", [3, 5])
 @pytest.mark.parametrize("hw,same,batch,winograd", [(12, True, 1, 2), (10, False, 2, 2), (9, True, 1, 2), (0, False, 1, 0)])

@@ -33,7 +33,9 @@ def broadcast_strides(shape: Sequence[int], out_shape: Sequence[int]) -> tuple[i
     return tuple(strides)
 
 
-def _simplify(shape, strides_list):
+def merged_dims(shape, strides_list) -> list[tuple[int, list[int]]]:
+    """The loop dimensions of ``shape`` (size, each operand's stride): size-1 ones dropped, and a
+    dimension merged into the one before where every operand steps through both as one."""
     dims = [(int(n), [s[d] for s in strides_list]) for d, n in enumerate(shape) if int(n) != 1]
     merged: list[tuple[int, list[int]]] = []
     for n, st in dims:
@@ -52,7 +54,7 @@ def nest(shape: Sequence[int], strides: Sequence[Sequence[int]], body: Callable[
     of ``strides``) and returns the C statements of one element."""
     if int(np.prod(shape, dtype=np.int64)) == 0:
         return "/* empty */"
-    dims = _simplify(shape, strides)
+    dims = merged_dims(shape, strides)
     idx = []
     for k in range(len(strides)):
         terms = [f"{var}{d} * {st[k]}" if st[k] != 1 else f"{var}{d}" for d, (_, st) in enumerate(dims) if st[k]]

@@ -11,14 +11,25 @@ import numpy as np
 from .emit import indent
 from .ctype import literal, storage
 from .elementwise import epilogue_pass
-from .loops import broadcast_strides, contiguous_strides, nest
+from .loops import broadcast_strides, contiguous_strides, merged_dims, nest
+
+
+RUN = 4      # contiguous elements in both from which the innermost loop is one memcpy
 
 
 def _copy(prog, out: str, src: str, src_strides, out_base: int = 0, shape=None, out_strides=None) -> str:
-    """out[base + index] = src[index under src_strides], over ``shape`` (out's by default)."""
+    """out[base + index] = src[index under src_strides], over ``shape`` (out's by default). Where
+    the innermost dimension is contiguous in both (a transpose that keeps the last axis: a
+    head's 8 or 32 values), each run is one memcpy of a constant size — vector moves, not
+    element by element (0.9 µs of act_s's 3 × 65 × 32 transposes)."""
     shape = tuple(prog.type(out).shape) if shape is None else tuple(shape)
     out_strides = contiguous_strides(shape) if out_strides is None else tuple(out_strides)
     o = f"({prog.ptr(out)} + {out_base})"
+    dims = merged_dims(shape, [out_strides, tuple(src_strides)])
+    if dims and dims[-1][1] == [1, 1] and dims[-1][0] >= RUN:
+        n, outer = dims[-1][0], dims[:-1]
+        return nest([d for d, _ in outer], [[st[0] for _, st in outer], [st[1] for _, st in outer]],
+                    lambda idx: f"memcpy({o} + {idx[0]}, {src} + {idx[1]}, {n} * sizeof *{o});")
     return nest(shape, [out_strides, tuple(src_strides)], lambda idx: f"{o}[{idx[0]}] = {src}[{idx[1]}];")
 
 
