@@ -1,6 +1,7 @@
 """nnos.Lookup on the cpu backend (the prelude's vlookup and slookup): a table read at each
-value's grid index, a vector of them at 4, 8 and 16 lanes (AVX-512's and AVX2's gathers, lane
-by lane elsewhere), after a generic loop as a second vector pass, and in the generic loop where
+value's grid index, a vector of them at 4, 8 and 16 lanes (AVX-512's permutes, AVX2's gathers,
+lane by lane elsewhere; with the rounding to that grid before it, the index is that rounding's
+own), after a generic loop as a second vector pass, and in the generic loop where
 the rest of its chain is not a vector one — each bitwise the reference. The zoo's QDQ act_s has
 its three GELUs as tables, bitwise the plan without them."""
 from __future__ import annotations
@@ -52,7 +53,8 @@ def test_a_tabulated_gelu_reads_its_table_a_vector_at_a_time(tmp_path, monkeypat
     monkeypatch.setenv("NNOS_CPU_VECTOR", str(vw))
     plan = nnos.compile(qdq_gelu(tmp_path / "gelu.onnx", dtype, SHAPE))
     src = source(plan)
-    assert "vlookup(v, " in src, "the lookup is not in a vector loop"
+    # the input's rounding to the table's grid and the lookup as one (one division for both)
+    assert "vlookupq(" in src, "the lookup is not in a vector loop with the rounding before it"
     _bitwise_the_reference(plan, _feeds(SHAPE))
 
 

@@ -105,13 +105,7 @@ def vector_expr(prog, op: str, args: list[str], n: int, vector: bool, attrs: dic
     """One op on the running value "@v" or tensors of the output's size (or one element);
     ``operand(name, vector)``, when given, says how to read every other argument."""
     def load(a):
-        if a == "@v":
-            return "v"
-        if operand is not None:
-            return operand(a, vector)
-        if prog.type(a).size == 1 and n != 1:
-            return f"vsplat({prog.tensor(a)}[0])" if vector else f"{prog.tensor(a)}[0]"
-        return f"vload({prog.tensor(a)} + i)" if vector else f"{prog.tensor(a)}[i]"
+        return _load(prog, a, n, vector, operand)
     if activation(op, attrs):
         return f"{ACTIVATIONS[activation(op, attrs)][0 if vector else 1]}({load(args[0])})"
     if op == FAKE_QUANT:
@@ -131,34 +125,85 @@ def vector_expr(prog, op: str, args: list[str], n: int, vector: bool, attrs: dic
     return f"({load(args[0])} {VECTOR_BINARY[op]} {load(args[1])})"
 
 
+def _load(prog, a: str, n: int, vector: bool, operand=None) -> str:
+    """How an elementwise loop over ``n`` values reads argument ``a`` at ``i``."""
+    if a == "@v":
+        return "v"
+    if operand is not None:
+        return operand(a, vector)
+    if prog.type(a).size == 1 and n != 1:
+        return f"vsplat({prog.tensor(a)}[0])" if vector else f"{prog.tensor(a)}[0]"
+    return f"vload({prog.tensor(a)} + i)" if vector else f"{prog.tensor(a)}[i]"
+
+
 def _fake_quantize(prog, args: list[str], value: str, attrs: dict, vector: bool) -> str:
     """A rounding to the grid of one constant scale and zero point (the prelude's vfakeq)."""
     return f"{'vfakeq' if vector else 'sfakeq'}({value}, {', '.join(_fakeq_terms(prog, args[1:3], attrs))})"
 
 
+def _rounded_lookup(prog, rounding, lookup, n: int) -> str:
+    """vlookupq: a rounding's step and the lookup after it, as one."""
+    s, qlo, qhi = _fakeq_terms(prog, rounding[1][1:3], rounding[2])
+    table, lo, hi = _table(prog, lookup[1], lookup[2])
+    return f"vlookupq({_load(prog, rounding[1][0], n, True)}, {s}, {qlo}, {qhi}, {lo}, {hi}, {table})"
+
+
+def _table(prog, args: list[str], attrs: dict) -> tuple[str, str, str]:
+    """A lookup's table for vlookup (a pointer and its entries: padded to 256 for the permutes
+    when at most that) and its grid's bounds, as C."""
+    lo, size = int(attrs["lo"]), prog.type(args[2]).size
+    bounds = literal(lo, np.float32), literal(lo + size - 1, np.float32)
+    if size > 256:
+        return f"{prog.tensor(args[2])}, {size}", *bounds
+    padded = np.zeros(256, np.float32)
+    padded[:size] = prog.graph.consts[args[2]].reshape(-1)
+    return f"{prog.const(args[2] + ':lookup256', padded)}, 256", *bounds
+
+
 def _lookup(prog, args: list[str], value: str, attrs: dict, vector: bool) -> str:
     """nnos.Lookup: the table's entry at the value's grid index (the prelude's vlookup; a table
     of at most 256 entries padded to 256 for its permutes)."""
-    lo, size = int(attrs["lo"]), prog.type(args[2]).size
-    hi = lo + size - 1
     scale = literal(prog.graph.consts[args[1]].reshape(()), np.float32)
-    bounds = f"{literal(lo, np.float32)}, {literal(hi, np.float32)}"
     if not vector:
+        lo, size = int(attrs["lo"]), prog.type(args[2]).size
+        bounds = f"{literal(lo, np.float32)}, {literal(lo + size - 1, np.float32)}"
         return f"slookup({value}, {scale}, {bounds}, {prog.tensor(args[2])})"
-    if size > 256:
-        return f"vlookup({value}, {scale}, {bounds}, {prog.tensor(args[2])}, {size})"
-    padded = np.zeros(256, np.float32)
-    padded[:size] = prog.graph.consts[args[2]].reshape(-1)
-    return f"vlookup({value}, {scale}, {bounds}, {prog.const(args[2] + ':lookup256', padded)}, 256)"
+    table, lo, hi = _table(prog, args, attrs)
+    return f"vlookup({value}, {scale}, {lo}, {hi}, {table})"
+
+
+def lookup_cut(prog, steps, first: int = 1) -> int | None:
+    """Where a chain's second, vector pass starts (never before ``first``): at its first lookup,
+    or at the rounding to the same grid just before it (vlookupq: one division for both)."""
+    cut = next((k for k, step in enumerate(steps) if step[0] == LOOKUP and k >= first), None)
+    if cut is not None and cut - 1 >= first and _rounds_for(prog, steps[cut - 1], steps[cut]):
+        cut -= 1
+    return cut
+
+
+def _rounds_for(prog, step, lookup) -> bool:
+    """``step`` rounds to the grid ``lookup`` indexes by: one constant scale, the same."""
+    op, args, _ = step
+    consts = prog.graph.consts
+    return op == FAKE_QUANT and _scalar_consts(prog, args[1:3]) and \
+        np.array_equal(consts[args[1]].reshape(()), consts[lookup[1][1]].reshape(()))
 
 
 def vector_code(prog, out: str, steps, chain_in_registers: list[str] | None = None) -> str:
     n = prog.type(out).size
     reads_v = any("@v" in args for _, args, _ in steps[:1])
     vec, sca = ["vf v = vload(O + i);"] if reads_v else ["vf v;"], ["float v = O[i];"] if reads_v else ["float v;"]
-    for op, args, attrs in steps:
+    k = 0
+    while k < len(steps):
+        op, args, attrs = steps[k]
+        if k + 1 < len(steps) and steps[k + 1][0] == LOOKUP and _rounds_for(prog, steps[k], steps[k + 1]):
+            vec.append(f"v = {_rounded_lookup(prog, steps[k], steps[k + 1], n)};")
+            sca += [f"v = {vector_expr(prog, o, a, n, False, at)};" for o, a, at in steps[k:k + 2]]
+            k += 2
+            continue
         vec.append(f"v = {vector_expr(prog, op, args, n, True, attrs)};")
         sca.append(f"v = {vector_expr(prog, op, args, n, False, attrs)};")
+        k += 1
     vstore = f"vstore(O + i, {apply(chain_in_registers, 'v', True)});"
     sstore = f"O[i] = {apply(chain_in_registers, 'v', False)};"
     return indent("\n".join([f"{{ float *O = {prog.tensor(out)}; long i = 0;",
@@ -179,7 +224,7 @@ def generic_code(prog, out: str, steps, strides: dict | None = None) -> str:
     ``strides``: an operand's element strides over the output where they are not numpy's
     broadcasting (a per-channel scale). From a lookup on, a chain goes in a second, vector pass:
     gcc does not vectorize a loop with a table read at -O2, and a large plan's is -O2."""
-    cut = next((k for k, step in enumerate(steps) if step[0] == LOOKUP and k > 0), None)
+    cut = lookup_cut(prog, steps)
     if cut is not None and vector_ok(prog, steps[cut:], out):
         return generic_code(prog, out, steps[:cut], strides) + "\n" + vector_code(prog, out, steps[cut:])
     ot = prog.type(out)

@@ -21,7 +21,8 @@ from ...ops.conv import _geometry
 from ...ops.lookup import LOOKUP
 from ...ops.quant import FAKE_QUANT, QUANT, compute_dtype
 from .ctype import storage
-from .elementwise import VECTOR_BINARY, elementwise, epilogue_pass, generic_code, vector_code, vector_expr, vector_ok
+from .elementwise import (VECTOR_BINARY, elementwise, epilogue_pass, generic_code, lookup_cut, vector_code, vector_expr,
+                          vector_ok)
 from .emit import Unsupported, indent
 from .gemm import batched
 from .loops import nest
@@ -158,9 +159,10 @@ def _vector_dequantize(prog, node) -> str | None:
             or len(shape) < 3:
         return None
     rows = int(np.prod(shape[2:]))
-    cut = next((k for k, e in enumerate(node.epilogue) if e.op == LOOKUP), len(node.epilogue))
-    kinds = _dequantize_operands(prog, node, shape, node.epilogue[:cut])
     links = [(e.op, e.inputs_with("@v"), e.attrs) for e in node.epilogue]
+    cut = lookup_cut(prog, links, first=0)
+    cut = len(links) if cut is None else cut
+    kinds = _dequantize_operands(prog, node, shape, node.epilogue[:cut])
     if kinds is None or rows < prog.vw or (cut < len(links) and not vector_ok(prog, links[cut:], out)):
         return None
     names = {a: f"p{k}" for k, a in enumerate(kinds)}
