@@ -66,7 +66,7 @@ def agree(plan, rtol=1e-4, atol=1e-5, seed=0):
 
 # --- generated kernels against the numpy backend ---------------------------------------------------
 @pytest.mark.parametrize("m,k,n,bias", [(1, 8, 64, "row"), (1, 13, 37, "vec"), (3, 16, 5, "full"), (2, 7, 70, None),
-                                        (1, 300, 3, "vec")])
+                                        (1, 300, 3, "vec"), (5, 9, 45, "full")])
 @pytest.mark.parametrize("act", [None, "Tanh", "Relu", "Sigmoid"])
 def test_gemm(tmp_path, m, k, n, bias, act):
     inits = [("W", rand(k, n, seed=1))]
@@ -110,10 +110,11 @@ def test_matmul_and_elementwise(tmp_path):
     ([2, 4, 10, 16], [2, 4, 16, 10]),        # attention scores: heads × (seq × dim)·(dim × seq)
     ([2, 4, 10, 10], [1, 4, 10, 37]),        # AV, B broadcast over the batch, N not a vector multiple
     ([10, 48], [3, 48, 64]),                 # A broadcast over B's batch
+    ([2, 4, 65, 8], [2, 4, 8, 65]),          # act_s's QKᵀ: K = 8, a column after the vectors
 ])
 def test_batched_matmul_of_computed_operands(tmp_path, qs, ks):
     """Both operands computed (a Relu in front of each): the fast row form once per batch entry,
-    with a Tanh applied in registers."""
+    with a Tanh applied in registers; a team's rows bitwise one thread's."""
     out = list(np.broadcast_shapes(tuple(qs[:-2]), tuple(ks[:-2]))) + [qs[-2], ks[-1]]
     nodes = [helper.make_node("Relu", ["Q"], ["Qr"]), helper.make_node("Relu", ["K"], ["Kr"]),
              helper.make_node("MatMul", ["Qr", "Kr"], ["S"]), helper.make_node("Tanh", ["S"], ["Y"])]
@@ -122,7 +123,7 @@ def test_batched_matmul_of_computed_operands(tmp_path, qs, ks):
     from nnos.backends.cpu import source
     src = source(plan)                  # the row form (or the narrow one), not the generic scalar loops
     assert "const float *ar = A + m *" in src or "A[(m0 + 0) *" in src
-    agree(plan)
+    team_as_one(plan, agree(plan))
 
 
 @pytest.mark.parametrize("qs,ks", [
