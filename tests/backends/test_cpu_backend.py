@@ -220,7 +220,7 @@ def test_vector_exp_erf_and_gelu_over_their_whole_range(tmp_path, cpu_target, op
     edges, infinities and NaN: within 4 float32 ulp of numpy's (float64 for erf), NaN kept — on
     each target (AVX-512's masked moves and AVX2's blends for exp's edges and the selects)."""
     import math
-    edges = [88.72, 88.73, 88.72283935546875, -87.33, -87.34, -87.3365478515625]     # vexp's clamps at the last two
+    edges = [88.72, 88.73, 88.72283935546875, -87.33, -87.34, -87.3365478515625]     # the 3rd and 6th: vexp's clamps
     x = np.concatenate([np.linspace(-100, 100, 8000), np.linspace(-5, 5, 8000), edges,
                         [np.inf, -np.inf, np.nan, 0.0, -0.0, 1e-30, -1e-30, 3.9, 4.1]]).astype(np.float32)
     x = np.concatenate([x, np.zeros((-len(x)) % 16, np.float32)]).reshape(1, -1)
