@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import tempfile
 
 import numpy as np
+import onnx
 
 
 def input_feed(path: str, seed: int = 0) -> dict:
@@ -50,14 +53,20 @@ def quantized(src: str, out: str, variant: str = "qdq_u8", calibration: int = 8)
     """``src`` quantized as ``variant`` into ``out``."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     logging.getLogger().setLevel(logging.ERROR)            # the quantizer's advice to pre-process
-    if variant == "dynamic":
-        quantize_dynamic(src, out, weight_type=QuantType.QInt8)
-        return out
-    fmt, per_channel, act = {"qdq_u8": (QuantFormat.QDQ, True, QuantType.QUInt8),
-                             "qdq_s8": (QuantFormat.QDQ, False, QuantType.QInt8),
-                             "qop_u8": (QuantFormat.QOperator, True, QuantType.QUInt8)}[variant]
-    quantize_static(src, out, _reader(src, calibration), quant_format=fmt, per_channel=per_channel,
-                    activation_type=act, weight_type=QuantType.QInt8)
+    with tempfile.TemporaryDirectory(prefix="nnos-quant-") as private:
+        # onnxruntime's quantizer writes "<model>-inferred.onnx" beside the model it reads, then
+        # deletes it: two runs on one source would delete each other's file (and a read-only
+        # source tree would refuse it), so it reads a private copy
+        copy = os.path.join(private, os.path.basename(src))
+        onnx.save(onnx.load(src), copy)
+        if variant == "dynamic":
+            quantize_dynamic(copy, out, weight_type=QuantType.QInt8)
+            return out
+        fmt, per_channel, act = {"qdq_u8": (QuantFormat.QDQ, True, QuantType.QUInt8),
+                                 "qdq_s8": (QuantFormat.QDQ, False, QuantType.QInt8),
+                                 "qop_u8": (QuantFormat.QOperator, True, QuantType.QUInt8)}[variant]
+        quantize_static(copy, out, _reader(src, calibration), quant_format=fmt,
+                        per_channel=per_channel, activation_type=act, weight_type=QuantType.QInt8)
     return out
 
 
