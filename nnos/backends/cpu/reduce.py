@@ -8,8 +8,9 @@ import numpy as np
 
 from .emit import after_split, indent
 from .ctype import compute, highest, libm, literal, lowest, storage
-from .elementwise import apply, epilogue_pass, unary_chain
+from .elementwise import epilogue_pass, unary_chain
 from .loops import broadcast_strides, contiguous_strides, nest
+from .softmax import rows as softmax_rows
 
 
 def _round(dt, v: str) -> str:
@@ -144,7 +145,7 @@ def softmax(prog, node) -> str:
         return "        /* empty */"
     if dt == np.float32 and inner == 1 and not log:
         chain = unary_chain(prog, node)
-        return _softmax_rows(prog, x, y, outer, n, chain) + "\n" + \
+        return softmax_rows(prog, x, y, outer, n, chain) + "\n" + \
             after_split(prog, epilogue_pass(prog, node, y, in_registers=True))
     lines = [f"const {st} *X = {prog.ptr(x)}; {st} *Y = {prog.ptr(y)};",
              f"for (long o = 0; o < {outer}; o++) for (long q = 0; q < {inner}; q++) {{",
@@ -164,52 +165,6 @@ def softmax(prog, node) -> str:
         lines.append(f"    for (long i = 0; i < {n}; i++) yr[i * {inner}] = ({st})(({ct})yr[i * {inner}] / s);")
     lines.append("}")
     return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
-
-
-ROWS = 4      # softmax rows a group interleaves: each row's passes are a chain of dependent steps
-
-
-def _softmax_group(n: int, rows: int, chain) -> list[str]:
-    """``rows`` rows from row ``o`` on, their passes interleaved statement by statement (a
-    short row's max, exp and sum are one long dependency chain; its neighbours' hide it); the
-    epilogue ``chain`` applied in the last pass. The values after the last whole vector are a
-    scalar tail: a row's extra vector (overlapping, or masked) cost more than its scalar exp,
-    the vector units being what the passes wait on (a 65-long row: 8.2 against 7.4 µs)."""
-    def each(c: str) -> str:          # "@": the row's number in the group
-        return " ".join(c.replace("@", str(r)) for r in range(rows))
-    return [
-        "{ " + each(f"const float *x@ = X + (o + @) * {n}; float *y@ = Y + (o + @) * {n};"),
-        "  long i = 0; " + each("vf m@ = vsplat(x@[0]);"),
-        f"  for (; i + VW <= {n}; i += VW) {{ "
-        + each("vf v@ = vload(x@ + i); m@ = vsel((v@ > m@) | (v@ != v@), v@, m@);") + " }",
-        "  " + each("float M@ = x@[0]; { float v = vhmax(m@); M@ = (v != v || v > M@) ? v : M@; }"),
-        f"  for (long j = i; j < {n}; j++) {{ " + each("{ float v = x@[j]; M@ = (v != v || v > M@) ? v : M@; }") + " }",
-        "  " + each("vf s@ = vsplat(0.0f), mm@ = vsplat(M@);"),
-        f"  for (i = 0; i + VW <= {n}; i += VW) {{ "
-        + each("vf e@ = vexp(vload(x@ + i) - mm@); vstore(y@ + i, e@); s@ += e@;") + " }",
-        "  " + each("float S@ = vhsum(s@);"),
-        f"  for (long j = i; j < {n}; j++) {{ " + each("{ float e = expf(x@[j] - M@); y@[j] = e; S@ += e; }") + " }",
-        "  " + each("float inv@ = 1.0f / S@; vf iv@ = vsplat(inv@);"),
-        f"  for (i = 0; i + VW <= {n}; i += VW) {{ "
-        + each(f"vstore(y@ + i, {apply(chain, 'vload(y@ + i) * iv@', True)});") + " }",
-        f"  for (long j = i; j < {n}; j++) {{ " + each(f"y@[j] = {apply(chain, 'y@[j] * inv@', False)};") + " } }"]
-
-
-def _softmax_rows(prog, x: str, y: str, rows: int, n: int, chain) -> str:
-    """float32 Softmax over contiguous rows (attention's scores): the max, exp(x − max) and its
-    sum, then a scale by 1/sum, each a pass of vectors (vexp) with a scalar tail, ROWS rows at
-    a time; a NaN on the row wins the max, so the whole row is NaN, as in the reference. On a
-    team, each thread its own rows (an exp costs about what eight multiply-adds do)."""
-    split = prog.share(rows * n * 8, rows)
-    lo, hi = ("lo", "hi") if split else ("0", str(rows))
-    return indent("\n".join([
-        f"const float *X = {prog.tensor(x)}; float *Y = {prog.tensor(y)};",
-        *([split] if split else []),
-        f"long o = {lo};",
-        f"for (; o + {ROWS} <= {hi}; o += {ROWS})",
-        *_softmax_group(n, ROWS, chain),
-        f"for (; o < {hi}; o++)",
-        *_softmax_group(n, 1, chain)]))
 
 
 def rms_norm(prog, node) -> str:

@@ -1,0 +1,147 @@
+"""float32 Softmax over contiguous rows (attention's scores), in vectors: the max, exp(x − max)
+and its sum, then a scale by 1/sum, each a pass with a scalar tail, ROWS rows at a time; a NaN
+on the row wins the max, so the whole row is NaN, as in the reference (reduce.softmax takes
+every other Softmax).
+
+A QDQ model's scores arrive rounded to the 8-bit grid of one scale s (the product's
+QuantizeLinear → DequantizeLinear, ``nnos.QuantizeDequantize`` at the end of its chain): then
+x − max is −d·s for an integer d in [0, 255], and exp(−d·s) is the product of two entries of
+16-entry tables, exp(−16·s·(d >> 4)) · exp(−s·(d & 15)), picked by permutes from registers —
+no polynomial, no range checks (the values are finite: the rounding sends NaN to the grid).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...ops.quant import FAKE_QUANT
+from .ctype import literal
+from .elementwise import apply
+from .emit import indent
+
+ROWS = 4      # rows a group interleaves: each row's passes are a chain of dependent steps
+
+# a helper in the source of a plan that uses it (prelude's size decides gcc's -O level: toolchain)
+HELPER = r"""/* exp(x − M) for x ≤ M on the grid of one scale s, from g = M − x and 1/s: d = rint(g/s) is
+   the integer d in [0, 255] exactly (x and M are s·k rounded once each: the error in g/s is
+   below 2^-24·1020 ≪ 1/2), and exp(−d·s) = T[d >> 4]·T[16 + (d & 15)], the table's entries
+   exp(−16·s·h) and exp(−s·l) rounded from float64 (the product within 1.5 ulp of exp(−d·s)).
+   T: the 32 floats as vectors, loaded once before the rows. */
+#if VW == 8 && defined(__AVX2__)
+/* entry k & 15 of the 16 in a, b: a permute of each, the pick by bit 3 (a blend by sign bits) */
+static inline __m256 vperm16(vi k, vf a, vf b) {
+    __m256i i = (__m256i)k;
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps((__m256)a, i), _mm256_permutevar8x32_ps((__m256)b, i),
+                            (__m256)_mm256_slli_epi32(i, 28));
+}
+#endif
+static inline __attribute__((always_inline)) vf vexp_grid(vf g, vf inv, const vf *T) {
+    vi d = (vi)(g * inv + 12582912.0f) - 0x4B400000;
+    vi h = (d >> 4) & 15, l = d & 15;
+#if VW == 16 && defined(__AVX512F__)
+    return (vf)_mm512_permutexvar_ps((__m512i)h, (__m512)T[0]) * (vf)_mm512_permutexvar_ps((__m512i)l, (__m512)T[1]);
+#elif VW == 8 && defined(__AVX2__)
+    return (vf)vperm16(h, T[0], T[1]) * (vf)vperm16(l, T[2], T[3]);
+#else
+    const float *t = (const float *)T;
+    vf r;
+    for (int j = 0; j < VW; j++) r[j] = t[h[j]] * t[16 + l[j]];
+    return r;
+#endif
+}
+static inline float sexp_grid(float g, float inv, const float *t) {
+    int d = (int)((g * inv + 12582912.0f) - 12582912.0f);
+    return t[(d >> 4) & 15] * t[16 + (d & 15)];
+}
+"""
+
+
+def input_grid(prog, x: str) -> float | None:
+    """The scale s of the 8-bit grid ``x``'s producer rounds it to last (the end of its chain is
+    a rounding by one constant scale), or None."""
+    node = prog.graph.producers().get(x)
+    if node is None or len(node.outputs) != 1:
+        return None
+    last = node.epilogue[-1] if node.epilogue else node
+    args = (last.operands if node.epilogue else last.inputs[1:])[:2]
+    if last.op != FAKE_QUANT or len(args) != 2 or not all(a in prog.graph.consts for a in args):
+        return None
+    scale = prog.graph.consts[args[0]]
+    if scale.size != 1 or scale.dtype != np.float32:
+        return None
+    s = float(scale.reshape(()))
+    return s if np.isfinite(s) and s > 0 else None
+
+
+def _tables(s: float) -> np.ndarray:
+    """exp(−16·s·h) and exp(−s·l) for h, l in 0..15, each rounded once from float64."""
+    k = np.arange(16, dtype=np.float64)
+    return np.concatenate([np.exp(-16.0 * s * k), np.exp(-s * k)]).astype(np.float32)
+
+
+class _Exp:
+    """exp(x − M) in a row's passes: vexp, or the grid's tables (``grid``: the scale)."""
+    def __init__(self, prog, grid: float | None):
+        self.grid = grid
+        if grid is not None:
+            if HELPER not in prog.helpers:
+                prog.helpers.append(HELPER)
+            self.table = prog.const(f"softmax_grid:{grid!r}", _tables(grid))
+            self.inv = literal(np.float32(1.0) / np.float32(grid), np.float32)
+
+    def setup(self) -> list[str]:
+        if self.grid is None:
+            return []
+        return [f"const float *GT = {self.table}; vf GT_[32 / VW]; "
+                "for (int t = 0; t < 32 / VW; t++) GT_[t] = vload(GT + t * VW);",
+                f"const vf ginv = vsplat({self.inv});"]
+
+    def vector(self, x: str, m: str) -> str:
+        return f"vexp({x} - {m})" if self.grid is None else f"vexp_grid({m} - {x}, ginv, GT_)"
+
+    def scalar(self, x: str, m: str) -> str:
+        return f"expf({x} - {m})" if self.grid is None else f"sexp_grid({m} - {x}, {self.inv}, GT)"
+
+
+def _group(n: int, rows: int, chain, exp: _Exp) -> list[str]:
+    """``rows`` rows from row ``o`` on, their passes interleaved statement by statement (a
+    short row's max, exp and sum are one long dependency chain; its neighbours' hide it); the
+    epilogue ``chain`` applied in the last pass. The values after the last whole vector are a
+    scalar tail: a row's extra vector (overlapping, or masked) cost more than its scalar exp,
+    the vector units being what the passes wait on (a 65-long row: 8.2 against 7.4 µs)."""
+    def each(c: str) -> str:          # "@": the row's number in the group
+        return " ".join(c.replace("@", str(r)) for r in range(rows))
+    return [
+        "{ " + each(f"const float *x@ = X + (o + @) * {n}; float *y@ = Y + (o + @) * {n};"),
+        "  long i = 0; " + each("vf m@ = vsplat(x@[0]);"),
+        f"  for (; i + VW <= {n}; i += VW) {{ "
+        + each("vf v@ = vload(x@ + i); m@ = vsel((v@ > m@) | (v@ != v@), v@, m@);") + " }",
+        "  " + each("float M@ = x@[0]; { float v = vhmax(m@); M@ = (v != v || v > M@) ? v : M@; }"),
+        f"  for (long j = i; j < {n}; j++) {{ " + each("{ float v = x@[j]; M@ = (v != v || v > M@) ? v : M@; }") + " }",
+        "  " + each("vf s@ = vsplat(0.0f), mm@ = vsplat(M@);"),
+        f"  for (i = 0; i + VW <= {n}; i += VW) {{ "
+        + each(f"vf e@ = {exp.vector('vload(x@ + i)', 'mm@')}; vstore(y@ + i, e@); s@ += e@;") + " }",
+        "  " + each("float S@ = vhsum(s@);"),
+        f"  for (long j = i; j < {n}; j++) {{ " + each(f"{{ float e = {exp.scalar('x@[j]', 'M@')}; y@[j] = e; S@ += e; }}")
+        + " }",
+        "  " + each("float inv@ = 1.0f / S@; vf iv@ = vsplat(inv@);"),
+        f"  for (i = 0; i + VW <= {n}; i += VW) {{ "
+        + each(f"vstore(y@ + i, {apply(chain, 'vload(y@ + i) * iv@', True)});") + " }",
+        f"  for (long j = i; j < {n}; j++) {{ " + each(f"y@[j] = {apply(chain, 'y@[j] * inv@', False)};") + " } }"]
+
+
+def rows(prog, x: str, y: str, count: int, n: int, chain) -> str:
+    """Softmax over ``count`` contiguous rows of ``n``, the epilogue ``chain`` applied in the
+    last pass. On a team, each thread its own rows (an exp costs about what eight
+    multiply-adds do)."""
+    exp = _Exp(prog, input_grid(prog, x) if prog.vw in (8, 16) else None)
+    split = prog.share(count * n * 8, count)
+    lo, hi = ("lo", "hi") if split else ("0", str(count))
+    return indent("\n".join([
+        f"const float *X = {prog.tensor(x)}; float *Y = {prog.tensor(y)};",
+        *([split] if split else []),
+        *exp.setup(),
+        f"long o = {lo};",
+        f"for (; o + {ROWS} <= {hi}; o += {ROWS})",
+        *_group(n, ROWS, chain, exp),
+        f"for (; o < {hi}; o++)",
+        *_group(n, 1, chain, exp)]))
