@@ -1,4 +1,4 @@
-"""Quantizing stores (backends/cpu/qstore.py): a step whose float32 output only the next step's
+"""Quantizing stores (backends/cpu/qstore.py): a step whose float32 output only a later step's
 QuantizeLinear reads stores that QuantizeLinear's bytes itself, in registers (the depthwise
 row form), and the QuantizeLinear's step runs as nothing. Every output is bitwise what the
 object without them computes, NaN, infinities and saturation included, on one thread and on a
@@ -17,6 +17,7 @@ import nnos
 from nnos.backends import prepare
 from nnos.backends.bench import step_times
 from nnos.backends.cpu import codegen, source, width
+from nnos.backends.cpu.qstore import choose as qstore_choose
 from nnos.backends.cpu.toolchain import TARGETS, cpu_features, find_compiler
 from nnos.backends.ops_cpu import CpuExecutable
 from tests.support.executables import outputs
@@ -123,6 +124,49 @@ def test_a_producer_that_cannot_quantize_keeps_the_quantizelinear_step(tmp_path,
     feeds = {"X": rng.integers(-300, 300, size=(1, 12, 5, 7)).astype(np.int32)}
     got = _same_as_unfused(plan, feeds, monkeypatch)["Y"]
     assert np.abs(got.astype(np.int32) - plan(feeds)["Y"].astype(np.int32)).max() <= 1
+
+
+def _branch_between(tmp_path):
+    """DequantizeLinear (per channel) + Add → G, then another branch's ReLU, then G's
+    QuantizeLinear: in graph order, so the ReLU's step runs between the pair (as a ResNet
+    block's skip branch does in onnxruntime's QDQ exports)."""
+    rng = np.random.default_rng(8)
+    nodes = [helper.make_node("DequantizeLinear", ["X", "xs"], ["F"], axis=1),
+             helper.make_node("Add", ["F", "bias"], ["G"]),
+             helper.make_node("Relu", ["Z"], ["V"]),
+             helper.make_node("QuantizeLinear", ["G", "s", "z"], ["Y"])]
+    inits = [("xs", (rng.random(12) * 0.1 + 0.01).astype(np.float32)), ("bias", rand(12, 1, 1, seed=5)),
+             ("s", np.float32(0.03)), ("z", np.uint8(100))]
+    m = model(nodes, [vi("X", [1, 12, 5, 7], TensorProto.INT32), vi("Z", [1, 12, 5, 7])],
+              [vi("Y", [1, 12, 5, 7], TensorProto.UINT8), vi("V", [1, 12, 5, 7])], inits, opset=13)
+    plan = nnos.compile(save(m, tmp_path / "between.onnx"))
+    steps = [n.op for n in plan.graph.nodes]
+    assert steps.index("Relu") < steps.index("QuantizeLinear")
+    feeds = {"X": rng.integers(-300, 300, size=(1, 12, 5, 7)).astype(np.int32), "Z": rand(1, 12, 5, 7, seed=9)}
+    return plan, feeds
+
+
+def test_a_quantizelinear_after_another_branch_is_stored_by_its_producer(tmp_path, monkeypatch):
+    """Regression (act_s qdq_u8: four such QuantizeLinears ran as their own steps, 2.3 µs): the
+    pair need not be adjacent; the outputs stay bitwise the unfused object's."""
+    plan, feeds = _branch_between(tmp_path)
+    src = source(plan)
+    assert "stored as step" in src and not _step_of(src, "QuantizeLinear")
+    got = _same_as_unfused(plan, feeds, monkeypatch)
+    assert np.abs(got["Y"].astype(np.int32) - plan(feeds)["Y"].astype(np.int32)).max() <= 1
+
+
+def test_a_quantizelinear_s_bytes_that_a_step_between_uses_keep_its_step(tmp_path):
+    """Were the QuantizeLinear's bytes where a step between the pair reads or writes (the memory
+    plan only promised them free from the QuantizeLinear's own step on), the producer must not
+    store them early."""
+    plan, _ = _branch_between(tmp_path)
+    prog = codegen.Program(plan, width())
+    q = next(n for n in plan.graph.nodes if n.op == "QuantizeLinear")
+    assert qstore_choose(prog, set(prog.mem.skip))                # as planned: stored early
+    for other in ("Z", "V"):                                      # the ReLU's input, its output
+        prog.mem.tensors[q.outputs[0]] = prog.mem.tensors[other]
+        assert qstore_choose(prog, set(prog.mem.skip)) == {}
 
 
 @pytest.mark.parametrize("second_reader", ["graph output", "another op"])

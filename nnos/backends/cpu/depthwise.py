@@ -13,7 +13,7 @@ QuantizeLinear, or one after any op that is not a convolution) the pixels of a r
 lanes instead (``_along_rows``): each channel's plane is copied row by row into a zero-bordered
 plane, each tap is one load (at stride 2: the even lanes of two) times the tap's weight splat,
 and rows are stored as they are — no transposes on the way in or out. The sums are the
-channel-lane form's, in the same order. When only the next step's QuantizeLinear reads the
+channel-lane form's, in the same order. When only a later step's QuantizeLinear reads the
 output, the rows are stored as its bytes (qstore.py).
 """
 from __future__ import annotations

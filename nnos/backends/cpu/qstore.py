@@ -1,5 +1,5 @@
-"""Quantizing stores: a step whose float32 output only a QuantizeLinear reads, the very next
-step, stores the quantized bytes itself — the QDQ form's depthwise convolution writes uint8,
+"""Quantizing stores: a step whose float32 output only a later step's QuantizeLinear reads
+stores the quantized bytes itself — the QDQ form's depthwise convolution writes uint8,
 not a float tensor four times its size that the next step reads once.
 
 ``choose`` finds those pairs; a kernel that can quantize in registers asks ``Program.
@@ -11,8 +11,8 @@ gcc -O2 vectorizes a loop that ends in a byte store four floats at a time, and i
 dequantized chains took 7.6 µs where the two loops took 2.0.)
 
 Writing the quantized tensor during the producer's step is safe when its arena bytes overlap
-nothing that step reads: the memory plan only promised them free from the QuantizeLinear's
-step on, and the only tensors that die between the two are the producer's operands.
+nothing that the steps from the producer's up to the QuantizeLinear's read or write: the memory
+plan only promised them free from the QuantizeLinear's step on.
 """
 from __future__ import annotations
 
@@ -108,22 +108,29 @@ def disjoint(prog, out: str, reads: list[str]) -> bool:
 def choose(prog, skip: set) -> dict[str, QStore]:
     """The float32 tensors whose producer may store their QuantizeLinear's output instead, by
     name; each such QuantizeLinear's step added to ``skip`` (codegen takes it out again when
-    the producer's kernel stored float32)."""
+    the producer's kernel stored float32). The QuantizeLinear need not be the very next step
+    (a ResNet block's skip branch is often scheduled between): its bytes must then overlap
+    nothing that a step from the producer's to it reads or writes. (Another QuantizeLinear stored
+    early by a step in between is chosen later, and its own range holds this one's step.)"""
     g, chosen = prog.graph, {}
     consumers = g.consumers()
-    live = [s for s in range(len(g.nodes)) if s not in skip]
-    for s, nxt in zip(live, live[1:]):
-        node, q = g.nodes[s], g.nodes[nxt]
-        if len(node.outputs) != 1 or node.outputs[0] in g.outputs or q.inputs[0] != node.outputs[0]:
+    index = {id(n): k for k, n in enumerate(g.nodes)}
+    for s, node in enumerate(g.nodes):
+        if s in skip or len(node.outputs) != 1 or node.outputs[0] in g.outputs:
             continue
-        params = _quantizer(g, q)
-        if params is None or len(consumers.get(node.outputs[0], [])) != 1:
+        readers = consumers.get(node.outputs[0], [])
+        q = readers[0] if len(readers) == 1 else None
+        params = _quantizer(g, q) if q is not None and q.inputs[0] == node.outputs[0] else None
+        t = index[id(q)] if params is not None else -1
+        if t <= s or t in skip:
             continue
-        reads = list(node.inputs) + [i for e in node.epilogue for i in e.operands]
-        if not disjoint(prog, q.outputs[0], [r for r in reads if r]):
+        touched = [i for i in node.all_inputs() if i]
+        for u in range(s + 1, t):
+            touched += g.nodes[u].all_inputs() + g.nodes[u].outputs
+        if not disjoint(prog, q.outputs[0], [r for r in touched if r]):
             continue
         scale, zero, dt = params
         lo, hi = QUANT[dt]
-        chosen[node.outputs[0]] = QStore(q.outputs[0], nxt, scale, zero, int(lo), int(hi))
-        skip.add(nxt)
+        chosen[node.outputs[0]] = QStore(q.outputs[0], t, scale, zero, int(lo), int(hi))
+        skip.add(t)
     return chosen

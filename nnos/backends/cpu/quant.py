@@ -146,7 +146,7 @@ def _dequantize_operands(prog, node, shape: tuple, chain: list) -> dict | None:
 def _vector_dequantize(prog, node) -> str | None:
     """A DequantizeLinear (or a dynamically quantized model's Cast) of an integer product's
     int32 sums and its chain (the bias, a ReLU, a rounding, a residual) over one channel's row
-    at a time, a vector at once; stored as the next step's QuantizeLinear's bytes when that is
+    at a time, a vector at once; stored as a later step's QuantizeLinear's bytes when that is
     the float tensor's only reader (qstore.py). The generic loop stored floats that the
     QuantizeLinear read back: int8 cnn_s's first layer spent 0.55 + 0.8 µs there. Each
     product is rounded before the next add, as the reference's (vkeep). From a lookup on (a
