@@ -33,7 +33,10 @@ def _exactly_as_the_reference(plan, feeds):
     return exe
 
 
-@pytest.mark.parametrize("m,k,n", [(1, 64, 256), (1, 7, 37), (5, 19, 16), (6, 33, 70)])
+@pytest.mark.parametrize("m,k,n", [(1, 64, 256), (1, 7, 37), (5, 19, 16), (6, 33, 70),
+                                   (9, 32, 80),    # VNNI: rows in place, two pairs of column blocks and one alone
+                                   (7, 16, 40),    # … a pair, then a part-filled block alone
+                                   (4, 8, 24)])    # … a pair whose second block is part-filled
 @pytest.mark.parametrize("a_dt,b_dt,b_zp", [("uint8", "int8", None), ("int8", "int8", "column"),
                                             ("uint8", "uint8", "128"), ("int8", "uint8", "wide")])
 def test_matmul_integer_with_a_constant_weight(tmp_path, cpu_target, m, k, n, a_dt, b_dt, b_zp):
@@ -52,7 +55,10 @@ def test_matmul_integer_with_a_constant_weight(tmp_path, cpu_target, m, k, n, a_
     mdl = model([node], [vi("a", [m, k], I8[a_dt])], [vi("y", [m, n], TensorProto.INT32)], inits, opset=13)
     plan = nnos.compile(save(mdl, tmp_path / "m.onnx"))
     from nnos.backends.cpu import source
-    assert ("nnos_qrows4_vnni(R, " in source(plan)) == (m >= 4 and b_zp != "wide")     # VNNI: four rows a call
+    src = source(plan)
+    fours, copied = m >= 4 and b_zp != "wide", bool(k % 4) or a_dt == np.int8    # VNNI: four rows a call,
+    assert ("nnos_qrows4_vnni(R, " in src) == (fours and copied)                  # copied to whole words
+    assert ("nnos_qrows4_vnni((const uint8_t *)A + i * " in src) == (fours and not copied)   # or in place
     _exactly_as_the_reference(plan, {"a": ints(a_dt, (m, k), rng)})
 
 

@@ -227,9 +227,10 @@ def _centred_weight(prog, node) -> np.ndarray | None:
 
 
 def _vnni_rows(prog, node, w: np.ndarray, m: int, k: int, n: int) -> str:
-    """Each row of A as unsigned bytes (int8 flipped), on the VNNI row kernel; with one zero
-    point for every row, four rows a call (nnos_qrows4_vnni: four independent sums a column
-    block — one row's were a chain of dependent vpdpbusd when the columns are few)."""
+    """Each row of A as unsigned bytes (int8 flipped, or copied when K is not a multiple of
+    four; else read in place), on the VNNI row kernel; with one zero point for every row, four
+    rows a call (nnos_qrows4_vnni: independent sums — one row's were a chain of dependent
+    vpdpbusd when the columns are few)."""
     a, o = node.inputs[0], node.outputs[0]
     za = node.inputs[2] if len(node.inputs) > 2 else ""
     packed, colsum = pack_vnni(w.astype(np.int8))
@@ -246,14 +247,17 @@ def _vnni_rows(prog, node, w: np.ndarray, m: int, k: int, n: int) -> str:
             return f"for (long p = 0; p < {k}; p++) ({dst})[p] = (uint8_t)(A[(i + {r}) * {k} + p] ^ 0x80);"
         return f"memcpy({dst}, A + (i + {r}) * {k}, {k});"
     off = f"{128 if flip else 0} + {_zero(prog, za, 'i')}"
-    lines = [f"const {storage(prog.type(a).dtype)} *A = {prog.ptr(a)}; int32_t *Y = {prog.ptr(o)}; uint8_t *R = {rows};",
-             f"memset(R, {128 if flip else 0}, {4 * kq * 4});", "long i = 0;"]
+    direct = not flip and k % 4 == 0                  # unsigned rows of whole groups of four: read in place
+    lines = [f"const {storage(prog.type(a).dtype)} *A = {prog.ptr(a)}; int32_t *Y = {prog.ptr(o)};",
+             *([f"uint8_t *R = {rows}; memset(R, {128 if flip else 0}, {4 * kq * 4});"] if not direct else []),
+             "long i = 0;"]
+    src, lda = ("(const uint8_t *)A + i * " + str(k), k) if direct else ("R", kq * 4)
     if fours:
         lines += [f"for (; i < {fours}; i += 4) {{",
-                  "    " + " ".join(copy(str(r)) for r in range(4)),
-                  f"    nnos_qrows4_vnni(R, {kq * 4}, {wk}, {cs}, {off}, Y + i * {n}, {n}, {kq}, {n});", "}"]
-    lines += [f"for (; i < {m}; i++) {{", f"    {copy('0')}",
-              f"    nnos_qrow_vnni(R, {wk}, {cs}, {off}, Y + i * {n}, {kq}, {n});", "}"]
+                  *(["    " + " ".join(copy(str(r)) for r in range(4))] if not direct else []),
+                  f"    nnos_qrows4_vnni({src}, {lda}, {wk}, {cs}, {off}, Y + i * {n}, {n}, {kq}, {n});", "}"]
+    lines += [f"for (; i < {m}; i++) {{", *([f"    {copy('0')}"] if not direct else []),
+              f"    nnos_qrow_vnni({src}, {wk}, {cs}, {off}, Y + i * {n}, {kq}, {n});", "}"]
     return "\n".join(lines)
 
 
