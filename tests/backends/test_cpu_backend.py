@@ -130,6 +130,7 @@ def test_batched_matmul_of_computed_operands(tmp_path, qs, ks):
     ([4, 65, 65], [4, 65, 8]),               # AV with heads of 8: vectors of 8, blocks of eight rows and a tail row
     ([4, 20, 65], [4, 65, 8]),               # the decoder's: two blocks and a tail block of four rows
     ([2, 11, 9], [2, 9, 8]),                 # a tail block of three rows: a pair stored as one vector, one alone
+    ([3, 10, 6], [3, 6, 8]),                 # AVX-512: an even K (no last value alone), a tail block of two rows
     ([3, 7, 5], [3, 5, 7]),                  # seven columns: a vector of 4 and three single ones
     ([2, 9, 6], [2, 6, 4]),                  # four columns
 ])
@@ -137,8 +138,8 @@ def test_products_narrower_than_a_vector(tmp_path, cpu_target, qs, ks):
     """A product with 4 ≤ N < the vector width (an attention head of 8 under AVX-512) in narrower
     vectors, eight rows at a time (it ran as scalar loops: 18 % of act_s; four rows at a time
     were chains of FMAs waiting on each other), the rows after the last block one block; an
-    8-column chunk stored as a vector (AVX2), or two rows' as one (AVX-512); on one CPU and on
-    a team, bitwise the same."""
+    8-column chunk stored as a vector (AVX2); on AVX-512 eight columns take two values of K a
+    vector, two rows stored as one; on one CPU and on a team, bitwise the same."""
     from nnos.backends.cpu import source
     nodes = [helper.make_node("Relu", ["Q"], ["Qr"]), helper.make_node("MatMul", ["Qr", "K"], ["S"]),
              helper.make_node("Tanh", ["S"], ["Y"])]
@@ -146,12 +147,33 @@ def test_products_narrower_than_a_vector(tmp_path, cpu_target, qs, ks):
     plan = nnos.compile(save(m, tmp_path / "narrow.onnx"))
     src = source(plan)
     vw = prog_width()
-    if ks[-1] < vw:
+    pairs = ks[-1] == 8 and vw == 16                               # two values of K a 16-float vector
+    if ks[-1] < vw and not pairs:
         assert "vload4(B + kk *" in src or "vload8(B + kk *" in src
         assert "acc7 += A[(m0 + 7) *" in src                      # eight rows a block
+    if pairs:
+        assert "vpairs_of(vload(B + kk * 8))" in src and "acc7 += vpair(A + (m0 + 7) *" in src
+        assert ("vpair_last(A[(m0 + 0)" in src) == bool(ks[-2] % 2)   # an odd K's last value
     if ks[-1] == 8 and vw in (8, 16):                              # stored as vectors, the Tanh in registers
-        assert ("vtanh(__builtin_shufflevector(acc0, acc1," if vw == 16 else "vtanh(acc0)") in src
+        assert ("vtanh(vpairs_sum(acc0, acc1))" if vw == 16 else "vtanh(acc0)") in src
     team_as_one(plan, agree(plan))
+
+
+def test_infinities_in_a_narrow_product_stay_infinities(tmp_path, cpu_target):
+    """An infinite A[r][k] gives ±∞ in row r, as the reference's: no lane multiplies it by a
+    padding zero (AVX-512's two values of K a vector, an odd K's last value alone)."""
+    nodes = [helper.make_node("MatMul", ["Q", "K"], ["Y"])]
+    m = model(nodes, [vi("Q", [2, 11, 9]), vi("K", [2, 9, 8])], [vi("Y", [2, 11, 8])], [])
+    plan = nnos.compile(save(m, tmp_path / "inf.onnx"))
+    rng = np.random.default_rng(4)
+    feeds = {"Q": rng.random((2, 11, 9)).astype(np.float32),
+             "K": (rng.random((2, 9, 8)) + 0.5).astype(np.float32)}
+    feeds["Q"][0, 3, 8] = np.inf                 # the odd K's last value
+    feeds["Q"][1, 10, 0] = -np.inf               # a pair's even value, the tail row
+    want = plan(feeds)["Y"]
+    assert np.isinf(want[0, 3]).all() and np.isinf(want[1, 10]).all()
+    got = run_cpu_in_child(plan, feeds)["Y"]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "uint8", "int64"])
