@@ -275,6 +275,25 @@ def test_a_rounding_after_a_product_or_a_softmax_runs_in_registers(tmp_path, cpu
     assert np.mean(got == want) > 0.999
 
 
+def test_a_rounding_in_a_product_s_scalar_tail_sends_nan_to_the_low_bound(tmp_path, cpu_target):
+    """NaN and infinities reaching a product's last columns (after its whole vectors: scalars)
+    round as QuantizeLinear does — NaN to the low bound, ±∞ to the bounds — bitwise the
+    reference, as in the vectors."""
+    qdq = [helper.make_node("QuantizeLinear", ["v", "s", "z"], ["q"]),
+           helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["v"])] + qdq
+    plan = nnos.compile(save(model(nodes, [vi("a", [1, 4, 8]), vi("b", [1, 8, 37])], [vi("y", [1, 4, 37])],
+                                   [("s", np.array(0.5, np.float32)), ("z", np.array(128, np.uint8))]),
+                             tmp_path / "tail.onnx"))
+    rng = np.random.default_rng(11)
+    a = rng.integers(-3, 4, (1, 4, 8)).astype(np.float32)
+    a[0, 0, 3], a[0, 1, 0], a[0, 2, 5] = np.nan, np.inf, -np.inf
+    b = rng.integers(1, 4, (1, 8, 37)).astype(np.float32)            # positive: ±∞ stays signed
+    want = plan({"a": a, "b": b})["y"]
+    assert (want[0, 0] == -64).all() and (want[0, 1] == 63.5).all() and (want[0, 2] == -64).all()
+    _exactly_as_the_reference(plan, {"a": a, "b": b})
+
+
 def _dequantize_chain(c: int, axis, rng, then: str):
     """DequantizeLinear of int32 sums (per tensor or per channel), the bias, a ReLU, then: the
     rounding to the next grid ("rounding"), that and a residual Add of a second input

@@ -19,6 +19,8 @@ PRELUDE = r"""
 #define VW NNOS_VW
 #if (VW == 16 && defined(__AVX512F__)) || (VW == 8 && defined(__AVX2__))
 #include <immintrin.h>
+#elif defined(__x86_64__)
+#include <xmmintrin.h>
 #endif
 typedef float vf __attribute__((vector_size(VW * 4)));
 typedef int32_t vi __attribute__((vector_size(VW * 4)));
@@ -197,10 +199,18 @@ static inline vf vfakeq(vf x, float s, float lo, float hi) {
     vf t = vclampq(x / s, lo, hi);
     return vkeep(((t + 12582912.0f) - 12582912.0f) * s);
 }
-static inline float sfakeq(float x, float s, float lo, float hi) {
-    float t = x / s;
+/* vclampq of one value (on x86 maxss and minss: gcc made the selects compares and branches,
+   mispredicted on a row's rounded tail) */
+static inline float sclampq(float t, float lo, float hi) {
+#if defined(__x86_64__)
+    return _mm_cvtss_f32(_mm_min_ss(_mm_max_ss(_mm_set_ss(t), _mm_set_ss(lo)), _mm_set_ss(hi)));
+#else
     t = t >= lo ? t : lo;
-    t = t > hi ? hi : t;
+    return t > hi ? hi : t;
+#endif
+}
+static inline float sfakeq(float x, float s, float lo, float hi) {
+    float t = sclampq(x / s, lo, hi);
     return skeep(((t + 12582912.0f) - 12582912.0f) * s);
 }
 /* nnos.Lookup: a table's entry at each value's grid index — x / s rounded half to even, clamped
