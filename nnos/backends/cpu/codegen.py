@@ -57,10 +57,13 @@ class Program:
         self.split = True
         return f"NNOS_SHARE({lo}, {hi}, {total});"
 
-    def quantized_store(self, name: str) -> QStore | None:
+    def quantized_store(self, name: str, late: bool = False) -> QStore | None:
         """For a kernel that can quantize in registers: how to store tensor ``name`` when its
-        QuantizeLinear's output is to be stored instead (qstore.py); None to store it as it is."""
+        QuantizeLinear's output is to be stored instead (qstore.py); None to store it as it is.
+        ``late``: the kernel stores in a pass after it has read all its operands."""
         q = self.qstores.get(name)
+        if q is not None and q.late and not late:
+            return None
         if q is not None:
             self.qtaken.add(name)
             if QSTORE_HELPER not in self.helpers:

@@ -41,7 +41,7 @@ def choose(prog, skip: set) -> dict[str, int]:
             continue
         reads = [i for i in node.inputs if i]
         q = prog.qstores.get(d.outputs[0])
-        if not disjoint(prog, d.outputs[0], reads) or (q is not None and not disjoint(prog, q.out, reads)):
+        if not disjoint(prog, d.outputs[0], reads) or (q is not None and not q.late and not disjoint(prog, q.out, reads)):
             continue
         chosen[y] = nxt
         skip.add(nxt)

@@ -12,7 +12,8 @@ dequantized chains took 7.6 µs where the two loops took 2.0.)
 
 Writing the quantized tensor during the producer's step is safe when its arena bytes overlap
 nothing that the steps from the producer's up to the QuantizeLinear's read or write: the memory
-plan only promised them free from the QuantizeLinear's step on.
+plan only promised them free from the QuantizeLinear's step on (or, for a pass that runs after
+the producer has read all its operands, nothing the steps after it touch: ``QStore.late``).
 """
 from __future__ import annotations
 
@@ -66,6 +67,8 @@ class QStore:
     zero: int
     lo: int             # the type's bounds
     hi: int
+    late: bool = False  # the bytes overlap the producer's operands: only a pass after it has read
+                        # them all may store them (qlookup.after_pass)
 
     def store(self, at: str, value: str, n: int | str) -> str:
         """C that stores the ``n`` first lanes of vector ``value`` quantized at ``at``."""
@@ -105,13 +108,22 @@ def disjoint(prog, out: str, reads: list[str]) -> bool:
     return a is not None and all(b is None or b[1] <= a[0] or a[1] <= b[0] for b in map(lambda n: _span(prog, n), reads))
 
 
+def streams(prog, out: str, floats: str) -> bool:
+    """Whether a pass reading float32 tensor ``floats`` element by element in order may store
+    element i's byte at ``out`` + i as it goes: the two apart, or ``out`` at the floats' start
+    (byte i then lands in float i / 4, read already)."""
+    a, b = _span(prog, out), _span(prog, floats)
+    return a is not None and b is not None and (a[0] == b[0] or disjoint(prog, out, [floats]))
+
+
 def choose(prog, skip: set) -> dict[str, QStore]:
     """The float32 tensors whose producer may store their QuantizeLinear's output instead, by
     name; each such QuantizeLinear's step added to ``skip`` (codegen takes it out again when
     the producer's kernel stored float32). The QuantizeLinear need not be the very next step
     (a ResNet block's skip branch is often scheduled between): its bytes must then overlap
     nothing that a step from the producer's to it reads or writes. (Another QuantizeLinear stored
-    early by a step in between is chosen later, and its own range holds this one's step.)"""
+    early by a step in between is chosen later, and its own range holds this one's step.) Bytes
+    over the producer's own operands are ``late``: for a pass after they are all read."""
     g, chosen = prog.graph, {}
     consumers = g.consumers()
     index = {id(n): k for k, n in enumerate(g.nodes)}
@@ -124,13 +136,14 @@ def choose(prog, skip: set) -> dict[str, QStore]:
         t = index[id(q)] if params is not None else -1
         if t <= s or t in skip:
             continue
-        touched = [i for i in node.all_inputs() if i]
+        between = []
         for u in range(s + 1, t):
-            touched += g.nodes[u].all_inputs() + g.nodes[u].outputs
-        if not disjoint(prog, q.outputs[0], [r for r in touched if r]):
+            between += g.nodes[u].all_inputs() + g.nodes[u].outputs
+        if not disjoint(prog, q.outputs[0], [r for r in between if r]):
             continue
+        late = not disjoint(prog, q.outputs[0], [i for i in node.all_inputs() if i])
         scale, zero, dt = params
         lo, hi = QUANT[dt]
-        chosen[node.outputs[0]] = QStore(q.outputs[0], t, scale, zero, int(lo), int(hi))
+        chosen[node.outputs[0]] = QStore(q.outputs[0], t, scale, zero, int(lo), int(hi), late)
         skip.add(t)
     return chosen

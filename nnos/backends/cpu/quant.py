@@ -29,6 +29,7 @@ from .loops import nest
 from .prelude import activation
 from .qkernels import AVX2_HELPER, VNNI_HELPER, pack_pairs, pack_vnni
 from .qdepthwise import depthwise_conv
+from .qlookup import after_pass
 from .qpack import Form, avx2_pointwise, vnni_pointwise, windowed
 from .qstore import HELPER as QSTORE_HELPER
 
@@ -198,7 +199,8 @@ def _vector_dequantize(prog, node) -> str | None:
         f"        const long o = ch * {rows}; long i = 0;",
         f"        for (; i + VW <= {rows}; i += VW) {{ {' '.join(vec)} {vstore} }}",
         f"        for (; i < {rows}; i++) {{ {' '.join(sca)} {sstore} }}",
-        "    }", "}"]) + ("\n" + vector_code(prog, out, links[cut:]) if cut < len(links) else "")
+        "    }", "}"]) + ("\n" + (after_pass(prog, out, links[cut:]) or vector_code(prog, out, links[cut:]))
+                                   if cut < len(links) else "")
 
 
 def cast(prog, node) -> str:
