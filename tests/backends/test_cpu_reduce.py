@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import helper
+from onnx import TensorProto, helper
 
 import nnos
 from nnos.backends import prepare
@@ -104,3 +104,36 @@ def test_a_range_is_one_pass(tmp_path, cpu_target, first, axes):
         for k, v in plan({"x": x}).items():
             np.testing.assert_array_equal(exe.outputs[k], v, err_msg=k)
         exe.close()
+
+
+@pytest.mark.parametrize("case", ["values", "extremes in a row's tail", "nan"])
+def test_a_dequantizing_pass_takes_the_range_after_it(tmp_path, cpu_target, case):
+    """A dynamically quantized model's range of an activation (ReduceMin and ReduceMax of all
+    of it, the very next steps) taken by the pass that dequantizes the int32 sums — one pass,
+    not two — its extremes exactly the reference's: in the vectors, in a row's scalar tail, and
+    NaN when a value is NaN (a NaN scale)."""
+    shape = [1, 8, 5, 7]                       # a channel's 35 values: whole vectors and a tail on every target
+    nodes = [helper.make_node("Cast", ["acc"], ["c"], to=1), helper.make_node("Mul", ["c", "s"], ["m"]),
+             helper.make_node("Add", ["m", "b"], ["f"]),
+             helper.make_node("ReduceMin", ["f"], ["lo"], keepdims=0), helper.make_node("ReduceMax", ["f"], ["hi"], keepdims=0),
+             helper.make_node("Relu", ["f"], ["y"])]
+    m = model(nodes, [vi("acc", shape, TensorProto.INT32), vi("s", [1])], [vi("lo", []), vi("hi", []), vi("y", shape)],
+              [("b", np.linspace(-1, 1, 8, dtype=np.float32).reshape(8, 1, 1))], opset=13)
+    plan = nnos.compile(save(m, tmp_path / "range.onnx"))
+    src = source(plan)
+    assert "with step" in src and "r0 = vlower(v, r0);" in src and "r1 = vhigher(v, r1);" in src
+    acc = np.random.default_rng(9).integers(-5000, 5000, shape).astype(np.int32)
+    if case == "extremes in a row's tail":
+        acc[0, 5, 4, 6], acc[0, 2, 4, 5] = -90000, 90000        # a channel's 35th and 34th values
+    s = np.array([np.nan if case == "nan" else 0.01], np.float32)
+    exe = prepare(plan, "cpu")
+    assert exe.backend == "cpu"
+    np.copyto(exe.inputs["acc"], acc)
+    np.copyto(exe.inputs["s"], s)
+    exe.run()
+    want = plan({"acc": acc, "s": s})
+    for k in ("lo", "hi", "y"):
+        np.testing.assert_array_equal(exe.outputs[k], want[k], err_msg=k)
+    if case == "extremes in a row's tail":
+        assert want["lo"] < -899 and want["hi"] > 899          # the tail's values are the extremes
+    exe.close()

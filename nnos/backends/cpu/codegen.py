@@ -22,7 +22,7 @@ from .emitters import EMITTERS
 from .gemm import gemm_fast_ok
 from .prelude import PRELUDE
 from .qdepthwise import choose as choose_chains
-from .reduce import choose_ranges
+from .reduce import choose_range_producers, choose_ranges
 from .qstore import HELPER as QSTORE_HELPER, QStore, choose as choose_quantized_stores
 from .team import OPAQUE, RUNTIME, SPLIT_WORK, wrap
 
@@ -120,6 +120,7 @@ def generate(plan, vw: int) -> tuple[str, Program]:
     choose_layouts(prog, skip)
     prog.qstores = choose_quantized_stores(prog, skip)
     prog.after = choose_chains(prog, skip) | choose_ranges(prog, skip)
+    prog.after |= choose_range_producers(prog, skip)   # after choose_ranges: it pairs the extremes
     blocks = []
     for s, node in enumerate(prog.graph.nodes):
         if s in skip:
@@ -151,10 +152,11 @@ def _absorbed(prog, out: str, skip: set) -> list[int]:
     order."""
     runs = []
     chain = prog.after.pop(out, None)
-    if chain is not None and out in prog.after_taken:
+    while chain is not None and out in prog.after_taken:
         runs.append(chain)
-        out = prog.graph.nodes[chain].outputs[0]            # its QuantizeLinear's bytes may be stored too
-    elif chain is not None:
+        out = prog.graph.nodes[chain].outputs[0]            # its QuantizeLinear's bytes may be stored too,
+        chain = prog.after.pop(out, None)                   # or the step after it run (a range's other end)
+    if chain is not None:
         skip.discard(chain)
     q = prog.qstores.pop(out, None)
     if q is not None and out in prog.qtaken:

@@ -32,6 +32,7 @@ from .qdepthwise import depthwise_conv
 from .qlookup import after_pass
 from .qpack import Form, avx2_pointwise, vnni_pointwise, windowed
 from .qstore import HELPER as QSTORE_HELPER
+from .reduce import range_after
 
 
 # --- QuantizeLinear / DequantizeLinear -----------------------------------------------------------
@@ -193,14 +194,19 @@ def _vector_dequantize(prog, node) -> str | None:
         vstore, sstore = q.store("Q + o + i", "v", "VW"), q.store("Q + o + i", "vsplat(v)", 1)
         dst = f"uint8_t *Q = (uint8_t *){prog.ptr(q.out)};"
     decl = " ".join(f"const float *{names[a]} = {prog.ptr(a)};" for a in kinds)
-    return "\n".join([
+    rng = range_after(prog, out) if cut == len(links) else None      # a dynamic quantization's range
+    if rng is not None:
+        decl, vstore, sstore = f"{decl} {rng.decl()}", f"{rng.vector('v')} {vstore}", f"{rng.scalar('v')} {sstore}"
+    first = "\n".join([
         f"{{ const int32_t *X = {prog.ptr(x)}; {dst} {decl}",
         f"    for (long ch = 0; ch < {shape[0] * shape[1]}; ch++) {{",
         f"        const long o = ch * {rows}; long i = 0;",
         f"        for (; i + VW <= {rows}; i += VW) {{ {' '.join(vec)} {vstore} }}",
         f"        for (; i < {rows}; i++) {{ {' '.join(sca)} {sstore} }}",
-        "    }", "}"]) + ("\n" + (after_pass(prog, out, links[cut:]) or vector_code(prog, out, links[cut:]))
-                                   if cut < len(links) else "")
+        "    }", *([rng.finish()] if rng is not None else []), "}"])
+    if cut == len(links):
+        return first
+    return first + "\n" + (after_pass(prog, out, links[cut:]) or vector_code(prog, out, links[cut:]))
 
 
 def cast(prog, node) -> str:

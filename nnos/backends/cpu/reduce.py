@@ -286,3 +286,95 @@ def batch_norm(prog, node) -> str:
         return f"{prog.ptr(y)}[{idx[0]}] = ({st})({v});"
     lines.append(nest(shape, operands, body))
     return indent("\n".join(lines)) + "\n" + epilogue_pass(prog, node, y)
+
+
+# --- a dynamically quantized activation's range, taken in the pass that computes it -------------------
+def choose_range_producers(prog, skip: set) -> dict[str, int]:
+    """A DequantizeLinear or Cast of int32 sums whose very next step is a ReduceMin or ReduceMax
+    of its whole output (a dynamically quantized model's range of the next product's input):
+    its output → that step (added to ``skip``), which the dequantizing pass runs too — the
+    values read once, not once more (mbv2_s's 64 × 32 × 32 activations: 3.8 µs a pass). Run
+    after ``choose_ranges``, whose pairing of the two extremes it keeps."""
+    g, chosen = prog.graph, {}
+    live = [s for s in range(len(g.nodes)) if s not in skip]
+    for s, nxt in zip(live, live[1:]):
+        node, r = g.nodes[s], g.nodes[nxt]
+        if node.op not in ("DequantizeLinear", "Cast") or len(node.outputs) != 1 or not r.inputs:
+            continue
+        y = node.outputs[0]
+        if r.op in ("ReduceMin", "ReduceMax") and r.inputs[0] == y and y not in g.outputs \
+                and prog.type(y).dtype == np.float32 and prog.type(r.outputs[0]).size == 1:
+            chosen[y] = nxt
+            skip.add(nxt)
+    return chosen
+
+
+def range_after(prog, out: str):
+    """The Range a pass computing ``out`` may take (``choose_range_producers``), or None."""
+    r = Range(prog, out)
+    return r if r.ends else None
+
+
+# a helper in the source of a plan that uses it (prelude's size decides gcc's -O level: toolchain)
+RANGE_HELPER = r"""/* a < b ? a : b and a > b ? a : b: on x86 minps and maxps (gcc made the selects a compare
+   and two masked xors, a chain of three across the running extreme) */
+static inline vf vlower(vf a, vf b) {
+#if VW == 16 && defined(__AVX512F__)
+    return (vf)_mm512_min_ps((__m512)a, (__m512)b);
+#elif VW == 8 && defined(__AVX2__)
+    return (vf)_mm256_min_ps((__m256)a, (__m256)b);
+#else
+    return vsel(a < b, a, b);
+#endif
+}
+static inline vf vhigher(vf a, vf b) {
+#if VW == 16 && defined(__AVX512F__)
+    return (vf)_mm512_max_ps((__m512)a, (__m512)b);
+#elif VW == 8 && defined(__AVX2__)
+    return (vf)_mm256_max_ps((__m256)a, (__m256)b);
+#else
+    return vsel(a > b, a, b);
+#endif
+}
+"""
+
+
+class Range:
+    """The extremes a pass over float32 values takes for the ReduceMin and ReduceMax after it
+    (``choose_range_producers``, then ``choose_ranges``): running vectors and scalars, with a
+    NaN seen kept apart (a min or max chain of one op a vector; the selects that keep a NaN in
+    place were a chain of three, and made mbv2_s's pass three times as long); ``finish``
+    stores them — NaN when one was seen, as the reference's — and runs their epilogues."""
+
+    def __init__(self, prog, out: str):
+        self.prog, self.out = prog, out
+        first = prog.step_after(out)
+        ok = first is not None and first.inputs[0] == out
+        second = prog.step_after(first.outputs[0]) if ok else None
+        self.ends = ([first] + ([second] if second is not None and second.inputs[0] == out else [])) if ok else []
+
+    def decl(self) -> str:
+        if RANGE_HELPER not in self.prog.helpers:
+            self.prog.helpers.append(RANGE_HELPER)
+        return "vi rn = {0}; int Rn = 0; " + " ".join(f"vf r{e} = vsplat({_start(n.op)}); float R{e} = {_start(n.op)};"
+                                                      for e, n in enumerate(self.ends))
+
+    def vector(self, v: str) -> str:
+        return f"rn |= ({v} != {v}); " + " ".join(
+            f"r{e} = {'vhigher' if n.op == 'ReduceMax' else 'vlower'}({v}, r{e});" for e, n in enumerate(self.ends))
+
+    def scalar(self, v: str) -> str:
+        return f"Rn |= ({v} != {v}); " + " ".join(f"R{e} = {v} {_cmp(n.op)} R{e} ? {v} : R{e};"
+                                                  for e, n in enumerate(self.ends))
+
+    def finish(self) -> str:
+        prog, passes = self.prog, []
+        lines = ["for (int l = 0; l < VW; l++) Rn |= rn[l];"]
+        for e, n in enumerate(self.ends):
+            lines.append(f"for (int l = 0; l < VW; l++) {{ float v = r{e}[l]; R{e} = v {_cmp(n.op)} R{e} ? v : R{e}; }} "
+                         f"{prog.ptr(n.outputs[0])}[0] = Rn ? __builtin_nanf(\"\") : R{e};")
+            passes.append(epilogue_pass(prog, n, n.outputs[0]))
+        prog.after_taken.add(self.out)
+        if len(self.ends) > 1:
+            prog.after_taken.add(self.ends[0].outputs[0])
+        return indent("\n".join(lines)) + "".join("\n" + p for p in passes if p)
