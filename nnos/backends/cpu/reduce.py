@@ -90,31 +90,34 @@ def choose_ranges(prog, skip: set) -> dict[str, int]:
 
 def _vector_extreme(prog, node, kept: tuple, red: tuple, also=None) -> str | None:
     """ReduceMax or ReduceMin of float32 over trailing axes (a contiguous block a result): four
-    vectors of running extremes, then their lanes, then the block's tail — NaN propagating as
-    the scalar loop's (a NaN seen stays). The scalar loop took 19 µs for 65 536 values: a
-    dynamically quantized model computes the range of every activation it quantizes — with
-    ``also`` (choose_ranges) its other extreme in the same pass: the values read once, not twice
-    X."""
+    vectors of running extremes (minps/maxps) and of NaNs seen, then their lanes, then the
+    block's tail — NaN when one was seen, as the scalar loop's. The scalar loop took 19 µs for
+    65 536 values: a dynamically quantized model computes the range of every activation it
+    quantizes — with ``also`` (choose_ranges) its other extreme in the same pass: the values
+    read once, not twice. (Selects that kept a NaN in place cost three ops an extreme a vector.)"""
     outer, count = int(np.prod(kept)), int(np.prod(red))
     last_kept = max((d for d, k in enumerate(kept) if k > 1), default=-1)
     trailing = last_kept < min((d for d, r in enumerate(red) if r > 1), default=len(red))
     if not trailing or count < 4 * prog.vw:
         return None
+    if RANGE_HELPER not in prog.helpers:
+        prog.helpers.append(RANGE_HELPER)
     ends = [(node.op, node.outputs[0])] + ([(also.op, also.outputs[0])] if also is not None else [])
     lines = [f"const float *X = {prog.ptr(node.inputs[0])};",
              f"for (long o = 0; o < {outer}; o++) {{",
-             f"    const float *xb = X + o * {count}; long i = 0;"]
+             f"    const float *xb = X + o * {count}; long i = 0; vi nan[4] = {{{{0}}, {{0}}, {{0}}, {{0}}}}; int seen = 0;"]
     for e, (op, _) in enumerate(ends):
         lines.append(f"    vf m{e}[4]; for (int k = 0; k < 4; k++) m{e}[k] = vsplat({_start(op)});")
-    update = " ".join(f"m{e}[k] = vsel((v != v) | (v {_cmp(op)} m{e}[k]), v, m{e}[k]);" for e, (op, _) in enumerate(ends))
+    update = " ".join(f"m{e}[k] = {'vhigher' if op == 'ReduceMax' else 'vlower'}(v, m{e}[k]);" for e, (op, _) in enumerate(ends))
     lines += [f"    for (; i + 4 * VW <= {count}; i += 4 * VW)",
-              f"        for (int k = 0; k < 4; k++) {{ vf v = vload(xb + i + k * VW); {update} }}"]
+              f"        for (int k = 0; k < 4; k++) {{ vf v = vload(xb + i + k * VW); nan[k] |= (v != v); {update} }}",
+              "    for (int k = 0; k < 4; k++) for (int l = 0; l < VW; l++) seen |= nan[k][l];"]
     for e, (op, y) in enumerate(ends):
         pick = f"(v != v || v {_cmp(op)} a) ? v : a"
         lines += [f"    {{ float a = {_start(op)};",
                   f"      for (int k = 0; k < 4; k++) for (int l = 0; l < VW; l++) {{ float v = m{e}[k][l]; a = {pick}; }}",
                   f"      for (long j = i; j < {count}; j++) {{ float v = xb[j]; a = {pick}; }}",
-                  f"      {prog.ptr(y)}[o] = a; }}"]
+                  f"      {prog.ptr(y)}[o] = seen ? __builtin_nanf(\"\") : a; }}"]
     return "\n".join(lines + ["}"])
 
 
