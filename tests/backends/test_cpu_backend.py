@@ -936,3 +936,31 @@ def test_auto_remembers_its_choice_for_the_images_object_once_verified(tmp_path,
             path.write_text(text)
         with pytest.raises(AssertionError, match="measured again"):
             prepare(plan, "auto")
+
+
+@pytest.mark.parametrize("variant", ["qdq_u8", "dynamic"])
+def test_the_image_target_s_source_needs_no_intrinsics_headers(tmp_path, monkeypatch, variant):
+    """The image's compiler keeps gcc's freestanding headers, not the ISA intrinsics ones
+    (image/steps/48-cpu-backend.sh), and builds its own target's object (x86-64-v2 on amd64):
+    that source must compile without them. A QDQ transformer and a dynamically quantized one
+    reach every helper (regression: a scalar rounding once included xmmintrin.h, and the
+    image's build failed in its cpu-backend step)."""
+    import platform
+    import subprocess
+    from nnos.backends.cpu import source
+    from tests.support.quantized import quantized
+    if platform.machine() != "x86_64" or shutil.which("gcc") is None:
+        pytest.skip("the amd64 image's target, with this machine's gcc")
+    monkeypatch.setenv("NNOS_CPU_TARGET", "x86-64-v2")
+    path = quantized(os.path.join(ROOT, "models", "zoo", "act_s.onnx"), str(tmp_path / "q.onnx"), variant)
+    (tmp_path / "plan.c").write_text(source(nnos.compile(path)))
+    own = [subprocess.run(["gcc", f"-print-file-name={d}"], capture_output=True, text=True, check=True).stdout.strip()
+           for d in ("include", "include-fixed")]
+    trimmed = tmp_path / "include"
+    shutil.copytree(own[0], trimmed, ignore=shutil.ignore_patterns("*intrin*.h", "mm3dnow.h", "mm_malloc.h", "cpuid.h"))
+    assert not list(trimmed.glob("*intrin*.h")) and (trimmed / "stdint.h").exists()
+    dirs = [str(trimmed), own[1], "/usr/include/x86_64-linux-gnu", "/usr/include"]
+    r = subprocess.run(["gcc", "-fsyntax-only", "-std=gnu11", "-march=x86-64-v2", "-nostdinc",
+                        *[a for d in dirs for a in ("-isystem", d)], str(tmp_path / "plan.c")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]

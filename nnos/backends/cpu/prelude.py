@@ -19,8 +19,6 @@ PRELUDE = r"""
 #define VW NNOS_VW
 #if (VW == 16 && defined(__AVX512F__)) || (VW == 8 && defined(__AVX2__))
 #include <immintrin.h>
-#elif defined(__x86_64__)
-#include <xmmintrin.h>
 #endif
 typedef float vf __attribute__((vector_size(VW * 4)));
 typedef int32_t vi __attribute__((vector_size(VW * 4)));
@@ -200,10 +198,13 @@ static inline vf vfakeq(vf x, float s, float lo, float hi) {
     return vkeep(((t + 12582912.0f) - 12582912.0f) * s);
 }
 /* vclampq of one value (on x86 maxss and minss: gcc made the selects compares and branches,
-   mispredicted on a row's rounded tail) */
+   mispredicted on a row's rounded tail) — by gcc's builtins, not a header: an image's compiler
+   has no intrinsics headers (image/steps/48-cpu-backend.sh) */
 static inline float sclampq(float t, float lo, float hi) {
-#if defined(__x86_64__)
-    return _mm_cvtss_f32(_mm_min_ss(_mm_max_ss(_mm_set_ss(t), _mm_set_ss(lo)), _mm_set_ss(hi)));
+#if defined(__SSE__) && defined(__GNUC__)
+    typedef float sf4 __attribute__((vector_size(16)));
+    const sf4 a = {t}, l = {lo}, h = {hi};
+    return __builtin_ia32_minss(__builtin_ia32_maxss(a, l), h)[0];
 #else
     t = t >= lo ? t : lo;
     return t > hi ? hi : t;
