@@ -1,8 +1,8 @@
 """A table lookup whose only reader is a QuantizeLinear, stored as that QuantizeLinear's bytes
 from a 256-byte table (backends/cpu/qlookup.py): a QDQ transformer's feed-forward — the sums'
 DequantizeLinear, bias and rounding, a GELU on the grid (an nnos.Lookup), the QuantizeLinear
-for the next product. Bitwise the reference; the QuantizeLinear's
-bytes over the product's own sums (``QStore.late``) only for the pass after they are read."""
+for the next product. Bitwise the reference; the QuantizeLinear's bytes over the product's own
+sums (``QStore.late``) only for the pass after they are read."""
 from __future__ import annotations
 
 import numpy as np
