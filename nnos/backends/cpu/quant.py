@@ -237,8 +237,8 @@ def _centred_weight(prog, node) -> np.ndarray | None:
 def _vnni_rows(prog, node, w: np.ndarray, m: int, k: int, n: int) -> str:
     """Each row of A as unsigned bytes — int8 rows flipped into a copy, uint8 rows copied when K
     is not a multiple of four, else read in place — on the VNNI row kernel; with one zero point
-    for every row, four rows a call (nnos_qrows4_vnni: independent sums — one row's were a chain of dependent
-    vpdpbusd when the columns are few)."""
+    for every row, four rows a call (nnos_qrows4_vnni: independent sums — one row's were a
+    chain of dependent vpdpbusd when the columns are few)."""
     a, o = node.inputs[0], node.outputs[0]
     za = node.inputs[2] if len(node.inputs) > 2 else ""
     packed, colsum = pack_vnni(w.astype(np.int8))
