@@ -262,6 +262,26 @@ def test_vector_exp_erf_and_gelu_over_their_whole_range(tmp_path, cpu_target, op
     np.testing.assert_allclose(got[ok], want[ok], rtol=4 * 2.0 ** -23, atol=1e-37 if op == "Exp" else 1e-6)
 
 
+def test_relu_clip_max_and_min_keep_nan_on_every_target(tmp_path, cpu_target):
+    """The prelude's vrelu, vmaxnan and vminnan (on x86 one maxps or minps, the bound first:
+    lo > x ? lo : x) give numpy's values on each target: a NaN stays a NaN (the bound second
+    would send it to the bound), infinities, zeros of either sign, denormals and values beside
+    the bounds as they are — vectors and the scalar tail."""
+    special = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 6.0, -6.0, 5.999999, 6.000001, 1e-45, -1e-45]
+    x = np.concatenate([special, np.linspace(-8, 8, 64 + 13)]).astype(np.float32).reshape(1, -1)
+    nodes = [helper.make_node("Relu", ["X"], ["R"]), helper.make_node("Clip", ["X", "lo", "hi"], ["C"]),
+             helper.make_node("Max", ["X", "lo"], ["M"]), helper.make_node("Min", ["X", "hi"], ["N"])]
+    inits = [("lo", np.array(0.0, np.float32)), ("hi", np.array(6.0, np.float32))]
+    outs = [vi(n, list(x.shape)) for n in "RCMN"]
+    plan = nnos.compile(save(model(nodes, [vi("X", list(x.shape))], outs, inits), tmp_path / "clip.onnx"))
+    got = run_cpu_in_child(plan, {"X": x})
+    with np.errstate(invalid="ignore"):
+        want = {"R": np.maximum(x, np.float32(0)), "C": np.clip(x, np.float32(0), np.float32(6)),
+                "M": np.maximum(x, np.float32(0)), "N": np.minimum(x, np.float32(6))}
+    for k, w in want.items():
+        np.testing.assert_array_equal(got[k], w, err_msg=k)      # NaN where numpy has NaN, the rest equal
+
+
 @pytest.mark.parametrize("w_shape", [[32, 72], [2, 32, 72]])
 def test_a_linear_layer_s_bias_and_gelu_run_inside_the_product(tmp_path, w_shape):
     """A transformer's Linear as exported: MatMul of [1, T, D] by a constant (or per-head

@@ -82,14 +82,28 @@ static inline vf vsel(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)
 #endif
 {VTRANSPOSE}
 
-static inline vf vrelu(vf x) { return vsel(x < 0.0f, vsplat(0.0f), x); }
+/* max/min that keep a NaN in the first operand (numpy's maximum/minimum propagate NaN). On x86
+   maxps(lo, x) is lo > x ? lo : x — the select's value bit for bit, NaN and -0 included — in one
+   instruction (gcc made the select a compare and a blend, or three logic ops); SSE by gcc's
+   builtin, not a header (an image's compiler has none: image/steps/48-cpu-backend.sh) */
+#if VW == 16 && defined(__AVX512F__)
+static inline vf vmaxnan(vf x, vf lo) { return (vf)_mm512_max_ps((__m512)lo, (__m512)x); }
+static inline vf vminnan(vf x, vf hi) { return (vf)_mm512_min_ps((__m512)hi, (__m512)x); }
+#elif VW == 8 && defined(__AVX2__)
+static inline vf vmaxnan(vf x, vf lo) { return (vf)_mm256_max_ps((__m256)lo, (__m256)x); }
+static inline vf vminnan(vf x, vf hi) { return (vf)_mm256_min_ps((__m256)hi, (__m256)x); }
+#elif VW == 4 && defined(__SSE__) && defined(__GNUC__)
+static inline vf vmaxnan(vf x, vf lo) { return __builtin_ia32_maxps(lo, x); }
+static inline vf vminnan(vf x, vf hi) { return __builtin_ia32_minps(hi, x); }
+#else
+static inline vf vmaxnan(vf x, vf lo) { return vsel(x < lo, lo, x); }
+static inline vf vminnan(vf x, vf hi) { return vsel(x > hi, hi, x); }
+#endif
+static inline vf vrelu(vf x) { return vmaxnan(x, vsplat(0.0f)); }
 {VTANH}
 static inline vf vsigmoid(vf x) { return 0.5f + 0.5f * vtanh(0.5f * x); }
 
 static inline vf vleaky(vf x, float a) { return vsel(x < 0.0f, x * a, x); }
-/* max/min that keep a NaN in the first operand (numpy's maximum/minimum propagate NaN) */
-static inline vf vmaxnan(vf x, vf lo) { return vsel(x < lo, lo, x); }
-static inline vf vminnan(vf x, vf hi) { return vsel(x > hi, hi, x); }
 
 static inline float srelu(float x) { return x < 0.0f ? 0.0f : x; }
 static inline float sleaky(float x, float a) { return x < 0.0f ? x * a : x; }
