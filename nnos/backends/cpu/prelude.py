@@ -177,12 +177,14 @@ static inline vf verf(vf x) {
    adding and subtracting 1.5·2^23 (round half to even, exact for |v| ≤ 2^22) */
 /* t clamped to [lo, hi], NaN to lo: on x86 maxps and minps (maxps returns its second operand
    for a NaN; gcc lowered the selects below to mask moves and xors, the QuantizeLinears of int8
-   models' roundings ran at half the speed) */
+   models' roundings ran at half the speed); SSE by gcc's builtins */
 static inline vf vclampq(vf t, float lo, float hi) {
 #if VW == 16 && defined(__AVX512F__)
     return (vf)_mm512_min_ps(_mm512_max_ps((__m512)t, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
 #elif VW == 8 && defined(__AVX2__)
     return (vf)_mm256_min_ps(_mm256_max_ps((__m256)t, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
+#elif VW == 4 && defined(__SSE__) && defined(__GNUC__)
+    return __builtin_ia32_minps(__builtin_ia32_maxps(t, vsplat(lo)), vsplat(hi));
 #else
     t = vsel(t >= lo, t, vsplat(lo));
     return vsel(t > hi, vsplat(hi), t);

@@ -100,15 +100,13 @@ def _vector_extreme(prog, node, kept: tuple, red: tuple, also=None) -> str | Non
     trailing = last_kept < min((d for d, r in enumerate(red) if r > 1), default=len(red))
     if not trailing or count < 4 * prog.vw:
         return None
-    if RANGE_HELPER not in prog.helpers:
-        prog.helpers.append(RANGE_HELPER)
     ends = [(node.op, node.outputs[0])] + ([(also.op, also.outputs[0])] if also is not None else [])
     lines = [f"const float *X = {prog.ptr(node.inputs[0])};",
              f"for (long o = 0; o < {outer}; o++) {{",
              f"    const float *xb = X + o * {count}; long i = 0; vi nan[4] = {{{{0}}, {{0}}, {{0}}, {{0}}}}; int seen = 0;"]
     for e, (op, _) in enumerate(ends):
         lines.append(f"    vf m{e}[4]; for (int k = 0; k < 4; k++) m{e}[k] = vsplat({_start(op)});")
-    update = " ".join(f"m{e}[k] = {'vhigher' if op == 'ReduceMax' else 'vlower'}(v, m{e}[k]);" for e, (op, _) in enumerate(ends))
+    update = " ".join(f"m{e}[k] = {_extreme(op)}(m{e}[k], v);" for e, (op, _) in enumerate(ends))
     lines += [f"    for (; i + 4 * VW <= {count}; i += 4 * VW)",
               f"        for (int k = 0; k < 4; k++) {{ vf v = vload(xb + i + k * VW); nan[k] |= (v != v); {update} }}",
               "    for (int k = 0; k < 4; k++) for (int l = 0; l < VW; l++) seen |= nan[k][l];"]
@@ -318,28 +316,11 @@ def range_after(prog, out: str):
     return r if r.ends else None
 
 
-# a helper in the source of a plan that uses it (prelude's size decides gcc's -O level: toolchain)
-RANGE_HELPER = r"""/* a < b ? a : b and a > b ? a : b: on x86 minps and maxps (gcc made the selects a compare
-   and two masked xors, a chain of three across the running extreme) */
-static inline vf vlower(vf a, vf b) {
-#if VW == 16 && defined(__AVX512F__)
-    return (vf)_mm512_min_ps((__m512)a, (__m512)b);
-#elif VW == 8 && defined(__AVX2__)
-    return (vf)_mm256_min_ps((__m256)a, (__m256)b);
-#else
-    return vsel(a < b, a, b);
-#endif
-}
-static inline vf vhigher(vf a, vf b) {
-#if VW == 16 && defined(__AVX512F__)
-    return (vf)_mm512_max_ps((__m512)a, (__m512)b);
-#elif VW == 8 && defined(__AVX2__)
-    return (vf)_mm256_max_ps((__m256)a, (__m256)b);
-#else
-    return vsel(a > b, a, b);
-#endif
-}
-"""
+def _extreme(op: str) -> str:
+    """The running extreme's update, m = f(m, v): the prelude's vmaxnan(m, v) is v > m ? v : m
+    (on x86 one maxps), vminnan(m, v) v < m ? v : m — a NaN v leaves m as it was (NaNs are
+    counted apart)."""
+    return "vmaxnan" if op == "ReduceMax" else "vminnan"
 
 
 class Range:
@@ -357,14 +338,12 @@ class Range:
         self.ends = ([first] + ([second] if second is not None and second.inputs[0] == out else [])) if ok else []
 
     def decl(self) -> str:
-        if RANGE_HELPER not in self.prog.helpers:
-            self.prog.helpers.append(RANGE_HELPER)
         return "vi rn = {0}; int Rn = 0; " + " ".join(f"vf r{e} = vsplat({_start(n.op)}); float R{e} = {_start(n.op)};"
                                                       for e, n in enumerate(self.ends))
 
     def vector(self, v: str) -> str:
         return f"rn |= ({v} != {v}); " + " ".join(
-            f"r{e} = {'vhigher' if n.op == 'ReduceMax' else 'vlower'}({v}, r{e});" for e, n in enumerate(self.ends))
+            f"r{e} = {_extreme(n.op)}(r{e}, {v});" for e, n in enumerate(self.ends))
 
     def scalar(self, v: str) -> str:
         return f"Rn |= ({v} != {v}); " + " ".join(f"R{e} = {v} {_cmp(n.op)} R{e} ? {v} : R{e};"
