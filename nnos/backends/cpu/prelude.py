@@ -118,9 +118,15 @@ static inline float ssigmoid(float x) { return 0.5f + 0.5f * stanh(0.5f * x); }
    results) 0 */
 static inline vf vexp_special(vf x, vf y, float hi, float lo);
 static inline vf vclampq(vf t, float lo, float hi);
+static inline vf vexp_within(vf c);
 static inline vf vexp(vf x) {
-    const float hi = 88.72283935546875f, lo = -87.3365478515625f, magic = 12582912.0f;
+    const float hi = 88.72283935546875f, lo = -87.3365478515625f;
     vf c = vclampq(x, lo, hi);                     /* NaN → lo: its result is replaced below */
+    return vexp_special(x, vexp_within(c), hi, lo);
+}
+/* exp of c within [lo, hi] (vexp's clamp): the polynomial and the scaling only */
+static inline vf vexp_within(vf c) {
+    const float magic = 12582912.0f;
     vf t = c * 1.44269504088896341f + magic;
     vf n = t - magic;
     vf g = c - n * 0.693359375f + n * 2.12194440e-4f;
@@ -131,8 +137,7 @@ static inline vf vexp(vf x) {
     y = y * g + 5.0000001201e-1f;
     y = y * g * g + g + 1.0f;
     vi ni = (vi)t - 0x4B400000, h = ni >> 1;
-    y = y * (vf)((h + 127) << 23) * (vf)((ni - h + 127) << 23);
-    return vexp_special(x, y, hi, lo);
+    return y * (vf)((h + 127) << 23) * (vf)((ni - h + 127) << 23);
 }
 /* exp's results outside the range: ∞ above it, 0 below it, NaN for NaN — on AVX-512 three
    masked moves of compares' masks (the selects were lowered to two xors each) */
@@ -282,9 +287,11 @@ static inline float slookup(float x, float s, float lo, float hi, const float *t
 }
 /* GELU = x·Φ(x) with E = erfc(t), t = |x|/√2: Φ = E/2 below zero, 1 − E/2 above, so no
    1 + erf cancels. E = exp(R(u) − t²), u = t/2 − 1 on t ≤ 4 (past it E < 1.6e-8: 0), R a
-   least-squares fit of log erfc(t) + t² on Chebyshev nodes (3.6e-7); one exp, no erf */
+   least-squares fit of log erfc(t) + t² on Chebyshev nodes (3.6e-7); one exp, no erf. The
+   polynomial runs on t clamped to [0, 4] (NaN to 0: x·… is NaN anyway), so exp's argument is
+   within [-17.4, 0] and exp's own clamp and edges are not needed */
 static inline vf vgelu(vf x) {
-    vf t = vsel(x < 0.0f, -x, x) * 0.7071067811865476f, u = t * 0.5f - 1.0f;
+    vf a = vsel(x < 0.0f, -x, x) * 0.7071067811865476f, t = vclampq(a, 0.0f, 4.0f), u = t * 0.5f - 1.0f;
     vf r = u * -0.00034819284337572753f + 0.0005076261586509645f;
     r = r * u + 0.0006861650035716593f;
     r = r * u - 0.0030743328388780355f;
@@ -295,7 +302,7 @@ static inline vf vgelu(vf x) {
     r = r * u + 0.3049947917461395f;
     r = r * u - 0.8363199234008789f;
     r = r * u - 1.3649412393569946f;
-    vf e = vsel(t > 4.0f, vsplat(0.0f), vexp(r - t * t));
+    vf e = vsel(a > 4.0f, vsplat(0.0f), vexp_within(r - t * t));
     return x * vsel(x < 0.0f, 0.5f * e, 1.0f - 0.5f * e);
 }
 static inline float sgelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
