@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-ALIGN = 64
+from ..ir import aligned_empty
 
 
-def aligned_zeros(nbytes: int, align: int = ALIGN) -> np.ndarray:
-    raw = np.zeros(nbytes + align, dtype=np.uint8)
-    start = (-raw.ctypes.data) % align
-    return raw[start:start + nbytes]
+def aligned_zeros(nbytes: int) -> np.ndarray:
+    out = aligned_empty(nbytes, np.uint8)
+    out[:] = 0
+    return out
 
 
 class Arena:

@@ -16,6 +16,7 @@ from .. import flags
 from ..digest import sha256
 from ..errors import BackendError
 from ..fsutil import atomic_write
+from ..ir import aligned
 from .base import Arena, Executable, aligned_zeros
 from .cpu import record, source_and_program, width
 from .cpu.emit import Unsupported
@@ -37,8 +38,8 @@ class CpuExecutable(Executable):
         self.facts = dict(facts, vector_floats=vw, compile_s=round(time.perf_counter() - t0, 3))
         self.arena = Arena(plan, extra=64)              # generated loops may read a vector past the end
         self.workspace = aligned_zeros(max(workspace, 64))
-        self._consts = consts                            # kept alive: the table points into them
-        self._table = (ctypes.c_void_p * max(1, len(consts)))(*[c.ctypes.data for c in consts])
+        self._consts = [aligned(c) for c in consts]      # kept alive: the table points into them
+        self._table = (ctypes.c_void_p * max(1, len(consts)))(*[c.ctypes.data for c in self._consts])
         fn = lib.nnos_run
         fn.restype = None
         fn.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..digest import sha256
 from ..errors import PlanFormatError
-from ..ir import SUPPORTED_DTYPES, contiguous
+from ..ir import SUPPORTED_DTYPES, aligned_empty, contiguous
 from ..limits import MAX_HEADER_BYTES, tensor_problem
 
 MAGIC = b"NNOSPLAN"
@@ -165,6 +165,6 @@ def _weight(name: str, w, blob: np.ndarray) -> np.ndarray:
     n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
     if n != declared or o < 0 or o + n > blob.size:
         raise PlanFormatError(f"weight {name!r} ({n} bytes at {o}) lies outside the weight blob")
-    arr = np.empty(shape, dtype=dt)
+    arr = aligned_empty(shape, dt)                       # the backends' vector loads: whole cache lines
     arr.reshape(-1).view(np.uint8)[:] = blob[o:o + n]
     return arr

@@ -29,6 +29,15 @@ def test_save_load_same_outputs_bitwise(plan, tmp_path):
     assert loaded.memory == plan.memory
 
 
+def test_loaded_weights_start_on_a_cache_line(plan, tmp_path):
+    """A loaded plan's weights each start on a 64-byte boundary (the cpu backend reads them by
+    vector loads: one starting 16 bytes into a line read two lines each)."""
+    path = str(tmp_path / "p.nnos")
+    plan.save(path)
+    consts = nnos.load(path).graph.consts
+    assert consts and all(a.ctypes.data % 64 == 0 and a.flags.c_contiguous for a in consts.values())
+
+
 def test_load_does_not_recompile(plan, tmp_path, monkeypatch):
     path = str(tmp_path / "p.nnos")
     plan.save(path)
