@@ -93,7 +93,11 @@ def test_matmul_integer_with_computed_operands_and_per_row_zero_points(tmp_path,
     (16, 6, 32, 3, 2, 1, 1, 1),      # … at stride 2: each parity of the window row's pixels transposed (AVX2);
                                      # VNNI's direct form by column parity, the padding's left column odd
     (8, 5, 37, 3, 2, 1, 1, 1),       # … rows of 37 (a last 5 pixels one at a time), output rows of 19
-    (16, 6, 32, 5, 2, 2, 1, 1)])     # … 5×5, the padding's left column even
+    (16, 6, 32, 5, 2, 2, 1, 1),      # … 5×5, the padding's left column even
+    (16, 6, 8, 3, 1, 1, 1, 1),       # output rows of 8: VNNI's group two whole rows, each transposed
+    (32, 5, 16, 3, 2, 1, 1, 1),      # … at stride 2 (act_s's 8×8 convolutions)
+    (8, 5, 4, 3, 1, 1, 1, 1),        # rows of 4: four rows a group (VNNI), two (AVX2)
+    (32, 7, 16, 1, 2, 0, 1, 1)])     # 1×1 at stride 2, rows of 8: copies, not transposes
 @pytest.mark.parametrize("x_dt", ["uint8", "int8"])
 def test_conv_integer_with_a_constant_weight(tmp_path, cpu_target, c, oc, hw, kernel, stride, pad, dil, group, x_dt):
     rng = np.random.default_rng(c + oc + hw)
@@ -115,7 +119,9 @@ def test_conv_integer_with_a_constant_weight(tmp_path, cpu_target, c, oc, hw, ke
     assert ("nnos_qconv16_vnni_direct(P, " in src) == direct           # VNNI: operands straight from the padding
     assert ("nnos_qconv16_vnni_rows(CA, " in src) == (group == 1 and not direct)   # VNNI: a tile of groups a call
     least = 2 if stride == 1 else 4                                    # words a pixel: 4 bytes VNNI, 2 int16 AVX2
-    rows_of_words = (not direct and -(-c // 4) >= least and out % 16 == 0) or (-(-c // 2) >= least and out % 8 == 0)
+    def rows(lanes):                                                   # a group's pixels: one row's, or whole rows
+        return out % lanes == 0 or (lanes % out == 0 and kernel > 1)
+    rows_of_words = (not direct and -(-c // 4) >= least and rows(16)) or (-(-c // 2) >= least and rows(8))
     transposed = group == 1 and not pointwise and stride in (1, 2) and dil == 1 and rows_of_words
     assert ("uint32_t *const T = " in src) == transposed                # qpack._transposed
     _exactly_as_the_reference(plan, {"x": ints(x_dt, (2, c, hw, hw), rng)})
