@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...ir import Graph
+from ...ir import Graph, aligned
 from .conv import conv_ok, stays_nchw
 from .ctype import storage
 from .elementwise import unary_chain
@@ -83,7 +83,8 @@ class Program:
         dt = np.dtype(array.dtype if dtype is None else dtype)
         key = f"{key}:{dt.name}"
         if key not in self._const_keys:
-            a = np.ascontiguousarray(array, dtype=dt)
+            # aligned as made (the executable would copy it, with every other one still held)
+            a = aligned(np.ascontiguousarray(array, dtype=dt))
             self._const_keys[key] = len(self.consts)
             self.consts.append(a)
         return f"((const {storage(dt)} *)w[{self._const_keys[key]}])"
