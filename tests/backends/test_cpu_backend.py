@@ -494,15 +494,14 @@ def test_one_native_call_per_run_and_no_allocation(zoo):
     assert peak < 2048, peak
 
 
-# --- every failure: a reason, and numpy ---------------------------------------------------------------
 def test_every_weight_the_object_reads_starts_on_a_cache_line(zoo):
     """The w[] table's arrays — the plan's weights and their repacked copies — each start on a
     64-byte boundary, for a plan compiled in memory (its weights numpy's, 16-byte aligned) too:
     regression, a 65×32×128 product ran 1.8× slower with every vector load split in two lines."""
     from nnos.backends.cpu import source_and_program
     plan = nnos.compile(zoo["cnn_s"])
-    made = source_and_program(plan)[1].consts          # aligned as the generator makes them: not copied
-    assert made and all(c.ctypes.data % 64 == 0 for c in made)     # again, all at once, when bound
+    made = source_and_program(plan)[1].consts          # aligned as the generator makes them (not all
+    assert made and all(c.ctypes.data % 64 == 0 for c in made)     # copied at once when bound)
     exe = prepare(plan, "cpu")
     assert exe.backend == "cpu"
     starts = [c.ctypes.data for c in exe._consts]
@@ -510,6 +509,7 @@ def test_every_weight_the_object_reads_starts_on_a_cache_line(zoo):
     assert list(exe._table) == starts                    # the table points at those, not at freed copies
 
 
+# --- every failure: a reason, and numpy ---------------------------------------------------------------
 def test_running_again_on_the_same_inputs_gives_the_same_outputs(zoo):
     """Regression: a step reused a graph input's bytes, so a second run on inputs not written
     again (a camera frame between new frames) computed from garbage; the backend's own check

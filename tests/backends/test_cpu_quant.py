@@ -97,7 +97,8 @@ def test_matmul_integer_with_computed_operands_and_per_row_zero_points(tmp_path,
     (16, 6, 8, 3, 1, 1, 1, 1),       # output rows of 8: VNNI's group two whole rows, each transposed
     (32, 5, 16, 3, 2, 1, 1, 1),      # … at stride 2 (act_s's 8×8 convolutions)
     (8, 5, 4, 3, 1, 1, 1, 1),        # rows of 4: four rows a group (VNNI), two (AVX2)
-    (32, 7, 16, 1, 2, 0, 1, 1)])     # 1×1 at stride 2, rows of 8: copies, not transposes
+    (32, 7, 16, 1, 2, 0, 1, 1)])     # 1×1 at stride 2, rows of 8: VNNI copies them, AVX2 (one row a group)
+                                     # transposes
 @pytest.mark.parametrize("x_dt", ["uint8", "int8"])
 def test_conv_integer_with_a_constant_weight(tmp_path, cpu_target, c, oc, hw, kernel, stride, pad, dil, group, x_dt):
     rng = np.random.default_rng(c + oc + hw)
