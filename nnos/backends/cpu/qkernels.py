@@ -162,7 +162,8 @@ static void nnos_qconv16_vnni_rows(const uint8_t *restrict col, long nb, const i
    output pixels of a row is one 64-byte load; K = kh·kw·words steps, each four output channels'
    broadcast weights (w as the windowed form's: [m][kh][kw][words] words) over two groups of
    sixteen pixels (eight sums: along a row, or one of each of two rows), a row's last masked */
-static inline void nnos_qdirect_sums(const uint8_t *restrict src, long plane, long wq, long s, long words, long kh,
+#define NNOS_INLINE static inline __attribute__((always_inline))
+NNOS_INLINE void nnos_qdirect_sums(const uint8_t *restrict src, long plane, long wq, long s, long words, long kh,
                                      long kw, const int8_t *restrict w0, long ld, __m512i *c, __m512i *d, long second,
                                      int two) {
     for (long ky = 0; ky < kh; ky++) for (long kx = 0; kx < kw; kx++) for (long j = 0; j < words; j++) {
@@ -183,7 +184,8 @@ static inline void nnos_qdirect_sums(const uint8_t *restrict src, long plane, lo
         }
     }
 }
-static void nnos_qconv16_vnni_direct(const uint8_t *restrict P, long hp, long wq, long s, long words, long kh, long kw,
+/* inlined at each call: its sizes and stride literals (a runtime kx / s was an idiv a tap) */
+NNOS_INLINE void nnos_qconv16_vnni_direct(const uint8_t *restrict P, long hp, long wq, long s, long words, long kh, long kw,
                                      const int8_t *restrict w, const int32_t *restrict rowsum, int32_t off,
                                      int32_t *restrict y, long oh, long ow, long m) {
     const long ld = kh * kw * words * 4, plane = hp * wq, ldy = oh * ow;
