@@ -282,6 +282,47 @@ def test_a_rounding_after_a_product_or_a_softmax_runs_in_registers(tmp_path, cpu
     assert np.mean(got == want) > 0.999
 
 
+@pytest.mark.parametrize("scale,zp", [(0.0371, np.int8(-20)), (1 / 255, np.uint8(0))])
+def test_a_product_s_and_a_softmax_s_roundings_multiply_by_the_reciprocal(tmp_path, cpu_target, scale, zp):
+    """A float product's and a softmax's values are their own, not the reference's bit for bit
+    (sums in another order, exp from tables or a polynomial), so their roundings multiply by
+    1/s where QuantizeLinear divides (the softmax's by 1/(sum·s), one product): every value on
+    the grid, within one step of the reference, and nearly every one exactly its value. The
+    elementwise rounding between them (a Mul's) keeps the division."""
+    from nnos.backends.cpu import source
+    s, z = np.array(scale, np.float32), np.array(zp)
+
+    def qdq(x, y):
+        return [helper.make_node("QuantizeLinear", [x, "s", "z"], [x + "q"]),
+                helper.make_node("DequantizeLinear", [x + "q", "s", "z"], [y])]
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["p"]), *qdq("p", "pd"),
+             helper.make_node("Mul", ["pd", "two"], ["m"]), *qdq("m", "md"),
+             helper.make_node("Softmax", ["md"], ["e"], axis=-1), *qdq("e", "y")]
+    shape = [3, 65, 65]
+    plan = nnos.compile(save(model(nodes, [vi("a", [3, 65, 8]), vi("b", [3, 8, 65])], [vi("y", shape), vi("pd", shape)],
+                                   [("s", s), ("z", z), ("two", np.array(1.5, np.float32))]), tmp_path / "r.onnx"))
+    src = source(plan)
+    assert src.count("vfakeqr(") >= 2 and "vfakeq(v, " in src     # the product's and the softmax's; the Mul's
+    rng = np.random.default_rng(13)
+    feeds = {"a": rng.standard_normal((3, 65, 8)).astype(np.float32),
+             "b": (rng.standard_normal((3, 8, 65)) * 0.7).astype(np.float32)}
+    exe = prepare(plan, "cpu")
+    assert exe.backend == "cpu"
+    for k, v in feeds.items():
+        np.copyto(exe.inputs[k], v)
+    exe.run()
+    want = plan(feeds)
+    info = np.iinfo(z.dtype)
+    for name in ("pd", "y"):
+        got = exe.outputs[name]
+        k = np.rint(got / s)
+        assert np.array_equal(got, (k * s).astype(np.float32)) and k.min() >= info.min - int(zp) and \
+            k.max() <= info.max - int(zp), name
+        assert np.abs(got - want[name]).max() <= s * 1.0001, name
+        assert np.mean(got == want[name]) > 0.99, name
+    assert len(np.unique(exe.outputs["pd"])) > 100                 # the grid's steps, not a few values
+
+
 def test_a_rounding_in_a_product_s_scalar_tail_sends_nan_to_the_low_bound(tmp_path, cpu_target):
     """NaN and infinities reaching a product's last columns (after its whole vectors: scalars)
     round as QuantizeLinear does — NaN to the low bound, ±∞ to the bounds — bitwise the

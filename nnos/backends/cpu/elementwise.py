@@ -20,6 +20,12 @@ from .prelude import ACTIVATIONS, activation
 from .scalar import SUPPORTED, expr
 
 VECTOR_BINARY = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}
+# Kernels whose value before a rounding is their own, not the reference's bit for bit (products
+# summed in another order, exp from tables): their rounding multiplies by 1/s where
+# QuantizeLinear divides (vdivps: ≈ 2.3 cycles a vector on a Zen 5, the epilogue's cost). A
+# product's last bit already moves a value near a half-way point a step either way (verify.py's
+# "quantized" tolerance); elementwise chains keep the division, and with it the reference's bits.
+RECIPROCAL_ROUNDING = frozenset({"MatMul", "Gemm", "Conv", "Softmax"})
 
 
 def unary_chain(prog, node) -> list | None:
@@ -31,7 +37,7 @@ def unary_chain(prog, node) -> list | None:
     chain = []
     for e in node.epilogue:
         if e.op == FAKE_QUANT and _scalar_consts(prog, e.operands[:2]):
-            chain.append((FAKE_QUANT, *_fakeq_terms(prog, e.operands[:2], e.attrs)))
+            chain.append(_rounding(prog, e, node.op in RECIPROCAL_ROUNDING))
         elif e.op == "Clip" and not e.operands:
             chain.append((e.op, e.attrs.get("min"), e.attrs.get("max")))
         elif activation(e.op, e.attrs) and not e.operands:
@@ -39,6 +45,14 @@ def unary_chain(prog, node) -> list | None:
         else:
             return None
     return chain
+
+
+def _rounding(prog, e, reciprocal: bool) -> tuple:
+    """A chain's rounding: (FAKE_QUANT, s, lo, hi, 1/s or "" where it divides by s)."""
+    s, lo, hi = _fakeq_terms(prog, e.operands[:2], e.attrs)
+    scale = np.float32(prog.graph.consts[e.operands[0]].reshape(()))
+    r = literal(np.float32(1.0) / scale, np.float32) if reciprocal and np.isfinite(1.0 / scale) and scale != 0 else ""
+    return (FAKE_QUANT, s, lo, hi, r)
 
 
 def _scalar_consts(prog, names: list[str]) -> bool:
@@ -66,12 +80,22 @@ def _clip(value: str, lo, hi, vector: bool) -> str:
 def apply(chain: list | None, value: str, vector: bool) -> str:
     for op in chain or []:
         if isinstance(op, tuple) and op[0] == FAKE_QUANT:
-            value = f"{'vfakeq' if vector else 'sfakeq'}({value}, {', '.join(op[1:])})"
+            value = rounded(op, value, vector)
         elif isinstance(op, tuple):
             value = _clip(value, op[1], op[2], vector)
         else:
             value = f"{ACTIVATIONS[op][0 if vector else 1]}({value})"
     return value
+
+
+def rounded(rounding: tuple, value: str, vector: bool, by: str = "") -> str:
+    """A chain's rounding of ``value`` (its quotient by s as ``value`` times ``by`` times 1/s
+    where ``by`` is given: a Softmax's 1/sum folded in)."""
+    _, s, lo, hi, r = rounding
+    if r:
+        return f"{'vfakeqr' if vector else 'sfakeqr'}({value}, {f'{by} * {r}' if by else r}, {s}, {lo}, {hi})"
+    value = f"{value} * {by}" if by else value
+    return f"{'vfakeq' if vector else 'sfakeq'}({value}, {s}, {lo}, {hi})"
 
 
 # --- the vector form ---------------------------------------------------------------------------------

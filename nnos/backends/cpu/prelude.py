@@ -218,6 +218,12 @@ static inline vf vfakeq(vf x, float s, float lo, float hi) {
     vf t = vclampq(x / s, lo, hi);
     return vkeep(((t + 12582912.0f) - 12582912.0f) * s);
 }
+/* vfakeq with x / s as x · r, r ≈ 1/s (a value not the reference's bit for bit anyway:
+   elementwise.RECIPROCAL_ROUNDING) */
+static inline vf vfakeqr(vf x, float r, float s, float lo, float hi) {
+    vf t = vclampq(x * r, lo, hi);
+    return vkeep(((t + 12582912.0f) - 12582912.0f) * s);
+}
 /* vclampq of one value (on x86 maxss and minss: gcc made the selects compares and branches,
    mispredicted on a row's rounded tail) — by gcc's builtins, not a header: an image's compiler
    has no intrinsics headers (image/steps/48-cpu-backend.sh) */
@@ -233,6 +239,10 @@ static inline float sclampq(float t, float lo, float hi) {
 }
 static inline float sfakeq(float x, float s, float lo, float hi) {
     float t = sclampq(x / s, lo, hi);
+    return skeep(((t + 12582912.0f) - 12582912.0f) * s);
+}
+static inline float sfakeqr(float x, float r, float s, float lo, float hi) {
+    float t = sclampq(x * r, lo, hi);
     return skeep(((t + 12582912.0f) - 12582912.0f) * s);
 }
 /* nnos.Lookup: a table's entry at each value's grid index — x / s rounded half to even, clamped

@@ -15,7 +15,7 @@ import numpy as np
 
 from ...ops.quant import FAKE_QUANT
 from .ctype import literal
-from .elementwise import apply
+from .elementwise import apply, rounded
 from .emit import indent
 
 ROWS = 4      # rows a group interleaves: each row's passes are a chain of dependent steps
@@ -123,10 +123,18 @@ def _group(n: int, rows: int, chain, exp: _Exp) -> list[str]:
         "  " + each("float S@ = vhsum(s@);"),
         f"  for (long j = i; j < {n}; j++) {{ " + each(f"{{ float e = {exp.scalar('x@[j]', 'M@')}; y@[j] = e; S@ += e; }}")
         + " }",
-        "  " + each("float inv@ = 1.0f / S@; vf iv@ = vsplat(inv@);"),
+        "  " + each("float inv@ = 1.0f / S@;"),
         f"  for (i = 0; i + VW <= {n}; i += VW) {{ "
-        + each(f"vstore(y@ + i, {apply(chain, 'vload(y@ + i) * iv@', True)});") + " }",
-        f"  for (long j = i; j < {n}; j++) {{ " + each(f"y@[j] = {apply(chain, 'y@[j] * inv@', False)};") + " } }"]
+        + each(f"vstore(y@ + i, {_scaled(chain, 'vload(y@ + i)', 'inv@', True)});") + " }",
+        f"  for (long j = i; j < {n}; j++) {{ " + each(f"y@[j] = {_scaled(chain, 'y@[j]', 'inv@', False)};") + " } }"]
+
+
+def _scaled(chain, value: str, inv: str, vector: bool) -> str:
+    """``value`` times 1/sum (the float ``inv``), then the chain: a first rounding by a
+    reciprocal takes 1/sum into its own product (one multiply a vector, not two)."""
+    if chain and isinstance(chain[0], tuple) and chain[0][0] == FAKE_QUANT and chain[0][4]:
+        return apply(chain[1:], rounded(chain[0], value, vector, inv), vector)
+    return apply(chain, f"{value} * {'vsplat(' + inv + ')' if vector else inv}", vector)
 
 
 def rows(prog, x: str, y: str, count: int, n: int, chain) -> str:
