@@ -15,8 +15,9 @@ import numpy as np
 VNNI_HELPER = r"""
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #include <immintrin.h>
+#define NNOS_INLINE static inline __attribute__((always_inline))
 /* y[0:n] = dot(a[0:4kq] (u8), packed b) - off * colsum: b is [n/16][kq][16][4] int8 */
-static void nnos_qrow_vnni(const uint8_t *restrict a, const int8_t *restrict b, const int32_t *restrict colsum,
+NNOS_INLINE void nnos_qrow_vnni(const uint8_t *restrict a, const int8_t *restrict b, const int32_t *restrict colsum,
                            int32_t off, int32_t *restrict y, long kq, long n) {
     const long nb = (n + 15) / 16, step = kq * 64;
     const __m512i voff = _mm512_set1_epi32(off);
@@ -63,7 +64,7 @@ static inline void nnos_qstore_rows4(int32_t *y, long ldy, long col, long n, con
 /* four rows at once (a: rows of lda bytes, y: rows of ldy), two column blocks at a time: eight
    independent chains, each broadcast row used twice and each weight vector four times (four
    chains, one block, waited on vpdpbusd's latency: act_s's 65 × 32 × 128 product 2.0 µs) */
-static void nnos_qrows4_vnni(const uint8_t *restrict a, long lda, const int8_t *restrict b,
+NNOS_INLINE void nnos_qrows4_vnni(const uint8_t *restrict a, long lda, const int8_t *restrict b,
                              const int32_t *restrict colsum, int32_t off, int32_t *restrict y, long ldy, long kq, long n) {
     const long nb = (n + 15) / 16, step = kq * 64;
     const __m512i voff = _mm512_set1_epi32(off);
@@ -108,7 +109,7 @@ static void nnos_qrows4_vnni(const uint8_t *restrict a, long lda, const int8_t *
 static inline void nnos_qstore4(int32_t *yg, long ldy, long q, __mmask16 mk, const __m512i *cs, const __m512i *corr) {
     for (long t = 0; t < q; t++) _mm512_mask_storeu_epi32(yg + t * ldy, mk, _mm512_sub_epi32(cs[t], corr[t]));
 }
-static void nnos_qconv16_vnni_rows(const uint8_t *restrict col, long nb, const int8_t *restrict w,
+NNOS_INLINE void nnos_qconv16_vnni_rows(const uint8_t *restrict col, long nb, const int8_t *restrict w,
                                    const int32_t *restrict rowsum, int32_t off, int32_t *restrict y, long ldy,
                                    long kq, long m, long lastn) {
     const long ld = 4 * kq;
@@ -162,7 +163,6 @@ static void nnos_qconv16_vnni_rows(const uint8_t *restrict col, long nb, const i
    output pixels of a row is one 64-byte load; K = kh·kw·words steps, each four output channels'
    broadcast weights (w as the windowed form's: [m][kh][kw][words] words) over two groups of
    sixteen pixels (eight sums: along a row, or one of each of two rows), a row's last masked */
-#define NNOS_INLINE static inline __attribute__((always_inline))
 NNOS_INLINE void nnos_qdirect_sums(const uint8_t *restrict src, long plane, long wq, long s, long words, long kh,
                                      long kw, const int8_t *restrict w0, long ld, __m512i *c, __m512i *d, long second,
                                      int two) {
