@@ -15,7 +15,7 @@ against torch's own output on a seeded input:
 Inputs are ``image`` float32 [1, 3, 64, 64] and ``state`` float32 [1, 6]; the output
 ``actions`` (act_s: [1, 20, 6], a chunk; the others [1, 6]). Then compile either with
 ``nnos compile NAME.onnx -o NAME.plan``. Committed in models/zoo (this script's output, seed 0;
-1.5 MB): act_s.onnx, act_s.dynamo.onnx, mbv2_s.onnx, res5_s.onnx — the exporters differ most on
+1.6 MB): act_s.onnx, act_s.dynamo.onnx, mbv2_s.onnx, res5_s.onnx — the exporters differ most on
 the transformer (opset 17 Erf/CumSum/Sin/Cos against opset 20 Gelu with the embedding already
 folded), hardly on the CNNs; tests/models/test_zoo_exports.py checks them against onnxruntime.
 """

@@ -121,8 +121,11 @@ POLICIES = {"act_s": ActS, "mbv2_s": MobileS, "res5_s": Res5S}
 
 
 def policy(name: str, seed: int = 0) -> nn.Module:
-    """The policy with seeded weights and BatchNorm statistics that are not the identity (as a
-    trained network's are), in eval mode."""
+    """The policy with seeded weights, in eval mode, each part as a trained network's: BatchNorm
+    statistics and norms' scales that are not the identity, biases that are not zero, and every
+    transformer layer its own weights (nn.TransformerEncoder and Decoder start each layer as a
+    copy of one: the exporter shares identical weights through Identity nodes, and onnxruntime's
+    dynamic quantizer leaves a product whose weight is not an initializer in float)."""
     torch.manual_seed(seed)
     m = POLICIES[name]()
     for mod in m.modules():
@@ -131,4 +134,21 @@ def policy(name: str, seed: int = 0) -> nn.Module:
             mod.running_var.uniform_(0.5, 1.5)
             mod.weight.data.uniform_(0.5, 1.5)
             mod.bias.data.uniform_(-0.2, 0.2)
+        elif isinstance(mod, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+            _own_weights(mod)
     return m.eval()
+
+
+def _own_weights(layer: nn.Module) -> None:
+    """A transformer layer's weights drawn afresh (torch's initializations: the attention's
+    projection in, then every Linear, its output projection's too), its biases and its norms'
+    scales and shifts from small ranges where torch's start them at zero and one."""
+    for mod in layer.modules():
+        if isinstance(mod, nn.MultiheadAttention):
+            mod._reset_parameters()
+            mod.in_proj_bias.data.uniform_(-0.1, 0.1)
+        elif isinstance(mod, nn.Linear):
+            mod.reset_parameters()
+        elif isinstance(mod, nn.LayerNorm):
+            mod.weight.data.uniform_(0.8, 1.2)
+            mod.bias.data.uniform_(-0.1, 0.1)

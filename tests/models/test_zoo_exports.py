@@ -47,6 +47,21 @@ def test_the_act_policy_has_the_real_structure():
     assert {"Gelu", "LayerNormalization"} <= {n.op_type for n in d.graph.node} and d.opset_import[0].version >= 20
 
 
+def test_the_act_policy_s_layers_have_their_own_weights(tmp_path):
+    """Each transformer layer has its own weights, as a trained policy's (torch's encoder and
+    decoder start their layers as copies of one: the exporter then shared the copies' weights
+    through Identity nodes, and onnxruntime's dynamic quantizer left those layers' products in
+    float): no Identity in either export, and quantize_dynamic makes every product of a
+    constant weight an integer one."""
+    from nnos_models.zoo.quantize import quantized
+    for name in ("act_s.onnx", "act_s.dynamo.onnx"):
+        assert "Identity" not in {n.op_type for n in onnx.load(os.path.join(ZOO, name)).graph.node}, name
+    m = onnx.load(quantized(os.path.join(ZOO, "act_s.onnx"), str(tmp_path / "dynamic.onnx"), "dynamic"))
+    weights = {i.name for i in m.graph.initializer}
+    assert not [n.name for n in m.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
+    assert sum(n.op_type == "MatMulInteger" for n in m.graph.node) == 17   # state 1, encoder 2 × 4, decoder 7, head 1
+
+
 @pytest.mark.parametrize("name", EXPORTS)
 def test_an_export_compiles_and_matches_onnxruntime(name):
     path = os.path.join(ZOO, name)
