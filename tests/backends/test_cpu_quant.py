@@ -57,9 +57,25 @@ def test_matmul_integer_with_a_constant_weight(tmp_path, cpu_target, m, k, n, a_
     from nnos.backends.cpu import source
     src = source(plan)
     fours, copied = m >= 4 and b_zp != "wide", bool(k % 4) or a_dt == np.int8    # VNNI: four rows a call,
-    assert ("nnos_qrows4_vnni(R, " in src) == (fours and copied)                  # copied to whole words
+    assert ("nnos_qrows4_vnni(R + i * " in src) == (fours and copied)             # all copied to whole words first
     assert ("nnos_qrows4_vnni((const uint8_t *)A + i * " in src) == (fours and not copied)   # or in place
     _exactly_as_the_reference(plan, {"a": ints(a_dt, (m, k), rng)})
+
+
+@pytest.mark.parametrize("m,k", [(9, 32), (6, 33)])
+def test_a_product_s_rows_past_the_whole_copy_are_copied_four_at_a_time(tmp_path, monkeypatch, cpu_target, m, k):
+    """An int8 product's rows become unsigned bytes in a copy of them all before the first
+    product, up to WHOLE_COPY bytes; past it four rows at a time, each group right before its
+    product (the same sums)."""
+    from nnos.backends.cpu import quant, source
+    monkeypatch.setattr(quant, "WHOLE_COPY", 0)
+    rng = np.random.default_rng(m + k)
+    node = helper.make_node("MatMulInteger", ["a", "b", "az"], ["y"])
+    mdl = model([node], [vi("a", [m, k], I8[np.dtype("int8")])], [vi("y", [m, 40], TensorProto.INT32)],
+                [("b", ints(np.dtype("int8"), (k, 40), rng)), ("az", np.array(-3, np.int8))], opset=13)
+    plan = nnos.compile(save(mdl, tmp_path / "m.onnx"))
+    assert "nnos_qrows4_vnni(R, " in source(plan)
+    _exactly_as_the_reference(plan, {"a": ints(np.dtype("int8"), (m, k), rng)})
 
 
 def test_matmul_integer_with_computed_operands_and_per_row_zero_points(tmp_path, cpu_target):
