@@ -111,10 +111,13 @@ def test_matmul_and_elementwise(tmp_path):
     ([2, 4, 10, 10], [1, 4, 10, 37]),        # AV, B broadcast over the batch, N not a vector multiple
     ([10, 48], [3, 48, 64]),                 # A broadcast over B's batch
     ([2, 4, 65, 8], [2, 4, 8, 65]),          # act_s's QKᵀ: K = 8, a column after the vectors
+    ([1, 2, 9, 72], [1, 2, 72, 65]),         # a B past PADDED_COPY: read where it is
 ])
-def test_batched_matmul_of_computed_operands(tmp_path, qs, ks):
+def test_batched_matmul_of_computed_operands(tmp_path, cpu_target, qs, ks):
     """Both operands computed (a Relu in front of each): the fast row form once per batch entry,
-    with a Tanh applied in registers; a team's rows bitwise one thread's."""
+    with a Tanh applied in registers; a team's rows bitwise one thread's. A B whose rows are not
+    whole vectors is copied to padded rows first (up to PADDED_COPY bytes), its last columns a
+    vector too."""
     out = list(np.broadcast_shapes(tuple(qs[:-2]), tuple(ks[:-2]))) + [qs[-2], ks[-1]]
     nodes = [helper.make_node("Relu", ["Q"], ["Qr"]), helper.make_node("Relu", ["K"], ["Kr"]),
              helper.make_node("MatMul", ["Qr", "Kr"], ["S"]), helper.make_node("Tanh", ["S"], ["Y"])]
@@ -123,6 +126,10 @@ def test_batched_matmul_of_computed_operands(tmp_path, qs, ks):
     from nnos.backends.cpu import source
     src = source(plan)                  # the row form (or the narrow one), not the generic scalar loops
     assert "const float *ar = A + m *" in src or "A[(m0 + 0) *" in src
+    from nnos.backends.cpu import width
+    from nnos.backends.cpu.gemm import PADDED_COPY
+    vw, (k, n) = width(), ks[-2:]
+    assert ("B = Bp; }" in src) == (n % vw != 0 and n >= vw and k * -(-n // vw) * vw * 4 <= PADDED_COPY)
     team_as_one(plan, agree(plan))
 
 

@@ -17,6 +17,7 @@ from .emit import Unsupported, after_split, indent
 from .ctype import compute, literal, storage
 from .elementwise import apply, epilogue_pass, unary_chain
 from .loops import broadcast_strides, nest
+from .team import MAX_THREADS
 
 
 def _f32(prog, *names) -> bool:
@@ -49,12 +50,16 @@ def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None
         lines.append(split)
     if bias:
         lines.append(f"const float *C = {bias};")
+    ldb = n
+    if packed is None and not bias and n % vw and k * -(-n // vw) * vw * 4 <= PADDED_COPY:
+        ldb = -(-n // vw) * vw
+        lines.append(_padded_copy(prog, k, n, ldb, bool(split)))
     if groups:
         if packed is not None:         # [group][K][4·VW], contiguous per group
             arr = packed[1][:k, :groups * bw].reshape(k, groups, bw).transpose(1, 0, 2)
             blocks = prog.const(f"{packed[0]}@groups{bw}", arr)
         row = f"{blocks} + (size_t)g * {k * bw}" if packed is not None else f"B + g * {bw}"
-        ld = bw if packed is not None else n
+        ld = bw if packed is not None else ldb
     # a few rows split by columns (a batch of 2 or 3): the column groups of two rows at a time, so
     # each pass reads its weights once for both; on a team each thread does the same for its own
     # groups, so every row's sums are bitwise one thread's
@@ -80,12 +85,16 @@ def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None
             block = prog.const(f"{packed[0]}@cols{col}+{rest * vw}", packed[1][:k, col:col + rest * vw])
             lines.append(indent(_accumulate(rest, init, k, block, rest * vw, vw), 8))
         else:
-            lines.append(indent(_accumulate(rest, init, k, f"B + {col}", n, vw), 8))
+            lines.append(indent(_accumulate(rest, init, k, f"B + {col}", ldb, vw), 8))
         for i in range(rest):
             lines.append(f"        vstore(orow + {col + i * vw}, {apply(chain, f'acc{i}', True)});")
         lines.append("    }")
         col += rest * vw
-    if col < n:                        # fewer columns than a vector: a row of partial sums over K
+    if col < n and ldb > n:            # the padded copy's last vector, its first n − col lanes stored
+        lines.append(f"    {{ {_accumulate(1, ['vsplat(0.0f)'], k, f'B + {col}', ldb, vw)}")
+        lines.append(f"      float t_[VW]; vstore(t_, {apply(chain, 'acc0', True)}); "
+                     f"memcpy(orow + {col}, t_, {n - col} * sizeof(float)); }}")
+    elif col < n:                      # fewer columns than a vector: a row of partial sums over K
         rem = n - col
         first = f"crow[{col} + j]" if bias else "0.0f"
         lines.append(f"    {last}{{ float s[{rem}]; for (int j = 0; j < {rem}; j++) s[j] = {first};")
@@ -94,6 +103,21 @@ def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None
         lines.append(f"      for (int j = 0; j < {rem}; j++) orow[{col} + j] = {apply(chain, 's[j]', False)}; }}")
     lines.append("}")
     return indent("\n".join(lines))
+
+
+def _padded_copy(prog, k: int, n: int, ldb: int, split: bool) -> str:
+    """B's rows copied to rows of ``ldb`` floats (whole vectors, the padding zero) in the
+    workspace, B pointed at the copy — on a team each thread its own copy: a computed B whose
+    rows are not whole vectors (attention's Kᵀ, 65 columns) had most of its loads across two
+    cache lines, and its last columns as a chain of scalar multiply-adds a row of A."""
+    bp, _ = prog.ws(k * ldb * 4 * (MAX_THREADS if split else 1))
+    full = n // prog.vw * prog.vw
+    return "\n".join([
+        f"{{ float *Bp = {bp}{f' + tid * {k * ldb}' if split else ''};",
+        f"  for (int kk = 0; kk < {k}; kk++) {{ const float *s_ = B + kk * {n}; float *d_ = Bp + kk * {ldb};",
+        f"    for (int j = 0; j < {full}; j += VW) vstore(d_ + j, vload(s_ + j));",
+        f"    vstore(d_ + {full}, vsplat(0.0f)); memcpy(d_ + {full}, s_ + {full}, {n - full} * sizeof(float)); }}",
+        "  B = Bp; }"])
 
 
 def _pair_groups(m: int, k: int, n: int, bw: int, vw: int, g_range: tuple, row: str, ld: int, bias: str | None,
@@ -115,6 +139,7 @@ def _pair_groups(m: int, k: int, n: int, bw: int, vw: int, g_range: tuple, row: 
     return "\n".join(lines)
 
 
+PADDED_COPY = 1 << 14     # bytes: a computed B with rows not whole vectors copied padded up to this (_rows)
 NARROW_ROWS = 8     # rows a narrow block computes: eight independent chains of FMAs (four left them latency-bound)
 
 
