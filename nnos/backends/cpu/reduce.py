@@ -13,6 +13,8 @@ from .loops import broadcast_strides, contiguous_strides, nest
 from .softmax import rows as softmax_rows
 
 
+NORM_ROWS = 4        # rows a LayerNormalization group interleaves (_norm_rows)
+
 def _round(dt, v: str) -> str:
     """A value rounded to ``dt`` (float16 results round after each op, as numpy's do)."""
     return f"((float)(_Float16)({v}))" if np.dtype(dt) == np.float16 else f"({v})"
@@ -233,30 +235,44 @@ def _rows_ok(prog, node, shape, axis: int, params: list[str]) -> bool:
 
 def _norm_rows(prog, node, x: str, scale: str, bias: str, y: str, rows: int, n: int, centred: bool) -> str:
     """LayerNormalization (or RMSNormalization, not centred) of float32 rows: the mean and the
-    mean square each one pass of vectors, then (x − m)·(1/σ)·scale (+ bias) in one more. On a
-    team, each thread its own rows."""
-    eps = literal(node.attrs.get("epsilon", 1e-5), np.float32)
-    add = " + vload(Bn + i)" if bias else ""
-    sadd = " + Bn[i]" if bias else ""
+    mean square each one pass of vectors, then (x − m)·(1/σ)·scale (+ bias) in one more,
+    NORM_ROWS rows at a time, their statements interleaved (a short row's sums, root and
+    division are one chain of dependent steps; its neighbours' hide it). On a team, each thread
+    its own rows."""
     split = prog.share(rows * n * 4, rows)
+    lo, hi = ("lo", "hi") if split else ("0", str(rows))
     return indent("\n".join([
         f"const float *X = {prog.tensor(x)}; float *Y = {prog.tensor(y)}; const float *Sc = {prog.tensor(scale)};",
         f"const float *Bn = {prog.tensor(bias) if bias else 'NULL'}; (void)Bn;",
         *([split] if split else []),
-        f"for (long o = {'lo' if split else 0}; o < {'hi' if split else rows}; o++) {{",
-        f"    const float *xr = X + o * {n}; float *yr = Y + o * {n}; long i = 0; vf sv = vsplat(0.0f); float s = 0.0f;",
-        *([f"    for (; i + VW <= {n}; i += VW) sv += vload(xr + i);",
-           f"    for (; i < {n}; i++) s += xr[i];",
-           "    s += vhsum(sv);",
-           f"    const float m = s * {literal(1.0 / n, np.float32)};"] if centred else ["    const float m = 0.0f;"]),
-        "    vf mm = vsplat(m), qv = vsplat(0.0f); float q = 0.0f;",
-        f"    for (i = 0; i + VW <= {n}; i += VW) {{ vf d = vload(xr + i) - mm; qv += d * d; }}",
-        f"    for (; i < {n}; i++) {{ float d = xr[i] - m; q += d * d; }}",
-        "    q += vhsum(qv);",
-        f"    const float r = 1.0f / sqrtf(q * {literal(1.0 / n, np.float32)} + {eps}); vf rv = vsplat(r);",
-        f"    for (i = 0; i + VW <= {n}; i += VW) vstore(yr + i, (vload(xr + i) - mm) * rv * vload(Sc + i){add});",
-        f"    for (; i < {n}; i++) yr[i] = (xr[i] - m) * r * Sc[i]{sadd};",
-        "}"]))
+        f"long o = {lo};",
+        f"for (; o + {NORM_ROWS} <= {hi}; o += {NORM_ROWS})",
+        *_norm_group(node, n, NORM_ROWS, bool(bias), centred),
+        f"for (; o < {hi}; o++)",
+        *_norm_group(node, n, 1, bool(bias), centred)]))
+
+
+def _norm_group(node, n: int, count: int, bias: bool, centred: bool) -> list[str]:
+    """``count`` rows from row ``o`` on, each row's operations in the order one row had them."""
+    def each(c: str) -> str:          # "@": the row's number in the group
+        return " ".join(c.replace("@", str(r)) for r in range(count))
+    eps = literal(node.attrs.get("epsilon", 1e-5), np.float32)
+    inv = literal(1.0 / n, np.float32)
+    add, sadd = (" + vload(Bn + i)", " + Bn[j]") if bias else ("", "")
+    mean = [f"  for (; i + VW <= {n}; i += VW) {{ " + each("sv@ += vload(x@ + i);") + " }",
+            f"  for (long j = i; j < {n}; j++) {{ " + each("s@ += x@[j];") + " }",
+            "  " + each(f"s@ += vhsum(sv@); const float m@ = s@ * {inv};")]
+    return [
+        "{ " + each(f"const float *x@ = X + (o + @) * {n}; float *y@ = Y + (o + @) * {n}; "
+                    "vf sv@ = vsplat(0.0f); float s@ = 0.0f; (void)sv@; (void)s@;") + " long i = 0;",
+        *(mean if centred else ["  " + each("const float m@ = 0.0f;")]),
+        "  " + each("vf mm@ = vsplat(m@), qv@ = vsplat(0.0f); float q@ = 0.0f;"),
+        f"  for (i = 0; i + VW <= {n}; i += VW) {{ " + each("{ vf d = vload(x@ + i) - mm@; qv@ += d * d; }") + " }",
+        f"  for (long j = i; j < {n}; j++) {{ " + each("{ float d = x@[j] - m@; q@ += d * d; }") + " }",
+        "  " + each(f"q@ += vhsum(qv@); const float r@ = 1.0f / sqrtf(q@ * {inv} + {eps}); const vf rv@ = vsplat(r@);"),
+        f"  for (i = 0; i + VW <= {n}; i += VW) {{ "
+        + each(f"vstore(y@ + i, (vload(x@ + i) - mm@) * rv@ * vload(Sc + i){add});") + " }",
+        f"  for (long j = i; j < {n}; j++) {{ " + each(f"y@[j] = (x@[j] - m@) * r@ * Sc[j]{sadd};") + " } }"]
 
 
 def batch_norm(prog, node) -> str:
