@@ -8,12 +8,14 @@ QuantizeLinear → DequantizeLinear, ``nnos.QuantizeDequantize`` at the end of i
 x − max is −d·s for an integer d in [0, 255], and exp(−d·s) is the product of two entries of
 16-entry tables, exp(−16·s·(d >> 4)) · exp(−s·(d & 15)), picked by permutes from registers —
 no polynomial, no range checks (the values are finite: the rounding sends NaN to the grid).
+Where exp(−255·s) is a normal float32, the grid's top value stands for each row's max (the
+same softmax; d still in [0, 255]) and the max pass is skipped.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ...ops.quant import FAKE_QUANT
+from ...ops.quant import FAKE_QUANT, QUANT, grid_dtype
 from .ctype import literal
 from .elementwise import apply, rounded
 from .emit import indent
@@ -55,9 +57,10 @@ static inline float sexp_grid(float g, float inv, const float *t) {
 """
 
 
-def input_grid(prog, x: str) -> float | None:
-    """The scale s of the 8-bit grid ``x``'s producer rounds it to last (the end of its chain is
-    a rounding by one constant scale), or None."""
+def input_grid(prog, x: str) -> tuple[float, float] | None:
+    """The 8-bit grid ``x``'s producer rounds it to last (the end of its chain is a rounding by
+    one constant scale and zero point): its scale s and its top value (qmax − z)·s as float32
+    computes it, or None."""
     node = prog.graph.producers().get(x)
     if node is None or len(node.outputs) != 1:
         return None
@@ -65,11 +68,12 @@ def input_grid(prog, x: str) -> float | None:
     args = (last.operands if node.epilogue else last.inputs[1:])[:2]
     if last.op != FAKE_QUANT or len(args) != 2 or not all(a in prog.graph.consts for a in args):
         return None
-    scale = prog.graph.consts[args[0]]
-    if scale.size != 1 or scale.dtype != np.float32:
+    scale, zero = (prog.graph.consts[a] for a in args)
+    if scale.size != 1 or scale.dtype != np.float32 or zero.size != 1:
         return None
-    s = float(scale.reshape(()))
-    return s if np.isfinite(s) and s > 0 else None
+    s = np.float32(scale.reshape(()))
+    top = np.float32(np.float32(QUANT[grid_dtype(last.attrs)][1] - int(zero.reshape(()))) * s)
+    return (float(s), float(top)) if np.isfinite(s) and s > 0 and np.isfinite(top) else None
 
 
 def _tables(s: float) -> np.ndarray:
@@ -79,14 +83,18 @@ def _tables(s: float) -> np.ndarray:
 
 
 class _Exp:
-    """exp(x − M) in a row's passes: vexp, or the grid's tables (``grid``: the scale)."""
-    def __init__(self, prog, grid: float | None):
-        self.grid = grid
-        if grid is not None:
+    """exp(x − M) in a row's passes: vexp, or the grid's tables (``grid``: the scale and the top
+    value). ``top``: M, the grid's top value in place of the row's max (softmax is the same for
+    any M; the tables cover M − x = d·s for every d in [0, 255]) where exp(−255·s) stays a
+    normal float32 (255·s ≤ 80), so the rows' max pass is skipped; else None."""
+    def __init__(self, prog, grid: tuple[float, float] | None):
+        self.grid = grid[0] if grid is not None else None
+        self.top = grid[1] if grid is not None and 255 * grid[0] <= 80 else None
+        if self.grid is not None:
             if HELPER not in prog.helpers:
                 prog.helpers.append(HELPER)
-            self.table = prog.const(f"softmax_grid:{grid!r}", _tables(grid))
-            self.inv = literal(np.float32(1.0) / np.float32(grid), np.float32)
+            self.table = prog.const(f"softmax_grid:{self.grid!r}", _tables(self.grid))
+            self.inv = literal(np.float32(1.0) / np.float32(self.grid), np.float32)
 
     def setup(self) -> list[str]:
         if self.grid is None:
@@ -110,13 +118,21 @@ def _group(n: int, rows: int, chain, exp: _Exp) -> list[str]:
     the vector units being what the passes wait on (a 65-long row: 8.2 against 7.4 µs)."""
     def each(c: str) -> str:          # "@": the row's number in the group
         return " ".join(c.replace("@", str(r)) for r in range(rows))
+    if exp.top is not None:               # the grid's top for M: no max pass
+        top = literal(np.float32(exp.top), np.float32)
+        first = ["{ " + each(f"const float *x@ = X + (o + @) * {n}; float *y@ = Y + (o + @) * {n};"),
+                 "  long i = 0; " + each(f"const float M@ = {top};")]
+    else:
+        first = [
+            "{ " + each(f"const float *x@ = X + (o + @) * {n}; float *y@ = Y + (o + @) * {n};"),
+            "  long i = 0; " + each("vf m@ = vsplat(x@[0]);"),
+            f"  for (; i + VW <= {n}; i += VW) {{ "
+            + each("vf v@ = vload(x@ + i); m@ = vsel((v@ > m@) | (v@ != v@), v@, m@);") + " }",
+            "  " + each("float M@ = x@[0]; { float v = vhmax(m@); M@ = (v != v || v > M@) ? v : M@; }"),
+            f"  for (long j = i; j < {n}; j++) {{ " + each("{ float v = x@[j]; M@ = (v != v || v > M@) ? v : M@; }")
+            + " }"]
     return [
-        "{ " + each(f"const float *x@ = X + (o + @) * {n}; float *y@ = Y + (o + @) * {n};"),
-        "  long i = 0; " + each("vf m@ = vsplat(x@[0]);"),
-        f"  for (; i + VW <= {n}; i += VW) {{ "
-        + each("vf v@ = vload(x@ + i); m@ = vsel((v@ > m@) | (v@ != v@), v@, m@);") + " }",
-        "  " + each("float M@ = x@[0]; { float v = vhmax(m@); M@ = (v != v || v > M@) ? v : M@; }"),
-        f"  for (long j = i; j < {n}; j++) {{ " + each("{ float v = x@[j]; M@ = (v != v || v > M@) ? v : M@; }") + " }",
+        *first,
         "  " + each("vf s@ = vsplat(0.0f), mm@ = vsplat(M@);"),
         f"  for (i = 0; i + VW <= {n}; i += VW) {{ "
         + each(f"vf e@ = {exp.vector('vload(x@ + i)', 'mm@')}; vstore(y@ + i, e@); s@ += e@;") + " }",
