@@ -21,13 +21,19 @@ pytestmark = [pytest.mark.skipif(find_compiler() is None, reason="no C compiler"
               pytest.mark.usefixtures("cpu_cache")]
 
 
-def _exactly_as_the_reference(plan, feeds):
+def _on_cpu(plan, feeds):
+    """The plan run once on the cpu backend (which it must get): (the executable, the
+    reference's outputs)."""
     exe = prepare(plan, "cpu")
     assert exe.backend == "cpu"
     for k, v in feeds.items():
         np.copyto(exe.inputs[k], v)
     exe.run()
-    want = plan(feeds)
+    return exe, plan(feeds)
+
+
+def _exactly_as_the_reference(plan, feeds):
+    exe, want = _on_cpu(plan, feeds)
     for k, v in want.items():
         np.testing.assert_array_equal(exe.outputs[k], v, err_msg=k)
     return exe
@@ -289,11 +295,8 @@ def test_a_rounding_after_a_product_or_a_softmax_runs_in_registers(tmp_path, cpu
     if case != "softmax":
         _exactly_as_the_reference(plan, feeds)
         return
-    exe = prepare(plan, "cpu")
-    for k, v in feeds.items():
-        np.copyto(exe.inputs[k], v)
-    exe.run()
-    got, want = exe.outputs["y"], plan(feeds)["y"]
+    exe, want = _on_cpu(plan, feeds)
+    got, want = exe.outputs["y"], want["y"]
     assert np.abs(got - want).max() <= scale * 1.0001
     assert np.mean(got == want) > 0.999
 
@@ -322,12 +325,7 @@ def test_a_product_s_and_a_softmax_s_roundings_multiply_by_the_reciprocal(tmp_pa
     rng = np.random.default_rng(13)
     feeds = {"a": rng.standard_normal((3, 65, 8)).astype(np.float32),
              "b": (rng.standard_normal((3, 8, 65)) * 0.7).astype(np.float32)}
-    exe = prepare(plan, "cpu")
-    assert exe.backend == "cpu"
-    for k, v in feeds.items():
-        np.copyto(exe.inputs[k], v)
-    exe.run()
-    want = plan(feeds)
+    exe, want = _on_cpu(plan, feeds)
     info = np.iinfo(z.dtype)
     for name in ("pd", "y"):
         got = exe.outputs[name]
