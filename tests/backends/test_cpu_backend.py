@@ -929,6 +929,28 @@ def test_softmax_rows_in_groups(tmp_path, shape):
     assert not np.isnan(np.delete(out, nan_rows, axis=0)).any()
 
 
+@pytest.mark.parametrize("n", [37, 65, 3])
+def test_softmax_rows_with_infinities_and_underflow(tmp_path, n):
+    """The max pass does not look for NaN, nor exp for ∞: a row with +∞ (∞ − ∞ in it), a row
+    all −∞ and a NaN in a tail are NaN rows, as the reference's; −∞ elsewhere is 0, and values
+    more than 87 below the max (exp's denormals) 0 or as small — in groups, alone and in tails."""
+    shape = (9, n)
+    m = model([helper.make_node("Softmax", ["X"], ["Y"], axis=-1)], [vi("X", list(shape))], [vi("Y", list(shape))])
+    plan = nnos.compile(save(m, tmp_path / "softmax.onnx"))
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    x[0, 1], x[1, -1] = np.inf, np.inf                        # in a group's row and at a tail
+    x[2, :] = -np.inf
+    x[3, ::2] = -np.inf
+    x[4, 1::2] -= 200.0                                        # exp(x − max) below float32's normals
+    x[5, -1] = np.nan
+    x[8, 0] = np.inf                                           # the row alone, after the groups
+    out = run_cpu_in_child(plan, {"X": x})["Y"]
+    want = plan({"X": x})["Y"]
+    assert [r for r in range(9) if np.isnan(want[r]).all()] == [0, 1, 2, 5, 8]
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-37)
+    assert (out[3, ::2] == 0).all() and (out[4, 1::2] < 1e-37).all()
+
+
 def test_auto_remembers_its_choice_for_the_images_object_once_verified(tmp_path, monkeypatch, zoo):
     """The image's own object, verified once on this slot: auto measures once and remembers its
     choice beside that mark; the next start takes it without probing or measuring the others
