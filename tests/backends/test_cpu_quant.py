@@ -426,6 +426,35 @@ def test_a_dynamic_product_s_cast_and_its_chain_are_one_vector_loop(tmp_path, cp
         _exactly_as_the_reference(plan, {"acc": acc, "s": np.array(scale, np.float32)}).close()
 
 
+def test_a_dynamic_product_s_gelu_runs_in_blocks_with_its_range(tmp_path, cpu_target):
+    """act_s's dynamically quantized feed-forward: the sums cast, times the run-time scale, plus a
+    bias row, GELU, and the range the next product's quantization takes — one loop whose GELUs
+    go in blocks of vectors in two passes, then whole vectors, then a scalar tail (rows of 300).
+    Within 4 float32 ulp of the reference's GELU; the range exactly the stored values' extremes;
+    a NaN scale makes every value and the range NaN."""
+    from onnx import TensorProto as T
+    rng = np.random.default_rng(21)
+    nodes = [helper.make_node("Cast", ["acc"], ["f"], to=T.FLOAT), helper.make_node("Mul", ["f", "s"], ["m"]),
+             helper.make_node("Add", ["m", "b"], ["a"]), helper.make_node("Gelu", ["a"], ["g"]),
+             helper.make_node("ReduceMin", ["g"], ["lo"], keepdims=0), helper.make_node("ReduceMax", ["g"], ["hi"], keepdims=0),
+             helper.make_node("Mul", ["g", "one"], ["y"])]
+    mdl = model(nodes, [vi("acc", [1, 9, 300], T.INT32), vi("s", [])], [vi("y", [1, 9, 300]), vi("lo", []), vi("hi", [])],
+                [("b", rng.standard_normal(300).astype(np.float32)), ("one", np.array(1, np.float32))], opset=20)
+    plan = nnos.compile(save(mdl, tmp_path / "ffn.onnx"))
+    from nnos.backends.cpu import source
+    src = source(plan)
+    assert "const long o = ch * 300;" in src and "G_[k_] = vgelu_arg(v);" in src and "r0 = vminnan(r0, v);" in src
+    acc = rng.integers(-3000, 3000, size=(1, 9, 300)).astype(np.int32)
+    exe, want = _on_cpu(plan, {"acc": acc, "s": np.array(1e-3, np.float32)})
+    got = exe.outputs
+    np.testing.assert_allclose(got["y"], want["y"], rtol=4 * 2.0 ** -23, atol=1e-6)
+    assert got["lo"] == got["y"].min() and got["hi"] == got["y"].max()
+    exe.close()
+    exe, _ = _on_cpu(plan, {"acc": acc, "s": np.array(np.nan, np.float32)})
+    assert np.isnan(exe.outputs["y"]).all() and np.isnan(exe.outputs["lo"]) and np.isnan(exe.outputs["hi"])
+    exe.close()
+
+
 @pytest.mark.parametrize("per_column", [False, True])
 def test_a_product_s_dequantize_adds_its_bias_along_the_last_axis_in_the_vector_loop(tmp_path, cpu_target, per_column):
     """A MatMulInteger's sums [N, T, D] dequantized — by one scale, or by one a column (a weight

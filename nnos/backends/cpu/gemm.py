@@ -15,7 +15,7 @@ import numpy as np
 
 from .emit import Unsupported, after_split, indent
 from .ctype import compute, literal, storage
-from .elementwise import apply, epilogue_pass, unary_chain
+from .elementwise import apply, epilogue_pass, stores, unary_chain
 from .loops import broadcast_strides, nest
 from .team import MAX_THREADS
 
@@ -74,8 +74,7 @@ def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None
         init = [f"vload(crow + g * {bw} + {i * vw})" if bias else "vsplat(0.0f)" for i in range(4)]
         lines.append(f"    {f'if (m >= {pairs}) ' if pairs else ''}for (int g = {g_range[0]}; g < {g_range[1]}; g++) {{")
         lines.append(indent(_accumulate(4, init, k, row, ld, vw), 8))
-        for i in range(4):
-            lines.append(f"        vstore(orow + g * {bw} + {i * vw}, {apply(chain, f'acc{i}', True)});")
+        lines.append("        " + stores(chain, [(f"orow + g * {bw} + {i * vw}", f"acc{i}") for i in range(4)]))
         lines.append("    }")
     col = groups * bw
     if rest:
@@ -86,8 +85,7 @@ def _rows(prog, a: str, b: str, o: str, m: int, k: int, n: int, bias: str | None
             lines.append(indent(_accumulate(rest, init, k, block, rest * vw, vw), 8))
         else:
             lines.append(indent(_accumulate(rest, init, k, f"B + {col}", ldb, vw), 8))
-        for i in range(rest):
-            lines.append(f"        vstore(orow + {col + i * vw}, {apply(chain, f'acc{i}', True)});")
+        lines.append("        " + stores(chain, [(f"orow + {col + i * vw}", f"acc{i}") for i in range(rest)]))
         lines.append("    }")
         col += rest * vw
     if col < n and ldb > n:            # the padded copy's last vector, its first n − col lanes stored
@@ -132,9 +130,8 @@ def _pair_groups(m: int, k: int, n: int, bw: int, vw: int, g_range: tuple, row: 
     lines.append(f"    for (int g = {g_range[0]}; g < {g_range[1]}; g++) {{")
     init = [[f"vload(crow{r} + g * {bw} + {i * vw})" if bias else "vsplat(0.0f)" for i in range(4)] for r in range(2)]
     lines.append(indent(_accumulate_rows(4, init, k, row, ld, vw), 8))
-    for r in range(2):
-        for i in range(4):
-            lines.append(f"        vstore(orow{r} + g * {bw} + {i * vw}, {apply(chain, f'acc{r}_{i}', True)});")
+    lines.append("        " + stores(chain, [(f"orow{r} + g * {bw} + {i * vw}", f"acc{r}_{i}")
+                                       for r in range(2) for i in range(4)]))
     lines += ["    }", "}"]
     return "\n".join(lines)
 

@@ -295,16 +295,24 @@ static inline float slookup(float x, float s, float lo, float hi, const float *t
    1 + erf cancels. E = exp(R(u) − t²), u = t/2 − 1 on t ≤ 4 (past it E < 1.6e-8: 0), R a
    least-squares fit of log erfc(t) + t² on Chebyshev nodes (3.6e-7); one exp, no erf. The
    polynomial runs on t clamped to [0, 4] (NaN to 0: x·… is NaN anyway), so exp's argument is
-   within [-17.4, 0] and exp's own clamp and edges are not needed */
-static inline vf vgelu(vf x) {
+   within [-17.4, 0] and exp's own clamp and edges are not needed. In two halves: vgelu_arg,
+   exp's argument; vgelu_fin, the rest — a loop of GELUs does a block of vectors' first halves,
+   then their second (elementwise.py: a vector's whole GELU is one chain of ~25 dependent steps,
+   too long for the out-of-order window to overlap many of them) */
+static inline __attribute__((always_inline)) vf vgelu_arg(vf x) {
     vf a = vsel(x < 0.0f, -x, x) * 0.7071067811865476f, t = vclampq(a, 0.0f, 4.0f), u = t * 0.5f - 1.0f;
     vf u2 = u * u, u4 = u2 * u2;
     vf r = ((u * -0.8363199234008789f - 1.3649412393569946f) + (u * -0.1317550390958786f + 0.3049947917461395f) * u2)
          + ((u * -0.023247670382261276f + 0.05715375021100044f) + (u * -0.0030743328388780355f + 0.008565579541027546f) * u2) * u4
          + ((u * 0.0005076261586509645f + 0.0006861650035716593f) + u2 * -0.00034819284337572753f) * (u4 * u4);
-    vf e = vsel(a > 4.0f, vsplat(0.0f), vexp_within(r - t * t));
+    return r - t * t;
+}
+static inline __attribute__((always_inline)) vf vgelu_fin(vf x, vf g) {
+    vf a = vsel(x < 0.0f, -x, x) * 0.7071067811865476f;
+    vf e = vsel(a > 4.0f, vsplat(0.0f), vexp_within(g));
     return x * vsel(x < 0.0f, 0.5f * e, 1.0f - 0.5f * e);
 }
+static inline vf vgelu(vf x) { return vgelu_fin(x, vgelu_arg(x)); }
 static inline float sgelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
 /* 0.5·x·(1 + tanh(y)) = x / (1 + exp(−2y)): exactly −0 far below zero, as the reference's */
 static inline vf vgelu_tanh(vf x) { return x / (1.0f + vexp(-1.5957691216057308f * (x + 0.044715f * x * x * x))); }

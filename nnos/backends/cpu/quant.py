@@ -22,7 +22,7 @@ from ...ops.lookup import LOOKUP
 from ...ops.quant import FAKE_QUANT, QUANT, compute_dtype
 from .ctype import storage
 from .elementwise import (VECTOR_BINARY, elementwise, epilogue_pass, generic_code, lookup_cut, vector_code, vector_expr,
-                          vector_ok)
+                          vector_loop, vector_ok)
 from .emit import Unsupported, indent
 from .gemm import batched
 from .loops import nest
@@ -187,8 +187,11 @@ def _vector_dequantize(prog, node) -> str | None:
     if node.op == "DequantizeLinear":
         vec.append(f"v = vkeep(v * {operand(node.inputs[1], True)});")
         sca.append(f"v = skeep(v * {operand(node.inputs[1], False)});")
+    gelu = None
     for op, args, attrs in links[:cut]:
         keep = ("vkeep", "skeep") if op == "Mul" else ("", "")
+        if gelu is None and activation(op, attrs) == "Gelu":
+            gelu = len(vec)                         # split by vector_loop
         vec.append(f"v = {keep[0]}({vector_expr(prog, op, args, ot.size, True, attrs, operand)});")
         sca.append(f"v = {keep[1]}({vector_expr(prog, op, args, ot.size, False, attrs, operand)});")
     q = prog.quantized_store(out) if cut == len(links) else None
@@ -206,7 +209,7 @@ def _vector_dequantize(prog, node) -> str | None:
         f"{{ const int32_t *X = {prog.ptr(x)}; {dst} {decl}",
         f"    for (long ch = 0; ch < {shape[0] * shape[1]}; ch++) {{",
         f"        const long o = ch * {rows}; long i = 0;",
-        f"        for (; i + VW <= {rows}; i += VW) {{ {' '.join(vec)} {vstore} }}",
+        *(" " * 8 + line for line in vector_loop(rows, vec, vstore, gelu)),
         f"        for (; i < {rows}; i++) {{ {' '.join(sca)} {sstore} }}",
         "    }", *([rng.finish()] if rng is not None else []), "}"])
     if cut == len(links):
