@@ -116,10 +116,11 @@ def test_matmul_integer_with_computed_operands_and_per_row_zero_points(tmp_path,
                                      # VNNI's direct form by column parity, the padding's left column odd
     (8, 5, 37, 3, 2, 1, 1, 1),       # … rows of 37 (a last 5 pixels one at a time), output rows of 19
     (16, 6, 32, 5, 2, 2, 1, 1),      # … 5×5, the padding's left column even
-    (16, 6, 8, 3, 1, 1, 1, 1),       # output rows of 8: VNNI's group two whole rows, each transposed
+    (16, 6, 8, 3, 1, 1, 1, 1),       # output rows of 8: VNNI's direct form two rows a vector; AVX2's group two
+                                     # whole rows, each transposed
     (32, 5, 16, 3, 2, 1, 1, 1),      # … at stride 2 (act_s's 8×8 convolutions)
     (8, 5, 4, 3, 1, 1, 1, 1),        # rows of 4: four rows a group (VNNI), two (AVX2)
-    (32, 7, 16, 1, 2, 0, 1, 1)])     # 1×1 at stride 2, rows of 8: VNNI copies them, AVX2 (one row a group)
+    (32, 7, 16, 1, 2, 0, 1, 1)])     # 1×1 at stride 2, rows of 8: VNNI's direct form, AVX2 (one row a group)
                                      # transposes
 @pytest.mark.parametrize("x_dt", ["uint8", "int8"])
 def test_conv_integer_with_a_constant_weight(tmp_path, cpu_target, c, oc, hw, kernel, stride, pad, dil, group, x_dt):
@@ -138,7 +139,7 @@ def test_conv_integer_with_a_constant_weight(tmp_path, cpu_target, c, oc, hw, ke
     assert ("__builtin_shuffle(r0, r1" in src) == (group == 1)          # rows interleaved in registers either way
     whole_rows = c <= 4 and group == dil == 1 and stride in (1, 2) and out % 16 == 0 and not pointwise
     assert ("typedef uint32_t vw" in src) == whole_rows                 # qpack._gather (VNNI's block)
-    direct = group == 1 and not pointwise and stride in (1, 2) and dil == 1 and -(-c // 4) >= 2 and out >= 16
+    direct = group == 1 and not pointwise and stride in (1, 2) and dil == 1 and -(-c // 4) >= 2 and (out >= 16 or out == 8)
     assert ("nnos_qconv16_vnni_direct(P, " in src) == direct           # VNNI: operands straight from the padding
     assert ("nnos_qconv16_vnni_rows(CA, " in src) == (group == 1 and not direct)   # VNNI: a tile of groups a call
     least = 2 if stride == 1 else 4                                    # words a pixel: 4 bytes VNNI, 2 int16 AVX2
@@ -148,6 +149,29 @@ def test_conv_integer_with_a_constant_weight(tmp_path, cpu_target, c, oc, hw, ke
     transposed = group == 1 and not pointwise and stride in (1, 2) and dil == 1 and rows_of_words
     assert ("uint32_t *const T = " in src) == transposed                # qpack._transposed
     _exactly_as_the_reference(plan, {"x": ints(x_dt, (2, c, hw, hw), rng)})
+
+
+@pytest.mark.parametrize("h,w,stride", [(8, 8, 1), (7, 8, 1), (5, 8, 1), (10, 8, 1), (11, 16, 2), (13, 16, 2)])
+@pytest.mark.parametrize("x_dt", ["uint8", "int8"])
+def test_a_conv_integer_s_rows_of_eight_go_two_a_vector(tmp_path, cpu_target, h, w, stride, x_dt):
+    """Output rows of eight (a backbone's last maps): VNNI's direct form with two rows' pixels a
+    vector, four rows a pass — output heights of 8, 7, 5 and 10 at stride 1 (the last pass of
+    four, three, one and two rows; an input of an even height padded sixteen pixels at a time,
+    an odd one a value at a time), 6 and 7 at stride 2; exactly the reference, two images."""
+    rng = np.random.default_rng(h * w + stride)
+    x_dt = np.dtype(x_dt)
+    wt = ints(np.int8, (13, 24, 3, 3), rng)
+    node = helper.make_node("ConvInteger", ["x", "w", "xz"], ["y"], kernel_shape=[3, 3], strides=[stride] * 2,
+                            pads=[1] * 4)
+    oh = (h + 2 - 3) // stride + 1
+    mdl = model([node], [vi("x", [2, 24, h, w], I8[x_dt])], [vi("y", [2, 13, oh, 8], TensorProto.INT32)],
+                [("w", wt), ("xz", np.array(-7 if x_dt == np.int8 else 201, x_dt))], opset=13)
+    plan = nnos.compile(save(mdl, tmp_path / "c8.onnx"))
+    from nnos.backends.cpu import source
+    src = source(plan)
+    assert f"off, Y + b * {13 * oh * 8}, {oh}, 8, 13);" in src                  # the direct kernel, rows of 8
+    assert ("memcpy(d_ + 40, &o2, 16)" in src) == (stride == 1 and h % 2 == 0)   # two rows padded at once
+    _exactly_as_the_reference(plan, {"x": ints(x_dt, (2, 24, h, w), rng)})
 
 
 @pytest.mark.parametrize("c,hw,kernel,stride,pad,dil", [

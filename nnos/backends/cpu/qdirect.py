@@ -20,9 +20,11 @@ from .emit import indent
 
 def applies(geometry, words: int, lanes: int) -> bool:
     """Stride 1 or 2 on both axes, no dilation, a pixel of two words or more (one word:
-    qpack's _gather), output rows of a group at least."""
+    qpack's _gather), output rows of a group at least, or of half a group: rows of eight, two
+    a vector (the windowed form's copies took half of act_s's 32 × 8 × 8 convolutions)."""
     n, c, h, wd, kh, kw, strides, dil, begin, out = geometry
-    return strides[0] == strides[1] in (1, 2) and tuple(dil) == (1, 1) and words >= 2 and out[1] >= lanes
+    return (strides[0] == strides[1] in (1, 2) and tuple(dil) == (1, 1) and words >= 2
+            and (out[1] >= lanes or 2 * out[1] == lanes))
 
 
 def _store(s: int, hp: int, wq: int, top: int, left: int) -> str:
@@ -41,6 +43,14 @@ def _store(s: int, hp: int, wq: int, top: int, left: int) -> str:
             "* 4), _mm512_extracti64x4_epi64(e_, 1)); }")
 
 
+def _store_rows2(hp: int, wq: int, top: int, left: int) -> str:
+    """_store at stride 1 for an input of rows of eight: o0, o1 are row iy's words, o2, o3 row
+    iy + 1's (a value at a time, the padding took longer than the convolution: act_s's 32 × 8 × 8)."""
+    return (f"{{ uint8_t *d_ = P + ((t * {hp} + iy + {top}) * {wq} + {left}) * 4; "
+            f"memcpy(d_, &o0, 16); memcpy(d_ + 16, &o1, 16); memcpy(d_ + {wq * 4}, &o2, 16); "
+            f"memcpy(d_ + {wq * 4 + 16}, &o3, 16); }}")
+
+
 def direct(prog, node, geometry, words: int, f, call) -> str:
     """The step's C: each image padded into words, then ``call`` (the kernel over the padded
     input P; given y, hp, wq and s)."""
@@ -56,6 +66,10 @@ def direct(prog, node, geometry, words: int, f, call) -> str:
     each = (f"for (long iy = 0; iy < {h}; iy++) for (long ix = 0; ix < {whole}; ix += 16) {{ "
             f"const long px0 = iy * {wd} + ix;", "}")
     store = _store(s, hp, wq, begin[0], begin[1])
+    if wd == 8 and s == 1 and h % 2 == 0:         # rows of eight: sixteen pixels are two rows
+        whole = wd
+        each = (f"for (long iy = 0; iy < {h}; iy += 2) {{ const long px0 = iy * 8;", "}")
+        store = _store_rows2(hp, wq, begin[0], begin[1])
     rows = f.pointwise(xt, c, h * wd, store=store, each=each) if whole else ""
     tail = "" if whole == wd else f"""for (long iy = 0; iy < {h}; iy++) for (long ix = {whole}; ix < {wd}; ix++)
     for (long ic = 0; ic < {c}; ic++) {{

@@ -184,6 +184,50 @@ NNOS_INLINE void nnos_qdirect_sums(const uint8_t *restrict src, long plane, long
         }
     }
 }
+/* output rows of eight pixels (a backbone's last 8 × 8 maps): sixteen lanes are two rows' words,
+   the second row's eight loaded s·wq words on (``up`` bytes; 0 where there is no second row: the
+   first row again, not stored); ``two``: a second vector of the two rows ``down`` bytes below */
+NNOS_INLINE __m512i nnos_qrows2(const uint8_t *at, long up) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)at)),
+                              _mm256_loadu_si256((const __m256i *)(at + up)), 1);
+}
+NNOS_INLINE void nnos_qdirect_sums8(const uint8_t *restrict src, long plane, long wq, long s, long words, long kh,
+                                    long kw, const int8_t *restrict w0, long ld, __m512i *c, __m512i *d, long up,
+                                    long down, long dup, int two) {
+    for (long ky = 0; ky < kh; ky++) for (long kx = 0; kx < kw; kx++) for (long j = 0; j < words; j++) {
+        const uint8_t *at = src + ((j * s + kx % s) * plane + ky * wq + kx / s) * 4;
+        const long p = (ky * kw + kx) * words + j;
+        int32_t a0, a1, a2, a3;
+        memcpy(&a0, w0 + 4 * p, 4); memcpy(&a1, w0 + ld + 4 * p, 4);
+        memcpy(&a2, w0 + 2 * ld + 4 * p, 4); memcpy(&a3, w0 + 3 * ld + 4 * p, 4);
+        const __m512i b0 = _mm512_set1_epi32(a0), b1 = _mm512_set1_epi32(a1);
+        const __m512i b2 = _mm512_set1_epi32(a2), b3 = _mm512_set1_epi32(a3);
+        const __m512i cv = nnos_qrows2(at, up);
+        c[0] = _mm512_dpbusd_epi32(c[0], cv, b0); c[1] = _mm512_dpbusd_epi32(c[1], cv, b1);
+        c[2] = _mm512_dpbusd_epi32(c[2], cv, b2); c[3] = _mm512_dpbusd_epi32(c[3], cv, b3);
+        if (two) {
+            const __m512i dv = nnos_qrows2(at + down, dup);
+            d[0] = _mm512_dpbusd_epi32(d[0], dv, b0); d[1] = _mm512_dpbusd_epi32(d[1], dv, b1);
+            d[2] = _mm512_dpbusd_epi32(d[2], dv, b2); d[3] = _mm512_dpbusd_epi32(d[3], dv, b3);
+        }
+    }
+}
+/* four output rows of eight at a time (two vectors of two rows: eight sums), the last one to
+   three rows masked; a row of eight is contiguous with the next in y */
+NNOS_INLINE void nnos_qconv8_rows_direct(const uint8_t *restrict P, long plane, long wq, long s, long words, long kh,
+                                         long kw, const int8_t *restrict w0, long ld, long q, const __m512i *corr,
+                                         int32_t *restrict yc, long ldy, long oh) {
+    const long pitch = s * wq * 4;
+    for (long oy = 0; oy < oh; oy += 4) {
+        const long rows = oh - oy < 4 ? oh - oy : 4;
+        __m512i c[4], d[4];
+        for (int t = 0; t < 4; t++) c[t] = d[t] = _mm512_setzero_si512();
+        nnos_qdirect_sums8(P + oy * pitch, plane, wq, s, words, kh, kw, w0, ld, c, d, rows > 1 ? pitch : 0,
+                           2 * pitch, rows > 3 ? pitch : 0, rows > 2);
+        nnos_qstore4(yc + oy * 8, ldy, q, rows > 1 ? (__mmask16)0xFFFF : (__mmask16)0xFF, c, corr);
+        if (rows > 2) nnos_qstore4(yc + oy * 8 + 16, ldy, q, rows > 3 ? (__mmask16)0xFFFF : (__mmask16)0xFF, d, corr);
+    }
+}
 /* inlined at each call: its sizes and stride literals (a runtime kx / s was an idiv a tap) */
 NNOS_INLINE void nnos_qconv16_vnni_direct(const uint8_t *restrict P, long hp, long wq, long s, long words, long kh, long kw,
                                      const int8_t *restrict w, const int32_t *restrict rowsum, int32_t off,
@@ -194,6 +238,10 @@ NNOS_INLINE void nnos_qconv16_vnni_direct(const uint8_t *restrict P, long hp, lo
         const int8_t *w0 = w + oc * ld;
         __m512i corr[4];
         for (long t = 0; t < 4; t++) corr[t] = _mm512_set1_epi32(t < q ? off * rowsum[oc + t] : 0);
+        if (ow == 8) {
+            nnos_qconv8_rows_direct(P, plane, wq, s, words, kh, kw, w0, ld, q, corr, y + oc * ldy, ldy, oh);
+            continue;
+        }
         const long dy = ow >= 32 ? 1 : 2;                         /* narrow rows: a group of each of two rows */
         for (long oy = 0; oy < oh; oy += dy) {
             int32_t *yr = y + oc * ldy + oy * ow;
