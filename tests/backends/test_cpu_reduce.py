@@ -59,6 +59,20 @@ def test_trailing_extremes_are_vectors_and_exactly_the_reference(tmp_path, cpu_t
     assert np.isnan(flat[0]) and np.isnan(flat[-1])
 
 
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin"])
+@pytest.mark.parametrize("at", [3, 200, 207])
+def test_an_extreme_past_the_four_vectors_is_found(tmp_path, cpu_target, op, at):
+    """208 values: the four vectors' loop to 192, then whole vectors one at a time into the
+    first (16 or 8 lanes), folded and halved — the extreme among the first four vectors, in a
+    vector past them, or the last value; exactly the reference."""
+    plan = _plan(tmp_path, op, [2, 208], [1], 0)
+    x = np.random.default_rng(at).standard_normal((2, 208)).astype(np.float32)
+    x[1, at] = 1000.0 if op == "ReduceMax" else -1000.0
+    got = _run(plan, x)
+    np.testing.assert_array_equal(got, plan({"x": x})["y"])
+    assert got[1] == x[1, at]
+
+
 def test_a_reduction_over_a_middle_axis_keeps_the_scalar_loop(tmp_path, cpu_target):
     plan = _plan(tmp_path, "ReduceMax", [3, 100, 5], [1], 0)      # 100 ≥ four vectors on any target
     assert "vf m[4];" not in source(plan)
