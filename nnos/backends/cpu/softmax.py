@@ -144,8 +144,9 @@ def _group(n: int, rows: int, chain, exp: _Exp) -> list[str]:
     """``rows`` rows from row ``o`` on, their passes interleaved statement by statement (a
     short row's max, exp and sum are one long dependency chain; its neighbours' hide it); the
     epilogue ``chain`` applied in the last pass. The values after the last whole vector are a
-    scalar tail: a row's extra vector (overlapping, or masked) cost more than its scalar exp,
-    the vector units being what the passes wait on (a 65-long row: 8.2 against 7.4 µs)."""
+    tail: a row's extra vector (overlapping, or masked) cost more than scalar work, the vector
+    units being what the passes wait on (a 65-long row: 8.2 against 7.4 µs); the exp of the
+    group's tails together is one vector built in registers where they fit (``_Exp.tail``)."""
     def each(c: str) -> str:          # "@": the row's number in the group
         return " ".join(c.replace("@", str(r)) for r in range(rows))
     if exp.top is not None:               # the grid's top for M: no max pass
