@@ -374,8 +374,7 @@ class Range:
         prog, passes = self.prog, []
         lines = ["for (int l = 0; l < VW; l++) Rn |= rn[l];"]
         for e, n in enumerate(self.ends):
-            lanes = f"vhmax(r{e})" if n.op == "ReduceMax" else f"-vhmax(-r{e})"
-            lines.append(f"{{ float v = {lanes}; R{e} = v {_cmp(n.op)} R{e} ? v : R{e}; }} "
+            lines.append(f"for (int l = 0; l < VW; l++) {{ float v = r{e}[l]; R{e} = v {_cmp(n.op)} R{e} ? v : R{e}; }} "
                          f"{prog.ptr(n.outputs[0])}[0] = Rn ? __builtin_nanf(\"\") : R{e};")
             passes.append(epilogue_pass(prog, n, n.outputs[0]))
         prog.after_taken.add(self.out)
