@@ -152,3 +152,35 @@ def test_a_dequantizing_pass_takes_the_range_after_it(tmp_path, cpu_target, case
     if case == "extremes in a row's tail":
         assert want["lo"] < -899 and want["hi"] > 899          # the tail's values are the extremes
     exe.close()
+
+
+def test_a_range_after_another_branch_s_step_is_taken_by_the_dequantizing_pass(tmp_path, cpu_target):
+    """The range's ReduceMin two steps after the dequantizing Cast, an unrelated branch's step
+    between (act_s's state): the Cast's pass still takes the range — its bytes are not that
+    step's — and both extremes and the other branch exactly the reference's."""
+    shape = [1, 8, 5, 7]
+    nodes = [helper.make_node("Cast", ["acc"], ["c"], to=1), helper.make_node("Mul", ["c", "s"], ["f"]),
+             helper.make_node("Sigmoid", ["other"], ["o"]),
+             helper.make_node("ReduceMin", ["f"], ["lo"], keepdims=0), helper.make_node("ReduceMax", ["f"], ["hi"], keepdims=0),
+             helper.make_node("Relu", ["f"], ["y"])]
+    m = model(nodes, [vi("acc", shape, TensorProto.INT32), vi("s", [1]), vi("other", [3, 40])],
+              [vi("lo", []), vi("hi", []), vi("y", shape), vi("o", [3, 40])], opset=13)
+    plan = nnos.compile(save(m, tmp_path / "range_apart.onnx"))
+    ops = [n.op for n in plan.graph.nodes]
+    assert ops.index("Sigmoid") < ops.index("ReduceMin")              # the other branch's step between
+    src = source(plan)
+    cast = ops.index("Cast")
+    assert f"/* step {cast}: Cast" in src and f"with step {ops.index('ReduceMin')}'s ReduceMin" in src
+    rng = np.random.default_rng(10)
+    feeds = {"acc": rng.integers(-5000, 5000, shape).astype(np.int32), "s": np.array([0.01], np.float32),
+             "other": rng.standard_normal((3, 40)).astype(np.float32)}
+    exe = prepare(plan, "cpu")
+    assert exe.backend == "cpu"
+    for k, v in feeds.items():
+        np.copyto(exe.inputs[k], v)
+    exe.run()
+    want = plan(feeds)
+    for k in ("lo", "hi", "y"):
+        np.testing.assert_array_equal(exe.outputs[k], want[k], err_msg=k)
+    np.testing.assert_allclose(exe.outputs["o"], want["o"], rtol=0, atol=1e-6)      # the prelude's vector sigmoid
+    exe.close()
