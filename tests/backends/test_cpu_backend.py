@@ -205,6 +205,27 @@ def test_a_transpose_keeping_the_last_axis_copies_runs(tmp_path, dtype, shape, p
     assert np.array_equal(run_cpu_in_child(plan, {"X": x})["Y"], x.transpose(perm))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "int32"])
+@pytest.mark.parametrize("shape,perm,tiled", [([4, 65, 8], [0, 2, 1], True),     # attention's Kᵀ: a row of tiles,
+                                                                                 # a last column one at a time
+                                              ([32, 64], [1, 0], True),          # whole tiles
+                                              ([3, 19, 21], [0, 2, 1], True),    # edges on both sides
+                                              ([2, 7, 40], [0, 2, 1], False)])   # 7 < 8: element by element
+def test_a_transpose_of_its_last_two_axes_goes_by_tiles(tmp_path, cpu_target, dtype, shape, perm, tiled):
+    """Four-byte values whose last two axes swap go by 8 × 8 tiles transposed in registers,
+    the edges value by value — bitwise numpy's transpose, on every target."""
+    from onnx import TensorProto
+    from nnos.backends.cpu import source
+    t = {"float32": TensorProto.FLOAT, "int32": TensorProto.INT32}[dtype]
+    out = [shape[p] for p in perm]
+    m = model([helper.make_node("Transpose", ["X"], ["Y"], perm=perm)], [vi("X", shape, t)], [vi("Y", out, t)], [])
+    plan = nnos.compile(save(m, tmp_path / "t.onnx"))
+    body = source(plan)
+    assert ("nnos_transpose8(" in body[body.index("/* step 0"):]) == tiled
+    x = (np.arange(np.prod(shape)) * 7 % 1009 - 500).astype(dtype).reshape(shape)
+    assert np.array_equal(run_cpu_in_child(plan, {"X": x})["Y"], x.transpose(perm))
+
+
 @pytest.mark.parametrize("target", ["native", "x86-64-v3", "x86-64-v2"])
 @pytest.mark.parametrize("k", [3, 5])
 @pytest.mark.parametrize("hw,same,batch,winograd", [(12, True, 1, 2), (10, False, 2, 2), (9, True, 1, 2), (0, False, 1, 0)])
