@@ -157,6 +157,14 @@ NNOS_INLINE void nnos_qconv16_vnni_rows(const uint8_t *restrict col, long nb, co
         }
     }
 }
+/* output rows of eight pixels (a backbone's last 8 × 8 maps; nnos_qdirect_sums's ``rows2``):
+   sixteen lanes are two rows' words, the second row's eight loaded s·wq words on (``up`` bytes;
+   0 where there is no second row: the first row again, not stored); ``two``: a second vector of
+   two rows ``second`` bytes below (its second row ``dup`` on) */
+NNOS_INLINE __m512i nnos_qrows2(const uint8_t *at, long up) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)at)),
+                              _mm256_loadu_si256((const __m256i *)(at + up)), 1);
+}
 /* the direct form of a convolution at stride s = 1 or 2 (qdirect.py): no window copies — the input
    padded in words by column parity, [words][s][hp][wq] (four channels' bytes a word; column x of
    a row at parity x mod s, index x / s), so that word j of tap (ky, kx) of sixteen consecutive
@@ -165,7 +173,7 @@ NNOS_INLINE void nnos_qconv16_vnni_rows(const uint8_t *restrict col, long nb, co
    sixteen pixels (eight sums: along a row, or one of each of two rows), a row's last masked */
 NNOS_INLINE void nnos_qdirect_sums(const uint8_t *restrict src, long plane, long wq, long s, long words, long kh,
                                      long kw, const int8_t *restrict w0, long ld, __m512i *c, __m512i *d, long second,
-                                     int two) {
+                                     int two, int rows2, long up, long dup) {
     for (long ky = 0; ky < kh; ky++) for (long kx = 0; kx < kw; kx++) for (long j = 0; j < words; j++) {
         const uint8_t *at = src + ((j * s + kx % s) * plane + ky * wq + kx / s) * 4;
         const long p = (ky * kw + kx) * words + j;
@@ -174,39 +182,11 @@ NNOS_INLINE void nnos_qdirect_sums(const uint8_t *restrict src, long plane, long
         memcpy(&a2, w0 + 2 * ld + 4 * p, 4); memcpy(&a3, w0 + 3 * ld + 4 * p, 4);
         const __m512i b0 = _mm512_set1_epi32(a0), b1 = _mm512_set1_epi32(a1);
         const __m512i b2 = _mm512_set1_epi32(a2), b3 = _mm512_set1_epi32(a3);
-        const __m512i cv = _mm512_loadu_si512(at);
+        const __m512i cv = rows2 ? nnos_qrows2(at, up) : _mm512_loadu_si512(at);
         c[0] = _mm512_dpbusd_epi32(c[0], cv, b0); c[1] = _mm512_dpbusd_epi32(c[1], cv, b1);
         c[2] = _mm512_dpbusd_epi32(c[2], cv, b2); c[3] = _mm512_dpbusd_epi32(c[3], cv, b3);
         if (two) {
-            const __m512i dv = _mm512_loadu_si512(at + second);
-            d[0] = _mm512_dpbusd_epi32(d[0], dv, b0); d[1] = _mm512_dpbusd_epi32(d[1], dv, b1);
-            d[2] = _mm512_dpbusd_epi32(d[2], dv, b2); d[3] = _mm512_dpbusd_epi32(d[3], dv, b3);
-        }
-    }
-}
-/* output rows of eight pixels (a backbone's last 8 × 8 maps): sixteen lanes are two rows' words,
-   the second row's eight loaded s·wq words on (``up`` bytes; 0 where there is no second row: the
-   first row again, not stored); ``two``: a second vector of the two rows ``down`` bytes below */
-NNOS_INLINE __m512i nnos_qrows2(const uint8_t *at, long up) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)at)),
-                              _mm256_loadu_si256((const __m256i *)(at + up)), 1);
-}
-NNOS_INLINE void nnos_qdirect_sums8(const uint8_t *restrict src, long plane, long wq, long s, long words, long kh,
-                                    long kw, const int8_t *restrict w0, long ld, __m512i *c, __m512i *d, long up,
-                                    long down, long dup, int two) {
-    for (long ky = 0; ky < kh; ky++) for (long kx = 0; kx < kw; kx++) for (long j = 0; j < words; j++) {
-        const uint8_t *at = src + ((j * s + kx % s) * plane + ky * wq + kx / s) * 4;
-        const long p = (ky * kw + kx) * words + j;
-        int32_t a0, a1, a2, a3;
-        memcpy(&a0, w0 + 4 * p, 4); memcpy(&a1, w0 + ld + 4 * p, 4);
-        memcpy(&a2, w0 + 2 * ld + 4 * p, 4); memcpy(&a3, w0 + 3 * ld + 4 * p, 4);
-        const __m512i b0 = _mm512_set1_epi32(a0), b1 = _mm512_set1_epi32(a1);
-        const __m512i b2 = _mm512_set1_epi32(a2), b3 = _mm512_set1_epi32(a3);
-        const __m512i cv = nnos_qrows2(at, up);
-        c[0] = _mm512_dpbusd_epi32(c[0], cv, b0); c[1] = _mm512_dpbusd_epi32(c[1], cv, b1);
-        c[2] = _mm512_dpbusd_epi32(c[2], cv, b2); c[3] = _mm512_dpbusd_epi32(c[3], cv, b3);
-        if (two) {
-            const __m512i dv = nnos_qrows2(at + down, dup);
+            const __m512i dv = rows2 ? nnos_qrows2(at + second, dup) : _mm512_loadu_si512(at + second);
             d[0] = _mm512_dpbusd_epi32(d[0], dv, b0); d[1] = _mm512_dpbusd_epi32(d[1], dv, b1);
             d[2] = _mm512_dpbusd_epi32(d[2], dv, b2); d[3] = _mm512_dpbusd_epi32(d[3], dv, b3);
         }
@@ -222,8 +202,8 @@ NNOS_INLINE void nnos_qconv8_rows_direct(const uint8_t *restrict P, long plane, 
         const long rows = oh - oy < 4 ? oh - oy : 4;
         __m512i c[4], d[4];
         for (int t = 0; t < 4; t++) c[t] = d[t] = _mm512_setzero_si512();
-        nnos_qdirect_sums8(P + oy * pitch, plane, wq, s, words, kh, kw, w0, ld, c, d, rows > 1 ? pitch : 0,
-                           2 * pitch, rows > 3 ? pitch : 0, rows > 2);
+        nnos_qdirect_sums(P + oy * pitch, plane, wq, s, words, kh, kw, w0, ld, c, d, 2 * pitch, rows > 2, 1,
+                          rows > 1 ? pitch : 0, rows > 3 ? pitch : 0);
         nnos_qstore4(yc + oy * 8, ldy, q, rows > 1 ? (__mmask16)0xFFFF : (__mmask16)0xFF, c, corr);
         if (rows > 2) nnos_qstore4(yc + oy * 8 + 16, ldy, q, rows > 3 ? (__mmask16)0xFFFF : (__mmask16)0xFF, d, corr);
     }
@@ -250,7 +230,7 @@ NNOS_INLINE void nnos_qconv16_vnni_direct(const uint8_t *restrict P, long hp, lo
             if (dy == 1) for (; ox + 32 <= ow; ox += 32) {
                 __m512i c[4], d[4];
                 for (int t = 0; t < 4; t++) c[t] = d[t] = _mm512_setzero_si512();
-                nnos_qdirect_sums(src + ox * 4, plane, wq, s, words, kh, kw, w0, ld, c, d, 64, 1);
+                nnos_qdirect_sums(src + ox * 4, plane, wq, s, words, kh, kw, w0, ld, c, d, 64, 1, 0, 0, 0);
                 nnos_qstore4(yr + ox, ldy, q, (__mmask16)0xFFFF, c, corr);
                 nnos_qstore4(yr + ox + 16, ldy, q, (__mmask16)0xFFFF, d, corr);
             }
@@ -260,7 +240,7 @@ NNOS_INLINE void nnos_qconv16_vnni_direct(const uint8_t *restrict P, long hp, lo
                 const __mmask16 mk = (__mmask16)((1u << n) - 1);
                 __m512i c[4], d[4];
                 for (int t = 0; t < 4; t++) c[t] = d[t] = _mm512_setzero_si512();
-                nnos_qdirect_sums(src + ox * 4, plane, wq, s, words, kh, kw, w0, ld, c, d, s * wq * 4, two);
+                nnos_qdirect_sums(src + ox * 4, plane, wq, s, words, kh, kw, w0, ld, c, d, s * wq * 4, two, 0, 0, 0);
                 nnos_qstore4(yr + ox, ldy, q, mk, c, corr);
                 if (two) nnos_qstore4(yr + ow + ox, ldy, q, mk, d, corr);
             }
