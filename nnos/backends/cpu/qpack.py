@@ -86,6 +86,10 @@ def windowed(prog, node, wc: np.ndarray, geometry, f: Form) -> str:
     fast = _gather(f, geometry, wp, cw, run_at) or _transposed(prog, f, geometry, wp, cw)
     whole = f"if (cnt == {f.lanes}) {{\n{indent(fast, 4)}\n}} else " if fast else ""
     scatter = _scatter(f, cw)
+    border = (f"for (long i = 0; i < {hp * wp * cw}; i++) P[i] = ({f.ctype}){f.fill};"
+              if wd % f.lanes and c < cw                                  # the tail's channels past c
+              else qdirect.fill_border(f.ctype, f.fill, 1, hp, wp, cw, (begin[0], begin[0] + h),
+                                       [(begin[1], begin[1] + wd)]))
     block = f"""{whole}for (long r = 0; r < cnt; r++) {{
     const long oy = (px0 + r) / {out[1]}, ox = (px0 + r) % {out[1]};
     const {f.ctype} *at = P + ((oy * {strides[0]}) * {wp} + ox * {strides[1]}) * {cw};
@@ -99,7 +103,7 @@ def windowed(prog, node, wc: np.ndarray, geometry, f: Form) -> str:
 {f.ctype} *const CA = {col}; {f.ctype} *P = {pad}; {f.decl}
 for (long i = 0; i < {size}; i++) CA[i] = ({f.ctype}){f.fill};
 for (long b = 0; b < {n}; b++) {{
-    for (long i = 0; i < {hp * wp * cw}; i++) P[i] = ({f.ctype}){f.fill};
+{indent(border, 4)}
     const {xt} *xb = X + b * {c * h * wd};
     for (long iy = 0; iy < {h}; iy++) {{
         long ix = 0;
