@@ -22,6 +22,7 @@ from .emitters import EMITTERS
 from .gemm import gemm_fast_ok
 from .prelude import PRELUDE
 from .qdepthwise import choose as choose_chains
+from .qfeed import choose as choose_feeds
 from .reduce import choose_range_producers, choose_ranges
 from .qstore import HELPER as QSTORE_HELPER, QStore, choose as choose_quantized_stores
 from .team import OPAQUE, RUNTIME, SPLIT_WORK, wrap
@@ -46,6 +47,8 @@ class Program:
                                                       # ReduceMin's ReduceMax of the same values (reduce.py)
         self.after_taken: set[str] = set()            # those whose kernel did
         self.absorbed: dict[int, list[int]] = {}      # step → the steps it also runs
+        self.feeds: dict = {}                         # quantized tensors stored padded for their
+                                                      # convolutions (qfeed.py)
 
     # --- a step on several threads (team.py) ----------------------------------------------------
     def share(self, work: int, total: int, lo: str = "lo", hi: str = "hi") -> str | None:
@@ -120,6 +123,8 @@ def generate(plan, vw: int) -> tuple[str, Program]:
     skip = set(prog.mem.skip)
     choose_layouts(prog, skip)
     prog.qstores = choose_quantized_stores(prog, skip)
+    prog.feeds = choose_feeds(prog, skip)              # after the quantized stores: their QuantizeLinears are
+                                                       # no steps of their own
     prog.after = choose_chains(prog, skip) | choose_ranges(prog, skip)
     prog.after |= choose_range_producers(prog, skip)   # after choose_ranges: it pairs the extremes
     blocks = []

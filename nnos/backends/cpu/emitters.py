@@ -5,7 +5,7 @@ applies.
 from __future__ import annotations
 
 from ...ops import OPS
-from . import conv, einsum, elementwise, gemm, movement, pool, quant, reduce, rnn, scan
+from . import conv, einsum, elementwise, gemm, movement, pool, qfeed, quant, reduce, rnn, scan
 
 EMITTERS = {
     **{op: elementwise.elementwise for op, d in OPS.items() if d.pointwise},     # the reference says which
@@ -22,6 +22,6 @@ EMITTERS = {
     "Concat": movement.concat, "Split": movement.split, "Gather": movement.gather, "Pad": movement.pad,
     "Shape": movement.constant, "Constant": movement.constant, "Range": movement.constant,
     "ConstantOfShape": movement.constant_of_shape,
-    "QuantizeLinear": quant.quantize_linear, "DequantizeLinear": quant.quantize_linear, "Cast": quant.cast,
+    "QuantizeLinear": qfeed.quantize_linear, "DequantizeLinear": quant.quantize_linear, "Cast": quant.cast,
     "MatMulInteger": quant.matmul_integer, "ConvInteger": quant.conv_integer,
 }

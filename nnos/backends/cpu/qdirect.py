@@ -75,19 +75,32 @@ def fill_border(ctype: str, fill: str, planes: int, hp: int, wp: int, unit: int,
     return "\n".join(lines) + " }"
 
 
-def _interior(s: int, wq: int, left: int, wd: int) -> list[tuple[int, int]]:
+def interior(s: int, wq: int, left: int, wd: int) -> list[tuple[int, int]]:
     """Each column parity's (first, end) index of the input's columns in the padded rows."""
     return [(-(-(left - p) // s), min(wq, (left + wd - 1 - p) // s + 1)) for p in range(s)]
 
 
-def direct(prog, node, geometry, words: int, f, call) -> str:
-    """The step's C: each image padded into words, then ``call`` (the kernel over the padded
-    input P; given y, hp, wq and s)."""
+def layout(geometry) -> tuple[int, int, int, int, int]:
+    """The padded input's (stride, rows, words a parity's row, top, left)."""
     n, c, h, wd, kh, kw, strides, dil, begin, out = geometry
-    x, o = node.inputs[0], node.outputs[0]
-    mo, s = prog.type(o).shape[1], strides[0]
+    s = strides[0]
     hp = max(h + begin[0], (out[0] - 1) * s + kh)
     wq = -(-max(wd + begin[1], (out[1] - 1) * s + kw) // s)
+    return s, hp, wq, begin[0], begin[1]
+
+
+def direct(prog, node, geometry, words: int, f, call) -> str:
+    """The step's C: each image padded into words, then ``call`` (the kernel over the padded
+    input P; given y, hp, wq and s) — or only the call, over what the input's QuantizeLinear
+    stored padded (qfeed.py)."""
+    n, c, h, wd, kh, kw, strides, dil, begin, out = geometry
+    x, o = node.inputs[0], node.outputs[0]
+    mo = prog.type(o).shape[1]
+    s, hp, wq, _, _ = layout(geometry)
+    feed = prog.feeds.get(x)
+    if feed is not None and o in feed.reads:
+        return f"""const uint8_t *P = {feed.region} + {feed.reads[o]}; int32_t *Y = {prog.ptr(o)}; {f.decl}
+{call("Y", feed.hp, feed.wq, s)}"""
     size = words * s * hp * wq * 4
     pad, _ = prog.ws(size + 128)                 # + a load's 64 bytes past: a row's last group reads on
     xt = storage(prog.type(x).dtype)
@@ -108,7 +121,7 @@ def direct(prog, node, geometry, words: int, f, call) -> str:
     }}"""
     border = (f"memset(P, off, {size});" if whole < wd and c % 4     # the tail's channels past c
               else fill_border("uint8_t", "off", words * s, hp, wq, 4, (begin[0], begin[0] + h),
-                               _interior(s, wq, begin[1], wd)))
+                               interior(s, wq, begin[1], wd)))
     return f"""const {xt} *X = {prog.ptr(x)}; int32_t *Y = {prog.ptr(o)}; uint8_t *P = {pad}; {f.decl}
 for (long b = 0; b < {n}; b++) {{
     const {xt} *xb = X + b * {c * h * wd};

@@ -65,21 +65,30 @@ def quantize_linear(prog, node) -> str:
     return generic_code(prog, out, [(node.op, ins, attrs)] + links, strides)      # the chain in the same loop
 
 
+def vector_quantizable(prog, node) -> bool:
+    """A QuantizeLinear of float32 by one float32 scale (and one zero point of the output's
+    type, or none) to 8 bits, nothing fused after it."""
+    x, out = node.inputs[0], node.outputs[0]
+    scale = node.inputs[1] if len(node.inputs) > 1 else ""
+    zero = node.inputs[2] if len(node.inputs) > 2 else ""
+    dt = np.dtype(prog.type(out).dtype)
+    return not (node.op != "QuantizeLinear" or node.epilogue or not scale
+                or dt not in (np.dtype(np.uint8), np.dtype(np.int8)) or prog.type(x).dtype != np.float32
+                or prog.type(scale).dtype != np.float32 or prog.type(scale).size != 1
+                or (zero and (prog.type(zero).size != 1 or np.dtype(prog.type(zero).dtype) != dt)))
+
+
 def _vector_quantize(prog, node) -> str | None:
     """A QuantizeLinear of float32 by one scale and zero point to 8 bits — constants, or values
     computed in the step before (a dynamically quantized model's) — whole vectors quantized in
     registers (qstore.py's vquant_store, the scalar loop's values exactly). The scalar loop's
     rintf and byte store kept gcc to a few lanes at a time: 16 384 values took 1.8 µs, three
     times the dequantizing step before it (int8 cnn_s on AVX-512)."""
-    x, out = node.inputs[0], node.outputs[0]
-    scale = node.inputs[1] if len(node.inputs) > 1 else ""
-    zero = node.inputs[2] if len(node.inputs) > 2 else ""
-    dt = np.dtype(prog.type(out).dtype)
-    if (node.op != "QuantizeLinear" or node.epilogue or not scale or dt not in (np.dtype(np.uint8), np.dtype(np.int8))
-            or prog.type(x).dtype != np.float32 or prog.type(scale).dtype != np.float32 or prog.type(scale).size != 1
-            or (zero and (prog.type(zero).size != 1 or np.dtype(prog.type(zero).dtype) != dt))):
+    if not vector_quantizable(prog, node):
         return None
-    lo, hi = QUANT[dt]
+    x, out, scale = node.inputs[0], node.outputs[0], node.inputs[1]
+    zero = node.inputs[2] if len(node.inputs) > 2 else ""
+    lo, hi = QUANT[np.dtype(prog.type(out).dtype)]
     if QSTORE_HELPER not in prog.helpers:
         prog.helpers.append(QSTORE_HELPER)
     n = prog.type(x).size
@@ -253,7 +262,7 @@ def _vnni_rows(prog, node, w: np.ndarray, m: int, k: int, n: int) -> str:
     kq = -(-k // 4)
     flip = prog.type(a).dtype == np.int8             # int8 activations: + 128 makes them unsigned
     fours = m // 4 * 4 if not za or prog.type(za).size == 1 else 0
-    _helpers(prog)
+    add_helpers(prog)
     wk, cs = prog.const(o + ':vnni', packed, np.int8), prog.const(o + ':colsum', colsum, np.int32)
 
     def copy(r: str) -> str:
@@ -298,7 +307,7 @@ def _by_target(vnni: str, avx2: str, generic: str) -> str:
     return f"#if defined(NNOS_HAVE_VNNI)\n{vnni}\n#elif defined(NNOS_HAVE_AVX2_INT)\n{avx2}\n#else\n{generic}\n#endif"
 
 
-def _helpers(prog) -> None:
+def add_helpers(prog) -> None:
     for h in (VNNI_HELPER, AVX2_HELPER):
         if h not in prog.helpers:
             prog.helpers.append(h)
@@ -310,7 +319,7 @@ def _avx2_rows(prog, node, w: np.ndarray, m: int, k: int, n: int) -> str:
     za = node.inputs[2] if len(node.inputs) > 2 else ""
     kp = -(-k // 2)
     row, _ = prog.ws(kp * 4, "int16_t")
-    _helpers(prog)
+    add_helpers(prog)
     return "\n".join([
         f"const {storage(prog.type(a).dtype)} *A = {prog.ptr(a)}; int32_t *Y = {prog.ptr(o)}; int16_t *R = {row};",
         f"R[{2 * kp - 1}] = 0; const int32_t za = {_zero(prog, za, '0')};",
@@ -366,9 +375,9 @@ def conv_integer(prog, node) -> str:
     kernel, strides, dil, begin, _, out = _geometry(node, xs, ws)
     g = int(node.attrs.get("group", 1))
     geometry = (*xs, *kernel, strides, dil, begin, out)
-    wc = _centred_conv_weight(prog, node)
+    wc = centred_conv_weight(prog, node)
     if wc is not None and g == 1:                       # the zero point of X is one value (ops/quant.py)
-        _helpers(prog)
+        add_helpers(prog)
         code = _by_target(_vnni_conv(prog, node, wc, geometry), _avx2_conv(prog, node, wc, geometry),
                           _direct_conv(prog, node, geometry, g))
     else:
@@ -402,7 +411,7 @@ def _chain_after(prog, name: str):
     return d, decls, lambda a: f"({{ vf v = {a}; {' '.join(steps)} v; }})"
 
 
-def _centred_conv_weight(prog, node) -> np.ndarray | None:
+def centred_conv_weight(prog, node) -> np.ndarray | None:
     """W − its zero point (one per output channel or one), when constants whose values fit int8."""
     w, zw = node.inputs[1], node.inputs[3] if len(node.inputs) > 3 else ""
     g = prog.graph
