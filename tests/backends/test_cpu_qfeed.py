@@ -1,7 +1,8 @@
 """QuantizeLinears that store their bytes padded for their convolutions (backends/cpu/qfeed.py):
-where only direct-form integer convolutions read a QuantizeLinear's output, its step stores the
-padded words they read (VNNI) and they pad nothing; every output exactly the reference's on
-each target, over runs whose scale and zero point change; anything else quantizes as before."""
+where only direct-form integer convolutions read a QuantizeLinear's output, or only 1 × 1 ones,
+its step stores the words they read (VNNI: padded, or in groups of sixteen pixels) and they
+copy nothing; every output exactly the reference's on each target, over runs whose scale and
+zero point change; anything else quantizes as before."""
 from __future__ import annotations
 
 import numpy as np
@@ -18,15 +19,18 @@ from tests.support.quantized import I8, ints
 pytestmark = [pytest.mark.skipif(find_compiler() is None, reason="no C compiler"),
               pytest.mark.usefixtures("cpu_cache")]
 
-# readers of the quantized tensor: (kernel, stride, pad); "fed": whether the QuantizeLinear stores
-# them padded (and at which offset the second reads: None for its own padding)
+# readers of the quantized tensor: (kernel, stride, pad); whether the QuantizeLinear stores what
+# they read; the input's rows and columns
 CASES = {
-    "stride 2, a skip 1x1 beside": ([(3, 2, 1), (1, 2, 0)], True),     # the 1×1 reads the 3×3's padding
-    "stride 1": ([(3, 1, 1)], True),
-    "5x5 beside 3x3": ([(5, 1, 2), (3, 1, 1)], True),                  # the 3×3 two rows and columns in
-    "stride 1 and a pointwise 1x1": ([(3, 1, 1), (1, 1, 0)], False),   # the 1×1 is no direct form
-    "strides 1 and 2": ([(3, 1, 1), (3, 2, 1)], False),
-    "also an output": ([(3, 1, 1)], False),
+    "stride 2, a skip 1x1 beside": ([(3, 2, 1), (1, 2, 0)], True, 32),     # the 1×1 reads the 3×3's padding
+    "stride 1": ([(3, 1, 1)], True, 32),
+    "5x5 beside 3x3": ([(5, 1, 2), (3, 1, 1)], True, 32),                  # the 3×3 two rows and columns in
+    "two pointwise 1x1": ([(1, 1, 0), (1, 1, 0)], True, 40),              # groups across rows; tiles of 64
+    "stride 1 and a pointwise 1x1": ([(3, 1, 1), (1, 1, 0)], False, 32),   # two layouts
+    "strides 1 and 2": ([(3, 1, 1), (3, 2, 1)], False, 32),
+    "rows of 20": ([(3, 1, 1)], False, 20),                                # not whole groups of 16 a row
+    "a 1x1 over 18 x 18": ([(1, 1, 0)], False, 18),                        # nor a last whole group
+    "also an output": ([(3, 1, 1)], False, 32),
 }
 
 
@@ -60,12 +64,12 @@ def _near_ties(s: np.float32) -> np.ndarray:
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("q_dt", ["uint8", "int8"])
 def test_a_quantizelinear_stores_its_convolutions_padded_input(tmp_path, cpu_target, case, q_dt):
-    readers, fed = CASES[case]
-    plan = _model(tmp_path, readers, q_dt, case == "also an output")
+    readers, fed, hw = CASES[case]
+    plan = _model(tmp_path, readers, q_dt, case == "also an output", hw)
     src = source(plan)
-    assert ("nnos_q16(x_" in src) == fed                               # the QuantizeLinear's padded words
-    reading = src.count("const uint8_t *P = ((uint8_t *)(ws + ")         # a convolution reading the stored words
-    assert reading == (len(readers) if fed else 0)
+    assert ("nnos_q16(x_" in src) == fed                               # the QuantizeLinear's words
+    reading = src.count("const uint8_t *P = ((uint8_t *)(ws + ") + src.count("const uint8_t *const CA = ((uint8_t *)(ws + ")
+    assert reading == (len(readers) if fed else 0)                      # a convolution reading them
     if case.startswith("stride 2"):                                     # hp 33, wq 17: a parity plane and a row in
         assert src.count(" + 2312; int32_t *Y = ") == 1
     if case.startswith("5x5"):                                          # hp 36, wq 36: a row and a column
@@ -75,7 +79,7 @@ def test_a_quantizelinear_stores_its_convolutions_padded_input(tmp_path, cpu_tar
     rng = np.random.default_rng(7)
     zeros = {"uint8": (128, 3, 250), "int8": (-3, 100, -120)}[q_dt]
     for run, (scale, zero) in enumerate(zip((0.05, 0.013, 0.4), zeros)):   # a new zero point each run: the border
-        x = (rng.standard_normal((1, 16, 32, 32)) * (3 + run)).astype(np.float32)
+        x = (rng.standard_normal((1, 16, hw, hw)) * (3 + run)).astype(np.float32)
         x[0, 0, 0, :4] = [np.nan, 1e6, -1e6, 0.5 * scale]                 # NaN, saturation, a tie
         ties = _near_ties(np.float32(scale))
         x[0, 1:5].reshape(-1)[:ties.size] = ties

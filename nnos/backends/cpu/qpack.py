@@ -216,12 +216,21 @@ def _pointwise(prog, node, dims: tuple, col: str, size: int, f: Form, call: str,
     word by word — each word's channel rows read along the whole tile, not a group's 16 bytes of
     every row in turn (int8 mbv2_s's 64 → 16 convolution, 64 rows a plane apart: 3.75 → 3.3 µs)
     — then a last part-filled group one value at a time (its channels past the last whole word
-    the fill)."""
+    the fill). Or only the kernel's calls, when the input's QuantizeLinear stored the groups
+    (qfeed.py)."""
     x, o = node.inputs[0], node.outputs[0]
     n, c, npx = dims
     xt = storage(prog.type(x).dtype)
     pw, lanes, cw = f.per_word, f.lanes, -(-c // f.per_word) * f.per_word
     groups, last = -(-npx // lanes), npx - (-(-npx // lanes) - 1) * lanes
+    feed = prog.feeds.get(x)
+    if feed is not None and feed.layout is None and pw == 4:      # VNNI: the QuantizeLinear built the groups
+        return f"""int32_t *Y = {prog.ptr(o)}; {f.decl}
+for (long b = 0; b < 1; b++) for (long t0 = 0; t0 < {groups}; t0 += {tile}) {{
+    const long tn = {groups} - t0 < {tile} ? {groups} - t0 : {tile}, mk = {lanes};
+    const uint8_t *const CA = {feed.region} + t0 * {size};
+    {call}
+}}"""
     each = (f"for (long g = 0; g < gw; g++) {{ const long px0 = (t0 + g) * {lanes}; "
             f"{f.ctype} *const C = CA + g * {size};", "}")
     return f"""const {xt} *X = {prog.ptr(x)}; int32_t *Y = {prog.ptr(o)};
