@@ -35,8 +35,14 @@ def _store(s: int, hp: int, wq: int, top: int, left: int) -> str:
                 "memcpy(d_, &o0, 16); memcpy(d_ + 16, &o1, 16); memcpy(d_ + 32, &o2, 16); memcpy(d_ + 48, &o3, 16); }")
     return ("{ const __m512i v_ = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512("
             "(__m128i)o0), (__m128i)o1, 1), (__m128i)o2, 2), (__m128i)o3, 3); "
-            "const __m512i e_ = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, "
-            f"11, 13, 15), v_); const long x0 = ix + {left}; "
+            f"{parity_store('v_', hp, wq, top, left)} }}")
+
+
+def parity_store(v: str, hp: int, wq: int, top: int, left: int) -> str:
+    """C storing the sixteen words of __m512i ``v`` (pixels ix … ix + 15 of row iy, word t) at
+    stride 2: the even pixels' eight words to one parity's row, the odd pixels' to the other's."""
+    return ("{ const __m512i e_ = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, "
+            f"11, 13, 15), {v}); const long x0 = ix + {left}; "
             f"_mm256_storeu_si256((__m256i *)(P + (((t * 2 + (x0 & 1)) * {hp} + iy + {top}) * {wq} + (x0 >> 1)) * 4), "
             "_mm512_castsi512_si256(e_)); "
             f"_mm256_storeu_si256((__m256i *)(P + (((t * 2 + 1 - (x0 & 1)) * {hp} + iy + {top}) * {wq} + ((x0 + 1) >> 1)) "

@@ -147,12 +147,7 @@ def _store(s: int, hp: int, wq: int, top: int, left: int) -> str:
     """C storing word vector v (pixels ix … ix + 15 of row iy, word t) in the padding."""
     if s == 1:
         return f"_mm512_storeu_si512((void *)(P + ((t * {hp} + iy + {top}) * {wq} + ix + {left}) * 4), v);"
-    return ("{ const __m512i e_ = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, "
-            f"9, 11, 13, 15), v); const long x0 = ix + {left}; "
-            f"_mm256_storeu_si256((__m256i *)(P + (((t * 2 + (x0 & 1)) * {hp} + iy + {top}) * {wq} + (x0 >> 1)) * 4), "
-            "_mm512_castsi512_si256(e_)); "
-            f"_mm256_storeu_si256((__m256i *)(P + (((t * 2 + 1 - (x0 & 1)) * {hp} + iy + {top}) * {wq} + ((x0 + 1) >> 1)) "
-            "* 4), _mm512_extracti64x4_epi64(e_, 1)); }")
+    return qdirect.parity_store("v", hp, wq, top, left)
 
 
 def quantize_linear(prog, node) -> str:
