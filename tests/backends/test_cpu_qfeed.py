@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.skipif(find_compiler() is None, reason="no C compiler"
 CASES = {
     "stride 2, a skip 1x1 beside": ([(3, 2, 1), (1, 2, 0)], True, 32),     # the 1×1 reads the 3×3's padding
     "stride 1": ([(3, 1, 1)], True, 32),
+    "stride 2 to rows of 8": ([(3, 2, 1), (1, 2, 0)], True, 16),           # the kernel of two rows a vector
     "5x5 beside 3x3": ([(5, 1, 2), (3, 1, 1)], True, 32),                  # the 3×3 two rows and columns in
     "two pointwise 1x1": ([(1, 1, 0), (1, 1, 0)], True, 40),              # groups across rows; tiles of 64
     "stride 1 and a pointwise 1x1": ([(3, 1, 1), (1, 1, 0)], False, 32),   # two layouts
@@ -70,8 +71,8 @@ def test_a_quantizelinear_stores_its_convolutions_padded_input(tmp_path, cpu_tar
     assert ("nnos_q16(x_" in src) == fed                               # the QuantizeLinear's words
     reading = src.count("const uint8_t *P = ((uint8_t *)(ws + ") + src.count("const uint8_t *const CA = ((uint8_t *)(ws + ")
     assert reading == (len(readers) if fed else 0)                      # a convolution reading them
-    if case.startswith("stride 2"):                                     # hp 33, wq 17: a parity plane and a row in
-        assert src.count(" + 2312; int32_t *Y = ") == 1
+    if case.startswith("stride 2"):                   # rows hw + 1, words (hw + 2) / 2 a row: a parity plane and a row in
+        assert src.count(f" + {(hw + 2) * (hw + 2) // 2 * 4}; int32_t *Y = ") == 1
     if case.startswith("5x5"):                                          # hp 36, wq 36: a row and a column
         assert src.count(f" + {(36 + 1) * 4}; int32_t *Y = ") == 1
     exe = prepare(plan, "cpu")
