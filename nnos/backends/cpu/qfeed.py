@@ -111,8 +111,11 @@ def _reads(layouts: dict[str, tuple]) -> tuple[tuple, dict[str, int]] | None:
 def choose(prog, skip: set) -> dict[str, Feed]:
     """The quantized tensors to store padded, by name: a QuantizeLinear's step's output of one
     image and whole words of channels that only direct-form convolutions read (its rows whole
-    groups of sixteen), or only 1 × 1 ones (its pixels)."""
+    groups of sixteen), or only 1 × 1 ones (its pixels). None below 16-float vectors: no VNNI
+    there, and the regions would be workspace no step uses (an arm64 board's)."""
     g, feeds = prog.graph, {}
+    if prog.vw != 16:
+        return feeds
     consumers = g.consumers()
     index = {id(n): k for k, n in enumerate(g.nodes)}
     for s, node in enumerate(g.nodes):
